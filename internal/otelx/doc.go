@@ -1,0 +1,9 @@
+// Package otelx is lifeline's single place for OpenTelemetry plumbing: the
+// instrumentation scope names and version, the attribute keys (it is the only
+// package that imports semconv), the metric instruments of every package, and
+// small span helpers.
+//
+// A nil TracerProvider or MeterProvider always means the otel global one; the
+// library never calls otel.Set*. Instruments are built once per
+// MeterProvider and cached, so the hot path only records.
+package otelx

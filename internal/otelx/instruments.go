@@ -1,0 +1,122 @@
+package otelx
+
+import (
+	"go.opentelemetry.io/otel/metric"
+)
+
+// Dial holds the dial package's instruments.
+type Dial struct {
+	// Duration is lifeline.dial.duration (s), by KeyPhase (dns, connect, tls,
+	// or "total") and KeyOutcome.
+	Duration metric.Float64Histogram
+	// Attempts is lifeline.dial.attempts: connect attempts, by KeyOutcome.
+	Attempts metric.Int64Counter
+	// Masked is lifeline.dial.masked_failures: attempts that failed or stalled
+	// while the dial as a whole succeeded, by KeyPhase, peer and error.type.
+	Masked metric.Int64Counter
+}
+
+// Retry holds the retry package's instruments.
+type Retry struct {
+	// Attempts is lifeline.retry.attempts, by KeyOutcome.
+	Attempts metric.Int64Counter
+	// Retries is lifeline.retry.retries: attempts after the first.
+	Retries metric.Int64Counter
+	// BudgetRefusals is lifeline.retry.budget_refusals.
+	BudgetRefusals metric.Int64Counter
+	// Recovered is lifeline.retry.recovered: calls that succeeded only after
+	// a failed attempt, by the first failure's error.type.
+	Recovered metric.Int64Counter
+}
+
+// Pool holds the pool package's synchronous instruments. The connection
+// counts by state are an observable gauge that each Pool registers itself
+// (lifeline.pool.connections), since it reads them from the pool's stats.
+type Pool struct {
+	Meter metric.Meter
+	// AcquireWait is lifeline.pool.acquire.wait (s): time spent in Acquire.
+	AcquireWait metric.Float64Histogram
+	// Dials is lifeline.pool.dials, by KeyOutcome.
+	Dials metric.Int64Counter
+	// Evictions is lifeline.pool.evictions, by KeyReason.
+	Evictions metric.Int64Counter
+}
+
+// Transport holds the transport package's instruments.
+type Transport struct {
+	// Duration is lifeline.http.client.duration (s), per attempt.
+	Duration metric.Float64Histogram
+	// Stalls is lifeline.http.stalls: responses aborted by a stall limit.
+	Stalls metric.Int64Counter
+	// Hedges is lifeline.http.hedges: hedged attempts started, by KeyOutcome.
+	Hedges metric.Int64Counter
+}
+
+var (
+	dialCache      cache[Dial]
+	retryCache     cache[Retry]
+	poolCache      cache[Pool]
+	transportCache cache[Transport]
+)
+
+// Durations in seconds with buckets suited to network phases (1 ms … 30 s).
+var durationBuckets = metric.WithExplicitBucketBoundaries(
+	0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+// DialInstruments returns the cached dial instruments of mp (nil: global).
+func DialInstruments(mp metric.MeterProvider) *Dial {
+	return dialCache.get(mp, func(m metric.Meter) *Dial {
+		d := &Dial{}
+		d.Duration, _ = m.Float64Histogram("lifeline.dial.duration", metric.WithUnit("s"),
+			metric.WithDescription("Duration of dial phases and of whole dials."), durationBuckets)
+		d.Attempts, _ = m.Int64Counter("lifeline.dial.attempts", metric.WithUnit("{attempt}"),
+			metric.WithDescription("Connect attempts, one per raced address, by outcome."))
+		d.Masked, _ = m.Int64Counter("lifeline.dial.masked_failures", metric.WithUnit("{failure}"),
+			metric.WithDescription("Attempts that failed or stalled while the dial as a whole succeeded, by phase and peer."))
+		return d
+	}, ScopeDial)
+}
+
+// RetryInstruments returns the cached retry instruments of mp (nil: global).
+func RetryInstruments(mp metric.MeterProvider) *Retry {
+	return retryCache.get(mp, func(m metric.Meter) *Retry {
+		r := &Retry{}
+		r.Attempts, _ = m.Int64Counter("lifeline.retry.attempts", metric.WithUnit("{attempt}"),
+			metric.WithDescription("Attempts made by retry.Do, by outcome."))
+		r.Retries, _ = m.Int64Counter("lifeline.retry.retries", metric.WithUnit("{attempt}"),
+			metric.WithDescription("Attempts after the first."))
+		r.BudgetRefusals, _ = m.Int64Counter("lifeline.retry.budget_refusals", metric.WithUnit("{retry}"),
+			metric.WithDescription("Retries refused by the shared retry budget."))
+		r.Recovered, _ = m.Int64Counter("lifeline.retry.recovered", metric.WithUnit("{call}"),
+			metric.WithDescription("Calls that succeeded only after a failed attempt, by the first failure's error.type."))
+		return r
+	}, ScopeRetry)
+}
+
+// PoolInstruments returns the cached pool instruments of mp (nil: global).
+func PoolInstruments(mp metric.MeterProvider) *Pool {
+	return poolCache.get(mp, func(m metric.Meter) *Pool {
+		p := &Pool{Meter: m}
+		p.AcquireWait, _ = m.Float64Histogram("lifeline.pool.acquire.wait", metric.WithUnit("s"),
+			metric.WithDescription("Time spent waiting in Acquire."), durationBuckets)
+		p.Dials, _ = m.Int64Counter("lifeline.pool.dials", metric.WithUnit("{connection}"),
+			metric.WithDescription("New connections dialed by the pool, by outcome."))
+		p.Evictions, _ = m.Int64Counter("lifeline.pool.evictions", metric.WithUnit("{connection}"),
+			metric.WithDescription("Connections evicted, by reason."))
+		return p
+	}, ScopePool)
+}
+
+// TransportInstruments returns the cached transport instruments of mp (nil: global).
+func TransportInstruments(mp metric.MeterProvider) *Transport {
+	return transportCache.get(mp, func(m metric.Meter) *Transport {
+		t := &Transport{}
+		t.Duration, _ = m.Float64Histogram("lifeline.http.client.duration", metric.WithUnit("s"),
+			metric.WithDescription("Duration of each HTTP attempt."), durationBuckets)
+		t.Stalls, _ = m.Int64Counter("lifeline.http.stalls", metric.WithUnit("{response}"),
+			metric.WithDescription("Responses aborted because no byte arrived within a stall limit."))
+		t.Hedges, _ = m.Int64Counter("lifeline.http.hedges", metric.WithUnit("{attempt}"),
+			metric.WithDescription("Hedged attempts started, by outcome."))
+		return t
+	}, ScopeTransport)
+}

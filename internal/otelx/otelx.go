@@ -1,0 +1,210 @@
+package otelx
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"reflect"
+	"sync"
+	"syscall"
+
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/metric"
+	semconv "go.opentelemetry.io/otel/semconv/v1.40.0"
+	"go.opentelemetry.io/otel/trace"
+)
+
+// Version is the instrumentation version reported with every tracer and meter.
+const Version = "0.1.0"
+
+// Instrumentation scope names: one per package, named by import path.
+const (
+	ScopeDial      = "github.com/lifeline-go/lifeline/dial"
+	ScopeRetry     = "github.com/lifeline-go/lifeline/retry"
+	ScopePool      = "github.com/lifeline-go/lifeline/pool"
+	ScopeTransport = "github.com/lifeline-go/lifeline/transport"
+)
+
+// Tracer returns the tracer for scope from tp, or from the global provider
+// when tp is nil.
+func Tracer(tp trace.TracerProvider, scope string) trace.Tracer {
+	if tp == nil {
+		tp = otel.GetTracerProvider()
+	}
+	return tp.Tracer(scope, trace.WithInstrumentationVersion(Version))
+}
+
+// Meter returns the meter for scope from mp, or from the global provider when
+// mp is nil.
+func Meter(mp metric.MeterProvider, scope string) metric.Meter {
+	if mp == nil {
+		mp = otel.GetMeterProvider()
+	}
+	return mp.Meter(scope, metric.WithInstrumentationVersion(Version))
+}
+
+// lifeline's own attribute keys. Semantic-convention keys are reached through
+// the helper functions below so that callers never import semconv.
+const (
+	// KeyPhase is the dial phase: dns, connect, tls, first_byte.
+	KeyPhase = attribute.Key("lifeline.phase")
+	// KeyOutcome is how a dial, attempt or phase ended: ok, error, timeout,
+	// canceled, lost (a racer overtaken by another address).
+	KeyOutcome = attribute.Key("lifeline.outcome")
+	// KeyAttempt is the 1-based attempt number inside a retried call.
+	KeyAttempt = attribute.Key("lifeline.retry.attempt")
+	// KeyBackoff is the wait before an attempt, in seconds.
+	KeyBackoff = attribute.Key("lifeline.retry.backoff")
+	// KeyReason is why a pool connection was evicted.
+	KeyReason = attribute.Key("lifeline.pool.evict_reason")
+	// KeyState is a pool connection's state: idle, in_use, dialing.
+	KeyState = attribute.Key("lifeline.pool.state")
+	// KeyRaceIndex is the position of a raced address in the dial order.
+	KeyRaceIndex = attribute.Key("lifeline.dial.race_index")
+	// KeyAddresses is the number of addresses a dial resolved.
+	KeyAddresses = attribute.Key("lifeline.dial.addresses")
+	// KeyMaskedBy says what absorbed a failure: race or retry.
+	KeyMaskedBy = attribute.Key("lifeline.masked_by")
+)
+
+// Outcome values for KeyOutcome.
+const (
+	OutcomeOK       = "ok"
+	OutcomeError    = "error"
+	OutcomeTimeout  = "timeout"
+	OutcomeCanceled = "canceled"
+	OutcomeLost     = "lost"
+)
+
+// ServerAddress is semconv server.address.
+func ServerAddress(host string) attribute.KeyValue { return semconv.ServerAddress(host) }
+
+// ServerPort is semconv server.port.
+func ServerPort(port int) attribute.KeyValue { return semconv.ServerPort(port) }
+
+// PeerAddress is semconv network.peer.address.
+func PeerAddress(ip string) attribute.KeyValue { return semconv.NetworkPeerAddress(ip) }
+
+// PeerPort is semconv network.peer.port.
+func PeerPort(port int) attribute.KeyValue { return semconv.NetworkPeerPort(port) }
+
+// TransportTCP is semconv network.transport=tcp.
+var TransportTCP = semconv.NetworkTransportTCP
+
+// ResendCount is semconv http.request.resend_count.
+func ResendCount(n int) attribute.KeyValue { return semconv.HTTPRequestResendCount(n) }
+
+// HTTPMethod is semconv http.request.method.
+func HTTPMethod(m string) attribute.KeyValue { return semconv.HTTPRequestMethodKey.String(m) }
+
+// HTTPStatus is semconv http.response.status_code.
+func HTTPStatus(code int) attribute.KeyValue { return semconv.HTTPResponseStatusCode(code) }
+
+// URLFull is semconv url.full. The caller must have removed userinfo and the
+// query string first: secrets never reach a span.
+func URLFull(u string) attribute.KeyValue { return semconv.URLFull(u) }
+
+// ErrorType is semconv error.type with the low-cardinality value of
+// ErrorTypeOf(err).
+func ErrorType(err error) attribute.KeyValue { return semconv.ErrorTypeKey.String(ErrorTypeOf(err)) }
+
+// ErrorTypeOf classifies err into a short, low-cardinality string for the
+// error.type attribute. An error that has an ErrorType() string method (as
+// *dial.Error does) names itself; otherwise well-known causes are mapped
+// (timeout, canceled, connection_refused, connection_reset, dns, tls_certificate,
+// eof) and anything else is its dynamic Go type, as otelhttp does.
+func ErrorTypeOf(err error) string {
+	if err == nil {
+		return ""
+	}
+	var typed interface{ ErrorType() string }
+	if errors.As(err, &typed) {
+		if s := typed.ErrorType(); s != "" {
+			return s
+		}
+	}
+	var (
+		dnsErr  *net.DNSError
+		certErr *tls.CertificateVerificationError
+		unkAuth x509.UnknownAuthorityError
+		hostErr x509.HostnameError
+		invErr  x509.CertificateInvalidError
+		netErr  net.Error
+	)
+	switch {
+	case errors.Is(err, context.Canceled):
+		return "canceled"
+	case errors.Is(err, context.DeadlineExceeded):
+		return "timeout"
+	case errors.As(err, &dnsErr):
+		if dnsErr.IsNotFound {
+			return "dns_not_found"
+		}
+		if dnsErr.IsTimeout {
+			return "timeout"
+		}
+		return "dns"
+	case errors.As(err, &certErr), errors.As(err, &unkAuth), errors.As(err, &hostErr), errors.As(err, &invErr):
+		return "tls_certificate"
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return "connection_refused"
+	case errors.Is(err, syscall.ECONNRESET):
+		return "connection_reset"
+	case errors.Is(err, syscall.ETIMEDOUT):
+		return "timeout"
+	case errors.Is(err, syscall.EHOSTUNREACH), errors.Is(err, syscall.ENETUNREACH):
+		return "unreachable"
+	case errors.As(err, &netErr) && netErr.Timeout():
+		return "timeout"
+	}
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		return "eof"
+	}
+	return fmt.Sprintf("%T", err)
+}
+
+// RecordError marks span as failed with err: RecordError, status Error and
+// error.type. A nil err does nothing. Callers decide beforehand whether err is
+// a failure at all (a caller's cancel or a lost race is not).
+func RecordError(span trace.Span, err error) {
+	if err == nil || !span.IsRecording() {
+		return
+	}
+	span.RecordError(err)
+	span.SetStatus(codes.Error, err.Error())
+	span.SetAttributes(ErrorType(err))
+}
+
+// cache holds one instrument set per MeterProvider. Providers that are not
+// comparable (a struct value type) get a fresh set each time; that is slower
+// but correct.
+type cache[T any] struct {
+	mu sync.Mutex
+	m  map[metric.MeterProvider]*T
+}
+
+func (c *cache[T]) get(mp metric.MeterProvider, build func(metric.Meter) *T, scope string) *T {
+	if mp == nil {
+		mp = otel.GetMeterProvider()
+	}
+	if t := reflect.TypeOf(mp); t == nil || !t.Comparable() {
+		return build(Meter(mp, scope))
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if v, ok := c.m[mp]; ok {
+		return v
+	}
+	if c.m == nil {
+		c.m = make(map[metric.MeterProvider]*T)
+	}
+	v := build(Meter(mp, scope))
+	c.m[mp] = v
+	return v
+}
