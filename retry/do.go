@@ -1,0 +1,267 @@
+package retry
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/lifeline-go/lifeline/internal/otelx"
+)
+
+var (
+	errNilContext = errors.New("retry: nil Context")
+	errNilOp      = errors.New("retry: nil operation")
+)
+
+// Do calls op until it succeeds, up to [Policy.MaxAttempts] times, and
+// returns nil or the reason it gave up. A nil p is the default policy.
+//
+// Before every attempt the context is checked; a context that has already
+// ended returns its error (context.Cause joined with ctx.Err) and op is never
+// called. Each attempt gets a context carrying its number (see [Attempt]) and,
+// with [Policy.AttemptTimeout], its own deadline. Between attempts Do waits an
+// exponentially growing, jittered interval on a timer, stopping at once if
+// the context ends. A wait that would reach the context's deadline is not
+// taken.
+//
+// A failed attempt is classified in this order:
+//
+//  1. marked [Permanent]: Do returns the error at once;
+//  2. the caller's context ended: Do returns an [*ExhaustedError] with the
+//     context's cause;
+//  3. with a custom [Policy.Retryable], it alone decides; otherwise
+//  4. context.Canceled is not retried; an [After] error, or an attempt cut
+//     by AttemptTimeout, is retried; an error with a Retryable() bool method
+//     anywhere in its chain (such as *dial.Error) decides for itself; TLS
+//     certificate verification errors and DNS "no such host" errors
+//     (*net.DNSError with IsNotFound) are not retried; anything else is.
+//
+// A failure that is not retried is returned as op returned it. When Do stops
+// retrying a retryable failure — MaxAttempts ran out, the context ended or
+// the next wait would cross its deadline, the [Budget] refused, or a
+// server-advised wait exceeded [Policy.MaxRetryAfter] — it returns an
+// [*ExhaustedError] that matches [ErrExhausted] and unwraps to both the last
+// error and the cause.
+//
+// Each attempt is a span named "retry.attempt" under the caller's span, with
+// the attempt number, the backoff waited before it and, on failure, error.type.
+// Do calls op from its own goroutine only, one attempt at a time, and starts
+// no goroutine.
+func (p *Policy) Do(ctx context.Context, op func(ctx context.Context) error) error {
+	if op == nil {
+		return errNilOp
+	}
+	_, err := run(ctx, p, func(ctx context.Context) (struct{}, error) {
+		return struct{}{}, op(ctx)
+	})
+	return err
+}
+
+// Do is [Policy.Do] for an operation that returns a value: it returns the
+// value of the first successful attempt, or T's zero value and the error
+// (values returned with an error are dropped). A nil p is the default
+// policy.
+func Do[T any](ctx context.Context, p *Policy, op func(ctx context.Context) (T, error)) (T, error) {
+	if op == nil {
+		var zero T
+		return zero, errNilOp
+	}
+	return run(ctx, p, op)
+}
+
+// run is the retry loop shared by both Do forms.
+func run[T any](ctx context.Context, p *Policy, op func(context.Context) (T, error)) (T, error) {
+	var zero T
+	if ctx == nil {
+		return zero, errNilContext
+	}
+	c, err := p.config()
+	if err != nil {
+		return zero, err
+	}
+	if ctx.Err() != nil {
+		return zero, ctxCause(ctx)
+	}
+	tel := telemetryFor(c.tp, c.mp)
+	if c.budget != nil {
+		c.budget.deposit()
+	}
+	var (
+		first error                       // of the first failed attempt, for the recovered metric
+		wait  time.Duration               // waited before the attempt
+		bo    *backoff.ExponentialBackOff // built at the first retryable failure only
+	)
+	for n := 1; ; n++ {
+		v, err := attempt(ctx, &c, tel, n, wait, op)
+		if err == nil {
+			if first != nil {
+				tel.recovered(ctx, first)
+			}
+			return v, nil
+		}
+		if first == nil {
+			first = err
+		}
+		var perm *permanentError
+		if errors.As(err, &perm) {
+			if err == error(perm) {
+				return zero, perm.err
+			}
+			return zero, err
+		}
+		if ctx.Err() != nil {
+			return zero, &ExhaustedError{Attempts: n, Last: err, Cause: ctxCause(ctx)}
+		}
+		if !c.isRetryable(err) {
+			return zero, err
+		}
+		if n >= c.maxAttempts {
+			return zero, &ExhaustedError{Attempts: n, Last: err}
+		}
+
+		if bo == nil {
+			bo = c.newBackoff()
+		}
+		wait = bo.NextBackOff()
+		if d, ok := RetryAfter(err); ok {
+			if c.maxRetryAfter >= 0 && d > c.maxRetryAfter {
+				return zero, &ExhaustedError{Attempts: n, Last: err, Cause: fmt.Errorf(
+					"%w: server asked for %v, the cap is %v", ErrRetryAfterTooLong, d, c.maxRetryAfter)}
+			}
+			wait = max(wait, d)
+		}
+		// Never sleep past the deadline: a wait that ends at or after it
+		// would only be followed by an attempt with no time left.
+		if dl, ok := ctx.Deadline(); ok {
+			if left := time.Until(dl); wait >= left {
+				return zero, &ExhaustedError{Attempts: n, Last: err, Cause: &waitPastDeadlineError{wait: wait, left: left}}
+			}
+		}
+		if c.budget != nil && !c.budget.withdraw() {
+			tel.refused(ctx)
+			return zero, &ExhaustedError{Attempts: n, Last: err, Cause: ErrBudgetExhausted}
+		}
+		if !sleep(ctx, wait) {
+			if c.budget != nil {
+				c.budget.refund()
+			}
+			return zero, &ExhaustedError{Attempts: n, Last: err, Cause: ctxCause(ctx)}
+		}
+	}
+}
+
+// attempt makes attempt n: its span, its context and its metrics.
+func attempt[T any](ctx context.Context, c *config, tel *telemetry, n int, wait time.Duration,
+	op func(context.Context) (T, error)) (T, error) {
+	actx := ctx
+	var span trace.Span
+	if tel.tracer != nil {
+		actx, span = tel.tracer.Start(ctx, spanName, trace.WithAttributes(
+			otelx.KeyAttempt.Int(n), otelx.KeyBackoff.Float64(wait.Seconds())))
+		// Ended here even if op panics; attributes are set below on return.
+		defer span.End()
+	}
+	var timeout *attemptTimeoutError
+	if c.attemptTimeout > 0 {
+		timeout = &attemptTimeoutError{d: c.attemptTimeout}
+		var cancel context.CancelFunc
+		actx, cancel = context.WithTimeoutCause(actx, c.attemptTimeout, timeout)
+		defer cancel()
+	}
+	v, err := op(&attemptCtx{Context: actx, n: n})
+	if err != nil && timeout != nil && ctx.Err() == nil && context.Cause(actx) == error(timeout) {
+		err = &attemptTimedOut{cause: timeout, err: err}
+	}
+	outcome := otelx.OutcomeOK
+	if err != nil {
+		outcome = outcomeOf(err, ctx.Err() != nil)
+	}
+	tel.attempted(ctx, n, outcome)
+	if span != nil && span.IsRecording() {
+		span.SetAttributes(otelx.KeyOutcome.String(outcome))
+		if err != nil && outcome != otelx.OutcomeCanceled {
+			otelx.RecordError(span, err) // the caller's cancel is not a failure
+		}
+	}
+	return v, err
+}
+
+// isRetryable classifies a failure that is neither Permanent nor caused by
+// the caller's context ending.
+func (c *config) isRetryable(err error) bool {
+	if c.retryable != nil {
+		return c.retryable(err)
+	}
+	return defaultRetryable(err)
+}
+
+// newBackoff builds this call's backoff. backoff/v4's type is not safe to
+// share, so every call that fails once gets its own. MaxElapsedTime is 0 (no
+// limit): MaxAttempts and the context bound the retries, never backoff/v4's
+// hidden 15 minutes.
+func (c *config) newBackoff() *backoff.ExponentialBackOff {
+	b := &backoff.ExponentialBackOff{
+		InitialInterval:     c.initialInterval,
+		RandomizationFactor: c.jitter,
+		Multiplier:          c.multiplier,
+		MaxInterval:         c.maxInterval,
+		MaxElapsedTime:      0,
+		Stop:                backoff.Stop,
+		Clock:               backoff.SystemClock,
+	}
+	b.Reset()
+	return b
+}
+
+// sleep waits d on a timer and reports whether ctx is still alive after it.
+func sleep(ctx context.Context, d time.Duration) bool {
+	if d > 0 {
+		t := time.NewTimer(d)
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			return false
+		}
+	}
+	return ctx.Err() == nil
+}
+
+// attemptKey is the context key of an attempt's number.
+type attemptKey struct{}
+
+// attemptCtx carries the attempt number. It is its own context value, so one
+// allocation serves both the context and what Attempt reads.
+type attemptCtx struct {
+	context.Context
+	n int
+}
+
+func (c *attemptCtx) Value(key any) any {
+	if _, ok := key.(attemptKey); ok {
+		return c
+	}
+	return c.Context.Value(key)
+}
+
+func (c *attemptCtx) String() string {
+	return fmt.Sprint(c.Context) + ".WithValue(retry.Attempt, " + strconv.Itoa(c.n) + ")"
+}
+
+// Attempt returns the 1-based number of the attempt whose context ctx is (or
+// derives from), inside an operation run by [Policy.Do] or [Do]; 0 outside.
+// With nested calls the innermost Do's attempt is returned.
+func Attempt(ctx context.Context) int {
+	if ctx == nil {
+		return 0
+	}
+	if a, ok := ctx.Value(attemptKey{}).(*attemptCtx); ok {
+		return a.n
+	}
+	return 0
+}
