@@ -1,0 +1,152 @@
+package dial
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"reflect"
+	"sync"
+
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/lifeline-go/lifeline/internal/otelx"
+)
+
+// telemetry is the tracer and instruments of one dial.
+type telemetry struct {
+	tracer trace.Tracer
+	inst   *otelx.Dial
+}
+
+// tracers caches the dial tracer per TracerProvider so that the hot path
+// does not build tracer options on every dial.
+var tracers sync.Map // trace.TracerProvider -> trace.Tracer
+
+func (d *Dialer) telemetry() telemetry {
+	return telemetry{tracer: tracerFor(d.TracerProvider), inst: otelx.DialInstruments(d.MeterProvider)}
+}
+
+func tracerFor(tp trace.TracerProvider) trace.Tracer {
+	if tp == nil {
+		tp = otel.GetTracerProvider()
+	}
+	if t := reflect.TypeOf(tp); t == nil || !t.Comparable() {
+		return otelx.Tracer(tp, otelx.ScopeDial)
+	}
+	if tr, ok := tracers.Load(tp); ok {
+		return tr.(trace.Tracer)
+	}
+	tr, _ := tracers.LoadOrStore(tp, otelx.Tracer(tp, otelx.ScopeDial))
+	return tr.(trace.Tracer)
+}
+
+// Metric phases: the four Phases plus the whole dial.
+const (
+	mPhaseDNS = iota
+	mPhaseConnect
+	mPhaseTLS
+	mPhaseFirstByte
+	mPhaseTotal
+	mPhases
+)
+
+// Metric outcomes.
+const (
+	mOK = iota
+	mError
+	mTimeout
+	mCanceled
+	mLost
+	mOutcomes
+)
+
+var (
+	phaseNames   = [mPhases]string{"dns", "connect", "tls", "first_byte", "total"}
+	outcomeNames = [mOutcomes]string{otelx.OutcomeOK, otelx.OutcomeError, otelx.OutcomeTimeout,
+		otelx.OutcomeCanceled, otelx.OutcomeLost}
+
+	// Attribute sets are built once: recording with a prebuilt option slice
+	// costs no allocation, which keeps a dial with the noop provider close
+	// to a bare net.Dialer.
+	durationOpts [mPhases][mOutcomes][]metric.RecordOption
+	attemptOpts  [mOutcomes][]metric.AddOption
+
+	spanClient = []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindClient)}
+)
+
+func init() {
+	for p := range mPhases {
+		for o := range mOutcomes {
+			set := attribute.NewSet(otelx.KeyPhase.String(phaseNames[p]), otelx.KeyOutcome.String(outcomeNames[o]))
+			durationOpts[p][o] = []metric.RecordOption{metric.WithAttributeSet(set)}
+		}
+	}
+	for o := range mOutcomes {
+		attemptOpts[o] = []metric.AddOption{metric.WithAttributeSet(attribute.NewSet(otelx.KeyOutcome.String(outcomeNames[o])))}
+	}
+}
+
+// outcomeOf classifies a phase's error for metrics and spans.
+func outcomeOf(err error) int {
+	var de *Error
+	switch {
+	case err == nil:
+		return mOK
+	case errors.Is(err, errLostRace):
+		return mLost
+	case errors.Is(err, context.Canceled):
+		return mCanceled
+	case errors.As(err, &de) && de.Timeout():
+		return mTimeout
+	case errors.Is(err, context.DeadlineExceeded):
+		return mTimeout
+	}
+	return mError
+}
+
+func (t telemetry) recordDuration(ctx context.Context, phase, outcome int, seconds float64) {
+	t.inst.Duration.Record(ctx, seconds, durationOpts[phase][outcome]...)
+}
+
+func (t telemetry) recordAttempt(ctx context.Context, outcome int) {
+	t.inst.Attempts.Add(ctx, 1, attemptOpts[outcome]...)
+}
+
+// recordMasked counts a failure or stall that the race absorbed in a dial
+// that succeeded: the signal that shows a bad address while every call
+// still works (incidents 01, 02).
+func (t telemetry) recordMasked(ctx context.Context, phase Phase, peer netip.AddrPort, errorType string) {
+	t.inst.Masked.Add(ctx, 1, metric.WithAttributes(
+		otelx.KeyPhase.String(phase.String()),
+		otelx.PeerAddress(peer.Addr().String()),
+		otelx.PeerPort(int(peer.Port())),
+		attribute.String("error.type", errorType),
+		otelx.KeyMaskedBy.String("race"),
+	))
+}
+
+// peerAttrs are the attributes of a dial.connect or dial.tls span.
+func peerAttrs(peer netip.AddrPort, index int) []attribute.KeyValue {
+	return []attribute.KeyValue{
+		otelx.PeerAddress(peer.Addr().String()),
+		otelx.PeerPort(int(peer.Port())),
+		otelx.KeyRaceIndex.Int(index),
+	}
+}
+
+// endSpan sets the outcome of a span and marks it failed unless the error is
+// a lost race or the caller's cancel, which are not failures.
+func endSpan(span trace.Span, outcome int, err error) {
+	if !span.IsRecording() {
+		span.End()
+		return
+	}
+	span.SetAttributes(otelx.KeyOutcome.String(outcomeNames[outcome]))
+	if outcome != mLost && outcome != mCanceled {
+		otelx.RecordError(span, err)
+	}
+	span.End()
+}
