@@ -161,10 +161,14 @@ func attempt[T any](ctx context.Context, c *config, tel *telemetry, n int, wait 
 	actx := ctx
 	var span trace.Span
 	if tel.tracer != nil {
-		actx, span = tel.tracer.Start(ctx, spanName, trace.WithAttributes(
-			otelx.KeyAttempt.Int(n), otelx.KeyBackoff.Float64(wait.Seconds())))
-		// Ended here even if op panics; attributes are set below on return.
+		actx, span = tel.tracer.Start(ctx, spanName)
+		// Ended here even if op panics.
 		defer span.End()
+		// Attributes only for a recording span: a sampled-out or no-op span
+		// costs no attribute allocation.
+		if span.IsRecording() {
+			span.SetAttributes(otelx.KeyAttempt.Int(n), otelx.KeyBackoff.Float64(wait.Seconds()))
+		}
 	}
 	var timeout *attemptTimeoutError
 	if c.attemptTimeout > 0 {
