@@ -316,16 +316,20 @@ func (s *dialState) inputErr(format string, args ...any) *Error {
 
 // port parses a numeric port or looks up a service name.
 func (s *dialState) port(ctx context.Context, p string) (uint16, error) {
-	if n, err := strconv.ParseUint(p, 10, 16); err == nil {
+	n, err := strconv.ParseUint(p, 10, 16)
+	switch {
+	case err == nil:
 		return uint16(n), nil
-	}
-	if p == "" {
+	case p == "":
 		return 0, s.inputErr("dial: address %q: missing port", s.addr)
+	case errors.Is(err, strconv.ErrRange):
+		return 0, s.inputErr("dial: address %q: invalid port %s", s.addr, p)
 	}
-	n, err := net.DefaultResolver.LookupPort(ctx, s.network, p)
+	port, err := net.DefaultResolver.LookupPort(ctx, s.network, p)
 	if err != nil {
-		return 0, &Error{Phase: PhaseDNS, Network: s.network, Addr: s.addr, Err: err}
+		return 0, s.inputErr("dial: address %q: unknown port %s: %v", s.addr, p, err)
 	}
+	n = uint64(port)
 	return uint16(n), nil
 }
 
@@ -434,6 +438,15 @@ func noCancel() {}
 // net's wrapping.
 func (s *dialState) fail(ctx context.Context, phase Phase, peer netip.AddrPort, err error) *Error {
 	e := &Error{Phase: phase, Network: s.network, Addr: s.addr, Peer: peer}
+	if ctx.Err() == nil && isTimeout(err) {
+		if dl, ok := ctx.Deadline(); ok && !time.Now().Before(dl) {
+			// net puts the context's deadline on the socket too, so its
+			// i/o timeout can beat the context's own timer by a hair.
+			// The deadline has passed: Done is about to close; wait for
+			// it so that the cause decides, not the order of two timers.
+			<-ctx.Done()
+		}
+	}
 	if ctxErr := ctx.Err(); ctxErr != nil {
 		switch cause := context.Cause(ctx); cause {
 		case errResolveTimeout, errConnectTimeout, errTLSTimeout, errDialTimeout:

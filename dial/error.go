@@ -132,7 +132,12 @@ func (e *Error) Error() string {
 }
 
 // Unwrap returns Err.
-func (e *Error) Unwrap() error { return e.Err }
+func (e *Error) Unwrap() error {
+	if e == nil {
+		return nil
+	}
+	return e.Err
+}
 
 // Timeout reports whether the dial failed because a time limit expired: one
 // of the Dialer's phase limits, its Timeout, or the caller's deadline.

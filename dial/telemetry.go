@@ -145,7 +145,7 @@ func endSpan(span trace.Span, outcome int, err error) {
 		return
 	}
 	span.SetAttributes(otelx.KeyOutcome.String(outcomeNames[outcome]))
-	if outcome != mLost && outcome != mCanceled {
+	if outcome != mOK && outcome != mLost && outcome != mCanceled {
 		otelx.RecordError(span, err)
 	}
 	span.End()
