@@ -263,7 +263,9 @@ func TestServerIdleClose(t *testing.T) {
 	c := dial(t, s.Addr())
 	// Traffic every 40ms for twice the idle limit keeps the conn open.
 	start := time.Now()
+	var lastSend time.Time
 	for time.Since(start) < 2*idle {
+		lastSend = time.Now()
 		if _, err := c.Write([]byte("p")); err != nil {
 			t.Fatalf("write while active: %v", err)
 		}
@@ -272,13 +274,12 @@ func TestServerIdleClose(t *testing.T) {
 		}
 		time.Sleep(40 * time.Millisecond)
 	}
-	// Then silence: the server closes it.
-	quiet := time.Now()
+	// Then silence: the server closes it, IdleClose after the last byte it got.
 	if _, err := readResult(c, 10*time.Second); !errors.Is(err, io.EOF) {
 		t.Fatalf("idle conn: %v (%s), want EOF from the server's close", err, kind(err))
 	}
-	if el := time.Since(quiet); el < idle-50*time.Millisecond || el > 5*time.Second {
-		t.Fatalf("closed after %v idle, want about %v", el, idle)
+	if el := time.Since(lastSend); el < idle-10*time.Millisecond || el > 5*time.Second {
+		t.Fatalf("closed %v after the last send, want about %v", el, idle)
 	}
 }
 
