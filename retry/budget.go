@@ -8,7 +8,9 @@ import (
 
 // Defaults of the zero [Budget].
 const (
-	DefaultBudgetRatio        = 0.1
+	// DefaultBudgetRatio is the zero Budget's ratio: retries may add 10% to the calls.
+	DefaultBudgetRatio = 0.1
+	// DefaultBudgetMinPerSecond is the zero Budget's floor of retries per second.
 	DefaultBudgetMinPerSecond = 10.0
 )
 

@@ -9,14 +9,20 @@ import (
 	"go.opentelemetry.io/otel/trace"
 )
 
-// Defaults applied for a zero field of [Policy].
+// Defaults applied for a zero field of [Policy] (and a nil *Policy).
 const (
-	DefaultMaxAttempts     = 3
+	// DefaultMaxAttempts is the default [Policy.MaxAttempts], the first attempt included.
+	DefaultMaxAttempts = 3
+	// DefaultInitialInterval is the default [Policy.InitialInterval].
 	DefaultInitialInterval = 100 * time.Millisecond
-	DefaultMaxInterval     = 5 * time.Second
-	DefaultMultiplier      = 2.0
-	DefaultJitter          = 0.5
-	DefaultMaxRetryAfter   = 30 * time.Second
+	// DefaultMaxInterval is the default [Policy.MaxInterval].
+	DefaultMaxInterval = 5 * time.Second
+	// DefaultMultiplier is the default [Policy.Multiplier].
+	DefaultMultiplier = 2.0
+	// DefaultJitter is the default [Policy.Jitter]: waits vary by ±50%.
+	DefaultJitter = 0.5
+	// DefaultMaxRetryAfter is the default [Policy.MaxRetryAfter].
+	DefaultMaxRetryAfter = 30 * time.Second
 )
 
 // Policy says how [Policy.Do] and [Do] retry an operation.
