@@ -35,7 +35,8 @@ var (
 //  2. the caller's context ended: Do returns an [*ExhaustedError] with the
 //     context's cause;
 //  3. with a custom [Policy.Retryable], it alone decides; otherwise
-//  4. context.Canceled is not retried; an [After] error, or an attempt cut
+//  4. context.Canceled is not retried, nor a refusal by an inner Do's
+//     [Budget] ([ErrBudgetExhausted]); an [After] error, or an attempt cut
 //     by AttemptTimeout, is retried; an error with a Retryable() bool method
 //     anywhere in its chain (such as *dial.Error) decides for itself; TLS
 //     certificate verification errors and DNS "no such host" errors

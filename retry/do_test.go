@@ -23,6 +23,7 @@ import (
 func TestClassification(t *testing.T) {
 	certErr := &tls.CertificateVerificationError{Err: x509.UnknownAuthorityError{}}
 	refused := &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}
+	innerRefusal := &retry.ExhaustedError{Attempts: 1, Last: errBoom, Cause: retry.ErrBudgetExhausted}
 	always := func(error) bool { return true }
 	never := func(error) bool { return false }
 
@@ -85,6 +86,10 @@ func TestClassification(t *testing.T) {
 		{"connection refused is retried", nil, []error{refused}, 3, exhausted(3, syscall.ECONNREFUSED)},
 		{"deadline exceeded from the operation is retried", nil, []error{context.DeadlineExceeded}, 3, nil},
 		{"After is retried even around a certificate error", nil, []error{retry.After(0, certErr)}, 3, nil},
+		{"an inner Do's budget refusal is not retried", nil, []error{innerRefusal}, 1, func(t *testing.T, err error) {
+			assert.Same(t, innerRefusal, err, "returned as the operation returned it")
+		}},
+		{"an inner Do's exhaustion is otherwise retried", nil, []error{&retry.ExhaustedError{Attempts: 3, Last: errBoom}}, 3, nil},
 		{"custom Retryable retries what the default would not", &retry.Policy{Retryable: always}, []error{certErr}, 3, exhausted(3, certErr)},
 		{"custom Retryable stops what the default would retry", &retry.Policy{Retryable: never}, []error{refused}, 1, returnedAsIs(refused)},
 		{"custom Retryable cannot override Permanent", &retry.Policy{Retryable: always}, []error{retry.Permanent(errBoom)}, 1, returnedAsIs(errBoom)},

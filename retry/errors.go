@@ -187,6 +187,9 @@ func defaultRetryable(err error) bool {
 	if errors.Is(err, context.Canceled) {
 		return false // a cancel is a decision, not a fault
 	}
+	if errors.Is(err, ErrBudgetExhausted) {
+		return false // an inner Do's budget refused: retrying here would defeat it
+	}
 	if _, ok := RetryAfter(err); ok {
 		return true // the server asked for a retry
 	}
