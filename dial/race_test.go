@@ -1,0 +1,345 @@
+package dial_test
+
+import (
+	"context"
+	"crypto/tls"
+	"io"
+	"net"
+	"net/netip"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/lifeline-go/lifeline/dial"
+	"github.com/lifeline-go/lifeline/internal/faultnet"
+)
+
+func connectPeers(tel *telemetryRig) []string {
+	var out []string
+	for _, s := range tel.spansNamed("dial.connect") {
+		v, _ := attr(s, "network.peer.address")
+		out = append(out, v.AsString())
+	}
+	return out
+}
+
+func TestRaceStalledConnectThenGood(t *testing.T) {
+	checkFDs(t)
+	good := faultnet.StartGroup(t, faultnet.Config{Addr: "127.0.0.3:0"})[0]
+	faultnet.NewBlackhole(t, net.JoinHostPort("127.0.0.2", itoa(good.Port())))
+	h := &dial.Health{}
+	tel := newTelemetry(t)
+	d := dial.Dialer{
+		Resolver:       resolverFor("127.0.0.2", "127.0.0.3"),
+		Health:         h,
+		TracerProvider: tel.tp,
+		MeterProvider:  tel.mp,
+	}
+	start := time.Now()
+	conn, err := d.DialContext(t.Context(), "tcp", hostPort(good.Port()))
+	elapsed := time.Since(start)
+	require.NoError(t, err)
+	assert.Equal(t, good.Addr(), conn.RemoteAddr().String(), "the good address wins")
+	conn.Close()
+	assert.Less(t, elapsed, time.Second, "[stalled, good] succeeds in < 1s with a 5s ConnectTimeout")
+	assert.GreaterOrEqual(t, elapsed, 240*time.Millisecond, "the second address starts after AttemptDelay (250ms)")
+
+	// Spans: the stalled racer lost, which is not an error.
+	spans := tel.spansNamed("dial.connect")
+	require.Len(t, spans, 2)
+	for i, want := range []struct{ peer, outcome string }{{"127.0.0.2", "lost"}, {"127.0.0.3", "ok"}} {
+		v, _ := attr(spans[i], "network.peer.address")
+		assert.Equal(t, want.peer, v.AsString())
+		v, _ = attr(spans[i], "lifeline.outcome")
+		assert.Equal(t, want.outcome, v.AsString())
+		v, _ = attr(spans[i], "lifeline.dial.race_index")
+		assert.EqualValues(t, i, v.AsInt64())
+		assert.Equal(t, "Unset", spans[i].Status().Code.String())
+	}
+
+	// Metrics: the stall is a masked failure, by phase and peer.
+	masked := tel.sumPoints(t, "lifeline.dial.masked_failures")
+	require.Len(t, masked, 1)
+	assert.EqualValues(t, 1, masked[0].Value)
+	assert.Equal(t, "connect", setValue(masked[0].Attributes, "lifeline.phase"))
+	assert.Equal(t, "127.0.0.2", setValue(masked[0].Attributes, "network.peer.address"))
+	assert.Equal(t, "connect_stall", setValue(masked[0].Attributes, "error.type"))
+	attempts := map[string]int64{}
+	for _, p := range tel.sumPoints(t, "lifeline.dial.attempts") {
+		attempts[setValue(p.Attributes, "lifeline.outcome")] += p.Value
+	}
+	assert.Equal(t, map[string]int64{"ok": 1, "lost": 1}, attempts)
+
+	// Health: the stalled peer is demoted, so the next dial tries the good
+	// one first and needs a single attempt.
+	st, ok := h.Stats(netip.MustParseAddrPort(net.JoinHostPort("127.0.0.2", itoa(good.Port()))))
+	require.True(t, ok)
+	assert.EqualValues(t, 1, st.ConnectStalls)
+	assert.True(t, st.Demoted)
+	tel.spans.Reset()
+	start = time.Now()
+	conn, err = d.DialContext(t.Context(), "tcp", hostPort(good.Port()))
+	require.NoError(t, err)
+	conn.Close()
+	assert.Less(t, time.Since(start), 200*time.Millisecond, "no AttemptDelay paid: the demoted peer went to the back")
+	assert.Equal(t, []string{"127.0.0.3"}, connectPeers(tel))
+}
+
+func TestRaceFailureStartsNextAtOnce(t *testing.T) {
+	checkFDs(t)
+	good := faultnet.StartGroup(t, faultnet.Config{Addr: "127.0.0.3:0"})[0]
+	// Nothing listens on 127.0.0.2 at that port: refused.
+	tel := newTelemetry(t)
+	d := dial.Dialer{
+		Resolver:      resolverFor("127.0.0.2", "127.0.0.3"),
+		AttemptDelay:  5 * time.Second,
+		MeterProvider: tel.mp, TracerProvider: tel.tp,
+	}
+	start := time.Now()
+	conn, err := d.DialContext(t.Context(), "tcp", hostPort(good.Port()))
+	require.NoError(t, err)
+	conn.Close()
+	assert.Less(t, time.Since(start), time.Second, "[refused, good] with AttemptDelay 5s: the refusal starts the next at once")
+	masked := tel.sumPoints(t, "lifeline.dial.masked_failures")
+	require.Len(t, masked, 1)
+	assert.Equal(t, "connect_refused", setValue(masked[0].Attributes, "error.type"))
+	spans := tel.spansNamed("dial.connect")
+	require.Len(t, spans, 2)
+	assert.Equal(t, "Error", spans[0].Status().Code.String(), "a refused attempt is an error span")
+	v, _ := attr(spans[0], "error.type")
+	assert.Equal(t, "connect_refused", v.AsString())
+	assert.Equal(t, "Unset", tel.spansNamed("dial")[0].Status().Code.String(), "the dial succeeded")
+}
+
+func TestRaceFirstGoodNeedsOneAttempt(t *testing.T) {
+	servers := faultnet.StartGroup(t, faultnet.Config{Addr: "127.0.0.2:0"}, faultnet.Config{Addr: "127.0.0.3:0"})
+	tel := newTelemetry(t)
+	d := dial.Dialer{Resolver: resolverFor("127.0.0.2", "127.0.0.3"), TracerProvider: tel.tp}
+	conn, err := d.DialContext(t.Context(), "tcp", hostPort(servers[0].Port()))
+	require.NoError(t, err)
+	conn.Close()
+	assert.Equal(t, []string{"127.0.0.2"}, connectPeers(tel))
+	dialSpan := tel.spansNamed("dial")[0]
+	v, _ := attr(dialSpan, "lifeline.dial.addresses")
+	assert.EqualValues(t, 2, v.AsInt64())
+	v, _ = attr(dialSpan, "server.address")
+	assert.Equal(t, testHost, v.AsString())
+	v, _ = attr(dialSpan, "server.port")
+	assert.EqualValues(t, servers[0].Port(), v.AsInt64())
+	require.Len(t, tel.spansNamed("dial.dns"), 1)
+	for _, s := range tel.spans.Ended() {
+		assert.Equal(t, dialSpan.SpanContext().TraceID(), s.SpanContext().TraceID(), "one trace per dial")
+	}
+}
+
+func TestSerialDial(t *testing.T) {
+	checkFDs(t)
+	good := faultnet.StartGroup(t, faultnet.Config{Addr: "127.0.0.3:0"})[0]
+	faultnet.NewBlackhole(t, net.JoinHostPort("127.0.0.2", itoa(good.Port())))
+	d := dial.Dialer{
+		Resolver:       resolverFor("127.0.0.2", "127.0.0.3"),
+		AttemptDelay:   -1,
+		ConnectTimeout: 400 * time.Millisecond,
+	}
+	start := time.Now()
+	conn, err := d.DialContext(t.Context(), "tcp", hostPort(good.Port()))
+	elapsed := time.Since(start)
+	require.NoError(t, err)
+	conn.Close()
+	assert.GreaterOrEqual(t, elapsed, 390*time.Millisecond, "serial: the second address waits for the first to time out")
+	assert.Less(t, elapsed, 3*time.Second)
+}
+
+func TestAllAddressesFail(t *testing.T) {
+	checkFDs(t)
+	bh := faultnet.NewBlackhole(t, "127.0.0.3:0")
+	port := netip.MustParseAddrPort(bh.Addr()).Port()
+	h := &dial.Health{}
+	d := dial.Dialer{
+		Resolver:       resolverFor("127.0.0.2", "127.0.0.3"),
+		ConnectTimeout: 300 * time.Millisecond,
+		Health:         h,
+	}
+	start := time.Now()
+	_, err := d.DialContext(t.Context(), "tcp", hostPort(int(port)))
+	elapsed := time.Since(start)
+	var de *dial.Error
+	require.ErrorAs(t, err, &de)
+	assert.Less(t, elapsed, 3*time.Second)
+	assert.Equal(t, dial.PhaseConnect, de.Phase)
+	attempts := de.Attempts()
+	require.Len(t, attempts, 2)
+	assert.ErrorIs(t, attempts[0], syscall.ECONNREFUSED)
+	assert.Equal(t, "127.0.0.2", attempts[0].Peer.Addr().String())
+	assert.True(t, attempts[1].Timeout())
+	assert.Equal(t, "connect_timeout", attempts[1].ErrorType())
+	assert.ErrorIs(t, err, syscall.ECONNREFUSED, "every attempt's error is reachable")
+	assert.Contains(t, err.Error(), "(and 1 more attempt: ")
+	assert.Len(t, h.Snapshot(), 2, "both peers failed")
+}
+
+func TestTLSRaceOvertakesStalledHandshake(t *testing.T) {
+	for _, fault := range []faultnet.Fault{faultnet.StallTLS, faultnet.Silence} {
+		t.Run(fault.String(), func(t *testing.T) {
+			checkFDs(t)
+			serverCfg, clientCfg, sni := testCert(t, testHost)
+			clientCfg.NextProtos = []string{"h2"}
+			servers := faultnet.StartGroup(t,
+				faultnet.Config{Addr: "127.0.0.2:0", Fault: fault, TLS: serverCfg},
+				faultnet.Config{Addr: "127.0.0.3:0", TLS: serverCfg})
+			h := &dial.Health{}
+			tel := newTelemetry(t)
+			d := dial.Dialer{
+				Resolver:       resolverFor("127.0.0.2", "127.0.0.3"),
+				TLSConfig:      clientCfg,
+				Health:         h,
+				TracerProvider: tel.tp,
+				MeterProvider:  tel.mp,
+			}
+			start := time.Now()
+			conn, err := d.DialTLSContext(t.Context(), "tcp", hostPort(servers[0].Port()))
+			elapsed := time.Since(start)
+			require.NoError(t, err)
+			defer conn.Close()
+			assert.Less(t, elapsed, time.Second, "[stalled TLS, good] succeeds in < 1s with a 5s TLSHandshakeTimeout")
+			assert.Equal(t, servers[1].Addr(), conn.RemoteAddr().String())
+			tc, ok := conn.(*tls.Conn)
+			require.True(t, ok, "DialTLSContext returns a *tls.Conn, got %T", conn)
+			assert.Equal(t, "h2", tc.ConnectionState().NegotiatedProtocol, "ALPN from NextProtos is kept")
+			assert.Equal(t, []string{testHost}, sni.get()[len(sni.get())-1:], "SNI is the host, not the IP")
+			assert.Empty(t, clientCfg.ServerName, "TLSConfig is not mutated")
+			_, err = conn.Write([]byte("hi"))
+			require.NoError(t, err)
+			buf := make([]byte, 2)
+			_, err = io.ReadFull(conn, buf)
+			require.NoError(t, err)
+
+			tlsSpans := tel.spansNamed("dial.tls")
+			require.Len(t, tlsSpans, 2)
+			v, _ := attr(tlsSpans[0], "lifeline.outcome")
+			assert.Equal(t, "lost", v.AsString())
+			assert.Equal(t, "Unset", tlsSpans[0].Status().Code.String(), "a lost racer is not an error")
+			v, _ = attr(tlsSpans[1], "tls.next_protocol")
+			assert.Equal(t, "h2", v.AsString())
+
+			masked := tel.sumPoints(t, "lifeline.dial.masked_failures")
+			require.Len(t, masked, 1)
+			assert.Equal(t, "tls", setValue(masked[0].Attributes, "lifeline.phase"))
+			assert.Equal(t, "tls_stall", setValue(masked[0].Attributes, "error.type"))
+			assert.Equal(t, "127.0.0.2", setValue(masked[0].Attributes, "network.peer.address"))
+
+			st, ok := h.Stats(servers[0].AddrPort())
+			require.True(t, ok)
+			assert.EqualValues(t, 1, st.TLSStalls)
+			assert.True(t, st.Demoted)
+			require.Eventually(t, func() bool { return servers[0].Stats().ClosedByPeer == 1 },
+				2*time.Second, 10*time.Millisecond, "the loser's conn is closed")
+		})
+	}
+}
+
+func TestTLSHandshakeTimeout(t *testing.T) {
+	checkFDs(t)
+	serverCfg, clientCfg, _ := testCert(t, testHost)
+	srv := faultnet.Start(t, faultnet.Config{Fault: faultnet.StallTLS, TLS: serverCfg})
+	d := dial.Dialer{Resolver: resolverFor(srv.Addr()), TLSConfig: clientCfg, TLSHandshakeTimeout: 300 * time.Millisecond}
+	start := time.Now()
+	_, err := d.DialTLSContext(t.Context(), "tcp", hostPort(srv.Port()))
+	elapsed := time.Since(start)
+	var de *dial.Error
+	require.ErrorAs(t, err, &de)
+	assert.Equal(t, dial.PhaseTLS, de.Phase)
+	assert.Equal(t, "tls_timeout", de.ErrorType())
+	assert.ErrorIs(t, err, context.DeadlineExceeded)
+	assert.True(t, de.Retryable())
+	assert.Equal(t, "dial tcp "+hostPort(srv.Port())+" ("+srv.Addr()+"): tls: i/o timeout", err.Error())
+	assert.GreaterOrEqual(t, elapsed, 290*time.Millisecond)
+	assert.Less(t, elapsed, 3*time.Second)
+}
+
+func TestTLSCertificateError(t *testing.T) {
+	serverCfg, _, _ := testCert(t, "other.test")
+	_, clientCfg, _ := testCert(t, testHost) // trusts a different certificate
+	srv := faultnet.Start(t, faultnet.Config{TLS: serverCfg})
+	d := dial.Dialer{Resolver: resolverFor(srv.Addr()), TLSConfig: clientCfg}
+	_, err := d.DialTLSContext(t.Context(), "tcp", hostPort(srv.Port()))
+	var de *dial.Error
+	require.ErrorAs(t, err, &de)
+	assert.Equal(t, dial.PhaseTLS, de.Phase)
+	assert.Equal(t, "tls_certificate", de.ErrorType())
+	assert.False(t, de.Retryable(), "a certificate error does not heal on retry")
+	assert.False(t, de.Timeout())
+}
+
+func TestTLSServerNameIsHostForIPRace(t *testing.T) {
+	// The certificate names only the host: verification against the raced
+	// IP would fail, so success proves ServerName is the host.
+	serverCfg, clientCfg, sni := testCert(t, testHost)
+	servers := faultnet.StartGroup(t, faultnet.Config{Addr: "127.0.0.2:0", TLS: serverCfg})
+	d := dial.Dialer{Resolver: resolverFor("127.0.0.2"), TLSConfig: clientCfg}
+	conn, err := d.DialTLSContext(t.Context(), "tcp", hostPort(servers[0].Port()))
+	require.NoError(t, err)
+	conn.Close()
+	assert.Equal(t, []string{testHost}, sni.get())
+	// An explicit ServerName is kept.
+	cfg := clientCfg.Clone()
+	cfg.ServerName = "other.test"
+	d.TLSConfig = cfg
+	_, err = d.DialTLSContext(t.Context(), "tcp", hostPort(servers[0].Port()))
+	require.Error(t, err)
+	assert.Equal(t, "other.test", sni.get()[1])
+	assert.Equal(t, "other.test", cfg.ServerName)
+}
+
+func TestIPv6InterleavedRace(t *testing.T) {
+	requireIPv6(t)
+	checkFDs(t)
+	// v4 refused, v4 refused, v6 good: interleaving tries the v6 address
+	// second, not last.
+	servers := faultnet.StartGroup(t, faultnet.Config{Addr: "[::1]:0"})
+	tel := newTelemetry(t)
+	d := dial.Dialer{
+		Resolver:       resolverFor("127.0.0.2", "127.0.0.3", "::1"),
+		AttemptDelay:   5 * time.Second,
+		TracerProvider: tel.tp,
+	}
+	conn, err := d.DialContext(t.Context(), "tcp", hostPort(servers[0].Port()))
+	require.NoError(t, err)
+	conn.Close()
+	assert.Equal(t, []string{"127.0.0.2", "::1"}, connectPeers(tel))
+
+	tel.spans.Reset()
+	conn, err = d.DialContext(t.Context(), "tcp6", hostPort(servers[0].Port()))
+	require.NoError(t, err)
+	conn.Close()
+	assert.Equal(t, []string{"::1"}, connectPeers(tel), "tcp6 dials only IPv6 addresses")
+}
+
+func TestLoserCompletingLateIsClosed(t *testing.T) {
+	checkFDs(t)
+	// Both racers connect; the first is held in the seam until the second
+	// has won, then completes anyway: its conn must be closed, not leaked.
+	servers := faultnet.StartGroup(t, faultnet.Config{Addr: "127.0.0.2:0"}, faultnet.Config{Addr: "127.0.0.3:0"})
+	release := make(chan struct{})
+	var nd net.Dialer
+	d := dial.Dialer{
+		Resolver:     resolverFor("127.0.0.2", "127.0.0.3"),
+		AttemptDelay: 20 * time.Millisecond,
+		DialFunc: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			c, err := nd.DialContext(ctx, network, addr)
+			if err == nil && addr == servers[0].Addr() {
+				<-release // ignores ctx on purpose: completes after the loss
+			}
+			return c, err
+		},
+	}
+	go func() { time.Sleep(200 * time.Millisecond); close(release) }()
+	conn, err := d.DialContext(t.Context(), "tcp", hostPort(servers[0].Port()))
+	require.NoError(t, err)
+	assert.Equal(t, servers[1].Addr(), conn.RemoteAddr().String())
+	conn.Close()
+	require.Eventually(t, func() bool { return servers[0].Stats().Active == 0 }, 2*time.Second, 10*time.Millisecond)
+}
