@@ -268,3 +268,6 @@ func requireIPv6(t *testing.T) {
 		t.Skip("::1 is not available on this machine")
 	}
 }
+
+// netKeepAliveOff turns TCP keep-alive off in a Dialer.
+var netKeepAliveOff = net.KeepAliveConfig{Idle: -1}
