@@ -1,0 +1,97 @@
+package dial_test
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/lifeline-go/lifeline/dial"
+)
+
+// Dial a local listener with the zero Dialer: every phase already has a
+// finite limit.
+func ExampleDialer_DialContext() {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer ln.Close()
+	accepted := make(chan struct{})
+	go func() {
+		defer close(accepted)
+		if c, err := ln.Accept(); err == nil {
+			c.Close()
+		}
+	}()
+
+	var d dial.Dialer
+	conn, err := d.DialContext(context.Background(), "tcp", ln.Addr().String())
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	conn.Close()
+	<-accepted
+	fmt.Println("connected")
+	// Output: connected
+}
+
+// A failed dial says where it broke, and whether trying again can help.
+func ExampleError() {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	addr := ln.Addr().String()
+	ln.Close() // nothing listens there any more: connect is refused
+
+	var d dial.Dialer
+	_, err = d.DialContext(context.Background(), "tcp", addr)
+	var de *dial.Error
+	if errors.As(err, &de) {
+		fmt.Println(de.Phase, de.ErrorType(), de.Retryable())
+	}
+	// Output: connect connect_refused true
+}
+
+// A Health shared by Dialers remembers which peers failed; a dashboard or a
+// probe reads it with Snapshot.
+func ExampleHealth() {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+
+	h := &dial.Health{}
+	d := dial.Dialer{Health: h}
+	_, _ = d.DialContext(context.Background(), "tcp", addr)
+	for _, st := range h.Snapshot() {
+		fmt.Println("refusals:", st.Refusals, "demoted:", st.Demoted)
+	}
+	// Output: refusals: 1 demoted: true
+}
+
+// Plug the Dialer into net/http: both plain and TLS connections are raced
+// and bounded, and a load balancer that accepts TCP but stalls TLS is
+// overtaken by the next address after AttemptDelay.
+func ExampleDialer_DialTLSContext() {
+	d := &dial.Dialer{
+		TLSConfig:        &tls.Config{NextProtos: []string{"http/1.1"}},
+		FirstByteTimeout: 10 * time.Second,
+		Health:           &dial.Health{},
+	}
+	client := &http.Client{Transport: &http.Transport{
+		DialContext:    d.DialContext,
+		DialTLSContext: d.DialTLSContext,
+	}}
+	_ = client
+}
