@@ -171,8 +171,12 @@ func (p *Proxy) Stats() Stats { return p.st.snapshot() }
 
 // SetFault changes the fault and selector for connections accepted from now
 // on; open connections keep theirs. The ordinal restarts at 1. A nil sel
-// means All().
+// means All(). A ProxyFault that is not one of the constants is treated as
+// ProxyPass.
 func (p *Proxy) SetFault(f ProxyFault, sel Selector) {
+	if !f.valid() {
+		f = ProxyPass
+	}
 	p.mu.Lock()
 	p.fault, p.sel, p.n = f, sel, 0
 	p.mu.Unlock()

@@ -521,8 +521,12 @@ func (s *Server) Stats() Stats { return s.st.snapshot() }
 
 // SetFault changes the fault and selector for connections accepted from now
 // on; connections already open keep theirs. The ordinal passed to sel
-// restarts at 1 with the next connection. A nil sel means All().
+// restarts at 1 with the next connection. A nil sel means All(). A Fault
+// that is not one of the constants is treated as None.
 func (s *Server) SetFault(f Fault, sel Selector) {
+	if !f.valid() {
+		f = None
+	}
 	s.mu.Lock()
 	s.fault, s.sel, s.n = f, sel, 0
 	s.mu.Unlock()

@@ -255,6 +255,10 @@ func TestServerSetFault(t *testing.T) {
 	if k := try(); k != "ok" {
 		t.Fatalf("after SetFault(None): %s", k)
 	}
+	s.SetFault(faultnet.Fault(99), nil) // unknown: treated as None
+	if k := try(); k != "ok" {
+		t.Fatalf("after SetFault(99): %s", k)
+	}
 }
 
 func TestServerIdleClose(t *testing.T) {
@@ -495,7 +499,15 @@ func TestRefusedAddr(t *testing.T) {
 }
 
 func TestBlackhole(t *testing.T) {
-	b := faultnet.NewBlackhole(t, "")
+	t.Run("IPv4", func(t *testing.T) { testBlackhole(t, "") })
+	t.Run("IPv6", func(t *testing.T) {
+		skipNoIPv6(t)
+		testBlackhole(t, "[::1]:0")
+	})
+}
+
+func testBlackhole(t *testing.T, addr string) {
+	b := faultnet.NewBlackhole(t, addr)
 	start := time.Now()
 	c, err := net.DialTimeout("tcp", b.Addr(), 300*time.Millisecond)
 	if err == nil {
