@@ -11,7 +11,9 @@ import (
 // Netns is a network namespace created by the test, with nftables rules for
 // kernel-level faults (SYN drops, resets, loss, silent peers) that a
 // loopback listener alone cannot produce. Create it with [NewNetns]; it is
-// removed, with everything in it, at the test's Cleanup. Servers, listeners
+// removed, with everything in it, at the test's Cleanup. A Netns{Name: x}
+// literal works on an existing namespace x (made with `ip netns add`), which
+// its creator removes; the zero value is not usable. Servers, listeners
 // and conns made through it live in the namespace, so rules there affect
 // nothing on the host. Methods are safe for concurrent use.
 //
@@ -24,8 +26,7 @@ type Netns struct {
 	// lists it.
 	Name string
 
-	ipPath, nftPath string
-	nsPath          string // the bind-mounted namespace file
+	ipPath, nftPath string // resolved by NewNetns; "" means look up in PATH
 }
 
 // nftTable declares lifeline's table and its two base chains. Declaring

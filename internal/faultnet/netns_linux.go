@@ -46,7 +46,17 @@ func NewNetns(tb testing.TB) *Netns {
 	if out, err := exec.Command(ipPath, "-n", name, "link", "set", "lo", "up").CombinedOutput(); err != nil {
 		tb.Fatalf("faultnet: netns %s: ip link set lo up: %v: %s", name, err, strings.TrimSpace(string(out)))
 	}
-	return &Netns{Name: name, ipPath: ipPath, nftPath: nftPath, nsPath: "/var/run/netns/" + name}
+	return &Netns{Name: name, ipPath: ipPath, nftPath: nftPath}
+}
+
+// nsPath is the file `ip netns add` bind-mounts the namespace on.
+func (n *Netns) nsPath() string { return "/var/run/netns/" + n.Name }
+
+func (n *Netns) tool(resolved, name string) string {
+	if resolved != "" {
+		return resolved
+	}
+	return name // exec.Command looks it up in PATH
 }
 
 // Run runs fn on an OS thread switched into the namespace and waits for it.
@@ -55,6 +65,9 @@ func NewNetns(tb testing.TB) *Netns {
 // fn runs on its own goroutine, so it must report failure through its
 // error, not tb.Fatal.
 func (n *Netns) Run(fn func() error) error {
+	if n.Name == "" {
+		return errors.New("faultnet: Netns.Name is empty")
+	}
 	errc := make(chan error, 1)
 	go func() {
 		// The thread is locked for the whole switch. It is unlocked only
@@ -81,9 +94,9 @@ func (n *Netns) runLocked(fn func() error) (restored bool, err error) {
 		return true, fmt.Errorf("faultnet: netns %s: %w", n.Name, &os.PathError{Op: "open", Path: "/proc/thread-self/ns/net", Err: err})
 	}
 	defer unix.Close(orig)
-	target, err := unix.Open(n.nsPath, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	target, err := unix.Open(n.nsPath(), unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return true, fmt.Errorf("faultnet: netns %s: %w", n.Name, &os.PathError{Op: "open", Path: n.nsPath, Err: err})
+		return true, fmt.Errorf("faultnet: netns %s: %w", n.Name, &os.PathError{Op: "open", Path: n.nsPath(), Err: err})
 	}
 	defer unix.Close(target)
 	if err := unix.Setns(target, unix.CLONE_NEWNET); err != nil {
@@ -100,7 +113,10 @@ func (n *Netns) runLocked(fn func() error) (restored bool, err error) {
 // Nft loads ruleset with `nft -f -` inside the namespace (through `ip netns
 // exec`). Rules outside table inet lifeline are not removed by Flush.
 func (n *Netns) Nft(ruleset string) error {
-	cmd := exec.Command(n.ipPath, "netns", "exec", n.Name, n.nftPath, "-f", "-")
+	if n.Name == "" {
+		return errors.New("faultnet: Netns.Name is empty")
+	}
+	cmd := exec.Command(n.tool(n.ipPath, "ip"), "netns", "exec", n.Name, n.tool(n.nftPath, "nft"), "-f", "-")
 	cmd.Stdin = strings.NewReader(ruleset)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("faultnet: netns %s: nft -f -: %w: %s", n.Name, err, strings.TrimSpace(string(out)))

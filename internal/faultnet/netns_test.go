@@ -255,3 +255,57 @@ func TestNetnsBadInput(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A Netns literal naming an existing namespace works; the zero value fails
+// with an error naming the field.
+func TestNetnsLiteral(t *testing.T) {
+	n := faultnet.NewNetns(t)
+	lit := &faultnet.Netns{Name: n.Name}
+	s := n.Start(t, faultnet.Config{})
+	c, err := nsDial(t, lit, s.Addr(), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	echoOnce(t, c, "lit")
+	if err := lit.Vanish(s.Port()); err != nil {
+		t.Fatal(err)
+	}
+	if err := lit.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	var zero faultnet.Netns
+	if err := zero.Run(func() error { return nil }); err == nil || !strings.Contains(err.Error(), "Netns.Name") {
+		t.Fatalf("zero Netns Run: %v", err)
+	}
+	if err := zero.DropSYN(80); err == nil || !strings.Contains(err.Error(), "Netns.Name") {
+		t.Fatalf("zero Netns DropSYN: %v", err)
+	}
+}
+
+// Loss(port, 20) drops packets at random: of 20 connects (each needing a
+// SYN and a SYN-ACK through, p≈0.64) some succeed and some time out.
+// The chance that all 20 land on one side is below 1e-4.
+func TestNetnsLossPartial(t *testing.T) {
+	n := faultnet.NewNetns(t)
+	s := n.Start(t, faultnet.Config{})
+	if err := n.Loss(s.Port(), 20); err != nil {
+		t.Fatal(err)
+	}
+	ok, lost := 0, 0
+	for range 20 {
+		c, err := nsDial(t, n, s.Addr(), 150*time.Millisecond)
+		switch {
+		case err == nil:
+			ok++
+			c.Close()
+		case isTimeout(err):
+			lost++
+		default:
+			t.Fatalf("connect with 20%% loss: %v", err)
+		}
+	}
+	if ok == 0 || lost == 0 {
+		t.Fatalf("20%% loss: %d connects succeeded, %d timed out; want some of each", ok, lost)
+	}
+	t.Logf("20%% loss: %d of 20 connects succeeded", ok)
+}
