@@ -1,12 +1,14 @@
 # lifeline — build and test entry points. `make test` is what CI runs.
-GO      ?= go
-PKGS    ?= ./...
-# Count 1 disables the test cache so every run exercises real sockets.
+GO        ?= go
+PKGS      ?= ./...
+# -count=1 disables the test cache so every run exercises real sockets.
 TESTFLAGS ?= -race -count=1 -timeout 20m
+# Nested modules with their own go.mod (peer comparisons, real clients).
+MODULES   := $(wildcard examples/interop)
 
-.PHONY: test vet unit bench fmt tidy
+.PHONY: test vet unit modules bench fmt
 
-test: vet unit
+test: vet unit modules
 
 vet:
 	$(GO) vet $(PKGS)
@@ -14,8 +16,14 @@ vet:
 unit:
 	$(GO) test $(TESTFLAGS) $(PKGS)
 
-# Benchmarks: compare against net.Dialer, backoff/v4 and puddle with benchstat, e.g.
-#   make bench BENCH=. COUNT=10 > new.txt && benchstat new.txt
+modules:
+	@set -e; for m in $(MODULES); do \
+		echo "== $$m"; \
+		(cd $$m && $(GO) vet ./... && $(GO) test $(TESTFLAGS) ./...); \
+	done
+
+# Benchmarks. Compare with benchstat, e.g.
+#   make bench BENCH=Dial COUNT=10 > new.txt && go run golang.org/x/perf/cmd/benchstat@latest new.txt
 BENCH ?= .
 COUNT ?= 6
 bench:

@@ -7,6 +7,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"errors"
 	"math/big"
 	"net"
 	"testing"
@@ -19,9 +20,24 @@ import (
 // call makes a new certificate; the configs are independent copies.
 func SelfSigned(tb testing.TB) (server, client *tls.Config) {
 	tb.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	server, client, err := NewSelfSigned("localhost", "127.0.0.1", "::1")
 	if err != nil {
 		tb.Fatalf("faultnet: SelfSigned: %v", err)
+	}
+	return server, client
+}
+
+// NewSelfSigned is SelfSigned for programs without a testing.TB (examples,
+// demos): the certificate is valid for hosts, each a DNS name or an IP
+// literal, and client trusts only it, with ServerName set to the first host
+// when that is a name. At least one host is required.
+func NewSelfSigned(hosts ...string) (server, client *tls.Config, err error) {
+	if len(hosts) == 0 {
+		return nil, nil, errors.New("faultnet: NewSelfSigned: no hosts")
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, err
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber:          big.NewInt(1),
@@ -32,20 +48,28 @@ func SelfSigned(tb testing.TB) (server, client *tls.Config) {
 		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 		BasicConstraintsValid: true,
 		IsCA:                  true,
-		DNSNames:              []string{"localhost"},
-		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
+	}
+	for _, h := range hosts {
+		if ip := net.ParseIP(h); ip != nil {
+			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
+		} else {
+			tmpl.DNSNames = append(tmpl.DNSNames, h)
+		}
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
 	if err != nil {
-		tb.Fatalf("faultnet: SelfSigned: %v", err)
+		return nil, nil, err
 	}
 	cert, err := x509.ParseCertificate(der)
 	if err != nil {
-		tb.Fatalf("faultnet: SelfSigned: %v", err)
+		return nil, nil, err
 	}
 	pool := x509.NewCertPool()
 	pool.AddCert(cert)
 	server = &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key, Leaf: cert}}}
-	client = &tls.Config{RootCAs: pool, ServerName: "localhost"}
-	return server, client
+	client = &tls.Config{RootCAs: pool}
+	if net.ParseIP(hosts[0]) == nil {
+		client.ServerName = hosts[0]
+	}
+	return server, client, nil
 }
