@@ -12,6 +12,7 @@ import (
 
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
+	tracenoop "go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/lifeline-go/lifeline/internal/otelx"
 )
@@ -218,6 +219,10 @@ type dialState struct {
 	sock     sockConfig
 	deadline time.Time // the whole dial's, from Timeout; zero: none
 	delay    time.Duration
+	traced   bool // the dial span records: make phase spans
+	// literal is the "ip:port" to connect to when the address was an IP
+	// literal, saving its formatting on the hot path; "" otherwise.
+	literal string
 }
 
 func (d *Dialer) dial(ctx context.Context, network, address string, useTLS bool) (net.Conn, error) {
@@ -226,11 +231,18 @@ func (d *Dialer) dial(ctx context.Context, network, address string, useTLS bool)
 			Err: &inputError{"dial: nil context"}}
 	}
 	start := time.Now()
-	s := &dialState{d: d, tel: d.telemetry(), network: network, addr: address, useTLS: useTLS}
+	// s stays on the stack: only the multi-address race copies it to the
+	// heap for its goroutines.
+	s := dialState{d: d, tel: d.telemetry(), network: network, addr: address, useTLS: useTLS}
 	if t := d.timeout(); t > 0 {
 		s.deadline = start.Add(t)
 	}
-	ctx, span := s.tel.tracer.Start(ctx, "dial", spanClient...)
+	span := noSpan
+	if _, isNoop := s.tel.tracer.(tracenoop.Tracer); !isNoop {
+		// A noop tracer's span would only cost an allocation.
+		ctx, span = s.tel.tracer.Start(ctx, "dial", spanClient...)
+		s.traced = span.IsRecording()
+	}
 	conn, err := s.run(ctx, span, start)
 	outcome := outcomeOf(err)
 	s.tel.recordDuration(ctx, mPhaseTotal, outcome, time.Since(start).Seconds())
@@ -296,6 +308,12 @@ func (s *dialState) run(ctx context.Context, span trace.Span, start time.Time) (
 		}
 		one[0] = netip.AddrPortFrom(ip, port)
 		peers = one[:]
+		// Connect to the caller's own string when it is already the
+		// canonical "ip:port" (compared without allocating).
+		var buf [64]byte
+		if string(one[0].AppendTo(buf[:0])) == s.addr {
+			s.literal = s.addr
+		}
 	} else {
 		peers, err = s.resolve(ctx, family, port)
 		if err != nil {
@@ -337,7 +355,7 @@ func (s *dialState) port(ctx context.Context, p string) (uint16, error) {
 // of the dial's family with port, duplicates removed, in resolver order.
 func (s *dialState) resolve(ctx context.Context, family byte, port uint16) ([]netip.AddrPort, error) {
 	start := time.Now()
-	ctx, span := s.tel.tracer.Start(ctx, "dial.dns")
+	ctx, span := s.startChild(ctx, "dial.dns")
 	if span.IsRecording() {
 		span.SetAttributes(otelx.ServerAddress(s.host))
 	}
@@ -475,8 +493,12 @@ func (e *causeError) Unwrap() []error { return []error{e.ctxErr, e.cause} }
 
 // connect makes one TCP connection to peer under ctx.
 func (s *dialState) connect(ctx context.Context, peer netip.AddrPort) (net.Conn, error) {
+	addr := s.literal
+	if addr == "" {
+		addr = peer.String()
+	}
 	if f := s.d.DialFunc; f != nil {
-		c, err := f(ctx, s.network, peer.String())
+		c, err := f(ctx, s.network, addr)
 		if err != nil {
 			return nil, err
 		}
@@ -489,5 +511,13 @@ func (s *dialState) connect(ctx context.Context, peer netip.AddrPort) (net.Conn,
 		}
 		return c, nil
 	}
-	return netDialerFor(s.sock).DialContext(ctx, s.network, peer.String())
+	c, err := netDialerFor(s.sock.ka).DialContext(ctx, s.network, addr)
+	if err != nil {
+		return nil, err
+	}
+	if err := setUserTimeoutConn(c, s.sock.userTimeoutMs); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return c, nil
 }

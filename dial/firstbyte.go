@@ -31,8 +31,11 @@ type firstByteConn struct {
 	net.Conn
 	state   atomic.Uint32
 	timeout time.Duration
-	s       *dialState // network, address, telemetry and Health of the dial
+	network string
+	addr    string
 	peer    netip.AddrPort
+	tel     telemetry
+	health  *Health
 
 	mu           sync.Mutex // guards the fields below and every deadline change while not fbDone
 	userDeadline time.Time  // the read deadline the caller set; zero: none
@@ -42,7 +45,8 @@ type firstByteConn struct {
 }
 
 func (s *dialState) watchFirstByte(conn net.Conn, peer netip.AddrPort, armed bool) *firstByteConn {
-	c := &firstByteConn{Conn: conn, timeout: s.d.FirstByteTimeout, s: s, peer: peer}
+	c := &firstByteConn{Conn: conn, timeout: s.d.FirstByteTimeout, network: s.network, addr: s.addr,
+		peer: peer, tel: s.tel, health: s.d.Health}
 	if armed {
 		c.state.Store(fbArmed)
 	}
@@ -105,7 +109,7 @@ func (c *firstByteConn) afterRead(n int, err error) (int, error) {
 		if c.state.Load() == fbWaiting {
 			// Hand the caller back their own deadline.
 			_ = c.Conn.SetReadDeadline(c.userDeadline)
-			c.s.tel.recordDuration(context.Background(), mPhaseFirstByte, mOK, time.Since(c.wroteAt).Seconds())
+			c.tel.recordDuration(context.Background(), mPhaseFirstByte, mOK, time.Since(c.wroteAt).Seconds())
 		}
 		c.state.Store(fbDone)
 		c.mu.Unlock()
@@ -126,10 +130,10 @@ func (c *firstByteConn) afterRead(n int, err error) (int, error) {
 		return n, err // the caller's own deadline
 	}
 	if report {
-		c.s.tel.recordDuration(context.Background(), mPhaseFirstByte, mTimeout, c.timeout.Seconds())
-		c.s.d.Health.record(c.peer, EventFirstByteStall, 0, time.Now())
+		c.tel.recordDuration(context.Background(), mPhaseFirstByte, mTimeout, c.timeout.Seconds())
+		c.health.record(c.peer, EventFirstByteStall, 0, time.Now())
 	}
-	return n, &Error{Phase: PhaseFirstByte, Network: c.s.network, Addr: c.s.addr, Peer: c.peer,
+	return n, &Error{Phase: PhaseFirstByte, Network: c.network, Addr: c.addr, Peer: c.peer,
 		Err: &timeoutError{cause: errFirstByteTimeout}}
 }
 
@@ -166,5 +170,5 @@ func (c *firstByteConn) CloseWrite() error {
 	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
 		return cw.CloseWrite()
 	}
-	return &net.OpError{Op: "close", Net: c.s.network, Err: errors.ErrUnsupported}
+	return &net.OpError{Op: "close", Net: c.network, Err: errors.ErrUnsupported}
 }

@@ -167,7 +167,7 @@ func setValue(set attribute.Set, key string) string {
 // testCert makes a self-signed certificate for names and returns the server
 // config (which records the SNI of each ClientHello into sni) and a client
 // config that trusts it and has no ServerName.
-func testCert(t *testing.T, names ...string) (server, client *tls.Config, sni *sniLog) {
+func testCert(t testing.TB, names ...string) (server, client *tls.Config, sni *sniLog) {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	require.NoError(t, err)
@@ -271,3 +271,10 @@ func requireIPv6(t *testing.T) {
 
 // netKeepAliveOff turns TCP keep-alive off in a Dialer.
 var netKeepAliveOff = net.KeepAliveConfig{Idle: -1}
+
+// benchCerts is testCert for benchmarks, without the SNI log.
+func benchCerts(b *testing.B) (server, client *tls.Config) {
+	server, client, _ = testCert(b, testHost)
+	server.GetConfigForClient = nil
+	return server, client
+}

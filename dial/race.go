@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"slices"
 	"syscall"
 	"time"
 
@@ -31,7 +32,7 @@ func (r *attemptResult) lost() bool { return r.err != nil && r.err.Err == errLos
 // closed.
 func (s *dialState) attempt(ctx context.Context, index int, peer netip.AddrPort) attemptResult {
 	r := attemptResult{index: index, peer: peer, start: time.Now()}
-	cctx, span := s.tel.tracer.Start(ctx, "dial.connect")
+	cctx, span := s.startChild(ctx, "dial.connect")
 	if span.IsRecording() {
 		span.SetAttributes(peerAttrs(peer, index)...)
 	}
@@ -79,7 +80,7 @@ func (s *dialState) attempt(ctx context.Context, index int, peer netip.AddrPort)
 // must not trigger it. On failure conn is closed.
 func (s *dialState) handshake(ctx context.Context, index int, peer netip.AddrPort, conn net.Conn) (net.Conn, *Error) {
 	start := time.Now()
-	tctx, span := s.tel.tracer.Start(ctx, "dial.tls")
+	tctx, span := s.startChild(ctx, "dial.tls")
 	if span.IsRecording() {
 		span.SetAttributes(peerAttrs(peer, index)...)
 	}
@@ -180,6 +181,14 @@ func (s *dialState) race(ctx context.Context, peers []netip.AddrPort) (net.Conn,
 		}
 		return r.conn, nil
 	}
+	// The racers share a heap copy of the state and of the peers, so that
+	// the single-address path above allocates neither.
+	shared := *s
+	return shared.raceMany(ctx, slices.Clone(peers))
+}
+
+// raceMany races two or more peers; see race.
+func (s *dialState) raceMany(ctx context.Context, peers []netip.AddrPort) (net.Conn, error) {
 	// raceCtx is cancelled with errLostRace once a winner is known, which
 	// aborts the connects and handshakes still running.
 	raceCtx, cancel := context.WithCancelCause(ctx)

@@ -1,11 +1,9 @@
 package dial
 
 import (
-	"context"
 	"math"
 	"net"
 	"sync"
-	"syscall"
 	"time"
 )
 
@@ -40,53 +38,63 @@ func userTimeoutMs(d time.Duration) int {
 	return int(ms)
 }
 
-// netDialers caches one *net.Dialer per sockConfig: a net.Dialer is
-// immutable configuration, safe to share, and building it (with its control
-// closure) for every dial would cost allocations on the hot path.
+// netDialers caches one *net.Dialer per keep-alive configuration: a
+// net.Dialer is immutable configuration, safe to share.
 var netDialers struct {
 	mu sync.RWMutex // guards m
-	m  map[sockConfig]*net.Dialer
+	m  map[net.KeepAliveConfig]*net.Dialer
 }
 
-func netDialerFor(sc sockConfig) *net.Dialer {
+func netDialerFor(ka net.KeepAliveConfig) *net.Dialer {
 	netDialers.mu.RLock()
-	nd := netDialers.m[sc]
+	nd := netDialers.m[ka]
 	netDialers.mu.RUnlock()
 	if nd != nil {
 		return nd
 	}
 	nd = &net.Dialer{
-		// Both the per-attempt and the whole-dial limits arrive through the
-		// context; the net.Dialer adds none of its own.
+		// The per-attempt and whole-dial limits arrive through the context;
+		// the net.Dialer adds none of its own and races nothing (it gets
+		// one IP).
 		FallbackDelay: -1,
 	}
-	if sc.ka.Enable {
-		nd.KeepAliveConfig = sc.ka
+	if ka.Enable {
+		nd.KeepAliveConfig = ka
 	} else {
 		nd.KeepAlive = -1
-	}
-	if sc.userTimeoutMs >= 0 && userTimeoutSupported {
-		ms := sc.userTimeoutMs
-		// Set before connect, so the option also covers data sent right
-		// after the handshake.
-		nd.ControlContext = func(_ context.Context, _, _ string, c syscall.RawConn) error {
-			return setUserTimeout(c, ms)
-		}
 	}
 	netDialers.mu.Lock()
 	defer netDialers.mu.Unlock()
 	if netDialers.m == nil {
-		netDialers.m = make(map[sockConfig]*net.Dialer)
+		netDialers.m = make(map[net.KeepAliveConfig]*net.Dialer)
 	}
-	if prev := netDialers.m[sc]; prev != nil {
+	if prev := netDialers.m[ka]; prev != nil {
 		return prev
 	}
 	if len(netDialers.m) >= 64 {
-		// Bound the cache against programs that vary the options per dial.
+		// Bound the cache against programs that vary the option per dial.
 		clear(netDialers.m)
 	}
-	netDialers.m[sc] = nd
+	netDialers.m[ka] = nd
 	return nd
+}
+
+// setUserTimeoutConn sets TCP_USER_TIMEOUT on a *net.TCPConn; ms < 0 or
+// another conn type leaves it alone. It is set right after connect, before
+// the conn carries any data.
+func setUserTimeoutConn(c net.Conn, ms int) error {
+	if ms < 0 || !userTimeoutSupported {
+		return nil
+	}
+	tc, ok := c.(*net.TCPConn)
+	if !ok {
+		return nil
+	}
+	rc, err := tc.SyscallConn()
+	if err != nil {
+		return err
+	}
+	return setUserTimeout(rc, ms)
 }
 
 // applySockopts sets keep-alive and TCP_USER_TIMEOUT on a conn that a
@@ -104,12 +112,5 @@ func applySockopts(c net.Conn, sc sockConfig) error {
 	} else if err := tc.SetKeepAlive(false); err != nil {
 		return err
 	}
-	if sc.userTimeoutMs >= 0 && userTimeoutSupported {
-		rc, err := tc.SyscallConn()
-		if err != nil {
-			return err
-		}
-		return setUserTimeout(rc, sc.userTimeoutMs)
-	}
-	return nil
+	return setUserTimeoutConn(tc, sc.userTimeoutMs)
 }

@@ -91,10 +91,17 @@ func init() {
 
 // outcomeOf classifies a phase's error for metrics and spans.
 func outcomeOf(err error) int {
+	if err == nil {
+		return mOK
+	}
+	return failedOutcome(err)
+}
+
+// failedOutcome is outcomeOf for a non-nil err; kept apart so that the
+// success path does not pay for the errors.As target escaping.
+func failedOutcome(err error) int {
 	var de *Error
 	switch {
-	case err == nil:
-		return mOK
 	case errors.Is(err, errLostRace):
 		return mLost
 	case errors.Is(err, context.Canceled):
@@ -126,6 +133,21 @@ func (t telemetry) recordMasked(ctx context.Context, phase Phase, peer netip.Add
 		attribute.String("error.type", errorType),
 		otelx.KeyMaskedBy.String("race"),
 	))
+}
+
+// noSpan is the span of a phase when the dial span is not recording.
+var noSpan = trace.SpanFromContext(context.Background())
+
+// startChild starts a phase span under the dial span. When the dial span is
+// not recording (a noop provider, or a sampled-out trace), no child is
+// made: the children would not be recorded either under the usual
+// parent-based sampling, and skipping them keeps an untraced dial as cheap
+// as a bare net.Dialer.
+func (s *dialState) startChild(ctx context.Context, name string) (context.Context, trace.Span) {
+	if !s.traced {
+		return ctx, noSpan
+	}
+	return s.tel.tracer.Start(ctx, name)
 }
 
 // peerAttrs are the attributes of a dial.connect or dial.tls span.

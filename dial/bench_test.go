@@ -1,0 +1,137 @@
+package dial_test
+
+import (
+	"context"
+	"crypto/tls"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	metricnoop "go.opentelemetry.io/otel/metric/noop"
+	tracenoop "go.opentelemetry.io/otel/trace/noop"
+
+	"github.com/lifeline-go/lifeline/dial"
+)
+
+// benchServer accepts on loopback and, per conn, optionally runs the TLS
+// handshake, then closes it. It stops at b's cleanup.
+func benchServer(b *testing.B, cfg *tls.Config) string {
+	b.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			if cfg == nil {
+				c.Close()
+				continue
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				tc := tls.Server(c, cfg)
+				_ = tc.SetDeadline(time.Now().Add(10 * time.Second))
+				_ = tc.Handshake()
+			}()
+		}
+	}()
+	b.Cleanup(func() {
+		ln.Close()
+		wg.Wait()
+	})
+	return ln.Addr().String()
+}
+
+// benchDialer is a Dialer with the noop tracer and meter: the cost of the
+// library itself, not of an exporter.
+func benchDialer() *dial.Dialer {
+	return &dial.Dialer{
+		TracerProvider: tracenoop.NewTracerProvider(),
+		MeterProvider:  metricnoop.NewMeterProvider(),
+	}
+}
+
+// BenchmarkDialContext compares a lifeline dial of a loopback IP with
+// net.Dialer: "net.Dialer" is the zero value (no limits), "net.Dialer+timeout"
+// the usual Timeout: 5s.
+func BenchmarkDialContext(b *testing.B) {
+	addr := benchServer(b, nil)
+	ctx := context.Background()
+	run := func(b *testing.B, dialFn func() (net.Conn, error)) {
+		b.ReportAllocs()
+		for b.Loop() {
+			c, err := dialFn()
+			if err != nil {
+				b.Fatal(err)
+			}
+			c.Close()
+		}
+	}
+	b.Run("impl=net.Dialer", func(b *testing.B) {
+		var nd net.Dialer
+		run(b, func() (net.Conn, error) { return nd.DialContext(ctx, "tcp", addr) })
+	})
+	b.Run("impl=net.Dialer+timeout", func(b *testing.B) {
+		nd := net.Dialer{Timeout: 5 * time.Second}
+		run(b, func() (net.Conn, error) { return nd.DialContext(ctx, "tcp", addr) })
+	})
+	b.Run("impl=lifeline", func(b *testing.B) {
+		d := benchDialer()
+		run(b, func() (net.Conn, error) { return d.DialContext(ctx, "tcp", addr) })
+	})
+}
+
+// BenchmarkDialTLSContext compares a lifeline TLS dial with net.Dialer plus
+// tls.Client and a handshake bounded by a context.
+func BenchmarkDialTLSContext(b *testing.B) {
+	serverCfg, clientCfg := benchCerts(b)
+	addr := benchServer(b, serverCfg)
+	_, port, _ := net.SplitHostPort(addr)
+	ctx := context.Background()
+	run := func(b *testing.B, dialFn func() (net.Conn, error)) {
+		b.ReportAllocs()
+		for b.Loop() {
+			c, err := dialFn()
+			if err != nil {
+				b.Fatal(err)
+			}
+			c.Close()
+		}
+	}
+	b.Run("impl=net.Dialer+tls.Client", func(b *testing.B) {
+		nd := net.Dialer{Timeout: 5 * time.Second}
+		cfg := clientCfg.Clone()
+		cfg.ServerName = testHost
+		run(b, func() (net.Conn, error) {
+			raw, err := nd.DialContext(ctx, "tcp", addr)
+			if err != nil {
+				return nil, err
+			}
+			hctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			defer cancel()
+			tc := tls.Client(raw, cfg)
+			if err := tc.HandshakeContext(hctx); err != nil {
+				raw.Close()
+				return nil, err
+			}
+			return tc, nil
+		})
+	})
+	b.Run("impl=lifeline", func(b *testing.B) {
+		d := benchDialer()
+		d.Resolver = resolverFor(addr)
+		d.TLSConfig = clientCfg
+		target := net.JoinHostPort(testHost, port)
+		run(b, func() (net.Conn, error) { return d.DialTLSContext(ctx, "tcp", target) })
+	})
+}
