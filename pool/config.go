@@ -1,0 +1,247 @@
+package pool
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"net"
+	"time"
+
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
+)
+
+// Config configures a [Pool]. Its zero value, with Dial set, is a safe pool:
+// every wait is bounded and every connection is eventually recycled. A zero
+// field means the documented default; a negative duration turns that
+// mechanism off where that makes sense (and is an error where it does not).
+// [New] copies and resolves the Config once: later changes to it have no
+// effect, and New never writes defaults back into it.
+type Config struct {
+	// Dial opens one new connection. Required. It is called from a goroutine
+	// owned by the pool, with a context that carries the values (and trace
+	// span) of the Acquire that triggered it but not its cancellation: a
+	// dial that feeds the pool outlives an impatient caller. The context has
+	// its own deadline (DialTimeout) and is canceled by [Pool.Close].
+	// A dial.Dialer's DialContext bound to a network and address fits here.
+	Dial func(ctx context.Context) (net.Conn, error)
+
+	// MaxConns caps the connections open at once, counting those being
+	// dialed, idle and in use. 0 means 16. Negative is an error.
+	MaxConns int
+
+	// MaxIdleConns caps the idle connections kept for reuse; a connection
+	// released while this many are idle is closed. 0 means MaxConns.
+	// Negative or more than MaxConns is an error.
+	MaxIdleConns int
+
+	// MinIdleConns is the number of idle connections the pool keeps warm in
+	// the background, within MaxConns and DialRate. 0 means none. Negative,
+	// more than MaxConns or more than MaxIdleConns is an error.
+	MinIdleConns int
+
+	// MaxIdleTime closes a connection that has been idle this long. 0 means
+	// 30s; negative means never.
+	MaxIdleTime time.Duration
+
+	// MaxLifetime closes a connection this long after it was dialed (on
+	// release, on acquire and in the background sweep), shifted per
+	// connection by a random jitter. 0 means 30m; negative means never.
+	MaxLifetime time.Duration
+
+	// MaxLifetimeJitter is the largest shift of a connection's lifetime, in
+	// either direction: each connection lives MaxLifetime ± a uniform random
+	// jitter fixed when it is dialed, so connections dialed together do not
+	// expire together. 0 means MaxLifetime/10; negative means no jitter. It
+	// must be less than MaxLifetime.
+	MaxLifetimeJitter time.Duration
+
+	// HealthCheckPeriod is the interval of the background sweep that closes
+	// idle and expired connections and tops up MinIdleConns. 0 means 15s;
+	// negative turns the periodic sweep off (idle and expired connections are
+	// then closed only when Acquire meets them).
+	HealthCheckPeriod time.Duration
+
+	// CheckAfterIdle is how long a connection may sit idle before Acquire
+	// probes it for liveness (a non-blocking peek at the socket: EOF, a reset
+	// or unexpected bytes mean the peer is gone) before handing it out.
+	// 0 means 1s; negative means never probe.
+	CheckAfterIdle time.Duration
+
+	// AcquireTimeout bounds Acquire when its context has no deadline.
+	// 0 means 30s; negative means the context alone bounds it.
+	AcquireTimeout time.Duration
+
+	// DialTimeout bounds each dial the pool starts, counted from when the
+	// dial rate lets it start. 0 means 30s. Negative is an error: a dial
+	// detached from its caller must end on its own.
+	DialTimeout time.Duration
+
+	// DialRate is the most new connections the pool opens per second (a
+	// token bucket with a burst of DialRate/10, at least 1 and at most
+	// MaxConns), so that a network flap cannot become a connection storm.
+	// 0 means 10·MaxConns; negative or +Inf means unlimited; NaN is an error.
+	DialRate float64
+
+	// Name, when set, is reported as lifeline.pool.name on the pool's
+	// metrics and spans, to tell several pools apart.
+	Name string
+
+	// TracerProvider makes the pool.acquire spans. nil means the otel global.
+	TracerProvider trace.TracerProvider
+
+	// MeterProvider makes the pool's metrics. nil means the otel global.
+	MeterProvider metric.MeterProvider
+}
+
+// settings is a Config with every default resolved; a Pool keeps its own copy.
+type settings struct {
+	maxConns          int
+	maxIdle           int
+	minIdle           int
+	maxIdleTime       time.Duration // <= 0: never
+	maxLifetime       time.Duration // <= 0: never
+	jitter            time.Duration // <= 0: none
+	healthCheckPeriod time.Duration // <= 0: no periodic sweep
+	checkAfterIdle    time.Duration // < 0: never probe
+	acquireTimeout    time.Duration // <= 0: ctx only
+	dialTimeout       time.Duration
+	dialRate          float64 // +Inf: unlimited
+	dialBurst         int
+}
+
+const (
+	defaultMaxConns          = 16
+	defaultMaxIdleTime       = 30 * time.Second
+	defaultMaxLifetime       = 30 * time.Minute
+	defaultHealthCheckPeriod = 15 * time.Second
+	defaultCheckAfterIdle    = time.Second
+	defaultAcquireTimeout    = 30 * time.Second
+	defaultDialTimeout       = 30 * time.Second
+)
+
+func (c *Config) maxConns() int {
+	if c.MaxConns == 0 {
+		return defaultMaxConns
+	}
+	return c.MaxConns
+}
+
+func (c *Config) maxIdleConns() int {
+	if c.MaxIdleConns == 0 {
+		return c.maxConns()
+	}
+	return c.MaxIdleConns
+}
+
+func (c *Config) maxIdleTime() time.Duration { return orDefault(c.MaxIdleTime, defaultMaxIdleTime) }
+func (c *Config) maxLifetime() time.Duration { return orDefault(c.MaxLifetime, defaultMaxLifetime) }
+
+func (c *Config) maxLifetimeJitter() time.Duration {
+	if c.MaxLifetimeJitter == 0 {
+		if lt := c.maxLifetime(); lt > 0 {
+			return lt / 10
+		}
+		return 0
+	}
+	return c.MaxLifetimeJitter
+}
+
+func (c *Config) healthCheckPeriod() time.Duration {
+	return orDefault(c.HealthCheckPeriod, defaultHealthCheckPeriod)
+}
+func (c *Config) checkAfterIdle() time.Duration {
+	return orDefault(c.CheckAfterIdle, defaultCheckAfterIdle)
+}
+func (c *Config) acquireTimeout() time.Duration {
+	return orDefault(c.AcquireTimeout, defaultAcquireTimeout)
+}
+func (c *Config) dialTimeout() time.Duration { return orDefault(c.DialTimeout, defaultDialTimeout) }
+
+func (c *Config) dialRate() float64 {
+	switch {
+	case c.DialRate == 0:
+		return 10 * float64(c.maxConns())
+	case c.DialRate < 0:
+		return math.Inf(1)
+	}
+	return c.DialRate
+}
+
+// dialBurst is the token bucket's depth: 100 ms worth of DialRate, at least
+// one dial and never more than the cap (a burst beyond MaxConns could not be
+// used at once anyway).
+func dialBurst(r float64, maxConns int) int {
+	if math.IsInf(r, 1) {
+		return maxConns
+	}
+	b := int(math.Ceil(r / 10))
+	return max(1, min(b, maxConns))
+}
+
+func orDefault(d, def time.Duration) time.Duration {
+	if d == 0 {
+		return def
+	}
+	return d
+}
+
+// resolve validates c and returns its resolved settings.
+func (c *Config) resolve() (settings, error) {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf("pool: "+format, args...)) }
+	if c.Dial == nil {
+		bad("Config.Dial is required")
+	}
+	if c.MaxConns < 0 {
+		bad("Config.MaxConns must not be negative (got %d)", c.MaxConns)
+	}
+	if c.MaxIdleConns < 0 {
+		bad("Config.MaxIdleConns must not be negative (got %d)", c.MaxIdleConns)
+	}
+	if c.MinIdleConns < 0 {
+		bad("Config.MinIdleConns must not be negative (got %d)", c.MinIdleConns)
+	}
+	if c.DialTimeout < 0 {
+		bad("Config.DialTimeout must not be negative (got %v): a dial detached from its caller needs a deadline", c.DialTimeout)
+	}
+	if math.IsNaN(c.DialRate) {
+		bad("Config.DialRate must be a number (got NaN)")
+	}
+	if len(errs) == 0 {
+		maxConns := c.maxConns()
+		if c.maxIdleConns() > maxConns {
+			bad("Config.MaxIdleConns (%d) must not exceed MaxConns (%d)", c.MaxIdleConns, maxConns)
+		}
+		if c.MinIdleConns > maxConns {
+			bad("Config.MinIdleConns (%d) must not exceed MaxConns (%d)", c.MinIdleConns, maxConns)
+		} else if c.MinIdleConns > c.maxIdleConns() {
+			bad("Config.MinIdleConns (%d) must not exceed MaxIdleConns (%d)", c.MinIdleConns, c.maxIdleConns())
+		}
+		if lt, j := c.maxLifetime(), c.maxLifetimeJitter(); lt > 0 && j >= lt {
+			bad("Config.MaxLifetimeJitter (%v) must be less than MaxLifetime (%v)", j, lt)
+		}
+	}
+	if len(errs) > 0 {
+		return settings{}, errors.Join(errs...)
+	}
+	s := settings{
+		maxConns:          c.maxConns(),
+		maxIdle:           c.maxIdleConns(),
+		minIdle:           c.MinIdleConns,
+		maxIdleTime:       c.maxIdleTime(),
+		maxLifetime:       c.maxLifetime(),
+		jitter:            c.maxLifetimeJitter(),
+		healthCheckPeriod: c.healthCheckPeriod(),
+		checkAfterIdle:    c.checkAfterIdle(),
+		acquireTimeout:    c.acquireTimeout(),
+		dialTimeout:       c.dialTimeout(),
+		dialRate:          c.dialRate(),
+	}
+	if s.maxLifetime <= 0 {
+		s.jitter = 0
+	}
+	s.dialBurst = dialBurst(s.dialRate, s.maxConns)
+	return s, nil
+}

@@ -1,0 +1,147 @@
+package pool
+
+import (
+	"net"
+	"sync/atomic"
+	"time"
+)
+
+type connState uint8
+
+const (
+	stateIdle connState = iota
+	stateInUse
+	stateClosed
+)
+
+// Conn is a connection checked out of a [Pool]. It embeds the net.Conn that
+// Config.Dial returned; use it as that conn, then give it back with
+// [Conn.Release] or destroy it with [Conn.Close].
+//
+// Read and Write go through the pool's wrapper, which marks the connection
+// broken on ANY error, timeouts included: a deadline that fires mid-message
+// leaves the stream at an unknown point, so the conn is not reused. Release
+// then destroys it. I/O done on the embedded Conn field directly bypasses
+// this check; call [Conn.MarkBroken] after such an error.
+//
+// A *Conn stays with its connection for the connection's whole life and is
+// handed out again by later Acquires: after Release or Close the caller must
+// not use it any more. Release and Close after the conn was already released,
+// destroyed or closed by [Pool.Close] are no-ops, never a panic or a double
+// count. A Conn is used by one caller at a time, but Read, Write and Close
+// may run concurrently as the net.Conn rules allow. The zero Conn is not
+// usable; Conns come only from [Pool.Acquire].
+type Conn struct {
+	net.Conn
+
+	p      *Pool
+	broken atomic.Bool
+
+	// Guarded by p.mu.
+	state       connState
+	gen         uint64    // the pool's Reset generation at dial time
+	expires     time.Time // zero: no lifetime limit
+	lastUsed    time.Time // last release (or dial)
+	allIdx      int       // index in p.all; -1 once destroyed
+	evictReason reason    // scratch for the sweeper
+}
+
+// Read reads from the connection; any error marks it broken.
+func (c *Conn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	if err != nil {
+		c.broken.Store(true)
+	}
+	return n, err
+}
+
+// Write writes to the connection; any error marks it broken.
+func (c *Conn) Write(b []byte) (int, error) {
+	n, err := c.Conn.Write(b)
+	if err != nil {
+		c.broken.Store(true)
+	}
+	return n, err
+}
+
+// MarkBroken marks the connection unfit for reuse (for example after a
+// protocol error the caller detected itself): Release will destroy it.
+func (c *Conn) MarkBroken() { c.broken.Store(true) }
+
+// Release gives the connection back to the pool: to the oldest waiter, or
+// to the idle stack. It is destroyed instead when an I/O error was seen
+// through this wrapper (or MarkBroken was called), when it outlived its
+// lifetime, when [Pool.Reset] retired it, or when MaxIdleConns are already
+// idle. Release of a conn that is not checked out is a no-op.
+func (c *Conn) Release() {
+	if c == nil || c.p == nil {
+		return
+	}
+	c.p.release(c)
+}
+
+// Close destroys the connection: it closes the underlying net.Conn and frees
+// its place in the pool, so a waiter may get a new one. Close of a conn that
+// is not checked out is a no-op returning nil.
+func (c *Conn) Close() error {
+	if c == nil || c.p == nil {
+		return nil
+	}
+	return c.p.destroy(c)
+}
+
+// waiter is one Acquire in the FIFO queue. ch has room for exactly one
+// result, delivered under p.mu by whoever pops the waiter.
+type waiter struct {
+	ch         chan acquireResult
+	prev, next *waiter
+	queued     bool
+}
+
+type acquireResult struct {
+	c   *Conn
+	err error
+}
+
+// waitList is an intrusive doubly linked FIFO: O(1) push, pop and removal
+// of a waiter whose context ended.
+type waitList struct {
+	head, tail *waiter
+	n          int
+}
+
+func (l *waitList) pushBack(w *waiter) {
+	w.prev, w.next = l.tail, nil
+	if l.tail != nil {
+		l.tail.next = w
+	} else {
+		l.head = w
+	}
+	l.tail = w
+	w.queued = true
+	l.n++
+}
+
+func (l *waitList) popFront() *waiter {
+	w := l.head
+	if w != nil {
+		l.remove(w)
+	}
+	return w
+}
+
+func (l *waitList) remove(w *waiter) {
+	if w.prev != nil {
+		w.prev.next = w.next
+	} else {
+		l.head = w.next
+	}
+	if w.next != nil {
+		w.next.prev = w.prev
+	} else {
+		l.tail = w.prev
+	}
+	w.prev, w.next = nil, nil
+	w.queued = false
+	l.n--
+}

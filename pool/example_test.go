@@ -1,0 +1,74 @@
+package pool_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+
+	"github.com/lifeline-go/lifeline/pool"
+)
+
+// A pool in front of a line-echo server on loopback: the second Acquire
+// reuses the connection the first one released.
+func Example() {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		panic(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { defer c.Close(); io.Copy(c, c) }()
+		}
+	}()
+
+	var d net.Dialer
+	p, err := pool.New(pool.Config{
+		Dial: func(ctx context.Context) (net.Conn, error) {
+			return d.DialContext(ctx, "tcp", ln.Addr().String())
+		},
+		MaxConns: 4,
+	})
+	if err != nil {
+		panic(err)
+	}
+	defer p.Close()
+
+	ctx := context.Background()
+	c, err := p.Acquire(ctx)
+	if err != nil {
+		panic(err)
+	}
+	c.Write([]byte("ping"))
+	buf := make([]byte, 4)
+	n, _ := c.Read(buf)
+	fmt.Println(string(buf[:n]))
+	c.Release()
+
+	c, err = p.Acquire(ctx)
+	if err != nil {
+		panic(err)
+	}
+	c.Release()
+	s := p.Stats()
+	fmt.Println("dialed:", s.Dialed, "acquired:", s.AcquireCount, "open:", s.Open)
+	// Output:
+	// ping
+	// dialed: 1 acquired: 2 open: 1
+}
+
+// New names the field that is wrong.
+func ExampleNew_validation() {
+	_, err := pool.New(pool.Config{MaxConns: 2, MaxIdleConns: 3, Dial: func(context.Context) (net.Conn, error) { return nil, nil }})
+	fmt.Println(err)
+	_, err = pool.New(pool.Config{})
+	fmt.Println(err)
+	// Output:
+	// pool: Config.MaxIdleConns (3) must not exceed MaxConns (2)
+	// pool: Config.Dial is required
+}

@@ -1,0 +1,611 @@
+package pool
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"net"
+	"sync"
+	"time"
+
+	"go.opentelemetry.io/otel/trace"
+	"golang.org/x/time/rate"
+)
+
+// ErrClosed is returned by [Pool.Acquire] once [Pool.Close] has been called,
+// including to callers that were waiting when it was.
+var ErrClosed = errors.New("pool: closed")
+
+// errDialTimeout is the cause of a pool dial's own deadline (Config.DialTimeout).
+var errDialTimeout = fmt.Errorf("pool: dial timeout: %w", context.DeadlineExceeded)
+
+// errNilConn reports a Config.Dial that returned neither a conn nor an error.
+var errNilConn = errors.New("pool: Config.Dial returned a nil net.Conn and a nil error")
+
+// Pool is a bounded pool of net.Conn for raw-protocol clients (databases,
+// caches, custom TCP). It never holds more than MaxConns connections open,
+// counting dials in flight; it queues callers in FIFO order when all are
+// busy; it opens new connections at no more than DialRate per second; and it
+// never hands out a connection it knows or can cheaply tell is dead.
+//
+// Create one with [New]; the zero Pool is not usable. A Pool is safe for
+// concurrent use. It owns the connections it dials: they are closed when
+// evicted, when destroyed with [Conn.Close], or at the latest by
+// [Pool.Close], which also ends the pool's goroutines.
+type Pool struct {
+	s       settings
+	dial    func(context.Context) (net.Conn, error)
+	limiter *rate.Limiter // nil: unlimited
+	tel     telemetry
+
+	closeCtx    context.Context // canceled by Close: ends dials, rate waits, the sweeper
+	closeCancel context.CancelFunc
+	closeDone   chan struct{} // closed when the first Close has finished
+	wg          sync.WaitGroup
+	kick        chan struct{} // wakes the sweeper to top up MinIdleConns now
+
+	// mu guards everything below. It is never held across a dial, a probe,
+	// a conn Close or a telemetry call that may block.
+	mu      sync.Mutex
+	closed  bool
+	gen     uint64  // bumped by Reset; a conn of an older generation is retired
+	idle    []*Conn // LIFO: the most recently released conn is on top
+	all     []*Conn // every dialed, not yet destroyed conn (idle and in use); Conn.allIdx indexes it
+	inUse   int
+	dialing int // dials started and not finished, rate-limiter waits included
+	waiters waitList
+	st      Stats   // the counters; the gauges are computed in Stats
+	sweep   []*Conn // scratch for the sweeper, reused
+}
+
+// New validates cfg and returns a running pool. A bad Config gives an error
+// naming the field. The pool starts a background goroutine when it sweeps
+// (HealthCheckPeriod >= 0) or keeps MinIdleConns warm; [Pool.Close] ends it.
+func New(cfg Config) (*Pool, error) {
+	s, err := cfg.resolve()
+	if err != nil {
+		return nil, err
+	}
+	p := &Pool{
+		s:         s,
+		dial:      cfg.Dial,
+		closeDone: make(chan struct{}),
+		kick:      make(chan struct{}, 1),
+		idle:      make([]*Conn, 0, s.maxIdle),
+		all:       make([]*Conn, 0, s.maxConns),
+	}
+	if !math.IsInf(s.dialRate, 1) {
+		p.limiter = rate.NewLimiter(rate.Limit(s.dialRate), s.dialBurst)
+	}
+	p.closeCtx, p.closeCancel = context.WithCancel(context.Background())
+	if err := p.tel.init(p, &cfg); err != nil {
+		p.closeCancel()
+		return nil, err
+	}
+	if s.healthCheckPeriod > 0 || s.minIdle > 0 {
+		p.wg.Add(1)
+		go p.sweeper()
+	}
+	return p, nil
+}
+
+// open is the number of connections counted against MaxConns.
+func (p *Pool) openLocked() int { return len(p.all) + p.dialing }
+
+// Acquire returns a connection for the caller's exclusive use until it calls
+// [Conn.Release] (to give it back) or [Conn.Close] (to destroy it).
+//
+// An idle connection is reused when there is one (the most recently used
+// first, after dropping any that expired or, when idle longer than
+// CheckAfterIdle, fail the liveness probe). Otherwise the caller joins a FIFO
+// queue and, when the cap allows, the pool starts a dial for it; whichever
+// connection comes first — a released one or a new one — goes to the oldest
+// waiter. Acquire gives up when ctx ends or, if ctx has no deadline, after
+// AcquireTimeout; the error then matches ctx.Err() (context.DeadlineExceeded
+// for the AcquireTimeout). A failed dial is returned to one waiter, the
+// oldest, instead of leaving all of them to time out. After Close it returns
+// [ErrClosed].
+func (p *Pool) Acquire(ctx context.Context) (*Conn, error) {
+	if done := ctx.Done(); done != nil {
+		select {
+		case <-done:
+			return nil, acquireCtxErr(ctx)
+		default:
+		}
+	}
+	now := time.Now()
+	p.mu.Lock()
+	c, err := p.takeIdleLocked(now)
+	if c != nil || err != nil {
+		if c != nil {
+			p.st.AcquireCount++
+		} else {
+			p.st.AcquireFailures++
+		}
+		p.mu.Unlock()
+		return c, err
+	}
+	p.mu.Unlock()
+	return p.acquireSlow(ctx, now)
+}
+
+// takeIdleLocked pops idle conns until one is fit to hand out, evicting the
+// expired and the dead on the way. It returns (nil, nil) when no idle conn is
+// left. p.mu is held on entry and on return, but released around closes and
+// liveness probes.
+func (p *Pool) takeIdleLocked(now time.Time) (*Conn, error) {
+	for {
+		if p.closed {
+			return nil, ErrClosed
+		}
+		n := len(p.idle)
+		if n == 0 {
+			return nil, nil
+		}
+		c := p.idle[n-1]
+		p.idle[n-1] = nil
+		p.idle = p.idle[:n-1]
+		if r := p.staleLocked(c, now); r != reasonNone {
+			p.destroyLocked(c, r)
+			p.mu.Unlock()
+			p.tel.evicted(r)
+			_ = c.Conn.Close()
+			p.mu.Lock()
+			continue
+		}
+		c.state = stateInUse
+		p.inUse++
+		if p.s.checkAfterIdle < 0 || now.Sub(c.lastUsed) <= p.s.checkAfterIdle {
+			return c, nil
+		}
+		// Probe outside the lock: it is a syscall. The conn counts as in use
+		// meanwhile, so the cap holds and nobody else can take it.
+		p.mu.Unlock()
+		perr := probe(c.Conn)
+		p.mu.Lock()
+		if c.state == stateClosed { // Close ran meanwhile and closed it
+			return nil, ErrClosed
+		}
+		if perr == nil {
+			return c, nil
+		}
+		p.inUse--
+		p.destroyLocked(c, reasonDead)
+		p.mu.Unlock()
+		p.tel.evicted(reasonDead)
+		_ = c.Conn.Close()
+		p.mu.Lock()
+	}
+}
+
+// acquireSlow queues the caller, starts a dial when the cap allows, and
+// waits. It is the only part of Acquire that makes a span.
+func (p *Pool) acquireSlow(ctx context.Context, start time.Time) (*Conn, error) {
+	ctx, span := p.tel.tracer.Start(ctx, "pool.acquire",
+		trace.WithTimestamp(start), trace.WithSpanKind(trace.SpanKindInternal), p.tel.spanAttrs)
+	defer span.End()
+
+	w := &waiter{ch: make(chan acquireResult, 1)}
+	p.mu.Lock()
+	// Look again: a conn may have been released while the span started.
+	c, err := p.takeIdleLocked(time.Now())
+	if c != nil || err != nil {
+		if c != nil {
+			p.st.AcquireCount++
+		} else {
+			p.st.AcquireFailures++
+		}
+		p.mu.Unlock()
+		p.tel.endAcquire(span, err, false)
+		return c, err
+	}
+	p.waiters.pushBack(w)
+	dialed := p.dialForWaitersLocked(ctx)
+	p.mu.Unlock()
+	p.tel.acquireQueued(span, dialed)
+
+	var timeout <-chan time.Time
+	if _, ok := ctx.Deadline(); !ok && p.s.acquireTimeout > 0 {
+		// A timer per wait, stopped on return: only waiting acquires pay it.
+		t := time.NewTimer(p.s.acquireTimeout)
+		defer t.Stop()
+		timeout = t.C
+	}
+	var r acquireResult
+	select {
+	case r = <-w.ch:
+	case <-ctx.Done():
+		r = p.abandon(w, acquireCtxErr(ctx))
+	case <-timeout:
+		r = p.abandon(w, fmt.Errorf("pool: acquire: no connection within AcquireTimeout (%v): %w",
+			p.s.acquireTimeout, context.DeadlineExceeded))
+	}
+	waited := time.Since(start)
+	p.mu.Lock()
+	p.st.AcquireWaitCount++
+	p.st.AcquireWaitTime += waited
+	if r.c != nil {
+		p.st.AcquireCount++
+	} else {
+		p.st.AcquireFailures++
+	}
+	p.mu.Unlock()
+	p.tel.acquireWaited(waited)
+	p.tel.endAcquire(span, r.err, true)
+	return r.c, r.err
+}
+
+// abandon takes w out of the queue after its wait ended. If a conn was handed
+// to w concurrently, it goes back to the pool (to the next waiter or idle).
+func (p *Pool) abandon(w *waiter, err error) acquireResult {
+	p.mu.Lock()
+	if w.queued {
+		p.waiters.remove(w)
+		p.mu.Unlock()
+		return acquireResult{err: err}
+	}
+	p.mu.Unlock()
+	// Delivered under p.mu before we took it: the buffered value is there.
+	r := <-w.ch
+	if r.c != nil {
+		r.c.Release()
+	}
+	return acquireResult{err: err}
+}
+
+func acquireCtxErr(ctx context.Context) error {
+	err, cause := ctx.Err(), context.Cause(ctx)
+	if cause != nil && cause != err {
+		return fmt.Errorf("pool: acquire: %w (%w)", err, cause)
+	}
+	return fmt.Errorf("pool: acquire: %w", err)
+}
+
+// dialForWaitersLocked starts dials while waiters outnumber dials in flight
+// and the cap allows. It reports whether it started any.
+func (p *Pool) dialForWaitersLocked(ctx context.Context) bool {
+	started := false
+	for !p.closed && p.dialing < p.waiters.n && p.openLocked() < p.s.maxConns {
+		p.startDialLocked(ctx)
+		started = true
+	}
+	return started
+}
+
+// startDialLocked counts a dial against the cap and starts its goroutine.
+// The dial keeps ctx's values (trace parent) but not its cancellation, has
+// its own deadline and is canceled by Close, which waits for it (p.wg).
+// Close sets p.closed under p.mu before waiting, so no Add races its Wait.
+func (p *Pool) startDialLocked(ctx context.Context) {
+	p.dialing++
+	p.wg.Add(1)
+	go p.dialOne(context.WithoutCancel(ctx), p.gen)
+}
+
+func (p *Pool) dialOne(parent context.Context, gen uint64) {
+	defer p.wg.Done()
+	if p.limiter != nil {
+		// The token bucket is what keeps a flap from becoming a storm
+		// (incidents 03 and 05): every dial, whoever triggered it, waits here.
+		if err := p.limiter.Wait(p.closeCtx); err != nil {
+			p.dialDone(nil, ErrClosed, gen)
+			return
+		}
+	}
+	ctx, cancel := context.WithTimeoutCause(parent, p.s.dialTimeout, errDialTimeout)
+	stop := context.AfterFunc(p.closeCtx, cancel)
+	start := time.Now()
+	nc, err := p.dial(ctx)
+	if err == nil && nc == nil {
+		err = errNilConn
+	}
+	if err != nil {
+		if cause := context.Cause(ctx); cause != nil && !errors.Is(err, cause) {
+			err = fmt.Errorf("%w (%w)", err, cause)
+		}
+		err = fmt.Errorf("pool: dial: %w", err)
+	}
+	stop()
+	cancel()
+	p.tel.dialed(err, time.Since(start))
+	p.dialDone(nc, err, gen)
+}
+
+// dialDone accounts for a finished dial: a new conn goes to the oldest waiter
+// or the idle stack; an error goes to the oldest waiter only.
+func (p *Pool) dialDone(nc net.Conn, err error, gen uint64) {
+	now := time.Now()
+	p.mu.Lock()
+	p.dialing--
+	if err != nil {
+		if p.closed {
+			p.mu.Unlock()
+			return
+		}
+		p.st.DialFailures++
+		if w := p.waiters.popFront(); w != nil {
+			w.ch <- acquireResult{err: err}
+		}
+		// The others keep waiting; their dials go on at DialRate.
+		p.dialForWaitersLocked(context.Background())
+		p.mu.Unlock()
+		return
+	}
+	p.st.Dialed++
+	if p.closed || gen != p.gen {
+		reset := !p.closed
+		if reset {
+			p.st.EvictedReset++
+			p.dialForWaitersLocked(context.Background())
+		}
+		p.mu.Unlock()
+		if reset {
+			p.tel.evicted(reasonReset)
+		}
+		_ = nc.Close()
+		return
+	}
+	c := &Conn{Conn: nc, p: p, gen: gen, lastUsed: now}
+	if p.s.maxLifetime > 0 {
+		life := p.s.maxLifetime
+		if j := int64(p.s.jitter); j > 0 {
+			life += time.Duration(rand.Int64N(2*j+1) - j)
+		}
+		c.expires = now.Add(life)
+	}
+	c.allIdx = len(p.all)
+	p.all = append(p.all, c)
+	if w := p.waiters.popFront(); w != nil {
+		c.state = stateInUse
+		p.inUse++
+		w.ch <- acquireResult{c: c}
+		p.mu.Unlock()
+		return
+	}
+	c.state = stateIdle
+	p.idle = append(p.idle, c)
+	p.mu.Unlock()
+}
+
+// release is Conn.Release.
+func (p *Pool) release(c *Conn) {
+	now := time.Now()
+	p.mu.Lock()
+	if c.state != stateInUse {
+		p.mu.Unlock()
+		return
+	}
+	p.inUse--
+	r := p.retireReasonLocked(c, now)
+	if r == reasonNone {
+		c.lastUsed = now
+		if w := p.waiters.popFront(); w != nil {
+			// Straight to the oldest waiter: it is still fresh.
+			p.inUse++
+			w.ch <- acquireResult{c: c}
+			p.mu.Unlock()
+			return
+		}
+		if len(p.idle) < p.s.maxIdle {
+			c.state = stateIdle
+			p.idle = append(p.idle, c)
+			p.mu.Unlock()
+			return
+		}
+		r = reasonExcess
+	}
+	p.destroyLocked(c, r)
+	p.dialForWaitersLocked(context.Background())
+	p.mu.Unlock()
+	p.tel.evicted(r)
+	_ = c.Conn.Close()
+}
+
+// destroy is Conn.Close.
+func (p *Pool) destroy(c *Conn) error {
+	p.mu.Lock()
+	if c.state != stateInUse {
+		p.mu.Unlock()
+		return nil
+	}
+	p.inUse--
+	p.destroyLocked(c, reasonNone)
+	p.dialForWaitersLocked(context.Background())
+	p.mu.Unlock()
+	return c.Conn.Close()
+}
+
+// retireReasonLocked says why an in-use conn must not go back: broken by an
+// I/O error, of a generation before a Reset, or past its lifetime.
+func (p *Pool) retireReasonLocked(c *Conn, now time.Time) reason {
+	switch {
+	case c.broken.Load():
+		return reasonBroken
+	case c.gen != p.gen:
+		return reasonReset
+	case !c.expires.IsZero() && !now.Before(c.expires):
+		return reasonLifetime
+	}
+	return reasonNone
+}
+
+// staleLocked says why an idle conn must be evicted at now.
+func (p *Pool) staleLocked(c *Conn, now time.Time) reason {
+	switch {
+	case !c.expires.IsZero() && !now.Before(c.expires):
+		return reasonLifetime
+	case p.s.maxIdleTime > 0 && now.Sub(c.lastUsed) > p.s.maxIdleTime:
+		return reasonIdle
+	case c.gen != p.gen:
+		return reasonReset
+	}
+	return reasonNone
+}
+
+// destroyLocked removes c (not in the idle stack) from the pool's accounting
+// and counts its eviction; the caller closes c.Conn after unlocking.
+func (p *Pool) destroyLocked(c *Conn, r reason) {
+	c.state = stateClosed
+	last := len(p.all) - 1
+	moved := p.all[last]
+	p.all[c.allIdx] = moved
+	moved.allIdx = c.allIdx
+	p.all[last] = nil
+	p.all = p.all[:last]
+	c.allIdx = -1
+	p.st.countEviction(r)
+	if p.s.minIdle > 0 {
+		select {
+		case p.kick <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// Reset flushes the pool, for a network change or a failover: idle
+// connections are closed now, connections in use are closed when released,
+// and dials in flight are discarded when they finish. Waiters keep waiting
+// for new connections. Safe for concurrent use; a no-op after Close.
+func (p *Pool) Reset() {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return
+	}
+	p.gen++
+	flushed := make([]*Conn, len(p.idle))
+	copy(flushed, p.idle)
+	clear(p.idle)
+	p.idle = p.idle[:0]
+	for _, c := range flushed {
+		p.destroyLocked(c, reasonReset)
+	}
+	p.mu.Unlock()
+	for _, c := range flushed {
+		p.tel.evicted(reasonReset)
+		_ = c.Conn.Close()
+	}
+}
+
+// Close closes the pool: waiters get [ErrClosed], every connection — idle and
+// in use — is closed now (a later Release or Close of a *Conn is a no-op),
+// dials in flight are canceled, and Close returns once the pool's goroutines
+// have ended. It is idempotent and safe for concurrent use; it always returns
+// nil.
+func (p *Pool) Close() error {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		<-p.closeDone
+		return nil
+	}
+	p.closed = true
+	for w := p.waiters.popFront(); w != nil; w = p.waiters.popFront() {
+		w.ch <- acquireResult{err: ErrClosed}
+	}
+	conns := p.all
+	p.all = nil
+	p.idle = nil
+	p.inUse = 0
+	for _, c := range conns {
+		c.state = stateClosed
+		c.allIdx = -1
+	}
+	p.mu.Unlock()
+	p.closeCancel()
+	for _, c := range conns {
+		_ = c.Conn.Close()
+	}
+	p.wg.Wait()
+	p.tel.close()
+	close(p.closeDone)
+	return nil
+}
+
+// sweeper is the pool's background goroutine: every HealthCheckPeriod it
+// closes idle conns that expired, and whenever kicked it tops up
+// MinIdleConns. It ends when Close cancels closeCtx.
+func (p *Pool) sweeper() {
+	defer p.wg.Done()
+	var (
+		t    *time.Timer
+		tick <-chan time.Time // nil when the periodic sweep is off
+	)
+	if p.s.healthCheckPeriod > 0 {
+		t = time.NewTimer(p.s.healthCheckPeriod)
+		defer t.Stop()
+		tick = t.C
+	}
+	p.topUp()
+	for {
+		select {
+		case <-p.closeCtx.Done():
+			return
+		case now := <-tick:
+			p.sweepIdle(now)
+			p.topUp()
+			t.Reset(p.s.healthCheckPeriod)
+		case <-p.kick:
+			p.topUp()
+		}
+	}
+}
+
+// sweepIdle evicts the idle conns that are stale at now, keeping the order
+// of the others.
+func (p *Pool) sweepIdle(now time.Time) {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return
+	}
+	evict := p.sweep[:0]
+	kept := p.idle[:0]
+	for _, c := range p.idle {
+		if r := p.staleLocked(c, now); r != reasonNone {
+			p.destroyLocked(c, r)
+			c.evictReason = r
+			evict = append(evict, c)
+			continue
+		}
+		kept = append(kept, c)
+	}
+	clear(p.idle[len(kept):])
+	p.idle = kept
+	p.mu.Unlock()
+	for i, c := range evict {
+		p.tel.evicted(c.evictReason)
+		_ = c.Conn.Close()
+		evict[i] = nil
+	}
+	p.sweep = evict[:0]
+}
+
+// topUp starts dials until idle conns plus dials in flight reach
+// MinIdleConns, within the cap; the dials wait for the rate limiter.
+func (p *Pool) topUp() {
+	if p.s.minIdle <= 0 {
+		return
+	}
+	p.mu.Lock()
+	for !p.closed && len(p.idle)+p.dialing < p.s.minIdle && p.openLocked() < p.s.maxConns {
+		p.startDialLocked(context.Background())
+	}
+	p.mu.Unlock()
+}
+
+// Stats returns a snapshot of the pool's gauges and counters. Safe for
+// concurrent use, also after Close.
+func (p *Pool) Stats() Stats {
+	p.mu.Lock()
+	s := p.st
+	s.Open = len(p.all) + p.dialing
+	s.Idle = len(p.idle)
+	s.InUse = p.inUse
+	s.Dialing = p.dialing
+	s.Waiting = p.waiters.n
+	p.mu.Unlock()
+	return s
+}
