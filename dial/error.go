@@ -91,8 +91,9 @@ func (e *timeoutError) Is(target error) bool { return target == context.Deadline
 // carries the Phase and Peer of the attempt that got furthest and its Err
 // holds every attempt's *Error: errors.Is and errors.As reach each of them
 // (so errors.Is(err, syscall.ECONNREFUSED) holds when any attempt was
-// refused), and [Error.Attempts] lists them. Timeout reports the furthest
-// attempt's.
+// refused, and errors.Is(err, context.DeadlineExceeded) when any timed out),
+// and [Error.Attempts] lists them. Timeout and ErrorType are those of the
+// attempt that got furthest; Retryable is true when any attempt's is.
 //
 // An Error is a value: it is not modified after it is returned and may be
 // shared between goroutines.
@@ -145,6 +146,9 @@ func (e *Error) Timeout() bool {
 	if e == nil || e.Err == nil {
 		return false
 	}
+	if ae, ok := e.Err.(*attemptsError); ok {
+		return ae.Timeout()
+	}
 	if errors.Is(e.Err, context.DeadlineExceeded) {
 		return true
 	}
@@ -188,6 +192,10 @@ func (e *Error) ErrorType() string {
 		return ""
 	}
 	err := e.Err
+	if ae, ok := err.(*attemptsError); ok {
+		// The class of the attempt that got furthest (or of the cancel).
+		err = ae.cause
+	}
 	var te *timeoutError
 	switch {
 	case errors.Is(err, context.Canceled):
@@ -251,6 +259,18 @@ func (e *Error) Retryable() bool {
 		return false
 	}
 	err := e.Err
+	if ae, ok := err.(*attemptsError); ok {
+		if ae.cause != ae.primary.Err {
+			return false // the caller cancelled or ran out of time
+		}
+		// Worth retrying when any address failed in a way that can heal.
+		for _, a := range ae.attempts {
+			if a.Retryable() {
+				return true
+			}
+		}
+		return false
+	}
 	var te *timeoutError
 	switch {
 	case errors.Is(err, context.Canceled):

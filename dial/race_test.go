@@ -177,6 +177,11 @@ func TestAllAddressesFail(t *testing.T) {
 	assert.True(t, attempts[1].Timeout())
 	assert.Equal(t, "connect_timeout", attempts[1].ErrorType())
 	assert.ErrorIs(t, err, syscall.ECONNREFUSED, "every attempt's error is reachable")
+	assert.ErrorIs(t, err, context.DeadlineExceeded, "... the timeout too")
+	assert.Equal(t, "127.0.0.2", de.Peer.Addr().String(), "both reached connect: the first is reported")
+	assert.False(t, de.Timeout(), "Timeout is the reported attempt's")
+	assert.Equal(t, "connect_refused", de.ErrorType())
+	assert.True(t, de.Retryable())
 	assert.Contains(t, err.Error(), "(and 1 more attempt: ")
 	assert.Len(t, h.Snapshot(), 2, "both peers failed")
 }
@@ -342,4 +347,67 @@ func TestLoserCompletingLateIsClosed(t *testing.T) {
 	assert.Equal(t, servers[1].Addr(), conn.RemoteAddr().String())
 	conn.Close()
 	require.Eventually(t, func() bool { return servers[0].Stats().Active == 0 }, 2*time.Second, 10*time.Millisecond)
+}
+
+func TestAllFailReportsFurthestPhase(t *testing.T) {
+	checkFDs(t)
+	serverCfg, clientCfg, _ := testCert(t, testHost)
+	// 127.0.0.2 refuses, 127.0.0.3 accepts and stalls the handshake.
+	servers := faultnet.StartGroup(t, faultnet.Config{Addr: "127.0.0.3:0", Fault: faultnet.StallTLS, TLS: serverCfg})
+	d := dial.Dialer{
+		Resolver:            resolverFor("127.0.0.2", "127.0.0.3"),
+		TLSConfig:           clientCfg,
+		TLSHandshakeTimeout: 300 * time.Millisecond,
+	}
+	start := time.Now()
+	_, err := d.DialTLSContext(t.Context(), "tcp", hostPort(servers[0].Port()))
+	var de *dial.Error
+	require.ErrorAs(t, err, &de)
+	assert.Less(t, time.Since(start), 3*time.Second)
+	assert.Equal(t, dial.PhaseTLS, de.Phase, "the stalled handshake got further than the refusal")
+	assert.Equal(t, servers[0].AddrPort(), de.Peer)
+	assert.True(t, de.Timeout())
+	assert.Equal(t, "tls_timeout", de.ErrorType())
+	assert.ErrorIs(t, err, syscall.ECONNREFUSED)
+	assert.Equal(t, "dial tcp "+hostPort(servers[0].Port())+" ("+servers[0].Addr()+"): tls: i/o timeout (and 1 more attempt: 127.0.0.2:"+
+		itoa(servers[0].Port())+" connect: connection refused)", err.Error())
+}
+
+func TestCallerCancelDuringRace(t *testing.T) {
+	checkFDs(t)
+	good := faultnet.StartGroup(t, faultnet.Config{Addr: "127.0.0.4:0", Fault: faultnet.Silence})[0]
+	faultnet.NewBlackhole(t, net.JoinHostPort("127.0.0.2", itoa(good.Port())))
+	faultnet.NewBlackhole(t, net.JoinHostPort("127.0.0.3", itoa(good.Port())))
+	_, clientCfg, _ := testCert(t, testHost)
+	h := &dial.Health{}
+	d := dial.Dialer{
+		Resolver:     resolverFor("127.0.0.2", "127.0.0.3", "127.0.0.4"),
+		AttemptDelay: 50 * time.Millisecond,
+		TLSConfig:    clientCfg,
+		Health:       h,
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	timer := time.AfterFunc(300*time.Millisecond, cancel)
+	defer timer.Stop()
+	start := time.Now()
+	_, err := d.DialTLSContext(ctx, "tcp", hostPort(good.Port()))
+	assert.Less(t, time.Since(start), 2*time.Second)
+	var de *dial.Error
+	require.ErrorAs(t, err, &de)
+	assert.ErrorIs(t, err, context.Canceled)
+	assert.Equal(t, "canceled", de.ErrorType())
+	assert.False(t, de.Retryable())
+	assert.Equal(t, dial.PhaseTLS, de.Phase, "the silent server got to the handshake")
+	assert.Empty(t, h.Snapshot(), "a cancel is held against no address")
+	require.Eventually(t, func() bool { return good.Stats().Active == 0 }, 2*time.Second, 10*time.Millisecond,
+		"the racer in its handshake was closed")
+}
+
+func TestDefaultResolverLocalhost(t *testing.T) {
+	srv := faultnet.Start(t, faultnet.Config{})
+	var d dial.Dialer // net.DefaultResolver
+	conn, err := d.DialContext(t.Context(), "tcp", net.JoinHostPort("localhost", itoa(srv.Port())))
+	require.NoError(t, err, "localhost may resolve to ::1 first; the race falls through to 127.0.0.1")
+	defer conn.Close()
+	assert.Equal(t, srv.Addr(), conn.RemoteAddr().String())
 }
