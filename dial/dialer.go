@@ -79,8 +79,12 @@ type Dialer struct {
 	// FirstByteTimeout bounds the wait for the first byte of the reply: the
 	// first Read after the first Write on a returned conn fails with an
 	// *Error of PhaseFirstByte when no byte arrived this long after the
-	// Write. Once a byte has arrived it costs nothing. Zero or negative
-	// means off, and the conn is returned unwrapped.
+	// Write. Once a byte has arrived it costs nothing. The caller's own
+	// read deadlines keep working (the earlier one applies) and are
+	// restored after the first byte. After a first-byte timeout the conn's
+	// reads keep failing: close it. Zero or negative means off, and the
+	// conn is returned unwrapped; when on, DialContext's conn is a wrapper
+	// whose NetConn method returns the *net.TCPConn.
 	FirstByteTimeout time.Duration
 	// Timeout bounds the whole dial: resolution, every attempt and the
 	// handshake. Zero means 15s; negative means no limit of its own.
@@ -101,8 +105,10 @@ type Dialer struct {
 	// memory. One Health may be shared by many Dialers.
 	Health *Health
 	// DialFunc is the raw connect seam: one TCP connect to one "ip:port"
-	// under a context that carries the attempt's deadline. It must return
-	// when the context is done. Nil means a net.Dialer. Keep-alive and
+	// under a context that carries the attempt's deadline; network is the
+	// one passed to the dial. It must return when the context is done: the
+	// dial waits for every attempt it started. Nil means a net.Dialer.
+	// Keep-alive and
 	// TCP_USER_TIMEOUT are applied to the conns it returns when they are
 	// *net.TCPConn.
 	DialFunc func(ctx context.Context, network, addr string) (net.Conn, error)

@@ -98,11 +98,19 @@ func (e *timeoutError) Is(target error) bool { return target == context.Deadline
 // An Error is a value: it is not modified after it is returned and may be
 // shared between goroutines.
 type Error struct {
-	Phase   Phase
+	// Phase is where the dial (or, for the aggregate, the attempt that got
+	// furthest) broke.
+	Phase Phase
+	// Network is the network passed to the dial: "tcp", "tcp4" or "tcp6".
 	Network string
-	Addr    string
-	Peer    netip.AddrPort
-	Err     error
+	// Addr is the address passed to the dial, e.g. "api.example.com:443".
+	Addr string
+	// Peer is the IP and port of the attempt; zero for PhaseDNS.
+	Peer netip.AddrPort
+	// Err is the cause: a syscall error (ECONNREFUSED, ...), a TLS or DNS
+	// error, an "i/o timeout" when one of the Dialer's limits expired,
+	// the caller's context error, or every attempt's error when all failed.
+	Err error
 }
 
 // Error formats the error like *net.OpError:
@@ -185,7 +193,7 @@ func (e *Error) Attempts() []*Error {
 // error.type attribute and for dashboards: "dns_timeout", "dns_not_found",
 // "dns_no_addresses", "dns", "connect_timeout", "connect_refused",
 // "connect_reset", "connect_unreachable", "connect", "tls_timeout",
-// "tls_certificate", "tls", "first_byte_timeout", "first_byte", "canceled",
+// "tls_certificate", "tls_reset", "tls", "first_byte_timeout", "first_byte", "canceled",
 // or "timeout" when the caller's deadline or the Dialer's Timeout expired.
 func (e *Error) ErrorType() string {
 	if e == nil {
@@ -236,6 +244,8 @@ func (e *Error) ErrorType() string {
 		switch {
 		case isCertError(err):
 			return "tls_certificate"
+		case errors.Is(err, syscall.ECONNRESET):
+			return "tls_reset"
 		case e.Timeout():
 			return "tls_timeout"
 		}

@@ -97,14 +97,16 @@ type Health struct {
 // PeerStats is what a [Health] knows about one peer, as returned by
 // [Health.Snapshot] and [Health.Stats].
 type PeerStats struct {
-	Peer            netip.AddrPort
+	Peer netip.AddrPort
+	// Counts of each Event since the peer was first seen (or since it was
+	// evicted and seen again).
 	Successes       uint64
 	Refusals        uint64
 	Resets          uint64
 	ConnectTimeouts uint64
 	ConnectStalls   uint64 // connects overtaken by a later address
 	TLSStalls       uint64 // handshakes timed out or overtaken
-	TLSFailures     uint64
+	TLSFailures     uint64 // certificates, alerts, EOF during the handshake
 	FirstByteStalls uint64
 	OtherFailures   uint64
 	// LastLatency is the establishment time of the last success and
@@ -113,8 +115,10 @@ type PeerStats struct {
 	LatencyEWMA time.Duration
 	// Score is the decayed penalty at the time of the snapshot; a peer with
 	// Score >= 0.5 is Demoted.
-	Score       float64
-	Demoted     bool
+	Score   float64
+	Demoted bool
+	// LastSuccess and LastFailure are the times of the last events of
+	// each kind (zero: never); LastEvent is the last event recorded.
 	LastSuccess time.Time
 	LastFailure time.Time
 	LastEvent   Event
