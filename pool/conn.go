@@ -3,7 +3,6 @@ package pool
 import (
 	"net"
 	"sync/atomic"
-	"time"
 )
 
 type connState uint8
@@ -39,11 +38,11 @@ type Conn struct {
 
 	// Guarded by p.mu.
 	state       connState
-	gen         uint64    // the pool's Reset generation at dial time
-	expires     time.Time // zero: no lifetime limit
-	lastUsed    time.Time // last release (or dial)
-	allIdx      int       // index in p.all; -1 once destroyed
-	evictReason reason    // scratch for the sweeper
+	gen         uint64 // the pool's Reset generation at dial time
+	expires     int64  // nanotime; 0: no lifetime limit
+	lastUsed    int64  // nanotime of the last release (or the dial)
+	allIdx      int    // index in p.all; -1 once destroyed
+	evictReason reason // scratch for the sweeper
 }
 
 // Read reads from the connection; any error marks it broken.

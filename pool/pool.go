@@ -14,6 +14,14 @@ import (
 	"golang.org/x/time/rate"
 )
 
+// epoch anchors nanotime. time.Since on a monotonic time reads one clock
+// (time.Now reads two), which matters on the Acquire/Release fast path; in a
+// testing/synctest bubble it follows the bubble's fake clock.
+var epoch = time.Now()
+
+// nanotime is monotonic nanoseconds since epoch.
+func nanotime() int64 { return int64(time.Since(epoch)) }
+
 // ErrClosed is returned by [Pool.Acquire] once [Pool.Close] has been called,
 // including to callers that were waiting when it was.
 var ErrClosed = errors.New("pool: closed")
@@ -91,6 +99,20 @@ func New(cfg Config) (*Pool, error) {
 	return p, nil
 }
 
+// lockFast locks p.mu for the Acquire/Release fast path. Its critical
+// sections last tens of nanoseconds, so a contender first retries TryLock a
+// few times: with more goroutines than Ps, sync.Mutex would not spin (the
+// run queue is not empty) and would park at once, and a park/wake pair costs
+// far more than the wait.
+func (p *Pool) lockFast() {
+	for range 64 {
+		if p.mu.TryLock() {
+			return
+		}
+	}
+	p.mu.Lock()
+}
+
 // open is the number of connections counted against MaxConns.
 func (p *Pool) openLocked() int { return len(p.all) + p.dialing }
 
@@ -115,8 +137,8 @@ func (p *Pool) Acquire(ctx context.Context) (*Conn, error) {
 		default:
 		}
 	}
-	now := time.Now()
-	p.mu.Lock()
+	now := nanotime()
+	p.lockFast()
 	c, err := p.takeIdleLocked(now)
 	if c != nil || err != nil {
 		if c != nil {
@@ -135,7 +157,7 @@ func (p *Pool) Acquire(ctx context.Context) (*Conn, error) {
 // expired and the dead on the way. It returns (nil, nil) when no idle conn is
 // left. p.mu is held on entry and on return, but released around closes and
 // liveness probes.
-func (p *Pool) takeIdleLocked(now time.Time) (*Conn, error) {
+func (p *Pool) takeIdleLocked(now int64) (*Conn, error) {
 	for {
 		if p.closed {
 			return nil, ErrClosed
@@ -157,7 +179,7 @@ func (p *Pool) takeIdleLocked(now time.Time) (*Conn, error) {
 		}
 		c.state = stateInUse
 		p.inUse++
-		if p.s.checkAfterIdle < 0 || now.Sub(c.lastUsed) <= p.s.checkAfterIdle {
+		if p.s.checkAfterIdle < 0 || now-c.lastUsed <= int64(p.s.checkAfterIdle) {
 			return c, nil
 		}
 		// Probe outside the lock: it is a syscall. The conn counts as in use
@@ -182,15 +204,15 @@ func (p *Pool) takeIdleLocked(now time.Time) (*Conn, error) {
 
 // acquireSlow queues the caller, starts a dial when the cap allows, and
 // waits. It is the only part of Acquire that makes a span.
-func (p *Pool) acquireSlow(ctx context.Context, start time.Time) (*Conn, error) {
+func (p *Pool) acquireSlow(ctx context.Context, start int64) (*Conn, error) {
 	ctx, span := p.tel.tracer.Start(ctx, "pool.acquire",
-		trace.WithTimestamp(start), trace.WithSpanKind(trace.SpanKindInternal), p.tel.spanAttrs)
+		trace.WithTimestamp(time.Now().Add(-time.Duration(nanotime()-start))), trace.WithSpanKind(trace.SpanKindInternal), p.tel.spanAttrs)
 	defer span.End()
 
 	w := &waiter{ch: make(chan acquireResult, 1)}
 	p.mu.Lock()
 	// Look again: a conn may have been released while the span started.
-	c, err := p.takeIdleLocked(time.Now())
+	c, err := p.takeIdleLocked(nanotime())
 	if c != nil || err != nil {
 		if c != nil {
 			p.st.AcquireCount++
@@ -222,7 +244,7 @@ func (p *Pool) acquireSlow(ctx context.Context, start time.Time) (*Conn, error) 
 		r = p.abandon(w, fmt.Errorf("pool: acquire: no connection within AcquireTimeout (%v): %w",
 			p.s.acquireTimeout, context.DeadlineExceeded))
 	}
-	waited := time.Since(start)
+	waited := time.Duration(nanotime() - start)
 	p.mu.Lock()
 	p.st.AcquireWaitCount++
 	p.st.AcquireWaitTime += waited
@@ -316,7 +338,7 @@ func (p *Pool) dialOne(parent context.Context, gen uint64) {
 // dialDone accounts for a finished dial: a new conn goes to the oldest waiter
 // or the idle stack; an error goes to the oldest waiter only.
 func (p *Pool) dialDone(nc net.Conn, err error, gen uint64) {
-	now := time.Now()
+	now := nanotime()
 	p.mu.Lock()
 	p.dialing--
 	if err != nil {
@@ -353,7 +375,7 @@ func (p *Pool) dialDone(nc net.Conn, err error, gen uint64) {
 		if j := int64(p.s.jitter); j > 0 {
 			life += time.Duration(rand.Int64N(2*j+1) - j)
 		}
-		c.expires = now.Add(life)
+		c.expires = now + int64(life)
 	}
 	c.allIdx = len(p.all)
 	p.all = append(p.all, c)
@@ -371,8 +393,8 @@ func (p *Pool) dialDone(nc net.Conn, err error, gen uint64) {
 
 // release is Conn.Release.
 func (p *Pool) release(c *Conn) {
-	now := time.Now()
-	p.mu.Lock()
+	now := nanotime()
+	p.lockFast()
 	if c.state != stateInUse {
 		p.mu.Unlock()
 		return
@@ -419,24 +441,24 @@ func (p *Pool) destroy(c *Conn) error {
 
 // retireReasonLocked says why an in-use conn must not go back: broken by an
 // I/O error, of a generation before a Reset, or past its lifetime.
-func (p *Pool) retireReasonLocked(c *Conn, now time.Time) reason {
+func (p *Pool) retireReasonLocked(c *Conn, now int64) reason {
 	switch {
 	case c.broken.Load():
 		return reasonBroken
 	case c.gen != p.gen:
 		return reasonReset
-	case !c.expires.IsZero() && !now.Before(c.expires):
+	case c.expires != 0 && now >= c.expires:
 		return reasonLifetime
 	}
 	return reasonNone
 }
 
 // staleLocked says why an idle conn must be evicted at now.
-func (p *Pool) staleLocked(c *Conn, now time.Time) reason {
+func (p *Pool) staleLocked(c *Conn, now int64) reason {
 	switch {
-	case !c.expires.IsZero() && !now.Before(c.expires):
+	case c.expires != 0 && now >= c.expires:
 		return reasonLifetime
-	case p.s.maxIdleTime > 0 && now.Sub(c.lastUsed) > p.s.maxIdleTime:
+	case p.s.maxIdleTime > 0 && now-c.lastUsed > int64(p.s.maxIdleTime):
 		return reasonIdle
 	case c.gen != p.gen:
 		return reasonReset
@@ -543,8 +565,8 @@ func (p *Pool) sweeper() {
 		select {
 		case <-p.closeCtx.Done():
 			return
-		case now := <-tick:
-			p.sweepIdle(now)
+		case <-tick:
+			p.sweepIdle(nanotime())
 			p.topUp()
 			t.Reset(p.s.healthCheckPeriod)
 		case <-p.kick:
@@ -555,7 +577,7 @@ func (p *Pool) sweeper() {
 
 // sweepIdle evicts the idle conns that are stale at now, keeping the order
 // of the others.
-func (p *Pool) sweepIdle(now time.Time) {
+func (p *Pool) sweepIdle(now int64) {
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
