@@ -49,7 +49,8 @@ const (
 // Defaults are resolved at each dial and never written back.
 //
 // A Dialer is safe for concurrent use by multiple goroutines as long as its
-// fields are not changed while dials are in flight. The caller owns and
+// fields are not changed while dials are in flight; a nil *Dialer dials
+// like the zero value. The caller owns and
 // closes every conn a Dialer returns; the Dialer closes every conn that
 // lost a race before the dial returns, and every goroutine it starts has
 // ended by then.
@@ -231,7 +232,13 @@ type dialState struct {
 	literal string
 }
 
+// zeroDialer stands in for a nil *Dialer.
+var zeroDialer Dialer
+
 func (d *Dialer) dial(ctx context.Context, network, address string, useTLS bool) (net.Conn, error) {
+	if d == nil {
+		d = &zeroDialer
+	}
 	if ctx == nil {
 		return nil, &Error{Phase: PhaseDNS, Network: network, Addr: address,
 			Err: &inputError{"dial: nil context"}}

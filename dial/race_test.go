@@ -3,6 +3,7 @@ package dial_test
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"io"
 	"net"
 	"net/netip"
@@ -410,4 +411,45 @@ func TestDefaultResolverLocalhost(t *testing.T) {
 	require.NoError(t, err, "localhost may resolve to ::1 first; the race falls through to 127.0.0.1")
 	defer conn.Close()
 	assert.Equal(t, srv.Addr(), conn.RemoteAddr().String())
+}
+
+func TestConcurrentDialsShareHealth(t *testing.T) {
+	checkFDs(t)
+	serverCfg, clientCfg, _ := testCert(t, testHost)
+	servers := faultnet.StartGroup(t,
+		faultnet.Config{Addr: "127.0.0.2:0", Fault: faultnet.StallTLS, TLS: serverCfg},
+		faultnet.Config{Addr: "127.0.0.3:0", TLS: serverCfg},
+		faultnet.Config{Addr: "127.0.0.4:0", TLS: serverCfg})
+	h := &dial.Health{}
+	tel := newTelemetry(t)
+	dialers := []*dial.Dialer{
+		{Resolver: resolverFor("127.0.0.2", "127.0.0.3", "127.0.0.4"), TLSConfig: clientCfg, Health: h,
+			AttemptDelay: 50 * time.Millisecond, TracerProvider: tel.tp, MeterProvider: tel.mp},
+		{Resolver: resolverFor("127.0.0.2", "127.0.0.4"), TLSConfig: clientCfg, Health: h,
+			AttemptDelay: 50 * time.Millisecond},
+	}
+	errc := make(chan error, 40)
+	for i := range 40 {
+		go func() {
+			conn, err := dialers[i%2].DialTLSContext(t.Context(), "tcp", hostPort(servers[0].Port()))
+			if err == nil {
+				if conn.RemoteAddr().String() == servers[0].Addr() {
+					err = errors.New("the stalled address won")
+				}
+				conn.Close()
+			}
+			errc <- err
+		}()
+	}
+	for range 40 {
+		require.NoError(t, <-errc)
+	}
+	st, ok := h.Stats(servers[0].AddrPort())
+	require.True(t, ok)
+	assert.True(t, st.Demoted)
+	assert.Positive(t, st.TLSStalls)
+	var nilDialer *dial.Dialer
+	conn, err := nilDialer.DialContext(t.Context(), "tcp", servers[1].Addr())
+	require.NoError(t, err, "a nil *Dialer dials like the zero value")
+	conn.Close()
 }

@@ -25,8 +25,26 @@ type telemetry struct {
 // does not build tracer options on every dial.
 var tracers sync.Map // trace.TracerProvider -> trace.Tracer
 
+// instruments caches otelx.DialInstruments per MeterProvider behind a
+// lock-free read, so that concurrent dials do not queue on otelx's mutex.
+var instruments sync.Map // metric.MeterProvider -> *otelx.Dial
+
 func (d *Dialer) telemetry() telemetry {
-	return telemetry{tracer: tracerFor(d.TracerProvider), inst: otelx.DialInstruments(d.MeterProvider)}
+	return telemetry{tracer: tracerFor(d.TracerProvider), inst: instrumentsFor(d.MeterProvider)}
+}
+
+func instrumentsFor(mp metric.MeterProvider) *otelx.Dial {
+	if mp == nil {
+		mp = otel.GetMeterProvider()
+	}
+	if t := reflect.TypeOf(mp); t == nil || !t.Comparable() {
+		return otelx.DialInstruments(mp)
+	}
+	if in, ok := instruments.Load(mp); ok {
+		return in.(*otelx.Dial)
+	}
+	in, _ := instruments.LoadOrStore(mp, otelx.DialInstruments(mp))
+	return in.(*otelx.Dial)
 }
 
 func tracerFor(tp trace.TracerProvider) trace.Tracer {
