@@ -241,7 +241,7 @@ func (d *Dialer) dial(ctx context.Context, network, address string, useTLS bool)
 	}
 	if ctx == nil {
 		return nil, &Error{Phase: PhaseDNS, Network: network, Addr: address,
-			Err: &inputError{"dial: nil context"}}
+			Err: &inputError{"nil context"}}
 	}
 	start := time.Now()
 	// s stays on the stack: only the multi-address race copies it to the
@@ -270,7 +270,7 @@ func (s *dialState) run(ctx context.Context, span trace.Span, start time.Time) (
 	d := s.d
 	host, portStr, err := net.SplitHostPort(s.addr)
 	if err != nil {
-		return nil, s.inputErr("dial: address %q: %v", s.addr, err)
+		return nil, s.inputErr("%v", err)
 	}
 	s.host = host
 	var family byte // 0: any, '4', '6'
@@ -281,7 +281,7 @@ func (s *dialState) run(ctx context.Context, span trace.Span, start time.Time) (
 	case "tcp6":
 		family = '6'
 	default:
-		return nil, s.inputErr("dial: network %q not supported (want tcp, tcp4 or tcp6)", s.network)
+		return nil, s.inputErr("network %q not supported (want tcp, tcp4 or tcp6)", s.network)
 	}
 	port, err := s.port(ctx, portStr)
 	if err != nil {
@@ -317,7 +317,7 @@ func (s *dialState) run(ctx context.Context, span trace.Span, start time.Time) (
 		}
 		ip = ip.Unmap()
 		if (family == '4' && !ip.Is4()) || (family == '6' && !ip.Is6()) {
-			return nil, s.inputErr("dial: address %s is not of network %s", host, s.network)
+			return nil, s.inputErr("address %s is not of network %s", host, s.network)
 		}
 		one[0] = netip.AddrPortFrom(ip, port)
 		peers = one[:]
@@ -352,13 +352,13 @@ func (s *dialState) port(ctx context.Context, p string) (uint16, error) {
 	case err == nil:
 		return uint16(n), nil
 	case p == "":
-		return 0, s.inputErr("dial: address %q: missing port", s.addr)
+		return 0, s.inputErr("missing port")
 	case errors.Is(err, strconv.ErrRange):
-		return 0, s.inputErr("dial: address %q: invalid port %s", s.addr, p)
+		return 0, s.inputErr("invalid port %s", p)
 	}
 	port, err := net.DefaultResolver.LookupPort(ctx, s.network, p)
 	if err != nil {
-		return 0, s.inputErr("dial: address %q: unknown port %s: %v", s.addr, p, err)
+		return 0, s.inputErr("unknown port %s: %v", p, err)
 	}
 	n = uint64(port)
 	return uint16(n), nil
