@@ -137,3 +137,43 @@ func BenchmarkDialTLSContext(b *testing.B) {
 		run(b, func() (net.Conn, error) { return d.DialTLSContext(ctx, "tcp", target) })
 	})
 }
+
+// memConn is a net.Conn whose Read fills the buffer at once: it isolates
+// the cost of the first-byte wrapper from the network.
+type memConn struct{ net.Conn }
+
+func (memConn) Read(p []byte) (int, error)       { return len(p), nil }
+func (memConn) Write(p []byte) (int, error)      { return len(p), nil }
+func (memConn) Close() error                     { return nil }
+func (memConn) SetReadDeadline(time.Time) error  { return nil }
+func (memConn) SetDeadline(time.Time) error      { return nil }
+func (memConn) SetWriteDeadline(time.Time) error { return nil }
+
+// BenchmarkFirstByteRead measures a Read after the first byte: impl=raw on
+// the conn itself, impl=watched through the FirstByteTimeout wrapper (one
+// atomic load).
+func BenchmarkFirstByteRead(b *testing.B) {
+	buf := make([]byte, 512)
+	b.Run("impl=raw", func(b *testing.B) {
+		var c net.Conn = memConn{}
+		b.ReportAllocs()
+		for b.Loop() {
+			_, _ = c.Read(buf)
+		}
+	})
+	b.Run("impl=watched", func(b *testing.B) {
+		d := benchDialer()
+		d.FirstByteTimeout = time.Second
+		d.DialFunc = func(context.Context, string, string) (net.Conn, error) { return memConn{}, nil }
+		c, err := d.DialContext(context.Background(), "tcp", "127.0.0.1:1")
+		if err != nil {
+			b.Fatal(err)
+		}
+		_, _ = c.Write([]byte("request"))
+		_, _ = c.Read(buf) // the first byte
+		b.ReportAllocs()
+		for b.Loop() {
+			_, _ = c.Read(buf)
+		}
+	})
+}
