@@ -56,7 +56,8 @@ const (
 // ended by then.
 type Dialer struct {
 	// Resolver resolves host names. Nil means net.DefaultResolver. IP
-	// literals are never resolved.
+	// literals are never resolved. A Resolver must return when its context
+	// is done: the phase limits reach it only through the context.
 	Resolver Resolver
 	// ResolveTimeout bounds the lookup. Zero means 5s; negative means no
 	// limit of its own (Timeout and the context still apply).
@@ -108,7 +109,9 @@ type Dialer struct {
 	// DialFunc is the raw connect seam: one TCP connect to one "ip:port"
 	// under a context that carries the attempt's deadline; network is the
 	// one passed to the dial. It must return when the context is done: the
-	// dial waits for every attempt it started. Nil means a net.Dialer.
+	// dial waits for every attempt it started. Closing a returned conn must
+	// unblock its reads (as it does for net's conns), which is how a racer
+	// that lost during its TLS handshake is stopped. Nil means a net.Dialer.
 	// Keep-alive and
 	// TCP_USER_TIMEOUT are applied to the conns it returns when they are
 	// *net.TCPConn.
