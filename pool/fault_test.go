@@ -406,3 +406,28 @@ func TestCloseUnderLoadLeaksNothing(t *testing.T) {
 	assert.LessOrEqual(t, fds(), base, "socket descriptors leaked")
 	assert.Zero(t, srv.Stats().Active, "the server saw every conn closed")
 }
+
+// Idle conns reset by a flap (RST while idle) are caught by the probe: the
+// next Acquires get fresh, working conns.
+func TestProbeAfterResetWhileIdle(t *testing.T) {
+	srv := faultnet.Start(t, faultnet.Config{})
+	d := &countingDialer{addr: srv.Addr()}
+	p := newPool(t, pool.Config{Dial: d.Dial, MaxConns: 3, CheckAfterIdle: 10 * time.Millisecond, DialRate: -1})
+	conns := make([]*pool.Conn, 3)
+	for i := range conns {
+		c, err := p.Acquire(t.Context())
+		require.NoError(t, err)
+		conns[i] = c
+	}
+	for _, c := range conns {
+		c.Release()
+	}
+	srv.DropAll()
+	time.Sleep(50 * time.Millisecond)
+	for range 3 {
+		require.NoError(t, roundTrip(t.Context(), p, time.Second), "a stale conn was handed out")
+	}
+	s := p.Stats()
+	assert.Equal(t, int64(3), s.EvictedDead)
+	assert.Zero(t, s.EvictedBroken, "no caller hit a dead conn")
+}

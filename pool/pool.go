@@ -99,20 +99,6 @@ func New(cfg Config) (*Pool, error) {
 	return p, nil
 }
 
-// lockFast locks p.mu for the Acquire/Release fast path. Its critical
-// sections last tens of nanoseconds, so a contender first retries TryLock a
-// few times: with more goroutines than Ps, sync.Mutex would not spin (the
-// run queue is not empty) and would park at once, and a park/wake pair costs
-// far more than the wait.
-func (p *Pool) lockFast() {
-	for range 64 {
-		if p.mu.TryLock() {
-			return
-		}
-	}
-	p.mu.Lock()
-}
-
 // open is the number of connections counted against MaxConns.
 func (p *Pool) openLocked() int { return len(p.all) + p.dialing }
 
@@ -138,7 +124,7 @@ func (p *Pool) Acquire(ctx context.Context) (*Conn, error) {
 		}
 	}
 	now := nanotime()
-	p.lockFast()
+	p.mu.Lock()
 	c, err := p.takeIdleLocked(now)
 	if c != nil || err != nil {
 		if c != nil {
@@ -220,7 +206,7 @@ func (p *Pool) acquireSlow(ctx context.Context, start int64) (*Conn, error) {
 			p.st.AcquireFailures++
 		}
 		p.mu.Unlock()
-		p.tel.endAcquire(span, err, false)
+		p.tel.endAcquire(span, err)
 		return c, err
 	}
 	p.waiters.pushBack(w)
@@ -255,7 +241,7 @@ func (p *Pool) acquireSlow(ctx context.Context, start int64) (*Conn, error) {
 	}
 	p.mu.Unlock()
 	p.tel.acquireWaited(waited)
-	p.tel.endAcquire(span, r.err, true)
+	p.tel.endAcquire(span, r.err)
 	return r.c, r.err
 }
 
@@ -318,7 +304,6 @@ func (p *Pool) dialOne(parent context.Context, gen uint64) {
 	}
 	ctx, cancel := context.WithTimeoutCause(parent, p.s.dialTimeout, errDialTimeout)
 	stop := context.AfterFunc(p.closeCtx, cancel)
-	start := time.Now()
 	nc, err := p.dial(ctx)
 	if err == nil && nc == nil {
 		err = errNilConn
@@ -331,7 +316,7 @@ func (p *Pool) dialOne(parent context.Context, gen uint64) {
 	}
 	stop()
 	cancel()
-	p.tel.dialed(err, time.Since(start))
+	p.tel.dialed(err)
 	p.dialDone(nc, err, gen)
 }
 
@@ -394,7 +379,7 @@ func (p *Pool) dialDone(nc net.Conn, err error, gen uint64) {
 // release is Conn.Release.
 func (p *Pool) release(c *Conn) {
 	now := nanotime()
-	p.lockFast()
+	p.mu.Lock()
 	if c.state != stateInUse {
 		p.mu.Unlock()
 		return

@@ -602,3 +602,34 @@ func TestDialRate(t *testing.T) {
 		_ = errors.Is
 	})
 }
+
+// A conn handed to a waiter at the very moment its deadline fires is not
+// lost: it goes back to the pool.
+func TestHandoffRacingDeadlineLosesNothing(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var d pipeDialer
+		p, err := pool.New(pool.Config{Dial: d.Dial, MaxConns: 1, CheckAfterIdle: -1})
+		require.NoError(t, err)
+		defer p.Close()
+		got := 0
+		for range 200 {
+			c, err := p.Acquire(t.Context())
+			require.NoError(t, err)
+			go func() { time.Sleep(time.Second); c.Release() }()
+			ctx, cancel := context.WithTimeout(t.Context(), time.Second)
+			c2, err := p.Acquire(ctx)
+			cancel()
+			if err == nil {
+				got++
+				c2.Release()
+			}
+			synctest.Wait()
+			s := p.Stats()
+			require.Equal(t, 1, s.Idle, "the conn came back")
+			require.Equal(t, 0, s.InUse)
+			require.Equal(t, 0, s.Waiting)
+		}
+		assert.Equal(t, int64(1), d.dials.Load(), "never lost, never re-dialed")
+		t.Logf("handoff won %d of 200 races", got)
+	})
+}

@@ -89,7 +89,7 @@ func (t *telemetry) evicted(r reason) {
 	}
 }
 
-func (t *telemetry) dialed(err error, _ time.Duration) {
+func (t *telemetry) dialed(err error) {
 	i := 0
 	switch {
 	case err == nil:
@@ -118,7 +118,7 @@ func (t *telemetry) acquireQueued(span trace.Span, dialed bool) {
 
 // endAcquire sets the span's outcome. A caller's cancellation is not a
 // failure; a timeout, a dial error or a closed pool is.
-func (t *telemetry) endAcquire(span trace.Span, err error, _ bool) {
+func (t *telemetry) endAcquire(span trace.Span, err error) {
 	if !span.IsRecording() {
 		return
 	}
