@@ -5,11 +5,13 @@ import (
 	"sync/atomic"
 )
 
-type connState uint8
-
+// Conn states. A checked-out conn is stateInUse; Release moves it through
+// stateReleasing (claimed, so a second Release is a no-op) to stateIdle or
+// stateClosed.
 const (
-	stateIdle connState = iota
+	stateIdle uint32 = iota
 	stateInUse
+	stateReleasing
 	stateClosed
 )
 
@@ -33,16 +35,19 @@ const (
 type Conn struct {
 	net.Conn
 
-	p      *Pool
-	broken atomic.Bool
+	p        *Pool
+	broken   atomic.Bool
+	state    atomic.Uint32
+	gen      uint64 // the pool's Reset generation at dial time (immutable)
+	expires  int64  // nanotime; 0: no lifetime limit (immutable)
+	home     uint32 // the shard Release returns it to (immutable)
+	lastUsed int64  // nanotime of the last release or the dial; written by
+	// the releaser before it pushes the conn on a shard and read by whoever
+	// pops it, both ordered by that shard's mutex
 
 	// Guarded by p.mu.
-	state       connState
-	gen         uint64 // the pool's Reset generation at dial time
-	expires     int64  // nanotime; 0: no lifetime limit
-	lastUsed    int64  // nanotime of the last release (or the dial)
 	allIdx      int    // index in p.all; -1 once destroyed
-	evictReason reason // scratch for the sweeper
+	evictReason reason // scratch for the sweeper and handOffIdle
 }
 
 // Read reads from the connection; any error marks it broken.

@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.opentelemetry.io/otel/trace"
@@ -54,18 +55,54 @@ type Pool struct {
 	wg          sync.WaitGroup
 	kick        chan struct{} // wakes the sweeper to top up MinIdleConns now
 
+	// Idle connections live in shards, each a LIFO stack under its own
+	// mutex, so that a warm Acquire or Release touches one shard lock and no
+	// pool-wide one: with a single lock, goroutines outnumbering the Ps park
+	// on it (sync.Mutex does not spin with a busy run queue), and a park/wake
+	// pair costs more than the work. An Acquire starts at a random shard and
+	// takes the most recently released conn there; a Release goes back to
+	// the conn's home shard. Everything else — the cap, the waiters, dials,
+	// eviction — is under mu. Lock order: mu, then a shard's mu.
+	shards    []shard
+	shardMask uint32
+
+	// Mirrors of state under mu, written under mu, read by the fast paths.
+	closedFast atomic.Bool
+	gen        atomic.Uint64 // bumped by Reset; a conn of an older generation is retired
+	nwait      atomic.Int64  // waiters.n
+
 	// mu guards everything below. It is never held across a dial, a probe,
 	// a conn Close or a telemetry call that may block.
-	mu      sync.Mutex
-	closed  bool
-	gen     uint64  // bumped by Reset; a conn of an older generation is retired
-	idle    []*Conn // LIFO: the most recently released conn is on top
-	all     []*Conn // every dialed, not yet destroyed conn (idle and in use); Conn.allIdx indexes it
-	inUse   int
-	dialing int // dials started and not finished, rate-limiter waits included
-	waiters waitList
-	st      Stats   // the counters; the gauges are computed in Stats
-	sweep   []*Conn // scratch for the sweeper, reused
+	mu       sync.Mutex
+	closed   bool
+	all      []*Conn // every dialed, not yet destroyed conn; Conn.allIdx indexes it
+	dialing  int     // dials started and not finished, rate-limiter waits included
+	nextHome uint32
+	waiters  waitList
+	st       Stats   // counters; gauges are computed in Stats
+	rejects  int64   // conns popped by Acquire and then evicted (stale or dead)
+	sweep    []*Conn // scratch for the sweeper, reused
+}
+
+// shard is one LIFO stack of idle conns. It is padded so that shards used by
+// different Ps do not share a cache line.
+type shard struct {
+	mu   sync.Mutex
+	idle []*Conn
+	max  int   // this shard's part of MaxIdleConns
+	pops int64 // conns handed out by Acquire from this shard, under mu
+	_    [64]byte
+}
+
+// numShards is the largest power of two ≤ min(maxIdle, 8): enough that two
+// Ps rarely meet on one lock, few enough that a nearly empty pool is
+// scanned quickly.
+func numShards(maxIdle int) int {
+	n := 1
+	for n*2 <= maxIdle && n < 8 {
+		n *= 2
+	}
+	return n
 }
 
 // New validates cfg and returns a running pool. A bad Config gives an error
@@ -81,8 +118,18 @@ func New(cfg Config) (*Pool, error) {
 		dial:      cfg.Dial,
 		closeDone: make(chan struct{}),
 		kick:      make(chan struct{}, 1),
-		idle:      make([]*Conn, 0, s.maxIdle),
 		all:       make([]*Conn, 0, s.maxConns),
+	}
+	n := numShards(s.maxIdle)
+	p.shards = make([]shard, n)
+	p.shardMask = uint32(n - 1)
+	for i := range p.shards {
+		sh := &p.shards[i]
+		sh.max = s.maxIdle / n
+		if i < s.maxIdle%n {
+			sh.max++
+		}
+		sh.idle = make([]*Conn, 0, sh.max)
 	}
 	if !math.IsInf(s.dialRate, 1) {
 		p.limiter = rate.NewLimiter(rate.Limit(s.dialRate), s.dialBurst)
@@ -99,13 +146,13 @@ func New(cfg Config) (*Pool, error) {
 	return p, nil
 }
 
-// open is the number of connections counted against MaxConns.
+// openLocked is the number of connections counted against MaxConns.
 func (p *Pool) openLocked() int { return len(p.all) + p.dialing }
 
 // Acquire returns a connection for the caller's exclusive use until it calls
 // [Conn.Release] (to give it back) or [Conn.Close] (to destroy it).
 //
-// An idle connection is reused when there is one (the most recently used
+// An idle connection is reused when there is one (a recently released one
 // first, after dropping any that expired or, when idle longer than
 // CheckAfterIdle, fail the liveness probe). Otherwise the caller joins a FIFO
 // queue and, when the cap allows, the pool starts a dial for it; whichever
@@ -124,92 +171,146 @@ func (p *Pool) Acquire(ctx context.Context) (*Conn, error) {
 		}
 	}
 	now := nanotime()
-	p.mu.Lock()
-	c, err := p.takeIdleLocked(now)
-	if c != nil || err != nil {
-		if c != nil {
-			p.st.AcquireCount++
-		} else {
-			p.st.AcquireFailures++
+	// The clock's low bits are random enough to spread callers over the
+	// shards, and cost nothing more (a rand call would).
+	start := uint32(now ^ now>>17)
+	for !p.closedFast.Load() {
+		c := p.popIdle(start, true)
+		if c == nil {
+			return p.acquireSlow(ctx, now)
 		}
-		p.mu.Unlock()
-		return c, err
+		if p.vet(c, now) {
+			return c, nil
+		}
 	}
+	p.mu.Lock()
+	p.st.AcquireFailures++
 	p.mu.Unlock()
-	return p.acquireSlow(ctx, now)
+	return nil, ErrClosed
 }
 
-// takeIdleLocked pops idle conns until one is fit to hand out, evicting the
-// expired and the dead on the way. It returns (nil, nil) when no idle conn is
-// left. p.mu is held on entry and on return, but released around closes and
-// liveness probes.
-func (p *Pool) takeIdleLocked(now int64) (*Conn, error) {
-	for {
-		if p.closed {
-			return nil, ErrClosed
+// popIdle takes the top conn of the first non-empty shard from start on, or
+// returns nil when all are empty. forAcquire counts it as handed out by
+// Acquire. The first pass skips shards whose lock is taken (another P is
+// there: try the next instead of parking behind it); the second pass locks
+// each in turn, so nil always means every shard was seen empty.
+func (p *Pool) popIdle(start uint32, forAcquire bool) *Conn {
+	for pass := 0; pass < 2; pass++ {
+		for k := uint32(0); k <= p.shardMask; k++ {
+			sh := &p.shards[(start+k)&p.shardMask]
+			if pass == 0 {
+				if !sh.mu.TryLock() {
+					continue
+				}
+			} else {
+				sh.mu.Lock()
+			}
+			if n := len(sh.idle); n > 0 {
+				c := sh.idle[n-1]
+				sh.idle[n-1] = nil
+				sh.idle = sh.idle[:n-1]
+				c.state.Store(stateInUse)
+				if forAcquire {
+					sh.pops++
+				}
+				sh.mu.Unlock()
+				return c
+			}
+			sh.mu.Unlock()
 		}
-		n := len(p.idle)
-		if n == 0 {
-			return nil, nil
-		}
-		c := p.idle[n-1]
-		p.idle[n-1] = nil
-		p.idle = p.idle[:n-1]
-		if r := p.staleLocked(c, now); r != reasonNone {
-			p.destroyLocked(c, r)
-			p.mu.Unlock()
-			p.tel.evicted(r)
-			_ = c.Conn.Close()
-			p.mu.Lock()
-			continue
-		}
-		c.state = stateInUse
-		p.inUse++
-		if p.s.checkAfterIdle < 0 || now-c.lastUsed <= int64(p.s.checkAfterIdle) {
-			return c, nil
-		}
-		// Probe outside the lock: it is a syscall. The conn counts as in use
-		// meanwhile, so the cap holds and nobody else can take it.
-		p.mu.Unlock()
-		perr := probe(c.Conn)
-		p.mu.Lock()
-		if c.state == stateClosed { // Close ran meanwhile and closed it
-			return nil, ErrClosed
-		}
-		if perr == nil {
-			return c, nil
-		}
-		p.inUse--
-		p.destroyLocked(c, reasonDead)
-		p.mu.Unlock()
-		p.tel.evicted(reasonDead)
-		_ = c.Conn.Close()
-		p.mu.Lock()
 	}
+	return nil
+}
+
+// pushIdle puts c on its home shard, or another with room, and reports
+// whether there was room (MaxIdleConns). Like popIdle, it first skips busy
+// shards, then visits each one under its lock before giving up.
+func (p *Pool) pushIdle(c *Conn) bool {
+	for pass := 0; pass < 2; pass++ {
+		for k := uint32(0); k <= p.shardMask; k++ {
+			sh := &p.shards[(c.home+k)&p.shardMask]
+			if pass == 0 {
+				if !sh.mu.TryLock() {
+					continue
+				}
+			} else {
+				sh.mu.Lock()
+			}
+			if n := len(sh.idle); n < sh.max {
+				c.state.Store(stateIdle)
+				sh.idle = append(sh.idle, c)
+				sh.mu.Unlock()
+				return true
+			}
+			sh.mu.Unlock()
+		}
+	}
+	return false
+}
+
+// vet decides whether c, just popped from the idle stacks, can be handed
+// out at now: an expired or stale conn is evicted, and one idle longer than
+// CheckAfterIdle is probed first (a syscall, done without any lock; the conn
+// is off the stacks, counted as in use, so the cap holds).
+func (p *Pool) vet(c *Conn, now int64) bool {
+	r := p.staleReason(c, now)
+	if r == reasonNone && p.s.checkAfterIdle >= 0 && now-c.lastUsed > int64(p.s.checkAfterIdle) {
+		if probe(c.Conn) != nil {
+			r = reasonDead
+		}
+	}
+	if r == reasonNone {
+		return true
+	}
+	p.mu.Lock()
+	p.rejects++
+	if c.state.Load() == stateClosed { // Close ran meanwhile and closed it
+		p.mu.Unlock()
+		return false
+	}
+	p.destroyLocked(c, r)
+	p.dialForWaitersLocked(context.Background())
+	p.mu.Unlock()
+	p.tel.evicted(r)
+	_ = c.Conn.Close()
+	return false
 }
 
 // acquireSlow queues the caller, starts a dial when the cap allows, and
 // waits. It is the only part of Acquire that makes a span.
 func (p *Pool) acquireSlow(ctx context.Context, start int64) (*Conn, error) {
 	ctx, span := p.tel.tracer.Start(ctx, "pool.acquire",
-		trace.WithTimestamp(time.Now().Add(-time.Duration(nanotime()-start))), trace.WithSpanKind(trace.SpanKindInternal), p.tel.spanAttrs)
+		trace.WithTimestamp(time.Now().Add(-time.Duration(nanotime()-start))),
+		trace.WithSpanKind(trace.SpanKindInternal), p.tel.spanAttrs)
 	defer span.End()
 
 	w := &waiter{ch: make(chan acquireResult, 1)}
-	p.mu.Lock()
-	// Look again: a conn may have been released while the span started.
-	c, err := p.takeIdleLocked(nanotime())
-	if c != nil || err != nil {
-		if c != nil {
-			p.st.AcquireCount++
-		} else {
+	for {
+		p.mu.Lock()
+		if p.closed {
 			p.st.AcquireFailures++
+			p.mu.Unlock()
+			p.tel.endAcquire(span, ErrClosed)
+			return nil, ErrClosed
 		}
+		// Publish the waiter, then look at the stacks again. A Release that
+		// pushed before this look is seen here; one that pushes after it
+		// sees nwait > 0 and hands the conn over (handOffIdle): sequentially
+		// consistent atomics on both sides, so no wakeup is lost.
+		p.waiters.pushBack(w)
+		p.nwait.Store(int64(p.waiters.n))
+		c := p.popIdle(uint32(nanotime()), true)
+		if c == nil {
+			break
+		}
+		p.waiters.remove(w)
+		p.nwait.Store(int64(p.waiters.n))
 		p.mu.Unlock()
-		p.tel.endAcquire(span, err)
-		return c, err
+		if p.vet(c, nanotime()) {
+			p.tel.endAcquire(span, nil)
+			return c, nil
+		}
 	}
-	p.waiters.pushBack(w)
 	dialed := p.dialForWaitersLocked(ctx)
 	p.mu.Unlock()
 	p.tel.acquireQueued(span, dialed)
@@ -251,6 +352,7 @@ func (p *Pool) abandon(w *waiter, err error) acquireResult {
 	p.mu.Lock()
 	if w.queued {
 		p.waiters.remove(w)
+		p.nwait.Store(int64(p.waiters.n))
 		p.mu.Unlock()
 		return acquireResult{err: err}
 	}
@@ -271,6 +373,18 @@ func acquireCtxErr(ctx context.Context) error {
 	return fmt.Errorf("pool: acquire: %w", err)
 }
 
+// deliverLocked hands c (in use) to the oldest waiter, if there is one.
+func (p *Pool) deliverLocked(c *Conn) bool {
+	w := p.waiters.popFront()
+	if w == nil {
+		return false
+	}
+	p.nwait.Store(int64(p.waiters.n))
+	c.state.Store(stateInUse)
+	w.ch <- acquireResult{c: c}
+	return true
+}
+
 // dialForWaitersLocked starts dials while waiters outnumber dials in flight
 // and the cap allows. It reports whether it started any.
 func (p *Pool) dialForWaitersLocked(ctx context.Context) bool {
@@ -289,7 +403,7 @@ func (p *Pool) dialForWaitersLocked(ctx context.Context) bool {
 func (p *Pool) startDialLocked(ctx context.Context) {
 	p.dialing++
 	p.wg.Add(1)
-	go p.dialOne(context.WithoutCancel(ctx), p.gen)
+	go p.dialOne(context.WithoutCancel(ctx), p.gen.Load())
 }
 
 func (p *Pool) dialOne(parent context.Context, gen uint64) {
@@ -321,7 +435,7 @@ func (p *Pool) dialOne(parent context.Context, gen uint64) {
 }
 
 // dialDone accounts for a finished dial: a new conn goes to the oldest waiter
-// or the idle stack; an error goes to the oldest waiter only.
+// or the idle stacks; an error goes to the oldest waiter only.
 func (p *Pool) dialDone(nc net.Conn, err error, gen uint64) {
 	now := nanotime()
 	p.mu.Lock()
@@ -333,6 +447,7 @@ func (p *Pool) dialDone(nc net.Conn, err error, gen uint64) {
 		}
 		p.st.DialFailures++
 		if w := p.waiters.popFront(); w != nil {
+			p.nwait.Store(int64(p.waiters.n))
 			w.ch <- acquireResult{err: err}
 		}
 		// The others keep waiting; their dials go on at DialRate.
@@ -341,7 +456,7 @@ func (p *Pool) dialDone(nc net.Conn, err error, gen uint64) {
 		return
 	}
 	p.st.Dialed++
-	if p.closed || gen != p.gen {
+	if p.closed || gen != p.gen.Load() {
 		reset := !p.closed
 		if reset {
 			p.st.EvictedReset++
@@ -354,7 +469,8 @@ func (p *Pool) dialDone(nc net.Conn, err error, gen uint64) {
 		_ = nc.Close()
 		return
 	}
-	c := &Conn{Conn: nc, p: p, gen: gen, lastUsed: now}
+	c := &Conn{Conn: nc, p: p, gen: gen, lastUsed: now, home: p.nextHome & p.shardMask}
+	p.nextHome++
 	if p.s.maxLifetime > 0 {
 		life := p.s.maxLifetime
 		if j := int64(p.s.jitter); j > 0 {
@@ -364,40 +480,50 @@ func (p *Pool) dialDone(nc net.Conn, err error, gen uint64) {
 	}
 	c.allIdx = len(p.all)
 	p.all = append(p.all, c)
-	if w := p.waiters.popFront(); w != nil {
-		c.state = stateInUse
-		p.inUse++
-		w.ch <- acquireResult{c: c}
+	if p.deliverLocked(c) || p.pushIdle(c) {
 		p.mu.Unlock()
 		return
 	}
-	c.state = stateIdle
-	p.idle = append(p.idle, c)
+	p.destroyLocked(c, reasonExcess)
 	p.mu.Unlock()
+	p.tel.evicted(reasonExcess)
+	_ = nc.Close()
 }
 
-// release is Conn.Release.
+// release is Conn.Release. The fast path — no waiter, nothing to retire —
+// takes one shard lock.
 func (p *Pool) release(c *Conn) {
+	if !c.state.CompareAndSwap(stateInUse, stateReleasing) {
+		return // not checked out: a double Release, or after Close
+	}
 	now := nanotime()
+	r := p.retireReason(c, now)
+	if r != reasonNone || p.nwait.Load() > 0 || p.closedFast.Load() {
+		p.releaseSlow(c, now, r)
+		return
+	}
+	c.lastUsed = now
+	if !p.pushIdle(c) {
+		p.releaseSlow(c, now, reasonExcess)
+		return
+	}
+	if p.nwait.Load() > 0 {
+		// A waiter queued after our first look and may have missed c.
+		p.handOffIdle()
+	}
+}
+
+// releaseSlow gives c (state releasing) to the oldest waiter, to the idle
+// stacks, or destroys it for reason r.
+func (p *Pool) releaseSlow(c *Conn, now int64, r reason) {
 	p.mu.Lock()
-	if c.state != stateInUse {
+	if c.state.Load() == stateClosed { // Close ran meanwhile
 		p.mu.Unlock()
 		return
 	}
-	p.inUse--
-	r := p.retireReasonLocked(c, now)
 	if r == reasonNone {
 		c.lastUsed = now
-		if w := p.waiters.popFront(); w != nil {
-			// Straight to the oldest waiter: it is still fresh.
-			p.inUse++
-			w.ch <- acquireResult{c: c}
-			p.mu.Unlock()
-			return
-		}
-		if len(p.idle) < p.s.maxIdle {
-			c.state = stateIdle
-			p.idle = append(p.idle, c)
+		if p.deliverLocked(c) || p.pushIdle(c) {
 			p.mu.Unlock()
 			return
 		}
@@ -410,27 +536,57 @@ func (p *Pool) release(c *Conn) {
 	_ = c.Conn.Close()
 }
 
+// handOffIdle moves idle conns to waiters while there are both.
+func (p *Pool) handOffIdle() {
+	var stale []*Conn
+	now := nanotime()
+	p.mu.Lock()
+	for p.waiters.n > 0 {
+		c := p.popIdle(0, false)
+		if c == nil {
+			break
+		}
+		if r := p.staleReason(c, now); r != reasonNone {
+			p.destroyLocked(c, r)
+			c.evictReason = r
+			stale = append(stale, c)
+			continue
+		}
+		p.deliverLocked(c)
+	}
+	if len(stale) > 0 {
+		p.dialForWaitersLocked(context.Background())
+	}
+	p.mu.Unlock()
+	for _, c := range stale {
+		p.tel.evicted(c.evictReason)
+		_ = c.Conn.Close()
+	}
+}
+
 // destroy is Conn.Close.
 func (p *Pool) destroy(c *Conn) error {
+	if !c.state.CompareAndSwap(stateInUse, stateReleasing) {
+		return nil
+	}
 	p.mu.Lock()
-	if c.state != stateInUse {
+	if c.state.Load() == stateClosed { // Close ran meanwhile
 		p.mu.Unlock()
 		return nil
 	}
-	p.inUse--
 	p.destroyLocked(c, reasonNone)
 	p.dialForWaitersLocked(context.Background())
 	p.mu.Unlock()
 	return c.Conn.Close()
 }
 
-// retireReasonLocked says why an in-use conn must not go back: broken by an
-// I/O error, of a generation before a Reset, or past its lifetime.
-func (p *Pool) retireReasonLocked(c *Conn, now int64) reason {
+// retireReason says why a conn being released must not go back: broken by
+// an I/O error, of a generation before a Reset, or past its lifetime.
+func (p *Pool) retireReason(c *Conn, now int64) reason {
 	switch {
 	case c.broken.Load():
 		return reasonBroken
-	case c.gen != p.gen:
+	case c.gen != p.gen.Load():
 		return reasonReset
 	case c.expires != 0 && now >= c.expires:
 		return reasonLifetime
@@ -438,23 +594,23 @@ func (p *Pool) retireReasonLocked(c *Conn, now int64) reason {
 	return reasonNone
 }
 
-// staleLocked says why an idle conn must be evicted at now.
-func (p *Pool) staleLocked(c *Conn, now int64) reason {
+// staleReason says why an idle conn must be evicted at now.
+func (p *Pool) staleReason(c *Conn, now int64) reason {
 	switch {
 	case c.expires != 0 && now >= c.expires:
 		return reasonLifetime
 	case p.s.maxIdleTime > 0 && now-c.lastUsed > int64(p.s.maxIdleTime):
 		return reasonIdle
-	case c.gen != p.gen:
+	case c.gen != p.gen.Load():
 		return reasonReset
 	}
 	return reasonNone
 }
 
-// destroyLocked removes c (not in the idle stack) from the pool's accounting
+// destroyLocked removes c (not on an idle stack) from the pool's accounting
 // and counts its eviction; the caller closes c.Conn after unlocking.
 func (p *Pool) destroyLocked(c *Conn, r reason) {
-	c.state = stateClosed
+	c.state.Store(stateClosed)
 	last := len(p.all) - 1
 	moved := p.all[last]
 	p.all[c.allIdx] = moved
@@ -471,6 +627,19 @@ func (p *Pool) destroyLocked(c *Conn, r reason) {
 	}
 }
 
+// drainLocked takes every conn off the idle stacks, appending to dst.
+func (p *Pool) drainLocked(dst []*Conn) []*Conn {
+	for i := range p.shards {
+		sh := &p.shards[i]
+		sh.mu.Lock()
+		dst = append(dst, sh.idle...)
+		clear(sh.idle)
+		sh.idle = sh.idle[:0]
+		sh.mu.Unlock()
+	}
+	return dst
+}
+
 // Reset flushes the pool, for a network change or a failover: idle
 // connections are closed now, connections in use are closed when released,
 // and dials in flight are discarded when they finish. Waiters keep waiting
@@ -481,11 +650,8 @@ func (p *Pool) Reset() {
 		p.mu.Unlock()
 		return
 	}
-	p.gen++
-	flushed := make([]*Conn, len(p.idle))
-	copy(flushed, p.idle)
-	clear(p.idle)
-	p.idle = p.idle[:0]
+	p.gen.Add(1)
+	flushed := p.drainLocked(nil)
 	for _, c := range flushed {
 		p.destroyLocked(c, reasonReset)
 	}
@@ -509,15 +675,16 @@ func (p *Pool) Close() error {
 		return nil
 	}
 	p.closed = true
+	p.closedFast.Store(true)
 	for w := p.waiters.popFront(); w != nil; w = p.waiters.popFront() {
 		w.ch <- acquireResult{err: ErrClosed}
 	}
+	p.nwait.Store(0)
+	p.drainLocked(nil)
 	conns := p.all
 	p.all = nil
-	p.idle = nil
-	p.inUse = 0
 	for _, c := range conns {
-		c.state = stateClosed
+		c.state.Store(stateClosed)
 		c.allIdx = -1
 	}
 	p.mu.Unlock()
@@ -569,18 +736,23 @@ func (p *Pool) sweepIdle(now int64) {
 		return
 	}
 	evict := p.sweep[:0]
-	kept := p.idle[:0]
-	for _, c := range p.idle {
-		if r := p.staleLocked(c, now); r != reasonNone {
-			p.destroyLocked(c, r)
-			c.evictReason = r
-			evict = append(evict, c)
-			continue
+	for i := range p.shards {
+		sh := &p.shards[i]
+		sh.mu.Lock()
+		kept := sh.idle[:0]
+		for _, c := range sh.idle {
+			if r := p.staleReason(c, now); r != reasonNone {
+				p.destroyLocked(c, r)
+				c.evictReason = r
+				evict = append(evict, c)
+				continue
+			}
+			kept = append(kept, c)
 		}
-		kept = append(kept, c)
+		clear(sh.idle[len(kept):])
+		sh.idle = kept
+		sh.mu.Unlock()
 	}
-	clear(p.idle[len(kept):])
-	p.idle = kept
 	p.mu.Unlock()
 	for i, c := range evict {
 		p.tel.evicted(c.evictReason)
@@ -590,6 +762,18 @@ func (p *Pool) sweepIdle(now int64) {
 	p.sweep = evict[:0]
 }
 
+// idleLocked counts the idle conns; with p.mu held it is exact at rest.
+func (p *Pool) idleLocked() int {
+	n := 0
+	for i := range p.shards {
+		sh := &p.shards[i]
+		sh.mu.Lock()
+		n += len(sh.idle)
+		sh.mu.Unlock()
+	}
+	return n
+}
+
 // topUp starts dials until idle conns plus dials in flight reach
 // MinIdleConns, within the cap; the dials wait for the rate limiter.
 func (p *Pool) topUp() {
@@ -597,7 +781,7 @@ func (p *Pool) topUp() {
 		return
 	}
 	p.mu.Lock()
-	for !p.closed && len(p.idle)+p.dialing < p.s.minIdle && p.openLocked() < p.s.maxConns {
+	for !p.closed && p.idleLocked()+p.dialing < p.s.minIdle && p.openLocked() < p.s.maxConns {
 		p.startDialLocked(context.Background())
 	}
 	p.mu.Unlock()
@@ -608,9 +792,17 @@ func (p *Pool) topUp() {
 func (p *Pool) Stats() Stats {
 	p.mu.Lock()
 	s := p.st
+	var pops int64
+	for i := range p.shards {
+		sh := &p.shards[i]
+		sh.mu.Lock()
+		s.Idle += len(sh.idle)
+		pops += sh.pops
+		sh.mu.Unlock()
+	}
+	s.AcquireCount += pops - p.rejects
 	s.Open = len(p.all) + p.dialing
-	s.Idle = len(p.idle)
-	s.InUse = p.inUse
+	s.InUse = len(p.all) - s.Idle
 	s.Dialing = p.dialing
 	s.Waiting = p.waiters.n
 	p.mu.Unlock()
