@@ -417,6 +417,7 @@ func TestProbeAfterResetWhileIdle(t *testing.T) {
 	for i := range conns {
 		c, err := p.Acquire(t.Context())
 		require.NoError(t, err)
+		echo(t, c, "warm") // the server has accepted it: DropAll will see it
 		conns[i] = c
 	}
 	for _, c := range conns {
@@ -428,6 +429,6 @@ func TestProbeAfterResetWhileIdle(t *testing.T) {
 		require.NoError(t, roundTrip(t.Context(), p, time.Second), "a stale conn was handed out")
 	}
 	s := p.Stats()
-	assert.Equal(t, int64(3), s.EvictedDead)
+	assert.Equal(t, int64(3), s.EvictedDead, "%+v", s)
 	assert.Zero(t, s.EvictedBroken, "no caller hit a dead conn")
 }

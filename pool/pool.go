@@ -71,8 +71,9 @@ type Pool struct {
 	gen        atomic.Uint64 // bumped by Reset; a conn of an older generation is retired
 	nwait      atomic.Int64  // waiters.n
 
-	// mu guards everything below. It is never held across a dial, a probe,
-	// a conn Close or a telemetry call that may block.
+	// mu guards everything below. It is never held across a dial, a conn
+	// Close or a telemetry call, nor across a liveness probe except in the
+	// rare handOffIdle.
 	mu       sync.Mutex
 	closed   bool
 	all      []*Conn // every dialed, not yet destroyed conn; Conn.allIdx indexes it
@@ -222,8 +223,8 @@ func (p *Pool) popIdle(start uint32, forAcquire bool) *Conn {
 	return nil
 }
 
-// pushIdle puts c on its home shard, or another with room, and reports
-// whether there was room (MaxIdleConns). Like popIdle, it first skips busy
+// pushIdle puts c (state releasing) on its home shard, or another with
+// room, and reports whether there was room (MaxIdleConns). Like popIdle, it first skips busy
 // shards, then visits each one under its lock before giving up.
 func (p *Pool) pushIdle(c *Conn) bool {
 	for pass := 0; pass < 2; pass++ {
@@ -237,8 +238,11 @@ func (p *Pool) pushIdle(c *Conn) bool {
 				sh.mu.Lock()
 			}
 			if n := len(sh.idle); n < sh.max {
-				c.state.Store(stateIdle)
-				sh.idle = append(sh.idle, c)
+				// Close may have marked c closed since it was claimed for
+				// release: then it stays off the stacks.
+				if c.state.CompareAndSwap(stateReleasing, stateIdle) {
+					sh.idle = append(sh.idle, c)
+				}
 				sh.mu.Unlock()
 				return true
 			}
@@ -470,6 +474,7 @@ func (p *Pool) dialDone(nc net.Conn, err error, gen uint64) {
 		return
 	}
 	c := &Conn{Conn: nc, p: p, gen: gen, lastUsed: now, home: p.nextHome & p.shardMask}
+	c.state.Store(stateReleasing) // on its way to a waiter or the stacks
 	p.nextHome++
 	if p.s.maxLifetime > 0 {
 		life := p.s.maxLifetime
@@ -546,7 +551,13 @@ func (p *Pool) handOffIdle() {
 		if c == nil {
 			break
 		}
-		if r := p.staleReason(c, now); r != reasonNone {
+		r := p.staleReason(c, now)
+		if r == reasonNone && p.s.checkAfterIdle >= 0 && now-c.lastUsed > int64(p.s.checkAfterIdle) && probe(c.Conn) != nil {
+			// Rarely reached (idle conns and waiters at once is a transient),
+			// so the non-blocking probe runs under mu here.
+			r = reasonDead
+		}
+		if r != reasonNone {
 			p.destroyLocked(c, r)
 			c.evictReason = r
 			stale = append(stale, c)
