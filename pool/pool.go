@@ -176,6 +176,9 @@ func (p *Pool) Acquire(ctx context.Context) (*Conn, error) {
 	// shards, and cost nothing more (a rand call would).
 	start := uint32(now ^ now>>17)
 	for !p.closedFast.Load() {
+		if p.nwait.Load() > 0 {
+			return p.acquireSlow(ctx, now) // FIFO: behind those already waiting
+		}
 		c := p.popIdle(start, true)
 		if c == nil {
 			return p.acquireSlow(ctx, now)
@@ -289,34 +292,27 @@ func (p *Pool) acquireSlow(ctx context.Context, start int64) (*Conn, error) {
 	defer span.End()
 
 	w := &waiter{ch: make(chan acquireResult, 1)}
-	for {
-		p.mu.Lock()
-		if p.closed {
-			p.st.AcquireFailures++
-			p.mu.Unlock()
-			p.tel.endAcquire(span, ErrClosed)
-			return nil, ErrClosed
-		}
-		// Publish the waiter, then look at the stacks again. A Release that
-		// pushed before this look is seen here; one that pushes after it
-		// sees nwait > 0 and hands the conn over (handOffIdle): sequentially
-		// consistent atomics on both sides, so no wakeup is lost.
-		p.waiters.pushBack(w)
-		p.nwait.Store(int64(p.waiters.n))
-		c := p.popIdle(uint32(nanotime()), true)
-		if c == nil {
-			break
-		}
-		p.waiters.remove(w)
-		p.nwait.Store(int64(p.waiters.n))
+	p.mu.Lock()
+	if p.closed {
+		p.st.AcquireFailures++
 		p.mu.Unlock()
-		if p.vet(c, nanotime()) {
-			p.tel.endAcquire(span, nil)
-			return c, nil
-		}
+		p.tel.endAcquire(span, ErrClosed)
+		return nil, ErrClosed
 	}
-	dialed := p.dialForWaitersLocked(ctx)
+	// Publish the waiter, then look at the stacks again. A Release that
+	// pushed before this look is seen here; one that pushes after it sees
+	// nwait > 0 and hands the conn over itself (handOffIdle): sequentially
+	// consistent atomics on both sides, so no wakeup is lost. What is found
+	// goes to the oldest waiter, which is us only if nobody came first.
+	p.waiters.pushBack(w)
+	p.nwait.Store(int64(p.waiters.n))
+	stale := p.handOffLocked(nanotime())
+	dialed := false
+	if w.queued {
+		dialed = p.dialForWaitersLocked(ctx)
+	}
 	p.mu.Unlock()
+	p.closeEvicted(stale)
 	p.tel.acquireQueued(span, dialed)
 
 	var timeout <-chan time.Time
@@ -543,18 +539,25 @@ func (p *Pool) releaseSlow(c *Conn, now int64, r reason) {
 
 // handOffIdle moves idle conns to waiters while there are both.
 func (p *Pool) handOffIdle() {
-	var stale []*Conn
-	now := nanotime()
 	p.mu.Lock()
+	stale := p.handOffLocked(nanotime())
+	p.mu.Unlock()
+	p.closeEvicted(stale)
+}
+
+// handOffLocked moves idle conns to the waiters, oldest first, while there
+// are both, vetting each like Acquire does. Idle conns and waiters at once
+// is a transient, so the non-blocking probe, when one is due, runs under mu
+// here. It returns the conns it evicted, to be closed after unlocking.
+func (p *Pool) handOffLocked(now int64) []*Conn {
+	var stale []*Conn
 	for p.waiters.n > 0 {
-		c := p.popIdle(0, false)
+		c := p.popIdle(uint32(now), false)
 		if c == nil {
 			break
 		}
 		r := p.staleReason(c, now)
 		if r == reasonNone && p.s.checkAfterIdle >= 0 && now-c.lastUsed > int64(p.s.checkAfterIdle) && probe(c.Conn) != nil {
-			// Rarely reached (idle conns and waiters at once is a transient),
-			// so the non-blocking probe runs under mu here.
 			r = reasonDead
 		}
 		if r != reasonNone {
@@ -568,7 +571,11 @@ func (p *Pool) handOffIdle() {
 	if len(stale) > 0 {
 		p.dialForWaitersLocked(context.Background())
 	}
-	p.mu.Unlock()
+	return stale
+}
+
+// closeEvicted closes conns evicted under mu and reports the evictions.
+func (p *Pool) closeEvicted(stale []*Conn) {
 	for _, c := range stale {
 		p.tel.evicted(c.evictReason)
 		_ = c.Conn.Close()

@@ -118,33 +118,35 @@ func TestWaitersFIFO(t *testing.T) {
 			require.NoError(t, err)
 		}
 		const n = 5
-		served := make(chan int, n)
-		var wg sync.WaitGroup
+		type grant struct {
+			i int
+			c *pool.Conn
+		}
+		served := make(chan grant, n)
 		for i := range n {
-			wg.Add(1)
 			go func() {
-				defer wg.Done()
 				c, err := p.Acquire(t.Context())
-				if !assert.NoError(t, err) {
-					return
+				if assert.NoError(t, err) {
+					served <- grant{i, c}
 				}
-				served <- i
-				time.Sleep(time.Millisecond)
-				c.Release()
 			}()
 			synctest.Wait() // waiter i is queued before i+1 starts
 		}
 		assert.Equal(t, n, p.Stats().Waiting)
 		assert.Equal(t, 2, p.Stats().Open, "no dial beyond the cap")
-		held[0].Release()
-		synctest.Wait()
-		held[1].Release()
-		wg.Wait()
-		close(served)
+		// Each release goes to the oldest waiter.
 		var order []int
-		for i := range served {
-			order = append(order, i)
+		next := held[0]
+		for range n {
+			next.Release()
+			synctest.Wait()
+			require.Len(t, served, 1, "exactly one waiter served per release")
+			g := <-served
+			order = append(order, g.i)
+			next = g.c
 		}
+		next.Release()
+		held[1].Release()
 		assert.Equal(t, []int{0, 1, 2, 3, 4}, order)
 		assert.Equal(t, int64(2), d.dials.Load(), "waiters reused the two conns")
 	})
