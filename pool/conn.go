@@ -26,10 +26,13 @@ const (
 // this check; call [Conn.MarkBroken] after such an error.
 //
 // A *Conn stays with its connection for the connection's whole life and is
-// handed out again by later Acquires: after Release or Close the caller must
-// not use it any more. Release and Close after the conn was already released,
-// destroyed or closed by [Pool.Close] are no-ops, never a panic or a double
-// count. A Conn is used by one caller at a time, but Read, Write and Close
+// handed out again by later Acquires (that is what keeps Acquire free of
+// allocations): after Release or Close the caller must not use it any more.
+// Release and Close of a conn that is not checked out — already released,
+// destroyed, or closed by [Pool.Close] — are no-ops, never a panic or a
+// double count; but a stale Release made after another Acquire received the
+// same *Conn cannot be told from its new holder's and would release it from
+// under them, as with any pooled object. A Conn is used by one caller at a time, but Read, Write and Close
 // may run concurrently as the net.Conn rules allow. The zero Conn is not
 // usable; Conns come only from [Pool.Acquire].
 type Conn struct {

@@ -184,6 +184,9 @@ func (p *Pool) Acquire(ctx context.Context) (*Conn, error) {
 			return p.acquireSlow(ctx, now)
 		}
 		if p.vet(c, now) {
+			if c.state.Load() == stateClosed { // Close ran since the pop
+				break
+			}
 			return c, nil
 		}
 	}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -634,4 +635,68 @@ func TestHandoffRacingDeadlineLosesNothing(t *testing.T) {
 		assert.Equal(t, int64(1), d.dials.Load(), "never lost, never re-dialed")
 		t.Logf("handoff won %d of 200 races", got)
 	})
+}
+
+// Many goroutines acquiring, breaking, releasing and destroying conns while
+// Reset runs: the cap holds throughout and the books balance at the end.
+func TestConcurrentInvariants(t *testing.T) {
+	var d pipeDialer
+	const maxConns = 4
+	p := newPool(t, pool.Config{Dial: d.Dial, MaxConns: maxConns, MaxIdleConns: 3, DialRate: -1, CheckAfterIdle: -1})
+	ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
+	defer cancel()
+	var (
+		wg               sync.WaitGroup
+		ok, fail, closes atomic.Int64
+	)
+	for g := range 32 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; ctx.Err() == nil; i++ {
+				actx, acancel := context.WithTimeout(ctx, 50*time.Millisecond)
+				c, err := p.Acquire(actx)
+				acancel()
+				if err != nil {
+					fail.Add(1)
+					continue
+				}
+				ok.Add(1)
+				if s := p.Stats(); s.Open > maxConns {
+					t.Errorf("Open %d > MaxConns", s.Open)
+				}
+				switch (g + i) % 6 {
+				case 0:
+					c.MarkBroken()
+					c.Release()
+				case 1:
+					closes.Add(1)
+					_ = c.Close()
+				default:
+					c.Release()
+				}
+			}
+		}()
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for ctx.Err() == nil {
+			time.Sleep(10 * time.Millisecond)
+			p.Reset()
+		}
+	}()
+	wg.Wait()
+	for deadline := time.Now().Add(2 * time.Second); p.Stats().Dialing > 0 && time.Now().Before(deadline); {
+		time.Sleep(time.Millisecond) // dials started for waiters that gave up still land
+	}
+	s := p.Stats()
+	t.Logf("ok=%d fail=%d closes=%d %+v", ok.Load(), fail.Load(), closes.Load(), s)
+	assert.Positive(t, ok.Load())
+	assert.Equal(t, ok.Load(), s.AcquireCount)
+	assert.Equal(t, 0, s.InUse)
+	assert.Equal(t, 0, s.Waiting)
+	assert.Equal(t, s.Open, s.Idle+s.Dialing)
+	assert.LessOrEqual(t, s.Idle, 3)
+	assert.Equal(t, s.Dialed, int64(s.Idle)+s.Evicted()+closes.Load(), "every dialed conn is idle, evicted or closed by a caller")
 }
