@@ -59,7 +59,7 @@ type Pool struct {
 	// mutex, so that a warm Acquire or Release touches one shard lock and no
 	// pool-wide one: with a single lock, goroutines outnumbering the Ps park
 	// on it (sync.Mutex does not spin with a busy run queue), and a park/wake
-	// pair costs more than the work. An Acquire starts at a random shard and
+	// pair costs more than the work. An Acquire starts at a pseudo-random shard and
 	// takes the most recently released conn there; a Release goes back to
 	// the conn's home shard. Everything else — the cap, the waiters, dials,
 	// eviction — is under mu. Lock order: mu, then a shard's mu.
@@ -72,8 +72,8 @@ type Pool struct {
 	nwait      atomic.Int64  // waiters.n
 
 	// mu guards everything below. It is never held across a dial, a conn
-	// Close or a telemetry call, nor across a liveness probe except in the
-	// rare handOffIdle.
+	// Close or a telemetry call, nor across a liveness probe except in
+	// handOffLocked (idle conns and waiters at once is a transient).
 	mu       sync.Mutex
 	closed   bool
 	all      []*Conn // every dialed, not yet destroyed conn; Conn.allIdx indexes it
