@@ -59,9 +59,9 @@ type Pool struct {
 	// mutex, so that a warm Acquire or Release touches one shard lock and no
 	// pool-wide one: with a single lock, goroutines outnumbering the Ps park
 	// on it (sync.Mutex does not spin with a busy run queue), and a park/wake
-	// pair costs more than the work. An Acquire starts at a pseudo-random shard and
-	// takes the most recently released conn there; a Release goes back to
-	// the conn's home shard. Everything else — the cap, the waiters, dials,
+	// pair costs more than the work. An Acquire takes the most recently
+	// released conn of the first shard it can lock at once; a Release goes
+	// back to the conn's home shard. Everything else — the cap, the waiters, dials,
 	// eviction — is under mu. Lock order: mu, then a shard's mu.
 	shards    []shard
 	shardMask uint32
@@ -172,14 +172,11 @@ func (p *Pool) Acquire(ctx context.Context) (*Conn, error) {
 		}
 	}
 	now := nanotime()
-	// The clock's low bits are random enough to spread callers over the
-	// shards, and cost nothing more (a rand call would).
-	start := uint32(now ^ now>>17)
 	for !p.closedFast.Load() {
 		if p.nwait.Load() > 0 {
 			return p.acquireSlow(ctx, now) // FIFO: behind those already waiting
 		}
-		c := p.popIdle(start, true)
+		c := p.popIdle(true)
 		if c == nil {
 			return p.acquireSlow(ctx, now)
 		}
@@ -196,15 +193,18 @@ func (p *Pool) Acquire(ctx context.Context) (*Conn, error) {
 	return nil, ErrClosed
 }
 
-// popIdle takes the top conn of the first non-empty shard from start on, or
-// returns nil when all are empty. forAcquire counts it as handed out by
-// Acquire. The first pass skips shards whose lock is taken (another P is
-// there: try the next instead of parking behind it); the second pass locks
-// each in turn, so nil always means every shard was seen empty.
-func (p *Pool) popIdle(start uint32, forAcquire bool) *Conn {
+// popIdle takes the top conn of the first shard, in order, that is not
+// empty, or returns nil when all are. Always starting from the first shard
+// keeps the stacks LIFO as a whole: a lightly used pool keeps reusing the
+// same few conns and lets the others age out (MaxIdleTime), while concurrent
+// callers spill over to the next shards. The first pass skips shards whose
+// lock is taken (another P is there: try the next instead of parking behind
+// it); the second locks each in turn, so nil always means every shard was
+// seen empty. forAcquire counts the conn as handed out by Acquire.
+func (p *Pool) popIdle(forAcquire bool) *Conn {
 	for pass := 0; pass < 2; pass++ {
 		for k := uint32(0); k <= p.shardMask; k++ {
-			sh := &p.shards[(start+k)&p.shardMask]
+			sh := &p.shards[k]
 			if pass == 0 {
 				if !sh.mu.TryLock() {
 					continue
@@ -555,7 +555,7 @@ func (p *Pool) handOffIdle() {
 func (p *Pool) handOffLocked(now int64) []*Conn {
 	var stale []*Conn
 	for p.waiters.n > 0 {
-		c := p.popIdle(uint32(now), false)
+		c := p.popIdle(false)
 		if c == nil {
 			break
 		}

@@ -700,3 +700,34 @@ func TestConcurrentInvariants(t *testing.T) {
 	assert.LessOrEqual(t, s.Idle, 3)
 	assert.Equal(t, s.Dialed, int64(s.Idle)+s.Evicted()+closes.Load(), "every dialed conn is idle, evicted or closed by a caller")
 }
+
+// Under light load the pool keeps reusing its most recently used conn and
+// lets the others age out, instead of keeping every conn warm in turn.
+func TestLightLoadLetsExtraConnsAge(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var d pipeDialer
+		p, err := pool.New(pool.Config{Dial: d.Dial, MaxConns: 16, DialRate: -1,
+			MaxIdleTime: 30 * time.Second, HealthCheckPeriod: 5 * time.Second, CheckAfterIdle: -1})
+		require.NoError(t, err)
+		defer p.Close()
+		burst := make([]*pool.Conn, 16)
+		for i := range burst {
+			burst[i], err = p.Acquire(t.Context())
+			require.NoError(t, err)
+		}
+		for _, c := range burst {
+			c.Release()
+		}
+		for range 600 { // one request every 100ms for a minute
+			time.Sleep(100 * time.Millisecond)
+			c, err := p.Acquire(t.Context())
+			require.NoError(t, err)
+			c.Release()
+		}
+		synctest.Wait()
+		s := p.Stats()
+		assert.Equal(t, 1, s.Open, "only the conn in use stays: %+v", s)
+		assert.Equal(t, int64(15), s.EvictedIdle)
+		assert.Equal(t, int64(16), d.dials.Load())
+	})
+}
