@@ -65,8 +65,12 @@ type Config struct {
 
 	// CheckAfterIdle is how long a connection may sit idle before Acquire
 	// probes it for liveness (a non-blocking peek at the socket: EOF, a reset
-	// or unexpected bytes mean the peer is gone) before handing it out.
-	// 0 means 1s; negative means never probe.
+	// or unexpected bytes mean the peer is gone — bytes nobody asked for on a
+	// request/response protocol are the server's goodbye) before handing it
+	// out; a dead one is closed and the next is tried. Under TLS (a conn with
+	// a NetConn method) pending bytes are not judged, since a TLS 1.3 session
+	// ticket may be waiting; conns without a file descriptor (net.Pipe) are
+	// not probed. 0 means 1s; negative means never probe.
 	CheckAfterIdle time.Duration
 
 	// AcquireTimeout bounds Acquire when its context has no deadline.

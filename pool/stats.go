@@ -2,9 +2,11 @@ package pool
 
 import "time"
 
-// Stats is a snapshot of a [Pool], from [Pool.Stats]. The first five fields
-// are gauges at the moment of the call (Open = Dialing + Idle + InUse, never
-// more than MaxConns); the rest are totals since [New].
+// Stats is a snapshot of a [Pool], from [Pool.Stats]; a plain value, safe to
+// copy and compare (the zero Stats is an empty pool that did nothing). The
+// first five fields are gauges at the moment of the call (Open = Dialing +
+// Idle + InUse, never more than MaxConns; InUse includes a conn in the middle
+// of its Release); the rest are totals since [New].
 type Stats struct {
 	Open    int // connections counted against MaxConns: Dialing + Idle + InUse
 	Idle    int // connections ready for reuse
