@@ -101,7 +101,9 @@ func raceScene(ctx context.Context, w io.Writer) error {
 	start := time.Now()
 	raw, err := (&net.Dialer{}).DialContext(plainCtx, "tcp", stalled.Addr())
 	if err == nil {
-		tc := tls.Client(raw, clientTLS)
+		plainTLS := clientTLS.Clone()
+		plainTLS.ServerName = "api.lifeline.test"
+		tc := tls.Client(raw, plainTLS)
 		err = tc.HandshakeContext(plainCtx)
 		tc.Close()
 	}
