@@ -432,3 +432,21 @@ func TestProbeAfterResetWhileIdle(t *testing.T) {
 	assert.Equal(t, int64(3), s.EvictedDead, "%+v", s)
 	assert.Zero(t, s.EvictedBroken, "no caller hit a dead conn")
 }
+
+// The background sweep probes idle conns too: after the server closes them,
+// they are replaced (MinIdleConns) before any Acquire meets them.
+func TestSweepReplacesDeadIdleConns(t *testing.T) {
+	srv := faultnet.Start(t, faultnet.Config{IdleClose: 100 * time.Millisecond})
+	d := &countingDialer{addr: srv.Addr()}
+	p := newPool(t, pool.Config{Dial: d.Dial, MaxConns: 4, MinIdleConns: 2, DialRate: -1,
+		HealthCheckPeriod: 50 * time.Millisecond, CheckAfterIdle: 20 * time.Millisecond})
+	deadline := time.Now().Add(3 * time.Second)
+	for p.Stats().EvictedDead < 4 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	s := p.Stats()
+	assert.GreaterOrEqual(t, s.EvictedDead, int64(4), "two generations of idle conns found dead by the sweep: %+v", s)
+	assert.Zero(t, s.AcquireCount, "no Acquire involved")
+	assert.LessOrEqual(t, s.Open, 4)
+	assert.GreaterOrEqual(t, s.Dialed, int64(6), "replacements dialed")
+}

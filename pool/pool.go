@@ -73,7 +73,8 @@ type Pool struct {
 
 	// mu guards everything below. It is never held across a dial, a conn
 	// Close or a telemetry call, nor across a liveness probe except in
-	// handOffLocked (idle conns and waiters at once is a transient).
+	// handOffLocked (idle conns and waiters at once is a transient) and in
+	// the periodic sweep (one non-blocking recv per idle conn).
 	mu       sync.Mutex
 	closed   bool
 	all      []*Conn // every dialed, not yet destroyed conn; Conn.allIdx indexes it
@@ -748,8 +749,11 @@ func (p *Pool) sweeper() {
 	}
 }
 
-// sweepIdle evicts the idle conns that are stale at now, keeping the order
-// of the others.
+// sweepIdle evicts the idle conns that are stale at now or, when idle
+// longer than CheckAfterIdle, fail the liveness probe (non-blocking, so it
+// runs under the locks), keeping the order of the others. MinIdleConns are
+// then topped up by the caller, so after a server restart the warm conns are
+// replaced before anyone asks for one.
 func (p *Pool) sweepIdle(now int64) {
 	p.mu.Lock()
 	if p.closed {
@@ -762,7 +766,11 @@ func (p *Pool) sweepIdle(now int64) {
 		sh.mu.Lock()
 		kept := sh.idle[:0]
 		for _, c := range sh.idle {
-			if r := p.staleReason(c, now); r != reasonNone {
+			r := p.staleReason(c, now)
+			if r == reasonNone && p.s.checkAfterIdle >= 0 && now-c.lastUsed > int64(p.s.checkAfterIdle) && probe(c.Conn) != nil {
+				r = reasonDead // found dead in the background: no Acquire will meet it
+			}
+			if r != reasonNone {
 				p.destroyLocked(c, r)
 				c.evictReason = r
 				evict = append(evict, c)
