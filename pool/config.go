@@ -23,7 +23,8 @@ type Config struct {
 	// owned by the pool, with a context that carries the values (and trace
 	// span) of the Acquire that triggered it but not its cancellation: a
 	// dial that feeds the pool outlives an impatient caller. The context has
-	// its own deadline (DialTimeout) and is canceled by [Pool.Close].
+	// its own deadline (DialTimeout) and is canceled by [Pool.Close]; Dial
+	// must return when it is done, since Close waits for dials in flight.
 	// A dial.Dialer's DialContext bound to a network and address fits here.
 	Dial func(ctx context.Context) (net.Conn, error)
 
