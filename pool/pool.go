@@ -27,6 +27,13 @@ func nanotime() int64 { return int64(time.Since(epoch)) }
 // including to callers that were waiting when it was.
 var ErrClosed = errors.New("pool: closed")
 
+// errNotNew is returned by Acquire on a nil *Pool or a zero Pool that did
+// not come from New.
+var errNotNew = errors.New("pool: Acquire on a nil or zero Pool; create pools with pool.New")
+
+// errNilContext is returned by Acquire when ctx is nil.
+var errNilContext = errors.New("pool: Acquire with a nil Context")
+
 // errDialTimeout is the cause of a pool dial's own deadline (Config.DialTimeout).
 var errDialTimeout = fmt.Errorf("pool: dial timeout: %w", context.DeadlineExceeded)
 
@@ -39,7 +46,8 @@ var errNilConn = errors.New("pool: Config.Dial returned a nil net.Conn and a nil
 // busy; it opens new connections at no more than DialRate per second; and it
 // never hands out a connection it knows or can cheaply tell is dead.
 //
-// Create one with [New]; the zero Pool is not usable. A Pool is safe for
+// Create one with [New]. A nil or zero Pool (not made by New) is not
+// usable: its Acquire returns an error, and Stats, Reset and Close do nothing. A Pool is safe for
 // concurrent use. It owns the connections it dials: they are closed when
 // evicted, when destroyed with [Conn.Close], or at the latest by
 // [Pool.Close], which also ends the pool's goroutines.
@@ -148,6 +156,11 @@ func New(cfg Config) (*Pool, error) {
 	return p, nil
 }
 
+// made reports whether p came from New: a nil *Pool or a zero Pool gets a
+// clear error from Acquire and no-ops from Stats, Reset and Close, never a
+// panic.
+func (p *Pool) made() bool { return p != nil && p.closeDone != nil }
+
 // openLocked is the number of connections counted against MaxConns.
 func (p *Pool) openLocked() int { return len(p.all) + p.dialing }
 
@@ -165,6 +178,12 @@ func (p *Pool) openLocked() int { return len(p.all) + p.dialing }
 // oldest, instead of leaving all of them to time out. After Close it returns
 // [ErrClosed].
 func (p *Pool) Acquire(ctx context.Context) (*Conn, error) {
+	if !p.made() {
+		return nil, errNotNew
+	}
+	if ctx == nil {
+		return nil, errNilContext
+	}
 	if done := ctx.Done(); done != nil {
 		select {
 		case <-done:
@@ -667,6 +686,9 @@ func (p *Pool) drainLocked(dst []*Conn) []*Conn {
 // and dials in flight are discarded when they finish. Waiters keep waiting
 // for new connections. Safe for concurrent use; a no-op after Close.
 func (p *Pool) Reset() {
+	if !p.made() {
+		return
+	}
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
@@ -690,6 +712,9 @@ func (p *Pool) Reset() {
 // have ended. It is idempotent and safe for concurrent use; it always returns
 // nil.
 func (p *Pool) Close() error {
+	if !p.made() {
+		return nil
+	}
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
@@ -819,6 +844,9 @@ func (p *Pool) topUp() {
 // Stats returns a snapshot of the pool's gauges and counters. Safe for
 // concurrent use, also after Close.
 func (p *Pool) Stats() Stats {
+	if !p.made() {
+		return Stats{}
+	}
 	p.mu.Lock()
 	s := p.st
 	var pops int64

@@ -731,3 +731,33 @@ func TestLightLoadLetsExtraConnsAge(t *testing.T) {
 		assert.Equal(t, int64(16), d.dials.Load())
 	})
 }
+
+// TestBadInputNeverPanics: a nil context, a nil *Pool, a zero Pool and nil
+// or zero *Conns give clear errors or do nothing; none of them panics.
+func TestBadInputNeverPanics(t *testing.T) {
+	var d pipeDialer
+	p := newPool(t, pool.Config{Dial: d.Dial})
+	var nilCtx context.Context // the bad input under test
+	_, err := p.Acquire(nilCtx)
+	require.ErrorContains(t, err, "pool: Acquire with a nil Context")
+
+	var nilPool *pool.Pool
+	_, err = nilPool.Acquire(t.Context())
+	require.ErrorContains(t, err, "create pools with pool.New")
+	assert.Equal(t, pool.Stats{}, nilPool.Stats())
+	nilPool.Reset()
+	assert.NoError(t, nilPool.Close())
+
+	var zero pool.Pool
+	_, err = zero.Acquire(t.Context())
+	require.ErrorContains(t, err, "create pools with pool.New")
+	assert.Equal(t, pool.Stats{}, zero.Stats())
+	zero.Reset()
+	assert.NoError(t, zero.Close())
+
+	var nilConn *pool.Conn
+	nilConn.Release()
+	assert.NoError(t, nilConn.Close())
+	(&pool.Conn{}).Release()
+	assert.NoError(t, (&pool.Conn{}).Close())
+}

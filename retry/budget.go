@@ -123,8 +123,12 @@ func (b *Budget) refund() {
 }
 
 // Available returns the tokens in the bucket now: the number of retries it
-// would allow if no call deposited more. Safe for concurrent use.
+// would allow if no call deposited more. A nil *Budget is no budget at all
+// (as in [Policy.Budget]) and returns +Inf. Safe for concurrent use.
 func (b *Budget) Available() float64 {
+	if b == nil {
+		return math.Inf(1)
+	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.refill(time.Now())

@@ -195,3 +195,11 @@ func TestBudgetTokens(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) { synctest.Test(t, tc.run) })
 	}
 }
+
+// TestNilBudgetAvailable: a nil *Budget is no budget; reading it does not panic.
+func TestNilBudgetAvailable(t *testing.T) {
+	var b *retry.Budget
+	if got := b.Available(); !math.IsInf(got, 1) {
+		t.Fatalf("nil Budget Available = %v, want +Inf", got)
+	}
+}
