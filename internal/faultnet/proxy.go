@@ -18,6 +18,7 @@ import (
 // picks. The zero value is ProxyPass.
 type ProxyFault int
 
+// The faults a Proxy can inject.
 const (
 	ProxyPass    ProxyFault = iota // forward both directions unchanged
 	HoldResponse                   // forward client→upstream; hold every upstream→client byte ("response never starts")

@@ -20,6 +20,7 @@ import (
 // The zero value is None.
 type Fault int
 
+// The faults a Server can inject.
 const (
 	None     Fault = iota // every connection is served by Handler
 	Silence               // accept; never read, never write; hold until the client closes or Close
