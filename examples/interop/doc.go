@@ -2,6 +2,13 @@
 // use with real clients. It is a separate module so that the peers never
 // become dependencies of the library itself.
 //
+// Real servers: redis_*_test.go and postgres_*_test.go install (when
+// missing and root) and start Debian's redis-server and PostgreSQL on
+// loopback ports, drive lifeline's pool against them through server-side
+// idle timeouts and connection-kill storms, and stop them afterwards
+// (incident 03: a pool capped below max_connections never runs the server
+// out, and a control capped above it does).
+//
 // pool_puddle_test.go benchmarks a warm Acquire+Release of lifeline's
 // pool.Pool against github.com/jackc/puddle/v2 (the pool under pgxpool) with
 // the same shape, named so that benchstat lines them up:

@@ -78,14 +78,26 @@ func startRedis(t *testing.T, extra ...string) *redisServer {
 
 func installRedis(t *testing.T) string {
 	t.Helper()
+	aptInstall(t, "redis-server")
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		t.Fatalf("interop: redis-server still missing after install: %v", err)
+	}
+	return bin
+}
+
+// aptInstall installs a Debian package for a test that needs a real server,
+// or skips the test, saying why, when it cannot (not root, no apt-get).
+func aptInstall(t *testing.T, pkg string) {
+	t.Helper()
 	if os.Geteuid() != 0 {
-		t.Skip("interop: redis-server is not installed and the test is not root, so it cannot install it (apt-get install redis-server)")
+		t.Skipf("interop: %s is not installed and the test is not root, so it cannot install it (apt-get install %s)", pkg, pkg)
 	}
 	if _, err := exec.LookPath("apt-get"); err != nil {
-		t.Skip("interop: redis-server is not installed and there is no apt-get to install it")
+		t.Skipf("interop: %s is not installed and there is no apt-get to install it", pkg)
 	}
 	install := func() error {
-		cmd := exec.Command("apt-get", "install", "-y", "-qq", "redis-server")
+		cmd := exec.Command("apt-get", "install", "-y", "-qq", pkg)
 		cmd.Env = append(os.Environ(), "DEBIAN_FRONTEND=noninteractive")
 		out, err := cmd.CombinedOutput()
 		if err != nil {
@@ -98,14 +110,9 @@ func installRedis(t *testing.T) string {
 			t.Fatalf("interop: apt-get update: %v: %s", err, out)
 		}
 		if err := install(); err != nil {
-			t.Fatalf("interop: apt-get install redis-server: %v", err)
+			t.Fatalf("interop: apt-get install %s: %v", pkg, err)
 		}
 	}
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		t.Fatalf("interop: redis-server still missing after install: %v", err)
-	}
-	return bin
 }
 
 func freePort(t *testing.T) int {
