@@ -57,7 +57,7 @@ func TestResolveThroughResolver(t *testing.T) {
 	require.NoError(t, err)
 	defer conn.Close()
 	assert.Equal(t, srv.Addr(), conn.RemoteAddr().String())
-	assert.EqualValues(t, 1, res.calls.Load())
+	assert.EqualValues(t, 2, res.calls.Load(), "one lookup per family (RFC 8305 §3)")
 }
 
 func TestDNSErrors(t *testing.T) {

@@ -56,8 +56,16 @@ const (
 // ended by then.
 type Dialer struct {
 	// Resolver resolves host names. Nil means net.DefaultResolver. IP
-	// literals are never resolved. A Resolver must return when its context
-	// is done: the phase limits reach it only through the context.
+	// literals are never resolved. For network "tcp" the IPv6 and IPv4
+	// lookups ("ip6", "ip4") run apart, as RFC 8305 §3 asks: once one
+	// family answered with addresses, the other gets 50ms more and is then
+	// canceled, so a lookup that hangs (a resolver or middlebox that
+	// swallows AAAA queries) costs 50ms, not ResolveTimeout and a failed
+	// dial. A Resolver must return when its context is done: the phase
+	// limits reach it only through the context. (A *net.Resolver with
+	// PreferGo finishes a canceled lookup in the background until
+	// resolv.conf's timeout; a Dial that closes its conn when its context
+	// ends stops it at once.)
 	Resolver Resolver
 	// ResolveTimeout bounds the lookup. Zero means 5s; negative means no
 	// limit of its own (Timeout and the context still apply).
@@ -376,14 +384,7 @@ func (s *dialState) resolve(ctx context.Context, family byte, port uint16) ([]ne
 		span.SetAttributes(otelx.ServerAddress(s.host))
 	}
 	rctx, cancel := s.phaseCtx(ctx, s.d.resolveTimeout(), errResolveTimeout)
-	ipNet := "ip"
-	switch family {
-	case '4':
-		ipNet = "ip4"
-	case '6':
-		ipNet = "ip6"
-	}
-	ips, err := s.d.resolver().LookupNetIP(rctx, ipNet, s.host)
+	ips, err := s.lookup(rctx, family)
 	var peers []netip.AddrPort
 	if err == nil {
 		peers = make([]netip.AddrPort, 0, len(ips))
@@ -424,6 +425,101 @@ func (s *dialState) resolve(ctx context.Context, family byte, port uint16) ([]ne
 	}
 	endSpan(span, outcome, nil)
 	return peers, nil
+}
+
+// resolutionDelay is how long a dial waits for the other family's answer
+// once one family answered with addresses (RFC 8305 §3 recommends 50ms).
+const resolutionDelay = 50 * time.Millisecond
+
+// lookup resolves the host for the dial's family. For "tcp" (either family)
+// the AAAA and A lookups run apart, as RFC 8305 §3 asks: once one of them
+// answers with addresses, the other gets resolutionDelay more, and the dial
+// goes on with what it has. So a resolver whose AAAA (or A) query hangs —
+// a classic broken middlebox — costs 50ms instead of the whole
+// ResolveTimeout and a failed dial. The late lookup is canceled and waited
+// for before lookup returns. When neither family has addresses, the error
+// is the more telling one: a failure other than "not found" wins.
+func (s *dialState) lookup(ctx context.Context, family byte) ([]netip.Addr, error) {
+	res := s.d.resolver()
+	switch family {
+	case '4':
+		return res.LookupNetIP(ctx, "ip4", s.host)
+	case '6':
+		return res.LookupNetIP(ctx, "ip6", s.host)
+	}
+	type answer struct {
+		v6  bool
+		ips []netip.Addr
+		err error
+	}
+	lctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	// One goroutine per family; ch has room for both answers, so neither
+	// ever blocks on sending, and both end once lctx is canceled (the
+	// Resolver contract), which the loops below wait for.
+	ch := make(chan answer, 2)
+	for _, v6 := range [2]bool{true, false} {
+		go func() {
+			network := "ip4"
+			if v6 {
+				network = "ip6"
+			}
+			ips, err := res.LookupNetIP(lctx, network, s.host)
+			ch <- answer{v6, ips, err}
+		}()
+	}
+	var (
+		byFamily [2][]netip.Addr // [0] IPv6, [1] IPv4
+		errs     []error
+		received int
+		timer    *time.Timer
+		delay    <-chan time.Time
+	)
+collect:
+	for received < 2 {
+		select {
+		case a := <-ch:
+			received++
+			if a.err != nil || len(a.ips) == 0 {
+				errs = append(errs, a.err)
+				continue
+			}
+			if a.v6 {
+				byFamily[0] = a.ips
+			} else {
+				byFamily[1] = a.ips
+			}
+			if timer == nil && received < 2 {
+				timer = time.NewTimer(resolutionDelay)
+				delay = timer.C
+			}
+		case <-delay:
+			break collect
+		}
+	}
+	if timer != nil {
+		timer.Stop()
+	}
+	cancel()
+	for ; received < 2; received++ {
+		<-ch // the late lookup, ended by cancel
+	}
+	if len(byFamily[0])+len(byFamily[1]) > 0 {
+		// IPv6 first whatever answered first, as RFC 6724 prefers it; the
+		// families are interleaved later (RFC 8305 §4).
+		return append(byFamily[0], byFamily[1]...), nil
+	}
+	var first error
+	for _, err := range errs {
+		var de *net.DNSError
+		if err != nil && !(errors.As(err, &de) && de.IsNotFound) {
+			return nil, err
+		}
+		if first == nil {
+			first = err
+		}
+	}
+	return nil, first // nil when both answered with no addresses: ErrNoAddresses follows
 }
 
 // order applies Health (demoted peers to the back) and then interleaves the
