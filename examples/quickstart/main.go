@@ -50,11 +50,21 @@ func main() {
 // staticResolver maps one host name to fixed addresses, standing in for DNS.
 type staticResolver map[string][]netip.Addr
 
-func (r staticResolver) LookupNetIP(_ context.Context, _, host string) ([]netip.Addr, error) {
-	if a, ok := r[host]; ok {
-		return a, nil
+// LookupNetIP answers network "ip4" with the IPv4 addresses, "ip6" with
+// the IPv6 ones and "ip" with all, as a DNS server answers A and AAAA.
+func (r staticResolver) LookupNetIP(_ context.Context, network, host string) ([]netip.Addr, error) {
+	all, ok := r[host]
+	if !ok {
+		return nil, &net.DNSError{Err: "no such host", Name: host, IsNotFound: true}
 	}
-	return nil, &net.DNSError{Err: "no such host", Name: host, IsNotFound: true}
+	var out []netip.Addr
+	for _, a := range all {
+		if (network == "ip4" && !a.Is4()) || (network == "ip6" && !a.Is6()) {
+			continue
+		}
+		out = append(out, a)
+	}
+	return out, nil
 }
 
 // run plays the three scenes and writes what happened to w.
