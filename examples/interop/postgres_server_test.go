@@ -45,7 +45,6 @@ func startPostgres(t *testing.T, settings ...string) *pgServer {
 	}
 	data := filepath.Join(dir, "data")
 
-	var log syncBuffer
 	initdb := exec.Command(filepath.Join(bin, "initdb"), "-D", data, "-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8")
 	initdb.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
 	initdb.Dir = dir
@@ -62,39 +61,12 @@ func startPostgres(t *testing.T, settings ...string) *pgServer {
 	cmd := exec.Command(filepath.Join(bin, "postgres"), args...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
 	cmd.Dir = dir
-	cmd.Stdout, cmd.Stderr = &log, &log
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("interop: start postgres: %v", err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGINT) // fast shutdown
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
-		}
-		if t.Failed() {
-			t.Logf("postgres log:\n%s", log.String())
-		}
-	})
-
 	s := &pgServer{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port))}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		if _, err := s.query("SELECT 1"); err == nil {
-			return s
-		} else if time.Now().After(deadline) {
-			t.Fatalf("interop: postgres on %s did not answer within 30s: %v\n%s", s.Addr, err, log.String())
-		}
-		select {
-		case err := <-done:
-			t.Fatalf("interop: postgres exited: %v\n%s", err, log.String())
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
+	runServer(t, "postgres", cmd, syscall.SIGINT /* fast shutdown */, 30*time.Second, func() error {
+		_, err := s.query("SELECT 1")
+		return err
+	})
+	return s
 }
 
 // findPostgresBin returns Debian's PostgreSQL bin directory, installing the

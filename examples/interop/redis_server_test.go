@@ -2,7 +2,6 @@ package interop_test
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -12,7 +11,6 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -39,41 +37,12 @@ func startRedis(t *testing.T, extra ...string) *redisServer {
 		"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
 		"--daemonize", "no", "--protected-mode", "no", "--dir", t.TempDir(), "--loglevel", "warning",
 	}, extra...)
-	cmd := exec.Command(bin, args...)
-	// The server's log is shown only when the test fails.
-	var log syncBuffer
-	cmd.Stdout, cmd.Stderr = &log, &log
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("interop: start redis-server: %v", err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-done:
-		case <-time.After(5 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
-		}
-		if t.Failed() {
-			t.Logf("redis-server log:\n%s", log.String())
-		}
-	})
 	s := &redisServer{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port))}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if _, err := s.command("PING"); err == nil {
-			return s
-		} else if time.Now().After(deadline) {
-			t.Fatalf("interop: redis-server on %s did not answer within 10s: %v", s.Addr, err)
-		}
-		select {
-		case err := <-done:
-			t.Fatalf("interop: redis-server exited: %v", err)
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
+	runServer(t, "redis-server", exec.Command(bin, args...), syscall.SIGTERM, 10*time.Second, func() error {
+		_, err := s.command("PING")
+		return err
+	})
+	return s
 }
 
 func installRedis(t *testing.T) string {
@@ -150,25 +119,6 @@ func (s *redisServer) connectedClients() (int, error) {
 		}
 	}
 	return 0, fmt.Errorf("no connected_clients in %q", info)
-}
-
-// syncBuffer is a bytes.Buffer safe for the writes of a child process's
-// output copier and the test's read.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // errRedis is a RESP error reply.
