@@ -278,6 +278,16 @@ func (d *Dialer) dial(ctx context.Context, network, address string, useTLS bool)
 }
 
 func (s *dialState) run(ctx context.Context, span trace.Span, start time.Time) (net.Conn, error) {
+	peers, err := s.prepare(ctx, span, start)
+	if err != nil {
+		return nil, err
+	}
+	return s.race(ctx, peers)
+}
+
+// prepare parses the address, sets up TLS and the socket options, and
+// returns the peers to dial, resolved and ordered.
+func (s *dialState) prepare(ctx context.Context, span trace.Span, start time.Time) ([]netip.AddrPort, error) {
 	d := s.d
 	host, portStr, err := net.SplitHostPort(s.addr)
 	if err != nil {
@@ -348,7 +358,7 @@ func (s *dialState) run(ctx context.Context, span trace.Span, start time.Time) (
 	if span.IsRecording() {
 		span.SetAttributes(otelx.KeyAddresses.Int(len(peers)))
 	}
-	return s.race(ctx, peers)
+	return peers, nil
 }
 
 func (s *dialState) inputErr(format string, args ...any) *Error {

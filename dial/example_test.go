@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
+	"strconv"
 	"time"
 
 	"github.com/lifeline-go/lifeline/dial"
@@ -94,4 +96,56 @@ func ExampleDialer_DialTLSContext() {
 		DialTLSContext: d.DialTLSContext,
 	}}
 	_ = client
+}
+
+// staticResolver answers one name with fixed addresses, per family.
+type staticResolver []netip.Addr
+
+func (r staticResolver) LookupNetIP(_ context.Context, network, _ string) ([]netip.Addr, error) {
+	var out []netip.Addr
+	for _, a := range r {
+		if (network == "ip4" && a.Is4()) || (network == "ip6" && a.Is6()) || network == "ip" {
+			out = append(out, a)
+		}
+	}
+	return out, nil
+}
+
+// Probe every address of a name on its own: the race would hide the dead
+// one from callers; the probe names it and its phase.
+func ExampleDialer_Probe() {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	port := ln.Addr().(*net.TCPAddr).Port
+	// 127.0.0.1 listens; nothing listens on 127.0.0.2 at that port.
+	d := &dial.Dialer{Resolver: staticResolver{netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("127.0.0.2")}}
+	results, err := d.Probe(context.Background(), "tcp", net.JoinHostPort("api.example", strconv.Itoa(port)), false)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	for _, r := range results {
+		var de *dial.Error
+		if errors.As(r.Err, &de) {
+			fmt.Println(r.Peer.Addr(), "failed:", de.Phase, de.ErrorType())
+		} else {
+			fmt.Println(r.Peer.Addr(), "ok")
+		}
+	}
+	// Output:
+	// 127.0.0.1 ok
+	// 127.0.0.2 failed: connect connect_refused
 }
