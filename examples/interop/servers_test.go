@@ -38,6 +38,8 @@ func runServer(t *testing.T, name string, cmd *exec.Cmd, stop os.Signal, wait ti
 		}
 	})
 	deadline := time.Now().Add(wait)
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
 	for {
 		err := ready()
 		if err == nil {
@@ -49,7 +51,7 @@ func runServer(t *testing.T, name string, cmd *exec.Cmd, stop os.Signal, wait ti
 		select {
 		case err := <-done:
 			t.Fatalf("interop: %s exited: %v", name, err)
-		case <-time.After(20 * time.Millisecond):
+		case <-tick.C:
 		}
 	}
 }
