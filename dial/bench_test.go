@@ -61,6 +61,18 @@ func benchDialer() *dial.Dialer {
 	}
 }
 
+// benchDials measures dialFn, closing each conn it returns.
+func benchDials(b *testing.B, dialFn func() (net.Conn, error)) {
+	b.ReportAllocs()
+	for b.Loop() {
+		c, err := dialFn()
+		if err != nil {
+			b.Fatal(err)
+		}
+		c.Close()
+	}
+}
+
 // BenchmarkDialContext compares a lifeline dial of a loopback IP with
 // net.Dialer: impl=net is the zero net.Dialer (no limit at all),
 // impl=net+timeout a net.Dialer with Timeout 5s (what a dial that cannot
@@ -68,27 +80,17 @@ func benchDialer() *dial.Dialer {
 func BenchmarkDialContext(b *testing.B) {
 	addr := benchServer(b, nil)
 	ctx := context.Background()
-	run := func(b *testing.B, dialFn func() (net.Conn, error)) {
-		b.ReportAllocs()
-		for b.Loop() {
-			c, err := dialFn()
-			if err != nil {
-				b.Fatal(err)
-			}
-			c.Close()
-		}
-	}
 	b.Run("impl=net", func(b *testing.B) {
 		var nd net.Dialer
-		run(b, func() (net.Conn, error) { return nd.DialContext(ctx, "tcp", addr) })
+		benchDials(b, func() (net.Conn, error) { return nd.DialContext(ctx, "tcp", addr) })
 	})
 	b.Run("impl=net+timeout", func(b *testing.B) {
 		nd := net.Dialer{Timeout: 5 * time.Second}
-		run(b, func() (net.Conn, error) { return nd.DialContext(ctx, "tcp", addr) })
+		benchDials(b, func() (net.Conn, error) { return nd.DialContext(ctx, "tcp", addr) })
 	})
 	b.Run("impl=lifeline", func(b *testing.B) {
 		d := benchDialer()
-		run(b, func() (net.Conn, error) { return d.DialContext(ctx, "tcp", addr) })
+		benchDials(b, func() (net.Conn, error) { return d.DialContext(ctx, "tcp", addr) })
 	})
 }
 
@@ -101,21 +103,11 @@ func BenchmarkDialTLSContext(b *testing.B) {
 	addr := benchServer(b, serverCfg)
 	_, port, _ := net.SplitHostPort(addr)
 	ctx := context.Background()
-	run := func(b *testing.B, dialFn func() (net.Conn, error)) {
-		b.ReportAllocs()
-		for b.Loop() {
-			c, err := dialFn()
-			if err != nil {
-				b.Fatal(err)
-			}
-			c.Close()
-		}
-	}
 	b.Run("impl=net", func(b *testing.B) {
 		nd := net.Dialer{Timeout: 5 * time.Second}
 		cfg := clientCfg.Clone()
 		cfg.ServerName = testHost
-		run(b, func() (net.Conn, error) {
+		benchDials(b, func() (net.Conn, error) {
 			raw, err := nd.DialContext(ctx, "tcp", addr)
 			if err != nil {
 				return nil, err
@@ -135,7 +127,7 @@ func BenchmarkDialTLSContext(b *testing.B) {
 		d := benchDialer()
 		d.TLSConfig = clientCfg.Clone()
 		d.TLSConfig.ServerName = testHost
-		run(b, func() (net.Conn, error) { return d.DialTLSContext(ctx, "tcp", addr) })
+		benchDials(b, func() (net.Conn, error) { return d.DialTLSContext(ctx, "tcp", addr) })
 	})
 	// More work than impl=net: the host name goes through a Resolver (one
 	// lookup per family, RFC 8305 §3) and becomes the SNI.
@@ -144,7 +136,7 @@ func BenchmarkDialTLSContext(b *testing.B) {
 		d.Resolver = resolverFor(addr)
 		d.TLSConfig = clientCfg
 		target := net.JoinHostPort(testHost, port)
-		run(b, func() (net.Conn, error) { return d.DialTLSContext(ctx, "tcp", target) })
+		benchDials(b, func() (net.Conn, error) { return d.DialTLSContext(ctx, "tcp", target) })
 	})
 }
 

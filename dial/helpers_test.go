@@ -125,38 +125,33 @@ func attr(s sdktrace.ReadOnlySpan, key string) (attribute.Value, bool) {
 	return attribute.Value{}, false
 }
 
-// sumPoints returns the int64 sum data points of the named metric.
-func (r *telemetryRig) sumPoints(t *testing.T, name string) []metricdata.DataPoint[int64] {
+// metric collects and returns the data of the named metric, or nil.
+func (r *telemetryRig) metric(t *testing.T, name string) metricdata.Aggregation {
 	t.Helper()
 	var rm metricdata.ResourceMetrics
 	require.NoError(t, r.reader.Collect(context.Background(), &rm))
 	for _, sm := range rm.ScopeMetrics {
 		for _, m := range sm.Metrics {
 			if m.Name == name {
-				if s, ok := m.Data.(metricdata.Sum[int64]); ok {
-					return s.DataPoints
-				}
+				return m.Data
 			}
 		}
 	}
 	return nil
 }
 
+// sumPoints returns the int64 sum data points of the named metric.
+func (r *telemetryRig) sumPoints(t *testing.T, name string) []metricdata.DataPoint[int64] {
+	t.Helper()
+	s, _ := r.metric(t, name).(metricdata.Sum[int64])
+	return s.DataPoints
+}
+
 // histPoints returns the histogram data points of the named metric.
 func (r *telemetryRig) histPoints(t *testing.T, name string) []metricdata.HistogramDataPoint[float64] {
 	t.Helper()
-	var rm metricdata.ResourceMetrics
-	require.NoError(t, r.reader.Collect(context.Background(), &rm))
-	for _, sm := range rm.ScopeMetrics {
-		for _, m := range sm.Metrics {
-			if m.Name == name {
-				if h, ok := m.Data.(metricdata.Histogram[float64]); ok {
-					return h.DataPoints
-				}
-			}
-		}
-	}
-	return nil
+	h, _ := r.metric(t, name).(metricdata.Histogram[float64])
+	return h.DataPoints
 }
 
 func setValue(set attribute.Set, key string) string {
