@@ -1,6 +1,7 @@
 package otelx
 
 import (
+	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/metric"
 )
 
@@ -11,8 +12,9 @@ type Dial struct {
 	Duration metric.Float64Histogram
 	// Attempts is lifeline.dial.attempts: connect attempts, by KeyOutcome.
 	Attempts metric.Int64Counter
-	// Masked is lifeline.dial.masked_failures: attempts that failed or stalled
-	// while the dial as a whole succeeded, by KeyPhase, peer and error.type.
+	// Masked is lifeline.masked_failures with lifeline.masked_by=race:
+	// attempts that failed or stalled while the dial as a whole succeeded,
+	// by KeyPhase, peer and error.type.
 	Masked metric.Int64Counter
 }
 
@@ -27,6 +29,9 @@ type Retry struct {
 	// Recovered is lifeline.retry.recovered: calls that succeeded only after
 	// a failed attempt, by the first failure's error.type.
 	Recovered metric.Int64Counter
+	// Masked is lifeline.masked_failures with lifeline.masked_by=retry: one
+	// per failed attempt of a call that then succeeded.
+	Masked metric.Int64Counter
 }
 
 // Pool holds the pool package's synchronous instruments. The connection
@@ -50,14 +55,38 @@ type Transport struct {
 	Stalls metric.Int64Counter
 	// Hedges is lifeline.http.hedges: hedged attempts started, by KeyOutcome.
 	Hedges metric.Int64Counter
+	// Masked is lifeline.masked_failures with lifeline.masked_by=retry or
+	// hedge: failures absorbed by a request that then succeeded.
+	Masked metric.Int64Counter
 }
 
 var (
-	dialCache      cache[Dial]
-	retryCache     cache[Retry]
-	poolCache      cache[Pool]
-	transportCache cache[Transport]
+	dialCache      Memo[*Dial]
+	retryCache     Memo[*Retry]
+	poolCache      Memo[*Pool]
+	transportCache Memo[*Transport]
 )
+
+// instruments returns the instruments of scope built from mp (nil: the
+// global provider), cached in c.
+func instruments[T any](c *Memo[*T], mp metric.MeterProvider, scope string, build func(metric.Meter) *T) *T {
+	if mp == nil {
+		mp = otel.GetMeterProvider()
+	}
+	return c.Get(mp, func() *T { return build(Meter(mp, scope)) })
+}
+
+// MaskedFailuresName is the one metric that counts failures that a race, a
+// retry or a hedge absorbed, in every scope, told apart by KeyMaskedBy: one
+// query (sum by lifeline.masked_by, lifeline.phase, network.peer.address)
+// sees them all.
+const MaskedFailuresName = "lifeline.masked_failures"
+
+func maskedCounter(m metric.Meter) metric.Int64Counter {
+	c, _ := m.Int64Counter(MaskedFailuresName, metric.WithUnit("{failure}"),
+		metric.WithDescription("Failures absorbed by a race, a retry or a hedge in a call that succeeded, by what masked them, phase and peer."))
+	return c
+}
 
 // Durations in seconds with buckets suited to network phases (1 ms … 30 s).
 var durationBuckets = metric.WithExplicitBucketBoundaries(
@@ -65,21 +94,20 @@ var durationBuckets = metric.WithExplicitBucketBoundaries(
 
 // DialInstruments returns the cached dial instruments of mp (nil: global).
 func DialInstruments(mp metric.MeterProvider) *Dial {
-	return dialCache.get(mp, func(m metric.Meter) *Dial {
+	return instruments(&dialCache, mp, ScopeDial, func(m metric.Meter) *Dial {
 		d := &Dial{}
 		d.Duration, _ = m.Float64Histogram("lifeline.dial.duration", metric.WithUnit("s"),
 			metric.WithDescription("Duration of dial phases and of whole dials."), durationBuckets)
 		d.Attempts, _ = m.Int64Counter("lifeline.dial.attempts", metric.WithUnit("{attempt}"),
 			metric.WithDescription("Connect attempts, one per raced address, by outcome."))
-		d.Masked, _ = m.Int64Counter("lifeline.dial.masked_failures", metric.WithUnit("{failure}"),
-			metric.WithDescription("Attempts that failed or stalled while the dial as a whole succeeded, by phase and peer."))
+		d.Masked = maskedCounter(m)
 		return d
-	}, ScopeDial)
+	})
 }
 
 // RetryInstruments returns the cached retry instruments of mp (nil: global).
 func RetryInstruments(mp metric.MeterProvider) *Retry {
-	return retryCache.get(mp, func(m metric.Meter) *Retry {
+	return instruments(&retryCache, mp, ScopeRetry, func(m metric.Meter) *Retry {
 		r := &Retry{}
 		r.Attempts, _ = m.Int64Counter("lifeline.retry.attempts", metric.WithUnit("{attempt}"),
 			metric.WithDescription("Attempts made by retry.Do, by outcome."))
@@ -89,13 +117,14 @@ func RetryInstruments(mp metric.MeterProvider) *Retry {
 			metric.WithDescription("Retries refused by the shared retry budget."))
 		r.Recovered, _ = m.Int64Counter("lifeline.retry.recovered", metric.WithUnit("{call}"),
 			metric.WithDescription("Calls that succeeded only after a failed attempt, by the first failure's error.type."))
+		r.Masked = maskedCounter(m)
 		return r
-	}, ScopeRetry)
+	})
 }
 
 // PoolInstruments returns the cached pool instruments of mp (nil: global).
 func PoolInstruments(mp metric.MeterProvider) *Pool {
-	return poolCache.get(mp, func(m metric.Meter) *Pool {
+	return instruments(&poolCache, mp, ScopePool, func(m metric.Meter) *Pool {
 		p := &Pool{Meter: m}
 		p.AcquireWait, _ = m.Float64Histogram("lifeline.pool.acquire.wait", metric.WithUnit("s"),
 			metric.WithDescription("Time spent waiting in Acquire."), durationBuckets)
@@ -104,12 +133,12 @@ func PoolInstruments(mp metric.MeterProvider) *Pool {
 		p.Evictions, _ = m.Int64Counter("lifeline.pool.evictions", metric.WithUnit("{connection}"),
 			metric.WithDescription("Connections evicted, by reason."))
 		return p
-	}, ScopePool)
+	})
 }
 
 // TransportInstruments returns the cached transport instruments of mp (nil: global).
 func TransportInstruments(mp metric.MeterProvider) *Transport {
-	return transportCache.get(mp, func(m metric.Meter) *Transport {
+	return instruments(&transportCache, mp, ScopeTransport, func(m metric.Meter) *Transport {
 		t := &Transport{}
 		t.Duration, _ = m.Float64Histogram("lifeline.http.client.duration", metric.WithUnit("s"),
 			metric.WithDescription("Duration of each HTTP attempt."), durationBuckets)
@@ -117,6 +146,7 @@ func TransportInstruments(mp metric.MeterProvider) *Transport {
 			metric.WithDescription("Responses aborted because no byte arrived within a stall limit."))
 		t.Hedges, _ = m.Int64Counter("lifeline.http.hedges", metric.WithUnit("{attempt}"),
 			metric.WithDescription("Hedged attempts started, by outcome."))
+		t.Masked = maskedCounter(m)
 		return t
-	}, ScopeTransport)
+	})
 }

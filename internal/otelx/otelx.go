@@ -8,8 +8,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"reflect"
-	"sync"
 	"syscall"
 
 	"go.opentelemetry.io/otel"
@@ -32,13 +30,23 @@ const (
 )
 
 // Tracer returns the tracer for scope from tp, or from the global provider
-// when tp is nil.
+// when tp is nil. Tracers are cached per provider and scope (see Memo), so
+// the hot path does not build tracer options on every call.
 func Tracer(tp trace.TracerProvider, scope string) trace.Tracer {
 	if tp == nil {
 		tp = otel.GetTracerProvider()
 	}
-	return tp.Tracer(scope, trace.WithInstrumentationVersion(Version))
+	return tracers.Get(tracerKey{tp, scope}, func() trace.Tracer {
+		return tp.Tracer(scope, trace.WithInstrumentationVersion(Version))
+	})
 }
+
+type tracerKey struct {
+	tp    trace.TracerProvider
+	scope string
+}
+
+var tracers Memo[trace.Tracer]
 
 // Meter returns the meter for scope from mp, or from the global provider when
 // mp is nil.
@@ -69,9 +77,53 @@ const (
 	KeyRaceIndex = attribute.Key("lifeline.dial.race_index")
 	// KeyAddresses is the number of addresses a dial resolved.
 	KeyAddresses = attribute.Key("lifeline.dial.addresses")
-	// KeyMaskedBy says what absorbed a failure: race or retry.
+	// KeyMaskedBy says what absorbed a failure: race, retry or hedge.
 	KeyMaskedBy = attribute.Key("lifeline.masked_by")
 )
+
+// Values of KeyMaskedBy.
+const (
+	MaskedByRace  = "race"
+	MaskedByRetry = "retry"
+	MaskedByHedge = "hedge"
+)
+
+// PeerOther is the network.peer.address of a masked failure whose peer is
+// not one the Dialer's Health remembers: label cardinality stays bounded by
+// Health's capacity, whatever a resolver returns.
+const PeerOther = "other"
+
+// MaskedLabeler is implemented by errors that know the phase and the peer
+// label of the failure they describe (*dial.Error does): the peer is an IP
+// only when Health remembers it, PeerOther otherwise, "" when there is none.
+type MaskedLabeler interface {
+	MetricLabels() (phase, peer string)
+}
+
+// MaskedLabels returns the phase and peer labels of err when an error in
+// its chain is a MaskedLabeler, or "", "".
+func MaskedLabels(err error) (phase, peer string) {
+	var l MaskedLabeler
+	if errors.As(err, &l) {
+		return l.MetricLabels()
+	}
+	return "", ""
+}
+
+// Masked returns the option of one lifeline.masked_failures point: what
+// masked it, the phase and peer (omitted when empty) and error.type.
+func Masked(by, phase, peer, errorType string) metric.AddOption {
+	attrs := make([]attribute.KeyValue, 0, 4)
+	attrs = append(attrs, KeyMaskedBy.String(by))
+	if phase != "" {
+		attrs = append(attrs, KeyPhase.String(phase))
+	}
+	if peer != "" {
+		attrs = append(attrs, PeerAddress(peer))
+	}
+	attrs = append(attrs, semconv.ErrorTypeKey.String(errorType))
+	return metric.WithAttributes(attrs...)
+}
 
 // Outcome values for KeyOutcome.
 const (
@@ -169,42 +221,22 @@ func ErrorTypeOf(err error) string {
 	return fmt.Sprintf("%T", err)
 }
 
-// RecordError marks span as failed with err: RecordError, status Error and
-// error.type. A nil err does nothing. Callers decide beforehand whether err is
-// a failure at all (a caller's cancel or a lost race is not).
+// RecordError marks span as failed with err: an exception event, status
+// Error and error.type. The status description is the error type, and the
+// event's message is err's text with every URL in it stripped of userinfo
+// and query (see Redact): an http.Client error quotes the whole URL, and
+// secrets never reach a span. A nil err does nothing. Callers decide
+// beforehand whether err is a failure at all (a caller's cancel or a lost
+// race is not).
 func RecordError(span trace.Span, err error) {
 	if err == nil || !span.IsRecording() {
 		return
 	}
-	span.RecordError(err)
-	span.SetStatus(codes.Error, err.Error())
-	span.SetAttributes(ErrorType(err))
-}
-
-// cache holds one instrument set per MeterProvider. Providers that are not
-// comparable (a struct value type) get a fresh set each time; that is slower
-// but correct.
-type cache[T any] struct {
-	mu sync.Mutex
-	m  map[metric.MeterProvider]*T
-}
-
-func (c *cache[T]) get(mp metric.MeterProvider, build func(metric.Meter) *T, scope string) *T {
-	if mp == nil {
-		mp = otel.GetMeterProvider()
-	}
-	if t := reflect.TypeOf(mp); t == nil || !t.Comparable() {
-		return build(Meter(mp, scope))
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if v, ok := c.m[mp]; ok {
-		return v
-	}
-	if c.m == nil {
-		c.m = make(map[metric.MeterProvider]*T)
-	}
-	v := build(Meter(mp, scope))
-	c.m[mp] = v
-	return v
+	et := ErrorTypeOf(err)
+	span.AddEvent(semconv.ExceptionEventName, trace.WithAttributes(
+		semconv.ExceptionType(fmt.Sprintf("%T", err)),
+		semconv.ExceptionMessage(Redact(err.Error())),
+	))
+	span.SetStatus(codes.Error, et)
+	span.SetAttributes(semconv.ErrorTypeKey.String(et))
 }
