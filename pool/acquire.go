@@ -1,0 +1,224 @@
+package pool
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"go.opentelemetry.io/otel/trace"
+)
+
+// Acquire returns a connection for the caller's exclusive use until it calls
+// [Conn.Release] (to give it back) or [Conn.Close] (to destroy it).
+//
+// An idle connection is reused when there is one (a recently released one
+// first, after dropping any that expired or, when idle longer than
+// CheckAfterIdle, fail the liveness probe). Otherwise the caller joins a FIFO
+// queue and, when the cap allows, the pool starts a dial for it; whichever
+// connection comes first — a released one or a new one — goes to the oldest
+// waiter. Acquire gives up when ctx ends or, if ctx has no deadline, after
+// AcquireTimeout; the error then matches ctx.Err() (context.DeadlineExceeded
+// for the AcquireTimeout). A failed dial is returned to one waiter, the
+// oldest, instead of leaving all of them to time out. After Close it returns
+// [ErrClosed].
+func (p *Pool) Acquire(ctx context.Context) (*Conn, error) {
+	if !p.made() {
+		return nil, errNotNew
+	}
+	if ctx == nil {
+		return nil, errNilContext
+	}
+	if done := ctx.Done(); done != nil {
+		select {
+		case <-done:
+			return nil, acquireCtxErr(ctx)
+		default:
+		}
+	}
+	now := nanotime()
+	for !p.closedFast.Load() {
+		if p.nwait.Load() > 0 {
+			return p.acquireSlow(ctx, now) // FIFO: behind those already waiting
+		}
+		c := p.popIdle(true)
+		if c == nil {
+			return p.acquireSlow(ctx, now)
+		}
+		if p.vet(c, now) {
+			if c.state.Load() == stateClosed { // Close ran since the pop
+				break
+			}
+			return c, nil
+		}
+	}
+	p.mu.Lock()
+	p.st.AcquireFailures++
+	p.mu.Unlock()
+	return nil, ErrClosed
+}
+
+// popIdle takes the top conn of the first shard, in order, that is not
+// empty, or returns nil when all are. Always starting from the first shard
+// keeps the stacks LIFO as a whole: a lightly used pool keeps reusing the
+// same few conns and lets the others age out (MaxIdleTime), while concurrent
+// callers spill over to the next shards. The first pass skips shards whose
+// lock is taken (another P is there: try the next instead of parking behind
+// it); the second locks each in turn, so nil always means every shard was
+// seen empty. forAcquire counts the conn as handed out by Acquire.
+func (p *Pool) popIdle(forAcquire bool) *Conn {
+	for pass := 0; pass < 2; pass++ {
+		for k := uint32(0); k <= p.shardMask; k++ {
+			sh := &p.shards[k]
+			if pass == 0 {
+				if !sh.mu.TryLock() {
+					continue
+				}
+			} else {
+				sh.mu.Lock()
+			}
+			if n := len(sh.idle); n > 0 {
+				c := sh.idle[n-1]
+				sh.idle[n-1] = nil
+				sh.idle = sh.idle[:n-1]
+				c.state.Store(stateInUse)
+				if forAcquire {
+					sh.pops++
+				}
+				sh.mu.Unlock()
+				return c
+			}
+			sh.mu.Unlock()
+		}
+	}
+	return nil
+}
+
+// vet decides whether c, just popped from the idle stacks, can be handed
+// out at now: an expired or stale conn is evicted, and one idle longer than
+// CheckAfterIdle is probed first (a syscall, done without any lock; the conn
+// is off the stacks, counted as in use, so the cap holds).
+func (p *Pool) vet(c *Conn, now int64) bool {
+	r := p.staleReason(c, now)
+	if r == reasonNone && p.s.checkAfterIdle >= 0 && now-c.lastUsed > int64(p.s.checkAfterIdle) {
+		if probe(c.Conn) != nil {
+			r = reasonDead
+		}
+	}
+	if r == reasonNone {
+		return true
+	}
+	p.mu.Lock()
+	p.rejects++
+	if c.state.Load() == stateClosed { // Close ran meanwhile and closed it
+		p.mu.Unlock()
+		return false
+	}
+	p.destroyLocked(c, r)
+	p.dialForWaitersLocked(context.Background())
+	p.mu.Unlock()
+	p.tel.evicted(r)
+	_ = c.Conn.Close()
+	return false
+}
+
+// acquireSlow queues the caller, starts a dial when the cap allows, and
+// waits. It is the only part of Acquire that makes a span.
+func (p *Pool) acquireSlow(ctx context.Context, start int64) (*Conn, error) {
+	ctx, span := p.tel.tracer.Start(ctx, "pool.acquire",
+		trace.WithTimestamp(time.Now().Add(-time.Duration(nanotime()-start))),
+		trace.WithSpanKind(trace.SpanKindInternal), p.tel.spanAttrs)
+	defer span.End()
+
+	w := &waiter{ch: make(chan acquireResult, 1)}
+	p.mu.Lock()
+	if p.closed {
+		p.st.AcquireFailures++
+		p.mu.Unlock()
+		p.tel.endAcquire(span, ErrClosed)
+		return nil, ErrClosed
+	}
+	// Publish the waiter, then look at the stacks again. A Release that
+	// pushed before this look is seen here; one that pushes after it sees
+	// nwait > 0 and hands the conn over itself (handOffIdle): sequentially
+	// consistent atomics on both sides, so no wakeup is lost. What is found
+	// goes to the oldest waiter, which is us only if nobody came first.
+	p.waiters.pushBack(w)
+	p.nwait.Store(int64(p.waiters.n))
+	stale := p.handOffLocked(nanotime())
+	dialed := false
+	if w.queued {
+		dialed = p.dialForWaitersLocked(ctx)
+	}
+	p.mu.Unlock()
+	p.closeEvicted(stale)
+	p.tel.acquireQueued(span, dialed)
+
+	var timeout <-chan time.Time
+	if _, ok := ctx.Deadline(); !ok && p.s.acquireTimeout > 0 {
+		// A timer per wait, stopped on return: only waiting acquires pay it.
+		t := time.NewTimer(p.s.acquireTimeout)
+		defer t.Stop()
+		timeout = t.C
+	}
+	var r acquireResult
+	select {
+	case r = <-w.ch:
+	case <-ctx.Done():
+		r = p.abandon(w, acquireCtxErr(ctx))
+	case <-timeout:
+		r = p.abandon(w, fmt.Errorf("pool: acquire: no connection within AcquireTimeout (%v): %w",
+			p.s.acquireTimeout, context.DeadlineExceeded))
+	}
+	waited := time.Duration(nanotime() - start)
+	p.mu.Lock()
+	p.st.AcquireWaitCount++
+	p.st.AcquireWaitTime += waited
+	if r.c != nil {
+		p.st.AcquireCount++
+	} else {
+		p.st.AcquireFailures++
+	}
+	p.mu.Unlock()
+	p.tel.acquireWaited(waited)
+	p.tel.endAcquire(span, r.err)
+	return r.c, r.err
+}
+
+// abandon takes w out of the queue after its wait ended. If a conn was handed
+// to w concurrently, it goes back to the pool (to the next waiter or idle).
+func (p *Pool) abandon(w *waiter, err error) acquireResult {
+	p.mu.Lock()
+	if w.queued {
+		p.waiters.remove(w)
+		p.nwait.Store(int64(p.waiters.n))
+		p.mu.Unlock()
+		return acquireResult{err: err}
+	}
+	p.mu.Unlock()
+	// Delivered under p.mu before we took it: the buffered value is there.
+	r := <-w.ch
+	if r.c != nil {
+		r.c.Release()
+	}
+	return acquireResult{err: err}
+}
+
+func acquireCtxErr(ctx context.Context) error {
+	err, cause := ctx.Err(), context.Cause(ctx)
+	if cause != nil && cause != err {
+		return fmt.Errorf("pool: acquire: %w (%w)", err, cause)
+	}
+	return fmt.Errorf("pool: acquire: %w", err)
+}
+
+// deliverLocked hands c (in use) to the oldest waiter, if there is one.
+func (p *Pool) deliverLocked(c *Conn) bool {
+	w := p.waiters.popFront()
+	if w == nil {
+		return false
+	}
+	p.nwait.Store(int64(p.waiters.n))
+	c.state.Store(stateInUse)
+	w.ch <- acquireResult{c: c}
+	return true
+}

@@ -1,0 +1,116 @@
+package pool
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"time"
+)
+
+// dialForWaitersLocked starts dials while waiters outnumber dials in flight
+// and the cap allows. It reports whether it started any.
+func (p *Pool) dialForWaitersLocked(ctx context.Context) bool {
+	started := false
+	for !p.closed && p.dialing < p.waiters.n && p.openLocked() < p.s.maxConns {
+		p.startDialLocked(ctx)
+		started = true
+	}
+	return started
+}
+
+// startDialLocked counts a dial against the cap and starts its goroutine.
+// The dial keeps ctx's values (trace parent) but not its cancellation, has
+// its own deadline and is canceled by Close, which waits for it (p.wg).
+// Close sets p.closed under p.mu before waiting, so no Add races its Wait.
+func (p *Pool) startDialLocked(ctx context.Context) {
+	p.dialing++
+	p.wg.Add(1)
+	go p.dialOne(context.WithoutCancel(ctx), p.gen.Load())
+}
+
+func (p *Pool) dialOne(parent context.Context, gen uint64) {
+	defer p.wg.Done()
+	if p.limiter != nil {
+		// The token bucket is what keeps a flap from becoming a storm
+		// (incidents 03 and 05): every dial, whoever triggered it, waits here.
+		if err := p.limiter.Wait(p.closeCtx); err != nil {
+			p.dialDone(nil, ErrClosed, gen)
+			return
+		}
+	}
+	ctx, cancel := context.WithTimeoutCause(parent, p.s.dialTimeout, errDialTimeout)
+	stop := context.AfterFunc(p.closeCtx, cancel)
+	nc, err := p.dial(ctx)
+	if err == nil && nc == nil {
+		err = errNilConn
+	}
+	if err != nil {
+		if cause := context.Cause(ctx); cause != nil && !errors.Is(err, cause) {
+			err = fmt.Errorf("%w (%w)", err, cause)
+		}
+		err = fmt.Errorf("pool: dial: %w", err)
+	}
+	stop()
+	cancel()
+	p.tel.dialed(err)
+	p.dialDone(nc, err, gen)
+}
+
+// dialDone accounts for a finished dial: a new conn goes to the oldest waiter
+// or the idle stacks; an error goes to the oldest waiter only.
+func (p *Pool) dialDone(nc net.Conn, err error, gen uint64) {
+	now := nanotime()
+	p.mu.Lock()
+	p.dialing--
+	if err != nil {
+		if p.closed {
+			p.mu.Unlock()
+			return
+		}
+		p.st.DialFailures++
+		if w := p.waiters.popFront(); w != nil {
+			p.nwait.Store(int64(p.waiters.n))
+			w.ch <- acquireResult{err: err}
+		}
+		// The others keep waiting; their dials go on at DialRate.
+		p.dialForWaitersLocked(context.Background())
+		p.mu.Unlock()
+		return
+	}
+	p.st.Dialed++
+	if p.closed || gen != p.gen.Load() {
+		reset := !p.closed
+		if reset {
+			p.st.EvictedReset++
+			p.dialForWaitersLocked(context.Background())
+		}
+		p.mu.Unlock()
+		if reset {
+			p.tel.evicted(reasonReset)
+		}
+		_ = nc.Close()
+		return
+	}
+	c := &Conn{Conn: nc, p: p, gen: gen, lastUsed: now, home: p.nextHome & p.shardMask}
+	c.state.Store(stateReleasing) // on its way to a waiter or the stacks
+	p.nextHome++
+	if p.s.maxLifetime > 0 {
+		life := p.s.maxLifetime
+		if j := int64(p.s.jitter); j > 0 {
+			life += time.Duration(rand.Int64N(2*j+1) - j)
+		}
+		c.expires = now + int64(life)
+	}
+	c.allIdx = len(p.all)
+	p.all = append(p.all, c)
+	if p.deliverLocked(c) || p.pushIdle(c) {
+		p.mu.Unlock()
+		return
+	}
+	p.destroyLocked(c, reasonExcess)
+	p.mu.Unlock()
+	p.tel.evicted(reasonExcess)
+	_ = nc.Close()
+}

@@ -1,0 +1,69 @@
+package pool
+
+// retireReason says why a conn being released must not go back: broken by
+// an I/O error, of a generation before a Reset, or past its lifetime.
+func (p *Pool) retireReason(c *Conn, now int64) reason {
+	switch {
+	case c.broken.Load():
+		return reasonBroken
+	case c.gen != p.gen.Load():
+		return reasonReset
+	case c.expires != 0 && now >= c.expires:
+		return reasonLifetime
+	}
+	return reasonNone
+}
+
+// staleReason says why an idle conn must be evicted at now.
+func (p *Pool) staleReason(c *Conn, now int64) reason {
+	switch {
+	case c.expires != 0 && now >= c.expires:
+		return reasonLifetime
+	case p.s.maxIdleTime > 0 && now-c.lastUsed > int64(p.s.maxIdleTime):
+		return reasonIdle
+	case c.gen != p.gen.Load():
+		return reasonReset
+	}
+	return reasonNone
+}
+
+// destroyLocked removes c (not on an idle stack) from the pool's accounting
+// and counts its eviction; the caller closes c.Conn after unlocking.
+func (p *Pool) destroyLocked(c *Conn, r reason) {
+	c.state.Store(stateClosed)
+	last := len(p.all) - 1
+	moved := p.all[last]
+	p.all[c.allIdx] = moved
+	moved.allIdx = c.allIdx
+	p.all[last] = nil
+	p.all = p.all[:last]
+	c.allIdx = -1
+	p.st.countEviction(r)
+	if p.s.minIdle > 0 {
+		select {
+		case p.kick <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// closeEvicted closes conns evicted under mu and reports the evictions.
+func (p *Pool) closeEvicted(stale []*Conn) {
+	for _, c := range stale {
+		p.tel.evicted(c.evictReason)
+		_ = c.Conn.Close()
+	}
+}
+
+// drainLocked takes every conn off the idle stacks, appending to dst.
+func (p *Pool) drainLocked(dst []*Conn) []*Conn {
+	for i := range p.shards {
+		sh := &p.shards[i]
+		sh.mu.Lock()
+		dst = append(dst, sh.idle...)
+		clear(sh.idle)
+		sh.idle = sh.idle[:0]
+		sh.mu.Unlock()
+	}
+	return dst
+}
