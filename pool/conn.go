@@ -3,6 +3,7 @@ package pool
 import (
 	"net"
 	"sync/atomic"
+	"time"
 )
 
 // Conn states. A checked-out conn is stateInUse; Release moves it through
@@ -22,8 +23,11 @@ const (
 // Read and Write go through the pool's wrapper, which marks the connection
 // broken on ANY error, timeouts included: a deadline that fires mid-message
 // leaves the stream at an unknown point, so the conn is not reused. Release
-// then destroys it. I/O done on the embedded Conn field directly bypasses
-// this check; call [Conn.MarkBroken] after such an error.
+// then destroys it. Deadlines set through the wrapper (SetDeadline,
+// SetReadDeadline, SetWriteDeadline) last until Release, which clears them.
+// I/O and deadlines done on the embedded Conn field directly bypass both:
+// call [Conn.MarkBroken] after such an error, and clear such a deadline
+// before Release.
 //
 // A *Conn stays with its connection for the connection's whole life and is
 // handed out again by later Acquires (that is what keeps Acquire free of
@@ -38,13 +42,14 @@ const (
 type Conn struct {
 	net.Conn
 
-	p        *Pool
-	broken   atomic.Bool
-	state    atomic.Uint32
-	gen      uint64 // the pool's Reset generation at dial time (immutable)
-	expires  int64  // nanotime; 0: no lifetime limit (immutable)
-	home     uint32 // the shard Release returns it to (immutable)
-	lastUsed int64  // nanotime of the last release or the dial; written by
+	p           *Pool
+	broken      atomic.Bool
+	deadlineSet atomic.Bool // a non-zero deadline was set through the wrapper since the last Release
+	state       atomic.Uint32
+	gen         uint64 // the pool's Reset generation at dial time (immutable)
+	expires     int64  // nanotime; 0: no lifetime limit (immutable)
+	home        uint32 // the shard Release returns it to (immutable)
+	lastUsed    int64  // nanotime of the last release or the dial; written by
 	// the releaser before it pushes the conn on a shard and read by whoever
 	// pops it, both ordered by that shard's mutex
 
@@ -71,12 +76,41 @@ func (c *Conn) Write(b []byte) (int, error) {
 	return n, err
 }
 
+// SetDeadline sets the read and write deadlines, as [net.Conn.SetDeadline]
+// does. A deadline lasts until [Conn.Release] at the latest: Release clears
+// it, so the next holder starts without one.
+func (c *Conn) SetDeadline(t time.Time) error {
+	if !t.IsZero() {
+		c.deadlineSet.Store(true)
+	}
+	return c.Conn.SetDeadline(t)
+}
+
+// SetReadDeadline sets the read deadline, as [net.Conn.SetReadDeadline]
+// does; [Conn.Release] clears it.
+func (c *Conn) SetReadDeadline(t time.Time) error {
+	if !t.IsZero() {
+		c.deadlineSet.Store(true)
+	}
+	return c.Conn.SetReadDeadline(t)
+}
+
+// SetWriteDeadline sets the write deadline, as [net.Conn.SetWriteDeadline]
+// does; [Conn.Release] clears it.
+func (c *Conn) SetWriteDeadline(t time.Time) error {
+	if !t.IsZero() {
+		c.deadlineSet.Store(true)
+	}
+	return c.Conn.SetWriteDeadline(t)
+}
+
 // MarkBroken marks the connection unfit for reuse (for example after a
 // protocol error the caller detected itself): Release will destroy it.
 func (c *Conn) MarkBroken() { c.broken.Store(true) }
 
 // Release gives the connection back to the pool: to the oldest waiter, or
-// to the idle stack. It is destroyed instead when an I/O error was seen
+// to the idle stack, with the deadlines set through this wrapper cleared.
+// It is destroyed instead when an I/O error was seen
 // through this wrapper (or MarkBroken was called), when it outlived its
 // lifetime, when [Pool.Reset] retired it, or when MaxIdleConns are already
 // idle. Release of a conn that is not checked out is a no-op.
