@@ -21,16 +21,16 @@ func TestDeadlines(t *testing.T) {
 	errCustom := errors.New("shutting down")
 	cases := []struct {
 		name string
-		// run calls Do and returns its error, the attempts made and how long
-		// Do took.
-		run   func(t *testing.T) (err error, calls int, took time.Duration)
+		// run calls Do and returns the attempts made, how long Do took and
+		// its error.
+		run   func(t *testing.T) (calls int, took time.Duration, err error)
 		calls int
 		took  time.Duration
 		check func(t *testing.T, err error)
 	}{
 		{
 			name: "context done before the first attempt: op never called",
-			run: func(t *testing.T) (error, int, time.Duration) {
+			run: func(t *testing.T) (int, time.Duration, error) {
 				ctx, cancel := context.WithCancelCause(t.Context())
 				cancel(errCustom)
 				return timed(ctx, &retry.Policy{}, func(context.Context, int) error { return nil })
@@ -44,7 +44,7 @@ func TestDeadlines(t *testing.T) {
 		},
 		{
 			name: "cancel during a wait returns at once",
-			run: func(t *testing.T) (error, int, time.Duration) {
+			run: func(t *testing.T) (int, time.Duration, error) {
 				ctx, cancel := context.WithCancel(t.Context())
 				time.AfterFunc(50*time.Millisecond, cancel)
 				return timed(ctx, &retry.Policy{Jitter: -1}, func(context.Context, int) error { return &phaseError{"connect", true} })
@@ -59,7 +59,7 @@ func TestDeadlines(t *testing.T) {
 		},
 		{
 			name: "a wait that would cross the deadline is not taken",
-			run: func(t *testing.T) (error, int, time.Duration) {
+			run: func(t *testing.T) (int, time.Duration, error) {
 				ctx, cancel := context.WithTimeout(t.Context(), 250*time.Millisecond)
 				defer cancel()
 				// Attempts at 0 and 100ms; the next wait (200ms) would end at
@@ -85,7 +85,7 @@ func TestDeadlines(t *testing.T) {
 		},
 		{
 			name: "the caller's deadline during an attempt stops the retries",
-			run: func(t *testing.T) (error, int, time.Duration) {
+			run: func(t *testing.T) (int, time.Duration, error) {
 				ctx, cancel := context.WithTimeout(t.Context(), time.Second)
 				defer cancel()
 				return timed(ctx, &retry.Policy{Retryable: func(error) bool { return true }}, func(ctx context.Context, _ int) error {
@@ -101,7 +101,7 @@ func TestDeadlines(t *testing.T) {
 		},
 		{
 			name: "AttemptTimeout bounds each attempt and a cut attempt is retried",
-			run: func(t *testing.T) (error, int, time.Duration) {
+			run: func(t *testing.T) (int, time.Duration, error) {
 				p := &retry.Policy{Jitter: -1, AttemptTimeout: time.Second}
 				return timed(t.Context(), p, func(ctx context.Context, n int) error {
 					if n == 3 {
@@ -122,7 +122,7 @@ func TestDeadlines(t *testing.T) {
 		},
 		{
 			name: "attempts all cut by AttemptTimeout say so",
-			run: func(t *testing.T) (error, int, time.Duration) {
+			run: func(t *testing.T) (int, time.Duration, error) {
 				p := &retry.Policy{Jitter: -1, MaxAttempts: 2, AttemptTimeout: 500 * time.Millisecond}
 				return timed(t.Context(), p, func(ctx context.Context, n int) error {
 					<-ctx.Done()
@@ -138,7 +138,7 @@ func TestDeadlines(t *testing.T) {
 		},
 		{
 			name: "AttemptTimeout never extends the caller's deadline",
-			run: func(t *testing.T) (error, int, time.Duration) {
+			run: func(t *testing.T) (int, time.Duration, error) {
 				ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
 				defer cancel()
 				p := &retry.Policy{AttemptTimeout: time.Second}
@@ -157,7 +157,7 @@ func TestDeadlines(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
-				err, calls, took := tc.run(t)
+				calls, took, err := tc.run(t)
 				assert.Equal(t, tc.calls, calls, "attempts")
 				assert.Equal(t, tc.took, took, "time in Do")
 				tc.check(t, err)
@@ -196,7 +196,7 @@ func TestServerAdvisedWaits(t *testing.T) {
 					ctx, cancel = context.WithTimeout(ctx, tc.timeout)
 					defer cancel()
 				}
-				err, calls, took := timed(ctx, tc.policy, func(_ context.Context, n int) error {
+				calls, took, err := timed(ctx, tc.policy, func(_ context.Context, n int) error {
 					if n == 1 {
 						return retry.After(tc.after, errBoom)
 					}
@@ -227,13 +227,13 @@ func TestServerAdvisedWaits(t *testing.T) {
 }
 
 // timed runs p.Do on ctx with op (which also gets the attempt number) and
-// returns the error, the number of attempts and the time Do took.
-func timed(ctx context.Context, p *retry.Policy, op func(context.Context, int) error) (error, int, time.Duration) {
+// returns the number of attempts, the time Do took and its error.
+func timed(ctx context.Context, p *retry.Policy, op func(context.Context, int) error) (int, time.Duration, error) {
 	calls := 0
 	start := time.Now()
 	err := p.Do(ctx, func(ctx context.Context) error {
 		calls++
 		return op(ctx, retry.Attempt(ctx))
 	})
-	return err, calls, time.Since(start)
+	return calls, time.Since(start), err
 }

@@ -34,13 +34,20 @@ var (
 //  1. marked [Permanent]: Do returns the error at once;
 //  2. the caller's context ended: Do returns an [*ExhaustedError] with the
 //     context's cause;
-//  3. with a custom [Policy.Retryable], it alone decides; otherwise
-//  4. context.Canceled is not retried, nor a refusal by an inner Do's
-//     [Budget] ([ErrBudgetExhausted]); an [After] error, or an attempt cut
-//     by AttemptTimeout, is retried; an error with a Retryable() bool method
-//     anywhere in its chain (such as *dial.Error) decides for itself; TLS
-//     certificate verification errors and DNS "no such host" errors
-//     (*net.DNSError with IsNotFound) are not retried; anything else is.
+//  3. an inner Do's final word: an [*ExhaustedError] anywhere in the chain
+//     that retried or stopped for a cause of its own (budget, deadline,
+//     server-advised wait), or [ErrBudgetExhausted] anywhere. Do returns it
+//     as op returned it, so retries never multiply across layers (a Do in a
+//     Do makes 3 attempts with the defaults, not 9). An inner Do with
+//     MaxAttempts 1 leaves retrying to its caller and is not final;
+//  4. with a custom [Policy.Retryable], it alone decides; otherwise
+//  5. context.Canceled is not retried; an [After] error, or an attempt cut
+//     by AttemptTimeout, is retried; the first error in the chain with a
+//     Retryable() bool method (such as *dial.Error, or pool.ErrClosed, which
+//     says false) decides for itself; a shutdown — net.ErrClosed,
+//     fs.ErrClosed (os.ErrClosed), http.ErrServerClosed — is not retried,
+//     nor a TLS certificate verification error or a DNS "no such host"
+//     (*net.DNSError with IsNotFound); anything else is.
 //
 // A failure that is not retried is returned as op returned it. When Do stops
 // retrying a retryable failure — MaxAttempts ran out, the context ended or
@@ -50,7 +57,12 @@ var (
 // error and the cause.
 //
 // Each attempt is a span named "retry.attempt" under the caller's span, with
-// the attempt number, the backoff waited before it and, on failure, error.type.
+// the attempt number, the backoff waited before it and, on failure, error.type
+// (the span's status description is the error type too, and the exception
+// event's message has every URL stripped of userinfo, query and fragment).
+// When a call succeeds after failed attempts, each of those failures is
+// counted on lifeline.masked_failures with lifeline.masked_by=retry, by
+// phase and peer when the error carries them (as *dial.Error does).
 // Do calls op from its own goroutine only, one attempt at a time, and starts
 // no goroutine.
 func (p *Policy) Do(ctx context.Context, op func(ctx context.Context) error) error {
@@ -93,15 +105,17 @@ func run[T any](ctx context.Context, p *Policy, op func(context.Context) (T, err
 		c.budget.deposit()
 	}
 	var (
-		first error                       // of the first failed attempt, for the recovered metric
-		wait  time.Duration               // waited before the attempt
-		bo    *backoff.ExponentialBackOff // built at the first retryable failure only
+		first  error                       // of the first failed attempt, for the recovered metric
+		masked maskedFailures              // the retried failures, counted if a later attempt succeeds
+		wait   time.Duration               // waited before the attempt
+		bo     *backoff.ExponentialBackOff // built at the first retryable failure only
 	)
 	for n := 1; ; n++ {
 		v, err := attempt(ctx, &c, tel, n, wait, op)
 		if err == nil {
 			if first != nil {
 				tel.recovered(ctx, first)
+				tel.masked(ctx, masked)
 			}
 			return v, nil
 		}
@@ -117,6 +131,9 @@ func run[T any](ctx context.Context, p *Policy, op func(context.Context) (T, err
 		}
 		if ctx.Err() != nil {
 			return zero, &ExhaustedError{Attempts: n, Last: err, Cause: ctxCause(ctx)}
+		}
+		if isFinal(err) {
+			return zero, err
 		}
 		if !c.isRetryable(err) {
 			return zero, err
@@ -147,6 +164,8 @@ func run[T any](ctx context.Context, p *Policy, op func(context.Context) (T, err
 			tel.refused(ctx)
 			return zero, &ExhaustedError{Attempts: n, Last: err, Cause: ErrBudgetExhausted}
 		}
+		// Retried: masked if a later attempt succeeds.
+		masked = tel.failed(ctx, masked, err)
 		if !sleep(ctx, wait) {
 			if c.budget != nil {
 				c.budget.refund()

@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
+	"os"
 	"syscall"
 	"testing"
 	"testing/synctest"
@@ -24,6 +26,7 @@ func TestClassification(t *testing.T) {
 	certErr := &tls.CertificateVerificationError{Err: x509.UnknownAuthorityError{}}
 	refused := &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}
 	innerRefusal := &retry.ExhaustedError{Attempts: 1, Last: errBoom, Cause: retry.ErrBudgetExhausted}
+	innerExhausted := &retry.ExhaustedError{Attempts: 3, Last: errBoom}
 	always := func(error) bool { return true }
 	never := func(error) bool { return false }
 
@@ -89,7 +92,29 @@ func TestClassification(t *testing.T) {
 		{"an inner Do's budget refusal is not retried", nil, []error{innerRefusal}, 1, func(t *testing.T, err error) {
 			assert.Same(t, innerRefusal, err, "returned as the operation returned it")
 		}},
-		{"an inner Do's exhaustion is otherwise retried", nil, []error{&retry.ExhaustedError{Attempts: 3, Last: errBoom}}, 3, nil},
+		{"an inner Do's exhaustion is final", nil, []error{innerExhausted}, 1, func(t *testing.T, err error) {
+			assert.Same(t, innerExhausted, err, "returned as the operation returned it")
+		}},
+		{"a wrapped inner exhaustion is final", nil, []error{fmt.Errorf("acquire: %w", innerExhausted)}, 1, nil},
+		{"an inner exhaustion deep in a joined chain is final", nil, []error{fmt.Errorf("a: %w", errors.Join(errBoom, fmt.Errorf("b: %w", innerExhausted)))}, 1, nil},
+		{"an inner exhaustion over a retryable dial error is final", nil, []error{&retry.ExhaustedError{Attempts: 3, Last: &phaseError{"connect", true}}}, 1, nil},
+		{"an inner Do stopped by its deadline after one attempt is final", nil, []error{&retry.ExhaustedError{Attempts: 1, Last: errBoom, Cause: context.DeadlineExceeded}}, 1, nil},
+		{"an inner Do with MaxAttempts 1 leaves retrying to its caller", nil, []error{&retry.ExhaustedError{Attempts: 1, Last: errBoom}}, 3, exhausted(3, errBoom)},
+		{"an inner exhaustion is final even for a custom Retryable", &retry.Policy{Retryable: always}, []error{innerExhausted}, 1, func(t *testing.T, err error) {
+			assert.Same(t, innerExhausted, err)
+		}},
+		{"an inner budget refusal is final even for a custom Retryable", &retry.Policy{Retryable: always}, []error{fmt.Errorf("get: %w", retry.ErrBudgetExhausted)}, 1, nil},
+		{"Retryable() false deep in a joined chain stops", nil, []error{fmt.Errorf("a: %w", errors.Join(errBoom, fmt.Errorf("b: %w", &phaseError{"pool", false})))}, 1, func(t *testing.T, err error) {
+			var pe *phaseError
+			require.ErrorAs(t, err, &pe)
+			assert.NotErrorIs(t, err, retry.ErrExhausted)
+		}},
+		{"the outermost Retryable() decides", nil, []error{fmt.Errorf("a: %w", errors.Join(&phaseError{"connect", true}, &phaseError{"tls", false}))}, 3, nil},
+		{"a closed network conn is not retried", nil, []error{&net.OpError{Op: "read", Net: "tcp", Err: net.ErrClosed}}, 1, returnedAsIs(net.ErrClosed)},
+		{"a closed file is not retried", nil, []error{&os.PathError{Op: "read", Path: "/dev/x", Err: os.ErrClosed}}, 1, returnedAsIs(os.ErrClosed)},
+		{"a closed http.Server is not retried", nil, []error{fmt.Errorf("serve: %w", http.ErrServerClosed)}, 1, returnedAsIs(http.ErrServerClosed)},
+		{"Retryable() true wins over a closed conn inside", nil, []error{errors.Join(&phaseError{"connect", true}, net.ErrClosed)}, 3, nil},
+		{"custom Retryable may retry a closed conn", &retry.Policy{Retryable: always}, []error{net.ErrClosed}, 3, nil},
 		{"custom Retryable retries what the default would not", &retry.Policy{Retryable: always}, []error{certErr}, 3, exhausted(3, certErr)},
 		{"custom Retryable stops what the default would retry", &retry.Policy{Retryable: never}, []error{refused}, 1, returnedAsIs(refused)},
 		{"custom Retryable cannot override Permanent", &retry.Policy{Retryable: always}, []error{retry.Permanent(errBoom)}, 1, returnedAsIs(errBoom)},
@@ -225,7 +250,7 @@ func TestAttempt(t *testing.T) {
 		var got, derived, inner []int
 		err := (&retry.Policy{MaxAttempts: 4}).Do(t.Context(), func(ctx context.Context) error {
 			got = append(got, retry.Attempt(ctx))
-			dctx, cancel := context.WithCancel(context.WithValue(ctx, struct{}{}, 1))
+			dctx, cancel := context.WithCancel(context.WithValue(ctx, otherKey{}, 1))
 			defer cancel()
 			derived = append(derived, retry.Attempt(dctx))
 			if retry.Attempt(ctx) == 2 {
@@ -245,6 +270,9 @@ func TestAttempt(t *testing.T) {
 		assert.Equal(t, []int{1, 2}, inner, "the innermost Do's attempt")
 	})
 }
+
+// otherKey is a context key of the caller's, not retry's.
+type otherKey struct{}
 
 func TestGenericDo(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
@@ -302,10 +330,12 @@ func TestInvalidPolicy(t *testing.T) {
 		assert.EqualValues(t, 1, calls.Load())
 	})
 	t.Run("nil context and nil operation", func(t *testing.T) {
-		//nolint:staticcheck // a nil context is the bad input under test
-		assert.ErrorContains(t, (*retry.Policy)(nil).Do(nil, func(context.Context) error { return nil }), "nil Context")
+		var nilCtx context.Context // the bad input under test
+		assert.ErrorContains(t, (*retry.Policy)(nil).Do(nilCtx, func(context.Context) error { return nil }), "nil Context")
+		_, err := retry.Do(nilCtx, nil, func(context.Context) (int, error) { return 1, nil })
+		assert.ErrorContains(t, err, "nil Context")
 		assert.ErrorContains(t, (*retry.Policy)(nil).Do(t.Context(), nil), "nil operation")
-		_, err := retry.Do[int](t.Context(), nil, nil)
+		_, err = retry.Do[int](t.Context(), nil, nil)
 		assert.ErrorContains(t, err, "nil operation")
 	})
 }

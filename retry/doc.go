@@ -17,8 +17,15 @@
 //     context's deadline is not taken — Do returns at once with the last
 //     error joined to the context's error. Do never sleeps past a deadline.
 //   - Classification. [Permanent] stops at once. The caller's cancel is never
-//     retried. Errors with a Retryable() bool method (such as *dial.Error)
-//     decide for themselves; TLS certificate verification errors and DNS
+//     retried. Retries do not multiply across layers: an inner Do's
+//     [*ExhaustedError] (when it retried, or stopped for its budget, its
+//     deadline or a too-long server-advised wait) and [ErrBudgetExhausted]
+//     are final for an outer Do, anywhere in the chain and whatever a custom
+//     Retryable says, so a Do in a Do makes 3 attempts with the defaults,
+//     not 9. Errors with a Retryable() bool method (such as *dial.Error, or
+//     pool.ErrClosed, which says false) decide for themselves, the
+//     outermost in the chain first; shutdowns (net.ErrClosed, os.ErrClosed,
+//     http.ErrServerClosed), TLS certificate verification errors and DNS
 //     "no such host" errors are not retried; anything else is. A custom
 //     [Policy.Retryable] replaces this default.
 //   - Server-advised waits. [After] asks for a retry no sooner than a
@@ -32,10 +39,16 @@
 //     the cause, so errors.As still finds a *dial.Error and its phase.
 //   - Telemetry. Each attempt is a span ("retry.attempt") under the caller's
 //     span, with lifeline.retry.attempt, lifeline.retry.backoff and
-//     error.type. Metrics count attempts by outcome, retries, budget
-//     refusals and recovered calls — calls that succeeded only after a failed
-//     attempt, by the first failure's error.type — so a fault that retries
-//     hide stays visible.
+//     error.type; a failed attempt's status description is its error type
+//     and its exception event's message has URLs stripped of userinfo, query
+//     and fragment, so no secret reaches a span. Metrics count attempts by
+//     outcome, retries, budget refusals and recovered calls — calls that
+//     succeeded only after a failed attempt, by the first failure's
+//     error.type — and every failure such a call masked, on
+//     lifeline.masked_failures with lifeline.masked_by=retry, by phase and
+//     peer (as *dial.Error labels them), so a fault that retries hide stays
+//     visible. Providers are cached for the most recent few pairs only;
+//     explicit no-op providers cost no span and no instrument.
 //
 // Inside the operation, [Attempt] tells which attempt is running.
 //

@@ -6,7 +6,9 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
+	"net/http"
 	"strconv"
 	"time"
 )
@@ -175,10 +177,41 @@ func ctxCause(ctx context.Context) error {
 	return fmt.Errorf("%w: %w", err, cause)
 }
 
-// isPermanent reports whether err's chain holds a Permanent mark.
-func isPermanent(err error) bool {
-	var p *permanentError
-	return errors.As(err, &p)
+// isFinal reports whether err ends the retries of an outer Do whatever
+// the classification, because an inner Do already spent its retries on it:
+// an [*ExhaustedError] anywhere in err's tree that retried (more than one
+// attempt) or stopped for a reason of its own (its Cause: the Budget, the
+// deadline, a too-long server-advised wait), and [ErrBudgetExhausted]
+// anywhere. Retrying it would multiply the attempts per layer (3 × 3 = 9
+// with the defaults) and defeat the inner Budget. An inner *ExhaustedError
+// of a single attempt with no Cause is not final: that Do had MaxAttempts 1,
+// which leaves retrying to its caller.
+func isFinal(err error) bool {
+	return errors.Is(err, ErrBudgetExhausted) || retriedInside(err)
+}
+
+// retriedInside walks err's tree as errors.Is does and reports whether it
+// holds an *ExhaustedError that retried or has a Cause.
+func retriedInside(err error) bool {
+	for err != nil {
+		if ex, ok := err.(*ExhaustedError); ok && (ex.Attempts > 1 || ex.Cause != nil) {
+			return true
+		}
+		switch u := err.(type) {
+		case interface{ Unwrap() error }:
+			err = u.Unwrap()
+		case interface{ Unwrap() []error }:
+			for _, e := range u.Unwrap() {
+				if retriedInside(e) {
+					return true
+				}
+			}
+			return false
+		default:
+			return false
+		}
+	}
+	return false
 }
 
 // defaultRetryable is the default classification of an error that is not
@@ -186,9 +219,6 @@ func isPermanent(err error) bool {
 func defaultRetryable(err error) bool {
 	if errors.Is(err, context.Canceled) {
 		return false // a cancel is a decision, not a fault
-	}
-	if errors.Is(err, ErrBudgetExhausted) {
-		return false // an inner Do's budget refused: retrying here would defeat it
 	}
 	if _, ok := RetryAfter(err); ok {
 		return true // the server asked for a retry
@@ -198,10 +228,20 @@ func defaultRetryable(err error) bool {
 		return true // cut by our own AttemptTimeout; the caller still has time
 	}
 	// Errors that know their own nature speak for themselves: *dial.Error
-	// reports Retryable by phase without this package importing dial.
+	// reports Retryable by phase, pool.ErrClosed says false, without this
+	// package importing either. The first such error in the chain (the
+	// outermost, as errors.As walks it) decides: a *dial.Error that raced
+	// several addresses answers for all of them, whatever one attempt inside
+	// it says.
 	var self interface{ Retryable() bool }
 	if errors.As(err, &self) {
 		return self.Retryable()
+	}
+	// Something this program closed stays closed: a retry would meet the
+	// same closed conn, listener, file or server. These are shutdowns, not
+	// faults of the network.
+	if errors.Is(err, net.ErrClosed) || errors.Is(err, fs.ErrClosed) || errors.Is(err, http.ErrServerClosed) {
+		return false
 	}
 	// A certificate that failed verification fails the same way next time.
 	var (

@@ -85,9 +85,11 @@ type Policy struct {
 	Budget *Budget
 
 	// Retryable, when set, replaces the default classification (see
-	// [Policy.Do]) for errors that are neither marked [Permanent] nor caused
-	// by the caller's context ending. It is called from the goroutine that
-	// called Do, once per failed attempt.
+	// [Policy.Do]) for errors that are neither marked [Permanent], nor caused
+	// by the caller's context ending, nor an inner Do's final word (an
+	// [*ExhaustedError] that retried or has a Cause, or
+	// [ErrBudgetExhausted]): retries never multiply across layers. It is
+	// called from the goroutine that called Do, once per failed attempt.
 	Retryable func(error) bool
 
 	// TracerProvider makes the per-attempt spans. nil means the otel global

@@ -4,7 +4,7 @@ import (
 	"context"
 	"errors"
 	"reflect"
-	"sync"
+	"sync/atomic"
 
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
@@ -23,20 +23,31 @@ const spanName = "retry.attempt"
 type telemetry struct {
 	tracer trace.Tracer // nil: the provider is a no-op, make no spans
 	inst   *otelx.Retry // nil: the provider is a no-op, record nothing
-}
-
-type telemetryKey struct {
+	// The providers it was built for, for the one-entry front of the cache.
 	tp trace.TracerProvider
 	mp metric.MeterProvider
 }
 
 // telemetries caches one *telemetry per comparable provider pair, so that
 // the hot path neither builds a tracer nor looks instruments up under a lock.
-var telemetries sync.Map // telemetryKey → *telemetry
+// otelx.Memo remembers only the most recent few pairs: a program that makes
+// providers as it goes (tests do, so do per-tenant setups) does not get
+// every one of them, and the exporters behind them, pinned for the life of
+// the process. Non-comparable providers are not cached (built per call).
+var telemetries otelx.Memo[*telemetry]
+
+// lastTelemetry is the pair used last, looked up before telemetries: a
+// Memo key is an interface value, and boxing the pair into it would cost an
+// allocation on every call. Only comparable pairs are stored here, so the
+// == below never meets a non-comparable dynamic type twice.
+var lastTelemetry atomic.Pointer[telemetry]
 
 // off is the telemetry of the no-op providers.
 var off = &telemetry{}
 
+// telemetryFor returns what Do records with for tp and mp (nil: the
+// globals). Explicit no-op providers on both sides get off: no span, no
+// instrument, no cache look-up.
 func telemetryFor(tp trace.TracerProvider, mp metric.MeterProvider) *telemetry {
 	if tp == nil {
 		tp = otel.GetTracerProvider()
@@ -49,23 +60,29 @@ func telemetryFor(tp trace.TracerProvider, mp metric.MeterProvider) *telemetry {
 	if noTrace && noMetric {
 		return off
 	}
-	key := telemetryKey{tp, mp}
-	cacheable := reflect.TypeOf(tp).Comparable() && reflect.TypeOf(mp).Comparable()
-	if cacheable {
-		if t, ok := telemetries.Load(key); ok {
-			return t.(*telemetry)
+	if t := lastTelemetry.Load(); t != nil && t.tp == tp && t.mp == mp {
+		return t
+	}
+	tpComparable := reflect.TypeOf(tp).Comparable()
+	t := telemetries.Get(otelx.ProviderPair{Tracer: tp, Meter: mp}, func() *telemetry {
+		t := &telemetry{tp: tp, mp: mp}
+		switch {
+		case noTrace:
+		case tpComparable:
+			t.tracer = otelx.Tracer(tp, otelx.ScopeRetry)
+		default:
+			// otelx.Tracer keys its cache by a struct that holds tp, and
+			// comparing two such keys panics when tp's dynamic type is not
+			// comparable: ask the provider itself, uncached.
+			t.tracer = tp.Tracer(otelx.ScopeRetry, trace.WithInstrumentationVersion(otelx.Version))
 		}
-	}
-	t := &telemetry{}
-	if !noTrace {
-		t.tracer = otelx.Tracer(tp, otelx.ScopeRetry)
-	}
-	if !noMetric {
-		t.inst = otelx.RetryInstruments(mp)
-	}
-	if cacheable {
-		v, _ := telemetries.LoadOrStore(key, t)
-		t = v.(*telemetry)
+		if !noMetric {
+			t.inst = otelx.RetryInstruments(mp)
+		}
+		return t
+	})
+	if tpComparable && reflect.TypeOf(mp).Comparable() {
+		lastTelemetry.Store(t)
 	}
 	return t
 }
@@ -129,4 +146,42 @@ func (t *telemetry) refused(ctx context.Context) {
 		return
 	}
 	t.inst.BudgetRefusals.Add(ctx, 1)
+}
+
+// maskedRun is a run of retried failures of one call with the same labels.
+type maskedRun struct {
+	phase, peer, errorType string
+	n                      int64
+}
+
+// maskedFailures are the retried failures of one call, waiting to be
+// counted as masked if a later attempt succeeds. Runs of equal labels share
+// one entry, so a long outage of one kind holds one. nil until a failure is
+// retried with the counter enabled: a first-attempt success pays nothing.
+type maskedFailures []maskedRun
+
+// failed notes a failure that Do is about to retry.
+func (t *telemetry) failed(ctx context.Context, m maskedFailures, err error) maskedFailures {
+	if t.inst == nil || !t.inst.Masked.Enabled(ctx) {
+		return m
+	}
+	phase, peer := otelx.MaskedLabels(err)
+	et := otelx.ErrorTypeOf(err)
+	if k := len(m) - 1; k >= 0 && m[k].phase == phase && m[k].peer == peer && m[k].errorType == et {
+		m[k].n++
+		return m
+	}
+	return append(m, maskedRun{phase: phase, peer: peer, errorType: et, n: 1})
+}
+
+// masked counts the failures of a call that then succeeded on
+// lifeline.masked_failures, with lifeline.masked_by=retry, like those a
+// dial's race masks.
+func (t *telemetry) masked(ctx context.Context, m maskedFailures) {
+	if t.inst == nil {
+		return
+	}
+	for _, r := range m {
+		t.inst.Masked.Add(ctx, r.n, otelx.Masked(otelx.MaskedByRetry, r.phase, r.peer, r.errorType))
+	}
 }

@@ -144,7 +144,7 @@ func TestMetrics(t *testing.T) {
 				for _, dp := range sum.DataPoints {
 					label := ""
 					for _, kv := range dp.Attributes.ToSlice() {
-						label += string(kv.Key) + "=" + kv.Value.Emit()
+						label += string(kv.Key) + "=" + kv.Value.String()
 					}
 					got[m.Name][label] += dp.Value
 				}
