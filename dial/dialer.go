@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"strconv"
 	"time"
 
 	"go.opentelemetry.io/otel/metric"
@@ -35,6 +34,8 @@ const (
 	DefaultKeepAliveInterval   = 5 * time.Second
 	DefaultKeepAliveCount      = 3
 	DefaultUserTimeout         = 30 * time.Second
+	DefaultFirstByteTimeout    = 30 * time.Second
+	DefaultMaxAttemptsPerAddress = 2
 )
 
 // A Dialer opens TCP (and TLS over TCP) connections that cannot hang: every
@@ -86,16 +87,43 @@ type Dialer struct {
 	// TLSHandshakeTimeout bounds each TLS handshake. Zero means 5s;
 	// negative means no limit of its own.
 	TLSHandshakeTimeout time.Duration
-	// FirstByteTimeout bounds the wait for the first byte of the reply: the
-	// first Read after the first Write on a returned conn fails with an
-	// *Error of PhaseFirstByte when no byte arrived this long after the
-	// Write. Once a byte has arrived it costs nothing. The caller's own
-	// read deadlines keep working (the earlier one applies) and are
-	// restored after the first byte. After a first-byte timeout the conn's
-	// reads keep failing: close it. Zero or negative means off, and the
-	// conn is returned unwrapped; when on, DialContext's conn is a wrapper
-	// whose NetConn method returns the *net.TCPConn.
+	// FirstByteTimeout bounds the wait for the first byte of the reply on a
+	// returned conn: a Read that gets no byte FirstByteTimeout after the
+	// last Write before it fails with an *Error of PhaseFirstByte, and
+	// Health remembers the stall. This is incident 01 itself: a load
+	// balancer that accepts (and even completes the handshake) and then
+	// never answers. The clock runs from the latest Write, so a request
+	// written in pieces gets the whole limit after its last piece. Once a
+	// byte has arrived the watch costs one atomic load per call. The
+	// caller's own read deadlines keep working (the earlier one applies)
+	// and are restored after the first byte. After a first-byte timeout
+	// the conn's reads keep failing: close it.
+	//
+	// Under TLS only application data counts: the records a server sends
+	// on its own after the handshake (TLS 1.3 session tickets, which
+	// OpenSSL-based servers and load balancers send on every conn) are not
+	// a reply. The watch sits under the *tls.Conn, which DialTLSContext
+	// returns bare (net/http's HTTP/2 needs that), and tells tickets from
+	// data through the ClientSessionCache (a cache that keeps nothing is
+	// installed when the config has none; with SessionTicketsDisabled a
+	// server that sends tickets anyway ends the watch early).
+	//
+	// Zero means 30s; negative means off, and DialContext's conn is then
+	// the bare *net.TCPConn (or what DialFunc returned). When on,
+	// DialContext's conn is a wrapper that keeps the optional interfaces of
+	// the conn under it (SyscallConn, CloseRead, CloseWrite) and whose
+	// NetConn method returns it.
 	FirstByteTimeout time.Duration
+	// MaxAttemptsPerAddress caps the establishment attempts raced to one
+	// address at once. When every address has an attempt in flight (or
+	// has failed) and none has completed after AttemptDelay, the address
+	// still pending that comes first in the order gets another attempt,
+	// up to this many: a load balancer is one address that hangs some of
+	// its connections (incident 01), and a second connection to it is how
+	// the hang is overtaken. A failed attempt is never repeated (that is a
+	// retry, and retry.Policy owns those). Zero means 2; 1 (or negative)
+	// means one attempt per address.
+	MaxAttemptsPerAddress int
 	// Timeout bounds the whole dial: resolution, every attempt and the
 	// handshake. Zero means 15s; negative means no limit of its own.
 	Timeout time.Duration
@@ -143,6 +171,20 @@ func (d *Dialer) tlsHandshakeTimeout() time.Duration {
 }
 
 func (d *Dialer) timeout() time.Duration { return orDefault(d.Timeout, DefaultTimeout) }
+
+func (d *Dialer) firstByteTimeout() time.Duration {
+	return orDefault(d.FirstByteTimeout, DefaultFirstByteTimeout)
+}
+
+func (d *Dialer) maxAttemptsPerAddress() int {
+	switch {
+	case d.MaxAttemptsPerAddress == 0:
+		return DefaultMaxAttemptsPerAddress
+	case d.MaxAttemptsPerAddress < 0:
+		return 1
+	}
+	return d.MaxAttemptsPerAddress
+}
 
 // attemptDelay returns the stagger, or a negative value for serial dialing.
 func (d *Dialer) attemptDelay() time.Duration {
@@ -205,12 +247,15 @@ func orDefault(v, def time.Duration) time.Duration {
 // DialContext connects to address ("host:port") on network "tcp", "tcp4" or
 // "tcp6". The host is resolved (IP literals are not), the addresses are
 // ordered by family (RFC 8305 §4) and by Health, and raced: the first
-// address to complete the TCP connect wins and the others are closed.
+// attempt to complete the TCP connect wins and the others are closed. The
+// race starts as soon as the first family answers (RFC 8305 §3) and
+// addresses that arrive later join it; an address whose attempt stalls
+// gets a second attempt (MaxAttemptsPerAddress).
 //
 // The error is always an *Error; see its documentation for what it tells.
-// The returned conn is a *net.TCPConn (or what DialFunc returned) unless
-// FirstByteTimeout is set, in which case it is a wrapper that watches for
-// the first byte. The caller closes it.
+// The returned conn watches for the first byte of the reply (see
+// FirstByteTimeout; with it off, the conn is the bare *net.TCPConn or what
+// DialFunc returned). The caller closes it.
 func (d *Dialer) DialContext(ctx context.Context, network, address string) (net.Conn, error) {
 	return d.dial(ctx, network, address, false)
 }
@@ -218,8 +263,9 @@ func (d *Dialer) DialContext(ctx context.Context, network, address string) (net.
 // DialTLSContext is DialContext followed by a TLS handshake, raced as one:
 // an attempt wins only when its handshake completes, so an address that
 // accepts TCP and then stalls the handshake is overtaken after AttemptDelay,
-// not after TLSHandshakeTimeout. The returned conn is a *tls.Conn whose
-// ConnectionState reports the negotiated protocol (ALPN).
+// not after TLSHandshakeTimeout. The returned conn is a bare *tls.Conn
+// (net/http uses HTTP/2 only over one) whose ConnectionState reports the
+// negotiated protocol (ALPN); the first-byte watch sits under it.
 func (d *Dialer) DialTLSContext(ctx context.Context, network, address string) (net.Conn, error) {
 	return d.dial(ctx, network, address, true)
 }
@@ -237,6 +283,10 @@ type dialState struct {
 	sock     sockConfig
 	deadline time.Time // the whole dial's, from Timeout; zero: none
 	delay    time.Duration
+	fbt      time.Duration // first-byte limit; 0: off
+	maxPer   int           // MaxAttemptsPerAddress, resolved
+	family   byte          // 0: any, '4', '6'
+	port     uint16
 	traced   bool // the dial span records: make phase spans
 	// literal is the "ip:port" to connect to when the address was an IP
 	// literal, saving its formatting on the hot path; "" otherwise.
@@ -255,9 +305,7 @@ func (d *Dialer) dial(ctx context.Context, network, address string, useTLS bool)
 			Err: &inputError{"nil context"}}
 	}
 	start := time.Now()
-	// s stays on the stack: only the multi-address race copies it to the
-	// heap for its goroutines.
-	s := dialState{d: d, tel: d.telemetry(), network: network, addr: address, useTLS: useTLS}
+	s := &dialState{d: d, tel: d.telemetry(), network: network, addr: address, useTLS: useTLS}
 	if t := d.timeout(); t > 0 {
 		s.deadline = start.Add(t)
 	}
@@ -267,7 +315,7 @@ func (d *Dialer) dial(ctx context.Context, network, address string, useTLS bool)
 		ctx, span = s.tel.tracer.Start(ctx, "dial", spanClient...)
 		s.traced = span.IsRecording()
 	}
-	conn, err := s.run(ctx, span, start)
+	conn, err := s.run(ctx, span)
 	outcome := outcomeOf(err)
 	s.tel.recordDuration(ctx, mPhaseTotal, outcome, time.Since(start).Seconds())
 	endSpan(span, outcome, err)
@@ -277,275 +325,102 @@ func (d *Dialer) dial(ctx context.Context, network, address string, useTLS bool)
 	return conn, nil
 }
 
-func (s *dialState) run(ctx context.Context, span trace.Span, start time.Time) (net.Conn, error) {
-	peers, err := s.prepare(ctx, span, start)
+func (s *dialState) run(ctx context.Context, span trace.Span) (net.Conn, error) {
+	peer, literal, err := s.prepare(ctx, span)
 	if err != nil {
 		return nil, err
 	}
-	return s.race(ctx, peers)
+	r := newRacer(s, ctx)
+	if literal {
+		r.addAddrs([]netip.AddrPort{peer})
+	} else {
+		r.startLookups()
+	}
+	return r.run()
 }
 
-// prepare parses the address, sets up TLS and the socket options, and
-// returns the peers to dial, resolved and ordered.
-func (s *dialState) prepare(ctx context.Context, span trace.Span, start time.Time) ([]netip.AddrPort, error) {
+// prepare parses the network and address, sets up TLS and the socket
+// options, and returns the peer when the host is an IP literal (literal
+// true); otherwise the host is to be resolved.
+func (s *dialState) prepare(ctx context.Context, span trace.Span) (peer netip.AddrPort, literal bool, err error) {
 	d := s.d
 	host, portStr, err := net.SplitHostPort(s.addr)
 	if err != nil {
-		return nil, s.inputErr("%v", err)
+		return peer, false, s.inputErr("%v", err)
 	}
 	s.host = host
-	var family byte // 0: any, '4', '6'
 	switch s.network {
 	case "tcp":
 	case "tcp4":
-		family = '4'
+		s.family = '4'
 	case "tcp6":
-		family = '6'
+		s.family = '6'
 	default:
-		return nil, s.inputErr("network %q not supported (want tcp, tcp4 or tcp6)", s.network)
+		return peer, false, s.inputErr("network %q not supported (want tcp, tcp4 or tcp6)", s.network)
 	}
-	port, err := s.port(ctx, portStr)
-	if err != nil {
-		return nil, err
+	if s.port, err = s.lookupPort(ctx, portStr); err != nil {
+		return peer, false, err
 	}
 	if span.IsRecording() {
-		span.SetAttributes(otelx.ServerAddress(host), otelx.ServerPort(int(port)), otelx.TransportTCP)
+		span.SetAttributes(otelx.ServerAddress(host), otelx.ServerPort(int(s.port)), otelx.TransportTCP)
 	}
 	if s.useTLS {
-		if d.TLSConfig != nil {
-			s.tlsCfg = d.TLSConfig.Clone()
-		} else {
-			s.tlsCfg = &tls.Config{}
-		}
-		if s.tlsCfg.ServerName == "" {
-			// The name, not the raced IP: SNI and verification must be
-			// those of the host the caller asked for.
-			s.tlsCfg.ServerName = host
-		}
+		s.tlsCfg = tlsConfigFor(d.TLSConfig, host)
 	}
 	s.sock = d.sockConfig()
 	s.delay = d.attemptDelay()
+	s.fbt = d.firstByteTimeout()
+	s.maxPer = d.maxAttemptsPerAddress()
 
-	var peers []netip.AddrPort
-	var one [1]netip.AddrPort
-	if ip, err := netip.ParseAddr(host); err == nil || host == "" {
-		// IP literals skip DNS; an empty host means this machine, as in net.
-		if host == "" {
-			ip = netip.IPv4Unspecified()
-			if family == '6' {
-				ip = netip.IPv6Unspecified()
-			}
+	ip, err := netip.ParseAddr(host)
+	if err != nil && host != "" {
+		return peer, false, nil // a name: resolve it
+	}
+	// IP literals skip DNS; an empty host means this machine, as in net.
+	if host == "" {
+		ip = netip.IPv4Unspecified()
+		if s.family == '6' {
+			ip = netip.IPv6Unspecified()
 		}
-		ip = ip.Unmap()
-		if (family == '4' && !ip.Is4()) || (family == '6' && !ip.Is6()) {
-			return nil, s.inputErr("address %s is not of network %s", host, s.network)
-		}
-		one[0] = netip.AddrPortFrom(ip, port)
-		peers = one[:]
-		// Connect to the caller's own string when it is already the
-		// canonical "ip:port" (compared without allocating).
-		var buf [64]byte
-		if string(one[0].AppendTo(buf[:0])) == s.addr {
-			s.literal = s.addr
-		}
-	} else {
-		peers, err = s.resolve(ctx, family, port)
-		if err != nil {
-			return nil, err
-		}
-		peers = s.order(peers, start)
+	}
+	ip = ip.Unmap()
+	if (s.family == '4' && !ip.Is4()) || (s.family == '6' && !ip.Is6()) {
+		return peer, false, s.inputErr("address %s is not of network %s", host, s.network)
+	}
+	peer = netip.AddrPortFrom(ip, s.port)
+	// Connect to the caller's own string when it is already the canonical
+	// "ip:port" (compared without allocating).
+	var buf [64]byte
+	if string(peer.AppendTo(buf[:0])) == s.addr {
+		s.literal = s.addr
 	}
 	if span.IsRecording() {
-		span.SetAttributes(otelx.KeyAddresses.Int(len(peers)))
+		span.SetAttributes(otelx.KeyAddresses.Int(1))
 	}
-	return peers, nil
+	return peer, true, nil
+}
+
+// tlsConfigFor clones the Dialer's TLS config for one dial to host. An
+// empty ServerName becomes the host, not the raced IP: SNI and verification
+// must be those of the name the caller asked for. A config without a
+// ClientSessionCache gets one that keeps nothing, so that the first-byte
+// watch hears of the session tickets the server sends (see ticketCache).
+func tlsConfigFor(base *tls.Config, host string) *tls.Config {
+	var cfg *tls.Config
+	if base != nil {
+		cfg = base.Clone()
+	} else {
+		cfg = &tls.Config{}
+	}
+	if cfg.ServerName == "" {
+		cfg.ServerName = host
+	}
+	return cfg
 }
 
 func (s *dialState) inputErr(format string, args ...any) *Error {
 	return &Error{Phase: PhaseDNS, Network: s.network, Addr: s.addr,
 		Err: &inputError{fmt.Sprintf(format, args...)}}
-}
-
-// port parses a numeric port or looks up a service name.
-func (s *dialState) port(ctx context.Context, p string) (uint16, error) {
-	n, err := strconv.ParseUint(p, 10, 16)
-	switch {
-	case err == nil:
-		return uint16(n), nil
-	case p == "":
-		return 0, s.inputErr("missing port")
-	case errors.Is(err, strconv.ErrRange):
-		return 0, s.inputErr("invalid port %s", p)
-	}
-	port, err := net.DefaultResolver.LookupPort(ctx, s.network, p)
-	if err != nil {
-		return 0, s.inputErr("unknown port %s: %v", p, err)
-	}
-	n = uint64(port)
-	return uint16(n), nil
-}
-
-// resolve looks the host up under ResolveTimeout and returns its addresses
-// of the dial's family with port, duplicates removed, in resolver order.
-func (s *dialState) resolve(ctx context.Context, family byte, port uint16) ([]netip.AddrPort, error) {
-	start := time.Now()
-	ctx, span := s.startChild(ctx, "dial.dns")
-	if span.IsRecording() {
-		span.SetAttributes(otelx.ServerAddress(s.host))
-	}
-	rctx, cancel := s.phaseCtx(ctx, s.d.resolveTimeout(), errResolveTimeout)
-	ips, err := s.lookup(rctx, family)
-	var peers []netip.AddrPort
-	if err == nil {
-		peers = make([]netip.AddrPort, 0, len(ips))
-	next:
-		for _, ip := range ips {
-			ip = ip.Unmap()
-			if !ip.IsValid() || (family == '4' && !ip.Is4()) || (family == '6' && !ip.Is6()) {
-				continue
-			}
-			ap := netip.AddrPortFrom(ip, port)
-			for _, p := range peers {
-				if p == ap {
-					continue next
-				}
-			}
-			peers = append(peers, ap)
-		}
-		if len(peers) == 0 {
-			err = ErrNoAddresses
-		}
-	}
-	var derr *Error
-	if err != nil {
-		derr = s.fail(rctx, PhaseDNS, netip.AddrPort{}, err)
-	}
-	cancel()
-	outcome := mOK
-	if derr != nil {
-		outcome = outcomeOf(derr)
-	}
-	s.tel.recordDuration(ctx, mPhaseDNS, outcome, time.Since(start).Seconds())
-	if span.IsRecording() {
-		span.SetAttributes(otelx.KeyAddresses.Int(len(peers)))
-	}
-	if derr != nil {
-		endSpan(span, outcome, derr)
-		return nil, derr
-	}
-	endSpan(span, outcome, nil)
-	return peers, nil
-}
-
-// resolutionDelay is how long a dial waits for the other family's answer
-// once one family answered with addresses (RFC 8305 §3 recommends 50ms).
-const resolutionDelay = 50 * time.Millisecond
-
-// lookup resolves the host for the dial's family. For "tcp" (either family)
-// the AAAA and A lookups run apart, as RFC 8305 §3 asks: once one of them
-// answers with addresses, the other gets resolutionDelay more, and the dial
-// goes on with what it has. So a resolver whose AAAA (or A) query hangs —
-// a classic broken middlebox — costs 50ms instead of the whole
-// ResolveTimeout and a failed dial. The late lookup is canceled and waited
-// for before lookup returns. When neither family has addresses, the error
-// is the more telling one: a failure other than "not found" wins.
-func (s *dialState) lookup(ctx context.Context, family byte) ([]netip.Addr, error) {
-	res := s.d.resolver()
-	switch family {
-	case '4':
-		return res.LookupNetIP(ctx, "ip4", s.host)
-	case '6':
-		return res.LookupNetIP(ctx, "ip6", s.host)
-	}
-	type answer struct {
-		v6  bool
-		ips []netip.Addr
-		err error
-	}
-	lctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	// One goroutine per family; ch has room for both answers, so neither
-	// ever blocks on sending, and both end once lctx is canceled (the
-	// Resolver contract), which the loops below wait for.
-	ch := make(chan answer, 2)
-	for _, v6 := range [2]bool{true, false} {
-		go func() {
-			network := "ip4"
-			if v6 {
-				network = "ip6"
-			}
-			ips, err := res.LookupNetIP(lctx, network, s.host)
-			ch <- answer{v6, ips, err}
-		}()
-	}
-	var (
-		byFamily [2][]netip.Addr // [0] IPv6, [1] IPv4
-		errs     []error
-		received int
-		timer    *time.Timer
-		delay    <-chan time.Time
-	)
-collect:
-	for received < 2 {
-		select {
-		case a := <-ch:
-			received++
-			if a.err != nil || len(a.ips) == 0 {
-				errs = append(errs, a.err)
-				continue
-			}
-			if a.v6 {
-				byFamily[0] = a.ips
-			} else {
-				byFamily[1] = a.ips
-			}
-			if timer == nil && received < 2 {
-				timer = time.NewTimer(resolutionDelay)
-				delay = timer.C
-			}
-		case <-delay:
-			break collect
-		}
-	}
-	if timer != nil {
-		timer.Stop()
-	}
-	cancel()
-	for ; received < 2; received++ {
-		<-ch // the late lookup, ended by cancel
-	}
-	if len(byFamily[0])+len(byFamily[1]) > 0 {
-		// IPv6 first whatever answered first, as RFC 6724 prefers it; the
-		// families are interleaved later (RFC 8305 §4).
-		return append(byFamily[0], byFamily[1]...), nil
-	}
-	var first error
-	for _, err := range errs {
-		var de *net.DNSError
-		if err != nil && !(errors.As(err, &de) && de.IsNotFound) {
-			return nil, err
-		}
-		if first == nil {
-			first = err
-		}
-	}
-	return nil, first // nil when both answered with no addresses: ErrNoAddresses follows
-}
-
-// order applies Health (demoted peers to the back) and then interleaves the
-// families of each group (RFC 8305 §4), so that Health breaks the family
-// alternation only at the boundary between healthy and demoted peers.
-func (s *dialState) order(peers []netip.AddrPort, now time.Time) []netip.AddrPort {
-	if len(peers) < 2 {
-		return peers
-	}
-	peers, healthy := s.d.Health.order(peers, now)
-	if healthy == len(peers) || healthy == 0 {
-		return interleave(peers)
-	}
-	out := make([]netip.AddrPort, 0, len(peers))
-	out = append(out, interleave(peers[:healthy])...)
-	return append(out, interleave(peers[healthy:])...)
 }
 
 // phaseCtx returns a context bounded by the phase limit (now+limit) and the
@@ -571,47 +446,6 @@ func (s *dialState) phaseCtx(parent context.Context, limit time.Duration, cause 
 }
 
 func noCancel() {}
-
-// fail builds the *Error of a phase that failed with err under ctx: when
-// ctx is done, the cause of ctx decides (a limit of ours, the caller's
-// cancel or deadline, or a lost race); otherwise err itself, stripped of
-// net's wrapping.
-func (s *dialState) fail(ctx context.Context, phase Phase, peer netip.AddrPort, err error) *Error {
-	e := &Error{Phase: phase, Network: s.network, Addr: s.addr, Peer: peer}
-	if ctx.Err() == nil && isTimeout(err) {
-		if dl, ok := ctx.Deadline(); ok && !time.Now().Before(dl) {
-			// net puts the context's deadline on the socket too, so its
-			// i/o timeout can beat the context's own timer by a hair.
-			// The deadline has passed: Done is about to close; wait for
-			// it so that the cause decides, not the order of two timers.
-			<-ctx.Done()
-		}
-	}
-	if ctxErr := ctx.Err(); ctxErr != nil {
-		switch cause := context.Cause(ctx); cause {
-		case errResolveTimeout, errConnectTimeout, errTLSTimeout, errDialTimeout:
-			e.Err = &timeoutError{cause: cause}
-		case errLostRace:
-			e.Err = errLostRace
-		case ctxErr, nil:
-			e.Err = ctxErr
-		default:
-			// The caller's own cause (WithCancelCause, WithTimeoutCause):
-			// keep both, so errors.Is matches the context error and the
-			// cause.
-			e.Err = &causeError{ctxErr: ctxErr, cause: cause}
-		}
-		return e
-	}
-	e.Err = innerError(err)
-	return e
-}
-
-// causeError is the caller's context error with the cause they gave it.
-type causeError struct{ ctxErr, cause error }
-
-func (e *causeError) Error() string   { return e.ctxErr.Error() + ": " + e.cause.Error() }
-func (e *causeError) Unwrap() []error { return []error{e.ctxErr, e.cause} }
 
 // connect makes one TCP connection to peer under ctx.
 func (s *dialState) connect(ctx context.Context, peer netip.AddrPort) (net.Conn, error) {

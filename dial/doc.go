@@ -24,7 +24,7 @@
 // Each dial is traced (spans dial, dial.dns, one dial.connect per raced
 // address, dial.tls; a lost race is not an error) and measured
 // (lifeline.dial.duration by phase and outcome, lifeline.dial.attempts by
-// outcome, and lifeline.dial.masked_failures: attempts that failed or
+// outcome, and lifeline.masked_failures: attempts that failed or
 // stalled while the dial still succeeded, by phase and peer — the signal
 // that shows a bad address while every call works).
 //

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 )
 
 // Phase is the step of establishing a connection at which a dial failed (or,
@@ -87,13 +88,17 @@ func (e *timeoutError) Is(target error) bool { return target == context.Deadline
 // errors.Is(err, context.DeadlineExceeded) and net.Error's Timeout(); a
 // caller's cancel matches context.Canceled.
 //
-// When several addresses were raced and all failed, the top-level Error
+// When several attempts were raced and all failed, the top-level Error
 // carries the Phase and Peer of the attempt that got furthest and its Err
 // holds every attempt's *Error: errors.Is and errors.As reach each of them
 // (so errors.Is(err, syscall.ECONNREFUSED) holds when any attempt was
-// refused, and errors.Is(err, context.DeadlineExceeded) when any timed out),
-// and [Error.Attempts] lists them. Timeout and ErrorType are those of the
-// attempt that got furthest; Retryable is true when any attempt's is.
+// refused), and [Error.Attempts] lists them.
+//
+// One rule answers "was it a timeout": Timeout() is true exactly when
+// errors.Is(err, context.DeadlineExceeded) is — for an aggregate, when any
+// attempt timed out or the dial as a whole ran out of time (its Timeout or
+// the caller's deadline). Retryable is true when any attempt's is;
+// ErrorType is that of the attempt that got furthest.
 //
 // An Error is a value: it is not modified after it is returned and may be
 // shared between goroutines.
@@ -111,6 +116,23 @@ type Error struct {
 	// error, an "i/o timeout" when one of the Dialer's limits expired,
 	// the caller's context error, or every attempt's error when all failed.
 	Err error
+
+	// health is the Dialer's scoreboard, which bounds the peer label of
+	// MetricLabels; nil for an Error made outside a dial.
+	health *Health
+}
+
+// MetricLabels returns the phase and the peer as lifeline's metrics label
+// them (the masked-failure counts of retry and transport read them from
+// the error): the peer's IP only when the Dialer's Health remembers it,
+// "other" when it does not (or the Dialer has no Health), and "" when the
+// error has no peer. So a label's cardinality is bounded by Health's
+// MaxPeers, whatever the resolver returns.
+func (e *Error) MetricLabels() (phase, peer string) {
+	if e == nil {
+		return "", ""
+	}
+	return e.Phase.String(), peerLabel(e.health, e.Peer)
 }
 
 // Error formats the error like *net.OpError:
@@ -148,8 +170,10 @@ func (e *Error) Unwrap() error {
 	return e.Err
 }
 
-// Timeout reports whether the dial failed because a time limit expired: one
-// of the Dialer's phase limits, its Timeout, or the caller's deadline.
+// Timeout reports whether a time limit ended the dial or, for an
+// aggregate, any of its attempts: one of the Dialer's phase limits, its
+// Timeout, or the caller's deadline. It agrees with
+// errors.Is(e, context.DeadlineExceeded).
 func (e *Error) Timeout() bool {
 	if e == nil || e.Err == nil {
 		return false
@@ -263,15 +287,18 @@ func (e *Error) ErrorType() string {
 // for refused, reset and unreachable connects, timeouts and stalls of any
 // phase and TLS handshakes cut short by the network; false for a host that
 // does not exist or has no addresses, a bad address or network, certificate
-// and other TLS protocol failures, and the caller's cancel or deadline.
+// and other TLS protocol failures, and the caller's cancel. A context's
+// deadline is retryable: the Dialer cannot tell the caller's last deadline
+// from a per-attempt one set inside a retried operation, and a retry loop
+// stops by itself once its own context has ended.
 func (e *Error) Retryable() bool {
 	if e == nil {
 		return false
 	}
 	err := e.Err
 	if ae, ok := err.(*attemptsError); ok {
-		if ae.cause != ae.primary.Err {
-			return false // the caller cancelled or ran out of time
+		if errors.Is(ae.cause, context.Canceled) {
+			return false // the caller cancelled
 		}
 		// Worth retrying when any address failed in a way that can heal.
 		for _, a := range ae.attempts {
@@ -281,15 +308,16 @@ func (e *Error) Retryable() bool {
 		}
 		return false
 	}
-	var te *timeoutError
 	switch {
 	case errors.Is(err, context.Canceled):
 		return false
-	case errors.As(err, &te):
-		return true
 	case errors.Is(err, context.DeadlineExceeded):
-		// The caller's own deadline: the caller is out of time.
-		return false
+		// One of our limits, or a context's deadline. The Dialer cannot
+		// tell the caller's outermost deadline from one set per attempt
+		// inside a retried operation (which a later attempt, with time of
+		// its own, may beat); retry.Do stops anyway once its own context
+		// has ended.
+		return true
 	}
 	switch e.Phase {
 	case PhaseDNS:
@@ -396,13 +424,18 @@ func (e *attemptsError) Error() string {
 
 func (e *attemptsError) Unwrap() []error { return e.unwrap }
 
-// Timeout reports whether the furthest attempt (or the whole dial) timed out.
+// Timeout reports whether the dial as a whole or any attempt timed out,
+// as errors.Is does through Unwrap.
 func (e *attemptsError) Timeout() bool {
-	if errors.Is(e.cause, context.DeadlineExceeded) {
+	if isTimeout(e.cause) || errors.Is(e.cause, context.DeadlineExceeded) {
 		return true
 	}
-	var ne net.Error
-	return errors.As(e.cause, &ne) && ne.Timeout()
+	for _, a := range e.attempts {
+		if a.Timeout() {
+			return true
+		}
+	}
+	return false
 }
 
 // Temporary mirrors Timeout; net.Error requires it.
@@ -422,3 +455,44 @@ func innerError(err error) error {
 	}
 	return err
 }
+
+// fail builds the *Error of a phase that failed with err under ctx: when
+// ctx is done, the cause of ctx decides (a limit of ours, the caller's
+// cancel or deadline, or a lost race); otherwise err itself, stripped of
+// net's wrapping.
+func (s *dialState) fail(ctx context.Context, phase Phase, peer netip.AddrPort, err error) *Error {
+	e := &Error{Phase: phase, Network: s.network, Addr: s.addr, Peer: peer, health: s.d.Health}
+	if ctx.Err() == nil && isTimeout(err) {
+		if dl, ok := ctx.Deadline(); ok && !time.Now().Before(dl) {
+			// net puts the context's deadline on the socket too, so its
+			// i/o timeout can beat the context's own timer by a hair.
+			// The deadline has passed: Done is about to close; wait for
+			// it so that the cause decides, not the order of two timers.
+			<-ctx.Done()
+		}
+	}
+	if ctxErr := ctx.Err(); ctxErr != nil {
+		switch cause := context.Cause(ctx); cause {
+		case errResolveTimeout, errConnectTimeout, errTLSTimeout, errDialTimeout:
+			e.Err = &timeoutError{cause: cause}
+		case errLostRace:
+			e.Err = errLostRace
+		case ctxErr, nil:
+			e.Err = ctxErr
+		default:
+			// The caller's own cause (WithCancelCause, WithTimeoutCause):
+			// keep both, so errors.Is matches the context error and the
+			// cause.
+			e.Err = &causeError{ctxErr: ctxErr, cause: cause}
+		}
+		return e
+	}
+	e.Err = innerError(err)
+	return e
+}
+
+// causeError is the caller's context error with the cause they gave it.
+type causeError struct{ ctxErr, cause error }
+
+func (e *causeError) Error() string   { return e.ctxErr.Error() + ": " + e.cause.Error() }
+func (e *causeError) Unwrap() []error { return []error{e.ctxErr, e.cause} }

@@ -43,7 +43,7 @@ func TestTLSRaceResetThenGood(t *testing.T) {
 	st, ok := h.Stats(servers[0].AddrPort())
 	require.True(t, ok)
 	assert.EqualValues(t, 1, st.Resets+st.TLSFailures, "the reset is held against the peer: %+v", st)
-	masked := tel.sumPoints(t, "lifeline.dial.masked_failures")
+	masked := tel.sumPoints(t, "lifeline.masked_failures")
 	require.Len(t, masked, 1)
 	assert.Equal(t, "127.0.0.2", setValue(masked[0].Attributes, "network.peer.address"))
 }

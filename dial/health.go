@@ -245,6 +245,17 @@ func (h *Health) entryLocked(peer netip.AddrPort, now time.Time) *peerEntry {
 	return e
 }
 
+// knows reports whether h remembers peer. A nil *Health knows no peer.
+func (h *Health) knows(peer netip.AddrPort) bool {
+	if h == nil {
+		return false
+	}
+	h.mu.Lock()
+	_, ok := h.peers[peer]
+	h.mu.Unlock()
+	return ok
+}
+
 // Score returns peer's penalty now (0 for a peer never penalised or not
 // remembered). A nil *Health returns 0.
 func (h *Health) Score(peer netip.AddrPort) float64 {

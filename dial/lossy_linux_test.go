@@ -71,7 +71,7 @@ func TestNetnsLossyNetwork(t *testing.T) {
 	assert.Less(t, elapsed, 60*time.Second, "bounded: each call is limited by its 15s context")
 
 	var masked int64
-	for _, p := range rig.sumPoints(t, "lifeline.dial.masked_failures") {
+	for _, p := range rig.sumPoints(t, "lifeline.masked_failures") {
 		masked += p.Value
 		assert.Equal(t, "connect", setValue(p.Attributes, "lifeline.phase"))
 	}

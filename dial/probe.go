@@ -54,7 +54,7 @@ func (d *Dialer) Probe(ctx context.Context, network, address string, useTLS bool
 	ctx, span := s.tel.tracer.Start(ctx, "dial.probe", spanClient...)
 	s.traced = span.IsRecording()
 	defer span.End()
-	peers, err := s.prepare(ctx, span, start)
+	peers, err := s.resolveAll(ctx, span)
 	if err != nil {
 		otelx.RecordError(span, err)
 		return nil, err
@@ -68,7 +68,7 @@ func (d *Dialer) Probe(ctx context.Context, network, address string, useTLS bool
 		// limits (attempt closes what it opened on failure).
 		go func() {
 			defer wg.Done()
-			r := s.attempt(ctx, i, peer)
+			r := s.attempt(ctx, i, peer, false)
 			res := ProbeResult{Peer: peer, Latency: time.Since(r.start)}
 			if r.err != nil {
 				res.Err = r.err

@@ -2,274 +2,397 @@ package dial
 
 import (
 	"context"
-	"crypto/tls"
-	"errors"
 	"net"
 	"net/netip"
 	"slices"
-	"syscall"
 	"time"
 
-	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/lifeline-go/lifeline/internal/otelx"
 )
 
-// attemptResult is how one raced address ended.
-type attemptResult struct {
-	index int
-	peer  netip.AddrPort
-	start time.Time
-	conn  net.Conn // the established conn; nil when err != nil
-	err   *Error   // nil on success; Phase is where the attempt was when it ended
-	// latency is the establishment time of a successful attempt.
-	latency time.Duration
+// racer runs one dial's resolution and race (RFC 8305): the lookups of
+// both families, the staggered attempts, the repeated attempts to an
+// address that stalls, and the collection of every goroutine it started.
+// Only the goroutine that calls run touches its fields; lookups and
+// attempts report on the channels.
+type racer struct {
+	s   *dialState
+	ctx context.Context // the dial's: the caller's context and the dial span
+	// raceCtx is cancelled with errLostRace once a winner is known, which
+	// ends the connects, handshakes and lookups still running.
+	raceCtx context.Context
+	cancel  context.CancelCauseFunc
+
+	// Resolution.
+	answers  chan answer        // room for every lookup: lookups never block
+	lookups  int                // lookups still running
+	rctx     context.Context    // the lookups' context (ResolveTimeout)
+	rcancel  context.CancelFunc //
+	dnsSpan  trace.Span         // open until the race starts or DNS fails
+	dnsStart time.Time
+	dnsErrs  []error
+	seen     []netip.AddrPort // every address learned, for de-duplication
+	holdC    <-chan time.Time // the Resolution Delay (IPv4 answered first)
+	hold     *time.Timer
+
+	// The race.
+	started  bool             // racing (resolution has handed over)
+	queue    []netip.AddrPort // addresses not attempted yet, in dial order
+	flying   []flight         // addresses with attempts in flight, in launch order
+	results  chan attemptResult
+	pending  int // attempts in flight
+	launched int // attempts started, for race_index
+	last     time.Time
+	stagger  *time.Timer
+	staggerC <-chan time.Time // nil while the stagger is not armed
+	failed   []attemptResult
+	winner   *attemptResult
 }
 
-func (r *attemptResult) lost() bool { return r.err != nil && r.err.Err == errLostRace }
+// flight counts the attempts in flight to one address.
+type flight struct {
+	peer netip.AddrPort
+	n    int
+}
 
-// attempt connects to peer and, for TLS dials, completes the handshake. It
-// records the attempt's own telemetry and Health events; a lost race is
-// classified by the caller, which knows who won. On failure the conn is
-// closed.
-func (s *dialState) attempt(ctx context.Context, index int, peer netip.AddrPort) attemptResult {
-	r := attemptResult{index: index, peer: peer, start: time.Now()}
-	cctx, span := s.startChild(ctx, "dial.connect")
-	if span.IsRecording() {
-		span.SetAttributes(peerAttrs(peer, index)...)
-	}
-	connCtx, cancel := s.phaseCtx(cctx, s.d.connectTimeout(), errConnectTimeout)
-	conn, err := s.connect(connCtx, peer)
-	if err != nil {
-		r.err = s.fail(connCtx, PhaseConnect, peer, err)
-	}
-	cancel()
-	outcome := mOK
-	if r.err != nil {
-		outcome = outcomeOf(r.err)
-	}
-	if outcome != mLost {
-		s.tel.recordDuration(ctx, mPhaseConnect, outcome, time.Since(r.start).Seconds())
-	}
-	endSpan(span, outcome, r.err)
-	if r.err != nil {
-		s.finishAttempt(ctx, &r)
-		return r
-	}
-
-	if !s.useTLS {
-		r.latency = time.Since(r.start)
-		if fbt := s.d.FirstByteTimeout; fbt > 0 {
-			r.conn = s.watchFirstByte(conn, peer, true)
-		} else {
-			r.conn = conn
-		}
-		s.finishAttempt(ctx, &r)
-		return r
-	}
-
-	r.conn, r.err = s.handshake(ctx, index, peer, conn)
-	if r.err == nil {
-		r.latency = time.Since(r.start)
-	}
-	s.finishAttempt(ctx, &r)
+func newRacer(s *dialState, ctx context.Context) *racer {
+	r := &racer{s: s, ctx: ctx, results: make(chan attemptResult, 2)}
+	r.raceCtx, r.cancel = context.WithCancelCause(ctx)
 	return r
 }
 
-// handshake runs the TLS client handshake over conn under
-// TLSHandshakeTimeout. With FirstByteTimeout set, the watch wraps the raw
-// conn but is armed only after the handshake, whose own reads and writes
-// must not trigger it. On failure conn is closed.
-func (s *dialState) handshake(ctx context.Context, index int, peer netip.AddrPort, conn net.Conn) (net.Conn, *Error) {
-	start := time.Now()
-	tctx, span := s.startChild(ctx, "dial.tls")
-	if span.IsRecording() {
-		span.SetAttributes(peerAttrs(peer, index)...)
+// startLookups starts the lookups of the dial's families under
+// ResolveTimeout (RFC 8305 §3: AAAA and A apart).
+func (r *racer) startLookups() {
+	s := r.s
+	r.dnsStart = time.Now()
+	var ctx context.Context
+	ctx, r.dnsSpan = s.startChild(r.raceCtx, "dial.dns")
+	if r.dnsSpan.IsRecording() {
+		r.dnsSpan.SetAttributes(otelx.ServerAddress(s.host))
 	}
-	hctx, cancel := s.phaseCtx(tctx, s.d.tlsHandshakeTimeout(), errTLSTimeout)
-	var fb *firstByteConn
-	raw := conn
-	if s.d.FirstByteTimeout > 0 {
-		fb = s.watchFirstByte(conn, peer, false)
-		raw = fb
+	r.rctx, r.rcancel = s.phaseCtx(ctx, s.d.resolveTimeout(), errResolveTimeout)
+	v6, v4 := s.families()
+	r.answers = make(chan answer, 2)
+	if v6 {
+		r.lookups++
+		s.startLookup(r.rctx, true, r.answers)
 	}
-	tc := tls.Client(raw, s.tlsCfg)
-	// HandshakeContext closes raw when hctx is done (a phase limit, the
-	// caller, or another address winning), which unblocks the handshake.
-	err := tc.HandshakeContext(hctx)
-	var e *Error
-	if err != nil {
-		e = s.fail(hctx, PhaseTLS, peer, err)
-		conn.Close()
+	if v4 {
+		r.lookups++
+		s.startLookup(r.rctx, false, r.answers)
 	}
-	cancel()
-	outcome := mOK
-	if e != nil {
-		outcome = outcomeOf(e)
-	}
-	if outcome != mLost {
-		s.tel.recordDuration(ctx, mPhaseTLS, outcome, time.Since(start).Seconds())
-	}
-	if span.IsRecording() && err == nil {
-		st := tc.ConnectionState()
-		span.SetAttributes(tlsAttrs(st)...)
-	}
-	endSpan(span, outcome, e)
-	if e != nil {
-		return nil, e
-	}
-	if fb != nil {
-		fb.arm()
-	}
-	return tc, nil
 }
 
-// finishAttempt records the attempt's outcome in the attempts metric and,
-// for a failure the peer is to blame for, in Health. A lost race, the
-// caller's cancel or deadline and the whole dial's Timeout are not the
-// peer's fault.
-func (s *dialState) finishAttempt(ctx context.Context, r *attemptResult) {
-	if r.err == nil {
-		s.tel.recordAttempt(ctx, mOK)
-		s.d.Health.record(r.peer, EventSuccess, r.latency, time.Now())
+// addAddrs hands addresses to the race: before it starts they wait in the
+// queue; once it runs they join it in dial order (RFC 8305 §3: answers
+// that come late are added to the running race).
+func (r *racer) addAddrs(peers []netip.AddrPort) {
+	if !r.started {
+		r.queue = append(r.queue, peers...)
 		return
 	}
-	outcome := outcomeOf(r.err)
-	if outcome == mLost {
-		return // counted by the race, which knows whether it was a stall
-	}
-	s.tel.recordAttempt(ctx, outcome)
-	if ev, ok := healthEvent(r.err); ok {
-		s.d.Health.record(r.peer, ev, 0, time.Now())
+	// Late answers: IPv6 (the only family that may come late after the
+	// Resolution Delay, or either when one lookup was slow) goes before
+	// the rest, then Health and interleaving decide.
+	r.queue = r.s.order(v6First(append(slices.Clip(peers), r.queue...)), time.Now())
+	if r.pending == 0 {
+		r.launchNext()
+	} else if r.staggerC == nil {
+		// The attempts in flight are older than the stagger (it fired and
+		// found nothing to start): start the newcomer when its turn comes.
+		r.armStagger(max(0, r.s.delay-time.Since(r.last)))
 	}
 }
 
-// healthEvent maps an attempt's error to the Health event it is, if the
-// peer is to blame.
-func healthEvent(e *Error) (Event, bool) {
-	var te *timeoutError
-	switch {
-	case errors.Is(e.Err, errLostRace), errors.Is(e.Err, context.Canceled):
-		return 0, false
-	case errors.As(e.Err, &te):
-		switch te.cause {
-		case errConnectTimeout:
-			return EventConnectTimeout, true
-		case errTLSTimeout:
-			return EventTLSStall, true
+// v6First sorts peers IPv6 first, keeping the order within each family:
+// RFC 6724 prefers IPv6, and interleaving starts with the first family.
+func v6First(peers []netip.AddrPort) []netip.AddrPort {
+	slices.SortStableFunc(peers, func(a, b netip.AddrPort) int {
+		switch {
+		case a.Addr().Is6() == b.Addr().Is6():
+			return 0
+		case a.Addr().Is6():
+			return -1
 		}
-		return 0, false // the whole dial's Timeout
-	case errors.Is(e.Err, context.DeadlineExceeded):
-		return 0, false // the caller's deadline
-	case errors.Is(e.Err, syscall.ECONNREFUSED):
-		return EventRefused, true
-	case errors.Is(e.Err, syscall.ECONNRESET):
-		return EventReset, true
-	case e.Phase == PhaseTLS:
-		return EventTLSFailure, true
-	}
-	return EventFailure, true
+		return 1
+	})
+	return peers
 }
 
-// race dials peers in order per RFC 8305 §5 and returns the first conn to
-// complete. It returns only after every racer it started has ended; the
-// conns of losers are closed.
-func (s *dialState) race(ctx context.Context, peers []netip.AddrPort) (net.Conn, error) {
-	if len(peers) == 1 {
-		// Nothing to race: dial on the caller's goroutine.
-		r := s.attempt(ctx, 0, peers[0])
-		if r.err != nil {
-			return nil, r.err
-		}
-		return r.conn, nil
+// run resolves (unless the address was a literal) and races; it returns
+// only after every lookup and attempt it started has ended.
+func (r *racer) run() (net.Conn, error) {
+	defer r.cancel(errLostRace)
+	if r.lookups == 0 {
+		r.begin()
 	}
-	// The racers share a heap copy of the state and of the peers, so that
-	// the single-address path above allocates neither.
-	shared := *s
-	return shared.raceMany(ctx, slices.Clone(peers))
-}
-
-// raceMany races two or more peers; see race.
-func (s *dialState) raceMany(ctx context.Context, peers []netip.AddrPort) (net.Conn, error) {
-	// raceCtx is cancelled with errLostRace once a winner is known, which
-	// aborts the connects and handshakes still running.
-	raceCtx, cancel := context.WithCancelCause(ctx)
-	defer cancel(errLostRace)
-
-	// Buffered for every racer, so a racer never blocks on sending and
-	// always ends, whoever reads.
-	results := make(chan attemptResult, len(peers))
-	started, pending := 0, 0
-	launch := func() {
-		i := started
-		started++
-		pending++
-		go func() { results <- s.attempt(raceCtx, i, peers[i]) }()
-	}
-	canStart := func() bool {
-		return started < len(peers) && raceCtx.Err() == nil &&
-			(s.deadline.IsZero() || time.Now().Before(s.deadline))
-	}
-
-	var timer *time.Timer
-	var timerC <-chan time.Time
-	if s.delay > 0 {
-		timer = time.NewTimer(s.delay)
-		defer timer.Stop()
-		timerC = timer.C
-	}
-	launch()
-	var winner *attemptResult
-	var failed []attemptResult
-	for pending > 0 && winner == nil {
+	for r.winner == nil && (r.pending > 0 || r.lookups > 0) {
 		select {
-		case r := <-results:
-			pending--
-			if r.err == nil {
-				winner = &r
-				break
-			}
-			failed = append(failed, r)
-			// A failure starts the next address at once (RFC 8305 §5),
-			// and the stagger restarts from it.
-			if canStart() {
-				launch()
-				if timer != nil {
-					timer.Reset(s.delay)
-				}
-			}
-		case <-timerC:
-			// The current attempt is slow: start the next one alongside.
-			if canStart() {
-				launch()
-				if started < len(peers) {
-					timer.Reset(s.delay)
-				}
-			}
+		case a := <-r.answers:
+			r.onAnswer(a)
+		case res := <-r.results:
+			r.onResult(res)
+		case <-r.holdC:
+			r.holdC = nil
+			r.begin()
+		case <-r.staggerC:
+			r.staggerC = nil
+			r.onStagger()
 		}
 	}
-	if winner == nil {
-		return nil, s.allFailed(ctx, failed)
-	}
+	r.stopTimers()
 
+	if r.winner == nil {
+		err := r.lose()
+		r.drain()
+		return nil, err
+	}
 	// Stop the others and wait for every one of them: no goroutine outlives
 	// the dial, and a loser that completed anyway is closed here.
-	cancel(errLostRace)
+	r.cancel(errLostRace)
 	var losers []attemptResult
-	for ; pending > 0; pending-- {
-		r := <-results
-		if r.conn != nil {
+	for ; r.pending > 0; r.pending-- {
+		res := <-r.results
+		if res.conn != nil {
 			// It completed before it saw the cancel: a healthy peer (its
 			// success is already recorded), just not the first.
-			r.conn.Close()
+			res.conn.Close()
 			continue
 		}
-		if r.lost() {
-			losers = append(losers, r)
+		if res.lost() {
+			losers = append(losers, res)
 		} else {
-			failed = append(failed, r)
+			r.failed = append(r.failed, res)
 		}
 	}
-	s.settleLosers(ctx, winner, failed, losers)
-	return winner.conn, nil
+	r.drain()
+	r.s.settleLosers(r.ctx, r.winner, r.failed, losers)
+	return r.winner.conn, nil
+}
+
+// onAnswer takes one family's lookup result.
+func (r *racer) onAnswer(a answer) {
+	r.lookups--
+	var peers []netip.AddrPort
+	if a.err == nil {
+		peers = r.s.usable(a.ips, &r.seen)
+	} else {
+		r.dnsErrs = append(r.dnsErrs, a.err)
+	}
+	if len(peers) > 0 {
+		r.addAddrs(peers)
+	}
+	if r.started {
+		return
+	}
+	switch {
+	case len(r.queue) == 0:
+		// Nothing yet: wait for the other lookup, if any.
+	case a.v6 && len(peers) > 0, r.lookups == 0:
+		// IPv6 answered, or every lookup has: race now.
+		r.begin()
+	case r.holdC == nil:
+		// IPv4 answered first: give IPv6 the Resolution Delay.
+		r.hold = time.NewTimer(resolutionDelay)
+		r.holdC = r.hold.C
+	}
+}
+
+// begin ends the resolution phase and starts racing the queued addresses.
+func (r *racer) begin() {
+	r.started = true
+	if r.hold != nil {
+		r.hold.Stop()
+		r.holdC = nil
+	}
+	if len(r.queue) > 1 {
+		r.queue = r.s.order(v6First(r.queue), time.Now())
+	}
+	r.endDNS(nil)
+	r.launchNext()
+}
+
+// endDNS records the DNS phase, once: when the race starts, or with the
+// error when resolution gave nothing.
+func (r *racer) endDNS(err *Error) {
+	if r.dnsSpan == nil {
+		return
+	}
+	outcome := mOK
+	if err != nil {
+		outcome = outcomeOf(err)
+	}
+	r.s.tel.recordDuration(r.ctx, mPhaseDNS, outcome, time.Since(r.dnsStart).Seconds())
+	if r.dnsSpan.IsRecording() {
+		r.dnsSpan.SetAttributes(otelx.KeyAddresses.Int(len(r.seen)))
+	}
+	if err != nil {
+		endSpan(r.dnsSpan, outcome, err)
+	} else {
+		endSpan(r.dnsSpan, mOK, nil)
+		trace.SpanFromContext(r.ctx).SetAttributes(otelx.KeyAddresses.Int(len(r.seen)))
+	}
+	r.dnsSpan = nil
+}
+
+// onResult takes one attempt's end.
+func (r *racer) onResult(res attemptResult) {
+	r.pending--
+	r.land(res.peer)
+	if res.err == nil {
+		r.winner = &res
+		return
+	}
+	r.failed = append(r.failed, res)
+	// A failure starts the next address at once (RFC 8305 §5), and the
+	// stagger restarts from it. A failed address is not tried again: that
+	// is a retry, which retry.Policy owns.
+	if len(r.queue) > 0 && r.launchNext() && r.s.delay > 0 {
+		r.armStagger(r.s.delay)
+	}
+}
+
+// onStagger runs when the attempts in flight have not completed after
+// AttemptDelay: start the next address alongside; with none left, give
+// the first address still pending another attempt (a lone address races
+// itself: incident 01's load balancer hangs some of its connections).
+func (r *racer) onStagger() {
+	if !r.canStart() {
+		return
+	}
+	if len(r.queue) > 0 {
+		r.launchNext()
+	} else if i := r.repeatable(); i >= 0 {
+		r.launch(r.flying[i].peer, true)
+	} else {
+		return
+	}
+	if len(r.queue) > 0 || r.repeatable() >= 0 {
+		r.armStagger(r.s.delay)
+	}
+}
+
+// repeatable returns the index in flying of the address that gets the
+// next repeated attempt, or -1.
+func (r *racer) repeatable() int {
+	if r.s.delay <= 0 {
+		return -1
+	}
+	for i, f := range r.flying {
+		if f.n < r.s.maxPer {
+			return i
+		}
+	}
+	return -1
+}
+
+// launchNext starts the first queued address, if the dial may still start
+// attempts. It reports whether it did.
+func (r *racer) launchNext() bool {
+	if len(r.queue) == 0 || !r.canStart() {
+		return false
+	}
+	peer := r.queue[0]
+	r.queue = r.queue[1:]
+	r.launch(peer, false)
+	if r.s.delay > 0 && (len(r.queue) > 0 || r.repeatable() >= 0) && r.staggerC == nil {
+		r.armStagger(r.s.delay)
+	}
+	return true
+}
+
+func (r *racer) launch(peer netip.AddrPort, repeat bool) {
+	i := r.launched
+	r.launched++
+	r.pending++
+	r.last = time.Now()
+	found := false
+	for k := range r.flying {
+		if r.flying[k].peer == peer {
+			r.flying[k].n++
+			found = true
+			break
+		}
+	}
+	if !found {
+		r.flying = append(r.flying, flight{peer, 1})
+	}
+	s, ctx, results := r.s, r.raceCtx, r.results
+	go func() { results <- s.attempt(ctx, i, peer, repeat) }()
+}
+
+// land takes an ended attempt off flying.
+func (r *racer) land(peer netip.AddrPort) {
+	for k := range r.flying {
+		if r.flying[k].peer == peer {
+			if r.flying[k].n--; r.flying[k].n == 0 {
+				r.flying = slices.Delete(r.flying, k, k+1)
+			}
+			return
+		}
+	}
+}
+
+func (r *racer) canStart() bool {
+	return r.raceCtx.Err() == nil && (r.s.deadline.IsZero() || time.Now().Before(r.s.deadline))
+}
+
+func (r *racer) armStagger(d time.Duration) {
+	if r.stagger == nil {
+		r.stagger = time.NewTimer(d)
+	} else {
+		r.stagger.Reset(d)
+	}
+	r.staggerC = r.stagger.C
+}
+
+func (r *racer) stopTimers() {
+	if r.stagger != nil {
+		r.stagger.Stop()
+	}
+	if r.hold != nil {
+		r.hold.Stop()
+	}
+}
+
+// drain waits for the lookups still running, which the cancel has ended,
+// and closes the resolution phase.
+func (r *racer) drain() {
+	r.cancel(errLostRace)
+	for ; r.lookups > 0; r.lookups-- {
+		<-r.answers
+	}
+	if r.rcancel != nil {
+		r.rcancel()
+	}
+}
+
+// lose builds the error of a dial that no attempt won.
+func (r *racer) lose() *Error {
+	if len(r.failed) > 0 {
+		return r.s.allFailed(r.ctx, r.failed)
+	}
+	// No attempt was made: resolution gave nothing, or the caller or the
+	// dial's Timeout ended it first.
+	var err error = ErrNoAddresses
+	if len(r.dnsErrs) > 0 {
+		err = dnsError(r.dnsErrs)
+	}
+	if len(r.queue) > 0 {
+		// Addresses, but the caller or the Timeout ended the dial before
+		// any attempt could start.
+		return r.s.fail(r.raceCtx, PhaseConnect, r.queue[0], r.ctx.Err())
+	}
+	ctx := r.rctx
+	if ctx == nil {
+		ctx = r.ctx
+	}
+	e := r.s.fail(ctx, PhaseDNS, netip.AddrPort{}, err)
+	r.endDNS(e)
+	return e
 }
 
 // settleLosers accounts for a race that was won: an address that failed, or
@@ -281,7 +404,7 @@ func (s *dialState) settleLosers(ctx context.Context, winner *attemptResult, fai
 	for i := range failed {
 		r := &failed[i]
 		if healthBlames(r.err) {
-			s.tel.recordMasked(ctx, r.err.Phase, r.peer, r.err.ErrorType())
+			s.recordMasked(ctx, r.err.Phase, r.peer, r.err.ErrorType())
 		}
 	}
 	for i := range losers {
@@ -292,19 +415,14 @@ func (s *dialState) settleLosers(ctx context.Context, winner *attemptResult, fai
 			if r.err.Phase == PhaseTLS {
 				ev = EventTLSStall
 			}
-			s.tel.recordAttempt(ctx, mLost)
-			s.tel.recordMasked(ctx, r.err.Phase, r.peer, r.err.Phase.String()+"_stall")
+			s.tel.recordAttempt(ctx, mLost, r.repeat)
+			// Health first: the masked count labels peers Health knows.
 			s.d.Health.record(r.peer, ev, 0, time.Now())
+			s.recordMasked(ctx, r.err.Phase, r.peer, r.err.Phase.String()+"_stall")
 			continue
 		}
-		s.tel.recordAttempt(ctx, mLost)
+		s.tel.recordAttempt(ctx, mLost, r.repeat)
 	}
-}
-
-// healthBlames reports whether an attempt's failure was the peer's doing.
-func healthBlames(e *Error) bool {
-	_, ok := healthEvent(e)
-	return ok
 }
 
 // allFailed builds the error of a race that no address won. With one
@@ -331,34 +449,8 @@ func (s *dialState) allFailed(ctx context.Context, failed []attemptResult) *Erro
 		cause = s.fail(ctx, primary.Phase, primary.Peer, ctx.Err()).Err
 	}
 	if len(attempts) == 1 && ctx.Err() != nil {
-		return &Error{Phase: primary.Phase, Network: s.network, Addr: s.addr, Peer: primary.Peer, Err: cause}
+		return &Error{Phase: primary.Phase, Network: s.network, Addr: s.addr, Peer: primary.Peer, Err: cause, health: s.d.Health}
 	}
 	return &Error{Phase: primary.Phase, Network: s.network, Addr: s.addr, Peer: primary.Peer,
-		Err: newAttemptsError(cause, primary, attempts)}
-}
-
-// tlsAttrs are the negotiated TLS parameters recorded on the dial.tls span.
-func tlsAttrs(st tls.ConnectionState) []attribute.KeyValue {
-	attrs := []attribute.KeyValue{
-		attribute.String("tls.protocol.version", tlsVersion(st.Version)),
-		attribute.Bool("tls.resumed", st.DidResume),
-	}
-	if st.NegotiatedProtocol != "" {
-		attrs = append(attrs, attribute.String("tls.next_protocol", st.NegotiatedProtocol))
-	}
-	return attrs
-}
-
-func tlsVersion(v uint16) string {
-	switch v {
-	case tls.VersionTLS10:
-		return "1.0"
-	case tls.VersionTLS11:
-		return "1.1"
-	case tls.VersionTLS12:
-		return "1.2"
-	case tls.VersionTLS13:
-		return "1.3"
-	}
-	return "unknown"
+		Err: newAttemptsError(cause, primary, attempts), health: s.d.Health}
 }

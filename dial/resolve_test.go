@@ -60,10 +60,11 @@ func (r *familyResolver) LookupNetIP(ctx context.Context, network, host string) 
 	return out, nil
 }
 
-// TestResolveFamiliesApart: the AAAA and A lookups run apart (RFC 8305 §3);
-// once one family answered with addresses, the other gets 50ms more, so a
-// lookup that hangs costs the Resolution Delay instead of ResolveTimeout
-// and a failed dial. Timings are exact (synctest); every connect succeeds
+// TestResolveFamiliesApart: the AAAA and A lookups run apart (RFC 8305 §3):
+// the race starts as soon as AAAA answers, or 50ms after A answered first
+// (the Resolution Delay), and answers that come later join the running
+// race, so a lookup that hangs costs at most the Resolution Delay, and a
+// fast but useless AAAA answer does not fail a dial that A would complete. Timings are exact (synctest); every connect succeeds
 // at once, so the elapsed time is the resolution's.
 func TestResolveFamiliesApart(t *testing.T) {
 	const v6, v4 = "2001:db8::1", "10.0.0.1"
@@ -84,11 +85,19 @@ func TestResolveFamiliesApart(t *testing.T) {
 		{"A first, AAAA within the delay: both used", at(30*time.Millisecond, v6), at(0, v4), 30 * time.Millisecond, v6, []string{v6}, nil, "", nil},
 		{"A first, AAAA after the delay: go on with A", at(80*time.Millisecond, v6), at(0, v4), 50 * time.Millisecond, v4, []string{v4}, []string{"ip6"}, "", nil},
 		{"AAAA hangs: 50ms, not the 5s ResolveTimeout", hang, at(0, v4), 50 * time.Millisecond, v4, []string{v4}, []string{"ip6"}, "", nil},
-		{"A hangs: 50ms after AAAA", at(10*time.Millisecond, v6), hang, 60 * time.Millisecond, v6, []string{v6}, []string{"ip4"}, "", nil},
+		{"A hangs: AAAA answered, race at once", at(10*time.Millisecond, v6), hang, 10 * time.Millisecond, v6, []string{v6}, []string{"ip4"}, "", nil},
+		{"AAAA fast but unreachable, A at 100ms: A joins the race", at(0, v6), at(100*time.Millisecond, v4),
+			100 * time.Millisecond, v4, []string{v6, v4}, nil, "", map[string]fakeStep{v6: {kind: "refuse"}, v4: {kind: "ok"}}},
+		{"AAAA fast but hanging, A at 100ms: A starts at the stagger", at(0, v6), at(100*time.Millisecond, v4),
+			250 * time.Millisecond, v4, []string{v6, v4}, nil, "", map[string]fakeStep{v6: {kind: "hang"}, v4: {kind: "ok"}}},
+		{"AAAA hanging, A at 400ms: A starts 250ms after the last attempt (v6 raced itself at 250ms)", at(0, v6), at(400*time.Millisecond, v4),
+			500 * time.Millisecond, v4, []string{v6, v6, v4}, nil, "", map[string]fakeStep{v6: {kind: "hang"}, v4: {kind: "ok"}}},
 		{"no AAAA records: no delay", at(0), at(0, v4), 0, v4, []string{v4}, nil, "", nil},
 		{"AAAA not found, A answers", notFound, at(20*time.Millisecond, v4), 20 * time.Millisecond, v4, []string{v4}, nil, "", nil},
 		{"both not found", notFound, notFound, 0, "", nil, nil, "dns_not_found", nil},
 		{"A not found, AAAA hangs: the timeout is the error", hang, notFound, 5 * time.Second, "", nil, []string{"ip6"}, "dns_timeout", nil},
+		{"AAAA hanging, A at 900ms: late A starts at once (the stagger is spent)", at(0, v6), at(900*time.Millisecond, v4),
+			900 * time.Millisecond, v4, []string{v6, v6, v4}, nil, "", map[string]fakeStep{v6: {kind: "hang"}, v4: {kind: "ok"}}},
 		{"interleaved: a hanging v6, then v4 before the second v6", at(0, v6, "2001:db8::2"), at(0, v4),
 			250 * time.Millisecond, v4, []string{v6, v4}, nil, "", map[string]fakeStep{v6: {kind: "hang"}, v4: {kind: "ok"}}},
 		{"both hang: ResolveTimeout", hang, hang, 5 * time.Second, "", nil, []string{"ip4", "ip6"}, "dns_timeout", nil},

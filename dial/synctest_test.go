@@ -2,6 +2,7 @@ package dial_test
 
 import (
 	"context"
+	"errors"
 	"net"
 	"net/netip"
 	"os"
@@ -29,7 +30,7 @@ type fakeNet struct {
 }
 
 type fakeStep struct {
-	kind  string // hang, refuse, ok
+	kind  string // hang, refuse, ok, hangFirst (hang on the first call, then ok)
 	delay time.Duration
 }
 
@@ -38,6 +39,10 @@ func (f *fakeNet) dial(ctx context.Context, _, addr string) (net.Conn, error) {
 	f.mu.Lock()
 	f.calls = append(f.calls, host)
 	step := f.plan[host]
+	if step.kind == "hangFirst" {
+		f.plan[host] = fakeStep{kind: "ok"}
+		step.kind = "hang"
+	}
 	f.mu.Unlock()
 	switch step.kind {
 	case "refuse":
@@ -100,14 +105,25 @@ func TestRaceTiming(t *testing.T) {
 			260 * time.Millisecond, "10.0.0.2", 0, 2},
 		{"serial [hang, ok]: waits for ConnectTimeout", dial.Dialer{AttemptDelay: -1, ConnectTimeout: time.Second},
 			[]fakeStep{hang, ok(0)}, time.Second, "10.0.0.2", 0, 2},
-		{"[hang x3] with defaults: each connect 5s, staggered 250ms", dial.Dialer{}, []fakeStep{hang, hang, hang},
+		{"[hang x3] with defaults: each connect 5s, staggered 250ms, then each raced again", dial.Dialer{}, []fakeStep{hang, hang, hang},
+			5*time.Second + 1250*time.Millisecond, "", dial.PhaseConnect, 6},
+		{"[hang x3] one attempt per address: 3 calls", dial.Dialer{MaxAttemptsPerAddress: 1}, []fakeStep{hang, hang, hang},
 			5*time.Second + 500*time.Millisecond, "", dial.PhaseConnect, 3},
 		{"[hang x3] Timeout 1s cuts the race", dial.Dialer{Timeout: time.Second}, []fakeStep{hang, hang, hang},
-			time.Second, "", dial.PhaseConnect, 3},
+			time.Second, "", dial.PhaseConnect, 4},
+		{"lone [hangs once]: its second attempt wins after AttemptDelay", dial.Dialer{}, []fakeStep{{kind: "hangFirst"}},
+			250 * time.Millisecond, "10.0.0.1", 0, 2},
+		{"lone [hangs once], MaxAttemptsPerAddress 1: waits for ConnectTimeout", dial.Dialer{MaxAttemptsPerAddress: 1, ConnectTimeout: time.Second},
+			[]fakeStep{{kind: "hangFirst"}}, time.Second, "", dial.PhaseConnect, 1},
+		{"lone [refuse]: a failure is not repeated", dial.Dialer{}, []fakeStep{refuse}, 0, "", dial.PhaseConnect, 1},
+		{"[refuse, hangs once]: the pending address races itself", dial.Dialer{}, []fakeStep{refuse, {kind: "hangFirst"}},
+			250 * time.Millisecond, "10.0.0.2", 0, 3},
+		{"serial [hang]: no repeat", dial.Dialer{AttemptDelay: -1, ConnectTimeout: time.Second}, []fakeStep{hang},
+			time.Second, "", dial.PhaseConnect, 1},
 		{"[hang x8] Timeout 1s: no attempt starts after it", dial.Dialer{Timeout: time.Second, AttemptDelay: 400 * time.Millisecond},
 			[]fakeStep{hang, hang, hang, hang, hang, hang, hang, hang}, time.Second, "", dial.PhaseConnect, 3},
 		{"ConnectTimeout off, Timeout bounds", dial.Dialer{ConnectTimeout: -1, Timeout: 2 * time.Second}, []fakeStep{hang},
-			2 * time.Second, "", dial.PhaseConnect, 1},
+			2 * time.Second, "", dial.PhaseConnect, 2},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -131,7 +147,7 @@ func TestRaceTiming(t *testing.T) {
 					var de *dial.Error
 					require.ErrorAs(t, err, &de)
 					assert.Equal(t, tc.phase, de.Phase)
-					assert.True(t, de.Timeout())
+					assert.Equal(t, errors.Is(err, context.DeadlineExceeded), de.Timeout(), "one answer to 'was it a timeout'")
 					return
 				}
 				require.NoError(t, err)

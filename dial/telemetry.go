@@ -4,10 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/netip"
-	"reflect"
-	"sync"
 
-	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
@@ -21,44 +18,10 @@ type telemetry struct {
 	inst   *otelx.Dial
 }
 
-// tracers caches the dial tracer per TracerProvider so that the hot path
-// does not build tracer options on every dial.
-var tracers sync.Map // trace.TracerProvider -> trace.Tracer
-
-// instruments caches otelx.DialInstruments per MeterProvider behind a
-// lock-free read, so that concurrent dials do not queue on otelx's mutex.
-var instruments sync.Map // metric.MeterProvider -> *otelx.Dial
-
+// telemetry returns the Dialer's tracer and instruments, cached per
+// provider by otelx (a bounded cache that does not pin every provider).
 func (d *Dialer) telemetry() telemetry {
-	return telemetry{tracer: tracerFor(d.TracerProvider), inst: instrumentsFor(d.MeterProvider)}
-}
-
-func instrumentsFor(mp metric.MeterProvider) *otelx.Dial {
-	if mp == nil {
-		mp = otel.GetMeterProvider()
-	}
-	if t := reflect.TypeOf(mp); t == nil || !t.Comparable() {
-		return otelx.DialInstruments(mp)
-	}
-	if in, ok := instruments.Load(mp); ok {
-		return in.(*otelx.Dial)
-	}
-	in, _ := instruments.LoadOrStore(mp, otelx.DialInstruments(mp))
-	return in.(*otelx.Dial)
-}
-
-func tracerFor(tp trace.TracerProvider) trace.Tracer {
-	if tp == nil {
-		tp = otel.GetTracerProvider()
-	}
-	if t := reflect.TypeOf(tp); t == nil || !t.Comparable() {
-		return otelx.Tracer(tp, otelx.ScopeDial)
-	}
-	if tr, ok := tracers.Load(tp); ok {
-		return tr.(trace.Tracer)
-	}
-	tr, _ := tracers.LoadOrStore(tp, otelx.Tracer(tp, otelx.ScopeDial))
-	return tr.(trace.Tracer)
+	return telemetry{tracer: otelx.Tracer(d.TracerProvider, otelx.ScopeDial), inst: otelx.DialInstruments(d.MeterProvider)}
 }
 
 // Metric phases: the four Phases plus the whole dial.
@@ -90,7 +53,9 @@ var (
 	// costs no allocation, which keeps a dial with the noop provider close
 	// to a bare net.Dialer.
 	durationOpts [mPhases][mOutcomes][]metric.RecordOption
-	attemptOpts  [mOutcomes][]metric.AddOption
+	// attemptOpts is by outcome and by whether the attempt repeated one
+	// to the same address (MaxAttemptsPerAddress).
+	attemptOpts [mOutcomes][2][]metric.AddOption
 
 	spanClient = []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindClient)}
 )
@@ -103,7 +68,10 @@ func init() {
 		}
 	}
 	for o := range mOutcomes {
-		attemptOpts[o] = []metric.AddOption{metric.WithAttributeSet(attribute.NewSet(otelx.KeyOutcome.String(outcomeNames[o])))}
+		for rep := range 2 {
+			attemptOpts[o][rep] = []metric.AddOption{metric.WithAttributeSet(attribute.NewSet(
+				otelx.KeyOutcome.String(outcomeNames[o]), otelx.KeyRepeat.Bool(rep == 1)))}
+		}
 	}
 }
 
@@ -136,21 +104,36 @@ func (t telemetry) recordDuration(ctx context.Context, phase, outcome int, secon
 	t.inst.Duration.Record(ctx, seconds, durationOpts[phase][outcome]...)
 }
 
-func (t telemetry) recordAttempt(ctx context.Context, outcome int) {
-	t.inst.Attempts.Add(ctx, 1, attemptOpts[outcome]...)
+func (t telemetry) recordAttempt(ctx context.Context, outcome int, repeat bool) {
+	rep := 0
+	if repeat {
+		rep = 1
+	}
+	t.inst.Attempts.Add(ctx, 1, attemptOpts[outcome][rep]...)
 }
 
 // recordMasked counts a failure or stall that the race absorbed in a dial
 // that succeeded: the signal that shows a bad address while every call
-// still works (incidents 01, 02).
-func (t telemetry) recordMasked(ctx context.Context, phase Phase, peer netip.AddrPort, errorType string) {
-	t.inst.Masked.Add(ctx, 1, metric.WithAttributes(
-		otelx.KeyPhase.String(phase.String()),
-		otelx.PeerAddress(peer.Addr().String()),
-		otelx.PeerPort(int(peer.Port())),
-		attribute.String("error.type", errorType),
-		otelx.KeyMaskedBy.String("race"),
-	))
+// still works (incidents 01, 02). The peer is labelled only when Health
+// remembers it, so the label's cardinality is bounded by Health's MaxPeers.
+func (s *dialState) recordMasked(ctx context.Context, phase Phase, peer netip.AddrPort, errorType string) {
+	if !s.tel.inst.Masked.Enabled(ctx) {
+		return
+	}
+	s.tel.inst.Masked.Add(ctx, 1, otelx.Masked(otelx.MaskedByRace, phase.String(),
+		peerLabel(s.d.Health, peer), errorType))
+}
+
+// peerLabel is the network.peer.address of a metric about peer: its IP
+// when h remembers it, otelx.PeerOther otherwise, "" for no peer.
+func peerLabel(h *Health, peer netip.AddrPort) string {
+	switch {
+	case !peer.IsValid():
+		return ""
+	case h.knows(peer):
+		return peer.Addr().String()
+	}
+	return otelx.PeerOther
 }
 
 // noSpan is the span of a phase when the dial span is not recording.
@@ -169,12 +152,16 @@ func (s *dialState) startChild(ctx context.Context, name string) (context.Contex
 }
 
 // peerAttrs are the attributes of a dial.connect or dial.tls span.
-func peerAttrs(peer netip.AddrPort, index int) []attribute.KeyValue {
-	return []attribute.KeyValue{
+func peerAttrs(peer netip.AddrPort, index int, repeat bool) []attribute.KeyValue {
+	attrs := []attribute.KeyValue{
 		otelx.PeerAddress(peer.Addr().String()),
 		otelx.PeerPort(int(peer.Port())),
 		otelx.KeyRaceIndex.Int(index),
 	}
+	if repeat {
+		attrs = append(attrs, otelx.KeyRepeat.Bool(true))
+	}
+	return attrs
 }
 
 // endSpan sets the outcome of a span and marks it failed unless the error is

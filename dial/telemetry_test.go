@@ -43,7 +43,7 @@ func TestTelemetryOfTLSDial(t *testing.T) {
 		assert.EqualValues(t, 1, p.Count)
 	}
 	assert.Equal(t, map[string]string{"dns": "ok", "connect": "ok", "tls": "ok", "total": "ok"}, phases)
-	assert.Empty(t, tel.sumPoints(t, "lifeline.dial.masked_failures"), "nothing was masked")
+	assert.Empty(t, tel.sumPoints(t, "lifeline.masked_failures"), "nothing was masked")
 }
 
 func TestTelemetryOfFailedDial(t *testing.T) {
@@ -62,7 +62,7 @@ func TestTelemetryOfFailedDial(t *testing.T) {
 		outcomes[setValue(p.Attributes, "lifeline.outcome")] += p.Value
 	}
 	assert.Equal(t, map[string]int64{"error": 1}, outcomes)
-	assert.Empty(t, tel.sumPoints(t, "lifeline.dial.masked_failures"), "a failed dial masks nothing")
+	assert.Empty(t, tel.sumPoints(t, "lifeline.masked_failures"), "a failed dial masks nothing")
 	for _, p := range tel.histPoints(t, "lifeline.dial.duration") {
 		assert.Equal(t, "error", setValue(p.Attributes, "lifeline.outcome"))
 	}

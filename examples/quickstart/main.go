@@ -155,7 +155,7 @@ func raceScene(ctx context.Context, w io.Writer) error {
 	return nil
 }
 
-// maskedFailures reads lifeline.dial.masked_failures as "phase@peer=count".
+// maskedFailures reads lifeline.masked_failures as "phase@peer=count".
 func maskedFailures(ctx context.Context, r *sdkmetric.ManualReader) (map[string]int64, error) {
 	var rm metricdata.ResourceMetrics
 	if err := r.Collect(ctx, &rm); err != nil {
@@ -164,7 +164,7 @@ func maskedFailures(ctx context.Context, r *sdkmetric.ManualReader) (map[string]
 	out := map[string]int64{}
 	for _, sm := range rm.ScopeMetrics {
 		for _, m := range sm.Metrics {
-			if m.Name != "lifeline.dial.masked_failures" {
+			if m.Name != "lifeline.masked_failures" {
 				continue
 			}
 			sum, ok := m.Data.(metricdata.Sum[int64])

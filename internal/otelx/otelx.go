@@ -75,6 +75,9 @@ const (
 	KeyState = attribute.Key("lifeline.pool.state")
 	// KeyRaceIndex is the position of a raced address in the dial order.
 	KeyRaceIndex = attribute.Key("lifeline.dial.race_index")
+	// KeyRepeat marks a dial attempt that repeated one to the same
+	// address (a lone address racing itself).
+	KeyRepeat = attribute.Key("lifeline.dial.repeat")
 	// KeyAddresses is the number of addresses a dial resolved.
 	KeyAddresses = attribute.Key("lifeline.dial.addresses")
 	// KeyMaskedBy says what absorbed a failure: race, retry or hedge.
