@@ -25,16 +25,16 @@ type Resolver interface {
 
 // Defaults of the zero Dialer.
 const (
-	DefaultResolveTimeout      = 5 * time.Second
-	DefaultConnectTimeout      = 5 * time.Second
-	DefaultAttemptDelay        = 250 * time.Millisecond
-	DefaultTLSHandshakeTimeout = 5 * time.Second
-	DefaultTimeout             = 15 * time.Second
-	DefaultKeepAliveIdle       = 15 * time.Second
-	DefaultKeepAliveInterval   = 5 * time.Second
-	DefaultKeepAliveCount      = 3
-	DefaultUserTimeout         = 30 * time.Second
-	DefaultFirstByteTimeout    = 30 * time.Second
+	DefaultResolveTimeout        = 5 * time.Second
+	DefaultConnectTimeout        = 5 * time.Second
+	DefaultAttemptDelay          = 250 * time.Millisecond
+	DefaultTLSHandshakeTimeout   = 5 * time.Second
+	DefaultTimeout               = 15 * time.Second
+	DefaultKeepAliveIdle         = 15 * time.Second
+	DefaultKeepAliveInterval     = 5 * time.Second
+	DefaultKeepAliveCount        = 3
+	DefaultUserTimeout           = 30 * time.Second
+	DefaultFirstByteTimeout      = 30 * time.Second
 	DefaultMaxAttemptsPerAddress = 2
 )
 
