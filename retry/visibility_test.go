@@ -205,7 +205,9 @@ func TestMaskedFailures(t *testing.T) {
 		labels(phase, peer, otelx.ErrorTypeOf(dialErr)): 1,
 		labels("", "", "connection_refused"):            1,
 	}
-	assert.Equal(t, want, maskedPoints(t, reader), "two failures masked by the retry")
+	got := maskedPoints(t, reader)
+	t.Logf("masked by the retry: %v", got)
+	assert.Equal(t, want, got, "two failures masked by the retry")
 
 	// A call that fails every attempt masks nothing; nor does one that
 	// succeeds at once.
