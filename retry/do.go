@@ -132,6 +132,8 @@ func run[T any](ctx context.Context, p *Policy, op func(context.Context) (T, err
 		if ctx.Err() != nil {
 			return zero, &ExhaustedError{Attempts: n, Last: err, Cause: ctxCause(ctx)}
 		}
+		// An inner Do already spent its retries (or its budget) on this
+		// failure: retrying it here would multiply the attempts per layer.
 		if isFinal(err) {
 			return zero, err
 		}
