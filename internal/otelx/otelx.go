@@ -36,9 +36,12 @@ func Tracer(tp trace.TracerProvider, scope string) trace.Tracer {
 	if tp == nil {
 		tp = otel.GetTracerProvider()
 	}
-	return tracers.Get(tracerKey{tp, scope}, func() trace.Tracer {
-		return tp.Tracer(scope, trace.WithInstrumentationVersion(Version))
-	})
+	build := func() trace.Tracer { return tp.Tracer(scope, trace.WithInstrumentationVersion(Version)) }
+	if !comparable(tp) {
+		// The key struct would compare the provider and panic.
+		return build()
+	}
+	return tracers.Get(tracerKey{tp, scope}, build)
 }
 
 type tracerKey struct {

@@ -16,6 +16,8 @@ import (
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
+	tracenoop "go.opentelemetry.io/otel/trace/noop"
 	"go.uber.org/goleak"
 
 	"github.com/lifeline-go/lifeline/internal/otelx"
@@ -82,4 +84,56 @@ func TestInstrumentsCachedPerProvider(t *testing.T) {
 	assert.NotNil(t, otelx.RetryInstruments(nil).Attempts)
 	assert.NotNil(t, otelx.PoolInstruments(mp).Evictions)
 	assert.NotNil(t, otelx.TransportInstruments(mp).Stalls)
+}
+
+// uncomparableTP is a TracerProvider whose dynamic type is not comparable
+// (a struct value with a slice), as some wrappers are.
+type uncomparableTP struct {
+	tracenoop.TracerProvider
+	tags []string
+}
+
+func TestMemoBoundedAndSafeForUncomparableProviders(t *testing.T) {
+	// Non-comparable providers are built each time, never compared.
+	var tp trace.TracerProvider = uncomparableTP{tags: []string{"x"}}
+	assert.NotPanics(t, func() { otelx.Tracer(tp, otelx.ScopeDial) })
+	assert.NotPanics(t, func() { otelx.DialInstruments(nil) })
+
+	// Many providers: the cache keeps only the most recent few, so it pins
+	// none of the others.
+	var m otelx.Memo[int]
+	for i := range 100 {
+		mp := sdkmetric.NewMeterProvider()
+		assert.Equal(t, i, m.Get(mp, func() int { return i }))
+		assert.Equal(t, i, m.Get(mp, func() int { return -1 }), "a hit returns the cached value")
+	}
+	assert.LessOrEqual(t, m.Len(), 8)
+}
+
+func TestRedact(t *testing.T) {
+	cases := map[string]string{
+		`Get "http://alice:pw@host:8080/v1?api_key=SECRET&x=1#frag": EOF`: `Get "http://host:8080/v1": EOF`,
+		"dial tcp 127.0.0.1:1: connect: connection refused":                "dial tcp 127.0.0.1:1: connect: connection refused",
+		"two: https://a@b/c?d and wss://e:f@g/h?i=j":                        "two: https://b/c and wss://g/h",
+		"broken %zz://u:p@h/?q=1":                                           "broken %zz://h/",
+	}
+	for in, want := range cases {
+		assert.Equal(t, want, otelx.Redact(in), in)
+	}
+}
+
+func TestRecordErrorRedacts(t *testing.T) {
+	rec := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
+	_, span := otelx.Tracer(tp, otelx.ScopeRetry).Start(t.Context(), "op")
+	otelx.RecordError(span, fmt.Errorf(`Get "http://alice:pw@h/v1?api_key=SECRET": %w`, io.EOF))
+	span.End()
+	s := rec.Ended()[0]
+	assert.Equal(t, "eof", s.Status().Description, "the status is the error type")
+	for _, ev := range s.Events() {
+		for _, kv := range ev.Attributes {
+			assert.NotContains(t, kv.Value.String(), "SECRET")
+			assert.NotContains(t, kv.Value.String(), "alice")
+		}
+	}
 }
