@@ -68,10 +68,14 @@ type Config struct {
 	// probes it for liveness (a non-blocking peek at the socket: EOF, a reset
 	// or unexpected bytes mean the peer is gone — bytes nobody asked for on a
 	// request/response protocol are the server's goodbye) before handing it
-	// out; a dead one is closed and the next is tried. Under TLS (a conn with
-	// a NetConn method) pending bytes are not judged, since a TLS 1.3 session
-	// ticket may be waiting; conns without a file descriptor (net.Pipe) are
-	// not probed. 0 means 1s; negative means never probe.
+	// out; a dead one is closed and the next is tried. The probe looks at the
+	// innermost conn, unwrapping NetConn methods (*tls.Conn). Under such a
+	// wrapper pending bytes may be a TLS 1.3 session ticket, or the
+	// close_notify alert of a server that closed: the conn is dead when the
+	// kernel also reports the peer's FIN or reset (TCP state, on Linux and
+	// macOS; elsewhere it is taken as alive). Conns without a file
+	// descriptor (net.Pipe) are not probed. 0 means 1s; negative means never
+	// probe.
 	CheckAfterIdle time.Duration
 
 	// AcquireTimeout bounds Acquire when its context has no deadline.

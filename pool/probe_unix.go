@@ -16,14 +16,27 @@ import (
 // before it closes), or a reply to a request whose caller gave up.
 var errUnexpectedData = errors.New("pool: unexpected data on an idle connection")
 
-// probe tells whether an idle connection is still usable, without blocking:
-// it peeks at the socket with MSG_PEEK|MSG_DONTWAIT through syscall.RawConn.
-// EAGAIN means alive (nothing to read, no FIN, no RST); 0 bytes means the
-// peer sent FIN; ECONNRESET and other errors mean dead; pending bytes mean
-// dead for plain conns, but not under TLS (or another wrapper found through
-// NetConn), where a TLS 1.3 session ticket can legitimately be waiting.
-// Conns that expose no file descriptor (net.Pipe, custom types) are taken as
-// alive. It returns nil for alive.
+// errPeerClosed: bytes wait on an idle wrapped (TLS) connection and the
+// peer has closed its side: the bytes are its close_notify alert, the FIN
+// right behind them.
+var errPeerClosed = errors.New("pool: peer closed the idle connection")
+
+// probe tells whether an idle connection is still usable, without blocking.
+// It unwraps c through NetConn methods (*tls.Conn and other wrappers) to the
+// innermost conn and peeks at its socket with MSG_PEEK|MSG_DONTWAIT. It
+// returns nil for alive:
+//
+//   - nothing to read (EAGAIN): alive;
+//   - 0 bytes: the peer sent FIN; ECONNRESET or another error: dead;
+//   - bytes pending on a plain conn: dead (a request/response peer sends
+//     nothing unasked but its goodbye);
+//   - bytes pending under a wrapper: a TLS 1.3 session ticket on a live
+//     conn, or the close_notify alert of a server that closed, whose FIN
+//     follows it. The TCP state tells them apart where the OS reports it
+//     (peerClosed); elsewhere the conn is taken as alive.
+//
+// Conns that expose no file descriptor (net.Pipe, custom types) are taken
+// as alive.
 func probe(c net.Conn) error {
 	wrapped := false
 	for {
@@ -42,30 +55,36 @@ func probe(c net.Conn) error {
 	if err != nil {
 		return err
 	}
-	var (
-		buf  [1]byte
-		perr error
-	)
-	err = rc.Read(func(fd uintptr) bool {
-		for {
-			n, _, e := unix.Recvfrom(int(fd), buf[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
-			switch {
-			case e == unix.EINTR:
-				continue
-			case e == unix.EAGAIN || e == unix.EWOULDBLOCK:
-				perr = nil
-			case e != nil:
-				perr = e
-			case n == 0:
-				perr = io.EOF
-			case !wrapped:
-				perr = errUnexpectedData
-			}
-			return true // never wait for readability: the probe must not block
-		}
-	})
+	var perr error
+	// Control, not Read: the peek never waits for readiness, and Read would
+	// fail on a read deadline that passed (set on the embedded conn by a
+	// former holder), which says nothing about the peer.
+	err = rc.Control(func(fd uintptr) { perr = peek(int(fd), wrapped) })
 	if err != nil {
 		return err
 	}
 	return perr
+}
+
+// peek is probe's verdict on the socket fd.
+func peek(fd int, wrapped bool) error {
+	var buf [1]byte
+	for {
+		n, _, err := unix.Recvfrom(fd, buf[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err == unix.EAGAIN || err == unix.EWOULDBLOCK:
+			return nil
+		case err != nil:
+			return err
+		case n == 0:
+			return io.EOF
+		case !wrapped:
+			return errUnexpectedData
+		case peerClosed(fd):
+			return errPeerClosed
+		}
+		return nil
+	}
 }
