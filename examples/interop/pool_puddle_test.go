@@ -32,15 +32,6 @@ func (p *pipes) close() {
 	}
 }
 
-// acquirer is the shape both pools are driven through.
-type acquirer interface {
-	get(ctx context.Context) (release func(), err error)
-}
-
-type lifelinePool struct{ p *pool.Pool }
-
-type puddlePool struct{ p *puddle.Pool[net.Conn] }
-
 func newLifeline(tb testing.TB) *pool.Pool {
 	var ps pipes
 	p, err := pool.New(pool.Config{Dial: ps.dial, MaxConns: size, DialRate: -1})

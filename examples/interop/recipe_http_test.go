@@ -1,6 +1,7 @@
 package interop_test
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"log"
@@ -115,8 +116,12 @@ func TestRecipeNetHTTPNeedsForceAttemptHTTP2(t *testing.T) {
 	defer client.CloseIdleConnections()
 
 	for i := range 3 {
-		if proto, body, err := get(t, client, srv); err == nil {
+		proto, body, err := get(t, client, srv)
+		if err == nil {
 			t.Fatalf("request %d without ForceAttemptHTTP2: HTTP/%d %q, want a failure", i+1, proto, body)
+		}
+		if de := (*dial.Error)(nil); errors.As(err, &de) {
+			t.Fatalf("request %d: the dial failed (%v), want a dial that succeeds and a request that fails", i+1, err)
 		}
 	}
 	if n := served.Load(); n != 0 {
