@@ -1,8 +1,11 @@
 package pool
 
 import (
+	"errors"
+	"fmt"
 	"net"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -18,7 +21,10 @@ const (
 
 // Conn is a connection checked out of a [Pool]. It embeds the net.Conn that
 // Config.Dial returned; use it as that conn, then give it back with
-// [Conn.Release] or destroy it with [Conn.Close].
+// [Conn.Release] or destroy it with [Conn.Close]. The optional interfaces
+// that an embedded interface would hide are passed through:
+// [Conn.SyscallConn], [Conn.CloseWrite], [Conn.CloseRead] and
+// [Conn.NetConn].
 //
 // Read and Write go through the pool's wrapper, which marks the connection
 // broken on ANY error, timeouts included: a deadline that fires mid-message
@@ -103,6 +109,62 @@ func (c *Conn) SetWriteDeadline(t time.Time) error {
 	}
 	return c.Conn.SetWriteDeadline(t)
 }
+
+// CloseWrite shuts down the writing side of the connection, as
+// [net.TCPConn.CloseWrite] (a FIN) or [crypto/tls.Conn.CloseWrite] (a
+// close_notify alert) do, when the conn Config.Dial returned has such a
+// method; it returns an error wrapping [errors.ErrUnsupported] when it has
+// none. A half-closed connection is not reused: it is marked broken, and
+// Release destroys it.
+func (c *Conn) CloseWrite() error {
+	cw, ok := c.Conn.(interface{ CloseWrite() error })
+	if !ok {
+		return fmt.Errorf("pool: CloseWrite on a %T: %w", c.Conn, errors.ErrUnsupported)
+	}
+	c.broken.Store(true)
+	return cw.CloseWrite()
+}
+
+// CloseRead shuts down the reading side of the connection, as
+// [net.TCPConn.CloseRead] does, when the conn Config.Dial returned has such
+// a method; it returns an error wrapping [errors.ErrUnsupported] when it has
+// none. Like CloseWrite, it marks the connection broken.
+func (c *Conn) CloseRead() error {
+	cr, ok := c.Conn.(interface{ CloseRead() error })
+	if !ok {
+		return fmt.Errorf("pool: CloseRead on a %T: %w", c.Conn, errors.ErrUnsupported)
+	}
+	c.broken.Store(true)
+	return cr.CloseRead()
+}
+
+// SyscallConn returns the raw socket of the connection, so that *Conn is a
+// [syscall.Conn] as the conn it wraps is: clients such as go-redis check
+// idle connections for a peer's close only through it. It is found on the
+// conn Config.Dial returned or, for a wrapper such as *tls.Conn, on the
+// first conn down its chain of NetConn methods that has it; without one, the
+// error wraps [errors.ErrUnsupported]. The socket stays owned by the pool:
+// do not close it, and know that I/O through it bypasses the broken check
+// of Read and Write (call [Conn.MarkBroken] after a failure there).
+func (c *Conn) SyscallConn() (syscall.RawConn, error) {
+	for nc := c.Conn; nc != nil; {
+		if sc, ok := nc.(syscall.Conn); ok {
+			return sc.SyscallConn()
+		}
+		u, ok := nc.(interface{ NetConn() net.Conn })
+		if !ok {
+			break
+		}
+		nc = u.NetConn()
+	}
+	return nil, fmt.Errorf("pool: SyscallConn on a %T: %w", c.Conn, errors.ErrUnsupported)
+}
+
+// NetConn returns the connection Config.Dial returned, which *Conn wraps
+// (the embedded Conn field), as [crypto/tls.Conn.NetConn] does; code that
+// unwraps conns through NetConn finds it this way. The pool still owns it:
+// I/O, deadlines and Close on it bypass the wrapper (see [Conn]).
+func (c *Conn) NetConn() net.Conn { return c.Conn }
 
 // MarkBroken marks the connection unfit for reuse (for example after a
 // protocol error the caller detected itself): Release will destroy it.

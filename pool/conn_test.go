@@ -2,9 +2,13 @@ package pool_test
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"io"
 	"net"
+	"syscall"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/stretchr/testify/assert"
@@ -92,4 +96,89 @@ func TestReleaseClearsDeadlines(t *testing.T) {
 		assert.Equal(t, int64(1), srv.Stats().Accepted)
 		assert.Zero(t, p.Stats().Evicted())
 	})
+}
+
+// closeWriter and closeReader are the optional interfaces of *net.TCPConn
+// and *tls.Conn that a wrapper must not hide.
+type (
+	closeWriter interface{ CloseWrite() error }
+	closeReader interface{ CloseRead() error }
+)
+
+// CloseWrite on a pooled TCP conn half-closes it: the server reads EOF and
+// can still answer. A half-closed conn is not reused.
+func TestConnCloseWrite(t *testing.T) {
+	srv := faultnet.Start(t, faultnet.Config{Handler: func(c net.Conn) {
+		n, err := io.Copy(io.Discard, c) // until the client's FIN
+		if err == nil {
+			_, _ = fmt.Fprintf(c, "got %d bytes and EOF", n)
+		}
+	}})
+	p := tcpPool(t, srv, pool.Config{})
+	c, err := p.Acquire(t.Context())
+	require.NoError(t, err)
+	_, err = c.Write([]byte("hello"))
+	require.NoError(t, err)
+	cw, ok := any(c).(closeWriter)
+	require.True(t, ok, "*pool.Conn hides CloseWrite")
+	require.NoError(t, cw.CloseWrite())
+	require.NoError(t, c.SetReadDeadline(time.Now().Add(5*time.Second)))
+	reply, err := io.ReadAll(c)
+	require.NoError(t, err)
+	assert.Equal(t, "got 5 bytes and EOF", string(reply))
+	c.Release()
+	assert.Equal(t, int64(1), p.Stats().EvictedBroken, "a half-closed conn is not reused")
+	assert.Zero(t, p.Stats().Open)
+}
+
+// CloseRead is passed through too, and retires the conn.
+func TestConnCloseRead(t *testing.T) {
+	srv := faultnet.Start(t, faultnet.Config{})
+	p := tcpPool(t, srv, pool.Config{})
+	c, err := p.Acquire(t.Context())
+	require.NoError(t, err)
+	cr, ok := any(c).(closeReader)
+	require.True(t, ok, "*pool.Conn hides CloseRead")
+	require.NoError(t, cr.CloseRead())
+	n, err := c.Conn.Read(make([]byte, 1)) // past the wrapper: CloseRead alone marks it
+	assert.Zero(t, n)
+	assert.ErrorIs(t, err, io.EOF)
+	c.Release()
+	assert.Equal(t, int64(1), p.Stats().EvictedBroken)
+}
+
+// Where the conn has no such method (net.Pipe), the wrapper says so with
+// errors.ErrUnsupported and leaves the conn as it was.
+func TestConnOptionalInterfacesUnsupported(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var d pipeDialer
+		p, err := pool.New(pool.Config{Dial: d.Dial})
+		require.NoError(t, err)
+		defer p.Close()
+		c, err := p.Acquire(t.Context())
+		require.NoError(t, err)
+		err = any(c).(closeWriter).CloseWrite()
+		assert.ErrorIs(t, err, errors.ErrUnsupported)
+		assert.ErrorContains(t, err, "pool: CloseWrite")
+		assert.ErrorIs(t, any(c).(closeReader).CloseRead(), errors.ErrUnsupported)
+		_, err = any(c).(syscall.Conn).SyscallConn()
+		assert.ErrorIs(t, err, errors.ErrUnsupported)
+		assert.ErrorContains(t, err, "pool: SyscallConn")
+		echo(t, c, "still fine")
+		c.Release()
+		assert.Zero(t, p.Stats().Evicted())
+		assert.Equal(t, 1, p.Stats().Idle)
+	})
+}
+
+// NetConn returns the conn Config.Dial returned, like tls.Conn's.
+func TestConnNetConn(t *testing.T) {
+	srv, clientCfg, _ := tlsEchoServer(t, time.Minute)
+	p := tlsPool(t, srv, clientCfg, pool.Config{})
+	c, err := p.Acquire(t.Context())
+	require.NoError(t, err)
+	defer c.Release()
+	u, ok := any(c).(interface{ NetConn() net.Conn })
+	require.True(t, ok)
+	assert.Same(t, c.Conn, u.NetConn())
 }
