@@ -1,6 +1,7 @@
 package pool
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -104,19 +105,22 @@ type Config struct {
 	MeterProvider metric.MeterProvider
 }
 
-// settings is a Config with every default resolved; a Pool keeps its own copy.
+// settings is a Config with every default resolved; a Pool keeps its own
+// copy. Every duration here reads the same way: > 0 is the limit or
+// interval in force, 0 means the mechanism is off (the Config said
+// negative). A Config's 0 never arrives here: it became the default.
 type settings struct {
 	maxConns          int
 	maxIdle           int
 	minIdle           int
-	maxIdleTime       time.Duration // <= 0: never
-	maxLifetime       time.Duration // <= 0: never
-	jitter            time.Duration // <= 0: none
-	healthCheckPeriod time.Duration // <= 0: no periodic sweep
-	checkAfterIdle    time.Duration // < 0: never probe
-	acquireTimeout    time.Duration // <= 0: ctx only
-	dialTimeout       time.Duration
-	dialRate          float64 // +Inf: unlimited
+	maxIdleTime       time.Duration
+	maxLifetime       time.Duration
+	jitter            time.Duration
+	healthCheckPeriod time.Duration
+	checkAfterIdle    time.Duration
+	acquireTimeout    time.Duration
+	dialTimeout       time.Duration // never 0: a negative DialTimeout is an error
+	dialRate          float64       // +Inf: unlimited
 	dialBurst         int
 }
 
@@ -130,52 +134,28 @@ const (
 	defaultDialTimeout       = 30 * time.Second
 )
 
-func (c *Config) maxConns() int {
-	if c.MaxConns == 0 {
-		return defaultMaxConns
-	}
-	return c.MaxConns
-}
-
-func (c *Config) maxIdleConns() int {
-	if c.MaxIdleConns == 0 {
-		return c.maxConns()
-	}
-	return c.MaxIdleConns
-}
-
-func (c *Config) maxIdleTime() time.Duration { return orDefault(c.MaxIdleTime, defaultMaxIdleTime) }
-func (c *Config) maxLifetime() time.Duration { return orDefault(c.MaxLifetime, defaultMaxLifetime) }
-
-func (c *Config) maxLifetimeJitter() time.Duration {
-	if c.MaxLifetimeJitter == 0 {
-		if lt := c.maxLifetime(); lt > 0 {
-			return lt / 10
-		}
+// duration resolves a Config duration the way every one of them reads:
+// 0 means def, negative means off (0 in settings), positive is itself.
+func duration(d, def time.Duration) time.Duration {
+	switch {
+	case d == 0:
+		return def
+	case d < 0:
 		return 0
 	}
-	return c.MaxLifetimeJitter
+	return d
 }
 
-func (c *Config) healthCheckPeriod() time.Duration {
-	return orDefault(c.HealthCheckPeriod, defaultHealthCheckPeriod)
-}
-func (c *Config) checkAfterIdle() time.Duration {
-	return orDefault(c.CheckAfterIdle, defaultCheckAfterIdle)
-}
-func (c *Config) acquireTimeout() time.Duration {
-	return orDefault(c.AcquireTimeout, defaultAcquireTimeout)
-}
-func (c *Config) dialTimeout() time.Duration { return orDefault(c.DialTimeout, defaultDialTimeout) }
-
-func (c *Config) dialRate() float64 {
+// dialRate resolves Config.DialRate: 0 means 10·maxConns, negative (or
+// +Inf) means unlimited, returned as +Inf.
+func dialRate(r float64, maxConns int) float64 {
 	switch {
-	case c.DialRate == 0:
-		return 10 * float64(c.maxConns())
-	case c.DialRate < 0:
+	case r == 0:
+		return 10 * float64(maxConns)
+	case r < 0:
 		return math.Inf(1)
 	}
-	return c.DialRate
+	return r
 }
 
 // dialBurst is the token bucket's depth: 100 ms worth of DialRate, at least
@@ -187,13 +167,6 @@ func dialBurst(r float64, maxConns int) int {
 	}
 	b := int(math.Ceil(r / 10))
 	return max(1, min(b, maxConns))
-}
-
-func orDefault(d, def time.Duration) time.Duration {
-	if d == 0 {
-		return def
-	}
-	return d
 }
 
 // resolve validates c and returns its resolved settings.
@@ -218,39 +191,39 @@ func (c *Config) resolve() (settings, error) {
 	if math.IsNaN(c.DialRate) {
 		bad("Config.DialRate must be a number (got NaN)")
 	}
-	if len(errs) == 0 {
-		maxConns := c.maxConns()
-		if c.maxIdleConns() > maxConns {
-			bad("Config.MaxIdleConns (%d) must not exceed MaxConns (%d)", c.MaxIdleConns, maxConns)
-		}
-		if c.MinIdleConns > maxConns {
-			bad("Config.MinIdleConns (%d) must not exceed MaxConns (%d)", c.MinIdleConns, maxConns)
-		} else if c.MinIdleConns > c.maxIdleConns() {
-			bad("Config.MinIdleConns (%d) must not exceed MaxIdleConns (%d)", c.MinIdleConns, c.maxIdleConns())
-		}
-		if lt, j := c.maxLifetime(), c.maxLifetimeJitter(); lt > 0 && j >= lt {
-			bad("Config.MaxLifetimeJitter (%v) must be less than MaxLifetime (%v)", j, lt)
-		}
-	}
 	if len(errs) > 0 {
 		return settings{}, errors.Join(errs...)
 	}
 	s := settings{
-		maxConns:          c.maxConns(),
-		maxIdle:           c.maxIdleConns(),
+		maxConns:          cmp.Or(c.MaxConns, defaultMaxConns),
 		minIdle:           c.MinIdleConns,
-		maxIdleTime:       c.maxIdleTime(),
-		maxLifetime:       c.maxLifetime(),
-		jitter:            c.maxLifetimeJitter(),
-		healthCheckPeriod: c.healthCheckPeriod(),
-		checkAfterIdle:    c.checkAfterIdle(),
-		acquireTimeout:    c.acquireTimeout(),
-		dialTimeout:       c.dialTimeout(),
-		dialRate:          c.dialRate(),
+		maxIdleTime:       duration(c.MaxIdleTime, defaultMaxIdleTime),
+		maxLifetime:       duration(c.MaxLifetime, defaultMaxLifetime),
+		healthCheckPeriod: duration(c.HealthCheckPeriod, defaultHealthCheckPeriod),
+		checkAfterIdle:    duration(c.CheckAfterIdle, defaultCheckAfterIdle),
+		acquireTimeout:    duration(c.AcquireTimeout, defaultAcquireTimeout),
+		dialTimeout:       duration(c.DialTimeout, defaultDialTimeout),
 	}
-	if s.maxLifetime <= 0 {
-		s.jitter = 0
+	s.maxIdle = cmp.Or(c.MaxIdleConns, s.maxConns)
+	s.jitter = duration(c.MaxLifetimeJitter, s.maxLifetime/10)
+	if s.maxIdle > s.maxConns {
+		bad("Config.MaxIdleConns (%d) must not exceed MaxConns (%d)", s.maxIdle, s.maxConns)
 	}
+	if s.minIdle > s.maxConns {
+		bad("Config.MinIdleConns (%d) must not exceed MaxConns (%d)", s.minIdle, s.maxConns)
+	} else if s.minIdle > s.maxIdle {
+		bad("Config.MinIdleConns (%d) must not exceed MaxIdleConns (%d)", s.minIdle, s.maxIdle)
+	}
+	if s.maxLifetime > 0 && s.jitter >= s.maxLifetime {
+		bad("Config.MaxLifetimeJitter (%v) must be less than MaxLifetime (%v)", s.jitter, s.maxLifetime)
+	}
+	if len(errs) > 0 {
+		return settings{}, errors.Join(errs...)
+	}
+	if s.maxLifetime == 0 {
+		s.jitter = 0 // nothing to shift
+	}
+	s.dialRate = dialRate(c.DialRate, s.maxConns)
 	s.dialBurst = dialBurst(s.dialRate, s.maxConns)
 	return s, nil
 }

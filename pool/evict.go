@@ -14,8 +14,12 @@ func (p *Pool) retireReason(c *Conn, now int64) reason {
 	return reasonNone
 }
 
-// staleReason says why an idle conn must be evicted at now.
-func (p *Pool) staleReason(c *Conn, now int64) reason {
+// idleReason says why an idle conn must be evicted at now: past its
+// lifetime, idle past MaxIdleTime, retired by a Reset, or — when it has
+// been idle longer than CheckAfterIdle — found dead by the liveness probe.
+// Acquire, the hand-off to waiters and the sweep all judge idle conns by
+// it. The probe is one non-blocking syscall, so callers may hold locks.
+func (p *Pool) idleReason(c *Conn, now int64) reason {
 	switch {
 	case c.expires != 0 && now >= c.expires:
 		return reasonLifetime
@@ -23,6 +27,8 @@ func (p *Pool) staleReason(c *Conn, now int64) reason {
 		return reasonIdle
 	case c.gen != p.gen.Load():
 		return reasonReset
+	case p.s.checkAfterIdle > 0 && now-c.lastUsed > int64(p.s.checkAfterIdle) && probe(c.Conn) != nil:
+		return reasonDead
 	}
 	return reasonNone
 }

@@ -49,12 +49,17 @@ type Pool struct {
 	// on it (sync.Mutex does not spin with a busy run queue), and a park/wake
 	// pair costs more than the work. An Acquire takes the most recently
 	// released conn of the first shard it can lock at once; a Release goes
-	// back to the conn's home shard. Everything else — the cap, the waiters, dials,
-	// eviction — is under mu. Lock order: mu, then a shard's mu.
+	// back to the conn's home shard. Everything else — the cap, the
+	// waiters, dials, eviction — is under mu. Lock order: mu, then a
+	// shard's mu. What pays for the shards: BenchmarkAcquireReleaseParallel
+	// (g16: more goroutines than Ps) and the g16 rows of the puddle
+	// comparison in examples/interop/pool_puddle_test.go.
 	shards    []shard
 	shardMask uint32
 
-	// Mirrors of state under mu, written under mu, read by the fast paths.
+	// Mirrors of state under mu, written under mu, read by the fast paths
+	// of Acquire and Release so that they take no pool-wide lock
+	// (BenchmarkAcquireRelease, BenchmarkAcquireReleaseParallel).
 	closedFast atomic.Bool
 	gen        atomic.Uint64 // bumped by Reset; a conn of an older generation is retired
 	nwait      atomic.Int64  // waiters.n
@@ -70,8 +75,13 @@ type Pool struct {
 	nextHome uint32
 	waiters  waitList
 	st       Stats   // counters; gauges are computed in Stats
-	rejects  int64   // conns popped by Acquire and then evicted (stale or dead)
 	sweep    []*Conn // scratch for the sweeper, reused
+
+	// rejects counts conns popped by Acquire and then evicted (stale or
+	// dead). Stats derives AcquireCount from the shards' pops minus
+	// rejects, so that the fast path counts under its shard lock and never
+	// takes mu.
+	rejects int64
 }
 
 // shard is one LIFO stack of idle conns. It is padded so that shards used by

@@ -6,7 +6,8 @@ import (
 )
 
 // release is Conn.Release. The fast path — no waiter, nothing to retire —
-// takes one shard lock.
+// takes one shard lock and no pool-wide one (BenchmarkAcquireRelease, and
+// BenchmarkAcquireReleaseParallel where Releases on different Ps meet).
 func (p *Pool) release(c *Conn) {
 	if !c.state.CompareAndSwap(stateInUse, stateReleasing) {
 		return // not checked out: a double Release, or after Close
@@ -108,11 +109,7 @@ func (p *Pool) handOffLocked(now int64) []*Conn {
 		if c == nil {
 			break
 		}
-		r := p.staleReason(c, now)
-		if r == reasonNone && p.s.checkAfterIdle >= 0 && now-c.lastUsed > int64(p.s.checkAfterIdle) && probe(c.Conn) != nil {
-			r = reasonDead
-		}
-		if r != reasonNone {
+		if r := p.idleReason(c, now); r != reasonNone {
 			p.destroyLocked(c, r)
 			c.evictReason = r
 			stale = append(stale, c)

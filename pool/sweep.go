@@ -51,11 +51,9 @@ func (p *Pool) sweepIdle(now int64) {
 		sh.mu.Lock()
 		kept := sh.idle[:0]
 		for _, c := range sh.idle {
-			r := p.staleReason(c, now)
-			if r == reasonNone && p.s.checkAfterIdle >= 0 && now-c.lastUsed > int64(p.s.checkAfterIdle) && probe(c.Conn) != nil {
-				r = reasonDead // found dead in the background: no Acquire will meet it
-			}
-			if r != reasonNone {
+			// Found dead here, in the background, a conn is one no
+			// Acquire will meet.
+			if r := p.idleReason(c, now); r != reasonNone {
 				p.destroyLocked(c, r)
 				c.evictReason = r
 				evict = append(evict, c)
