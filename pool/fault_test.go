@@ -122,6 +122,7 @@ func roundTrip(ctx context.Context, p *pool.Pool, timeout time.Duration) error {
 // off, the stale conn is handed out — which shows the probe is what saves us.
 func TestServerClosesIdleConns(t *testing.T) {
 	srv := faultnet.Start(t, faultnet.Config{IdleClose: 150 * time.Millisecond})
+	var dialedBefore int64 // by the pools of earlier iterations
 	for _, probe := range []bool{true, false} {
 		d := &countingDialer{addr: srv.Addr()}
 		cfg := pool.Config{Dial: d.Dial, MaxConns: 4, CheckAfterIdle: 20 * time.Millisecond, HealthCheckPeriod: -1, DialRate: -1}
@@ -141,7 +142,12 @@ func TestServerClosesIdleConns(t *testing.T) {
 			c.Release()
 		}
 		for round := range 3 {
-			time.Sleep(400 * time.Millisecond) // the server closes them all
+			// The server has accepted every conn we dialed and closed it.
+			eventually(t, 10*time.Second, "the server closes the idle conns", func() bool {
+				st := srv.Stats()
+				return st.Accepted >= dialedBefore+int64(d.attempts()) && st.Active == 0
+			})
+			time.Sleep(finCrossesLoopback)
 			failures := 0
 			for range 4 {
 				c, err := p.Acquire(ctx)
@@ -167,11 +173,13 @@ func TestServerClosesIdleConns(t *testing.T) {
 			t.Logf("probe on: %+v", s)
 		}
 		require.NoError(t, p.Close())
+		dialedBefore += int64(d.attempts())
 	}
 }
 
 // An idle conn with bytes nobody asked for (the server's goodbye) is dead.
 func TestProbeUnexpectedBytes(t *testing.T) {
+	saidBye := make(chan struct{})
 	srv := faultnet.Start(t, faultnet.Config{Handler: func(c net.Conn) {
 		buf := make([]byte, 4)
 		if _, err := c.Read(buf); err != nil {
@@ -179,12 +187,14 @@ func TestProbeUnexpectedBytes(t *testing.T) {
 		}
 		_, _ = c.Write(buf)
 		_, _ = c.Write([]byte("bye: server shutting down"))
+		close(saidBye)
 		_, _ = c.Read(buf) // hold until the client closes
 	}})
 	d := &countingDialer{addr: srv.Addr()}
 	p := newPool(t, pool.Config{Dial: d.Dial, CheckAfterIdle: time.Millisecond})
 	require.NoError(t, roundTrip(t.Context(), p, time.Second))
-	time.Sleep(50 * time.Millisecond)
+	<-saidBye
+	time.Sleep(finCrossesLoopback)
 	c, err := p.Acquire(t.Context())
 	require.NoError(t, err)
 	c.Release()
@@ -276,7 +286,7 @@ func TestFlapResetStaysWithinCapAndRate(t *testing.T) {
 	}
 	last := time.Now()
 	srv.DropAll()
-	took := l.waitServing(t, last, 3*time.Second)
+	took := l.waitServing(t, last, 10*time.Second)
 	l.end()
 	attempts, elapsed := d.attempts(), time.Since(start)
 
@@ -287,9 +297,13 @@ func TestFlapResetStaysWithinCapAndRate(t *testing.T) {
 	assert.LessOrEqual(t, d.maxOpen.Load(), int64(maxConns), "client sockets over the cap")
 	assert.LessOrEqual(t, st.MaxActive, int64(maxConns), "server saw more than the cap")
 	assert.LessOrEqual(t, float64(attempts), rate*elapsed.Seconds()+burst, "dial rate over the whole run")
-	assert.LessOrEqual(t, d.maxPerWindow(time.Second), rate+burst, "dial rate in some 1s window")
+	// A dial is recorded a moment after the limiter let it go, so a window
+	// may catch one more than the bucket allowed in it.
+	assert.LessOrEqual(t, d.maxPerWindow(time.Second), rate+burst+1, "dial rate in some 1s window")
 	assert.Greater(t, d.attempts(), 3*maxConns, "the flaps forced re-dials")
-	assert.Less(t, took, time.Second, "serving again within a second of the last flap")
+	// Typically a few ms; the bound only tells recovery from a hang, which
+	// would last the 30s of DialTimeout and AcquireTimeout.
+	assert.Less(t, took, 5*time.Second, "serving again soon after the last flap")
 	assert.Positive(t, p.Stats().EvictedBroken+p.Stats().EvictedDead)
 }
 
@@ -303,21 +317,25 @@ func TestOutageThenRecovery(t *testing.T) {
 	p := newPool(t, pool.Config{Dial: d.Dial, MaxConns: maxConns, DialRate: rate})
 	l := startLoad(t, p, 12)
 	time.Sleep(200 * time.Millisecond)
+	before := d.attempts()
 	require.NoError(t, srv.Down())
 	downAt := time.Now()
-	before := d.attempts()
 	time.Sleep(time.Second)
 	failsDuringOutage := l.fail.Load()
 	duringOutage := d.attempts() - before
+	outage := time.Since(downAt) // measured, not assumed: the sleep may overrun
 	require.NoError(t, srv.Up())
 	upAt := time.Now()
-	took := l.waitServing(t, upAt, 3*time.Second)
+	took := l.waitServing(t, upAt, 10*time.Second)
 	l.end()
 	t.Logf("outage: %d dial attempts in %v, %d failed round trips; recovered in %v; %+v",
-		duringOutage, time.Since(downAt), failsDuringOutage, took, p.Stats())
-	assert.LessOrEqual(t, float64(duringOutage), rate*1.1+burst, "dials during the 1s outage")
+		duringOutage, outage, failsDuringOutage, took, p.Stats())
+	// The bucket may be full when the outage starts (burst), and a dial let
+	// go just before it may be recorded just after (+1).
+	assert.LessOrEqual(t, float64(duringOutage), rate*outage.Seconds()+burst+1, "dials during the outage")
 	assert.Positive(t, p.Stats().DialFailures)
-	assert.Less(t, took, time.Second, "serving within a second of Up")
+	// Typically a few ms; the bound only tells recovery from a hang (30s).
+	assert.Less(t, took, 5*time.Second, "serving soon after Up")
 	assert.LessOrEqual(t, l.maxOpen.Load(), int64(maxConns))
 	assert.LessOrEqual(t, srv.Stats().MaxActive, int64(maxConns))
 }
@@ -342,14 +360,16 @@ func TestVanishStaysWithinCap(t *testing.T) {
 	serverPeak := srv.Stats().MaxActive
 	require.NoError(t, ns.Flush())
 	back := time.Now()
-	took := l.waitServing(t, back, 3*time.Second)
+	took := l.waitServing(t, back, 10*time.Second)
 	l.end()
 	t.Logf("vanish: serverMaxActive before recovery=%d after=%d clientMaxOpen=%d poolMaxOpen=%d recovered in %v; %+v",
 		serverPeak, srv.Stats().MaxActive, d.maxOpen.Load(), l.maxOpen.Load(), took, p.Stats())
 	assert.LessOrEqual(t, l.maxOpen.Load(), int64(maxConns), "pool Open over the cap")
 	assert.LessOrEqual(t, d.maxOpen.Load(), int64(maxConns), "client sockets over the cap")
 	assert.LessOrEqual(t, serverPeak, int64(maxConns), "server count during the vanish")
-	assert.Less(t, took, time.Second, "serving within a second of the network's return")
+	// Dials in flight during the vanish end at DialTimeout (400ms); the
+	// bound only tells recovery from a hang.
+	assert.Less(t, took, 5*time.Second, "serving soon after the network's return")
 	assert.Positive(t, p.Stats().DialFailures, "dials during the vanish timed out")
 }
 
@@ -399,11 +419,8 @@ func TestCloseUnderLoadLeaksNothing(t *testing.T) {
 	s := p.Stats()
 	assert.Zero(t, s.Open)
 	assert.Zero(t, d.open.Load(), "every client socket closed")
-	deadline := time.Now().Add(2 * time.Second)
-	for fds() > base && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond) // the server's side closes asynchronously
-	}
-	assert.LessOrEqual(t, fds(), base, "socket descriptors leaked")
+	// The server's side closes asynchronously.
+	eventually(t, 10*time.Second, "socket descriptors back to the baseline", func() bool { return fds() <= base })
 	assert.Zero(t, srv.Stats().Active, "the server saw every conn closed")
 }
 
@@ -423,8 +440,8 @@ func TestProbeAfterResetWhileIdle(t *testing.T) {
 	for _, c := range conns {
 		c.Release()
 	}
-	srv.DropAll()
-	time.Sleep(50 * time.Millisecond)
+	srv.DropAll() // RST on each, sent by the time DropAll returns
+	time.Sleep(finCrossesLoopback)
 	for range 3 {
 		require.NoError(t, roundTrip(t.Context(), p, time.Second), "a stale conn was handed out")
 	}
@@ -440,10 +457,7 @@ func TestSweepReplacesDeadIdleConns(t *testing.T) {
 	d := &countingDialer{addr: srv.Addr()}
 	p := newPool(t, pool.Config{Dial: d.Dial, MaxConns: 4, MinIdleConns: 2, DialRate: -1,
 		HealthCheckPeriod: 50 * time.Millisecond, CheckAfterIdle: 20 * time.Millisecond})
-	deadline := time.Now().Add(3 * time.Second)
-	for p.Stats().EvictedDead < 4 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
+	eventually(t, 10*time.Second, "two generations found dead", func() bool { return p.Stats().EvictedDead >= 4 })
 	s := p.Stats()
 	assert.GreaterOrEqual(t, s.EvictedDead, int64(4), "two generations of idle conns found dead by the sweep: %+v", s)
 	assert.Zero(t, s.AcquireCount, "no Acquire involved")

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"go.uber.org/goleak"
 
@@ -66,6 +67,26 @@ func (d *pipeDialer) killServers() {
 }
 
 var errBoom = errors.New("boom")
+
+// eventually polls cond until it holds and fails the test if it does not
+// within the limit. Limits are generous (the machine is shared): the poll
+// returns as soon as cond holds, so slack costs nothing when all is well.
+func eventually(t testing.TB, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %v", what, within)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// finCrossesLoopback is a margin for a close the server has completed to
+// reach our socket. On loopback the FIN (or RST, or data) is delivered
+// before the server's close or write returns in practice; the margin only
+// covers a preempted softirq.
+const finCrossesLoopback = 20 * time.Millisecond
 
 func newPool(t testing.TB, cfg pool.Config) *pool.Pool {
 	t.Helper()

@@ -2,7 +2,6 @@ package pool_test
 
 import (
 	"context"
-	"errors"
 	"math"
 	"net"
 	"os"
@@ -19,7 +18,8 @@ import (
 	"github.com/lifeline-go/lifeline/pool"
 )
 
-func okDial(context.Context) (net.Conn, error) { return nil, errBoom }
+// failDial is a valid Config.Dial for tests that never get a conn.
+func failDial(context.Context) (net.Conn, error) { return nil, errBoom }
 
 func TestNewValidates(t *testing.T) {
 	cases := []struct {
@@ -27,21 +27,21 @@ func TestNewValidates(t *testing.T) {
 		cfg  pool.Config
 		want string // substring naming the field; "" = valid
 	}{
-		{"zero with dial", pool.Config{Dial: okDial}, ""},
+		{"zero with dial", pool.Config{Dial: failDial}, ""},
 		{"dial missing", pool.Config{}, "Config.Dial is required"},
-		{"negative max conns", pool.Config{Dial: okDial, MaxConns: -1}, "Config.MaxConns must not be negative"},
-		{"negative max idle", pool.Config{Dial: okDial, MaxIdleConns: -1}, "Config.MaxIdleConns must not be negative"},
-		{"max idle over cap", pool.Config{Dial: okDial, MaxConns: 2, MaxIdleConns: 3}, "Config.MaxIdleConns (3) must not exceed MaxConns (2)"},
-		{"max idle over default cap", pool.Config{Dial: okDial, MaxIdleConns: 17}, "must not exceed MaxConns (16)"},
-		{"negative min idle", pool.Config{Dial: okDial, MinIdleConns: -2}, "Config.MinIdleConns must not be negative"},
-		{"min idle over cap", pool.Config{Dial: okDial, MaxConns: 2, MinIdleConns: 3}, "Config.MinIdleConns (3) must not exceed MaxConns (2)"},
-		{"min idle over max idle", pool.Config{Dial: okDial, MaxConns: 4, MaxIdleConns: 1, MinIdleConns: 2}, "Config.MinIdleConns (2) must not exceed MaxIdleConns (1)"},
-		{"jitter not below lifetime", pool.Config{Dial: okDial, MaxLifetime: time.Minute, MaxLifetimeJitter: time.Minute}, "Config.MaxLifetimeJitter"},
-		{"jitter with lifetime off", pool.Config{Dial: okDial, MaxLifetime: -1, MaxLifetimeJitter: time.Hour}, ""},
-		{"negative dial timeout", pool.Config{Dial: okDial, DialTimeout: -time.Second}, "Config.DialTimeout must not be negative"},
-		{"NaN dial rate", pool.Config{Dial: okDial, DialRate: math.NaN()}, "Config.DialRate"},
-		{"unlimited dial rate", pool.Config{Dial: okDial, DialRate: -1}, ""},
-		{"negatives that opt out", pool.Config{Dial: okDial, MaxIdleTime: -1, HealthCheckPeriod: -1, CheckAfterIdle: -1, AcquireTimeout: -1}, ""},
+		{"negative max conns", pool.Config{Dial: failDial, MaxConns: -1}, "Config.MaxConns must not be negative"},
+		{"negative max idle", pool.Config{Dial: failDial, MaxIdleConns: -1}, "Config.MaxIdleConns must not be negative"},
+		{"max idle over cap", pool.Config{Dial: failDial, MaxConns: 2, MaxIdleConns: 3}, "Config.MaxIdleConns (3) must not exceed MaxConns (2)"},
+		{"max idle over default cap", pool.Config{Dial: failDial, MaxIdleConns: 17}, "must not exceed MaxConns (16)"},
+		{"negative min idle", pool.Config{Dial: failDial, MinIdleConns: -2}, "Config.MinIdleConns must not be negative"},
+		{"min idle over cap", pool.Config{Dial: failDial, MaxConns: 2, MinIdleConns: 3}, "Config.MinIdleConns (3) must not exceed MaxConns (2)"},
+		{"min idle over max idle", pool.Config{Dial: failDial, MaxConns: 4, MaxIdleConns: 1, MinIdleConns: 2}, "Config.MinIdleConns (2) must not exceed MaxIdleConns (1)"},
+		{"jitter not below lifetime", pool.Config{Dial: failDial, MaxLifetime: time.Minute, MaxLifetimeJitter: time.Minute}, "Config.MaxLifetimeJitter"},
+		{"jitter with lifetime off", pool.Config{Dial: failDial, MaxLifetime: -1, MaxLifetimeJitter: time.Hour}, ""},
+		{"negative dial timeout", pool.Config{Dial: failDial, DialTimeout: -time.Second}, "Config.DialTimeout must not be negative"},
+		{"NaN dial rate", pool.Config{Dial: failDial, DialRate: math.NaN()}, "Config.DialRate"},
+		{"unlimited dial rate", pool.Config{Dial: failDial, DialRate: -1}, ""},
+		{"negatives that opt out", pool.Config{Dial: failDial, MaxIdleTime: -1, HealthCheckPeriod: -1, CheckAfterIdle: -1, AcquireTimeout: -1}, ""},
 		{"two errors", pool.Config{MaxConns: -1}, "Config.Dial is required\npool: Config.MaxConns"},
 	}
 	for _, tc := range cases {
@@ -61,10 +61,9 @@ func TestNewValidates(t *testing.T) {
 }
 
 func TestNewDoesNotWriteDefaultsBack(t *testing.T) {
-	cfg := pool.Config{Dial: okDial}
+	cfg := pool.Config{Dial: failDial}
 	before := cfg
-	p := newPool(t, cfg)
-	_ = p
+	newPool(t, cfg)
 	assert.Zero(t, cfg.MaxConns)
 	assert.Zero(t, cfg.DialRate)
 	assert.Equal(t, before.MaxIdleTime, cfg.MaxIdleTime)
@@ -602,7 +601,6 @@ func TestDialRate(t *testing.T) {
 		assert.LessOrEqual(t, n, int64(1+10*3))
 		assert.GreaterOrEqual(t, n, int64(25), "the rate is used, not starved")
 		assert.LessOrEqual(t, p.Stats().Open, 50)
-		_ = errors.Is
 	})
 }
 
@@ -687,9 +685,8 @@ func TestConcurrentInvariants(t *testing.T) {
 		}
 	}()
 	wg.Wait()
-	for deadline := time.Now().Add(2 * time.Second); p.Stats().Dialing > 0 && time.Now().Before(deadline); {
-		time.Sleep(time.Millisecond) // dials started for waiters that gave up still land
-	}
+	// Dials started for waiters that gave up still land.
+	eventually(t, 10*time.Second, "dials in flight land", func() bool { return p.Stats().Dialing == 0 })
 	s := p.Stats()
 	t.Logf("ok=%d fail=%d closes=%d %+v", ok.Load(), fail.Load(), closes.Load(), s)
 	assert.Positive(t, ok.Load())

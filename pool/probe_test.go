@@ -72,7 +72,7 @@ func TestProbeTLSConnClosedByServer(t *testing.T) {
 		echoFull(t, c, "ping") // a dead conn handed out fails here with EOF
 		c.Release()
 		<-closed                          // the server closed it
-		time.Sleep(20 * time.Millisecond) // and its FIN crossed loopback
+		time.Sleep(finCrossesLoopback)
 	}
 	s := p.Stats()
 	assert.Equal(t, int64(2), s.EvictedDead, "rounds 2 and 3 found the closed conn dead: %+v", s)
@@ -89,7 +89,7 @@ func TestProbeTLSLiveConnKept(t *testing.T) {
 	c, err := p.Acquire(t.Context()) // dialed, handshake done, nothing read since
 	require.NoError(t, err)
 	c.Release()
-	time.Sleep(20 * time.Millisecond) // let whatever the server sent arrive
+	time.Sleep(finCrossesLoopback) // the session ticket arrives
 	for range 3 {
 		c, err := p.Acquire(t.Context())
 		require.NoError(t, err)
