@@ -71,7 +71,7 @@ func TestProbeTLSConnClosedByServer(t *testing.T) {
 		require.True(t, isTLS)
 		echoFull(t, c, "ping") // a dead conn handed out fails here with EOF
 		c.Release()
-		<-closed                          // the server closed it
+		<-closed // the server closed it
 		time.Sleep(finCrossesLoopback)
 	}
 	s := p.Stats()
