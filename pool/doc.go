@@ -15,7 +15,11 @@
 //     them but bounded by DialTimeout; a failed dial fails one waiter fast;
 //   - evicts connections idle past MaxIdleTime, older than MaxLifetime ± a
 //     per-connection jitter, broken by an I/O error, or found dead by a
-//     non-blocking liveness probe on checkout;
+//     non-blocking liveness probe on checkout (TLS conns included: a
+//     server's close_notify waiting ahead of its FIN is seen as a close);
+//   - hands each holder a clean conn: deadlines set through the [Conn] end
+//     at Release, and the conn's own SyscallConn, CloseWrite and CloseRead
+//     stay reachable through the wrapper;
 //   - reports all of it in [Pool.Stats], as OpenTelemetry metrics
 //     (lifeline.pool.connections by state, lifeline.pool.evictions by
 //     reason, lifeline.pool.dials, lifeline.pool.acquire.wait) and as a
