@@ -156,7 +156,7 @@ func (r *telemetryRig) histPoints(t *testing.T, name string) []metricdata.Histog
 
 func setValue(set attribute.Set, key string) string {
 	v, _ := set.Value(attribute.Key(key))
-	return v.AsString()
+	return v.String()
 }
 
 // testCert makes a self-signed certificate for names and returns the server

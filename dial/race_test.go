@@ -81,12 +81,10 @@ func TestRaceStalledConnectThenGood(t *testing.T) {
 	assert.EqualValues(t, 1, st.ConnectStalls)
 	assert.True(t, st.Demoted)
 	tel.spans.Reset()
-	start = time.Now()
 	conn, err = d.DialContext(t.Context(), "tcp", hostPort(good.Port()))
 	require.NoError(t, err)
 	conn.Close()
-	assert.Less(t, time.Since(start), 200*time.Millisecond, "no AttemptDelay paid: the demoted peer went to the back")
-	assert.Equal(t, []string{"127.0.0.3"}, connectPeers(tel))
+	assert.Equal(t, []string{"127.0.0.3"}, connectPeers(tel), "the demoted peer went to the back: one attempt, no AttemptDelay paid")
 }
 
 func TestRaceFailureStartsNextAtOnce(t *testing.T) {
