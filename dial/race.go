@@ -45,10 +45,12 @@ type racer struct {
 	pending  int // attempts in flight
 	launched int // attempts started, for race_index
 	last     time.Time
-	stagger  *time.Timer
-	staggerC <-chan time.Time // nil while the stagger is not armed
-	failed   []attemptResult
-	winner   *attemptResult
+	// lastFamily4 is the family of the last address launched.
+	lastFamily4 bool
+	stagger     *time.Timer
+	staggerC    <-chan time.Time // nil while the stagger is not armed
+	failed      []attemptResult
+	winner      *attemptResult
 }
 
 // flight counts the attempts in flight to one address.
@@ -98,6 +100,16 @@ func (r *racer) addAddrs(peers []netip.AddrPort) {
 	// Resolution Delay, or either when one lookup was slow) goes before
 	// the rest, then Health and interleaving decide.
 	r.queue = r.s.order(v6First(append(slices.Clip(peers), r.queue...)), time.Now())
+	// Keep the families alternating across the merge (RFC 8305 §4): when
+	// the last attempt was of the family now first in line, the first
+	// address of the other family goes ahead of it.
+	if len(r.queue) > 1 && r.queue[0].Addr().Is4() == r.lastFamily4 {
+		if j := slices.IndexFunc(r.queue, func(p netip.AddrPort) bool { return p.Addr().Is4() != r.lastFamily4 }); j > 0 {
+			other := r.queue[j]
+			copy(r.queue[1:j+1], r.queue[:j])
+			r.queue[0] = other
+		}
+	}
 	if r.pending == 0 {
 		r.launchNext()
 	} else if r.staggerC == nil {
@@ -309,6 +321,7 @@ func (r *racer) launch(peer netip.AddrPort, repeat bool) {
 	r.launched++
 	r.pending++
 	r.last = time.Now()
+	r.lastFamily4 = peer.Addr().Is4()
 	found := false
 	for k := range r.flying {
 		if r.flying[k].peer == peer {

@@ -98,6 +98,8 @@ func TestResolveFamiliesApart(t *testing.T) {
 		{"A not found, AAAA hangs: the timeout is the error", hang, notFound, 5 * time.Second, "", nil, []string{"ip6"}, "dns_timeout", nil},
 		{"AAAA hanging, A at 900ms: late A starts at once (the stagger is spent)", at(0, v6), at(900*time.Millisecond, v4),
 			900 * time.Millisecond, v4, []string{v6, v6, v4}, nil, "", map[string]fakeStep{v6: {kind: "hang"}, v4: {kind: "ok"}}},
+		{"late A goes ahead of the second AAAA address: families alternate", at(0, v6, "2001:db8::2"), at(10*time.Millisecond, v4),
+			250 * time.Millisecond, v4, []string{v6, v4}, nil, "", map[string]fakeStep{v6: {kind: "hang"}, v4: {kind: "ok"}}},
 		{"interleaved: a hanging v6, then v4 before the second v6", at(0, v6, "2001:db8::2"), at(0, v4),
 			250 * time.Millisecond, v4, []string{v6, v4}, nil, "", map[string]fakeStep{v6: {kind: "hang"}, v4: {kind: "ok"}}},
 		{"both hang: ResolveTimeout", hang, hang, 5 * time.Second, "", nil, []string{"ip4", "ip6"}, "dns_timeout", nil},
