@@ -6,12 +6,16 @@ TESTFLAGS ?= -race -count=1 -timeout 20m
 # Nested modules with their own go.mod (peer comparisons, real clients).
 MODULES   := $(wildcard examples/interop)
 
-.PHONY: test vet unit modules bench fmt
+.PHONY: test vet lint unit modules bench fmt
 
-test: vet unit modules
+test: vet lint unit modules
 
 vet:
 	$(GO) vet $(PKGS)
+
+# staticcheck is pinned as a tool in go.mod (and in each nested module).
+lint:
+	$(GO) tool staticcheck $(PKGS)
 
 unit:
 	$(GO) test $(TESTFLAGS) $(PKGS)
@@ -19,11 +23,11 @@ unit:
 modules:
 	@set -e; for m in $(MODULES); do \
 		echo "== $$m"; \
-		(cd $$m && $(GO) vet ./... && $(GO) test $(TESTFLAGS) ./...); \
+		(cd $$m && $(GO) vet ./... && $(GO) tool staticcheck ./... && $(GO) test $(TESTFLAGS) ./...); \
 	done
 
 # Benchmarks. Compare with benchstat, e.g.
-#   make bench BENCH=Dial COUNT=10 > new.txt && go run golang.org/x/perf/cmd/benchstat@latest new.txt
+#   make bench BENCH=Dial COUNT=10 > new.txt && go tool benchstat new.txt
 BENCH ?= .
 COUNT ?= 6
 bench:
