@@ -288,39 +288,54 @@ func TestFirstByteDefault(t *testing.T) {
 // address gets a second attempt, which completes; the hung one is closed.
 // The extra attempts and the masked stalls are counted.
 func TestLoneAddressRacesItself(t *testing.T) {
-	checkFDs(t)
-	serverCfg, clientCfg, _ := testCert(t, testHost)
-	odd := func(n int) bool { return n%2 == 1 }
-	srv := faultnet.Start(t, faultnet.Config{Fault: faultnet.StallTLS, Select: odd, TLS: serverCfg})
-	h := &dial.Health{}
-	tel := newTelemetry(t)
-	d := dial.Dialer{Resolver: resolverFor(srv.Addr()), TLSConfig: clientCfg, Health: h,
-		MeterProvider: tel.mp, TracerProvider: tel.tp}
-	const dials = 6
-	for i := range dials {
-		start := time.Now()
-		conn, err := d.DialTLSContext(t.Context(), "tcp", hostPort(srv.Port()))
-		require.NoError(t, err, "dial %d", i)
-		elapsed := time.Since(start)
-		require.NoError(t, conn.Close())
-		assert.Less(t, elapsed, 2*time.Second, "about AttemptDelay (250ms), not TLSHandshakeTimeout (5s)")
-	}
-	assert.EqualValues(t, dials, srv.Stats().Faulted, "every first attempt hung")
-	repeats := int64(0)
-	for _, p := range tel.sumPoints(t, "lifeline.dial.attempts") {
-		if setValue(p.Attributes, "lifeline.dial.repeat") == "true" {
-			repeats += p.Value
+	// A name with one address goes through the general race; an IP
+	// literal through the path without goroutines (raceLone).
+	for _, literal := range []bool{false, true} {
+		name := "resolved name"
+		if literal {
+			name = "IP literal"
 		}
+		t.Run(name, func(t *testing.T) {
+			checkFDs(t)
+			serverCfg, clientCfg, _ := testCert(t, testHost)
+			clientCfg.ServerName = testHost
+			odd := func(n int) bool { return n%2 == 1 }
+			srv := faultnet.Start(t, faultnet.Config{Fault: faultnet.StallTLS, Select: odd, TLS: serverCfg})
+			h := &dial.Health{}
+			tel := newTelemetry(t)
+			d := dial.Dialer{Resolver: resolverFor(srv.Addr()), TLSConfig: clientCfg, Health: h,
+				MeterProvider: tel.mp, TracerProvider: tel.tp}
+			addr := hostPort(srv.Port())
+			if literal {
+				addr = srv.Addr()
+			}
+			const dials = 6
+			for i := range dials {
+				start := time.Now()
+				conn, err := d.DialTLSContext(t.Context(), "tcp", addr)
+				require.NoError(t, err, "dial %d", i)
+				elapsed := time.Since(start)
+				require.NoError(t, conn.Close())
+				assert.Less(t, elapsed, 2*time.Second, "about AttemptDelay (250ms), not TLSHandshakeTimeout (5s)")
+			}
+			assert.EqualValues(t, dials, srv.Stats().Faulted, "every first attempt hung")
+			repeats := int64(0)
+			for _, p := range tel.sumPoints(t, "lifeline.dial.attempts") {
+				if setValue(p.Attributes, "lifeline.dial.repeat") == "true" {
+					repeats += p.Value
+				}
+			}
+			assert.EqualValues(t, dials, repeats, "one repeated attempt per dial, counted")
+			masked := tel.sumPoints(t, "lifeline.masked_failures")
+			require.Len(t, masked, 1)
+			assert.EqualValues(t, dials, masked[0].Value)
+			assert.Equal(t, "tls", setValue(masked[0].Attributes, "lifeline.phase"))
+			assert.Equal(t, "127.0.0.1", setValue(masked[0].Attributes, "network.peer.address"))
+			assert.Equal(t, "race", setValue(masked[0].Attributes, "lifeline.masked_by"))
+			require.Eventually(t, func() bool { return srv.Stats().Active == 0 }, 2*time.Second, 10*time.Millisecond,
+				"the hung attempts were closed")
+		})
 	}
-	assert.EqualValues(t, dials, repeats, "one repeated attempt per dial, counted")
-	masked := tel.sumPoints(t, "lifeline.masked_failures")
-	require.Len(t, masked, 1)
-	assert.EqualValues(t, dials, masked[0].Value)
-	assert.Equal(t, "tls", setValue(masked[0].Attributes, "lifeline.phase"))
-	assert.Equal(t, "127.0.0.1", setValue(masked[0].Attributes, "network.peer.address"))
-	assert.Equal(t, "race", setValue(masked[0].Attributes, "lifeline.masked_by"))
-	require.Eventually(t, func() bool { return srv.Stats().Active == 0 }, 2*time.Second, 10*time.Millisecond,
-		"the hung attempts were closed")
 }
 
 // TestLoneAddressOutageBounded: under a total outage a lone address costs

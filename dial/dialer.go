@@ -330,12 +330,14 @@ func (s *dialState) run(ctx context.Context, span trace.Span) (net.Conn, error) 
 	if err != nil {
 		return nil, err
 	}
-	r := newRacer(s, ctx)
 	if literal {
-		r.addAddrs([]netip.AddrPort{peer})
-	} else {
-		r.startLookups()
+		// One address known up front: the common case of dials to an IP
+		// (pools, net/http behind a resolver of its own) takes a path with
+		// no goroutine unless the attempt is slow (BenchmarkDialContext).
+		return s.raceLone(ctx, peer)
 	}
+	r := newRacer(s, ctx)
+	r.startLookups()
 	return r.run()
 }
 

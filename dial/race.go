@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"go.opentelemetry.io/otel/trace"
@@ -466,4 +467,89 @@ func (s *dialState) allFailed(ctx context.Context, failed []attemptResult) *Erro
 	}
 	return &Error{Phase: primary.Phase, Network: s.network, Addr: s.addr, Peer: primary.Peer,
 		Err: newAttemptsError(cause, primary, attempts), health: s.d.Health}
+}
+
+// raceLone dials the one address of an IP literal. The first attempt runs
+// on the caller's goroutine; only when it has not completed after
+// AttemptDelay does a timer start the second attempt to the same address
+// (MaxAttemptsPerAddress), so a healthy dial pays for no goroutine and no
+// channel handoff. More than two attempts per address go through the
+// general racer.
+func (s *dialState) raceLone(ctx context.Context, peer netip.AddrPort) (net.Conn, error) {
+	if s.maxPer < 2 || s.delay <= 0 {
+		r := s.attempt(ctx, 0, peer, false)
+		if r.err != nil {
+			return nil, r.err
+		}
+		return r.conn, nil
+	}
+	if s.maxPer > 2 {
+		r := newRacer(s, ctx)
+		r.addAddrs([]netip.AddrPort{peer})
+		return r.run()
+	}
+	raceCtx, cancel := context.WithCancelCause(ctx)
+	defer cancel(errLostRace)
+	// won is claimed by the first attempt to complete; the other closes
+	// its conn. repeated has room for the second attempt's result, so the
+	// timer's goroutine never blocks and always ends.
+	var won atomic.Bool
+	repeated := make(chan attemptResult, 1)
+	timer := time.AfterFunc(s.delay, func() {
+		if raceCtx.Err() != nil || (!s.deadline.IsZero() && !time.Now().Before(s.deadline)) {
+			repeated <- attemptResult{}
+			return
+		}
+		r := s.attempt(raceCtx, 1, peer, true)
+		if r.err == nil && won.CompareAndSwap(false, true) {
+			cancel(errLostRace) // overtake the first attempt
+		}
+		repeated <- r
+	})
+	first := s.attempt(raceCtx, 0, peer, false)
+	firstWon := first.err == nil && won.CompareAndSwap(false, true)
+	if timer.Stop() {
+		// The first attempt ended before AttemptDelay: no second one.
+		if first.err != nil {
+			return nil, first.err
+		}
+		return first.conn, nil
+	}
+	if firstWon {
+		cancel(errLostRace)
+	}
+	second := <-repeated
+	switch {
+	case second.peer == (netip.AddrPort{}):
+		// The timer found the dial already over: no second attempt.
+		if first.err != nil {
+			return nil, first.err
+		}
+		return first.conn, nil
+	case firstWon:
+		var losers []attemptResult
+		if second.conn != nil {
+			second.conn.Close()
+		} else if second.lost() {
+			losers = append(losers, second)
+		}
+		s.settleLosers(ctx, &first, nil, losers)
+		return first.conn, nil
+	case second.err == nil:
+		// The second attempt won. The first either completed too late (a
+		// healthy attempt, just not first), was overtaken (a stall), or
+		// failed (a failure the race masked).
+		var failed, losers []attemptResult
+		switch {
+		case first.conn != nil:
+			first.conn.Close()
+		case first.lost():
+			losers = append(losers, first)
+		default:
+			failed = append(failed, first)
+		}
+		s.settleLosers(ctx, &second, failed, losers)
+		return second.conn, nil
+	}
+	return nil, s.allFailed(ctx, []attemptResult{first, second})
 }

@@ -3,7 +3,6 @@ package retry
 import (
 	"context"
 	"errors"
-	"reflect"
 	"sync/atomic"
 
 	"go.opentelemetry.io/otel"
@@ -34,7 +33,7 @@ type telemetry struct {
 // providers as it goes (tests do, so do per-tenant setups) does not get
 // every one of them, and the exporters behind them, pinned for the life of
 // the process. Non-comparable providers are not cached (built per call).
-var telemetries otelx.Memo[*telemetry]
+var telemetries otelx.Memo[otelx.ProviderPair, *telemetry]
 
 // lastTelemetry is the pair used last, looked up before telemetries: a
 // Memo key is an interface value, and boxing the pair into it would cost an
@@ -63,8 +62,8 @@ func telemetryFor(tp trace.TracerProvider, mp metric.MeterProvider) *telemetry {
 	if t := lastTelemetry.Load(); t != nil && t.tp == tp && t.mp == mp {
 		return t
 	}
-	tpComparable := reflect.TypeOf(tp).Comparable()
-	t := telemetries.Get(otelx.ProviderPair{Tracer: tp, Meter: mp}, func() *telemetry {
+	tpComparable := otelx.Comparable(tp)
+	build := func() *telemetry {
 		t := &telemetry{tp: tp, mp: mp}
 		switch {
 		case noTrace:
@@ -80,10 +79,12 @@ func telemetryFor(tp trace.TracerProvider, mp metric.MeterProvider) *telemetry {
 			t.inst = otelx.RetryInstruments(mp)
 		}
 		return t
-	})
-	if tpComparable && reflect.TypeOf(mp).Comparable() {
-		lastTelemetry.Store(t)
 	}
+	if !tpComparable || !otelx.Comparable(mp) {
+		return build() // never compared, never cached
+	}
+	t := telemetries.Get(otelx.ProviderPair{Tracer: tp, Meter: mp}, build)
+	lastTelemetry.Store(t)
 	return t
 }
 

@@ -61,17 +61,20 @@ type Transport struct {
 }
 
 var (
-	dialCache      Memo[*Dial]
-	retryCache     Memo[*Retry]
-	poolCache      Memo[*Pool]
-	transportCache Memo[*Transport]
+	dialCache      Memo[metric.MeterProvider, *Dial]
+	retryCache     Memo[metric.MeterProvider, *Retry]
+	poolCache      Memo[metric.MeterProvider, *Pool]
+	transportCache Memo[metric.MeterProvider, *Transport]
 )
 
 // instruments returns the instruments of scope built from mp (nil: the
 // global provider), cached in c.
-func instruments[T any](c *Memo[*T], mp metric.MeterProvider, scope string, build func(metric.Meter) *T) *T {
+func instruments[T any](c *Memo[metric.MeterProvider, *T], mp metric.MeterProvider, scope string, build func(metric.Meter) *T) *T {
 	if mp == nil {
 		mp = otel.GetMeterProvider()
+	}
+	if !Comparable(mp) {
+		return build(Meter(mp, scope))
 	}
 	return c.Get(mp, func() *T { return build(Meter(mp, scope)) })
 }

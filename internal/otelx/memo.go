@@ -14,26 +14,25 @@ import (
 const memoSize = 8
 
 // Memo caches one value per provider (a TracerProvider, a MeterProvider or
-// a pair of them), for the memoSize providers most recently added. Reads
-// take no lock: they scan an immutable slice that writers replace. A
-// provider whose dynamic type is not comparable is never cached: build runs
-// each time. The zero Memo is ready; it is safe for concurrent use.
-type Memo[V any] struct {
+// a key that holds them), for the memoSize providers most recently added.
+// Reads take no lock and no allocation: they scan an immutable slice that
+// writers replace, comparing typed keys (no boxing into an interface). The
+// zero Memo is ready; it is safe for concurrent use.
+type Memo[K comparable, V any] struct {
 	mu      sync.Mutex // serialises writers; readers only load entries
-	entries atomic.Pointer[[]memoEntry[V]]
+	entries atomic.Pointer[[]memoEntry[K, V]]
 }
 
-type memoEntry[V any] struct {
-	key any
+type memoEntry[K comparable, V any] struct {
+	key K
 	val V
 }
 
 // Get returns the value cached for key, building and caching it on a miss.
-// Two goroutines missing at once may both build; one value is kept.
-func (m *Memo[V]) Get(key any, build func() V) V {
-	if !comparable(key) {
-		return build()
-	}
+// Two goroutines missing at once may both build; one value is kept. The
+// providers in key must have comparable dynamic types (see Comparable):
+// comparing two keys that hold the same non-comparable type panics.
+func (m *Memo[K, V]) Get(key K, build func() V) V {
 	if v, ok := m.load(key); ok {
 		return v
 	}
@@ -43,19 +42,19 @@ func (m *Memo[V]) Get(key any, build func() V) V {
 	if old, ok := m.load(key); ok {
 		return old
 	}
-	var next []memoEntry[V]
+	var next []memoEntry[K, V]
 	if p := m.entries.Load(); p != nil {
 		next = *p
 	}
 	if len(next) >= memoSize {
 		next = next[len(next)-memoSize+1:] // forget the oldest
 	}
-	next = append(append(make([]memoEntry[V], 0, len(next)+1), next...), memoEntry[V]{key, v})
+	next = append(append(make([]memoEntry[K, V], 0, len(next)+1), next...), memoEntry[K, V]{key, v})
 	m.entries.Store(&next)
 	return v
 }
 
-func (m *Memo[V]) load(key any) (V, bool) {
+func (m *Memo[K, V]) load(key K) (V, bool) {
 	if p := m.entries.Load(); p != nil {
 		// Newest first: the provider just added is the likeliest one asked.
 		for i := len(*p) - 1; i >= 0; i-- {
@@ -69,23 +68,17 @@ func (m *Memo[V]) load(key any) (V, bool) {
 }
 
 // Len reports how many providers are cached (for tests).
-func (m *Memo[V]) Len() int {
+func (m *Memo[K, V]) Len() int {
 	if p := m.entries.Load(); p != nil {
 		return len(*p)
 	}
 	return 0
 }
 
-// comparable reports whether key can be a map key without panicking: its
-// dynamic type, and for pairs each element's, is comparable.
-func comparable(key any) bool {
-	if key == nil {
-		return false
-	}
-	if p, ok := key.(ProviderPair); ok {
-		return comparable(p.Tracer) && comparable(p.Meter)
-	}
-	return reflect.TypeOf(key).Comparable()
+// Comparable reports whether a provider can be part of a Memo key: its
+// dynamic type is comparable. A nil provider is not.
+func Comparable(provider any) bool {
+	return provider != nil && reflect.TypeOf(provider).Comparable()
 }
 
 // ProviderPair keys a Memo by a tracer and a meter provider together.

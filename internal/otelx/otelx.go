@@ -37,7 +37,7 @@ func Tracer(tp trace.TracerProvider, scope string) trace.Tracer {
 		tp = otel.GetTracerProvider()
 	}
 	build := func() trace.Tracer { return tp.Tracer(scope, trace.WithInstrumentationVersion(Version)) }
-	if !comparable(tp) {
+	if !Comparable(tp) {
 		// The key struct would compare the provider and panic.
 		return build()
 	}
@@ -49,7 +49,7 @@ type tracerKey struct {
 	scope string
 }
 
-var tracers Memo[trace.Tracer]
+var tracers Memo[tracerKey, trace.Tracer]
 
 // Meter returns the meter for scope from mp, or from the global provider when
 // mp is nil.

@@ -101,7 +101,7 @@ func TestMemoBoundedAndSafeForUncomparableProviders(t *testing.T) {
 
 	// Many providers: the cache keeps only the most recent few, so it pins
 	// none of the others.
-	var m otelx.Memo[int]
+	var m otelx.Memo[any, int]
 	for i := range 100 {
 		mp := sdkmetric.NewMeterProvider()
 		assert.Equal(t, i, m.Get(mp, func() int { return i }))
