@@ -256,6 +256,12 @@ func (h *Health) knows(peer netip.AddrPort) bool {
 	return ok
 }
 
+// PeerLabel returns the value lifeline's metrics give peer in
+// network.peer.address: its IP when h remembers it, "other" when it does
+// not (or h is nil), so that a label's cardinality is bounded by MaxPeers.
+// Layers above dial (transport) label their own masked failures with it.
+func (h *Health) PeerLabel(peer netip.AddrPort) string { return peerLabel(h, peer) }
+
 // Score returns peer's penalty now (0 for a peer never penalised or not
 // remembered). A nil *Health returns 0.
 func (h *Health) Score(peer netip.AddrPort) float64 {

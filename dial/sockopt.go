@@ -98,12 +98,18 @@ func setUserTimeoutConn(c net.Conn, ms int) error {
 }
 
 // applySockopts sets keep-alive and TCP_USER_TIMEOUT on a conn that a
-// DialFunc returned. Only *net.TCPConn is touched: other conns (pipes,
-// proxies, conns already wrapped) have no TCP socket of their own to set.
+// DialFunc returned, or on the *net.TCPConn it wraps (found through NetConn
+// methods). Other conns (pipes, proxies) have no TCP socket of their own to
+// set.
 func applySockopts(c net.Conn, sc sockConfig) error {
 	tc, ok := c.(*net.TCPConn)
-	if !ok {
-		return nil
+	for !ok {
+		w, wraps := c.(interface{ NetConn() net.Conn })
+		if !wraps {
+			return nil
+		}
+		c = w.NetConn()
+		tc, ok = c.(*net.TCPConn)
 	}
 	if sc.ka.Enable {
 		if err := tc.SetKeepAliveConfig(sc.ka); err != nil {

@@ -114,6 +114,17 @@ func (b *Budget) withdraw() bool {
 	return true
 }
 
+// Withdraw takes one token for an extra attempt that is not a retry — a
+// hedged request — and reports whether there was one; with none, the
+// extra attempt must not be made. A nil *Budget allows every one. Safe for
+// concurrent use.
+func (b *Budget) Withdraw() bool {
+	if b == nil {
+		return true
+	}
+	return b.withdraw()
+}
+
 // refund returns a token taken for a retry that did not happen (the caller's
 // context ended during the wait).
 func (b *Budget) refund() {

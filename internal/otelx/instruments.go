@@ -53,8 +53,12 @@ type Transport struct {
 	Duration metric.Float64Histogram
 	// Stalls is lifeline.http.stalls: responses aborted by a stall limit.
 	Stalls metric.Int64Counter
-	// Hedges is lifeline.http.hedges: hedged attempts started, by KeyOutcome.
+	// Hedges is lifeline.http.hedges: hedged tries, by KeyHedge ("fired":
+	// started; "won": answered first).
 	Hedges metric.Int64Counter
+	// Attempts is lifeline.http.attempts: HTTP exchanges (tries), by
+	// KeyOutcome and whether they were a resend.
+	Attempts metric.Int64Counter
 	// Masked is lifeline.masked_failures with lifeline.masked_by=retry or
 	// hedge: failures absorbed by a request that then succeeded.
 	Masked metric.Int64Counter
@@ -148,7 +152,9 @@ func TransportInstruments(mp metric.MeterProvider) *Transport {
 		t.Stalls, _ = m.Int64Counter("lifeline.http.stalls", metric.WithUnit("{response}"),
 			metric.WithDescription("Responses aborted because no byte arrived within a stall limit."))
 		t.Hedges, _ = m.Int64Counter("lifeline.http.hedges", metric.WithUnit("{attempt}"),
-			metric.WithDescription("Hedged attempts started, by outcome."))
+			metric.WithDescription("Hedged attempts: fired (started) and won (answered first)."))
+		t.Attempts, _ = m.Int64Counter("lifeline.http.attempts", metric.WithUnit("{attempt}"),
+			metric.WithDescription("HTTP exchanges made by the transport, one per try, by outcome."))
 		t.Masked = maskedCounter(m)
 		return t
 	})

@@ -81,6 +81,10 @@ const (
 	// KeyRepeat marks a dial attempt that repeated one to the same
 	// address (a lone address racing itself).
 	KeyRepeat = attribute.Key("lifeline.dial.repeat")
+	// KeyHedge is what a hedge did: fired or won.
+	KeyHedge = attribute.Key("lifeline.http.hedge")
+	// KeyResend marks an HTTP attempt that resent the request.
+	KeyResend = attribute.Key("lifeline.http.resend")
 	// KeyAddresses is the number of addresses a dial resolved.
 	KeyAddresses = attribute.Key("lifeline.dial.addresses")
 	// KeyMaskedBy says what absorbed a failure: race, retry or hedge.
@@ -160,6 +164,9 @@ func ResendCount(n int) attribute.KeyValue { return semconv.HTTPRequestResendCou
 
 // HTTPMethod is semconv http.request.method.
 func HTTPMethod(m string) attribute.KeyValue { return semconv.HTTPRequestMethodKey.String(m) }
+
+// ServerPortKey is semconv server.port's key.
+const ServerPortKey = semconv.ServerPortKey
 
 // HTTPStatus is semconv http.response.status_code.
 func HTTPStatus(code int) attribute.KeyValue { return semconv.HTTPResponseStatusCode(code) }

@@ -1,0 +1,165 @@
+package transport
+
+import (
+	"errors"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/lifeline-go/lifeline/retry"
+)
+
+// ErrBadRequest is in the chain of the error RoundTrip returns for a
+// request it cannot send (nil, no URL, no host, an unsupported scheme),
+// before anything is dialed.
+var ErrBadRequest = errors.New("transport: bad request")
+
+func badRequest(msg string) error {
+	return &badRequestError{msg}
+}
+
+type badRequestError struct{ msg string }
+
+func (e *badRequestError) Error() string        { return "transport: " + e.msg }
+func (e *badRequestError) Is(target error) bool { return target == ErrBadRequest }
+
+// checkRequest rejects requests net/http would fail on, or panic on.
+func checkRequest(req *http.Request) error {
+	switch {
+	case req == nil:
+		return badRequest("nil request")
+	case req.URL == nil:
+		closeBody(req)
+		return badRequest("nil request URL")
+	case req.Header == nil:
+		closeBody(req)
+		return badRequest("nil request header")
+	case req.URL.Host == "":
+		closeBody(req)
+		return badRequest("no host in request URL")
+	}
+	switch req.URL.Scheme {
+	case "http", "https":
+	default:
+		closeBody(req)
+		return badRequest("unsupported protocol scheme " + strconv.Quote(req.URL.Scheme))
+	}
+	return nil
+}
+
+func closeBody(req *http.Request) {
+	if req.Body != nil {
+		_ = req.Body.Close()
+	}
+}
+
+// idempotent reports whether a request may be sent twice with the effect of
+// once: the methods RFC 9110 §9.2.2 calls idempotent, or a request that
+// carries an idempotency key.
+func idempotent(req *http.Request) bool {
+	switch req.Method {
+	case "", http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace,
+		http.MethodPut, http.MethodDelete:
+		return true
+	}
+	return req.Header.Get("Idempotency-Key") != "" || req.Header.Get("X-Idempotency-Key") != ""
+}
+
+// replayable reports whether the body can be sent again: none, or one
+// whose GetBody makes a fresh copy.
+func replayable(req *http.Request) bool {
+	return req.Body == nil || req.Body == http.NoBody || req.GetBody != nil
+}
+
+// retryableStatus reports whether an answer asks for the request again
+// later: 429 Too Many Requests, 502 Bad Gateway, 503 Service Unavailable,
+// 504 Gateway Timeout.
+func retryableStatus(code int) bool {
+	switch code {
+	case http.StatusTooManyRequests, http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+		return true
+	}
+	return false
+}
+
+// retryAfter parses a Retry-After header: delay-seconds or an HTTP-date
+// (RFC 9110 §10.2.3). A date in the past is a zero wait.
+func retryAfter(h http.Header, now time.Time) (time.Duration, bool) {
+	v := strings.TrimSpace(h.Get("Retry-After"))
+	if v == "" {
+		return 0, false
+	}
+	if secs, err := strconv.ParseInt(v, 10, 64); err == nil {
+		if secs < 0 {
+			return 0, false
+		}
+		if secs > int64(24*time.Hour/time.Second)*365 {
+			secs = int64(24*time.Hour/time.Second) * 365 // no overflow: a year is "too long" anyway
+		}
+		return time.Duration(secs) * time.Second, true
+	}
+	if t, err := http.ParseTime(v); err == nil {
+		return max(t.Sub(now), 0), true
+	}
+	return 0, false
+}
+
+// statusError is the failure of an attempt answered with a retryable
+// status. It carries the response, which RoundTrip returns when no later
+// attempt does better.
+type statusError struct {
+	resp *http.Response
+	try  *try
+}
+
+func (e *statusError) Error() string {
+	return "transport: " + e.resp.Status
+}
+
+// ErrorType is the status code, as the HTTP semantic conventions name a
+// failed response's error.type.
+func (e *statusError) ErrorType() string { return strconv.Itoa(e.resp.StatusCode) }
+
+// MetricLabels are the phase ("response") and bounded peer of the answer.
+func (e *statusError) MetricLabels() (phase, peer string) {
+	return "response", e.try.peerLabel()
+}
+
+// Retryable: the server asked for the request again later.
+func (e *statusError) Retryable() bool { return true }
+
+// drainLimit and drainTimeout bound the reading of a response that is
+// discarded (a retried 503, a hedge that lost), so that its conn can be
+// reused without reading a large or stalled body.
+const (
+	drainLimit   = 64 << 10
+	drainTimeout = time.Second
+)
+
+// discard drains and closes a response the caller will not see.
+func discard(resp *http.Response) {
+	if resp == nil || resp.Body == nil {
+		return
+	}
+	if b, ok := resp.Body.(*body); ok {
+		b.drain()
+		return
+	}
+	_, _ = io.CopyN(io.Discard, resp.Body, drainLimit)
+	_ = resp.Body.Close()
+}
+
+// canRetry classifies an attempt's error for the retry loop: safe to send
+// again when nothing of the request was written, or when the request is
+// idempotent and its body replayable.
+func (c *call) canRetry(err error, wrote bool) error {
+	if !c.replayable {
+		return retry.Permanent(err)
+	}
+	if wrote && !c.idempotent {
+		return retry.Permanent(err)
+	}
+	return err
+}

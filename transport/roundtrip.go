@@ -1,0 +1,291 @@
+package transport
+
+import (
+	"context"
+	"net"
+	"net/http"
+	"net/http/httptrace"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/lifeline-go/lifeline/retry"
+)
+
+// call is one RoundTrip: the caller's request and what its tries share.
+type call struct {
+	st         *state
+	req        *http.Request // the caller's; never modified
+	ctx        context.Context
+	host       string // req.URL.Host, the key of the hedge delay's latency window
+	idempotent bool
+	replayable bool
+	hedge      bool // the request may be hedged
+	tries      int  // tries started; the next one's resend count
+}
+
+// RoundTrip sends req and returns the first good response: see Transport
+// for the limits, retries and hedges it applies. The response (or error)
+// is that of the last attempt; responses discarded along the way were
+// drained and closed. The caller closes the response body; the attempt's
+// context and span live until then. Errors: a *dial.Error for a failed
+// dial, a *TimeoutError for the Transport's own limits, ErrBadRequest for a
+// request that cannot be sent, and net/http's errors otherwise; after
+// retries, *retry.ExhaustedError wraps the last.
+func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if err := checkRequest(req); err != nil {
+		return nil, err
+	}
+	st := t.get()
+	c := &call{st: st, req: req, ctx: req.Context(), host: req.URL.Host,
+		idempotent: idempotent(req), replayable: replayable(req)}
+	c.hedge = st.hedge.on && c.idempotent && c.replayable
+	if req.Body != nil && req.Body != http.NoBody && req.GetBody != nil {
+		// Every try sends a copy from GetBody; the caller's body is closed
+		// once, here, as the RoundTripper contract asks.
+		defer req.Body.Close()
+	}
+
+	var (
+		final *http.Response
+		held  *http.Response // the last answer with a retryable status
+	)
+	err := st.policy.Do(c.ctx, func(ctx context.Context) error {
+		if held != nil {
+			discard(held)
+			held = nil
+		}
+		resp, tr, err := c.attempt(ctx)
+		if err != nil {
+			return err
+		}
+		if c.idempotent && c.replayable && retryableStatus(resp.StatusCode) {
+			held = resp
+			se := &statusError{resp: resp, try: tr}
+			if d, ok := retryAfter(resp.Header, time.Now()); ok {
+				return retry.After(d, se)
+			}
+			return se
+		}
+		final = resp
+		return nil
+	})
+	switch {
+	case err == nil:
+		return final, nil
+	case held != nil:
+		// Out of attempts, budget or time, or the server asked for a wait
+		// beyond MaxRetryAfter: the last answer is the caller's.
+		return held, nil
+	}
+	return nil, err
+}
+
+// attempt makes one attempt of the retry loop: one try, or with hedging a
+// try and, if it has no response headers after the hedge delay, a second.
+func (c *call) attempt(ctx context.Context) (*http.Response, *try, error) {
+	if !c.hedge {
+		tr := c.newTry(false)
+		resp, err := tr.run()
+		if err != nil {
+			return nil, tr, c.canRetry(err, tr.wrote.Load())
+		}
+		return resp, tr, nil
+	}
+	return c.hedged(ctx)
+}
+
+// try is one HTTP exchange: one request on one conn.
+type try struct {
+	c      *call
+	resend int  // tries of the call before this one
+	hedge  bool // started by the hedge timer
+	req    *http.Request
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+	span   trace.Span
+	start  time.Time
+	wrote  atomic.Bool // the request's headers were written: it may have been acted on
+
+	mu        sync.Mutex // guards the fields below, set from net/http's hooks
+	peer      netip.AddrPort
+	headers   bool        // response headers arrived (or the exchange ended)
+	fbTimer   *time.Timer // FirstByteTimeout, from the end of the request
+	attTimer  *time.Timer // the policy's AttemptTimeout, from the start
+	recycled  bool        // MaxConnLifetime: this exchange closes its conn
+	finishing sync.Once
+}
+
+func (c *call) newTry(hedge bool) *try {
+	tr := &try{c: c, resend: c.tries, hedge: hedge, start: time.Now()}
+	c.tries++
+	st := c.st
+	// The try's context outlives RoundTrip: it ends when the body is read
+	// to EOF or closed (a winner's body must not be cut), or by a limit.
+	tr.ctx, tr.cancel = context.WithCancelCause(c.ctx)
+	tr.ctx, tr.span = st.tel.startSpan(tr.ctx, c.req, tr.resend)
+	tr.ctx = httptrace.WithClientTrace(tr.ctx, &httptrace.ClientTrace{
+		GotConn:      tr.gotConn,
+		WroteHeaders: func() { tr.wrote.Store(true) },
+		WroteRequest: tr.wroteRequest,
+	})
+	tr.req = c.req.Clone(tr.ctx)
+	if c.req.GetBody != nil && c.req.Body != nil && c.req.Body != http.NoBody {
+		tr.req.Body = nil // set in run, where a GetBody error can be returned
+	}
+	if st.attemptTO > 0 {
+		tr.attTimer = time.AfterFunc(st.attemptTO, func() { tr.cancel(errAttempt) })
+	}
+	return tr
+}
+
+// run sends the request and returns the response, its body wrapped so that
+// the try ends when the body does.
+func (tr *try) run() (*http.Response, error) {
+	c := tr.c
+	if c.req.GetBody != nil && c.req.Body != nil && c.req.Body != http.NoBody {
+		b, err := c.req.GetBody()
+		if err != nil {
+			tr.finish(nil, err)
+			return nil, err
+		}
+		tr.req.Body = b
+	}
+	resp, err := c.st.ht.RoundTrip(tr.req)
+	tr.gotHeaders()
+	if err != nil {
+		err = tr.mapErr(err)
+		tr.finish(nil, err)
+		return nil, err
+	}
+	c.st.latency.add(c.host, time.Since(tr.start))
+	tr.c.st.tel.responded(tr.span, resp)
+	switch {
+	case resp.StatusCode == http.StatusSwitchingProtocols:
+		// The body is the connection itself (io.ReadWriteCloser): hand it
+		// over as it is; the try's context must stay alive with it.
+		tr.finishSpan(resp, nil)
+		return resp, nil
+	case resp.Body == nil || resp.Body == http.NoBody:
+		tr.finish(resp, nil)
+		return resp, nil
+	}
+	resp.Body = newBody(tr, resp)
+	return resp, nil
+}
+
+// gotConn notes the peer and applies MaxConnLifetime: a conn past its
+// lifetime carries "Connection: close" on this request (the header map is
+// the try's own clone), so that HTTP/1.1 closes it after this response and
+// HTTP/2 takes no new stream on it and closes it once its streams are done;
+// no request fails.
+func (tr *try) gotConn(info httptrace.GotConnInfo) {
+	var peer netip.AddrPort
+	if a, ok := info.Conn.RemoteAddr().(*net.TCPAddr); ok {
+		peer = a.AddrPort()
+		peer = netip.AddrPortFrom(peer.Addr().Unmap(), peer.Port())
+	}
+	recycle := false
+	if b := bornOf(info.Conn); b != nil && b.expired(time.Now()) {
+		tr.req.Header.Set("Connection", "close")
+		recycle = true
+	}
+	tr.mu.Lock()
+	tr.peer = peer
+	tr.recycled = recycle
+	tr.mu.Unlock()
+	tr.c.st.tel.gotConn(tr.span, peer, info.Reused)
+}
+
+// wroteRequest starts the FirstByteTimeout clock: the request, body
+// included, is on the wire.
+func (tr *try) wroteRequest(httptrace.WroteRequestInfo) {
+	fb := tr.c.st.firstByte
+	if fb <= 0 {
+		return
+	}
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	if tr.headers || tr.fbTimer != nil {
+		return
+	}
+	tr.fbTimer = time.AfterFunc(fb, func() { tr.cancel(errFirstByte) })
+}
+
+// gotHeaders stops the clocks that run until the response headers.
+func (tr *try) gotHeaders() {
+	tr.mu.Lock()
+	tr.headers = true
+	if tr.fbTimer != nil {
+		tr.fbTimer.Stop()
+	}
+	if tr.attTimer != nil {
+		tr.attTimer.Stop()
+	}
+	tr.mu.Unlock()
+}
+
+func (tr *try) peerLabel() string {
+	tr.mu.Lock()
+	peer := tr.peer
+	tr.mu.Unlock()
+	if !peer.IsValid() {
+		return ""
+	}
+	return tr.c.st.dialer.Health.PeerLabel(peer)
+}
+
+// mapErr turns the end of the try's context by one of the Transport's
+// limits into a *TimeoutError; other errors are returned as they are.
+func (tr *try) mapErr(err error) error {
+	if tr.ctx.Err() == nil {
+		return err
+	}
+	var phase string
+	var limit time.Duration
+	switch context.Cause(tr.ctx) {
+	case errHedgeLost:
+		return errHedgeLost
+	case errFirstByte:
+		phase, limit = "first_byte", tr.c.st.firstByte
+	case errStall:
+		phase, limit = "stall", tr.c.st.stall
+	case errAttempt:
+		phase, limit = "attempt", tr.c.st.attemptTO
+	default:
+		return err
+	}
+	return &TimeoutError{Phase: phase, Method: methodOf(tr.c.req), Host: tr.c.req.URL.Host,
+		Limit: limit, peer: tr.peerLabel()}
+}
+
+// finish ends the try: its context, its span and its duration, once.
+func (tr *try) finish(resp *http.Response, err error) {
+	tr.finishing.Do(func() {
+		tr.gotHeaders()
+		cause := err
+		if cause == nil {
+			cause = errBodyClosed
+		}
+		tr.cancel(cause)
+		tr.c.st.tel.ended(tr.ctx, tr.span, tr.c.req, resp, err, time.Since(tr.start))
+	})
+}
+
+// finishSpan ends the span and records the try but leaves its context
+// alive (a 101 response's conn lives on it).
+func (tr *try) finishSpan(resp *http.Response, err error) {
+	tr.finishing.Do(func() {
+		tr.c.st.tel.ended(tr.ctx, tr.span, tr.c.req, resp, err, time.Since(tr.start))
+	})
+}
+
+func methodOf(req *http.Request) string {
+	if req.Method == "" {
+		return http.MethodGet
+	}
+	return req.Method
+}

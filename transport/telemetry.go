@@ -1,0 +1,195 @@
+package transport
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
+	tracenoop "go.opentelemetry.io/otel/trace/noop"
+
+	"github.com/lifeline-go/lifeline/internal/otelx"
+)
+
+var noopTracerProvider trace.TracerProvider = tracenoop.NewTracerProvider()
+
+// telemetry is a Transport's tracer and instruments.
+type telemetry struct {
+	tracer trace.Tracer // nil: a no-op provider, no spans
+	inst   *otelx.Transport
+}
+
+func newTelemetry(tp trace.TracerProvider, mp metric.MeterProvider) *telemetry {
+	t := &telemetry{inst: otelx.TransportInstruments(mp)}
+	if _, noop := tp.(tracenoop.TracerProvider); !noop {
+		t.tracer = otelx.Tracer(tp, otelx.ScopeTransport)
+	}
+	return t
+}
+
+var clientKind = trace.WithSpanKind(trace.SpanKindClient)
+
+// startSpan starts the client span of one try under the caller's span,
+// named and attributed as the HTTP semantic conventions ask. url.full has
+// no userinfo and every query value redacted; no header is recorded.
+func (t *telemetry) startSpan(ctx context.Context, req *http.Request, resend int) (context.Context, trace.Span) {
+	if t.tracer == nil {
+		return ctx, trace.SpanFromContext(context.Background())
+	}
+	method := methodOf(req)
+	ctx, span := t.tracer.Start(ctx, spanName(method), clientKind)
+	if !span.IsRecording() {
+		return ctx, span
+	}
+	host, port := req.URL.Hostname(), req.URL.Port()
+	attrs := []attribute.KeyValue{
+		otelx.HTTPMethod(knownMethod(method)),
+		otelx.ServerAddress(host),
+		otelx.URLFull(redactURL(req.URL)),
+	}
+	if p, err := strconv.Atoi(port); err == nil {
+		attrs = append(attrs, otelx.ServerPort(p))
+	} else if req.URL.Scheme == "https" {
+		attrs = append(attrs, otelx.ServerPort(443))
+	} else {
+		attrs = append(attrs, otelx.ServerPort(80))
+	}
+	if resend > 0 {
+		attrs = append(attrs, otelx.ResendCount(resend))
+	}
+	span.SetAttributes(attrs...)
+	return ctx, span
+}
+
+// spanName is {method}, or "HTTP" for a method outside the known set (the
+// semantic conventions keep span names low-cardinality).
+func spanName(method string) string {
+	if m := knownMethod(method); m != "_OTHER" {
+		return m
+	}
+	return "HTTP"
+}
+
+func knownMethod(m string) string {
+	switch m {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch,
+		http.MethodDelete, http.MethodConnect, http.MethodOptions, http.MethodTrace:
+		return m
+	}
+	return "_OTHER"
+}
+
+// redactURL is u without userinfo and fragment, with the value of every
+// query parameter replaced by REDACTED: keys tell what was asked, values
+// may be secrets (api_key=..., signatures, tokens).
+func redactURL(u *url.URL) string {
+	r := *u
+	r.User = nil
+	r.Fragment, r.RawFragment = "", ""
+	if r.RawQuery != "" {
+		parts := strings.Split(r.RawQuery, "&")
+		for i, p := range parts {
+			k, _, _ := strings.Cut(p, "=")
+			parts[i] = k + "=" + otelx.Redacted
+		}
+		r.RawQuery = strings.Join(parts, "&")
+	}
+	return r.String()
+}
+
+func (t *telemetry) gotConn(span trace.Span, peer netip.AddrPort, reused bool) {
+	if !span.IsRecording() || !peer.IsValid() {
+		return
+	}
+	span.SetAttributes(otelx.PeerAddress(peer.Addr().String()), otelx.PeerPort(int(peer.Port())),
+		attribute.Bool("lifeline.http.conn_reused", reused))
+}
+
+func (t *telemetry) responded(span trace.Span, resp *http.Response) {
+	if span.IsRecording() {
+		span.SetAttributes(otelx.HTTPStatus(resp.StatusCode))
+	}
+}
+
+// ended closes a try's span and records its duration and outcome. A hedge
+// that lost and a caller's cancel are not errors; a 4xx or 5xx answer is
+// (for a client span, as the conventions say), with error.type the code.
+func (t *telemetry) ended(ctx context.Context, span trace.Span, req *http.Request, resp *http.Response, err error, d time.Duration) {
+	outcome := otelx.OutcomeOK
+	switch {
+	case errors.Is(err, errHedgeLost):
+		outcome = otelx.OutcomeLost
+	case errors.Is(err, context.Canceled):
+		outcome = otelx.OutcomeCanceled
+	case err != nil && errors.Is(err, context.DeadlineExceeded):
+		outcome = otelx.OutcomeTimeout
+	case err != nil:
+		outcome = otelx.OutcomeError
+	case resp != nil && resp.StatusCode >= 400:
+		outcome = otelx.OutcomeError
+	}
+	if span.IsRecording() {
+		span.SetAttributes(otelx.KeyOutcome.String(outcome))
+		switch {
+		case outcome == otelx.OutcomeLost, outcome == otelx.OutcomeCanceled:
+		case err != nil:
+			otelx.RecordError(span, err)
+		case resp != nil && resp.StatusCode >= 400:
+			code := strconv.Itoa(resp.StatusCode)
+			span.SetStatus(codes.Error, code)
+			span.SetAttributes(attribute.String("error.type", code))
+		}
+	}
+	span.End()
+	if t.inst.Attempts.Enabled(ctx) {
+		t.inst.Attempts.Add(ctx, 1, metric.WithAttributes(otelx.KeyOutcome.String(outcome)))
+	}
+	if t.inst.Duration.Enabled(ctx) {
+		attrs := []attribute.KeyValue{otelx.HTTPMethod(knownMethod(methodOf(req))), otelx.KeyOutcome.String(outcome)}
+		if resp != nil {
+			attrs = append(attrs, otelx.HTTPStatus(resp.StatusCode))
+		}
+		t.inst.Duration.Record(ctx, d.Seconds(), metric.WithAttributes(attrs...))
+	}
+}
+
+func (t *telemetry) stalled(ctx context.Context) {
+	if t.inst.Stalls.Enabled(ctx) {
+		t.inst.Stalls.Add(ctx, 1)
+	}
+}
+
+func (t *telemetry) hedge(ctx context.Context, what string) {
+	if t.inst.Hedges.Enabled(ctx) {
+		t.inst.Hedges.Add(ctx, 1, metric.WithAttributes(otelx.KeyHedge.String(what)))
+	}
+}
+
+// hedgeMasked counts what a winning try hid: tries that failed, and tries
+// started before the winner that were still waiting for headers when it
+// answered (stalls), on lifeline.masked_failures with masked_by=hedge.
+func (t *telemetry) hedgeMasked(ctx context.Context, winner *try, failed []tryResult, lost []*try) {
+	if !t.inst.Masked.Enabled(ctx) {
+		return
+	}
+	for _, r := range failed {
+		phase, peer := otelx.MaskedLabels(r.err)
+		if peer == "" {
+			peer = r.tr.peerLabel()
+		}
+		t.inst.Masked.Add(ctx, 1, otelx.Masked(otelx.MaskedByHedge, phase, peer, otelx.ErrorTypeOf(r.err)))
+	}
+	for _, tr := range lost {
+		if tr.start.Before(winner.start) {
+			t.inst.Masked.Add(ctx, 1, otelx.Masked(otelx.MaskedByHedge, "first_byte", tr.peerLabel(), "first_byte_stall"))
+		}
+	}
+}

@@ -1,0 +1,365 @@
+package transport
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/url"
+	"sync"
+	"syscall"
+	"time"
+
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/lifeline-go/lifeline/dial"
+	"github.com/lifeline-go/lifeline/retry"
+)
+
+// Defaults of the zero Transport.
+const (
+	DefaultFirstByteTimeout    = 15 * time.Second
+	DefaultStallTimeout        = 30 * time.Second
+	DefaultIdleConnTimeout     = 30 * time.Second
+	DefaultMaxConnLifetime     = 10 * time.Minute
+	DefaultMaxConnsPerHost     = 64
+	DefaultMaxIdleConnsPerHost = 16
+	// DefaultHedgeCeiling is the upper clamp of the adaptive hedge delay
+	// when HedgeDelay is zero.
+	DefaultHedgeCeiling = time.Second
+	// MinHedgeDelay is the lower clamp of the adaptive hedge delay.
+	MinHedgeDelay = 10 * time.Millisecond
+	// HTTP/2 health pings: a conn that received no frame for
+	// http2PingAfter gets a ping, and is closed when no answer comes
+	// within http2PingTimeout.
+	http2PingAfter   = 15 * time.Second
+	http2PingTimeout = 10 * time.Second
+	// The budget of a Transport whose Retry policy has none: retries and
+	// hedges at most 10% of requests plus 10 a second.
+	defaultBudgetRatio     = 0.1
+	defaultBudgetPerSecond = 10
+	// expectContinueTimeout bounds the wait for "100 Continue".
+	expectContinueTimeout = time.Second
+)
+
+// A Transport is an http.RoundTripper (HTTP/1.1 and HTTP/2) that cannot
+// hang and does not hide failures. It is built on net/http's Transport,
+// whose connection pool it keeps, with lifeline's dial.Dialer behind it
+// (DNS, connect and TLS each bounded, addresses raced through the TLS
+// handshake, a lone address racing itself), and adds:
+//
+//   - FirstByteTimeout: the response headers must arrive this long after
+//     the request was written; StallTimeout: a body read that gets no byte
+//     for this long fails. Both errors are *TimeoutError, which matches
+//     context.DeadlineExceeded and net.Error's Timeout on HTTP/1 and
+//     HTTP/2 alike.
+//   - Retries through retry.Policy and its Budget, of what is safe only:
+//     failures before anything was written, and idempotent requests (GET,
+//     HEAD, OPTIONS, TRACE, PUT, DELETE, or an Idempotency-Key header) whose
+//     body can be replayed (GetBody); 429, 502, 503 and 504 answers, with
+//     Retry-After honoured up to the policy's MaxRetryAfter.
+//   - Hedging (HedgeDelay, HedgeQuantile): an idempotent request with no
+//     response headers after the delay gets a second attempt on another
+//     conn; the first response wins.
+//   - MaxConnLifetime: conns older than it (jittered per conn) are not
+//     reused, without failing a request.
+//   - One OpenTelemetry client span per attempt and metrics that count the
+//     failures retries and hedges masked.
+//
+// The zero value is ready to use and waits forever nowhere; a nil
+// *Transport behaves as the zero value. Fields must be set before the first
+// request and not changed afterwards; a Transport must not be copied after
+// first use. It is safe for concurrent use by multiple goroutines. The
+// caller's request is never modified; RoundTrip closes its body, as the
+// http.RoundTripper contract asks.
+type Transport struct {
+	// Dialer dials every conn (proxies too). Nil means the zero
+	// dial.Dialer. It is copied at first use: its TLSConfig gives way to
+	// TLSClientConfig, and its FirstByteTimeout never undercuts the
+	// Transport's (off when FirstByteTimeout is negative).
+	Dialer *dial.Dialer
+	// TLSClientConfig is the TLS config of HTTPS conns (cloned; nil: the
+	// Dialer's TLSConfig, or an empty one). ALPN offers h2 and http/1.1
+	// unless NextProtos is set; ServerName defaults to the host.
+	TLSClientConfig *tls.Config
+	// Retry decides what failed attempts are retried, how often and after
+	// how long; its Budget also pays for hedges. Nil means the default
+	// policy (3 attempts). Its AttemptTimeout bounds each attempt up to the
+	// response headers.
+	Retry *retry.Policy
+	// FirstByteTimeout bounds the wait for the response headers after the
+	// request (body included) was written. Zero means 15s; negative means
+	// no limit (long polls).
+	FirstByteTimeout time.Duration
+	// StallTimeout fails a response body read that gets no byte for this
+	// long; only time spent inside Read counts, so a slow consumer is not a
+	// stall. Zero means 30s; negative means off.
+	StallTimeout time.Duration
+	// HedgeDelay, when positive, starts a second attempt of an idempotent,
+	// replayable request that has no response headers after this long.
+	// Zero means no hedging (unless HedgeQuantile is set).
+	HedgeDelay time.Duration
+	// HedgeQuantile, when in (0, 1), makes hedging adaptive: the delay is
+	// this quantile of the host's recent times to response headers, clamped
+	// to [10ms, HedgeDelay or 1s] ("The Tail at Scale": hedging after the
+	// 95th percentile costs about 5% more requests). Zero means the fixed
+	// HedgeDelay.
+	HedgeQuantile float64
+	// IdleConnTimeout closes conns idle this long. Zero means 30s;
+	// negative means no limit.
+	IdleConnTimeout time.Duration
+	// MaxConnLifetime stops reusing a conn older than this (±10% jitter per
+	// conn, so a pool does not expire at once): its last request carries
+	// "Connection: close" and it closes once idle, on HTTP/1.1 and HTTP/2,
+	// failing no request. Zero means 10m; negative means no limit.
+	MaxConnLifetime time.Duration
+	// MaxConnsPerHost caps the conns per host, dialing and idle included.
+	// Zero means 64; negative means no limit.
+	MaxConnsPerHost int
+	// MaxIdleConnsPerHost caps the idle conns kept per host. Zero means
+	// 16; negative means none are kept.
+	MaxIdleConnsPerHost int
+	// Proxy returns the proxy for a request, as in net/http. Nil means
+	// http.ProxyFromEnvironment. CONNECT proxies get the Dialer's limits,
+	// and the TLS handshake through them its TLSHandshakeTimeout.
+	Proxy func(*http.Request) (*url.URL, error)
+	// TracerProvider makes the attempt spans. Nil means the otel global.
+	TracerProvider trace.TracerProvider
+	// MeterProvider makes the metrics. Nil means the otel global.
+	MeterProvider metric.MeterProvider
+
+	once  sync.Once
+	state *state
+}
+
+// NewClient returns an *http.Client that uses t (nil: a zero Transport).
+// It has no Timeout of its own: the Transport's limits and the request's
+// context bound every call.
+func NewClient(t *Transport) *http.Client {
+	if t == nil {
+		t = &Transport{}
+	}
+	return &http.Client{Transport: t}
+}
+
+// zeroTransport stands in for a nil *Transport.
+var zeroTransport Transport
+
+// state is what a Transport builds at first use.
+type state struct {
+	t         *Transport
+	ht        *http.Transport
+	dialer    dial.Dialer
+	policy    retry.Policy // t.Retry with the Transport's providers, spans off, AttemptTimeout taken over
+	attemptTO time.Duration
+	firstByte time.Duration // 0: off
+	stall     time.Duration // 0: off
+	lifetime  time.Duration // 0: off
+	hedge     hedgeConfig
+	tel       *telemetry
+	latency   *latencies
+}
+
+func (t *Transport) get() *state {
+	if t == nil {
+		t = &zeroTransport
+	}
+	t.once.Do(func() { t.state = t.build() })
+	return t.state
+}
+
+// orDefault returns v, def when v is zero, or 0 (off) when v is negative,
+// with the same meaning as in dial and pool.
+func orDefault(v, def time.Duration) time.Duration {
+	switch {
+	case v == 0:
+		return def
+	case v < 0:
+		return 0
+	}
+	return v
+}
+
+func intOrDefault(v, def int) int {
+	switch {
+	case v == 0:
+		return def
+	case v < 0:
+		return 0
+	}
+	return v
+}
+
+func (t *Transport) build() *state {
+	st := &state{t: t}
+	st.firstByte = orDefault(t.FirstByteTimeout, DefaultFirstByteTimeout)
+	st.stall = orDefault(t.StallTimeout, DefaultStallTimeout)
+	st.lifetime = orDefault(t.MaxConnLifetime, DefaultMaxConnLifetime)
+	st.hedge = newHedgeConfig(t.HedgeDelay, t.HedgeQuantile)
+	st.tel = newTelemetry(t.TracerProvider, t.MeterProvider)
+	st.latency = newLatencies()
+
+	if t.Dialer != nil {
+		st.dialer = *t.Dialer
+	}
+	d := &st.dialer
+	tlsCfg := t.TLSClientConfig
+	if tlsCfg == nil {
+		tlsCfg = d.TLSConfig
+	}
+	if tlsCfg == nil {
+		tlsCfg = &tls.Config{}
+	}
+	tlsCfg = tlsCfg.Clone()
+	if len(tlsCfg.NextProtos) == 0 {
+		tlsCfg.NextProtos = []string{"h2", "http/1.1"}
+	}
+	d.TLSConfig = tlsCfg
+	// The Dialer's first-byte watch sees the first reply on each conn; it
+	// must not cut a response the Transport would still wait for.
+	switch {
+	case st.firstByte == 0:
+		d.FirstByteTimeout = -1
+	case d.FirstByteTimeout >= 0:
+		d.FirstByteTimeout = max(d.FirstByteTimeout, dial.DefaultFirstByteTimeout, st.firstByte)
+	}
+	if d.TracerProvider == nil {
+		d.TracerProvider = t.TracerProvider
+	}
+	if d.MeterProvider == nil {
+		d.MeterProvider = t.MeterProvider
+	}
+	if st.lifetime > 0 {
+		d.DialFunc = bornDialFunc(d.DialFunc, st.lifetime)
+	}
+
+	if t.Retry != nil {
+		st.policy = *t.Retry
+	}
+	if st.policy.Budget == nil {
+		// Retries and hedges are paid from a budget, so that a Transport
+		// never multiplies an outage: without one of the caller's, its own.
+		st.policy.Budget = retry.NewBudget(defaultBudgetRatio, defaultBudgetPerSecond)
+	}
+	if st.policy.MeterProvider == nil {
+		st.policy.MeterProvider = t.MeterProvider
+	}
+	// The Transport makes one HTTP span per attempt; retry's own attempt
+	// spans would only nest them one level deeper.
+	st.policy.TracerProvider = noopTracerProvider
+	st.attemptTO = st.policy.AttemptTimeout
+	// Do would cancel the attempt's context when the op returns, with the
+	// response body still unread: the Transport bounds attempts itself.
+	st.policy.AttemptTimeout = 0
+
+	proxy := t.Proxy
+	if proxy == nil {
+		proxy = http.ProxyFromEnvironment
+	}
+	handshake := d.TLSHandshakeTimeout
+	if handshake == 0 {
+		handshake = dial.DefaultTLSHandshakeTimeout
+	}
+	st.ht = &http.Transport{
+		Proxy:                 proxy,
+		DialContext:           d.DialContext,
+		DialTLSContext:        d.DialTLSContext,
+		TLSClientConfig:       tlsCfg.Clone(), // through CONNECT proxies (net/http's addTLS)
+		TLSHandshakeTimeout:   max(handshake, 0),
+		ForceAttemptHTTP2:     true,
+		IdleConnTimeout:       orDefault(t.IdleConnTimeout, DefaultIdleConnTimeout),
+		MaxConnsPerHost:       intOrDefault(t.MaxConnsPerHost, DefaultMaxConnsPerHost),
+		MaxIdleConnsPerHost:   intOrDefault(t.MaxIdleConnsPerHost, DefaultMaxIdleConnsPerHost),
+		ExpectContinueTimeout: expectContinueTimeout,
+		HTTP2: &http.HTTP2Config{
+			SendPingTimeout: http2PingAfter,
+			PingTimeout:     http2PingTimeout,
+		},
+	}
+	if t.MaxIdleConnsPerHost < 0 {
+		st.ht.DisableKeepAlives = true
+	}
+	return st
+}
+
+// CloseIdleConnections closes the conns that are idle now; it does not
+// interrupt conns in use.
+func (t *Transport) CloseIdleConnections() {
+	t.get().ht.CloseIdleConnections()
+}
+
+// jittered returns d ±10%, drawn once per conn.
+func jittered(d time.Duration) time.Duration {
+	j := d / 10
+	if j <= 0 {
+		return d
+	}
+	return d - j + rand.N(2*j+1)
+}
+
+// bornConn is a conn with the time it was dialed and the lifetime drawn for
+// it; the Transport finds it under the *tls.Conn and the first-byte watch
+// through their NetConn methods.
+type bornConn struct {
+	net.Conn
+	born     time.Time
+	lifetime time.Duration
+}
+
+// NetConn returns the conn underneath.
+func (c *bornConn) NetConn() net.Conn { return c.Conn }
+
+func (c *bornConn) expired(now time.Time) bool { return now.Sub(c.born) >= c.lifetime }
+
+// bornDialFunc wraps a Dialer's raw connect seam so that each conn knows
+// its age.
+func bornDialFunc(inner func(ctx context.Context, network, addr string) (net.Conn, error), lifetime time.Duration) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	if inner == nil {
+		var nd net.Dialer
+		inner = nd.DialContext
+	}
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := inner(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		if c == nil {
+			return nil, errors.New("transport: DialFunc returned a nil conn and no error")
+		}
+		return &bornConn{Conn: c, born: time.Now(), lifetime: jittered(lifetime)}, nil
+	}
+}
+
+// bornOf finds the bornConn under c, if any.
+func bornOf(c net.Conn) *bornConn {
+	for c != nil {
+		if b, ok := c.(*bornConn); ok {
+			return b
+		}
+		w, ok := c.(interface{ NetConn() net.Conn })
+		if !ok {
+			return nil
+		}
+		c = w.NetConn()
+	}
+	return nil
+}
+
+// SyscallConn returns the raw conn underneath, when it has one.
+func (c *bornConn) SyscallConn() (syscall.RawConn, error) {
+	if sc, ok := c.Conn.(syscall.Conn); ok {
+		return sc.SyscallConn()
+	}
+	return nil, &net.OpError{Op: "syscallconn", Net: "tcp", Err: errors.ErrUnsupported}
+}
+
+// CloseWrite shuts down the writing side when the conn underneath can.
+func (c *bornConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return &net.OpError{Op: "closewrite", Net: "tcp", Err: errors.ErrUnsupported}
+}
