@@ -223,8 +223,10 @@ func (t *Transport) build() *state {
 	switch {
 	case st.firstByte == 0:
 		d.FirstByteTimeout = -1
-	case d.FirstByteTimeout >= 0:
-		d.FirstByteTimeout = max(d.FirstByteTimeout, dial.DefaultFirstByteTimeout, st.firstByte)
+	case d.FirstByteTimeout == 0:
+		d.FirstByteTimeout = max(dial.DefaultFirstByteTimeout, st.firstByte)
+	case d.FirstByteTimeout > 0:
+		d.FirstByteTimeout = max(d.FirstByteTimeout, st.firstByte)
 	}
 	if d.TracerProvider == nil {
 		d.TracerProvider = t.TracerProvider
