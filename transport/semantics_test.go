@@ -2,9 +2,9 @@ package transport_test
 
 import (
 	"bufio"
+	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"context"
 	"io"
 	"net"
 	"net/http"
@@ -449,4 +449,3 @@ func startConnectProxy(t *testing.T, stall bool) string {
 	}()
 	return ln.Addr().String()
 }
-
