@@ -19,11 +19,21 @@
 //     raw-protocol clients that evicts idle, old, broken and dead
 //     connections, checks liveness on checkout, and limits the rate of new
 //     dials.
+//   - [github.com/lifeline-go/lifeline/transport]: an http.RoundTripper
+//     (HTTP/1.1 and HTTP/2) with a first-byte and a stall limit, retries of
+//     what is safe within a budget, fixed and adaptive hedging and a max
+//     connection lifetime; it counts the failures retries and hedges
+//     masked.
 //
 // The zero value of every config is safe: nothing waits forever unless a
 // negative value opts out explicitly.
 //
-// An end-to-end use, dialing with bounded phases and retrying inside a budget:
+// For HTTP, one line gives all of it:
+//
+//	client := transport.NewClient(&transport.Transport{HedgeQuantile: 0.95})
+//
+// An end-to-end use of the lower layers, dialing with bounded phases and
+// retrying inside a budget:
 //
 //	budget := retry.NewBudget(0.1, 1)
 //	policy := &retry.Policy{Budget: budget}
