@@ -184,8 +184,8 @@ func (r replayResult) String() string {
 // run sends n requests (method GET or POST; a POST's body is its unique
 // id), worker w sending to balancer w one request after another, each
 // bounded by limit so that a client that hangs ends the run as a failure.
-// client is made per worker by newClient.
-func (in *incident) run(ctx context.Context, newClient func() *http.Client, n int, method string, limit time.Duration) replayResult {
+// clients[w] is worker w's client.
+func (in *incident) run(ctx context.Context, clients []*http.Client, n int, method string, limit time.Duration) replayResult {
 	var (
 		mu  sync.Mutex
 		res replayResult
@@ -193,7 +193,7 @@ func (in *incident) run(ctx context.Context, newClient func() *http.Client, n in
 	)
 	workers := len(in.urls)
 	for w, url := range in.urls {
-		client := newClient()
+		client := clients[w]
 		wg.Go(func() {
 			// A fixed share per worker (requests w, w+workers, ...), so
 			// each balancer sees the same number of requests every run.
@@ -249,9 +249,9 @@ func (in *incident) do(ctx context.Context, client *http.Client, method, url, id
 
 // warmUp sends healthy traffic before the balancers degrade: the service
 // had a history (the adaptive hedge delay learns from it).
-func (in *incident) warmUp(tb testing.TB, newClient func() *http.Client, perLB int) {
+func (in *incident) warmUp(tb testing.TB, clients []*http.Client, perLB int) {
 	tb.Helper()
-	res := in.run(tb.Context(), newClient, perLB*len(in.urls), http.MethodGet, 10*time.Second)
+	res := in.run(tb.Context(), clients, perLB*len(in.urls), http.MethodGet, 10*time.Second)
 	if res.nerr > 0 {
 		tb.Fatalf("warm-up against healthy balancers: %v; %v", res, res.errs)
 	}
@@ -326,15 +326,17 @@ const (
 	requestLimit = 20 * time.Second
 )
 
-// clientFor returns a per-worker client on one Transport per worker: each
-// Transport's adaptive hedge delay then sees one balancer's latencies, as
-// one service's would.
-func clientFor(tb testing.TB, mk func() *transport.Transport) func() *http.Client {
-	return func() *http.Client {
+// clients returns one client per balancer, each on its own Transport made
+// by mk: each Transport's adaptive hedge delay then sees one balancer's
+// latencies, as one service's would.
+func (in *incident) clients(tb testing.TB, mk func() *transport.Transport) []*http.Client {
+	var cs []*http.Client
+	for range in.urls {
 		tr := mk()
 		tb.Cleanup(tr.CloseIdleConnections)
-		return transport.NewClient(tr)
+		cs = append(cs, transport.NewClient(tr))
 	}
+	return cs
 }
 
 // Plain HTTP, hedged after a fixed 250ms: every GET succeeds, none takes
@@ -342,7 +344,7 @@ func clientFor(tb testing.TB, mk func() *transport.Transport) func() *http.Clien
 func TestIncidentReplayHTTPHedged(t *testing.T) {
 	in := startIncident(t, false, replayWorkers)
 	m := newMetrics(t)
-	newClient := clientFor(t, func() *transport.Transport {
+	clients := in.clients(t, func() *transport.Transport {
 		return &transport.Transport{
 			HedgeDelay:          250 * time.Millisecond,
 			MaxIdleConnsPerHost: -1, // each request on a new connection
@@ -350,7 +352,7 @@ func TestIncidentReplayHTTPHedged(t *testing.T) {
 		}
 	})
 	in.degrade()
-	res := in.run(t.Context(), newClient, replayRequests, http.MethodGet, requestLimit)
+	res := in.run(t.Context(), clients, replayRequests, http.MethodGet, requestLimit)
 	t.Logf("hedged 250ms: %v; %d conns, %d hung, %d http attempts, masked by hedge %d",
 		res, in.accepted(), in.hung(), m.sum(t, httpAttempts), m.sum(t, maskedFailures, maskedByHedge))
 
@@ -372,7 +374,7 @@ func TestIncidentReplayHTTPHedged(t *testing.T) {
 func TestIncidentReplayHTTPFirstByteTimeout(t *testing.T) {
 	in := startIncident(t, false, replayWorkers)
 	m := newMetrics(t)
-	newClient := clientFor(t, func() *transport.Transport {
+	clients := in.clients(t, func() *transport.Transport {
 		return &transport.Transport{
 			FirstByteTimeout:    time.Second,
 			MaxIdleConnsPerHost: -1,
@@ -380,7 +382,7 @@ func TestIncidentReplayHTTPFirstByteTimeout(t *testing.T) {
 		}
 	})
 	in.degrade()
-	res := in.run(t.Context(), newClient, replayRequests, http.MethodGet, requestLimit)
+	res := in.run(t.Context(), clients, replayRequests, http.MethodGet, requestLimit)
 	t.Logf("first byte 1s: %v; %d conns, %d hung, %d http attempts, masked by retry %d",
 		res, in.accepted(), in.hung(), m.sum(t, httpAttempts), m.sum(t, maskedFailures, maskedByRetry))
 
@@ -403,7 +405,7 @@ func TestIncidentReplayHTTPSHandshake(t *testing.T) {
 		t.Run(method, func(t *testing.T) {
 			in := startIncident(t, true, replayWorkers)
 			m := newMetrics(t)
-			newClient := clientFor(t, func() *transport.Transport {
+			clients := in.clients(t, func() *transport.Transport {
 				return &transport.Transport{
 					// The zero Dialer: AttemptDelay 250ms, MaxAttemptsPerAddress 2.
 					TLSClientConfig:     in.tls,
@@ -412,7 +414,7 @@ func TestIncidentReplayHTTPSHandshake(t *testing.T) {
 				}
 			})
 			in.degrade()
-			res := in.run(t.Context(), newClient, replayRequests, method, requestLimit)
+			res := in.run(t.Context(), clients, replayRequests, method, requestLimit)
 			masked := m.sum(t, maskedFailures, maskedByRace, attribute.String("lifeline.phase", "tls"))
 			t.Logf("https %s: %v; %d conns, %d hung, %d http attempts, masked by race (tls) %d",
 				method, res, in.accepted(), in.hung(), m.sum(t, httpAttempts), masked)
