@@ -1,0 +1,98 @@
+package main
+
+import (
+	"bytes"
+	"io"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// TestHangDemoShort runs the demo in its short mode, for each protocol, and
+// checks what it prints: every lifeline request succeeded, the balancer
+// hung connections (net/http lost requests to them), the table's rows are
+// there, and lifeline counted masked failures.
+func TestHangDemoShort(t *testing.T) {
+	for _, proto := range []string{"https", "http"} {
+		// -hedge: the default (adaptive) for both.
+		t.Run(proto, func(t *testing.T) {
+			o, err := parseFlags([]string{"-short", "-proto", proto}, io.Discard)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var out, progress bytes.Buffer
+			if err := run(t.Context(), o, &out, &progress); err != nil {
+				t.Fatalf("run: %v\n%s", err, out.String())
+			}
+			text := out.String()
+			t.Log("\n" + text)
+
+			for _, row := range []string{"succeeded", "p50", "p99", "max", "attempts", "connections hung by the LB", "masked failures counted"} {
+				if !regexp.MustCompile(`(?m)^\s*` + regexp.QuoteMeta(row) + `\s{3,}\S`).MatchString(text) {
+					t.Errorf("table lacks the row %q", row)
+				}
+			}
+			if !strings.Contains(text, "capped at 1s so the demo ends") {
+				t.Error("net/http's cap is not labelled")
+			}
+			m := regexp.MustCompile(`(?m)^\s*succeeded\s+(\d+)/(\d+) \S+\s+(\d+)/(\d+) `).FindStringSubmatch(text)
+			if m == nil {
+				t.Fatal("no succeeded row with two columns")
+			}
+			plainOK, _ := strconv.Atoi(m[1])
+			llOK, _ := strconv.Atoi(m[3])
+			llTotal, _ := strconv.Atoi(m[4])
+			if llTotal != o.n || llOK != o.n {
+				t.Errorf("lifeline: %d/%d succeeded, want all %d", llOK, llTotal, o.n)
+			}
+			if plainOK >= o.n {
+				t.Errorf("net/http succeeded %d/%d: the balancer hung none of its connections", plainOK, o.n)
+			}
+			m = regexp.MustCompile(`(?m)^\s*connections hung by the LB\s+(\d+)\s+(\d+)`).FindStringSubmatch(text)
+			if m == nil {
+				t.Fatal("no hung row")
+			}
+			if n, _ := strconv.Atoi(m[2]); n == 0 {
+				t.Error("no connection of lifeline's was hung")
+			}
+			m = regexp.MustCompile(`(?m)^\s*masked failures counted\s+-\s+(\d+)`).FindStringSubmatch(text)
+			if m == nil {
+				t.Fatal("no masked failures row")
+			}
+			if n, _ := strconv.Atoi(m[1]); n == 0 {
+				t.Error("lifeline counted no masked failure")
+			}
+			if !regexp.MustCompile(`masked_by=(race|hedge|retry) +phase=\S+ +peer=127\.0\.0\.1 +[1-9]`).MatchString(text) {
+				t.Error("no masked failure labelled with the balancer's address")
+			}
+			if !strings.Contains(progress.String(), "lifeline "+strconv.Itoa(o.n)+"/"+strconv.Itoa(o.n)+" done") {
+				t.Errorf("progress line never showed lifeline done: %q", progress.String())
+			}
+		})
+	}
+}
+
+func TestHangDemoFlags(t *testing.T) {
+	o, err := parseFlags(nil, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.n != 400 || o.hang != 0.08 || o.proto != "https" || o.hedge != "adaptive" {
+		t.Errorf("defaults: %+v", o)
+	}
+	for _, args := range [][]string{
+		{"-n", "0"}, {"-hang", "1"}, {"-hang", "-0.1"}, {"-proto", "ftp"}, {"-hedge", "always"}, {"-c", "0"}, {"-cap", "0s"},
+	} {
+		var errOut bytes.Buffer
+		if _, err := parseFlags(args, &errOut); err == nil {
+			t.Errorf("parseFlags(%q) accepted", args)
+		} else if !strings.Contains(errOut.String(), "Usage") {
+			t.Errorf("parseFlags(%q): no usage printed: %q", args, errOut.String())
+		}
+	}
+}
