@@ -533,14 +533,31 @@ func (d *WebSocketDialer) handshakeErr(parent, ctx context.Context, t *wsTarget,
 		}
 	case errors.As(err, &de):
 		// The dial's own error says where and why.
-	case parent.Err() != nil:
-		he.Err = joinCause(context.Cause(parent), err)
-	case ctx.Err() != nil:
+	case parent.Err() != nil || expired(parent):
+		he.Err = joinCause(causeOf(parent), err)
+	case ctx.Err() != nil || expired(ctx):
 		// HandshakeTimeout ran out after the dial (a dial that ran out
 		// returned a *dial.Error): name the limit, keep what failed.
-		he.Err = joinCause(context.Cause(ctx), err)
+		he.Err = joinCause(causeOf(ctx), err)
 	}
 	return he
+}
+
+// expired reports whether ctx's deadline has passed. gorilla puts the
+// deadline on the conn, whose read can fail a moment before ctx's own
+// timer marks it done.
+func expired(ctx context.Context) bool {
+	dl, ok := ctx.Deadline()
+	return ok && !time.Now().Before(dl)
+}
+
+// causeOf is context.Cause, waiting out the moment between a deadline
+// passing and ctx reporting it.
+func causeOf(ctx context.Context) error {
+	if ctx.Err() == nil && expired(ctx) {
+		<-ctx.Done()
+	}
+	return context.Cause(ctx)
 }
 
 // joinCause returns cause, with err appended to its text when err says
