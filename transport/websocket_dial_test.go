@@ -513,4 +513,3 @@ func TestWebSocketDialBadURL(t *testing.T) {
 		}
 	}
 }
-
