@@ -462,13 +462,13 @@ func TestWebSocketHandshakeSpans(t *testing.T) {
 			conns++
 		}
 		for _, a := range sp.Attributes() {
-			if strings.Contains(a.Value.Emit(), "SECRET") {
-				t.Fatalf("span %s attribute %s leaks a secret: %q", sp.Name(), a.Key, a.Value.Emit())
+			if strings.Contains(a.Value.String(), "SECRET") {
+				t.Fatalf("span %s attribute %s leaks a secret: %q", sp.Name(), a.Key, a.Value.String())
 			}
 		}
 		for _, e := range sp.Events() {
 			for _, a := range e.Attributes {
-				if strings.Contains(a.Value.Emit(), "SECRET") {
+				if strings.Contains(a.Value.String(), "SECRET") {
 					t.Fatalf("span %s event %s leaks a secret", sp.Name(), e.Name)
 				}
 			}
@@ -480,7 +480,7 @@ func TestWebSocketHandshakeSpans(t *testing.T) {
 	attr := func(sp sdktrace.ReadOnlySpan, k attribute.Key) string {
 		for _, a := range sp.Attributes() {
 			if a.Key == k {
-				return a.Value.Emit()
+				return a.Value.String()
 			}
 		}
 		return ""
