@@ -324,6 +324,10 @@ func (s *WebSocketSession) run() {
 	<-timer.C
 	defer timer.Stop()
 	rnd := rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))
+	if s.cfg.OnStateChange != nil {
+		// The session starts in WebSocketConnecting; report it too.
+		s.cfg.OnStateChange(WebSocketConnecting)
+	}
 
 	var (
 		failures int // dials failed since the last stable connection
