@@ -1,0 +1,700 @@
+package transport
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/lifeline-go/lifeline/dial"
+	"github.com/lifeline-go/lifeline/internal/otelx"
+	"github.com/lifeline-go/lifeline/retry"
+)
+
+// Defaults of the zero WebSocketDialer.
+const (
+	DefaultHandshakeTimeout = 10 * time.Second
+	DefaultPingInterval     = 15 * time.Second
+	DefaultPongTimeout      = 10 * time.Second
+)
+
+// A WebSocketDialer opens websocket connections (gorilla/websocket) that
+// cannot hang and that notice a dead peer.
+//
+// The handshake runs on a [dial.Dialer]: the resolved addresses are raced
+// through TCP and, for wss, through TLS, so an address that accepts and
+// then stalls is overtaken after the Dialer's AttemptDelay; a lone address
+// races itself; every phase has its limit and fails with a *dial.Error.
+// TLS offers only ALPN "http/1.1" (a config that offers h2 breaks the
+// upgrade against servers that pick it) and verifies the certificate for
+// the URL's host. HandshakeTimeout bounds each attempt from DNS to the 101.
+// Proxies come from the environment (or Proxy) and are tunnelled with
+// CONNECT for ws and wss alike, the TLS to the backend done over the
+// tunnel. A failed attempt is retried through Retry, except an answer
+// that refuses the upgrade (3xx, 4xx), which is final.
+//
+// Each conn that Dial returns sends a ping every PingInterval and is
+// closed when the peer sends nothing within PongTimeout of one (see
+// [ErrPongTimeout]); reading the answers does not depend on the
+// application reading the conn.
+//
+// The zero value is ready to use; every limit has a finite default. A
+// WebSocketDialer is safe for concurrent use as long as its fields are not
+// changed while dials are in flight. Defaults are resolved at each dial
+// and never written back.
+type WebSocketDialer struct {
+	// Dialer makes the TCP and TLS connections (to the server or the
+	// proxy). Nil means the zero dial.Dialer. Its TLSConfig is used when
+	// TLSClientConfig is nil; either way the config is cloned and its
+	// NextProtos replaced by "http/1.1".
+	Dialer *dial.Dialer
+	// TLSClientConfig configures TLS for wss. Nil means Dialer.TLSConfig,
+	// or the default config (system roots, certificate verified for the
+	// URL's host). An empty ServerName becomes the URL's host.
+	TLSClientConfig *tls.Config
+	// HandshakeTimeout bounds each handshake attempt from DNS to the 101
+	// answer: resolution, connect, proxy CONNECT, TLS, the upgrade request
+	// and its answer. Zero means 10s; negative means no limit of its own
+	// (the Dialer's phase limits and the context still apply; the wait for
+	// the answer is then bounded only by the Dialer's FirstByteTimeout).
+	HandshakeTimeout time.Duration
+	// PingInterval is how often a conn pings its peer. Zero means 15s;
+	// negative means no pings and no liveness check.
+	PingInterval time.Duration
+	// PongTimeout is how long after a ping the peer has to send something
+	// (its pong, or any other frame) before the conn is closed. Zero means
+	// 10s; negative means pings are sent (to keep middleboxes from dropping
+	// the idle conn) but no answer is awaited.
+	PongTimeout time.Duration
+	// Retry retries failed handshake attempts. Nil means the default policy
+	// (3 attempts). An answer other than 101 with a 3xx or 4xx status is
+	// never retried; a 5xx answer is, after its Retry-After if it has one.
+	Retry *retry.Policy
+	// Proxy returns the proxy for a request (its URL has scheme http for ws
+	// and https for wss). Nil means http.ProxyFromEnvironment
+	// (HTTPS_PROXY, HTTP_PROXY, NO_PROXY; loopback hosts are never
+	// proxied). http and https proxies are supported; the tunnel is made
+	// with CONNECT, with the proxy URL's userinfo as basic
+	// Proxy-Authorization.
+	Proxy func(*http.Request) (*url.URL, error)
+	// Subprotocols are offered in Sec-WebSocket-Protocol.
+	Subprotocols []string
+	// ReadBufferSize and WriteBufferSize are gorilla's I/O buffer sizes; 0
+	// means 4096.
+	ReadBufferSize, WriteBufferSize int
+	// TracerProvider makes the spans (websocket.handshake per attempt,
+	// websocket.conn per connection). Nil means the otel global.
+	TracerProvider trace.TracerProvider
+	// MeterProvider makes the websocket metrics. Nil means the otel global.
+	MeterProvider metric.MeterProvider
+}
+
+func (d *WebSocketDialer) handshakeTimeout() time.Duration {
+	switch {
+	case d.HandshakeTimeout == 0:
+		return DefaultHandshakeTimeout
+	case d.HandshakeTimeout < 0:
+		return 0
+	}
+	return d.HandshakeTimeout
+}
+
+// pingInterval returns the interval, or 0 when pings are off.
+func (d *WebSocketDialer) pingInterval() time.Duration {
+	switch {
+	case d.PingInterval == 0:
+		return DefaultPingInterval
+	case d.PingInterval < 0:
+		return 0
+	}
+	return d.PingInterval
+}
+
+// pongTimeout returns the timeout, or 0 when no answer is awaited.
+func (d *WebSocketDialer) pongTimeout() time.Duration {
+	switch {
+	case d.PongTimeout == 0:
+		return DefaultPongTimeout
+	case d.PongTimeout < 0:
+		return 0
+	}
+	return d.PongTimeout
+}
+
+func (d *WebSocketDialer) proxy() func(*http.Request) (*url.URL, error) {
+	if d.Proxy != nil {
+		return d.Proxy
+	}
+	return http.ProxyFromEnvironment
+}
+
+// tlsConfig returns the config for a TLS handshake with host: cloned,
+// ALPN http/1.1 only, ServerName the host unless set.
+func (d *WebSocketDialer) tlsConfig(host string) *tls.Config {
+	base := d.TLSClientConfig
+	if base == nil && d.Dialer != nil {
+		base = d.Dialer.TLSConfig
+	}
+	var cfg *tls.Config
+	if base != nil {
+		cfg = base.Clone()
+	} else {
+		cfg = &tls.Config{}
+	}
+	cfg.NextProtos = []string{"http/1.1"}
+	if cfg.ServerName == "" {
+		cfg.ServerName = host
+	}
+	return cfg
+}
+
+// netDialer returns a copy of the Dialer whose TLSConfig is cfg.
+func (d *WebSocketDialer) netDialer(cfg *tls.Config) *dial.Dialer {
+	var nd dial.Dialer
+	if d.Dialer != nil {
+		nd = *d.Dialer
+	}
+	nd.TLSConfig = cfg
+	return &nd
+}
+
+// ErrPongTimeout is matched (errors.Is) by the error a conn's reads and
+// writes return after the peer stopped answering pings; see
+// [PongTimeoutError].
+var ErrPongTimeout = errors.New("websocket: peer stopped answering pings")
+
+// PongTimeoutError is the error of a websocket conn closed because nothing
+// arrived from the peer within PongTimeout of a ping: a peer that vanished
+// (no FIN, no RST), a hung server or a path that drops packets. It is a
+// timeout: it matches errors.Is(err, context.DeadlineExceeded) and
+// [ErrPongTimeout], and Timeout() is true.
+type PongTimeoutError struct {
+	// Peer is the conn's remote address ("ip:port").
+	Peer string
+	// PingInterval and PongTimeout are the conn's settings.
+	PingInterval, PongTimeout time.Duration
+}
+
+func (e *PongTimeoutError) Error() string {
+	return fmt.Sprintf("websocket: peer %s stopped answering: nothing received within %v of a ping (pings every %v)",
+		e.Peer, e.PongTimeout, e.PingInterval)
+}
+
+// Timeout is true.
+func (e *PongTimeoutError) Timeout() bool { return true }
+
+// Temporary is false: the conn is closed.
+func (e *PongTimeoutError) Temporary() bool { return false }
+
+// Is matches ErrPongTimeout and context.DeadlineExceeded.
+func (e *PongTimeoutError) Is(target error) bool {
+	return target == ErrPongTimeout || target == context.DeadlineExceeded
+}
+
+// ErrorType is "pong_timeout" (for error.type).
+func (e *PongTimeoutError) ErrorType() string { return "pong_timeout" }
+
+// HandshakeError is the error of a failed websocket handshake attempt. With
+// an answer (StatusCode not 0), Err matches websocket.ErrBadHandshake and
+// Dial returns the answer too (its Body holds the first KiB of the body).
+// Without one, Err is why: a *dial.Error, a *ProxyError, a TLS error
+// through a proxy (a *dial.Error of dial.PhaseTLS), or a timeout.
+//
+// Timeouts match errors.Is(err, context.DeadlineExceeded).
+type HandshakeError struct {
+	// URL is the URL dialled, without userinfo, query and fragment.
+	URL string
+	// StatusCode is the answer's status (101 for an invalid 101), or 0.
+	StatusCode int
+	// Err is the cause.
+	Err error
+
+	status string // the answer's status line text
+}
+
+func (e *HandshakeError) Error() string {
+	var b strings.Builder
+	b.WriteString("websocket: handshake with ")
+	b.WriteString(e.URL)
+	b.WriteString(": ")
+	if e.StatusCode != 0 {
+		b.WriteString(e.status)
+		b.WriteString(": ")
+	}
+	b.WriteString(e.Err.Error())
+	return b.String()
+}
+
+// Unwrap returns Err.
+func (e *HandshakeError) Unwrap() error { return e.Err }
+
+// Timeout reports whether a time limit ended the attempt.
+func (e *HandshakeError) Timeout() bool { return isTimeout(e.Err) }
+
+// Temporary is Retryable.
+func (e *HandshakeError) Temporary() bool { return e.Retryable() }
+
+// Is matches context.DeadlineExceeded when the attempt timed out.
+func (e *HandshakeError) Is(target error) bool {
+	return target == context.DeadlineExceeded && e.Timeout()
+}
+
+// Retryable reports whether another attempt may succeed: not for an
+// answer with a 1xx to 4xx status (the server refused the upgrade; a 5xx is
+// retryable), a proxy that refused the tunnel with a 4xx, a TLS
+// certificate error, an unknown host, or the caller's cancel; otherwise
+// what the cause says of itself, or true.
+func (e *HandshakeError) Retryable() bool {
+	if e.StatusCode != 0 {
+		return e.StatusCode >= 500
+	}
+	if errors.Is(e.Err, context.Canceled) {
+		return false
+	}
+	var r interface{ Retryable() bool }
+	if errors.As(e.Err, &r) {
+		return r.Retryable()
+	}
+	return true
+}
+
+// ErrorType names the failure for error.type: "http_<status>", or the
+// cause's type.
+func (e *HandshakeError) ErrorType() string {
+	if e.StatusCode != 0 {
+		return "http_" + strconv.Itoa(e.StatusCode)
+	}
+	return otelx.ErrorTypeOf(e.Err)
+}
+
+// isTimeout reports whether err is a timeout: it matches
+// context.DeadlineExceeded or is a net.Error that says so.
+func isTimeout(err error) bool {
+	if errors.Is(err, context.DeadlineExceeded) {
+		return true
+	}
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// ProxyError is the error of a proxy that did not open the tunnel.
+type ProxyError struct {
+	// Proxy is the proxy's host:port.
+	Proxy string
+	// StatusCode is the proxy's answer to CONNECT.
+	StatusCode int
+	status     string
+}
+
+func (e *ProxyError) Error() string {
+	return "websocket: proxy " + e.Proxy + " refused CONNECT: " + e.status
+}
+
+// Retryable is true for a 5xx answer (a proxy that failed to reach the
+// server), false otherwise (407 and other refusals).
+func (e *ProxyError) Retryable() bool { return e.StatusCode >= 500 }
+
+// ErrorType is "proxy_<status>".
+func (e *ProxyError) ErrorType() string { return "proxy_" + strconv.Itoa(e.StatusCode) }
+
+// wsTarget is a parsed, checked websocket URL.
+type wsTarget struct {
+	u        *url.URL
+	raw      string // as the caller gave it (to gorilla)
+	safe     string // for spans and errors: no userinfo, query, fragment
+	host     string // without port
+	hostPort string
+	tls      bool
+}
+
+func parseTarget(rawURL string) (*wsTarget, error) {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return nil, fmt.Errorf("websocket: bad URL %q: %w", otelx.StripURL(rawURL), errors.Unwrap(err))
+	}
+	t := &wsTarget{u: u, raw: rawURL, safe: otelx.StripURL(rawURL), host: u.Hostname()}
+	var port string
+	switch u.Scheme {
+	case "ws":
+		port = "80"
+	case "wss":
+		t.tls, port = true, "443"
+	default:
+		return nil, fmt.Errorf("websocket: bad URL %s: scheme %q, want ws or wss", t.safe, u.Scheme)
+	}
+	if u.User != nil {
+		return nil, fmt.Errorf("websocket: bad URL %s: userinfo is not allowed (send credentials in a header)", t.safe)
+	}
+	if t.host == "" {
+		return nil, fmt.Errorf("websocket: bad URL %s: no host", t.safe)
+	}
+	if p := u.Port(); p != "" {
+		port = p
+	}
+	t.hostPort = net.JoinHostPort(t.host, port)
+	return t, nil
+}
+
+// Dial opens a websocket connection to rawURL (ws:// or wss://) with the
+// extra request headers h, retrying failed attempts through Retry. It
+// returns the conn and the server's answer; on failure the last answer
+// when there was one (a refusal such as 401, 403 or 404 is returned at
+// once, with its answer) and an error: a *HandshakeError for each
+// attempt's failure, inside a *retry.ExhaustedError when retries ran out.
+// Timeouts match errors.Is(err, context.DeadlineExceeded); errors.As finds
+// the last attempt's *dial.Error when the dial failed.
+//
+// The conn pings its peer (see PingInterval, PongTimeout); its goroutines
+// end when it is closed or fails. The caller closes the conn. The usual
+// gorilla rules hold: one reader and one writer at a time; Close and
+// WriteControl may be called concurrently with anything.
+func (d *WebSocketDialer) Dial(ctx context.Context, rawURL string, h http.Header) (*websocket.Conn, *http.Response, error) {
+	t, err := parseTarget(rawURL)
+	if err != nil {
+		return nil, nil, err
+	}
+	var resp *http.Response
+	conn, err := retry.Do(ctx, d.Retry, func(ctx context.Context) (*websocket.Conn, error) {
+		c, r, err := d.attempt(ctx, t, h, trace.SpanContext{})
+		if r != nil {
+			resp = r
+		}
+		if err != nil {
+			var he *HandshakeError
+			if errors.As(err, &he) && he.StatusCode != 0 && he.StatusCode < 500 {
+				return nil, retry.Permanent(err)
+			}
+			if r != nil && r.StatusCode >= 500 {
+				if wait, ok := retryAfter(r.Header, time.Now()); ok {
+					return nil, retry.After(wait, err)
+				}
+			}
+		}
+		return c, err
+	})
+	if err != nil {
+		return nil, resp, err
+	}
+	return conn, resp, nil
+}
+
+// attemptState is what the net dial of one attempt tells the attempt.
+type attemptState struct {
+	conn    *liveConn
+	proxied bool
+}
+
+// attempt makes one handshake: its span, its timeout, its metric. link,
+// when valid, is linked from the conn's span (a session's reconnect).
+func (d *WebSocketDialer) attempt(ctx context.Context, t *wsTarget, h http.Header, link trace.SpanContext) (*websocket.Conn, *http.Response, error) {
+	tel := otelx.WebSocketInstruments(d.MeterProvider)
+	tracer := otelx.Tracer(d.TracerProvider, otelx.ScopeTransport)
+	start := time.Now()
+	ctx, span := tracer.Start(ctx, "websocket.handshake", trace.WithSpanKind(trace.SpanKindClient))
+	defer span.End()
+	if span.IsRecording() {
+		port, _ := strconv.Atoi(t.u.Port())
+		if port == 0 {
+			port = map[bool]int{false: 80, true: 443}[t.tls]
+		}
+		span.SetAttributes(otelx.URLFull(t.safe), otelx.ServerAddress(t.host), otelx.ServerPort(port),
+			otelx.HTTPMethod(http.MethodGet))
+		if n := retry.Attempt(ctx); n > 1 {
+			span.SetAttributes(otelx.ResendCount(n - 1))
+		}
+	}
+
+	parent := ctx
+	if hto := d.handshakeTimeout(); hto > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeoutCause(ctx, hto, &handshakeTimeoutError{hto})
+		defer cancel()
+	}
+	st := &attemptState{}
+	netDial := func(ctx context.Context, network, addr string) (net.Conn, error) {
+		return d.netDial(ctx, t, st)
+	}
+	gd := websocket.Dialer{
+		NetDialContext:  netDial,
+		ReadBufferSize:  d.ReadBufferSize,
+		WriteBufferSize: d.WriteBufferSize,
+		Subprotocols:    d.Subprotocols,
+	}
+	if t.tls {
+		// gorilla does no TLS when NetDialTLSContext is set; netDial made it.
+		gd.NetDialTLSContext = netDial
+	}
+	// gorilla bounds the exchange with ctx's deadline (SetDeadline on the
+	// conn) but does not watch a cancel: close the conn on one.
+	stop := func() bool { return true }
+	conn, resp, err := gd.DialContext(contextWithDialHook(ctx, func(lc *liveConn) {
+		stop = context.AfterFunc(ctx, lc.abort)
+	}), t.raw, h)
+	if !stop() && err == nil {
+		// The cancel (or the timeout) won against the 101: the conn was
+		// aborted under gorilla.
+		conn.Close()
+		conn, err = nil, context.Cause(ctx)
+	}
+	if err != nil {
+		err = d.handshakeErr(parent, ctx, t, st, resp, err)
+		outcome := otelx.OutcomeError
+		switch {
+		case errors.Is(err, context.Canceled) && parent.Err() != nil:
+			outcome = otelx.OutcomeCanceled // the caller's: not a failure
+		case isTimeout(err):
+			outcome = otelx.OutcomeTimeout
+			otelx.RecordError(span, err)
+		default:
+			otelx.RecordError(span, err)
+		}
+		if resp != nil && span.IsRecording() {
+			span.SetAttributes(otelx.HTTPStatus(resp.StatusCode))
+		}
+		tel.Handshakes.Record(context.WithoutCancel(parent), time.Since(start).Seconds(),
+			metric.WithAttributes(otelx.KeyOutcome.String(outcome)))
+		return nil, resp, err
+	}
+	if span.IsRecording() {
+		span.SetAttributes(otelx.HTTPStatus(resp.StatusCode), otelx.KeyProxied.Bool(st.proxied))
+		if ap, ok := st.conn.peer(); ok {
+			span.SetAttributes(otelx.PeerAddress(ap.Addr().String()), otelx.PeerPort(int(ap.Port())))
+		}
+	}
+	tel.Handshakes.Record(context.WithoutCancel(parent), time.Since(start).Seconds(),
+		metric.WithAttributes(otelx.KeyOutcome.String(otelx.OutcomeOK)))
+	if tc, ok := st.conn.tlsConn(); ok {
+		cs := tc.ConnectionState()
+		resp.TLS = &cs
+	}
+	links := []trace.Link{{SpanContext: span.SpanContext()}}
+	if link.IsValid() {
+		links = append(links, trace.Link{SpanContext: link})
+	}
+	st.conn.start(conn, liveConfig{
+		ping:   d.pingInterval(),
+		pong:   d.pongTimeout(),
+		tracer: tracer,
+		tel:    tel,
+		links:  links,
+		url:    t.safe,
+	})
+	return conn, resp, nil
+}
+
+// handshakeTimeoutError is the cause of an attempt's context when
+// HandshakeTimeout ran out.
+type handshakeTimeoutError struct{ d time.Duration }
+
+func (e *handshakeTimeoutError) Error() string {
+	return "no 101 answer within HandshakeTimeout " + e.d.String()
+}
+func (e *handshakeTimeoutError) Timeout() bool        { return true }
+func (e *handshakeTimeoutError) Is(target error) bool { return target == context.DeadlineExceeded }
+
+// handshakeErr wraps the failure of one attempt in a *HandshakeError.
+func (d *WebSocketDialer) handshakeErr(parent, ctx context.Context, t *wsTarget, st *attemptState,
+	resp *http.Response, err error) error {
+	he := &HandshakeError{URL: t.safe, Err: err}
+	var de *dial.Error
+	switch {
+	case resp != nil:
+		he.StatusCode = resp.StatusCode
+		he.status = resp.Status
+		if he.status == "" {
+			he.status = strconv.Itoa(resp.StatusCode)
+		}
+	case errors.As(err, &de):
+		// The dial's own error says where and why.
+	case parent.Err() != nil || expired(parent):
+		he.Err = joinCause(causeOf(parent), err)
+	case ctx.Err() != nil || expired(ctx):
+		// HandshakeTimeout ran out after the dial (a dial that ran out
+		// returned a *dial.Error): name the limit, keep what failed.
+		he.Err = joinCause(causeOf(ctx), err)
+	}
+	return he
+}
+
+// expired reports whether ctx's deadline has passed. gorilla puts the
+// deadline on the conn, whose read can fail a moment before ctx's own
+// timer marks it done.
+func expired(ctx context.Context) bool {
+	dl, ok := ctx.Deadline()
+	return ok && !time.Now().Before(dl)
+}
+
+// causeOf is context.Cause, waiting out the moment between a deadline
+// passing and ctx reporting it.
+func causeOf(ctx context.Context) error {
+	if ctx.Err() == nil && expired(ctx) {
+		<-ctx.Done()
+	}
+	return context.Cause(ctx)
+}
+
+// joinCause returns cause, with err appended to its text when err says
+// something more; both match errors.Is.
+func joinCause(cause, err error) error {
+	if cause == nil || errors.Is(err, cause) {
+		return err
+	}
+	if err == nil || errors.Is(cause, err) {
+		return cause
+	}
+	return &causeErr{cause: cause, err: err}
+}
+
+type causeErr struct{ cause, err error }
+
+func (e *causeErr) Error() string   { return e.cause.Error() + ": " + e.err.Error() }
+func (e *causeErr) Unwrap() []error { return []error{e.cause, e.err} }
+
+// dialHookKey carries the function that learns the attempt's conn (to
+// abort it on a cancel) through gorilla's DialContext.
+type dialHookKey struct{}
+
+func contextWithDialHook(ctx context.Context, hook func(*liveConn)) context.Context {
+	return context.WithValue(ctx, dialHookKey{}, hook)
+}
+
+// netDial makes the attempt's connection: directly through the Dialer
+// (raced through TLS for wss) or through a proxy's CONNECT tunnel, TLS
+// to the server made over it. It returns the conn wrapped for liveness.
+func (d *WebSocketDialer) netDial(ctx context.Context, t *wsTarget, st *attemptState) (net.Conn, error) {
+	var tlsCfg *tls.Config
+	if t.tls {
+		tlsCfg = d.tlsConfig(t.host)
+	}
+	proxyURL, err := d.proxyFor(t)
+	if err != nil {
+		return nil, err
+	}
+	var c net.Conn
+	if proxyURL == nil {
+		nd := d.netDialer(tlsCfg)
+		if t.tls {
+			c, err = nd.DialTLSContext(ctx, "tcp", t.hostPort)
+		} else {
+			c, err = nd.DialContext(ctx, "tcp", t.hostPort)
+		}
+	} else {
+		st.proxied = true
+		c, err = d.dialProxy(ctx, proxyURL, t, tlsCfg)
+	}
+	if err != nil {
+		return nil, err
+	}
+	lc := newLiveConn(c)
+	st.conn = lc
+	if hook, ok := ctx.Value(dialHookKey{}).(func(*liveConn)); ok {
+		hook(lc)
+	}
+	return lc, nil
+}
+
+func (d *WebSocketDialer) proxyFor(t *wsTarget) (*url.URL, error) {
+	ru := *t.u
+	ru.Scheme = "http"
+	if t.tls {
+		ru.Scheme = "https"
+	}
+	req := &http.Request{Method: http.MethodGet, URL: &ru, Host: ru.Host, Header: http.Header{}}
+	u, err := d.proxy()(req)
+	if err != nil {
+		return nil, fmt.Errorf("websocket: proxy for %s: %w", t.safe, err)
+	}
+	return u, nil
+}
+
+// dialProxy opens a CONNECT tunnel to t through the proxy and, for wss,
+// makes the TLS handshake with the server over it. (gorilla v1.5.3 dials
+// the proxy with NetDialTLSContext and never does TLS with the server:
+// gorilla #779.) ctx bounds everything.
+func (d *WebSocketDialer) dialProxy(ctx context.Context, pu *url.URL, t *wsTarget, tlsCfg *tls.Config) (net.Conn, error) {
+	phost := pu.Hostname()
+	pport := pu.Port()
+	var c net.Conn
+	var err error
+	switch pu.Scheme {
+	case "http", "":
+		if pport == "" {
+			pport = "80"
+		}
+		c, err = d.netDialer(nil).DialContext(ctx, "tcp", net.JoinHostPort(phost, pport))
+	case "https":
+		if pport == "" {
+			pport = "443"
+		}
+		c, err = d.netDialer(d.tlsConfig(phost)).DialTLSContext(ctx, "tcp", net.JoinHostPort(phost, pport))
+	default:
+		return nil, fmt.Errorf("websocket: proxy scheme %q not supported (http or https)", pu.Scheme)
+	}
+	if err != nil {
+		return nil, err
+	}
+	proxyAddr := net.JoinHostPort(phost, pport)
+	// The exchange with the proxy and the TLS handshake run under ctx:
+	// its deadline on the conn, a cancel closes it.
+	if dl, ok := ctx.Deadline(); ok {
+		_ = c.SetDeadline(dl)
+	}
+	stop := context.AfterFunc(ctx, func() { c.Close() })
+	fail := func(err error) (net.Conn, error) {
+		stop()
+		c.Close()
+		if ctx.Err() != nil {
+			err = joinCause(context.Cause(ctx), err)
+		}
+		return nil, err
+	}
+
+	req := &http.Request{Method: http.MethodConnect, URL: &url.URL{Opaque: t.hostPort},
+		Host: t.hostPort, Header: http.Header{}}
+	if pu.User != nil {
+		pw, _ := pu.User.Password()
+		req.Header.Set("Proxy-Authorization", "Basic "+
+			base64.StdEncoding.EncodeToString([]byte(pu.User.Username()+":"+pw)))
+	}
+	if err := req.Write(c); err != nil {
+		return fail(fmt.Errorf("websocket: proxy %s: %w", proxyAddr, err))
+	}
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, req)
+	if err != nil {
+		return fail(fmt.Errorf("websocket: proxy %s: reading CONNECT answer: %w", proxyAddr, err))
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fail(&ProxyError{Proxy: proxyAddr, StatusCode: resp.StatusCode, status: resp.Status})
+	}
+	if br.Buffered() > 0 {
+		return fail(fmt.Errorf("websocket: proxy %s sent data before the tunnel opened", proxyAddr))
+	}
+	if tlsCfg != nil {
+		tc := tls.Client(c, tlsCfg)
+		if err := tc.HandshakeContext(ctx); err != nil {
+			return fail(&dial.Error{Phase: dial.PhaseTLS, Network: "tcp", Addr: t.hostPort, Err: err})
+		}
+		c = tc
+	}
+	if !stop() {
+		c.Close()
+		return nil, context.Cause(ctx)
+	}
+	// gorilla sets and clears its own deadlines from here.
+	_ = c.SetDeadline(time.Time{})
+	return c, nil
+}

@@ -1,0 +1,601 @@
+package transport
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/lifeline-go/lifeline/internal/otelx"
+	"github.com/lifeline-go/lifeline/retry"
+)
+
+// Defaults of a zero WebSocketSessionConfig.
+const (
+	DefaultStableAfter  = 10 * time.Second
+	DefaultWriteTimeout = 10 * time.Second
+)
+
+// closeGrace bounds the close frame a session sends on Close.
+const closeGrace = time.Second
+
+// WebSocketState is the state of a [WebSocketSession].
+type WebSocketState int32
+
+// The states of a session. A session starts in WebSocketConnecting, moves
+// between the first three as connections come and go, and ends in
+// WebSocketClosed.
+const (
+	// WebSocketConnecting: a handshake (or the OnConnect hook) is in
+	// progress.
+	WebSocketConnecting WebSocketState = iota
+	// WebSocketConnected: writes go to the peer, messages are delivered.
+	WebSocketConnected
+	// WebSocketDisconnected: the connection was lost or a dial failed; the
+	// session waits out its backoff before the next dial.
+	WebSocketDisconnected
+	// WebSocketClosed: Close was called, or the server refused the upgrade
+	// (see [WebSocketSession.Err]). Final.
+	WebSocketClosed
+)
+
+var stateNames = [...]string{"connecting", "connected", "disconnected", "closed"}
+
+func (s WebSocketState) String() string {
+	if s >= 0 && int(s) < len(stateNames) {
+		return stateNames[s]
+	}
+	return "WebSocketState(" + strconv.Itoa(int(s)) + ")"
+}
+
+// ErrDisconnected is matched by the error of a write made while a session
+// has no connection, and of a write that failed because its connection
+// broke (the message may not have reached the peer). The error names the
+// cause of the loss when there is one.
+var ErrDisconnected = errors.New("transport: websocket session disconnected")
+
+// ErrSessionClosed is matched by the error of a write to a session that
+// has ended.
+var ErrSessionClosed = errors.New("transport: websocket session closed")
+
+// WebSocketSessionConfig configures a [WebSocketSession]. Only URL is
+// required.
+type WebSocketSessionConfig struct {
+	// URL is the ws:// or wss:// URL dialled, every time.
+	URL string
+	// Header holds extra handshake headers, sent with every dial. It is
+	// cloned by NewWebSocketSession.
+	Header http.Header
+	// Dialer makes the connections: its limits, liveness (PingInterval,
+	// PongTimeout), proxies and telemetry apply to each. Its Retry sets the
+	// pace of reconnecting: waits from InitialInterval growing by
+	// Multiplier up to MaxInterval, with Jitter, and a 5xx answer's
+	// Retry-After up to MaxRetryAfter. A session never stops redialing on
+	// its own (MaxAttempts and Budget do not apply), except when the
+	// server refuses the upgrade with a 3xx or 4xx answer. Nil means the
+	// zero WebSocketDialer.
+	Dialer *WebSocketDialer
+	// StableAfter is how long a connection must last to count as a
+	// recovery: when a connection that lasted this long is lost, the
+	// backoff starts again from InitialInterval (a recovered server is
+	// rejoined quickly); a connection lost sooner continues the backoff
+	// (a flapping server is not hammered). Zero means 10s.
+	StableAfter time.Duration
+	// WriteTimeout bounds each WriteMessage, the wait for other writers
+	// included; the caller's context may shorten it. Zero means 10s.
+	WriteTimeout time.Duration
+	// OnConnect, when set, runs after each handshake and before the
+	// session reports WebSocketConnected: to authenticate, resubscribe or
+	// resume. It may read and write conn (nothing else does meanwhile
+	// except pings) but must not keep it. ctx ends at Close and after the
+	// Dialer's HandshakeTimeout, and conn is closed then. An error closes
+	// the connection and counts as a failed dial.
+	OnConnect func(ctx context.Context, conn *websocket.Conn) error
+	// OnMessage, when set, receives every data message in the order it
+	// arrived, across connections, one call at a time from one goroutine.
+	// The next message is not read until it returns (the conn still
+	// answers pings meanwhile). Nil discards messages.
+	OnMessage func(messageType int, data []byte)
+	// OnDisconnect, when set, is called with the cause each time an
+	// established connection is lost (a *PongTimeoutError, a
+	// *websocket.CloseError, a read or write error), before the session
+	// redials.
+	OnDisconnect func(cause error)
+	// OnStateChange, when set, is called with each new state, in order.
+	//
+	// The hooks run on the session's own goroutine (OnMessage on its
+	// reader): a hook that blocks delays reconnecting, and a hook must not
+	// call Close, which waits for them.
+	OnStateChange func(state WebSocketState)
+}
+
+// A WebSocketSession keeps one logical websocket connection to a URL up
+// across failures. On a loss it redials with jittered exponential backoff,
+// reset once a connection has been stable; OnConnect resubscribes, and
+// OnDisconnect learns the cause. One goroutine owns connecting and
+// reconnecting; Close cancels it and returns when everything the session
+// started has ended.
+//
+// Writes from any number of goroutines are serialised, each bounded by
+// WriteTimeout; while disconnected they fail at once with
+// [ErrDisconnected] — nothing is queued, so nothing is replayed to a
+// server that has moved on. Incoming messages go to OnMessage in order.
+// Messages the server sent while no connection was up are not seen:
+// resuming is the protocol's job, in OnConnect.
+//
+// Every connection is made by the Dialer, so dead peers are detected by
+// its pings within PingInterval + PongTimeout.
+//
+// Telemetry: a websocket.reconnect span covers each outage (the dials in
+// it are its children), with a websocket.reconnected event; the metrics
+// lifeline.websocket.reconnects (by outcome) and
+// lifeline.websocket.disconnected.duration, and the Dialer's own.
+type WebSocketSession struct {
+	cfg      WebSocketSessionConfig
+	dialer   *WebSocketDialer
+	target   *wsTarget
+	backoff  backoffConfig
+	tel      *otelx.WebSocket
+	tracer   trace.Tracer
+	ctx      context.Context
+	cancel   context.CancelFunc
+	done     chan struct{} // closed when run has returned
+	wsem     chan struct{} // cap 1: the write slot
+	state    atomic.Int32
+	mu       sync.Mutex   // guards the fields below
+	conn     *sessionConn // nil unless connected
+	lastLoss error        // cause of the latest loss or failed dial
+	err      error        // why the session ended, when not by Close
+}
+
+// sessionConn is one connection of a session.
+type sessionConn struct {
+	ws    *websocket.Conn
+	mu    sync.Mutex
+	cause error // the first write failure, which broke it
+}
+
+func (c *sessionConn) setCause(err error) {
+	c.mu.Lock()
+	if c.cause == nil {
+		c.cause = err
+	}
+	c.mu.Unlock()
+}
+
+func (c *sessionConn) getCause() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.cause
+}
+
+// backoffConfig is the reconnect pace, from a retry.Policy.
+type backoffConfig struct {
+	initial, max  time.Duration
+	mult, jitter  float64
+	maxRetryAfter time.Duration // <0: no cap
+}
+
+func backoffFrom(p *retry.Policy) (backoffConfig, error) {
+	b := backoffConfig{initial: retry.DefaultInitialInterval, max: retry.DefaultMaxInterval,
+		mult: retry.DefaultMultiplier, jitter: retry.DefaultJitter, maxRetryAfter: retry.DefaultMaxRetryAfter}
+	if p == nil {
+		return b, nil
+	}
+	if p.InitialInterval != 0 {
+		b.initial = p.InitialInterval
+	}
+	if p.MaxInterval != 0 {
+		b.max = p.MaxInterval
+	}
+	if p.Multiplier != 0 {
+		b.mult = p.Multiplier
+	}
+	switch {
+	case p.Jitter < 0:
+		b.jitter = 0
+	case p.Jitter > 0:
+		b.jitter = p.Jitter
+	}
+	if p.MaxRetryAfter != 0 {
+		b.maxRetryAfter = p.MaxRetryAfter
+	}
+	switch {
+	case b.initial < 0:
+		return b, fmt.Errorf("transport: WebSocketSessionConfig.Dialer.Retry.InitialInterval is %v; want 0 or more", p.InitialInterval)
+	case b.max < b.initial:
+		return b, fmt.Errorf("transport: WebSocketSessionConfig.Dialer.Retry.MaxInterval (%v) is below InitialInterval (%v)", b.max, b.initial)
+	case math.IsNaN(b.mult) || math.IsInf(b.mult, 0) || b.mult < 1:
+		return b, fmt.Errorf("transport: WebSocketSessionConfig.Dialer.Retry.Multiplier is %v; want 0 or a finite value ≥ 1", p.Multiplier)
+	case math.IsNaN(p.Jitter) || b.jitter > 1:
+		return b, fmt.Errorf("transport: WebSocketSessionConfig.Dialer.Retry.Jitter is %v; want a value ≤ 1", p.Jitter)
+	}
+	return b, nil
+}
+
+// wait returns the jittered wait before dial n+1 of a run of failures
+// (n = 0 for the first dial after a loss). Pure but for rnd.
+func (b backoffConfig) wait(n int, rnd float64) time.Duration {
+	d := float64(b.initial) * math.Pow(b.mult, float64(n))
+	d = min(d, float64(b.max))
+	d *= 1 + b.jitter*(2*rnd-1)
+	return time.Duration(d)
+}
+
+// NewWebSocketSession checks cfg and starts the session: it begins
+// connecting at once, in the background. The caller must call Close.
+func NewWebSocketSession(cfg WebSocketSessionConfig) (*WebSocketSession, error) {
+	t, err := parseTarget(cfg.URL)
+	if err != nil {
+		return nil, fmt.Errorf("transport: WebSocketSessionConfig.URL: %w", err)
+	}
+	d := cfg.Dialer
+	if d == nil {
+		d = &WebSocketDialer{}
+	}
+	var p *retry.Policy
+	if d.Retry != nil {
+		p = d.Retry
+	}
+	bo, err := backoffFrom(p)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.StableAfter < 0 {
+		return nil, fmt.Errorf("transport: WebSocketSessionConfig.StableAfter is %v; want 0 (default %v) or more", cfg.StableAfter, DefaultStableAfter)
+	}
+	if cfg.WriteTimeout < 0 {
+		return nil, fmt.Errorf("transport: WebSocketSessionConfig.WriteTimeout is %v; want 0 (default %v) or more", cfg.WriteTimeout, DefaultWriteTimeout)
+	}
+	cfg.Header = cfg.Header.Clone()
+	s := &WebSocketSession{cfg: cfg, dialer: d, target: t, backoff: bo,
+		tel: otelx.WebSocketInstruments(d.MeterProvider), tracer: otelx.Tracer(d.TracerProvider, otelx.ScopeTransport),
+		done: make(chan struct{}), wsem: make(chan struct{}, 1)}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	go s.run()
+	return s, nil
+}
+
+func (s *WebSocketSession) stableAfter() time.Duration {
+	if s.cfg.StableAfter == 0 {
+		return DefaultStableAfter
+	}
+	return s.cfg.StableAfter
+}
+
+func (s *WebSocketSession) writeTimeout() time.Duration {
+	if s.cfg.WriteTimeout == 0 {
+		return DefaultWriteTimeout
+	}
+	return s.cfg.WriteTimeout
+}
+
+// State returns the session's current state.
+func (s *WebSocketSession) State() WebSocketState { return WebSocketState(s.state.Load()) }
+
+// Done is closed when the session has ended: after Close, or when the
+// server refused the upgrade.
+func (s *WebSocketSession) Done() <-chan struct{} { return s.done }
+
+// Err returns why the session ended by itself (a *HandshakeError with the
+// server's 3xx or 4xx answer), or nil while it runs and after Close.
+func (s *WebSocketSession) Err() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.err
+}
+
+// Close ends the session: it sends a close frame on the current
+// connection (bounded by 1s), closes it, stops reconnecting and returns
+// once every goroutine the session started has ended (a running hook
+// included). It is idempotent and always returns nil.
+func (s *WebSocketSession) Close() error {
+	s.cancel()
+	<-s.done
+	return nil
+}
+
+// setState records and reports a state change; run's goroutine only.
+func (s *WebSocketSession) setState(st WebSocketState) {
+	if WebSocketState(s.state.Swap(int32(st))) == st {
+		return
+	}
+	if s.cfg.OnStateChange != nil {
+		s.cfg.OnStateChange(st)
+	}
+}
+
+// run owns the session: it dials, serves each connection until it is
+// lost, and redials after the backoff, until Close or a refusal.
+func (s *WebSocketSession) run() {
+	defer close(s.done)
+	defer s.setState(WebSocketClosed)
+	timer := time.NewTimer(0)
+	<-timer.C
+	defer timer.Stop()
+	rnd := rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))
+	if s.cfg.OnStateChange != nil {
+		// The session starts in WebSocketConnecting; report it too.
+		s.cfg.OnStateChange(WebSocketConnecting)
+	}
+
+	var (
+		failures int // dials failed since the last stable connection
+		wait     time.Duration
+		lostAt   time.Time  // zero until the first loss; reset at each connection
+		rctx     = s.ctx    // the outage's span context
+		rspan    trace.Span // websocket.reconnect, during an outage
+		attempt  int        // dials in this outage
+	)
+	endOutage := func(outcome string, err error) {
+		if lostAt.IsZero() {
+			return
+		}
+		s.tel.Disconnected.Record(context.Background(), time.Since(lostAt).Seconds(),
+			metric.WithAttributes(otelx.KeyOutcome.String(outcome)))
+		if err != nil {
+			otelx.RecordError(rspan, err)
+		}
+		rspan.End()
+		lostAt, rspan, rctx = time.Time{}, nil, s.ctx
+	}
+	for {
+		if wait > 0 {
+			timer.Reset(wait)
+			select {
+			case <-s.ctx.Done():
+				endOutage(otelx.OutcomeCanceled, nil)
+				return
+			case <-timer.C:
+			}
+		}
+		if s.ctx.Err() != nil {
+			endOutage(otelx.OutcomeCanceled, nil)
+			return
+		}
+		s.setState(WebSocketConnecting)
+		attempt++
+		var link trace.SpanContext
+		if rspan != nil {
+			link = rspan.SpanContext()
+		}
+		actx := rctx
+		if rspan != nil {
+			actx = trace.ContextWithSpan(rctx, rspan)
+		}
+		conn, resp, err := s.dialer.attempt(actx, s.target, s.cfg.Header, link)
+		if err == nil {
+			err = s.onConnect(conn)
+			if err != nil {
+				conn.Close()
+			}
+		}
+		if !lostAt.IsZero() {
+			outcome := otelx.OutcomeOK
+			if err != nil {
+				outcome = otelx.OutcomeError
+			}
+			s.tel.Reconnects.Add(context.Background(), 1, metric.WithAttributes(otelx.KeyOutcome.String(outcome)))
+		}
+		if err != nil {
+			if s.ctx.Err() != nil {
+				endOutage(otelx.OutcomeCanceled, nil)
+				return
+			}
+			var he *HandshakeError
+			if errors.As(err, &he) && he.StatusCode != 0 && he.StatusCode < 500 {
+				// The server said no: asking again at the backoff's pace
+				// would not change its answer.
+				s.mu.Lock()
+				s.err, s.lastLoss = err, err
+				s.mu.Unlock()
+				endOutage(otelx.OutcomeError, err)
+				return
+			}
+			s.mu.Lock()
+			s.lastLoss = err
+			s.mu.Unlock()
+			if rspan != nil && rspan.IsRecording() {
+				rspan.AddEvent("websocket.reconnect.failed", trace.WithAttributes(
+					otelx.KeyReconnectAttempt.Int(attempt), otelx.ErrorType(err)))
+			}
+			wait = s.backoff.wait(failures, rnd.Float64())
+			failures++
+			if resp != nil {
+				if ra, ok := retryAfter(resp.Header, time.Now()); ok && (s.backoff.maxRetryAfter < 0 || ra <= s.backoff.maxRetryAfter) {
+					wait = max(wait, ra)
+				}
+			}
+			s.setState(WebSocketDisconnected)
+			continue
+		}
+
+		// Connected.
+		if rspan != nil && rspan.IsRecording() {
+			rspan.AddEvent("websocket.reconnected", trace.WithAttributes(otelx.KeyReconnectAttempt.Int(attempt)))
+		}
+		endOutage(otelx.OutcomeOK, nil)
+		connectedAt := time.Now()
+		cc := &sessionConn{ws: conn}
+		s.mu.Lock()
+		s.conn = cc
+		s.mu.Unlock()
+		s.setState(WebSocketConnected)
+
+		cause := s.serve(cc)
+
+		s.mu.Lock()
+		s.conn = nil
+		if cause != nil {
+			s.lastLoss = cause
+		}
+		s.mu.Unlock()
+		if s.ctx.Err() != nil {
+			return
+		}
+		lostAt = time.Now()
+		attempt = 0
+		rctx, rspan = s.tracer.Start(context.Background(), "websocket.reconnect",
+			trace.WithAttributes(otelx.URLFull(s.target.safe), otelx.KeyDisconnectCause.String(otelx.ErrorTypeOf(cause))))
+		s.setState(WebSocketDisconnected)
+		if s.cfg.OnDisconnect != nil {
+			s.cfg.OnDisconnect(cause)
+		}
+		if lostAt.Sub(connectedAt) >= s.stableAfter() {
+			failures = 0
+		}
+		wait = s.backoff.wait(failures, rnd.Float64())
+		failures++
+	}
+}
+
+// onConnect runs the OnConnect hook under its deadline.
+func (s *WebSocketSession) onConnect(conn *websocket.Conn) error {
+	if s.cfg.OnConnect == nil {
+		return nil
+	}
+	ctx := s.ctx
+	if hto := s.dialer.handshakeTimeout(); hto > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, hto)
+		defer cancel()
+	}
+	// A hook blocked on the conn is released by closing it.
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	defer stop()
+	if err := s.cfg.OnConnect(ctx, conn); err != nil {
+		return fmt.Errorf("transport: websocket OnConnect: %w", err)
+	}
+	if ctx.Err() != nil {
+		return fmt.Errorf("transport: websocket OnConnect: %w", context.Cause(ctx))
+	}
+	return nil
+}
+
+// serve reads cc until it fails (or Close), delivering messages in order,
+// and returns the cause of the loss (nil after Close). The reader
+// goroutine has ended when it returns.
+func (s *WebSocketSession) serve(cc *sessionConn) error {
+	readErr := make(chan error, 1)
+	go func() {
+		for {
+			typ, data, err := cc.ws.ReadMessage()
+			if err != nil {
+				// One failed read ends the loop: gorilla panics after
+				// repeated reads on a failed conn.
+				readErr <- err
+				return
+			}
+			if s.cfg.OnMessage != nil {
+				s.cfg.OnMessage(typ, data)
+			}
+		}
+	}()
+	select {
+	case err := <-readErr:
+		cc.ws.Close()
+		if c := cc.getCause(); c != nil {
+			return c // a write broke it
+		}
+		return err
+	case <-s.ctx.Done():
+		_ = cc.ws.WriteControl(websocket.CloseMessage,
+			websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(closeGrace))
+		cc.ws.Close()
+		<-readErr
+		return nil
+	}
+}
+
+// disconnected is the error of a write with no connection.
+func (s *WebSocketSession) disconnected() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.State() == WebSocketClosed || s.ctx.Err() != nil {
+		if s.err != nil {
+			return fmt.Errorf("%w: %w", ErrSessionClosed, s.err)
+		}
+		return ErrSessionClosed
+	}
+	if s.lastLoss != nil {
+		return fmt.Errorf("%w (%s): %w", ErrDisconnected, s.State(), s.lastLoss)
+	}
+	return fmt.Errorf("%w (%s)", ErrDisconnected, s.State())
+}
+
+func (s *WebSocketSession) current() *sessionConn {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.conn
+}
+
+// WriteMessage sends one data message (websocket.TextMessage or
+// BinaryMessage). Writes from many goroutines are serialised; each is
+// bounded by WriteTimeout (and ctx's deadline), the wait for its turn
+// included. While the session has no connection it fails at once with
+// [ErrDisconnected]; after Close with [ErrSessionClosed]. A write that
+// fails breaks the connection, which the session replaces; its error
+// matches ErrDisconnected, and context.DeadlineExceeded when it timed out.
+// A cancel of ctx is seen before the write starts; a write in progress
+// ends by its deadline.
+func (s *WebSocketSession) WriteMessage(ctx context.Context, messageType int, data []byte) error {
+	if messageType != websocket.TextMessage && messageType != websocket.BinaryMessage {
+		return fmt.Errorf("transport: websocket WriteMessage: message type %d is not text (1) or binary (2)", messageType)
+	}
+	if err := ctx.Err(); err != nil {
+		return context.Cause(ctx)
+	}
+	if s.current() == nil {
+		return s.disconnected()
+	}
+	wt := s.writeTimeout()
+	deadline := time.Now().Add(wt)
+	if dl, ok := ctx.Deadline(); ok && dl.Before(deadline) {
+		deadline = dl
+	}
+	select {
+	case s.wsem <- struct{}{}:
+	default:
+		// Another writer has the slot: wait for it, within the deadline.
+		t := time.NewTimer(time.Until(deadline))
+		defer t.Stop()
+		select {
+		case s.wsem <- struct{}{}:
+		case <-ctx.Done():
+			return context.Cause(ctx)
+		case <-t.C:
+			return fmt.Errorf("transport: websocket WriteMessage: waited %v for other writers: %w", wt, context.DeadlineExceeded)
+		case <-s.ctx.Done():
+			return ErrSessionClosed
+		}
+	}
+	defer func() { <-s.wsem }()
+	cc := s.current()
+	if cc == nil {
+		return s.disconnected()
+	}
+	if err := cc.ws.SetWriteDeadline(deadline); err != nil {
+		return fmt.Errorf("%w: %w", ErrDisconnected, err)
+	}
+	if err := cc.ws.WriteMessage(messageType, data); err != nil {
+		if isTimeout(err) {
+			err = joinCause(context.DeadlineExceeded, err)
+		}
+		// The frame may be half written: the conn is broken. Closing it
+		// makes the reader fail, and run replaces the connection.
+		cc.setCause(err)
+		cc.ws.Close()
+		return fmt.Errorf("%w: write: %w", ErrDisconnected, err)
+	}
+	return nil
+}
