@@ -398,6 +398,12 @@ func (r *racer) lose() *Error {
 	if len(r.queue) > 0 {
 		// Addresses, but the caller or the Timeout ended the dial before
 		// any attempt could start.
+		if r.ctx.Err() == nil {
+			// The dial's own Timeout ran out between the answer and the
+			// attempt.
+			return &Error{Phase: PhaseConnect, Network: r.s.network, Addr: r.s.addr, Peer: r.queue[0],
+				Err: &timeoutError{cause: errDialTimeout}, health: r.s.d.Health}
+		}
 		return r.s.fail(r.raceCtx, PhaseConnect, r.queue[0], r.ctx.Err())
 	}
 	ctx := r.rctx
