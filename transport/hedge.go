@@ -118,6 +118,10 @@ func (l *latencies) quantile(host string, q float64) (time.Duration, bool) {
 	return w.cached, true
 }
 
+// maxHedges is how many hedges one attempt may start, each a hedge delay
+// after the one before.
+const maxHedges = 2
+
 // tryResult is how a try of a hedged attempt ended.
 type tryResult struct {
 	tr   *try
@@ -126,8 +130,9 @@ type tryResult struct {
 }
 
 // hedged runs one attempt as a try and, when it has no response headers
-// after the hedge delay and the budget allows, a second try alongside (on
-// another conn: the first one is busy). The first response wins; the other
+// after the hedge delay and the budget allows, another try alongside (on
+// another conn: the first one is busy), and after another delay one more,
+// up to maxHedges. The first response wins; the other
 // try is cancelled and its response, if one comes anyway, closed. A hedge
 // is paid from the retry budget; an exhausted budget stops new hedges,
 // never a try in flight. Failures and stalls the winner overtook are
@@ -142,11 +147,10 @@ func (c *call) hedged(ctx context.Context) (*http.Response, *try, error) {
 		}()
 		return tr
 	}
-	first := start(false)
+	tries := []*try{start(false)}
 	timer := time.NewTimer(c.st.hedgeDelay(c.host))
 	defer timer.Stop()
 	pending := 1
-	var second *try
 	var won *tryResult
 	var failed []tryResult
 	for pending > 0 && won == nil {
@@ -159,19 +163,22 @@ func (c *call) hedged(ctx context.Context) (*http.Response, *try, error) {
 			}
 			failed = append(failed, r)
 		case <-timer.C:
-			if second == nil && c.st.policy.Budget.Withdraw() {
-				second = start(true)
+			if len(tries) <= maxHedges && c.st.policy.Budget.Withdraw() {
+				tries = append(tries, start(true))
 				pending++
 				c.st.tel.hedge(ctx, "fired")
+				// A hedge can meet a hang too (8% of conns hung in incident
+				// 01): one more after another delay, up to maxHedges.
+				timer.Reset(c.st.hedgeDelay(c.host))
 			}
 		}
 	}
 	var lost []*try
 	if won != nil {
-		// Cancel the other try and wait for it: no goroutine outlives the
-		// attempt, and a response that came anyway is closed.
-		for _, tr := range []*try{first, second} {
-			if tr != nil && tr != won.tr {
+		// Cancel the other tries and wait for them: no goroutine outlives
+		// the attempt, and a response that came anyway is closed.
+		for _, tr := range tries {
+			if tr != won.tr {
 				tr.cancel(errHedgeLost)
 			}
 		}
@@ -192,7 +199,7 @@ func (c *call) hedged(ctx context.Context) (*http.Response, *try, error) {
 	last := failed[len(failed)-1]
 	wrote := false
 	for _, r := range failed {
-		wrote = wrote || r.tr.wrote.Load()
+		wrote = wrote || r.tr.mayHaveWritten(r.err)
 	}
 	return nil, last.tr, c.canRetry(last.err, wrote)
 }

@@ -2,6 +2,7 @@ package transport
 
 import (
 	"context"
+	"errors"
 	"net"
 	"net/http"
 	"net/http/httptrace"
@@ -12,6 +13,7 @@ import (
 
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/lifeline-go/lifeline/dial"
 	"github.com/lifeline-go/lifeline/retry"
 )
 
@@ -91,7 +93,7 @@ func (c *call) attempt(ctx context.Context) (*http.Response, *try, error) {
 		tr := c.newTry(false)
 		resp, err := tr.run()
 		if err != nil {
-			return nil, tr, c.canRetry(err, tr.wrote.Load())
+			return nil, tr, c.canRetry(err, tr.mayHaveWritten(err))
 		}
 		return resp, tr, nil
 	}
@@ -99,40 +101,60 @@ func (c *call) attempt(ctx context.Context) (*http.Response, *try, error) {
 }
 
 // try is one HTTP exchange: one request on one conn.
+//
+// A healthy GET pays for as little as it can: the try's own cancellable
+// context exists only when something may have to cancel it (a hedge, the
+// policy's AttemptTimeout), net/http's trace hooks only when something
+// reads them (a non-idempotent request, a recording span, a conn that may
+// have outlived MaxConnLifetime), and the request's headers are copied only
+// when a conn may be past its lifetime (BenchmarkKeepAliveGET).
 type try struct {
 	c      *call
 	resend int  // tries of the call before this one
 	hedge  bool // started by the hedge timer
 	req    *http.Request
 	ctx    context.Context
-	cancel context.CancelCauseFunc
+	cancel context.CancelCauseFunc // nil: nothing cancels this try but its caller
 	span   trace.Span
 	start  time.Time
 	wrote  atomic.Bool // the request's headers were written: it may have been acted on
+	traced bool        // net/http's trace hooks are set: wrote and peer are known
 
 	mu        sync.Mutex // guards the fields below, set from net/http's hooks
 	peer      netip.AddrPort
-	headers   bool        // response headers arrived (or the exchange ended)
-	fbTimer   *time.Timer // FirstByteTimeout, from the end of the request
 	attTimer  *time.Timer // the policy's AttemptTimeout, from the start
-	recycled  bool        // MaxConnLifetime: this exchange closes its conn
 	finishing sync.Once
+
+	body body // the response body's wrapper (see newBody)
 }
 
 func (c *call) newTry(hedge bool) *try {
 	tr := &try{c: c, resend: c.tries, hedge: hedge, start: time.Now()}
 	c.tries++
 	st := c.st
-	// The try's context outlives RoundTrip: it ends when the body is read
-	// to EOF or closed (a winner's body must not be cut), or by a limit.
-	tr.ctx, tr.cancel = context.WithCancelCause(c.ctx)
-	tr.ctx, tr.span = st.tel.startSpan(tr.ctx, c.req, tr.resend)
-	tr.ctx = httptrace.WithClientTrace(tr.ctx, &httptrace.ClientTrace{
-		GotConn:      tr.gotConn,
-		WroteHeaders: func() { tr.wrote.Store(true) },
-		WroteRequest: tr.wroteRequest,
-	})
-	tr.req = c.req.Clone(tr.ctx)
+	ctx := c.ctx
+	if hedge || c.hedge || st.attemptTO > 0 {
+		// The try's context outlives RoundTrip: it ends when the body is
+		// read to EOF or closed (a winner's body must not be cut), or when
+		// a hedge overtakes it or a limit ends it.
+		ctx, tr.cancel = context.WithCancelCause(ctx)
+	}
+	ctx, tr.span = st.tel.startSpan(ctx, c.req, tr.resend)
+	copyHeader := st.born.mayHaveExpired(tr.start)
+	if !c.idempotent || tr.span.IsRecording() || copyHeader {
+		tr.traced = true
+		ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
+			GotConn:      tr.gotConn,
+			WroteHeaders: tr.wroteHeaders,
+		})
+	}
+	tr.ctx = ctx
+	if copyHeader {
+		// gotConn may add "Connection: close": the try's own header map.
+		tr.req = c.req.Clone(ctx)
+	} else {
+		tr.req = c.req.WithContext(ctx)
+	}
 	if c.req.GetBody != nil && c.req.Body != nil && c.req.Body != http.NoBody {
 		tr.req.Body = nil // set in run, where a GetBody error can be returned
 	}
@@ -140,6 +162,19 @@ func (c *call) newTry(hedge bool) *try {
 		tr.attTimer = time.AfterFunc(st.attemptTO, func() { tr.cancel(errAttempt) })
 	}
 	return tr
+}
+
+func (tr *try) wroteHeaders() { tr.wrote.Store(true) }
+
+// mayHaveWritten reports whether the request may have reached the server:
+// known from the trace hooks when they are set; otherwise only a dial
+// error proves it did not.
+func (tr *try) mayHaveWritten(err error) bool {
+	if tr.traced {
+		return tr.wrote.Load()
+	}
+	var de *dial.Error
+	return !errors.As(err, &de) || de.Phase == dial.PhaseFirstByte
 }
 
 // run sends the request and returns the response, its body wrapped so that
@@ -155,7 +190,7 @@ func (tr *try) run() (*http.Response, error) {
 		tr.req.Body = b
 	}
 	resp, err := c.st.ht.RoundTrip(tr.req)
-	tr.gotHeaders()
+	tr.stopAttemptTimer()
 	if err != nil {
 		err = tr.mapErr(err)
 		tr.finish(nil, err)
@@ -188,73 +223,58 @@ func (tr *try) gotConn(info httptrace.GotConnInfo) {
 		peer = a.AddrPort()
 		peer = netip.AddrPortFrom(peer.Addr().Unmap(), peer.Port())
 	}
-	recycle := false
-	if b := bornOf(info.Conn); b != nil && b.expired(time.Now()) {
+	if b := bornOf(info.Conn); b != nil && b.expired(time.Now()) && tr.req.Header != nil &&
+		tr.c.st.born.mayHaveExpired(tr.start) {
+		// The header map is the try's own (newTry cloned it when a conn
+		// could be this old).
 		tr.req.Header.Set("Connection", "close")
-		recycle = true
 	}
 	tr.mu.Lock()
 	tr.peer = peer
-	tr.recycled = recycle
 	tr.mu.Unlock()
 	tr.c.st.tel.gotConn(tr.span, peer, info.Reused)
 }
 
-// wroteRequest starts the FirstByteTimeout clock: the request, body
-// included, is on the wire.
-func (tr *try) wroteRequest(httptrace.WroteRequestInfo) {
-	fb := tr.c.st.firstByte
-	if fb <= 0 {
-		return
-	}
-	tr.mu.Lock()
-	defer tr.mu.Unlock()
-	if tr.headers || tr.fbTimer != nil {
-		return
-	}
-	tr.fbTimer = time.AfterFunc(fb, func() { tr.cancel(errFirstByte) })
-}
-
-// gotHeaders stops the clocks that run until the response headers.
-func (tr *try) gotHeaders() {
-	tr.mu.Lock()
-	tr.headers = true
-	if tr.fbTimer != nil {
-		tr.fbTimer.Stop()
-	}
+// stopAttemptTimer stops the AttemptTimeout clock, which runs until the
+// response headers.
+func (tr *try) stopAttemptTimer() {
 	if tr.attTimer != nil {
 		tr.attTimer.Stop()
 	}
-	tr.mu.Unlock()
 }
 
+// peerLabel is the peer's metric label: its IP when the Dialer's Health
+// remembers it, "other" otherwise (or when no conn was had).
 func (tr *try) peerLabel() string {
 	tr.mu.Lock()
 	peer := tr.peer
 	tr.mu.Unlock()
-	if !peer.IsValid() {
-		return ""
-	}
 	return tr.c.st.dialer.Health.PeerLabel(peer)
 }
 
-// mapErr turns the end of the try's context by one of the Transport's
-// limits into a *TimeoutError; other errors are returned as they are.
+// mapErr turns the end of a try by one of the Transport's limits into a
+// *TimeoutError; other errors are returned as they are. FirstByteTimeout is
+// net/http's ResponseHeaderTimeout: its errors differ between HTTP/1.1 and
+// HTTP/2 (only the first matches context.DeadlineExceeded), so a timeout
+// that is not a dial's and came after the limit, with the caller's context
+// alive, is taken for it.
 func (tr *try) mapErr(err error) error {
-	if tr.ctx.Err() == nil {
-		return err
-	}
+	st := tr.c.st
 	var phase string
 	var limit time.Duration
-	switch context.Cause(tr.ctx) {
-	case errHedgeLost:
-		return errHedgeLost
-	case errFirstByte:
-		phase, limit = "first_byte", tr.c.st.firstByte
-	case errStall:
-		phase, limit = "stall", tr.c.st.stall
-	case errAttempt:
-		phase, limit = "attempt", tr.c.st.attemptTO
+	switch {
+	case tr.cancel != nil && tr.ctx.Err() != nil:
+		switch context.Cause(tr.ctx) {
+		case errHedgeLost:
+			return errHedgeLost
+		case errAttempt:
+			phase, limit = "attempt", st.attemptTO
+		default:
+			return err
+		}
+	case st.firstByte > 0 && tr.c.ctx.Err() == nil && isTimeout(err) && !isDialError(err) &&
+		time.Since(tr.start) >= st.firstByte:
+		phase, limit = "first_byte", st.firstByte
 	default:
 		return err
 	}
@@ -262,15 +282,22 @@ func (tr *try) mapErr(err error) error {
 		Limit: limit, peer: tr.peerLabel()}
 }
 
+func isDialError(err error) bool {
+	var de *dial.Error
+	return errors.As(err, &de) && de.Phase != dial.PhaseFirstByte
+}
+
 // finish ends the try: its context, its span and its duration, once.
 func (tr *try) finish(resp *http.Response, err error) {
 	tr.finishing.Do(func() {
-		tr.gotHeaders()
-		cause := err
-		if cause == nil {
-			cause = errBodyClosed
+		tr.stopAttemptTimer()
+		if tr.cancel != nil {
+			cause := err
+			if cause == nil {
+				cause = errBodyClosed
+			}
+			tr.cancel(cause)
 		}
-		tr.cancel(cause)
 		tr.c.st.tel.ended(tr.ctx, tr.span, tr.c.req, resp, err, time.Since(tr.start))
 	})
 }

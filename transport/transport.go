@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -161,6 +162,7 @@ type state struct {
 	hedge     hedgeConfig
 	tel       *telemetry
 	latency   *latencies
+	born      *births // nil: no MaxConnLifetime
 }
 
 func (t *Transport) get() *state {
@@ -235,7 +237,8 @@ func (t *Transport) build() *state {
 		d.MeterProvider = t.MeterProvider
 	}
 	if st.lifetime > 0 {
-		d.DialFunc = bornDialFunc(d.DialFunc, st.lifetime)
+		st.born = &births{lifetime: st.lifetime, open: map[*bornConn]struct{}{}}
+		d.DialFunc = st.born.dialFunc(d.DialFunc)
 	}
 
 	if t.Retry != nil {
@@ -276,6 +279,9 @@ func (t *Transport) build() *state {
 		MaxConnsPerHost:       intOrDefault(t.MaxConnsPerHost, DefaultMaxConnsPerHost),
 		MaxIdleConnsPerHost:   intOrDefault(t.MaxIdleConnsPerHost, DefaultMaxIdleConnsPerHost),
 		ExpectContinueTimeout: expectContinueTimeout,
+		// FirstByteTimeout: from the request written to the headers, on
+		// HTTP/1.1 and HTTP/2 (errors normalised by mapErr).
+		ResponseHeaderTimeout: st.firstByte,
 		HTTP2: &http.HTTP2Config{
 			SendPingTimeout: http2PingAfter,
 			PingTimeout:     http2PingTimeout,
@@ -309,6 +315,8 @@ type bornConn struct {
 	net.Conn
 	born     time.Time
 	lifetime time.Duration
+	births   *births
+	closing  sync.Once
 }
 
 // NetConn returns the conn underneath.
@@ -316,9 +324,57 @@ func (c *bornConn) NetConn() net.Conn { return c.Conn }
 
 func (c *bornConn) expired(now time.Time) bool { return now.Sub(c.born) >= c.lifetime }
 
-// bornDialFunc wraps a Dialer's raw connect seam so that each conn knows
-// its age.
-func bornDialFunc(inner func(ctx context.Context, network, addr string) (net.Conn, error), lifetime time.Duration) func(ctx context.Context, network, addr string) (net.Conn, error) {
+// Close closes the conn and forgets its birth.
+func (c *bornConn) Close() error {
+	c.closing.Do(func() { c.births.remove(c) })
+	return c.Conn.Close()
+}
+
+// births knows the birth times of a Transport's open conns, so that a
+// request can tell with one atomic load whether any conn may have outlived
+// MaxConnLifetime (and only then pays for its own copy of the headers).
+type births struct {
+	lifetime time.Duration
+	mu       sync.Mutex
+	open     map[*bornConn]struct{}
+	oldest   atomic.Int64 // UnixNano of the oldest open conn; 0: none
+}
+
+// mayHaveExpired reports whether a conn open now may be past its lifetime
+// (the shortest a conn draws is 90% of MaxConnLifetime).
+func (b *births) mayHaveExpired(now time.Time) bool {
+	if b == nil {
+		return false
+	}
+	o := b.oldest.Load()
+	return o != 0 && now.UnixNano()-o >= int64(b.lifetime-b.lifetime/10)
+}
+
+func (b *births) add(c *bornConn) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.open[c] = struct{}{}
+	if o := b.oldest.Load(); o == 0 || c.born.UnixNano() < o {
+		b.oldest.Store(c.born.UnixNano())
+	}
+}
+
+func (b *births) remove(c *bornConn) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	delete(b.open, c)
+	var oldest int64
+	for o := range b.open { // a conn closes far less often than a request is made
+		if n := o.born.UnixNano(); oldest == 0 || n < oldest {
+			oldest = n
+		}
+	}
+	b.oldest.Store(oldest)
+}
+
+// dialFunc wraps a Dialer's raw connect seam so that each conn knows its
+// age.
+func (b *births) dialFunc(inner func(ctx context.Context, network, addr string) (net.Conn, error)) func(ctx context.Context, network, addr string) (net.Conn, error) {
 	if inner == nil {
 		var nd net.Dialer
 		inner = nd.DialContext
@@ -331,7 +387,9 @@ func bornDialFunc(inner func(ctx context.Context, network, addr string) (net.Con
 		if c == nil {
 			return nil, errors.New("transport: DialFunc returned a nil conn and no error")
 		}
-		return &bornConn{Conn: c, born: time.Now(), lifetime: jittered(lifetime)}, nil
+		bc := &bornConn{Conn: c, born: time.Now(), lifetime: jittered(b.lifetime), births: b}
+		b.add(bc)
+		return bc, nil
 	}
 }
 
