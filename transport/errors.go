@@ -9,11 +9,8 @@ import (
 
 // Causes of an attempt's context ending by a limit of the Transport.
 var (
-	errFirstByte  = errors.New("transport: FirstByteTimeout exceeded")
-	errStall      = errors.New("transport: StallTimeout exceeded")
 	errAttempt    = errors.New("transport: Retry.AttemptTimeout exceeded")
 	errHedgeLost  = errors.New("transport: another attempt answered first")
-	errDrained    = errors.New("transport: discarded response drained")
 	errBodyClosed = errors.New("transport: response body closed")
 )
 
