@@ -14,6 +14,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/lifeline-go/lifeline/dial"
+	"github.com/lifeline-go/lifeline/internal/otelx"
 	"github.com/lifeline-go/lifeline/retry"
 )
 
@@ -249,6 +250,9 @@ func (tr *try) peerLabel() string {
 	tr.mu.Lock()
 	peer := tr.peer
 	tr.mu.Unlock()
+	if !peer.IsValid() {
+		return otelx.PeerOther
+	}
 	return tr.c.st.dialer.Health.PeerLabel(peer)
 }
 
