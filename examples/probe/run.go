@@ -80,7 +80,10 @@ func (c *collector) round(ctx context.Context) {
 	defer c.mu.Unlock()
 	if err != nil {
 		if ctx.Err() == nil {
+			// The name did not resolve: the current answer is empty, which
+			// lifeline.probe.addresses reports as 0.
 			c.errs = append(c.errs, err.Error())
+			c.answer = nil
 		}
 		return
 	}
