@@ -1,6 +1,7 @@
 package transport_test
 
 import (
+	"maps"
 	"context"
 	"errors"
 	"fmt"
@@ -183,7 +184,9 @@ func TestWebSocketSessionRestarts(t *testing.T) {
 	}
 	s.Close()
 	ss.mu.Lock()
-	sent := ss.sent
+	// A copy: the last incarnation's handler may still count a message
+	// it wrote as the session closed.
+	sent := maps.Clone(ss.sent)
 	ss.mu.Unlock()
 
 	mu.Lock()
