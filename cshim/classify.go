@@ -1,0 +1,68 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"net"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/lifeline-go/lifeline/dial"
+	"github.com/lifeline-go/lifeline/transport"
+)
+
+// errOpDone ends an operation's context once its result is stored.
+var errOpDone = errors.New("lifeline: operation done")
+
+// classify turns the error of an operation into what the host sees: a
+// status, the phase, whether a time limit caused it, a class and a
+// message. The operation's context decides first: the host's cancel, the
+// client's close and the total deadline are the host's own doing and say
+// so whatever error they surfaced as; otherwise the typed errors of
+// transport and dial name the phase.
+func classify(ctx context.Context, err error) *Error {
+	msg := "lifeline: " + err.Error()
+	if ctx.Err() != nil {
+		switch cause := context.Cause(ctx); cause {
+		case errCanceledByHost, errOpFreed:
+			return &Error{Status: statusCanceled, Phase: "canceled", Type: "canceled", Msg: "lifeline: canceled: " + err.Error()}
+		case errClientClosed:
+			return &Error{Status: statusClosed, Phase: "canceled", Type: "closed", Msg: "lifeline: client closed: " + err.Error()}
+		case errDeadline:
+			return &Error{Status: statusTimeout, Phase: "deadline", Type: "deadline", Timeout: true,
+				Msg: "lifeline: operation deadline exceeded: " + err.Error()}
+		}
+	}
+	var te *transport.TimeoutError
+	if errors.As(err, &te) {
+		return &Error{Status: statusTimeout, Phase: te.Phase, Type: te.ErrorType(), Timeout: true, Msg: msg}
+	}
+	var de *dial.Error
+	if errors.As(err, &de) {
+		e := &Error{Status: statusNetwork, Phase: de.Phase.String(), Type: de.ErrorType(), Timeout: de.Timeout(), Msg: msg}
+		if e.Timeout {
+			e.Status = statusTimeout
+		}
+		return e
+	}
+	if errors.Is(err, transport.ErrBadRequest) {
+		return &Error{Status: statusInvalidArgument, Phase: "argument", Type: "invalid_argument", Msg: msg}
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		return &Error{Status: statusTimeout, Phase: "response", Type: "timeout", Timeout: true, Msg: msg}
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return &Error{Status: statusTimeout, Phase: "response", Type: "timeout", Timeout: true, Msg: msg}
+	}
+	return &Error{Status: statusNetwork, Phase: "response", Type: "response", Msg: msg}
+}
+
+func itoa(n int64) string { return strconv.FormatInt(n, 10) }
+
+// sortHeaders orders headers by name, keeping the order of a name's
+// values (Go's header map has none of its own).
+func sortHeaders(h [][2]string) {
+	slices.SortStableFunc(h, func(a, b [2]string) int { return strings.Compare(a[0], b[0]) })
+}

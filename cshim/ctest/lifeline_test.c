@@ -1,0 +1,1194 @@
+/*
+ * C tests of liblifeline, built with -Wall -Wextra -Werror against the
+ * shared library, the static archive and (with -fsanitize=address) the
+ * shared library again. cshim_test.go builds this program, starts the
+ * loopback servers it talks to, passes their addresses in LL_* environment
+ * variables and checks its output: one "ok NAME ..." line per test, or
+ * "FAIL NAME: ..." lines, and exit status 0 only when nothing failed.
+ *
+ * Usage: lifeline_test [all|panic_op|panic_export]
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "lifeline.h"
+
+#ifdef LL_TESTHOOKS
+/* Exported by the library only when built with -tags lifeline_testhooks. */
+extern int32_t lifelinego_test_arm_panic(char *where);
+#endif
+
+static const char *current = "?";
+static int failures;
+
+static void failf(int line, const char *cond, const lifeline_error *err, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+#include <stdarg.h>
+static void failf(int line, const char *cond, const lifeline_error *err, const char *fmt, ...) {
+    char buf[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    printf("FAIL %s: line %d: %s: %s", current, line, cond, buf);
+    if (err && err->status)
+        printf(" [err status=%d phase=%s type=%s timeout=%d msg=%s]", err->status, err->phase, err->error_type,
+               err->timeout, err->message ? err->message : "(null)");
+    printf("\n");
+    fflush(stdout);
+    failures++;
+}
+
+/* CHECK fails the current test (and returns from it) when cond is false. */
+#define CHECK(cond, err, ...)                                                                                     \
+    do {                                                                                                          \
+        if (!(cond)) {                                                                                            \
+            failf(__LINE__, #cond, (err), __VA_ARGS__);                                                           \
+            return;                                                                                               \
+        }                                                                                                         \
+    } while (0)
+
+static double now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+static void sleep_ms(int ms) {
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) == -1 && errno == EINTR) {
+    }
+}
+
+static const char *env(const char *name) {
+    const char *v = getenv(name);
+    if (!v || !*v) {
+        printf("FAIL setup: environment variable %s is not set\n", name);
+        exit(2);
+    }
+    return v;
+}
+
+static char *fmt(const char *f, ...) __attribute__((format(printf, 1, 2)));
+static char *fmt(const char *f, ...) {
+    static char bufs[8][1024];
+    static int i;
+    char *b = bufs[i++ % 8];
+    va_list ap;
+    va_start(ap, f);
+    vsnprintf(b, 1024, f, ap);
+    va_end(ap);
+    return b;
+}
+
+/* new_client makes a client configured by json (may be NULL). */
+static lifeline_client new_client(const char *json) {
+    lifeline_client c = 0;
+    lifeline_error err = LIFELINE_ERROR_INIT;
+    if (lifeline_client_new(&c, &err) != LIFELINE_OK) {
+        failf(__LINE__, "lifeline_client_new", &err, "cannot make a client");
+        lifeline_error_clear(&err);
+        return 0;
+    }
+    if (json && lifeline_client_configure(c, json, &err) != LIFELINE_OK) {
+        failf(__LINE__, "lifeline_client_configure", &err, "%s", json);
+        lifeline_error_clear(&err);
+        lifeline_client_close(c, NULL);
+        return 0;
+    }
+    return c;
+}
+
+static lifeline_request get(const char *url) {
+    lifeline_request r;
+    memset(&r, 0, sizeof r);
+    r.url = url;
+    return r;
+}
+
+static const char *header(const lifeline_response *resp, const char *name) {
+    for (int64_t i = 0; i < resp->header_count; i++)
+        if (strcasecmp(resp->headers[i].name, name) == 0) return resp->headers[i].value;
+    return NULL;
+}
+
+static long rss_kb(void) {
+    FILE *f = fopen("/proc/self/statm", "r");
+    long size = 0, rss = 0;
+    if (!f) return -1;
+    if (fscanf(f, "%ld %ld", &size, &rss) != 2) rss = -1;
+    fclose(f);
+    return rss * (sysconf(_SC_PAGESIZE) / 1024);
+}
+
+/* json_int finds "key":<int> in a JSON document (flat enough for tests). */
+static long long json_int(const char *doc, const char *key) {
+    char pat[128];
+    snprintf(pat, sizeof pat, "\"%s\":", key);
+    const char *p = strstr(doc, pat);
+    if (!p) return -999999;
+    return strtoll(p + strlen(pat), NULL, 10);
+}
+
+static long long metric(lifeline_client c, const char *key) {
+    char *doc = NULL;
+    if (lifeline_client_metrics_json(c, &doc, NULL, NULL) != LIFELINE_OK) return -999999;
+    long long v = json_int(doc, key);
+    lifeline_free(doc);
+    return v;
+}
+
+/* ------------------------------------------------------------------ */
+
+static void t_version(void) {
+    CHECK(lifeline_abi_version() == LIFELINE_ABI_VERSION, NULL, "abi %u", lifeline_abi_version());
+    const char *v = lifeline_version();
+    CHECK(v && *v, NULL, "empty version");
+    CHECK(strcmp(lifeline_status_string(LIFELINE_E_TIMEOUT), "LIFELINE_E_TIMEOUT: timed out") == 0, NULL, "%s",
+          lifeline_status_string(LIFELINE_E_TIMEOUT));
+    CHECK(strcmp(lifeline_status_string(12345), "unknown status") == 0, NULL, "unknown");
+    printf("ok version version=%s abi=%u\n", v, lifeline_abi_version());
+}
+
+static void t_get(void) {
+    lifeline_client c = new_client(NULL);
+    CHECK(c, NULL, "client");
+    lifeline_error err = LIFELINE_ERROR_INIT;
+    lifeline_request r = get(fmt("%s/hello", env("LL_HTTP")));
+    lifeline_response *resp = NULL;
+    int32_t st = lifeline_request_do(c, &r, &resp, &err);
+    CHECK(st == LIFELINE_OK && resp, &err, "status %d", st);
+    CHECK(err.status == 0 && err.message == NULL && err.phase[0] == 0, &err, "err not cleared on success");
+    CHECK(resp->status == 200, NULL, "http status %d", resp->status);
+    CHECK(resp->body_len == 5 && memcmp(resp->body, "hello", 5) == 0 && resp->body[5] == 0, NULL, "body");
+    const char *x = header(resp, "X-Test");
+    CHECK(x && strcmp(x, "yes") == 0, NULL, "X-Test header");
+    const char *ua = header(resp, "X-Seen-User-Agent");
+    CHECK(ua && strncmp(ua, "lifeline-cshim/", 15) == 0, NULL, "user agent %s", ua ? ua : "(none)");
+    CHECK(resp->proto_major == 1, NULL, "proto %d", resp->proto_major);
+    lifeline_response_free(resp);
+
+    /* A 404 is a response, not an error. */
+    r = get(fmt("%s/missing", env("LL_HTTP")));
+    st = lifeline_request_do(c, &r, &resp, &err);
+    CHECK(st == LIFELINE_OK && resp && resp->status == 404, &err, "404: %d", st);
+    lifeline_response_free(resp);
+    lifeline_error_clear(&err);
+    lifeline_client_close(c, NULL);
+    printf("ok get\n");
+}
+
+static void t_post(void) {
+    lifeline_client c = new_client(NULL);
+    CHECK(c, NULL, "client");
+    lifeline_error err = LIFELINE_ERROR_INIT;
+    static const uint8_t body[] = {'a', 0, 'b', 0xff, 'c', '\n', 0, 'z'};
+    lifeline_header hs[] = {{"X-Echo", "abc"}, {"Content-Type", "application/octet-stream"}};
+    lifeline_request r = get(fmt("%s/echo", env("LL_HTTP")));
+    r.method = "POST";
+    r.headers = hs;
+    r.header_count = 2;
+    r.body = body;
+    r.body_len = sizeof body;
+    r.deadline_ms = 5000;
+    lifeline_response *resp = NULL;
+    int32_t st = lifeline_request_do(c, &r, &resp, &err);
+    CHECK(st == LIFELINE_OK, &err, "status %d", st);
+    CHECK(resp->status == 200, NULL, "http %d", resp->status);
+    CHECK(resp->body_len == (int64_t)sizeof body && memcmp(resp->body, body, sizeof body) == 0, NULL,
+          "echoed body differs (len %lld)", (long long)resp->body_len);
+    const char *m = header(resp, "X-Method");
+    CHECK(m && strcmp(m, "POST") == 0, NULL, "method seen %s", m ? m : "(none)");
+    const char *x = header(resp, "X-Echo-Back");
+    CHECK(x && strcmp(x, "abc") == 0, NULL, "header not echoed");
+    lifeline_response_free(resp);
+    lifeline_client_close(c, NULL);
+    printf("ok post\n");
+}
+
+static void t_https(void) {
+    lifeline_client c = new_client(fmt("{\"tls\": {\"ca_file\": \"%s\"}}", env("LL_CA_FILE")));
+    CHECK(c, NULL, "client");
+    lifeline_error err = LIFELINE_ERROR_INIT;
+    lifeline_request r = get(fmt("%s/hello", env("LL_HTTPS")));
+    lifeline_response *resp = NULL;
+    int32_t st = lifeline_request_do(c, &r, &resp, &err);
+    CHECK(st == LIFELINE_OK, &err, "status %d", st);
+    CHECK(resp->status == 200 && resp->proto_major == 2, NULL, "http %d proto %d", resp->status, resp->proto_major);
+    lifeline_response_free(resp);
+    lifeline_client_close(c, NULL);
+
+    /* Without the CA: the certificate is rejected, not retried, not a timeout. */
+    c = new_client(NULL);
+    st = lifeline_request_do(c, &r, &resp, &err);
+    CHECK(st == LIFELINE_E_NETWORK && resp == NULL, &err, "status %d", st);
+    CHECK(strcmp(err.phase, "tls") == 0 && strcmp(err.error_type, "tls_certificate") == 0 && !err.timeout, &err,
+          "classification");
+    lifeline_error_clear(&err);
+    lifeline_client_close(c, NULL);
+    printf("ok https\n");
+}
+
+/* expect_timeout runs one request that must fail with status want in the
+ * given phase, within [lo, hi] ms. */
+static void expect_failure(const char *json, const char *url, int64_t deadline, int32_t want, const char *phase,
+                           const char *type, int timeout, double lo, double hi) {
+    lifeline_client c = new_client(json);
+    CHECK(c, NULL, "client");
+    lifeline_error err = LIFELINE_ERROR_INIT;
+    lifeline_request r = get(url);
+    r.deadline_ms = deadline;
+    lifeline_response *resp = (lifeline_response *)1;
+    double t0 = now_ms();
+    int32_t st = lifeline_request_do(c, &r, &resp, &err);
+    double el = now_ms() - t0;
+    CHECK(st == want && err.status == want, &err, "status %d, want %d", st, want);
+    CHECK(resp == NULL, NULL, "*out not NULL on failure");
+    CHECK(strcmp(err.phase, phase) == 0, &err, "phase %s, want %s", err.phase, phase);
+    CHECK(!type || strcmp(err.error_type, type) == 0, &err, "type %s, want %s", err.error_type, type);
+    CHECK(err.timeout == timeout, &err, "timeout flag %d", err.timeout);
+    CHECK(err.message && strlen(err.message) > 10, &err, "message");
+    CHECK(el >= lo && el <= hi, &err, "took %.0f ms, want [%.0f, %.0f]", el, lo, hi);
+    printf("ok %s elapsed_ms=%.0f\n", current, el);
+    lifeline_error_clear(&err);
+    lifeline_client_close(c, NULL);
+}
+
+static void t_first_byte(void) {
+    current = "first_byte_timeout";
+    /* Accepts, reads the request, never answers: incident 01. */
+    expect_failure("{\"transport.first_byte_timeout_ms\": 300, \"retry.max_attempts\": 1}",
+                   fmt("http://%s/", env("LL_HANG")), 0, LIFELINE_E_TIMEOUT, "first_byte", "first_byte_timeout", 1,
+                   250, 2000);
+    current = "first_byte_timeout_retried";
+    /* Default retries: three attempts, each bounded, still the right phase. */
+    expect_failure("{\"transport.first_byte_timeout_ms\": 300}", fmt("http://%s/", env("LL_HANG")), 0,
+                   LIFELINE_E_TIMEOUT, "first_byte", "first_byte_timeout", 1, 850, 3500);
+}
+
+static void t_tls_stall(void) {
+    current = "tls_handshake_stall";
+    expect_failure(fmt("{\"dial.tls_handshake_timeout_ms\": 300, \"retry.max_attempts\": 1, \"tls.ca_file\": \"%s\"}",
+                       env("LL_CA_FILE")),
+                   fmt("https://%s/", env("LL_TLS_STALL")), 0, LIFELINE_E_TIMEOUT, "tls", "tls_timeout", 1, 250,
+                   2000);
+}
+
+static void t_connect_hang(void) {
+    current = "connect_timeout";
+    expect_failure("{\"dial.connect_timeout_ms\": 300, \"retry.max_attempts\": 1}",
+                   fmt("http://%s/", env("LL_BLACKHOLE")), 0, LIFELINE_E_TIMEOUT, "connect", "connect_timeout", 1,
+                   250, 2000);
+}
+
+static void t_refused(void) {
+    current = "connect_refused";
+    expect_failure("{\"retry.max_attempts\": 1}", fmt("http://%s/", env("LL_REFUSED")), 0, LIFELINE_E_NETWORK,
+                   "connect", "connect_refused", 0, 0, 2000);
+}
+
+static void t_deadline(void) {
+    current = "total_deadline";
+    expect_failure("{\"transport.first_byte_timeout_ms\": 10000}", fmt("http://%s/", env("LL_HANG")), 300,
+                   LIFELINE_E_TIMEOUT, "deadline", "deadline", 1, 250, 2000);
+    current = "default_request_timeout";
+    expect_failure("{\"transport.first_byte_timeout_ms\": 10000, \"request_timeout_ms\": 300}",
+                   fmt("http://%s/", env("LL_HANG")), 0, LIFELINE_E_TIMEOUT, "deadline", "deadline", 1, 250, 2000);
+}
+
+static void t_dns(void) {
+    current = "dns_no_addresses";
+    expect_failure("{\"dial\": {\"hosts\": {\"nowhere.test\": []}}, \"retry.max_attempts\": 1}",
+                   "http://nowhere.test:1/", 0, LIFELINE_E_NETWORK, "dns", "dns_no_addresses", 0, 0, 2000);
+}
+
+static void t_stall(void) {
+    current = "body_stall";
+    expect_failure("{\"transport.stall_timeout_ms\": 300, \"retry.max_attempts\": 1}",
+                   fmt("%s/stall", env("LL_HTTP")), 0, LIFELINE_E_TIMEOUT, "stall", "stall_timeout", 1, 250, 2000);
+}
+
+static void t_large(void) {
+    lifeline_client c = new_client("{\"max_response_bytes\": 1000}");
+    CHECK(c, NULL, "client");
+    lifeline_error err = LIFELINE_ERROR_INIT;
+    lifeline_request r = get(fmt("%s/big", env("LL_HTTP")));
+    lifeline_response *resp = NULL;
+    int32_t st = lifeline_request_do(c, &r, &resp, &err);
+    CHECK(st == LIFELINE_E_TOO_LARGE && strcmp(err.error_type, "too_large") == 0, &err, "status %d", st);
+    lifeline_client_close(c, NULL);
+    c = new_client(NULL);
+    st = lifeline_request_do(c, &r, &resp, &err);
+    CHECK(st == LIFELINE_OK && resp->body_len == 1 << 20, &err, "status %d", st);
+    for (int i = 0; i < 1 << 20; i++) CHECK(resp->body[i] == (uint8_t)(i % 251), NULL, "byte %d", i);
+    lifeline_response_free(resp);
+    lifeline_error_clear(&err);
+    lifeline_client_close(c, NULL);
+    printf("ok large_body\n");
+}
+
+/* ------------------------------------------------------------------ */
+
+static void t_config(void) {
+    lifeline_client c = new_client(NULL);
+    CHECK(c, NULL, "client");
+    lifeline_error err = LIFELINE_ERROR_INIT;
+    char *doc = NULL;
+    size_t n = 0;
+    CHECK(lifeline_client_config_json(c, &doc, &n, &err) == LIFELINE_OK && doc && n == strlen(doc), &err, "dump");
+    /* Finite defaults for every wait. */
+    static const struct {
+        const char *key;
+        long long want;
+    } defaults[] = {
+        {"request_timeout_ms", 30000},          {"transport.first_byte_timeout_ms", 15000},
+        {"transport.stall_timeout_ms", 30000},  {"dial.resolve_timeout_ms", 5000},
+        {"dial.connect_timeout_ms", 5000},      {"dial.tls_handshake_timeout_ms", 5000},
+        {"dial.first_byte_timeout_ms", 30000},  {"dial.timeout_ms", 15000},
+        {"retry.max_attempts", 3},              {"max_response_bytes", 67108864},
+        {"transport.idle_conn_timeout_ms", 30000},
+    };
+    for (size_t i = 0; i < sizeof defaults / sizeof defaults[0]; i++)
+        CHECK(json_int(doc, defaults[i].key) == defaults[i].want, NULL, "default of %s is %lld", defaults[i].key,
+              json_int(doc, defaults[i].key));
+    CHECK(strstr(doc, ":-1") == NULL, NULL, "a limit is off by default: %s", doc);
+    lifeline_free(doc);
+
+    /* Typed setters. */
+    CHECK(lifeline_client_set_int(c, "dial.connect_timeout_ms", 1234, &err) == LIFELINE_OK, &err, "set_int");
+    CHECK(lifeline_client_set_double(c, "transport.hedge_quantile", 0.95, &err) == LIFELINE_OK, &err, "set_double");
+    CHECK(lifeline_client_set_double(c, "retry.multiplier", 3, &err) == LIFELINE_OK, &err, "set_double");
+    CHECK(lifeline_client_set_bool(c, "dial.keepalive.enable", 1, &err) == LIFELINE_OK, &err, "set_bool");
+    CHECK(lifeline_client_set_string(c, "transport.proxy", "none", &err) == LIFELINE_OK, &err, "set_string");
+    CHECK(lifeline_client_set_string(c, "dial.hosts", "{\"svc.test\": [\"127.0.0.1\"]}", &err) == LIFELINE_OK,
+          &err, "hosts");
+
+    /* Rejections name the key. */
+    int32_t st = lifeline_client_set_int(c, "dial.conect_timeout_ms", 1, &err);
+    CHECK(st == LIFELINE_E_UNKNOWN_KEY && strstr(err.message, "dial.conect_timeout_ms") &&
+              strcmp(err.error_type, "unknown_key") == 0,
+          &err, "unknown key: %d", st);
+    st = lifeline_client_set_int(c, "retry.max_attempts", -1, &err);
+    CHECK(st == LIFELINE_E_BAD_VALUE && strstr(err.message, "retry.max_attempts"), &err, "negative attempts %d", st);
+    st = lifeline_client_set_string(c, "dial.timeout_ms", "5s", &err);
+    CHECK(st == LIFELINE_E_BAD_VALUE && strstr(err.message, "dial.timeout_ms"), &err, "string for int %d", st);
+    st = lifeline_client_set_double(c, "transport.hedge_quantile", NAN, &err);
+    CHECK(st == LIFELINE_E_BAD_VALUE && strstr(err.message, "transport.hedge_quantile"), &err, "NaN %d", st);
+    st = lifeline_client_set_double(c, "transport.hedge_quantile", 1.5, &err);
+    CHECK(st == LIFELINE_E_BAD_VALUE, &err, "quantile 1.5 %d", st);
+    st = lifeline_client_set_double(c, "retry.max_attempts", 2.0, &err);
+    CHECK(st == LIFELINE_E_BAD_VALUE, &err, "double for int %d", st);
+    st = lifeline_client_set_bool(c, "tls.insecure_skip_verify", 7, &err);
+    CHECK(st == LIFELINE_E_INVALID_ARGUMENT, &err, "bool 7 %d", st);
+    st = lifeline_client_set_string(c, "tls.ca_file", "/nonexistent/ca.pem", &err);
+    CHECK(st == LIFELINE_E_BAD_VALUE && strstr(err.message, "tls.ca_file"), &err, "ca file %d", st);
+    st = lifeline_client_set_string(c, "tls.ca_pem", "not a pem", &err);
+    CHECK(st == LIFELINE_E_BAD_VALUE && strstr(err.message, "tls.ca_pem"), &err, "ca pem %d", st);
+    st = lifeline_client_set_string(c, "transport.proxy", "ftp://x", &err);
+    CHECK(st == LIFELINE_E_BAD_VALUE && strstr(err.message, "transport.proxy"), &err, "proxy %d", st);
+    st = lifeline_client_set_string(c, "dial.hosts", "{\"a\": [\"not-an-ip\"]}", &err);
+    CHECK(st == LIFELINE_E_BAD_VALUE && strstr(err.message, "dial.hosts"), &err, "hosts %d", st);
+    st = lifeline_client_set_int(c, "dial.timeout_ms", INT64_MAX, &err);
+    CHECK(st == LIFELINE_E_BAD_VALUE, &err, "overflowing duration %d", st);
+    st = lifeline_client_set_int(c, NULL, 1, &err);
+    CHECK(st == LIFELINE_E_INVALID_ARGUMENT && strstr(err.message, "key"), &err, "NULL key %d", st);
+    st = lifeline_client_set_int(c, "dial.\xff", 1, &err);
+    CHECK(st == LIFELINE_E_INVALID_ARGUMENT && strstr(err.message, "UTF-8"), &err, "bad utf8 key %d", st);
+    st = lifeline_client_set_string(c, "user_agent", NULL, &err);
+    CHECK(st == LIFELINE_E_INVALID_ARGUMENT, &err, "NULL value %d", st);
+
+    /* JSON: nested and dotted, all or nothing. */
+    st = lifeline_client_configure(c, "{\"retry\": {\"max_attempts\": 2, \"budget\": {\"ratio\": 0.2}}, "
+                                      "\"dial.attempt_delay_ms\": 100}", &err);
+    CHECK(st == LIFELINE_OK, &err, "nested json %d", st);
+    st = lifeline_client_configure(c, "{\"retry.max_attempts\": 5, \"dial\": {\"bogus_ms\": 1}}", &err);
+    CHECK(st == LIFELINE_E_UNKNOWN_KEY && strstr(err.message, "dial.bogus_ms"), &err, "nested unknown %d", st);
+    st = lifeline_client_configure(c, "{\"retry.max_attempts\": 1.5}", &err);
+    CHECK(st == LIFELINE_E_BAD_VALUE && strstr(err.message, "retry.max_attempts"), &err, "fraction %d", st);
+    st = lifeline_client_configure(c, "{\"retry.max_attempts\": 4, \"retry\": {\"max_attempts\": 4}}", &err);
+    CHECK(st == LIFELINE_E_BAD_VALUE, &err, "twice %d", st);
+    st = lifeline_client_configure(c, "{\"retry.max_attempts\": null}", &err);
+    CHECK(st == LIFELINE_E_BAD_VALUE, &err, "null %d", st);
+    const char *badjson[] = {"{", "[]", "42", "", "{\"a\":1} x", "null", "{\"tls.insecure_skip_verify\": \"\xc3\x28\"}"};
+    for (size_t i = 0; i < sizeof badjson / sizeof badjson[0]; i++) {
+        st = lifeline_client_configure(c, badjson[i], &err);
+        CHECK(st == LIFELINE_E_INVALID_ARGUMENT && strstr(err.message, "json"), &err, "bad json #%zu: %d", i, st);
+    }
+    CHECK(lifeline_client_configure(c, NULL, &err) == LIFELINE_E_INVALID_ARGUMENT, &err, "NULL json");
+    CHECK(lifeline_client_config_json(c, &doc, NULL, &err) == LIFELINE_OK, &err, "dump 2");
+    CHECK(json_int(doc, "retry.max_attempts") == 2, NULL, "a failed configure changed the config: %s", doc);
+    CHECK(json_int(doc, "dial.connect_timeout_ms") == 1234 && json_int(doc, "dial.attempt_delay_ms") == 100, NULL,
+          "%s", doc);
+    CHECK(strstr(doc, "\"retry.budget.ratio\":0.2") && strstr(doc, "\"svc.test\":[\"127.0.0.1\"]"), NULL, "%s", doc);
+    lifeline_free(doc);
+
+    /* dial.hosts is used, then the configuration is frozen. */
+    char *url = fmt("http://svc.test:%s/hello", strrchr(env("LL_HTTP"), ':') + 1);
+    lifeline_request r = get(url);
+    lifeline_response *resp = NULL;
+    st = lifeline_request_do(c, &r, &resp, &err);
+    CHECK(st == LIFELINE_OK && resp->status == 200, &err, "request via dial.hosts %d", st);
+    lifeline_response_free(resp);
+    st = lifeline_client_set_int(c, "dial.connect_timeout_ms", 1, &err);
+    CHECK(st == LIFELINE_E_STATE && strstr(err.message, "frozen"), &err, "frozen %d", st);
+    CHECK(lifeline_client_configure(c, "{}", &err) == LIFELINE_E_STATE, &err, "frozen json");
+
+    /* A whole-config inconsistency fails the first request, naming the key,
+     * and leaves the client configurable. */
+    lifeline_client c2 = new_client("{\"retry.initial_interval_ms\": 9000, \"retry.max_interval_ms\": 1000}");
+    st = lifeline_request_do(c2, &r, &resp, &err);
+    CHECK(st == LIFELINE_E_BAD_VALUE && strstr(err.message, "retry.initial_interval_ms"), &err, "inconsistent %d",
+          st);
+    CHECK(lifeline_client_set_int(c2, "retry.max_interval_ms", 10000, &err) == LIFELINE_OK, &err, "fix");
+    CHECK(lifeline_client_set_string(c2, "dial.hosts", "{\"svc.test\": [\"127.0.0.1\"]}", &err) == LIFELINE_OK,
+          &err, "hosts");
+    st = lifeline_request_do(c2, &r, &resp, &err);
+    CHECK(st == LIFELINE_OK, &err, "after fix %d", st);
+    lifeline_response_free(resp);
+    lifeline_client_close(c2, NULL);
+    lifeline_error_clear(&err);
+    lifeline_client_close(c, NULL);
+    printf("ok config\n");
+}
+
+/* ------------------------------------------------------------------ */
+
+struct cbrec {
+    atomic_int calls;
+    atomic_int status;
+    atomic_ullong op;
+    atomic_int on_starting_thread;
+    pthread_t starter;
+};
+
+static void record_cb(lifeline_op op, int32_t status, void *ud) {
+    struct cbrec *r = (struct cbrec *)ud;
+    atomic_store(&r->status, status);
+    atomic_store(&r->op, op);
+    if (pthread_equal(pthread_self(), r->starter)) atomic_store(&r->on_starting_thread, 1);
+    atomic_fetch_add(&r->calls, 1);
+}
+
+static void t_async(void) {
+    lifeline_client c = new_client(NULL);
+    CHECK(c, NULL, "client");
+    lifeline_error err = LIFELINE_ERROR_INIT;
+    enum { N = 20 };
+    struct cbrec recs[N];
+    lifeline_op ops[N];
+    lifeline_request r = get(fmt("%s/hello", env("LL_HTTP")));
+    for (int i = 0; i < N; i++) {
+        memset(&recs[i], 0, sizeof recs[i]);
+        recs[i].starter = pthread_self();
+        lifeline_callback cb = i % 4 == 3 ? NULL : record_cb;
+        CHECK(lifeline_request_start(c, &r, cb, &recs[i], &ops[i], &err) == LIFELINE_OK && ops[i] != 0, &err,
+              "start %d", i);
+    }
+    for (int i = 0; i < N; i++) {
+        /* Poll until done, then wait: both say finished. */
+        int32_t st;
+        double t0 = now_ms();
+        while ((st = lifeline_op_poll(ops[i], &err)) == LIFELINE_E_PENDING && now_ms() - t0 < 5000) sleep_ms(1);
+        CHECK(st == LIFELINE_OK, &err, "poll %d: %d", i, st);
+        CHECK(lifeline_op_wait(ops[i], -1, &err) == LIFELINE_OK, &err, "wait");
+        if (i % 4 != 3) {
+            /* wait returned: the callback has returned too. */
+            CHECK(atomic_load(&recs[i].calls) == 1, NULL, "callback ran %d times", atomic_load(&recs[i].calls));
+            CHECK(atomic_load(&recs[i].status) == LIFELINE_OK && atomic_load(&recs[i].op) == ops[i], NULL, "cb args");
+            CHECK(!atomic_load(&recs[i].on_starting_thread), NULL, "callback on the starting thread");
+        }
+        lifeline_response *resp = NULL;
+        CHECK(lifeline_op_response(ops[i], &resp, &err) == LIFELINE_OK && resp->status == 200, &err, "response");
+        lifeline_response_free(resp);
+        CHECK(lifeline_op_response(ops[i], &resp, &err) == LIFELINE_E_STATE && resp == NULL, &err, "taken twice");
+        int fd = 7;
+        CHECK(lifeline_op_fd(ops[i], &fd, &err) == LIFELINE_E_STATE && fd == -1, &err, "fd of a request");
+        CHECK(lifeline_op_cancel(ops[i], &err) == LIFELINE_OK, &err, "cancel after done");
+        CHECK(lifeline_op_free(ops[i], &err) == LIFELINE_OK, &err, "free");
+        CHECK(lifeline_op_free(ops[i], &err) == LIFELINE_E_INVALID_HANDLE, &err, "double free");
+        CHECK(lifeline_op_wait(ops[i], 0, &err) == LIFELINE_E_INVALID_HANDLE, &err, "wait on freed");
+    }
+    sleep_ms(50);
+    for (int i = 0; i < N; i++)
+        if (i % 4 != 3) CHECK(atomic_load(&recs[i].calls) == 1, NULL, "callback %d ran %d times", i, recs[i].calls);
+    lifeline_error_clear(&err);
+    lifeline_client_close(c, NULL);
+    printf("ok async\n");
+}
+
+/* A callback that takes the result, waits on its own op and frees it. */
+struct reentrant {
+    atomic_int done;
+    atomic_int wait_status, resp_status, free_status, http;
+};
+
+static void reentrant_cb(lifeline_op op, int32_t status, void *ud) {
+    struct reentrant *r = (struct reentrant *)ud;
+    (void)status;
+    lifeline_error err = LIFELINE_ERROR_INIT;
+    atomic_store(&r->wait_status, lifeline_op_wait(op, -1, &err));
+    lifeline_response *resp = NULL;
+    atomic_store(&r->resp_status, lifeline_op_response(op, &resp, &err));
+    if (resp) atomic_store(&r->http, resp->status);
+    lifeline_response_free(resp);
+    atomic_store(&r->free_status, lifeline_op_free(op, &err));
+    lifeline_error_clear(&err);
+    atomic_store(&r->done, 1);
+}
+
+static void t_reentrant(void) {
+    lifeline_client c = new_client(NULL);
+    CHECK(c, NULL, "client");
+    struct reentrant rec;
+    memset(&rec, 0, sizeof rec);
+    lifeline_request r = get(fmt("%s/hello", env("LL_HTTP")));
+    lifeline_op op;
+    CHECK(lifeline_request_start(c, &r, reentrant_cb, &rec, &op, NULL) == LIFELINE_OK, NULL, "start");
+    double t0 = now_ms();
+    while (!atomic_load(&rec.done) && now_ms() - t0 < 5000) sleep_ms(1);
+    CHECK(atomic_load(&rec.done), NULL, "callback deadlocked or never ran");
+    CHECK(rec.wait_status == LIFELINE_OK && rec.resp_status == LIFELINE_OK && rec.free_status == LIFELINE_OK &&
+              rec.http == 200,
+          NULL, "wait %d resp %d free %d http %d", rec.wait_status, rec.resp_status, rec.free_status, rec.http);
+    lifeline_client_close(c, NULL);
+    printf("ok callback_reentrant\n");
+}
+
+struct canceller {
+    lifeline_op op;
+    int delay_ms;
+    double at;
+    int32_t st1, st2;
+};
+
+static void *cancel_thread(void *p) {
+    struct canceller *k = (struct canceller *)p;
+    sleep_ms(k->delay_ms);
+    k->at = now_ms();
+    k->st1 = lifeline_op_cancel(k->op, NULL);
+    k->st2 = lifeline_op_cancel(k->op, NULL); /* idempotent */
+    return NULL;
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static void t_cancel(void) {
+    lifeline_client c = new_client("{\"transport.first_byte_timeout_ms\": 20000, \"request_timeout_ms\": 20000}");
+    CHECK(c, NULL, "client");
+    lifeline_error err = LIFELINE_ERROR_INIT;
+    enum { RUNS = 7 };
+    double lat[RUNS];
+    for (int i = 0; i < RUNS; i++) {
+        struct cbrec rec;
+        memset(&rec, 0, sizeof rec);
+        rec.starter = pthread_self();
+        lifeline_request r = get(fmt("http://%s/", env("LL_HANG")));
+        struct canceller k = {0, 150, 0, -1, -1};
+        CHECK(lifeline_request_start(c, &r, record_cb, &rec, &k.op, &err) == LIFELINE_OK, &err, "start");
+        pthread_t th;
+        pthread_create(&th, NULL, cancel_thread, &k);
+        int32_t st = lifeline_op_wait(k.op, -1, &err);
+        double done = now_ms();
+        pthread_join(th, NULL);
+        CHECK(st == LIFELINE_OK && k.st1 == LIFELINE_OK && k.st2 == LIFELINE_OK, &err, "wait %d cancel %d %d", st,
+              k.st1, k.st2);
+        lat[i] = done - k.at;
+        lifeline_response *resp = NULL;
+        st = lifeline_op_response(k.op, &resp, &err);
+        CHECK(st == LIFELINE_E_CANCELED && strcmp(err.phase, "canceled") == 0 && !err.timeout, &err, "result %d", st);
+        CHECK(atomic_load(&rec.calls) == 1 && rec.status == LIFELINE_E_CANCELED, NULL, "callback %d status %d",
+              rec.calls, rec.status);
+        CHECK(lifeline_op_cancel(k.op, &err) == LIFELINE_OK, &err, "cancel after finish");
+        sleep_ms(20);
+        CHECK(atomic_load(&rec.calls) == 1, NULL, "callback ran again");
+        lifeline_op_free(k.op, NULL);
+    }
+    qsort(lat, RUNS, sizeof lat[0], cmp_double);
+    CHECK(lat[RUNS / 2] < 100, NULL, "median cancel latency %.1f ms", lat[RUNS / 2]);
+    CHECK(lat[RUNS - 1] < 500, NULL, "max cancel latency %.1f ms", lat[RUNS - 1]);
+
+    /* Cancel before any I/O could happen, and cancel of a dial stuck in a
+     * TLS handshake and in a connect. */
+    lifeline_op op;
+    lifeline_request r = get(fmt("http://%s/", env("LL_HANG")));
+    CHECK(lifeline_request_start(c, &r, NULL, NULL, &op, &err) == LIFELINE_OK, &err, "start");
+    lifeline_op_cancel(op, NULL);
+    CHECK(lifeline_op_wait(op, 1000, &err) == LIFELINE_OK, &err, "immediate cancel");
+    CHECK(lifeline_op_response(op, NULL, &err) == LIFELINE_E_INVALID_ARGUMENT, &err, "NULL out");
+    lifeline_response *resp;
+    CHECK(lifeline_op_response(op, &resp, &err) == LIFELINE_E_CANCELED, &err, "immediate cancel result");
+    lifeline_op_free(op, NULL);
+    lifeline_client_close(c, NULL);
+
+    c = new_client(fmt("{\"dial.tls_handshake_timeout_ms\": 20000, \"dial.connect_timeout_ms\": 20000, "
+                       "\"dial.timeout_ms\": 30000, \"tls.ca_file\": \"%s\"}",
+                       env("LL_CA_FILE")));
+    const char *targets[][2] = {{"tls", env("LL_TLS_STALL")}, {"tcp", env("LL_BLACKHOLE")}};
+    for (int i = 0; i < 2; i++) {
+        struct canceller k = {0, 150, 0, -1, -1};
+        CHECK(lifeline_dial_start(c, targets[i][0], targets[i][1], 0, NULL, NULL, &k.op, &err) == LIFELINE_OK, &err,
+              "dial start");
+        pthread_t th;
+        pthread_create(&th, NULL, cancel_thread, &k);
+        CHECK(lifeline_op_wait(k.op, 5000, &err) == LIFELINE_OK, &err, "dial wait");
+        double el = now_ms() - k.at;
+        pthread_join(th, NULL);
+        int fd = 5;
+        int32_t st = lifeline_op_fd(k.op, &fd, &err);
+        CHECK(st == LIFELINE_E_CANCELED && fd == -1, &err, "dial %s result %d", targets[i][0], st);
+        CHECK(el < 500, NULL, "dial %s cancel took %.0f ms", targets[i][0], el);
+        lifeline_op_free(k.op, NULL);
+    }
+    lifeline_error_clear(&err);
+    lifeline_client_close(c, NULL);
+    printf("ok cancel median_ms=%.2f max_ms=%.2f\n", lat[RUNS / 2], lat[RUNS - 1]);
+}
+
+static void t_free_running(void) {
+    lifeline_client c = new_client(NULL);
+    CHECK(c, NULL, "client");
+    struct cbrec rec;
+    memset(&rec, 0, sizeof rec);
+    lifeline_request r = get(fmt("http://%s/", env("LL_HANG")));
+    lifeline_op op;
+    CHECK(lifeline_request_start(c, &r, record_cb, &rec, &op, NULL) == LIFELINE_OK, NULL, "start");
+    sleep_ms(50);
+    CHECK(lifeline_op_free(op, NULL) == LIFELINE_OK, NULL, "free running");
+    double t0 = now_ms();
+    while (atomic_load(&rec.calls) == 0 && now_ms() - t0 < 2000) sleep_ms(1);
+    CHECK(atomic_load(&rec.calls) == 1 && rec.status == LIFELINE_E_CANCELED && rec.op == op, NULL,
+          "callback after free: calls %d status %d", rec.calls, rec.status);
+    CHECK(lifeline_op_cancel(op, NULL) == LIFELINE_E_INVALID_HANDLE, NULL, "stale handle");
+    lifeline_client_close(c, NULL);
+    printf("ok free_running\n");
+}
+
+static void t_close(void) {
+    lifeline_client c = new_client("{\"transport.first_byte_timeout_ms\": 20000}");
+    CHECK(c, NULL, "client");
+    lifeline_error err = LIFELINE_ERROR_INIT;
+    enum { N = 3 };
+    struct cbrec recs[N];
+    lifeline_op ops[N];
+    lifeline_request r = get(fmt("http://%s/", env("LL_HANG")));
+    for (int i = 0; i < N; i++) {
+        memset(&recs[i], 0, sizeof recs[i]);
+        CHECK(lifeline_request_start(c, &r, record_cb, &recs[i], &ops[i], &err) == LIFELINE_OK, &err, "start");
+    }
+    sleep_ms(100);
+    double t0 = now_ms();
+    CHECK(lifeline_client_close(c, &err) == LIFELINE_OK, &err, "close");
+    for (int i = 0; i < N; i++) {
+        CHECK(lifeline_op_wait(ops[i], 2000, &err) == LIFELINE_OK, &err, "wait after close");
+        lifeline_response *resp;
+        int32_t st = lifeline_op_response(ops[i], &resp, &err);
+        CHECK(st == LIFELINE_E_CLOSED && strcmp(err.phase, "canceled") == 0, &err, "status %d", st);
+        CHECK(recs[i].calls == 1 && recs[i].status == LIFELINE_E_CLOSED, NULL, "callback");
+        lifeline_op_free(ops[i], NULL);
+    }
+    double el = now_ms() - t0;
+    CHECK(el < 500, NULL, "close took %.0f ms to end the operations", el);
+    CHECK(lifeline_client_close(c, &err) == LIFELINE_E_INVALID_HANDLE, &err, "double close");
+    lifeline_response *resp;
+    CHECK(lifeline_request_do(c, &r, &resp, &err) == LIFELINE_E_INVALID_HANDLE, &err, "request on closed client");
+    lifeline_error_clear(&err);
+    printf("ok close elapsed_ms=%.0f\n", el);
+}
+
+/* ------------------------------------------------------------------ */
+
+static void t_bad_args(void) {
+    lifeline_client c = new_client(NULL);
+    CHECK(c, NULL, "client");
+    lifeline_error err = LIFELINE_ERROR_INIT;
+    lifeline_response *resp = NULL;
+    lifeline_op op = 0;
+    int32_t st;
+    char *url = fmt("%s/hello", env("LL_HTTP"));
+
+#define EXPECT(call, want, what)                                                                                  \
+    do {                                                                                                          \
+        st = (call);                                                                                              \
+        CHECK(st == (want) && err.status == (want) && (st == 0 || err.message), &err, "%s: got %d, want %d",      \
+              what, st, want);                                                                                    \
+    } while (0)
+
+    EXPECT(lifeline_client_new(NULL, &err), LIFELINE_E_INVALID_ARGUMENT, "client_new(NULL)");
+    EXPECT(lifeline_request_do(c, NULL, &resp, &err), LIFELINE_E_INVALID_ARGUMENT, "NULL request");
+    lifeline_request r = get(url);
+    EXPECT(lifeline_request_do(c, &r, NULL, &err), LIFELINE_E_INVALID_ARGUMENT, "NULL out");
+    r.url = NULL;
+    EXPECT(lifeline_request_do(c, &r, &resp, &err), LIFELINE_E_INVALID_ARGUMENT, "NULL url");
+    CHECK(strstr(err.message, "url") && strcmp(err.phase, "argument") == 0, &err, "names url");
+    const char *bad_urls[] = {"", "ftp://127.0.0.1/", "http://", "http://a b/", "http://\xff\xfe/", "::::", "/path"};
+    for (size_t i = 0; i < sizeof bad_urls / sizeof bad_urls[0]; i++) {
+        r.url = bad_urls[i];
+        EXPECT(lifeline_request_do(c, &r, &resp, &err), LIFELINE_E_INVALID_ARGUMENT, fmt("bad url #%zu", i));
+        CHECK(resp == NULL, NULL, "resp set");
+    }
+    r = get(url);
+    r.method = "GE T";
+    EXPECT(lifeline_request_do(c, &r, &resp, &err), LIFELINE_E_INVALID_ARGUMENT, "bad method");
+    r.method = "G\xc3";
+    EXPECT(lifeline_request_do(c, &r, &resp, &err), LIFELINE_E_INVALID_ARGUMENT, "non-UTF-8 method");
+    r = get(url);
+    r.header_count = -1;
+    EXPECT(lifeline_request_do(c, &r, &resp, &err), LIFELINE_E_INVALID_ARGUMENT, "negative header_count");
+    CHECK(strstr(err.message, "header_count"), &err, "names header_count");
+    r.header_count = 2;
+    EXPECT(lifeline_request_do(c, &r, &resp, &err), LIFELINE_E_INVALID_ARGUMENT, "NULL headers");
+    r.header_count = INT64_MAX;
+    EXPECT(lifeline_request_do(c, &r, &resp, &err), LIFELINE_E_INVALID_ARGUMENT, "huge header_count");
+    lifeline_header bad_headers[][1] = {{{NULL, "v"}}, {{"X-A", NULL}}, {{"Bad Name", "v"}}, {{"", "v"}},
+                                        {{"X-A", "a\r\nInjected: 1"}}, {{"X-A", "\xff"}}};
+    for (size_t i = 0; i < sizeof bad_headers / sizeof bad_headers[0]; i++) {
+        r = get(url);
+        r.headers = bad_headers[i];
+        r.header_count = 1;
+        EXPECT(lifeline_request_do(c, &r, &resp, &err), LIFELINE_E_INVALID_ARGUMENT, fmt("bad header #%zu", i));
+        CHECK(strstr(err.message, "headers[0]"), &err, "names the header");
+    }
+    r = get(url);
+    r.body_len = -5;
+    EXPECT(lifeline_request_do(c, &r, &resp, &err), LIFELINE_E_INVALID_ARGUMENT, "negative body_len");
+    CHECK(strstr(err.message, "body_len"), &err, "names body_len");
+    r.body_len = 10;
+    EXPECT(lifeline_request_do(c, &r, &resp, &err), LIFELINE_E_INVALID_ARGUMENT, "NULL body");
+    r = get(url);
+    r.deadline_ms = INT64_MAX;
+    EXPECT(lifeline_request_do(c, &r, &resp, &err), LIFELINE_E_INVALID_ARGUMENT, "deadline overflow");
+    r = get(url);
+    EXPECT(lifeline_request_start(c, &r, NULL, NULL, NULL, &err), LIFELINE_E_INVALID_ARGUMENT, "NULL op out");
+    r.url = "nope";
+    op = 99;
+    EXPECT(lifeline_request_start(c, &r, NULL, NULL, &op, &err), LIFELINE_E_INVALID_ARGUMENT, "start bad url");
+    CHECK(op == 0, NULL, "op set on failure");
+
+    /* Handles: zero, unknown, forged, freed, the wrong kind. */
+    r = get(url);
+    lifeline_client bogus[] = {0, 1, 12345, (lifeline_client)-1, c ^ 1, c + (1u << 21)};
+    for (size_t i = 0; i < sizeof bogus / sizeof bogus[0]; i++) {
+        EXPECT(lifeline_request_do(bogus[i], &r, &resp, &err), LIFELINE_E_INVALID_HANDLE, fmt("client #%zu", i));
+        EXPECT(lifeline_client_set_int(bogus[i], "retry.max_attempts", 1, &err), LIFELINE_E_INVALID_HANDLE, "set");
+        EXPECT(lifeline_op_wait(bogus[i], 0, &err), LIFELINE_E_INVALID_HANDLE, "op");
+        EXPECT(lifeline_op_cancel(bogus[i], &err), LIFELINE_E_INVALID_HANDLE, "cancel");
+        EXPECT(lifeline_op_free(bogus[i], &err), LIFELINE_E_INVALID_HANDLE, "free");
+    }
+    EXPECT(lifeline_request_start(c, &r, NULL, NULL, &op, &err), LIFELINE_OK, "start");
+    EXPECT(lifeline_request_do((lifeline_client)op, &r, &resp, &err), LIFELINE_E_INVALID_HANDLE, "op as client");
+    CHECK(strstr(err.message, "operation"), &err, "says it is an operation");
+    EXPECT(lifeline_op_wait((lifeline_op)c, 0, &err), LIFELINE_E_INVALID_HANDLE, "client as op");
+    EXPECT(lifeline_client_close((lifeline_client)op, &err), LIFELINE_E_INVALID_HANDLE, "close an op");
+    lifeline_op_wait(op, -1, NULL);
+    lifeline_op_free(op, NULL);
+    EXPECT(lifeline_op_response(op, &resp, &err), LIFELINE_E_INVALID_HANDLE, "freed op");
+
+    /* Dials. */
+    int fd = 3;
+    EXPECT(lifeline_dial(c, "udp", "127.0.0.1:1", 0, &fd, &err), LIFELINE_E_INVALID_ARGUMENT, "udp");
+    CHECK(fd == -1, NULL, "fd set on failure");
+    EXPECT(lifeline_dial(c, "tcp", "no-port", 0, &fd, &err), LIFELINE_E_INVALID_ARGUMENT, "address");
+    EXPECT(lifeline_dial(c, NULL, "127.0.0.1:1", 0, &fd, &err), LIFELINE_E_INVALID_ARGUMENT, "NULL network");
+    EXPECT(lifeline_dial(c, "tcp", NULL, 0, &fd, &err), LIFELINE_E_INVALID_ARGUMENT, "NULL address");
+    EXPECT(lifeline_dial(c, "tcp", "127.0.0.1:1", 0, NULL, &err), LIFELINE_E_INVALID_ARGUMENT, "NULL fd");
+    EXPECT(lifeline_dial_start(c, "tcp", "127.0.0.1:1", 0, NULL, NULL, NULL, &err), LIFELINE_E_INVALID_ARGUMENT,
+           "NULL op");
+
+    /* Out-parameters. */
+    EXPECT(lifeline_client_config_json(c, NULL, NULL, &err), LIFELINE_E_INVALID_ARGUMENT, "NULL config out");
+    EXPECT(lifeline_client_metrics_json(c, NULL, NULL, &err), LIFELINE_E_INVALID_ARGUMENT, "NULL metrics out");
+
+    /* A NULL error record is fine everywhere. */
+    CHECK(lifeline_request_do(c, NULL, &resp, NULL) == LIFELINE_E_INVALID_ARGUMENT, NULL, "NULL err");
+    CHECK(lifeline_op_free(0, NULL) == LIFELINE_E_INVALID_HANDLE, NULL, "NULL err");
+    lifeline_error_clear(NULL);
+    lifeline_free(NULL);
+    lifeline_response_free(NULL);
+
+    /* The record is reused across calls without leaking: its message is
+     * replaced (ASan/LSan would see a leak otherwise). */
+    for (int i = 0; i < 100; i++) lifeline_request_do(0, &r, &resp, &err);
+    lifeline_error_clear(&err);
+    CHECK(err.message == NULL && err.status == 0, NULL, "clear");
+    lifeline_client_close(c, NULL);
+    printf("ok bad_args\n");
+#undef EXPECT
+}
+
+/* ------------------------------------------------------------------ */
+
+static void t_dial(void) {
+    lifeline_client c = new_client(fmt("{\"tls.ca_file\": \"%s\"}", env("LL_CA_FILE")));
+    CHECK(c, NULL, "client");
+    lifeline_error err = LIFELINE_ERROR_INIT;
+    int fd = -1;
+    CHECK(lifeline_dial(c, "tcp", env("LL_ECHO_TCP"), 5000, &fd, &err) == LIFELINE_OK && fd >= 0, &err, "tcp dial");
+    CHECK(fcntl(fd, F_GETFD) & FD_CLOEXEC, NULL, "not close-on-exec");
+    CHECK(!(fcntl(fd, F_GETFL) & O_NONBLOCK), NULL, "non-blocking");
+    CHECK(write(fd, "ping", 4) == 4, NULL, "write");
+    char buf[64];
+    ssize_t n = 0, k;
+    while (n < 4 && (k = read(fd, buf + n, sizeof buf - n)) > 0) n += k;
+    CHECK(n == 4 && memcmp(buf, "ping", 4) == 0, NULL, "echo");
+    close(fd);
+
+    /* TLS through the relay: plaintext on the descriptor. */
+    lifeline_op op;
+    struct cbrec rec;
+    memset(&rec, 0, sizeof rec);
+    CHECK(lifeline_dial_start(c, "tls", env("LL_ECHO_TLS"), 5000, record_cb, &rec, &op, &err) == LIFELINE_OK, &err,
+          "tls start");
+    CHECK(lifeline_op_wait(op, 5000, &err) == LIFELINE_OK, &err, "tls wait");
+    CHECK(rec.calls == 1 && rec.status == LIFELINE_OK, NULL, "callback");
+    CHECK(lifeline_op_fd(op, &fd, &err) == LIFELINE_OK && fd >= 0, &err, "tls fd");
+    int fd2 = 9;
+    CHECK(lifeline_op_fd(op, &fd2, &err) == LIFELINE_E_STATE && fd2 == -1, &err, "fd taken twice");
+    lifeline_response *resp;
+    CHECK(lifeline_op_response(op, &resp, &err) == LIFELINE_E_STATE, &err, "response of a dial");
+    lifeline_op_free(op, NULL);
+    CHECK(lifeline_op_fd(op, &fd2, &err) == LIFELINE_E_INVALID_HANDLE && fd2 == -1, &err, "freed");
+    CHECK(lifeline_op_wait(op, 0, NULL) == LIFELINE_E_INVALID_HANDLE, NULL, "freed");
+    const char *msg = "hello over tls";
+    ssize_t w = write(fd, msg, strlen(msg));
+    CHECK(w == (ssize_t)strlen(msg), NULL, "tls write: %zd fd %d: %s", w, fd, strerror(errno));
+    n = 0;
+    while (n < (ssize_t)strlen(msg) && (k = read(fd, buf + n, sizeof buf - n)) > 0) n += k;
+    CHECK(n == (ssize_t)strlen(msg) && memcmp(buf, msg, n) == 0, NULL, "tls echo");
+    /* close_notify to the peer; the echo server then closes; we read EOF. */
+    shutdown(fd, SHUT_WR);
+    k = read(fd, buf, sizeof buf);
+    CHECK(k == 0, NULL, "want EOF after the peer closed, got %zd", k);
+    close(fd);
+
+    /* A descriptor nobody takes is closed by lifeline_op_free (no leak). */
+    CHECK(lifeline_dial_start(c, "tcp", env("LL_ECHO_TCP"), 0, NULL, NULL, &op, &err) == LIFELINE_OK, &err, "start");
+    CHECK(lifeline_op_wait(op, 5000, &err) == LIFELINE_OK, &err, "wait");
+    lifeline_op_free(op, NULL);
+
+    /* Failures. */
+    int32_t st = lifeline_dial(c, "tcp", env("LL_REFUSED"), 0, &fd, &err);
+    CHECK(st == LIFELINE_E_NETWORK && strcmp(err.phase, "connect") == 0 &&
+              strcmp(err.error_type, "connect_refused") == 0 && fd == -1,
+          &err, "refused %d", st);
+    lifeline_client_close(c, NULL);
+    c = new_client(fmt("{\"dial.tls_handshake_timeout_ms\": 300, \"tls.ca_file\": \"%s\"}", env("LL_CA_FILE")));
+    double t0 = now_ms();
+    st = lifeline_dial(c, "tls", env("LL_TLS_STALL"), 0, &fd, &err);
+    double el = now_ms() - t0;
+    CHECK(st == LIFELINE_E_TIMEOUT && strcmp(err.phase, "tls") == 0 && err.timeout && el < 2000, &err,
+          "tls stall %d in %.0f ms", st, el);
+    t0 = now_ms();
+    st = lifeline_dial(c, "tcp", env("LL_BLACKHOLE"), 300, &fd, &err);
+    el = now_ms() - t0;
+    CHECK(st == LIFELINE_E_TIMEOUT && strcmp(err.phase, "deadline") == 0 && el < 2000, &err,
+          "dial deadline %d in %.0f ms", st, el);
+    lifeline_error_clear(&err);
+    lifeline_client_close(c, NULL);
+    printf("ok dial\n");
+}
+
+static void t_metrics(void) {
+    lifeline_client c = new_client("{\"retry.max_attempts\": 1}");
+    CHECK(c, NULL, "client");
+    lifeline_error err = LIFELINE_ERROR_INIT;
+    lifeline_request r = get(fmt("%s/hello", env("LL_HTTP")));
+    lifeline_response *resp;
+    for (int i = 0; i < 3; i++) {
+        CHECK(lifeline_request_do(c, &r, &resp, &err) == LIFELINE_OK, &err, "get");
+        lifeline_response_free(resp);
+    }
+    r = get(fmt("http://%s/", env("LL_REFUSED")));
+    CHECK(lifeline_request_do(c, &r, &resp, &err) == LIFELINE_E_NETWORK, &err, "refused");
+    char *doc = NULL;
+    size_t n = 0;
+    CHECK(lifeline_client_metrics_json(c, &doc, &n, &err) == LIFELINE_OK && n == strlen(doc), &err, "metrics");
+    CHECK(json_int(doc, "requests_started") == 4 && json_int(doc, "requests_ok") == 3 &&
+              json_int(doc, "requests_failed") == 1 && json_int(doc, "in_flight") == 0,
+          NULL, "counts: %s", doc);
+    CHECK(strstr(doc, "\"connect_refused\":1") && strstr(doc, "\"connect\":1"), NULL, "by type/phase: %s", doc);
+    CHECK(strstr(doc, "\"peer\":\"127.0.0.1:") && json_int(doc, "refusals") >= 0, NULL, "health: %s", doc);
+    CHECK(strstr(doc, "\"name\":\"lifeline.dial.duration\"") && strstr(doc, "\"name\":\"lifeline.http.attempts\""),
+          NULL, "otel metrics: %.2000s", doc);
+    CHECK(json_int(doc, "goroutines") > 0, NULL, "process");
+    lifeline_free(doc);
+    lifeline_error_clear(&err);
+    lifeline_client_close(c, NULL);
+    printf("ok metrics\n");
+}
+
+/* Many threads, one client: blocking requests, async requests cancelled at
+ * random, clients made and closed. */
+struct worker {
+    lifeline_client c;
+    int id, ok, canceled, bad;
+};
+
+static void *work(void *p) {
+    struct worker *w = (struct worker *)p;
+    lifeline_error err = LIFELINE_ERROR_INIT;
+    lifeline_request r = get(fmt("%s/hello", env("LL_HTTP")));
+    for (int i = 0; i < 100; i++) {
+        lifeline_response *resp;
+        if (i % 3 == 0) {
+            lifeline_op op;
+            struct cbrec rec;
+            memset(&rec, 0, sizeof rec);
+            if (lifeline_request_start(w->c, &r, record_cb, &rec, &op, &err) != LIFELINE_OK) {
+                w->bad++;
+                continue;
+            }
+            if (i % 2) lifeline_op_cancel(op, NULL);
+            lifeline_op_wait(op, -1, NULL);
+            int32_t st = lifeline_op_response(op, &resp, &err);
+            if (st == LIFELINE_OK) {
+                w->ok++;
+                lifeline_response_free(resp);
+            } else if (st == LIFELINE_E_CANCELED) {
+                w->canceled++;
+            } else {
+                w->bad++;
+            }
+            if (rec.calls != 1) w->bad++;
+            lifeline_op_free(op, NULL);
+        } else if (lifeline_request_do(w->c, &r, &resp, &err) == LIFELINE_OK) {
+            w->ok++;
+            lifeline_response_free(resp);
+        } else {
+            w->bad++;
+        }
+        if (i % 25 == 0) {
+            lifeline_client tmp = new_client("{\"retry.max_attempts\": 2}");
+            if (lifeline_client_close(tmp, NULL) != LIFELINE_OK) w->bad++;
+        }
+    }
+    lifeline_error_clear(&err);
+    return NULL;
+}
+
+static void t_threads(void) {
+    lifeline_client c = new_client(NULL);
+    CHECK(c, NULL, "client");
+    enum { T = 8 };
+    pthread_t th[T];
+    struct worker w[T];
+    for (int i = 0; i < T; i++) {
+        memset(&w[i], 0, sizeof w[i]);
+        w[i].c = c;
+        w[i].id = i;
+        pthread_create(&th[i], NULL, work, &w[i]);
+    }
+    int ok = 0, canceled = 0, bad = 0;
+    for (int i = 0; i < T; i++) {
+        pthread_join(th[i], NULL);
+        ok += w[i].ok;
+        canceled += w[i].canceled;
+        bad += w[i].bad;
+    }
+    CHECK(bad == 0 && ok + canceled == T * 100 && ok >= T * 80, NULL, "ok %d canceled %d bad %d", ok, canceled, bad);
+    CHECK(metric(c, "in_flight") == 0, NULL, "in flight");
+    lifeline_client_close(c, NULL);
+    printf("ok threads ok=%d canceled=%d\n", ok, canceled);
+}
+
+static void t_fork(void) {
+    lifeline_client c = new_client(NULL);
+    CHECK(c, NULL, "client");
+    fflush(stdout);
+    pid_t pid = fork();
+    CHECK(pid >= 0, NULL, "fork");
+    if (pid == 0) {
+        /* The child: every call must return LIFELINE_E_FORKED at once. */
+        alarm(5);
+        lifeline_error err = LIFELINE_ERROR_INIT;
+        lifeline_client c2;
+        int bad = 0;
+        if (lifeline_client_new(&c2, &err) != LIFELINE_E_FORKED || !err.message || !strstr(err.message, "fork")) bad |= 1;
+        lifeline_request r = get(fmt("%s/hello", env("LL_HTTP")));
+        lifeline_response *resp;
+        if (lifeline_request_do(c, &r, &resp, &err) != LIFELINE_E_FORKED) bad |= 2;
+        if (lifeline_op_cancel(1, &err) != LIFELINE_E_FORKED) bad |= 4;
+        if (lifeline_abi_version() != LIFELINE_ABI_VERSION || !*lifeline_version()) bad |= 8;
+        lifeline_error_clear(&err);
+        _exit(bad);
+    }
+    int status = 0;
+    double t0 = now_ms();
+    pid_t w;
+    while ((w = waitpid(pid, &status, WNOHANG)) == 0 && now_ms() - t0 < 10000) sleep_ms(5);
+    if (w == 0) kill(pid, SIGKILL);
+    CHECK(w == pid, NULL, "the forked child hung");
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0, NULL, "child status %d", status);
+    /* The parent still works. */
+    lifeline_request r = get(fmt("%s/hello", env("LL_HTTP")));
+    lifeline_response *resp;
+    CHECK(lifeline_request_do(c, &r, &resp, NULL) == LIFELINE_OK, NULL, "parent after fork");
+    lifeline_response_free(resp);
+    lifeline_client_close(c, NULL);
+    printf("ok fork\n");
+}
+
+/* 10,000 requests: memory, goroutines and live allocations stay flat. */
+static void t_loop(void) {
+    const char *ns = getenv("LL_LOOP");
+    int n = ns ? atoi(ns) : 10000;
+    lifeline_client c = new_client(NULL);
+    CHECK(c, NULL, "client");
+    lifeline_error err = LIFELINE_ERROR_INIT;
+    lifeline_request r = get(fmt("%s/hello", env("LL_HTTP")));
+    long rss0 = 0;
+    long long g0 = 0, live0 = 0, live_before = metric(c, "live_allocations");
+    double t0 = now_ms();
+    for (int i = 0; i < n; i++) {
+        if (i == n / 10) {
+            rss0 = rss_kb();
+            g0 = metric(c, "goroutines");
+            live0 = metric(c, "live_allocations");
+        }
+        lifeline_response *resp = NULL;
+        int32_t st;
+        if (i % 2) {
+            st = lifeline_request_do(c, &r, &resp, &err);
+        } else {
+            lifeline_op op;
+            st = lifeline_request_start(c, &r, NULL, NULL, &op, &err);
+            if (st == LIFELINE_OK) {
+                lifeline_op_wait(op, -1, NULL);
+                st = lifeline_op_response(op, &resp, &err);
+                lifeline_op_free(op, NULL);
+            }
+        }
+        CHECK(st == LIFELINE_OK && resp->status == 200, &err, "request %d: %d", i, st);
+        lifeline_response_free(resp);
+    }
+    double el = now_ms() - t0;
+    long rss1 = rss_kb();
+    long long g1 = metric(c, "goroutines"), live1 = metric(c, "live_allocations");
+    lifeline_error_clear(&err);
+    lifeline_client_close(c, NULL);
+    printf("measure loop n=%d elapsed_ms=%.0f rss_kb_at_10pct=%ld rss_kb_end=%ld goroutines_at_10pct=%lld "
+           "goroutines_end=%lld live_allocations_at_10pct=%lld live_allocations_end=%lld\n",
+           n, el, rss0, rss1, g0, g1, live0, live1);
+    CHECK(live0 == live_before && live1 == live_before, NULL, "library allocations not freed: %lld, %lld, %lld",
+          live_before, live0, live1);
+    CHECK(g1 <= g0 + 4, NULL, "goroutines grew from %lld to %lld", g0, g1);
+    if (!getenv("LL_ASAN")) /* ASan's quarantine holds freed memory on purpose */
+        CHECK(rss1 - rss0 < 16 * 1024, NULL, "RSS grew by %ld KiB over %d requests", rss1 - rss0, n * 9 / 10);
+    printf("ok loop\n");
+}
+
+#ifdef LL_TESTHOOKS
+static void t_panic_op(void) {
+    lifeline_client c = new_client(NULL);
+    CHECK(c, NULL, "client");
+    struct cbrec rec;
+    memset(&rec, 0, sizeof rec);
+    lifeline_request r = get(fmt("%s/hello", env("LL_HTTP")));
+    lifeline_op op;
+    lifelinego_test_arm_panic("op");
+    CHECK(lifeline_request_start(c, &r, record_cb, &rec, &op, NULL) == LIFELINE_OK, NULL, "start");
+    lifeline_error err = LIFELINE_ERROR_INIT;
+    double t0 = now_ms();
+    while (atomic_load(&rec.calls) == 0 && now_ms() - t0 < 5000) sleep_ms(1);
+    sleep_ms(50);
+    CHECK(rec.calls == 1 && rec.status == LIFELINE_E_INTERNAL, NULL, "callback calls %d status %d", rec.calls,
+          rec.status);
+    lifeline_client c2;
+    int32_t st = lifeline_client_new(&c2, &err);
+    CHECK(st == LIFELINE_E_INTERNAL && strstr(err.message, "disabled") && strstr(err.message, "deliberate panic"),
+          &err, "poisoned: %d", st);
+    CHECK(lifeline_op_wait(op, 0, &err) == LIFELINE_E_INTERNAL, &err, "poisoned wait");
+    lifeline_error_clear(&err);
+    printf("ok panic_op\n");
+}
+
+static void t_panic_export(void) {
+    lifeline_error err = LIFELINE_ERROR_INIT;
+    lifeline_client c;
+    lifelinego_test_arm_panic("export");
+    int32_t st = lifeline_client_new(&c, &err);
+    CHECK(st == LIFELINE_E_INTERNAL && strcmp(err.phase, "internal") == 0 && strstr(err.message, "deliberate panic"),
+          &err, "panic: %d", st);
+    st = lifeline_client_new(&c, &err);
+    CHECK(st == LIFELINE_E_INTERNAL && strstr(err.message, "disabled"), &err, "after: %d", st);
+    /* The plain C functions keep working. */
+    CHECK(lifeline_abi_version() == LIFELINE_ABI_VERSION, NULL, "abi");
+    lifeline_error_clear(&err);
+    printf("ok panic_export\n");
+}
+#endif
+
+int main(int argc, char **argv) {
+    const char *mode = argc > 1 ? argv[1] : "all";
+    setvbuf(stdout, NULL, _IOLBF, 0);
+#ifdef LL_TESTHOOKS
+    if (strcmp(mode, "panic_op") == 0) {
+        current = "panic_op";
+        t_panic_op();
+        return failures ? 1 : 0;
+    }
+    if (strcmp(mode, "panic_export") == 0) {
+        current = "panic_export";
+        t_panic_export();
+        return failures ? 1 : 0;
+    }
+#endif
+    static const struct {
+        const char *name;
+        void (*fn)(void);
+    } tests[] = {
+        {"version", t_version},   {"get", t_get},
+        {"post", t_post},         {"https", t_https},
+        {"config", t_config},     {"first_byte", t_first_byte},
+        {"tls_stall", t_tls_stall}, {"connect_hang", t_connect_hang},
+        {"refused", t_refused},   {"deadline", t_deadline},
+        {"dns", t_dns},           {"stall", t_stall},
+        {"large", t_large},       {"async", t_async},
+        {"reentrant", t_reentrant}, {"cancel", t_cancel},
+        {"free_running", t_free_running}, {"close", t_close},
+        {"bad_args", t_bad_args}, {"dial", t_dial},
+        {"metrics", t_metrics},   {"threads", t_threads},
+        {"fork", t_fork},         {"loop", t_loop},
+    };
+    int ran = 0;
+    for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++) {
+        if (strcmp(mode, "all") != 0 && strcmp(mode, tests[i].name) != 0) continue;
+        current = tests[i].name;
+        tests[i].fn();
+        ran++;
+    }
+    if (failures == 0 && strcmp(mode, "all") == 0) {
+        /* Every test freed what it got: no library allocation is live. */
+        lifeline_client c = new_client(NULL);
+        long long live = metric(c, "live_allocations");
+        lifeline_client_close(c, NULL);
+        if (live != 0) {
+            printf("FAIL leaks: %lld library allocations not freed after all tests\n", live);
+            failures++;
+        } else {
+            printf("ok no_leaks\n");
+        }
+    }
+    if (!ran) {
+        printf("FAIL main: no test named %s\n", mode);
+        return 2;
+    }
+    printf(failures ? "FAILED %d\n" : "PASS\n", failures);
+    return failures ? 1 : 0;
+}

@@ -1,0 +1,225 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// dialSpec is a host's dial, checked.
+type dialSpec struct {
+	network  string // "tcp", "tcp4", "tcp6" or "tls"
+	address  string
+	deadline time.Duration // ≤ 0: the dial.* limits only
+}
+
+func checkDial(network, address string) *Error {
+	switch network {
+	case "tcp", "tcp4", "tcp6", "tls":
+	default:
+		return argError(`network %q: want "tcp", "tcp4", "tcp6" or "tls"`, network)
+	}
+	host, port, err := net.SplitHostPort(address)
+	if err != nil {
+		return argError("address %q: %v", address, err)
+	}
+	if host == "" || port == "" || strings.ContainsAny(host, " \t\r\n/") {
+		return argError("address %q: want host:port", address)
+	}
+	return nil
+}
+
+// doDial dials and hands the connection over as a descriptor.
+func doDial(ctx context.Context, b *built, o *op, s dialSpec) *Error {
+	if s.network == "tls" {
+		conn, err := b.tlsDialer.DialTLSContext(ctx, "tcp", s.address)
+		if err != nil {
+			return classify(ctx, err)
+		}
+		fd, e := o.c.relayTLS(conn)
+		if e != nil {
+			return e
+		}
+		return o.setFD(fd)
+	}
+	conn, err := b.tcpDialer.DialContext(ctx, s.network, s.address)
+	if err != nil {
+		return classify(ctx, err)
+	}
+	fd, err := detachFD(conn)
+	if err != nil {
+		return &Error{Status: statusNetwork, Phase: "connect", Type: "fd", Msg: "lifeline: handing over the socket: " + err.Error()}
+	}
+	return o.setFD(fd)
+}
+
+// setFD stores the descriptor, or closes it when the op was freed or
+// cancelled meanwhile (then the result says so).
+func (o *op) setFD(fd int) *Error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.freed {
+		closeFD(fd)
+		return &Error{Status: statusCanceled, Phase: "canceled", Type: "canceled", Msg: "lifeline: operation freed while running"}
+	}
+	o.fd = fd
+	return nil
+}
+
+// detachFD duplicates the socket of conn (close-on-exec, blocking) and
+// closes conn: the descriptor is then the host's alone.
+func detachFD(conn net.Conn) (int, error) {
+	defer conn.Close()
+	sc, ok := conn.(syscall.Conn)
+	if !ok {
+		return -1, errors.New("connection has no descriptor")
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		return -1, err
+	}
+	nfd := -1
+	var dupErr error
+	if err := raw.Control(func(fd uintptr) {
+		nfd, dupErr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0)
+	}); err != nil {
+		return -1, err
+	}
+	if dupErr != nil {
+		return -1, dupErr
+	}
+	// O_NONBLOCK belongs to the open file description, which the dup
+	// shares with Go's descriptor: clear it once Go let go of its own.
+	conn.Close()
+	if err := unix.SetNonblock(nfd, false); err != nil {
+		closeFD(nfd)
+		return -1, err
+	}
+	return nfd, nil
+}
+
+func closeFD(fd int) { _ = unix.Close(fd) }
+
+// relay pumps plaintext between one end of a socketpair (the host's
+// descriptor is the other end) and a TLS connection that stays in Go.
+type relay struct {
+	c     *client
+	tls   net.Conn
+	local *net.UnixConn
+	once  sync.Once
+}
+
+// relayTLS makes the socketpair and starts the relay; it returns the
+// host's end.
+func (c *client) relayTLS(conn net.Conn) (int, *Error) {
+	fail := func(err error) (int, *Error) {
+		conn.Close()
+		return -1, &Error{Status: statusNetwork, Phase: "tls", Type: "fd", Msg: "lifeline: making the descriptor: " + err.Error()}
+	}
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return fail(err)
+	}
+	f := os.NewFile(uintptr(fds[1]), "lifeline-relay")
+	fc, err := net.FileConn(f) // dups; f is closed below
+	f.Close()
+	if err != nil {
+		closeFD(fds[0])
+		return fail(err)
+	}
+	r := &relay{c: c, tls: conn, local: fc.(*net.UnixConn)}
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		r.stop()
+		closeFD(fds[0])
+		return -1, &Error{Status: statusClosed, Phase: "canceled", Type: "closed", Msg: "lifeline: client closed"}
+	}
+	c.relays[r] = struct{}{}
+	c.wg.Add(1)
+	c.mu.Unlock()
+	go r.run()
+	return fds[0], nil
+}
+
+// stop closes both sides; the host's descriptor then reads end-of-file.
+func (r *relay) stop() {
+	r.once.Do(func() {
+		r.tls.Close()
+		r.local.Close()
+	})
+}
+
+// run copies in both directions until both are done, then closes.
+//
+// host → peer: the host's end-of-file (shutdown(SHUT_WR) or close) becomes
+// TLS close_notify. peer → host: the peer's end-of-file becomes a
+// shutdown of the host's read side; an error (reset, the first-byte
+// watch) closes everything. After the host's end-of-file, hostGone
+// notices a full close (POLLHUP) so that a peer that never closes does not
+// keep the relay alive.
+func (r *relay) run() {
+	defer r.c.wg.Done()
+	defer func() {
+		r.c.mu.Lock()
+		delete(r.c.relays, r)
+		r.c.mu.Unlock()
+	}()
+	defer r.stop()
+	down := make(chan struct{})
+	go func() {
+		defer close(down)
+		_, err := io.Copy(r.local, r.tls)
+		if err == nil {
+			_ = r.local.CloseWrite()
+			return
+		}
+		r.stop()
+	}()
+	_, err := io.Copy(r.tls, r.local)
+	if err != nil {
+		r.stop()
+		<-down
+		return
+	}
+	if cw, ok := r.tls.(interface{ CloseWrite() error }); ok {
+		_ = cw.CloseWrite()
+	}
+	t := time.NewTicker(200 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-down:
+			return
+		case <-t.C:
+			if r.hostGone() {
+				return
+			}
+		}
+	}
+}
+
+// hostGone reports whether the host closed its descriptor entirely (both
+// directions): POLLHUP on a Unix stream socket.
+func (r *relay) hostGone() bool {
+	raw, err := r.local.SyscallConn()
+	if err != nil {
+		return true
+	}
+	gone := false
+	_ = raw.Control(func(fd uintptr) {
+		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLOUT}}
+		if n, err := unix.Poll(fds, 0); err == nil && n > 0 && fds[0].Revents&(unix.POLLHUP|unix.POLLERR) != 0 {
+			gone = true
+		}
+	})
+	return gone
+}

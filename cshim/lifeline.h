@@ -1,0 +1,539 @@
+/*
+ * lifeline.h — the C ABI of lifeline, a network client core that never hangs.
+ *
+ * lifeline is written in Go. This header is the whole public interface of
+ * liblifeline.so (go build -buildmode=c-shared) and liblifeline.a
+ * (-buildmode=c-archive). It compiles as C99 and as C++.
+ *
+ * WHAT YOU GET
+ *   - HTTP requests (HTTP/1.1 and HTTP/2, TLS) in which every phase has a
+ *     finite limit: DNS, TCP connect, TLS handshake, the first byte of the
+ *     response, every read of the body, and a total deadline per request.
+ *     Addresses are raced (Happy Eyeballs), a lone address races itself,
+ *     idempotent requests are retried inside a budget.
+ *   - Raw TCP and TLS dials with the same limits, handing you a file
+ *     descriptor.
+ *   - Blocking calls, and asynchronous operations you can wait on (with a
+ *     timeout), poll, or be called back for; cancel from any thread.
+ *   - A JSON snapshot of a client's metrics and of the health of the
+ *     addresses it talked to.
+ *
+ * CONVENTIONS
+ *   Status. Every function that can fail returns an int32_t status:
+ *     LIFELINE_OK (0) or one of the LIFELINE_E_* codes below. Nothing is
+ *     ever reported through errno, and no function aborts or exits the
+ *     process on bad input.
+ *
+ *   Error record. Functions that can fail take a `lifeline_error *err` last.
+ *     It may be NULL (you then get the status code only). The record is
+ *     owned by the caller (usually on the stack); initialize it once with
+ *     LIFELINE_ERROR_INIT (all zeros). Every call that takes it rewrites it:
+ *     on success it is cleared, on failure it holds the status, the phase,
+ *     whether a time limit caused the failure, a class and a message. A
+ *     message left by an earlier call is freed by the library before it is
+ *     overwritten, so one record can be reused for any number of calls;
+ *     call lifeline_error_clear() when you are done with it. Never copy a
+ *     record that holds a message and clear both copies.
+ *
+ *   Handles. Clients and operations are opaque 64-bit integers taken from
+ *     the library's own table, never pointers. 0 is never a valid handle.
+ *     Handles are below 2^53 (they survive a trip through a double), carry
+ *     random bits and are never reused: a handle that is unknown, already freed, forged, or
+ *     of the wrong kind (an operation passed as a client) gets
+ *     LIFELINE_E_INVALID_HANDLE, never a crash.
+ *
+ *   Strings. Every `const char *` argument is NUL-terminated UTF-8; invalid
+ *     UTF-8 gets LIFELINE_E_INVALID_ARGUMENT naming the argument. The
+ *     library copies everything it needs before returning: your buffers may
+ *     be freed as soon as a call returns, even for asynchronous operations.
+ *
+ *   Memory. Every pointer the library returns to you is yours and has
+ *     exactly one matching free function: lifeline_response_free() for a
+ *     response, lifeline_free() for strings (JSON documents), and
+ *     lifeline_error_clear() for the message inside an error record.
+ *     Pointers documented as static are never freed. File descriptors the
+ *     library hands you are yours to close(). The library never keeps a
+ *     pointer you passed it after the call returns (except user_data, which
+ *     it only hands back to your callback and never dereferences).
+ *
+ *   Threads. Every function may be called from any thread, concurrently,
+ *     with the same or different handles. Nothing needs a global init.
+ *     Completion callbacks run on threads owned by the library (see
+ *     lifeline_callback).
+ *
+ *   Durations are milliseconds (int64_t). In configuration, 0 means the
+ *   documented default and a negative value turns a limit off where the key
+ *   says so.
+ *
+ * RUNNING GO INSIDE YOUR PROCESS
+ *   - One Go runtime per process: load one Go c-shared library (this one or
+ *     another) at most once. The library is never unloaded; dlclose() does
+ *     not unload it. The runtime starts when the library loads.
+ *   - fork() without exec(): the child must not use the library. Every
+ *     function called in a forked child returns LIFELINE_E_FORKED at once,
+ *     without entering the Go runtime (the child has none of its threads);
+ *     only lifeline_free, lifeline_response_free, lifeline_error_clear,
+ *     lifeline_status_string, lifeline_version and lifeline_abi_version
+ *     work there. Handles from the parent are useless in the child.
+ *   - Signals: the Go runtime installs handlers for SIGSEGV, SIGBUS, SIGFPE,
+ *     SIGPIPE and SIGURG (goroutine preemption) and runs its threads on
+ *     alternate signal stacks. Handlers you install after loading the
+ *     library must use SA_ONSTACK. The library never calls signal.Notify
+ *     and never installs a handler for SIGINT, SIGTERM or SIGCHLD. Blocking
+ *     system calls in your threads may see EINTR (SIGURG).
+ *   - GODEBUG, GOMAXPROCS and GOMEMLIMIT are read from the environment at
+ *     load time. Memory the library mallocs for you is outside the Go heap
+ *     and outside GOMEMLIMIT: free it.
+ *   - A panic inside the library is recovered at the boundary: the call
+ *     returns LIFELINE_E_INTERNAL and every later call does too (the library
+ *     "poisons" itself rather than taking your process down or running on in
+ *     an unknown state). In-flight operations still complete and still call
+ *     their callbacks.
+ */
+#ifndef LIFELINE_H
+#define LIFELINE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ABI version: bumped on every incompatible change to this header (a
+ * changed struct, signature or meaning). Compare LIFELINE_ABI_VERSION, the
+ * version you compiled against, with lifeline_abi_version(), the version
+ * of the library you loaded. */
+#define LIFELINE_ABI_VERSION 1
+
+/* ------------------------------------------------------------------ */
+/* Status codes                                                        */
+/* ------------------------------------------------------------------ */
+
+enum lifeline_status {
+    /* Success. For lifeline_op_wait/poll: the operation has finished. */
+    LIFELINE_OK = 0,
+    /* A NULL pointer where one is required, a negative length or count,
+     * invalid UTF-8, malformed JSON, a bad URL, method, header, network or
+     * address. The message names the argument. */
+    LIFELINE_E_INVALID_ARGUMENT = 1,
+    /* A configuration key the library does not know. The message names it. */
+    LIFELINE_E_UNKNOWN_KEY = 2,
+    /* A configuration value of the wrong type or out of range. The message
+     * names the key and says what is accepted. */
+    LIFELINE_E_BAD_VALUE = 3,
+    /* The handle is 0, unknown, freed, forged, or of the other kind. */
+    LIFELINE_E_INVALID_HANDLE = 4,
+    /* The call is not valid in the object's current state: configuring a
+     * client after its first request or dial, taking a result twice, taking
+     * the result of an operation that has not finished, taking a response
+     * from a dial or a descriptor from a request. */
+    LIFELINE_E_STATE = 5,
+    /* lifeline_op_wait timed out, or lifeline_op_poll found the operation
+     * still running. Not a failure of the operation. */
+    LIFELINE_E_PENDING = 6,
+    /* A time limit ended the operation: a phase limit (err->phase says
+     * which) or the operation's total deadline (phase "deadline"). */
+    LIFELINE_E_TIMEOUT = 7,
+    /* The operation was cancelled with lifeline_op_cancel (or freed while
+     * running). */
+    LIFELINE_E_CANCELED = 8,
+    /* A network or protocol failure that was not a timeout: refused,
+     * reset, no such host, certificate rejected, malformed response, ...
+     * err->phase and err->error_type say more. */
+    LIFELINE_E_NETWORK = 9,
+    /* The response body exceeded the client's max_response_bytes. */
+    LIFELINE_E_TOO_LARGE = 10,
+    /* The client was closed while the operation ran (or as it started). */
+    LIFELINE_E_CLOSED = 11,
+    /* Called in a child of fork() without exec(); see above. */
+    LIFELINE_E_FORKED = 12,
+    /* A panic was recovered inside the library; the library now refuses
+     * every call with this code. */
+    LIFELINE_E_INTERNAL = 13,
+    /* The library could not allocate memory for a result (the C heap is
+     * exhausted); the operation's result is lost. */
+    LIFELINE_E_NO_MEMORY = 14
+};
+
+/* lifeline_status_string returns a static, NUL-terminated English name of a
+ * status code ("LIFELINE_E_TIMEOUT: ..."), or "unknown status" for a value
+ * not listed above. Never NULL, never to be freed. */
+const char *lifeline_status_string(int32_t status);
+
+/* ------------------------------------------------------------------ */
+/* Error record                                                        */
+/* ------------------------------------------------------------------ */
+
+/* lifeline_error describes the last failure of a call. The caller owns the
+ * struct; the library owns nothing in it except `message`, which the
+ * library allocates and lifeline_error_clear() (or the next call that gets
+ * this record) frees. */
+typedef struct lifeline_error {
+    /* The status the call returned (LIFELINE_OK after a success). */
+    int32_t status;
+    /* 1 when a time limit caused the failure (any phase, or the total
+     * deadline), else 0. */
+    int32_t timeout;
+    /* Where it broke, NUL-terminated; "" when not applicable:
+     *   "dns"        resolving the host
+     *   "connect"    the TCP connect
+     *   "tls"        the TLS handshake
+     *   "first_byte" waiting for the response (headers) after the request
+     *                was written
+     *   "stall"      a read of the response body got no byte in time
+     *   "attempt"    retry.attempt_timeout_ms cut an attempt
+     *   "deadline"   the operation's total deadline expired
+     *   "response"   the connection failed after the request was sent
+     *                (reset, closed, malformed response)
+     *   "canceled"   lifeline_op_cancel, lifeline_op_free or
+     *                lifeline_client_close ended the operation
+     *   "config"     a configuration call failed
+     *   "argument"   an argument was rejected
+     *   "internal"   a recovered panic */
+    char phase[16];
+    /* A short, stable class for dashboards and branching, NUL-terminated;
+     * "" when none: e.g. "connect_refused", "connect_timeout",
+     * "tls_certificate", "tls_timeout", "first_byte_timeout",
+     * "stall_timeout", "dns_not_found", "dns_no_addresses", "deadline",
+     * "canceled", "too_large", "invalid_argument", "unknown_key",
+     * "bad_value", "invalid_handle", "closed", "forked", "internal". */
+    char error_type[32];
+    /* A human-readable message (NUL-terminated UTF-8, allocated by the
+     * library), or NULL. It names the failing argument, key, phase,
+     * address and peer where known; it never contains URL paths, queries or
+     * header values. */
+    char *message;
+} lifeline_error;
+
+/* Initializer for a fresh record: `lifeline_error err = LIFELINE_ERROR_INIT;` */
+#ifdef __cplusplus
+#define LIFELINE_ERROR_INIT lifeline_error()
+#else
+#define LIFELINE_ERROR_INIT {0, 0, {0}, {0}, NULL}
+#endif
+
+/* lifeline_error_clear frees err->message and zeroes the record. NULL is
+ * allowed. Works in a forked child. */
+void lifeline_error_clear(lifeline_error *err);
+
+/* ------------------------------------------------------------------ */
+/* Version, memory                                                     */
+/* ------------------------------------------------------------------ */
+
+/* lifeline_abi_version returns the LIFELINE_ABI_VERSION the library was
+ * built with. */
+uint32_t lifeline_abi_version(void);
+
+/* lifeline_version returns the library's version, e.g. "0.1.0", as a
+ * static NUL-terminated string: never NULL, never to be freed. */
+const char *lifeline_version(void);
+
+/* lifeline_free frees a string or buffer the library returned through a
+ * `char **` out-parameter (JSON documents). NULL is allowed. Do not use it
+ * for responses (lifeline_response_free) or error records
+ * (lifeline_error_clear). */
+void lifeline_free(void *p);
+
+/* ------------------------------------------------------------------ */
+/* Handles                                                             */
+/* ------------------------------------------------------------------ */
+
+/* A client: configuration, connection pool, address health, metrics. */
+typedef uint64_t lifeline_client;
+/* An operation: one request or dial, from start to lifeline_op_free. */
+typedef uint64_t lifeline_op;
+
+/* ------------------------------------------------------------------ */
+/* Clients                                                             */
+/* ------------------------------------------------------------------ */
+
+/* lifeline_client_new creates a client with finite defaults for every
+ * limit and stores its handle in *out. Configure it (below) before its
+ * first request or dial; it is then frozen and its configuration can no
+ * longer change (LIFELINE_E_STATE). A client is meant to live long: it
+ * keeps a pool of connections and the health of the addresses it saw.
+ * Errors: LIFELINE_E_INVALID_ARGUMENT (out is NULL). */
+int32_t lifeline_client_new(lifeline_client *out, lifeline_error *err);
+
+/* Configuration by key. Keys (durations in milliseconds; "0" = default;
+ * where a key says "<0 off", a negative value removes that limit):
+ *
+ * client
+ *   request_timeout_ms        int   total deadline of a request whose
+ *                                   deadline_ms is 0: 30000; <0 none
+ *   max_response_bytes        int   response body cap: 67108864 (64 MiB);
+ *                                   <0 none
+ *   user_agent                str   User-Agent when the request has none:
+ *                                   "lifeline-cshim/<version>"
+ * transport (HTTP)
+ *   transport.first_byte_timeout_ms       response headers after the
+ *                                         request was written: 15000; <0 off
+ *   transport.stall_timeout_ms            no body byte this long: 30000; <0 off
+ *   transport.hedge_delay_ms              second try of an idempotent request
+ *                                         after this long: 0 (off)
+ *   transport.hedge_quantile     double   adaptive hedge at this quantile of
+ *                                         recent latency, in [0,1): 0 (off)
+ *   transport.idle_conn_timeout_ms        30000; <0 none
+ *   transport.max_conn_lifetime_ms        600000; <0 none
+ *   transport.max_conns_per_host     int  64; <0 none
+ *   transport.max_idle_conns_per_host int 16; <0 keep none
+ *   transport.proxy              str      "" or "env": from HTTP(S)_PROXY /
+ *                                         NO_PROXY; "none": direct; or a
+ *                                         proxy URL (http, https, socks5)
+ * dial (every connection, requests and lifeline_dial alike)
+ *   dial.resolve_timeout_ms               5000; <0 none of its own
+ *   dial.connect_timeout_ms               each TCP connect: 5000; <0 none
+ *   dial.attempt_delay_ms                 Happy Eyeballs stagger: 250;
+ *                                         <0 serial
+ *   dial.tls_handshake_timeout_ms         5000; <0 none
+ *   dial.first_byte_timeout_ms            first reply byte on a new conn:
+ *                                         30000 (never less than
+ *                                         transport.first_byte_timeout_ms
+ *                                         for requests); <0 off
+ *   dial.max_attempts_per_address    int  2; 1 or <0: one
+ *   dial.timeout_ms                       the whole dial: 15000; <0 none
+ *   dial.keepalive.enable       bool      true
+ *   dial.keepalive.idle_ms                15000
+ *   dial.keepalive.interval_ms            5000
+ *   dial.keepalive.count        int       3
+ *   dial.user_timeout_ms                  TCP_USER_TIMEOUT: 30000; <0 OS
+ *   dial.hosts                  object    static addresses, e.g.
+ *                                         {"api.example": ["127.0.0.1"]};
+ *                                         other names use the system
+ *                                         resolver (with set_string: the
+ *                                         object as JSON text)
+ * health (per-address scoreboard, in the metrics snapshot)
+ *   health.half_life_ms                   60000
+ *   health.max_peers            int       1024
+ * retry
+ *   retry.max_attempts          int       3 (the first included); 1: none
+ *   retry.initial_interval_ms             100
+ *   retry.max_interval_ms                 5000
+ *   retry.multiplier            double    2 (0 or >= 1)
+ *   retry.jitter                double    0.5, in [0,1]; <0 none
+ *   retry.attempt_timeout_ms              0 (none)
+ *   retry.max_retry_after_ms              30000; <0 no cap
+ *   retry.budget.ratio          double    0.1 (retries per request)
+ *   retry.budget.min_per_second double    10
+ * tls (requests to https URLs and "tls" dials)
+ *   tls.ca_file / tls.ca_pem    str       trust these roots instead of the
+ *                                         system's
+ *   tls.cert_file + tls.key_file,
+ *   tls.cert_pem + tls.key_pem  str       client certificate
+ *   tls.server_name             str       SNI and name to verify: the host
+ *   tls.insecure_skip_verify    bool      false
+ *   tls.min_version             str       "1.2" (or "1.3")
+ *   tls.alpn                    str       ALPN for "tls" dials, comma
+ *                                         separated: none
+ *
+ * lifeline_client_set_int/double/bool/string set one key; the value type
+ * must match the key's (durations and counts are ints; a double key also
+ * accepts an int via set_double only). lifeline_client_configure applies a
+ * JSON object whose members are keys, either dotted or nested
+ * ({"dial": {"connect_timeout_ms": 500}, "retry.max_attempts": 1}); it is
+ * all or nothing: on any error nothing is applied.
+ * Errors: LIFELINE_E_INVALID_HANDLE, LIFELINE_E_INVALID_ARGUMENT (NULL or
+ * non-UTF-8 key or string, malformed JSON or not an object),
+ * LIFELINE_E_UNKNOWN_KEY, LIFELINE_E_BAD_VALUE, LIFELINE_E_STATE (the
+ * client already made a request or dial). */
+int32_t lifeline_client_set_int(lifeline_client c, const char *key, int64_t value,
+                                lifeline_error *err);
+int32_t lifeline_client_set_double(lifeline_client c, const char *key, double value,
+                                   lifeline_error *err);
+int32_t lifeline_client_set_bool(lifeline_client c, const char *key, int value,
+                                 lifeline_error *err);
+int32_t lifeline_client_set_string(lifeline_client c, const char *key, const char *value,
+                                   lifeline_error *err);
+int32_t lifeline_client_configure(lifeline_client c, const char *json, lifeline_error *err);
+
+/* lifeline_client_config_json stores in *out a JSON object of every key
+ * with its effective value (defaults resolved; PEM and file keys show
+ * whether they are set, not their contents), and its length in *len (may
+ * be NULL). Free *out with lifeline_free. */
+int32_t lifeline_client_config_json(lifeline_client c, char **out, size_t *len,
+                                    lifeline_error *err);
+
+/* lifeline_client_metrics_json stores in *out a JSON snapshot (free with
+ * lifeline_free; length in *len, which may be NULL):
+ *   "client":  requests and dials started, succeeded, failed (by phase and
+ *              by error_type), canceled, in flight; response bytes
+ *   "health":  one entry per address the client dialed: successes,
+ *              refusals, resets, timeouts and stalls by phase, latency,
+ *              penalty score, demoted
+ *   "metrics": lifeline's OpenTelemetry metrics for this client (dial
+ *              durations by phase, attempts, retries, budget refusals,
+ *              failures masked by a retry, race or hedge), each with its
+ *              attributes and value (histograms: count and sum)
+ *   "process": goroutines, Go heap bytes, and the number of library
+ *              allocations handed to you and not yet freed (process-wide)
+ * It may be called at any time, also while operations run and after the
+ * client is frozen. */
+int32_t lifeline_client_metrics_json(lifeline_client c, char **out, size_t *len,
+                                     lifeline_error *err);
+
+/* lifeline_client_close cancels every operation of the client that is
+ * still running (they finish with LIFELINE_E_CLOSED and their callbacks
+ * run), closes its idle connections and the TLS relays of its "tls" dials
+ * (your descriptors then read end-of-file), and frees the handle. It does
+ * not wait for the operations' callbacks, so it may be called from a
+ * callback. Operation handles stay valid until lifeline_op_free.
+ * Errors: LIFELINE_E_INVALID_HANDLE (also on a second close). */
+int32_t lifeline_client_close(lifeline_client c, lifeline_error *err);
+
+/* ------------------------------------------------------------------ */
+/* HTTP requests                                                       */
+/* ------------------------------------------------------------------ */
+
+/* A header: NUL-terminated name (an HTTP token) and value (no CR, LF or
+ * NUL). A name may repeat. "Host" sets the request's Host. */
+typedef struct lifeline_header {
+    const char *name;
+    const char *value;
+} lifeline_header;
+
+/* A request. Everything is copied before the start function returns. */
+typedef struct lifeline_request {
+    const char *method;              /* NULL or "": "GET"; else an HTTP token */
+    const char *url;                 /* http:// or https://, required */
+    const lifeline_header *headers;  /* may be NULL when header_count is 0 */
+    int64_t header_count;            /* >= 0 */
+    const uint8_t *body;             /* may be NULL when body_len is 0 */
+    int64_t body_len;                /* >= 0 */
+    /* Total deadline of the whole operation (every attempt, every wait
+     * between them, and reading the body), in ms. 0: the client's
+     * request_timeout_ms; <0: none beyond the phase limits. */
+    int64_t deadline_ms;
+} lifeline_request;
+
+/* A response. One allocation owned by you: free it, with everything it
+ * points to, by one lifeline_response_free(). */
+typedef struct lifeline_response {
+    int32_t status;                  /* HTTP status code, e.g. 200 */
+    int32_t proto_major;             /* 1 or 2 */
+    int32_t proto_minor;
+    int32_t reserved;
+    lifeline_header *headers;        /* header_count entries; names in
+                                        canonical form ("Content-Type"), one
+                                        entry per value */
+    int64_t header_count;
+    uint8_t *body;                   /* body_len bytes followed by a NUL
+                                        (not counted); never NULL */
+    int64_t body_len;
+} lifeline_response;
+
+/* lifeline_response_free frees a response and everything in it. NULL is
+ * allowed. Works in a forked child. */
+void lifeline_response_free(lifeline_response *resp);
+
+/* lifeline_request_do performs a request and blocks until it has a
+ * response (body read completely) or fails, at most deadline_ms. Another
+ * thread cannot cancel it: use lifeline_request_start for that. A response
+ * with any HTTP status (404, 500, ...) is LIFELINE_OK; check
+ * (*out)->status. Responses with status 429, 502, 503, 504 to idempotent
+ * requests are retried first, within the retry policy and budget.
+ * Errors: LIFELINE_E_INVALID_HANDLE, LIFELINE_E_INVALID_ARGUMENT,
+ * LIFELINE_E_TIMEOUT, LIFELINE_E_NETWORK, LIFELINE_E_TOO_LARGE,
+ * LIFELINE_E_CLOSED; *out is NULL on failure. */
+int32_t lifeline_request_do(lifeline_client c, const lifeline_request *req,
+                            lifeline_response **out, lifeline_error *err);
+
+/* lifeline_callback is called once per operation started with a non-NULL
+ * callback, when it finishes (success, failure, timeout, cancel or client
+ * close), on a thread owned by the library — never on the thread that
+ * started the operation, and possibly before the start function has
+ * returned. status is the operation's final status, op its handle,
+ * user_data what you passed. When it runs the result is already
+ * available: the callback may call lifeline_op_response / lifeline_op_fd /
+ * lifeline_op_free on its own op and any other function of the library.
+ * It must return promptly (a slow callback delays no other operation, but
+ * keeps a library thread); hosts with an interpreter lock take it there,
+ * event loops should post to their own loop. If the op was freed before
+ * the operation finished, the callback still runs, with a handle that is
+ * no longer valid. */
+typedef void (*lifeline_callback)(lifeline_op op, int32_t status, void *user_data);
+
+/* lifeline_request_start starts a request and returns at once with its
+ * handle in *op (created before any I/O, so it can be cancelled
+ * immediately). callback may be NULL. On failure no operation exists and
+ * the callback is never called. */
+int32_t lifeline_request_start(lifeline_client c, const lifeline_request *req,
+                               lifeline_callback callback, void *user_data,
+                               lifeline_op *op, lifeline_error *err);
+
+/* ------------------------------------------------------------------ */
+/* Raw TCP and TLS dials                                               */
+/* ------------------------------------------------------------------ */
+
+/* network:
+ *   "tcp", "tcp4", "tcp6": a TCP connection; the descriptor is the socket
+ *     itself.
+ *   "tls": TCP plus a TLS handshake (verified with the client's tls.*
+ *     keys; SNI from tls.server_name or the host). TLS stays inside the
+ *     library: the descriptor is one end of a Unix stream socketpair whose
+ *     other end the library relays to and from the TLS connection, so you
+ *     read and write plaintext. shutdown(fd, SHUT_WR) sends TLS
+ *     close_notify; a closed peer reads as end-of-file. The relay ends when
+ *     you close the descriptor, when the peer closes, or at
+ *     lifeline_client_close. The dial's first-byte watch applies.
+ * address: "host:port" (IPv6 literals in brackets). Names are resolved
+ * under dial.resolve_timeout_ms and every address raced.
+ * deadline_ms bounds the dial: 0: the dial.* limits only; <0 likewise.
+ * The descriptor is blocking and close-on-exec; it is yours to close. */
+int32_t lifeline_dial(lifeline_client c, const char *network, const char *address,
+                      int64_t deadline_ms, int *fd, lifeline_error *err);
+
+/* lifeline_dial_start is the asynchronous lifeline_dial: take the
+ * descriptor with lifeline_op_fd. */
+int32_t lifeline_dial_start(lifeline_client c, const char *network, const char *address,
+                            int64_t deadline_ms, lifeline_callback callback, void *user_data,
+                            lifeline_op *op, lifeline_error *err);
+
+/* ------------------------------------------------------------------ */
+/* Operations                                                          */
+/* ------------------------------------------------------------------ */
+
+/* lifeline_op_wait waits until the operation has finished and its callback
+ * (if any) has returned, for at most timeout_ms (<0: until it finishes,
+ * which every operation does within its deadline; 0: do not wait).
+ * Returns LIFELINE_OK when finished (then take the result with
+ * lifeline_op_response or lifeline_op_fd), LIFELINE_E_PENDING when
+ * timeout_ms passed first. Any number of threads may wait on one op.
+ * Called from the op's own callback it does not wait for the callback.
+ * Interpreters: wait in short slices (e.g. 50 ms) so that the host's
+ * signals (Ctrl-C) are handled between them. */
+int32_t lifeline_op_wait(lifeline_op op, int64_t timeout_ms, lifeline_error *err);
+
+/* lifeline_op_poll is lifeline_op_wait with timeout 0. */
+int32_t lifeline_op_poll(lifeline_op op, lifeline_error *err);
+
+/* lifeline_op_cancel asks the operation to stop. Safe from any thread, any
+ * number of times, also after it finished (then it does nothing) and from
+ * callbacks; it does not block. A running operation finishes with
+ * LIFELINE_E_CANCELED within 100 ms, and its callback runs (once). */
+int32_t lifeline_op_cancel(lifeline_op op, lifeline_error *err);
+
+/* lifeline_op_response takes the result of a finished request: on success
+ * it stores the response in *out (yours: lifeline_response_free) and
+ * returns LIFELINE_OK; on failure it returns the operation's status and
+ * fills err. The response can be taken once (then LIFELINE_E_STATE); the
+ * status and error can be read any number of times. LIFELINE_E_PENDING when
+ * the operation is still running. */
+int32_t lifeline_op_response(lifeline_op op, lifeline_response **out, lifeline_error *err);
+
+/* lifeline_op_fd takes the descriptor of a finished dial, like
+ * lifeline_op_response. A descriptor not taken is closed by
+ * lifeline_op_free. */
+int32_t lifeline_op_fd(lifeline_op op, int *fd, lifeline_error *err);
+
+/* lifeline_op_free releases the handle. A running operation is cancelled
+ * first (its callback still runs once, with the stale handle); a response
+ * or descriptor not taken is freed or closed. Errors:
+ * LIFELINE_E_INVALID_HANDLE (also on a second free). */
+int32_t lifeline_op_free(lifeline_op op, lifeline_error *err);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* LIFELINE_H */
