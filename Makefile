@@ -35,3 +35,35 @@ bench:
 
 fmt:
 	gofmt -l -w .
+
+# The C ABI (cshim/): liblifeline.so and liblifeline.a next to the public
+# header cshim/lifeline.h. cgo also writes a liblifeline.h of its own
+# (declarations of the internal lifelinego_* exports): it is not the public
+# header and is removed.
+CSHIM_OUT ?= cshim
+PYTHON    ?= /usr/bin/python3
+
+.PHONY: cshim-shared cshim-archive cshim-python
+
+cshim-shared:
+	$(GO) build -buildmode=c-shared -o $(CSHIM_OUT)/liblifeline.so ./cshim
+	@rm -f $(CSHIM_OUT)/liblifeline.h
+
+cshim-archive:
+	$(GO) build -buildmode=c-archive -o $(CSHIM_OUT)/liblifeline.a ./cshim
+	@rm -f $(CSHIM_OUT)/liblifeline.h
+
+# The Python ctypes binding's pytest suite, against a fresh liblifeline.so.
+# Without a C compiler or pytest it says so and skips, except under CI,
+# where .ci/run installs both and a missing one is a failure. A run that
+# collects no test (pytest's exit status 5) is a failure too.
+cshim-python:
+	@if ! command -v gcc >/dev/null 2>&1 || ! $(PYTHON) -c 'import pytest' >/dev/null 2>&1; then \
+		if [ -n "$$CI" ]; then echo "cshim-python: gcc or pytest for $(PYTHON) missing (apt-get install gcc python3-pytest)"; exit 1; fi; \
+		echo "cshim-python: SKIP: needs gcc and pytest for $(PYTHON) (apt-get install gcc python3-pytest)"; exit 0; \
+	fi; \
+	$(MAKE) --no-print-directory cshim-shared && \
+	PYTHONDONTWRITEBYTECODE=1 LIFELINE_LIB=$(abspath $(CSHIM_OUT))/liblifeline.so $(PYTHON) -m pytest -q -p no:cacheprovider examples/cshim-python; \
+	rc=$$?; if [ $$rc -eq 5 ]; then echo "cshim-python: pytest collected no tests"; exit 1; fi; exit $$rc
+
+test: cshim-python

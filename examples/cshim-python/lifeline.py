@@ -1,0 +1,411 @@
+"""A small ctypes binding of liblifeline (lifeline's C ABI, cshim/lifeline.h).
+
+    from lifeline import Client
+    with Client({"transport.first_byte_timeout_ms": 2000}) as c:
+        resp = c.request("GET", "https://example.test/items", deadline_ms=5000)
+        print(resp.status, resp.body)
+
+Every call is bounded: a request ends by its deadline at the latest. Blocking
+methods wait in short slices (WAIT_SLICE_MS), so Ctrl-C (KeyboardInterrupt)
+interrupts them: the operation is then cancelled and freed before the
+exception propagates. ctypes releases the GIL during each call, so other
+Python threads keep running; completion callbacks arrive on library threads
+and ctypes takes the GIL for them.
+
+The library path comes from $LIFELINE_LIB, else ../../cshim/liblifeline.so
+(make cshim-shared builds it).
+"""
+
+import ctypes
+import itertools
+import json
+import os
+import socket
+import threading
+
+WAIT_SLICE_MS = 50
+
+# Status codes (lifeline.h, enum lifeline_status).
+OK = 0
+E_INVALID_ARGUMENT = 1
+E_UNKNOWN_KEY = 2
+E_BAD_VALUE = 3
+E_INVALID_HANDLE = 4
+E_STATE = 5
+E_PENDING = 6
+E_TIMEOUT = 7
+E_CANCELED = 8
+E_NETWORK = 9
+E_TOO_LARGE = 10
+E_CLOSED = 11
+E_FORKED = 12
+E_INTERNAL = 13
+E_NO_MEMORY = 14
+
+ABI_VERSION = 1
+
+
+class _Error(ctypes.Structure):
+    _fields_ = [
+        ("status", ctypes.c_int32),
+        ("timeout", ctypes.c_int32),
+        ("phase", ctypes.c_char * 16),
+        ("error_type", ctypes.c_char * 32),
+        ("message", ctypes.c_void_p),  # char *, freed by lifeline_error_clear
+    ]
+
+
+class _Header(ctypes.Structure):
+    _fields_ = [("name", ctypes.c_char_p), ("value", ctypes.c_char_p)]
+
+
+class _Request(ctypes.Structure):
+    _fields_ = [
+        ("method", ctypes.c_char_p),
+        ("url", ctypes.c_char_p),
+        ("headers", ctypes.POINTER(_Header)),
+        ("header_count", ctypes.c_int64),
+        ("body", ctypes.c_void_p),
+        ("body_len", ctypes.c_int64),
+        ("deadline_ms", ctypes.c_int64),
+    ]
+
+
+class _Response(ctypes.Structure):
+    _fields_ = [
+        ("status", ctypes.c_int32),
+        ("proto_major", ctypes.c_int32),
+        ("proto_minor", ctypes.c_int32),
+        ("reserved", ctypes.c_int32),
+        ("headers", ctypes.POINTER(_Header)),
+        ("header_count", ctypes.c_int64),
+        ("body", ctypes.c_void_p),
+        ("body_len", ctypes.c_int64),
+    ]
+
+
+_CALLBACK = ctypes.CFUNCTYPE(None, ctypes.c_uint64, ctypes.c_int32, ctypes.c_void_p)
+
+
+class LifelineError(Exception):
+    """A failed call: status code, phase ("dns", "connect", "tls",
+    "first_byte", "stall", "deadline", "canceled", ...), whether a time
+    limit caused it, a short class and a message."""
+
+    def __init__(self, status, phase="", error_type="", timeout=False, message=""):
+        super().__init__(message or "lifeline status %d" % status)
+        self.status = status
+        self.phase = phase
+        self.error_type = error_type
+        self.timeout = timeout
+        self.message = message
+
+
+class LifelineTimeout(LifelineError, TimeoutError):
+    """A time limit ended the operation (LIFELINE_E_TIMEOUT)."""
+
+
+class LifelineCanceled(LifelineError):
+    """The operation was cancelled (LIFELINE_E_CANCELED or E_CLOSED)."""
+
+
+def _error_class(status):
+    if status == E_TIMEOUT:
+        return LifelineTimeout
+    if status in (E_CANCELED, E_CLOSED):
+        return LifelineCanceled
+    return LifelineError
+
+
+def _default_path():
+    here = os.path.dirname(os.path.abspath(__file__))
+    return os.path.join(here, "..", "..", "cshim", "liblifeline.so")
+
+
+_lib = None
+_lib_lock = threading.Lock()
+
+
+def load(path=None):
+    """Loads the library once per process (a Go runtime cannot be loaded
+    twice, nor unloaded) and checks its ABI version."""
+    global _lib
+    with _lib_lock:
+        if _lib is not None:
+            return _lib
+        path = path or os.environ.get("LIFELINE_LIB") or _default_path()
+        lib = ctypes.CDLL(path)
+        E = ctypes.POINTER(_Error)
+        u64, i64, i32 = ctypes.c_uint64, ctypes.c_int64, ctypes.c_int32
+        sigs = {
+            "lifeline_abi_version": ([], ctypes.c_uint32),
+            "lifeline_version": ([], ctypes.c_char_p),
+            "lifeline_status_string": ([i32], ctypes.c_char_p),
+            "lifeline_error_clear": ([E], None),
+            "lifeline_free": ([ctypes.c_void_p], None),
+            "lifeline_response_free": ([ctypes.POINTER(_Response)], None),
+            "lifeline_client_new": ([ctypes.POINTER(u64), E], i32),
+            "lifeline_client_configure": ([u64, ctypes.c_char_p, E], i32),
+            "lifeline_client_config_json": ([u64, ctypes.POINTER(ctypes.c_void_p), ctypes.POINTER(ctypes.c_size_t), E], i32),
+            "lifeline_client_metrics_json": ([u64, ctypes.POINTER(ctypes.c_void_p), ctypes.POINTER(ctypes.c_size_t), E], i32),
+            "lifeline_client_close": ([u64, E], i32),
+            "lifeline_request_start": ([u64, ctypes.POINTER(_Request), _CALLBACK, ctypes.c_void_p, ctypes.POINTER(u64), E], i32),
+            "lifeline_dial_start": ([u64, ctypes.c_char_p, ctypes.c_char_p, i64, _CALLBACK, ctypes.c_void_p, ctypes.POINTER(u64), E], i32),
+            "lifeline_op_wait": ([u64, i64, E], i32),
+            "lifeline_op_poll": ([u64, E], i32),
+            "lifeline_op_cancel": ([u64, E], i32),
+            "lifeline_op_response": ([u64, ctypes.POINTER(ctypes.POINTER(_Response)), E], i32),
+            "lifeline_op_fd": ([u64, ctypes.POINTER(ctypes.c_int), E], i32),
+            "lifeline_op_free": ([u64, E], i32),
+        }
+        for name, (args, res) in sigs.items():
+            fn = getattr(lib, name)
+            fn.argtypes = args
+            fn.restype = res
+        if lib.lifeline_abi_version() != ABI_VERSION:
+            raise LifelineError(E_STATE, message="liblifeline ABI %d, binding wants %d"
+                                % (lib.lifeline_abi_version(), ABI_VERSION))
+        _lib = lib
+        return lib
+
+
+def version():
+    return load().lifeline_version().decode()
+
+
+def _check(lib, status, err):
+    """Raises the error in err (and clears it) when status is not OK."""
+    if status == OK:
+        return
+    msg = ctypes.string_at(err.message).decode("utf-8", "replace") if err.message else ""
+    e = _error_class(status)(status, err.phase.decode(), err.error_type.decode(), bool(err.timeout), msg)
+    lib.lifeline_error_clear(ctypes.byref(err))
+    raise e
+
+
+# One callback thunk for the whole process, never freed: a ctypes thunk
+# that is garbage-collected while the library may still call it would
+# crash the host. Per-operation handlers are found by the user_data key.
+_handlers = {}
+_handlers_lock = threading.Lock()
+_keys = itertools.count(1)
+
+
+@_CALLBACK
+def _dispatch(op, status, user_data):
+    with _handlers_lock:
+        fn = _handlers.pop(user_data or 0, None)
+    if fn is not None:
+        try:
+            fn(op, status)
+        except Exception:  # never let an exception cross into the library
+            import traceback
+            traceback.print_exc()
+
+
+class Response:
+    def __init__(self, status, headers, body, proto):
+        self.status = status
+        self.headers = headers  # list of (name, value), names canonical
+        self.body = body
+        self.proto = proto
+
+    def header(self, name):
+        for k, v in self.headers:
+            if k.lower() == name.lower():
+                return v
+        return None
+
+
+class Operation:
+    """A running request or dial. Wait for it, poll it, cancel it (from any
+    thread), take its result; free it (or use it as a context manager)."""
+
+    def __init__(self, lib, handle, is_dial):
+        self._lib = lib
+        self.handle = handle
+        self._is_dial = is_dial
+        self._freed = False
+
+    def wait(self, timeout=None):
+        """Waits until the operation finished, at most timeout seconds
+        (None: until it does, which it does by its deadline), in short
+        slices so that KeyboardInterrupt gets through. True when finished."""
+        lib, err = self._lib, _Error()
+        remaining = None if timeout is None else max(0, int(timeout * 1000))
+        while True:
+            slice_ms = WAIT_SLICE_MS if remaining is None else min(WAIT_SLICE_MS, remaining)
+            st = lib.lifeline_op_wait(self.handle, slice_ms, ctypes.byref(err))
+            if st == OK:
+                return True
+            if st != E_PENDING:
+                _check(lib, st, err)
+            if remaining is not None:
+                remaining -= slice_ms
+                if remaining <= 0:
+                    return False
+
+    def poll(self):
+        err = _Error()
+        st = self._lib.lifeline_op_poll(self.handle, ctypes.byref(err))
+        if st == E_PENDING:
+            return False
+        _check(self._lib, st, err)
+        return True
+
+    def cancel(self):
+        err = _Error()
+        _check(self._lib, self._lib.lifeline_op_cancel(self.handle, ctypes.byref(err)), err)
+
+    def result(self):
+        """The Response of a finished request, or raises its error."""
+        lib, err = self._lib, _Error()
+        out = ctypes.POINTER(_Response)()
+        _check(lib, lib.lifeline_op_response(self.handle, ctypes.byref(out), ctypes.byref(err)), err)
+        try:
+            r = out.contents
+            headers = [(r.headers[i].name.decode(), r.headers[i].value.decode("latin-1"))
+                       for i in range(r.header_count)]
+            body = ctypes.string_at(r.body, r.body_len)
+            return Response(r.status, headers, body, (r.proto_major, r.proto_minor))
+        finally:
+            lib.lifeline_response_free(out)
+
+    def socket(self):
+        """The connected socket of a finished dial, or raises its error."""
+        lib, err = self._lib, _Error()
+        fd = ctypes.c_int(-1)
+        _check(lib, lib.lifeline_op_fd(self.handle, ctypes.byref(fd), ctypes.byref(err)), err)
+        try:
+            return socket.socket(fileno=fd.value)
+        except OSError:
+            os.close(fd.value)
+            raise
+
+    def free(self):
+        if not self._freed:
+            self._freed = True
+            self._lib.lifeline_op_free(self.handle, None)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.free()
+
+
+class Client:
+    """A lifeline client: a connection pool with finite limits everywhere.
+    config is a dict of keys (lifeline.h lists them), dotted or nested."""
+
+    def __init__(self, config=None, lib=None):
+        self._lib = load(lib)
+        err = _Error()
+        h = ctypes.c_uint64()
+        _check(self._lib, self._lib.lifeline_client_new(ctypes.byref(h), ctypes.byref(err)), err)
+        self.handle = h.value
+        if config:
+            try:
+                self.configure(config)
+            except BaseException:
+                self.close()
+                raise
+
+    def configure(self, config):
+        err = _Error()
+        doc = json.dumps(config).encode()
+        _check(self._lib, self._lib.lifeline_client_configure(self.handle, doc, ctypes.byref(err)), err)
+
+    def _json(self, fn):
+        err = _Error()
+        out = ctypes.c_void_p()
+        n = ctypes.c_size_t()
+        _check(self._lib, fn(self.handle, ctypes.byref(out), ctypes.byref(n), ctypes.byref(err)), err)
+        try:
+            return json.loads(ctypes.string_at(out, n.value))
+        finally:
+            self._lib.lifeline_free(out)
+
+    def config(self):
+        return self._json(self._lib.lifeline_client_config_json)
+
+    def metrics(self):
+        return self._json(self._lib.lifeline_client_metrics_json)
+
+    def start(self, method, url, headers=None, body=b"", deadline_ms=0, callback=None):
+        """Starts a request; callback(op_handle, status), if given, runs once
+        on a library thread when it finishes."""
+        hs = list((headers or {}).items()) if isinstance(headers, dict) else list(headers or [])
+        arr = (_Header * max(1, len(hs)))()
+        keep = []
+        for i, (k, v) in enumerate(hs):
+            kb, vb = k.encode(), v.encode()
+            keep += [kb, vb]
+            arr[i] = _Header(kb, vb)
+        body = bytes(body or b"")
+        buf = ctypes.create_string_buffer(body, len(body)) if body else None
+        req = _Request(method.encode() if method else None, url.encode(), arr, len(hs),
+                       ctypes.cast(buf, ctypes.c_void_p) if buf is not None else None, len(body), deadline_ms)
+        return self._start(lambda cb, ud, op, err: self._lib.lifeline_request_start(
+            self.handle, ctypes.byref(req), cb, ud, op, err), callback, False)
+
+    def _start(self, call, callback, is_dial):
+        key = 0
+        if callback is not None:
+            key = next(_keys)
+            with _handlers_lock:
+                _handlers[key] = callback
+        err = _Error()
+        op = ctypes.c_uint64()
+        st = call(_dispatch, ctypes.c_void_p(key), ctypes.byref(op), ctypes.byref(err))
+        if st != OK:
+            with _handlers_lock:
+                _handlers.pop(key, None)
+        _check(self._lib, st, err)
+        return Operation(self._lib, op.value, is_dial)
+
+    def request(self, method, url, headers=None, body=b"", deadline_ms=0):
+        """Performs a request and returns its Response; raises LifelineError
+        (LifelineTimeout, LifelineCanceled) on failure. Ctrl-C cancels it."""
+        op = self.start(method, url, headers, body, deadline_ms)
+        try:
+            op.wait()
+            return op.result()
+        except BaseException:
+            op.cancel()
+            raise
+        finally:
+            # After a cancel, the wait is short (cancel takes effect within
+            # 100 ms) and keeps free from racing the completion.
+            try:
+                op.wait(timeout=1)
+            finally:
+                op.free()
+
+    def dial(self, network, address, deadline_ms=0):
+        """Dials "tcp" or "tls" and returns a connected socket.socket
+        (for "tls", a Unix socket carrying plaintext, relayed by the library)."""
+        op = self._start(lambda cb, ud, o, err: self._lib.lifeline_dial_start(
+            self.handle, network.encode(), address.encode(), deadline_ms, cb, ud, o, err), None, network)
+        try:
+            op.wait()
+            return op.socket()
+        except BaseException:
+            op.cancel()
+            raise
+        finally:
+            try:
+                op.wait(timeout=1)
+            finally:
+                op.free()
+
+    def close(self):
+        if self.handle:
+            h, self.handle = self.handle, 0
+            self._lib.lifeline_client_close(h, None)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
