@@ -484,16 +484,6 @@ func checkProxy(v value) string {
 	return ""
 }
 
-// keyNames returns the known keys, sorted.
-func keyNames() []string {
-	out := make([]string, 0, len(keys))
-	for k := range keys {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
-}
-
 func unknownKey(key string) *Error {
 	return &Error{Status: statusUnknownKey, Phase: "config", Type: "unknown_key",
 		Msg: fmt.Sprintf("lifeline: unknown configuration key %q", key)}
