@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
 	"time"
@@ -13,6 +14,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	tracenoop "go.opentelemetry.io/otel/trace/noop"
 
+	"github.com/lifeline-go/lifeline/internal/logx"
 	"github.com/lifeline-go/lifeline/internal/otelx"
 )
 
@@ -156,6 +158,15 @@ type Dialer struct {
 	TracerProvider trace.TracerProvider
 	// MeterProvider makes the dial metrics. Nil means the otel global.
 	MeterProvider metric.MeterProvider
+	// Logger, when set, gets a Warn record for each failed dial (not for a
+	// caller's cancel or a lost race), rate-limited per kind of failure
+	// (phase and cause): the first of a kind, then at most one per 10s
+	// carrying "suppressed"=N, the count held back meanwhile (incident 05:
+	// logging every failure amplified an outage). A record holds short
+	// strings only: the address, the error.type and the error text cut
+	// to 256 bytes. Everything that logs through the same Logger shares
+	// the limit. Nil means no logging.
+	Logger *slog.Logger
 }
 
 func (d *Dialer) resolveTimeout() time.Duration {
@@ -320,9 +331,23 @@ func (d *Dialer) dial(ctx context.Context, network, address string, useTLS bool)
 	s.tel.recordDuration(ctx, mPhaseTotal, outcome, time.Since(start).Seconds())
 	endSpan(span, outcome, err)
 	if err != nil {
+		if d.Logger != nil && outcome != mCanceled && outcome != mLost {
+			logFailure(ctx, d.Logger, network, address, err)
+		}
 		return nil, err
 	}
 	return conn, nil
+}
+
+// logFailure logs a failed dial through l's rate limiter.
+func logFailure(ctx context.Context, l *slog.Logger, network, address string, err error) {
+	et := "dial"
+	var de *Error
+	if errors.As(err, &de) {
+		et = de.ErrorType()
+	}
+	logx.For(l).Failure(ctx, "dial."+et, "lifeline: dial failed", err,
+		slog.String("network", network), slog.String("address", address), slog.String("error.type", et))
 }
 
 func (s *dialState) run(ctx context.Context, span trace.Span) (net.Conn, error) {
@@ -416,6 +441,10 @@ func tlsConfigFor(base *tls.Config, host string) *tls.Config {
 	}
 	if cfg.ServerName == "" {
 		cfg.ServerName = host
+	}
+	if cfg.MinVersion == 0 {
+		// Go's client default, made explicit: never below TLS 1.2.
+		cfg.MinVersion = tls.VersionTLS12
 	}
 	return cfg
 }

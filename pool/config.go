@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math"
 	"net"
 	"time"
@@ -103,6 +104,16 @@ type Config struct {
 
 	// MeterProvider makes the pool's metrics. nil means the otel global.
 	MeterProvider metric.MeterProvider
+
+	// Logger, when set, gets a Warn record for each failed dial of the
+	// pool, rate-limited per kind of failure: the first of a kind, then at
+	// most one per 10s carrying "suppressed"=N, the count held back
+	// meanwhile; Close writes the counts still held back (incident 05:
+	// logging every failure amplified an outage). A record holds short
+	// strings only (the pool's Name, the error.type, the error text cut to
+	// 256 bytes). Everything that logs through the same Logger shares the
+	// limit. Nil means no logging.
+	Logger *slog.Logger
 }
 
 // settings is a Config with every default resolved; a Pool keeps its own

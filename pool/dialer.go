@@ -4,9 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"net"
 	"time"
+
+	"github.com/lifeline-go/lifeline/internal/otelx"
 )
 
 // dialForWaitersLocked starts dials while waiters outnumber dials in flight
@@ -54,6 +57,11 @@ func (p *Pool) dialOne(parent context.Context, gen uint64) {
 	}
 	stop()
 	cancel()
+	if err != nil && p.log != nil && p.closeCtx.Err() == nil {
+		et := otelx.ErrorTypeOf(err)
+		p.log.Failure(parent, "pool.dial."+et, "lifeline: pool dial failed", err,
+			slog.String("pool", p.name), slog.String("error.type", et))
+	}
 	p.tel.dialed(err)
 	p.dialDone(nc, err, gen)
 }

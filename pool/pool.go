@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"golang.org/x/time/rate"
+
+	"github.com/lifeline-go/lifeline/internal/logx"
 )
 
 // epoch anchors nanotime. time.Since on a monotonic time reads one clock
@@ -36,6 +38,8 @@ type Pool struct {
 	dial    func(context.Context) (net.Conn, error)
 	limiter *rate.Limiter // nil: unlimited
 	tel     telemetry
+	log     *logx.Limiter // nil: no Logger
+	name    string
 
 	closeCtx    context.Context // canceled by Close: ends dials, rate waits, the sweeper
 	closeCancel context.CancelFunc
@@ -116,6 +120,8 @@ func New(cfg Config) (*Pool, error) {
 	p := &Pool{
 		s:         s,
 		dial:      cfg.Dial,
+		log:       logx.For(cfg.Logger),
+		name:      cfg.Name,
 		closeDone: make(chan struct{}),
 		kick:      make(chan struct{}, 1),
 		all:       make([]*Conn, 0, s.maxConns),
@@ -214,6 +220,7 @@ func (p *Pool) Close() error {
 	}
 	p.wg.Wait()
 	p.tel.close()
+	p.log.Flush(context.Background())
 	close(p.closeDone)
 	return nil
 }

@@ -19,7 +19,6 @@ type relay struct {
 	ln      net.Listener
 	backend string
 	mu      sync.Mutex
-	frozen  []chan struct{}
 	cur     chan struct{}
 	accepts atomic.Int32
 	wg      sync.WaitGroup

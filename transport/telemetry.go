@@ -3,6 +3,7 @@ package transport
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"net/http"
 	"net/netip"
 	"net/url"
@@ -16,6 +17,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	tracenoop "go.opentelemetry.io/otel/trace/noop"
 
+	"github.com/lifeline-go/lifeline/internal/logx"
 	"github.com/lifeline-go/lifeline/internal/otelx"
 )
 
@@ -25,6 +27,7 @@ var noopTracerProvider trace.TracerProvider = tracenoop.NewTracerProvider()
 type telemetry struct {
 	tracer trace.Tracer // nil: a no-op provider, no spans
 	inst   *otelx.Transport
+	log    *logx.Limiter // nil: no Logger
 }
 
 func newTelemetry(tp trace.TracerProvider, mp metric.MeterProvider) *telemetry {
@@ -149,6 +152,9 @@ func (t *telemetry) ended(ctx context.Context, span trace.Span, req *http.Reques
 		}
 	}
 	span.End()
+	if t.log != nil && (outcome == otelx.OutcomeError || outcome == otelx.OutcomeTimeout) {
+		t.logFailure(ctx, req, resp, err)
+	}
 	if t.inst.Attempts.Enabled(ctx) {
 		t.inst.Attempts.Add(ctx, 1, metric.WithAttributes(otelx.KeyOutcome.String(outcome)))
 	}
@@ -159,6 +165,25 @@ func (t *telemetry) ended(ctx context.Context, span trace.Span, req *http.Reques
 		}
 		t.inst.Duration.Record(ctx, d.Seconds(), metric.WithAttributes(attrs...))
 	}
+}
+
+// logFailure logs a failed attempt (an error, or a 5xx answer) through
+// the rate limiter: method, host and the error's type and redacted text,
+// nothing else of the request.
+func (t *telemetry) logFailure(ctx context.Context, req *http.Request, resp *http.Response, err error) {
+	var et string
+	switch {
+	case err != nil:
+		et = otelx.ErrorTypeOf(err)
+	case resp != nil && resp.StatusCode >= 500:
+		et = strconv.Itoa(resp.StatusCode)
+		err = errors.New("transport: " + strconv.Itoa(resp.StatusCode) + " " + http.StatusText(resp.StatusCode))
+	default:
+		return // a 4xx is the request's fault, not a failure to log
+	}
+	t.log.Failure(ctx, "http."+et, "lifeline: http attempt failed", err,
+		slog.String("method", knownMethod(methodOf(req))), slog.String("server.address", req.URL.Host),
+		slog.String("error.type", et))
 }
 
 func (t *telemetry) stalled(ctx context.Context) {

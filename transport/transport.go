@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"log/slog"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -17,6 +18,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/lifeline-go/lifeline/dial"
+	"github.com/lifeline-go/lifeline/internal/logx"
 	"github.com/lifeline-go/lifeline/retry"
 )
 
@@ -131,6 +133,18 @@ type Transport struct {
 	TracerProvider trace.TracerProvider
 	// MeterProvider makes the metrics. Nil means the otel global.
 	MeterProvider metric.MeterProvider
+	// Logger, when set, gets a Warn record for each failed attempt (an
+	// error, a timeout of the Transport's limits, a 5xx answer; not a hedge
+	// that lost or a caller's cancel), rate-limited per kind of failure:
+	// the first of a kind, then at most one per 10s carrying
+	// "suppressed"=N, the count held back meanwhile (incident 05: logging
+	// every failure amplified an outage). A record holds short strings
+	// only: method, host, error.type and the error text cut to 256 bytes
+	// with no URL query or userinfo; never a header. Everything that logs
+	// through the same Logger shares the limit. The Dialer's own Logger
+	// (unset by default) adds a record per failed dial. Nil means no
+	// logging.
+	Logger *slog.Logger
 
 	once  sync.Once
 	state *state
@@ -202,6 +216,7 @@ func (t *Transport) build() *state {
 	st.lifetime = orDefault(t.MaxConnLifetime, DefaultMaxConnLifetime)
 	st.hedge = newHedgeConfig(t.HedgeDelay, t.HedgeQuantile)
 	st.tel = newTelemetry(t.TracerProvider, t.MeterProvider)
+	st.tel.log = logx.For(t.Logger)
 	st.latency = newLatencies()
 
 	if t.Dialer != nil {
@@ -218,6 +233,11 @@ func (t *Transport) build() *state {
 	tlsCfg = tlsCfg.Clone()
 	if len(tlsCfg.NextProtos) == 0 {
 		tlsCfg.NextProtos = []string{"h2", "http/1.1"}
+	}
+	if tlsCfg.MinVersion == 0 {
+		// Go's client default, made explicit (also through CONNECT
+		// proxies, where net/http does the TLS): never below TLS 1.2.
+		tlsCfg.MinVersion = tls.VersionTLS12
 	}
 	d.TLSConfig = tlsCfg
 	// The Dialer's first-byte watch sees the first reply on each conn; it

@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
@@ -19,6 +20,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/lifeline-go/lifeline/dial"
+	"github.com/lifeline-go/lifeline/internal/logx"
 	"github.com/lifeline-go/lifeline/internal/otelx"
 	"github.com/lifeline-go/lifeline/retry"
 )
@@ -99,6 +101,34 @@ type WebSocketDialer struct {
 	TracerProvider trace.TracerProvider
 	// MeterProvider makes the websocket metrics. Nil means the otel global.
 	MeterProvider metric.MeterProvider
+	// Logger, when set, gets a Warn record for each failed handshake
+	// attempt (not a caller's cancel), rate-limited per kind of failure:
+	// the first of a kind, then at most one per 10s carrying
+	// "suppressed"=N (incident 05). A record holds the URL without query
+	// and userinfo, the error.type and the error text cut to 256 bytes;
+	// never a header. Everything that logs through the same Logger shares
+	// the limit. Nil means no logging.
+	Logger *slog.Logger
+	// MaxMessageSize caps the size of a message read from a conn that Dial
+	// returns (gorilla's SetReadLimit): a peer that sends a bigger one
+	// gets a close frame 1009 and the read fails with an error that
+	// matches websocket.ErrReadLimit, before the payload is buffered. Zero
+	// means 16 MiB; negative means no limit.
+	MaxMessageSize int64
+}
+
+// DefaultMaxMessageSize is the read limit of a conn when MaxMessageSize
+// is zero.
+const DefaultMaxMessageSize = 16 << 20
+
+func (d *WebSocketDialer) maxMessageSize() int64 {
+	switch {
+	case d.MaxMessageSize == 0:
+		return DefaultMaxMessageSize
+	case d.MaxMessageSize < 0:
+		return 0
+	}
+	return d.MaxMessageSize
 }
 
 func (d *WebSocketDialer) handshakeTimeout() time.Duration {
@@ -156,6 +186,9 @@ func (d *WebSocketDialer) tlsConfig(host string) *tls.Config {
 	cfg.NextProtos = []string{"http/1.1"}
 	if cfg.ServerName == "" {
 		cfg.ServerName = host
+	}
+	if cfg.MinVersion == 0 {
+		cfg.MinVersion = tls.VersionTLS12 // Go's client default, made explicit
 	}
 	return cfg
 }
@@ -465,6 +498,11 @@ func (d *WebSocketDialer) attempt(ctx context.Context, t *wsTarget, h http.Heade
 		}
 		tel.Handshakes.Record(context.WithoutCancel(parent), time.Since(start).Seconds(),
 			metric.WithAttributes(otelx.KeyOutcome.String(outcome)))
+		if d.Logger != nil && outcome != otelx.OutcomeCanceled {
+			et := otelx.ErrorTypeOf(err)
+			logx.For(d.Logger).Failure(parent, "websocket.handshake."+et, "lifeline: websocket handshake failed", err,
+				slog.String("url.full", t.safe), slog.String("error.type", et))
+		}
 		return nil, resp, err
 	}
 	if span.IsRecording() {
@@ -478,6 +516,9 @@ func (d *WebSocketDialer) attempt(ctx context.Context, t *wsTarget, h http.Heade
 	if tc, ok := st.conn.tlsConn(); ok {
 		cs := tc.ConnectionState()
 		resp.TLS = &cs
+	}
+	if n := d.maxMessageSize(); n > 0 {
+		conn.SetReadLimit(n)
 	}
 	links := []trace.Link{{SpanContext: span.SpanContext()}}
 	if link.IsValid() {

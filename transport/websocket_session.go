@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math"
 	"math/rand/v2"
 	"net/http"
@@ -16,6 +17,7 @@ import (
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/lifeline-go/lifeline/internal/logx"
 	"github.com/lifeline-go/lifeline/internal/otelx"
 	"github.com/lifeline-go/lifeline/retry"
 )
@@ -117,6 +119,14 @@ type WebSocketSessionConfig struct {
 	// reader): a hook that blocks delays reconnecting, and a hook must not
 	// call Close, which waits for them.
 	OnStateChange func(state WebSocketState)
+	// Logger, when set, gets a Warn record for each lost connection and
+	// each failed redial, rate-limited per kind of failure: the first of
+	// a kind, then at most one per 10s carrying "suppressed"=N; Close
+	// writes the counts still held back (incident 05: logging every
+	// failure amplified an outage). Records hold the URL without query and
+	// userinfo, the error.type and the error text cut to 256 bytes. Nil
+	// means the Dialer's Logger; both nil, no logging.
+	Logger *slog.Logger
 }
 
 // A WebSocketSession keeps one logical websocket connection to a URL up
@@ -258,6 +268,14 @@ func NewWebSocketSession(cfg WebSocketSessionConfig) (*WebSocketSession, error) 
 		return nil, fmt.Errorf("transport: WebSocketSessionConfig.WriteTimeout is %v; want 0 (default %v) or more", cfg.WriteTimeout, DefaultWriteTimeout)
 	}
 	cfg.Header = cfg.Header.Clone()
+	if cfg.Logger == nil {
+		cfg.Logger = d.Logger
+	} else if d.Logger == nil {
+		// The session's failed redials go to its Logger too.
+		dc := *d
+		dc.Logger = cfg.Logger
+		d = &dc
+	}
 	s := &WebSocketSession{cfg: cfg, dialer: d, target: t, backoff: bo,
 		tel: otelx.WebSocketInstruments(d.MeterProvider), tracer: otelx.Tracer(d.TracerProvider, otelx.ScopeTransport),
 		done: make(chan struct{}), wsem: make(chan struct{}, 1)}
@@ -320,6 +338,7 @@ func (s *WebSocketSession) setState(st WebSocketState) {
 func (s *WebSocketSession) run() {
 	defer close(s.done)
 	defer s.setState(WebSocketClosed)
+	defer logx.For(s.cfg.Logger).Flush(context.Background())
 	timer := time.NewTimer(0)
 	<-timer.C
 	defer timer.Stop()
@@ -448,6 +467,11 @@ func (s *WebSocketSession) run() {
 		rctx, rspan = s.tracer.Start(context.Background(), "websocket.reconnect",
 			trace.WithAttributes(otelx.URLFull(s.target.safe), otelx.KeyDisconnectCause.String(otelx.ErrorTypeOf(cause))))
 		s.setState(WebSocketDisconnected)
+		if s.cfg.Logger != nil && cause != nil {
+			et := otelx.ErrorTypeOf(cause)
+			logx.For(s.cfg.Logger).Failure(s.ctx, "websocket.disconnect."+et, "lifeline: websocket session lost its connection",
+				cause, slog.String("url.full", s.target.safe), slog.String("error.type", et))
+		}
 		if s.cfg.OnDisconnect != nil {
 			s.cfg.OnDisconnect(cause)
 		}

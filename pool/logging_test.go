@@ -1,0 +1,80 @@
+package pool_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/lifeline-go/lifeline/pool"
+)
+
+type logBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *logBuf) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *logBuf) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
+// TestLogFloodStaysSmall: 1,000 acquires against a database that refuses
+// every dial (each error dragging a large payload, incident 05) log one
+// short record, and Close writes the count of the failures held back.
+func TestLogFloodStaysSmall(t *testing.T) {
+	var buf logBuf
+	payload := strings.Repeat("pending-request;", 10_000)
+	p := newPool(t, pool.Config{
+		Name:     "db",
+		Logger:   slog.New(slog.NewTextHandler(&buf, nil)),
+		DialRate: -1,
+		Dial: func(ctx context.Context) (net.Conn, error) {
+			return nil, errors.New("connect: refused; " + payload)
+		},
+	})
+	var wg sync.WaitGroup
+	for range 20 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 50 {
+				ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+				if c, err := p.Acquire(ctx); err == nil {
+					c.Release()
+					t.Error("acquired from a pool whose dials all fail")
+				}
+				cancel()
+			}
+		}()
+	}
+	wg.Wait()
+	before := strings.Count(buf.String(), "\n")
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	out := buf.String()
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	t.Logf("%d records (%d before Close), %d bytes:\n%s", len(lines), before, len(out), out)
+	if before != 1 || len(lines) != 2 {
+		t.Fatalf("want one failure record and one summary at Close, got %d lines", len(lines))
+	}
+	if !strings.Contains(lines[1], "suppressed=") || !strings.Contains(lines[0], "pool=db") {
+		t.Fatalf("records: %s", out)
+	}
+	if len(out) > 2048 {
+		t.Fatalf("%d bytes of log", len(out))
+	}
+}
