@@ -430,8 +430,12 @@ void lifeline_response_free(lifeline_response *resp);
  * response (body read completely) or fails, at most deadline_ms. Another
  * thread cannot cancel it: use lifeline_request_start for that. A response
  * with any HTTP status (404, 500, ...) is LIFELINE_OK; check
- * (*out)->status. Responses with status 429, 502, 503, 504 to idempotent
- * requests are retried first, within the retry policy and budget.
+ * (*out)->status. Redirects are not followed: a 3xx is returned as it is.
+ * Responses with status 429, 502, 503, 504 to idempotent requests
+ * (GET, HEAD, OPTIONS, TRACE, PUT, DELETE, or with an Idempotency-Key
+ * header) are retried first, within the retry policy and budget; a POST
+ * that was written is never sent twice. Compressed responses
+ * (Accept-Encoding added by the library) are decompressed.
  * Errors: LIFELINE_E_INVALID_HANDLE, LIFELINE_E_INVALID_ARGUMENT,
  * LIFELINE_E_TIMEOUT, LIFELINE_E_NETWORK, LIFELINE_E_TOO_LARGE,
  * LIFELINE_E_CLOSED; *out is NULL on failure. */
@@ -499,7 +503,8 @@ int32_t lifeline_dial_start(lifeline_client c, const char *network, const char *
  * Returns LIFELINE_OK when finished (then take the result with
  * lifeline_op_response or lifeline_op_fd), LIFELINE_E_PENDING when
  * timeout_ms passed first. Any number of threads may wait on one op.
- * Called from the op's own callback it does not wait for the callback.
+ * Called from the op's own callback it does not wait for that callback
+ * (on Linux; elsewhere give it a timeout there).
  * Interpreters: wait in short slices (e.g. 50 ms) so that the host's
  * signals (Ctrl-C) are handled between them. */
 int32_t lifeline_op_wait(lifeline_op op, int64_t timeout_ms, lifeline_error *err);

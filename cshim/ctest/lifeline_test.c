@@ -877,6 +877,17 @@ static void t_dial(void) {
     CHECK(k == 0, NULL, "want EOF after the peer closed, got %zd", k);
     close(fd);
 
+    /* Closing the descriptor without shutdown ends the relay too, even
+     * though the echo peer would keep its side open. */
+    CHECK(lifeline_dial(c, "tls", env("LL_ECHO_TLS"), 5000, &fd, &err) == LIFELINE_OK, &err, "tls dial 2");
+    CHECK(metric(c, "tls_relays") == 1, NULL, "relays %lld", metric(c, "tls_relays"));
+    CHECK(write(fd, "x", 1) == 1, NULL, "write");
+    close(fd);
+    double t1 = now_ms();
+    while (metric(c, "tls_relays") != 0 && now_ms() - t1 < 2000) sleep_ms(10);
+    CHECK(metric(c, "tls_relays") == 0, NULL, "relay still running %.0f ms after the host closed its end",
+          now_ms() - t1);
+
     /* A descriptor nobody takes is closed by lifeline_op_free (no leak). */
     CHECK(lifeline_dial_start(c, "tcp", env("LL_ECHO_TCP"), 0, NULL, NULL, &op, &err) == LIFELINE_OK, &err, "start");
     CHECK(lifeline_op_wait(op, 5000, &err) == LIFELINE_OK, &err, "wait");
