@@ -89,7 +89,7 @@ func (f *fleet) options(t *testing.T, args ...string) options {
 	t.Helper()
 	o, err := parseFlags(append([]string{"-target", "svc.test:" + strconv.Itoa(f.port),
 		"-resolve", "svc.test=127.0.0.2,127.0.0.3,127.0.0.4",
-		"-connect-timeout", "300ms", "-tls-timeout", "300ms", "-request-timeout", "300ms"}, args...), io.Discard)
+		"-connect-timeout", "2s", "-tls-timeout", "2s", "-request-timeout", "2s"}, args...), io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -131,8 +131,10 @@ func TestProbeOnceTLS(t *testing.T) {
 	if code != 1 {
 		t.Errorf("exit status %d, want 1", code)
 	}
-	if el := time.Since(start); el > 5*time.Second {
-		t.Errorf("one interval of 1.2s took %v", el)
+	// 1.2s of rounds, then at most the 2s limits of the last round's
+	// phases: generous slack for a loaded machine.
+	if el := time.Since(start); el > 8*time.Second {
+		t.Errorf("one interval of 1.2s (phase limits 2s) took %v", el)
 	}
 	port := strconv.Itoa(f.port)
 	good, bad, dead := "127.0.0.2:"+port, "127.0.0.3:"+port, "127.0.0.4:"+port
@@ -329,8 +331,8 @@ func TestProbeMetrics(t *testing.T) {
 	if v, ok := has(text, "lifeline_probe_results_total", `network_peer_address="127.0.0.2"`, `lifeline_phase="connect"`, `lifeline_probe_result="ok"`); !ok || v != 6 {
 		t.Errorf("connects of 127.0.0.2: %v %v, want 6", v, ok)
 	}
-	if v, ok := has(text, "lifeline_probe_latency_seconds", `network_peer_address="127.0.0.2"`, `lifeline_phase="tls"`, `quantile="0.99"`); !ok || v <= 0 || v > 0.3 {
-		t.Errorf("p99 of 127.0.0.2 tls: %v %v, want in (0, 0.3s]", v, ok)
+	if v, ok := has(text, "lifeline_probe_latency_seconds", `network_peer_address="127.0.0.2"`, `lifeline_phase="tls"`, `quantile="0.99"`); !ok || v <= 0 || v > 2 {
+		t.Errorf("p99 of 127.0.0.2 tls: %v %v, want in (0, 2s], the limit", v, ok)
 	}
 	if v, ok := has(text, "lifeline_probe_raced_total", `lifeline_probe_result="ok"`, `server_address="svc.test"`); !ok || v != 6 {
 		t.Errorf("raced ok: %v %v, want 6", v, ok)
@@ -379,7 +381,7 @@ func TestProbeServesMetrics(t *testing.T) {
 		t.Fatalf("no metrics URL in %q", line)
 	}
 	var body string
-	deadline := time.Now().Add(3 * time.Second)
+	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) && !strings.Contains(body, `lifeline_probe_results_total{`) {
 		resp, err := http.Get(url)
 		if err != nil {
@@ -398,8 +400,8 @@ func TestProbeServesMetrics(t *testing.T) {
 		if code != 0 {
 			t.Errorf("exit %d", code)
 		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("run did not stop after -count 3 intervals of 400ms")
+	case <-time.After(15 * time.Second):
+		t.Fatal("run did not stop after -count 3 intervals of 400ms (phase limits 2s)")
 	}
 }
 
