@@ -91,17 +91,22 @@ func retryAfter(h http.Header, now time.Time) (time.Duration, bool) {
 	if v == "" {
 		return 0, false
 	}
+	const year = int64(24*time.Hour/time.Second) * 365
 	if secs, err := strconv.ParseInt(v, 10, 64); err == nil {
 		if secs < 0 {
 			return 0, false
 		}
-		if secs > int64(24*time.Hour/time.Second)*365 {
-			secs = int64(24*time.Hour/time.Second) * 365 // no overflow: a year is "too long" anyway
+		if secs > year {
+			secs = year // no overflow: a year is "too long" anyway
 		}
 		return time.Duration(secs) * time.Second, true
+	} else if errors.Is(err, strconv.ErrRange) && v[0] != '-' {
+		// More digits than an int64 holds: further away than a year, not
+		// "no advice" (which would retry at the backoff's pace at once).
+		return time.Duration(year) * time.Second, true
 	}
 	if t, err := http.ParseTime(v); err == nil {
-		return max(t.Sub(now), 0), true
+		return min(max(t.Sub(now), 0), time.Duration(year)*time.Second), true
 	}
 	return 0, false
 }

@@ -24,12 +24,13 @@ import (
 
 // Defaults of the zero Transport.
 const (
-	DefaultFirstByteTimeout    = 15 * time.Second
-	DefaultStallTimeout        = 30 * time.Second
-	DefaultIdleConnTimeout     = 30 * time.Second
-	DefaultMaxConnLifetime     = 10 * time.Minute
-	DefaultMaxConnsPerHost     = 64
-	DefaultMaxIdleConnsPerHost = 16
+	DefaultFirstByteTimeout       = 15 * time.Second
+	DefaultStallTimeout           = 30 * time.Second
+	DefaultIdleConnTimeout        = 30 * time.Second
+	DefaultMaxConnLifetime        = 10 * time.Minute
+	DefaultMaxConnsPerHost        = 64
+	DefaultMaxIdleConnsPerHost    = 16
+	DefaultMaxResponseHeaderBytes = 1 << 20
 	// DefaultHedgeCeiling is the upper clamp of the adaptive hedge delay
 	// when HedgeDelay is zero.
 	DefaultHedgeCeiling = time.Second
@@ -125,6 +126,12 @@ type Transport struct {
 	// MaxIdleConnsPerHost caps the idle conns kept per host. Zero means
 	// 16; negative means none are kept.
 	MaxIdleConnsPerHost int
+	// MaxResponseHeaderBytes caps the size of a response's headers (status
+	// line included; on HTTP/2 the header list size the client
+	// advertises): a server whose headers exceed it, or never end, fails
+	// the attempt after that many bytes. Zero means 1 MiB; negative means
+	// net/http's own limit (10 MiB).
+	MaxResponseHeaderBytes int64
 	// Proxy returns the proxy for a request, as in net/http. Nil means
 	// http.ProxyFromEnvironment. CONNECT proxies get the Dialer's limits,
 	// and the TLS handshake through them its TLSHandshakeTimeout.
@@ -190,6 +197,16 @@ func (t *Transport) get() *state {
 // orDefault returns v, def when v is zero, or 0 (off) when v is negative,
 // with the same meaning as in dial and pool.
 func orDefault(v, def time.Duration) time.Duration {
+	switch {
+	case v == 0:
+		return def
+	case v < 0:
+		return 0
+	}
+	return v
+}
+
+func orDefaultInt64(v, def int64) int64 {
 	switch {
 	case v == 0:
 		return def
@@ -299,6 +316,9 @@ func (t *Transport) build() *state {
 		MaxConnsPerHost:       intOrDefault(t.MaxConnsPerHost, DefaultMaxConnsPerHost),
 		MaxIdleConnsPerHost:   intOrDefault(t.MaxIdleConnsPerHost, DefaultMaxIdleConnsPerHost),
 		ExpectContinueTimeout: expectContinueTimeout,
+		// A hostile or broken server's endless headers cost this much
+		// memory per conn, not net/http's 10 MiB.
+		MaxResponseHeaderBytes: max(orDefaultInt64(t.MaxResponseHeaderBytes, DefaultMaxResponseHeaderBytes), 0),
 		// FirstByteTimeout: from the request written to the headers, on
 		// HTTP/1.1 and HTTP/2 (errors normalised by mapErr).
 		ResponseHeaderTimeout: st.firstByte,

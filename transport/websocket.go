@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -712,8 +713,13 @@ func (d *WebSocketDialer) dialProxy(ctx context.Context, pu *url.URL, t *wsTarge
 	if err := req.Write(c); err != nil {
 		return fail(fmt.Errorf("websocket: proxy %s: %w", proxyAddr, err))
 	}
-	br := bufio.NewReader(c)
+	// The proxy's answer is bounded like the server's (MaxHandshakeBytes).
+	lr := &io.LimitedReader{R: c, N: MaxHandshakeBytes}
+	br := bufio.NewReader(lr)
 	resp, err := http.ReadResponse(br, req)
+	if err != nil && lr.N <= 0 {
+		err = errHandshakeTooLarge
+	}
 	if err != nil {
 		return fail(fmt.Errorf("websocket: proxy %s: reading CONNECT answer: %w", proxyAddr, err))
 	}

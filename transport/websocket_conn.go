@@ -23,6 +23,17 @@ import (
 // maxBuffered bounds what a liveConn reads ahead of the application.
 const maxBuffered = 256 << 10
 
+// MaxHandshakeBytes bounds what a websocket handshake reads from the
+// server (or proxy) before the conn is up: the 101 answer and its headers,
+// and whatever gorilla buffers with them. A server whose answer never ends
+// fails the attempt with [ErrHandshakeTooLarge] instead of filling memory
+// until HandshakeTimeout.
+const MaxHandshakeBytes = 1 << 20
+
+// ErrHandshakeTooLarge is matched (errors.Is) by the error of a handshake
+// whose answer exceeded MaxHandshakeBytes. It is final: not retried.
+var ErrHandshakeTooLarge = errors.New("websocket: handshake answer exceeds 1 MiB")
+
 // liveConn is the net.Conn under a gorilla conn that Dial returns. During
 // the handshake it passes every call through. Once the conn is up and
 // pings are on, a pump goroutine reads the socket ahead of gorilla into a
@@ -56,6 +67,8 @@ type liveConn struct {
 	full     atomic.Bool   // the pump waits for room
 	wg       sync.WaitGroup
 	closing  atomic.Bool // Close was called
+	up       atomic.Bool // start was called: the handshake is over
+	hsRead   int         // bytes read before start; gorilla's goroutine only
 
 	span trace.Span // websocket.conn; nil before start
 }
@@ -117,6 +130,7 @@ type liveConfig struct {
 // start begins the conn's life after a successful handshake: its span,
 // and with pings on, the pump and the liveness loop.
 func (c *liveConn) start(ws *websocket.Conn, cfg liveConfig) {
+	c.up.Store(true)
 	_, c.span = cfg.tracer.Start(context.Background(), "websocket.conn",
 		trace.WithSpanKind(trace.SpanKindClient), trace.WithLinks(cfg.links...),
 		trace.WithAttributes(otelx.URLFull(cfg.url),
@@ -285,6 +299,18 @@ func (c *liveConn) fail(err error) {
 }
 
 func (c *liveConn) Read(p []byte) (int, error) {
+	if !c.up.Load() {
+		// The handshake: one reader (gorilla), bounded.
+		if c.hsRead >= MaxHandshakeBytes {
+			return 0, errHandshakeTooLarge
+		}
+		if rem := MaxHandshakeBytes - c.hsRead; len(p) > rem {
+			p = p[:rem]
+		}
+		n, err := c.Conn.Read(p)
+		c.hsRead += n
+		return n, err
+	}
 	c.mu.Lock()
 	if !c.pumping {
 		c.mu.Unlock()
@@ -340,6 +366,17 @@ func (c *liveConn) Read(p []byte) (int, error) {
 		c.mu.Lock()
 	}
 }
+
+// errHandshakeTooLarge is ErrHandshakeTooLarge as a final error (the
+// server's answer will not shrink on a retry).
+var errHandshakeTooLarge = &tooLargeError{}
+
+type tooLargeError struct{}
+
+func (*tooLargeError) Error() string        { return ErrHandshakeTooLarge.Error() }
+func (*tooLargeError) Is(target error) bool { return target == ErrHandshakeTooLarge }
+func (*tooLargeError) Retryable() bool      { return false }
+func (*tooLargeError) ErrorType() string    { return "handshake_too_large" }
 
 func (c *liveConn) Write(p []byte) (int, error) {
 	n, err := c.Conn.Write(p)

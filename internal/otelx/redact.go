@@ -43,11 +43,14 @@ func Redact(msg string) string {
 }
 
 // StripURL returns raw without userinfo, query and fragment. Text that does
-// not parse as a URL is cut at the first of '@', '?' or '#' that it holds,
-// keeping what is safe to show.
+// not parse as a URL with a host is cut as text: what lies between "://"
+// and the last '@' goes, and everything from the first '?' or '#'.
 func StripURL(raw string) string {
 	u, err := url.Parse(raw)
-	if err != nil || u.Host == "" && u.Opaque != "" {
+	// Without a scheme and a host the text is cut as text: "/://u:pw@h"
+	// and "//://u:pw@h" parse as paths, and what looks like userinfo in
+	// them must go too (so must "://u:pw@" inside a path).
+	if err != nil || u.Scheme == "" || u.Host == "" || strings.Contains(u.Path, "://") {
 		if i := strings.LastIndexByte(raw, '@'); i >= 0 {
 			if j := strings.Index(raw, "://"); j >= 0 && j < i {
 				raw = raw[:j+3] + raw[i+1:]
