@@ -115,6 +115,14 @@ stream {
 			Resolver: &roundRobin{host: "lb.test", addrs: []netip.Addr{
 				netip.MustParseAddr("127.0.0.2"), netip.MustParseAddr("127.0.0.3")}},
 			Health: &dial.Health{},
+			// A handshake through nginx took over 1s with other suites
+			// (fuzzers) saturating this 2-core machine; a 3s stagger keeps
+			// a slow but healthy handshake from being overtaken (and
+			// counted as a stall of the healthy address), while a hung one
+			// still costs the caller 3s, not the 5s TLSHandshakeTimeout.
+			// The default (250ms) only makes the race, and so the alert,
+			// come sooner.
+			AttemptDelay: 3 * time.Second,
 		},
 		TLSClientConfig:     &tls.Config{RootCAs: roots},
 		MaxIdleConnsPerHost: -1, // a new connection per call: every call dials through the LB
