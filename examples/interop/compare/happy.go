@@ -94,6 +94,7 @@ func runHappyPath(ctx context.Context, o options) (*section, error) {
 		about:     fmt.Sprintf("Keep-alive GETs (2-byte answer) to a healthy net/http server on loopback, one server per contender, one call at a time. Time and allocations per call from `testing.Benchmark` (%s each), %d runs per contender, interleaved run by run (net/http default, then each other contender, then again); the median and the range over the runs. The latency columns come from %d further calls per contender, interleaved call by call. The client's own allocations are counted together with the server's (same process), which are the same for every contender.", o.benchtime, reps, samples),
 		attempts:  "requests the server answered per call",
 		extraCols: []string{"ns/op (median, range)", "× net/http", "allocs/op", "+ allocs", "B/op"},
+		notes:     []string{"`× net/http` is the ratio of medians to net/http default's; `+ allocs` the difference of median allocations per call. On a shared 2-core machine the time range is wide; the allocation counts are exact and do not vary from run to run."},
 	}
 	for c, ct := range contenders {
 		b := benches[c]

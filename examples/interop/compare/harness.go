@@ -87,11 +87,12 @@ type stats struct {
 	capped        int
 	okLat, allLat []time.Duration // sorted
 	firstErr      error
+	calls         []call
 }
 
 func summarise(calls []call) stats {
 	var s stats
-	s.n = len(calls)
+	s.n, s.calls = len(calls), calls
 	var att int64
 	for _, c := range calls {
 		d := c.dur()

@@ -29,6 +29,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -52,6 +53,7 @@ func main() {
 // options are the run's settings.
 type options struct {
 	short     bool
+	verbose   bool     // print every slow call
 	out       string   // directory for RESULTS.md and charts/
 	only      []string // scenario ids; empty: all
 	benchtime string   // testing.Benchmark's time per run in (f)
@@ -64,6 +66,7 @@ func parseFlags(args []string, errOut io.Writer) (options, error) {
 	var o options
 	var only string
 	fs.BoolVar(&o.short, "short", false, "a quick run (a few seconds per scenario, 2s caps) that checks the shape, not the numbers")
+	fs.BoolVar(&o.verbose, "v", false, "print every call slower than 200ms: contender, latency, connects, error")
 	fs.StringVar(&o.out, "out", "compare", "directory for RESULTS.md and charts/ (relative to the working directory)")
 	fs.StringVar(&only, "only", "", "comma-separated scenario ids to run (a,b1,b2,c,d,e,f,g); empty: all")
 	if err := fs.Parse(args); err != nil {
@@ -148,6 +151,9 @@ func run(ctx context.Context, o options, log io.Writer) error {
 		} else {
 			fmt.Fprintf(log, " skipped: %s\n", s.skipped)
 		}
+		if o.verbose {
+			printSlow(log, s)
+		}
 		secs = append(secs, s)
 	}
 	if len(secs) == 0 {
@@ -163,4 +169,18 @@ func run(ctx context.Context, o options, log io.Writer) error {
 		return err
 	}
 	return f.Close()
+}
+
+// printSlow lists the section's calls slower than 200ms, in order of their
+// start.
+func printSlow(w io.Writer, s *section) {
+	for _, r := range s.rows {
+		calls := slices.Clone(r.st.calls)
+		slices.SortFunc(calls, func(a, b call) int { return a.start.Compare(b.start) })
+		for _, c := range calls {
+			if c.dur() >= 200*time.Millisecond {
+				fmt.Fprintf(w, "  (%s) %-22s %9s  connects %d  err %v\n", s.id, r.name, fmtDur(c.dur()), c.attempts, c.err)
+			}
+		}
+	}
 }

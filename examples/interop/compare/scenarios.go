@@ -144,17 +144,27 @@ func lbRun(ctx context.Context, o options, id string, https bool, method string,
 }
 
 func runHangHTTP(ctx context.Context, o options) (*section, error) {
-	return lbRun(ctx, o, "a", false, http.MethodGet, faultnet.Silence)
+	s, err := lbRun(ctx, o, "a", false, http.MethodGet, faultnet.Silence)
+	if s != nil {
+		s.notes = append(s.notes, "Why: net/http has no limit on the wait for response headers, so the default client waits until the cap. `Client.Timeout` fails the call after 5s; go-retryablehttp retries it after 5s and a 1s wait; failsafe-go's 1s per-attempt timeout retries after 1s. lifeline's zero config treats a silent connection like a slow server and waits for its `FirstByteTimeout` (15s) before retrying on a new connection: **here the retrying peers beat lifeline's defaults**. Hedging (a second attempt after 250ms, or after the host's recent 95th percentile) is the setting that overtakes the hang.")
+	}
+	return s, err
 }
 
 func runHangTLSGet(ctx context.Context, o options) (*section, error) {
-	return lbRun(ctx, o, "b1", true, http.MethodGet, faultnet.StallTLS)
+	s, err := lbRun(ctx, o, "b1", true, http.MethodGet, faultnet.StallTLS)
+	if s != nil {
+		s.notes = append(s.notes, tlsHangNote)
+	}
+	return s, err
 }
+
+const tlsHangNote = "Why: `http.DefaultTransport`'s `TLSHandshakeTimeout` (10s) ends the hang for net/http, which does not retry; the peers' timeouts and retries act as in (a). lifeline, with zero config, races a second handshake to the same address when the first has not completed after 250ms (`dial.Dialer.AttemptDelay`, `MaxAttemptsPerAddress`), so the hung connection is overtaken before any request is written."
 
 func runHangTLSPost(ctx context.Context, o options) (*section, error) {
 	s, err := lbRun(ctx, o, "b2", true, http.MethodPost, faultnet.StallTLS)
 	if s != nil {
-		s.notes = append(s.notes, "The hang is before the request is written, so a retry or a raced handshake cannot deliver a POST twice; lifeline retries POSTs only in that case (nothing written), go-retryablehttp and failsafe-go retry any method.")
+		s.notes = append(s.notes, tlsHangNote, "The hang is before the request is written, so a retry or a raced handshake cannot deliver a POST twice; lifeline retries POSTs only in that case (nothing written), go-retryablehttp and failsafe-go retry any method.")
 	}
 	return s, err
 }
@@ -230,6 +240,7 @@ func runDropSYN(ctx context.Context, o options) (*section, error) {
 		s.rows = append(s.rows, row{name: ct.name, st: st, extra: []string{fmt.Sprint(envs[c].badHits.Load()), fmt.Sprint(st.capped)}})
 	}
 	s.about += fmt.Sprintf(" %d workers per contender, %d GETs each, one after another, each on a new connection; all contenders at once.", sz.workers, sz.perWorker)
+	s.notes = append(s.notes, "Why: `net.Dialer` tries the addresses one after another and gives each a share of its `Timeout` (30s in `http.DefaultTransport`: 10s for the first of three), so net/http's default client gets through after 10s. net/http detaches the dial from the request: under `Client.Timeout` 5s the call fails at 5s while its dial goes on to the next address, and the connection it makes serves a later call (hence fewer than one connect per call). go-retryablehttp retries such a call after 1s. failsafe-go's 1s timeout cancels the attempt and retries with a fresh resolution, which usually puts another address first. lifeline starts the next address after 250ms (happy eyeballs, RFC 8305) with zero config.")
 	return s, nil
 }
 
@@ -276,6 +287,7 @@ func runStallTLSAddr(ctx context.Context, o options) (*section, error) {
 		capNote:   capNote(sz.capAt),
 		attempts:  "connects started per call (every call asks for a new connection)",
 		extraCols: []string{"connects to the stalling address", "capped"},
+		notes:     []string{"Why: net/http connects to the first address that accepts TCP and then waits for the TLS handshake there, up to `TLSHandshakeTimeout` (10s), without trying another address or retrying; `Client.Timeout` ends it at 5s; the retrying peers try again (and may meet the stalling address again: the resolution is shared by concurrent calls). lifeline's race counts an address as won only when TLS has completed, so the stalling one is overtaken after 250ms, with zero config."},
 	}
 	for c, ct := range contenders {
 		st := summarise(got[c])
@@ -321,6 +333,7 @@ func runBodyStall(ctx context.Context, o options) (*section, error) {
 		capNote:   capNote(sz.capAt),
 		attempts:  "connections opened per call",
 		extraCols: []string{"capped"},
+		notes:     []string{"Why: nobody retries a body that broke after the headers (the response was already handed to the caller), so every contender fails the stalled calls; what differs is when it gives up. `Client.Timeout` (net/http Timeout 5s, go-retryablehttp) covers the body: 5s. failsafe-go's timeout ends when the headers arrive, so its body read has no limit and runs into the cap, like net/http's default. lifeline fails the read when no byte arrived for its `StallTimeout` (30s by default, time spent inside `Read` only, so a slow consumer is not cut off): **here a 5s overall timeout beats lifeline's defaults**; `StallTimeout` can be set lower."},
 	}
 	for c, ct := range contenders {
 		st := summarise(got[c])
