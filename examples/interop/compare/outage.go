@@ -94,6 +94,7 @@ func runOutage(ctx context.Context, o options) (*section, error) {
 	s := &section{
 		about:     fmt.Sprintf("Steady open-loop load: %d GETs a second per contender (each on a new connection, sent on schedule whether or not earlier calls returned) to a backend behind a balancer, which is taken away for %v (`faultnet` `Server.Down`: connects refused, open connections reset) after %v and brought back (`Up`, same port) for the last %v. Every contender gets its call at the same tick.", rate, outage, before, after),
 		capNote:   capNote(capAt),
+		capAt:     capAt,
 		attempts:  "connects started per call, over every call of the run",
 		extraCols: []string{"attempts/call in outage", "ok in outage", "first ok after Up", "backlog cleared after Up", "failed, started after Up"},
 		notes: []string{

@@ -172,13 +172,20 @@ func writeResults(w io.Writer, o options, m *machine, secs []*section) error {
 func writeChart(base string, s *section) error {
 	p := plot.New()
 	p.Title.Text = fmt.Sprintf("(%s) %s", s.id, s.title)
+	if s.capAt > 0 {
+		p.Title.Text += fmt.Sprintf(" — calls capped at %v", s.capAt)
+	}
 	p.X.Label.Text = "latency (ms, log scale)"
 	p.Y.Label.Text = "fraction of calls succeeded"
 	p.X.Scale = plot.LogScale{}
 	p.X.Tick.Marker = plot.LogTicks{Prec: -1}
 	p.Y.Min, p.Y.Max = 0, 1
+	// Bottom right: where a CDF of latencies rarely has a curve (slow
+	// calls are the last few percent, near the top).
 	p.Legend.Top = false
-	p.Legend.Left = true
+	p.Legend.Left = false
+	p.Legend.XOffs = -vg.Points(8)
+	p.Legend.YOffs = vg.Points(8)
 	p.Add(plotter.NewGrid())
 	lo, hi := math.Inf(1), math.Inf(-1)
 	for i, r := range s.rows {

@@ -16,8 +16,9 @@ import (
 // section is one scenario's part of RESULTS.md.
 type section struct {
 	id, title string
-	about     string   // what was done, markdown
-	capNote   string   // the harness's per-call cap, labelled
+	about     string // what was done, markdown
+	capNote   string // the harness's per-call cap, labelled
+	capAt     time.Duration
 	attempts  string   // what attempts/call counts here
 	extraCols []string // the scenario's own columns
 	rows      []row
@@ -123,6 +124,7 @@ func lbRun(ctx context.Context, o options, id string, https bool, method string,
 	got := streams(ctx, clients, urls, stream(method, sz.perWorker, true, 0), sz.capAt)
 	s := &section{
 		capNote:   capNote(sz.capAt),
+		capAt:     sz.capAt,
 		attempts:  "connections opened per call (every call asks for a new connection, so each connection is one attempt, hedges and raced handshakes included)",
 		extraCols: []string{"hung conns", "capped"},
 	}
@@ -229,7 +231,7 @@ func runDropSYN(ctx context.Context, o options) (*section, error) {
 		return nil, err
 	}
 	sz := o.sizes(sizes{workers: 8, perWorker: 9, capAt: 20 * time.Second}, 3)
-	s.capNote = capNote(sz.capAt)
+	s.capNote, s.capAt = capNote(sz.capAt), sz.capAt
 	got, envs, err := groupRun(ctx, sz, func(e *env) { e.ns = ns },
 		func(port int) string { return fmt.Sprintf("http://%s:%d/", serviceName, port) }, lns, nil, "127.0.0.2")
 	if err != nil {
@@ -285,6 +287,7 @@ func runStallTLSAddr(ctx context.Context, o options) (*section, error) {
 	s := &section{
 		about:     fmt.Sprintf("A name resolving to 127.0.0.1, 127.0.0.2 and 127.0.0.3 (round-robin DNS, rotating on every query), HTTPS servers on 127.0.0.1 and 127.0.0.3 and, on 127.0.0.2, a listener that accepts TCP, reads the ClientHello and never answers (`faultnet.StallTLS`), as a broken load balancer node does. %d workers per contender, %d GETs each, one after another, each on a new connection; all contenders at once.", sz.workers, sz.perWorker),
 		capNote:   capNote(sz.capAt),
+		capAt:     sz.capAt,
 		attempts:  "connects started per call (every call asks for a new connection)",
 		extraCols: []string{"connects to the stalling address", "capped"},
 		notes:     []string{"Why: net/http connects to the first address that accepts TCP and then waits for the TLS handshake there, up to `TLSHandshakeTimeout` (10s), without trying another address or retrying; `Client.Timeout` ends it at 5s; the retrying peers try again (and may meet the stalling address again: the resolution is shared by concurrent calls). lifeline's race counts an address as won only when TLS has completed, so the stalling one is overtaken after 250ms, with zero config."},
@@ -331,6 +334,7 @@ func runBodyStall(ctx context.Context, o options) (*section, error) {
 	s := &section{
 		about:     fmt.Sprintf("A backend answering GETs with a 64 KiB body, behind proxies (`faultnet.Proxy`, `StallBody`) that pass every 12th connection's reply only up to its first 32 KiB and then hold it: the headers and the first half of the body arrive, the rest never does. %d workers per contender, each with its own proxy, %d GETs each (one stall per worker) after %d healthy ones, each on a new connection; all contenders at once. A call succeeds when it reads the whole body.", sz.workers, sz.perWorker, sz.warm),
 		capNote:   capNote(sz.capAt),
+		capAt:     sz.capAt,
 		attempts:  "connections opened per call",
 		extraCols: []string{"capped"},
 		notes:     []string{"Why: nobody retries a body that broke after the headers (the response was already handed to the caller), so every contender fails the stalled calls; what differs is when it gives up. `Client.Timeout` (net/http Timeout 5s, go-retryablehttp) covers the body: 5s. failsafe-go's timeout ends when the headers arrive, so its body read has no limit and runs into the cap, like net/http's default. lifeline fails the read when no byte arrived for its `StallTimeout` (30s by default, time spent inside `Read` only, so a slow consumer is not cut off): **here a 5s overall timeout beats lifeline's defaults**; `StallTimeout` can be set lower."},
