@@ -134,6 +134,7 @@ func run(ctx context.Context, o options, log io.Writer) error {
 		if !o.wants(sc.id) {
 			continue
 		}
+		m.sample()
 		t0 := time.Now()
 		fmt.Fprintf(log, "(%s) %s ...", sc.id, sc.title)
 		s, err := sc.run(ctx, o)

@@ -8,6 +8,7 @@ import (
 	"os"
 	"runtime"
 	"strings"
+	"syscall"
 	"time"
 
 	"gonum.org/v1/plot"
@@ -25,6 +26,8 @@ type machine struct {
 	loadBefore string
 	loadAfter  string
 	took       time.Duration
+	loads      []float64 // 1-minute load average, sampled before each scenario and at the end
+	ownCPU     float64   // this process's CPU time over the wall time: the load it added itself
 }
 
 func describeMachine() *machine {
@@ -38,9 +41,36 @@ func describeMachine() *machine {
 	return m
 }
 
+// sample records the 1-minute load average now.
+func (m *machine) sample() {
+	var l float64
+	if _, err := fmt.Sscan(loadAvg(), &l); err == nil {
+		m.loads = append(m.loads, l)
+	}
+}
+
 func (m *machine) finish(start time.Time) {
 	m.took = time.Since(start)
 	m.loadAfter = loadAvg()
+	m.sample()
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err == nil && m.took > 0 {
+		cpu := time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+		m.ownCPU = cpu.Seconds() / m.took.Seconds()
+	}
+}
+
+// others is the mean sampled load minus this program's own: what other work
+// added while it ran.
+func (m *machine) others() float64 {
+	if len(m.loads) == 0 {
+		return 0
+	}
+	var sum float64
+	for _, l := range m.loads {
+		sum += l
+	}
+	return max(sum/float64(len(m.loads))-m.ownCPU, 0)
 }
 
 func cpuModel() string {
@@ -71,14 +101,13 @@ func loadAvg() string {
 	return strings.Join(f[:3], " ")
 }
 
-// shared reports whether other work kept the machine busy: a 1-minute load
-// average of half a core or more before the run started.
+// shared reports whether other work kept the machine busy: a quarter of a
+// core or more on average besides this program, or half a core before it
+// started.
 func (m *machine) shared() bool {
-	var l float64
-	if _, err := fmt.Sscan(m.loadBefore, &l); err != nil {
-		return false
-	}
-	return l >= 0.5
+	var before float64
+	_, _ = fmt.Sscan(m.loadBefore, &before)
+	return m.others() >= 0.25 || before >= 0.5
 }
 
 // fmtDur prints a latency with a precision that fits it.
@@ -124,11 +153,12 @@ func writeResults(w io.Writer, o options, m *machine, secs []*section) error {
 	p("- **Date**: %s\n", m.date.Format("2006-01-02 15:04 MST"))
 	p("- **Machine**: %s, %d cores, %s\n", m.cpu, m.cores, m.goVersion)
 	if m.loadBefore != "" {
-		shared := "the machine was otherwise idle"
+		shared := "the machine was otherwise nearly idle (other engineers share it, but their work added less than a quarter of a core)"
 		if m.shared() {
-			shared = "**the machine was shared**: other engineers' builds and tests ran at the same time, which adds noise to the millisecond figures (not to the timeouts that dominate the fault scenarios)"
+			shared = "**the machine was shared**: other engineers' builds and tests ran on it too, which adds noise to the millisecond figures (not to the timeouts that dominate the fault scenarios)"
 		}
-		p("- **Load average** (1, 5, 15 min): %s before, %s after; %s\n", m.loadBefore, m.loadAfter, shared)
+		p("- **Load average** (1, 5, 15 min): %s before, %s after; the 1-minute average sampled before each scenario and at the end: %s; this program's own CPU use averaged %.2f cores, so other work added about %.2f; %s\n",
+			m.loadBefore, m.loadAfter, fmtLoads(m.loads), m.ownCPU, m.others(), shared)
 	}
 	p("- **Command**: `cd examples/interop && %s` (took %v)\n", o.command, m.took.Round(time.Second))
 	if o.short {
@@ -219,4 +249,12 @@ func writeChart(base string, s *section) error {
 		}
 	}
 	return nil
+}
+
+func fmtLoads(ls []float64) string {
+	parts := make([]string, len(ls))
+	for i, l := range ls {
+		parts[i] = fmt.Sprintf("%.2f", l)
+	}
+	return strings.Join(parts, ", ")
 }
