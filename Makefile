@@ -67,3 +67,16 @@ cshim-python:
 	rc=$$?; if [ $$rc -eq 5 ]; then echo "cshim-python: pytest collected no tests"; exit 1; fi; exit $$rc
 
 test: cshim-python
+
+# Fuzzing: every Fuzz target of FUZZPKGS for FUZZTIME each (make test runs
+# their seed corpora, testdata/fuzz/, as ordinary tests).
+FUZZTIME ?= 30s
+FUZZPKGS ?= ./dial ./transport ./internal/otelx
+.PHONY: fuzz
+fuzz:
+	@set -e; for p in $(FUZZPKGS); do \
+		for f in $$(grep -ho '^func Fuzz[A-Za-z0-9_]*' $$p/*_test.go | sed 's/^func //'); do \
+			echo "== $$p $$f"; \
+			$(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$p; \
+		done; \
+	done

@@ -378,6 +378,9 @@ func parseTarget(rawURL string) (*wsTarget, error) {
 		port = p
 	}
 	t.hostPort = net.JoinHostPort(t.host, port)
+	if _, _, err := net.SplitHostPort(t.hostPort); err != nil || strings.ContainsAny(t.host, "[]") {
+		return nil, fmt.Errorf("websocket: bad URL %s: bad host %q", t.safe, t.host)
+	}
 	return t, nil
 }
 
