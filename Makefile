@@ -80,3 +80,14 @@ fuzz:
 			$(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$p; \
 		done; \
 	done
+
+# Chaos soak: transport (h1, h2), a websocket session and a pool under
+# random faults of every kind (kernel ones in the test's own network
+# namespace: needs root, ip and nft) for SOAK_DURATION with SOAK_WORKERS
+# concurrent callers; prints the figures. make test runs it for 30s.
+SOAK_DURATION ?= 10m
+SOAK_WORKERS  ?= 1000
+.PHONY: soak
+soak:
+	SOAK_DURATION=$(SOAK_DURATION) SOAK_WORKERS=$(SOAK_WORKERS) \
+		$(GO) test -count=1 -timeout 0 -run '^TestSoak$$' -v ./internal/soak
