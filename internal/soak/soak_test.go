@@ -247,7 +247,7 @@ func TestSoak(t *testing.T) {
 		k := &kind{name: name}
 		deadline := time.Now().Add(5 * time.Second)
 		for time.Now().Before(deadline) {
-			if err := r.call(k, 300*time.Millisecond, rnd); err == nil {
+			if err := r.call(k, 500*time.Millisecond, rnd); err == nil {
 				recovery[name] = time.Since(healed)
 				break
 			}
@@ -292,8 +292,10 @@ func TestSoak(t *testing.T) {
 		if k.ok.Load() == 0 {
 			t.Errorf("%s: no call succeeded in %v", name, duration)
 		}
-		if d := recovery[name]; d < 0 || d > time.Second {
-			t.Errorf("%s: first success %v after the faults stopped, want ≤ 1s", name, d)
+		// Within a second, plus the scheduler's lag twice over (as for
+		// deadlines) when the machine is loaded.
+		if d := recovery[name]; d < 0 || d > time.Second+2*schedLag {
+			t.Errorf("%s: first success %v after the faults stopped, want ≤ 1s (+ 2×%v scheduler lag)", name, d, schedLag)
 		}
 	}
 	if r.wsBad.Load() != 0 {
@@ -376,7 +378,7 @@ func setup(t *testing.T) *rig {
 	s, err := transport.NewWebSocketSession(transport.WebSocketSessionConfig{
 		URL: "ws://" + r.wsFront.Addr() + "/",
 		Dialer: &transport.WebSocketDialer{Dialer: nsDialer(), HandshakeTimeout: 400 * time.Millisecond,
-			PingInterval: 200 * time.Millisecond, PongTimeout: 300 * time.Millisecond,
+			PingInterval: 300 * time.Millisecond, PongTimeout: time.Second,
 			Proxy: func(*http.Request) (*url.URL, error) { return nil, nil },
 			Retry: &retry.Policy{InitialInterval: 20 * time.Millisecond, MaxInterval: 200 * time.Millisecond}},
 		StableAfter: time.Second,
