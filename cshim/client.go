@@ -171,20 +171,21 @@ func (c *client) freeze() (*built, *Error) {
 		return nil, e
 	}
 	tr := &transport.Transport{
-		Dialer:              &d,
-		TLSClientConfig:     tlsCfg.Clone(),
-		Retry:               &policy,
-		FirstByteTimeout:    cfg.firstByte,
-		StallTimeout:        cfg.stall,
-		HedgeDelay:          cfg.hedgeDelay,
-		HedgeQuantile:       cfg.hedgeQuantile,
-		IdleConnTimeout:     cfg.idle,
-		MaxConnLifetime:     cfg.lifetime,
-		MaxConnsPerHost:     cfg.maxConns,
-		MaxIdleConnsPerHost: cfg.maxIdle,
-		Proxy:               proxy,
-		TracerProvider:      noopTracer,
-		MeterProvider:       c.mp,
+		Dialer:                 &d,
+		TLSClientConfig:        tlsCfg.Clone(),
+		Retry:                  &policy,
+		FirstByteTimeout:       cfg.firstByte,
+		StallTimeout:           cfg.stall,
+		HedgeDelay:             cfg.hedgeDelay,
+		HedgeQuantile:          cfg.hedgeQuantile,
+		IdleConnTimeout:        cfg.idle,
+		MaxConnLifetime:        cfg.lifetime,
+		MaxConnsPerHost:        cfg.maxConns,
+		MaxIdleConnsPerHost:    cfg.maxIdle,
+		MaxResponseHeaderBytes: int64(cfg.maxHeaderBytes),
+		Proxy:                  proxy,
+		TracerProvider:         noopTracer,
+		MeterProvider:          c.mp,
 	}
 	tcp := d
 	tcp.FirstByteTimeout = -1

@@ -43,6 +43,7 @@ type config struct {
 	firstByte, stall, hedgeDelay, idle, lifetime time.Duration
 	hedgeQuantile                                float64
 	maxConns, maxIdle                            int
+	maxHeaderBytes                               int
 	proxy                                        string
 
 	// dial
@@ -257,6 +258,10 @@ var keys = map[string]keySpec{
 		func(c *config) any { return resolvedInt(c.maxConns, transport.DefaultMaxConnsPerHost) }, nil),
 	"transport.max_idle_conns_per_host": intKey(func(c *config) *int { return &c.maxIdle },
 		func(c *config) any { return resolvedInt(c.maxIdle, transport.DefaultMaxIdleConnsPerHost) }, nil),
+	"transport.max_response_header_bytes": intKey(func(c *config) *int { return &c.maxHeaderBytes },
+		func(c *config) any {
+			return resolvedInt(c.maxHeaderBytes, int(transport.DefaultMaxResponseHeaderBytes))
+		}, nil),
 	"transport.proxy": strKey(func(c *config) *string { return &c.proxy }, checkProxy, func(c *config) any {
 		if c.proxy == "" {
 			return "env"

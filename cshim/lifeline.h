@@ -278,6 +278,8 @@ int32_t lifeline_client_new(lifeline_client *out, lifeline_error *err);
  *   transport.max_conn_lifetime_ms        600000; <0 none
  *   transport.max_conns_per_host     int  64; <0 none
  *   transport.max_idle_conns_per_host int 16; <0 keep none
+ *   transport.max_response_header_bytes int  1048576: cap on a response's
+ *                                         headers; <0 none beyond net/http's
  *   transport.proxy              str      "" or "env": from HTTP(S)_PROXY /
  *                                         NO_PROXY; "none": direct; or a
  *                                         proxy URL (http, https, socks5)

@@ -142,7 +142,11 @@ func (c *call) newTry(hedge bool) *try {
 	}
 	ctx, tr.span = st.tel.startSpan(ctx, c.req, tr.resend)
 	copyHeader := st.born.mayHaveExpired(tr.start)
-	if !c.idempotent || tr.span.IsRecording() || copyHeader {
+	// The hooks tell whether a non-idempotent request was written, give a
+	// recording span its peer, let MaxConnLifetime mark an old conn, and
+	// name the peer of a failure a hedge or a retry masked (a label only
+	// when the Dialer has a Health to bound it).
+	if !c.idempotent || tr.span.IsRecording() || copyHeader || c.hedge || st.dialer.Health != nil {
 		tr.traced = true
 		ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
 			GotConn:      tr.gotConn,
