@@ -196,27 +196,7 @@ func (t *Transport) get() *state {
 
 // orDefault returns v, def when v is zero, or 0 (off) when v is negative,
 // with the same meaning as in dial and pool.
-func orDefault(v, def time.Duration) time.Duration {
-	switch {
-	case v == 0:
-		return def
-	case v < 0:
-		return 0
-	}
-	return v
-}
-
-func orDefaultInt64(v, def int64) int64 {
-	switch {
-	case v == 0:
-		return def
-	case v < 0:
-		return 0
-	}
-	return v
-}
-
-func intOrDefault(v, def int) int {
+func orDefault[T ~int | ~int64](v, def T) T {
 	switch {
 	case v == 0:
 		return def
@@ -313,12 +293,12 @@ func (t *Transport) build() *state {
 		TLSHandshakeTimeout:   max(handshake, 0),
 		ForceAttemptHTTP2:     true,
 		IdleConnTimeout:       orDefault(t.IdleConnTimeout, DefaultIdleConnTimeout),
-		MaxConnsPerHost:       intOrDefault(t.MaxConnsPerHost, DefaultMaxConnsPerHost),
-		MaxIdleConnsPerHost:   intOrDefault(t.MaxIdleConnsPerHost, DefaultMaxIdleConnsPerHost),
+		MaxConnsPerHost:       orDefault(t.MaxConnsPerHost, DefaultMaxConnsPerHost),
+		MaxIdleConnsPerHost:   orDefault(t.MaxIdleConnsPerHost, DefaultMaxIdleConnsPerHost),
 		ExpectContinueTimeout: expectContinueTimeout,
 		// A hostile or broken server's endless headers cost this much
 		// memory per conn, not net/http's 10 MiB.
-		MaxResponseHeaderBytes: max(orDefaultInt64(t.MaxResponseHeaderBytes, DefaultMaxResponseHeaderBytes), 0),
+		MaxResponseHeaderBytes: max(orDefault(t.MaxResponseHeaderBytes, DefaultMaxResponseHeaderBytes), 0),
 		// FirstByteTimeout: from the request written to the headers, on
 		// HTTP/1.1 and HTTP/2 (errors normalised by mapErr).
 		ResponseHeaderTimeout: st.firstByte,
