@@ -229,25 +229,18 @@ func giveString(s []byte, out **C.char, n *C.size_t) *Error {
 
 //export lifelinego_client_config_json
 func lifelinego_client_config_json(h C.lifeline_client, out **C.char, n *C.size_t, cerr *C.lifeline_error) C.int32_t {
-	return export(cerr, func() *Error {
-		if out == nil {
-			return argError("out is NULL")
-		}
-		*out = nil
-		c, e := lookupClient(uint64(h))
-		if e != nil {
-			return e
-		}
-		data, e := c.configJSON()
-		if e != nil {
-			return e
-		}
-		return giveString(data, out, n)
-	})
+	return clientString(h, out, n, cerr, (*client).configJSON)
 }
 
 //export lifelinego_client_metrics_json
 func lifelinego_client_metrics_json(h C.lifeline_client, out **C.char, n *C.size_t, cerr *C.lifeline_error) C.int32_t {
+	return clientString(h, out, n, cerr, (*client).snapshot)
+}
+
+// clientString hands the host a string that get makes from a client: the
+// shared body of the exports that return a client's JSON.
+func clientString(h C.lifeline_client, out **C.char, n *C.size_t, cerr *C.lifeline_error,
+	get func(*client) ([]byte, *Error)) C.int32_t {
 	return export(cerr, func() *Error {
 		if out == nil {
 			return argError("out is NULL")
@@ -257,7 +250,7 @@ func lifelinego_client_metrics_json(h C.lifeline_client, out **C.char, n *C.size
 		if e != nil {
 			return e
 		}
-		data, e := c.snapshot()
+		data, e := get(c)
 		if e != nil {
 			return e
 		}

@@ -123,45 +123,21 @@ type WebSocketDialer struct {
 const DefaultMaxMessageSize = 16 << 20
 
 func (d *WebSocketDialer) maxMessageSize() int64 {
-	switch {
-	case d.MaxMessageSize == 0:
-		return DefaultMaxMessageSize
-	case d.MaxMessageSize < 0:
-		return 0
-	}
-	return d.MaxMessageSize
+	return orDefault(d.MaxMessageSize, int64(DefaultMaxMessageSize))
 }
 
 func (d *WebSocketDialer) handshakeTimeout() time.Duration {
-	switch {
-	case d.HandshakeTimeout == 0:
-		return DefaultHandshakeTimeout
-	case d.HandshakeTimeout < 0:
-		return 0
-	}
-	return d.HandshakeTimeout
+	return orDefault(d.HandshakeTimeout, DefaultHandshakeTimeout)
 }
 
 // pingInterval returns the interval, or 0 when pings are off.
 func (d *WebSocketDialer) pingInterval() time.Duration {
-	switch {
-	case d.PingInterval == 0:
-		return DefaultPingInterval
-	case d.PingInterval < 0:
-		return 0
-	}
-	return d.PingInterval
+	return orDefault(d.PingInterval, DefaultPingInterval)
 }
 
 // pongTimeout returns the timeout, or 0 when no answer is awaited.
 func (d *WebSocketDialer) pongTimeout() time.Duration {
-	switch {
-	case d.PongTimeout == 0:
-		return DefaultPongTimeout
-	case d.PongTimeout < 0:
-		return 0
-	}
-	return d.PongTimeout
+	return orDefault(d.PongTimeout, DefaultPongTimeout)
 }
 
 func (d *WebSocketDialer) proxy() func(*http.Request) (*url.URL, error) {
