@@ -38,8 +38,20 @@ func (ps *pipeServer) set(reply []byte) {
 	ps.mu.Unlock()
 }
 
-// dialer is a dial.Dialer whose conns are in-memory pipes to ps.
+// dialer is a dial.Dialer whose conns are in-memory pipes to ps: each
+// reads the request and answers with the fuzzed reply.
 func (ps *pipeServer) dialer() *dial.Dialer {
+	return ps.pipeDialer(func(server net.Conn, _ *http.Request, reply []byte) error {
+		_, err := server.Write(reply)
+		return err
+	})
+}
+
+// pipeDialer is a dial.Dialer whose conns are in-memory pipes to ps; each
+// conn's server side reads one request, calls answer with it and the
+// fuzzed reply, then reads until the client closes. ps.done closes every
+// server side; ps.wg waits for them.
+func (ps *pipeServer) pipeDialer(answer func(server net.Conn, req *http.Request, reply []byte) error) *dial.Dialer {
 	return &dial.Dialer{Timeout: time.Second, DialFunc: func(ctx context.Context, network, addr string) (net.Conn, error) {
 		client, server := net.Pipe()
 		ps.mu.Lock()
@@ -59,10 +71,11 @@ func (ps *pipeServer) dialer() *dial.Dialer {
 				}
 			}()
 			br := bufio.NewReader(server)
-			if _, err := http.ReadRequest(br); err != nil {
+			req, err := http.ReadRequest(br)
+			if err != nil {
 				return
 			}
-			if _, err := server.Write(reply); err != nil {
+			if answer(server, req, reply) != nil {
 				return
 			}
 			_, _ = io.Copy(io.Discard, br) // until the client closes
@@ -225,37 +238,11 @@ func FuzzWebSocketFrames(f *testing.F) {
 // upgradeDialer is dialer, but each conn answers the upgrade with head,
 // the accept key for the request's key, and then the fuzzed frames.
 func (ps *pipeServer) upgradeDialer(head string) *dial.Dialer {
-	return &dial.Dialer{Timeout: time.Second, DialFunc: func(ctx context.Context, network, addr string) (net.Conn, error) {
-		client, server := net.Pipe()
-		ps.mu.Lock()
-		frames := ps.reply
-		ps.mu.Unlock()
-		ps.wg.Add(1)
-		go func() {
-			defer ps.wg.Done()
-			defer server.Close()
-			stop := make(chan struct{})
-			defer close(stop)
-			go func() {
-				select {
-				case <-ps.done:
-					server.Close()
-				case <-stop:
-				}
-			}()
-			br := bufio.NewReader(server)
-			req, err := http.ReadRequest(br)
-			if err != nil {
-				return
-			}
-			if _, err := io.WriteString(server, head+acceptKey(req.Header.Get("Sec-WebSocket-Key"))+"\r\n\r\n"); err != nil {
-				return
-			}
-			if _, err := server.Write(frames); err != nil {
-				return
-			}
-			_, _ = io.Copy(io.Discard, br)
-		}()
-		return client, nil
-	}}
+	return ps.pipeDialer(func(server net.Conn, req *http.Request, frames []byte) error {
+		if _, err := io.WriteString(server, head+acceptKey(req.Header.Get("Sec-WebSocket-Key"))+"\r\n\r\n"); err != nil {
+			return err
+		}
+		_, err := server.Write(frames)
+		return err
+	})
 }
