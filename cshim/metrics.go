@@ -165,29 +165,25 @@ func attrs(set attribute.Set) map[string]string {
 
 func f64(v float64) *float64 { return &v }
 
+// valuePoints appends the points of a sum or a gauge.
+func valuePoints[N int64 | float64](out []pointJSON, dps []metricdata.DataPoint[N]) []pointJSON {
+	for _, p := range dps {
+		out = append(out, pointJSON{Attributes: attrs(p.Attributes), Value: f64(float64(p.Value))})
+	}
+	return out
+}
+
 func metricOf(m metricdata.Metrics) (metricJSON, bool) {
 	mj := metricJSON{Name: m.Name, Unit: m.Unit, Points: []pointJSON{}}
 	switch d := m.Data.(type) {
 	case metricdata.Sum[int64]:
-		mj.Kind = "sum"
-		for _, p := range d.DataPoints {
-			mj.Points = append(mj.Points, pointJSON{Attributes: attrs(p.Attributes), Value: f64(float64(p.Value))})
-		}
+		mj.Kind, mj.Points = "sum", valuePoints(mj.Points, d.DataPoints)
 	case metricdata.Sum[float64]:
-		mj.Kind = "sum"
-		for _, p := range d.DataPoints {
-			mj.Points = append(mj.Points, pointJSON{Attributes: attrs(p.Attributes), Value: f64(p.Value)})
-		}
+		mj.Kind, mj.Points = "sum", valuePoints(mj.Points, d.DataPoints)
 	case metricdata.Gauge[int64]:
-		mj.Kind = "gauge"
-		for _, p := range d.DataPoints {
-			mj.Points = append(mj.Points, pointJSON{Attributes: attrs(p.Attributes), Value: f64(float64(p.Value))})
-		}
+		mj.Kind, mj.Points = "gauge", valuePoints(mj.Points, d.DataPoints)
 	case metricdata.Gauge[float64]:
-		mj.Kind = "gauge"
-		for _, p := range d.DataPoints {
-			mj.Points = append(mj.Points, pointJSON{Attributes: attrs(p.Attributes), Value: f64(p.Value)})
-		}
+		mj.Kind, mj.Points = "gauge", valuePoints(mj.Points, d.DataPoints)
 	case metricdata.Histogram[float64]:
 		mj.Kind = "histogram"
 		for _, p := range d.DataPoints {
