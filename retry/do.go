@@ -11,6 +11,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/lifeline-go/lifeline/internal/otelx"
+	"github.com/lifeline-go/lifeline/internal/retryx"
 )
 
 var (
@@ -69,11 +70,26 @@ func (p *Policy) Do(ctx context.Context, op func(ctx context.Context) error) err
 	if op == nil {
 		return errNilOp
 	}
-	_, err := run(ctx, p, func(ctx context.Context) (struct{}, error) {
+	_, err := run(ctx, p, false, func(ctx context.Context) (struct{}, error) {
 		return struct{}{}, op(ctx)
 	})
 	return err
 }
+
+// doLean is Do without the attempt number in the attempts' contexts (see
+// retryx.DoLean).
+func doLean(p any, ctx context.Context, op func(ctx context.Context, arg any) error, arg any) error {
+	if op == nil {
+		return errNilOp
+	}
+	pol, _ := p.(*Policy)
+	_, err := run(ctx, pol, true, func(ctx context.Context) (struct{}, error) {
+		return struct{}{}, op(ctx, arg)
+	})
+	return err
+}
+
+func init() { retryx.DoLean = doLean }
 
 // Do is [Policy.Do] for an operation that returns a value: it returns the
 // value of the first successful attempt, or T's zero value and the error
@@ -84,11 +100,12 @@ func Do[T any](ctx context.Context, p *Policy, op func(ctx context.Context) (T, 
 		var zero T
 		return zero, errNilOp
 	}
-	return run(ctx, p, op)
+	return run(ctx, p, false, op)
 }
 
 // run is the retry loop shared by both Do forms.
-func run[T any](ctx context.Context, p *Policy, op func(context.Context) (T, error)) (T, error) {
+// A lean run gives the attempts no number in their contexts.
+func run[T any](ctx context.Context, p *Policy, lean bool, op func(context.Context) (T, error)) (T, error) {
 	var zero T
 	if ctx == nil {
 		return zero, errNilContext
@@ -111,7 +128,7 @@ func run[T any](ctx context.Context, p *Policy, op func(context.Context) (T, err
 		bo     *backoff.ExponentialBackOff // built at the first retryable failure only
 	)
 	for n := 1; ; n++ {
-		v, err := attempt(ctx, &c, tel, n, wait, op)
+		v, err := attempt(ctx, &c, tel, n, wait, lean, op)
 		if err == nil {
 			if first != nil {
 				tel.recovered(ctx, first)
@@ -178,7 +195,7 @@ func run[T any](ctx context.Context, p *Policy, op func(context.Context) (T, err
 }
 
 // attempt makes attempt n: its span, its context and its metrics.
-func attempt[T any](ctx context.Context, c *config, tel *telemetry, n int, wait time.Duration,
+func attempt[T any](ctx context.Context, c *config, tel *telemetry, n int, wait time.Duration, lean bool,
 	op func(context.Context) (T, error)) (T, error) {
 	actx := ctx
 	var span trace.Span
@@ -199,7 +216,10 @@ func attempt[T any](ctx context.Context, c *config, tel *telemetry, n int, wait 
 		actx, cancel = context.WithTimeoutCause(actx, c.attemptTimeout, timeout)
 		defer cancel()
 	}
-	v, err := op(&attemptCtx{Context: actx, n: n})
+	if !lean {
+		actx = &attemptCtx{Context: actx, n: n}
+	}
+	v, err := op(actx)
 	if err != nil && timeout != nil && ctx.Err() == nil && context.Cause(actx) == error(timeout) {
 		err = &attemptTimedOut{cause: timeout, err: err}
 	}

@@ -9,63 +9,76 @@ import (
 )
 
 // body is a response body that ends its try when it is read to EOF or
-// closed, and fails a Read that gets no byte for StallTimeout. Only time
-// spent inside Read counts: a consumer that pauses between reads is not a
-// stall.
+// closed, and fails a Read that gets no byte for StallTimeout (through the
+// Transport's stallWatch). Only time spent inside Read counts: a consumer
+// that pauses between reads is not a stall.
 type body struct {
 	rc   io.ReadCloser
 	tr   *try
 	resp *http.Response
+	w    *stallWatch // nil: no StallTimeout
 
-	mu      sync.Mutex // guards done: Close may run concurrently with Read
-	stall   *time.Timer
-	stalled atomic.Bool // the stall timer fired and closed the body under a Read
-	done    bool
+	// reading is the watch's clock when the Read in progress began, 0
+	// between reads, -1 once the watch has failed that Read (and closed
+	// rc under it).
+	reading    atomic.Int64
+	prev, next *body // the watch's list, guarded by w.mu
+
+	mu   sync.Mutex // guards done: Close may run concurrently with Read
+	done bool
 }
 
 // newBody wraps resp's body; it lives in the try (one allocation less per
 // request, BenchmarkKeepAliveGET).
 func newBody(tr *try, resp *http.Response) *body {
 	b := &tr.body
-	*b = body{rc: resp.Body, tr: tr, resp: resp}
-	if d := tr.c.st.stall; d > 0 {
-		// Closing net/http's body from another goroutine ends a Read
-		// blocked in it, on HTTP/1.1 (the conn is closed) and HTTP/2 (the
-		// stream is reset).
-		b.stall = time.AfterFunc(d, b.onStall)
-		b.stall.Stop()
+	b.rc, b.tr, b.resp = resp.Body, tr, resp
+	if w := tr.c.st.stall; w != nil {
+		b.w = w
+		w.add(b)
 	}
 	return b
 }
 
-func (b *body) onStall() {
-	b.stalled.Store(true)
-	_ = b.rc.Close()
-}
-
 func (b *body) Read(p []byte) (int, error) {
-	if b.stall != nil {
-		b.stall.Reset(b.tr.c.st.stall)
+	if b.w == nil {
+		n, err := b.rc.Read(p)
+		return n, b.after(err, false)
+	}
+	if !b.reading.CompareAndSwap(0, b.w.now()) {
+		// The watch failed an earlier Read (one that still returned
+		// bytes); rc is closed.
+		return 0, b.after(errStalled, true)
 	}
 	n, err := b.rc.Read(p)
-	if b.stall != nil {
-		b.stall.Stop()
+	stalled := b.reading.Swap(0) == -1
+	if stalled {
+		b.reading.Store(-1) // every later Read fails the same way
 	}
+	return n, b.after(err, stalled)
+}
+
+// after ends the try when a Read ends the body: at EOF, or on an error,
+// made a *TimeoutError when it was a limit of the Transport's.
+func (b *body) after(err error, stalled bool) error {
 	switch {
 	case err == io.EOF:
 		b.end(nil)
 	case err != nil:
-		if b.stalled.Load() {
-			tr := b.tr
-			err = &TimeoutError{Phase: "stall", Method: methodOf(tr.c.req), Host: tr.c.req.URL.Host,
-				Limit: tr.c.st.stall, peer: tr.peerLabel()}
-			tr.c.st.tel.stalled(tr.ctx)
+		if stalled {
+			err = b.stallError()
 		} else {
 			err = b.tr.mapErr(err)
 		}
 		b.end(err)
 	}
-	return n, err
+	return err
+}
+
+func (b *body) stallError() error {
+	tr := b.tr
+	return &TimeoutError{Phase: "stall", Method: methodOf(tr.c.req), Host: tr.c.req.URL.Host,
+		Limit: tr.c.st.stall.limit, peer: tr.peerLabel()}
 }
 
 // Close closes the body and ends the try. Closing before EOF is not an
@@ -84,8 +97,8 @@ func (b *body) end(err error) {
 	}
 	b.done = true
 	b.mu.Unlock()
-	if b.stall != nil {
-		b.stall.Stop()
+	if b.w != nil {
+		b.w.remove(b)
 	}
 	b.tr.finish(b.resp, err)
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/lifeline-go/lifeline/dial"
 	"github.com/lifeline-go/lifeline/internal/otelx"
+	"github.com/lifeline-go/lifeline/internal/retryx"
 	"github.com/lifeline-go/lifeline/retry"
 )
 
@@ -26,8 +27,11 @@ type call struct {
 	host       string // req.URL.Host, the key of the hedge delay's latency window
 	idempotent bool
 	replayable bool
-	hedge      bool // the request may be hedged
-	tries      int  // tries started; the next one's resend count
+	hedge      bool           // the request may be hedged
+	tries      int            // tries started; the next one's resend count
+	final      *http.Response // the answer RoundTrip returns
+	held       *http.Response // the last answer with a retryable status
+	first      try            // the first try, in the same allocation as the call
 }
 
 // RoundTrip sends req and returns the first good response: see Transport
@@ -52,39 +56,42 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		defer req.Body.Close()
 	}
 
-	var (
-		final *http.Response
-		held  *http.Response // the last answer with a retryable status
-	)
-	err := st.policy.Do(c.ctx, func(ctx context.Context) error {
-		if held != nil {
-			discard(held)
-			held = nil
-		}
-		resp, tr, err := c.attempt(ctx)
-		if err != nil {
-			return err
-		}
-		if c.idempotent && c.replayable && retryableStatus(resp.StatusCode) {
-			held = resp
-			se := &statusError{resp: resp, try: tr}
-			if d, ok := retryAfter(resp.Header, time.Now()); ok {
-				return retry.After(d, se)
-			}
-			return se
-		}
-		final = resp
-		return nil
-	})
+	err := retryx.DoLean(&st.policy, c.ctx, callAttempt, c)
 	switch {
 	case err == nil:
-		return final, nil
-	case held != nil:
+		return c.final, nil
+	case c.held != nil:
 		// Out of attempts, budget or time, or the server asked for a wait
 		// beyond MaxRetryAfter: the last answer is the caller's.
-		return held, nil
+		return c.held, nil
 	}
 	return nil, err
+}
+
+// callAttempt is one turn of RoundTrip's retry loop for the call arg. The
+// loop gives the attempts no number in their contexts: nothing under
+// RoundTrip reads it, and it would cost an allocation per request
+// (BenchmarkKeepAliveGET).
+func callAttempt(ctx context.Context, arg any) error {
+	c := arg.(*call)
+	if c.held != nil {
+		discard(c.held)
+		c.held = nil
+	}
+	resp, tr, err := c.attempt(ctx)
+	if err != nil {
+		return err
+	}
+	if c.idempotent && c.replayable && retryableStatus(resp.StatusCode) {
+		c.held = resp
+		se := &statusError{resp: resp, try: tr}
+		if d, ok := retryAfter(resp.Header, time.Now()); ok {
+			return retry.After(d, se)
+		}
+		return se
+	}
+	c.final = resp
+	return nil
 }
 
 // attempt makes one attempt of the retry loop: one try, or with hedging a
@@ -130,7 +137,11 @@ type try struct {
 }
 
 func (c *call) newTry(hedge bool) *try {
-	tr := &try{c: c, resend: c.tries, hedge: hedge, start: time.Now()}
+	tr := &c.first
+	if c.tries > 0 {
+		tr = new(try)
+	}
+	tr.c, tr.resend, tr.hedge, tr.start = c, c.tries, hedge, time.Now()
 	c.tries++
 	st := c.st
 	ctx := c.ctx
@@ -154,13 +165,19 @@ func (c *call) newTry(hedge bool) *try {
 		})
 	}
 	tr.ctx = ctx
-	if copyHeader {
+	fromGetBody := c.req.GetBody != nil && c.req.Body != nil && c.req.Body != http.NoBody
+	switch {
+	case copyHeader:
 		// gotConn may add "Connection: close": the try's own header map.
 		tr.req = c.req.Clone(ctx)
-	} else {
+	case fromGetBody || ctx != c.req.Context():
 		tr.req = c.req.WithContext(ctx)
+	default:
+		// Nothing of the try's differs from the caller's request, which
+		// net/http does not modify either.
+		tr.req = c.req
 	}
-	if c.req.GetBody != nil && c.req.Body != nil && c.req.Body != http.NoBody {
+	if fromGetBody {
 		tr.req.Body = nil // set in run, where a GetBody error can be returned
 	}
 	if st.attemptTO > 0 {

@@ -178,7 +178,7 @@ type state struct {
 	policy    retry.Policy // t.Retry with the Transport's providers, spans off, AttemptTimeout taken over
 	attemptTO time.Duration
 	firstByte time.Duration // 0: off
-	stall     time.Duration // 0: off
+	stall     *stallWatch   // nil: no StallTimeout
 	lifetime  time.Duration // 0: off
 	hedge     hedgeConfig
 	tel       *telemetry
@@ -209,7 +209,9 @@ func orDefault[T ~int | ~int64](v, def T) T {
 func (t *Transport) build() *state {
 	st := &state{t: t}
 	st.firstByte = orDefault(t.FirstByteTimeout, DefaultFirstByteTimeout)
-	st.stall = orDefault(t.StallTimeout, DefaultStallTimeout)
+	if d := orDefault(t.StallTimeout, DefaultStallTimeout); d > 0 {
+		st.stall = newStallWatch(d)
+	}
 	st.lifetime = orDefault(t.MaxConnLifetime, DefaultMaxConnLifetime)
 	st.hedge = newHedgeConfig(t.HedgeDelay, t.HedgeQuantile)
 	st.tel = newTelemetry(t.TracerProvider, t.MeterProvider)

@@ -262,12 +262,13 @@ func (e *HandshakeError) Is(target error) bool {
 }
 
 // Retryable reports whether another attempt may succeed: not for an
-// answer with a 1xx to 4xx status (the server refused the upgrade; a 5xx is
-// retryable), a proxy that refused the tunnel with a 4xx, a TLS
-// certificate error, an unknown host, or the caller's cancel; otherwise
-// what the cause says of itself, or true.
+// answer with a 1xx to 4xx status (the server refused the upgrade, or
+// answered a 101 that is not a websocket's; a 5xx is retryable) unless a
+// time limit cut the exchange after the status line, a proxy that refused
+// the tunnel with a 4xx, a TLS certificate error, an unknown host, or the
+// caller's cancel; otherwise what the cause says of itself, or true.
 func (e *HandshakeError) Retryable() bool {
-	if e.StatusCode != 0 {
+	if e.StatusCode != 0 && !e.Timeout() {
 		return e.StatusCode >= 500
 	}
 	if errors.Is(e.Err, context.Canceled) {
@@ -457,9 +458,11 @@ func (d *WebSocketDialer) attempt(ctx context.Context, t *wsTarget, h http.Heade
 	}), t.raw, h)
 	if !stop() && err == nil {
 		// The cancel (or the timeout) won against the 101: the conn was
-		// aborted under gorilla.
+		// aborted under gorilla. The answer came too late to count: the
+		// error is the cancel's or the timeout's, never a refusal with the
+		// 101's status (which would end a session for good).
 		conn.Close()
-		conn, err = nil, context.Cause(ctx)
+		conn, resp, err = nil, nil, context.Cause(ctx)
 	}
 	if err != nil {
 		err = d.handshakeErr(parent, ctx, t, st, resp, err)

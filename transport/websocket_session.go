@@ -412,7 +412,7 @@ func (s *WebSocketSession) run() {
 				return
 			}
 			var he *HandshakeError
-			if errors.As(err, &he) && he.StatusCode != 0 && he.StatusCode < 500 {
+			if errors.As(err, &he) && he.StatusCode >= 300 && he.StatusCode < 500 && !he.Timeout() {
 				// The server said no: asking again at the backoff's pace
 				// would not change its answer.
 				s.mu.Lock()

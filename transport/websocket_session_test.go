@@ -490,6 +490,62 @@ func TestWebSocketSessionRefused(t *testing.T) {
 	}
 }
 
+// TestWebSocketSessionNotAWebSocket: answers that are not a refusal (a
+// 200 from something that is not a websocket server, an invalid 101) do
+// not end the session: it redials at the backoff's pace and connects once
+// the server upgrades.
+func TestWebSocketSessionNotAWebSocket(t *testing.T) {
+	var n atomic.Int64
+	srv := startWS(t, func(w http.ResponseWriter, r *http.Request) {
+		switch n.Add(1) {
+		case 1:
+			w.WriteHeader(http.StatusOK)
+		case 2:
+			w.Header().Set("Upgrade", "websocket")
+			w.Header().Set("Connection", "Upgrade")
+			w.Header().Set("Sec-WebSocket-Accept", "wrong")
+			w.WriteHeader(http.StatusSwitchingProtocols)
+		default:
+			echo(w, r)
+		}
+	}, nil)
+	s := newSession(t, transport.WebSocketSessionConfig{URL: wsURL("ws", srv, "/")})
+	eventually(t, 5*time.Second, "connected after a 200 and an invalid 101", func() bool {
+		return s.State() == transport.WebSocketConnected
+	})
+	if got := n.Load(); got != 3 {
+		t.Fatalf("%d dials, want 3", got)
+	}
+}
+
+// TestHandshakeErrorRetryable: an answer's status decides, except when a
+// time limit cut the exchange after it (the 101 came too late: the server
+// did not refuse).
+func TestHandshakeErrorRetryable(t *testing.T) {
+	timeout := &transport.TimeoutError{Phase: "attempt", Limit: time.Second}
+	for _, tc := range []struct {
+		name   string
+		status int
+		err    error
+		want   bool
+	}{
+		{"403", http.StatusForbidden, errors.New("bad handshake"), false},
+		{"302", http.StatusFound, errors.New("bad handshake"), false},
+		{"invalid 101", http.StatusSwitchingProtocols, errors.New("bad handshake"), false},
+		{"503", http.StatusServiceUnavailable, errors.New("bad handshake"), true},
+		{"101 then timeout", http.StatusSwitchingProtocols, timeout, true},
+		{"no answer, timeout", 0, timeout, true},
+		{"canceled", 0, context.Canceled, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			he := &transport.HandshakeError{URL: "ws://example.com/", StatusCode: tc.status, Err: tc.err}
+			if got := he.Retryable(); got != tc.want {
+				t.Fatalf("Retryable() = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
 // TestWebSocketSessionCloseWhileConnecting: Close cancels a handshake that
 // hangs and returns promptly; it is idempotent; goleak checks that
 // nothing is left.
