@@ -93,11 +93,15 @@ func (b *Budget) refill(now time.Time) {
 }
 
 // deposit credits one call.
+//
+// It does not refill: the time-based refill only adds, so the next
+// withdraw (or Available) credits the same elapsed time, and a call that
+// succeeds at once reads no clock here (BenchmarkKeepAliveGET).
 func (b *Budget) deposit() {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if !b.init || b.minPerSecond != 0 {
-		b.refill(time.Now())
+	if !b.init {
+		b.setup(DefaultBudgetRatio, DefaultBudgetMinPerSecond)
 	}
 	b.tokens = min(b.capacity, b.tokens+b.ratio)
 }

@@ -218,7 +218,10 @@ func (tr *try) run() (*http.Response, error) {
 		tr.finish(nil, err)
 		return nil, err
 	}
-	c.st.latency.add(c.host, time.Since(tr.start))
+	if c.st.hedge.quantile > 0 {
+		// Only adaptive hedging reads the window.
+		c.st.latency.add(c.host, time.Since(tr.start))
+	}
 	tr.c.st.tel.responded(tr.span, resp)
 	switch {
 	case resp.StatusCode == http.StatusSwitchingProtocols:
