@@ -2,5 +2,12 @@
 
 package soak_test
 
-// defaultWorkers is the number of concurrent callers of a default run.
-const defaultWorkers = 100
+// defaultWorkers and defaultRate size a default run: callers, and calls
+// started per second by all of them.
+const (
+	defaultWorkers = 4000
+	defaultRate    = 4000
+)
+
+// raceSlack is added to the overrun limit under the race detector.
+const raceSlack = 0

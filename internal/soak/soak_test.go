@@ -5,8 +5,11 @@
 // arrives is right, pool caps hold, calls succeed again soon after the
 // faults stop, and nothing is left behind.
 //
-// SOAK_DURATION (default 30s) and SOAK_WORKERS (default 100, 50 under -race) size the run;
-// `make soak` runs it for 10 minutes.
+// SOAK_DURATION (default 30s), SOAK_WORKERS (callers; default 4000, 1000
+// under -race) and SOAK_RATE (calls started per second by all of them;
+// default 4000, 300 under -race) size the run; `make soak` runs it for 10
+// minutes. make test runs it on its own, after the other packages, so that
+// no other test takes its CPU.
 package soak_test
 
 import (
@@ -14,7 +17,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/binary"
 	"fmt"
 	"io"
@@ -36,6 +38,7 @@ import (
 
 	"github.com/gorilla/websocket"
 	"go.uber.org/goleak"
+	"golang.org/x/time/rate"
 
 	"github.com/lifeline-go/lifeline/dial"
 	"github.com/lifeline-go/lifeline/internal/faultnet"
@@ -46,8 +49,10 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// overrunLimit is how far past its deadline a call may return.
-const overrunLimit = 100 * time.Millisecond
+// overrunLimit is how far past its deadline a call may return: the
+// promise, plus raceSlack under the race detector, which makes every step
+// several times slower.
+const overrunLimit = 100*time.Millisecond + raceSlack
 
 func envDuration(name string, def time.Duration) time.Duration {
 	if v, err := time.ParseDuration(os.Getenv(name)); err == nil && v > 0 {
@@ -160,8 +165,8 @@ func TestSoak(t *testing.T) {
 		t.Skip("soak: -short")
 	}
 	duration := envDuration("SOAK_DURATION", 30*time.Second)
-	strict := os.Getenv("SOAK_DURATION") != ""
 	workers := envInt("SOAK_WORKERS", defaultWorkers)
+	callRate := envInt("SOAK_RATE", defaultRate)
 	// The runtime keeps descriptors of its own once the network poller
 	// and os/exec have been used (epoll, an eventfd, /dev/null): warm them
 	// up so that the count before is comparable to the count after.
@@ -238,15 +243,26 @@ func TestSoak(t *testing.T) {
 			}
 		}
 	}()
+	// Calls start at callRate per second in all, from workers goroutines:
+	// many calls are in flight at once (those a fault holds wait out their
+	// deadlines), while the machine keeps the headroom to run timers on
+	// time. Without a pace, the workers would saturate the CPU and the
+	// figures would measure the scheduler instead of the library.
+	lim := rate.NewLimiter(rate.Limit(callRate), max(1, callRate/20))
+	var inFlight, peakInFlight atomic.Int64
 	for w := range workers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			rnd := rand.New(rand.NewPCG(uint64(w), uint64(time.Now().UnixNano())))
-			for ctx.Err() == nil {
+			for lim.Wait(ctx) == nil {
 				name := order[rnd.IntN(len(order))]
 				d := time.Duration(20+rnd.IntN(800)) * time.Millisecond
+				if n := inFlight.Add(1); n > peakInFlight.Load() {
+					peakInFlight.Store(n) // a sample: racing stores may lose one
+				}
 				r.call(kinds[name], d, rnd)
+				inFlight.Add(-1)
 			}
 		}()
 	}
@@ -286,7 +302,8 @@ func TestSoak(t *testing.T) {
 
 	r.close()
 
-	t.Logf("soak: %v, %d workers, faults switched: %v", duration, workers, faults)
+	t.Logf("soak: %v, %d workers, %d calls/s, at most %d calls in flight; faults switched: %v",
+		duration, workers, callRate, peakInFlight.Load(), faults)
 	var total int64
 	for _, name := range order {
 		k := kinds[name]
@@ -294,43 +311,35 @@ func TestSoak(t *testing.T) {
 		t.Logf("  %-9s calls %7d  ok %7d  failed %7d  corrupt %d  worst overrun %v  overruns>%v %d",
 			name, k.calls.Load(), k.ok.Load(), k.failed.Load(), k.corrupt.Load(),
 			time.Duration(k.maxOverrun.Load()).Round(time.Millisecond), overrunLimit, k.overruns.Load())
+		if k.worst != "" {
+			t.Logf("            worst: %s", k.worst)
+		}
 	}
 	t.Logf("  websocket echoes checked %d, corrupt %d", r.wsGot.Load(), r.wsBad.Load())
 	t.Logf("  pool: MaxConns %d, peak open %d, samples over the cap %d", r.poolMax, r.poolPeak.Load(), r.poolOver.Load())
 	t.Logf("  recovery after the faults stopped: %v", recovery)
 	schedLag := time.Duration(lag.Load())
 	t.Logf("  total calls %d; the scheduler woke a 10ms sleep up to %v late", total, schedLag.Round(time.Millisecond))
+	if schedLag > overrunLimit/2 {
+		t.Logf("  (the machine was short of CPU: a lag that large alone eats most of the %v allowed past a deadline)", overrunLimit)
+	}
 
 	for _, name := range order {
 		k := kinds[name]
 		if k.corrupt.Load() != 0 {
 			t.Errorf("%s: %d bodies arrived wrong", name, k.corrupt.Load())
 		}
-		// The promise is the library's: 100ms past the deadline. A late
-		// return takes at least two wake-ups (the deadline's timer, then
-		// the caller), each of which a loaded scheduler may delay by the
-		// lag measured alongside (the 2-core machine is shared with other
-		// test runs, and -race slows everything): that much is allowed on
-		// top, and reported.
-		if over := time.Duration(k.maxOverrun.Load()); over > overrunLimit+2*schedLag {
-			t.Errorf("%s: a call returned %v past its deadline (limit %v + 2×scheduler lag %v); %d past %v; worst: %s",
-				name, over, overrunLimit, schedLag, k.overruns.Load(), overrunLimit, k.worst)
+		// The promise: 100ms past the deadline at most, on a machine with
+		// the headroom to run timers (the scheduler's lag is reported).
+		if over := time.Duration(k.maxOverrun.Load()); over > overrunLimit {
+			t.Errorf("%s: a call returned %v past its deadline (limit %v); %d past it; worst: %s",
+				name, over, overrunLimit, k.overruns.Load(), k.worst)
 		}
 		if k.ok.Load() == 0 {
 			t.Errorf("%s: no call succeeded in %v", name, duration)
 		}
-		// Within a second, plus the scheduler's lag twice over (as for
-		// deadlines) when the machine is loaded.
-		if d := recovery[name]; d < 0 || d > time.Second+2*schedLag {
-			if name == "websocket" && !strict {
-				// Seen once in CI (1 run in 5): the session had not
-				// reconnected 5s after the faults stopped; not reproduced
-				// since. Reported here; `make soak` (SOAK_DURATION set)
-				// holds it to the bound.
-				t.Logf("WARNING %s: first success %v after the faults stopped, want ≤ 1s (+ 2×%v scheduler lag)", name, d, schedLag)
-				continue
-			}
-			t.Errorf("%s: first success %v after the faults stopped, want ≤ 1s (+ 2×%v scheduler lag)", name, d, schedLag)
+		if d := recovery[name]; d < 0 || d > time.Second {
+			t.Errorf("%s: first success %v after the faults stopped, want ≤ 1s", name, d)
 		}
 	}
 	if r.wsBad.Load() != 0 {
@@ -354,10 +363,15 @@ func setup(t *testing.T) *rig {
 	}))
 	backend.EnableHTTP2 = true
 	backend.Config.ErrorLog = quiet()
+	// An ECDSA certificate, as most servers have: every TLS handshake of a
+	// reconnect storm costs the (in-process) server a P-256 signature, not
+	// the RSA-2048 one of httptest's certificate, which on two cores took
+	// the CPU away from the timers the soak measures.
+	serverTLS, clientTLS := faultnet.SelfSigned(t)
+	backend.TLS = serverTLS
 	backend.StartTLS()
 	t.Cleanup(backend.Close)
-	roots := x509.NewCertPool()
-	roots.AddCert(backend.Certificate())
+	roots := clientTLS.RootCAs
 
 	r.proxy = faultnet.StartProxy(t, faultnet.ProxyConfig{Upstream: backend.Listener.Addr().String(),
 		StallAfter: 6000, Latency: 5 * time.Millisecond, LatencyMax: 15 * time.Millisecond})
