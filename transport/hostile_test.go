@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -168,7 +169,11 @@ func TestHostileHugeHeaders(t *testing.T) {
 			took := time.Since(start)
 			require.Error(t, err)
 			require.Nil(t, resp)
-			assert.ErrorContains(t, err, "exceeded 1048576 bytes")
+			var hl *transport.HeaderLimitError
+			require.ErrorAs(t, err, &hl)
+			assert.EqualValues(t, 1<<20, hl.Limit)
+			assert.Equal(t, "response_headers_too_large", hl.ErrorType())
+			assert.ErrorContains(t, hl.Unwrap(), "exceeded 1048576 bytes", "net/http's own error is kept")
 			assert.Less(t, took, 5*time.Second)
 			h.close()
 			// 1 MiB of headers plus the sockets' buffers, never the 10 MiB
@@ -177,6 +182,38 @@ func TestHostileHugeHeaders(t *testing.T) {
 			t.Logf("%s after %v, server wrote %d bytes", err, took, h.wrote.Load())
 		})
 	}
+}
+
+// TestHostileHugeHeadersHTTP2: over HTTP/2 the Transport advertises
+// MaxResponseHeaderBytes as SETTINGS_MAX_HEADER_LIST_SIZE. A server that
+// sends far more fails the request at once: net/http's framer stops
+// reading the header block and closes the conn with PROTOCOL_ERROR (a
+// connection error with nothing to tell it from other protocol errors, so
+// it is not a *HeaderLimitError; one just over the limit would be). The
+// client never holds the whole block, and each attempt ends in
+// milliseconds.
+func TestHostileHugeHeadersHTTP2(t *testing.T) {
+	var hits atomic.Int32
+	srv, cfg := tlsServer(t, true, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		for i := range 2000 {
+			w.Header().Set("X-Big-"+strconv.Itoa(i), strings.Repeat("a", 1<<10))
+		}
+		_, _ = io.WriteString(w, "body")
+	}))
+	tr := &transport.Transport{TLSClientConfig: cfg, Proxy: noProxy, Retry: &retry.Policy{MaxAttempts: 1}}
+	defer tr.CloseIdleConnections()
+	start := time.Now()
+	resp, err := get(t, tr, t.Context(), srv.URL+"/")
+	if resp != nil {
+		resp.Body.Close()
+	}
+	took := time.Since(start)
+	require.Error(t, err)
+	assert.ErrorContains(t, err, "PROTOCOL_ERROR")
+	assert.Less(t, took, 5*time.Second)
+	assert.EqualValues(t, 1, hits.Load())
+	t.Logf("%v after %v", err, took)
 }
 
 // TestHostileBodies: an endless body and a slow-drip body (a byte every

@@ -303,6 +303,9 @@ func (tr *try) mapErr(err error) error {
 	case st.firstByte > 0 && tr.c.ctx.Err() == nil && isTimeout(err) && !isDialError(err) &&
 		time.Since(tr.start) >= st.firstByte:
 		phase, limit = "first_byte", st.firstByte
+	case isHeaderLimit(err):
+		return &HeaderLimitError{Method: methodOf(tr.c.req), Host: tr.c.req.URL.Host,
+			Limit: st.headerLimit(), err: err, peer: tr.peerLabel()}
 	default:
 		return err
 	}

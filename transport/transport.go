@@ -129,7 +129,9 @@ type Transport struct {
 	// MaxResponseHeaderBytes caps the size of a response's headers (status
 	// line included; on HTTP/2 the header list size the client
 	// advertises): a server whose headers exceed it, or never end, fails
-	// the attempt after that many bytes. Zero means 1 MiB; negative means
+	// the attempt after that many bytes, with a *HeaderLimitError (on
+	// HTTP/2, a header block far over the limit ends the conn with
+	// net/http's PROTOCOL_ERROR instead). Zero means 1 MiB; negative means
 	// net/http's own limit (10 MiB).
 	MaxResponseHeaderBytes int64
 	// Proxy returns the proxy for a request, as in net/http. Nil means
@@ -313,6 +315,14 @@ func (t *Transport) build() *state {
 		st.ht.DisableKeepAlives = true
 	}
 	return st
+}
+
+// headerLimit is MaxResponseHeaderBytes as net/http applies it.
+func (st *state) headerLimit() int64 {
+	if n := st.ht.MaxResponseHeaderBytes; n > 0 {
+		return n
+	}
+	return 10 << 20 // net/http's default
 }
 
 // CloseIdleConnections closes the conns that are idle now; it does not
