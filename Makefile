@@ -79,7 +79,7 @@ test: cshim-python
 # Fuzzing: every Fuzz target of FUZZPKGS for FUZZTIME each (make test runs
 # their seed corpora, testdata/fuzz/, as ordinary tests).
 FUZZTIME ?= 30s
-FUZZPKGS ?= ./dial ./transport ./internal/otelx
+FUZZPKGS ?= ./dial ./transport ./internal/otelx ./cshim
 .PHONY: fuzz
 fuzz:
 	@set -e; for p in $(FUZZPKGS); do \
