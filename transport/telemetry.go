@@ -198,9 +198,15 @@ func (t *telemetry) hedge(ctx context.Context, what string) {
 	}
 }
 
-// hedgeMasked counts what a winning try hid: tries that failed, and tries
-// started before the winner that were still waiting for headers when it
-// answered (stalls), on lifeline.masked_failures with masked_by=hedge.
+// hedgeMasked counts what a winning try hid, on lifeline.masked_failures
+// with masked_by=hedge: tries that failed (with their error's type), and
+// tries started before the winner that were still waiting for headers when
+// it answered, with error.type "first_byte_overtaken". Those were cancelled
+// before they could fail or answer: a hung conn (incident 01) and a try
+// that was merely slow look the same, so they are kept apart from proven
+// failures; with HedgeQuantile some are overtaken by design (about
+// 1-quantile of the tries). alerts/lifeline.rules.yml pages on their share
+// of the attempts, not on each one.
 func (t *telemetry) hedgeMasked(ctx context.Context, winner *try, failed []tryResult, lost []*try) {
 	if !t.inst.Masked.Enabled(ctx) {
 		return
@@ -214,7 +220,7 @@ func (t *telemetry) hedgeMasked(ctx context.Context, winner *try, failed []tryRe
 	}
 	for _, tr := range lost {
 		if tr.start.Before(winner.start) {
-			t.inst.Masked.Add(ctx, 1, otelx.Masked(otelx.MaskedByHedge, "first_byte", tr.peerLabel(), "first_byte_stall"))
+			t.inst.Masked.Add(ctx, 1, otelx.Masked(otelx.MaskedByHedge, "first_byte", tr.peerLabel(), "first_byte_overtaken"))
 		}
 	}
 }

@@ -225,7 +225,7 @@ func TestHedgeFixed(t *testing.T) {
 	masked := rg.sums(t, "lifeline.masked_failures")
 	require.Len(t, masked, 1)
 	assert.Equal(t, "hedge", val(masked[0].Attributes, "lifeline.masked_by"))
-	assert.Equal(t, "first_byte_stall", val(masked[0].Attributes, "error.type"))
+	assert.Equal(t, "first_byte_overtaken", val(masked[0].Attributes, "error.type"))
 }
 
 // TestHedgeBudget: with an exhausted budget no hedge starts; the try in
