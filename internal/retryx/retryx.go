@@ -1,5 +1,3 @@
-// Package retryx reaches what package retry keeps out of its API for
-// lifeline's own packages.
 package retryx
 
 import "context"
