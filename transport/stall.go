@@ -12,31 +12,32 @@ import (
 // limit, instead of a timer per body that every Read would reset and stop:
 // a timer costs two allocations per response and two timer-heap updates
 // per Read (BenchmarkKeepAliveGET), the watch an atomic store per Read.
-// The goroutine runs only while bodies are open and stallLinger after: an
+// The goroutine runs only while bodies are open, and two ticks after: an
 // idle Transport owns no goroutine.
 // A Read is failed between limit and limit + limit/stallTicks after it
 // began.
 type stallWatch struct {
 	limit time.Duration
 	tick  time.Duration
-	base  time.Time     // the watch's clock: reads note time.Since(base)+1
-	kick  chan struct{} // the list became empty: the loop re-checks it
+	base  time.Time // the watch's clock: reads note time.Since(base)+1
 
 	mu      sync.Mutex // guards the fields below
 	head    *body      // the open bodies, a list through body.prev/next
 	running bool       // the loop's goroutine is on
 }
 
-// stallTicks is how many times per limit the watch looks at the bodies;
-// stallLinger how long its goroutine outlives the last open body.
+// stallTicks is how many times per limit the watch looks at the bodies,
+// at least every stallTickMax; the loop ends at the second look that finds
+// no body open, so that its goroutine outlives the last body by at most
+// two ticks.
 const (
-	stallTicks  = 8
-	stallLinger = 100 * time.Millisecond
+	stallTicks   = 8
+	stallTickMax = 100 * time.Millisecond
 )
 
 func newStallWatch(limit time.Duration) *stallWatch {
-	return &stallWatch{limit: limit, tick: max(limit/stallTicks, time.Millisecond),
-		base: time.Now(), kick: make(chan struct{}, 1)}
+	return &stallWatch{limit: limit, tick: min(max(limit/stallTicks, time.Millisecond), stallTickMax),
+		base: time.Now()}
 }
 
 // now is the watch's clock, never 0 (0 marks a body not in a Read).
@@ -70,51 +71,36 @@ func (w *stallWatch) remove(b *body) {
 		b.next.prev = b.prev
 	}
 	b.prev, b.next = nil, nil
-	empty := w.head == nil
 	w.mu.Unlock()
-	if empty {
-		select {
-		case w.kick <- struct{}{}:
-		default:
-		}
-	}
 }
 
 // errStalled stands for the error of a Read the watch failed.
 var errStalled = errors.New("transport: body read stalled")
 
-// loop fails the reads that have waited past the limit, until no body has
-// been open for stallLinger (a Transport serving requests one after the
-// other would otherwise start a goroutine per request).
+// loop fails the reads that have waited past the limit, until it finds no
+// body open twice in a row. It is not woken when the last body closes: a
+// Transport serving requests one at a time would wake it, or start it,
+// once per request.
 func (w *stallWatch) loop() {
-	linger := min(w.tick, stallLinger)
-	t := time.NewTimer(w.tick)
+	t := time.NewTicker(w.tick)
 	defer t.Stop()
 	var (
-		stalled    []*body   // reused between ticks
-		emptySince time.Time // when the list was first seen empty; zero: not empty
+		stalled []*body // reused between ticks
+		empty   bool    // the last look found no body open
 	)
-	for {
-		select {
-		case <-t.C:
-			t.Reset(w.tick)
-		case <-w.kick:
-		}
+	for range t.C {
 		w.mu.Lock()
 		if w.head == nil {
-			switch {
-			case emptySince.IsZero():
-				emptySince = time.Now()
-				t.Reset(linger)
-			case time.Since(emptySince) >= linger:
+			if empty {
 				w.running = false
 				w.mu.Unlock()
 				return
 			}
+			empty = true
 			w.mu.Unlock()
 			continue
 		}
-		emptySince = time.Time{}
+		empty = false
 		now := w.now()
 		stalled = stalled[:0]
 		for b := w.head; b != nil; b = b.next {
