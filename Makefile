@@ -95,8 +95,8 @@ fuzz:
 # concurrent callers starting SOAK_RATE calls per second; prints the
 # figures. make test runs it for 30s.
 SOAK_DURATION ?= 10m
-SOAK_WORKERS  ?= 4000
-SOAK_RATE     ?= 4000
+SOAK_WORKERS  ?= 3000
+SOAK_RATE     ?= 3000
 .PHONY: soak
 soak:
 	SOAK_DURATION=$(SOAK_DURATION) SOAK_WORKERS=$(SOAK_WORKERS) SOAK_RATE=$(SOAK_RATE) \

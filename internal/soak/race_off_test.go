@@ -5,8 +5,8 @@ package soak_test
 // defaultWorkers and defaultRate size a default run: callers, and calls
 // started per second by all of them.
 const (
-	defaultWorkers = 4000
-	defaultRate    = 4000
+	defaultWorkers = 3000
+	defaultRate    = 3000
 )
 
 // raceSlack is added to the overrun limit under the race detector.
