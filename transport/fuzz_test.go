@@ -47,29 +47,38 @@ func (ps *pipeServer) dialer() *dial.Dialer {
 	})
 }
 
+// pipe returns the client side of an in-memory pipe whose server side
+// serve handles, with the reply set now, on its own goroutine: ps.done
+// closes the server side, ps.wg waits for serve to return.
+func (ps *pipeServer) pipe(serve func(server net.Conn, reply []byte)) net.Conn {
+	client, server := net.Pipe()
+	ps.mu.Lock()
+	reply := ps.reply
+	ps.mu.Unlock()
+	ps.wg.Add(1)
+	go func() {
+		defer ps.wg.Done()
+		defer server.Close()
+		stop := make(chan struct{})
+		defer close(stop)
+		go func() {
+			select {
+			case <-ps.done:
+				server.Close()
+			case <-stop:
+			}
+		}()
+		serve(server, reply)
+	}()
+	return client
+}
+
 // pipeDialer is a dial.Dialer whose conns are in-memory pipes to ps; each
 // conn's server side reads one request, calls answer with it and the
-// fuzzed reply, then reads until the client closes. ps.done closes every
-// server side; ps.wg waits for them.
+// fuzzed reply, then reads until the client closes.
 func (ps *pipeServer) pipeDialer(answer func(server net.Conn, req *http.Request, reply []byte) error) *dial.Dialer {
 	return &dial.Dialer{Timeout: time.Second, DialFunc: func(ctx context.Context, network, addr string) (net.Conn, error) {
-		client, server := net.Pipe()
-		ps.mu.Lock()
-		reply := ps.reply
-		ps.mu.Unlock()
-		ps.wg.Add(1)
-		go func() {
-			defer ps.wg.Done()
-			defer server.Close()
-			stop := make(chan struct{})
-			defer close(stop)
-			go func() {
-				select {
-				case <-ps.done:
-					server.Close()
-				case <-stop:
-				}
-			}()
+		return ps.pipe(func(server net.Conn, reply []byte) {
 			br := bufio.NewReader(server)
 			req, err := http.ReadRequest(br)
 			if err != nil {
@@ -79,8 +88,7 @@ func (ps *pipeServer) pipeDialer(answer func(server net.Conn, req *http.Request,
 				return
 			}
 			_, _ = io.Copy(io.Discard, br) // until the client closes
-		}()
-		return client, nil
+		}), nil
 	}}
 }
 
@@ -125,30 +133,41 @@ func FuzzServerReply(f *testing.F) {
 	f.Cleanup(tr.CloseIdleConnections)
 	f.Fuzz(func(t *testing.T, reply []byte) {
 		ps.set(reply)
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		start := time.Now()
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://127.0.0.1:1/x", nil)
-		resp, err := tr.RoundTrip(req)
-		if err == nil {
-			if resp == nil {
-				t.Fatal("no response and no error")
-			}
-			// A 101's body is the upgraded conn, the caller's to bound.
-			if resp.Body != nil && resp.StatusCode != http.StatusSwitchingProtocols {
-				_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
-			}
-			if resp.Body != nil {
-				resp.Body.Close()
-			}
-		}
-		// Two tries of at most FirstByteTimeout or StallTimeout each,
-		// plus slack for a loaded machine: never the 5s of the context.
-		if d := time.Since(start); d > 3*time.Second || errors.Is(ctx.Err(), context.DeadlineExceeded) {
-			t.Fatalf("took %v (err %v)", d, err)
-		}
-		tr.CloseIdleConnections()
+		getBounded(t, tr, "http://127.0.0.1:1/x", 0)
 	})
+}
+
+// getBounded makes a GET through tr to a server that answers with the
+// fuzzed reply: RoundTrip and the body read (up to 1 MiB) end, with a
+// response (over HTTP/proto.x, when proto is not 0) or an error, within
+// two tries of FirstByteTimeout or StallTimeout plus slack for a loaded
+// machine — never the 5s of the context.
+func getBounded(t *testing.T, tr *transport.Transport, url string, proto int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	start := time.Now()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	resp, err := tr.RoundTrip(req)
+	if err == nil {
+		if resp == nil {
+			t.Fatal("no response and no error")
+		}
+		if proto != 0 && resp.ProtoMajor != proto {
+			t.Fatalf("answer over HTTP/%d.%d, want HTTP/%d", resp.ProtoMajor, resp.ProtoMinor, proto)
+		}
+		// A 101's body is the upgraded conn, the caller's to bound.
+		if resp.Body != nil && resp.StatusCode != http.StatusSwitchingProtocols {
+			_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
+		}
+		if resp.Body != nil {
+			resp.Body.Close()
+		}
+	}
+	if d := time.Since(start); d > 3*time.Second || errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		t.Fatalf("took %v (err %v)", d, err)
+	}
+	tr.CloseIdleConnections()
 }
 
 // FuzzWebSocketFrames feeds arbitrary bytes after a valid 101 answer (the
