@@ -19,7 +19,9 @@ import (
 // BenchmarkKeepAliveGET is the cost of lifeline's Transport on the happy
 // path: parallel GETs over keep-alive conns on loopback, against plain
 // net/http.Transport (issue 8: at most 1.05x the time and 5 more allocs per
-// request). impl=lifeline uses no-op providers; impl=lifeline-otel the OTel
+// request): impl=nethttp is a zero Transport, impl=nethttp-default
+// http.DefaultTransport's settings, impl=nethttp-limits a Transport with
+// lifeline's idle and response-header timeouts. impl=lifeline uses no-op providers; impl=lifeline-otel the OTel
 // SDK sampling every span and a metrics SDK with a reader. Compare with
 //
 //	go test -run '^$' -bench KeepAliveGET -benchmem -count 10 ./transport/ > /tmp/ka.txt
@@ -32,6 +34,26 @@ func BenchmarkKeepAliveGET(b *testing.B) {
 
 	b.Run("impl=nethttp", func(b *testing.B) {
 		tr := &http.Transport{MaxIdleConnsPerHost: transport.DefaultMaxIdleConnsPerHost}
+		b.Cleanup(tr.CloseIdleConnections)
+		benchGET(b, &http.Client{Transport: tr}, srv.URL)
+	})
+	b.Run("impl=nethttp-default", func(b *testing.B) {
+		// What http.Get uses: DefaultTransport's settings (proxies from
+		// the environment, as lifeline's default), its idle cap raised to
+		// lifeline's.
+		tr := http.DefaultTransport.(*http.Transport).Clone()
+		tr.MaxIdleConnsPerHost = transport.DefaultMaxIdleConnsPerHost
+		b.Cleanup(tr.CloseIdleConnections)
+		benchGET(b, &http.Client{Transport: tr}, srv.URL)
+	})
+	b.Run("impl=nethttp-limits", func(b *testing.B) {
+		// net/http with the limits lifeline's zero config sets through it:
+		// the idle timeout and the response-header timeout (each a timer
+		// operation per request, which the zero Transport, waiting forever,
+		// does not pay).
+		tr := &http.Transport{MaxIdleConnsPerHost: transport.DefaultMaxIdleConnsPerHost,
+			IdleConnTimeout:       transport.DefaultIdleConnTimeout,
+			ResponseHeaderTimeout: transport.DefaultFirstByteTimeout}
 		b.Cleanup(tr.CloseIdleConnections)
 		benchGET(b, &http.Client{Transport: tr}, srv.URL)
 	})
