@@ -79,13 +79,16 @@ test: cshim-python
 # Fuzzing: every Fuzz target of FUZZPKGS for FUZZTIME each (make test runs
 # their seed corpora, testdata/fuzz/, as ordinary tests).
 FUZZTIME ?= 30s
+# Minimizing a new input replays it many times: bounded, because some
+# targets wait out their own limits on most inputs (FuzzServerReply*).
+FUZZMINIMIZE ?= 10s
 FUZZPKGS ?= ./dial ./transport ./internal/otelx ./cshim
 .PHONY: fuzz
 fuzz:
 	@set -e; for p in $(FUZZPKGS); do \
 		for f in $$(grep -ho '^func Fuzz[A-Za-z0-9_]*' $$p/*_test.go | sed 's/^func //'); do \
 			echo "== $$p $$f"; \
-			$(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$p; \
+			$(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZE) $$p; \
 		done; \
 	done
 

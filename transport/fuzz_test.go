@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -144,6 +145,14 @@ func FuzzServerReply(f *testing.F) {
 // machine — never the 5s of the context.
 func getBounded(t *testing.T, tr *transport.Transport, url string, proto int) {
 	t.Helper()
+	// A hang past the context's own deadline would stall the fuzzer
+	// without a word: crash with every goroutine's stack instead, so that
+	// the input is saved and the stuck place is named.
+	hung := time.AfterFunc(10*time.Second, func() {
+		buf := make([]byte, 1<<20)
+		panic("a fuzzed reply hung the transport past its deadline:\n" + string(buf[:runtime.Stack(buf, true)]))
+	})
+	defer hung.Stop()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	start := time.Now()
