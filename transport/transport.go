@@ -100,7 +100,9 @@ type Transport struct {
 	FirstByteTimeout time.Duration
 	// StallTimeout fails a response body read that gets no byte for this
 	// long; only time spent inside Read counts, so a slow consumer is not a
-	// stall. Zero means 30s; negative means off.
+	// stall. The read fails within StallTimeout/8 (at most 100ms) after
+	// the limit: one goroutine of the Transport's, running while bodies are
+	// open, watches them all. Zero means 30s; negative means off.
 	StallTimeout time.Duration
 	// HedgeDelay, when positive, starts a second attempt of an idempotent,
 	// replayable request that has no response headers after this long.

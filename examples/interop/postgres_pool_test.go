@@ -71,6 +71,18 @@ func TestPostgresMaxConnections(t *testing.T) {
 		{"control: pool capped above max_connections", 12, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			// The monitor holds one session for all its queries: a new
+			// connection per query would need a second slot for as long as
+			// the server takes to reap the last one's backend, and the
+			// pool would meet "too many clients" through no fault of its
+			// own. It waits until it is the only client left (backends of
+			// the server's start-up check or of the subtest before may
+			// still be exiting), so that the pool has exactly 7 slots.
+			mon := s.session(t)
+			waitFor(t, 5*time.Second, "the monitor alone on the server", func() bool {
+				n, err := mon.query("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'")
+				return err == nil && n == "1"
+			})
 			p := newPostgresPool(t, s, tc.maxConns)
 			ctx, stop := context.WithCancel(t.Context())
 			var (
@@ -101,7 +113,7 @@ func TestPostgresMaxConnections(t *testing.T) {
 			// sampling the server's backend count in between.
 			maxBackends, monitorRefused := 0, 0
 			for range 5 {
-				_, err := s.query("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity " +
+				_, err := mon.query("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity " +
 					"WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()")
 				if isTooManyClients(err) {
 					monitorRefused++
@@ -110,7 +122,7 @@ func TestPostgresMaxConnections(t *testing.T) {
 				}
 				until := time.Now().Add(200 * time.Millisecond)
 				for time.Now().Before(until) {
-					n, err := s.query("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'")
+					n, err := mon.query("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'")
 					switch {
 					case isTooManyClients(err):
 						monitorRefused++

@@ -123,6 +123,35 @@ func (s *pgServer) query(sql string) (string, error) {
 	return pgQuery(c, r, sql)
 }
 
+// pgSession is one connection to the server that runs queries one after
+// the other.
+type pgSession struct {
+	c net.Conn
+	r *bufio.Reader
+}
+
+// session opens a session, closed when the test ends.
+func (s *pgServer) session(t *testing.T) *pgSession {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", s.Addr, 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	ps := &pgSession{c: c, r: bufio.NewReader(c)}
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	if err := pgStartup(c, ps.r); err != nil {
+		t.Fatalf("postgres session: %v", err)
+	}
+	return ps
+}
+
+// query runs sql and returns the first column of the first row.
+func (ps *pgSession) query(sql string) (string, error) {
+	_ = ps.c.SetDeadline(time.Now().Add(5 * time.Second))
+	return pgQuery(ps.c, ps.r, sql)
+}
+
 // pgError is an ErrorResponse from the server: SQLSTATE code and message.
 type pgError struct{ Code, Message string }
 
