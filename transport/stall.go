@@ -14,8 +14,8 @@ import (
 // per Read (BenchmarkKeepAliveGET), the watch an atomic store per Read.
 // The goroutine runs only while bodies are open, and two ticks after: an
 // idle Transport owns no goroutine.
-// A Read is failed between limit and limit + limit/stallTicks after it
-// began.
+// A Read is failed between limit and limit + min(limit/stallTicks,
+// stallTickMax) after it began.
 type stallWatch struct {
 	limit time.Duration
 	tick  time.Duration
