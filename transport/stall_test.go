@@ -21,7 +21,8 @@ import (
 // than the consumer pauses but never silent for StallTimeout: each stalled
 // read fails within StallTimeout plus a tick and slack, no steady body
 // fails, and once every body is closed the Transport's stall watch has
-// ended (no goroutine of the Transport's is left).
+// ended (no goroutine of the Transport's is left) — and starts again for
+// the next body.
 func TestStallWatchManyBodies(t *testing.T) {
 	const limit = 200 * time.Millisecond
 	for _, h2 := range []bool{false, true} {
@@ -73,8 +74,18 @@ func TestStallWatchManyBodies(t *testing.T) {
 		}
 		wg.Wait()
 		tr.CloseIdleConnections()
+		require.NoError(t, goleak.Find(before), "h2=%v: the stall watch outlived the bodies", h2)
+
+		// The watch starts again for the next body.
+		resp, err := tr.RoundTrip(newReq(t, http.MethodGet, srv.URL+"/?stall=1", ""))
+		require.NoError(t, err)
+		_, err = io.ReadAll(resp.Body)
+		resp.Body.Close()
+		var te *transport.TimeoutError
+		require.ErrorAs(t, err, &te, "h2=%v: a stall after the watch had ended", h2)
+		assert.Equal(t, "stall", te.Phase)
+		tr.CloseIdleConnections()
 		srv.CloseClientConnections()
 		srv.Close()
-		require.NoError(t, goleak.Find(before), "h2=%v: the stall watch outlived the bodies", h2)
 	}
 }
