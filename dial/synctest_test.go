@@ -48,12 +48,16 @@ func (f *fakeNet) dial(ctx context.Context, _, addr string) (net.Conn, error) {
 	case "refuse":
 		return nil, &net.OpError{Op: "dial", Net: "tcp", Err: os.NewSyscallError("connect", syscall.ECONNREFUSED)}
 	case "ok":
-		t := time.NewTimer(step.delay)
-		defer t.Stop()
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			return nil, ctx.Err()
+		if step.delay > 0 {
+			// (A zero delay connects at once: a timer of 0 and a context
+			// ended in the same instant would be a coin toss for select.)
+			t := time.NewTimer(step.delay)
+			defer t.Stop()
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
 		}
 		c, s := net.Pipe()
 		f.mu.Lock()
