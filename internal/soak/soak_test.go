@@ -55,8 +55,8 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 const overrunLimit = 100*time.Millisecond + raceSlack
 
 // schedAllowanceMax caps what the scheduler's measured lag may add to
-// overrunLimit: a machine that lags more is too busy for the soak's pace,
-// and the run fails as such rather than prove nothing.
+// overrunLimit: past it a call fails the run however busy the machine was
+// (the failure then says the machine was short of CPU).
 const schedAllowanceMax = 100 * time.Millisecond
 
 func envDuration(name string, def time.Duration) time.Duration {
@@ -335,10 +335,14 @@ func TestSoak(t *testing.T) {
 	t.Logf("  recovery after the faults stopped: %v", recovery)
 	schedLag := time.Duration(lag.Load())
 	t.Logf("  total calls %d; the scheduler woke a 10ms sleep up to %v late", total, schedLag.Round(time.Millisecond))
-	if 2*schedLag > schedAllowanceMax && raceSlack == 0 {
-		// (Under -race the soak shares the machine with the other
-		// packages' tests and only smoke-tests the promises.)
-		t.Errorf("the machine was short of CPU for the soak's pace: a 10ms sleep woke %v late; lower SOAK_RATE", schedLag)
+	busy := ""
+	if 2*schedLag > schedAllowanceMax {
+		// A lag this long is the machine's, not lifeline's; the bound
+		// below still holds every call to the capped allowance, and only
+		// a call past it fails the run, with this hint.
+		busy = fmt.Sprintf(" (the machine was short of CPU for the soak's pace: a 10ms sleep woke %v late; lower SOAK_RATE)",
+			schedLag.Round(time.Millisecond))
+		t.Log("  note:" + busy)
 	}
 
 	for _, name := range order {
@@ -356,8 +360,8 @@ func TestSoak(t *testing.T) {
 		// 3 of 1.8 million, at most 129ms, with a 55ms lag).
 		allowed := overrunLimit + min(2*schedLag, schedAllowanceMax+raceSlack)
 		if over := time.Duration(k.maxOverrun.Load()); over > allowed {
-			t.Errorf("%s: a call returned %v past its deadline (limit %v + %v for the scheduler's lag of %v); %d past %v; worst: %s",
-				name, over, overrunLimit, allowed-overrunLimit, schedLag, k.overruns.Load(), overrunLimit, k.worst)
+			t.Errorf("%s: a call returned %v past its deadline (limit %v + %v for the scheduler's lag of %v); %d past %v; worst: %s%s",
+				name, over, overrunLimit, allowed-overrunLimit, schedLag, k.overruns.Load(), overrunLimit, k.worst, busy)
 		}
 		if k.ok.Load() == 0 {
 			t.Errorf("%s: no call succeeded in %v", name, duration)
