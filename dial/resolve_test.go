@@ -42,18 +42,9 @@ func (r *familyResolver) LookupNetIP(ctx context.Context, network, host string) 
 		r.canceled <- network
 		return nil, &net.DNSError{Err: ctx.Err().Error(), Name: host, IsTimeout: true}
 	}
-	// A zero delay answers at once: a timer of 0 and a context the race
-	// ended in the same instant would both be ready, and select would
-	// pick one at random.
-	if a.delay > 0 {
-		t := time.NewTimer(a.delay)
-		defer t.Stop()
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			r.canceled <- network
-			return nil, &net.DNSError{Err: ctx.Err().Error(), Name: host, IsTimeout: true}
-		}
+	if err := sleepCtx(ctx, a.delay); err != nil {
+		r.canceled <- network
+		return nil, &net.DNSError{Err: err.Error(), Name: host, IsTimeout: true}
 	}
 	if a.notFound {
 		return nil, &net.DNSError{Err: "no such host", Name: host, IsNotFound: true}

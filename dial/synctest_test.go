@@ -48,16 +48,8 @@ func (f *fakeNet) dial(ctx context.Context, _, addr string) (net.Conn, error) {
 	case "refuse":
 		return nil, &net.OpError{Op: "dial", Net: "tcp", Err: os.NewSyscallError("connect", syscall.ECONNREFUSED)}
 	case "ok":
-		if step.delay > 0 {
-			// (A zero delay connects at once: a timer of 0 and a context
-			// ended in the same instant would be a coin toss for select.)
-			t := time.NewTimer(step.delay)
-			defer t.Stop()
-			select {
-			case <-t.C:
-			case <-ctx.Done():
-				return nil, ctx.Err()
-			}
+		if err := sleepCtx(ctx, step.delay); err != nil {
+			return nil, err
 		}
 		c, s := net.Pipe()
 		f.mu.Lock()
@@ -67,6 +59,23 @@ func (f *fakeNet) dial(ctx context.Context, _, addr string) (net.Conn, error) {
 	}
 	<-ctx.Done()
 	return nil, ctx.Err()
+}
+
+// sleepCtx waits d, or until ctx ends (its error). A zero d returns at
+// once: a timer of 0 and a context ended in the same instant would be a
+// coin toss for select, and the fakes' timings must be exact.
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // addrConn is a pipe end that reports the address it was dialled at.
