@@ -21,8 +21,10 @@ import (
 // net/http.Transport (issue 8: at most 1.05x the time and 5 more allocs per
 // request): impl=nethttp is a zero Transport, impl=nethttp-default
 // http.DefaultTransport's settings, impl=nethttp-limits a Transport with
-// lifeline's idle and response-header timeouts. impl=lifeline uses no-op providers; impl=lifeline-otel the OTel
-// SDK sampling every span and a metrics SDK with a reader. Compare with
+// lifeline's idle and response-header timeouts. impl=lifeline uses no-op
+// providers, impl=lifeline-nofb too with FirstByteTimeout off;
+// impl=lifeline-otel the OTel SDK sampling every span and a metrics SDK
+// with a reader. Compare with
 //
 //	go test -run '^$' -bench KeepAliveGET -benchmem -count 10 ./transport/ > /tmp/ka.txt
 //	go tool benchstat -col /impl /tmp/ka.txt
@@ -61,6 +63,18 @@ func BenchmarkKeepAliveGET(b *testing.B) {
 		tr := &transport.Transport{
 			TracerProvider: tracenoop.NewTracerProvider(),
 			MeterProvider:  metricnoop.NewMeterProvider(),
+		}
+		b.Cleanup(tr.CloseIdleConnections)
+		benchGET(b, transport.NewClient(tr), srv.URL)
+	})
+	b.Run("impl=lifeline-nofb", func(b *testing.B) {
+		// FirstByteTimeout off: net/http's ResponseHeaderTimeout timer
+		// (4 allocations a request) is not set, which measures what the
+		// rest of lifeline costs.
+		tr := &transport.Transport{
+			TracerProvider:   tracenoop.NewTracerProvider(),
+			MeterProvider:    metricnoop.NewMeterProvider(),
+			FirstByteTimeout: -1,
 		}
 		b.Cleanup(tr.CloseIdleConnections)
 		benchGET(b, transport.NewClient(tr), srv.URL)
