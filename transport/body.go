@@ -10,19 +10,18 @@ import (
 
 // body is a response body that ends its try when it is read to EOF or
 // closed, and fails a Read that gets no byte for StallTimeout (through the
-// Transport's stallWatch). Only time spent inside Read counts: a consumer
-// that pauses between reads is not a stall.
+// Transport's watch, which finds it in the try's slot). Only time spent
+// inside Read counts: a consumer that pauses between reads is not a stall.
 type body struct {
 	rc   io.ReadCloser
 	tr   *try
 	resp *http.Response
-	w    *stallWatch // nil: no StallTimeout
+	w    *watch // nil: no StallTimeout
 
 	// reading is the watch's clock when the Read in progress began, 0
 	// between reads, -1 once the watch has failed that Read (and closed
 	// rc under it).
-	reading    atomic.Int64
-	prev, next *body // the watch's list, guarded by w.mu
+	reading atomic.Int64
 
 	mu   sync.Mutex // guards done: Close may run concurrently with Read
 	done bool
@@ -33,9 +32,8 @@ type body struct {
 func newBody(tr *try, resp *http.Response) *body {
 	b := &tr.body
 	b.rc, b.tr, b.resp = resp.Body, tr, resp
-	if w := tr.c.st.stall; w != nil {
+	if w := tr.c.st.watch; w != nil && w.stall > 0 && tr.slot != nil {
 		b.w = w
-		w.add(b)
 	}
 	return b
 }
@@ -63,6 +61,13 @@ func (b *body) Read(p []byte) (int, error) {
 func (b *body) after(err error, stalled bool) error {
 	switch {
 	case err == io.EOF:
+		if b.tr.cancel != nil {
+			// The try's own context ends with it; HTTP/2's Close after
+			// EOF waits for the stream's cleanup only while the request's
+			// context is alive, so close first: a Transport's idle conns
+			// are then truly idle (TestStallWatchManyBodies).
+			_ = b.rc.Close()
+		}
 		b.end(nil)
 	case err != nil:
 		if stalled {
@@ -78,7 +83,7 @@ func (b *body) after(err error, stalled bool) error {
 func (b *body) stallError() error {
 	tr := b.tr
 	return &TimeoutError{Phase: "stall", Method: methodOf(tr.c.req), Host: tr.c.req.URL.Host,
-		Limit: tr.c.st.stall.limit, peer: tr.peerLabel()}
+		Limit: tr.c.st.watch.stall, peer: tr.peerLabel()}
 }
 
 // Close closes the body and ends the try. Closing before EOF is not an
@@ -97,9 +102,6 @@ func (b *body) end(err error) {
 	}
 	b.done = true
 	b.mu.Unlock()
-	if b.w != nil {
-		b.w.remove(b)
-	}
 	b.tr.finish(b.resp, err)
 }
 

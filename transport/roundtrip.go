@@ -112,10 +112,14 @@ func (c *call) attempt(ctx context.Context) (*http.Response, *try, error) {
 //
 // A healthy GET pays for as little as it can: the try's own cancellable
 // context exists only when something may have to cancel it (a hedge, the
-// policy's AttemptTimeout), net/http's trace hooks only when something
-// reads them (a non-idempotent request, a recording span, a conn that may
+// policy's AttemptTimeout, the watch's FirstByteTimeout when the caller's
+// context can end), net/http's trace hooks only when something reads them
+// (the watch, a non-idempotent request, a recording span, a conn that may
 // have outlived MaxConnLifetime), and the request's headers are copied only
-// when a conn may be past its lifetime (BenchmarkKeepAliveGET).
+// when a conn may be past its lifetime. When the caller's context never
+// ends, the try's slot in the watch lends its reusable context and trace
+// (tryCtx), so that FirstByteTimeout costs no allocation but the request's
+// copy (BenchmarkKeepAliveGET).
 type try struct {
 	c      *call
 	resend int  // tries of the call before this one
@@ -127,6 +131,9 @@ type try struct {
 	start  time.Time
 	wrote  atomic.Bool // the request's headers were written: it may have been acted on
 	traced bool        // net/http's trace hooks are set: wrote and peer are known
+	slot   *slot       // the try's place in the watch; nil: no watch
+	timed  bool        // the slot's WroteRequest hook went to net/http: the watch bounds the wait for headers
+	tctx   tryCtx      // the try's context when it is a tryCtx
 
 	mu        sync.Mutex // guards the fields below, set from net/http's hooks
 	peer      netip.AddrPort
@@ -157,12 +164,48 @@ func (c *call) newTry(hedge bool) *try {
 	// recording span its peer, let MaxConnLifetime mark an old conn, and
 	// name the peer of a failure a hedge or a retry masked (a label only
 	// when the Dialer has a Health to bound it).
-	if !c.idempotent || tr.span.IsRecording() || copyHeader || c.hedge || st.dialer.Health != nil {
-		tr.traced = true
-		ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
-			GotConn:      tr.gotConn,
-			WroteHeaders: tr.wroteHeaders,
-		})
+	traced := !c.idempotent || tr.span.IsRecording() || copyHeader || c.hedge || st.dialer.Health != nil
+	var s *slot
+	if st.watch != nil {
+		s = st.watch.acquire(tr)
+		tr.slot = s
+	}
+	// The watch bounds the wait for headers from net/http's WroteRequest.
+	tr.timed = s != nil && st.firstByte > 0
+	switch {
+	case tr.timed && tr.cancel == nil && traceKey != nil && ctx.Done() == nil &&
+		httptrace.ContextClientTrace(ctx) == nil:
+		// Nothing but the watch can end this try before its body: the
+		// slot's reusable context and trace serve it.
+		s.reusableCtx()
+		s.cut = s.cancel
+		s.trace.WroteRequest = s.wroteRequest
+		s.trace.GotConn, s.trace.WroteHeaders = nil, nil
+		if traced {
+			s.trace.GotConn, s.trace.WroteHeaders = s.gotConn, s.wroteHeaders
+		}
+		tr.traced = traced
+		tr.tctx = tryCtx{Context: ctx, s: s}
+		ctx = &tr.tctx
+	case tr.timed || traced:
+		trace := &httptrace.ClientTrace{}
+		if tr.timed {
+			if tr.cancel == nil {
+				ctx, tr.cancel = context.WithCancelCause(ctx)
+			}
+			s.cut = tr.cancel
+			trace.WroteRequest = s.wroteRequest
+		}
+		if traced {
+			tr.traced = true
+			if tr.timed {
+				// The slot's hooks: made once per slot, not per request.
+				trace.GotConn, trace.WroteHeaders = s.gotConn, s.wroteHeaders
+			} else {
+				trace.GotConn, trace.WroteHeaders = tr.gotConn, tr.wroteHeaders
+			}
+		}
+		ctx = httptrace.WithClientTrace(ctx, trace)
 	}
 	tr.ctx = ctx
 	fromGetBody := c.req.GetBody != nil && c.req.Body != nil && c.req.Body != http.NoBody
@@ -213,6 +256,16 @@ func (tr *try) run() (*http.Response, error) {
 	}
 	resp, err := c.st.ht.RoundTrip(tr.req)
 	tr.stopAttemptTimer()
+	if tr.timed && tr.slot.headers() {
+		// The watch cut the wait for headers (an answer that raced the
+		// cut is dropped: its context is cancelled).
+		if resp != nil {
+			_ = resp.Body.Close()
+		}
+		err = tr.timeoutError("first_byte", c.st.firstByte)
+		tr.finish(nil, err)
+		return nil, err
+	}
 	if err != nil {
 		err = tr.mapErr(err)
 		tr.finish(nil, err)
@@ -281,11 +334,9 @@ func (tr *try) peerLabel() string {
 }
 
 // mapErr turns the end of a try by one of the Transport's limits into a
-// *TimeoutError; other errors are returned as they are. FirstByteTimeout is
-// net/http's ResponseHeaderTimeout: its errors differ between HTTP/1.1 and
-// HTTP/2 (only the first matches context.DeadlineExceeded), so a timeout
-// that is not a dial's and came after the limit, with the caller's context
-// alive, is taken for it.
+// *TimeoutError, and a header block over the limit into a
+// *HeaderLimitError; other errors are returned as they are.
+// (FirstByteTimeout is run's: the slot tells.)
 func (tr *try) mapErr(err error) error {
 	st := tr.c.st
 	var phase string
@@ -300,22 +351,18 @@ func (tr *try) mapErr(err error) error {
 		default:
 			return err
 		}
-	case st.firstByte > 0 && tr.c.ctx.Err() == nil && isTimeout(err) && !isDialError(err) &&
-		time.Since(tr.start) >= st.firstByte:
-		phase, limit = "first_byte", st.firstByte
 	case isHeaderLimit(err):
 		return &HeaderLimitError{Method: methodOf(tr.c.req), Host: tr.c.req.URL.Host,
 			Limit: st.headerLimit(), err: err, peer: tr.peerLabel()}
 	default:
 		return err
 	}
-	return &TimeoutError{Phase: phase, Method: methodOf(tr.c.req), Host: tr.c.req.URL.Host,
-		Limit: limit, peer: tr.peerLabel()}
+	return tr.timeoutError(phase, limit)
 }
 
-func isDialError(err error) bool {
-	var de *dial.Error
-	return errors.As(err, &de) && de.Phase != dial.PhaseFirstByte
+func (tr *try) timeoutError(phase string, limit time.Duration) *TimeoutError {
+	return &TimeoutError{Phase: phase, Method: methodOf(tr.c.req), Host: tr.c.req.URL.Host,
+		Limit: limit, peer: tr.peerLabel()}
 }
 
 // finish ends the try: its context, its span and its duration, once.
@@ -330,7 +377,16 @@ func (tr *try) finish(resp *http.Response, err error) {
 			tr.cancel(cause)
 		}
 		tr.c.st.tel.ended(tr.ctx, tr.span, tr.c.req, resp, err, time.Since(tr.start))
+		tr.releaseSlot()
 	})
+}
+
+// releaseSlot gives the try's slot back to the watch, last: the slot may
+// serve another try at once.
+func (tr *try) releaseSlot() {
+	if tr.slot != nil {
+		tr.slot.release(tr.timed)
+	}
 }
 
 // finishSpan ends the span and records the try but leaves its context
@@ -338,6 +394,9 @@ func (tr *try) finish(resp *http.Response, err error) {
 func (tr *try) finishSpan(resp *http.Response, err error) {
 	tr.finishing.Do(func() {
 		tr.c.st.tel.ended(tr.ctx, tr.span, tr.c.req, resp, err, time.Since(tr.start))
+		// The slot goes back too: net/http has already let go of the
+		// request's context (a 101 has no body to read).
+		tr.releaseSlot()
 	})
 }
 

@@ -182,7 +182,7 @@ type state struct {
 	policy    retry.Policy // t.Retry with the Transport's providers, spans off, AttemptTimeout taken over
 	attemptTO time.Duration
 	firstByte time.Duration // 0: off
-	stall     *stallWatch   // nil: no StallTimeout
+	watch     *watch        // nil: neither FirstByteTimeout nor StallTimeout
 	lifetime  time.Duration // 0: off
 	hedge     hedgeConfig
 	tel       *telemetry
@@ -213,13 +213,11 @@ func orDefault[T ~int | ~int64](v, def T) T {
 func (t *Transport) build() *state {
 	st := &state{t: t}
 	st.firstByte = orDefault(t.FirstByteTimeout, DefaultFirstByteTimeout)
-	if d := orDefault(t.StallTimeout, DefaultStallTimeout); d > 0 {
-		st.stall = newStallWatch(d)
-	}
 	st.lifetime = orDefault(t.MaxConnLifetime, DefaultMaxConnLifetime)
 	st.hedge = newHedgeConfig(t.HedgeDelay, t.HedgeQuantile)
 	st.tel = newTelemetry(t.TracerProvider, t.MeterProvider)
 	st.tel.log = logx.For(t.Logger)
+	st.watch = newWatch(st.firstByte, orDefault(t.StallTimeout, DefaultStallTimeout), st.tel)
 	st.latency = newLatencies()
 
 	if t.Dialer != nil {
@@ -305,9 +303,9 @@ func (t *Transport) build() *state {
 		// A hostile or broken server's endless headers cost this much
 		// memory per conn, not net/http's 10 MiB.
 		MaxResponseHeaderBytes: max(orDefault(t.MaxResponseHeaderBytes, DefaultMaxResponseHeaderBytes), 0),
-		// FirstByteTimeout: from the request written to the headers, on
-		// HTTP/1.1 and HTTP/2 (errors normalised by mapErr).
-		ResponseHeaderTimeout: st.firstByte,
+		// No ResponseHeaderTimeout: the watch bounds the wait for headers
+		// (FirstByteTimeout) on HTTP/1.1 and HTTP/2 without net/http's
+		// timer per request.
 		HTTP2: &http.HTTP2Config{
 			SendPingTimeout: http2PingAfter,
 			PingTimeout:     http2PingTimeout,

@@ -1,0 +1,362 @@
+package transport
+
+import (
+	"context"
+	"errors"
+	"net/http/httptrace"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// watch bounds the tries of a Transport: the wait for response headers
+// after the request was written (FirstByteTimeout) and every body read
+// (StallTimeout).
+//
+// One goroutine per Transport looks at the tries in flight a few times per
+// limit, instead of a timer per try: net/http's ResponseHeaderTimeout costs
+// each request a timer, its channel and a deferred stop (four allocations
+// and two timer-heap updates), a timer per body Read two more updates per
+// Read. A try here costs a slot from a free list, an atomic store when the
+// request is written and one per Read (BenchmarkKeepAliveGET).
+//
+// The goroutine runs only while tries are in flight, and two ticks after:
+// an idle Transport owns no goroutine. A wait is cut between limit and
+// limit + min(limit/watchTicks, watchTickMax) after it began.
+type watch struct {
+	firstByte time.Duration // 0: off
+	stall     time.Duration // 0: off
+	tick      time.Duration
+	base      time.Time // the watch's clock: now is time.Since(base)+1
+	tel       *telemetry
+
+	mu      sync.Mutex // guards the fields below and every slot's tr
+	all     []*slot    // the slots in use or free
+	free    []*slot
+	inUse   int
+	running bool // the loop's goroutine is on
+}
+
+// watchTicks is how many times per limit the watch looks at the tries, at
+// least every watchTickMax; the loop ends at the second look that finds no
+// try in flight, so that its goroutine outlives the last try by at most
+// two ticks.
+const (
+	watchTicks   = 8
+	watchTickMax = 100 * time.Millisecond
+)
+
+// newWatch returns the watch of the given limits (0: off), nil when both
+// are off.
+func newWatch(firstByte, stall time.Duration, tel *telemetry) *watch {
+	shortest := firstByte
+	switch {
+	case shortest == 0:
+		shortest = stall
+	case stall > 0:
+		shortest = min(shortest, stall)
+	}
+	if shortest <= 0 {
+		return nil
+	}
+	return &watch{firstByte: firstByte, stall: stall, tel: tel,
+		tick: min(max(shortest/watchTicks, time.Millisecond), watchTickMax), base: time.Now()}
+}
+
+// now is the watch's clock, never 0 or negative (those mark states).
+func (w *watch) now() int64 { return int64(time.Since(w.base)) + 1 }
+
+// States of slot.wait besides a time (> 0: the request was written then and
+// no headers came yet).
+const (
+	waitUnwritten = 0  // the request is not written yet
+	waitCut       = -1 // the watch ended the wait (FirstByteTimeout)
+	waitDone      = -2 // the headers came, or the try gave up waiting
+)
+
+// slot is a try's place in the watch. Slots are reused from try to try, so
+// that what the watch needs of a try — a place in its list, net/http's
+// trace hooks and, for a caller's context that never ends, a context the
+// watch can cancel — is made once per slot, not once per request.
+type slot struct {
+	w  *watch
+	tr *try // the try in the slot; guarded by w.mu where it changes
+
+	wait  atomic.Int64 // waitUnwritten, the clock when written, waitCut or waitDone
+	wrote atomic.Bool  // net/http called the trace's WroteRequest: it calls no hook of this try after
+
+	// ctx outlives tries: the parent of net/http's request context for a
+	// try whose caller's context never ends (see tryCtx). It is made when
+	// first needed; once cancelled the slot is not reused.
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+
+	// cut ends the try's wait for headers: cancel, or the try's own cancel.
+	// Set before the request is sent; read by the watch after it claimed
+	// the wait.
+	cut context.CancelCauseFunc
+
+	// trace goes to net/http as the request's trace for a try in a
+	// tryCtx. Its hooks call the try in the slot; only GotConn,
+	// WroteHeaders and WroteRequest are ever set.
+	trace        httptrace.ClientTrace
+	gotConn      func(httptrace.GotConnInfo)
+	wroteHeaders func()
+	wroteRequest func(httptrace.WroteRequestInfo)
+}
+
+// errFirstByte is the cause with which the watch ends a wait for headers,
+// errStalled the error of a Read it failed.
+var (
+	errFirstByte = errors.New("transport: no response headers within FirstByteTimeout")
+	errStalled   = errors.New("transport: body read stalled")
+)
+
+// acquire gives tr a slot, starting the loop if it is off.
+func (w *watch) acquire(tr *try) *slot {
+	w.mu.Lock()
+	var s *slot
+	if n := len(w.free); n > 0 {
+		s = w.free[n-1]
+		w.free[n-1] = nil
+		w.free = w.free[:n-1]
+	} else {
+		s = w.newSlot()
+		w.all = append(w.all, s)
+	}
+	s.tr = tr
+	w.inUse++
+	start := !w.running
+	w.running = true
+	w.mu.Unlock()
+	s.wait.Store(waitUnwritten)
+	s.wrote.Store(false)
+	s.cut = nil
+	if start {
+		go w.loop()
+	}
+	return s
+}
+
+func (w *watch) newSlot() *slot {
+	s := &slot{w: w}
+	// The hooks are made once per slot and call whichever try is in it.
+	s.gotConn = func(info httptrace.GotConnInfo) { s.tr.gotConn(info) }
+	s.wroteHeaders = func() { s.tr.wroteHeaders() }
+	s.wroteRequest = func(info httptrace.WroteRequestInfo) { s.written() }
+	return s
+}
+
+// reusableCtx returns the slot's own cancellable context, made at first use.
+func (s *slot) reusableCtx() context.Context {
+	if s.ctx == nil {
+		s.ctx, s.cancel = context.WithCancelCause(context.Background())
+	}
+	return s.ctx
+}
+
+// written notes that the request was written: the wait for headers starts
+// (again, when net/http sends it once more on another conn).
+func (s *slot) written() {
+	s.wrote.Store(true)
+	for {
+		old := s.wait.Load()
+		if old < 0 || s.wait.CompareAndSwap(old, s.w.now()) {
+			return
+		}
+	}
+}
+
+// headers ends the wait for headers and reports whether the watch had cut
+// it first.
+func (s *slot) headers() (cut bool) {
+	return s.wait.Swap(waitDone) == waitCut
+}
+
+// release takes the try out of its slot. The slot is reused only when
+// nothing of the try can reach it any more: net/http called the last trace
+// hook it would (or had none), and neither the watch nor anyone else
+// cancelled the slot's context.
+func (s *slot) release(hooked bool) {
+	reuse := s.wait.Load() != waitCut && (!hooked || s.wrote.Load()) &&
+		(s.ctx == nil || s.ctx.Err() == nil)
+	w := s.w
+	w.mu.Lock()
+	w.inUse--
+	if !reuse {
+		// A late hook finds the old try, never another's: s.tr stays.
+		for i, o := range w.all {
+			if o == s {
+				last := len(w.all) - 1
+				w.all[i], w.all[last] = w.all[last], nil
+				w.all = w.all[:last]
+				break
+			}
+		}
+		w.mu.Unlock()
+		return
+	}
+	s.tr = nil
+	w.free = append(w.free, s)
+	w.mu.Unlock()
+}
+
+// loop cuts the waits for headers and the body reads that have gone past
+// their limits, until it finds no try in flight twice in a row. It is not
+// woken when the last try ends: a Transport serving requests one at a time
+// would wake it, or start it, once per request.
+func (w *watch) loop() {
+	t := time.NewTicker(w.tick)
+	defer t.Stop()
+	type cut struct {
+		s *slot
+		f context.CancelCauseFunc
+	}
+	var (
+		cuts    []cut   // reused between ticks
+		stalled []*body // reused between ticks
+		empty   bool    // the last look found no try in flight
+	)
+	for range t.C {
+		w.mu.Lock()
+		if w.inUse == 0 {
+			// Free slots beyond a few are let go: a burst of concurrency
+			// does not keep its slots forever.
+			w.trim()
+			if empty {
+				w.running = false
+				w.mu.Unlock()
+				return
+			}
+			empty = true
+			w.mu.Unlock()
+			continue
+		}
+		empty = false
+		now := w.now()
+		cuts, stalled = cuts[:0], stalled[:0]
+		for _, s := range w.all {
+			tr := s.tr
+			if tr == nil {
+				continue
+			}
+			if w.firstByte > 0 {
+				// Claim the wait that began at at: one that ended or
+				// began again since has another mark, and the claim fails.
+				if at := s.wait.Load(); at > 0 && now-at >= int64(w.firstByte) && s.wait.CompareAndSwap(at, waitCut) {
+					cuts = append(cuts, cut{s, s.cut})
+				}
+			}
+			if b := &tr.body; w.stall > 0 {
+				// The same claim for the Read that began at at (0: no
+				// Read in progress, or no body yet).
+				if at := b.reading.Load(); at > 0 && now-at >= int64(w.stall) && b.reading.CompareAndSwap(at, -1) {
+					stalled = append(stalled, b)
+				}
+			}
+		}
+		w.mu.Unlock()
+		// Outside the lock: cancelling and Close may block. A slot whose
+		// wait was cut is not reused, so s.cut is still the try's.
+		for i, c := range cuts {
+			if c.f != nil {
+				c.f(errFirstByte)
+			}
+			cuts[i] = cut{}
+		}
+		for i, b := range stalled {
+			// Closing net/http's body from another goroutine ends the Read
+			// blocked in it, on HTTP/1.1 (the conn is closed) and HTTP/2
+			// (the stream is reset).
+			_ = b.rc.Close()
+			w.tel.stalled(b.tr.ctx)
+			stalled[i] = nil
+		}
+	}
+}
+
+// trim lets free slots go beyond maxFreeSlots. w.mu is held.
+func (w *watch) trim() {
+	const maxFreeSlots = 64
+	if len(w.free) <= maxFreeSlots {
+		return
+	}
+	drop := w.free[maxFreeSlots:]
+	for _, s := range drop {
+		for i, o := range w.all {
+			if o == s {
+				last := len(w.all) - 1
+				w.all[i], w.all[last] = w.all[last], nil
+				w.all = w.all[:last]
+				break
+			}
+		}
+	}
+	clear(drop)
+	w.free = w.free[:maxFreeSlots]
+}
+
+// tryCtx is the context of a try whose caller's context never ends (its
+// Done is nil): net/http's per-request context becomes a child of the
+// slot's reusable one, and the slot's trace is the request's, so that the
+// watch can end the wait for headers without a context, a trace and their
+// hooks made for every request. Values come from the try's context
+// (the caller's, with the try's span).
+type tryCtx struct {
+	context.Context
+	s *slot
+}
+
+func (c *tryCtx) Done() <-chan struct{} { return c.s.ctx.Done() }
+func (c *tryCtx) Err() error            { return c.s.ctx.Err() }
+
+// Value answers net/http's trace key with the slot's trace, the context
+// package's own key with the slot's context (so that a child registers
+// there), and every other key from the try's context.
+func (c *tryCtx) Value(key any) any {
+	if key == traceKey {
+		return &c.s.trace
+	}
+	if v := c.s.ctx.Value(key); v != nil {
+		return v
+	}
+	return c.Context.Value(key)
+}
+
+// traceKey is the key under which httptrace finds a request's trace,
+// learned by asking a context that notes the keys it is asked for, and
+// checked: nil (and tryCtx unused) if httptrace ever looks otherwise.
+var traceKey = func() any {
+	p := &keyProbe{Context: context.Background()}
+	httptrace.ContextClientTrace(p)
+	if len(p.keys) != 1 {
+		return nil
+	}
+	want := &httptrace.ClientTrace{}
+	if httptrace.ContextClientTrace(&keyAnswer{Context: context.Background(), key: p.keys[0], v: want}) != want {
+		return nil
+	}
+	return p.keys[0]
+}()
+
+type keyProbe struct {
+	context.Context
+	keys []any
+}
+
+func (p *keyProbe) Value(key any) any {
+	p.keys = append(p.keys, key)
+	return nil
+}
+
+type keyAnswer struct {
+	context.Context
+	key, v any
+}
+
+func (a *keyAnswer) Value(key any) any {
+	if key == a.key {
+		return a.v
+	}
+	return nil
+}

@@ -1,0 +1,104 @@
+package transport
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/lifeline-go/lifeline/retry"
+)
+
+func (w *watch) counts() (all, free, inUse int, running bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.all), len(w.free), w.inUse, w.running
+}
+
+// TestWatchSlots: a slot serves one try after another; a slot whose wait
+// the watch cut is let go, never reused; a burst's slots are trimmed once
+// the Transport is idle, and the watch's goroutine ends.
+func TestWatchSlots(t *testing.T) {
+	var hang sync.Map // paths that never answer
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if _, ok := hang.Load(r.URL.Path); ok {
+			<-r.Context().Done()
+			return
+		}
+		if r.URL.Path == "/slow" {
+			time.Sleep(30 * time.Millisecond) // within FirstByteTimeout
+		}
+		_, _ = io.WriteString(w, "ok")
+	}))
+	defer srv.Close()
+	tr := &Transport{FirstByteTimeout: 100 * time.Millisecond, Retry: &retry.Policy{MaxAttempts: 1}}
+	defer tr.CloseIdleConnections()
+	client := NewClient(tr)
+	get := func(ctx context.Context, path string) error {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, srv.URL+path, nil)
+		require.NoError(t, err)
+		resp, err := client.Do(req)
+		if err != nil {
+			return err
+		}
+		_, err = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return err
+	}
+	w := tr.get().watch
+	require.NotNil(t, w)
+
+	for _, ctx := range []context.Context{context.Background(), t.Context()} {
+		for range 50 {
+			require.NoError(t, get(ctx, "/"))
+		}
+	}
+	all, free, inUse, _ := w.counts()
+	assert.Equal(t, 1, all, "one try at a time: one slot")
+	assert.Equal(t, 1, free)
+	assert.Zero(t, inUse)
+
+	// A cut: the slot (its context cancelled) is let go.
+	hang.Store("/hang", true)
+	err := get(context.Background(), "/hang")
+	var te *TimeoutError
+	require.ErrorAs(t, err, &te)
+	assert.Equal(t, "first_byte", te.Phase)
+	w.mu.Lock()
+	for _, s := range w.all {
+		assert.False(t, s.ctx != nil && s.ctx.Err() != nil, "no cancelled slot is kept")
+	}
+	w.mu.Unlock()
+	require.NoError(t, get(context.Background(), "/"))
+
+	// A burst of 100 tries at once, then idle: the free slots are trimmed
+	// and the goroutine ends.
+	var wg sync.WaitGroup
+	for range 100 {
+		wg.Go(func() { assert.NoError(t, get(context.Background(), "/slow")) })
+	}
+	wg.Wait()
+	all, _, _, _ = w.counts()
+	assert.Greater(t, all, 64, "the burst had a slot per try")
+	require.Eventually(t, func() bool {
+		_, _, _, running := w.counts()
+		return !running
+	}, 5*time.Second, 10*time.Millisecond, "the watch's goroutine ends when idle")
+	all, free, inUse, _ = w.counts()
+	assert.LessOrEqual(t, all, 64, "free slots beyond 64 are let go")
+	assert.Equal(t, all, free)
+	assert.Zero(t, inUse)
+	require.NoError(t, get(context.Background(), "/"))
+}
+
+// TestTraceKeyFound: the key of httptrace's context value was learned, so
+// that a caller's context that never ends costs no trace per request.
+func TestTraceKeyFound(t *testing.T) {
+	assert.NotNil(t, traceKey)
+}

@@ -1,0 +1,168 @@
+package transport_test
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"net/http/httptrace"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/lifeline-go/lifeline/retry"
+	"github.com/lifeline-go/lifeline/transport"
+)
+
+// callerContexts are the two ways the watch bounds a try's wait for
+// headers: through the slot's reusable context when the caller's context
+// never ends, and through a context of the try's own when it can.
+var callerContexts = []struct {
+	name string
+	ctx  func(t *testing.T) context.Context
+}{
+	{"caller context never ends", func(*testing.T) context.Context { return context.Background() }},
+	{"caller context can end", func(t *testing.T) context.Context { return t.Context() }},
+}
+
+// TestFirstByteTimeoutEveryContext: a server that reads the request and
+// never answers fails each attempt after FirstByteTimeout with a
+// *TimeoutError ("first_byte"), on HTTP/1.1 and HTTP/2, whatever the
+// caller's context; the GET is retried, and the Transport then serves an
+// answering server normally.
+func TestFirstByteTimeoutEveryContext(t *testing.T) {
+	for _, cc := range callerContexts {
+		for _, h2 := range []bool{false, true} {
+			var hits atomic.Int32
+			var hang atomic.Bool
+			hang.Store(true)
+			srv, cfg := tlsServer(t, h2, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				hits.Add(1)
+				if hang.Load() {
+					<-r.Context().Done()
+					return
+				}
+				hello(w, r)
+			}))
+			tr := &transport.Transport{TLSClientConfig: cfg, FirstByteTimeout: 200 * time.Millisecond, Retry: fastRetry()}
+			req, err := http.NewRequestWithContext(cc.ctx(t), http.MethodGet, srv.URL+"/?token=SECRET", nil)
+			require.NoError(t, err)
+			start := time.Now()
+			_, err = tr.RoundTrip(req)
+			elapsed := time.Since(start)
+			var te *transport.TimeoutError
+			require.ErrorAs(t, err, &te, "%s, h2=%v: %v", cc.name, h2, err)
+			assert.Equal(t, "first_byte", te.Phase)
+			assert.ErrorIs(t, err, context.DeadlineExceeded)
+			assert.ErrorIs(t, err, retry.ErrExhausted)
+			assert.EqualValues(t, 3, hits.Load(), "a GET is retried")
+			assert.GreaterOrEqual(t, elapsed, 3*200*time.Millisecond, "no wait is cut before the limit")
+			assert.Less(t, elapsed, 5*time.Second)
+			assert.NotContains(t, err.Error(), "SECRET")
+
+			hang.Store(false)
+			for range 3 {
+				resp, err := tr.RoundTrip(req.Clone(cc.ctx(t)))
+				require.NoError(t, err, "%s, h2=%v: after a cut", cc.name, h2)
+				b, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				assert.True(t, strings.HasPrefix(string(b), "hello HTTP/"), string(b))
+			}
+			tr.CloseIdleConnections()
+			srv.CloseClientConnections()
+		}
+	}
+}
+
+// slowBody gives its bytes one at a time, a pause before each.
+type slowBody struct {
+	left  int
+	pause time.Duration
+}
+
+func (b *slowBody) Read(p []byte) (int, error) {
+	if b.left == 0 {
+		return 0, io.EOF
+	}
+	time.Sleep(b.pause)
+	b.left--
+	p[0] = 'x'
+	return 1, nil
+}
+
+// TestFirstByteTimeoutCountsFromWritten: FirstByteTimeout counts from the
+// request written, not from its start: an upload that takes three times
+// the limit, answered at once when it ends, succeeds (HTTP/1.1 and HTTP/2,
+// every caller context).
+func TestFirstByteTimeoutCountsFromWritten(t *testing.T) {
+	for _, cc := range callerContexts {
+		for _, h2 := range []bool{false, true} {
+			srv, cfg := tlsServer(t, h2, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				n, _ := io.Copy(io.Discard, r.Body)
+				_, _ = io.WriteString(w, strings.Repeat("y", int(n)))
+			}))
+			tr := &transport.Transport{TLSClientConfig: cfg, FirstByteTimeout: 150 * time.Millisecond,
+				Retry: &retry.Policy{MaxAttempts: 1}}
+			req, err := http.NewRequestWithContext(cc.ctx(t), http.MethodPut, srv.URL, &slowBody{left: 9, pause: 50 * time.Millisecond})
+			require.NoError(t, err)
+			resp, err := tr.RoundTrip(req)
+			require.NoError(t, err, "%s, h2=%v: a slow upload is not a slow answer", cc.name, h2)
+			b, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			require.NoError(t, err)
+			assert.Equal(t, "yyyyyyyyy", string(b))
+			tr.CloseIdleConnections()
+		}
+	}
+}
+
+// TestCallersTraceKept: the caller's own httptrace hooks are called as
+// without lifeline, whatever its context, next to the watch's.
+func TestCallersTraceKept(t *testing.T) {
+	srv, cfg := tlsServer(t, true, http.HandlerFunc(hello))
+	tr := &transport.Transport{TLSClientConfig: cfg}
+	defer tr.CloseIdleConnections()
+	for _, cc := range callerContexts {
+		var got, wrote atomic.Int32
+		ctx := httptrace.WithClientTrace(cc.ctx(t), &httptrace.ClientTrace{
+			GotConn:      func(httptrace.GotConnInfo) { got.Add(1) },
+			WroteRequest: func(httptrace.WroteRequestInfo) { wrote.Add(1) },
+		})
+		for range 3 {
+			req, err := http.NewRequestWithContext(ctx, http.MethodGet, srv.URL, nil)
+			require.NoError(t, err)
+			resp, err := tr.RoundTrip(req)
+			require.NoError(t, err)
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+		assert.EqualValues(t, 3, got.Load(), cc.name)
+		assert.EqualValues(t, 3, wrote.Load(), cc.name)
+	}
+}
+
+// TestCallerCancelWhileWaiting: the caller's cancel ends a wait for
+// headers with context.Canceled, not a timeout of the Transport's.
+func TestCallerCancelWhileWaiting(t *testing.T) {
+	for _, h2 := range []bool{false, true} {
+		srv, cfg := tlsServer(t, h2, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			<-r.Context().Done()
+		}))
+		tr := &transport.Transport{TLSClientConfig: cfg}
+		ctx, cancel := context.WithCancel(t.Context())
+		time.AfterFunc(100*time.Millisecond, cancel)
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, srv.URL, nil)
+		require.NoError(t, err)
+		start := time.Now()
+		_, err = tr.RoundTrip(req)
+		require.ErrorIs(t, err, context.Canceled, "h2=%v", h2)
+		var te *transport.TimeoutError
+		assert.NotErrorAs(t, err, &te)
+		assert.Less(t, time.Since(start), 5*time.Second)
+		tr.CloseIdleConnections()
+		srv.CloseClientConnections()
+	}
+}
