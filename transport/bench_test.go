@@ -68,8 +68,8 @@ func BenchmarkKeepAliveGET(b *testing.B) {
 		benchGET(b, transport.NewClient(tr), srv.URL)
 	})
 	b.Run("impl=lifeline-nofb", func(b *testing.B) {
-		// FirstByteTimeout off: net/http's ResponseHeaderTimeout timer
-		// (4 allocations a request) is not set, which measures what the
+		// FirstByteTimeout off: the watch does not bound the wait for
+		// headers (no request copy, no trace), which measures what the
 		// rest of lifeline costs.
 		tr := &transport.Transport{
 			TracerProvider:   tracenoop.NewTracerProvider(),
@@ -89,6 +89,61 @@ func BenchmarkKeepAliveGET(b *testing.B) {
 		tr := &transport.Transport{TracerProvider: tp, MeterProvider: mp}
 		b.Cleanup(tr.CloseIdleConnections)
 		benchGET(b, transport.NewClient(tr), srv.URL)
+	})
+}
+
+// BenchmarkKeepAliveGETDeadline is BenchmarkKeepAliveGET with a deadline
+// of the caller's on every request (context.WithTimeout, 30s), as most
+// callers have: lifeline's watch then follows the caller's context through
+// an AfterFunc.
+func BenchmarkKeepAliveGETDeadline(b *testing.B) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, "ok")
+	}))
+	b.Cleanup(srv.Close)
+	b.Run("impl=nethttp", func(b *testing.B) {
+		tr := &http.Transport{MaxIdleConnsPerHost: transport.DefaultMaxIdleConnsPerHost}
+		b.Cleanup(tr.CloseIdleConnections)
+		benchGETDeadline(b, &http.Client{Transport: tr}, srv.URL)
+	})
+	b.Run("impl=lifeline", func(b *testing.B) {
+		tr := &transport.Transport{
+			TracerProvider: tracenoop.NewTracerProvider(),
+			MeterProvider:  metricnoop.NewMeterProvider(),
+		}
+		b.Cleanup(tr.CloseIdleConnections)
+		benchGETDeadline(b, transport.NewClient(tr), srv.URL)
+	})
+}
+
+func benchGETDeadline(b *testing.B, client *http.Client, url string) {
+	get := func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			b.Error(err)
+			return
+		}
+		_, err = io.Copy(io.Discard, resp.Body)
+		_ = resp.Body.Close()
+		if err != nil || resp.StatusCode != http.StatusOK {
+			b.Errorf("GET: %d, %v", resp.StatusCode, err)
+		}
+	}
+	for range 4 {
+		get()
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			get()
+		}
 	})
 }
 

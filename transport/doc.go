@@ -29,7 +29,8 @@
 // http.request.resend_count on resends, http.response.status_code and, on
 // failure, error.type; it ends when the body is read to EOF or closed. No
 // header value, userinfo or query value reaches a span, a metric, an error
-// or a log.//
+// or a log.
+//
 // # WebSockets
 //
 // [WebSocketDialer] dials gorilla/websocket connections that cannot hang

@@ -112,14 +112,14 @@ func (c *call) attempt(ctx context.Context) (*http.Response, *try, error) {
 //
 // A healthy GET pays for as little as it can: the try's own cancellable
 // context exists only when something may have to cancel it (a hedge, the
-// policy's AttemptTimeout, the watch's FirstByteTimeout when the caller's
-// context can end), net/http's trace hooks only when something reads them
+// policy's AttemptTimeout, the watch when the slot cannot lend its own),
+// net/http's trace hooks only when something reads them
 // (the watch, a non-idempotent request, a recording span, a conn that may
 // have outlived MaxConnLifetime), and the request's headers are copied only
-// when a conn may be past its lifetime. When the caller's context never
-// ends, the try's slot in the watch lends its reusable context and trace
-// (tryCtx), so that FirstByteTimeout costs no allocation but the request's
-// copy (BenchmarkKeepAliveGET).
+// when a conn may be past its lifetime. The try's slot in the watch lends
+// its reusable context and trace (tryCtx), so that FirstByteTimeout costs
+// no allocation but the request's copy, and two for an AfterFunc when the
+// caller's context can end (BenchmarkKeepAliveGET).
 type try struct {
 	c      *call
 	resend int  // tries of the call before this one
@@ -173,11 +173,13 @@ func (c *call) newTry(hedge bool) *try {
 	// The watch bounds the wait for headers from net/http's WroteRequest.
 	tr.timed = s != nil && st.firstByte > 0
 	switch {
-	case tr.timed && tr.cancel == nil && traceKey != nil && ctx.Done() == nil &&
-		httptrace.ContextClientTrace(ctx) == nil:
-		// Nothing but the watch can end this try before its body: the
-		// slot's reusable context and trace serve it.
+	case tr.timed && tr.cancel == nil && traceKey != nil && httptrace.ContextClientTrace(ctx) == nil:
+		// Nothing of the Transport's but the watch ends this try before
+		// its body: the slot's reusable context and trace serve it.
 		s.reusableCtx()
+		if ctx.Done() != nil {
+			s.follow(ctx)
+		}
 		s.cut = s.cancel
 		s.trace.WroteRequest = s.wroteRequest
 		s.trace.GotConn, s.trace.WroteHeaders = nil, nil

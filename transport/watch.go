@@ -86,10 +86,17 @@ type slot struct {
 	wrote atomic.Bool  // net/http called the trace's WroteRequest: it calls no hook of this try after
 
 	// ctx outlives tries: the parent of net/http's request context for a
-	// try whose caller's context never ends (see tryCtx). It is made when
-	// first needed; once cancelled the slot is not reused.
+	// try in a tryCtx. It is made when first needed; once cancelled the
+	// slot is not reused.
 	ctx    context.Context
 	cancel context.CancelCauseFunc
+
+	// For a try in a tryCtx whose caller's context can end: that context,
+	// and the stop of the AfterFunc (parentDone) that passes its end on to
+	// ctx.
+	parent     context.Context
+	stop       func() bool
+	parentDone func()
 
 	// cut ends the try's wait for headers: cancel, or the try's own cancel.
 	// Set before the request is sent; read by the watch after it claimed
@@ -144,7 +151,15 @@ func (w *watch) newSlot() *slot {
 	s.gotConn = func(info httptrace.GotConnInfo) { s.tr.gotConn(info) }
 	s.wroteHeaders = func() { s.tr.wroteHeaders() }
 	s.wroteRequest = func(info httptrace.WroteRequestInfo) { s.written() }
+	s.parentDone = func() { s.cancel(context.Cause(s.parent)) }
 	return s
+}
+
+// follow passes the end of the caller's context parent on to the slot's
+// context, for the try in the slot.
+func (s *slot) follow(parent context.Context) {
+	s.parent = parent
+	s.stop = context.AfterFunc(parent, s.parentDone)
 }
 
 // reusableCtx returns the slot's own cancellable context, made at first use.
@@ -178,7 +193,10 @@ func (s *slot) headers() (cut bool) {
 // hook it would (or had none), and neither the watch nor anyone else
 // cancelled the slot's context.
 func (s *slot) release(hooked bool) {
-	reuse := s.wait.Load() != waitCut && (!hooked || s.wrote.Load()) &&
+	// A parentDone that ran, or will, cancels ctx: stop tells.
+	followed := s.stop == nil || s.stop()
+	s.stop = nil
+	reuse := followed && s.wait.Load() != waitCut && (!hooked || s.wrote.Load()) &&
 		(s.ctx == nil || s.ctx.Err() == nil)
 	w := s.w
 	w.mu.Lock()
@@ -296,19 +314,32 @@ func (w *watch) trim() {
 	w.free = w.free[:maxFreeSlots]
 }
 
-// tryCtx is the context of a try whose caller's context never ends (its
-// Done is nil): net/http's per-request context becomes a child of the
-// slot's reusable one, and the slot's trace is the request's, so that the
-// watch can end the wait for headers without a context, a trace and their
-// hooks made for every request. Values come from the try's context
-// (the caller's, with the try's span).
+// tryCtx is the context of a try that nothing of the Transport's but the
+// watch ends before its body: net/http's per-request context becomes a
+// child of the slot's reusable one, and the slot's trace is the request's,
+// so that the watch can end the wait for headers without a context, a
+// trace and their hooks made for every request. The caller's context, when
+// it can end, ends the slot's through an AfterFunc (slot.follow). Values
+// and the deadline come from the try's context (the caller's, with the
+// try's span).
 type tryCtx struct {
 	context.Context
 	s *slot
 }
 
 func (c *tryCtx) Done() <-chan struct{} { return c.s.ctx.Done() }
-func (c *tryCtx) Err() error            { return c.s.ctx.Err() }
+
+// Err is the caller's context's error once that has ended (its end reached
+// the slot's context), else the slot's.
+func (c *tryCtx) Err() error {
+	err := c.s.ctx.Err()
+	if err != nil {
+		if perr := c.Context.Err(); perr != nil {
+			return perr
+		}
+	}
+	return err
+}
 
 // Value answers net/http's trace key with the slot's trace, the context
 // package's own key with the slot's context (so that a child registers

@@ -17,15 +17,19 @@ import (
 	"github.com/lifeline-go/lifeline/transport"
 )
 
-// callerContexts are the two ways the watch bounds a try's wait for
-// headers: through the slot's reusable context when the caller's context
-// never ends, and through a context of the try's own when it can.
+// callerContexts are the ways the watch bounds a try's wait for headers:
+// through the slot's reusable context, which the caller's context ends
+// through an AfterFunc when it can end, and through a context and a trace
+// of the try's own when the caller's context carries a trace.
 var callerContexts = []struct {
 	name string
 	ctx  func(t *testing.T) context.Context
 }{
 	{"caller context never ends", func(*testing.T) context.Context { return context.Background() }},
 	{"caller context can end", func(t *testing.T) context.Context { return t.Context() }},
+	{"caller context with a trace", func(t *testing.T) context.Context {
+		return httptrace.WithClientTrace(t.Context(), &httptrace.ClientTrace{GotConn: func(httptrace.GotConnInfo) {}})
+	}},
 }
 
 // TestFirstByteTimeoutEveryContext: a server that reads the request and
@@ -152,7 +156,7 @@ func TestCallerCancelWhileWaiting(t *testing.T) {
 			<-r.Context().Done()
 		}))
 		tr := &transport.Transport{TLSClientConfig: cfg}
-		ctx, cancel := context.WithCancel(t.Context())
+		ctx, cancel := context.WithCancel(context.Background())
 		time.AfterFunc(100*time.Millisecond, cancel)
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, srv.URL, nil)
 		require.NoError(t, err)
@@ -162,6 +166,41 @@ func TestCallerCancelWhileWaiting(t *testing.T) {
 		var te *transport.TimeoutError
 		assert.NotErrorAs(t, err, &te)
 		assert.Less(t, time.Since(start), 5*time.Second)
+		tr.CloseIdleConnections()
+		srv.CloseClientConnections()
+	}
+}
+
+// TestCallerDeadlineWhileWaiting: the caller's deadline ends a wait for
+// headers, and a body read, with context.DeadlineExceeded, as without
+// lifeline.
+func TestCallerDeadlineWhileWaiting(t *testing.T) {
+	for _, h2 := range []bool{false, true} {
+		srv, cfg := tlsServer(t, h2, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == "/body" {
+				w.Header().Set("Content-Length", "10")
+				_, _ = io.WriteString(w, "12345")
+				http.NewResponseController(w).Flush()
+			}
+			<-r.Context().Done()
+		}))
+		tr := &transport.Transport{TLSClientConfig: cfg, Retry: &retry.Policy{MaxAttempts: 1}}
+		for _, path := range []string{"/", "/body"} {
+			ctx, cancel := context.WithTimeout(context.Background(), 150*time.Millisecond)
+			req, err := http.NewRequestWithContext(ctx, http.MethodGet, srv.URL+path, nil)
+			require.NoError(t, err)
+			start := time.Now()
+			resp, err := tr.RoundTrip(req)
+			if err == nil {
+				_, err = io.ReadAll(resp.Body)
+				resp.Body.Close()
+			}
+			cancel()
+			require.ErrorIs(t, err, context.DeadlineExceeded, "h2=%v %s", h2, path)
+			var te *transport.TimeoutError
+			assert.NotErrorAs(t, err, &te, "the caller's deadline, not the Transport's")
+			assert.Less(t, time.Since(start), 5*time.Second)
+		}
 		tr.CloseIdleConnections()
 		srv.CloseClientConnections()
 	}
