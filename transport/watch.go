@@ -7,6 +7,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"weak"
 )
 
 // watch bounds the tries of a Transport: the wait for response headers
@@ -17,8 +18,9 @@ import (
 // limit, instead of a timer per try: net/http's ResponseHeaderTimeout costs
 // each request a timer, its channel and a deferred stop (four allocations
 // and two timer-heap updates), a timer per body Read two more updates per
-// Read. A try here costs a slot from a free list, an atomic store when the
-// request is written and one per Read (BenchmarkKeepAliveGET).
+// Read. A try here takes a slot from a per-P pool (no lock shared across
+// cores), an atomic store when the request is written and one per Read
+// (BenchmarkKeepAliveGET).
 //
 // The goroutine runs only while tries are in flight, and two ticks after:
 // an idle Transport owns no goroutine. A wait is cut between limit and
@@ -30,11 +32,14 @@ type watch struct {
 	base      time.Time // the watch's clock: now is time.Since(base)+1
 	tel       *telemetry
 
-	mu      sync.Mutex // guards the fields below and every slot's tr
-	all     []*slot    // the slots in use or free
-	free    []*slot
-	inUse   int
-	running bool // the loop's goroutine is on
+	// free holds the slots no try is in: per P and without a lock, so
+	// that tries on different cores share no lock; a slot the GC takes
+	// from it leaves all by itself.
+	free    sync.Pool
+	running atomic.Bool // the loop's goroutine is on; set under mu
+
+	mu  sync.Mutex           // guards all, and the loop's start and end
+	all []weak.Pointer[slot] // every slot, in a try or free; nil once collected
 }
 
 // watchTicks is how many times per limit the watch looks at the tries, at
@@ -80,7 +85,11 @@ const (
 // watch can cancel — is made once per slot, not once per request.
 type slot struct {
 	w  *watch
-	tr *try // the try in the slot; guarded by w.mu where it changes
+	tr atomic.Pointer[try] // the try in the slot; nil while free
+
+	// hooked is the try the trace hooks call: the one in the slot, or after
+	// it the last one, whose late hooks must not reach another try.
+	hooked *try
 
 	wait  atomic.Int64 // waitUnwritten, the clock when written, waitCut or waitDone
 	wrote atomic.Bool  // net/http called the trace's WroteRequest: it calls no hook of this try after
@@ -121,26 +130,24 @@ var (
 
 // acquire gives tr a slot, starting the loop if it is off.
 func (w *watch) acquire(tr *try) *slot {
-	w.mu.Lock()
-	var s *slot
-	if n := len(w.free); n > 0 {
-		s = w.free[n-1]
-		w.free[n-1] = nil
-		w.free = w.free[:n-1]
-	} else {
+	s, _ := w.free.Get().(*slot)
+	if s == nil {
 		s = w.newSlot()
-		w.all = append(w.all, s)
 	}
-	s.tr = tr
-	w.inUse++
-	start := !w.running
-	w.running = true
-	w.mu.Unlock()
 	s.wait.Store(waitUnwritten)
 	s.wrote.Store(false)
 	s.cut = nil
-	if start {
-		go w.loop()
+	// Stored before running is read: a loop that is ending reads the
+	// slots after it cleared running, so one of the two sees the other.
+	s.hooked = tr
+	s.tr.Store(tr)
+	if !w.running.Load() {
+		w.mu.Lock()
+		if !w.running.Load() {
+			w.running.Store(true)
+			go w.loop()
+		}
+		w.mu.Unlock()
 	}
 	return s
 }
@@ -148,11 +155,29 @@ func (w *watch) acquire(tr *try) *slot {
 func (w *watch) newSlot() *slot {
 	s := &slot{w: w}
 	// The hooks are made once per slot and call whichever try is in it.
-	s.gotConn = func(info httptrace.GotConnInfo) { s.tr.gotConn(info) }
-	s.wroteHeaders = func() { s.tr.wroteHeaders() }
+	s.gotConn = func(info httptrace.GotConnInfo) { s.hooked.gotConn(info) }
+	s.wroteHeaders = func() { s.hooked.wroteHeaders() }
 	s.wroteRequest = func(info httptrace.WroteRequestInfo) { s.written() }
 	s.parentDone = func() { s.cancel(context.Cause(s.parent)) }
+	w.mu.Lock()
+	if len(w.all) == cap(w.all) {
+		w.compact()
+	}
+	w.all = append(w.all, weak.Make(s))
+	w.mu.Unlock()
 	return s
+}
+
+// compact drops the slots the GC has taken from all. w.mu is held.
+func (w *watch) compact() {
+	live := w.all[:0]
+	for _, p := range w.all {
+		if p.Value() != nil {
+			live = append(live, p)
+		}
+	}
+	clear(w.all[len(live):])
+	w.all = live
 }
 
 // follow passes the end of the caller's context parent on to the slot's
@@ -198,25 +223,12 @@ func (s *slot) release(hooked bool) {
 	s.stop = nil
 	reuse := followed && s.wait.Load() != waitCut && (!hooked || s.wrote.Load()) &&
 		(s.ctx == nil || s.ctx.Err() == nil)
-	w := s.w
-	w.mu.Lock()
-	w.inUse--
-	if !reuse {
-		// A late hook finds the old try, never another's: s.tr stays.
-		for i, o := range w.all {
-			if o == s {
-				last := len(w.all) - 1
-				w.all[i], w.all[last] = w.all[last], nil
-				w.all = w.all[:last]
-				break
-			}
-		}
-		w.mu.Unlock()
-		return
+	s.tr.Store(nil)
+	if reuse {
+		s.w.free.Put(s)
 	}
-	s.tr = nil
-	w.free = append(w.free, s)
-	w.mu.Unlock()
+	// Else let go: the GC takes it from all, and a late hook finds the
+	// old try (s.hooked), never another's.
 }
 
 // loop cuts the waits for headers and the body reads that have gone past
@@ -236,28 +248,20 @@ func (w *watch) loop() {
 		empty   bool    // the last look found no try in flight
 	)
 	for range t.C {
-		w.mu.Lock()
-		if w.inUse == 0 {
-			// Free slots beyond a few are let go: a burst of concurrency
-			// does not keep its slots forever.
-			w.trim()
-			if empty {
-				w.running = false
-				w.mu.Unlock()
-				return
-			}
-			empty = true
-			w.mu.Unlock()
-			continue
-		}
-		empty = false
 		now := w.now()
 		cuts, stalled = cuts[:0], stalled[:0]
-		for _, s := range w.all {
-			tr := s.tr
+		w.mu.Lock()
+		busy := false
+		for _, p := range w.all {
+			s := p.Value()
+			if s == nil {
+				continue
+			}
+			tr := s.tr.Load()
 			if tr == nil {
 				continue
 			}
+			busy = true
 			if w.firstByte > 0 {
 				// Claim the wait that began at at: one that ended or
 				// began again since has another mark, and the claim fails.
@@ -272,6 +276,16 @@ func (w *watch) loop() {
 					stalled = append(stalled, b)
 				}
 			}
+		}
+		if busy {
+			empty = false
+		} else {
+			w.compact()
+			if empty && w.end() {
+				w.mu.Unlock()
+				return
+			}
+			empty = true
 		}
 		w.mu.Unlock()
 		// Outside the lock: cancelling and Close may block. A slot whose
@@ -293,25 +307,17 @@ func (w *watch) loop() {
 	}
 }
 
-// trim lets free slots go beyond maxFreeSlots. w.mu is held.
-func (w *watch) trim() {
-	const maxFreeSlots = 64
-	if len(w.free) <= maxFreeSlots {
-		return
-	}
-	drop := w.free[maxFreeSlots:]
-	for _, s := range drop {
-		for i, o := range w.all {
-			if o == s {
-				last := len(w.all) - 1
-				w.all[i], w.all[last] = w.all[last], nil
-				w.all = w.all[:last]
-				break
-			}
+// end clears running unless a try came into a slot meanwhile, and reports
+// whether the loop may end. w.mu is held.
+func (w *watch) end() bool {
+	w.running.Store(false)
+	for _, p := range w.all {
+		if s := p.Value(); s != nil && s.tr.Load() != nil {
+			w.running.Store(true)
+			return false
 		}
 	}
-	clear(drop)
-	w.free = w.free[:maxFreeSlots]
+	return true
 }
 
 // tryCtx is the context of a try that nothing of the Transport's but the

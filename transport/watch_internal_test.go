@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -15,10 +16,20 @@ import (
 	"github.com/lifeline-go/lifeline/retry"
 )
 
-func (w *watch) counts() (all, free, inUse int, running bool) {
+// counts returns the slots alive, those with a try, and whether the loop
+// is on.
+func (w *watch) counts() (all, inUse int, running bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return len(w.all), len(w.free), w.inUse, w.running
+	for _, p := range w.all {
+		if s := p.Value(); s != nil {
+			all++
+			if s.tr.Load() != nil {
+				inUse++
+			}
+		}
+	}
+	return all, inUse, w.running.Load()
 }
 
 // TestWatchSlots: a slot serves one try after another; a slot whose wait
@@ -59,9 +70,10 @@ func TestWatchSlots(t *testing.T) {
 			require.NoError(t, get(ctx, "/"))
 		}
 	}
-	all, free, inUse, _ := w.counts()
-	assert.Equal(t, 1, all, "one try at a time: one slot")
-	assert.Equal(t, 1, free)
+	// 100 tries one at a time: a few slots serve them all (the race
+	// detector makes sync.Pool drop a quarter of what it is given).
+	all, inUse, _ := w.counts()
+	assert.Less(t, all, 50, "slots serve one try after another")
 	assert.Zero(t, inUse)
 
 	// A cut: the slot (its context cancelled) is let go.
@@ -70,29 +82,32 @@ func TestWatchSlots(t *testing.T) {
 	var te *TimeoutError
 	require.ErrorAs(t, err, &te)
 	assert.Equal(t, "first_byte", te.Phase)
-	w.mu.Lock()
-	for _, s := range w.all {
-		assert.False(t, s.ctx != nil && s.ctx.Err() != nil, "no cancelled slot is kept")
+	for range 4 {
+		s, _ := w.free.Get().(*slot)
+		if s != nil {
+			assert.False(t, s.ctx != nil && s.ctx.Err() != nil, "no cancelled slot is kept")
+			defer w.free.Put(s)
+		}
 	}
-	w.mu.Unlock()
 	require.NoError(t, get(context.Background(), "/"))
 
-	// A burst of 100 tries at once, then idle: the free slots are trimmed
-	// and the goroutine ends.
+	// A burst of 100 tries at once, then idle: the goroutine ends, and the
+	// slots no try is in go with the GC.
 	var wg sync.WaitGroup
 	for range 100 {
 		wg.Go(func() { assert.NoError(t, get(context.Background(), "/slow")) })
 	}
 	wg.Wait()
-	all, _, _, _ = w.counts()
-	assert.Greater(t, all, 64, "the burst had a slot per try")
+	all, _, _ = w.counts()
+	assert.Greater(t, all, 50, "the burst had a slot per try")
 	require.Eventually(t, func() bool {
-		_, _, _, running := w.counts()
+		_, _, running := w.counts()
 		return !running
 	}, 5*time.Second, 10*time.Millisecond, "the watch's goroutine ends when idle")
-	all, free, inUse, _ = w.counts()
-	assert.LessOrEqual(t, all, 64, "free slots beyond 64 are let go")
-	assert.Equal(t, all, free)
+	runtime.GC()
+	runtime.GC()
+	all, inUse, _ = w.counts()
+	assert.LessOrEqual(t, all, 4, "free slots go with the GC")
 	assert.Zero(t, inUse)
 	require.NoError(t, get(context.Background(), "/"))
 }
