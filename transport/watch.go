@@ -221,6 +221,9 @@ func (s *slot) release(hooked bool) {
 	// A parentDone that ran, or will, cancels ctx: stop tells.
 	followed := s.stop == nil || s.stop()
 	s.stop = nil
+	if followed {
+		s.parent = nil // the caller's context is not kept by a free slot
+	}
 	reuse := followed && s.wait.Load() != waitCut && (!hooked || s.wrote.Load()) &&
 		(s.ctx == nil || s.ctx.Err() == nil)
 	s.tr.Store(nil)
