@@ -273,6 +273,9 @@ func (tr *try) run() (*http.Response, error) {
 		tr.finish(nil, err)
 		return nil, err
 	}
+	// The caller's request, not the try's copy, whose context may be a
+	// slot's that serves other tries later.
+	resp.Request = c.req
 	if c.st.hedge.quantile > 0 {
 		// Only adaptive hedging reads the window.
 		c.st.latency.add(c.host, time.Since(tr.start))

@@ -123,6 +123,33 @@ func TestFirstByteTimeoutCountsFromWritten(t *testing.T) {
 	}
 }
 
+// TestResponseRequestIsCallers: resp.Request is the request the caller
+// gave, with its context, whatever the try sent.
+func TestResponseRequestIsCallers(t *testing.T) {
+	srv, cfg := tlsServer(t, true, http.HandlerFunc(hello))
+	for _, tc := range []struct {
+		name string
+		tr   *transport.Transport
+	}{
+		{"zero", &transport.Transport{TLSClientConfig: cfg}},
+		{"hedged", &transport.Transport{TLSClientConfig: cfg, HedgeDelay: time.Second}},
+		{"lifetime", &transport.Transport{TLSClientConfig: cfg, MaxConnLifetime: time.Nanosecond}},
+	} {
+		for _, cc := range callerContexts {
+			ctx := cc.ctx(t)
+			req, err := http.NewRequestWithContext(ctx, http.MethodGet, srv.URL, nil)
+			require.NoError(t, err)
+			resp, err := tc.tr.RoundTrip(req)
+			require.NoError(t, err)
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			assert.Same(t, req, resp.Request, "%s, %s", tc.name, cc.name)
+			assert.Equal(t, ctx, resp.Request.Context())
+		}
+		tc.tr.CloseIdleConnections()
+	}
+}
+
 // TestCallersTraceKept: the caller's own httptrace hooks are called as
 // without lifeline, whatever its context, next to the watch's.
 func TestCallersTraceKept(t *testing.T) {
