@@ -29,15 +29,12 @@ import (
 //	go test -run '^$' -bench KeepAliveGET -benchmem -count 10 ./transport/ > /tmp/ka.txt
 //	go tool benchstat -col /impl /tmp/ka.txt
 func BenchmarkKeepAliveGET(b *testing.B) {
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_, _ = io.WriteString(w, "ok")
-	}))
-	b.Cleanup(srv.Close)
+	url := okServer(b)
 
 	b.Run("impl=nethttp", func(b *testing.B) {
 		tr := &http.Transport{MaxIdleConnsPerHost: transport.DefaultMaxIdleConnsPerHost}
 		b.Cleanup(tr.CloseIdleConnections)
-		benchGET(b, &http.Client{Transport: tr}, srv.URL)
+		benchGET(b, &http.Client{Transport: tr}, url)
 	})
 	b.Run("impl=nethttp-default", func(b *testing.B) {
 		// What http.Get uses: DefaultTransport's settings (proxies from
@@ -46,7 +43,7 @@ func BenchmarkKeepAliveGET(b *testing.B) {
 		tr := http.DefaultTransport.(*http.Transport).Clone()
 		tr.MaxIdleConnsPerHost = transport.DefaultMaxIdleConnsPerHost
 		b.Cleanup(tr.CloseIdleConnections)
-		benchGET(b, &http.Client{Transport: tr}, srv.URL)
+		benchGET(b, &http.Client{Transport: tr}, url)
 	})
 	b.Run("impl=nethttp-limits", func(b *testing.B) {
 		// net/http with the limits lifeline's zero config sets through it:
@@ -57,15 +54,12 @@ func BenchmarkKeepAliveGET(b *testing.B) {
 			IdleConnTimeout:       transport.DefaultIdleConnTimeout,
 			ResponseHeaderTimeout: transport.DefaultFirstByteTimeout}
 		b.Cleanup(tr.CloseIdleConnections)
-		benchGET(b, &http.Client{Transport: tr}, srv.URL)
+		benchGET(b, &http.Client{Transport: tr}, url)
 	})
 	b.Run("impl=lifeline", func(b *testing.B) {
-		tr := &transport.Transport{
-			TracerProvider: tracenoop.NewTracerProvider(),
-			MeterProvider:  metricnoop.NewMeterProvider(),
-		}
+		tr := noopTransport()
 		b.Cleanup(tr.CloseIdleConnections)
-		benchGET(b, transport.NewClient(tr), srv.URL)
+		benchGET(b, transport.NewClient(tr), url)
 	})
 	b.Run("impl=lifeline-nofb", func(b *testing.B) {
 		// FirstByteTimeout off: the watch does not bound the wait for
@@ -77,7 +71,7 @@ func BenchmarkKeepAliveGET(b *testing.B) {
 			FirstByteTimeout: -1,
 		}
 		b.Cleanup(tr.CloseIdleConnections)
-		benchGET(b, transport.NewClient(tr), srv.URL)
+		benchGET(b, transport.NewClient(tr), url)
 	})
 	b.Run("impl=lifeline-otel", func(b *testing.B) {
 		tp := sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.AlwaysSample()))
@@ -88,7 +82,7 @@ func BenchmarkKeepAliveGET(b *testing.B) {
 		})
 		tr := &transport.Transport{TracerProvider: tp, MeterProvider: mp}
 		b.Cleanup(tr.CloseIdleConnections)
-		benchGET(b, transport.NewClient(tr), srv.URL)
+		benchGET(b, transport.NewClient(tr), url)
 	})
 }
 
@@ -97,23 +91,34 @@ func BenchmarkKeepAliveGET(b *testing.B) {
 // callers have: lifeline's watch then follows the caller's context through
 // an AfterFunc.
 func BenchmarkKeepAliveGETDeadline(b *testing.B) {
+	url := okServer(b)
+	b.Run("impl=nethttp", func(b *testing.B) {
+		tr := &http.Transport{MaxIdleConnsPerHost: transport.DefaultMaxIdleConnsPerHost}
+		b.Cleanup(tr.CloseIdleConnections)
+		benchGETDeadline(b, &http.Client{Transport: tr}, url)
+	})
+	b.Run("impl=lifeline", func(b *testing.B) {
+		tr := noopTransport()
+		b.Cleanup(tr.CloseIdleConnections)
+		benchGETDeadline(b, transport.NewClient(tr), url)
+	})
+}
+
+// okServer is a loopback server that answers "ok", for the life of b.
+func okServer(b *testing.B) string {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.WriteString(w, "ok")
 	}))
 	b.Cleanup(srv.Close)
-	b.Run("impl=nethttp", func(b *testing.B) {
-		tr := &http.Transport{MaxIdleConnsPerHost: transport.DefaultMaxIdleConnsPerHost}
-		b.Cleanup(tr.CloseIdleConnections)
-		benchGETDeadline(b, &http.Client{Transport: tr}, srv.URL)
-	})
-	b.Run("impl=lifeline", func(b *testing.B) {
-		tr := &transport.Transport{
-			TracerProvider: tracenoop.NewTracerProvider(),
-			MeterProvider:  metricnoop.NewMeterProvider(),
-		}
-		b.Cleanup(tr.CloseIdleConnections)
-		benchGETDeadline(b, transport.NewClient(tr), srv.URL)
-	})
+	return srv.URL
+}
+
+// noopTransport is a Transport with no-op telemetry providers.
+func noopTransport() *transport.Transport {
+	return &transport.Transport{
+		TracerProvider: tracenoop.NewTracerProvider(),
+		MeterProvider:  metricnoop.NewMeterProvider(),
+	}
 }
 
 func benchGETDeadline(b *testing.B, client *http.Client, url string) {
