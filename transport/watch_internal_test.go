@@ -48,7 +48,7 @@ func TestWatchSlots(t *testing.T) {
 		_, _ = io.WriteString(w, "ok")
 	}))
 	defer srv.Close()
-	tr := &Transport{FirstByteTimeout: 100 * time.Millisecond, Retry: &retry.Policy{MaxAttempts: 1}}
+	tr := &Transport{FirstByteTimeout: 500 * time.Millisecond, Retry: &retry.Policy{MaxAttempts: 1}}
 	defer tr.CloseIdleConnections()
 	client := NewClient(tr)
 	get := func(ctx context.Context, path string) error {

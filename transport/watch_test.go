@@ -108,9 +108,9 @@ func TestFirstByteTimeoutCountsFromWritten(t *testing.T) {
 				n, _ := io.Copy(io.Discard, r.Body)
 				_, _ = io.WriteString(w, strings.Repeat("y", int(n)))
 			}))
-			tr := &transport.Transport{TLSClientConfig: cfg, FirstByteTimeout: 150 * time.Millisecond,
+			tr := &transport.Transport{TLSClientConfig: cfg, FirstByteTimeout: 300 * time.Millisecond,
 				Retry: &retry.Policy{MaxAttempts: 1}}
-			req, err := http.NewRequestWithContext(cc.ctx(t), http.MethodPut, srv.URL, &slowBody{left: 9, pause: 50 * time.Millisecond})
+			req, err := http.NewRequestWithContext(cc.ctx(t), http.MethodPut, srv.URL, &slowBody{left: 9, pause: 100 * time.Millisecond})
 			require.NoError(t, err)
 			resp, err := tr.RoundTrip(req)
 			require.NoError(t, err, "%s, h2=%v: a slow upload is not a slow answer", cc.name, h2)
