@@ -76,20 +76,41 @@ func (p *Policy) Do(ctx context.Context, op func(ctx context.Context) error) err
 	return err
 }
 
-// doLean is Do without the attempt number in the attempts' contexts (see
-// retryx.DoLean).
-func doLean(p any, ctx context.Context, op func(ctx context.Context, arg any) error, arg any) error {
-	if op == nil {
-		return errNilOp
-	}
+// prepared is a policy checked once, its telemetry found (see
+// retryx.Prepare).
+type prepared struct {
+	c   config
+	tel *telemetry
+}
+
+func prepare(p any) (any, error) {
 	pol, _ := p.(*Policy)
-	_, err := run(ctx, pol, true, func(ctx context.Context) (struct{}, error) {
+	c, err := pol.config()
+	if err != nil {
+		return nil, err
+	}
+	return &prepared{c: c, tel: telemetryFor(c.tp, c.mp)}, nil
+}
+
+// doPrepared is Do for a prepared policy, without the attempt number in
+// the attempts' contexts (see retryx.DoPrepared).
+func doPrepared(pp any, ctx context.Context, op func(ctx context.Context, arg any) error, arg any) error {
+	pr, _ := pp.(*prepared)
+	switch {
+	case op == nil:
+		return errNilOp
+	case pr == nil:
+		return errors.New("retry: DoPrepared needs what Prepare returned")
+	case ctx == nil:
+		return errNilContext
+	}
+	_, err := loop(ctx, &pr.c, pr.tel, true, func(ctx context.Context) (struct{}, error) {
 		return struct{}{}, op(ctx, arg)
 	})
 	return err
 }
 
-func init() { retryx.DoLean = doLean }
+func init() { retryx.Prepare, retryx.DoPrepared = prepare, doPrepared }
 
 // Do is [Policy.Do] for an operation that returns a value: it returns the
 // value of the first successful attempt, or T's zero value and the error
@@ -114,10 +135,15 @@ func run[T any](ctx context.Context, p *Policy, lean bool, op func(context.Conte
 	if err != nil {
 		return zero, err
 	}
+	return loop(ctx, &c, telemetryFor(c.tp, c.mp), lean, op)
+}
+
+// loop is run's loop for the checked config c and its telemetry.
+func loop[T any](ctx context.Context, c *config, tel *telemetry, lean bool, op func(context.Context) (T, error)) (T, error) {
+	var zero T
 	if ctx.Err() != nil {
 		return zero, ctxCause(ctx)
 	}
-	tel := telemetryFor(c.tp, c.mp)
 	if c.budget != nil {
 		c.budget.deposit()
 	}
@@ -128,7 +154,7 @@ func run[T any](ctx context.Context, p *Policy, lean bool, op func(context.Conte
 		bo     *backoff.ExponentialBackOff // built at the first retryable failure only
 	)
 	for n := 1; ; n++ {
-		v, err := attempt(ctx, &c, tel, n, wait, lean, op)
+		v, err := attempt(ctx, c, tel, n, wait, lean, op)
 		if err == nil {
 			if first != nil {
 				tel.recovered(ctx, first)

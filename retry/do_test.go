@@ -17,6 +17,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/lifeline-go/lifeline/internal/retryx"
 	"github.com/lifeline-go/lifeline/retry"
 )
 
@@ -341,6 +342,39 @@ func TestInvalidPolicy(t *testing.T) {
 }
 
 func nan() float64 { var z float64; return z / z }
+
+// TestPrepared: the loop of a policy checked once (internal/retryx, for
+// the HTTP transport) retries as Do does, and refuses what Do refuses.
+func TestPrepared(t *testing.T) {
+	_, err := retryx.Prepare(&retry.Policy{Multiplier: 0.5})
+	assert.ErrorContains(t, err, "Policy.Multiplier")
+
+	pp, err := retryx.Prepare(&retry.Policy{MaxAttempts: 3, InitialInterval: time.Millisecond})
+	require.NoError(t, err)
+	var calls int
+	op := func(_ context.Context, arg any) error {
+		calls++
+		if calls < arg.(int) {
+			return errors.New("transient")
+		}
+		return nil
+	}
+	require.NoError(t, retryx.DoPrepared(pp, t.Context(), op, 3))
+	assert.Equal(t, 3, calls)
+	calls = 0
+	var ee *retry.ExhaustedError
+	require.ErrorAs(t, retryx.DoPrepared(pp, t.Context(), op, 9), &ee)
+	assert.Equal(t, 3, ee.Attempts)
+
+	var nilCtx context.Context // the bad input under test
+	assert.ErrorContains(t, retryx.DoPrepared(pp, nilCtx, op, 1), "nil Context")
+	assert.ErrorContains(t, retryx.DoPrepared(pp, t.Context(), nil, 1), "nil operation")
+	assert.ErrorContains(t, retryx.DoPrepared("not prepared", t.Context(), op, 1), "Prepare")
+	nilPolicy, err := retryx.Prepare(nil)
+	require.NoError(t, err, "a nil policy is the default one")
+	calls = 0
+	require.NoError(t, retryx.DoPrepared(nilPolicy, t.Context(), op, 1))
+}
 
 func TestExhaustedError(t *testing.T) {
 	last := &phaseError{"connect", true}

@@ -3,7 +3,6 @@ package transport
 import (
 	"io"
 	"net/http"
-	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -18,13 +17,12 @@ type body struct {
 	resp *http.Response
 	w    *watch // nil: no StallTimeout
 
-	// reading is the watch's clock when the Read in progress began, 0
-	// between reads, -1 once the watch has failed that Read (and closed
-	// rc under it).
+	// reading is begun when a Read is in progress that the watch has not
+	// seen yet, the watch's clock when it first saw it, 0 between reads,
+	// -1 once the watch has failed that Read (and closed rc under it).
 	reading atomic.Int64
 
-	mu   sync.Mutex // guards done: Close may run concurrently with Read
-	done bool
+	done atomic.Bool // the try was ended (Close may run concurrently with Read)
 }
 
 // newBody wraps resp's body; it lives in the try (one allocation less per
@@ -43,7 +41,7 @@ func (b *body) Read(p []byte) (int, error) {
 		n, err := b.rc.Read(p)
 		return n, b.after(err, false)
 	}
-	if !b.reading.CompareAndSwap(0, b.w.now()) {
+	if !b.reading.CompareAndSwap(0, begun) {
 		// The watch failed an earlier Read (one that still returned
 		// bytes); rc is closed.
 		return 0, b.after(errStalled, true)
@@ -95,14 +93,9 @@ func (b *body) Close() error {
 }
 
 func (b *body) end(err error) {
-	b.mu.Lock()
-	if b.done {
-		b.mu.Unlock()
-		return
+	if b.done.CompareAndSwap(false, true) {
+		b.tr.finish(b.resp, err)
 	}
-	b.done = true
-	b.mu.Unlock()
-	b.tr.finish(b.resp, err)
 }
 
 // drain reads what is left of a discarded response, up to drainLimit bytes

@@ -47,6 +47,10 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return nil, err
 	}
 	st := t.get()
+	if st.retryErr != nil {
+		closeBody(req)
+		return nil, st.retryErr
+	}
 	c := &call{st: st, req: req, ctx: req.Context(), host: req.URL.Host,
 		idempotent: idempotent(req), replayable: replayable(req)}
 	c.hedge = st.hedge.on && c.idempotent && c.replayable
@@ -56,7 +60,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		defer req.Body.Close()
 	}
 
-	err := retryx.DoLean(&st.policy, c.ctx, callAttempt, c)
+	err := retryx.DoPrepared(st.retry, c.ctx, callAttempt, c)
 	switch {
 	case err == nil:
 		return c.final, nil
@@ -135,10 +139,10 @@ type try struct {
 	timed  bool        // the slot's WroteRequest hook went to net/http: the watch bounds the wait for headers
 	tctx   tryCtx      // the try's context when it is a tryCtx
 
-	mu        sync.Mutex // guards the fields below, set from net/http's hooks
-	peer      netip.AddrPort
-	attTimer  *time.Timer // the policy's AttemptTimeout, from the start
-	finishing sync.Once
+	mu       sync.Mutex // guards the fields below, set from net/http's hooks
+	peer     netip.AddrPort
+	attTimer *time.Timer // the policy's AttemptTimeout, from the start
+	finished atomic.Bool // finish or finishSpan ran
 
 	body body // the response body's wrapper (see newBody)
 }
@@ -372,18 +376,19 @@ func (tr *try) timeoutError(phase string, limit time.Duration) *TimeoutError {
 
 // finish ends the try: its context, its span and its duration, once.
 func (tr *try) finish(resp *http.Response, err error) {
-	tr.finishing.Do(func() {
-		tr.stopAttemptTimer()
-		if tr.cancel != nil {
-			cause := err
-			if cause == nil {
-				cause = errBodyClosed
-			}
-			tr.cancel(cause)
+	if !tr.finished.CompareAndSwap(false, true) {
+		return
+	}
+	tr.stopAttemptTimer()
+	if tr.cancel != nil {
+		cause := err
+		if cause == nil {
+			cause = errBodyClosed
 		}
-		tr.c.st.tel.ended(tr.ctx, tr.span, tr.c.req, resp, err, time.Since(tr.start))
-		tr.releaseSlot()
-	})
+		tr.cancel(cause)
+	}
+	tr.c.st.tel.ended(tr.ctx, tr.span, tr.c.req, resp, err, time.Since(tr.start))
+	tr.releaseSlot()
 }
 
 // releaseSlot gives the try's slot back to the watch, last: the slot may
@@ -397,12 +402,13 @@ func (tr *try) releaseSlot() {
 // finishSpan ends the span and records the try but leaves its context
 // alive (a 101 response's conn lives on it).
 func (tr *try) finishSpan(resp *http.Response, err error) {
-	tr.finishing.Do(func() {
-		tr.c.st.tel.ended(tr.ctx, tr.span, tr.c.req, resp, err, time.Since(tr.start))
-		// The slot goes back too: net/http has already let go of the
-		// request's context (a 101 has no body to read).
-		tr.releaseSlot()
-	})
+	if !tr.finished.CompareAndSwap(false, true) {
+		return
+	}
+	tr.c.st.tel.ended(tr.ctx, tr.span, tr.c.req, resp, err, time.Since(tr.start))
+	// The slot goes back too: net/http has already let go of the
+	// request's context (a 101 has no body to read).
+	tr.releaseSlot()
 }
 
 func methodOf(req *http.Request) string {

@@ -377,6 +377,27 @@ func TestBadRequests(t *testing.T) {
 	tr.CloseIdleConnections()
 }
 
+// TestInvalidRetryPolicy: a Transport whose Retry policy is invalid
+// fails every request with the policy's error, sends nothing, and closes
+// the request's body.
+func TestInvalidRetryPolicy(t *testing.T) {
+	var hits atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { hits.Add(1) }))
+	defer srv.Close()
+	tr := &transport.Transport{Retry: &retry.Policy{Multiplier: 0.5}}
+	defer tr.CloseIdleConnections()
+	for range 2 {
+		body := &closeCounter{ReadCloser: io.NopCloser(strings.NewReader("x"))}
+		req := newReq(t, http.MethodPost, srv.URL, "")
+		req.Body = body
+		_, err := tr.RoundTrip(req)
+		require.Error(t, err)
+		assert.Contains(t, err.Error(), "Multiplier")
+		assert.Equal(t, int32(1), body.closed.Load(), "the body is closed")
+	}
+	assert.Zero(t, hits.Load(), "nothing was sent")
+}
+
 // TestConnectProxyLimits: a CONNECT proxy that accepts the tunnel and then
 // stalls the TLS handshake is bounded by the Dialer's TLSHandshakeTimeout;
 // a working one carries the request.

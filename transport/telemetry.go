@@ -128,15 +128,17 @@ func (t *telemetry) responded(span trace.Span, resp *http.Response) {
 func (t *telemetry) ended(ctx context.Context, span trace.Span, req *http.Request, resp *http.Response, err error, d time.Duration) {
 	outcome := otelx.OutcomeOK
 	switch {
+	case err == nil:
+		if resp != nil && resp.StatusCode >= 400 {
+			outcome = otelx.OutcomeError
+		}
 	case errors.Is(err, errHedgeLost):
 		outcome = otelx.OutcomeLost
 	case errors.Is(err, context.Canceled):
 		outcome = otelx.OutcomeCanceled
-	case err != nil && errors.Is(err, context.DeadlineExceeded):
+	case errors.Is(err, context.DeadlineExceeded):
 		outcome = otelx.OutcomeTimeout
-	case err != nil:
-		outcome = otelx.OutcomeError
-	case resp != nil && resp.StatusCode >= 400:
+	default:
 		outcome = otelx.OutcomeError
 	}
 	if span.IsRecording() {

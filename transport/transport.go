@@ -19,6 +19,7 @@ import (
 
 	"github.com/lifeline-go/lifeline/dial"
 	"github.com/lifeline-go/lifeline/internal/logx"
+	"github.com/lifeline-go/lifeline/internal/retryx"
 	"github.com/lifeline-go/lifeline/retry"
 )
 
@@ -180,6 +181,8 @@ type state struct {
 	ht        *http.Transport
 	dialer    dial.Dialer
 	policy    retry.Policy // t.Retry with the Transport's providers, spans off, AttemptTimeout taken over
+	retry     any          // policy, checked once (retryx.Prepare)
+	retryErr  error        // policy's error: every request's
 	attemptTO time.Duration
 	firstByte time.Duration // 0: off
 	watch     *watch        // nil: neither FirstByteTimeout nor StallTimeout
@@ -280,6 +283,7 @@ func (t *Transport) build() *state {
 	// Do would cancel the attempt's context when the op returns, with the
 	// response body still unread: the Transport bounds attempts itself.
 	st.policy.AttemptTimeout = 0
+	st.retry, st.retryErr = retryx.Prepare(&st.policy)
 
 	proxy := t.Proxy
 	if proxy == nil {

@@ -19,17 +19,20 @@ import (
 // each request a timer, its channel and a deferred stop (four allocations
 // and two timer-heap updates), a timer per body Read two more updates per
 // Read. A try here takes a slot from a per-P pool (no lock shared across
-// cores), an atomic store when the request is written and one per Read
-// (BenchmarkKeepAliveGET).
+// cores), an atomic store when the request is written and two per Read,
+// and reads no clock: a wait or a Read that began is marked begun, and
+// the loop's next look stamps it with its own clock (BenchmarkKeepAliveGET).
 //
 // The goroutine runs only while tries are in flight, and two ticks after:
-// an idle Transport owns no goroutine. A wait is cut between limit and
-// limit + min(limit/watchTicks, watchTickMax) after it began.
+// an idle Transport owns no goroutine. A wait is stamped at most a tick
+// after it began, never before, so it is cut between limit and limit +
+// 2·min(limit/watchTicks, watchTickMax) after it began: never early, at
+// most min(limit/8, 100ms) late.
 type watch struct {
 	firstByte time.Duration // 0: off
 	stall     time.Duration // 0: off
 	tick      time.Duration
-	base      time.Time // the watch's clock: now is time.Since(base)+1
+	base      time.Time // the watch's clock: now is time.Since(base)+2
 	tel       *telemetry
 
 	// free holds the slots no try is in: per P and without a lock, so
@@ -47,8 +50,8 @@ type watch struct {
 // try in flight, so that its goroutine outlives the last try by at most
 // two ticks.
 const (
-	watchTicks   = 8
-	watchTickMax = 100 * time.Millisecond
+	watchTicks   = 16
+	watchTickMax = 50 * time.Millisecond
 )
 
 // newWatch returns the watch of the given limits (0: off), nil when both
@@ -68,13 +71,14 @@ func newWatch(firstByte, stall time.Duration, tel *telemetry) *watch {
 		tick: min(max(shortest/watchTicks, time.Millisecond), watchTickMax), base: time.Now()}
 }
 
-// now is the watch's clock, never 0 or negative (those mark states).
-func (w *watch) now() int64 { return int64(time.Since(w.base)) + 1 }
+// now is the watch's clock, never below 2 (lower values mark states).
+func (w *watch) now() int64 { return int64(time.Since(w.base)) + 2 }
 
-// States of slot.wait besides a time (> 0: the request was written then and
-// no headers came yet).
+// States of slot.wait besides a time (> begun: the request was written by
+// then and no headers came yet).
 const (
 	waitUnwritten = 0  // the request is not written yet
+	begun         = 1  // written (or, for body.reading, a Read began) since the loop's last look
 	waitCut       = -1 // the watch ended the wait (FirstByteTimeout)
 	waitDone      = -2 // the headers came, or the try gave up waiting
 )
@@ -91,7 +95,7 @@ type slot struct {
 	// it the last one, whose late hooks must not reach another try.
 	hooked *try
 
-	wait  atomic.Int64 // waitUnwritten, the clock when written, waitCut or waitDone
+	wait  atomic.Int64 // waitUnwritten, begun, the loop's clock when it saw the wait, waitCut or waitDone
 	wrote atomic.Bool  // net/http called the trace's WroteRequest: it calls no hook of this try after
 
 	// ctx outlives tries: the parent of net/http's request context for a
@@ -196,12 +200,13 @@ func (s *slot) reusableCtx() context.Context {
 }
 
 // written notes that the request was written: the wait for headers starts
-// (again, when net/http sends it once more on another conn).
+// (again, when net/http sends it once more on another conn); the loop's
+// next look stamps it.
 func (s *slot) written() {
 	s.wrote.Store(true)
 	for {
 		old := s.wait.Load()
-		if old < 0 || s.wait.CompareAndSwap(old, s.w.now()) {
+		if old < 0 || s.wait.CompareAndSwap(old, begun) {
 			return
 		}
 	}
@@ -266,16 +271,23 @@ func (w *watch) loop() {
 			}
 			busy = true
 			if w.firstByte > 0 {
-				// Claim the wait that began at at: one that ended or
-				// began again since has another mark, and the claim fails.
-				if at := s.wait.Load(); at > 0 && now-at >= int64(w.firstByte) && s.wait.CompareAndSwap(at, waitCut) {
+				// Stamp a wait that began since the last look, or claim
+				// the one stamped at: one that ended or began again since
+				// has another mark, and the claim fails.
+				switch at := s.wait.Load(); {
+				case at == begun:
+					s.wait.CompareAndSwap(begun, now)
+				case at > begun && now-at >= int64(w.firstByte) && s.wait.CompareAndSwap(at, waitCut):
 					cuts = append(cuts, cut{s, s.cut})
 				}
 			}
 			if b := &tr.body; w.stall > 0 {
-				// The same claim for the Read that began at at (0: no
-				// Read in progress, or no body yet).
-				if at := b.reading.Load(); at > 0 && now-at >= int64(w.stall) && b.reading.CompareAndSwap(at, -1) {
+				// The same for the Read in progress (0: none, or no body
+				// yet).
+				switch at := b.reading.Load(); {
+				case at == begun:
+					b.reading.CompareAndSwap(begun, now)
+				case at > begun && now-at >= int64(w.stall) && b.reading.CompareAndSwap(at, -1):
 					stalled = append(stalled, b)
 				}
 			}
