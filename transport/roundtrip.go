@@ -179,19 +179,26 @@ func (c *call) newTry(hedge bool) *try {
 	switch {
 	case tr.timed && tr.cancel == nil && traceKey != nil && httptrace.ContextClientTrace(ctx) == nil:
 		// Nothing of the Transport's but the watch ends this try before
-		// its body: the slot's reusable context and trace serve it.
-		s.reusableCtx()
-		if ctx.Done() != nil {
-			s.follow(ctx)
+		// its body: the slot's reusable trace serves it, and over
+		// HTTP/1.1 the caller's context (see h1cut.go), else the slot's
+		// reusable context.
+		h1 := st.plainH1 && c.req.URL.Scheme == "http" && cancelRequestWorks()
+		if h1 {
+			s.cut = s.cancelReq
+		} else {
+			s.reusableCtx()
+			if ctx.Done() != nil {
+				s.follow(ctx)
+			}
+			s.cut = s.cancel
 		}
-		s.cut = s.cancel
 		s.trace.WroteRequest = s.wroteRequest
 		s.trace.GotConn, s.trace.WroteHeaders = nil, nil
 		if traced {
 			s.trace.GotConn, s.trace.WroteHeaders = s.gotConn, s.wroteHeaders
 		}
 		tr.traced = traced
-		tr.tctx = tryCtx{Context: ctx, s: s}
+		tr.tctx = tryCtx{Context: ctx, s: s, h1: h1}
 		ctx = &tr.tctx
 	case tr.timed || traced:
 		trace := &httptrace.ClientTrace{}

@@ -191,6 +191,7 @@ type state struct {
 	tel       *telemetry
 	latency   *latencies
 	born      *births // nil: no MaxConnLifetime
+	plainH1   bool    // http:// requests go over HTTP/1.1: no proxy of theirs speaks TLS (h1cut.go)
 }
 
 func (t *Transport) get() *state {
@@ -286,6 +287,7 @@ func (t *Transport) build() *state {
 	st.retry, st.retryErr = retryx.Prepare(&st.policy)
 
 	proxy := t.Proxy
+	st.plainH1 = plainProxy(proxy != nil)
 	if proxy == nil {
 		proxy = http.ProxyFromEnvironment
 	}

@@ -111,10 +111,13 @@ type slot struct {
 	stop       func() bool
 	parentDone func()
 
-	// cut ends the try's wait for headers: cancel, or the try's own cancel.
-	// Set before the request is sent; read by the watch after it claimed
-	// the wait.
+	// cut ends the try's wait for headers: cancel, cancelReq, or the
+	// try's own cancel. Set before the request is sent; read by the watch
+	// after it claimed the wait.
 	cut context.CancelCauseFunc
+	// cancelReq ends an HTTP/1.1 try's request through net/http's
+	// CancelRequest (h1cut.go); made once per slot.
+	cancelReq context.CancelCauseFunc
 
 	// trace goes to net/http as the request's trace for a try in a
 	// tryCtx. Its hooks call the try in the slot; only GotConn,
@@ -163,6 +166,14 @@ func (w *watch) newSlot() *slot {
 	s.wroteHeaders = func() { s.hooked.wroteHeaders() }
 	s.wroteRequest = func(info httptrace.WroteRequestInfo) { s.written() }
 	s.parentDone = func() { s.cancel(context.Cause(s.parent)) }
+	s.cancelReq = func(error) {
+		// A slot whose wait was cut is not reused: the try is this one,
+		// or gone (nothing left to cancel). tr.req is the try's own copy,
+		// so no other request is cancelled.
+		if tr := s.tr.Load(); tr != nil {
+			tr.c.st.ht.CancelRequest(tr.req) //lint:ignore SA1019 see h1cut.go: checked by cancelRequestWorks
+		}
+	}
 	w.mu.Lock()
 	if len(w.all) == cap(w.all) {
 		w.compact()
@@ -213,9 +224,18 @@ func (s *slot) written() {
 }
 
 // headers ends the wait for headers and reports whether the watch had cut
-// it first.
+// it first. A cut stays marked: the watch may still be about to call the
+// cut, so release must not give the slot to another try.
 func (s *slot) headers() (cut bool) {
-	return s.wait.Swap(waitDone) == waitCut
+	for {
+		old := s.wait.Load()
+		if old == waitCut {
+			return true
+		}
+		if s.wait.CompareAndSwap(old, waitDone) {
+			return false
+		}
+	}
 }
 
 // release takes the try out of its slot. The slot is reused only when
@@ -336,23 +356,33 @@ func (w *watch) end() bool {
 }
 
 // tryCtx is the context of a try that nothing of the Transport's but the
-// watch ends before its body: net/http's per-request context becomes a
-// child of the slot's reusable one, and the slot's trace is the request's,
-// so that the watch can end the wait for headers without a context, a
-// trace and their hooks made for every request. The caller's context, when
-// it can end, ends the slot's through an AfterFunc (slot.follow). Values
-// and the deadline come from the try's context (the caller's, with the
-// try's span).
+// watch ends before its body: the slot's trace is the request's, and over
+// HTTP/1.1 (h1) the rest is the try's context (the caller's, with the
+// try's span), the watch cutting the wait through CancelRequest
+// (h1cut.go). Otherwise net/http's per-request context becomes a child of
+// the slot's reusable one, which the caller's context, when it can end,
+// ends through an AfterFunc (slot.follow). So the watch can end the wait
+// for headers without a context, a trace and their hooks made for every
+// request. Values and the deadline come from the try's context.
 type tryCtx struct {
 	context.Context
-	s *slot
+	s  *slot
+	h1 bool // the request goes over HTTP/1.1: Done and Err are the try's context's
 }
 
-func (c *tryCtx) Done() <-chan struct{} { return c.s.ctx.Done() }
+func (c *tryCtx) Done() <-chan struct{} {
+	if c.h1 {
+		return c.Context.Done()
+	}
+	return c.s.ctx.Done()
+}
 
-// Err is the caller's context's error once that has ended (its end reached
-// the slot's context), else the slot's.
+// Err is the try's context's (h1), else the caller's context's error once
+// that has ended (its end reached the slot's context), else the slot's.
 func (c *tryCtx) Err() error {
+	if c.h1 {
+		return c.Context.Err()
+	}
 	err := c.s.ctx.Err()
 	if err != nil {
 		if perr := c.Context.Err(); perr != nil {
@@ -362,12 +392,15 @@ func (c *tryCtx) Err() error {
 	return err
 }
 
-// Value answers net/http's trace key with the slot's trace, the context
-// package's own key with the slot's context (so that a child registers
-// there), and every other key from the try's context.
+// Value answers net/http's trace key with the slot's trace, unless h1 the
+// context package's own key with the slot's context (so that a child
+// registers there), and every other key from the try's context.
 func (c *tryCtx) Value(key any) any {
 	if key == traceKey {
 		return &c.s.trace
+	}
+	if c.h1 {
+		return c.Context.Value(key)
 	}
 	if v := c.s.ctx.Value(key); v != nil {
 		return v

@@ -76,7 +76,8 @@ func TestWatchSlots(t *testing.T) {
 	assert.Less(t, all, 50, "slots serve one try after another")
 	assert.Zero(t, inUse)
 
-	// A cut: the slot (its context cancelled) is let go.
+	// A cut: the slot (its wait cut, over HTTPS its context cancelled too)
+	// is let go.
 	hang.Store("/hang", true)
 	err := get(context.Background(), "/hang")
 	var te *TimeoutError
@@ -86,6 +87,7 @@ func TestWatchSlots(t *testing.T) {
 		s, _ := w.free.Get().(*slot)
 		if s != nil {
 			assert.False(t, s.ctx != nil && s.ctx.Err() != nil, "no cancelled slot is kept")
+			assert.NotEqual(t, int64(waitCut), s.wait.Load(), "no slot whose wait was cut is kept")
 			defer w.free.Put(s)
 		}
 	}
@@ -116,4 +118,31 @@ func TestWatchSlots(t *testing.T) {
 // that a caller's context that never ends costs no trace per request.
 func TestTraceKeyFound(t *testing.T) {
 	assert.NotNil(t, traceKey)
+}
+
+// TestCancelRequestProbe: net/http's CancelRequest still ends an HTTP/1.1
+// request waiting for headers (else every try would take the slot's
+// context), and the probe finds it well within its bound.
+func TestCancelRequestProbe(t *testing.T) {
+	start := time.Now()
+	assert.True(t, probeCancelRequest(probeLimit))
+	assert.Less(t, time.Since(start), probeLimit)
+	assert.True(t, cancelRequestWorks())
+}
+
+// TestPlainProxy: http:// requests are known to go over HTTP/1.1 unless
+// the environment's HTTP proxy speaks TLS or the proxy is the user's.
+func TestPlainProxy(t *testing.T) {
+	for env, want := range map[string]bool{
+		"": true, "http://proxy.test:3128": true, "proxy.test:3128": true,
+		"socks5://proxy.test:1080": true, "https://proxy.test": false, " HTTPS://proxy.test": false,
+	} {
+		t.Setenv("HTTP_PROXY", env)
+		t.Setenv("http_proxy", "")
+		assert.Equal(t, want, plainProxy(false), "HTTP_PROXY=%q", env)
+	}
+	t.Setenv("HTTP_PROXY", "")
+	t.Setenv("http_proxy", "https://proxy.test")
+	assert.False(t, plainProxy(false), "http_proxy")
+	assert.False(t, plainProxy(true), "a Proxy function of the user's")
 }

@@ -4,7 +4,9 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"net/http/httptrace"
+	"net/url"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -32,18 +34,53 @@ var callerContexts = []struct {
 	}},
 }
 
+// protocols are the ways the watch cuts a try's wait for headers: plain
+// HTTP/1.1 through net/http's CancelRequest (the request's context is the
+// caller's); plain HTTP/1.1 with a Proxy function of the user's (which
+// could name a TLS proxy, so no CancelRequest), HTTPS over HTTP/1.1 and
+// HTTP/2 through a context the watch cancels.
+var protocols = []protocol{
+	{name: "http"},
+	{name: "http, user's proxy", userProxy: true},
+	{name: "https", tls: true},
+	{name: "h2", tls: true, h2: true},
+}
+
+type protocol struct {
+	name               string
+	tls, h2, userProxy bool
+}
+
+// serve starts a server of the protocol for the test, and returns it with
+// a Transport that reaches it (fields may still be set before first use).
+func (p protocol) serve(t *testing.T, h http.Handler) (*httptest.Server, *transport.Transport) {
+	t.Helper()
+	tr := &transport.Transport{}
+	if p.userProxy {
+		tr.Proxy = func(*http.Request) (*url.URL, error) { return nil, nil }
+	}
+	if !p.tls {
+		srv := httptest.NewServer(h)
+		t.Cleanup(srv.Close)
+		return srv, tr
+	}
+	srv, cfg := tlsServer(t, p.h2, h)
+	tr.TLSClientConfig = cfg
+	return srv, tr
+}
+
 // TestFirstByteTimeoutEveryContext: a server that reads the request and
 // never answers fails each attempt after FirstByteTimeout with a
-// *TimeoutError ("first_byte"), on HTTP/1.1 and HTTP/2, whatever the
-// caller's context; the GET is retried, and the Transport then serves an
-// answering server normally.
+// *TimeoutError ("first_byte"), on HTTP/1.1 and HTTP/2, with and without
+// TLS, whatever the caller's context; the GET is retried, and the
+// Transport then serves an answering server normally.
 func TestFirstByteTimeoutEveryContext(t *testing.T) {
 	for _, cc := range callerContexts {
-		for _, h2 := range []bool{false, true} {
+		for _, p := range protocols {
 			var hits atomic.Int32
 			var hang atomic.Bool
 			hang.Store(true)
-			srv, cfg := tlsServer(t, h2, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			srv, tr := p.serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				hits.Add(1)
 				if hang.Load() {
 					<-r.Context().Done()
@@ -51,14 +88,14 @@ func TestFirstByteTimeoutEveryContext(t *testing.T) {
 				}
 				hello(w, r)
 			}))
-			tr := &transport.Transport{TLSClientConfig: cfg, FirstByteTimeout: 200 * time.Millisecond, Retry: fastRetry()}
+			tr.FirstByteTimeout, tr.Retry = 200*time.Millisecond, fastRetry()
 			req, err := http.NewRequestWithContext(cc.ctx(t), http.MethodGet, srv.URL+"/?token=SECRET", nil)
 			require.NoError(t, err)
 			start := time.Now()
 			_, err = tr.RoundTrip(req)
 			elapsed := time.Since(start)
 			var te *transport.TimeoutError
-			require.ErrorAs(t, err, &te, "%s, h2=%v: %v", cc.name, h2, err)
+			require.ErrorAs(t, err, &te, "%s, %s: %v", cc.name, p.name, err)
 			assert.Equal(t, "first_byte", te.Phase)
 			assert.ErrorIs(t, err, context.DeadlineExceeded)
 			assert.ErrorIs(t, err, retry.ErrExhausted)
@@ -70,7 +107,7 @@ func TestFirstByteTimeoutEveryContext(t *testing.T) {
 			hang.Store(false)
 			for range 3 {
 				resp, err := tr.RoundTrip(req.Clone(cc.ctx(t)))
-				require.NoError(t, err, "%s, h2=%v: after a cut", cc.name, h2)
+				require.NoError(t, err, "%s, %s: after a cut", cc.name, p.name)
 				b, _ := io.ReadAll(resp.Body)
 				resp.Body.Close()
 				assert.True(t, strings.HasPrefix(string(b), "hello HTTP/"), string(b))
@@ -99,21 +136,20 @@ func (b *slowBody) Read(p []byte) (int, error) {
 
 // TestFirstByteTimeoutCountsFromWritten: FirstByteTimeout counts from the
 // request written, not from its start: an upload that takes three times
-// the limit, answered at once when it ends, succeeds (HTTP/1.1 and HTTP/2,
-// every caller context).
+// the limit, answered at once when it ends, succeeds (every protocol and
+// caller context).
 func TestFirstByteTimeoutCountsFromWritten(t *testing.T) {
 	for _, cc := range callerContexts {
-		for _, h2 := range []bool{false, true} {
-			srv, cfg := tlsServer(t, h2, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		for _, p := range protocols {
+			srv, tr := p.serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				n, _ := io.Copy(io.Discard, r.Body)
 				_, _ = io.WriteString(w, strings.Repeat("y", int(n)))
 			}))
-			tr := &transport.Transport{TLSClientConfig: cfg, FirstByteTimeout: 300 * time.Millisecond,
-				Retry: &retry.Policy{MaxAttempts: 1}}
+			tr.FirstByteTimeout, tr.Retry = 300*time.Millisecond, &retry.Policy{MaxAttempts: 1}
 			req, err := http.NewRequestWithContext(cc.ctx(t), http.MethodPut, srv.URL, &slowBody{left: 9, pause: 100 * time.Millisecond})
 			require.NoError(t, err)
 			resp, err := tr.RoundTrip(req)
-			require.NoError(t, err, "%s, h2=%v: a slow upload is not a slow answer", cc.name, h2)
+			require.NoError(t, err, "%s, %s: a slow upload is not a slow answer", cc.name, p.name)
 			b, err := io.ReadAll(resp.Body)
 			resp.Body.Close()
 			require.NoError(t, err)
@@ -178,18 +214,17 @@ func TestCallersTraceKept(t *testing.T) {
 // TestCallerCancelWhileWaiting: the caller's cancel ends a wait for
 // headers with context.Canceled, not a timeout of the Transport's.
 func TestCallerCancelWhileWaiting(t *testing.T) {
-	for _, h2 := range []bool{false, true} {
-		srv, cfg := tlsServer(t, h2, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	for _, p := range protocols {
+		srv, tr := p.serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			<-r.Context().Done()
 		}))
-		tr := &transport.Transport{TLSClientConfig: cfg}
 		ctx, cancel := context.WithCancel(context.Background())
 		time.AfterFunc(100*time.Millisecond, cancel)
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, srv.URL, nil)
 		require.NoError(t, err)
 		start := time.Now()
 		_, err = tr.RoundTrip(req)
-		require.ErrorIs(t, err, context.Canceled, "h2=%v", h2)
+		require.ErrorIs(t, err, context.Canceled, p.name)
 		var te *transport.TimeoutError
 		assert.NotErrorAs(t, err, &te)
 		assert.Less(t, time.Since(start), 5*time.Second)
@@ -202,8 +237,8 @@ func TestCallerCancelWhileWaiting(t *testing.T) {
 // headers, and a body read, with context.DeadlineExceeded, as without
 // lifeline.
 func TestCallerDeadlineWhileWaiting(t *testing.T) {
-	for _, h2 := range []bool{false, true} {
-		srv, cfg := tlsServer(t, h2, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	for _, p := range protocols {
+		srv, tr := p.serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if r.URL.Path == "/body" {
 				w.Header().Set("Content-Length", "10")
 				_, _ = io.WriteString(w, "12345")
@@ -211,7 +246,7 @@ func TestCallerDeadlineWhileWaiting(t *testing.T) {
 			}
 			<-r.Context().Done()
 		}))
-		tr := &transport.Transport{TLSClientConfig: cfg, Retry: &retry.Policy{MaxAttempts: 1}}
+		tr.Retry = &retry.Policy{MaxAttempts: 1}
 		for _, path := range []string{"/", "/body"} {
 			ctx, cancel := context.WithTimeout(context.Background(), 150*time.Millisecond)
 			req, err := http.NewRequestWithContext(ctx, http.MethodGet, srv.URL+path, nil)
@@ -223,7 +258,7 @@ func TestCallerDeadlineWhileWaiting(t *testing.T) {
 				resp.Body.Close()
 			}
 			cancel()
-			require.ErrorIs(t, err, context.DeadlineExceeded, "h2=%v %s", h2, path)
+			require.ErrorIs(t, err, context.DeadlineExceeded, "%s %s", p.name, path)
 			var te *transport.TimeoutError
 			assert.NotErrorAs(t, err, &te, "the caller's deadline, not the Transport's")
 			assert.Less(t, time.Since(start), 5*time.Second)
