@@ -9,6 +9,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -30,8 +31,26 @@ import (
 
 // cancelRequestWorks reports whether net/http's Transport.CancelRequest
 // ends an HTTP/1.1 request that waits for its response headers: tried once
-// per process over an in-memory pipe (no socket), within probeLimit.
-var cancelRequestWorks = sync.OnceValue(func() bool { return probeCancelRequest(probeLimit) })
+// per process over an in-memory pipe (no socket), within probeLimit; then
+// an atomic load.
+func cancelRequestWorks() bool {
+	if v := cancelProbe.result.Load(); v != 0 {
+		return v > 0
+	}
+	cancelProbe.once.Do(func() {
+		v := int32(-1)
+		if probeCancelRequest(probeLimit) {
+			v = 1
+		}
+		cancelProbe.result.Store(v)
+	})
+	return cancelProbe.result.Load() > 0
+}
+
+var cancelProbe struct {
+	once   sync.Once
+	result atomic.Int32 // 0: not probed yet, 1: works, -1: does not
+}
 
 const probeLimit = 2 * time.Second
 

@@ -132,12 +132,15 @@ type try struct {
 	ctx    context.Context
 	cancel context.CancelCauseFunc // nil: nothing cancels this try but its caller
 	span   trace.Span
-	start  time.Time
+	start  time.Time   // zero when nothing reads it (see newTry)
 	wrote  atomic.Bool // the request's headers were written: it may have been acted on
-	traced bool        // net/http's trace hooks are set: wrote and peer are known
-	slot   *slot       // the try's place in the watch; nil: no watch
-	timed  bool        // the slot's WroteRequest hook went to net/http: the watch bounds the wait for headers
-	tctx   tryCtx      // the try's context when it is a tryCtx
+	// ownHeader: tr.req's header map is the try's own clone, made when a
+	// conn may be past MaxConnLifetime.
+	ownHeader bool
+	traced    bool   // net/http's trace hooks are set: wrote and peer are known
+	slot      *slot  // the try's place in the watch; nil: no watch
+	timed     bool   // the slot's WroteRequest hook went to net/http: the watch bounds the wait for headers
+	tctx      tryCtx // the try's context when it is a tryCtx
 
 	mu       sync.Mutex // guards the fields below, set from net/http's hooks
 	peer     netip.AddrPort
@@ -152,10 +155,21 @@ func (c *call) newTry(hedge bool) *try {
 	if c.tries > 0 {
 		tr = new(try)
 	}
-	tr.c, tr.resend, tr.hedge, tr.start = c, c.tries, hedge, time.Now()
+	tr.c, tr.resend, tr.hedge = c, c.tries, hedge
 	c.tries++
 	st := c.st
 	ctx := c.ctx
+	if c.hedge || st.hedge.quantile > 0 || st.tel.timesTries(ctx) {
+		// Hedging compares the tries' starts, adaptive hedging learns
+		// their times to headers, the duration metric records them: else
+		// the try reads no clock.
+		tr.start = time.Now()
+	}
+	var s *slot
+	if st.watch != nil {
+		s = st.watch.acquire(tr)
+		tr.slot = s
+	}
 	if hedge || c.hedge || st.attemptTO > 0 {
 		// The try's context outlives RoundTrip: it ends when the body is
 		// read to EOF or closed (a winner's body must not be cut), or when
@@ -163,17 +177,13 @@ func (c *call) newTry(hedge bool) *try {
 		ctx, tr.cancel = context.WithCancelCause(ctx)
 	}
 	ctx, tr.span = st.tel.startSpan(ctx, c.req, tr.resend)
-	copyHeader := st.born.mayHaveExpired(tr.start)
+	copyHeader := st.born.mayHaveExpired(st.roughNow())
+	tr.ownHeader = copyHeader
 	// The hooks tell whether a non-idempotent request was written, give a
 	// recording span its peer, let MaxConnLifetime mark an old conn, and
 	// name the peer of a failure a hedge or a retry masked (a label only
 	// when the Dialer has a Health to bound it).
 	traced := !c.idempotent || tr.span.IsRecording() || copyHeader || c.hedge || st.dialer.Health != nil
-	var s *slot
-	if st.watch != nil {
-		s = st.watch.acquire(tr)
-		tr.slot = s
-	}
 	// The watch bounds the wait for headers from net/http's WroteRequest.
 	tr.timed = s != nil && st.firstByte > 0
 	switch {
@@ -243,6 +253,14 @@ func (c *call) newTry(hedge bool) *try {
 }
 
 func (tr *try) wroteHeaders() { tr.wrote.Store(true) }
+
+// elapsed is the try's duration so far, -1 when its start was not read.
+func (tr *try) elapsed() time.Duration {
+	if tr.start.IsZero() {
+		return -1
+	}
+	return time.Since(tr.start)
+}
 
 // mayHaveWritten reports whether the request may have reached the server:
 // known from the trace hooks when they are set; otherwise only a dial
@@ -317,8 +335,7 @@ func (tr *try) gotConn(info httptrace.GotConnInfo) {
 		peer = a.AddrPort()
 		peer = netip.AddrPortFrom(peer.Addr().Unmap(), peer.Port())
 	}
-	if b := bornOf(info.Conn); b != nil && b.expired(time.Now()) && tr.req.Header != nil &&
-		tr.c.st.born.mayHaveExpired(tr.start) {
+	if b := bornOf(info.Conn); b != nil && tr.ownHeader && tr.req.Header != nil && b.expired(time.Now()) {
 		// The header map is the try's own (newTry cloned it when a conn
 		// could be this old).
 		tr.req.Header.Set("Connection", "close")
@@ -394,7 +411,7 @@ func (tr *try) finish(resp *http.Response, err error) {
 		}
 		tr.cancel(cause)
 	}
-	tr.c.st.tel.ended(tr.ctx, tr.span, tr.c.req, resp, err, time.Since(tr.start))
+	tr.c.st.tel.ended(tr.ctx, tr.span, tr.c.req, resp, err, tr.elapsed())
 	tr.releaseSlot()
 }
 
@@ -412,7 +429,7 @@ func (tr *try) finishSpan(resp *http.Response, err error) {
 	if !tr.finished.CompareAndSwap(false, true) {
 		return
 	}
-	tr.c.st.tel.ended(tr.ctx, tr.span, tr.c.req, resp, err, time.Since(tr.start))
+	tr.c.st.tel.ended(tr.ctx, tr.span, tr.c.req, resp, err, tr.elapsed())
 	// The slot goes back too: net/http has already let go of the
 	// request's context (a 101 has no body to read).
 	tr.releaseSlot()

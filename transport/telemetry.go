@@ -122,7 +122,11 @@ func (t *telemetry) responded(span trace.Span, resp *http.Response) {
 	}
 }
 
-// ended closes a try's span and records its duration and outcome. A hedge
+// timesTries reports whether the tries' durations are recorded.
+func (t *telemetry) timesTries(ctx context.Context) bool { return t.inst.Duration.Enabled(ctx) }
+
+// ended closes a try's span and records its duration (d; -1: not
+// measured, timesTries was false at its start) and outcome. A hedge
 // that lost and a caller's cancel are not errors; a 4xx or 5xx answer is
 // (for a client span, as the conventions say), with error.type the code.
 func (t *telemetry) ended(ctx context.Context, span trace.Span, req *http.Request, resp *http.Response, err error, d time.Duration) {
@@ -160,7 +164,7 @@ func (t *telemetry) ended(ctx context.Context, span trace.Span, req *http.Reques
 	if t.inst.Attempts.Enabled(ctx) {
 		t.inst.Attempts.Add(ctx, 1, metric.WithAttributes(otelx.KeyOutcome.String(outcome)))
 	}
-	if t.inst.Duration.Enabled(ctx) {
+	if d >= 0 && t.inst.Duration.Enabled(ctx) {
 		attrs := []attribute.KeyValue{otelx.HTTPMethod(knownMethod(methodOf(req))), otelx.KeyOutcome.String(outcome)}
 		if resp != nil {
 			attrs = append(attrs, otelx.HTTPStatus(resp.StatusCode))

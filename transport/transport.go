@@ -380,12 +380,21 @@ type births struct {
 
 // mayHaveExpired reports whether a conn open now may be past its lifetime
 // (the shortest a conn draws is 90% of MaxConnLifetime).
-func (b *births) mayHaveExpired(now time.Time) bool {
+func (b *births) mayHaveExpired(now int64) bool {
 	if b == nil {
 		return false
 	}
 	o := b.oldest.Load()
-	return o != 0 && now.UnixNano()-o >= int64(b.lifetime-b.lifetime/10)
+	return o != 0 && now-o >= int64(b.lifetime-b.lifetime/10)
+}
+
+// roughNow is the wall clock in Unix nanoseconds, from the watch when its
+// loop runs (at most a tick behind, never ahead), else read.
+func (st *state) roughNow() int64 {
+	if w := st.watch; w != nil && w.running.Load() {
+		return w.wall.Load()
+	}
+	return time.Now().UnixNano()
 }
 
 func (b *births) add(c *bornConn) {

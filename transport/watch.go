@@ -40,6 +40,9 @@ type watch struct {
 	// from it leaves all by itself.
 	free    sync.Pool
 	running atomic.Bool // the loop's goroutine is on; set under mu
+	// wall is the wall clock (Unix nanoseconds) at the loop's last tick,
+	// or at its start: a clock for what may be a tick late (roughNow).
+	wall atomic.Int64
 
 	mu  sync.Mutex           // guards all, and the loop's start and end
 	all []weak.Pointer[slot] // every slot, in a try or free; nil once collected
@@ -151,6 +154,7 @@ func (w *watch) acquire(tr *try) *slot {
 	if !w.running.Load() {
 		w.mu.Lock()
 		if !w.running.Load() {
+			w.wall.Store(time.Now().UnixNano())
 			w.running.Store(true)
 			go w.loop()
 		}
@@ -276,6 +280,7 @@ func (w *watch) loop() {
 		empty   bool    // the last look found no try in flight
 	)
 	for range t.C {
+		w.wall.Store(time.Now().UnixNano())
 		now := w.now()
 		cuts, stalled = cuts[:0], stalled[:0]
 		w.mu.Lock()
