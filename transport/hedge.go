@@ -148,7 +148,7 @@ func (c *call) hedged(ctx context.Context) (*http.Response, *try, error) {
 		return tr
 	}
 	tries := []*try{start(false)}
-	timer := time.NewTimer(c.st.hedgeDelay(c.host))
+	timer := time.NewTimer(c.st.hedgeDelay(c.req.URL.Host))
 	defer timer.Stop()
 	pending := 1
 	var won *tryResult
@@ -169,7 +169,7 @@ func (c *call) hedged(ctx context.Context) (*http.Response, *try, error) {
 				c.st.tel.hedge(ctx, "fired")
 				// A hedge can meet a hang too (8% of conns hung in incident
 				// 01): one more after another delay, up to maxHedges.
-				timer.Reset(c.st.hedgeDelay(c.host))
+				timer.Reset(c.st.hedgeDelay(c.req.URL.Host))
 			}
 		}
 	}

@@ -14,6 +14,7 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/metric"
+	metricnoop "go.opentelemetry.io/otel/metric/noop"
 	"go.opentelemetry.io/otel/trace"
 	tracenoop "go.opentelemetry.io/otel/trace/noop"
 
@@ -28,15 +29,24 @@ type telemetry struct {
 	tracer trace.Tracer // nil: a no-op provider, no spans
 	inst   *otelx.Transport
 	log    *logx.Limiter // nil: no Logger
+	// quiet: no spans, no-op metrics and no Logger, so that a try's end
+	// records nothing (set by newTelemetry and quieten).
+	quiet       bool
+	noopMetrics bool
 }
 
-func newTelemetry(tp trace.TracerProvider, mp metric.MeterProvider) *telemetry {
-	t := &telemetry{inst: otelx.TransportInstruments(mp)}
+func newTelemetry(tp trace.TracerProvider, mp metric.MeterProvider, log *logx.Limiter) *telemetry {
+	t := &telemetry{inst: otelx.TransportInstruments(mp), log: log}
 	if _, noop := tp.(tracenoop.TracerProvider); !noop {
 		t.tracer = otelx.Tracer(tp, otelx.ScopeTransport)
 	}
+	_, t.noopMetrics = mp.(metricnoop.MeterProvider)
+	t.quiet = t.tracer == nil && t.noopMetrics && t.log == nil
 	return t
 }
+
+// noSpan is the span of a try when there are no spans.
+var noSpan = trace.SpanFromContext(context.Background())
 
 var clientKind = trace.WithSpanKind(trace.SpanKindClient)
 
@@ -45,7 +55,7 @@ var clientKind = trace.WithSpanKind(trace.SpanKindClient)
 // no userinfo and every query value redacted; no header is recorded.
 func (t *telemetry) startSpan(ctx context.Context, req *http.Request, resend int) (context.Context, trace.Span) {
 	if t.tracer == nil {
-		return ctx, trace.SpanFromContext(context.Background())
+		return ctx, noSpan
 	}
 	method := methodOf(req)
 	ctx, span := t.tracer.Start(ctx, spanName(method), clientKind)
@@ -123,13 +133,18 @@ func (t *telemetry) responded(span trace.Span, resp *http.Response) {
 }
 
 // timesTries reports whether the tries' durations are recorded.
-func (t *telemetry) timesTries(ctx context.Context) bool { return t.inst.Duration.Enabled(ctx) }
+func (t *telemetry) timesTries(ctx context.Context) bool {
+	return !t.noopMetrics && t.inst.Duration.Enabled(ctx)
+}
 
 // ended closes a try's span and records its duration (d; -1: not
 // measured, timesTries was false at its start) and outcome. A hedge
 // that lost and a caller's cancel are not errors; a 4xx or 5xx answer is
 // (for a client span, as the conventions say), with error.type the code.
 func (t *telemetry) ended(ctx context.Context, span trace.Span, req *http.Request, resp *http.Response, err error, d time.Duration) {
+	if t.quiet {
+		return
+	}
 	outcome := otelx.OutcomeOK
 	switch {
 	case err == nil:

@@ -219,8 +219,7 @@ func (t *Transport) build() *state {
 	st.firstByte = orDefault(t.FirstByteTimeout, DefaultFirstByteTimeout)
 	st.lifetime = orDefault(t.MaxConnLifetime, DefaultMaxConnLifetime)
 	st.hedge = newHedgeConfig(t.HedgeDelay, t.HedgeQuantile)
-	st.tel = newTelemetry(t.TracerProvider, t.MeterProvider)
-	st.tel.log = logx.For(t.Logger)
+	st.tel = newTelemetry(t.TracerProvider, t.MeterProvider, logx.For(t.Logger))
 	st.watch = newWatch(st.firstByte, orDefault(t.StallTimeout, DefaultStallTimeout), st.tel)
 	st.latency = newLatencies()
 
