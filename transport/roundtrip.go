@@ -150,6 +150,8 @@ type try struct {
 	attTimer *time.Timer // the policy's AttemptTimeout, from the start
 
 	body body // the response body's wrapper (see newBody)
+
+	reqCopy http.Request // tr.req when it is a copy with another context
 }
 
 func (c *call) newTry(hedge bool) *try {
@@ -239,7 +241,11 @@ func (c *call) newTry(hedge bool) *try {
 		// gotConn may add "Connection: close": the try's own header map.
 		tr.req = c.req.Clone(ctx)
 	case fromGetBody || ctx != c.req.Context():
-		tr.req = c.req.WithContext(ctx)
+		// The copy lives in the try: net/http's WithContext, inlined
+		// here, makes its own on the stack (one allocation less per
+		// request, BenchmarkKeepAliveGET).
+		tr.reqCopy = *c.req.WithContext(ctx)
+		tr.req = &tr.reqCopy
 	default:
 		// Nothing of the try's differs from the caller's request, which
 		// net/http does not modify either.
