@@ -104,9 +104,29 @@ func doPrepared(pp any, ctx context.Context, op func(ctx context.Context, arg an
 	case ctx == nil:
 		return errNilContext
 	}
-	_, err := loop(ctx, &pr.c, pr.tel, true, func(ctx context.Context) (struct{}, error) {
-		return struct{}{}, op(ctx, arg)
-	})
+	c, tel := &pr.c, pr.tel
+	lean := func(ctx context.Context) (struct{}, error) { return struct{}{}, op(ctx, arg) }
+	if tel.tracer != nil || c.attemptTimeout > 0 {
+		_, err := loop(ctx, c, tel, true, lean)
+		return err
+	}
+	// No span and no timeout of the attempt's own: the first attempt is
+	// attempt's work done here, and the loop is entered only when it
+	// failed (what usually succeeds at once skips the generic loop,
+	// BenchmarkKeepAliveGET in package transport).
+	if ctx.Err() != nil {
+		return ctxCause(ctx)
+	}
+	if c.budget != nil {
+		c.budget.deposit()
+	}
+	err := op(ctx, arg)
+	if err == nil {
+		tel.attempted(ctx, 1, otelx.OutcomeOK)
+		return nil
+	}
+	tel.attempted(ctx, 1, outcomeOf(err, ctx.Err() != nil))
+	_, err = retrying(ctx, c, tel, true, lean, err)
 	return err
 }
 
@@ -147,14 +167,25 @@ func loop[T any](ctx context.Context, c *config, tel *telemetry, lean bool, op f
 	if c.budget != nil {
 		c.budget.deposit()
 	}
+	return retrying(ctx, c, tel, lean, op, nil)
+}
+
+// retrying is loop's loop, from the first attempt, or when failed is not
+// nil from the failure of a first attempt made by the caller.
+func retrying[T any](ctx context.Context, c *config, tel *telemetry, lean bool, op func(context.Context) (T, error), failed error) (T, error) {
 	var (
+		zero   T
 		first  error                       // of the first failed attempt, for the recovered metric
 		masked maskedFailures              // the retried failures, counted if a later attempt succeeds
 		wait   time.Duration               // waited before the attempt
 		bo     *backoff.ExponentialBackOff // built at the first retryable failure only
 	)
 	for n := 1; ; n++ {
-		v, err := attempt(ctx, c, tel, n, wait, lean, op)
+		var v T
+		err := failed
+		if n > 1 || failed == nil {
+			v, err = attempt(ctx, c, tel, n, wait, lean, op)
+		}
 		if err == nil {
 			if first != nil {
 				tel.recovered(ctx, first)
