@@ -25,9 +25,11 @@ import (
 // lifeline's idle and response-header timeouts. impl=lifeline uses no-op
 // providers, impl=lifeline-nofb too with FirstByteTimeout off;
 // impl=lifeline-otel the OTel SDK sampling every span and a metrics SDK
-// with a reader. Compare with
+// with a reader. Besides wall time per request it reports the process's
+// CPU time per request (cpu-ns/op: client and server, user and system).
+// Compare with
 //
-//	go test -run '^$' -bench KeepAliveGET -benchmem -count 10 ./transport/ > /tmp/ka.txt
+//	go test -run '^$' -bench KeepAliveGET -benchmem -benchtime 20000x -count 12 ./transport/ > /tmp/ka.txt
 //	go tool benchstat -col /impl /tmp/ka.txt
 func BenchmarkKeepAliveGET(b *testing.B) {
 	url := okServer(b)

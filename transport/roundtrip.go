@@ -120,9 +120,10 @@ func (c *call) attempt(ctx context.Context) (*http.Response, *try, error) {
 // (the watch, a non-idempotent request, a recording span, a conn that may
 // have outlived MaxConnLifetime), and the request's headers are copied only
 // when a conn may be past its lifetime. The try's slot in the watch lends
-// its reusable context and trace (tryCtx), so that FirstByteTimeout costs
-// no allocation but the request's copy, and two for an AfterFunc when the
-// caller's context can end (BenchmarkKeepAliveGET).
+// its reusable trace and, over HTTPS, its reusable context (tryCtx), so
+// that FirstByteTimeout costs no allocation: the request's copy lives in
+// the try; over HTTPS two more for an AfterFunc when the caller's context
+// can end (BenchmarkKeepAliveGET, BenchmarkKeepAliveGETDeadline).
 type try struct {
 	c      *call
 	resend int // tries of the call before this one
