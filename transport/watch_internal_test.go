@@ -146,3 +146,40 @@ func TestPlainProxy(t *testing.T) {
 	assert.False(t, plainProxy(false), "http_proxy")
 	assert.False(t, plainProxy(true), "a Proxy function of the user's")
 }
+
+// TestCancelRequestFallback: where net/http's CancelRequest no longer
+// works (a future Go may make it a no-op), an http:// try's wait is cut
+// through the slot's context instead, as an HTTPS try's; and a probe that
+// fails leaves nothing running.
+func TestCancelRequestFallback(t *testing.T) {
+	assert.False(t, probeCancelRequest(0), "a probe out of time says no")
+
+	require.True(t, cancelRequestWorks())
+	cancelProbe.result.Store(-1)
+	defer cancelProbe.result.Store(1)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		<-r.Context().Done()
+	}))
+	defer srv.Close()
+	tr := &Transport{FirstByteTimeout: 200 * time.Millisecond, Retry: &retry.Policy{MaxAttempts: 1}}
+	defer tr.CloseIdleConnections()
+	req, err := http.NewRequestWithContext(context.Background(), http.MethodGet, srv.URL, nil)
+	require.NoError(t, err)
+	start := time.Now()
+	_, err = tr.RoundTrip(req)
+	var te *TimeoutError
+	require.ErrorAs(t, err, &te)
+	assert.Equal(t, "first_byte", te.Phase)
+	assert.Less(t, time.Since(start), 5*time.Second)
+	// The cut went through a slot's own context.
+	w := tr.get().watch
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	cancelled := 0
+	for _, p := range w.all {
+		if s := p.Value(); s != nil && s.ctx != nil && s.ctx.Err() != nil {
+			cancelled++
+		}
+	}
+	assert.Equal(t, 1, cancelled, "the slot's context was cancelled")
+}
