@@ -24,6 +24,7 @@ import (
 // http.DefaultTransport's settings, impl=nethttp-limits a Transport with
 // lifeline's idle and response-header timeouts. impl=lifeline uses no-op
 // providers, impl=lifeline-nofb too with FirstByteTimeout off;
+// impl=lifeline-zero is the zero Transport (OTel's global providers);
 // impl=lifeline-otel the OTel SDK sampling every span and a metrics SDK
 // with a reader. Besides wall time per request it reports the process's
 // CPU time per request (cpu-ns/op: client and server, user and system).
@@ -73,6 +74,14 @@ func BenchmarkKeepAliveGET(b *testing.B) {
 			MeterProvider:    metricnoop.NewMeterProvider(),
 			FirstByteTimeout: -1,
 		}
+		b.Cleanup(tr.CloseIdleConnections)
+		benchGET(b, transport.NewClient(tr), url)
+	})
+	b.Run("impl=lifeline-zero", func(b *testing.B) {
+		// The zero Transport: its providers are OTel's globals, never set
+		// here, whose delegating tracer starts (and drops) a span per try:
+		// three allocations of OTel's.
+		tr := &transport.Transport{}
 		b.Cleanup(tr.CloseIdleConnections)
 		benchGET(b, transport.NewClient(tr), url)
 	})
