@@ -105,28 +105,27 @@ func doPrepared(pp any, ctx context.Context, op func(ctx context.Context, arg an
 		return errNilContext
 	}
 	c, tel := &pr.c, pr.tel
-	lean := func(ctx context.Context) (struct{}, error) { return struct{}{}, op(ctx, arg) }
-	if tel.tracer != nil || c.attemptTimeout > 0 {
-		_, err := loop(ctx, c, tel, true, lean)
-		return err
-	}
-	// No span and no timeout of the attempt's own: the first attempt is
-	// attempt's work done here, and the loop is entered only when it
-	// failed (what usually succeeds at once skips the generic loop,
-	// BenchmarkKeepAliveGET in package transport).
 	if ctx.Err() != nil {
 		return ctxCause(ctx)
 	}
 	if c.budget != nil {
 		c.budget.deposit()
 	}
-	err := op(ctx, arg)
-	if err == nil {
-		tel.attempted(ctx, 1, otelx.OutcomeOK)
-		return nil
+	var failed error
+	if tel.tracer == nil && c.attemptTimeout <= 0 {
+		// No span and no timeout of the attempt's own: the first attempt
+		// is attempt's work done here, and the loop is entered only when
+		// it failed (what usually succeeds at once skips the generic
+		// loop: BenchmarkKeepAliveGET in package transport).
+		if failed = op(ctx, arg); failed == nil {
+			tel.attempted(ctx, 1, otelx.OutcomeOK)
+			return nil
+		}
+		tel.attempted(ctx, 1, outcomeOf(failed, ctx.Err() != nil))
 	}
-	tel.attempted(ctx, 1, outcomeOf(err, ctx.Err() != nil))
-	_, err = retrying(ctx, c, tel, true, lean, err)
+	_, err := retrying(ctx, c, tel, true, func(ctx context.Context) (struct{}, error) {
+		return struct{}{}, op(ctx, arg)
+	}, failed)
 	return err
 }
 
