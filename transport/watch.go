@@ -281,6 +281,10 @@ func (w *watch) loop() {
 	)
 	for range t.C {
 		w.wall.Store(time.Now().UnixNano())
+		// now, read before the look, only decides cuts (a late now cuts
+		// later, never earlier). A wait or Read seen begun is stamped with
+		// the clock read after it was seen: it began before that, even if
+		// this goroutine was held up since now was read.
 		now := w.now()
 		cuts, stalled = cuts[:0], stalled[:0]
 		w.mu.Lock()
@@ -301,7 +305,7 @@ func (w *watch) loop() {
 				// has another mark, and the claim fails.
 				switch at := s.wait.Load(); {
 				case at == begun:
-					s.wait.CompareAndSwap(begun, now)
+					s.wait.CompareAndSwap(begun, w.now())
 				case at > begun && now-at >= int64(w.firstByte) && s.wait.CompareAndSwap(at, waitCut):
 					cuts = append(cuts, cut{s, s.cut})
 				}
@@ -311,7 +315,7 @@ func (w *watch) loop() {
 				// yet).
 				switch at := b.reading.Load(); {
 				case at == begun:
-					b.reading.CompareAndSwap(begun, now)
+					b.reading.CompareAndSwap(begun, w.now())
 				case at > begun && now-at >= int64(w.stall) && b.reading.CompareAndSwap(at, -1):
 					stalled = append(stalled, b)
 				}

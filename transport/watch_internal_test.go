@@ -183,3 +183,45 @@ func TestCancelRequestFallback(t *testing.T) {
 	}
 	assert.Equal(t, 1, cancelled, "the slot's context was cancelled")
 }
+
+// TestStallNeverEarlyWhenWatchHeldUp: a Read that begins while the
+// watch's goroutine is held up (here: waiting for its lock, its tick's
+// clock already read) is stamped when the watch sees it, not with the
+// clock it read before: the stall is not cut early. (Under a loaded CI the
+// goroutine is held up by the scheduler instead.)
+func TestStallNeverEarlyWhenWatchHeldUp(t *testing.T) {
+	const limit = 200 * time.Millisecond
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", "10")
+		_, _ = io.WriteString(w, "12345")
+		http.NewResponseController(w).Flush()
+		<-r.Context().Done()
+	}))
+	defer srv.Close()
+	tr := &Transport{StallTimeout: limit, Retry: &retry.Policy{MaxAttempts: 1}}
+	defer tr.CloseIdleConnections()
+	req, err := http.NewRequestWithContext(context.Background(), http.MethodGet, srv.URL, nil)
+	require.NoError(t, err)
+	resp, err := tr.RoundTrip(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	buf := make([]byte, 5)
+	_, err = io.ReadFull(resp.Body, buf)
+	require.NoError(t, err)
+
+	w := tr.get().watch
+	w.mu.Lock()
+	time.Sleep(100 * time.Millisecond) // the loop has read its clock and waits for the lock
+	start := time.Now()
+	go func() {
+		time.Sleep(50 * time.Millisecond)
+		w.mu.Unlock()
+	}()
+	_, err = resp.Body.Read(buf) // stalls
+	elapsed := time.Since(start)
+	var te *TimeoutError
+	require.ErrorAs(t, err, &te)
+	assert.Equal(t, "stall", te.Phase)
+	assert.GreaterOrEqual(t, elapsed, limit-10*time.Millisecond, "cut before the limit")
+	assert.Less(t, elapsed, limit+2*time.Second)
+}
