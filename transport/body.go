@@ -17,10 +17,12 @@ type body struct {
 	resp *http.Response
 	w    *watch // nil: no StallTimeout
 
-	// reading is begun when a Read is in progress that the watch has not
-	// seen yet, the watch's clock when it first saw it, 0 between reads,
-	// -1 once the watch has failed that Read (and closed rc under it).
+	// reading is the Read in progress: its begin mark (beganMark) until
+	// the watch has seen it, then the watch's clock when it did; 0
+	// between reads, -1 once the watch has failed that Read (and closed rc
+	// under it).
 	reading atomic.Int64
+	reads   uint32 // the Reads so far: their begin marks (Read's own)
 
 	done atomic.Bool // the try was ended (Close may run concurrently with Read)
 }
@@ -41,7 +43,8 @@ func (b *body) Read(p []byte) (int, error) {
 		n, err := b.rc.Read(p)
 		return n, b.after(err, false)
 	}
-	if !b.reading.CompareAndSwap(0, begun) {
+	b.reads++
+	if !b.reading.CompareAndSwap(0, beganMark(b.reads)) {
 		// The watch failed an earlier Read (one that still returned
 		// bytes); rc is closed.
 		return 0, b.after(errStalled, true)

@@ -20,8 +20,9 @@ import (
 // and two timer-heap updates), a timer per body Read two more updates per
 // Read. A try here takes a slot from a per-P pool (no lock shared across
 // cores), an atomic store when the request is written and two per Read,
-// and reads no clock: a wait or a Read that began is marked begun, and
-// the loop's next look stamps it with its own clock (BenchmarkKeepAliveGET).
+// and reads no clock: a wait or a Read that began is marked begun (a mark
+// of its own, beganMark), and the loop's next look stamps that begin with
+// its clock (BenchmarkKeepAliveGET).
 //
 // The goroutine runs only while tries are in flight, and two ticks after:
 // an idle Transport owns no goroutine. A wait is stamped at most a tick
@@ -32,7 +33,7 @@ type watch struct {
 	firstByte time.Duration // 0: off
 	stall     time.Duration // 0: off
 	tick      time.Duration
-	base      time.Time // the watch's clock: now is time.Since(base)+2
+	base      time.Time // the watch's clock: now is time.Since(base)+1
 	tel       *telemetry
 
 	// free holds the slots no try is in: per P and without a lock, so
@@ -74,17 +75,25 @@ func newWatch(firstByte, stall time.Duration, tel *telemetry) *watch {
 		tick: min(max(shortest/watchTicks, time.Millisecond), watchTickMax), base: time.Now()}
 }
 
-// now is the watch's clock, never below 2 (lower values mark states).
-func (w *watch) now() int64 { return int64(time.Since(w.base)) + 2 }
+// now is the watch's clock, never 0 or negative (those mark states).
+func (w *watch) now() int64 { return int64(time.Since(w.base)) + 1 }
 
-// States of slot.wait besides a time (> begun: the request was written by
-// then and no headers came yet).
+// States of slot.wait besides a time (> 0: the request was written by then
+// and no headers came yet) and a begin mark (beganMark).
 const (
 	waitUnwritten = 0  // the request is not written yet
-	begun         = 1  // written (or, for body.reading, a Read began) since the loop's last look
 	waitCut       = -1 // the watch ended the wait (FirstByteTimeout)
 	waitDone      = -2 // the headers came, or the try gave up waiting
 )
+
+// beganMark is the mark of the n-th begin of a wait (the request written)
+// or of a body's n-th Read that the loop has not seen yet: each begin its
+// own value, so that the loop stamps the begin it saw and never a later
+// one (which may have begun after the loop read its clock).
+func beganMark(n uint32) int64 { return -3 - int64(n) }
+
+// isBegun reports whether v is a begin mark.
+func isBegun(v int64) bool { return v <= -3 }
 
 // slot is a try's place in the watch. Slots are reused from try to try, so
 // that what the watch needs of a try — a place in its list, net/http's
@@ -98,8 +107,9 @@ type slot struct {
 	// it the last one, whose late hooks must not reach another try.
 	hooked *try
 
-	wait  atomic.Int64 // waitUnwritten, begun, the loop's clock when it saw the wait, waitCut or waitDone
-	wrote atomic.Bool  // net/http called the trace's WroteRequest: it calls no hook of this try after
+	wait   atomic.Int64  // waitUnwritten, a begin mark, the loop's clock when it saw the wait, waitCut or waitDone
+	writes atomic.Uint32 // the WroteRequest calls so far: their begin marks
+	wrote  atomic.Bool   // net/http called the trace's WroteRequest: it calls no hook of this try after
 
 	// ctx outlives tries: the parent of net/http's request context for a
 	// try in a tryCtx. It is made when first needed; once cancelled the
@@ -219,9 +229,10 @@ func (s *slot) reusableCtx() context.Context {
 // next look stamps it.
 func (s *slot) written() {
 	s.wrote.Store(true)
+	mark := beganMark(s.writes.Add(1))
 	for {
 		old := s.wait.Load()
-		if old < 0 || s.wait.CompareAndSwap(old, begun) {
+		if old == waitCut || old == waitDone || s.wait.CompareAndSwap(old, mark) {
 			return
 		}
 	}
@@ -283,8 +294,9 @@ func (w *watch) loop() {
 		w.wall.Store(time.Now().UnixNano())
 		// now, read before the look, only decides cuts (a late now cuts
 		// later, never earlier). A wait or Read seen begun is stamped with
-		// the clock read after it was seen: it began before that, even if
-		// this goroutine was held up since now was read.
+		// the clock read after it was seen, if it is still that begin: it
+		// began before that, even if this goroutine was held up since now
+		// was read.
 		now := w.now()
 		cuts, stalled = cuts[:0], stalled[:0]
 		w.mu.Lock()
@@ -304,9 +316,9 @@ func (w *watch) loop() {
 				// the one stamped at: one that ended or began again since
 				// has another mark, and the claim fails.
 				switch at := s.wait.Load(); {
-				case at == begun:
-					s.wait.CompareAndSwap(begun, w.now())
-				case at > begun && now-at >= int64(w.firstByte) && s.wait.CompareAndSwap(at, waitCut):
+				case isBegun(at):
+					s.wait.CompareAndSwap(at, w.now())
+				case at > 0 && now-at >= int64(w.firstByte) && s.wait.CompareAndSwap(at, waitCut):
 					cuts = append(cuts, cut{s, s.cut})
 				}
 			}
@@ -314,9 +326,9 @@ func (w *watch) loop() {
 				// The same for the Read in progress (0: none, or no body
 				// yet).
 				switch at := b.reading.Load(); {
-				case at == begun:
-					b.reading.CompareAndSwap(begun, w.now())
-				case at > begun && now-at >= int64(w.stall) && b.reading.CompareAndSwap(at, -1):
+				case isBegun(at):
+					b.reading.CompareAndSwap(at, w.now())
+				case at > 0 && now-at >= int64(w.stall) && b.reading.CompareAndSwap(at, -1):
 					stalled = append(stalled, b)
 				}
 			}
