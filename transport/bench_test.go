@@ -24,6 +24,7 @@ import (
 // http.DefaultTransport's settings, impl=nethttp-limits a Transport with
 // lifeline's idle and response-header timeouts. impl=lifeline uses no-op
 // providers, impl=lifeline-nofb too with FirstByteTimeout off;
+// impl=lifeline-hedge adds HedgeDelay 250ms (a hedge never fires);
 // impl=lifeline-zero is the zero Transport (OTel's global providers);
 // impl=lifeline-otel the OTel SDK sampling every span and a metrics SDK
 // with a reader. Besides wall time per request it reports the process's
@@ -74,6 +75,14 @@ func BenchmarkKeepAliveGET(b *testing.B) {
 			MeterProvider:    metricnoop.NewMeterProvider(),
 			FirstByteTimeout: -1,
 		}
+		b.Cleanup(tr.CloseIdleConnections)
+		benchGET(b, transport.NewClient(tr), url)
+	})
+	b.Run("impl=lifeline-hedge", func(b *testing.B) {
+		// Fixed hedging (HedgeDelay 250ms, never reached here): what
+		// racing a second try costs a request that needs none.
+		tr := noopTransport()
+		tr.HedgeDelay = 250 * time.Millisecond
 		b.Cleanup(tr.CloseIdleConnections)
 		benchGET(b, transport.NewClient(tr), url)
 	})

@@ -138,7 +138,10 @@ type tryResult struct {
 // never a try in flight. Failures and stalls the winner overtook are
 // counted as masked by the hedge.
 func (c *call) hedged(ctx context.Context) (*http.Response, *try, error) {
-	results := make(chan tryResult, 2)
+	// Unbuffered: every try's result is received (the winner's in the
+	// loop, the others' when they are drained), and a buffer of pointers
+	// would be one more allocation per request.
+	results := make(chan tryResult)
 	start := func(hedge bool) *try {
 		tr := c.newTry(hedge)
 		go func() {
@@ -151,14 +154,14 @@ func (c *call) hedged(ctx context.Context) (*http.Response, *try, error) {
 	timer := time.NewTimer(c.st.hedgeDelay(c.req.URL.Host))
 	defer timer.Stop()
 	pending := 1
-	var won *tryResult
+	var won tryResult // won.tr != nil: the first response
 	var failed []tryResult
-	for pending > 0 && won == nil {
+	for pending > 0 && won.tr == nil {
 		select {
 		case r := <-results:
 			pending--
 			if r.err == nil {
-				won = &r
+				won = r
 				break
 			}
 			failed = append(failed, r)
@@ -174,7 +177,7 @@ func (c *call) hedged(ctx context.Context) (*http.Response, *try, error) {
 		}
 	}
 	var lost []*try
-	if won != nil {
+	if won.tr != nil {
 		// Cancel the other tries and wait for them: no goroutine outlives
 		// the attempt, and a response that came anyway is closed.
 		for _, tr := range tries {
