@@ -211,13 +211,22 @@ func TestCallersTraceKept(t *testing.T) {
 	}
 }
 
+// neverAnswer holds the request until the client goes away and then drops
+// the conn (or, on HTTP/2, the stream) without an answer. Returning would
+// answer 200, and over TLS that answer can reach the client that gave up:
+// net/http's cancel sends close_notify, which ends the handler, before it
+// closes the conn, and a response that comes in between is returned, with
+// no error, as net/http returns a response that races a cancel.
+func neverAnswer(w http.ResponseWriter, r *http.Request) {
+	<-r.Context().Done()
+	panic(http.ErrAbortHandler)
+}
+
 // TestCallerCancelWhileWaiting: the caller's cancel ends a wait for
 // headers with context.Canceled, not a timeout of the Transport's.
 func TestCallerCancelWhileWaiting(t *testing.T) {
 	for _, p := range protocols {
-		srv, tr := p.serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			<-r.Context().Done()
-		}))
+		srv, tr := p.serve(t, http.HandlerFunc(neverAnswer))
 		ctx, cancel := context.WithCancel(context.Background())
 		time.AfterFunc(100*time.Millisecond, cancel)
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, srv.URL, nil)
@@ -244,7 +253,7 @@ func TestCallerDeadlineWhileWaiting(t *testing.T) {
 				_, _ = io.WriteString(w, "12345")
 				http.NewResponseController(w).Flush()
 			}
-			<-r.Context().Done()
+			neverAnswer(w, r)
 		}))
 		tr.Retry = &retry.Policy{MaxAttempts: 1}
 		for _, path := range []string{"/", "/body"} {
