@@ -6,7 +6,7 @@ TESTFLAGS ?= -race -count=1 -timeout 20m
 # Nested modules with their own go.mod (peer comparisons, real clients).
 MODULES   := $(wildcard examples/interop)
 
-.PHONY: test vet lint unit modules bench fmt
+.PHONY: test vet lint unit modules bench bench-keepalive fmt
 
 test: vet lint unit modules
 
@@ -40,6 +40,11 @@ BENCH ?= .
 COUNT ?= 6
 bench:
 	$(GO) test -run '^$$' -bench '$(BENCH)' -benchmem -count $(COUNT) $(PKGS)
+
+# The keep-alive GET's time against net/http, in rounds (see the script).
+ROUNDS ?= 30
+bench-keepalive:
+	bash bench/keepalive-rounds.sh $(ROUNDS)
 
 fmt:
 	gofmt -l -w .
