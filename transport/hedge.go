@@ -132,77 +132,160 @@ type tryResult struct {
 // hedged runs one attempt as a try and, when it has no response headers
 // after the hedge delay and the budget allows, another try alongside (on
 // another conn: the first one is busy), and after another delay one more,
-// up to maxHedges. The first response wins; the other
-// try is cancelled and its response, if one comes anyway, closed. A hedge
-// is paid from the retry budget; an exhausted budget stops new hedges,
-// never a try in flight. Failures and stalls the winner overtook are
-// counted as masked by the hedge.
+// up to maxHedges. The first response wins; the other tries are cancelled
+// and their responses, if one comes anyway, closed. A hedge is paid from
+// the retry budget; an exhausted budget stops new hedges, never a try in
+// flight. Failures and stalls the winner overtook are counted as masked by
+// the hedge.
+//
+// The first try runs on the caller's goroutine, and the hedge delay is a
+// timer's function that starts the hedges, each on a goroutine of its own:
+// an attempt answered before the delay, as nearly all are, costs no
+// goroutine, no channel and no handoff between goroutines
+// (BenchmarkKeepAliveGET, impl=lifeline-hedge). A hedge that answers
+// cancels the first try, which returns to the caller's goroutine.
 func (c *call) hedged(ctx context.Context) (*http.Response, *try, error) {
-	// Unbuffered: every try's result is received (the winner's in the
-	// loop, the others' when they are drained), and a buffer of pointers
-	// would be one more allocation per request.
-	results := make(chan tryResult)
-	start := func(hedge bool) *try {
-		tr := c.newTry(hedge)
-		go func() {
-			resp, err := tr.run()
-			results <- tryResult{tr, resp, err}
-		}()
-		return tr
+	h := &hedging{c: c, ctx: ctx}
+	h.first = c.newTry(false)
+	h.mu.Lock() // fire may run before AfterFunc returns: it waits for h.timer
+	h.timer = time.AfterFunc(c.st.hedgeDelay(c.req.URL.Host), h.fire)
+	h.mu.Unlock()
+	resp, err := h.first.run()
+
+	h.mu.Lock()
+	h.firstDone = true
+	firstLost := h.firstLost
+	h.mu.Unlock()
+
+	var (
+		won    tryResult // won.tr != nil: the answer
+		failed []tryResult
+		lost   []*try
+	)
+	switch {
+	case firstLost:
+		// A hedge answered and cancelled this try. An answer of its own
+		// that came anyway cannot be read: its context is cancelled.
+		if resp != nil {
+			_ = resp.Body.Close()
+		}
+		lost = append(lost, h.first)
+	case err == nil:
+		won = tryResult{h.first, resp, nil}
+	default:
+		failed = append(failed, tryResult{h.first, nil, err})
 	}
-	tries := []*try{start(false)}
-	timer := time.NewTimer(c.st.hedgeDelay(c.req.URL.Host))
-	defer timer.Stop()
-	pending := 1
-	var won tryResult // won.tr != nil: the first response
-	var failed []tryResult
-	for pending > 0 && won.tr == nil {
-		select {
-		case r := <-results:
-			pending--
-			if r.err == nil {
-				won = r
-				break
-			}
+	received := 0
+	for won.tr == nil {
+		h.mu.Lock()
+		if received == len(h.tries) {
+			// Every try has failed: no hedge after this.
+			h.stopped = true
+			h.mu.Unlock()
+			break
+		}
+		h.mu.Unlock()
+		r := <-h.results
+		received++
+		if r.err == nil {
+			won = r
+		} else {
 			failed = append(failed, r)
-		case <-timer.C:
-			if len(tries) <= maxHedges && c.st.policy.Budget.Withdraw() {
-				tries = append(tries, start(true))
-				pending++
-				c.st.tel.hedge(ctx, "fired")
-				// A hedge can meet a hang too (8% of conns hung in incident
-				// 01): one more after another delay, up to maxHedges.
-				timer.Reset(c.st.hedgeDelay(c.req.URL.Host))
-			}
 		}
 	}
-	var lost []*try
-	if won.tr != nil {
-		// Cancel the other tries and wait for them: no goroutine outlives
-		// the attempt, and a response that came anyway is closed.
-		for _, tr := range tries {
-			if tr != won.tr {
-				tr.cancel(errHedgeLost)
-			}
+
+	// No hedge from here on; cancel the tries that did not win and wait
+	// for them: no goroutine outlives the attempt, and a response that
+	// came anyway is closed.
+	h.mu.Lock()
+	h.stopped = true
+	hedges := h.tries // no more appends: stopped
+	h.mu.Unlock()
+	h.timer.Stop()
+	if won.tr == nil {
+		// Every try failed: the last failure goes to the retry loop.
+		last := failed[len(failed)-1]
+		wrote := false
+		for _, r := range failed {
+			wrote = wrote || r.tr.mayHaveWritten(r.err)
 		}
-		for ; pending > 0; pending-- {
-			r := <-results
-			if r.resp != nil {
-				_ = r.resp.Body.Close()
-			}
-			lost = append(lost, r.tr)
-		}
-		if won.tr.hedge {
-			c.st.tel.hedge(ctx, "won")
-		}
-		c.st.tel.hedgeMasked(ctx, won.tr, failed, lost)
-		return won.resp, won.tr, nil
+		return nil, last.tr, c.canRetry(last.err, wrote)
 	}
-	// Every try failed: the last failure goes to the retry loop.
-	last := failed[len(failed)-1]
-	wrote := false
-	for _, r := range failed {
-		wrote = wrote || r.tr.mayHaveWritten(r.err)
+	for _, tr := range hedges {
+		if tr != won.tr {
+			tr.cancel(errHedgeLost)
+		}
 	}
-	return nil, last.tr, c.canRetry(last.err, wrote)
+	for ; received < len(hedges); received++ {
+		r := <-h.results
+		if r.tr == won.tr {
+			continue
+		}
+		if r.resp != nil {
+			_ = r.resp.Body.Close()
+		}
+		lost = append(lost, r.tr)
+	}
+	if won.tr.hedge {
+		c.st.tel.hedge(ctx, "won")
+	}
+	c.st.tel.hedgeMasked(ctx, won.tr, failed, lost)
+	return won.resp, won.tr, nil
+}
+
+// hedging is one hedged attempt: its first try, on the caller's goroutine,
+// and the hedges the timer starts.
+type hedging struct {
+	c     *call
+	ctx   context.Context
+	first *try
+	timer *time.Timer // the hedge delay: fire
+
+	mu        sync.Mutex
+	stopped   bool // the attempt has its answer, or every try failed: no more hedges
+	firstDone bool // the first try has returned: nothing cancels it any more
+	firstLost bool // a hedge answered and cancelled the first try
+	tries     []*try
+	results   chan tryResult // the hedges' results, made by the first; room for all
+}
+
+// fire starts a hedge, unless the attempt has ended, the hedges are all
+// started or the budget refuses, and sets the timer for the next one.
+func (h *hedging) fire() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	st := h.c.st
+	if h.stopped || len(h.tries) >= maxHedges || !st.policy.Budget.Withdraw() {
+		return
+	}
+	if h.results == nil {
+		// Buffered for every hedge: a hedge's result waits there while
+		// the caller's goroutine is still in the first try.
+		h.results = make(chan tryResult, maxHedges)
+	}
+	tr := h.c.newTry(true)
+	h.tries = append(h.tries, tr)
+	go h.run(tr)
+	st.tel.hedge(h.ctx, "fired")
+	// A hedge can meet a hang too (8% of conns hung in incident 01): one
+	// more after another delay, up to maxHedges.
+	if len(h.tries) < maxHedges {
+		h.timer.Reset(st.hedgeDelay(h.c.req.URL.Host))
+	}
+}
+
+// run runs hedge tr; if it answers while the first try is still waiting,
+// it cancels the first try, so that the caller's goroutine returns from it.
+func (h *hedging) run(tr *try) {
+	resp, err := tr.run()
+	if err == nil {
+		h.mu.Lock()
+		cancel := !h.firstDone && !h.firstLost
+		h.firstLost = h.firstLost || cancel
+		h.mu.Unlock()
+		if cancel {
+			h.first.cancel(errHedgeLost)
+		}
+	}
+	h.results <- tryResult{tr, resp, err}
 }
