@@ -2,8 +2,10 @@ package transport_test
 
 import (
 	"io"
+	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -134,4 +136,72 @@ func TestHedgeTwoHedges(t *testing.T) {
 		hedges[val(p.Attributes, "lifeline.http.hedge")] += p.Value
 	}
 	assert.Equal(t, map[string]int64{"fired": 2, "won": 1}, hedges)
+}
+
+// TestHedgeStress: many hedged requests at once against a server that
+// answers fast, answers about when the hedge starts, answers at the next
+// tick of a 40ms clock (so that a first try and its hedge answer at once),
+// hangs, or drops the conn, at random. Every
+// request ends within its bound with an intact body or an error, the
+// hedges won never exceed those fired, and nothing leaks (TestMain).
+func TestHedgeStress(t *testing.T) {
+	const hedgeDelay = 30 * time.Millisecond
+	body := strings.Repeat("x", 4096)
+	srv, _ := hedgeServer(t, func(n int32, w http.ResponseWriter, r *http.Request) {
+		switch rand.IntN(8) {
+		case 0: // hangs until cancelled
+			neverAnswer(w, r)
+		case 1: // drops the conn
+			time.Sleep(time.Duration(rand.IntN(40)) * time.Millisecond)
+			panic(http.ErrAbortHandler)
+		case 2, 3: // answers about when the hedge starts
+			time.Sleep(hedgeDelay - 5*time.Millisecond + time.Duration(rand.IntN(10))*time.Millisecond)
+		case 4, 5: // answers at the next 40ms tick of the clock: a first try and its hedge at once
+			now := time.Now()
+			time.Sleep(now.Truncate(40 * time.Millisecond).Add(40 * time.Millisecond).Sub(now))
+		}
+		_, _ = io.WriteString(w, body)
+	})
+	rg := newRig(t)
+	tr := &transport.Transport{
+		HedgeDelay:       hedgeDelay,
+		FirstByteTimeout: time.Second,
+		Retry:            &retry.Policy{MaxAttempts: 3, Budget: retry.NewBudget(1, 1000)},
+		MeterProvider:    rg.mp,
+	}
+	defer tr.CloseIdleConnections()
+	var wg sync.WaitGroup
+	var ok, failed atomic.Int32
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 25 {
+				start := time.Now()
+				resp, err := tr.RoundTrip(newReq(t, http.MethodGet, srv.URL, ""))
+				if err == nil {
+					b, rerr := io.ReadAll(resp.Body)
+					resp.Body.Close()
+					if assert.NoError(t, rerr) {
+						assert.Equal(t, len(body), len(b), "the winner's body is whole")
+					}
+					ok.Add(1)
+				} else {
+					failed.Add(1)
+				}
+				// Three attempts, each at most FirstByteTimeout plus the
+				// watch's lateness, and the backoff between them.
+				assert.Less(t, time.Since(start), 5*time.Second)
+			}
+		}()
+	}
+	wg.Wait()
+	t.Logf("%d ok, %d failed", ok.Load(), failed.Load())
+	assert.Greater(t, ok.Load(), int32(180), "hedges and retries mask most faults")
+	hedges := map[string]int64{}
+	for _, p := range rg.sums(t, "lifeline.http.hedges") {
+		hedges[val(p.Attributes, "lifeline.http.hedge")] += p.Value
+	}
+	assert.Positive(t, hedges["fired"])
+	assert.LessOrEqual(t, hedges["won"], hedges["fired"])
 }
