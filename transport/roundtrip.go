@@ -192,15 +192,21 @@ func (c *call) newTry(hedge bool) *try {
 	// The watch bounds the wait for headers from net/http's WroteRequest.
 	tr.timed = s != nil && st.firstByte > 0
 	switch {
-	case tr.timed && tr.cancel == nil && traceKey != nil && httptrace.ContextClientTrace(ctx) == nil:
-		// Nothing of the Transport's but the watch ends this try before
-		// its body: the slot's reusable trace serves it, and over
-		// HTTP/1.1 the caller's context (see h1cut.go), else the slot's
-		// reusable context.
-		h1 := st.plainH1 && c.req.URL.Scheme == "http" && cancelRequestWorks()
-		if h1 {
+	case tr.timed && traceKey != nil && httptrace.ContextClientTrace(ctx) == nil:
+		// The slot's reusable trace serves the try (tryCtx). The watch
+		// cuts the wait through the try's own cancel when it has one, or
+		// over HTTP/1.1 through net/http's CancelRequest (h1cut.go): the
+		// rest is the try's context. Else nothing of the Transport's but
+		// the watch ends this try before its body, and the slot's
+		// reusable context does.
+		own := true
+		switch {
+		case tr.cancel != nil:
+			s.cut = tr.cancel
+		case st.plainH1 && c.req.URL.Scheme == "http" && cancelRequestWorks():
 			s.cut = s.cancelReq
-		} else {
+		default:
+			own = false
 			s.reusableCtx()
 			if ctx.Done() != nil {
 				s.follow(ctx)
@@ -213,7 +219,7 @@ func (c *call) newTry(hedge bool) *try {
 			s.trace.GotConn, s.trace.WroteHeaders = s.gotConn, s.wroteHeaders
 		}
 		tr.traced = traced
-		tr.tctx = tryCtx{Context: ctx, s: s, h1: h1}
+		tr.tctx = tryCtx{Context: ctx, s: s, own: own}
 		ctx = &tr.tctx
 	case tr.timed || traced:
 		trace := &httptrace.ClientTrace{}

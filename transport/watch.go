@@ -376,32 +376,33 @@ func (w *watch) end() bool {
 	return true
 }
 
-// tryCtx is the context of a try that nothing of the Transport's but the
-// watch ends before its body: the slot's trace is the request's, and over
-// HTTP/1.1 (h1) the rest is the try's context (the caller's, with the
-// try's span), the watch cutting the wait through CancelRequest
-// (h1cut.go). Otherwise net/http's per-request context becomes a child of
-// the slot's reusable one, which the caller's context, when it can end,
-// ends through an AfterFunc (slot.follow). So the watch can end the wait
-// for headers without a context, a trace and their hooks made for every
-// request. Values and the deadline come from the try's context.
+// tryCtx is the context of a try the watch bounds: the slot's trace is the
+// request's, so that no trace and no context carrying it are made per
+// request. The rest is the try's context (own) when something else can end
+// the wait: over HTTP/1.1 net/http's CancelRequest (h1cut.go), for a try
+// with a cancellable context of its own (a hedged try, one under an
+// AttemptTimeout) that context's cancel. Otherwise, for a try that nothing
+// of the Transport's but the watch ends before its body, net/http's
+// per-request context becomes a child of the slot's reusable one, which
+// the caller's context, when it can end, ends through an AfterFunc
+// (slot.follow). Values and the deadline come from the try's context.
 type tryCtx struct {
 	context.Context
-	s  *slot
-	h1 bool // the request goes over HTTP/1.1: Done and Err are the try's context's
+	s   *slot
+	own bool // Done, Err and every value but the trace are the try's context's
 }
 
 func (c *tryCtx) Done() <-chan struct{} {
-	if c.h1 {
+	if c.own {
 		return c.Context.Done()
 	}
 	return c.s.ctx.Done()
 }
 
-// Err is the try's context's (h1), else the caller's context's error once
+// Err is the try's context's (own), else the caller's context's error once
 // that has ended (its end reached the slot's context), else the slot's.
 func (c *tryCtx) Err() error {
-	if c.h1 {
+	if c.own {
 		return c.Context.Err()
 	}
 	err := c.s.ctx.Err()
@@ -413,14 +414,14 @@ func (c *tryCtx) Err() error {
 	return err
 }
 
-// Value answers net/http's trace key with the slot's trace, unless h1 the
+// Value answers net/http's trace key with the slot's trace, unless own the
 // context package's own key with the slot's context (so that a child
 // registers there), and every other key from the try's context.
 func (c *tryCtx) Value(key any) any {
 	if key == traceKey {
 		return &c.s.trace
 	}
-	if c.h1 {
+	if c.own {
 		return c.Context.Value(key)
 	}
 	if v := c.s.ctx.Value(key); v != nil {

@@ -159,6 +159,48 @@ func TestFirstByteTimeoutCountsFromWritten(t *testing.T) {
 	}
 }
 
+// TestFirstByteTimeoutOwnCancel: a try with a cancellable context of its
+// own — a hedged try, a try under the policy's AttemptTimeout — is cut by
+// the watch through that context, on every protocol: when the first try
+// and its hedges all hang, each is cut after FirstByteTimeout and the
+// attempt fails with a first_byte timeout.
+func TestFirstByteTimeoutOwnCancel(t *testing.T) {
+	for _, p := range protocols {
+		for _, mode := range []string{"hedged", "attempt-timeout"} {
+			var hits atomic.Int32
+			srv, tr := p.serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				hits.Add(1)
+				neverAnswer(w, r)
+			}))
+			tr.FirstByteTimeout = 300 * time.Millisecond
+			tr.Retry = &retry.Policy{MaxAttempts: 1}
+			if mode == "hedged" {
+				tr.HedgeDelay = 50 * time.Millisecond
+			} else {
+				tr.Retry.AttemptTimeout = 5 * time.Second
+			}
+			// The caller's deadline ends the test if the watch cannot cut.
+			ctx, cancel := context.WithTimeout(context.Background(), 4*time.Second)
+			req, err := http.NewRequestWithContext(ctx, http.MethodGet, srv.URL, nil)
+			require.NoError(t, err)
+			start := time.Now()
+			_, err = tr.RoundTrip(req)
+			elapsed := time.Since(start)
+			cancel()
+			var te *transport.TimeoutError
+			require.ErrorAs(t, err, &te, "%s, %s: %v", p.name, mode, err)
+			assert.Equal(t, "first_byte", te.Phase, "%s, %s", p.name, mode)
+			assert.GreaterOrEqual(t, elapsed, 300*time.Millisecond, "%s, %s: not cut before the limit", p.name, mode)
+			assert.Less(t, elapsed, 3*time.Second, "%s, %s: cut by the watch, not the attempt's 5s or a hang", p.name, mode)
+			if mode == "hedged" {
+				assert.GreaterOrEqual(t, hits.Load(), int32(2), "%s: hedged", p.name)
+			}
+			tr.CloseIdleConnections()
+			srv.CloseClientConnections()
+		}
+	}
+}
+
 // TestResponseRequestIsCallers: resp.Request is the request the caller
 // gave, with its context, whatever the try sent.
 func TestResponseRequestIsCallers(t *testing.T) {
