@@ -33,6 +33,17 @@ func hedgeServer(t *testing.T, byHit func(n int32, w http.ResponseWriter, r *htt
 	return srv, &hits
 }
 
+// hedges sums lifeline.http.hedges by its lifeline.http.hedge ("fired",
+// "won").
+func (r *rig) hedges(t *testing.T) map[string]int64 {
+	t.Helper()
+	out := map[string]int64{}
+	for _, p := range r.sums(t, "lifeline.http.hedges") {
+		out[val(p.Attributes, "lifeline.http.hedge")] += p.Value
+	}
+	return out
+}
+
 // TestHedgeFirstFailsWhileHedgeWaits: the first try fails after the hedge
 // started; the attempt waits for the hedge, whose answer wins, and the
 // first try's failure is counted as masked by the hedge.
@@ -59,10 +70,7 @@ func TestHedgeFirstFailsWhileHedgeWaits(t *testing.T) {
 	// Hedges at 50ms and 100ms; the first try fails at 150ms, the hedges
 	// answer from 250ms.
 	assert.EqualValues(t, 3, hits.Load())
-	hedges := map[string]int64{}
-	for _, p := range rg.sums(t, "lifeline.http.hedges") {
-		hedges[val(p.Attributes, "lifeline.http.hedge")] += p.Value
-	}
+	hedges := rg.hedges(t)
 	assert.Equal(t, map[string]int64{"fired": 2, "won": 1}, hedges)
 	failures := 0
 	for _, p := range rg.sums(t, "lifeline.masked_failures") {
@@ -131,10 +139,7 @@ func TestHedgeTwoHedges(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("the hung tries were not cancelled")
 	}
-	hedges := map[string]int64{}
-	for _, p := range rg.sums(t, "lifeline.http.hedges") {
-		hedges[val(p.Attributes, "lifeline.http.hedge")] += p.Value
-	}
+	hedges := rg.hedges(t)
 	assert.Equal(t, map[string]int64{"fired": 2, "won": 1}, hedges)
 }
 
@@ -198,10 +203,7 @@ func TestHedgeStress(t *testing.T) {
 	wg.Wait()
 	t.Logf("%d ok, %d failed", ok.Load(), failed.Load())
 	assert.Greater(t, ok.Load(), int32(180), "hedges and retries mask most faults")
-	hedges := map[string]int64{}
-	for _, p := range rg.sums(t, "lifeline.http.hedges") {
-		hedges[val(p.Attributes, "lifeline.http.hedge")] += p.Value
-	}
+	hedges := rg.hedges(t)
 	assert.Positive(t, hedges["fired"])
 	assert.LessOrEqual(t, hedges["won"], hedges["fired"])
 }

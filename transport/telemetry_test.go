@@ -217,10 +217,7 @@ func TestHedgeFixed(t *testing.T) {
 	}
 	assert.Equal(t, 1, lost)
 	assert.Equal(t, 1, won)
-	hedges := map[string]int64{}
-	for _, p := range rg.sums(t, "lifeline.http.hedges") {
-		hedges[val(p.Attributes, "lifeline.http.hedge")] += p.Value
-	}
+	hedges := rg.hedges(t)
 	assert.Equal(t, map[string]int64{"fired": 1, "won": 1}, hedges)
 	masked := rg.sums(t, "lifeline.masked_failures")
 	require.Len(t, masked, 1)
