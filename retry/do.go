@@ -105,11 +105,8 @@ func doPrepared(pp any, ctx context.Context, op func(ctx context.Context, arg an
 		return errNilContext
 	}
 	c, tel := &pr.c, pr.tel
-	if ctx.Err() != nil {
-		return ctxCause(ctx)
-	}
-	if c.budget != nil {
-		c.budget.deposit()
+	if err := begin(ctx, c); err != nil {
+		return err
 	}
 	var failed error
 	if tel.tracer == nil && c.attemptTimeout <= 0 {
@@ -159,14 +156,23 @@ func run[T any](ctx context.Context, p *Policy, lean bool, op func(context.Conte
 
 // loop is run's loop for the checked config c and its telemetry.
 func loop[T any](ctx context.Context, c *config, tel *telemetry, lean bool, op func(context.Context) (T, error)) (T, error) {
-	var zero T
+	if err := begin(ctx, c); err != nil {
+		var zero T
+		return zero, err
+	}
+	return retrying(ctx, c, tel, lean, op, nil)
+}
+
+// begin starts a call under c: none when ctx has already ended, else the
+// call's deposit into the budget.
+func begin(ctx context.Context, c *config) error {
 	if ctx.Err() != nil {
-		return zero, ctxCause(ctx)
+		return ctxCause(ctx)
 	}
 	if c.budget != nil {
 		c.budget.deposit()
 	}
-	return retrying(ctx, c, tel, lean, op, nil)
+	return nil
 }
 
 // retrying is loop's loop, from the first attempt, or when failed is not
