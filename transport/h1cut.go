@@ -17,7 +17,7 @@ import (
 // speaks TLS) has its wait for headers cut through net/http's own handle
 // on the request, Transport.CancelRequest, which net/http keeps for every
 // request anyway: the request's context can then be the caller's, with
-// the slot's trace (tryCtx with h1 set), and net/http's per-request
+// the slot's trace (tryCtx with own set), and net/http's per-request
 // context registers under the caller's context exactly as it would
 // without lifeline — for a context that never ends, not at all. The
 // slot's own context would cost every request a registration in its map
