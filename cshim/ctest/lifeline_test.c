@@ -876,6 +876,12 @@ static void t_dial(void) {
     k = read(fd, buf, sizeof buf);
     CHECK(k == 0, NULL, "want EOF after the peer closed, got %zd", k);
     close(fd);
+    /* The relay tells the host EOF before it finishes its own teardown:
+     * wait (bounded) for it to be gone before counting relays again. */
+    double t_first = now_ms();
+    while (metric(c, "tls_relays") != 0 && now_ms() - t_first < 2000) sleep_ms(10);
+    CHECK(metric(c, "tls_relays") == 0, NULL, "first relay still running %.0f ms after both ends closed",
+          now_ms() - t_first);
 
     /* Closing the descriptor without shutdown ends the relay too, even
      * though the echo peer would keep its side open. */
