@@ -1,10 +1,15 @@
 package transport_test
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"io"
+	"log"
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -14,6 +19,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/lifeline-go/lifeline/dial"
+	"github.com/lifeline-go/lifeline/internal/faultnet"
 	"github.com/lifeline-go/lifeline/retry"
 	"github.com/lifeline-go/lifeline/transport"
 )
@@ -206,4 +213,56 @@ func TestHedgeStress(t *testing.T) {
 	hedges := rg.hedges(t)
 	assert.Positive(t, hedges["fired"])
 	assert.LessOrEqual(t, hedges["won"], hedges["fired"])
+}
+
+// TestHedgeOvertakesConnectingTry: the first try's connection hangs in the
+// TLS handshake, so its request is never written; the hedge's connection
+// is healthy and answers. The overtaken try is counted with phase connect
+// and error.type connect_overtaken, with no peer (it never had a conn),
+// not as a first-byte stall at an unknown peer.
+func TestHedgeOvertakesConnectingTry(t *testing.T) {
+	backend := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, "ok")
+	}))
+	backend.Config.ErrorLog = log.New(io.Discard, "", 0)
+	backend.StartTLS()
+	t.Cleanup(backend.Close)
+	pool := x509.NewCertPool()
+	pool.AddCert(backend.Certificate())
+	lb := faultnet.Start(t, faultnet.Config{Fault: faultnet.StallTLS, Select: faultnet.FirstN(1),
+		Handler: faultnet.Forward(backend.Listener.Addr().String())})
+
+	rg := newRig(t)
+	tr := &transport.Transport{
+		// One attempt per dial, ended at 1s: the hedge, not the Dialer's
+		// race, overtakes the hung handshake.
+		Dialer: &dial.Dialer{
+			Resolver:              staticResolver{"example.com", []netip.Addr{lb.AddrPort().Addr()}},
+			MaxAttemptsPerAddress: 1,
+			TLSHandshakeTimeout:   time.Second,
+		},
+		TLSClientConfig: &tls.Config{RootCAs: pool},
+		HedgeDelay:      100 * time.Millisecond,
+		MeterProvider:   rg.mp,
+	}
+	defer tr.CloseIdleConnections()
+	url := "https://example.com:" + strconv.Itoa(lb.Port()) + "/"
+	start := time.Now()
+	resp, err := tr.RoundTrip(newReq(t, http.MethodGet, url, ""))
+	require.NoError(t, err)
+	b, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	require.NoError(t, err)
+	assert.Equal(t, "ok", string(b))
+	assert.Less(t, time.Since(start), 900*time.Millisecond, "the hedge answered, not the handshake timeout")
+	assert.EqualValues(t, 1, lb.Stats().Faulted, "the first connection hung in TLS")
+
+	masked := rg.sums(t, "lifeline.masked_failures")
+	require.Len(t, masked, 1)
+	assert.Equal(t, "hedge", val(masked[0].Attributes, "lifeline.masked_by"))
+	assert.Equal(t, "connect", val(masked[0].Attributes, "lifeline.phase"))
+	assert.Equal(t, "connect_overtaken", val(masked[0].Attributes, "error.type"))
+	_, hasPeer := masked[0].Attributes.Value("network.peer.address")
+	assert.False(t, hasPeer, "no conn, no peer")
+	assert.EqualValues(t, 1, masked[0].Value)
 }

@@ -369,6 +369,13 @@ func (tr *try) stopAttemptTimer() {
 	}
 }
 
+// hasPeer reports whether the try got a conn with a TCP peer.
+func (tr *try) hasPeer() bool {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	return tr.peer.IsValid()
+}
+
 // peerLabel is the peer's metric label: its IP when the Dialer's Health
 // remembers it, "other" otherwise (or when no conn was had).
 func (tr *try) peerLabel() string {

@@ -223,13 +223,18 @@ func (t *telemetry) hedge(ctx context.Context, what string) {
 
 // hedgeMasked counts what a winning try hid, on lifeline.masked_failures
 // with masked_by=hedge: tries that failed (with their error's type), and
-// tries started before the winner that were still waiting for headers when
-// it answered, with error.type "first_byte_overtaken". Those were cancelled
-// before they could fail or answer: a hung conn (incident 01) and a try
-// that was merely slow look the same, so they are kept apart from proven
-// failures; with HedgeQuantile some are overtaken by design (about
-// 1-quantile of the tries). alerts/lifeline.rules.yml pages on their share
-// of the attempts, not on each one.
+// tries started before the winner that were still waiting when it
+// answered. Those were cancelled before they could fail or answer: a hung
+// conn (incident 01) and a try that was merely slow look the same, so they
+// are kept apart from proven failures; with HedgeQuantile some are
+// overtaken by design (about 1-quantile of the tries). A try whose request
+// was written was waiting for headers from its peer: phase first_byte,
+// error.type "first_byte_overtaken". A try whose request was not written
+// yet was still waiting for a connection (its DNS, connect or TLS, or a
+// MaxConnsPerHost slot): phase connect, error.type "connect_overtaken", and
+// a peer only if it had a conn; the Dialer counts what stalled there by
+// its own phase and peer (masked_by=race). alerts/lifeline.rules.yml pages
+// on the share of the attempts overtaken at first byte, not on each one.
 func (t *telemetry) hedgeMasked(ctx context.Context, winner *try, failed []tryResult, lost []*try) {
 	if !t.inst.Masked.Enabled(ctx) {
 		return
@@ -242,7 +247,16 @@ func (t *telemetry) hedgeMasked(ctx context.Context, winner *try, failed []tryRe
 		t.inst.Masked.Add(ctx, 1, otelx.Masked(otelx.MaskedByHedge, phase, peer, otelx.ErrorTypeOf(r.err)))
 	}
 	for _, tr := range lost {
-		if tr.start.Before(winner.start) {
+		switch {
+		case !tr.start.Before(winner.start):
+			// Started after the winner: it merely lost.
+		case tr.traced && !tr.wrote.Load():
+			peer := ""
+			if tr.hasPeer() {
+				peer = tr.peerLabel()
+			}
+			t.inst.Masked.Add(ctx, 1, otelx.Masked(otelx.MaskedByHedge, "connect", peer, "connect_overtaken"))
+		default:
 			t.inst.Masked.Add(ctx, 1, otelx.Masked(otelx.MaskedByHedge, "first_byte", tr.peerLabel(), "first_byte_overtaken"))
 		}
 	}

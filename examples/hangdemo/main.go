@@ -409,7 +409,7 @@ func report(w io.Writer, o options, sides []*side, llAttempts int64, masked []ma
 		if peer == "" {
 			peer = "-" // the try had no connection yet
 		}
-		fmt.Fprintf(w, "  masked_by=%-5s phase=%-10s peer=%-9s %d\n", m.by, m.phase, peer, m.n)
+		fmt.Fprintf(w, "  masked_by=%-5s phase=%-10s peer=%-9s error.type=%-20s %d\n", m.by, m.phase, peer, m.errType, m.n)
 	}
 	fmt.Fprintf(w, "\nreplayed in %.1fs\n", elapsed.Seconds())
 }
@@ -437,12 +437,12 @@ func quantile(s *side, q float64) string {
 
 // maskedPoint is one series of lifeline.masked_failures.
 type maskedPoint struct {
-	by, phase, peer string
-	n               int64
+	by, phase, peer, errType string
+	n                        int64
 }
 
-// maskedFailures reads lifeline.masked_failures by masked_by, phase and
-// peer, largest first.
+// maskedFailures reads lifeline.masked_failures by masked_by, phase, peer
+// and error.type (summed over the packages' scopes), largest first.
 func maskedFailures(ctx context.Context, r *sdkmetric.ManualReader) ([]maskedPoint, error) {
 	var out []maskedPoint
 	err := eachPoint(ctx, r, "lifeline.masked_failures", func(p metricdata.DataPoint[int64]) {
@@ -450,9 +450,9 @@ func maskedFailures(ctx context.Context, r *sdkmetric.ManualReader) ([]maskedPoi
 			v, _ := p.Attributes.Value(attribute.Key(k))
 			return v.String()
 		}
-		mp := maskedPoint{get("lifeline.masked_by"), get("lifeline.phase"), get("network.peer.address"), p.Value}
+		mp := maskedPoint{get("lifeline.masked_by"), get("lifeline.phase"), get("network.peer.address"), get("error.type"), p.Value}
 		for i := range out {
-			if out[i].by == mp.by && out[i].phase == mp.phase && out[i].peer == mp.peer {
+			if out[i].by == mp.by && out[i].phase == mp.phase && out[i].peer == mp.peer && out[i].errType == mp.errType {
 				out[i].n += mp.n
 				return
 			}

@@ -67,7 +67,7 @@ func TestHangDemoShort(t *testing.T) {
 			if n, _ := strconv.Atoi(m[1]); n == 0 {
 				t.Error("lifeline counted no masked failure")
 			}
-			if !regexp.MustCompile(`masked_by=(race|hedge|retry) +phase=\S+ +peer=127\.0\.0\.1 +[1-9]`).MatchString(text) {
+			if !regexp.MustCompile(`masked_by=(race|hedge|retry) +phase=\S+ +peer=127\.0\.0\.1 +error\.type=\S+ +[1-9]`).MatchString(text) {
 				t.Error("no masked failure labelled with the balancer's address")
 			}
 			if !strings.Contains(progress.String(), "lifeline "+strconv.Itoa(o.n)+"/"+strconv.Itoa(o.n)+" done") {
