@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"go.uber.org/goleak"
 )
@@ -52,6 +53,15 @@ func TestHangDemoShort(t *testing.T) {
 			}
 			if plainOK >= o.n {
 				t.Errorf("net/http succeeded %d/%d: the balancer hung none of its connections", plainOK, o.n)
+			}
+			m = regexp.MustCompile(`(?m)^\s*all done after\s+(\S+)\s+(\S+)`).FindStringSubmatch(text)
+			if m == nil {
+				t.Fatal("no all-done row")
+			}
+			for _, d := range m[1:] {
+				if v, err := time.ParseDuration(d); err != nil || v <= 0 {
+					t.Errorf("all done after %q: want a positive duration", d)
+				}
 			}
 			m = regexp.MustCompile(`(?m)^\s*connections hung by the LB\s+(\d+)\s+(\d+)`).FindStringSubmatch(text)
 			if m == nil {
