@@ -156,6 +156,7 @@ func (c *call) hedged(ctx context.Context) (*http.Response, *try, error) {
 	h.firstDone = true
 	firstLost := h.firstLost
 	h.mu.Unlock()
+	h.first.endHold() // no hedge cancels the first try from here on
 
 	var (
 		won    tryResult // won.tr != nil: the answer
@@ -280,12 +281,13 @@ func (h *hedging) run(tr *try) {
 	resp, err := tr.run()
 	if err == nil {
 		h.mu.Lock()
-		cancel := !h.firstDone && !h.firstLost
-		h.firstLost = h.firstLost || cancel
-		h.mu.Unlock()
-		if cancel {
-			h.first.cancel(errHedgeLost)
+		if !h.firstDone && !h.firstLost {
+			h.firstLost = true
+			// Under h.mu: before firstDone, the first try holds its
+			// slot (holdSlot), so only it is cancelled.
+			h.first.lose()
 		}
+		h.mu.Unlock()
 	}
 	h.results <- tryResult{tr, resp, err}
 }

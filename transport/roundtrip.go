@@ -145,6 +145,10 @@ type try struct {
 	ownHeader bool
 	traced    bool // net/http's trace hooks are set: wrote and peer are known
 	timed     bool // the slot's WroteRequest hook went to net/http: the watch bounds the wait for headers
+	// holdSlot: a hedged attempt's first try in the slot's reusable
+	// context, which a winning hedge cancels through the slot; the slot is
+	// released only after hedged's endHold.
+	holdSlot bool
 
 	mu       sync.Mutex // guards the fields below, set from net/http's hooks
 	peer     netip.AddrPort
@@ -175,12 +179,22 @@ func (c *call) newTry(hedge bool) *try {
 		s = st.watch.acquire(tr)
 		tr.slot = s
 	}
-	if hedge || c.hedge || st.attemptTO > 0 {
+	// The watch bounds the wait for headers from net/http's WroteRequest.
+	tr.timed = s != nil && st.firstByte > 0
+	// The slot's reusable trace (tryCtx) can serve the try.
+	inSlot := tr.timed && traceKey != nil && httptrace.ContextClientTrace(ctx) == nil
+	// A hedged attempt's first try, which runs on the caller's goroutine,
+	// can use the slot's reusable context too: a hedge that wins cancels it
+	// through the slot (lose), and hedged keeps the slot until the try can
+	// no longer be cancelled (holdSlot), so that no other try is.
+	firstOfHedged := c.hedge && !hedge
+	if hedge || (firstOfHedged && !inSlot) || st.attemptTO > 0 {
 		// The try's context outlives RoundTrip: it ends when the body is
 		// read to EOF or closed (a winner's body must not be cut), or when
 		// a hedge overtakes it or a limit ends it.
 		ctx, tr.cancel = context.WithCancelCause(ctx)
 	}
+	tr.holdSlot = firstOfHedged && inSlot && tr.cancel == nil
 	ctx, tr.span = st.tel.startSpan(ctx, c.req, tr.resend)
 	copyHeader := st.born.mayHaveExpired(st.roughNow())
 	tr.ownHeader = copyHeader
@@ -189,10 +203,8 @@ func (c *call) newTry(hedge bool) *try {
 	// name the peer of a failure a hedge or a retry masked (a label only
 	// when the Dialer has a Health to bound it).
 	traced := !c.idempotent || tr.span.IsRecording() || copyHeader || c.hedge || st.dialer.Health != nil
-	// The watch bounds the wait for headers from net/http's WroteRequest.
-	tr.timed = s != nil && st.firstByte > 0
 	switch {
-	case tr.timed && traceKey != nil && httptrace.ContextClientTrace(ctx) == nil:
+	case inSlot:
 		// The slot's reusable trace serves the try (tryCtx). The watch
 		// cuts the wait through the try's own cancel when it has one, or
 		// over HTTP/1.1 through net/http's CancelRequest (h1cut.go): the
@@ -203,7 +215,7 @@ func (c *call) newTry(hedge bool) *try {
 		switch {
 		case tr.cancel != nil:
 			s.cut = tr.cancel
-		case st.plainH1 && c.req.URL.Scheme == "http" && cancelRequestWorks():
+		case !tr.holdSlot && st.plainH1 && c.req.URL.Scheme == "http" && cancelRequestWorks():
 			s.cut = s.cancelReq
 		default:
 			own = false
@@ -397,7 +409,9 @@ func (tr *try) mapErr(err error) error {
 	var phase string
 	var limit time.Duration
 	switch {
-	case tr.cancel != nil && tr.ctx.Err() != nil:
+	case tr.ctx.Err() != nil:
+		// Ended by a hedge or AttemptTimeout (through the try's cancel,
+		// or a first try's slot), or by the caller.
 		switch context.Cause(tr.ctx) {
 		case errHedgeLost:
 			return errHedgeLost
@@ -438,11 +452,32 @@ func (tr *try) finish(resp *http.Response, err error) {
 }
 
 // releaseSlot gives the try's slot back to the watch, last: the slot may
-// serve another try at once.
+// serve another try at once. A try that holds its slot keeps it: hedged
+// lets go of it (endHold).
 func (tr *try) releaseSlot() {
-	if tr.slot != nil {
+	if tr.slot != nil && !tr.holdSlot {
 		tr.slot.release(tr.timed)
 	}
+}
+
+// endHold ends holdSlot, once nothing will cancel the try through its
+// slot, and gives the slot back now if the try has ended.
+func (tr *try) endHold() {
+	if tr.holdSlot {
+		tr.holdSlot = false
+		if tr.finished.Load() {
+			tr.releaseSlot()
+		}
+	}
+}
+
+// lose ends a try that a hedge overtook.
+func (tr *try) lose() {
+	if tr.cancel != nil {
+		tr.cancel(errHedgeLost)
+		return
+	}
+	tr.slot.cancel(errHedgeLost) // a first try that holds its slot
 }
 
 // finishSpan ends the span and records the try but leaves its context

@@ -380,9 +380,10 @@ func (w *watch) end() bool {
 // request's, so that no trace and no context carrying it are made per
 // request. The rest is the try's context (own) when something else can end
 // the wait: over HTTP/1.1 net/http's CancelRequest (h1cut.go), for a try
-// with a cancellable context of its own (a hedged try, one under an
+// with a cancellable context of its own (a hedge, a try under an
 // AttemptTimeout) that context's cancel. Otherwise, for a try that nothing
-// of the Transport's but the watch ends before its body, net/http's
+// of the Transport's but the watch ends before its body (or a hedge that
+// overtakes a hedged attempt's first try: try.lose), net/http's
 // per-request context becomes a child of the slot's reusable one, which
 // the caller's context, when it can end, ends through an AfterFunc
 // (slot.follow). Values and the deadline come from the try's context.

@@ -160,10 +160,11 @@ func TestFirstByteTimeoutCountsFromWritten(t *testing.T) {
 }
 
 // TestFirstByteTimeoutOwnCancel: a try with a cancellable context of its
-// own — a hedged try, a try under the policy's AttemptTimeout — is cut by
-// the watch through that context, on every protocol: when the first try
-// and its hedges all hang, each is cut after FirstByteTimeout and the
-// attempt fails with a first_byte timeout.
+// own — a hedge, a try under the policy's AttemptTimeout — is cut by the
+// watch through that context, on every protocol, and a hedged attempt's
+// first try through its slot's: when the first try and its hedges all
+// hang, each is cut after FirstByteTimeout and the attempt fails with a
+// first_byte timeout.
 func TestFirstByteTimeoutOwnCancel(t *testing.T) {
 	for _, p := range protocols {
 		for _, mode := range []string{"hedged", "attempt-timeout"} {
