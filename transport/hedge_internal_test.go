@@ -37,7 +37,12 @@ func TestHedgeFirstTryHoldsSlot(t *testing.T) {
 
 	// A hedge answered before hedged saw the first try return.
 	first.lose()
-	require.ErrorIs(t, lostErr(first), errHedgeLost)
+	select {
+	case <-first.ctx.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("lose did not end the try's context")
+	}
+	require.ErrorIs(t, first.mapErr(first.ctx.Err()), errHedgeLost)
 	first.endHold()
 	assert.Nil(t, s.tr.Load(), "released once hedged let go")
 	for range 20 {
@@ -59,11 +64,4 @@ func TestHedgeFirstTryHoldsSlot(t *testing.T) {
 		_, _, running := st.watch.counts()
 		return !running
 	}, 5*time.Second, 10*time.Millisecond, "the watch's goroutine ends when idle")
-}
-
-// lostErr waits for the end of tr's context and returns the error a try
-// ended by it gets.
-func lostErr(tr *try) error {
-	<-tr.ctx.Done()
-	return tr.mapErr(tr.ctx.Err())
 }

@@ -1,10 +1,7 @@
 package transport_test
 
 import (
-	"crypto/tls"
-	"crypto/x509"
 	"io"
-	"log"
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
@@ -221,14 +218,9 @@ func TestHedgeStress(t *testing.T) {
 // and error.type connect_overtaken, with no peer (it never had a conn),
 // not as a first-byte stall at an unknown peer.
 func TestHedgeOvertakesConnectingTry(t *testing.T) {
-	backend := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	backend, cliTLS := tlsServer(t, false, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.WriteString(w, "ok")
 	}))
-	backend.Config.ErrorLog = log.New(io.Discard, "", 0)
-	backend.StartTLS()
-	t.Cleanup(backend.Close)
-	pool := x509.NewCertPool()
-	pool.AddCert(backend.Certificate())
 	lb := faultnet.Start(t, faultnet.Config{Fault: faultnet.StallTLS, Select: faultnet.FirstN(1),
 		Handler: faultnet.Forward(backend.Listener.Addr().String())})
 
@@ -241,7 +233,7 @@ func TestHedgeOvertakesConnectingTry(t *testing.T) {
 			MaxAttemptsPerAddress: 1,
 			TLSHandshakeTimeout:   time.Second,
 		},
-		TLSClientConfig: &tls.Config{RootCAs: pool},
+		TLSClientConfig: cliTLS,
 		HedgeDelay:      100 * time.Millisecond,
 		MeterProvider:   rg.mp,
 	}
