@@ -67,17 +67,20 @@ type Config struct {
 	HealthCheckPeriod time.Duration
 
 	// CheckAfterIdle is how long a connection may sit idle before Acquire
-	// probes it for liveness (a non-blocking peek at the socket: EOF, a reset
-	// or unexpected bytes mean the peer is gone — bytes nobody asked for on a
-	// request/response protocol are the server's goodbye) before handing it
-	// out; a dead one is closed and the next is tried. The probe looks at the
-	// innermost conn, unwrapping NetConn methods (*tls.Conn). Under such a
-	// wrapper pending bytes may be a TLS 1.3 session ticket, or the
-	// close_notify alert of a server that closed: the conn is dead when the
-	// kernel also reports the peer's FIN or reset (TCP state, on Linux and
-	// macOS; elsewhere it is taken as alive). Conns without a file
-	// descriptor (net.Pipe) are not probed. 0 means 1s; negative means never
-	// probe.
+	// probes it for liveness before handing it out; a dead one is closed and
+	// the next is tried. On a request/response protocol an idle conn is
+	// alive only when nothing waits to be read on it: end-of-file, a reset
+	// or any byte nobody asked for (the server's goodbye, or the reply to a
+	// request whose caller gave up) mean dead — handed out, the next holder
+	// would read that reply as its own. The probe goes by what the conn is
+	// made of, down its chain of NetConn methods: without a *tls.Conn in it,
+	// a non-blocking peek at the socket; with one, reads through the
+	// *tls.Conn that let TLS tell its own records (session tickets) from
+	// data, including data it buffered already (at most ~1ms, once, while
+	// TLS's own records wait at the socket). Conns without a file
+	// descriptor at the bottom (net.Pipe) are not probed, nor can the probe
+	// see into wrappers that buffer reads themselves. 0 means 1s; negative
+	// means never probe.
 	CheckAfterIdle time.Duration
 
 	// AcquireTimeout bounds Acquire when its context has no deadline.

@@ -15,8 +15,9 @@
 //     them but bounded by DialTimeout; a failed dial fails one waiter fast;
 //   - evicts connections idle past MaxIdleTime, older than MaxLifetime ± a
 //     per-connection jitter, broken by an I/O error, or found dead by a
-//     non-blocking liveness probe on checkout (TLS conns included: a
-//     server's close_notify waiting ahead of its FIN is seen as a close);
+//     liveness probe on checkout: bytes nobody asked for are another
+//     request's reply, and such a conn is never handed out (TLS conns
+//     included, whatever wraps them: TLS tells its own records from data);
 //   - hands each holder a clean conn: deadlines set through the [Conn] end
 //     at Release, and the conn's own SyscallConn, CloseWrite and CloseRead
 //     stay reachable through the wrapper;

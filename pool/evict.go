@@ -18,7 +18,8 @@ func (p *Pool) retireReason(c *Conn, now int64) reason {
 // lifetime, idle past MaxIdleTime, retired by a Reset, or — when it has
 // been idle longer than CheckAfterIdle — found dead by the liveness probe.
 // Acquire, the hand-off to waiters and the sweep all judge idle conns by
-// it. The probe is one non-blocking syscall, so callers may hold locks.
+// it. The probe never waits (on TLS conns at most ~1ms, once, for records
+// already at the socket), so callers may hold locks.
 func (p *Pool) idleReason(c *Conn, now int64) reason {
 	switch {
 	case c.expires != 0 && now >= c.expires:

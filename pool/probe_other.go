@@ -2,8 +2,9 @@
 
 package pool
 
-import "net"
+import "syscall"
 
-// probe is a no-op where a non-blocking peek is not implemented: the conn is
-// taken as alive, and a dead one is caught by the caller's first I/O error.
-func probe(net.Conn) error { return nil }
+// peekSocket is a no-op where a non-blocking peek is not implemented: a
+// plain conn is taken as alive, and a dead one is caught by the caller's
+// first I/O error. (Conns with TLS in their chain are probed everywhere.)
+func peekSocket(syscall.Conn) error { return nil }

@@ -1,0 +1,113 @@
+package pool
+
+import (
+	"crypto/tls"
+	"errors"
+	"net"
+	"os"
+	"syscall"
+	"time"
+)
+
+// errUnexpectedData: an idle request/response connection has bytes waiting
+// that nobody asked for — the server's goodbye (an error message before it
+// closes), or the reply to a request whose caller gave up. Handed out, the
+// next holder would read it as the answer to its own request.
+var errUnexpectedData = errors.New("pool: unexpected data on an idle connection")
+
+// aLongTimeAgo is a deadline in the past: I/O with it returns at once.
+var aLongTimeAgo = time.Unix(1, 0)
+
+// probe tells whether an idle connection is still usable, without blocking;
+// nil means alive. An idle request/response connection is usable only when
+// nothing at all is waiting to be read on it: no end-of-file, no reset, and
+// no byte — a byte nobody asked for is another request's answer or the
+// server's goodbye.
+//
+// The verdict rests on what the conn is made of, not on recognising wrapper
+// types: probe walks c down its chain of NetConn methods to the conn at the
+// bottom, which must be a socket (a syscall.Conn; conns without one, such
+// as net.Pipe, are not probed).
+//
+//   - No *tls.Conn in the chain: the bytes on the wire are the protocol's
+//     own, so one pending byte at the socket (a non-blocking MSG_PEEK)
+//     means dead, whatever wrappers sit above it.
+//   - A *tls.Conn in the chain: it may hold decrypted bytes or whole
+//     records it has read already, and the records at the socket may be
+//     TLS's own (session tickets, key updates) or the protocol's. Only the
+//     tls.Conn can tell them apart, so probe reads through the outermost
+//     *tls.Conn (probeTLS): a byte of data or end-of-file (close_notify,
+//     FIN) means dead, a read that times out having found no data alive.
+//
+// Wrappers that buffer reads themselves (a bufio.Reader inside a net.Conn)
+// cannot be seen into: Config.Dial should not return them.
+func probe(c net.Conn) error {
+	var top *tls.Conn
+	for {
+		if tc, ok := c.(*tls.Conn); ok && top == nil {
+			top = tc
+		}
+		u, ok := c.(interface{ NetConn() net.Conn })
+		if !ok {
+			break
+		}
+		c = u.NetConn()
+	}
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return nil
+	}
+	if top != nil {
+		return probeTLS(top, sc)
+	}
+	return peekSocket(sc)
+}
+
+// tlsRecordWait bounds probeTLS's read of records waiting at the socket.
+// Go's poller reads nothing once a deadline has passed, so that read needs
+// a deadline still ahead; the records are there already, and tls.Conn
+// waits this long only after it has processed them all and found no data
+// (a session ticket) — once per ticket, so about once per conn — or for
+// the rest of a record still in flight.
+const tlsRecordWait = time.Millisecond
+
+// probeTLS is probe's verdict on a conn with TLS in its chain; sc is the
+// socket at the bottom. First a read with the deadline in the past, which
+// returns at once: tls.Conn hands up data it has decrypted or can decrypt
+// from whole records it holds, and never touches the socket. Then, only
+// when the socket has bytes waiting, a read bounded by tlsRecordWait lets
+// tls.Conn process them. The deadlines are cleared after (an idle conn has
+// none; Release clears those set through the wrapper anyway).
+func probeTLS(tc *tls.Conn, sc syscall.Conn) error {
+	// The write deadline too: a KeyUpdate makes tls.Conn write its answer,
+	// which must not block the pool's locks on a full send buffer (the
+	// failed write then fails the next holder's first Write instead).
+	if err := tc.SetDeadline(aLongTimeAgo); err != nil {
+		return err
+	}
+	err := readTLS(tc)
+	if err == nil && peekSocket(sc) != nil {
+		// End-of-file, a reset or records: tls.Conn says which.
+		if err = tc.SetReadDeadline(time.Now().Add(tlsRecordWait)); err == nil {
+			err = readTLS(tc)
+		}
+	}
+	if derr := tc.SetDeadline(time.Time{}); err == nil {
+		err = derr
+	}
+	return err
+}
+
+// readTLS reads one byte through tc, whose read deadline is set: data is
+// unexpected, a timeout means none, any other error is the conn's end.
+func readTLS(tc *tls.Conn) error {
+	var b [1]byte
+	n, err := tc.Read(b[:])
+	switch {
+	case n > 0:
+		return errUnexpectedData
+	case err == nil || errors.Is(err, os.ErrDeadlineExceeded):
+		return nil
+	}
+	return err
+}
