@@ -549,12 +549,102 @@ func (c *config) setKey(key string, v value) *Error {
 
 func parseHostsJSON(data []byte) (map[string][]netip.Addr, error) {
 	var raw map[string][]string
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&raw); err != nil {
+	if err := decodeStrict(data, &raw); err != nil {
 		return nil, fmt.Errorf(`want an object of host names to lists of IP addresses, e.g. {"api.example": ["127.0.0.1"]}: %v`, err)
 	}
 	return hostsFrom(raw)
+}
+
+// decodeStrict decodes doc, which must be exactly one JSON value, into v
+// (numbers as json.Number). Unlike json.Unmarshal it rejects a key given
+// twice in one object (which would silently win over the first) and names
+// it; unlike a Decoder checked with More, it rejects any trailing byte but
+// white space (a stray "}" or "]" included) and says where it starts.
+func decodeStrict(doc []byte, v any) error {
+	if err := noDuplicateKeys(doc); err != nil {
+		return err
+	}
+	dec := json.NewDecoder(bytes.NewReader(doc))
+	dec.UseNumber()
+	if err := dec.Decode(v); err != nil {
+		return fmt.Errorf("malformed or not an object: %w", err)
+	}
+	rest := bytes.TrimLeft(doc[dec.InputOffset():], " \t\r\n")
+	if len(rest) == 0 {
+		return nil
+	}
+	at := len(doc) - len(rest)
+	if len(rest) > 16 {
+		rest = rest[:16]
+	}
+	return fmt.Errorf("trailing data after the object at byte %d: %q", at, rest)
+}
+
+// noDuplicateKeys walks doc's tokens and fails on the first object key
+// given twice in the same object, naming it by its dotted path. Syntax
+// errors are left to the decoder, which reports them with more context.
+func noDuplicateKeys(doc []byte) error {
+	type object struct {
+		path    string
+		seen    map[string]bool
+		wantKey bool
+		key     string
+	}
+	dec := json.NewDecoder(bytes.NewReader(doc))
+	dec.UseNumber()
+	var stack []*object // nil for an array
+	// valueDone: the value of the innermost object's current key (when the
+	// innermost container is an object) is complete; a key comes next.
+	valueDone := func() {
+		if n := len(stack); n > 0 && stack[n-1] != nil {
+			stack[n-1].wantKey = true
+		}
+	}
+	for {
+		tok, err := dec.Token()
+		if err != nil {
+			return nil // end of the value, or a syntax error Decode reports
+		}
+		var top *object
+		if len(stack) > 0 {
+			top = stack[len(stack)-1]
+		}
+		if top != nil && top.wantKey {
+			k, ok := tok.(string)
+			if !ok { // the object's closing brace
+				stack = stack[:len(stack)-1]
+				valueDone()
+				continue
+			}
+			full := k
+			if top.path != "" {
+				full = top.path + "." + k
+			}
+			if top.seen[k] {
+				return fmt.Errorf("key %q given twice", full)
+			}
+			top.seen[k], top.wantKey, top.key = true, false, full
+			continue
+		}
+		switch tok {
+		case json.Delim('{'):
+			path := ""
+			if top != nil {
+				path = top.key
+			}
+			stack = append(stack, &object{path: path, seen: map[string]bool{}, wantKey: true})
+		case json.Delim('['):
+			stack = append(stack, nil)
+		case json.Delim(']'):
+			stack = stack[:len(stack)-1]
+			valueDone()
+		default:
+			valueDone()
+		}
+		if len(stack) == 0 {
+			return nil // the first value is complete; trailing data is Decode's caller's
+		}
+	}
 }
 
 func hostsFrom(raw map[string][]string) (map[string][]netip.Addr, error) {
@@ -582,14 +672,9 @@ func (c config) configureJSON(doc []byte) (config, *Error) {
 	if !utf8.Valid(doc) {
 		return c, argError("json: not valid UTF-8")
 	}
-	dec := json.NewDecoder(bytes.NewReader(doc))
-	dec.UseNumber()
 	var top map[string]any
-	if err := dec.Decode(&top); err != nil {
-		return c, argError("json: malformed or not an object: %v", err)
-	}
-	if dec.More() {
-		return c, argError("json: trailing data after the object")
+	if err := decodeStrict(doc, &top); err != nil {
+		return c, argError("json: %v", err)
 	}
 	if top == nil {
 		return c, argError("json: not an object (null)")

@@ -292,6 +292,15 @@ func TestConfigRejections(t *testing.T) {
 		{"not an object", `[1]`, statusInvalidArgument, "json"},
 		{"malformed", `{"a":`, statusInvalidArgument, "json"},
 		{"trailing", `{} {}`, statusInvalidArgument, "json"},
+		// Issue 20, break 8: a stray closing brace or bracket, and a key given
+		// twice (the last used to win), were accepted.
+		{"trailing brace", `{"retry.max_attempts": 5}}`, statusInvalidArgument, "trailing data after the object at byte 25"},
+		{"trailing bracket", `{"retry.max_attempts": 5}]`, statusInvalidArgument, "trailing data after the object at byte 25"},
+		{"trailing word", `{"retry.max_attempts": 5} x`, statusInvalidArgument, "trailing data"},
+		{"duplicate key", `{"retry.max_attempts": 5, "retry.max_attempts": 1}`, statusInvalidArgument, `key "retry.max_attempts" given twice`},
+		{"duplicate nested", `{"retry": {"max_attempts": 5, "max_attempts": 1}}`, statusInvalidArgument, `key "retry.max_attempts" given twice`},
+		{"duplicate level", `{"retry": {"jitter": 0.1}, "retry": {"max_attempts": 5}}`, statusInvalidArgument, `key "retry" given twice`},
+		{"duplicate host", `{"dial.hosts": {"a": ["127.0.0.1"], "a": ["127.0.0.2"]}}`, statusInvalidArgument, `key "dial.hosts.a" given twice`},
 		{"bad utf-8", "{\"user_agent\": \"\xff\"}", statusInvalidArgument, "UTF-8"},
 	}
 	for _, tc := range cases {
@@ -457,4 +466,28 @@ func TestOperationsUnderRace(t *testing.T) {
 		}
 		return true
 	})
+}
+
+// dial.hosts given as a string (lifeline_client_set_string) is held to the
+// same JSON rules as lifeline_client_configure (issue 20, break 8).
+func TestHostsStringStrict(t *testing.T) {
+	for _, doc := range []string{
+		`{"a": ["127.0.0.1"]}]`,
+		`{"a": ["127.0.0.1"]}}`,
+		`{"a": ["127.0.0.1"], "a": ["127.0.0.2"]}`,
+	} {
+		var cfg config
+		e := cfg.setKey("dial.hosts", value{kind: kString, s: doc})
+		if e == nil || !strings.Contains(e.Msg, "dial.hosts") ||
+			!(strings.Contains(e.Msg, "trailing data") || strings.Contains(e.Msg, `"a" given twice`)) {
+			t.Errorf("%s: %v", doc, e)
+		}
+		if cfg.hosts != nil {
+			t.Errorf("%s: applied", doc)
+		}
+	}
+	var cfg config
+	if e := cfg.setKey("dial.hosts", value{kind: kString, s: ` {"a": ["127.0.0.1"]} `}); e != nil {
+		t.Fatal(e)
+	}
 }

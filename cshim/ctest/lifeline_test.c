@@ -428,6 +428,23 @@ static void t_config(void) {
         st = lifeline_client_configure(c, badjson[i], &err);
         CHECK(st == LIFELINE_E_INVALID_ARGUMENT && strstr(err.message, "json"), &err, "bad json #%zu: %d", i, st);
     }
+    /* Issue 20, break 8: a stray closing brace or bracket after the object,
+     * and a key given twice, were applied (the last key winning). */
+    static const struct {
+        const char *doc, *says;
+    } strict[] = {
+        {"{\"retry.max_attempts\": 5}}", "trailing data after the object at byte 25"},
+        {"{\"retry.max_attempts\": 5}]", "trailing data after the object at byte 25"},
+        {"{\"retry.max_attempts\": 5, \"retry.max_attempts\": 1}", "key \"retry.max_attempts\" given twice"},
+        {"{\"retry\": {\"max_attempts\": 5, \"max_attempts\": 1}}", "key \"retry.max_attempts\" given twice"},
+    };
+    for (size_t i = 0; i < sizeof strict / sizeof strict[0]; i++) {
+        st = lifeline_client_configure(c, strict[i].doc, &err);
+        CHECK(st == LIFELINE_E_INVALID_ARGUMENT && strstr(err.message, strict[i].says), &err, "%s: %d",
+              strict[i].doc, st);
+    }
+    st = lifeline_client_set_string(c, "dial.hosts", "{\"a\": [\"127.0.0.1\"], \"a\": [\"127.0.0.2\"]}", &err);
+    CHECK(st == LIFELINE_E_BAD_VALUE && strstr(err.message, "given twice"), &err, "hosts twice %d", st);
     CHECK(lifeline_client_configure(c, NULL, &err) == LIFELINE_E_INVALID_ARGUMENT, &err, "NULL json");
     CHECK(lifeline_client_config_json(c, &doc, NULL, &err) == LIFELINE_OK, &err, "dump 2");
     CHECK(json_int(doc, "retry.max_attempts") == 2, NULL, "a failed configure changed the config: %s", doc);
