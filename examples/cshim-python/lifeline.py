@@ -173,6 +173,16 @@ def version():
     return load().lifeline_version().decode()
 
 
+def _cstr(s, what):
+    """s encoded for a char * argument. C reads it up to the first NUL, so a
+    Python string with one would arrive cut — a different URL, header or
+    address than the caller wrote: refused instead."""
+    b = s.encode() if isinstance(s, str) else bytes(s)
+    if b"\0" in b:
+        raise ValueError("lifeline: %s contains a NUL character at index %d" % (what, b.index(b"\0")))
+    return b
+
+
 def _check(lib, status, err):
     """Raises the error in err (and clears it) when status is not OK."""
     if status == OK:
@@ -240,6 +250,9 @@ class Operation:
                 return True
             if st != E_PENDING:
                 _check(lib, st, err)
+            # E_PENDING fills the record too: its message is the library's
+            # to free (one allocation per slice otherwise).
+            lib.lifeline_error_clear(ctypes.byref(err))
             if remaining is not None:
                 remaining -= slice_ms
                 if remaining <= 0:
@@ -249,6 +262,7 @@ class Operation:
         err = _Error()
         st = self._lib.lifeline_op_poll(self.handle, ctypes.byref(err))
         if st == E_PENDING:
+            self._lib.lifeline_error_clear(ctypes.byref(err))
             return False
         _check(self._lib, st, err)
         return True
@@ -338,13 +352,15 @@ class Client:
         hs = list((headers or {}).items()) if isinstance(headers, dict) else list(headers or [])
         arr = (_Header * max(1, len(hs)))()
         keep = []
+        method_b = _cstr(method, "method") if method else None
+        url_b = _cstr(url, "url")
         for i, (k, v) in enumerate(hs):
-            kb, vb = k.encode(), v.encode()
+            kb, vb = _cstr(k, "header name %r" % k), _cstr(v, "value of header %r" % k)
             keep += [kb, vb]
             arr[i] = _Header(kb, vb)
         body = bytes(body or b"")
         buf = ctypes.create_string_buffer(body, len(body)) if body else None
-        req = _Request(method.encode() if method else None, url.encode(), arr, len(hs),
+        req = _Request(method_b, url_b, arr, len(hs),
                        ctypes.cast(buf, ctypes.c_void_p) if buf is not None else None, len(body), deadline_ms)
         return self._start(lambda cb, ud, op, err: self._lib.lifeline_request_start(
             self.handle, ctypes.byref(req), cb, ud, op, err), callback, False)
@@ -385,8 +401,9 @@ class Client:
     def dial(self, network, address, deadline_ms=0):
         """Dials "tcp" or "tls" and returns a connected socket.socket
         (for "tls", a Unix socket carrying plaintext, relayed by the library)."""
+        network_b, address_b = _cstr(network, "network"), _cstr(address, "address")
         op = self._start(lambda cb, ud, o, err: self._lib.lifeline_dial_start(
-            self.handle, network.encode(), address.encode(), deadline_ms, cb, ud, o, err), None, network)
+            self.handle, network_b, address_b, deadline_ms, cb, ud, o, err), None, network)
         try:
             op.wait()
             return op.socket()

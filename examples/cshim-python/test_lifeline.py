@@ -199,3 +199,54 @@ def test_ctrl_c_interrupts_a_wait(hang_addr):
     assert out.strip() == b"interrupted", (out, err)
     assert p.returncode == 0, err
     assert el < 2.0, el
+
+
+def _live(c):
+    return c.metrics()["process"]["live_allocations"]
+
+
+def test_pending_polls_and_waits_leak_nothing(hang_addr):
+    """Issue 20, break 7: every poll() of a running operation and every
+    wait() that timed out left the E_PENDING error record's message
+    allocated (1,100 after 1,000 polls and 100 short waits)."""
+    with Client({"transport.first_byte_timeout_ms": 20000, "request_timeout_ms": 30000}) as c:
+        before = _live(c)
+        op = c.start("GET", "http://%s/" % hang_addr)
+        try:
+            for _ in range(1000):
+                assert not op.poll()
+            for _ in range(100):
+                assert not op.wait(timeout=0.001)
+            assert _live(c) == before
+            op.cancel()
+            assert op.wait(timeout=5)
+            with pytest.raises(LifelineCanceled):
+                op.result()
+        finally:
+            op.free()
+        assert _live(c) == before
+
+
+@pytest.mark.parametrize("field", ["method", "url", "header name", "header value"])
+def test_embedded_nul_rejected(http_url, field):
+    """A Python string with a NUL would reach C cut at the NUL (a different
+    URL, header or method than the caller wrote): it is refused instead."""
+    args = {"method": "GET", "url": http_url + "/hello", "headers": {"X-A": "b"}}
+    if field == "method":
+        args["method"] = "GET\0POST"
+    elif field == "url":
+        args["url"] = http_url + "/hello\0/../admin"
+    elif field == "header name":
+        args["headers"] = {"X-A\0B": "b"}
+    else:
+        args["headers"] = {"X-A": "b\0c"}
+    with Client() as c:
+        with pytest.raises(ValueError, match="NUL"):
+            c.request(args["method"], args["url"], headers=args["headers"])
+        with pytest.raises(ValueError, match="NUL"):
+            c.start(args["method"], args["url"], headers=args["headers"])
+        with pytest.raises(ValueError, match="NUL"):
+            c.dial("tcp\0", "127.0.0.1:1")
+        with pytest.raises(ValueError, match="NUL"):
+            c.dial("tcp", "127.0.0.1:1\0x")
+        assert c.metrics()["client"]["requests_started"] == 0
