@@ -114,6 +114,11 @@ type relay struct {
 	c     *client
 	tls   net.Conn
 	local *net.UnixConn
+	// watch is a second descriptor of local's socket, on which hostGone
+	// waits for the host's close while the copies may be blocked (a copy
+	// cannot notice it: the one that reads local may be stuck writing to a
+	// peer that stopped reading).
+	watch *net.UnixConn
 	once  sync.Once
 }
 
@@ -130,12 +135,19 @@ func (c *client) relayTLS(conn net.Conn) (int, *Error) {
 	}
 	f := os.NewFile(uintptr(fds[1]), "lifeline-relay")
 	fc, err := net.FileConn(f) // dups; f is closed below
-	f.Close()
 	if err != nil {
+		f.Close()
 		closeFD(fds[0])
 		return fail(err)
 	}
-	r := &relay{c: c, tls: conn, local: fc.(*net.UnixConn)}
+	wc, err := net.FileConn(f)
+	f.Close()
+	if err != nil {
+		fc.Close()
+		closeFD(fds[0])
+		return fail(err)
+	}
+	r := &relay{c: c, tls: conn, local: fc.(*net.UnixConn), watch: wc.(*net.UnixConn)}
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
@@ -151,21 +163,26 @@ func (c *client) relayTLS(conn net.Conn) (int, *Error) {
 }
 
 // stop closes both sides; the host's descriptor then reads end-of-file.
+// Closing the TLS conn also ends a Write blocked on a peer that stopped
+// reading (tls.Conn.Close does not wait for an in-flight Write).
 func (r *relay) stop() {
 	r.once.Do(func() {
 		r.tls.Close()
 		r.local.Close()
+		r.watch.Close()
 	})
 }
 
-// run copies in both directions until both are done, then closes.
+// run copies in both directions until both are done, or until the host
+// closed its descriptor, then closes everything.
 //
 // host → peer: the host's end-of-file (shutdown(SHUT_WR) or close) becomes
 // TLS close_notify. peer → host: the peer's end-of-file becomes a
 // shutdown of the host's read side; an error (reset, the first-byte
-// watch) closes everything. After the host's end-of-file, hostGone
-// notices a full close (POLLHUP) so that a peer that never closes does not
-// keep the relay alive.
+// watch) closes everything. Beside them, waitHostGone ends the relay as
+// soon as the host has closed its descriptor entirely, whatever the copies
+// are blocked on: a peer that stops reading (or never closes) must not
+// keep the relay and its TCP conn alive.
 func (r *relay) run() {
 	defer r.c.wg.Done()
 	defer func() {
@@ -173,7 +190,6 @@ func (r *relay) run() {
 		delete(r.c.relays, r)
 		r.c.mu.Unlock()
 	}()
-	defer r.stop()
 	down := make(chan struct{})
 	go func() {
 		defer close(down)
@@ -184,42 +200,48 @@ func (r *relay) run() {
 		}
 		r.stop()
 	}()
-	_, err := io.Copy(r.tls, r.local)
-	if err != nil {
-		r.stop()
-		<-down
-		return
-	}
-	if cw, ok := r.tls.(interface{ CloseWrite() error }); ok {
-		_ = cw.CloseWrite()
-	}
-	t := time.NewTicker(200 * time.Millisecond)
-	defer t.Stop()
-	for {
-		select {
-		case <-down:
+	up := make(chan struct{})
+	go func() {
+		defer close(up)
+		if _, err := io.Copy(r.tls, r.local); err != nil {
+			r.stop()
 			return
-		case <-t.C:
-			if r.hostGone() {
-				return
-			}
 		}
-	}
+		if cw, ok := r.tls.(interface{ CloseWrite() error }); ok {
+			_ = cw.CloseWrite()
+		}
+	}()
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		if r.waitHostGone() {
+			r.stop()
+		}
+	}()
+	<-up
+	<-down
+	r.stop() // also ends waitHostGone
+	<-watched
 }
 
-// hostGone reports whether the host closed its descriptor entirely (both
-// directions): POLLHUP on a Unix stream socket.
-func (r *relay) hostGone() bool {
-	raw, err := r.local.SyscallConn()
+// waitHostGone waits until the host has closed its descriptor entirely
+// (both directions: POLLHUP on a Unix stream socket; a shutdown(SHUT_WR)
+// is not a close) and reports true, or until stop closed the watch
+// descriptor and reports false. It sleeps in the runtime's poller between
+// checks: every event on the socket (the host's writes, its close) wakes
+// it for one poll(2) with no timeout.
+func (r *relay) waitHostGone() bool {
+	raw, err := r.watch.SyscallConn()
 	if err != nil {
-		return true
+		return false
 	}
 	gone := false
-	_ = raw.Control(func(fd uintptr) {
-		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLOUT}}
+	err = raw.Read(func(fd uintptr) bool {
+		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
 		if n, err := unix.Poll(fds, 0); err == nil && n > 0 && fds[0].Revents&(unix.POLLHUP|unix.POLLERR) != 0 {
 			gone = true
 		}
+		return gone
 	})
-	return gone
+	return err == nil && gone
 }
