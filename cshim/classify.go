@@ -23,12 +23,11 @@ var errOpDone = errors.New("lifeline: operation done")
 // transport and dial name the phase.
 func classify(ctx context.Context, err error) *Error {
 	msg := "lifeline: " + err.Error()
+	if e := endedByHost(ctx, err); e != nil {
+		return e
+	}
 	if ctx.Err() != nil {
-		switch cause := context.Cause(ctx); cause {
-		case errCanceledByHost, errOpFreed:
-			return &Error{Status: statusCanceled, Phase: "canceled", Type: "canceled", Msg: "lifeline: canceled: " + err.Error()}
-		case errClientClosed:
-			return &Error{Status: statusClosed, Phase: "canceled", Type: "closed", Msg: "lifeline: client closed: " + err.Error()}
+		switch context.Cause(ctx) {
 		case errDeadline:
 			return &Error{Status: statusTimeout, Phase: "deadline", Type: "deadline", Timeout: true,
 				Msg: "lifeline: operation deadline exceeded: " + err.Error()}
@@ -57,6 +56,33 @@ func classify(ctx context.Context, err error) *Error {
 		return &Error{Status: statusTimeout, Phase: "response", Type: "timeout", Timeout: true, Msg: msg}
 	}
 	return &Error{Status: statusNetwork, Phase: "response", Type: "response", Msg: msg}
+}
+
+// endedByHost is the error of an operation whose host ended it — its
+// cancel, its free, its client's close — or nil when ctx was not ended by
+// the host. err, when not nil, is what the work surfaced; an operation
+// that ended with a result anyway (a Transport that returns a held retry
+// answer when its context ends) gets the same error: lifeline.h promises
+// LIFELINE_E_CANCELED (LIFELINE_E_CLOSED) to a host that ended it before
+// its result was stored.
+func endedByHost(ctx context.Context, err error) *Error {
+	if ctx.Err() == nil {
+		return nil
+	}
+	detail := ""
+	if err != nil {
+		detail = ": " + err.Error()
+	}
+	switch cause := context.Cause(ctx); cause {
+	case errCanceledByHost, errOpFreed:
+		if err == nil {
+			detail = ": " + cause.Error()
+		}
+		return &Error{Status: statusCanceled, Phase: "canceled", Type: "canceled", Msg: "lifeline: canceled" + detail}
+	case errClientClosed:
+		return &Error{Status: statusClosed, Phase: "canceled", Type: "closed", Msg: "lifeline: client closed" + detail}
+	}
+	return nil
 }
 
 func itoa(n int64) string { return strconv.FormatInt(n, 10) }

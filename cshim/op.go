@@ -113,6 +113,11 @@ func (o *op) run(b *built, work func(ctx context.Context, b *built, o *op) *Erro
 		}()
 		hookPanic("op")
 		e = work(o.ctx, b, o)
+		if e == nil {
+			// Ended by its host before the result was stored: cancelled
+			// (or closed), whatever the work made of it.
+			e = endedByHost(o.ctx, nil)
+		}
 	}()
 	o.finish(e)
 	o.callback()
@@ -125,9 +130,8 @@ func (o *op) finish(e *Error) {
 	c := o.c
 	o.mu.Lock()
 	o.err = e
-	freed := o.freed
-	if freed {
-		// Freed while running: nobody will take what it made.
+	if e != nil || o.freed {
+		// Failed, or freed while running: nobody will take what it made.
 		o.resp = nil
 		o.closeFDLocked()
 	}
