@@ -40,6 +40,10 @@ type op struct {
 	fd    int // -1: none or taken
 	taken bool
 	freed bool
+	// stored: finish stored the result. free decides by it, under mu,
+	// whether the result is its to drop: the finished channel closes only
+	// later, and a free in between would leave a descriptor to nobody.
+	stored bool
 }
 
 // response is a complete HTTP response on its way to C memory.
@@ -130,6 +134,7 @@ func (o *op) finish(e *Error) {
 	c := o.c
 	o.mu.Lock()
 	o.err = e
+	o.stored = true
 	if e != nil || o.freed {
 		// Failed, or freed while running: nobody will take what it made.
 		o.resp = nil
@@ -271,7 +276,7 @@ func (o *op) free() {
 	o.mu.Lock()
 	o.freed = true
 	o.resp = nil
-	if o.done() {
+	if o.stored {
 		o.closeFDLocked()
 	}
 	o.mu.Unlock()
