@@ -29,8 +29,15 @@ func classify(ctx context.Context, err error) *Error {
 	if ctx.Err() != nil {
 		switch context.Cause(ctx) {
 		case errDeadline:
-			return &Error{Status: statusTimeout, Phase: "deadline", Type: "deadline", Timeout: true,
-				Msg: "lifeline: operation deadline exceeded: " + err.Error()}
+			// The type says the total deadline ended it; the phase says
+			// where, when the error chain knows (a dial.Error, a
+			// transport.TimeoutError), as every other failure does.
+			phase := chainPhase(err)
+			if phase == "" {
+				phase = "deadline"
+			}
+			return &Error{Status: statusTimeout, Phase: phase, Type: "deadline", Timeout: true,
+				Msg: "lifeline: operation deadline exceeded (phase " + phase + "): " + err.Error()}
 		}
 	}
 	var te *transport.TimeoutError
@@ -56,6 +63,19 @@ func classify(ctx context.Context, err error) *Error {
 		return &Error{Status: statusTimeout, Phase: "response", Type: "timeout", Timeout: true, Msg: msg}
 	}
 	return &Error{Status: statusNetwork, Phase: "response", Type: "response", Msg: msg}
+}
+
+// chainPhase is the phase that err's chain names, or "".
+func chainPhase(err error) string {
+	var te *transport.TimeoutError
+	if errors.As(err, &te) {
+		return te.Phase
+	}
+	var de *dial.Error
+	if errors.As(err, &de) {
+		return de.Phase.String()
+	}
+	return ""
 }
 
 // endedByHost is the error of an operation whose host ended it — its

@@ -30,8 +30,9 @@ import (
 // expectedOK are the "ok" lines a full run must print.
 var expectedOK = []string{
 	"version", "get", "post", "https", "config", "first_byte_timeout", "first_byte_timeout_retried",
-	"tls_handshake_stall", "connect_timeout", "connect_refused", "total_deadline", "default_request_timeout",
-	"dns_no_addresses", "body_stall", "large_body", "async", "callback_reentrant", "cancel", "free_running",
+	"tls_handshake_stall", "connect_timeout", "connect_refused", "total_deadline", "default_request_timeout", "deadline_phase",
+	"dns_no_addresses", "body_stall", "large_body", "async", "callback_reentrant", "cancel", "cancel_held", "stress",
+	"free_running",
 	"close", "bad_args", "dial", "metrics", "threads", "fork", "loop", "no_leaks",
 }
 
@@ -159,6 +160,10 @@ func startServers(t *testing.T) *servers {
 	for i := range big {
 		big[i] = byte(i % 251)
 	}
+	mux.HandleFunc("/unavailable", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Retry-After", "5")
+		w.WriteHeader(http.StatusServiceUnavailable)
+	})
 	mux.HandleFunc("/big", func(w http.ResponseWriter, r *http.Request) { w.Write(big) })
 	mux.HandleFunc("/stall", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Length", "100")

@@ -133,7 +133,8 @@ enum lifeline_status {
      * still running. Not a failure of the operation. */
     LIFELINE_E_PENDING = 6,
     /* A time limit ended the operation: a phase limit (err->phase says
-     * which) or the operation's total deadline (phase "deadline"). */
+     * which) or the operation's total deadline (error_type "deadline";
+     * err->phase names the phase it ended, or is "deadline"). */
     LIFELINE_E_TIMEOUT = 7,
     /* The operation was cancelled with lifeline_op_cancel (or freed while
      * running). */
@@ -183,7 +184,10 @@ typedef struct lifeline_error {
      *                was written
      *   "stall"      a read of the response body got no byte in time
      *   "attempt"    retry.attempt_timeout_ms cut an attempt
-     *   "deadline"   the operation's total deadline expired
+     *   "deadline"   the operation's total deadline expired outside any
+     *                phase (e.g. while waiting to retry); when it ended a
+     *                phase, that phase is named here and error_type is
+     *                "deadline"
      *   "response"   the connection failed after the request was sent
      *                (reset, closed, malformed response)
      *   "canceled"   lifeline_op_cancel, lifeline_op_free or
@@ -195,7 +199,8 @@ typedef struct lifeline_error {
     /* A short, stable class for dashboards and branching, NUL-terminated;
      * "" when none: e.g. "connect_refused", "connect_timeout",
      * "tls_certificate", "tls_timeout", "first_byte_timeout",
-     * "stall_timeout", "dns_not_found", "dns_no_addresses", "deadline",
+     * "stall_timeout", "dns_not_found", "dns_no_addresses", "deadline" (the
+     * operation's total deadline, in the phase that err->phase names),
      * "canceled", "too_large", "invalid_argument", "unknown_key",
      * "bad_value", "invalid_handle", "closed", "forked", "internal". */
     char error_type[32];
