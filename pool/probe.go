@@ -79,6 +79,13 @@ const tlsRecordWait = time.Millisecond
 // tls.Conn process them. The deadlines are cleared after (an idle conn has
 // none; Release clears those set through the wrapper anyway).
 func probeTLS(tc *tls.Conn, sc syscall.Conn) error {
+	if !tc.ConnectionState().HandshakeComplete {
+		// Never used (tls.Client runs the handshake on the first I/O): a
+		// read would start it under a deadline in the past, and tls.Conn
+		// keeps a handshake's failure for ever. Before its ClientHello a
+		// server sends nothing, so the socket speaks for it.
+		return peekSocket(sc)
+	}
 	// The write deadline too: a KeyUpdate makes tls.Conn write its answer,
 	// which must not block the pool's locks on a full send buffer (the
 	// failed write then fails the next holder's first Write instead).

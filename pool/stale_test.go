@@ -140,3 +140,34 @@ func TestProbeCleanConnKeptThroughDialer(t *testing.T) {
 		assert.Equal(t, int64(1), s.Dialed, "tls=%v", useTLS)
 	}
 }
+
+// A *tls.Conn whose handshake has not run yet (tls.Client without
+// Handshake: it runs on the first I/O) is left to its holder: the probe's
+// reads must not start the handshake under a deadline in the past, whose
+// failure tls.Conn would keep for ever.
+func TestProbeLeavesUnstartedHandshake(t *testing.T) {
+	srv, clientCfg, _ := tlsEchoServer(t, time.Minute)
+	var nd net.Dialer
+	p := newPool(t, pool.Config{
+		Dial: func(ctx context.Context) (net.Conn, error) {
+			c, err := nd.DialContext(ctx, "tcp", srv.Addr())
+			if err != nil {
+				return nil, err
+			}
+			return tls.Client(c, clientCfg), nil
+		},
+		CheckAfterIdle: time.Nanosecond, HealthCheckPeriod: -1,
+	})
+	c, err := p.Acquire(t.Context())
+	require.NoError(t, err)
+	c.Release()
+	for range 2 {
+		c, err := p.Acquire(t.Context())
+		require.NoError(t, err)
+		echoFull(t, c, "ping")
+		c.Release()
+	}
+	s := p.Stats()
+	assert.Zero(t, s.Evicted(), "%+v", s)
+	assert.Equal(t, int64(1), s.Dialed)
+}
