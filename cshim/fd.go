@@ -214,15 +214,31 @@ func (r *relay) run() {
 	watched := make(chan struct{})
 	go func() {
 		defer close(watched)
-		if r.waitHostGone() {
-			r.stop()
+		if !r.waitHostGone() {
+			return // stopped
 		}
+		// The host closed its descriptor. What it wrote before still goes
+		// to the peer, as a socket's close sends what was written — but
+		// for hostGoneGrace at most: a peer that stopped reading must not
+		// keep the relay (and its TCP conn) alive.
+		t := time.NewTimer(hostGoneGrace)
+		select {
+		case <-up:
+		case <-t.C:
+		}
+		t.Stop()
+		r.stop()
 	}()
 	<-up
 	<-down
 	r.stop() // also ends waitHostGone
 	<-watched
 }
+
+// hostGoneGrace is how long a relay whose host closed its descriptor
+// keeps copying what the host wrote before (lifeline.h promises the end
+// within 100ms).
+const hostGoneGrace = 50 * time.Millisecond
 
 // waitHostGone waits until the host has closed its descriptor entirely
 // (both directions: POLLHUP on a Unix stream socket; a shutdown(SHUT_WR)

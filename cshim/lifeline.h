@@ -485,10 +485,12 @@ int32_t lifeline_request_start(lifeline_client c, const lifeline_request *req,
  *     other end the library relays to and from the TLS connection, so you
  *     read and write plaintext. shutdown(fd, SHUT_WR) sends TLS
  *     close_notify; a closed peer reads as end-of-file. The relay ends when
- *     you close the descriptor (at once, also while it is blocked writing
- *     to a peer that stopped reading: the TLS connection is closed), when
- *     the peer closes, or at lifeline_client_close. The dial's first-byte
- *     watch applies.
+ *     you close the descriptor (within 100 ms, also while it is blocked
+ *     writing to a peer that stopped reading: the TLS connection is then
+ *     closed; what you wrote before the close is still sent for up to
+ *     50 ms — to know it all arrived, shutdown(fd, SHUT_WR) and read to
+ *     end-of-file before closing), when the peer closes, or at
+ *     lifeline_client_close. The dial's first-byte watch applies.
  * address: "host:port" (IPv6 literals in brackets). Names are resolved
  * under dial.resolve_timeout_ms and every address raced.
  * deadline_ms bounds the dial: 0: the dial.* limits only; <0 likewise.
