@@ -32,7 +32,7 @@ func classify(ctx context.Context, err error) *Error {
 			// The type says the total deadline ended it; the phase says
 			// where, when the error chain knows (a dial.Error, a
 			// transport.TimeoutError), as every other failure does.
-			phase := chainPhase(err)
+			phase := deadlinePhase(err)
 			if phase == "" {
 				phase = "deadline"
 			}
@@ -65,14 +65,17 @@ func classify(ctx context.Context, err error) *Error {
 	return &Error{Status: statusNetwork, Phase: "response", Type: "response", Msg: msg}
 }
 
-// chainPhase is the phase that err's chain names, or "".
-func chainPhase(err error) string {
+// deadlinePhase is the phase in which the total deadline struck, as err's
+// chain names it (a transport.TimeoutError, a dial.Error that timed out),
+// or "": the deadline struck outside any phase (a retry's wait after a
+// refusal, say), or the chain does not say.
+func deadlinePhase(err error) string {
 	var te *transport.TimeoutError
 	if errors.As(err, &te) {
 		return te.Phase
 	}
 	var de *dial.Error
-	if errors.As(err, &de) {
+	if errors.As(err, &de) && de.Timeout() {
 		return de.Phase.String()
 	}
 	return ""

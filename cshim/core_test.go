@@ -344,6 +344,7 @@ func TestClassify(t *testing.T) {
 		// Issue 20, break 10: the total deadline says where it broke when
 		// the error chain knows the phase (the type says it was the deadline).
 		{"total deadline in tls", deadline, fmt.Errorf("retry: stopped after 1 attempt: %w", dialTimeout), statusTimeout, "tls", "deadline", true},
+		{"total deadline after a refusal", deadline, &retry.ExhaustedError{Attempts: 1, Last: refused}, statusTimeout, "deadline", "deadline", true},
 		{"total deadline in first byte", deadline, &retry.ExhaustedError{Attempts: 1, Last: &transport.TimeoutError{Phase: "first_byte"}}, statusTimeout, "first_byte", "deadline", true},
 		{"first byte", live, &transport.TimeoutError{Phase: "first_byte"}, statusTimeout, "first_byte", "first_byte_timeout", true},
 		{"stall after retries", live, &retry.ExhaustedError{Attempts: 3, Last: &transport.TimeoutError{Phase: "stall"}}, statusTimeout, "stall", "stall_timeout", true},
