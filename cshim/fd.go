@@ -114,7 +114,7 @@ type relay struct {
 	c     *client
 	tls   net.Conn
 	local *net.UnixConn
-	// watch is a second descriptor of local's socket, on which hostGone
+	// watch is a second descriptor of local's socket, on which waitHostGone
 	// waits for the host's close while the copies may be blocked (a copy
 	// cannot notice it: the one that reads local may be stuck writing to a
 	// peer that stopped reading).
