@@ -100,7 +100,9 @@ func TestProbeStaleReplyThroughDialer(t *testing.T) {
 			assert.Equal(t, "req2", got, "the next holder read another request's reply")
 			s := p.Stats()
 			assert.Equal(t, int64(1), s.EvictedDead, "%+v", s)
-			assert.Equal(t, int64(2), srv.Stats().Accepted)
+			// The pool's count, not the server's: under load the Dialer may
+			// race a second connect to the address and close the loser.
+			assert.Equal(t, int64(2), s.Dialed, "%+v", s)
 		})
 	}
 }
