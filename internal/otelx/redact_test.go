@@ -108,12 +108,12 @@ func TestNoQuerySecretInRealErrors(t *testing.T) {
 			for _, s := range spans {
 				texts := []string{s.Name(), s.Status().Description}
 				for _, kv := range s.Attributes() {
-					texts = append(texts, kv.Value.Emit())
+					texts = append(texts, kv.Value.String())
 				}
 				for _, ev := range s.Events() {
 					events++
 					for _, kv := range ev.Attributes {
-						texts = append(texts, kv.Value.Emit())
+						texts = append(texts, kv.Value.String())
 					}
 				}
 				for _, x := range texts {
@@ -153,7 +153,7 @@ func TestURLFullBareKey(t *testing.T) {
 	for _, s := range rec.Ended() {
 		for _, kv := range s.Attributes() {
 			if kv.Key == "url.full" {
-				full = kv.Value.Emit()
+				full = kv.Value.String()
 			}
 		}
 	}
