@@ -30,8 +30,9 @@
 // Metrics (OpenTelemetry, served for Prometheus by
 // go.opentelemetry.io/otel/exporters/prometheus): lifeline_probe_results_total
 // {network_peer_address, lifeline_phase, lifeline_probe_result},
-// lifeline_probe_latency_seconds{quantile}, lifeline_probe_raced_total,
-// lifeline_probe_raced_latency_seconds and lifeline_probe_addresses, each
+// lifeline_probe_latency_seconds{lifeline_probe_quantile},
+// lifeline_probe_raced_total, lifeline_probe_raced_latency_seconds
+// {lifeline_probe_quantile} and lifeline_probe_addresses, each
 // with server_address and server_port. Only addresses in the current answer
 // become labels: an address that leaves it is no longer exported. The rules
 // in alerts/lifeline-probe.rules.yml alert on them.
