@@ -256,6 +256,97 @@ func TestProbeWebsocket(t *testing.T) {
 	}
 }
 
+// failingAfter answers svc.test with 127.0.0.2 until its cutoff, then
+// fails as a resolver that lost its server would.
+type failingAfter struct{ cutoff time.Time }
+
+func (r *failingAfter) LookupNetIP(ctx context.Context, network, host string) ([]netip.Addr, error) {
+	if time.Now().After(r.cutoff) {
+		return nil, &net.DNSError{Err: "server misbehaving", Name: host, IsTemporary: true}
+	}
+	return []netip.Addr{netip.MustParseAddr("127.0.0.2")}, nil
+}
+
+// TestProbeOnceLastRoundUnresolved (issue 20, probe risk): in -once mode
+// the name resolves for the first rounds and not for the last. The report
+// keeps the address probed in the earlier rounds, lists the failed
+// resolutions, and the run exits 1 (a failure found), not 2 (the name
+// never resolved).
+func TestProbeOnceLastRoundUnresolved(t *testing.T) {
+	f := startFleet(t, faultnet.EveryNth(1000), false)
+	o := f.options(t, "-tls", "-once", "-json", "-n", "4", "-interval", "800ms")
+	// Rounds start at 0, 200, 400 and 600ms (later under load, never
+	// earlier): the first resolves, the last does not.
+	o.resolver = &failingAfter{cutoff: time.Now().Add(400 * time.Millisecond)}
+	var out bytes.Buffer
+	code, err := run(t.Context(), o, &out, io.Discard)
+	t.Logf("exit %d, err %v\n%s", code, err, out.String())
+	var r Report
+	if jerr := json.Unmarshal(out.Bytes(), &r); jerr != nil {
+		t.Fatalf("not JSON: %v", jerr)
+	}
+	if code != 1 {
+		t.Errorf("exit %d (%v), want 1", code, err)
+	}
+	if len(r.Errors) == 0 {
+		t.Error("the failed resolutions are not reported")
+	}
+	p := phaseOf(t, &r, "127.0.0.2:"+strconv.Itoa(f.port), "tls")
+	if p.OK < 1 || p.OK != p.Samples {
+		t.Errorf("127.0.0.2 tls: %+v, want the earlier rounds' successes", p)
+	}
+	found := false
+	for _, fl := range r.Failing {
+		found = found || strings.Contains(fl, "resolve")
+	}
+	if !found {
+		t.Errorf("FAILING does not name the resolution: %q", r.Failing)
+	}
+}
+
+// TestProbeRacedWithinLimits (issue 20, probe risk): when every address
+// stalls its TLS handshakes, the raced dial (what users see) is bounded by
+// the probe's own phase limits, like the direct samples, not by a Dialer's
+// defaults (5s per handshake, 15s per dial): one interval of 400ms with
+// 300ms limits ends in about a second, where the defaults took 10s.
+func TestProbeRacedWithinLimits(t *testing.T) {
+	serverTLS, clientTLS, err := faultnet.NewSelfSigned("svc.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := faultnet.StartGroup(t,
+		faultnet.Config{Addr: "127.0.0.2:0", TLS: serverTLS, Handler: answerHTTP, Fault: faultnet.StallTLS, Select: faultnet.EveryNth(1)},
+		faultnet.Config{Addr: "127.0.0.3:0", TLS: serverTLS, Handler: answerHTTP, Fault: faultnet.StallTLS, Select: faultnet.EveryNth(1)},
+	)
+	o, err := parseFlags([]string{"-target", "svc.test:" + strconv.Itoa(srv[0].Port()),
+		"-resolve", "svc.test=127.0.0.2,127.0.0.3", "-connect-timeout", "300ms", "-tls-timeout", "300ms",
+		"-tls", "-once", "-json", "-n", "2", "-interval", "400ms"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o.tlsConfig = clientTLS
+	var out bytes.Buffer
+	start := time.Now()
+	code, err := run(t.Context(), o, &out, io.Discard)
+	el := time.Since(start)
+	t.Logf("exit %d in %v\n%s", code, el, out.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var r Report
+	if err := json.Unmarshal(out.Bytes(), &r); err != nil {
+		t.Fatal(err)
+	}
+	// 200ms between the rounds, then the last round's limits: about 1s.
+	// The defaults' 5s handshakes would take at least 5s.
+	if el > 4*time.Second {
+		t.Errorf("one interval of 400ms with 300ms limits took %v", el)
+	}
+	if r.Raced.Samples != 2 || r.Raced.Stalls != 2 {
+		t.Errorf("raced: %+v, want 2 stalls", r.Raced)
+	}
+}
+
 // switchResolver answers svc.test with whatever the test set last.
 type switchResolver struct {
 	mu    sync.Mutex
