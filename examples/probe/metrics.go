@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"net"
+	"net/netip"
+	"slices"
 	"strconv"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -97,6 +99,11 @@ func registerMetrics(m metric.Meter, c *collector) (metric.Registration, error) 
 		}
 		for _, a := range c.last.Addresses {
 			ap, _ := parsePeer(a.Address)
+			// The report also keeps addresses that left the answer during
+			// its interval; labels are the current answer's only.
+			if !slices.ContainsFunc(c.answer, func(p netip.AddrPort) bool { return p.String() == a.Address }) {
+				continue
+			}
 			for _, p := range a.Phases {
 				if p.OK == 0 {
 					continue
