@@ -34,7 +34,7 @@ func TestHangDemoShort(t *testing.T) {
 			text := out.String()
 			t.Log("\n" + text)
 
-			for _, row := range []string{"succeeded", "p50", "p99", "max", "attempts", "connections hung by the LB", "masked failures counted"} {
+			for _, row := range []string{"succeeded", "p50", "p99", "max", "attempts", "all done after", "most in flight at once", "connections hung by the LB", "masked failures counted"} {
 				if !regexp.MustCompile(`(?m)^\s*` + regexp.QuoteMeta(row) + `\s{3,}\S`).MatchString(text) {
 					t.Errorf("table lacks the row %q", row)
 				}
@@ -130,7 +130,7 @@ func TestHangDemoFlags(t *testing.T) {
 		t.Errorf("defaults: %+v", o)
 	}
 	for _, args := range [][]string{
-		{"-n", "0"}, {"-hang", "1"}, {"-hang", "-0.1"}, {"-proto", "ftp"}, {"-hedge", "always"}, {"-c", "0"}, {"-cap", "0s"},
+		{"-n", "0"}, {"-hang", "1"}, {"-hang", "-0.1"}, {"-proto", "ftp"}, {"-hedge", "always"}, {"-rate", "0"}, {"-rate", "-1"}, {"-cap", "0s"},
 	} {
 		var errOut bytes.Buffer
 		if _, err := parseFlags(args, &errOut); err == nil {
