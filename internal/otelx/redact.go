@@ -26,15 +26,17 @@ const Redacted = "REDACTED"
 //     end of the text, which then ends in "?REDACTED" so that a reader
 //     knows the rest was removed.
 //   - Userinfo goes up to the last '@' of the authority (up to the first
-//     '/'); if the URL does not parse (taken up to its query, its closing
-//     quote or, unquoted, the end of the text), up to the last '@' before
-//     that end: an '@' in prose after an unquoted URL may then take the
-//     host with it, never leave a password.
+//     '/'); if the authority does not parse (a '/', a space or a quote in
+//     a password), up to the last '@' before the URL's query, its closing
+//     quote or, unquoted, the end of the text: an '@' in prose after such
+//     a URL may then take the host with it, never leave a password.
+//
+// Redact takes time linear in len(msg), whatever msg holds.
 func Redact(msg string) string {
 	if !strings.Contains(msg, "://") {
 		return msg
 	}
-	return stripUserinfo(stripQueries(msg))
+	return stripUserinfo(stripQueries(msg), false)
 }
 
 // StripURL returns raw, taken whole as one URL, without userinfo, query
@@ -44,74 +46,156 @@ func StripURL(raw string) string {
 	if i := strings.IndexAny(raw, "?#"); i >= 0 {
 		raw = raw[:i]
 	}
-	return stripUserinfo(raw)
+	return stripUserinfo(raw, true)
 }
 
 // stripQueries removes from msg the query and fragment of every URL: from
 // the first '?' or '#' after its "://" to its closing quote (a URL that
-// follows a '"') or to the end of msg.
+// follows a '"') or to the end of msg, then marked. Linear in len(msg).
 func stripQueries(msg string) string {
 	var b strings.Builder
 	b.Grow(len(msg))
+	t := tokens{s: msg}
+	pos, scan := 0, 0
+	clean := 0 // msg[a:clean) holds no '?' or '#' for any URL at a < clean met so far
 	for {
-		i := strings.Index(msg, "://")
-		if i < 0 {
-			b.WriteString(msg)
-			return b.String()
+		k := strings.Index(msg[scan:], "://")
+		if k < 0 {
+			break
 		}
+		i := scan + k
 		a := i + 3
-		end, closed := tokenEnd(msg, i)
+		end, closed, quoted := t.end(i)
+		if !quoted {
+			// Its query, if any, runs to the end: nothing after it survives.
+			if q := strings.IndexAny(msg[max(a, clean):], "?#"); q >= 0 {
+				q += max(a, clean)
+				b.WriteString(msg[pos:q])
+				b.WriteByte(msg[q])
+				b.WriteString(Redacted)
+				pos = len(msg)
+			}
+			break
+		}
+		if a < clean {
+			scan = a // inside a quoted URL known to have no query
+			continue
+		}
 		q := strings.IndexAny(msg[a:end], "?#")
 		if q < 0 {
-			b.WriteString(msg[:a])
-			msg = msg[a:]
+			clean, scan = end, a
 			continue
 		}
 		q += a
-		b.WriteString(msg[:q])
+		b.WriteString(msg[pos:q])
 		if !closed {
 			b.WriteByte(msg[q])
 			b.WriteString(Redacted)
 		}
-		msg = msg[end:]
+		pos, scan = end, end
 	}
+	b.WriteString(msg[pos:])
+	return b.String()
 }
 
 // stripUserinfo removes the userinfo of every URL in s (which has no
-// queries left).
-func stripUserinfo(s string) string {
+// queries left); whole: s is one URL, no quote in it ends it. Linear in
+// len(s): the searches below are cached across the URLs that share them.
+func stripUserinfo(s string, whole bool) string {
 	var b strings.Builder
 	b.Grow(len(s))
+	t := tokens{s: s, whole: whole}
+	nextQ, nextSlash := next{s: s, of: "?#"}, next{s: s, of: "/"}
+	var atEnd, atPos int = -1, -1 // the last '@' before atEnd, once searched
+	pos, scan := 0, 0
 	for {
-		i := strings.Index(s, "://")
-		if i < 0 {
-			b.WriteString(s)
-			return b.String()
+		k := strings.Index(s[scan:], "://")
+		if k < 0 {
+			break
 		}
+		i := scan + k
 		a := i + 3
-		end, _ := tokenEnd(s, i)
-		if q := strings.IndexAny(s[a:end], "?#"); q >= 0 {
-			end = a + q
+		end, _, _ := t.end(i)
+		end = min(end, nextQ.at(a))
+		authEnd := min(end, nextSlash.at(a))
+		at := strings.LastIndexByte(s[a:authEnd], '@')
+		if _, err := url.Parse("http://" + s[a:authEnd]); err != nil {
+			// Unsure where the authority ends: remove more, up to the
+			// last '@' before the URL's query or end.
+			if atEnd != end {
+				atEnd, atPos = end, strings.LastIndexByte(s[a:end], '@')
+				if atPos >= 0 {
+					atPos += a
+				}
+			}
+			at = -1
+			if atPos >= a {
+				at = atPos - a
+			}
 		}
-		region := s[a:end]
-		auth := region
-		if j := strings.IndexByte(region, '/'); j >= 0 {
-			auth = region[:j]
+		if at < 0 {
+			scan = a
+			continue
 		}
-		at := strings.LastIndexByte(auth, '@')
-		if !parses(s[schemeStart(s, i):end]) {
-			// Unsure where the authority ends: remove more.
-			at = strings.LastIndexByte(region, '@')
-		}
-		b.WriteString(s[:a])
-		s = s[a+at+1:]
+		b.WriteString(s[pos:a])
+		pos = a + at + 1
+		scan = pos
 	}
+	b.WriteString(s[pos:])
+	return b.String()
 }
 
-// parses reports whether u parses as a URL with a scheme and a host.
-func parses(u string) bool {
-	p, err := url.Parse(u)
-	return err == nil && p.Scheme != "" && p.Host != ""
+// next finds the next byte of a set at or after a position, remembering
+// the answer for the positions before it.
+type next struct {
+	s, of     string
+	ok        bool
+	from, hit int // s[from:hit) has none of of; hit is one of them, or len(s)
+}
+
+func (n *next) at(a int) int {
+	if !n.ok || a < n.from || a > n.hit {
+		n.ok, n.from, n.hit = true, a, len(n.s)
+		if i := strings.IndexAny(n.s[a:], n.of); i >= 0 {
+			n.hit = a + i
+		}
+	}
+	return n.hit
+}
+
+// tokens finds where the URL whose "://" is at i ends for sure: at its
+// closing quote (closed) when it follows a '"', read as Go quotes (a
+// backslash escapes the next byte); otherwise (not quoted), or without a
+// closing quote, at the end of s. A URL inside the quoted one scanned last
+// ends where it does, without a second scan.
+type tokens struct {
+	s     string
+	whole bool // s is one URL: not quoted
+
+	from, end_ int
+	closed     bool
+}
+
+func (t *tokens) end(i int) (end int, closed, quoted bool) {
+	start := schemeStart(t.s, i)
+	if t.whole || start == 0 || t.s[start-1] != '"' {
+		return len(t.s), false, false
+	}
+	a := i + 3
+	if t.from < a && a < t.end_ {
+		return t.end_, t.closed, true
+	}
+	t.from, t.end_, t.closed = a, len(t.s), false
+	for j := a; j < len(t.s); j++ {
+		switch t.s[j] {
+		case '\\':
+			j++
+		case '"':
+			t.end_, t.closed = j, true
+			return j, true, true
+		}
+	}
+	return t.end_, false, true
 }
 
 // schemeStart is where the scheme before the "://" at i begins: it runs
@@ -121,26 +205,6 @@ func schemeStart(s string, i int) int {
 		i--
 	}
 	return i
-}
-
-// tokenEnd is where the URL whose "://" is at i ends for sure: at its
-// closing quote (closed) when it follows a '"', read as Go quotes (a
-// backslash escapes the next byte); otherwise, or without a closing
-// quote, at the end of s.
-func tokenEnd(s string, i int) (end int, closed bool) {
-	start := schemeStart(s, i)
-	if start == 0 || s[start-1] != '"' {
-		return len(s), false
-	}
-	for j := i + 3; j < len(s); j++ {
-		switch s[j] {
-		case '\\':
-			j++
-		case '"':
-			return j, true
-		}
-	}
-	return len(s), false
 }
 
 func isSchemeByte(c byte) bool {
