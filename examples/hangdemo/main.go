@@ -2,15 +2,15 @@
 // balancer that hangs about 8% of new connections after accept (by
 // default in the TLS handshake, as the incident's HTTPS load balancers
 // did) in front of a real backend. The same requests, each on a new
-// connection and sent on the same schedule, go through net/http's default
-// client settings and then through lifeline's transport, one client after
-// the other so that each has the machine to itself and every row compares
-// like with like; a
-// progress line runs meanwhile (a line per second when the output is not a
-// terminal), then a table shows successes, p50, p99, max, attempts, and
-// the failures that lifeline absorbed and counted on
-// lifeline.masked_failures: the failures that monitoring built on SDK
-// probes never saw in the incident.
+// connection and sent on the same schedule (-rate per second, whatever the
+// earlier ones are doing), go through net/http's default client settings
+// and then through lifeline's transport, one client after the other so
+// that each has the machine to itself and every row compares like with
+// like. A progress line runs meanwhile (a line per second when the output
+// is not a terminal), then a table shows successes, p50, p99, max,
+// attempts, the most requests in flight at once, and the failures that
+// lifeline absorbed and counted on lifeline.masked_failures: the failures
+// that monitoring built on SDK probes never saw in the incident.
 //
 // net/http gets a per-request cap (3s by default) so that the demo ends:
 // without it a request on a hung connection waits forever over plain HTTP
