@@ -135,6 +135,12 @@ func TestRedact(t *testing.T) {
 		`invalid proxy address "http://u:pa/ss@proxy:bad": EOF`: `invalid proxy address "http://proxy:bad": EOF`,
 		`invalid proxy address "http://u:pa ss@proxy": EOF`:     `invalid proxy address "http://proxy": EOF`,
 		"x://h/://u:pw@h2/p":                                    "x://h/://h2/p",
+		// Go-quoted URLs without "://", and other quoted text.
+		`parse "api.example.com:443/v1?key=SECRET": first path segment in URL cannot contain colon`: `parse "api.example.com:443/v1": first path segment in URL cannot contain colon`,
+		`Get "/v1?token=SECRET": unsupported protocol scheme ""`:                                    `Get "/v1": unsupported protocol scheme ""`,
+		`Get "/v1?token=SECRET`:                      `Get "/v1?REDACTED`,
+		`malformed HTTP response "what?" after "ok"`: `malformed HTTP response "what" after "ok"`,
+		`no quote? no change`:                        `no quote? no change`,
 	}
 	for in, want := range cases {
 		assert.Equal(t, want, otelx.Redact(in), in)

@@ -14,7 +14,8 @@ const Redacted = "REDACTED"
 // run) removed: userinfo, query and fragment. Error texts of net/http
 // quote the whole request URL ("Get \"https://alice:pw@host/v1?api_key=SECRET\": EOF");
 // after Redact they read "Get \"https://host/v1\": EOF". Text without
-// "://" is returned as is, without allocating.
+// "://" and without a quoted '?' or '#' is returned as is, without
+// allocating.
 //
 // The rule does not depend on recognising where a URL ends, since a
 // malformed URL (a space, a quote or an '@' in its query) ends nowhere
@@ -25,6 +26,10 @@ const Redacted = "REDACTED"
 //     url.Error, where a '"' inside is escaped), and otherwise up to the
 //     end of the text, which then ends in "?REDACTED" so that a reader
 //     knows the rest was removed.
+//   - After a text's first '"', from every '?' or '#' on, everything goes
+//     up to the next '"' (or the end of the text): url.Error quotes URLs
+//     without "://" too (`parse "host:443/v1?key=..."`, `Get "/v1?key=..."`),
+//     and a quote may open or close a string.
 //   - Userinfo goes up to the last '@' of the authority (up to the first
 //     '/'); if the authority does not parse (a '/', a space or a quote in
 //     a password), up to the last '@' before the URL's query, its closing
@@ -33,10 +38,49 @@ const Redacted = "REDACTED"
 //
 // Redact takes time linear in len(msg), whatever msg holds.
 func Redact(msg string) string {
-	if !strings.Contains(msg, "://") {
+	if !strings.Contains(msg, "://") && !(strings.IndexByte(msg, '"') >= 0 && strings.ContainsAny(msg, "?#")) {
 		return msg
 	}
-	return stripUserinfo(stripQueries(msg), false)
+	return stripUserinfo(stripQuoted(stripQueries(msg)), false)
+}
+
+// stripQuoted removes, after the first '"' of msg, everything from each
+// '?' or '#' to the next '"' (a backslash escaping the next byte), or to
+// the end of msg (then marked): the queries of Go-quoted strings, without
+// relying on pairing the quotes right (prose between two quoted strings
+// may lose a tail). It runs after stripQueries, whose cuts it only adds
+// to. Linear in len(msg).
+func stripQuoted(msg string) string {
+	first := strings.IndexByte(msg, '"')
+	if first < 0 || !strings.ContainsAny(msg[first:], "?#") {
+		return msg
+	}
+	var b strings.Builder
+	b.Grow(len(msg))
+	pos, cut := 0, -1 // cut: where the cut under way began
+	for j := first + 1; j < len(msg); j++ {
+		switch msg[j] {
+		case '\\':
+			j++
+		case '"':
+			if cut >= 0 {
+				b.WriteString(msg[pos:cut])
+				pos, cut = j, -1
+			}
+		case '?', '#':
+			if cut < 0 {
+				cut = j
+			}
+		}
+	}
+	if cut >= 0 {
+		b.WriteString(msg[pos:cut])
+		b.WriteByte(msg[cut])
+		b.WriteString(Redacted)
+		pos = len(msg)
+	}
+	b.WriteString(msg[pos:])
+	return b.String()
 }
 
 // StripURL returns raw, taken whole as one URL, without userinfo, query

@@ -68,6 +68,9 @@ func TestNoQuerySecretInRealErrors(t *testing.T) {
 		"userinfo":  "http://SECRET:pw@" + addr + "/p?q=1",
 		"fragment":  "http://" + addr + "/p#SECRET",
 		"at-in-key": "http://u@" + addr + "/p?SECRET@x",
+		// url.Error quotes URLs without "://" too.
+		"schemeless": "api.example.com:443/v1?key=SECRET",
+		"relative":   "/v1?token=SECRET",
 	}
 	for name, u := range urls {
 		t.Run(name, func(t *testing.T) {
@@ -193,6 +196,7 @@ func TestRedactLinear(t *testing.T) {
 		"nested":        `"` + strings.Repeat(`a://b\" `, n) + `"`,
 		"quoted":        strings.Repeat(`"a://b" `, n),
 		"userinfo":      strings.Repeat("x://u@h/p ", n),
+		"quoted-query":  strings.Repeat(`"a?b" `, n),
 		"bad-authority": strings.Repeat("x://u:p w@h:bad ", n),
 	} {
 		start := time.Now()
