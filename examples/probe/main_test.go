@@ -274,10 +274,10 @@ func (r *failingAfter) LookupNetIP(ctx context.Context, network, host string) ([
 // never resolved).
 func TestProbeOnceLastRoundUnresolved(t *testing.T) {
 	f := startFleet(t, faultnet.EveryNth(1000), false)
-	o := f.options(t, "-tls", "-once", "-json", "-n", "4", "-interval", "800ms")
-	// Rounds start at 0, 200, 400 and 600ms (later under load, never
+	o := f.options(t, "-tls", "-once", "-json", "-n", "4", "-interval", "1s")
+	// Rounds start at 0, 250, 500 and 750ms (later under load, never
 	// earlier): the first resolves, the last does not.
-	o.resolver = &failingAfter{cutoff: time.Now().Add(400 * time.Millisecond)}
+	o.resolver = &failingAfter{cutoff: time.Now().Add(500 * time.Millisecond)}
 	var out bytes.Buffer
 	code, err := run(t.Context(), o, &out, io.Discard)
 	t.Logf("exit %d, err %v\n%s", code, err, out.String())
