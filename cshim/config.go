@@ -476,7 +476,9 @@ func checkProxy(v value) string {
 	}
 	u, err := url.Parse(v.s)
 	if err != nil {
-		return "not a URL: " + err.Error()
+		// url.Parse's text quotes the value, userinfo and all, and
+		// its reason may quote a piece of a malformed password.
+		return "not a URL (the value is not shown: it may hold a password)"
 	}
 	switch u.Scheme {
 	case "http", "https", "socks5", "socks5h":

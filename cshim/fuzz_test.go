@@ -52,6 +52,7 @@ func FuzzConfigJSON(f *testing.F) {
 		`{"dial.hosts": {"svc.test": ["127.0.0.1", "::1"]}}`, `{"transport.hedge_quantile": 0.95}`,
 		`{"tls.client_key_pem": "SECRETKEY"}`, `{"tls": {"ca_pem": "-----BEGIN CERTIFICATE-----\nSECRETKEY"}}`,
 		`{"transport.proxy": "http://u:SECRETKEY@proxy:8080"}`, `{"dial.timeout_ms": -1}`,
+		`{"transport.proxy": "http://u:SECRETKEY@proxy:bad"}`, `{"transport.proxy": "http://u:pa/SECRETKEY@proxy:1"}`,
 		`{"a": {"b": {"c": {"d": 1}}}}`, `{"retry.max_attempts": 1e309}`, `{"user_agent": "\u0000"}`,
 		`[]`, `null`, `{"x":`, "{\"user_agent\": \"\xff\"}", `{"dial.keepalive": {"enable": false, "idle_ms": 5}}`,
 	} {

@@ -8,7 +8,6 @@ import (
 	"net/netip"
 	"net/url"
 	"strconv"
-	"strings"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -102,23 +101,8 @@ func knownMethod(m string) string {
 	return "_OTHER"
 }
 
-// redactURL is u without userinfo and fragment, with the value of every
-// query parameter replaced by REDACTED: keys tell what was asked, values
-// may be secrets (api_key=..., signatures, tokens).
-func redactURL(u *url.URL) string {
-	r := *u
-	r.User = nil
-	r.Fragment, r.RawFragment = "", ""
-	if r.RawQuery != "" {
-		parts := strings.Split(r.RawQuery, "&")
-		for i, p := range parts {
-			k, _, _ := strings.Cut(p, "=")
-			parts[i] = k + "=" + otelx.Redacted
-		}
-		r.RawQuery = strings.Join(parts, "&")
-	}
-	return r.String()
-}
+// redactURL is u as url.full shows it (otelx.RedactedURL).
+func redactURL(u *url.URL) string { return otelx.RedactedURL(u) }
 
 func (t *telemetry) gotConn(span trace.Span, peer netip.AddrPort, reused bool) {
 	if !span.IsRecording() || !peer.IsValid() {

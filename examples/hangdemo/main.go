@@ -2,9 +2,13 @@
 // balancer that hangs about 8% of new connections after accept (by
 // default in the TLS handshake, as the incident's HTTPS load balancers
 // did) in front of a real backend. The same requests, each on a new
-// connection, go through net/http's default client settings and through
-// lifeline's transport side by side; a progress line runs meanwhile, then
-// a table shows successes, p50, p99, max, attempts, and the failures that
+// connection and sent on the same schedule (-rate per second, whatever the
+// earlier ones are doing), go through net/http's default client settings
+// and then through lifeline's transport, one client after the other so
+// that each has the machine to itself and every row compares like with
+// like. A progress line runs meanwhile (a line per second when the output
+// is not a terminal), then a table shows successes, p50, p99, max,
+// attempts, the most requests in flight at once, and the failures that
 // lifeline absorbed and counted on lifeline.masked_failures: the failures
 // that monitoring built on SDK probes never saw in the incident.
 //
@@ -65,7 +69,7 @@ type options struct {
 	hang     float64       // fraction of new connections the balancer hangs
 	proto    string        // "https" or "http"
 	hedge    string        // "off", "fixed" or "adaptive"
-	workers  int           // concurrent requests per client
+	rate     float64       // requests sent per second, per client
 	capAt    time.Duration // net/http's per-request cap
 	warm     int           // healthy requests per client before the balancer degrades
 	progress time.Duration // interval of the progress line
@@ -80,22 +84,18 @@ func parseFlags(args []string, errOut io.Writer) (options, error) {
 	fs.Float64Var(&o.hang, "hang", 0.08, "fraction of new connections the load balancer hangs (0..1)")
 	fs.StringVar(&o.proto, "proto", "https", "https (the hang is in the TLS handshake) or http (after accept)")
 	fs.StringVar(&o.hedge, "hedge", "adaptive", "lifeline's hedging: off (FirstByteTimeout 1s, retries), fixed (250ms) or adaptive (95th percentile)")
-	fs.IntVar(&o.workers, "c", 8, "concurrent requests per client")
+	fs.Float64Var(&o.rate, "rate", 100, "requests per second per client, sent on schedule whatever the earlier ones are doing")
 	fs.DurationVar(&o.capAt, "cap", 3*time.Second, "net/http's per-request cap, so that the demo ends")
-	short := fs.Bool("short", false, "a quick run (48 requests one at a time, 1s cap), for tests")
+	short := fs.Bool("short", false, "a quick run (48 requests in 1s, 1s cap), for tests")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
 	if *short {
-		// One request at a time: the connection a hedge or a race opens
-		// right after a hung one is then never hung too, so the run stays
-		// short (with concurrent requests two hangs can meet one request,
-		// as in the incident).
-		o.n, o.workers, o.capAt, o.progress = 48, 1, time.Second, 50*time.Millisecond
+		o.n, o.rate, o.capAt, o.progress = 48, 48, time.Second, 50*time.Millisecond
 	}
 	// Enough healthy history for the adaptive hedge delay to leave its 1s
 	// ceiling (it needs 20 samples).
-	o.warm = max(24, 2*o.workers)
+	o.warm = 24
 	var bad string
 	switch {
 	case o.n <= 0:
@@ -106,8 +106,8 @@ func parseFlags(args []string, errOut io.Writer) (options, error) {
 		bad = "-proto must be https or http"
 	case o.hedge != "off" && o.hedge != "fixed" && o.hedge != "adaptive":
 		bad = "-hedge must be off, fixed or adaptive"
-	case o.workers <= 0:
-		bad = "-c must be positive"
+	case !(o.rate > 0 && o.rate <= 10000):
+		bad = "-rate must be in (0, 10000]"
 	case o.capAt <= 0:
 		bad = "-cap must be positive"
 	}
@@ -126,12 +126,14 @@ type side struct {
 	client *http.Client
 	capAt  time.Duration // 0: none
 
-	done atomic.Int64
-	took time.Duration // the whole replay, set when it ends
-	mu   sync.Mutex
-	lat  []time.Duration // successful requests
-	fail int
-	last error // the last failure
+	done     atomic.Int64
+	inFlight atomic.Int64
+	peak     atomic.Int64  // the most requests in flight at once
+	took     time.Duration // the whole replay, set when it ends
+	mu       sync.Mutex
+	lat      []time.Duration // successful requests
+	fail     int
+	last     error // the last failure
 }
 
 // run plays the demo: out gets the report, progress the progress line.
@@ -199,7 +201,8 @@ func run(ctx context.Context, o options, out, progress io.Writer) error {
 	}
 	fmt.Fprintf(out, "hangdemo: incident 01 on loopback. A load balancer hangs %.0f%% of new %s connections %s,\n",
 		100*o.hang, o.proto, where)
-	fmt.Fprintf(out, "in front of a healthy backend. %d GETs per client, %d at a time, each on a new connection.\n", o.n, o.workers)
+	fmt.Fprintf(out, "in front of a healthy backend. %d GETs per client, %g per second, each on a new connection.\n", o.n, o.rate)
+	fmt.Fprintf(out, "net/http first, then lifeline, each alone on the machine, on the same schedule.\n")
 	fmt.Fprintf(out, "lifeline: zero Dialer (a lone address races itself after 250ms), %s.\n\n", hedging)
 
 	url := func(s *side) string { return o.proto + "://" + s.lb.Addr() + "/" }
@@ -207,7 +210,7 @@ func run(ctx context.Context, o options, out, progress io.Writer) error {
 	// A healthy start: the service had a history before the balancer
 	// degraded (lifeline's adaptive hedge delay learns from it).
 	for _, s := range sides {
-		if err := warmUp(ctx, s, url(s), o.warm, o.workers); err != nil {
+		if err := warmUp(ctx, s, url(s), o.warm, o.rate); err != nil {
 			return fmt.Errorf("%s, warm-up against a healthy balancer: %w", s.name, err)
 		}
 	}
@@ -222,17 +225,26 @@ func run(ctx context.Context, o options, out, progress io.Writer) error {
 		return err
 	}
 
-	start := time.Now()
-	var wg sync.WaitGroup
-	for _, s := range sides {
-		wg.Go(func() { s.replay(ctx, url(s), o.n, o.workers) })
+	// One client after the other, each sending on the same schedule: run
+	// at once, they shared the CPU; with a fixed number of workers each,
+	// lifeline's (none of them waiting on a hung connection) kept more
+	// handshakes in flight than net/http's, and each got less CPU. Either
+	// made lifeline's p50 look several times net/http's. With the same
+	// offered load, the rows compare like with like.
+	tty := isTerminal(progress)
+	every := o.progress
+	if !tty {
+		every = max(every, time.Second) // a log, not an animation
 	}
-	stop := make(chan struct{})
-	var pwg sync.WaitGroup
-	pwg.Go(func() { showProgress(progress, sides, o.n, start, o.progress, stop) })
-	wg.Wait()
-	close(stop)
-	pwg.Wait()
+	start := time.Now()
+	for _, s := range sides {
+		stop := make(chan struct{})
+		var pwg sync.WaitGroup
+		pwg.Go(func() { showProgress(progress, s, o.n, every, tty, stop) })
+		s.replay(ctx, url(s), o.n, o.rate)
+		close(stop)
+		pwg.Wait()
+	}
 	elapsed := time.Since(start)
 
 	attempts, err := sumCounter(ctx, reader, "lifeline.http.attempts")
@@ -286,26 +298,43 @@ func (b *backend) Close() error {
 	return err
 }
 
-// replay sends n GETs, workers at a time, each on a new connection.
-func (s *side) replay(ctx context.Context, url string, n, workers int) {
+// replay sends n GETs at rate per second, each on a new connection and
+// at its time on the schedule, whatever the earlier ones are doing (an
+// open loop: a hung request holds its goroutine, not the next request),
+// and waits for all of them.
+func (s *side) replay(ctx context.Context, url string, n int, rate float64) {
 	start := time.Now()
 	defer func() { s.took = time.Since(start) }()
-	var next atomic.Int64
+	every := time.Duration(float64(time.Second) / rate)
+	timer := time.NewTimer(0)
+	defer timer.Stop()
 	var wg sync.WaitGroup
-	for range workers {
-		wg.Go(func() {
-			for next.Add(1) <= int64(n) {
-				d, err := s.get(ctx, url)
-				s.mu.Lock()
-				if err == nil {
-					s.lat = append(s.lat, d)
-				} else {
-					s.fail++
-					s.last = err
-				}
-				s.mu.Unlock()
-				s.done.Add(1)
+	for i := range n {
+		if d := time.Until(start.Add(time.Duration(i) * every)); d > 0 {
+			timer.Reset(d)
+			select {
+			case <-ctx.Done():
+			case <-timer.C:
 			}
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		wg.Go(func() {
+			in := s.inFlight.Add(1)
+			for p := s.peak.Load(); in > p && !s.peak.CompareAndSwap(p, in); p = s.peak.Load() {
+			}
+			d, err := s.get(ctx, url)
+			s.inFlight.Add(-1)
+			s.mu.Lock()
+			if err == nil {
+				s.lat = append(s.lat, d)
+			} else {
+				s.fail++
+				s.last = err
+			}
+			s.mu.Unlock()
+			s.done.Add(1)
 		})
 	}
 	wg.Wait()
@@ -337,8 +366,8 @@ func (s *side) get(ctx context.Context, url string) (time.Duration, error) {
 }
 
 // warmUp sends n healthy requests and fails on any error.
-func warmUp(ctx context.Context, s *side, url string, n, workers int) error {
-	s.replay(ctx, url, n, workers)
+func warmUp(ctx context.Context, s *side, url string, n int, rate float64) error {
+	s.replay(ctx, url, n, rate)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.fail > 0 {
@@ -346,20 +375,25 @@ func warmUp(ctx context.Context, s *side, url string, n, workers int) error {
 	}
 	s.lat, s.fail, s.last = nil, 0, nil
 	s.done.Store(0)
+	s.peak.Store(0)
 	return nil
 }
 
-// showProgress rewrites one line with both clients' progress until stop.
-func showProgress(w io.Writer, sides []*side, n int, start time.Time, every time.Duration, stop <-chan struct{}) {
+// showProgress shows s's progress until stop: on a terminal one line
+// rewritten in place, otherwise (a pipe, a file) a line each time.
+func showProgress(w io.Writer, s *side, n int, every time.Duration, tty bool, stop <-chan struct{}) {
+	start := time.Now()
 	t := time.NewTicker(every)
 	defer t.Stop()
 	line := func() {
-		fmt.Fprintf(w, "\r  %5.1fs", time.Since(start).Seconds())
-		for _, s := range sides {
-			s.mu.Lock()
-			fail := s.fail
-			s.mu.Unlock()
-			fmt.Fprintf(w, "   %s %d/%d done, %d failed", s.name, s.done.Load(), n, fail)
+		s.mu.Lock()
+		fail := s.fail
+		s.mu.Unlock()
+		text := fmt.Sprintf("  %5.1fs   %s %d/%d done, %d failed", time.Since(start).Seconds(), s.name, s.done.Load(), n, fail)
+		if tty {
+			fmt.Fprint(w, "\r"+text)
+		} else {
+			fmt.Fprintln(w, text)
 		}
 	}
 	for {
@@ -368,10 +402,22 @@ func showProgress(w io.Writer, sides []*side, n int, start time.Time, every time
 			line()
 		case <-stop:
 			line()
-			fmt.Fprintln(w)
+			if tty {
+				fmt.Fprintln(w)
+			}
 			return
 		}
 	}
+}
+
+// isTerminal reports whether w is a terminal (a character device).
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
 }
 
 // report writes the side-by-side table and the masked failures.
@@ -395,14 +441,14 @@ func report(w io.Writer, o options, sides []*side, llAttempts int64, masked []ma
 	row("max", quantile(plain, 1), quantile(ll, 1))
 	row("attempts", strconv.Itoa(o.n)+" (no retry)", strconv.FormatInt(llAttempts, 10))
 	row("all done after", roughly(plain.took), roughly(ll.took))
+	row("most in flight at once", strconv.FormatInt(plain.peak.Load(), 10), strconv.FormatInt(ll.peak.Load(), 10))
 	row("connections hung by the LB", strconv.FormatInt(plain.lb.Stats().Faulted, 10), strconv.FormatInt(ll.lb.Stats().Faulted, 10))
 	row("masked failures counted", "-", strconv.FormatInt(totalMasked, 10))
 	_ = tw.Flush()
 	fmt.Fprintf(w, "\n* net/http: DefaultTransport's settings, each request capped at %v so the demo ends;\n", o.capAt)
 	fmt.Fprintln(w, "  uncapped, a request on a hung connection waits forever over http and 10s over https (TLSHandshakeTimeout).")
-	fmt.Fprintln(w, "  p50/p99/max are of successful requests. Both clients share this machine's CPU: lifeline's workers")
-	fmt.Fprintln(w, "  all stay busy (none waits on a hung connection), net/http's mostly wait, and the few that run")
-	fmt.Fprintln(w, "  have the CPU to themselves, hence its lower p50.")
+	fmt.Fprintln(w, "  p50/p99/max are of successful requests. The clients ran one after the other, each alone on this")
+	fmt.Fprintf(w, "  machine, both sending a request every %s whatever the earlier ones were doing.\n", roughly(time.Duration(float64(time.Second)/o.rate)))
 	if plain.last != nil {
 		fmt.Fprintf(w, "  net/http's last failure: %v\n", plain.last)
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"io"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -33,7 +34,7 @@ func TestHangDemoShort(t *testing.T) {
 			text := out.String()
 			t.Log("\n" + text)
 
-			for _, row := range []string{"succeeded", "p50", "p99", "max", "attempts", "connections hung by the LB", "masked failures counted"} {
+			for _, row := range []string{"succeeded", "p50", "p99", "max", "attempts", "all done after", "most in flight at once", "connections hung by the LB", "masked failures counted"} {
 				if !regexp.MustCompile(`(?m)^\s*` + regexp.QuoteMeta(row) + `\s{3,}\S`).MatchString(text) {
 					t.Errorf("table lacks the row %q", row)
 				}
@@ -83,7 +84,40 @@ func TestHangDemoShort(t *testing.T) {
 			if !strings.Contains(progress.String(), "lifeline "+strconv.Itoa(o.n)+"/"+strconv.Itoa(o.n)+" done") {
 				t.Errorf("progress line never showed lifeline done: %q", progress.String())
 			}
+			checkProgress(t, progress.String(), o.n)
 		})
+	}
+}
+
+// checkProgress: the progress written to a pipe (not a terminal) is
+// plain lines, no carriage returns, each about one client; and the
+// clients ran one after the other, net/http first, each to its end before
+// the next began (at once, they shared the CPU and lifeline's p50 read
+// ten times net/http's).
+func checkProgress(t *testing.T, progress string, n int) {
+	t.Helper()
+	if strings.Contains(progress, "\r") {
+		t.Errorf("progress to a pipe has carriage returns: %q", progress)
+	}
+	var order []string
+	for _, line := range strings.Split(strings.TrimSpace(progress), "\n") {
+		plain, ll := strings.Contains(line, "net/http "), strings.Contains(line, "lifeline ")
+		switch {
+		case plain == ll:
+			t.Errorf("progress line about both clients or neither: %q", line)
+		case plain:
+			order = append(order, "net/http")
+		default:
+			order = append(order, "lifeline")
+		}
+	}
+	first := slices.Index(order, "lifeline")
+	if first < 1 || slices.Contains(order[first:], "net/http") {
+		t.Errorf("clients not one after the other, net/http first: %q", order)
+	}
+	total := strconv.Itoa(n) + "/" + strconv.Itoa(n) + " done"
+	if i := strings.Index(progress, "lifeline "); i < 0 || !strings.Contains(progress[:i], "net/http "+total) {
+		t.Errorf("net/http's progress did not reach %s before lifeline's began: %q", total, progress)
 	}
 }
 
@@ -96,7 +130,7 @@ func TestHangDemoFlags(t *testing.T) {
 		t.Errorf("defaults: %+v", o)
 	}
 	for _, args := range [][]string{
-		{"-n", "0"}, {"-hang", "1"}, {"-hang", "-0.1"}, {"-proto", "ftp"}, {"-hedge", "always"}, {"-c", "0"}, {"-cap", "0s"},
+		{"-n", "0"}, {"-hang", "1"}, {"-hang", "-0.1"}, {"-proto", "ftp"}, {"-hedge", "always"}, {"-rate", "0"}, {"-rate", "-1"}, {"-cap", "0s"},
 	} {
 		var errOut bytes.Buffer
 		if _, err := parseFlags(args, &errOut); err == nil {

@@ -6,7 +6,8 @@
 // successes, stalls, refusals, resets and other errors and the latency
 // percentiles of the successes; beside them, what a user would have seen
 // through lifeline's race: the success and latency of a raced dial to the
-// name. A load balancer that hangs one connection in twelve shows up as
+// name, under the same phase limits (so that it too ends within them). A
+// load balancer that hangs one connection in twelve shows up as
 // stalls on its address while the raced column stays at 100%.
 //
 // It builds on [dial.Dialer.Probe] (every address of the answer at once,
@@ -22,16 +23,18 @@
 //	probe -target api.example.com:443 -tls -http /healthz -listen 127.0.0.1:9465
 //	                                                    # continuous: a report per interval, metrics on /metrics
 //
-// Exit status in one-shot mode: 0 when every address of the answer stayed
-// within -max-fail and -max-p99, 1 when one did not (the report's FAILING
-// lines name the address and phase), 2 on bad flags or when the name never
-// resolved.
+// Exit status in one-shot mode: 0 when every address probed stayed within
+// -max-fail and -max-p99 and the name resolved in every round (or in as
+// many as -max-fail allows), 1 when not (the report's FAILING lines name
+// the address and phase, or the failed resolutions), 2 on bad flags or
+// when the name never resolved.
 //
 // Metrics (OpenTelemetry, served for Prometheus by
 // go.opentelemetry.io/otel/exporters/prometheus): lifeline_probe_results_total
 // {network_peer_address, lifeline_phase, lifeline_probe_result},
-// lifeline_probe_latency_seconds{quantile}, lifeline_probe_raced_total,
-// lifeline_probe_raced_latency_seconds and lifeline_probe_addresses, each
+// lifeline_probe_latency_seconds{lifeline_probe_quantile},
+// lifeline_probe_raced_total, lifeline_probe_raced_latency_seconds
+// {lifeline_probe_quantile} and lifeline_probe_addresses, each
 // with server_address and server_port. Only addresses in the current answer
 // become labels: an address that leaves it is no longer exported. The rules
 // in alerts/lifeline-probe.rules.yml alert on them.

@@ -10,6 +10,9 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -253,6 +256,97 @@ func TestProbeWebsocket(t *testing.T) {
 	}
 }
 
+// failingAfter answers svc.test with 127.0.0.2 until its cutoff, then
+// fails as a resolver that lost its server would.
+type failingAfter struct{ cutoff time.Time }
+
+func (r *failingAfter) LookupNetIP(ctx context.Context, network, host string) ([]netip.Addr, error) {
+	if time.Now().After(r.cutoff) {
+		return nil, &net.DNSError{Err: "server misbehaving", Name: host, IsTemporary: true}
+	}
+	return []netip.Addr{netip.MustParseAddr("127.0.0.2")}, nil
+}
+
+// TestProbeOnceLastRoundUnresolved (issue 20, probe risk): in -once mode
+// the name resolves for the first rounds and not for the last. The report
+// keeps the address probed in the earlier rounds, lists the failed
+// resolutions, and the run exits 1 (a failure found), not 2 (the name
+// never resolved).
+func TestProbeOnceLastRoundUnresolved(t *testing.T) {
+	f := startFleet(t, faultnet.EveryNth(1000), false)
+	o := f.options(t, "-tls", "-once", "-json", "-n", "4", "-interval", "1s")
+	// Rounds start at 0, 250, 500 and 750ms (later under load, never
+	// earlier): the first resolves, the last does not.
+	o.resolver = &failingAfter{cutoff: time.Now().Add(500 * time.Millisecond)}
+	var out bytes.Buffer
+	code, err := run(t.Context(), o, &out, io.Discard)
+	t.Logf("exit %d, err %v\n%s", code, err, out.String())
+	var r Report
+	if jerr := json.Unmarshal(out.Bytes(), &r); jerr != nil {
+		t.Fatalf("not JSON: %v", jerr)
+	}
+	if code != 1 {
+		t.Errorf("exit %d (%v), want 1", code, err)
+	}
+	if len(r.Errors) == 0 {
+		t.Error("the failed resolutions are not reported")
+	}
+	p := phaseOf(t, &r, "127.0.0.2:"+strconv.Itoa(f.port), "tls")
+	if p.OK < 1 || p.OK != p.Samples {
+		t.Errorf("127.0.0.2 tls: %+v, want the earlier rounds' successes", p)
+	}
+	found := false
+	for _, fl := range r.Failing {
+		found = found || strings.Contains(fl, "resolve")
+	}
+	if !found {
+		t.Errorf("FAILING does not name the resolution: %q", r.Failing)
+	}
+}
+
+// TestProbeRacedWithinLimits (issue 20, probe risk): when every address
+// stalls its TLS handshakes, the raced dial (what users see) is bounded by
+// the probe's own phase limits, like the direct samples, not by a Dialer's
+// defaults (5s per handshake, 15s per dial): one interval of 400ms with
+// 300ms limits ends in about a second, where the defaults took 10s.
+func TestProbeRacedWithinLimits(t *testing.T) {
+	serverTLS, clientTLS, err := faultnet.NewSelfSigned("svc.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := faultnet.StartGroup(t,
+		faultnet.Config{Addr: "127.0.0.2:0", TLS: serverTLS, Handler: answerHTTP, Fault: faultnet.StallTLS, Select: faultnet.EveryNth(1)},
+		faultnet.Config{Addr: "127.0.0.3:0", TLS: serverTLS, Handler: answerHTTP, Fault: faultnet.StallTLS, Select: faultnet.EveryNth(1)},
+	)
+	o, err := parseFlags([]string{"-target", "svc.test:" + strconv.Itoa(srv[0].Port()),
+		"-resolve", "svc.test=127.0.0.2,127.0.0.3", "-connect-timeout", "300ms", "-tls-timeout", "300ms",
+		"-tls", "-once", "-json", "-n", "2", "-interval", "400ms"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o.tlsConfig = clientTLS
+	var out bytes.Buffer
+	start := time.Now()
+	code, err := run(t.Context(), o, &out, io.Discard)
+	el := time.Since(start)
+	t.Logf("exit %d in %v\n%s", code, el, out.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var r Report
+	if err := json.Unmarshal(out.Bytes(), &r); err != nil {
+		t.Fatal(err)
+	}
+	// 200ms between the rounds, then the last round's limits: about 1s.
+	// The defaults' 5s handshakes would take at least 5s.
+	if el > 4*time.Second {
+		t.Errorf("one interval of 400ms with 300ms limits took %v", el)
+	}
+	if r.Raced.Samples != 2 || r.Raced.Stalls != 2 {
+		t.Errorf("raced: %+v, want 2 stalls", r.Raced)
+	}
+}
+
 // switchResolver answers svc.test with whatever the test set last.
 type switchResolver struct {
 	mu    sync.Mutex
@@ -331,7 +425,7 @@ func TestProbeMetrics(t *testing.T) {
 	if v, ok := has(text, "lifeline_probe_results_total", `network_peer_address="127.0.0.2"`, `lifeline_phase="connect"`, `lifeline_probe_result="ok"`); !ok || v != 6 {
 		t.Errorf("connects of 127.0.0.2: %v %v, want 6", v, ok)
 	}
-	if v, ok := has(text, "lifeline_probe_latency_seconds", `network_peer_address="127.0.0.2"`, `lifeline_phase="tls"`, `quantile="0.99"`); !ok || v <= 0 || v > 2 {
+	if v, ok := has(text, "lifeline_probe_latency_seconds", `network_peer_address="127.0.0.2"`, `lifeline_phase="tls"`, `lifeline_probe_quantile="0.99"`); !ok || v <= 0 || v > 2 {
 		t.Errorf("p99 of 127.0.0.2 tls: %v %v, want in (0, 2s], the limit", v, ok)
 	}
 	if v, ok := has(text, "lifeline_probe_raced_total", `lifeline_probe_result="ok"`, `server_address="svc.test"`); !ok || v != 6 {
@@ -381,8 +475,12 @@ func TestProbeServesMetrics(t *testing.T) {
 		t.Fatalf("no metrics URL in %q", line)
 	}
 	var body string
+	// Until the first interval has closed: its latency gauges are in.
+	complete := func(body string) bool {
+		return strings.Contains(body, `lifeline_probe_results_total{`) && strings.Contains(body, `lifeline_probe_raced_latency_seconds{`)
+	}
 	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) && !strings.Contains(body, `lifeline_probe_results_total{`) {
+	for time.Now().Before(deadline) && !complete(body) {
 		resp, err := http.Get(url)
 		if err != nil {
 			t.Fatal(err)
@@ -392,9 +490,10 @@ func TestProbeServesMetrics(t *testing.T) {
 		body = string(b)
 		time.Sleep(50 * time.Millisecond)
 	}
-	if !strings.Contains(body, `lifeline_probe_results_total{`) || !strings.Contains(body, `network_peer_address="127.0.0.2"`) {
+	if !complete(body) || !strings.Contains(body, `network_peer_address="127.0.0.2"`) {
 		t.Errorf("no probe results served:\n%s", body)
 	}
+	checkExposition(t, body)
 	select {
 	case code := <-done:
 		if code != 0 {
@@ -424,5 +523,69 @@ func TestParseFlags(t *testing.T) {
 				t.Errorf("no message for %q", args)
 			}
 		})
+	}
+}
+
+// promtool returns the path of Prometheus's promtool. Without it the test
+// is skipped, saying so, unless CI is set: CI installs it (.ci/run).
+func promtool(t *testing.T) string {
+	t.Helper()
+	p, err := exec.LookPath("promtool")
+	if err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("promtool is missing and CI is set: %v", err)
+		}
+		t.Skipf("promtool is not installed (Debian package prometheus), so the probe's metrics and rules are not checked: %v", err)
+	}
+	return p
+}
+
+// probeRules is the rules file that alerts on the probe's metrics.
+const probeRules = "../../alerts/lifeline-probe.rules.yml"
+
+// checkExposition checks what the probe served on /metrics with
+// Prometheus's own tools (issue 20, break 21): `promtool check metrics`
+// accepts it (a "quantile" label on a gauge is refused), every metric and
+// label that the probe's shipped rules query is in it, and `promtool test
+// rules` passes those rules' tests.
+func checkExposition(t *testing.T, body string) {
+	t.Helper()
+	pt := promtool(t)
+	cmd := exec.Command(pt, "check", "metrics")
+	cmd.Stdin = strings.NewReader(body)
+	if out, err := cmd.CombinedOutput(); err != nil || len(bytes.TrimSpace(out)) > 0 {
+		t.Errorf("promtool check metrics on the probe's /metrics: %v\n%s", err, out)
+	}
+	rules, err := os.ReadFile(probeRules)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, m := range regexp.MustCompile(`\b(lifeline_probe_\w+)\s*[{(]`).FindAllStringSubmatch(string(rules), -1) {
+		names = append(names, m[1]+"{")
+	}
+	for _, m := range regexp.MustCompile(`(\w+)\s*(?:=~|!~|!=|=)\s*"`).FindAllStringSubmatch(string(rules), -1) {
+		names = append(names, m[1]+`="`)
+	}
+	for _, m := range regexp.MustCompile(`by \(([^)]*)\)`).FindAllStringSubmatch(string(rules), -1) {
+		for _, l := range strings.Split(m[1], ",") {
+			if l = strings.TrimSpace(l); l != "job" { // job is the scraper's
+				names = append(names, l+`="`)
+			}
+		}
+	}
+	if len(names) < 5 {
+		t.Fatalf("found only %q in %s", names, probeRules)
+	}
+	for _, n := range names {
+		if strings.HasSuffix(n, `="`) && !strings.Contains(body, "{"+n) && !strings.Contains(body, ","+n) ||
+			strings.HasSuffix(n, "{") && !strings.Contains(body, "\n"+n) {
+			t.Errorf("%s queries %s, which the probe does not export", probeRules, strings.TrimSuffix(strings.TrimSuffix(n, `="`), "{"))
+		}
+	}
+	test := exec.Command(pt, "test", "rules", strings.TrimSuffix(filepath.Base(probeRules), ".yml")+".test.yml")
+	test.Dir = filepath.Dir(probeRules)
+	if out, err := test.CombinedOutput(); err != nil || !strings.Contains(string(out), "SUCCESS") {
+		t.Errorf("promtool test rules: %v\n%s", err, out)
 	}
 }

@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"net"
+	"net/netip"
+	"slices"
 	"strconv"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -18,7 +20,9 @@ const (
 	keyPeer          = attribute.Key("network.peer.address")
 	keyPhase         = attribute.Key("lifeline.phase")
 	keyResult        = attribute.Key("lifeline.probe.result")
-	keyQuantile      = attribute.Key("quantile")
+	// keyQuantile is not "quantile": in Prometheus that label belongs to
+	// summaries, and promtool refuses it on a gauge.
+	keyQuantile = attribute.Key("lifeline.probe.quantile")
 )
 
 // quantiles are the latency gauges' quantile values and how to read them
@@ -39,9 +43,9 @@ var quantiles = []struct {
 // stale in Prometheus) and no other address ever becomes a label.
 //
 //	lifeline.probe.results        counter  by address, phase, result (every result, zeros included)
-//	lifeline.probe.latency        gauge, s by address, phase, quantile (last interval's successes)
+//	lifeline.probe.latency        gauge, s by address, phase, lifeline.probe.quantile (last interval's successes)
 //	lifeline.probe.raced          counter  by result: dials through lifeline's race
-//	lifeline.probe.raced.latency  gauge, s by quantile
+//	lifeline.probe.raced.latency  gauge, s by lifeline.probe.quantile
 //	lifeline.probe.addresses      gauge    addresses in the current answer
 func registerMetrics(m metric.Meter, c *collector) (metric.Registration, error) {
 	resultsCtr, err := m.Int64ObservableCounter("lifeline.probe.results", metric.WithUnit("{sample}"),
@@ -95,6 +99,11 @@ func registerMetrics(m metric.Meter, c *collector) (metric.Registration, error) 
 		}
 		for _, a := range c.last.Addresses {
 			ap, _ := parsePeer(a.Address)
+			// The report also keeps addresses that left the answer during
+			// its interval; labels are the current answer's only.
+			if !slices.ContainsFunc(c.answer, func(p netip.AddrPort) bool { return p.String() == a.Address }) {
+				continue
+			}
 			for _, p := range a.Phases {
 				if p.OK == 0 {
 					continue

@@ -149,12 +149,20 @@ func newProber(cfg config) (*prober, error) {
 		MeterProvider:         noM,
 		TracerProvider:        noT,
 	}
+	// The raced dial has the direct samples' phase limits and total bound:
+	// with a Dialer's defaults (5s per handshake, 15s per dial) a name
+	// whose addresses all stall would hold each interval for seconds past
+	// its end. What it measures is the race itself: every address, more
+	// than one attempt, a stalled one overtaken.
 	p.race = &dial.Dialer{
-		Resolver:       cfg.resolver,
-		TLSConfig:      tlsCfg,
-		Health:         &dial.Health{},
-		MeterProvider:  noM,
-		TracerProvider: noT,
+		Resolver:            cfg.resolver,
+		ConnectTimeout:      cfg.connect,
+		TLSHandshakeTimeout: cfg.handshake,
+		Timeout:             p.direct.Timeout,
+		TLSConfig:           tlsCfg,
+		Health:              &dial.Health{},
+		MeterProvider:       noM,
+		TracerProvider:      noT,
 	}
 	return p, nil
 }

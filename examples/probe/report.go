@@ -27,7 +27,8 @@ type Report struct {
 	Failing []string `json:"failing,omitempty"`
 }
 
-// AddressReport is one address of the current answer.
+// AddressReport is one address probed in the interval or in the current
+// answer.
 type AddressReport struct {
 	Address string        `json:"address"`
 	Phases  []PhaseReport `json:"phases"`
@@ -102,8 +103,14 @@ type thresholds struct {
 	maxP99     time.Duration // p99 of any phase; 0: off
 }
 
-// judge fills r.Failing.
+// judge fills r.Failing. Rounds whose name did not resolve count like
+// failed samples: more of them than maxFailure allows make the target
+// FAILING.
 func (t thresholds) judge(r *Report) {
+	if n := len(r.Errors); n > 0 && t.maxFailure >= 0 && float64(n)/float64(max(r.Samples, n)) > t.maxFailure {
+		r.Failing = append(r.Failing, fmt.Sprintf("%s resolve: %d of %d rounds did not resolve, over %.3g",
+			r.Target, n, max(r.Samples, n), t.maxFailure))
+	}
 	for _, a := range r.Addresses {
 		for _, p := range a.Phases {
 			if t.maxFailure >= 0 && p.Samples > 0 && p.FailureRatio > t.maxFailure {

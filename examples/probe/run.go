@@ -115,14 +115,22 @@ func (c *collector) round(ctx context.Context) {
 	c.answer = answer
 }
 
-// close ends the interval: it builds the report of the addresses in the
-// latest answer and starts a new window.
+// close ends the interval: it builds the report of the addresses probed
+// in it and of those in the latest answer, and starts a new window. A
+// round whose name did not resolve empties the answer (the metrics then
+// export no address) but not the report: what the earlier rounds found
+// stays in it, beside the failed resolutions.
 func (c *collector) close(start, end time.Time) *Report {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	r := &Report{Target: c.p.cfg.target, Start: start, End: end, Samples: c.p.cfg.samples,
 		Raced: c.raced.report("raced"), Errors: c.errs, Addresses: []AddressReport{}}
-	for _, peer := range c.answer {
+	peers := slices.Clone(c.answer)
+	for peer := range c.window {
+		peers = append(peers, peer)
+	}
+	slices.SortFunc(peers, func(a, b netip.AddrPort) int { return a.Compare(b) })
+	for _, peer := range slices.Compact(peers) {
 		a := AddressReport{Address: peer.String()}
 		for _, ph := range c.p.cfg.phases() {
 			st := c.window[peer][ph]

@@ -114,12 +114,39 @@ func TestRedact(t *testing.T) {
 	cases := map[string]string{
 		`Get "http://alice:pw@host:8080/v1?api_key=SECRET&x=1#frag": EOF`: `Get "http://host:8080/v1": EOF`,
 		"dial tcp 127.0.0.1:1: connect: connection refused":               "dial tcp 127.0.0.1:1: connect: connection refused",
-		"two: https://a@b/c?d and wss://e:f@g/h?i=j":                      "two: https://b/c and wss://g/h",
-		"broken %zz://u:p@h/?q=1":                                         "broken %zz://h/",
+		"two: https://a@b/c and wss://e:f@g/h":                            "two: https://b/c and wss://g/h",
+		// Unquoted, a query runs to the end of the text.
+		"two: https://a@b/c?d and wss://e:f@g/h?i=j": "two: https://b/c?REDACTED",
+		"broken %zz://u:p@h/?q=1":                    "broken %zz://h/?REDACTED",
+		// Issue 20's break 18: a quote, a space or an '@' in a query.
+		`Get "http://127.0.0.1:1/p?q='x'&api_key=SECRET": dial tcp 127.0.0.1:1: connect: connection refused`: `Get "http://127.0.0.1:1/p": dial tcp 127.0.0.1:1: connect: connection refused`,
+		`parse "https://host/%zz?email=a@b.com&token=SECRET": invalid URL escape "%zz"`:                      `parse "https://host/%zz": invalid URL escape "%zz"`,
+		`Get "http://h/p?q=a b<c>` + "`d`" + `&token=SECRET": EOF`:                                           `Get "http://h/p": EOF`,
+		`Get "http://h/p?q=\"&token=SECRET": EOF`:                                                            `Get "http://h/p": EOF`,
+		`Get "http://h/p?q=\\": EOF; Get "http://h/p?token=SECRET": EOF`:                                     `Get "http://h/p": EOF; Get "http://h/p": EOF`,
+		`Get "http://h/p?q=x&token=SECRET`:                                                                   `Get "http://h/p?REDACTED`,
+		"fetch https://h/p?q=a b&token=SECRET: connection refused":                                           "fetch https://h/p?REDACTED",
+		"fetch 'https://h/p?q='x'&token=SECRET': EOF":                                                        "fetch 'https://h/p?REDACTED",
+		"see https://h/p#frag SECRET":                                                                        "see https://h/p#REDACTED",
+		// Userinfo: an '@' in the password, a path with an '@', text
+		// that does not parse.
+		`Get "http://u:p@ss@h/a": EOF`:                          `Get "http://h/a": EOF`,
+		`Get "https://h/users/bob@example.com": EOF`:            `Get "https://h/users/bob@example.com": EOF`,
+		`invalid proxy address "http://u:pa/ss@proxy:bad": EOF`: `invalid proxy address "http://proxy:bad": EOF`,
+		`invalid proxy address "http://u:pa ss@proxy": EOF`:     `invalid proxy address "http://proxy": EOF`,
+		"x://h/://u:pw@h2/p":                                    "x://h/://h2/p",
+		// Go-quoted URLs without "://", and other quoted text.
+		`parse "api.example.com:443/v1?key=SECRET": first path segment in URL cannot contain colon`: `parse "api.example.com:443/v1": first path segment in URL cannot contain colon`,
+		`Get "/v1?token=SECRET": unsupported protocol scheme ""`:                                    `Get "/v1": unsupported protocol scheme ""`,
+		`Get "/v1?token=SECRET`:                      `Get "/v1?REDACTED`,
+		`malformed HTTP response "what?" after "ok"`: `malformed HTTP response "what" after "ok"`,
+		`no quote? no change`:                        `no quote? no change`,
 	}
 	for in, want := range cases {
 		assert.Equal(t, want, otelx.Redact(in), in)
 	}
+	assert.Equal(t, "ws://h:1/p", otelx.StripURL("ws://u:p@h:1/p?token=SECRET#f"))
+	assert.Equal(t, "ws://h/p", otelx.StripURL("ws://u:p w@h/p"))
 }
 
 func TestRecordErrorRedacts(t *testing.T) {
