@@ -46,7 +46,7 @@ const (
 // Proxies come from the environment (or Proxy) and are tunnelled with
 // CONNECT for ws and wss alike, the TLS to the backend done over the
 // tunnel. A failed attempt is retried through Retry, except an answer
-// that refuses the upgrade (3xx, 4xx), which is final.
+// that refuses the upgrade (3xx, 4xx but 408 and 429), which is final.
 //
 // Each conn that Dial returns sends a ping every PingInterval and is
 // closed when the peer sends nothing within PongTimeout of one (see
@@ -83,7 +83,8 @@ type WebSocketDialer struct {
 	PongTimeout time.Duration
 	// Retry retries failed handshake attempts. Nil means the default policy
 	// (3 attempts). An answer other than 101 with a 3xx or 4xx status is
-	// never retried; a 5xx answer is, after its Retry-After if it has one.
+	// never retried, except 408 and 429; those and a 5xx answer are, after
+	// their Retry-After if they have one (up to Retry.MaxRetryAfter).
 	Retry *retry.Policy
 	// Proxy returns the proxy for a request (its URL has scheme http for ws
 	// and https for wss). Nil means http.ProxyFromEnvironment
@@ -263,13 +264,14 @@ func (e *HandshakeError) Is(target error) bool {
 
 // Retryable reports whether another attempt may succeed: not for an
 // answer with a 1xx to 4xx status (the server refused the upgrade, or
-// answered a 101 that is not a websocket's; a 5xx is retryable) unless a
-// time limit cut the exchange after the status line, a proxy that refused
-// the tunnel with a 4xx, a TLS certificate error, an unknown host, or the
+// answered a 101 that is not a websocket's) unless a time limit cut the
+// exchange after the status line; a 5xx, 408 or 429 (a busy server) is
+// retryable. Not for a proxy that refused the tunnel with a 3xx or 4xx
+// (a 407 included), a TLS certificate error, an unknown host, or the
 // caller's cancel; otherwise what the cause says of itself, or true.
 func (e *HandshakeError) Retryable() bool {
 	if e.StatusCode != 0 && !e.Timeout() {
-		return e.StatusCode >= 500
+		return e.StatusCode >= 500 || retryableRefusal(e.StatusCode)
 	}
 	if errors.Is(e.Err, context.Canceled) {
 		return false
@@ -314,8 +316,10 @@ func (e *ProxyError) Error() string {
 }
 
 // Retryable is true for a 5xx answer (a proxy that failed to reach the
-// server), false otherwise (407 and other refusals).
-func (e *ProxyError) Retryable() bool { return e.StatusCode >= 500 }
+// server) and for 408 and 429 (a busy proxy), false otherwise: a 407
+// (Proxy Authentication Required) and other refusals are final, for Dial
+// and for a session alike: credentials do not heal by retrying.
+func (e *ProxyError) Retryable() bool { return e.StatusCode >= 500 || retryableRefusal(e.StatusCode) }
 
 // ErrorType is "proxy_<status>".
 func (e *ProxyError) ErrorType() string { return "proxy_" + strconv.Itoa(e.StatusCode) }
@@ -387,10 +391,12 @@ func (d *WebSocketDialer) Dial(ctx context.Context, rawURL string, h http.Header
 		}
 		if err != nil {
 			var he *HandshakeError
-			if errors.As(err, &he) && he.StatusCode != 0 && he.StatusCode < 500 {
+			if errors.As(err, &he) && !he.Retryable() {
 				return nil, retry.Permanent(err)
 			}
-			if r != nil && r.StatusCode >= 500 {
+			if r != nil && (r.StatusCode >= 500 || retryableRefusal(r.StatusCode)) {
+				// A server shedding load says when to come back: no sooner
+				// (beyond Retry.MaxRetryAfter, the retries end).
 				if wait, ok := retryAfter(r.Header, time.Now()); ok {
 					return nil, retry.After(wait, err)
 				}
