@@ -513,7 +513,7 @@ func (d *WebSocketDialer) attempt(ctx context.Context, t *wsTarget, h http.Heade
 	if link.IsValid() {
 		links = append(links, trace.Link{SpanContext: link})
 	}
-	st.conn.start(conn, liveConfig{
+	st.conn.start(liveConfig{
 		ping:   d.pingInterval(),
 		pong:   d.pongTimeout(),
 		tracer: tracer,
