@@ -99,9 +99,13 @@ type WebSocketDialer struct {
 	// means 4096.
 	ReadBufferSize, WriteBufferSize int
 	// TracerProvider makes the spans (websocket.handshake per attempt,
-	// websocket.conn per connection). Nil means the otel global.
+	// websocket.conn per connection), and those of the dials and of Retry
+	// when Dialer and Retry have no provider of their own. Nil means the
+	// otel global.
 	TracerProvider trace.TracerProvider
-	// MeterProvider makes the websocket metrics. Nil means the otel global.
+	// MeterProvider makes the websocket metrics, and those of the dials
+	// (the race's masked failures among them) and of Retry when Dialer and
+	// Retry have no provider of their own. Nil means the otel global.
 	MeterProvider metric.MeterProvider
 	// Logger, when set, gets a Warn record for each failed handshake
 	// attempt (not a caller's cancel), rate-limited per kind of failure:
@@ -171,14 +175,38 @@ func (d *WebSocketDialer) tlsConfig(host string) *tls.Config {
 	return cfg
 }
 
-// netDialer returns a copy of the Dialer whose TLSConfig is cfg.
+// netDialer returns a copy of the Dialer whose TLSConfig is cfg. The
+// WebSocketDialer's providers reach the dials (their spans, the race's
+// masked failures, the dial metrics) unless the Dialer has its own.
 func (d *WebSocketDialer) netDialer(cfg *tls.Config) *dial.Dialer {
 	var nd dial.Dialer
 	if d.Dialer != nil {
 		nd = *d.Dialer
 	}
 	nd.TLSConfig = cfg
+	if nd.TracerProvider == nil {
+		nd.TracerProvider = d.TracerProvider
+	}
+	if nd.MeterProvider == nil {
+		nd.MeterProvider = d.MeterProvider
+	}
 	return &nd
+}
+
+// retryPolicy returns the policy Dial retries with: Retry, or the default,
+// with the WebSocketDialer's providers unless it has its own.
+func (d *WebSocketDialer) retryPolicy() *retry.Policy {
+	var p retry.Policy
+	if d.Retry != nil {
+		p = *d.Retry
+	}
+	if p.TracerProvider == nil {
+		p.TracerProvider = d.TracerProvider
+	}
+	if p.MeterProvider == nil {
+		p.MeterProvider = d.MeterProvider
+	}
+	return &p
 }
 
 // ErrPongTimeout is matched (errors.Is) by the error a conn's reads and
@@ -384,7 +412,7 @@ func (d *WebSocketDialer) Dial(ctx context.Context, rawURL string, h http.Header
 		return nil, nil, err
 	}
 	var resp *http.Response
-	conn, err := retry.Do(ctx, d.Retry, func(ctx context.Context) (*websocket.Conn, error) {
+	conn, err := retry.Do(ctx, d.retryPolicy(), func(ctx context.Context) (*websocket.Conn, error) {
 		c, r, err := d.attempt(ctx, t, h, trace.SpanContext{})
 		if r != nil {
 			resp = r
@@ -425,17 +453,8 @@ func (d *WebSocketDialer) attempt(ctx context.Context, t *wsTarget, h http.Heade
 	ctx, span := tracer.Start(ctx, "websocket.handshake", trace.WithSpanKind(trace.SpanKindClient))
 	defer span.End()
 	if span.IsRecording() {
-		port, _ := strconv.Atoi(t.u.Port())
-		if port == 0 {
-			port = map[bool]int{false: 80, true: 443}[t.tls]
-		}
-		span.SetAttributes(otelx.URLFull(t.safe), otelx.ServerAddress(t.host), otelx.ServerPort(port),
-			otelx.HTTPMethod(http.MethodGet))
-		if n := retry.Attempt(ctx); n > 1 {
-			span.SetAttributes(otelx.ResendCount(n - 1))
-		}
+		setHandshakeAttributes(ctx, span, t)
 	}
-
 	parent := ctx
 	if hto := d.handshakeTimeout(); hto > 0 {
 		var cancel context.CancelFunc
@@ -443,6 +462,59 @@ func (d *WebSocketDialer) attempt(ctx context.Context, t *wsTarget, h http.Heade
 		defer cancel()
 	}
 	st := &attemptState{}
+	conn, resp, err := d.handshake(ctx, t, h, st)
+	record := func(outcome string) {
+		tel.Handshakes.Record(context.WithoutCancel(parent), time.Since(start).Seconds(),
+			metric.WithAttributes(otelx.KeyOutcome.String(outcome)))
+	}
+	if err != nil {
+		err = d.handshakeErr(parent, ctx, t, st, resp, err)
+		record(d.handshakeFailed(parent, span, t, resp, err))
+		return nil, resp, err
+	}
+	if span.IsRecording() {
+		span.SetAttributes(otelx.HTTPStatus(resp.StatusCode), otelx.KeyProxied.Bool(st.proxied))
+		if ap, ok := st.conn.peer(); ok {
+			span.SetAttributes(otelx.PeerAddress(ap.Addr().String()), otelx.PeerPort(int(ap.Port())))
+		}
+	}
+	record(otelx.OutcomeOK)
+	if tc, ok := st.conn.tlsConn(); ok {
+		cs := tc.ConnectionState()
+		resp.TLS = &cs
+	}
+	if n := d.maxMessageSize(); n > 0 {
+		conn.SetReadLimit(n)
+	}
+	links := []trace.Link{{SpanContext: span.SpanContext()}}
+	if link.IsValid() {
+		links = append(links, trace.Link{SpanContext: link})
+	}
+	st.conn.start(liveConfig{ping: d.pingInterval(), pong: d.pongTimeout(), tracer: tracer, tel: tel,
+		links: links, url: t.safe})
+	return conn, resp, nil
+}
+
+// setHandshakeAttributes describes the attempt on its span.
+func setHandshakeAttributes(ctx context.Context, span trace.Span, t *wsTarget) {
+	port, _ := strconv.Atoi(t.u.Port())
+	if port == 0 {
+		port = 80
+		if t.tls {
+			port = 443
+		}
+	}
+	span.SetAttributes(otelx.URLFull(t.safe), otelx.ServerAddress(t.host), otelx.ServerPort(port),
+		otelx.HTTPMethod(http.MethodGet))
+	if n := retry.Attempt(ctx); n > 1 {
+		span.SetAttributes(otelx.ResendCount(n - 1))
+	}
+}
+
+// handshake runs gorilla's handshake over the attempt's net dial, under
+// ctx: gorilla bounds the exchange with ctx's deadline (SetDeadline on the
+// conn) but does not watch a cancel, so a cancel closes the conn.
+func (d *WebSocketDialer) handshake(ctx context.Context, t *wsTarget, h http.Header, st *attemptState) (*websocket.Conn, *http.Response, error) {
 	netDial := func(ctx context.Context, network, addr string) (net.Conn, error) {
 		return d.netDial(ctx, t, st)
 	}
@@ -456,8 +528,6 @@ func (d *WebSocketDialer) attempt(ctx context.Context, t *wsTarget, h http.Heade
 		// gorilla does no TLS when NetDialTLSContext is set; netDial made it.
 		gd.NetDialTLSContext = netDial
 	}
-	// gorilla bounds the exchange with ctx's deadline (SetDeadline on the
-	// conn) but does not watch a cancel: close the conn on one.
 	stop := func() bool { return true }
 	conn, resp, err := gd.DialContext(contextWithDialHook(ctx, func(lc *liveConn) {
 		stop = context.AfterFunc(ctx, lc.abort)
@@ -468,60 +538,33 @@ func (d *WebSocketDialer) attempt(ctx context.Context, t *wsTarget, h http.Heade
 		// error is the cancel's or the timeout's, never a refusal with the
 		// 101's status (which would end a session for good).
 		conn.Close()
-		conn, resp, err = nil, nil, context.Cause(ctx)
+		return nil, nil, context.Cause(ctx)
 	}
-	if err != nil {
-		err = d.handshakeErr(parent, ctx, t, st, resp, err)
-		outcome := otelx.OutcomeError
-		switch {
-		case errors.Is(err, context.Canceled) && parent.Err() != nil:
-			outcome = otelx.OutcomeCanceled // the caller's: not a failure
-		case isTimeout(err):
-			outcome = otelx.OutcomeTimeout
-			otelx.RecordError(span, err)
-		default:
-			otelx.RecordError(span, err)
-		}
-		if resp != nil && span.IsRecording() {
-			span.SetAttributes(otelx.HTTPStatus(resp.StatusCode))
-		}
-		tel.Handshakes.Record(context.WithoutCancel(parent), time.Since(start).Seconds(),
-			metric.WithAttributes(otelx.KeyOutcome.String(outcome)))
-		if d.Logger != nil && outcome != otelx.OutcomeCanceled {
-			et := otelx.ErrorTypeOf(err)
-			logx.For(d.Logger).Failure(parent, "websocket.handshake."+et, "lifeline: websocket handshake failed", err,
-				slog.String("url.full", t.safe), slog.String("error.type", et))
-		}
-		return nil, resp, err
+	return conn, resp, err
+}
+
+// handshakeFailed records a failed attempt on its span and in the log, and
+// returns the outcome for the metric. A caller's cancel is not a failure.
+func (d *WebSocketDialer) handshakeFailed(parent context.Context, span trace.Span, t *wsTarget, resp *http.Response, err error) string {
+	outcome := otelx.OutcomeError
+	switch {
+	case errors.Is(err, context.Canceled) && parent.Err() != nil:
+		outcome = otelx.OutcomeCanceled
+	case isTimeout(err):
+		outcome = otelx.OutcomeTimeout
+		otelx.RecordError(span, err)
+	default:
+		otelx.RecordError(span, err)
 	}
-	if span.IsRecording() {
-		span.SetAttributes(otelx.HTTPStatus(resp.StatusCode), otelx.KeyProxied.Bool(st.proxied))
-		if ap, ok := st.conn.peer(); ok {
-			span.SetAttributes(otelx.PeerAddress(ap.Addr().String()), otelx.PeerPort(int(ap.Port())))
-		}
+	if resp != nil && span.IsRecording() {
+		span.SetAttributes(otelx.HTTPStatus(resp.StatusCode))
 	}
-	tel.Handshakes.Record(context.WithoutCancel(parent), time.Since(start).Seconds(),
-		metric.WithAttributes(otelx.KeyOutcome.String(otelx.OutcomeOK)))
-	if tc, ok := st.conn.tlsConn(); ok {
-		cs := tc.ConnectionState()
-		resp.TLS = &cs
+	if d.Logger != nil && outcome != otelx.OutcomeCanceled {
+		et := otelx.ErrorTypeOf(err)
+		logx.For(d.Logger).Failure(parent, "websocket.handshake."+et, "lifeline: websocket handshake failed", err,
+			slog.String("url.full", t.safe), slog.String("error.type", et))
 	}
-	if n := d.maxMessageSize(); n > 0 {
-		conn.SetReadLimit(n)
-	}
-	links := []trace.Link{{SpanContext: span.SpanContext()}}
-	if link.IsValid() {
-		links = append(links, trace.Link{SpanContext: link})
-	}
-	st.conn.start(liveConfig{
-		ping:   d.pingInterval(),
-		pong:   d.pongTimeout(),
-		tracer: tracer,
-		tel:    tel,
-		links:  links,
-		url:    t.safe,
-	})
-	return conn, resp, nil
+	return outcome
 }
 
 // handshakeTimeoutError is the cause of an attempt's context when
