@@ -340,7 +340,11 @@ type ProxyError struct {
 }
 
 func (e *ProxyError) Error() string {
-	return "websocket: proxy " + e.Proxy + " refused CONNECT: " + e.status
+	msg := "websocket: proxy " + e.Proxy + " refused CONNECT: " + e.status
+	if e.StatusCode == http.StatusProxyAuthRequired {
+		msg += " (the proxy URL's userinfo is sent as Basic Proxy-Authorization; check it)"
+	}
+	return msg
 }
 
 // Retryable is true for a 5xx answer (a proxy that failed to reach the
