@@ -347,3 +347,97 @@ func TestWebSocketDialBusyServerRetried(t *testing.T) {
 		}
 	})
 }
+
+// upgradeAndHold upgrades, holds the connection for d (reading, so pings
+// are answered) and then drops it.
+func upgradeAndHold(d time.Duration) func(net.Conn) {
+	return wsHandler(func(w http.ResponseWriter, r *http.Request) {
+		c, err := upgrader.Upgrade(w, r, nil)
+		if err != nil {
+			return
+		}
+		go func() {
+			for {
+				if _, _, err := c.ReadMessage(); err != nil {
+					return
+				}
+			}
+		}()
+		time.Sleep(d)
+		c.NetConn().Close()
+	})
+}
+
+// TestWebSocketSessionBackoffStableAfter walks the reconnect backoff
+// (InitialInterval 100ms, doubling, MaxInterval 800ms, no jitter,
+// StableAfter 1s) exactly: connections lost at once continue the backoff
+// (100, 200, 400, 800, 800ms); a connection that lasted StableAfter
+// starts it again from InitialInterval; one lost a moment before
+// StableAfter continues it. Failed dials in between count like short
+// connections.
+func TestWebSocketSessionBackoffStableAfter(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var mu sync.Mutex
+		var dialedAt []time.Time
+		plan := []func(net.Conn){
+			upgradeAndDrop, upgradeAndDrop, upgradeAndDrop, upgradeAndDrop, upgradeAndDrop, // 1–5
+			upgradeAndHold(time.Second),                    // 6: stable
+			upgradeAndDrop,                                 // 7
+			upgradeAndHold(time.Second - time.Millisecond), // 8: not quite stable
+			wsHandler(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusBadGateway) }), // 9: a failed dial
+			wsHandler(listening), // 10
+		}
+		p := newPipeNet(func(n int) func(net.Conn) {
+			mu.Lock()
+			dialedAt = append(dialedAt, time.Now())
+			mu.Unlock()
+			return plan[min(n, len(plan))-1]
+		})
+		defer p.close()
+		d := pipeDialer(p)
+		d.Retry = &retry.Policy{InitialInterval: 100 * time.Millisecond, MaxInterval: 800 * time.Millisecond, Jitter: -1}
+		var states []transport.WebSocketState
+		s, err := transport.NewWebSocketSession(transport.WebSocketSessionConfig{URL: pipeURL, Dialer: d,
+			StableAfter: time.Second,
+			OnStateChange: func(st transport.WebSocketState) {
+				mu.Lock()
+				states = append(states, st)
+				mu.Unlock()
+			}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		time.Sleep(10 * time.Second)
+		synctest.Wait()
+		if s.State() != transport.WebSocketConnected {
+			t.Fatalf("state %v after the plan, want connected", s.State())
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		ms := time.Millisecond
+		want := []time.Duration{100 * ms, 200 * ms, 400 * ms, 800 * ms, // after dials 1–4, lost at once
+			800 * ms,         // dial 5: capped
+			1000*ms + 100*ms, // dial 6 lasted 1s: from InitialInterval again
+			200 * ms,         // dial 7 lost at once: continues
+			999*ms + 400*ms,  // dial 8 lasted 999ms: continues
+			800 * ms}         // dial 9 failed (502): continues, capped
+		if len(dialedAt) != len(want)+1 {
+			t.Fatalf("%d dials, want %d", len(dialedAt), len(want)+1)
+		}
+		for i, w := range want {
+			if got := dialedAt[i+1].Sub(dialedAt[i]); got != w {
+				t.Errorf("dial %d came %v after dial %d, want %v", i+2, got, i+1, w)
+			}
+		}
+		connected := 0
+		for _, st := range states {
+			if st == transport.WebSocketConnected {
+				connected++
+			}
+		}
+		if connected != 9 { // every dial but the 502
+			t.Errorf("states %v: %d connections, want 9", states, connected)
+		}
+	})
+}
