@@ -51,7 +51,12 @@ const (
 // Each conn that Dial returns sends a ping every PingInterval and is
 // closed when the peer sends nothing within PongTimeout of one (see
 // [ErrPongTimeout]); reading the answers does not depend on the
-// application reading the conn.
+// application reading the conn. Any byte from the peer answers a ping: a
+// peer from which bytes keep arriving is alive. Pings are written between
+// the application's frames, never under gorilla's write lock: a long
+// write neither delays them nor is delayed past its deadline by them, and
+// a ping the socket does not take (a peer that stopped reading) starts no
+// clock until it is on the wire.
 //
 // The zero value is ready to use; every limit has a finite default. A
 // WebSocketDialer is safe for concurrent use as long as its fields are not
@@ -76,10 +81,11 @@ type WebSocketDialer struct {
 	// PingInterval is how often a conn pings its peer. Zero means 15s;
 	// negative means no pings and no liveness check.
 	PingInterval time.Duration
-	// PongTimeout is how long after a ping the peer has to send something
-	// (its pong, or any other frame) before the conn is closed. Zero means
-	// 10s; negative means pings are sent (to keep middleboxes from dropping
-	// the idle conn) but no answer is awaited.
+	// PongTimeout is how long after a ping was written the peer has to
+	// send something (its pong, or any other byte) before the conn is
+	// closed; a byte that arrived after the ping's write began counts.
+	// Zero means 10s; negative means pings are sent (to keep middleboxes
+	// from dropping the idle conn) but no answer is awaited.
 	PongTimeout time.Duration
 	// Retry retries failed handshake attempts. Nil means the default policy
 	// (3 attempts). An answer other than 101 with a 3xx or 4xx status is
