@@ -744,32 +744,8 @@ func (d *WebSocketDialer) dialProxy(ctx context.Context, pu *url.URL, t *wsTarge
 		return nil, err
 	}
 
-	req := &http.Request{Method: http.MethodConnect, URL: &url.URL{Opaque: t.hostPort},
-		Host: t.hostPort, Header: http.Header{}}
-	if pu.User != nil {
-		pw, _ := pu.User.Password()
-		req.Header.Set("Proxy-Authorization", "Basic "+
-			base64.StdEncoding.EncodeToString([]byte(pu.User.Username()+":"+pw)))
-	}
-	if err := req.Write(c); err != nil {
-		return fail(fmt.Errorf("websocket: proxy %s: %w", proxyAddr, err))
-	}
-	// The proxy's answer is bounded like the server's (MaxHandshakeBytes).
-	lr := &io.LimitedReader{R: c, N: MaxHandshakeBytes}
-	br := bufio.NewReader(lr)
-	resp, err := http.ReadResponse(br, req)
-	if err != nil && lr.N <= 0 {
-		err = errHandshakeTooLarge
-	}
-	if err != nil {
-		return fail(fmt.Errorf("websocket: proxy %s: reading CONNECT answer: %w", proxyAddr, err))
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fail(&ProxyError{Proxy: proxyAddr, StatusCode: resp.StatusCode, status: resp.Status})
-	}
-	if br.Buffered() > 0 {
-		return fail(fmt.Errorf("websocket: proxy %s sent data before the tunnel opened", proxyAddr))
+	if err := connectTunnel(c, pu, t, proxyAddr); err != nil {
+		return fail(err)
 	}
 	if tlsCfg != nil {
 		tc := tls.Client(c, tlsCfg)
@@ -785,4 +761,38 @@ func (d *WebSocketDialer) dialProxy(ctx context.Context, pu *url.URL, t *wsTarge
 	// gorilla sets and clears its own deadlines from here.
 	_ = c.SetDeadline(time.Time{})
 	return c, nil
+}
+
+// connectTunnel asks the proxy on c for a tunnel to t (CONNECT, with the
+// proxy URL's userinfo as basic Proxy-Authorization) and reads its
+// answer, bounded by MaxHandshakeBytes like the server's. Anything but a
+// 200 is a *ProxyError.
+func connectTunnel(c net.Conn, pu *url.URL, t *wsTarget, proxyAddr string) error {
+	req := &http.Request{Method: http.MethodConnect, URL: &url.URL{Opaque: t.hostPort},
+		Host: t.hostPort, Header: http.Header{}}
+	if pu.User != nil {
+		pw, _ := pu.User.Password()
+		req.Header.Set("Proxy-Authorization", "Basic "+
+			base64.StdEncoding.EncodeToString([]byte(pu.User.Username()+":"+pw)))
+	}
+	if err := req.Write(c); err != nil {
+		return fmt.Errorf("websocket: proxy %s: %w", proxyAddr, err)
+	}
+	lr := &io.LimitedReader{R: c, N: MaxHandshakeBytes}
+	br := bufio.NewReader(lr)
+	resp, err := http.ReadResponse(br, req)
+	if err != nil && lr.N <= 0 {
+		err = errHandshakeTooLarge
+	}
+	if err != nil {
+		return fmt.Errorf("websocket: proxy %s: reading CONNECT answer: %w", proxyAddr, err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return &ProxyError{Proxy: proxyAddr, StatusCode: resp.StatusCode, status: resp.Status}
+	}
+	if br.Buffered() > 0 {
+		return fmt.Errorf("websocket: proxy %s sent data before the tunnel opened", proxyAddr)
+	}
+	return nil
 }
