@@ -658,26 +658,13 @@ func (s *WebSocketSession) WriteMessage(ctx context.Context, messageType int, da
 	if s.current() == nil {
 		return s.disconnected()
 	}
-	wt := s.writeTimeout()
-	deadline := time.Now().Add(wt)
+	start := time.Now()
+	deadline := start.Add(s.writeTimeout())
 	if dl, ok := ctx.Deadline(); ok && dl.Before(deadline) {
 		deadline = dl
 	}
-	select {
-	case s.wsem <- struct{}{}:
-	default:
-		// Another writer has the slot: wait for it, within the deadline.
-		t := time.NewTimer(time.Until(deadline))
-		defer t.Stop()
-		select {
-		case s.wsem <- struct{}{}:
-		case <-ctx.Done():
-			return context.Cause(ctx)
-		case <-t.C:
-			return fmt.Errorf("transport: websocket WriteMessage: waited %v for other writers: %w", wt, context.DeadlineExceeded)
-		case <-s.ctx.Done():
-			return ErrSessionClosed
-		}
+	if err := s.takeWriteSlot(ctx, start, deadline); err != nil {
+		return err
 	}
 	defer func() { <-s.wsem }()
 	cc := s.current()
@@ -698,4 +685,27 @@ func (s *WebSocketSession) WriteMessage(ctx context.Context, messageType int, da
 		return fmt.Errorf("%w: write: %w", ErrDisconnected, err)
 	}
 	return nil
+}
+
+// takeWriteSlot waits for the write slot until deadline (other writers
+// hold it while their writes run), ctx's end or Close.
+func (s *WebSocketSession) takeWriteSlot(ctx context.Context, start, deadline time.Time) error {
+	select {
+	case s.wsem <- struct{}{}:
+		return nil
+	default:
+	}
+	t := time.NewTimer(time.Until(deadline))
+	defer t.Stop()
+	select {
+	case s.wsem <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	case <-t.C:
+		return fmt.Errorf("transport: websocket WriteMessage: waited %v for other writers: %w",
+			deadline.Sub(start).Round(time.Millisecond), context.DeadlineExceeded)
+	case <-s.ctx.Done():
+		return ErrSessionClosed
+	}
 }
