@@ -2,6 +2,7 @@ package transport_test
 
 import (
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"sync"
@@ -241,6 +242,35 @@ func TestWebSocketWriteDeadlineWithPingStuck(t *testing.T) {
 		}
 		if errors.Is(err, transport.ErrPongTimeout) {
 			t.Fatalf("write: %v; the unsent ping started a pong clock", err)
+		}
+	})
+}
+
+// TestWebSocketMutePeerExactBound: a peer that takes every byte and never
+// answers is declared dead exactly PongTimeout after the first ping was
+// written (PingInterval 100ms + PongTimeout 200ms), and the error says so.
+func TestWebSocketMutePeerExactBound(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		p := newPipeNet(func(int) func(net.Conn) {
+			return wsHandler(func(w http.ResponseWriter, r *http.Request) {
+				if c, err := upgrader.Upgrade(w, r, nil); err == nil {
+					_, _ = io.Copy(io.Discard, c.NetConn()) // drains, never parses, never answers
+				}
+			})
+		})
+		defer p.close()
+		d := pipeDialer(p)
+		d.PingInterval, d.PongTimeout = 100*time.Millisecond, 200*time.Millisecond
+		c, _, err := d.Dial(t.Context(), pipeURL, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		start := time.Now()
+		_, _, err = c.ReadMessage()
+		checkPongTimeout(t, err)
+		if took := time.Since(start); took != 300*time.Millisecond {
+			t.Fatalf("declared dead after %v, want exactly 300ms", took)
 		}
 	})
 }
