@@ -500,7 +500,7 @@ func (d *WebSocketDialer) attempt(ctx context.Context, t *wsTarget, h http.Heade
 	if link.IsValid() {
 		links = append(links, trace.Link{SpanContext: link})
 	}
-	st.conn.start(liveConfig{ping: d.pingInterval(), pong: d.pongTimeout(), tracer: tracer, tel: tel,
+	st.conn.start(conn, liveConfig{ping: d.pingInterval(), pong: d.pongTimeout(), tracer: tracer, tel: tel,
 		links: links, url: t.safe})
 	return conn, resp, nil
 }

@@ -18,6 +18,7 @@ import (
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/gorilla/websocket"
 	"github.com/lifeline-go/lifeline/internal/otelx"
 )
 
@@ -45,9 +46,9 @@ var ErrHandshakeTooLarge = errors.New("websocket: handshake answer exceeds 1 MiB
 //     its own reads, and a liveness check that depends on the
 //     application's read loop is the trap of gorilla #649, #667, #747,
 //     #887);
-//   - pinger writes the pings, below gorilla: never under gorilla's write
-//     lock, so a ping neither waits for the application's writes nor holds
-//     them up;
+//   - pinger writes the pings, and the pongs owed to the peer's pings,
+//     below gorilla: never under gorilla's write lock, so a ping or pong
+//     neither waits for the application's writes nor holds them up;
 //   - live asks for a ping every PingInterval and judges: the peer is dead
 //     when a ping has been on the wire for PongTimeout and no byte at all
 //     arrived since the ping's write began.
@@ -106,6 +107,9 @@ type liveConn struct {
 	wdlSet   chan struct{} // cap 1: wdl changed
 	pingerOn bool          // the pinger writes: the socket has no write deadline meanwhile
 	pingDue  atomic.Bool   // a ping is wanted
+	pongDue  atomic.Bool   // a pong is wanted (its payload in pong)
+	pongMu   sync.Mutex    // guards pong
+	pong     []byte        // the payload of the latest ping from the peer
 	pingReq  chan struct{} // cap 1: wakes the pinger
 	sent     chan struct{} // cap 1: a ping was written: wakes live
 
@@ -176,10 +180,22 @@ type liveConfig struct {
 
 // start begins the conn's life after a successful handshake: its span,
 // and with pings on, the pump, the pinger and the liveness loop.
-func (c *liveConn) start(cfg liveConfig) {
+func (c *liveConn) start(ws *websocket.Conn, cfg liveConfig) {
 	if cfg.ping > 0 {
 		c.guarded.Store(true)
 		c.lastRx.Store(c.now()) // the 101 was the peer's last word
+		// Pongs go out like pings, between frames and below gorilla's
+		// write lock: gorilla's own handler would hold that lock for up to
+		// a second against a socket that does not drain, and the
+		// application's writes behind it past their deadlines.
+		ws.SetPingHandler(func(data string) error {
+			c.pongMu.Lock()
+			c.pong = append(c.pong[:0], data...)
+			c.pongMu.Unlock()
+			c.pongDue.Store(true)
+			signal(c.pingReq)
+			return nil
+		})
 	}
 	c.up.Store(true)
 	_, c.span = cfg.tracer.Start(context.Background(), "websocket.conn",
@@ -390,12 +406,12 @@ func (c *liveConn) pinger() {
 			return
 		case c.wlock <- struct{}{}:
 		}
-		if c.pingDue.Load() {
+		if c.pingDue.Load() || c.pongDue.Load() {
 			c.wdlMu.Lock()
 			c.pingerOn = true
 			_ = c.Conn.SetWriteDeadline(time.Time{})
 			c.wdlMu.Unlock()
-			err := c.writePing()
+			err := c.writeControl()
 			c.wdlMu.Lock()
 			c.pingerOn = false
 			_ = c.Conn.SetWriteDeadline(c.wdl)
@@ -409,22 +425,42 @@ func (c *liveConn) pinger() {
 	}
 }
 
-// pingFrame is a client ping with no payload: FIN|ping, MASK|0, and the
-// masking key (RFC 6455 §5.2, §5.5.2).
-func pingFrame() [6]byte {
+// controlFrame is a masked client control frame (RFC 6455 §5.2, §5.5)
+// with a payload of at most 125 bytes.
+func controlFrame(opcode byte, payload []byte) []byte {
 	k := rand.Uint32()
-	return [6]byte{0x89, 0x80, byte(k >> 24), byte(k >> 16), byte(k >> 8), byte(k)}
+	key := [4]byte{byte(k >> 24), byte(k >> 16), byte(k >> 8), byte(k)}
+	f := make([]byte, 0, 6+len(payload))
+	f = append(f, 0x80|opcode, 0x80|byte(len(payload)))
+	f = append(f, key[:]...)
+	for i, b := range payload {
+		f = append(f, b^key[i%4])
+	}
+	return f
 }
 
-// writePing writes the wanted ping if the stream is between two frames;
-// the caller holds wlock.
-func (c *liveConn) writePing() error {
-	if !c.frames.atBoundary() || !c.pingDue.CompareAndSwap(true, false) {
+// writeControl writes the wanted pong and ping if the stream is between
+// two frames and no close frame was written; the caller holds wlock.
+func (c *liveConn) writeControl() error {
+	if !c.frames.atBoundary() || c.frames.closed {
+		return nil
+	}
+	if c.pongDue.CompareAndSwap(true, false) {
+		c.pongMu.Lock()
+		f := controlFrame(websocket.PongMessage, c.pong)
+		c.pongMu.Unlock()
+		n, err := c.Conn.Write(f)
+		c.frames.advance(f[:n])
+		if err != nil {
+			return err
+		}
+	}
+	if !c.pingDue.CompareAndSwap(true, false) {
 		return nil
 	}
 	start := c.now() // sampled before the write: a fast pong counts
-	f := pingFrame()
-	n, err := c.Conn.Write(f[:])
+	f := controlFrame(websocket.PingMessage, nil)
+	n, err := c.Conn.Write(f)
 	c.frames.advance(f[:n])
 	if err != nil {
 		return err
@@ -547,10 +583,10 @@ func (c *liveConn) Write(p []byte) (int, error) {
 		return 0, c.writeErr(err)
 	}
 	defer func() { <-c.wlock }()
-	if c.pingDue.Load() {
-		// A ping is wanted and the pinger could not write it while this
-		// write (or the one before) held the socket: it goes first.
-		if err := c.writePing(); err != nil {
+	if c.pingDue.Load() || c.pongDue.Load() {
+		// A ping or pong is wanted and the pinger could not write it while
+		// this write (or the one before) held the socket: it goes first.
+		if err := c.writeControl(); err != nil {
 			return 0, c.writeErr(err)
 		}
 	}
@@ -664,9 +700,10 @@ func (c *liveConn) Close() error {
 // 2 bytes, the extended length, the masking key) across any split of the
 // stream into writes.
 type frameTracker struct {
-	hdr  [14]byte
-	hn   int    // header bytes seen of the current frame
-	left uint64 // payload bytes still to come
+	hdr    [14]byte
+	hn     int    // header bytes seen of the current frame
+	left   uint64 // payload bytes still to come
+	closed bool   // a close frame was written: no frame may follow it
 }
 
 func (f *frameTracker) atBoundary() bool { return f.hn == 0 && f.left == 0 }
@@ -703,6 +740,9 @@ func (f *frameTracker) advance(p []byte) {
 		p = p[k:]
 		if f.hn < 2 || f.hn < headerLen(f.hdr[:f.hn]) {
 			continue
+		}
+		if f.hdr[0]&0x0f == websocket.CloseMessage {
+			f.closed = true
 		}
 		switch l7 := f.hdr[1] & 0x7f; l7 {
 		case 126:

@@ -21,8 +21,8 @@ func TestFrameTracker(t *testing.T) {
 	for _, n := range []int{0, 1, 125, 126, 127, 65535, 65536, 70000} {
 		add(clientFrame(0x82, make([]byte, n)))
 	}
-	f := pingFrame()
-	add(f[:])
+	add(controlFrame(websocket.PingMessage, nil))
+	add(controlFrame(websocket.PongMessage, []byte("hello")))
 	add(clientFrame(0x88, websocket.FormatCloseMessage(1000, "bye")))
 	data := stream.Bytes()
 	isBound := map[int]bool{0: true}
@@ -37,6 +37,11 @@ func TestFrameTracker(t *testing.T) {
 			off = end
 			if got := ft.atBoundary(); got != isBound[off] {
 				t.Fatalf("writes of %d bytes: at offset %d atBoundary %v, want %v", step, off, got, isBound[off])
+			}
+			// The close frame is the last; its header (2 bytes and the
+			// key) tells the tracker.
+			if want := off >= bounds[len(bounds)-2]+6; ft.closed != want {
+				t.Fatalf("writes of %d bytes: at offset %d closed %v, want %v", step, off, ft.closed, want)
 			}
 		}
 	}

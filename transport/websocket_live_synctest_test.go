@@ -274,3 +274,72 @@ func TestWebSocketMutePeerExactBound(t *testing.T) {
 		}
 	})
 }
+
+// TestWebSocketPongNeverHoldsWrites: the peer pings the client and then
+// stops reading, so the client's own ping is stuck in the socket. The
+// pong owed to the peer does not take gorilla's write lock (gorilla's own
+// handler would hold it for up to a second): a write with a 100ms
+// deadline fails at its deadline. Once the peer reads again, the pong
+// reaches it with the ping's payload.
+func TestWebSocketPongNeverHoldsWrites(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		release := make(chan struct{})
+		pongs := make(chan string, 4)
+		p := newPipeNet(nil)
+		p.plan = func(int) func(net.Conn) {
+			return wsHandler(func(w http.ResponseWriter, r *http.Request) {
+				c, err := upgrader.Upgrade(w, r, nil)
+				if err != nil {
+					return
+				}
+				defer c.Close()
+				c.SetPongHandler(func(data string) error {
+					pongs <- data
+					return nil
+				})
+				if c.WriteControl(websocket.PingMessage, []byte("are you there"), time.Now().Add(time.Second)) != nil {
+					return
+				}
+				select {
+				case <-release:
+				case <-p.quit:
+					return
+				}
+				for {
+					if _, _, err := c.ReadMessage(); err != nil {
+						return
+					}
+				}
+			})
+		}
+		defer p.close()
+		d := pipeDialer(p)
+		d.PingInterval, d.PongTimeout = 100*time.Millisecond, 10*time.Second
+		c, _, err := d.Dial(t.Context(), pipeURL, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		var msgs atomic.Int64
+		errc := readAll(c, &msgs) // handles the peer's ping
+		time.Sleep(time.Second)
+		synctest.Wait()
+		start := time.Now()
+		_ = c.SetWriteDeadline(start.Add(100 * time.Millisecond))
+		err = c.WriteMessage(websocket.TextMessage, []byte("x"))
+		if took := time.Since(start); err == nil || took > 100*time.Millisecond {
+			t.Fatalf("write with a 100ms deadline: %v after %v; want a timeout at the deadline", err, took)
+		}
+		close(release)
+		select {
+		case got := <-pongs:
+			if got != "are you there" {
+				t.Fatalf("pong payload %q", got)
+			}
+		case <-time.After(time.Second):
+			t.Fatal("no pong reached the peer once it read again")
+		}
+		c.Close()
+		<-errc
+	})
+}
