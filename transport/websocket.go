@@ -56,7 +56,8 @@ const (
 // the application's frames, never under gorilla's write lock: a long
 // write neither delays them nor is delayed past its deadline by them, and
 // a ping the socket does not take (a peer that stopped reading) starts no
-// clock until it is on the wire.
+// clock until it is on the wire. The peer's pings are answered the same
+// way (a ping handler the application sets replaces that).
 //
 // The zero value is ready to use; every limit has a finite default. A
 // WebSocketDialer is safe for concurrent use as long as its fields are not
