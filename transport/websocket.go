@@ -306,7 +306,7 @@ func (e *HandshakeError) Is(target error) bool {
 // caller's cancel; otherwise what the cause says of itself, or true.
 func (e *HandshakeError) Retryable() bool {
 	if e.StatusCode != 0 && !e.Timeout() {
-		return e.StatusCode >= 500 || retryableRefusal(e.StatusCode)
+		return e.StatusCode >= 500 || wsBusyStatus(e.StatusCode)
 	}
 	if errors.Is(e.Err, context.Canceled) {
 		return false
@@ -358,7 +358,7 @@ func (e *ProxyError) Error() string {
 // server) and for 408 and 429 (a busy proxy), false otherwise: a 407
 // (Proxy Authentication Required) and other refusals are final, for Dial
 // and for a session alike: credentials do not heal by retrying.
-func (e *ProxyError) Retryable() bool { return e.StatusCode >= 500 || retryableRefusal(e.StatusCode) }
+func (e *ProxyError) Retryable() bool { return e.StatusCode >= 500 || wsBusyStatus(e.StatusCode) }
 
 // ErrorType is "proxy_<status>".
 func (e *ProxyError) ErrorType() string { return "proxy_" + strconv.Itoa(e.StatusCode) }
@@ -433,7 +433,7 @@ func (d *WebSocketDialer) Dial(ctx context.Context, rawURL string, h http.Header
 			if errors.As(err, &he) && !he.Retryable() {
 				return nil, retry.Permanent(err)
 			}
-			if r != nil && (r.StatusCode >= 500 || retryableRefusal(r.StatusCode)) {
+			if r != nil && (r.StatusCode >= 500 || wsBusyStatus(r.StatusCode)) {
 				// A server shedding load says when to come back: no sooner
 				// (beyond Retry.MaxRetryAfter, the retries end).
 				if wait, ok := retryAfter(r.Header, time.Now()); ok {
@@ -745,7 +745,7 @@ func (d *WebSocketDialer) dialProxy(ctx context.Context, pu *url.URL, t *wsTarge
 		return nil, err
 	}
 
-	if err := connectTunnel(c, pu, t, proxyAddr); err != nil {
+	if err := wsConnectTunnel(c, pu, t, proxyAddr); err != nil {
 		return fail(err)
 	}
 	if tlsCfg != nil {
@@ -764,11 +764,11 @@ func (d *WebSocketDialer) dialProxy(ctx context.Context, pu *url.URL, t *wsTarge
 	return c, nil
 }
 
-// connectTunnel asks the proxy on c for a tunnel to t (CONNECT, with the
+// wsConnectTunnel asks the proxy on c for a tunnel to t (CONNECT, with the
 // proxy URL's userinfo as basic Proxy-Authorization) and reads its
 // answer, bounded by MaxHandshakeBytes like the server's. Anything but a
 // 200 is a *ProxyError.
-func connectTunnel(c net.Conn, pu *url.URL, t *wsTarget, proxyAddr string) error {
+func wsConnectTunnel(c net.Conn, pu *url.URL, t *wsTarget, proxyAddr string) error {
 	req := &http.Request{Method: http.MethodConnect, URL: &url.URL{Opaque: t.hostPort},
 		Host: t.hostPort, Header: http.Header{}}
 	if pu.User != nil {

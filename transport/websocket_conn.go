@@ -313,7 +313,7 @@ func (c *liveConn) live(cfg liveConfig) {
 			seen = n
 			judge.sent(p)
 		}
-		switch judge.verdict(now, c.lastRx.Load()) {
+		switch judge.check(now, c.lastRx.Load()) {
 		case verdictDead:
 			if !c.full.Load() {
 				c.pongTimeout(cfg)
@@ -346,10 +346,10 @@ type pingJudge struct {
 	hasOld, hasNewer bool
 }
 
-type verdict int
+type pingVerdict int
 
 const (
-	verdictAlive verdict = iota
+	verdictAlive pingVerdict = iota
 	verdictDead
 )
 
@@ -362,9 +362,9 @@ func (j *pingJudge) sent(p sentPing) {
 	j.newest, j.hasNewer = p, true
 }
 
-// verdict drops the pings answered by a byte that arrived at lastRx or
+// check drops the pings answered by a byte that arrived at lastRx or
 // later, and says whether the oldest left is overdue at now.
-func (j *pingJudge) verdict(now, lastRx int64) verdict {
+func (j *pingJudge) check(now, lastRx int64) pingVerdict {
 	if j.hasOld && lastRx >= j.oldest.start {
 		j.hasOld = false
 		if j.hasNewer && lastRx < j.newest.start {
@@ -425,9 +425,9 @@ func (c *liveConn) pinger() {
 	}
 }
 
-// controlFrame is a masked client control frame (RFC 6455 §5.2, §5.5)
+// wsControlFrame is a masked client control frame (RFC 6455 §5.2, §5.5)
 // with a payload of at most 125 bytes.
-func controlFrame(opcode byte, payload []byte) []byte {
+func wsControlFrame(opcode byte, payload []byte) []byte {
 	k := rand.Uint32()
 	key := [4]byte{byte(k >> 24), byte(k >> 16), byte(k >> 8), byte(k)}
 	f := make([]byte, 0, 6+len(payload))
@@ -447,7 +447,7 @@ func (c *liveConn) writeControl() error {
 	}
 	if c.pongDue.CompareAndSwap(true, false) {
 		c.pongMu.Lock()
-		f := controlFrame(websocket.PongMessage, c.pong)
+		f := wsControlFrame(websocket.PongMessage, c.pong)
 		c.pongMu.Unlock()
 		n, err := c.Conn.Write(f)
 		c.frames.advance(f[:n])
@@ -459,7 +459,7 @@ func (c *liveConn) writeControl() error {
 		return nil
 	}
 	start := c.now() // sampled before the write: a fast pong counts
-	f := controlFrame(websocket.PingMessage, nil)
+	f := wsControlFrame(websocket.PingMessage, nil)
 	n, err := c.Conn.Write(f)
 	c.frames.advance(f[:n])
 	if err != nil {
@@ -708,8 +708,8 @@ type frameTracker struct {
 
 func (f *frameTracker) atBoundary() bool { return f.hn == 0 && f.left == 0 }
 
-// headerLen is the length of the header that begins with h (len(h) >= 2).
-func headerLen(h []byte) int {
+// frameHeaderLen is the length of the header that begins with h (len(h) >= 2).
+func frameHeaderLen(h []byte) int {
 	n := 2
 	switch h[1] & 0x7f {
 	case 126:
@@ -733,12 +733,12 @@ func (f *frameTracker) advance(p []byte) {
 		}
 		need := 2
 		if f.hn >= 2 {
-			need = headerLen(f.hdr[:f.hn])
+			need = frameHeaderLen(f.hdr[:f.hn])
 		}
 		k := copy(f.hdr[f.hn:need], p)
 		f.hn += k
 		p = p[k:]
-		if f.hn < 2 || f.hn < headerLen(f.hdr[:f.hn]) {
+		if f.hn < 2 || f.hn < frameHeaderLen(f.hdr[:f.hn]) {
 			continue
 		}
 		if f.hdr[0]&0x0f == websocket.CloseMessage {

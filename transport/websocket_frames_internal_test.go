@@ -21,8 +21,8 @@ func TestFrameTracker(t *testing.T) {
 	for _, n := range []int{0, 1, 125, 126, 127, 65535, 65536, 70000} {
 		add(clientFrame(0x82, make([]byte, n)))
 	}
-	add(controlFrame(websocket.PingMessage, nil))
-	add(controlFrame(websocket.PongMessage, []byte("hello")))
+	add(wsControlFrame(websocket.PingMessage, nil))
+	add(wsControlFrame(websocket.PongMessage, []byte("hello")))
 	add(clientFrame(0x88, websocket.FormatCloseMessage(1000, "bye")))
 	data := stream.Bytes()
 	isBound := map[int]bool{0: true}

@@ -77,9 +77,9 @@ func pongServer(pings *atomic.Int64) func(net.Conn) {
 	})
 }
 
-// readAll reads c until it fails and sends the error and the count of
+// wsReadAll reads c until it fails and sends the error and the count of
 // messages read.
-func readAll(c *websocket.Conn, n *atomic.Int64) <-chan error {
+func wsReadAll(c *websocket.Conn, n *atomic.Int64) <-chan error {
 	errc := make(chan error, 1)
 	go func() {
 		for {
@@ -109,7 +109,7 @@ func TestWebSocketFastPongCounts(t *testing.T) {
 			t.Fatal(err)
 		}
 		var msgs atomic.Int64
-		errc := readAll(c, &msgs)
+		errc := wsReadAll(c, &msgs)
 		time.Sleep(5 * time.Second)
 		synctest.Wait()
 		select {
@@ -191,7 +191,7 @@ func TestWebSocketAliveWhileWriting(t *testing.T) {
 			t.Fatal(err)
 		}
 		var msgs atomic.Int64
-		errc := readAll(c, &msgs)
+		errc := wsReadAll(c, &msgs)
 		start := time.Now()
 		if err := c.WriteMessage(websocket.BinaryMessage, make([]byte, 128<<10)); err != nil {
 			t.Fatalf("write of 128 KiB after %v (%d messages received): %v", time.Since(start), msgs.Load(), err)
@@ -321,7 +321,7 @@ func TestWebSocketPongNeverHoldsWrites(t *testing.T) {
 		}
 		defer c.Close()
 		var msgs atomic.Int64
-		errc := readAll(c, &msgs) // handles the peer's ping
+		errc := wsReadAll(c, &msgs) // handles the peer's ping
 		time.Sleep(time.Second)
 		synctest.Wait()
 		start := time.Now()

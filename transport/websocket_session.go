@@ -380,12 +380,12 @@ type sessionRun struct {
 	rnd      *rand.Rand
 	failures int           // dials failed since the last stable connection
 	wait     time.Duration // before the next dial
-	out      *outage       // nil while no outage is under way
+	out      *wsOutage     // nil while no outage is under way
 }
 
-// outage is one loss of a session's connection, from the loss to the next
+// wsOutage is one loss of a session's connection, from the loss to the next
 // connection (or Close, or a refusal): its span and its dials.
-type outage struct {
+type wsOutage struct {
 	lostAt  time.Time
 	ctx     context.Context // carries span: the dials are its children
 	span    trace.Span      // websocket.reconnect
@@ -394,7 +394,7 @@ type outage struct {
 
 // end records the outage's duration and ends its span. A nil outage (the
 // first connection, or none under way) records nothing.
-func (o *outage) end(s *WebSocketSession, outcome string, err error) {
+func (o *wsOutage) end(s *WebSocketSession, outcome string, err error) {
 	if o == nil {
 		return
 	}
@@ -423,7 +423,7 @@ func (s *WebSocketSession) sleep(d time.Duration) bool {
 // connect makes one dial and runs OnConnect on its conn. During an
 // outage the dial is a child of the outage's span and counts as a
 // reconnect.
-func (s *WebSocketSession) connect(o *outage) (*websocket.Conn, *http.Response, error) {
+func (s *WebSocketSession) connect(o *wsOutage) (*websocket.Conn, *http.Response, error) {
 	ctx, link := s.ctx, trace.SpanContext{}
 	if o != nil {
 		o.attempt++
@@ -450,7 +450,7 @@ func (s *WebSocketSession) connect(o *outage) (*websocket.Conn, *http.Response, 
 
 // dialFailed handles a failed dial (or OnConnect): it sets the wait before
 // the next one and reports whether the session goes on. A refusal (see
-// [refused]) ends it, with the answer as Err; so does Close.
+// [wsRefused]) ends it, with the answer as Err; so does Close.
 func (s *WebSocketSession) dialFailed(r *sessionRun, resp *http.Response, err error) bool {
 	if s.ctx.Err() != nil {
 		r.out.end(s, otelx.OutcomeCanceled, nil)
@@ -458,12 +458,12 @@ func (s *WebSocketSession) dialFailed(r *sessionRun, resp *http.Response, err er
 	}
 	s.mu.Lock()
 	s.lastLoss = err
-	if refused(err) {
+	if wsRefused(err) {
 		// Asking again at the backoff's pace would not change the answer.
 		s.err = err
 	}
 	s.mu.Unlock()
-	if refused(err) {
+	if wsRefused(err) {
 		r.out.end(s, otelx.OutcomeError, err)
 		return false
 	}
@@ -487,30 +487,30 @@ func (s *WebSocketSession) dialFailed(r *sessionRun, resp *http.Response, err er
 	return true
 }
 
-// refused reports whether err is an answer that no redial will change:
+// wsRefused reports whether err is an answer that no redial will change:
 // the server or a CONNECT proxy refused with a 3xx or 4xx status (an
 // invalid 101 or a 200 from something that is not a websocket server is
 // not a refusal), except 408 and 429, which a server sends when it is
 // busy. A 407 from a proxy is a refusal: credentials do not heal by
 // retrying.
-func refused(err error) bool {
+func wsRefused(err error) bool {
 	var he *HandshakeError
 	if errors.As(err, &he) && he.StatusCode != 0 {
-		return !he.Timeout() && refusalStatus(he.StatusCode)
+		return !he.Timeout() && wsRefusal(he.StatusCode)
 	}
 	var pe *ProxyError
-	return errors.As(err, &pe) && refusalStatus(pe.StatusCode)
+	return errors.As(err, &pe) && wsRefusal(pe.StatusCode)
 }
 
-// refusalStatus reports whether an answer with status code refuses for
+// wsRefusal reports whether an answer with status code refuses for
 // good.
-func refusalStatus(code int) bool {
-	return code >= 300 && code < 500 && !retryableRefusal(code)
+func wsRefusal(code int) bool {
+	return code >= 300 && code < 500 && !wsBusyStatus(code)
 }
 
-// retryableRefusal reports whether a 4xx answer is a server asking to
+// wsBusyStatus reports whether a 4xx answer is a server asking to
 // come back later (408 Request Timeout, 429 Too Many Requests).
-func retryableRefusal(code int) bool {
+func wsBusyStatus(code int) bool {
 	return code == http.StatusRequestTimeout || code == http.StatusTooManyRequests
 }
 
@@ -537,7 +537,7 @@ func (s *WebSocketSession) serveConn(conn *websocket.Conn) error {
 // connLost starts an outage after a connection that lasted lasted was lost
 // with cause, and sets the wait before the first redial.
 func (s *WebSocketSession) connLost(r *sessionRun, cause error, lasted time.Duration) {
-	o := &outage{lostAt: time.Now()}
+	o := &wsOutage{lostAt: time.Now()}
 	// The outage's span (and so every redial under it) descends from
 	// s.ctx: Close cancels a redial like any other wait.
 	o.ctx, o.span = s.tracer.Start(s.ctx, "websocket.reconnect",

@@ -15,9 +15,9 @@ import (
 	"github.com/lifeline-go/lifeline/internal/faultnet"
 )
 
-// metricSums collects r and returns, per metric name, the sum of its
+// wsMetricSums collects r and returns, per metric name, the sum of its
 // counters' points (or the count of its histograms' points).
-func metricSums(t *testing.T, r *sdkmetric.ManualReader) map[string]int64 {
+func wsMetricSums(t *testing.T, r *sdkmetric.ManualReader) map[string]int64 {
 	t.Helper()
 	var rm metricdata.ResourceMetrics
 	if err := r.Collect(context.Background(), &rm); err != nil {
@@ -82,7 +82,7 @@ func TestWebSocketProvidersReachDials(t *testing.T) {
 	if stalled != 3 {
 		t.Fatalf("%d hung handshakes, want 3", stalled)
 	}
-	sums := metricSums(t, reader)
+	sums := wsMetricSums(t, reader)
 	for _, name := range []string{"lifeline.masked_failures", "lifeline.dial.duration", "lifeline.dial.attempts",
 		"lifeline.retry.attempts", "lifeline.websocket.handshake.duration"} {
 		if _, ok := sums[name]; !ok {
