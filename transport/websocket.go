@@ -46,12 +46,18 @@ const (
 // Proxies come from the environment (or Proxy) and are tunnelled with
 // CONNECT for ws and wss alike, the TLS to the backend done over the
 // tunnel. A failed attempt is retried through Retry, except an answer
-// that refuses the upgrade (3xx, 4xx), which is final.
+// that refuses the upgrade (3xx, 4xx but 408 and 429), which is final.
 //
 // Each conn that Dial returns sends a ping every PingInterval and is
 // closed when the peer sends nothing within PongTimeout of one (see
 // [ErrPongTimeout]); reading the answers does not depend on the
-// application reading the conn.
+// application reading the conn. Any byte from the peer answers a ping: a
+// peer from which bytes keep arriving is alive. Pings are written between
+// the application's frames, never under gorilla's write lock: a long
+// write neither delays them nor is delayed past its deadline by them, and
+// a ping the socket does not take (a peer that stopped reading) starts no
+// clock until it is on the wire. The peer's pings are answered the same
+// way (a ping handler the application sets replaces that).
 //
 // The zero value is ready to use; every limit has a finite default. A
 // WebSocketDialer is safe for concurrent use as long as its fields are not
@@ -76,14 +82,16 @@ type WebSocketDialer struct {
 	// PingInterval is how often a conn pings its peer. Zero means 15s;
 	// negative means no pings and no liveness check.
 	PingInterval time.Duration
-	// PongTimeout is how long after a ping the peer has to send something
-	// (its pong, or any other frame) before the conn is closed. Zero means
-	// 10s; negative means pings are sent (to keep middleboxes from dropping
-	// the idle conn) but no answer is awaited.
+	// PongTimeout is how long after a ping was written the peer has to
+	// send something (its pong, or any other byte) before the conn is
+	// closed; a byte that arrived after the ping's write began counts.
+	// Zero means 10s; negative means pings are sent (to keep middleboxes
+	// from dropping the idle conn) but no answer is awaited.
 	PongTimeout time.Duration
 	// Retry retries failed handshake attempts. Nil means the default policy
 	// (3 attempts). An answer other than 101 with a 3xx or 4xx status is
-	// never retried; a 5xx answer is, after its Retry-After if it has one.
+	// never retried, except 408 and 429; those and a 5xx answer are, after
+	// their Retry-After if they have one (up to Retry.MaxRetryAfter).
 	Retry *retry.Policy
 	// Proxy returns the proxy for a request (its URL has scheme http for ws
 	// and https for wss). Nil means http.ProxyFromEnvironment
@@ -98,9 +106,13 @@ type WebSocketDialer struct {
 	// means 4096.
 	ReadBufferSize, WriteBufferSize int
 	// TracerProvider makes the spans (websocket.handshake per attempt,
-	// websocket.conn per connection). Nil means the otel global.
+	// websocket.conn per connection), and those of the dials and of Retry
+	// when Dialer and Retry have no provider of their own. Nil means the
+	// otel global.
 	TracerProvider trace.TracerProvider
-	// MeterProvider makes the websocket metrics. Nil means the otel global.
+	// MeterProvider makes the websocket metrics, and those of the dials
+	// (the race's masked failures among them) and of Retry when Dialer and
+	// Retry have no provider of their own. Nil means the otel global.
 	MeterProvider metric.MeterProvider
 	// Logger, when set, gets a Warn record for each failed handshake
 	// attempt (not a caller's cancel), rate-limited per kind of failure:
@@ -170,14 +182,38 @@ func (d *WebSocketDialer) tlsConfig(host string) *tls.Config {
 	return cfg
 }
 
-// netDialer returns a copy of the Dialer whose TLSConfig is cfg.
+// netDialer returns a copy of the Dialer whose TLSConfig is cfg. The
+// WebSocketDialer's providers reach the dials (their spans, the race's
+// masked failures, the dial metrics) unless the Dialer has its own.
 func (d *WebSocketDialer) netDialer(cfg *tls.Config) *dial.Dialer {
 	var nd dial.Dialer
 	if d.Dialer != nil {
 		nd = *d.Dialer
 	}
 	nd.TLSConfig = cfg
+	if nd.TracerProvider == nil {
+		nd.TracerProvider = d.TracerProvider
+	}
+	if nd.MeterProvider == nil {
+		nd.MeterProvider = d.MeterProvider
+	}
 	return &nd
+}
+
+// retryPolicy returns the policy Dial retries with: Retry, or the default,
+// with the WebSocketDialer's providers unless it has its own.
+func (d *WebSocketDialer) retryPolicy() *retry.Policy {
+	var p retry.Policy
+	if d.Retry != nil {
+		p = *d.Retry
+	}
+	if p.TracerProvider == nil {
+		p.TracerProvider = d.TracerProvider
+	}
+	if p.MeterProvider == nil {
+		p.MeterProvider = d.MeterProvider
+	}
+	return &p
 }
 
 // ErrPongTimeout is matched (errors.Is) by the error a conn's reads and
@@ -263,13 +299,14 @@ func (e *HandshakeError) Is(target error) bool {
 
 // Retryable reports whether another attempt may succeed: not for an
 // answer with a 1xx to 4xx status (the server refused the upgrade, or
-// answered a 101 that is not a websocket's; a 5xx is retryable) unless a
-// time limit cut the exchange after the status line, a proxy that refused
-// the tunnel with a 4xx, a TLS certificate error, an unknown host, or the
+// answered a 101 that is not a websocket's) unless a time limit cut the
+// exchange after the status line; a 5xx, 408 or 429 (a busy server) is
+// retryable. Not for a proxy that refused the tunnel with a 3xx or 4xx
+// (a 407 included), a TLS certificate error, an unknown host, or the
 // caller's cancel; otherwise what the cause says of itself, or true.
 func (e *HandshakeError) Retryable() bool {
 	if e.StatusCode != 0 && !e.Timeout() {
-		return e.StatusCode >= 500
+		return e.StatusCode >= 500 || wsBusyStatus(e.StatusCode)
 	}
 	if errors.Is(e.Err, context.Canceled) {
 		return false
@@ -310,12 +347,18 @@ type ProxyError struct {
 }
 
 func (e *ProxyError) Error() string {
-	return "websocket: proxy " + e.Proxy + " refused CONNECT: " + e.status
+	msg := "websocket: proxy " + e.Proxy + " refused CONNECT: " + e.status
+	if e.StatusCode == http.StatusProxyAuthRequired {
+		msg += " (the proxy URL's userinfo is sent as Basic Proxy-Authorization; check it)"
+	}
+	return msg
 }
 
 // Retryable is true for a 5xx answer (a proxy that failed to reach the
-// server), false otherwise (407 and other refusals).
-func (e *ProxyError) Retryable() bool { return e.StatusCode >= 500 }
+// server) and for 408 and 429 (a busy proxy), false otherwise: a 407
+// (Proxy Authentication Required) and other refusals are final, for Dial
+// and for a session alike: credentials do not heal by retrying.
+func (e *ProxyError) Retryable() bool { return e.StatusCode >= 500 || wsBusyStatus(e.StatusCode) }
 
 // ErrorType is "proxy_<status>".
 func (e *ProxyError) ErrorType() string { return "proxy_" + strconv.Itoa(e.StatusCode) }
@@ -380,17 +423,19 @@ func (d *WebSocketDialer) Dial(ctx context.Context, rawURL string, h http.Header
 		return nil, nil, err
 	}
 	var resp *http.Response
-	conn, err := retry.Do(ctx, d.Retry, func(ctx context.Context) (*websocket.Conn, error) {
+	conn, err := retry.Do(ctx, d.retryPolicy(), func(ctx context.Context) (*websocket.Conn, error) {
 		c, r, err := d.attempt(ctx, t, h, trace.SpanContext{})
 		if r != nil {
 			resp = r
 		}
 		if err != nil {
 			var he *HandshakeError
-			if errors.As(err, &he) && he.StatusCode != 0 && he.StatusCode < 500 {
+			if errors.As(err, &he) && !he.Retryable() {
 				return nil, retry.Permanent(err)
 			}
-			if r != nil && r.StatusCode >= 500 {
+			if r != nil && (r.StatusCode >= 500 || wsBusyStatus(r.StatusCode)) {
+				// A server shedding load says when to come back: no sooner
+				// (beyond Retry.MaxRetryAfter, the retries end).
 				if wait, ok := retryAfter(r.Header, time.Now()); ok {
 					return nil, retry.After(wait, err)
 				}
@@ -419,17 +464,8 @@ func (d *WebSocketDialer) attempt(ctx context.Context, t *wsTarget, h http.Heade
 	ctx, span := tracer.Start(ctx, "websocket.handshake", trace.WithSpanKind(trace.SpanKindClient))
 	defer span.End()
 	if span.IsRecording() {
-		port, _ := strconv.Atoi(t.u.Port())
-		if port == 0 {
-			port = map[bool]int{false: 80, true: 443}[t.tls]
-		}
-		span.SetAttributes(otelx.URLFull(t.safe), otelx.ServerAddress(t.host), otelx.ServerPort(port),
-			otelx.HTTPMethod(http.MethodGet))
-		if n := retry.Attempt(ctx); n > 1 {
-			span.SetAttributes(otelx.ResendCount(n - 1))
-		}
+		setHandshakeAttributes(ctx, span, t)
 	}
-
 	parent := ctx
 	if hto := d.handshakeTimeout(); hto > 0 {
 		var cancel context.CancelFunc
@@ -437,6 +473,59 @@ func (d *WebSocketDialer) attempt(ctx context.Context, t *wsTarget, h http.Heade
 		defer cancel()
 	}
 	st := &attemptState{}
+	conn, resp, err := d.handshake(ctx, t, h, st)
+	record := func(outcome string) {
+		tel.Handshakes.Record(context.WithoutCancel(parent), time.Since(start).Seconds(),
+			metric.WithAttributes(otelx.KeyOutcome.String(outcome)))
+	}
+	if err != nil {
+		err = d.handshakeErr(parent, ctx, t, st, resp, err)
+		record(d.handshakeFailed(parent, span, t, resp, err))
+		return nil, resp, err
+	}
+	if span.IsRecording() {
+		span.SetAttributes(otelx.HTTPStatus(resp.StatusCode), otelx.KeyProxied.Bool(st.proxied))
+		if ap, ok := st.conn.peer(); ok {
+			span.SetAttributes(otelx.PeerAddress(ap.Addr().String()), otelx.PeerPort(int(ap.Port())))
+		}
+	}
+	record(otelx.OutcomeOK)
+	if tc, ok := st.conn.tlsConn(); ok {
+		cs := tc.ConnectionState()
+		resp.TLS = &cs
+	}
+	if n := d.maxMessageSize(); n > 0 {
+		conn.SetReadLimit(n)
+	}
+	links := []trace.Link{{SpanContext: span.SpanContext()}}
+	if link.IsValid() {
+		links = append(links, trace.Link{SpanContext: link})
+	}
+	st.conn.start(conn, liveConfig{ping: d.pingInterval(), pong: d.pongTimeout(), tracer: tracer, tel: tel,
+		links: links, url: t.safe})
+	return conn, resp, nil
+}
+
+// setHandshakeAttributes describes the attempt on its span.
+func setHandshakeAttributes(ctx context.Context, span trace.Span, t *wsTarget) {
+	port, _ := strconv.Atoi(t.u.Port())
+	if port == 0 {
+		port = 80
+		if t.tls {
+			port = 443
+		}
+	}
+	span.SetAttributes(otelx.URLFull(t.safe), otelx.ServerAddress(t.host), otelx.ServerPort(port),
+		otelx.HTTPMethod(http.MethodGet))
+	if n := retry.Attempt(ctx); n > 1 {
+		span.SetAttributes(otelx.ResendCount(n - 1))
+	}
+}
+
+// handshake runs gorilla's handshake over the attempt's net dial, under
+// ctx: gorilla bounds the exchange with ctx's deadline (SetDeadline on the
+// conn) but does not watch a cancel, so a cancel closes the conn.
+func (d *WebSocketDialer) handshake(ctx context.Context, t *wsTarget, h http.Header, st *attemptState) (*websocket.Conn, *http.Response, error) {
 	netDial := func(ctx context.Context, network, addr string) (net.Conn, error) {
 		return d.netDial(ctx, t, st)
 	}
@@ -450,8 +539,6 @@ func (d *WebSocketDialer) attempt(ctx context.Context, t *wsTarget, h http.Heade
 		// gorilla does no TLS when NetDialTLSContext is set; netDial made it.
 		gd.NetDialTLSContext = netDial
 	}
-	// gorilla bounds the exchange with ctx's deadline (SetDeadline on the
-	// conn) but does not watch a cancel: close the conn on one.
 	stop := func() bool { return true }
 	conn, resp, err := gd.DialContext(contextWithDialHook(ctx, func(lc *liveConn) {
 		stop = context.AfterFunc(ctx, lc.abort)
@@ -462,60 +549,33 @@ func (d *WebSocketDialer) attempt(ctx context.Context, t *wsTarget, h http.Heade
 		// error is the cancel's or the timeout's, never a refusal with the
 		// 101's status (which would end a session for good).
 		conn.Close()
-		conn, resp, err = nil, nil, context.Cause(ctx)
+		return nil, nil, context.Cause(ctx)
 	}
-	if err != nil {
-		err = d.handshakeErr(parent, ctx, t, st, resp, err)
-		outcome := otelx.OutcomeError
-		switch {
-		case errors.Is(err, context.Canceled) && parent.Err() != nil:
-			outcome = otelx.OutcomeCanceled // the caller's: not a failure
-		case isTimeout(err):
-			outcome = otelx.OutcomeTimeout
-			otelx.RecordError(span, err)
-		default:
-			otelx.RecordError(span, err)
-		}
-		if resp != nil && span.IsRecording() {
-			span.SetAttributes(otelx.HTTPStatus(resp.StatusCode))
-		}
-		tel.Handshakes.Record(context.WithoutCancel(parent), time.Since(start).Seconds(),
-			metric.WithAttributes(otelx.KeyOutcome.String(outcome)))
-		if d.Logger != nil && outcome != otelx.OutcomeCanceled {
-			et := otelx.ErrorTypeOf(err)
-			logx.For(d.Logger).Failure(parent, "websocket.handshake."+et, "lifeline: websocket handshake failed", err,
-				slog.String("url.full", t.safe), slog.String("error.type", et))
-		}
-		return nil, resp, err
+	return conn, resp, err
+}
+
+// handshakeFailed records a failed attempt on its span and in the log, and
+// returns the outcome for the metric. A caller's cancel is not a failure.
+func (d *WebSocketDialer) handshakeFailed(parent context.Context, span trace.Span, t *wsTarget, resp *http.Response, err error) string {
+	outcome := otelx.OutcomeError
+	switch {
+	case errors.Is(err, context.Canceled) && parent.Err() != nil:
+		outcome = otelx.OutcomeCanceled
+	case isTimeout(err):
+		outcome = otelx.OutcomeTimeout
+		otelx.RecordError(span, err)
+	default:
+		otelx.RecordError(span, err)
 	}
-	if span.IsRecording() {
-		span.SetAttributes(otelx.HTTPStatus(resp.StatusCode), otelx.KeyProxied.Bool(st.proxied))
-		if ap, ok := st.conn.peer(); ok {
-			span.SetAttributes(otelx.PeerAddress(ap.Addr().String()), otelx.PeerPort(int(ap.Port())))
-		}
+	if resp != nil && span.IsRecording() {
+		span.SetAttributes(otelx.HTTPStatus(resp.StatusCode))
 	}
-	tel.Handshakes.Record(context.WithoutCancel(parent), time.Since(start).Seconds(),
-		metric.WithAttributes(otelx.KeyOutcome.String(otelx.OutcomeOK)))
-	if tc, ok := st.conn.tlsConn(); ok {
-		cs := tc.ConnectionState()
-		resp.TLS = &cs
+	if d.Logger != nil && outcome != otelx.OutcomeCanceled {
+		et := otelx.ErrorTypeOf(err)
+		logx.For(d.Logger).Failure(parent, "websocket.handshake."+et, "lifeline: websocket handshake failed", err,
+			slog.String("url.full", t.safe), slog.String("error.type", et))
 	}
-	if n := d.maxMessageSize(); n > 0 {
-		conn.SetReadLimit(n)
-	}
-	links := []trace.Link{{SpanContext: span.SpanContext()}}
-	if link.IsValid() {
-		links = append(links, trace.Link{SpanContext: link})
-	}
-	st.conn.start(conn, liveConfig{
-		ping:   d.pingInterval(),
-		pong:   d.pongTimeout(),
-		tracer: tracer,
-		tel:    tel,
-		links:  links,
-		url:    t.safe,
-	})
-	return conn, resp, nil
+	return outcome
 }
 
 // handshakeTimeoutError is the cause of an attempt's context when
@@ -685,32 +745,8 @@ func (d *WebSocketDialer) dialProxy(ctx context.Context, pu *url.URL, t *wsTarge
 		return nil, err
 	}
 
-	req := &http.Request{Method: http.MethodConnect, URL: &url.URL{Opaque: t.hostPort},
-		Host: t.hostPort, Header: http.Header{}}
-	if pu.User != nil {
-		pw, _ := pu.User.Password()
-		req.Header.Set("Proxy-Authorization", "Basic "+
-			base64.StdEncoding.EncodeToString([]byte(pu.User.Username()+":"+pw)))
-	}
-	if err := req.Write(c); err != nil {
-		return fail(fmt.Errorf("websocket: proxy %s: %w", proxyAddr, err))
-	}
-	// The proxy's answer is bounded like the server's (MaxHandshakeBytes).
-	lr := &io.LimitedReader{R: c, N: MaxHandshakeBytes}
-	br := bufio.NewReader(lr)
-	resp, err := http.ReadResponse(br, req)
-	if err != nil && lr.N <= 0 {
-		err = errHandshakeTooLarge
-	}
-	if err != nil {
-		return fail(fmt.Errorf("websocket: proxy %s: reading CONNECT answer: %w", proxyAddr, err))
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fail(&ProxyError{Proxy: proxyAddr, StatusCode: resp.StatusCode, status: resp.Status})
-	}
-	if br.Buffered() > 0 {
-		return fail(fmt.Errorf("websocket: proxy %s sent data before the tunnel opened", proxyAddr))
+	if err := wsConnectTunnel(c, pu, t, proxyAddr); err != nil {
+		return fail(err)
 	}
 	if tlsCfg != nil {
 		tc := tls.Client(c, tlsCfg)
@@ -726,4 +762,38 @@ func (d *WebSocketDialer) dialProxy(ctx context.Context, pu *url.URL, t *wsTarge
 	// gorilla sets and clears its own deadlines from here.
 	_ = c.SetDeadline(time.Time{})
 	return c, nil
+}
+
+// wsConnectTunnel asks the proxy on c for a tunnel to t (CONNECT, with the
+// proxy URL's userinfo as basic Proxy-Authorization) and reads its
+// answer, bounded by MaxHandshakeBytes like the server's. Anything but a
+// 200 is a *ProxyError.
+func wsConnectTunnel(c net.Conn, pu *url.URL, t *wsTarget, proxyAddr string) error {
+	req := &http.Request{Method: http.MethodConnect, URL: &url.URL{Opaque: t.hostPort},
+		Host: t.hostPort, Header: http.Header{}}
+	if pu.User != nil {
+		pw, _ := pu.User.Password()
+		req.Header.Set("Proxy-Authorization", "Basic "+
+			base64.StdEncoding.EncodeToString([]byte(pu.User.Username()+":"+pw)))
+	}
+	if err := req.Write(c); err != nil {
+		return fmt.Errorf("websocket: proxy %s: %w", proxyAddr, err)
+	}
+	lr := &io.LimitedReader{R: c, N: MaxHandshakeBytes}
+	br := bufio.NewReader(lr)
+	resp, err := http.ReadResponse(br, req)
+	if err != nil && lr.N <= 0 {
+		err = errHandshakeTooLarge
+	}
+	if err != nil {
+		return fmt.Errorf("websocket: proxy %s: reading CONNECT answer: %w", proxyAddr, err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return &ProxyError{Proxy: proxyAddr, StatusCode: resp.StatusCode, status: resp.Status}
+	}
+	if br.Buffered() > 0 {
+		return fmt.Errorf("websocket: proxy %s sent data before the tunnel opened", proxyAddr)
+	}
+	return nil
 }

@@ -3,8 +3,10 @@ package transport
 import (
 	"context"
 	"crypto/tls"
+	"encoding/binary"
 	"errors"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/netip"
 	"os"
@@ -12,11 +14,11 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/gorilla/websocket"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/gorilla/websocket"
 	"github.com/lifeline-go/lifeline/internal/otelx"
 )
 
@@ -36,17 +38,40 @@ var ErrHandshakeTooLarge = errors.New("websocket: handshake answer exceeds 1 MiB
 
 // liveConn is the net.Conn under a gorilla conn that Dial returns. During
 // the handshake it passes every call through. Once the conn is up and
-// pings are on, a pump goroutine reads the socket ahead of gorilla into a
-// bounded buffer, so that the answer to a ping is seen whether or not the
-// application is reading (gorilla processes control frames only inside
-// its own reads, and a liveness check that depends on the application's
-// read loop is the trap of gorilla #649, #667, #747, #887). Anything
-// received after a ping counts as its answer: a pong, or data the peer
-// sent before it. When the buffer is full the application is behind, not
-// the peer: the pong deadline waits until the pump may read again.
+// pings are on, three goroutines serve it:
+//
+//   - pump reads the socket ahead of gorilla into a bounded buffer and
+//     notes when the last byte arrived from the peer, whether or not the
+//     application is reading (gorilla processes control frames only inside
+//     its own reads, and a liveness check that depends on the
+//     application's read loop is the trap of gorilla #649, #667, #747,
+//     #887);
+//   - pinger writes the pings, and the pongs owed to the peer's pings,
+//     below gorilla: never under gorilla's write lock, so a ping or pong
+//     neither waits for the application's writes nor holds them up;
+//   - live asks for a ping every PingInterval and judges: the peer is dead
+//     when a ping has been on the wire for PongTimeout and no byte at all
+//     arrived since the ping's write began.
+//
+// Liveness is time since the last byte from the peer: a pong, a message,
+// anything. The ping's start is sampled before its write, so a pong that
+// arrives before the write returns still counts; a ping that could not be
+// written (the socket does not drain) starts no clock. When the read-ahead
+// buffer is full the application is behind, not the peer: the pong
+// deadline waits until the pump may read again.
+//
+// Writes: gorilla's client writes one or more whole frames per Write (see
+// gorilla's conn.go, write and WriteControl; "extra" is never used in
+// client mode), and frames tells where the stream is, so a ping goes only
+// between two frames: by the pinger when no write is in progress, or
+// first thing in the application's next Write. Every socket write holds
+// wlock; a Write waiting for it is bounded by its write deadline, so a
+// ping stuck behind a peer that stopped reading never makes an
+// application write overrun its deadline.
 //
 // The application's read deadlines apply to waiting on the buffer, never
-// to the socket; write deadlines pass through.
+// to the socket; write deadlines apply to the wait for wlock and to the
+// socket.
 type liveConn struct {
 	net.Conn // *tls.Conn for wss, else the Dialer's conn
 
@@ -58,25 +83,51 @@ type liveConn struct {
 	rdl       time.Time // the read deadline (pumping)
 	failErr   error     // why fail closed the conn; returned by reads and writes
 	spanEnded bool
+	lastPing  sentPing // the latest ping written
+	pings     uint64   // pings written
 
 	readable chan struct{} // cap 1: buf grew, rerr or rdl changed
 	room     chan struct{} // cap 1: the reader made room in buf
-	stopc    chan struct{} // closed when the conn ends: stops the liveness loop
+	stopc    chan struct{} // closed when the conn ends: stops the goroutines
 	stopOnce sync.Once
-	rx       atomic.Uint64 // bytes the pump read
-	full     atomic.Bool   // the pump waits for room
+	epoch    time.Time    // the clock's origin: times below are since epoch
+	lastRx   atomic.Int64 // when the pump last read a byte (ns since epoch)
+	full     atomic.Bool  // the pump waits for room
 	wg       sync.WaitGroup
 	closing  atomic.Bool // Close was called
 	up       atomic.Bool // start was called: the handshake is over
 	hsRead   int         // bytes read before start; gorilla's goroutine only
 
+	// The write side, once guarded (pings on and the conn up).
+	guarded  atomic.Bool
+	wlock    chan struct{} // cap 1: held for every write to the socket
+	frames   frameTracker  // guarded by wlock
+	wdlMu    sync.Mutex    // guards wdl and pingerOwns, and orders deadline changes on the socket
+	wdl      time.Time     // the write deadline gorilla (or the application) set
+	wdlSet   chan struct{} // cap 1: wdl changed
+	pingerOn bool          // the pinger writes: the socket has no write deadline meanwhile
+	pingDue  atomic.Bool   // a ping is wanted
+	pongDue  atomic.Bool   // a pong is wanted (its payload in pong)
+	pongMu   sync.Mutex    // guards pong
+	pong     []byte        // the payload of the latest ping from the peer
+	pingReq  chan struct{} // cap 1: wakes the pinger
+	sent     chan struct{} // cap 1: a ping was written: wakes live
+
 	span trace.Span // websocket.conn; nil before start
 }
 
+// sentPing is one ping on the wire: when its write began and ended (ns
+// since the conn's epoch).
+type sentPing struct{ start, done int64 }
+
 func newLiveConn(c net.Conn) *liveConn {
 	return &liveConn{Conn: c, readable: make(chan struct{}, 1), room: make(chan struct{}, 1),
-		stopc: make(chan struct{})}
+		stopc: make(chan struct{}), epoch: time.Now(), wlock: make(chan struct{}, 1),
+		wdlSet: make(chan struct{}, 1), pingReq: make(chan struct{}, 1), sent: make(chan struct{}, 1)}
 }
+
+// now is the conn's monotonic clock.
+func (c *liveConn) now() int64 { return int64(time.Since(c.epoch)) }
 
 func signal(c chan struct{}) {
 	select {
@@ -128,8 +179,24 @@ type liveConfig struct {
 }
 
 // start begins the conn's life after a successful handshake: its span,
-// and with pings on, the pump and the liveness loop.
+// and with pings on, the pump, the pinger and the liveness loop.
 func (c *liveConn) start(ws *websocket.Conn, cfg liveConfig) {
+	if cfg.ping > 0 {
+		c.guarded.Store(true)
+		c.lastRx.Store(c.now()) // the 101 was the peer's last word
+		// Pongs go out like pings, between frames and below gorilla's
+		// write lock: gorilla's own handler would hold that lock for up to
+		// a second against a socket that does not drain, and the
+		// application's writes behind it past their deadlines.
+		ws.SetPingHandler(func(data string) error {
+			c.pongMu.Lock()
+			c.pong = append(c.pong[:0], data...)
+			c.pongMu.Unlock()
+			c.pongDue.Store(true)
+			signal(c.pingReq)
+			return nil
+		})
+	}
 	c.up.Store(true)
 	_, c.span = cfg.tracer.Start(context.Background(), "websocket.conn",
 		trace.WithSpanKind(trace.SpanKindClient), trace.WithLinks(cfg.links...),
@@ -141,9 +208,10 @@ func (c *liveConn) start(ws *websocket.Conn, cfg liveConfig) {
 	c.mu.Lock()
 	c.pumping = true
 	c.mu.Unlock()
-	c.wg.Add(2)
+	c.wg.Add(3)
 	go c.pump()
-	go c.live(ws, cfg)
+	go c.pinger()
+	go c.live(cfg)
 }
 
 // pump reads the socket ahead of gorilla until it fails (the conn was
@@ -170,7 +238,7 @@ func (c *liveConn) pump() {
 		}
 		n, err := c.Conn.Read(chunk[:min(space, len(chunk))])
 		if n > 0 {
-			c.rx.Add(uint64(n))
+			c.lastRx.Store(c.now())
 			c.mu.Lock()
 			if c.off > 0 && len(c.buf)+n > cap(c.buf) {
 				c.buf = c.buf[:copy(c.buf, c.buf[c.off:])]
@@ -220,60 +288,189 @@ func (c *liveConn) endSpan(err error) {
 	c.span.End()
 }
 
-// live pings every cfg.ping and fails the conn when nothing arrives
-// within cfg.pong of a ping. A ping is written with WriteControl and a
-// deadline, which gorilla allows concurrently with the application's
-// writes.
-func (c *liveConn) live(ws *websocket.Conn, cfg liveConfig) {
+// live asks for a ping every cfg.ping and fails the conn when a ping has
+// been on the wire for cfg.pong with no byte from the peer since its write
+// began. The oldest unanswered ping sets the deadline, so a vanished peer
+// is caught within ping+pong of leaving (plus the time a ping waited for
+// the socket).
+func (c *liveConn) live(cfg liveConfig) {
 	defer c.wg.Done()
-	now := time.Now()
-	nextPing := now.Add(cfg.ping)
-	var pongDue time.Time // zero: no ping awaits an answer
-	var rxAtPing uint64
 	t := time.NewTimer(cfg.ping)
 	defer t.Stop()
+	ping, pong := int64(cfg.ping), int64(cfg.pong)
+	nextPing := c.now() + ping
+	judge := pingJudge{pong: pong}
+	var seen uint64
 	for {
 		select {
 		case <-c.stopc:
 			return
 		case <-t.C:
+		case <-c.sent:
 		}
-		now = time.Now()
-		if !pongDue.IsZero() && !now.Before(pongDue) {
-			switch {
-			case c.rx.Load() != rxAtPing:
-				pongDue = time.Time{} // answered
-			case c.full.Load():
-				// Bytes wait for the application; the peer is not
-				// the one behind. Judge once the pump reads again.
-				pongDue = now.Add(cfg.pong)
-			default:
+		now := c.now()
+		if p, n := c.latestPing(); n != seen && pong > 0 {
+			seen = n
+			judge.sent(p)
+		}
+		switch judge.check(now, c.lastRx.Load()) {
+		case verdictDead:
+			if !c.full.Load() {
 				c.pongTimeout(cfg)
 				return
 			}
+			// Bytes wait for the application; the peer is not the one
+			// behind. Judge once the pump reads again.
+			judge.extend(now + pong)
 		}
-		if !now.Before(nextPing) {
-			wdl := cfg.pong
-			if wdl <= 0 {
-				wdl = cfg.ping
-			}
-			// The write error needs no handling here: a conn that cannot
-			// take a ping either ends (stopc) or stops answering.
-			_ = ws.WriteControl(websocket.PingMessage, nil, now.Add(wdl))
-			if cfg.pong > 0 && pongDue.IsZero() {
-				// The oldest unanswered ping sets the deadline, so a
-				// vanished peer is caught within ping+pong of leaving.
-				rxAtPing = c.rx.Load()
-				pongDue = now.Add(cfg.pong)
-			}
-			nextPing = now.Add(cfg.ping)
+		if now >= nextPing {
+			c.pingDue.Store(true)
+			signal(c.pingReq)
+			nextPing = now + ping
 		}
 		next := nextPing
-		if !pongDue.IsZero() && pongDue.Before(next) {
-			next = pongDue
+		if due, ok := judge.due(); ok && due < next {
+			next = due
 		}
-		t.Reset(time.Until(next))
+		t.Reset(time.Duration(next - now))
 	}
+}
+
+// pingJudge holds the pings that no byte from the peer has answered yet:
+// the oldest (whose deadline counts) and the newest. Pure: it is given the
+// times.
+type pingJudge struct {
+	pong             int64 // PongTimeout (ns)
+	oldest, newest   sentPing
+	oldestDue        int64
+	hasOld, hasNewer bool
+}
+
+type pingVerdict int
+
+const (
+	verdictAlive pingVerdict = iota
+	verdictDead
+)
+
+// sent notes a ping written, due PongTimeout after its write ended.
+func (j *pingJudge) sent(p sentPing) {
+	if !j.hasOld {
+		j.oldest, j.oldestDue, j.hasOld = p, p.done+j.pong, true
+		return
+	}
+	j.newest, j.hasNewer = p, true
+}
+
+// check drops the pings answered by a byte that arrived at lastRx or
+// later, and says whether the oldest left is overdue at now.
+func (j *pingJudge) check(now, lastRx int64) pingVerdict {
+	if j.hasOld && lastRx >= j.oldest.start {
+		j.hasOld = false
+		if j.hasNewer && lastRx < j.newest.start {
+			j.oldest, j.oldestDue, j.hasOld = j.newest, j.newest.done+j.pong, true
+		}
+		j.hasNewer = false
+	}
+	if j.hasOld && now >= j.oldestDue {
+		return verdictDead
+	}
+	return verdictAlive
+}
+
+func (j *pingJudge) extend(due int64) { j.oldestDue = due }
+
+func (j *pingJudge) due() (int64, bool) { return j.oldestDue, j.hasOld }
+
+// latestPing returns the latest ping written and how many were.
+func (c *liveConn) latestPing() (sentPing, uint64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.lastPing, c.pings
+}
+
+// pinger writes a ping each time live asks for one and no Write sent it
+// first. Its write has no deadline of its own: a socket that does not
+// drain holds the ping (and starts no clock) until it drains or the conn
+// is closed; Writes waiting meanwhile are bounded by their deadlines.
+func (c *liveConn) pinger() {
+	defer c.wg.Done()
+	for {
+		select {
+		case <-c.stopc:
+			return
+		case <-c.pingReq:
+		}
+		select {
+		case <-c.stopc:
+			return
+		case c.wlock <- struct{}{}:
+		}
+		if c.pingDue.Load() || c.pongDue.Load() {
+			c.wdlMu.Lock()
+			c.pingerOn = true
+			_ = c.Conn.SetWriteDeadline(time.Time{})
+			c.wdlMu.Unlock()
+			err := c.writeControl()
+			c.wdlMu.Lock()
+			c.pingerOn = false
+			_ = c.Conn.SetWriteDeadline(c.wdl)
+			c.wdlMu.Unlock()
+			if err != nil && !c.closing.Load() {
+				// Without a deadline, only a broken socket fails a write.
+				c.fail(err)
+			}
+		}
+		<-c.wlock
+	}
+}
+
+// wsControlFrame is a masked client control frame (RFC 6455 §5.2, §5.5)
+// with a payload of at most 125 bytes.
+func wsControlFrame(opcode byte, payload []byte) []byte {
+	k := rand.Uint32()
+	key := [4]byte{byte(k >> 24), byte(k >> 16), byte(k >> 8), byte(k)}
+	f := make([]byte, 0, 6+len(payload))
+	f = append(f, 0x80|opcode, 0x80|byte(len(payload)))
+	f = append(f, key[:]...)
+	for i, b := range payload {
+		f = append(f, b^key[i%4])
+	}
+	return f
+}
+
+// writeControl writes the wanted pong and ping if the stream is between
+// two frames and no close frame was written; the caller holds wlock.
+func (c *liveConn) writeControl() error {
+	if !c.frames.atBoundary() || c.frames.closed {
+		return nil
+	}
+	if c.pongDue.CompareAndSwap(true, false) {
+		c.pongMu.Lock()
+		f := wsControlFrame(websocket.PongMessage, c.pong)
+		c.pongMu.Unlock()
+		n, err := c.Conn.Write(f)
+		c.frames.advance(f[:n])
+		if err != nil {
+			return err
+		}
+	}
+	if !c.pingDue.CompareAndSwap(true, false) {
+		return nil
+	}
+	start := c.now() // sampled before the write: a fast pong counts
+	f := wsControlFrame(websocket.PingMessage, nil)
+	n, err := c.Conn.Write(f)
+	c.frames.advance(f[:n])
+	if err != nil {
+		return err
+	}
+	c.mu.Lock()
+	c.lastPing = sentPing{start: start, done: c.now()}
+	c.pings++
+	c.mu.Unlock()
+	signal(c.sent)
+	return nil
 }
 
 func (c *liveConn) pongTimeout(cfg liveConfig) {
@@ -379,13 +576,87 @@ func (*tooLargeError) Retryable() bool      { return false }
 func (*tooLargeError) ErrorType() string    { return "handshake_too_large" }
 
 func (c *liveConn) Write(p []byte) (int, error) {
-	n, err := c.Conn.Write(p)
-	if err != nil {
-		if fe := c.failure(); fe != nil {
-			err = fe
+	if !c.guarded.Load() || !c.up.Load() {
+		return c.Conn.Write(p)
+	}
+	if err := c.lockWrite(); err != nil {
+		return 0, c.writeErr(err)
+	}
+	defer func() { <-c.wlock }()
+	if c.pingDue.Load() || c.pongDue.Load() {
+		// A ping or pong is wanted and the pinger could not write it while
+		// this write (or the one before) held the socket: it goes first.
+		if err := c.writeControl(); err != nil {
+			return 0, c.writeErr(err)
 		}
 	}
-	return n, err
+	n, err := c.Conn.Write(p)
+	c.frames.advance(p[:n])
+	return n, c.writeErr(err)
+}
+
+// lockWrite takes wlock, waiting no later than the write deadline.
+func (c *liveConn) lockWrite() error {
+	select {
+	case c.wlock <- struct{}{}:
+		return nil
+	default:
+	}
+	var t *time.Timer
+	defer func() {
+		if t != nil {
+			t.Stop()
+		}
+	}()
+	for {
+		c.wdlMu.Lock()
+		dl := c.wdl
+		c.wdlMu.Unlock()
+		var expired <-chan time.Time
+		if !dl.IsZero() {
+			d := time.Until(dl)
+			if d <= 0 {
+				return os.ErrDeadlineExceeded
+			}
+			if t == nil {
+				t = time.NewTimer(d)
+			} else {
+				t.Reset(d)
+			}
+			expired = t.C
+		}
+		select {
+		case c.wlock <- struct{}{}:
+			return nil
+		case <-expired:
+			return os.ErrDeadlineExceeded
+		case <-c.wdlSet:
+		}
+	}
+}
+
+// writeErr is err, or why fail closed the conn.
+func (c *liveConn) writeErr(err error) error {
+	if err != nil {
+		if fe := c.failure(); fe != nil {
+			return fe
+		}
+	}
+	return err
+}
+
+func (c *liveConn) SetWriteDeadline(t time.Time) error {
+	if !c.guarded.Load() {
+		return c.Conn.SetWriteDeadline(t)
+	}
+	c.wdlMu.Lock()
+	defer c.wdlMu.Unlock()
+	c.wdl = t
+	signal(c.wdlSet)
+	if c.pingerOn {
+		return nil // the pinger puts it on the socket when its write ends
+	}
+	return c.Conn.SetWriteDeadline(t)
 }
 
 func (c *liveConn) SetReadDeadline(t time.Time) error {
@@ -404,7 +675,7 @@ func (c *liveConn) SetDeadline(t time.Time) error {
 	if err := c.SetReadDeadline(t); err != nil {
 		return err
 	}
-	return c.Conn.SetWriteDeadline(t)
+	return c.SetWriteDeadline(t)
 }
 
 // Close closes the conn and waits for its goroutines. It is idempotent.
@@ -422,4 +693,65 @@ func (c *liveConn) Close() error {
 		err = nil // closed already by fail, or a second Close
 	}
 	return err
+}
+
+// frameTracker follows the frames of the bytes written, so that a ping
+// goes only between two of them. It reads the headers (RFC 6455 §5.2:
+// 2 bytes, the extended length, the masking key) across any split of the
+// stream into writes.
+type frameTracker struct {
+	hdr    [14]byte
+	hn     int    // header bytes seen of the current frame
+	left   uint64 // payload bytes still to come
+	closed bool   // a close frame was written: no frame may follow it
+}
+
+func (f *frameTracker) atBoundary() bool { return f.hn == 0 && f.left == 0 }
+
+// frameHeaderLen is the length of the header that begins with h (len(h) >= 2).
+func frameHeaderLen(h []byte) int {
+	n := 2
+	switch h[1] & 0x7f {
+	case 126:
+		n += 2
+	case 127:
+		n += 8
+	}
+	if h[1]&0x80 != 0 {
+		n += 4
+	}
+	return n
+}
+
+func (f *frameTracker) advance(p []byte) {
+	for len(p) > 0 {
+		if f.left > 0 {
+			k := min(f.left, uint64(len(p)))
+			f.left -= k
+			p = p[k:]
+			continue
+		}
+		need := 2
+		if f.hn >= 2 {
+			need = frameHeaderLen(f.hdr[:f.hn])
+		}
+		k := copy(f.hdr[f.hn:need], p)
+		f.hn += k
+		p = p[k:]
+		if f.hn < 2 || f.hn < frameHeaderLen(f.hdr[:f.hn]) {
+			continue
+		}
+		if f.hdr[0]&0x0f == websocket.CloseMessage {
+			f.closed = true
+		}
+		switch l7 := f.hdr[1] & 0x7f; l7 {
+		case 126:
+			f.left = uint64(binary.BigEndian.Uint16(f.hdr[2:]))
+		case 127:
+			f.left = binary.BigEndian.Uint64(f.hdr[2:])
+		default:
+			f.left = uint64(l7)
+		}
+		f.hn = 0
+	}
 }

@@ -259,3 +259,25 @@ func TestWebSocketPingsOff(t *testing.T) {
 		t.Fatalf("read: %v, want the read deadline's timeout", err)
 	}
 }
+
+// TestWebSocketFastPongLoopback: a healthy echo server on loopback answers
+// each ping within microseconds, often before the ping's write has
+// returned; 3s of pings and pongs at 200ms each never declare it dead
+// (issue 20, break 11: dead in 3 of 4 runs when the answer was sampled
+// after the write).
+func TestWebSocketFastPongLoopback(t *testing.T) {
+	s := startWS(t, echo, nil)
+	d := fastDialer(1)
+	d.PingInterval, d.PongTimeout = 200*time.Millisecond, 200*time.Millisecond
+	c, _, err := d.Dial(t.Context(), wsURL("ws", s, "/"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetReadDeadline(time.Now().Add(3 * time.Second))
+	_, _, err = c.ReadMessage()
+	var ne net.Error
+	if errors.Is(err, transport.ErrPongTimeout) || !errors.As(err, &ne) || !ne.Timeout() {
+		t.Fatalf("read: %v, want the read deadline's own timeout", err)
+	}
+}

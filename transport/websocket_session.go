@@ -28,8 +28,10 @@ const (
 	DefaultWriteTimeout = 10 * time.Second
 )
 
-// closeGrace bounds the close frame a session sends on Close.
-const closeGrace = time.Second
+// closeGrace bounds the close frame a session sends on Close: a courtesy
+// to the peer, which must not hold Close up (a writer stuck behind a peer
+// that stopped reading holds gorilla's write lock).
+const closeGrace = 50 * time.Millisecond
 
 // WebSocketState is the state of a [WebSocketSession].
 type WebSocketState int32
@@ -81,11 +83,13 @@ type WebSocketSessionConfig struct {
 	// Dialer makes the connections: its limits, liveness (PingInterval,
 	// PongTimeout), proxies and telemetry apply to each. Its Retry sets the
 	// pace of reconnecting: waits from InitialInterval growing by
-	// Multiplier up to MaxInterval, with Jitter, and a 5xx answer's
-	// Retry-After up to MaxRetryAfter. A session never stops redialing on
-	// its own (MaxAttempts and Budget do not apply), except when the
-	// server refuses the upgrade with a 3xx or 4xx answer. Nil means the
-	// zero WebSocketDialer.
+	// Multiplier up to MaxInterval, with Jitter; an answer's Retry-After
+	// (a 408, 429 or 5xx) makes the wait at least that long, capped at
+	// MaxRetryAfter. A session never stops redialing on its own
+	// (MaxAttempts and Budget do not apply), except when the server
+	// refuses the upgrade with a 3xx or 4xx answer other than 408 and 429,
+	// or a CONNECT proxy refuses the tunnel likewise (a 407: credentials
+	// do not heal by retrying). Nil means the zero WebSocketDialer.
 	Dialer *WebSocketDialer
 	// StableAfter is how long a connection must last to count as a
 	// recovery: when a connection that lasted this long is lost, the
@@ -306,7 +310,8 @@ func (s *WebSocketSession) State() WebSocketState { return WebSocketState(s.stat
 func (s *WebSocketSession) Done() <-chan struct{} { return s.done }
 
 // Err returns why the session ended by itself (a *HandshakeError with the
-// server's 3xx or 4xx answer), or nil while it runs and after Close.
+// server's 3xx or 4xx answer, or wrapping the *ProxyError of a proxy that
+// refused the tunnel), or nil while it runs and after Close.
 func (s *WebSocketSession) Err() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -314,9 +319,13 @@ func (s *WebSocketSession) Err() error {
 }
 
 // Close ends the session: it sends a close frame on the current
-// connection (bounded by 1s), closes it, stops reconnecting and returns
-// once every goroutine the session started has ended (a running hook
-// included). It is idempotent and always returns nil.
+// connection (if the frame cannot be written within 50ms, the connection
+// is closed without it), closes it, stops reconnecting and returns once
+// every goroutine the session started has ended (a running hook
+// included). A dial, a handshake, a backoff wait or an OnConnect hook in
+// progress is cancelled: Close returns promptly in every state, provided
+// the hooks return when their context ends. It is idempotent and always
+// returns nil.
 func (s *WebSocketSession) Close() error {
 	s.cancel()
 	<-s.done
@@ -334,153 +343,220 @@ func (s *WebSocketSession) setState(st WebSocketState) {
 }
 
 // run owns the session: it dials, serves each connection until it is
-// lost, and redials after the backoff, until Close or a refusal.
+// lost, and redials after the backoff, until Close or a refusal. Every
+// wait and every dial runs under s.ctx, so that Close ends each of them.
 func (s *WebSocketSession) run() {
 	defer close(s.done)
 	defer s.setState(WebSocketClosed)
 	defer logx.For(s.cfg.Logger).Flush(context.Background())
-	timer := time.NewTimer(0)
-	<-timer.C
-	defer timer.Stop()
-	rnd := rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))
+	r := &sessionRun{rnd: rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))}
 	if s.cfg.OnStateChange != nil {
 		// The session starts in WebSocketConnecting; report it too.
 		s.cfg.OnStateChange(WebSocketConnecting)
 	}
-
-	var (
-		failures int // dials failed since the last stable connection
-		wait     time.Duration
-		lostAt   time.Time  // zero until the first loss; reset at each connection
-		rctx     = s.ctx    // the outage's span context
-		rspan    trace.Span // websocket.reconnect, during an outage
-		attempt  int        // dials in this outage
-	)
-	endOutage := func(outcome string, err error) {
-		if lostAt.IsZero() {
-			return
-		}
-		s.tel.Disconnected.Record(context.Background(), time.Since(lostAt).Seconds(),
-			metric.WithAttributes(otelx.KeyOutcome.String(outcome)))
-		if err != nil {
-			otelx.RecordError(rspan, err)
-		}
-		rspan.End()
-		lostAt, rspan, rctx = time.Time{}, nil, s.ctx
-	}
-	for {
-		if wait > 0 {
-			timer.Reset(wait)
-			select {
-			case <-s.ctx.Done():
-				endOutage(otelx.OutcomeCanceled, nil)
-				return
-			case <-timer.C:
-			}
-		}
-		if s.ctx.Err() != nil {
-			endOutage(otelx.OutcomeCanceled, nil)
-			return
-		}
+	for s.sleep(r.wait) {
 		s.setState(WebSocketConnecting)
-		attempt++
-		var link trace.SpanContext
-		if rspan != nil {
-			link = rspan.SpanContext()
-		}
-		actx := rctx
-		if rspan != nil {
-			actx = trace.ContextWithSpan(rctx, rspan)
-		}
-		conn, resp, err := s.dialer.attempt(actx, s.target, s.cfg.Header, link)
-		if err == nil {
-			err = s.onConnect(conn)
-			if err != nil {
-				conn.Close()
-			}
-		}
-		if !lostAt.IsZero() {
-			outcome := otelx.OutcomeOK
-			if err != nil {
-				outcome = otelx.OutcomeError
-			}
-			s.tel.Reconnects.Add(context.Background(), 1, metric.WithAttributes(otelx.KeyOutcome.String(outcome)))
-		}
+		conn, resp, err := s.connect(r.out)
 		if err != nil {
-			if s.ctx.Err() != nil {
-				endOutage(otelx.OutcomeCanceled, nil)
+			if !s.dialFailed(r, resp, err) {
 				return
 			}
-			var he *HandshakeError
-			if errors.As(err, &he) && he.StatusCode >= 300 && he.StatusCode < 500 && !he.Timeout() {
-				// The server said no: asking again at the backoff's pace
-				// would not change its answer.
-				s.mu.Lock()
-				s.err, s.lastLoss = err, err
-				s.mu.Unlock()
-				endOutage(otelx.OutcomeError, err)
-				return
-			}
-			s.mu.Lock()
-			s.lastLoss = err
-			s.mu.Unlock()
-			if rspan != nil && rspan.IsRecording() {
-				rspan.AddEvent("websocket.reconnect.failed", trace.WithAttributes(
-					otelx.KeyReconnectAttempt.Int(attempt), otelx.ErrorType(err)))
-			}
-			wait = s.backoff.wait(failures, rnd.Float64())
-			failures++
-			if resp != nil {
-				if ra, ok := retryAfter(resp.Header, time.Now()); ok && (s.backoff.maxRetryAfter < 0 || ra <= s.backoff.maxRetryAfter) {
-					wait = max(wait, ra)
-				}
-			}
-			s.setState(WebSocketDisconnected)
 			continue
 		}
-
-		// Connected.
-		if rspan != nil && rspan.IsRecording() {
-			rspan.AddEvent("websocket.reconnected", trace.WithAttributes(otelx.KeyReconnectAttempt.Int(attempt)))
-		}
-		endOutage(otelx.OutcomeOK, nil)
+		r.out.end(s, otelx.OutcomeOK, nil)
+		r.out = nil
 		connectedAt := time.Now()
-		cc := &sessionConn{ws: conn}
-		s.mu.Lock()
-		s.conn = cc
-		s.mu.Unlock()
-		s.setState(WebSocketConnected)
-
-		cause := s.serve(cc)
-
-		s.mu.Lock()
-		s.conn = nil
-		if cause != nil {
-			s.lastLoss = cause
-		}
-		s.mu.Unlock()
+		cause := s.serveConn(conn)
 		if s.ctx.Err() != nil {
 			return
 		}
-		lostAt = time.Now()
-		attempt = 0
-		rctx, rspan = s.tracer.Start(context.Background(), "websocket.reconnect",
-			trace.WithAttributes(otelx.URLFull(s.target.safe), otelx.KeyDisconnectCause.String(otelx.ErrorTypeOf(cause))))
-		s.setState(WebSocketDisconnected)
-		if s.cfg.Logger != nil && cause != nil {
-			et := otelx.ErrorTypeOf(cause)
-			logx.For(s.cfg.Logger).Failure(s.ctx, "websocket.disconnect."+et, "lifeline: websocket session lost its connection",
-				cause, slog.String("url.full", s.target.safe), slog.String("error.type", et))
-		}
-		if s.cfg.OnDisconnect != nil {
-			s.cfg.OnDisconnect(cause)
-		}
-		if lostAt.Sub(connectedAt) >= s.stableAfter() {
-			failures = 0
-		}
-		wait = s.backoff.wait(failures, rnd.Float64())
-		failures++
+		s.connLost(r, cause, time.Since(connectedAt))
 	}
+	r.out.end(s, otelx.OutcomeCanceled, nil)
+}
+
+// sessionRun is the state of run's loop between its steps.
+type sessionRun struct {
+	rnd      *rand.Rand
+	failures int           // dials failed since the last stable connection
+	wait     time.Duration // before the next dial
+	out      *wsOutage     // nil while no outage is under way
+}
+
+// wsOutage is one loss of a session's connection, from the loss to the next
+// connection (or Close, or a refusal): its span and its dials.
+type wsOutage struct {
+	lostAt  time.Time
+	ctx     context.Context // carries span: the dials are its children
+	span    trace.Span      // websocket.reconnect
+	attempt int             // dials in this outage
+}
+
+// end records the outage's duration and ends its span. A nil outage (the
+// first connection, or none under way) records nothing.
+func (o *wsOutage) end(s *WebSocketSession, outcome string, err error) {
+	if o == nil {
+		return
+	}
+	s.tel.Disconnected.Record(context.Background(), time.Since(o.lostAt).Seconds(),
+		metric.WithAttributes(otelx.KeyOutcome.String(outcome)))
+	if err != nil {
+		otelx.RecordError(o.span, err)
+	}
+	o.span.End()
+}
+
+// sleep waits d (no wait when d <= 0) and reports whether the session
+// goes on: false once Close was called.
+func (s *WebSocketSession) sleep(d time.Duration) bool {
+	if d > 0 {
+		t := time.NewTimer(d)
+		defer t.Stop()
+		select {
+		case <-s.ctx.Done():
+		case <-t.C:
+		}
+	}
+	return s.ctx.Err() == nil
+}
+
+// connect makes one dial and runs OnConnect on its conn. During an
+// outage the dial is a child of the outage's span and counts as a
+// reconnect.
+func (s *WebSocketSession) connect(o *wsOutage) (*websocket.Conn, *http.Response, error) {
+	ctx, link := s.ctx, trace.SpanContext{}
+	if o != nil {
+		o.attempt++
+		ctx, link = o.ctx, o.span.SpanContext()
+	}
+	conn, resp, err := s.dialer.attempt(ctx, s.target, s.cfg.Header, link)
+	if err == nil {
+		if err = s.onConnect(conn); err != nil {
+			conn.Close()
+		}
+	}
+	if o != nil {
+		outcome := otelx.OutcomeOK
+		if err != nil {
+			outcome = otelx.OutcomeError
+		}
+		s.tel.Reconnects.Add(context.Background(), 1, metric.WithAttributes(otelx.KeyOutcome.String(outcome)))
+		if err == nil && o.span.IsRecording() {
+			o.span.AddEvent("websocket.reconnected", trace.WithAttributes(otelx.KeyReconnectAttempt.Int(o.attempt)))
+		}
+	}
+	return conn, resp, err
+}
+
+// dialFailed handles a failed dial (or OnConnect): it sets the wait before
+// the next one and reports whether the session goes on. A refusal (see
+// [wsRefused]) ends it, with the answer as Err; so does Close.
+func (s *WebSocketSession) dialFailed(r *sessionRun, resp *http.Response, err error) bool {
+	if s.ctx.Err() != nil {
+		r.out.end(s, otelx.OutcomeCanceled, nil)
+		return false
+	}
+	s.mu.Lock()
+	s.lastLoss = err
+	if wsRefused(err) {
+		// Asking again at the backoff's pace would not change the answer.
+		s.err = err
+	}
+	s.mu.Unlock()
+	if wsRefused(err) {
+		r.out.end(s, otelx.OutcomeError, err)
+		return false
+	}
+	if o := r.out; o != nil && o.span.IsRecording() {
+		o.span.AddEvent("websocket.reconnect.failed", trace.WithAttributes(
+			otelx.KeyReconnectAttempt.Int(o.attempt), otelx.ErrorType(err)))
+	}
+	r.wait = s.backoff.wait(r.failures, r.rnd.Float64())
+	r.failures++
+	if resp != nil {
+		// A server shedding load (429, 503) or timing out (408) may say
+		// when to come back: no sooner, up to the cap.
+		if ra, ok := retryAfter(resp.Header, time.Now()); ok {
+			if s.backoff.maxRetryAfter >= 0 {
+				ra = min(ra, s.backoff.maxRetryAfter)
+			}
+			r.wait = max(r.wait, ra)
+		}
+	}
+	s.setState(WebSocketDisconnected)
+	return true
+}
+
+// wsRefused reports whether err is an answer that no redial will change:
+// the server or a CONNECT proxy refused with a 3xx or 4xx status (an
+// invalid 101 or a 200 from something that is not a websocket server is
+// not a refusal), except 408 and 429, which a server sends when it is
+// busy. A 407 from a proxy is a refusal: credentials do not heal by
+// retrying.
+func wsRefused(err error) bool {
+	var he *HandshakeError
+	if errors.As(err, &he) && he.StatusCode != 0 {
+		return !he.Timeout() && wsRefusal(he.StatusCode)
+	}
+	var pe *ProxyError
+	return errors.As(err, &pe) && wsRefusal(pe.StatusCode)
+}
+
+// wsRefusal reports whether an answer with status code refuses for
+// good.
+func wsRefusal(code int) bool {
+	return code >= 300 && code < 500 && !wsBusyStatus(code)
+}
+
+// wsBusyStatus reports whether a 4xx answer is a server asking to
+// come back later (408 Request Timeout, 429 Too Many Requests).
+func wsBusyStatus(code int) bool {
+	return code == http.StatusRequestTimeout || code == http.StatusTooManyRequests
+}
+
+// serveConn makes conn the session's connection and serves it until it is
+// lost (or Close), returning the cause of the loss.
+func (s *WebSocketSession) serveConn(conn *websocket.Conn) error {
+	cc := &sessionConn{ws: conn}
+	s.mu.Lock()
+	s.conn = cc
+	s.mu.Unlock()
+	s.setState(WebSocketConnected)
+
+	cause := s.serve(cc)
+
+	s.mu.Lock()
+	s.conn = nil
+	if cause != nil {
+		s.lastLoss = cause
+	}
+	s.mu.Unlock()
+	return cause
+}
+
+// connLost starts an outage after a connection that lasted lasted was lost
+// with cause, and sets the wait before the first redial.
+func (s *WebSocketSession) connLost(r *sessionRun, cause error, lasted time.Duration) {
+	o := &wsOutage{lostAt: time.Now()}
+	// The outage's span (and so every redial under it) descends from
+	// s.ctx: Close cancels a redial like any other wait.
+	o.ctx, o.span = s.tracer.Start(s.ctx, "websocket.reconnect",
+		trace.WithAttributes(otelx.URLFull(s.target.safe), otelx.KeyDisconnectCause.String(otelx.ErrorTypeOf(cause))))
+	r.out = o
+	s.setState(WebSocketDisconnected)
+	if s.cfg.Logger != nil && cause != nil {
+		et := otelx.ErrorTypeOf(cause)
+		logx.For(s.cfg.Logger).Failure(s.ctx, "websocket.disconnect."+et, "lifeline: websocket session lost its connection",
+			cause, slog.String("url.full", s.target.safe), slog.String("error.type", et))
+	}
+	if s.cfg.OnDisconnect != nil {
+		s.cfg.OnDisconnect(cause)
+	}
+	if lasted >= s.stableAfter() {
+		r.failures = 0
+	}
+	r.wait = s.backoff.wait(r.failures, r.rnd.Float64())
+	r.failures++
 }
 
 // onConnect runs the OnConnect hook under its deadline.
@@ -582,26 +658,13 @@ func (s *WebSocketSession) WriteMessage(ctx context.Context, messageType int, da
 	if s.current() == nil {
 		return s.disconnected()
 	}
-	wt := s.writeTimeout()
-	deadline := time.Now().Add(wt)
+	start := time.Now()
+	deadline := start.Add(s.writeTimeout())
 	if dl, ok := ctx.Deadline(); ok && dl.Before(deadline) {
 		deadline = dl
 	}
-	select {
-	case s.wsem <- struct{}{}:
-	default:
-		// Another writer has the slot: wait for it, within the deadline.
-		t := time.NewTimer(time.Until(deadline))
-		defer t.Stop()
-		select {
-		case s.wsem <- struct{}{}:
-		case <-ctx.Done():
-			return context.Cause(ctx)
-		case <-t.C:
-			return fmt.Errorf("transport: websocket WriteMessage: waited %v for other writers: %w", wt, context.DeadlineExceeded)
-		case <-s.ctx.Done():
-			return ErrSessionClosed
-		}
+	if err := s.takeWriteSlot(ctx, start, deadline); err != nil {
+		return err
 	}
 	defer func() { <-s.wsem }()
 	cc := s.current()
@@ -622,4 +685,27 @@ func (s *WebSocketSession) WriteMessage(ctx context.Context, messageType int, da
 		return fmt.Errorf("%w: write: %w", ErrDisconnected, err)
 	}
 	return nil
+}
+
+// takeWriteSlot waits for the write slot until deadline (other writers
+// hold it while their writes run), ctx's end or Close.
+func (s *WebSocketSession) takeWriteSlot(ctx context.Context, start, deadline time.Time) error {
+	select {
+	case s.wsem <- struct{}{}:
+		return nil
+	default:
+	}
+	t := time.NewTimer(time.Until(deadline))
+	defer t.Stop()
+	select {
+	case s.wsem <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	case <-t.C:
+		return fmt.Errorf("transport: websocket WriteMessage: waited %v for other writers: %w",
+			deadline.Sub(start).Round(time.Millisecond), context.DeadlineExceeded)
+	case <-s.ctx.Done():
+		return ErrSessionClosed
+	}
 }

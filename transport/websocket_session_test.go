@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -533,6 +534,10 @@ func TestHandshakeErrorRetryable(t *testing.T) {
 		{"302", http.StatusFound, errors.New("bad handshake"), false},
 		{"invalid 101", http.StatusSwitchingProtocols, errors.New("bad handshake"), false},
 		{"503", http.StatusServiceUnavailable, errors.New("bad handshake"), true},
+		{"429: busy", http.StatusTooManyRequests, errors.New("bad handshake"), true},
+		{"408: busy", http.StatusRequestTimeout, errors.New("bad handshake"), true},
+		{"proxy 407", 0, &transport.ProxyError{Proxy: "p:3128", StatusCode: http.StatusProxyAuthRequired}, false},
+		{"proxy 502", 0, &transport.ProxyError{Proxy: "p:3128", StatusCode: http.StatusBadGateway}, true},
 		{"101 then timeout", http.StatusSwitchingProtocols, timeout, true},
 		{"no answer, timeout", 0, timeout, true},
 		{"canceled", 0, context.Canceled, false},
@@ -586,5 +591,54 @@ func TestWebSocketSessionConfig(t *testing.T) {
 		if !strings.Contains(err.Error(), tc.want) {
 			t.Fatalf("error %q does not name %s", err, tc.want)
 		}
+	}
+}
+
+// TestWebSocketSessionProxyRefusal: a CONNECT proxy that answers 407 ends
+// the session after one CONNECT (credentials do not heal by retrying):
+// Err is a *ProxyError saying so, without the password. A proxy that
+// answers 503 is retried.
+func TestWebSocketSessionProxyRefusal(t *testing.T) {
+	for _, tc := range []struct {
+		status int
+		final  bool
+	}{{http.StatusProxyAuthRequired, true}, {http.StatusServiceUnavailable, false}} {
+		t.Run(strconv.Itoa(tc.status), func(t *testing.T) {
+			srv := startWS(t, echo, nil)
+			p := startProxy(t)
+			p.refuse = tc.status
+			d := sessionDialer()
+			proxyURL, _ := url.Parse("http://alice:s3cret@" + p.ln.Addr().String())
+			d.Proxy = http.ProxyURL(proxyURL)
+			s := newSession(t, transport.WebSocketSessionConfig{URL: wsURL("ws", srv, "/"), Dialer: d})
+			connects := func() int {
+				p.mu.Lock()
+				defer p.mu.Unlock()
+				return len(p.targets)
+			}
+			if !tc.final {
+				eventually(t, 5*time.Second, "3 CONNECTs", func() bool { return connects() >= 3 })
+				if s.State() == transport.WebSocketClosed {
+					t.Fatalf("session ended on a proxy's %d: %v", tc.status, s.Err())
+				}
+				return
+			}
+			select {
+			case <-s.Done():
+			case <-time.After(5 * time.Second):
+				t.Fatalf("session still %v after a 407; %d CONNECTs", s.State(), connects())
+			}
+			var pe *transport.ProxyError
+			if err := s.Err(); !errors.As(err, &pe) || pe.StatusCode != tc.status {
+				t.Fatalf("Err() = %v, want a *ProxyError %d", err, tc.status)
+			}
+			msg := s.Err().Error()
+			if !strings.Contains(msg, "407 Proxy Authentication Required") || strings.Contains(msg, "s3cret") {
+				t.Fatalf("Err() = %q: want the 407 named, and no password", msg)
+			}
+			if n := connects(); n != 1 {
+				t.Fatalf("%d CONNECTs, want 1", n)
+			}
+		})
 	}
 }
