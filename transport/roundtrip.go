@@ -40,35 +40,59 @@ type call struct {
 // context and span live until then. Errors: a *dial.Error for a failed
 // dial, a *TimeoutError for the Transport's own limits, ErrBadRequest for a
 // request that cannot be sent, and net/http's errors otherwise; after
-// retries, *retry.ExhaustedError wraps the last.
+// retries, *retry.ExhaustedError wraps the last. An answer with a
+// retryable status (429, 502, 503, 504) that RoundTrip stopped retrying is
+// returned with a nil error while the caller's context is alive; see
+// [Exhausted]. Once the caller's context has ended, RoundTrip returns its
+// error and closes such an answer.
 func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if err := checkRequest(req); err != nil {
 		return nil, err
 	}
 	st := t.get()
-	if st.retryErr != nil {
-		closeBody(req)
-		return nil, st.retryErr
-	}
 	c := &call{st: st, req: req, ctx: req.Context(),
 		idempotent: idempotent(req), replayable: replayable(req)}
 	c.hedge = st.hedge.on && c.idempotent && c.replayable
-	if req.Body != nil && req.Body != http.NoBody && req.GetBody != nil {
-		// Every try sends a copy from GetBody; the caller's body is closed
-		// once, here, as the RoundTripper contract asks.
-		defer req.Body.Close()
+	// The request body and a held answer are closed on every path, a
+	// panic of the caller's code (Retry.Retryable) included.
+	defer c.end()
+	if st.retryErr != nil {
+		return nil, st.retryErr
 	}
 
 	err := retryx.DoPrepared(st.retry, c.ctx, callAttempt, c)
 	switch {
 	case err == nil:
 		return c.final, nil
-	case c.held != nil:
-		// Out of attempts, budget or time, or the server asked for a wait
-		// beyond MaxRetryAfter: the last answer is the caller's.
-		return c.held, nil
+	case c.held != nil && c.ctx.Err() == nil:
+		// Out of attempts or budget, a deadline that the next wait would
+		// cross, or a wait beyond MaxRetryAfter: the last answer is the
+		// caller's. (Once the caller's context has ended, the answer's
+		// body is unreadable and the context's error is the truth: end
+		// closes it.)
+		resp := c.held
+		c.held = nil
+		var ex *retry.ExhaustedError
+		if errors.As(err, &ex) {
+			markExhausted(resp, ex)
+		}
+		return resp, nil
 	}
 	return nil, err
+}
+
+// end closes what RoundTrip was given or held and does not return: the
+// caller's body, unless a try handed it to net/http (which closes it) —
+// a body with GetBody is never handed over, each try sends a copy — and
+// an answer held for a retry.
+func (c *call) end() {
+	if b := c.req.Body; b != nil && b != http.NoBody && (c.req.GetBody != nil || c.tries == 0) {
+		_ = b.Close()
+	}
+	if c.held != nil {
+		discard(c.held)
+		c.held = nil
+	}
 }
 
 // callAttempt is one turn of RoundTrip's retry loop for the call arg. The
