@@ -258,3 +258,26 @@ func TestHedgeOvertakesConnectingTry(t *testing.T) {
 	assert.False(t, hasPeer, "no conn, no peer")
 	assert.EqualValues(t, 1, masked[0].Value)
 }
+
+// TestHedgeAttemptTimeout (issue 20, break 2, on loopback):
+// Retry.AttemptTimeout bounds the attempt with its hedges. HedgeDelay
+// 300ms, AttemptTimeout 500ms, MaxAttempts 1, a server that never
+// answers: the old code cut each try 500ms after its own start and
+// started a hedge after the first try was cut (3 requests, 1.1s); now 2
+// requests and the attempt ends at 500ms (TestScheduleAttemptTimeout-
+// BoundsHedges has the exact schedule).
+func TestHedgeAttemptTimeout(t *testing.T) {
+	srv, hits := hedgeServer(t, func(n int32, w http.ResponseWriter, r *http.Request) { neverAnswer(w, r) })
+	tr := &transport.Transport{HedgeDelay: 300 * time.Millisecond,
+		Retry: &retry.Policy{MaxAttempts: 1, AttemptTimeout: 500 * time.Millisecond}}
+	defer tr.CloseIdleConnections()
+	start := time.Now()
+	_, err := tr.RoundTrip(newReq(t, http.MethodGet, srv.URL, ""))
+	took := time.Since(start)
+	var te *transport.TimeoutError
+	require.ErrorAs(t, err, &te)
+	assert.Equal(t, "attempt", te.Phase)
+	assert.Less(t, took, time.Second, "the old code took 1.1s: a hedge started after the first try was cut")
+	time.Sleep(300 * time.Millisecond)
+	assert.EqualValues(t, 2, hits.Load(), "no hedge after the attempt's first try ended")
+}

@@ -30,6 +30,8 @@ type call struct {
 	tries      int            // tries started; the next one's resend count
 	final      *http.Response // the answer RoundTrip returns
 	held       *http.Response // the last answer with a retryable status
+	attemptEnd time.Time      // the current attempt's AttemptTimeout; zero: none
+	unmasked   []tryResult    // failed tries whose failure no retry or hedge counted yet
 	first      try            // the first try, in the same allocation as the call
 }
 
@@ -63,6 +65,9 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	err := retryx.DoPrepared(st.retry, c.ctx, callAttempt, c)
 	switch {
 	case err == nil:
+		// The retry loop counted the failure of each failed attempt; a
+		// hedged attempt's other failed tries are counted here.
+		st.tel.countMasked(c.ctx, otelx.MaskedByRetry, c.unmasked)
 		return c.final, nil
 	case c.held != nil && c.ctx.Err() == nil:
 		// Out of attempts or budget, a deadline that the next wait would
@@ -123,7 +128,13 @@ func callAttempt(ctx context.Context, arg any) error {
 
 // attempt makes one attempt of the retry loop: one try, or with hedging a
 // try and, if it has no response headers after the hedge delay, a second.
+// The policy's AttemptTimeout bounds the attempt, hedges included: every
+// try of it ends at the same instant (newTry arms each try's timer for
+// attemptEnd).
 func (c *call) attempt(ctx context.Context) (*http.Response, *try, error) {
+	if c.st.attemptTO > 0 {
+		c.attemptEnd = time.Now().Add(c.st.attemptTO)
+	}
 	if !c.hedge {
 		tr := c.newTry(false)
 		resp, err := tr.run()
@@ -133,6 +144,12 @@ func (c *call) attempt(ctx context.Context) (*http.Response, *try, error) {
 		return resp, tr, nil
 	}
 	return c.hedged(ctx)
+}
+
+// attemptOver reports whether the current attempt's AttemptTimeout has
+// passed at now.
+func (c *call) attemptOver(now time.Time) bool {
+	return !c.attemptEnd.IsZero() && !now.Before(c.attemptEnd)
 }
 
 // try is one HTTP exchange: one request on one conn.
@@ -298,7 +315,8 @@ func (c *call) newTry(hedge bool) *try {
 		tr.req.Body = nil // set in run, where a GetBody error can be returned
 	}
 	if st.attemptTO > 0 {
-		tr.attTimer = time.AfterFunc(st.attemptTO, func() { tr.cancel(errAttempt) })
+		// The attempt's end, for each of its tries (call.attempt).
+		tr.attTimer = time.AfterFunc(time.Until(c.attemptEnd), func() { tr.cancel(errAttempt) })
 	}
 	return tr
 }
@@ -433,9 +451,11 @@ func (tr *try) mapErr(err error) error {
 	var phase string
 	var limit time.Duration
 	switch {
-	case tr.ctx.Err() != nil:
+	case tr.ctx.Err() != nil && (errors.Is(err, context.Cause(tr.ctx)) || errors.Is(err, context.Canceled)):
 		// Ended by a hedge or AttemptTimeout (through the try's cancel,
-		// or a first try's slot), or by the caller.
+		// or a first try's slot), or by the caller. (net/http returns the
+		// cancel's cause, HTTP/2 context.Canceled; any other error is
+		// the try's own, which a cancel only followed.)
 		switch context.Cause(tr.ctx) {
 		case errHedgeLost:
 			return errHedgeLost
