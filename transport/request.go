@@ -158,8 +158,11 @@ func discard(resp *http.Response) {
 
 // canRetry classifies an attempt's error for the retry loop: safe to send
 // again when nothing of the request was written, or when the request is
-// idempotent and its body replayable.
+// idempotent and its body replayable. A failure that the caller's
+// deadline caused while the call's dial was unfinished says where that
+// dial was (dialPhase).
 func (c *call) canRetry(err error, wrote bool) error {
+	err = c.dialPhase(err)
 	if !c.replayable {
 		return retry.Permanent(err)
 	}

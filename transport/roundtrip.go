@@ -32,6 +32,9 @@ type call struct {
 	held       *http.Response // the last answer with a retryable status
 	attemptEnd time.Time      // the current attempt's AttemptTimeout; zero: none
 	unmasked   []tryResult    // failed tries whose failure no retry or hedge counted yet
+	cctx       callCtx        // ctx: the caller's, holding the call for the dial hooks
+	dialMu     sync.Mutex     // guards dials, appended to from net/http's dial goroutines
+	dials      []*dialing     // the dials made for the call's tries (dialphase.go)
 	first      try            // the first try, in the same allocation as the call
 }
 
@@ -52,8 +55,9 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return nil, err
 	}
 	st := t.get()
-	c := &call{st: st, req: req, ctx: req.Context(),
-		idempotent: idempotent(req), replayable: replayable(req)}
+	c := &call{st: st, req: req, idempotent: idempotent(req), replayable: replayable(req)}
+	c.cctx = callCtx{Context: req.Context(), c: c}
+	c.ctx = &c.cctx
 	c.hedge = st.hedge.on && c.idempotent && c.replayable
 	// The request body and a held answer are closed on every path, a
 	// panic of the caller's code (Retry.Retryable) included.

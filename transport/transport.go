@@ -264,6 +264,9 @@ func (t *Transport) build() *state {
 		st.born = &births{lifetime: st.lifetime, open: map[*bornConn]struct{}{}}
 		d.DialFunc = st.born.dialFunc(d.DialFunc)
 	}
+	// How far a dial got, for an error the caller's deadline ends first
+	// (dialphase.go).
+	d.DialFunc = connectHook(d.DialFunc)
 
 	if t.Retry != nil {
 		st.policy = *t.Retry
@@ -296,8 +299,8 @@ func (t *Transport) build() *state {
 	}
 	st.ht = &http.Transport{
 		Proxy:                 proxy,
-		DialContext:           d.DialContext,
-		DialTLSContext:        d.DialTLSContext,
+		DialContext:           dialHook(d.DialContext, false),
+		DialTLSContext:        dialHook(d.DialTLSContext, true),
 		TLSClientConfig:       tlsCfg.Clone(), // through CONNECT proxies (net/http's addTLS)
 		TLSHandshakeTimeout:   max(handshake, 0),
 		ForceAttemptHTTP2:     true,

@@ -1,0 +1,143 @@
+package transport
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/netip"
+	"sync"
+
+	"github.com/lifeline-go/lifeline/dial"
+)
+
+// Where a dial was when the caller's deadline ended the request.
+//
+// net/http detaches its dials from the request (getConn dials under
+// context.WithoutCancel, so that the conn can serve a later request): when
+// the request's deadline ends first, RoundTrip gets only the context's
+// error, and the dial's own *dial.Error comes later, to nobody. So that
+// the error still says where it broke (DESIGN rule 2), the Transport's
+// hooks note how far each dial of a call got — a dial ctx keeps the
+// request's values, and the call is one of them (callCtx) — and an
+// attempt that the caller's deadline ended while a dial of its call was
+// unfinished fails with a *dial.Error of that dial's phase and peer.
+
+// callKey is the context key under which a call's context holds the call.
+type callKey struct{}
+
+// callCtx is a call's context: the caller's, holding the call for the
+// Transport's dial hooks. It lives in the call (no allocation).
+type callCtx struct {
+	context.Context
+	c *call
+}
+
+func (x *callCtx) Value(key any) any {
+	if _, ok := key.(callKey); ok {
+		return x.c
+	}
+	return x.Context.Value(key)
+}
+
+// dialing is how far one dial of a call got.
+type dialing struct {
+	network, addr string
+	tls           bool // DialTLSContext: a connected peer is in the TLS phase
+
+	mu    sync.Mutex
+	phase dial.Phase     // the furthest phase any of its attempts reached
+	peer  netip.AddrPort // the attempt that reached it first; zero in DNS
+	done  bool           // the dial returned
+}
+
+// dialingKey is the context key under which a dial's context holds its
+// dialing, for the raw connect hook (connectHook).
+type dialingKey struct{}
+
+// reached notes that an attempt of the dial to peer reached phase.
+func (d *dialing) reached(phase dial.Phase, peer netip.AddrPort) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if !d.peer.IsValid() || phase > d.phase {
+		d.phase, d.peer = phase, peer
+	}
+}
+
+// dialHook wraps one of the Dialer's dial methods for net/http: a dial made
+// for a call's try is noted on the call while it runs.
+func dialHook(f func(ctx context.Context, network, addr string) (net.Conn, error), tls bool) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, _ := ctx.Value(callKey{}).(*call)
+		if c == nil {
+			return f(ctx, network, addr)
+		}
+		d := &dialing{network: network, addr: addr, tls: tls, phase: dial.PhaseDNS}
+		if host, _, err := net.SplitHostPort(addr); err == nil {
+			if _, err := netip.ParseAddr(host); err == nil {
+				d.phase = dial.PhaseConnect // an IP literal is not resolved
+			}
+		}
+		c.dialMu.Lock()
+		c.dials = append(c.dials, d)
+		c.dialMu.Unlock()
+		conn, err := f(context.WithValue(ctx, dialingKey{}, d), network, addr)
+		d.mu.Lock()
+		d.done = true
+		d.mu.Unlock()
+		return conn, err
+	}
+}
+
+// connectHook wraps the Dialer's raw connect (DialFunc, nil: a net.Dialer):
+// the dial of a call learns that an attempt is connecting to a peer, and
+// over TLS that it connected and is in the handshake.
+func connectHook(inner func(ctx context.Context, network, addr string) (net.Conn, error)) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	if inner == nil {
+		var nd net.Dialer
+		inner = nd.DialContext
+	}
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		d, _ := ctx.Value(dialingKey{}).(*dialing)
+		if d == nil {
+			return inner(ctx, network, addr)
+		}
+		peer, _ := netip.ParseAddrPort(addr)
+		d.reached(dial.PhaseConnect, peer)
+		conn, err := inner(ctx, network, addr)
+		if err == nil && d.tls {
+			d.reached(dial.PhaseTLS, peer)
+		}
+		return conn, err
+	}
+}
+
+// dialPhase returns err, the failure of an attempt, as a *dial.Error of
+// the call's furthest unfinished dial when the caller's deadline ended it
+// (err is the context's error or its cause): where it broke. Otherwise, or
+// when no dial of the call is unfinished (the try had a conn), err as it
+// is.
+func (c *call) dialPhase(err error) error {
+	if !errors.Is(c.ctx.Err(), context.DeadlineExceeded) ||
+		(!errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Cause(c.ctx))) {
+		return err
+	}
+	var de *dial.Error
+	if errors.As(err, &de) {
+		return err // the dial's own
+	}
+	c.dialMu.Lock()
+	defer c.dialMu.Unlock()
+	var far *dial.Error
+	for _, d := range c.dials {
+		d.mu.Lock()
+		phase, peer, done := d.phase, d.peer, d.done
+		d.mu.Unlock()
+		if !done && (far == nil || phase > far.Phase) {
+			far = &dial.Error{Phase: phase, Network: d.network, Addr: d.addr, Peer: peer, Err: err}
+		}
+	}
+	if far == nil {
+		return err
+	}
+	return far
+}
