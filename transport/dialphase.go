@@ -3,11 +3,16 @@ package transport
 import (
 	"context"
 	"errors"
+	"io"
 	"net"
+	"net/http"
 	"net/netip"
+	"net/url"
 	"sync"
+	"sync/atomic"
 
 	"github.com/lifeline-go/lifeline/dial"
+	"github.com/lifeline-go/lifeline/internal/otelx"
 )
 
 // Where a dial was when the caller's deadline ended the request.
@@ -48,6 +53,7 @@ type dialing struct {
 	phase dial.Phase     // the furthest phase any of its attempts reached
 	peer  netip.AddrPort // the attempt that reached it first; zero in DNS
 	done  bool           // the dial returned
+	proxy *proxyConn     // the conn, when it is a plain conn to a proxy; set before done
 }
 
 // dialingKey is the context key under which a dial's context holds its
@@ -81,11 +87,67 @@ func dialHook(f func(ctx context.Context, network, addr string) (net.Conn, error
 		c.dials = append(c.dials, d)
 		c.dialMu.Unlock()
 		conn, err := f(context.WithValue(ctx, dialingKey{}, d), network, addr)
+		if err == nil && !tls && addr != targetAddr(c.req.URL) {
+			// A conn to a proxy: what it reads is counted (proxyConn).
+			pc := &proxyConn{Conn: conn}
+			d.proxy, conn = pc, pc
+		}
 		d.mu.Lock()
 		d.done = true
 		d.mu.Unlock()
 		return conn, err
 	}
+}
+
+// targetAddr is the host:port net/http dials for u without a proxy.
+func targetAddr(u *url.URL) string {
+	port := u.Port()
+	if port == "" {
+		port = "80"
+		if u.Scheme == "https" {
+			port = "443"
+		}
+	}
+	return net.JoinHostPort(u.Hostname(), port)
+}
+
+// proxyConn is a conn to a proxy that counts the bytes it read: net/http
+// reads a CONNECT answer through a reader limited to
+// MaxResponseHeaderBytes and reports an answer whose headers never end as
+// io.ErrUnexpectedEOF, like one the proxy cut short; the count tells them
+// apart (connectHeaderLimit).
+type proxyConn struct {
+	net.Conn
+	read atomic.Int64
+}
+
+func (c *proxyConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	c.read.Add(int64(n))
+	return n, err
+}
+
+// NetConn returns the conn underneath.
+func (c *proxyConn) NetConn() net.Conn { return c.Conn }
+
+// connectHeaderLimit returns err, the failure of an attempt, as a
+// *HeaderLimitError when it is net/http's io.ErrUnexpectedEOF for a
+// CONNECT answer that filled MaxResponseHeaderBytes on a conn to the
+// proxy of the call; otherwise err as it is.
+func (c *call) connectHeaderLimit(err error) error {
+	if !errors.Is(err, io.ErrUnexpectedEOF) {
+		return err
+	}
+	limit := c.st.headerLimit()
+	c.dialMu.Lock()
+	defer c.dialMu.Unlock()
+	for _, d := range c.dials {
+		if d.proxy != nil && d.proxy.read.Load() >= limit {
+			return &HeaderLimitError{Method: methodOf(c.req), Host: c.req.URL.Host, Limit: limit, err: err,
+				peer: otelx.PeerOther}
+		}
+	}
+	return err
 }
 
 // connectHook wraps the Dialer's raw connect (DialFunc, nil: a net.Dialer):
@@ -140,4 +202,16 @@ func (c *call) dialPhase(err error) error {
 		return err
 	}
 	return far
+}
+
+// proxyConnectResponse is net/http's OnProxyConnectResponse: a proxy that
+// does not open the tunnel fails the dial with a *ProxyError, which the
+// retry loop classifies by its status (a 407 or another refusal is final,
+// a 5xx is retried), as the websocket path does; net/http's own error is
+// the status text alone.
+func proxyConnectResponse(_ context.Context, proxy *url.URL, _ *http.Request, resp *http.Response) error {
+	if resp.StatusCode == http.StatusOK {
+		return nil
+	}
+	return &ProxyError{Proxy: proxy.Host, StatusCode: resp.StatusCode, status: resp.Status}
 }

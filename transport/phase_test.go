@@ -1,14 +1,18 @@
 package transport_test
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"io"
 	"net"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -121,4 +125,97 @@ func TestCancelNotADialFailure(t *testing.T) {
 	require.ErrorIs(t, err, context.Canceled)
 	var de *dial.Error
 	assert.False(t, errors.As(err, &de), "%v", err)
+}
+
+// answeringProxy is a CONNECT proxy on loopback that answers every CONNECT
+// with head (and, with endless, then an endless header line), and counts
+// the CONNECTs.
+func answeringProxy(t *testing.T, head string, endless bool) (string, *atomic.Int32) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	var connects atomic.Int32
+	var wg sync.WaitGroup
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				req, err := http.ReadRequest(bufio.NewReader(c))
+				if err != nil || req.Method != http.MethodConnect {
+					return
+				}
+				connects.Add(1)
+				if _, err := io.WriteString(c, head); err != nil || !endless {
+					return
+				}
+				_, _ = io.WriteString(c, "X-Fill: ")
+				fill := []byte(strings.Repeat("a", 32<<10))
+				_ = c.SetWriteDeadline(time.Now().Add(10 * time.Second))
+				for {
+					if _, err := c.Write(fill); err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	return ln.Addr().String(), &connects
+}
+
+// TestProxyRefusalIsFinal (issue 20, risk): a CONNECT proxy's 407 (or
+// another refusal) is the proxy's final word, as on the websocket path:
+// one CONNECT, not one per attempt, and a *ProxyError that says so; a
+// proxy's 502 (it could not reach the server) is retried. A CONNECT
+// answer whose headers never end is a *HeaderLimitError, not retried.
+func TestProxyRefusalIsFinal(t *testing.T) {
+	cases := []struct {
+		name     string
+		head     string
+		endless  bool
+		connects int32
+		check    func(t *testing.T, err error)
+	}{
+		{"407", "HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic\r\nContent-Length: 0\r\n\r\n", false, 1,
+			func(t *testing.T, err error) {
+				var pe *transport.ProxyError
+				require.ErrorAs(t, err, &pe)
+				assert.Equal(t, http.StatusProxyAuthRequired, pe.StatusCode)
+			}},
+		{"403", "HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n", false, 1, nil},
+		{"502", "HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n", false, 3,
+			func(t *testing.T, err error) {
+				var pe *transport.ProxyError
+				require.ErrorAs(t, err, &pe)
+				assert.Equal(t, http.StatusBadGateway, pe.StatusCode)
+			}},
+		{"endless headers", "HTTP/1.1 200 Connection established\r\n", true, 1,
+			func(t *testing.T, err error) {
+				var he *transport.HeaderLimitError
+				assert.ErrorAs(t, err, &he)
+			}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			proxy, connects := answeringProxy(t, tc.head, tc.endless)
+			tr := &transport.Transport{Retry: fastRetry(), MaxResponseHeaderBytes: 64 << 10,
+				Proxy: http.ProxyURL(&url.URL{Scheme: "http", Host: proxy})}
+			defer tr.CloseIdleConnections()
+			_, err := tr.RoundTrip(newReq(t, http.MethodGet, "https://127.0.0.1:1/", ""))
+			require.Error(t, err)
+			t.Log(err)
+			assert.Equal(t, tc.connects, connects.Load(), "CONNECTs")
+			if tc.check != nil {
+				tc.check(t, err)
+			}
+		})
+	}
 }

@@ -160,9 +160,10 @@ func discard(resp *http.Response) {
 // again when nothing of the request was written, or when the request is
 // idempotent and its body replayable. A failure that the caller's
 // deadline caused while the call's dial was unfinished says where that
-// dial was (dialPhase).
+// dial was (dialPhase); a CONNECT answer over MaxResponseHeaderBytes is a
+// *HeaderLimitError, not retried (connectHeaderLimit).
 func (c *call) canRetry(err error, wrote bool) error {
-	err = c.dialPhase(err)
+	err = c.connectHeaderLimit(c.dialPhase(err))
 	if !c.replayable {
 		return retry.Permanent(err)
 	}

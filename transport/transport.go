@@ -308,6 +308,8 @@ func (t *Transport) build() *state {
 		MaxConnsPerHost:       orDefault(t.MaxConnsPerHost, DefaultMaxConnsPerHost),
 		MaxIdleConnsPerHost:   orDefault(t.MaxIdleConnsPerHost, DefaultMaxIdleConnsPerHost),
 		ExpectContinueTimeout: expectContinueTimeout,
+		// A proxy's refusal of CONNECT is a *ProxyError (407: final).
+		OnProxyConnectResponse: proxyConnectResponse,
 		// A hostile or broken server's endless headers cost this much
 		// memory per conn, not net/http's 10 MiB.
 		MaxResponseHeaderBytes: max(orDefault(t.MaxResponseHeaderBytes, DefaultMaxResponseHeaderBytes), 0),
