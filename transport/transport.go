@@ -92,8 +92,9 @@ type Transport struct {
 	TLSClientConfig *tls.Config
 	// Retry decides what failed attempts are retried, how often and after
 	// how long; its Budget also pays for hedges. Nil means the default
-	// policy (3 attempts). Its AttemptTimeout bounds each attempt up to the
-	// response headers.
+	// policy (3 attempts). Its AttemptTimeout bounds each attempt, hedges
+	// included, up to the response headers: every try of the attempt ends
+	// at it, and no hedge starts after the attempt's first try ended.
 	Retry *retry.Policy
 	// FirstByteTimeout bounds the wait for the response headers after the
 	// request (body included) was written. Zero means 15s; negative means
