@@ -76,17 +76,20 @@ func TestDeadlineKeepsDialPhase(t *testing.T) {
 		resolver dial.Resolver
 		phase    dial.Phase
 		peer     bool
+		cause    error // the deadline's cause (context.WithDeadlineCause), as the C ABI sets it
 	}{
-		{"tls, IP literal", "https://127.0.0.1:" + port + "/", nil, dial.PhaseTLS, true},
-		{"tls, name", "https://example.com:" + port + "/", staticResolver{"example.com", []netip.Addr{netip.MustParseAddr("127.0.0.1")}}, dial.PhaseTLS, true},
-		{"dns", "https://example.com:" + port + "/", blockingResolver{}, dial.PhaseDNS, false},
+		{"tls, IP literal", "https://127.0.0.1:" + port + "/", nil, dial.PhaseTLS, true, nil},
+		{"tls, name", "https://example.com:" + port + "/", staticResolver{"example.com", []netip.Addr{netip.MustParseAddr("127.0.0.1")}}, dial.PhaseTLS, true, nil},
+		{"dns", "https://example.com:" + port + "/", blockingResolver{}, dial.PhaseDNS, false, nil},
+		{"tls, deadline with a cause", "https://127.0.0.1:" + port + "/", nil, dial.PhaseTLS, true,
+			errors.New("lifeline: operation deadline exceeded")},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			tr := &transport.Transport{Dialer: &dial.Dialer{Resolver: tc.resolver,
 				ResolveTimeout: 2 * time.Second, TLSHandshakeTimeout: 2 * time.Second}}
 			defer tr.CloseIdleConnections()
-			ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
+			ctx, cancel := context.WithDeadlineCause(t.Context(), time.Now().Add(300*time.Millisecond), tc.cause)
 			defer cancel()
 			req, err := http.NewRequestWithContext(ctx, http.MethodGet, tc.url, nil)
 			require.NoError(t, err)
@@ -106,6 +109,9 @@ func TestDeadlineKeepsDialPhase(t *testing.T) {
 				assert.False(t, de.Peer.IsValid())
 			}
 			assert.Equal(t, 1, strings.Count(err.Error(), "deadline exceeded"), err.Error())
+			if tc.cause != nil {
+				assert.ErrorIs(t, err, tc.cause)
+			}
 			assert.Contains(t, err.Error(), ": "+tc.phase.String()+": ")
 		})
 	}
