@@ -325,3 +325,50 @@ func TestScheduleCancelDuringRetryWait(t *testing.T) {
 		})
 	})
 }
+
+// TestScheduleConnWaitAtMaxConnsPerHost (issue 20, risk): a request that
+// waits for a conn because MaxConnsPerHost conns are busy (here one, held
+// by a body its caller does not read) is bounded by the policy's
+// AttemptTimeout and by the caller's context — by nothing else of the
+// Transport's: FirstByteTimeout counts from the written request, and no
+// dial runs. (With the defaults that wait is unbounded; see the report
+// of issue 20.)
+func TestScheduleConnWaitAtMaxConnsPerHost(t *testing.T) {
+	cases := []struct {
+		name    string
+		retry   *retry.Policy
+		timeout time.Duration // the caller's; 0: none
+		check   func(t *testing.T, err error)
+	}{
+		{"AttemptTimeout", &retry.Policy{MaxAttempts: 1, AttemptTimeout: 2 * time.Second}, 0,
+			func(t *testing.T, err error) {
+				var te *transport.TimeoutError
+				require.ErrorAs(t, err, &te)
+				assert.Equal(t, "attempt", te.Phase)
+			}},
+		{"caller's deadline", nil, 2 * time.Second,
+			func(t *testing.T, err error) { assert.ErrorIs(t, err, context.DeadlineExceeded) }},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			p := &pipeNet{plan: func(k int) step { return step{body: "held"} }}
+			inBubble(t, p, &transport.Transport{MaxConnsPerHost: 1, Retry: tc.retry}, func(t *testing.T, tr *transport.Transport) {
+				req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, "http://127.0.0.1:80/", nil)
+				require.NoError(t, err)
+				held, err := tr.RoundTrip(req) // its body unread: the one conn stays busy
+				require.NoError(t, err)
+				ctx := t.Context()
+				if tc.timeout > 0 {
+					var cancel context.CancelFunc
+					ctx, cancel = context.WithTimeout(ctx, tc.timeout)
+					defer cancel()
+				}
+				_, took, err := pipeGet(ctx, tr)
+				assert.Equal(t, 2*time.Second, took)
+				tc.check(t, err)
+				assert.Equal(t, 1, p.requests(), "the second request never had a conn")
+				held.Body.Close()
+			})
+		})
+	}
+}
