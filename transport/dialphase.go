@@ -175,17 +175,15 @@ func connectHook(inner func(ctx context.Context, network, addr string) (net.Conn
 
 // dialPhase returns err, the failure of an attempt, as a *dial.Error of
 // the call's furthest unfinished dial when the caller's deadline ended it
-// (err is the context's error or its cause): where it broke. Otherwise, or
+// (err is the context's error or its cause, itself): where it broke. Otherwise, or
 // when no dial of the call is unfinished (the try had a conn), err as it
 // is.
 func (c *call) dialPhase(err error) error {
-	if !errors.Is(c.ctx.Err(), context.DeadlineExceeded) ||
-		(!errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Cause(c.ctx))) {
+	// The context's own error, as net/http returns it (not a limit of
+	// the Transport's that matches context.DeadlineExceeded, nor a
+	// dial's own error).
+	if c.ctx.Err() != context.DeadlineExceeded || (err != context.DeadlineExceeded && err != context.Cause(c.ctx)) {
 		return err
-	}
-	var de *dial.Error
-	if errors.As(err, &de) {
-		return err // the dial's own
 	}
 	c.dialMu.Lock()
 	defer c.dialMu.Unlock()

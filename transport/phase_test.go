@@ -83,11 +83,20 @@ func TestDeadlineKeepsDialPhase(t *testing.T) {
 		{"dns", "https://example.com:" + port + "/", blockingResolver{}, dial.PhaseDNS, false, nil},
 		{"tls, deadline with a cause", "https://127.0.0.1:" + port + "/", nil, dial.PhaseTLS, true,
 			errors.New("lifeline: operation deadline exceeded")},
+		{"connect, http", "http://127.0.0.1:" + port + "/", nil, dial.PhaseConnect, true, nil},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			tr := &transport.Transport{Dialer: &dial.Dialer{Resolver: tc.resolver,
-				ResolveTimeout: 2 * time.Second, TLSHandshakeTimeout: 2 * time.Second}}
+			d := &dial.Dialer{Resolver: tc.resolver, ResolveTimeout: 2 * time.Second,
+				ConnectTimeout: 2 * time.Second, TLSHandshakeTimeout: 2 * time.Second}
+			if tc.phase == dial.PhaseConnect {
+				// A connect that hangs (a dropped SYN) until its limit.
+				d.DialFunc = func(ctx context.Context, _, _ string) (net.Conn, error) {
+					<-ctx.Done()
+					return nil, ctx.Err()
+				}
+			}
+			tr := &transport.Transport{Dialer: d}
 			defer tr.CloseIdleConnections()
 			ctx, cancel := context.WithDeadlineCause(t.Context(), time.Now().Add(300*time.Millisecond), tc.cause)
 			defer cancel()
