@@ -53,7 +53,7 @@ type dialing struct {
 	phase dial.Phase     // the furthest phase any of its attempts reached
 	peer  netip.AddrPort // the attempt that reached it first; zero in DNS
 	done  bool           // the dial returned
-	proxy *proxyConn     // the conn, when it is a plain conn to a proxy; set before done
+	proxy *proxyConn     // the conn, when it is a plain conn to a proxy; set with done
 }
 
 // dialingKey is the context key under which a dial's context holds its
@@ -87,13 +87,14 @@ func dialHook(f func(ctx context.Context, network, addr string) (net.Conn, error
 		c.dials = append(c.dials, d)
 		c.dialMu.Unlock()
 		conn, err := f(context.WithValue(ctx, dialingKey{}, d), network, addr)
+		var pc *proxyConn
 		if err == nil && !tls && addr != targetAddr(c.req.URL) {
 			// A conn to a proxy: what it reads is counted (proxyConn).
-			pc := &proxyConn{Conn: conn}
-			d.proxy, conn = pc, pc
+			pc = &proxyConn{Conn: conn}
+			conn = pc
 		}
 		d.mu.Lock()
-		d.done = true
+		d.done, d.proxy = true, pc
 		d.mu.Unlock()
 		return conn, err
 	}
@@ -142,7 +143,10 @@ func (c *call) connectHeaderLimit(err error) error {
 	c.dialMu.Lock()
 	defer c.dialMu.Unlock()
 	for _, d := range c.dials {
-		if d.proxy != nil && d.proxy.read.Load() >= limit {
+		d.mu.Lock()
+		pc := d.proxy
+		d.mu.Unlock()
+		if pc != nil && pc.read.Load() >= limit {
 			return &HeaderLimitError{Method: methodOf(c.req), Host: c.req.URL.Host, Limit: limit, err: err,
 				peer: otelx.PeerOther}
 		}
