@@ -281,3 +281,40 @@ func TestHedgeAttemptTimeout(t *testing.T) {
 	time.Sleep(300 * time.Millisecond)
 	assert.EqualValues(t, 2, hits.Load(), "no hedge after the attempt's first try ended")
 }
+
+// TestHedgeAndAttemptTimeoutHTTP2: on HTTP/2, where a cancelled stream
+// ends with context.Canceled rather than the cancel's cause, a try cut by
+// AttemptTimeout is still a *TimeoutError of phase attempt, and a try a
+// hedge overtook (on the same conn) is counted as overtaken, not as a
+// failure of its own.
+func TestHedgeAndAttemptTimeoutHTTP2(t *testing.T) {
+	var hits atomic.Int32
+	srv, cfg := tlsServer(t, true, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/hedge" && hits.Add(1) == 2 {
+			_, _ = io.WriteString(w, "hedge")
+			return
+		}
+		neverAnswer(w, r)
+	}))
+	tr := &transport.Transport{TLSClientConfig: cfg, Retry: &retry.Policy{MaxAttempts: 1, AttemptTimeout: 300 * time.Millisecond}}
+	defer tr.CloseIdleConnections()
+	_, err := tr.RoundTrip(newReq(t, http.MethodGet, srv.URL, ""))
+	var te *transport.TimeoutError
+	require.ErrorAs(t, err, &te)
+	assert.Equal(t, "attempt", te.Phase)
+
+	rg := newRig(t)
+	hedged := &transport.Transport{TLSClientConfig: cfg, HedgeDelay: 100 * time.Millisecond, MeterProvider: rg.mp}
+	defer hedged.CloseIdleConnections()
+	resp, err := hedged.RoundTrip(newReq(t, http.MethodGet, srv.URL+"/hedge", ""))
+	require.NoError(t, err)
+	b, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	require.NoError(t, err)
+	assert.Equal(t, "hedge", string(b))
+	assert.Equal(t, "HTTP/2.0", resp.Proto)
+	masked := rg.sums(t, "lifeline.masked_failures")
+	require.Len(t, masked, 1)
+	assert.Equal(t, "first_byte_overtaken", val(masked[0].Attributes, "error.type"))
+	assert.EqualValues(t, 1, masked[0].Value)
+}
