@@ -43,7 +43,9 @@ var (
 //     MaxAttempts 1 leaves retrying to its caller and is not final;
 //  4. with a custom [Policy.Retryable], it alone decides; otherwise
 //  5. context.Canceled is not retried; an [After] error, or an attempt cut
-//     by AttemptTimeout, is retried; the first error in the chain with a
+//     by AttemptTimeout (the operation returned a timeout after the
+//     attempt's deadline; an error of its own keeps its own verdict), is
+//     retried; the first error in the chain with a
 //     Retryable() bool method (such as *dial.Error, or pool.ErrClosed, which
 //     says false) decides for itself; a shutdown — net.ErrClosed,
 //     fs.ErrClosed (os.ErrClosed), http.ErrServerClosed — is not retried,
@@ -282,7 +284,10 @@ func attempt[T any](ctx context.Context, c *config, tel *telemetry, n int, wait 
 		actx = &attemptCtx{Context: actx, n: n}
 	}
 	v, err := op(actx)
-	if err != nil && timeout != nil && ctx.Err() == nil && context.Cause(actx) == error(timeout) {
+	if err != nil && timeout != nil && ctx.Err() == nil && context.Cause(actx) == error(timeout) && isTimeout(err) {
+		// The cut takes credit for a timeout only: an error of the
+		// operation's own that came after it (a certificate error, one
+		// that says it is not retryable) keeps its own verdict.
 		err = &attemptTimedOut{cause: timeout, err: err}
 	}
 	outcome := otelx.OutcomeOK
@@ -297,6 +302,13 @@ func attempt[T any](ctx context.Context, c *config, tel *telemetry, n int, wait 
 		}
 	}
 	return v, err
+}
+
+// isTimeout reports whether err is a timeout: it matches
+// context.DeadlineExceeded, or an error in its chain says Timeout.
+func isTimeout(err error) bool {
+	var te interface{ Timeout() bool }
+	return errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &te) && te.Timeout())
 }
 
 // isRetryable classifies a failure that is neither Permanent nor caused by

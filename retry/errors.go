@@ -47,7 +47,10 @@ type ExhaustedError struct {
 
 // Error reads "retry: 3 attempts failed: <last>" (or "1 attempt") or, when something other
 // than MaxAttempts stopped the retries,
-// "retry: stopped after 2 attempts: <cause>: last error: <last>".
+// "retry: stopped after 2 attempts: <cause>: last error: <last>" — or
+// "retry: stopped after 2 attempts: <last>" when the last error already
+// holds the cause (a dial that the caller's deadline cut: "tls: context
+// deadline exceeded"), so that the text says it once.
 func (e *ExhaustedError) Error() string {
 	last := "<nil>"
 	if e.Last != nil {
@@ -57,10 +60,66 @@ func (e *ExhaustedError) Error() string {
 	if e.Attempts == 1 {
 		attempts = "1 attempt"
 	}
-	if e.Cause == nil {
+	switch {
+	case e.Cause == nil:
 		return "retry: " + attempts + " failed: " + last
+	case e.causeSaid():
+		return "retry: stopped after " + attempts + ": " + last
 	}
 	return "retry: stopped after " + attempts + ": " + e.Cause.Error() + ": last error: " + last
+}
+
+// causeSaid reports whether Last holds Cause itself or, for a cause that
+// joins a context's error with the context's own cause, that cause: the
+// same error values, not merely errors that match them (a limit of the
+// operation's own that matches context.DeadlineExceeded is not the
+// caller's deadline).
+func (e *ExhaustedError) causeSaid() bool {
+	if e.Last == nil {
+		return false
+	}
+	if holds(e.Last, e.Cause) {
+		return true
+	}
+	u, ok := e.Cause.(interface{ Unwrap() []error })
+	if !ok {
+		return false
+	}
+	said := false
+	for _, c := range u.Unwrap() {
+		if c == context.Canceled || c == context.DeadlineExceeded {
+			continue // every context's ending carries one
+		}
+		if !holds(e.Last, c) {
+			return false
+		}
+		said = true
+	}
+	return said
+}
+
+// holds reports whether target itself is in err's tree (by identity: no Is
+// methods).
+func holds(err, target error) bool {
+	for err != nil {
+		if err == target {
+			return true
+		}
+		switch u := err.(type) {
+		case interface{ Unwrap() error }:
+			err = u.Unwrap()
+		case interface{ Unwrap() []error }:
+			for _, e := range u.Unwrap() {
+				if holds(e, target) {
+					return true
+				}
+			}
+			return false
+		default:
+			return false
+		}
+	}
+	return false
 }
 
 // Unwrap returns Last and Cause (those that are not nil).

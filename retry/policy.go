@@ -67,8 +67,10 @@ type Policy struct {
 	Jitter float64
 
 	// AttemptTimeout bounds each attempt: the operation's context gets this
-	// deadline (never later than the caller's). An attempt cut by it is
-	// retried while the caller's context still has time.
+	// deadline (never later than the caller's). An attempt cut by it (the
+	// operation returned a timeout after the deadline) is retried while
+	// the caller's context still has time; an error of the operation's own
+	// that is not a timeout keeps its own classification.
 	// 0 or negative means none beyond the caller's context and the phases'
 	// own limits.
 	AttemptTimeout time.Duration
@@ -89,7 +91,9 @@ type Policy struct {
 	// by the caller's context ending, nor an inner Do's final word (an
 	// [*ExhaustedError] that retried or has a Cause, or
 	// [ErrBudgetExhausted]): retries never multiply across layers. It is
-	// called from the goroutine that called Do, once per failed attempt.
+	// called from the goroutine that called Do, once per failed attempt. A
+	// panic in it reaches Do's caller unchanged; Do holds nothing at that
+	// point (the attempt's span has ended, no retry was paid for).
 	Retryable func(error) bool
 
 	// TracerProvider makes the per-attempt spans. nil means the otel global

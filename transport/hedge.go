@@ -7,6 +7,8 @@ import (
 	"slices"
 	"sync"
 	"time"
+
+	"github.com/lifeline-go/lifeline/internal/otelx"
 )
 
 // hedgeConfig is the resolved hedging of a Transport.
@@ -135,8 +137,11 @@ type tryResult struct {
 // up to maxHedges. The first response wins; the other tries are cancelled
 // and their responses, if one comes anyway, closed. A hedge is paid from
 // the retry budget; an exhausted budget stops new hedges, never a try in
-// flight. Failures and stalls the winner overtook are counted as masked by
-// the hedge.
+// flight. No hedge starts once the first try has ended or the attempt's
+// AttemptTimeout has passed (every try of the attempt ends at it).
+// Failures and stalls the winner overtook are counted as masked by the
+// hedge; when every try fails, the last failure goes to the retry loop and
+// the others are counted as masked by the retry if the call succeeds.
 //
 // The first try runs on the caller's goroutine, and the hedge delay is a
 // timer's function that starts the hedges, each on a goroutine of its own:
@@ -153,85 +158,88 @@ func (c *call) hedged(ctx context.Context) (*http.Response, *try, error) {
 	resp, err := h.first.run()
 
 	h.mu.Lock()
-	h.firstDone = true
+	h.firstDone = true // no hedge starts from here on, none cancels the first try
 	firstLost := h.firstLost
+	received, hedges := 0, len(h.tries)
 	h.mu.Unlock()
-	h.first.endHold() // no hedge cancels the first try from here on
+	h.timer.Stop()
+	h.first.endHold()
 
-	var (
-		won    tryResult // won.tr != nil: the answer
-		failed []tryResult
-		lost   []*try
-	)
+	var won tryResult // won.tr != nil: the answer
 	switch {
-	case firstLost:
+	case firstLost && (err == nil || err == errHedgeLost):
 		// A hedge answered and cancelled this try. An answer of its own
 		// that came anyway cannot be read: its context is cancelled.
 		if resp != nil {
 			_ = resp.Body.Close()
 		}
-		lost = append(lost, h.first)
+		h.lost = append(h.lost, h.first)
 	case err == nil:
 		won = tryResult{h.first, resp, nil}
 	default:
-		failed = append(failed, tryResult{h.first, nil, err})
+		// Failed by itself, even if a hedge answered at that instant.
+		h.failed = append(h.failed, tryResult{h.first, nil, err})
 	}
-	received := 0
-	for won.tr == nil {
-		h.mu.Lock()
-		if received == len(h.tries) {
-			// Every try has failed: no hedge after this.
-			h.stopped = true
-			h.mu.Unlock()
-			break
-		}
-		h.mu.Unlock()
-		r := <-h.results
-		received++
-		if r.err == nil {
+	for ; won.tr == nil && received < hedges; received++ {
+		if r := <-h.results; r.err == nil {
 			won = r
 		} else {
-			failed = append(failed, r)
+			h.failed = append(h.failed, r)
 		}
 	}
-
-	// No hedge from here on; cancel the tries that did not win and wait
-	// for them: no goroutine outlives the attempt, and a response that
-	// came anyway is closed.
-	h.mu.Lock()
-	h.stopped = true
-	hedges := h.tries // no more appends: stopped
-	h.mu.Unlock()
-	h.timer.Stop()
 	if won.tr == nil {
 		// Every try failed: the last failure goes to the retry loop.
-		last := failed[len(failed)-1]
-		wrote := false
-		for _, r := range failed {
-			wrote = wrote || r.tr.mayHaveWritten(r.err)
-		}
-		return nil, last.tr, c.canRetry(last.err, wrote)
+		return nil, h.failed[len(h.failed)-1].tr, h.fail()
 	}
-	for _, tr := range hedges {
+	// Cancel the tries that did not win and wait for them: no goroutine
+	// outlives the attempt, and a response that came anyway is closed.
+	for _, tr := range h.tries {
 		if tr != won.tr {
 			tr.cancel(errHedgeLost)
 		}
 	}
-	for ; received < len(hedges); received++ {
-		r := <-h.results
-		if r.tr == won.tr {
-			continue
+	for ; received < hedges; received++ {
+		if r := <-h.results; r.tr != won.tr {
+			if r.resp != nil {
+				_ = r.resp.Body.Close()
+			}
+			h.lost = append(h.lost, r.tr)
 		}
-		if r.resp != nil {
-			_ = r.resp.Body.Close()
-		}
-		lost = append(lost, r.tr)
 	}
 	if won.tr.hedge {
 		c.st.tel.hedge(ctx, "won")
 	}
-	c.st.tel.hedgeMasked(ctx, won.tr, failed, lost)
+	c.st.tel.hedgeMasked(ctx, won.tr, h.failed, h.lost)
 	return won.resp, won.tr, nil
+}
+
+// fail is the error of an attempt whose every try failed: the last
+// failure, classified for the retry loop (the request may have been
+// written if any try may have written it). The other failures wait on the
+// call: masked by the retry if a later attempt succeeds.
+func (h *hedging) fail() error {
+	last := h.failed[len(h.failed)-1]
+	wrote := false
+	for _, r := range h.failed {
+		wrote = wrote || r.tr.mayHaveWritten(r.err)
+	}
+	h.c.unmasked = append(h.c.unmasked, h.failed[:len(h.failed)-1]...)
+	return h.c.canRetry(last.err, wrote)
+}
+
+// countMasked counts failures of tries on lifeline.masked_failures with
+// masked_by by, by their phase, peer and error type.
+func (t *telemetry) countMasked(ctx context.Context, by string, failed []tryResult) {
+	if len(failed) == 0 || !t.inst.Masked.Enabled(ctx) {
+		return
+	}
+	for _, r := range failed {
+		phase, peer := otelx.MaskedLabels(r.err)
+		if peer == "" {
+			peer = r.tr.peerLabel()
+		}
+		t.inst.Masked.Add(ctx, 1, otelx.Masked(by, phase, peer, otelx.ErrorTypeOf(r.err)))
+	}
 }
 
 // hedging is one hedged attempt: its first try, on the caller's goroutine,
@@ -242,21 +250,25 @@ type hedging struct {
 	first *try
 	timer *time.Timer // the hedge delay: fire
 
+	// The caller's goroutine's own, after the first try returned.
+	failed []tryResult // the tries that failed, in the order seen
+	lost   []*try      // the tries a winner overtook
+
 	mu        sync.Mutex
-	stopped   bool // the attempt has its answer, or every try failed: no more hedges
-	firstDone bool // the first try has returned: nothing cancels it any more
+	firstDone bool // the first try has returned: no more hedges, nothing cancels it
 	firstLost bool // a hedge answered and cancelled the first try
 	tries     []*try
 	results   chan tryResult // the hedges' results, made by the first; room for all
 }
 
-// fire starts a hedge, unless the attempt has ended, the hedges are all
-// started or the budget refuses, and sets the timer for the next one.
+// fire starts a hedge, unless the first try has ended, the attempt's
+// AttemptTimeout has passed, the hedges are all started or the budget
+// refuses, and sets the timer for the next one.
 func (h *hedging) fire() {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	st := h.c.st
-	if h.stopped || len(h.tries) >= maxHedges || !st.policy.Budget.Withdraw() {
+	if h.firstDone || h.c.attemptOver(time.Now()) || len(h.tries) >= maxHedges || !st.policy.Budget.Withdraw() {
 		return
 	}
 	if h.results == nil {

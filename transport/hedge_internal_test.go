@@ -1,6 +1,7 @@
 package transport
 
 import (
+	"context"
 	"errors"
 	"net/http"
 	"testing"
@@ -64,4 +65,35 @@ func TestHedgeFirstTryHoldsSlot(t *testing.T) {
 		_, _, running := st.watch.counts()
 		return !running
 	}, 5*time.Second, 10*time.Millisecond, "the watch's goroutine ends when idle")
+}
+
+// TestHedgeLostKeepsOwnFailure: a try that failed by itself (its conn
+// dropped) just before a winning hedge cancelled it keeps its own error,
+// so that it is counted as a failure the hedge masked, by its own type,
+// not as a wait the hedge overtook; the cancel's own error is errHedgeLost.
+// The same holds for AttemptTimeout: a failure of the try's own that the
+// timer only followed is not made an attempt timeout (which is retried).
+func TestHedgeLostKeepsOwnFailure(t *testing.T) {
+	tt := &Transport{HedgeDelay: time.Hour}
+	defer tt.CloseIdleConnections()
+	st := tt.get()
+	req, err := http.NewRequest(http.MethodGet, "http://127.0.0.1:1/", nil)
+	require.NoError(t, err)
+	c := &call{st: st, req: req, ctx: req.Context(), idempotent: true, replayable: true, hedge: true}
+	for _, cause := range []error{errHedgeLost, errAttempt} {
+		tr := c.newTry(true)
+		tr.cancel(cause)
+		own := errors.New("read tcp: connection reset by peer")
+		assert.Same(t, own, tr.mapErr(own), "cause %v", cause)
+		for _, e := range []error{cause, context.Canceled} {
+			got := tr.mapErr(e)
+			if cause == errHedgeLost {
+				assert.Equal(t, errHedgeLost, got)
+			} else {
+				var te *TimeoutError
+				assert.ErrorAs(t, got, &te)
+			}
+		}
+		tr.finish(nil, errors.New("done"))
+	}
 }

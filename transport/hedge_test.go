@@ -102,8 +102,8 @@ func TestHedgeEveryTryFails(t *testing.T) {
 	assert.Nil(t, resp)
 	assert.Less(t, time.Since(start), 2*time.Second)
 	// The first try fails at about 100ms, the hedge (60ms) at about 160ms;
-	// a second hedge may start at 120ms, while the first hedge is still
-	// in flight.
+	// no second hedge starts at 120ms, after the first try ended (unless
+	// a loaded machine delays the first try's failure past it).
 	got := hits.Load()
 	assert.GreaterOrEqual(t, got, int32(2))
 	assert.LessOrEqual(t, got, int32(3))
@@ -256,5 +256,65 @@ func TestHedgeOvertakesConnectingTry(t *testing.T) {
 	assert.Equal(t, "connect_overtaken", val(masked[0].Attributes, "error.type"))
 	_, hasPeer := masked[0].Attributes.Value("network.peer.address")
 	assert.False(t, hasPeer, "no conn, no peer")
+	assert.EqualValues(t, 1, masked[0].Value)
+}
+
+// TestHedgeAttemptTimeout (issue 20, break 2, on loopback):
+// Retry.AttemptTimeout bounds the attempt with its hedges. HedgeDelay
+// 300ms, AttemptTimeout 500ms, MaxAttempts 1, a server that never
+// answers: the old code cut each try 500ms after its own start and
+// started a hedge after the first try was cut (3 requests, 1.1s); now 2
+// requests and the attempt ends at 500ms (TestScheduleAttemptTimeout-
+// BoundsHedges has the exact schedule).
+func TestHedgeAttemptTimeout(t *testing.T) {
+	srv, hits := hedgeServer(t, func(n int32, w http.ResponseWriter, r *http.Request) { neverAnswer(w, r) })
+	tr := &transport.Transport{HedgeDelay: 300 * time.Millisecond,
+		Retry: &retry.Policy{MaxAttempts: 1, AttemptTimeout: 500 * time.Millisecond}}
+	defer tr.CloseIdleConnections()
+	start := time.Now()
+	_, err := tr.RoundTrip(newReq(t, http.MethodGet, srv.URL, ""))
+	took := time.Since(start)
+	var te *transport.TimeoutError
+	require.ErrorAs(t, err, &te)
+	assert.Equal(t, "attempt", te.Phase)
+	assert.Less(t, took, time.Second, "the old code took 1.1s: a hedge started after the first try was cut")
+	time.Sleep(300 * time.Millisecond)
+	assert.EqualValues(t, 2, hits.Load(), "no hedge after the attempt's first try ended")
+}
+
+// TestHedgeAndAttemptTimeoutHTTP2: on HTTP/2, where a cancelled stream
+// ends with context.Canceled rather than the cancel's cause, a try cut by
+// AttemptTimeout is still a *TimeoutError of phase attempt, and a try a
+// hedge overtook (on the same conn) is counted as overtaken, not as a
+// failure of its own.
+func TestHedgeAndAttemptTimeoutHTTP2(t *testing.T) {
+	var hits atomic.Int32
+	srv, cfg := tlsServer(t, true, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/hedge" && hits.Add(1) == 2 {
+			_, _ = io.WriteString(w, "hedge")
+			return
+		}
+		neverAnswer(w, r)
+	}))
+	tr := &transport.Transport{TLSClientConfig: cfg, Retry: &retry.Policy{MaxAttempts: 1, AttemptTimeout: 300 * time.Millisecond}}
+	defer tr.CloseIdleConnections()
+	_, err := tr.RoundTrip(newReq(t, http.MethodGet, srv.URL, ""))
+	var te *transport.TimeoutError
+	require.ErrorAs(t, err, &te)
+	assert.Equal(t, "attempt", te.Phase)
+
+	rg := newRig(t)
+	hedged := &transport.Transport{TLSClientConfig: cfg, HedgeDelay: 100 * time.Millisecond, MeterProvider: rg.mp}
+	defer hedged.CloseIdleConnections()
+	resp, err := hedged.RoundTrip(newReq(t, http.MethodGet, srv.URL+"/hedge", ""))
+	require.NoError(t, err)
+	b, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	require.NoError(t, err)
+	assert.Equal(t, "hedge", string(b))
+	assert.Equal(t, "HTTP/2.0", resp.Proto)
+	masked := rg.sums(t, "lifeline.masked_failures")
+	require.Len(t, masked, 1)
+	assert.Equal(t, "first_byte_overtaken", val(masked[0].Attributes, "error.type"))
 	assert.EqualValues(t, 1, masked[0].Value)
 }

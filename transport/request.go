@@ -158,8 +158,12 @@ func discard(resp *http.Response) {
 
 // canRetry classifies an attempt's error for the retry loop: safe to send
 // again when nothing of the request was written, or when the request is
-// idempotent and its body replayable.
+// idempotent and its body replayable. A failure that the caller's
+// deadline caused while the call's dial was unfinished says where that
+// dial was (dialPhase); a CONNECT answer over MaxResponseHeaderBytes is a
+// *HeaderLimitError, not retried (connectHeaderLimit).
 func (c *call) canRetry(err error, wrote bool) error {
+	err = c.connectHeaderLimit(c.dialPhase(err))
 	if !c.replayable {
 		return retry.Permanent(err)
 	}
@@ -167,4 +171,44 @@ func (c *call) canRetry(err error, wrote bool) error {
 		return retry.Permanent(err)
 	}
 	return err
+}
+
+// Exhausted returns the error with which the Transport stopped retrying
+// the request that resp answers, when resp is an answer with a retryable
+// status (429, 502, 503, 504) that RoundTrip returned after retrying it, or
+// after deciding not to wait for another attempt (its Budget, the
+// context's deadline, a Retry-After beyond MaxRetryAfter); nil for any
+// other response. The error is a *retry.ExhaustedError, which a retry.Do
+// around the Transport does not retry (an inner Do's final word): an
+// operation that returns it when it sees such an answer makes the layers'
+// retries add up instead of multiplying (3 requests, not 3 × 3). An
+// ExhaustedError of a single attempt, from a Transport whose policy has
+// MaxAttempts 1, leaves the retrying to the loop around it.
+//
+// The mark is on resp.Body: a body the caller replaced has none.
+func Exhausted(resp *http.Response) error {
+	if resp == nil {
+		return nil
+	}
+	if b, ok := resp.Body.(*exhaustedBody); ok {
+		return b.err
+	}
+	return nil
+}
+
+// exhaustedBody is the body of an answer RoundTrip stopped retrying: the
+// answer's own, with the error Exhausted returns.
+type exhaustedBody struct {
+	io.ReadCloser
+	err *retry.ExhaustedError
+}
+
+// markExhausted marks resp, an answer RoundTrip returns after it stopped
+// retrying it, for Exhausted.
+func markExhausted(resp *http.Response, err *retry.ExhaustedError) {
+	body := resp.Body
+	if body == nil {
+		body = http.NoBody
+	}
+	resp.Body = &exhaustedBody{ReadCloser: body, err: err}
 }

@@ -30,6 +30,11 @@ type call struct {
 	tries      int            // tries started; the next one's resend count
 	final      *http.Response // the answer RoundTrip returns
 	held       *http.Response // the last answer with a retryable status
+	attemptEnd time.Time      // the current attempt's AttemptTimeout; zero: none
+	unmasked   []tryResult    // failed tries whose failure no retry or hedge counted yet
+	cctx       callCtx        // ctx: the caller's, holding the call for the dial hooks
+	dialMu     sync.Mutex     // guards dials, appended to from net/http's dial goroutines
+	dials      []*dialing     // the dials made for the call's tries (dialphase.go)
 	first      try            // the first try, in the same allocation as the call
 }
 
@@ -40,35 +45,63 @@ type call struct {
 // context and span live until then. Errors: a *dial.Error for a failed
 // dial, a *TimeoutError for the Transport's own limits, ErrBadRequest for a
 // request that cannot be sent, and net/http's errors otherwise; after
-// retries, *retry.ExhaustedError wraps the last.
+// retries, *retry.ExhaustedError wraps the last. An answer with a
+// retryable status (429, 502, 503, 504) that RoundTrip stopped retrying is
+// returned with a nil error while the caller's context is alive; see
+// [Exhausted]. Once the caller's context has ended, RoundTrip returns its
+// error and closes such an answer.
 func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if err := checkRequest(req); err != nil {
 		return nil, err
 	}
 	st := t.get()
-	if st.retryErr != nil {
-		closeBody(req)
-		return nil, st.retryErr
-	}
-	c := &call{st: st, req: req, ctx: req.Context(),
-		idempotent: idempotent(req), replayable: replayable(req)}
+	c := &call{st: st, req: req, idempotent: idempotent(req), replayable: replayable(req)}
+	c.cctx = callCtx{Context: req.Context(), c: c}
+	c.ctx = &c.cctx
 	c.hedge = st.hedge.on && c.idempotent && c.replayable
-	if req.Body != nil && req.Body != http.NoBody && req.GetBody != nil {
-		// Every try sends a copy from GetBody; the caller's body is closed
-		// once, here, as the RoundTripper contract asks.
-		defer req.Body.Close()
+	// The request body and a held answer are closed on every path, a
+	// panic of the caller's code (Retry.Retryable) included.
+	defer c.end()
+	if st.retryErr != nil {
+		return nil, st.retryErr
 	}
 
 	err := retryx.DoPrepared(st.retry, c.ctx, callAttempt, c)
 	switch {
 	case err == nil:
+		// The retry loop counted the failure of each failed attempt; a
+		// hedged attempt's other failed tries are counted here.
+		st.tel.countMasked(c.ctx, otelx.MaskedByRetry, c.unmasked)
 		return c.final, nil
-	case c.held != nil:
-		// Out of attempts, budget or time, or the server asked for a wait
-		// beyond MaxRetryAfter: the last answer is the caller's.
-		return c.held, nil
+	case c.held != nil && c.ctx.Err() == nil:
+		// Out of attempts or budget, a deadline that the next wait would
+		// cross, or a wait beyond MaxRetryAfter: the last answer is the
+		// caller's. (Once the caller's context has ended, the answer's
+		// body is unreadable and the context's error is the truth: end
+		// closes it.)
+		resp := c.held
+		c.held = nil
+		var ex *retry.ExhaustedError
+		if errors.As(err, &ex) {
+			markExhausted(resp, ex)
+		}
+		return resp, nil
 	}
 	return nil, err
+}
+
+// end closes what RoundTrip was given or held and does not return: the
+// caller's body, unless a try handed it to net/http (which closes it) —
+// a body with GetBody is never handed over, each try sends a copy — and
+// an answer held for a retry.
+func (c *call) end() {
+	if b := c.req.Body; b != nil && b != http.NoBody && (c.req.GetBody != nil || c.tries == 0) {
+		_ = b.Close()
+	}
+	if c.held != nil {
+		discard(c.held)
+		c.held = nil
+	}
 }
 
 // callAttempt is one turn of RoundTrip's retry loop for the call arg. The
@@ -99,7 +132,13 @@ func callAttempt(ctx context.Context, arg any) error {
 
 // attempt makes one attempt of the retry loop: one try, or with hedging a
 // try and, if it has no response headers after the hedge delay, a second.
+// The policy's AttemptTimeout bounds the attempt, hedges included: every
+// try of it ends at the same instant (newTry arms each try's timer for
+// attemptEnd).
 func (c *call) attempt(ctx context.Context) (*http.Response, *try, error) {
+	if c.st.attemptTO > 0 {
+		c.attemptEnd = time.Now().Add(c.st.attemptTO)
+	}
 	if !c.hedge {
 		tr := c.newTry(false)
 		resp, err := tr.run()
@@ -109,6 +148,12 @@ func (c *call) attempt(ctx context.Context) (*http.Response, *try, error) {
 		return resp, tr, nil
 	}
 	return c.hedged(ctx)
+}
+
+// attemptOver reports whether the current attempt's AttemptTimeout has
+// passed at now.
+func (c *call) attemptOver(now time.Time) bool {
+	return !c.attemptEnd.IsZero() && !now.Before(c.attemptEnd)
 }
 
 // try is one HTTP exchange: one request on one conn.
@@ -274,7 +319,8 @@ func (c *call) newTry(hedge bool) *try {
 		tr.req.Body = nil // set in run, where a GetBody error can be returned
 	}
 	if st.attemptTO > 0 {
-		tr.attTimer = time.AfterFunc(st.attemptTO, func() { tr.cancel(errAttempt) })
+		// The attempt's end, for each of its tries (call.attempt).
+		tr.attTimer = time.AfterFunc(time.Until(c.attemptEnd), func() { tr.cancel(errAttempt) })
 	}
 	return tr
 }
@@ -409,9 +455,11 @@ func (tr *try) mapErr(err error) error {
 	var phase string
 	var limit time.Duration
 	switch {
-	case tr.ctx.Err() != nil:
+	case tr.ctx.Err() != nil && (errors.Is(err, context.Cause(tr.ctx)) || errors.Is(err, context.Canceled)):
 		// Ended by a hedge or AttemptTimeout (through the try's cancel,
-		// or a first try's slot), or by the caller.
+		// or a first try's slot), or by the caller. (net/http returns the
+		// cancel's cause, HTTP/2 context.Canceled; any other error is
+		// the try's own, which a cancel only followed.)
 		switch context.Cause(tr.ctx) {
 		case errHedgeLost:
 			return errHedgeLost

@@ -92,8 +92,9 @@ type Transport struct {
 	TLSClientConfig *tls.Config
 	// Retry decides what failed attempts are retried, how often and after
 	// how long; its Budget also pays for hedges. Nil means the default
-	// policy (3 attempts). Its AttemptTimeout bounds each attempt up to the
-	// response headers.
+	// policy (3 attempts). Its AttemptTimeout bounds each attempt, hedges
+	// included, up to the response headers: every try of the attempt ends
+	// at it, and no hedge starts after the attempt's first try ended.
 	Retry *retry.Policy
 	// FirstByteTimeout bounds the wait for the response headers after the
 	// request (body included) was written. Zero means 15s; negative means
@@ -264,6 +265,9 @@ func (t *Transport) build() *state {
 		st.born = &births{lifetime: st.lifetime, open: map[*bornConn]struct{}{}}
 		d.DialFunc = st.born.dialFunc(d.DialFunc)
 	}
+	// How far a dial got, for an error the caller's deadline ends first
+	// (dialphase.go).
+	d.DialFunc = connectHook(d.DialFunc)
 
 	if t.Retry != nil {
 		st.policy = *t.Retry
@@ -296,8 +300,8 @@ func (t *Transport) build() *state {
 	}
 	st.ht = &http.Transport{
 		Proxy:                 proxy,
-		DialContext:           d.DialContext,
-		DialTLSContext:        d.DialTLSContext,
+		DialContext:           dialHook(d.DialContext, false),
+		DialTLSContext:        dialHook(d.DialTLSContext, true),
 		TLSClientConfig:       tlsCfg.Clone(), // through CONNECT proxies (net/http's addTLS)
 		TLSHandshakeTimeout:   max(handshake, 0),
 		ForceAttemptHTTP2:     true,
@@ -305,6 +309,8 @@ func (t *Transport) build() *state {
 		MaxConnsPerHost:       orDefault(t.MaxConnsPerHost, DefaultMaxConnsPerHost),
 		MaxIdleConnsPerHost:   orDefault(t.MaxIdleConnsPerHost, DefaultMaxIdleConnsPerHost),
 		ExpectContinueTimeout: expectContinueTimeout,
+		// A proxy's refusal of CONNECT is a *ProxyError (407: final).
+		OnProxyConnectResponse: proxyConnectResponse,
 		// A hostile or broken server's endless headers cost this much
 		// memory per conn, not net/http's 10 MiB.
 		MaxResponseHeaderBytes: max(orDefault(t.MaxResponseHeaderBytes, DefaultMaxResponseHeaderBytes), 0),
