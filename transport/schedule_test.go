@@ -37,9 +37,9 @@ type step struct {
 	hang   bool // never answer; read until the client closes
 }
 
-// pipeNet serves request k (from 1, in the order they arrive, across
+// schedNet serves request k (from 1, in the order they arrive, across
 // conns) as plan(k) says.
-type pipeNet struct {
+type schedNet struct {
 	plan func(k int) step
 
 	mu    sync.Mutex
@@ -47,13 +47,13 @@ type pipeNet struct {
 	dials int
 }
 
-func (p *pipeNet) requests() int {
+func (p *schedNet) requests() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.reqs
 }
 
-func (p *pipeNet) dialer() *dial.Dialer {
+func (p *schedNet) dialer() *dial.Dialer {
 	return &dial.Dialer{DialFunc: func(ctx context.Context, network, addr string) (net.Conn, error) {
 		p.mu.Lock()
 		p.dials++
@@ -64,7 +64,7 @@ func (p *pipeNet) dialer() *dial.Dialer {
 	}}
 }
 
-func (p *pipeNet) serve(c net.Conn) {
+func (p *schedNet) serve(c net.Conn) {
 	defer c.Close()
 	br := bufio.NewReader(c)
 	for {
@@ -100,7 +100,7 @@ func (p *pipeNet) serve(c net.Conn) {
 // inBubble runs f in a synctest bubble with a Transport over p, and lets
 // every goroutine of the Transport and the server end before the bubble
 // does.
-func inBubble(t *testing.T, p *pipeNet, tr *transport.Transport, f func(t *testing.T, tr *transport.Transport)) {
+func inBubble(t *testing.T, p *schedNet, tr *transport.Transport, f func(t *testing.T, tr *transport.Transport)) {
 	synctest.Test(t, func(t *testing.T) {
 		tr.Dialer = p.dialer()
 		f(t, tr)
@@ -139,7 +139,7 @@ func hangAll(int) step { return step{hang: true} }
 func TestScheduleAttemptTimeoutBoundsHedges(t *testing.T) {
 	for _, delay := range []time.Duration{300 * time.Millisecond, 250 * time.Millisecond} {
 		t.Run(delay.String(), func(t *testing.T) {
-			p := &pipeNet{plan: hangAll}
+			p := &schedNet{plan: hangAll}
 			cfg := &transport.Transport{HedgeDelay: delay,
 				Retry: &retry.Policy{MaxAttempts: 1, AttemptTimeout: 500 * time.Millisecond}}
 			inBubble(t, p, cfg, func(t *testing.T, tr *transport.Transport) {
@@ -158,7 +158,7 @@ func TestScheduleAttemptTimeoutBoundsHedges(t *testing.T) {
 // gets its own AttemptTimeout, hedges included; the second attempt is
 // answered by its hedge.
 func TestScheduleAttemptTimeoutPerAttempt(t *testing.T) {
-	p := &pipeNet{plan: func(k int) step {
+	p := &schedNet{plan: func(k int) step {
 		if k == 4 {
 			return step{body: "fourth"}
 		}
@@ -183,7 +183,7 @@ func TestScheduleAttemptTimeoutPerAttempt(t *testing.T) {
 // as a win.
 func TestScheduleFirstAnswersAsHedgeFires(t *testing.T) {
 	for range 20 {
-		p := &pipeNet{plan: func(k int) step {
+		p := &schedNet{plan: func(k int) step {
 			if k == 1 {
 				return step{after: 300 * time.Millisecond, body: "first"}
 			}
@@ -216,7 +216,7 @@ func TestScheduleHedgeAnswersAsFirstFails(t *testing.T) {
 		if i%2 == 1 {
 			drop -= time.Nanosecond
 		}
-		p := &pipeNet{plan: func(k int) step {
+		p := &schedNet{plan: func(k int) step {
 			if k == 1 {
 				return step{after: drop, drop: true}
 			}
@@ -250,7 +250,7 @@ func TestScheduleHedgeAnswersAsFirstFails(t *testing.T) {
 // hedge's too), the retry succeeds: both failures are counted as masked
 // (by the retry), not only the one the retry loop saw.
 func TestScheduleHedgedAttemptRetriedToSuccess(t *testing.T) {
-	p := &pipeNet{plan: func(k int) step {
+	p := &schedNet{plan: func(k int) step {
 		switch k {
 		case 1:
 			return step{after: 400 * time.Millisecond, drop: true}
@@ -285,7 +285,7 @@ func TestScheduleCancelDuringRetryWait(t *testing.T) {
 		return step{status: http.StatusServiceUnavailable, header: "Retry-After: 10\r\n", body: "busy"}
 	}
 	t.Run("cancel", func(t *testing.T) {
-		p := &pipeNet{plan: busy}
+		p := &schedNet{plan: busy}
 		inBubble(t, p, &transport.Transport{}, func(t *testing.T, tr *transport.Transport) {
 			ctx, cancel := context.WithCancel(t.Context())
 			time.AfterFunc(2*time.Second, cancel)
@@ -296,7 +296,7 @@ func TestScheduleCancelDuringRetryWait(t *testing.T) {
 		})
 	})
 	t.Run("deadline", func(t *testing.T) {
-		p := &pipeNet{plan: busy}
+		p := &schedNet{plan: busy}
 		inBubble(t, p, &transport.Transport{}, func(t *testing.T, tr *transport.Transport) {
 			ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
 			defer cancel()
@@ -307,7 +307,7 @@ func TestScheduleCancelDuringRetryWait(t *testing.T) {
 		})
 	})
 	t.Run("cancel during an attempt", func(t *testing.T) {
-		p := &pipeNet{plan: func(k int) step {
+		p := &schedNet{plan: func(k int) step {
 			if k == 1 {
 				return busy(k)
 			}
@@ -351,7 +351,7 @@ func TestScheduleConnWaitAtMaxConnsPerHost(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			p := &pipeNet{plan: func(k int) step { return step{body: "held"} }}
+			p := &schedNet{plan: func(k int) step { return step{body: "held"} }}
 			inBubble(t, p, &transport.Transport{MaxConnsPerHost: 1, Retry: tc.retry}, func(t *testing.T, tr *transport.Transport) {
 				req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, "http://127.0.0.1:80/", nil)
 				require.NoError(t, err)
