@@ -88,8 +88,8 @@ func (s *dialState) handshake(ctx context.Context, index int, peer netip.AddrPor
 	var fb *firstByteConn
 	raw, cfg := conn, s.tlsCfg
 	if s.fbt > 0 {
-		// Each attempt has its own config: the watch hears of session
-		// tickets through the config's cache.
+		// Each attempt has its own config: the watch learns the server's
+		// traffic secret through the config's KeyLogWriter.
 		cfg = cfg.Clone()
 		fb = s.watchFirstByte(conn, peer, cfg)
 		raw = fb
@@ -119,7 +119,7 @@ func (s *dialState) handshake(ctx context.Context, index int, peer netip.AddrPor
 		return nil, e
 	}
 	if fb != nil {
-		fb.arm()
+		fb.arm(tc)
 	}
 	return tc, nil
 }

@@ -94,21 +94,30 @@ type Dialer struct {
 	// last Write before it fails with an *Error of PhaseFirstByte, and
 	// Health remembers the stall. This is incident 01 itself: a load
 	// balancer that accepts (and even completes the handshake) and then
-	// never answers. The clock runs from the latest Write, so a request
-	// written in pieces gets the whole limit after its last piece. Once a
-	// byte has arrived the watch costs one atomic load per call. The
-	// caller's own read deadlines keep working (the earlier one applies)
-	// and are restored after the first byte. After a first-byte timeout
-	// the conn's reads keep failing: close it.
+	// never answers. The clock runs from the latest Write of at least one
+	// byte, so a request written in pieces gets the whole limit after its
+	// last piece; a Read that comes before any Write (a server-first
+	// protocol: SMTP, MySQL, FTP, whose greeting is the reply) is bounded
+	// from establishment (see GreetingTimeout). Once a byte has arrived the
+	// watch costs one atomic load per call. The caller's own read deadlines
+	// keep working (the earlier one applies) and are restored after the
+	// first byte. After a first-byte timeout the conn's reads keep failing:
+	// close it.
 	//
 	// Under TLS only application data counts: the records a server sends
 	// on its own after the handshake (TLS 1.3 session tickets, which
-	// OpenSSL-based servers and load balancers send on every conn) are not
-	// a reply. The watch sits under the *tls.Conn, which DialTLSContext
-	// returns bare (net/http's HTTP/2 needs that), and tells tickets from
-	// data through the ClientSessionCache (a cache that keeps nothing is
-	// installed when the config has none; with SessionTicketsDisabled a
-	// server that sends tickets anyway ends the watch early).
+	// OpenSSL-based servers and load balancers send on every conn,
+	// KeyUpdates, empty records, renegotiation) are not a reply, and
+	// neither are the records tls.Conn sends on its own (a KeyUpdate's
+	// answer, alerts): they neither end the watch nor restart its clock.
+	// The watch sits under the *tls.Conn, which DialTLSContext returns bare
+	// (net/http's HTTP/2 needs that); it learns each record's type from its
+	// header (TLS 1.2) or by opening it with the server's traffic secret,
+	// which crypto/tls hands to the config's KeyLogWriter (TLS 1.3; the
+	// caller's KeyLogWriter, if any, still gets every line). A record the
+	// watch cannot read is not taken for the reply: the bound stays armed.
+	// (Under a TLS 1.2 CBC suite a reply that fits a record of 64 bytes or
+	// less cannot be told from an empty record and does not end the watch.)
 	//
 	// Zero means 30s; negative means off, and DialContext's conn is then
 	// the bare *net.TCPConn (or what DialFunc returned). When on,
@@ -116,6 +125,15 @@ type Dialer struct {
 	// the conn under it (SyscallConn, CloseRead, CloseWrite) and whose
 	// NetConn method returns it.
 	FirstByteTimeout time.Duration
+	// GreetingTimeout bounds, when FirstByteTimeout is on, a Read that
+	// comes before any Write: the greeting of a server-first protocol, due
+	// from establishment (the end of the TLS handshake for DialTLSContext).
+	// A Write restarts the clock with FirstByteTimeout, as usual. Zero
+	// means FirstByteTimeout; negative means a Read before any Write waits
+	// unbounded until a Write: for client-first protocols whose idle conns
+	// wait in Read before their first request (net/http's HTTP/1 conns,
+	// which the transport package's copy of the Dialer sets so).
+	GreetingTimeout time.Duration
 	// MaxAttemptsPerAddress caps the establishment attempts raced to one
 	// address at once. When every address has an attempt in flight (or
 	// has failed) and none has completed after AttemptDelay, the address
@@ -295,6 +313,7 @@ type dialState struct {
 	deadline time.Time // the whole dial's, from Timeout; zero: none
 	delay    time.Duration
 	fbt      time.Duration // first-byte limit; 0: off
+	greeting time.Duration // bound of a Read before any Write; 0: none
 	maxPer   int           // MaxAttemptsPerAddress, resolved
 	family   byte          // 0: any, '4', '6'
 	port     uint16
@@ -397,6 +416,9 @@ func (s *dialState) prepare(ctx context.Context, span trace.Span) (peer netip.Ad
 	s.sock = d.sockConfig()
 	s.delay = d.attemptDelay()
 	s.fbt = d.firstByteTimeout()
+	if s.greeting = d.GreetingTimeout; s.greeting == 0 {
+		s.greeting = s.fbt
+	}
 	s.maxPer = d.maxAttemptsPerAddress()
 
 	ip, err := netip.ParseAddr(host)
@@ -429,9 +451,7 @@ func (s *dialState) prepare(ctx context.Context, span trace.Span) (peer netip.Ad
 
 // tlsConfigFor clones the Dialer's TLS config for one dial to host. An
 // empty ServerName becomes the host, not the raced IP: SNI and verification
-// must be those of the name the caller asked for. A config without a
-// ClientSessionCache gets one that keeps nothing, so that the first-byte
-// watch hears of the session tickets the server sends (see ticketCache).
+// must be those of the name the caller asked for.
 func tlsConfigFor(base *tls.Config, host string) *tls.Config {
 	var cfg *tls.Config
 	if base != nil {
