@@ -374,14 +374,14 @@ func (s *dialState) run(ctx context.Context, span trace.Span) (net.Conn, error) 
 	if err != nil {
 		return nil, err
 	}
-	if literal {
-		// One address known up front: the common case of dials to an IP
-		// (pools, net/http behind a resolver of its own) takes a path with
-		// no goroutine unless the attempt is slow (BenchmarkDialContext).
-		return s.raceLone(ctx, peer)
-	}
+	// One race for every dial: an IP literal is a race whose one address
+	// is known up front (it may still race itself: MaxAttemptsPerAddress).
 	r := newRacer(s, ctx)
-	r.startLookups()
+	if literal {
+		r.queue = append(r.queue, peer)
+	} else {
+		r.startLookups()
+	}
 	return r.run()
 }
 
