@@ -335,7 +335,9 @@ func (d *Dialer) dial(ctx context.Context, network, address string, useTLS bool)
 			Err: &inputError{"nil context"}}
 	}
 	start := time.Now()
-	s := &dialState{d: d, tel: d.telemetry(), network: network, addr: address, useTLS: useTLS}
+	// The dial's state and its race are one allocation.
+	dr := &dialRun{s: dialState{d: d, tel: d.telemetry(), network: network, addr: address, useTLS: useTLS}}
+	s := &dr.s
 	if t := d.timeout(); t > 0 {
 		s.deadline = start.Add(t)
 	}
@@ -345,7 +347,7 @@ func (d *Dialer) dial(ctx context.Context, network, address string, useTLS bool)
 		ctx, span = s.tel.tracer.Start(ctx, "dial", spanClient...)
 		s.traced = span.IsRecording()
 	}
-	conn, err := s.run(ctx, span)
+	conn, err := dr.run(ctx, span)
 	outcome := outcomeOf(err)
 	s.tel.recordDuration(ctx, mPhaseTotal, outcome, time.Since(start).Seconds())
 	endSpan(span, outcome, err)
@@ -369,14 +371,22 @@ func logFailure(ctx context.Context, l *slog.Logger, network, address string, er
 		slog.String("network", network), slog.String("address", address), slog.String("error.type", et))
 }
 
-func (s *dialState) run(ctx context.Context, span trace.Span) (net.Conn, error) {
+// dialRun is one dial: its state, which the racers read, and its race.
+type dialRun struct {
+	s dialState
+	r racer
+}
+
+func (dr *dialRun) run(ctx context.Context, span trace.Span) (net.Conn, error) {
+	s := &dr.s
 	peer, literal, err := s.prepare(ctx, span)
 	if err != nil {
 		return nil, err
 	}
 	// One race for every dial: an IP literal is a race whose one address
 	// is known up front (it may still race itself: MaxAttemptsPerAddress).
-	r := newRacer(s, ctx)
+	r := &dr.r
+	r.init(s, ctx)
 	if literal {
 		r.queue = append(r.queue, peer)
 	} else {

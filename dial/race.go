@@ -41,7 +41,7 @@ type racer struct {
 	started  bool             // racing (resolution has handed over)
 	queue    []netip.AddrPort // addresses not attempted yet, in dial order
 	flying   []flight         // addresses attempted, in launch order
-	results  chan attemptResult
+	results  chan attemptResult // unbuffered: the racer takes every result (one allocation, not two)
 	pending  int // attempts in flight
 	launched int // attempts started, for race_index
 	last     time.Time
@@ -50,7 +50,12 @@ type racer struct {
 	stagger     *time.Timer
 	staggerC    <-chan time.Time // nil while the stagger is not armed
 	failed      []attemptResult
-	winner      *attemptResult
+	winner      attemptResult
+	won         bool // winner is set
+	// Room for the common dial's one or two addresses, so that the queue
+	// and flying slices cost no allocation of their own.
+	queueBuf  [2]netip.AddrPort
+	flyingBuf [2]flight
 }
 
 // flight is the state of one attempted address: its attempts in flight,
@@ -61,10 +66,10 @@ type flight struct {
 	failed bool
 }
 
-func newRacer(s *dialState, ctx context.Context) *racer {
-	r := &racer{s: s, ctx: ctx, results: make(chan attemptResult, 2)}
+func (r *racer) init(s *dialState, ctx context.Context) {
+	r.s, r.ctx, r.results = s, ctx, make(chan attemptResult)
+	r.queue, r.flying = r.queueBuf[:0], r.flyingBuf[:0]
 	r.raceCtx, r.cancel = context.WithCancelCause(ctx)
-	return r
 }
 
 // startLookups starts the lookups of the dial's families under
@@ -146,7 +151,7 @@ func (r *racer) run() (net.Conn, error) {
 	if r.lookups == 0 {
 		r.begin()
 	}
-	for r.winner == nil && (r.pending > 0 || r.lookups > 0) {
+	for !r.won && (r.pending > 0 || r.lookups > 0) {
 		select {
 		case a := <-r.answers:
 			r.onAnswer(a)
@@ -162,7 +167,7 @@ func (r *racer) run() (net.Conn, error) {
 	}
 	r.stopTimers()
 
-	if r.winner == nil {
+	if !r.won {
 		err := r.lose()
 		r.drain()
 		return nil, err
@@ -186,7 +191,7 @@ func (r *racer) run() (net.Conn, error) {
 		}
 	}
 	r.drain()
-	r.s.settleLosers(r.ctx, r.winner, r.failed, losers)
+	r.s.settleLosers(r.ctx, &r.winner, r.failed, losers)
 	return r.winner.conn, nil
 }
 
@@ -260,7 +265,7 @@ func (r *racer) onResult(res attemptResult) {
 	r.pending--
 	r.land(res.peer, res.err != nil && !res.lost())
 	if res.err == nil {
-		r.winner = &res
+		r.winner, r.won = res, true
 		return
 	}
 	r.failed = append(r.failed, res)
@@ -279,7 +284,7 @@ func (r *racer) onResult(res attemptResult) {
 // gets no repeat.
 func (r *racer) onStagger() {
 	launched := r.launched
-	for r.winner == nil {
+	for !r.won {
 		select {
 		case res := <-r.results:
 			r.onResult(res)
@@ -288,7 +293,7 @@ func (r *racer) onStagger() {
 		}
 		break
 	}
-	if r.winner != nil || r.launched != launched || !r.canStart() {
+	if r.won || r.launched != launched || !r.canStart() {
 		return // a failure already started the next attempt and the stagger anew
 	}
 	peer, repeat, ok := r.next()
