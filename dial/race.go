@@ -38,12 +38,12 @@ type racer struct {
 	hold     *time.Timer
 
 	// The race.
-	started  bool             // racing (resolution has handed over)
-	queue    []netip.AddrPort // addresses not attempted yet, in dial order
-	flying   []flight         // addresses attempted, in launch order
+	started  bool               // racing (resolution has handed over)
+	queue    []netip.AddrPort   // addresses not attempted yet, in dial order
+	flying   []flight           // addresses attempted, in launch order
 	results  chan attemptResult // unbuffered: the racer takes every result (one allocation, not two)
-	pending  int // attempts in flight
-	launched int // attempts started, for race_index
+	pending  int                // attempts in flight
+	launched int                // attempts started, for race_index
 	last     time.Time
 	// lastFamily4 is the family of the last address launched.
 	lastFamily4 bool

@@ -2,7 +2,9 @@ package dial_test
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
+	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -16,6 +18,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/lifeline-go/lifeline/dial"
+	"github.com/lifeline-go/lifeline/retry"
 )
 
 // fakeNet is a DialFunc whose behaviour is chosen per IP: "hang" blocks
@@ -358,4 +361,58 @@ func TestRaceInterleavings(t *testing.T) {
 			})
 		})
 	}
+}
+
+// TestStalledAttemptsLeaveTheRetryItsTurn: break 15. A lone address (a
+// load balancer) hangs the TLS handshakes of both attempts a dial races
+// to it (0.6% of dials when 8% of handshakes hang). The dial no longer
+// takes the whole of the caller's 5s: each attempt's handshake gets at
+// most half of what remains, so the dial fails near 2.5s and the retry
+// that wraps it succeeds well within the deadline (it failed at 5s, with
+// no time left for a retry).
+func TestStalledAttemptsLeaveTheRetryItsTurn(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		serverCfg, clientCfg, _ := testCert(t, testHost)
+		clientCfg.ServerName = testHost
+		var mu sync.Mutex
+		var ends []net.Conn
+		connects := 0
+		dialFn := func(_ context.Context, _, addr string) (net.Conn, error) {
+			c, s := net.Pipe()
+			mu.Lock()
+			connects++
+			stall := connects <= 2
+			ends = append(ends, s)
+			mu.Unlock()
+			go func() {
+				if !stall {
+					_ = tls.Server(s, serverCfg).Handshake()
+				}
+				_, _ = io.Copy(io.Discard, s) // a stalled handshake: read, never answer
+			}()
+			return addrConn{c, addr}, nil
+		}
+		defer func() {
+			mu.Lock()
+			defer mu.Unlock()
+			for _, s := range ends {
+				s.Close()
+			}
+		}()
+		d := dial.Dialer{TLSConfig: clientCfg, DialFunc: dialFn, FirstByteTimeout: -1}
+		ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+		defer cancel()
+		p := &retry.Policy{MaxAttempts: 3, InitialInterval: 10 * time.Millisecond, Jitter: -1}
+		start := time.Now()
+		conn, err := retry.Do(ctx, p, func(ctx context.Context) (net.Conn, error) {
+			return d.DialTLSContext(ctx, "tcp", "10.0.0.1:443")
+		})
+		elapsed := time.Since(start)
+		require.NoError(t, err, "the retry had its turn")
+		conn.Close()
+		// Attempt 1 from 0 (limit 2.5s), attempt 2 from 250ms (limit
+		// half of 4.75s): the dial fails at 2.625s; the retry 10ms later.
+		assert.Equal(t, 2625*time.Millisecond+10*time.Millisecond, elapsed)
+		assert.Equal(t, 3, connects)
+	})
 }
