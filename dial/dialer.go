@@ -74,7 +74,11 @@ type Dialer struct {
 	// limit of its own (Timeout and the context still apply).
 	ResolveTimeout time.Duration
 	// ConnectTimeout bounds each TCP connect attempt. Zero means 5s;
-	// negative means no limit of its own.
+	// negative means no limit of its own. When the caller's context has a
+	// deadline, an attempt's connect and TLS handshake each take at most
+	// half of what remains of it (as long as that half is at least
+	// AttemptDelay): when every attempt of a dial stalls, the dial fails
+	// with time left for the retry that wraps it.
 	ConnectTimeout time.Duration
 	// AttemptDelay is the Happy Eyeballs stagger (RFC 8305 §5): the next
 	// address is tried when the current attempt has not succeeded after this
@@ -87,7 +91,8 @@ type Dialer struct {
 	// those of the name; NextProtos (ALPN) is kept.
 	TLSConfig *tls.Config
 	// TLSHandshakeTimeout bounds each TLS handshake. Zero means 5s;
-	// negative means no limit of its own.
+	// negative means no limit of its own. Like ConnectTimeout, it takes at
+	// most half of what remains of the caller's deadline.
 	TLSHandshakeTimeout time.Duration
 	// FirstByteTimeout bounds the wait for the first byte of the reply on a
 	// returned conn: a Read that gets no byte FirstByteTimeout after the

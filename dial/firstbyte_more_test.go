@@ -76,7 +76,7 @@ func TestFirstByteGreeting(t *testing.T) {
 		conn, err := d.DialContext(t.Context(), "tcp", srv.Addr())
 		require.NoError(t, err)
 		defer conn.Close()
-		_, err, elapsed := readBounded(t, conn, 5*time.Second)
+		_, elapsed, err := readBounded(t, conn, 5*time.Second)
 		requireFirstByteTimeout(t, err)
 		assert.Less(t, elapsed, 3*time.Second)
 		var de *dial.Error
@@ -92,7 +92,7 @@ func TestFirstByteGreeting(t *testing.T) {
 		conn, err := d.DialTLSContext(t.Context(), "tcp", hostPort(srv.Port()))
 		require.NoError(t, err)
 		defer conn.Close()
-		_, err, elapsed := readBounded(t, conn, 5*time.Second)
+		_, elapsed, err := readBounded(t, conn, 5*time.Second)
 		requireFirstByteTimeout(t, err)
 		assert.Less(t, elapsed, 3*time.Second)
 	})
@@ -107,7 +107,7 @@ func TestFirstByteGreeting(t *testing.T) {
 		conn, err := d.DialContext(t.Context(), "tcp", srv.Addr())
 		require.NoError(t, err)
 		defer conn.Close()
-		got, err, _ := readBounded(t, conn, 5*time.Second)
+		got, _, err := readBounded(t, conn, 5*time.Second)
 		require.NoError(t, err)
 		assert.Equal(t, "220 ready\r\n", got)
 	})
@@ -119,7 +119,7 @@ func TestFirstByteGreeting(t *testing.T) {
 		require.NoError(t, err)
 		defer conn.Close()
 		require.NoError(t, conn.SetReadDeadline(time.Now().Add(700*time.Millisecond)))
-		_, err, elapsed := readBounded(t, conn, 5*time.Second)
+		_, elapsed, err := readBounded(t, conn, 5*time.Second)
 		assert.ErrorIs(t, err, os.ErrDeadlineExceeded)
 		var de *dial.Error
 		assert.False(t, errors.As(err, &de), "the caller's deadline, not a first-byte timeout: %v", err)
@@ -154,7 +154,7 @@ func TestFirstByteZeroLengthWritesDoNotRestart(t *testing.T) {
 			}
 		}
 	}()
-	_, err, elapsed := readBounded(t, conn, 5*time.Second)
+	_, elapsed, err := readBounded(t, conn, 5*time.Second)
 	close(stop)
 	<-done
 	requireFirstByteTimeout(t, err)
@@ -240,7 +240,7 @@ func TestFirstByteKeyUpdateAnswersDoNotRestart(t *testing.T) {
 	defer conn.Close()
 	_, err = conn.Write([]byte("GET\n"))
 	require.NoError(t, err)
-	_, err, elapsed := readBounded(t, conn, 5*time.Second)
+	_, elapsed, err := readBounded(t, conn, 5*time.Second)
 	requireFirstByteTimeout(t, err)
 	assert.Less(t, elapsed, 1500*time.Millisecond, "the answers (every 200ms for 2s) did not restart the clock")
 }

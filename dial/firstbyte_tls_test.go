@@ -128,7 +128,7 @@ func injectingServer(t *testing.T, script func(s *dial.TLS13Sealer) [][]byte, th
 
 // readBounded runs one Read on conn and fails the test when it has not
 // returned within limit: the hang this file is about.
-func readBounded(t *testing.T, conn net.Conn, limit time.Duration) (string, error, time.Duration) {
+func readBounded(t *testing.T, conn net.Conn, limit time.Duration) (string, time.Duration, error) {
 	t.Helper()
 	type result struct {
 		s   string
@@ -143,13 +143,13 @@ func readBounded(t *testing.T, conn net.Conn, limit time.Duration) (string, erro
 	}()
 	select {
 	case r := <-ch:
-		return r.s, r.err, time.Since(start)
+		return r.s, time.Since(start), r.err
 	case <-time.After(limit):
 		conn.Close() // unblock it, so that the goroutine ends
 		<-ch
 		t.Fatalf("Read still blocked after %v: the first-byte bound was lost", limit)
 	}
-	return "", nil, 0
+	return "", 0, nil
 }
 
 func requireFirstByteTimeout(t *testing.T, err error) {
@@ -234,7 +234,7 @@ func TestFirstByteTLS13PostHandshakeRecords(t *testing.T) {
 				defer conn.Close()
 				_, err = conn.Write([]byte("GET\n"))
 				require.NoError(t, err)
-				got, err, elapsed := readBounded(t, conn, 5*time.Second)
+				got, elapsed, err := readBounded(t, conn, 5*time.Second)
 				if !reply {
 					requireFirstByteTimeout(t, err)
 					assert.Less(t, elapsed, 3*time.Second)
@@ -242,7 +242,7 @@ func TestFirstByteTLS13PostHandshakeRecords(t *testing.T) {
 				}
 				require.NoError(t, err)
 				assert.Equal(t, "hello", got)
-				got, err, _ = readBounded(t, conn, 5*time.Second)
+				got, _, err = readBounded(t, conn, 5*time.Second)
 				require.NoError(t, err, "after the reply the watch is off: a quiet spell is no first-byte timeout")
 				assert.Equal(t, "again", got)
 			})
