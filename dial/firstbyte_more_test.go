@@ -244,3 +244,22 @@ func TestFirstByteKeyUpdateAnswersDoNotRestart(t *testing.T) {
 	requireFirstByteTimeout(t, err)
 	assert.Less(t, elapsed, 1500*time.Millisecond, "the answers (every 200ms for 2s) did not restart the clock")
 }
+
+// TestFirstByteKeepsCallersKeyLogWriter: the watch chains its KeyLogWriter
+// with the caller's, which still gets every line of the handshake.
+func TestFirstByteKeepsCallersKeyLogWriter(t *testing.T) {
+	checkFDs(t)
+	serverCfg, clientCfg, _ := testCert(t, testHost)
+	srv := faultnet.Start(t, faultnet.Config{TLS: serverCfg})
+	var lines syncBuffer
+	clientCfg.KeyLogWriter = &lines
+	d := dial.Dialer{Resolver: resolverFor(srv.Addr()), TLSConfig: clientCfg, FirstByteTimeout: time.Second}
+	conn, err := d.DialTLSContext(t.Context(), "tcp", hostPort(srv.Port()))
+	require.NoError(t, err)
+	conn.Close()
+	for _, label := range []string{"CLIENT_HANDSHAKE_TRAFFIC_SECRET ", "SERVER_HANDSHAKE_TRAFFIC_SECRET ",
+		"CLIENT_TRAFFIC_SECRET_0 ", dial.ServerTrafficLabel} {
+		assert.Contains(t, lines.String(), label)
+	}
+	assert.Same(t, &lines, clientCfg.KeyLogWriter, "the caller's config is not modified")
+}
