@@ -36,7 +36,7 @@ func (s *dialState) attempt(ctx context.Context, index int, peer netip.AddrPort,
 	if span.IsRecording() {
 		span.SetAttributes(peerAttrs(peer, index, repeat)...)
 	}
-	connCtx, cancel := s.phaseCtx(cctx, s.d.connectTimeout(), errConnectTimeout)
+	connCtx, cancel := s.phaseCtx(cctx, s.establishLimit(s.d.connectTimeout()), errConnectTimeout)
 	conn, err := s.connect(connCtx, peer)
 	if err != nil {
 		r.err = s.fail(connCtx, PhaseConnect, peer, err)
@@ -84,12 +84,12 @@ func (s *dialState) handshake(ctx context.Context, index int, peer netip.AddrPor
 	if span.IsRecording() {
 		span.SetAttributes(peerAttrs(peer, index, repeat)...)
 	}
-	hctx, cancel := s.phaseCtx(tctx, s.d.tlsHandshakeTimeout(), errTLSTimeout)
+	hctx, cancel := s.phaseCtx(tctx, s.establishLimit(s.d.tlsHandshakeTimeout()), errTLSTimeout)
 	var fb *firstByteConn
 	raw, cfg := conn, s.tlsCfg
 	if s.fbt > 0 {
-		// Each attempt has its own config: the watch hears of session
-		// tickets through the config's cache.
+		// Each attempt has its own config: the watch learns the server's
+		// traffic secret through the config's KeyLogWriter.
 		cfg = cfg.Clone()
 		fb = s.watchFirstByte(conn, peer, cfg)
 		raw = fb
@@ -119,7 +119,7 @@ func (s *dialState) handshake(ctx context.Context, index int, peer netip.AddrPor
 		return nil, e
 	}
 	if fb != nil {
-		fb.arm()
+		fb.arm(tc)
 	}
 	return tc, nil
 }

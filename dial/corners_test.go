@@ -288,8 +288,8 @@ func TestFirstByteDefault(t *testing.T) {
 // address gets a second attempt, which completes; the hung one is closed.
 // The extra attempts and the masked stalls are counted.
 func TestLoneAddressRacesItself(t *testing.T) {
-	// A name with one address goes through the general race; an IP
-	// literal through the path without goroutines (raceLone).
+	// A name with one address and an IP literal: the same race, one
+	// address known up front.
 	for _, literal := range []bool{false, true} {
 		name := "resolved name"
 		if literal {

@@ -74,7 +74,11 @@ type Dialer struct {
 	// limit of its own (Timeout and the context still apply).
 	ResolveTimeout time.Duration
 	// ConnectTimeout bounds each TCP connect attempt. Zero means 5s;
-	// negative means no limit of its own.
+	// negative means no limit of its own. When the caller's context has a
+	// deadline, an attempt's connect and TLS handshake each take at most
+	// half of what remains of it (as long as that half is at least
+	// AttemptDelay): when every attempt of a dial stalls, the dial fails
+	// with time left for the retry that wraps it.
 	ConnectTimeout time.Duration
 	// AttemptDelay is the Happy Eyeballs stagger (RFC 8305 §5): the next
 	// address is tried when the current attempt has not succeeded after this
@@ -87,28 +91,38 @@ type Dialer struct {
 	// those of the name; NextProtos (ALPN) is kept.
 	TLSConfig *tls.Config
 	// TLSHandshakeTimeout bounds each TLS handshake. Zero means 5s;
-	// negative means no limit of its own.
+	// negative means no limit of its own. Like ConnectTimeout, it takes at
+	// most half of what remains of the caller's deadline.
 	TLSHandshakeTimeout time.Duration
 	// FirstByteTimeout bounds the wait for the first byte of the reply on a
 	// returned conn: a Read that gets no byte FirstByteTimeout after the
 	// last Write before it fails with an *Error of PhaseFirstByte, and
 	// Health remembers the stall. This is incident 01 itself: a load
 	// balancer that accepts (and even completes the handshake) and then
-	// never answers. The clock runs from the latest Write, so a request
-	// written in pieces gets the whole limit after its last piece. Once a
-	// byte has arrived the watch costs one atomic load per call. The
-	// caller's own read deadlines keep working (the earlier one applies)
-	// and are restored after the first byte. After a first-byte timeout
-	// the conn's reads keep failing: close it.
+	// never answers. The clock runs from the latest Write of at least one
+	// byte, so a request written in pieces gets the whole limit after its
+	// last piece; a Read that comes before any Write (a server-first
+	// protocol: SMTP, MySQL, FTP, whose greeting is the reply) is bounded
+	// from establishment (see GreetingTimeout). Once a byte has arrived the
+	// watch costs one atomic load per call. The caller's own read deadlines
+	// keep working (the earlier one applies) and are restored after the
+	// first byte. After a first-byte timeout the conn's reads keep failing:
+	// close it.
 	//
 	// Under TLS only application data counts: the records a server sends
 	// on its own after the handshake (TLS 1.3 session tickets, which
-	// OpenSSL-based servers and load balancers send on every conn) are not
-	// a reply. The watch sits under the *tls.Conn, which DialTLSContext
-	// returns bare (net/http's HTTP/2 needs that), and tells tickets from
-	// data through the ClientSessionCache (a cache that keeps nothing is
-	// installed when the config has none; with SessionTicketsDisabled a
-	// server that sends tickets anyway ends the watch early).
+	// OpenSSL-based servers and load balancers send on every conn,
+	// KeyUpdates, empty records, renegotiation) are not a reply, and
+	// neither are the records tls.Conn sends on its own (a KeyUpdate's
+	// answer, alerts): they neither end the watch nor restart its clock.
+	// The watch sits under the *tls.Conn, which DialTLSContext returns bare
+	// (net/http's HTTP/2 needs that); it learns each record's type from its
+	// header (TLS 1.2) or by opening it with the server's traffic secret,
+	// which crypto/tls hands to the config's KeyLogWriter (TLS 1.3; the
+	// caller's KeyLogWriter, if any, still gets every line). A record the
+	// watch cannot read is not taken for the reply: the bound stays armed.
+	// (Under a TLS 1.2 CBC suite a reply that fits a record of 64 bytes or
+	// less cannot be told from an empty record and does not end the watch.)
 	//
 	// Zero means 30s; negative means off, and DialContext's conn is then
 	// the bare *net.TCPConn (or what DialFunc returned). When on,
@@ -116,6 +130,15 @@ type Dialer struct {
 	// the conn under it (SyscallConn, CloseRead, CloseWrite) and whose
 	// NetConn method returns it.
 	FirstByteTimeout time.Duration
+	// GreetingTimeout bounds, when FirstByteTimeout is on, a Read that
+	// comes before any Write: the greeting of a server-first protocol, due
+	// from establishment (the end of the TLS handshake for DialTLSContext).
+	// A Write restarts the clock with FirstByteTimeout, as usual. Zero
+	// means FirstByteTimeout; negative means a Read before any Write waits
+	// unbounded until a Write: for client-first protocols whose idle conns
+	// wait in Read before their first request (net/http's HTTP/1 conns,
+	// which the transport package's copy of the Dialer sets so).
+	GreetingTimeout time.Duration
 	// MaxAttemptsPerAddress caps the establishment attempts raced to one
 	// address at once. When every address has an attempt in flight (or
 	// has failed) and none has completed after AttemptDelay, the address
@@ -293,12 +316,15 @@ type dialState struct {
 	tlsCfg   *tls.Config
 	sock     sockConfig
 	deadline time.Time // the whole dial's, from Timeout; zero: none
-	delay    time.Duration
-	fbt      time.Duration // first-byte limit; 0: off
-	maxPer   int           // MaxAttemptsPerAddress, resolved
-	family   byte          // 0: any, '4', '6'
-	port     uint16
-	traced   bool // the dial span records: make phase spans
+	// callerDeadline is the deadline of the caller's context; zero: none.
+	callerDeadline time.Time
+	delay          time.Duration
+	fbt            time.Duration // first-byte limit; 0: off
+	greeting       time.Duration // bound of a Read before any Write; 0: none
+	maxPer         int           // MaxAttemptsPerAddress, resolved
+	family         byte          // 0: any, '4', '6'
+	port           uint16
+	traced         bool // the dial span records: make phase spans
 	// literal is the "ip:port" to connect to when the address was an IP
 	// literal, saving its formatting on the hot path; "" otherwise.
 	literal string
@@ -316,17 +342,20 @@ func (d *Dialer) dial(ctx context.Context, network, address string, useTLS bool)
 			Err: &inputError{"nil context"}}
 	}
 	start := time.Now()
-	s := &dialState{d: d, tel: d.telemetry(), network: network, addr: address, useTLS: useTLS}
+	// The dial's state and its race are one allocation.
+	dr := &dialRun{s: dialState{d: d, tel: d.telemetry(), network: network, addr: address, useTLS: useTLS}}
+	s := &dr.s
 	if t := d.timeout(); t > 0 {
 		s.deadline = start.Add(t)
 	}
+	s.callerDeadline, _ = ctx.Deadline()
 	span := noSpan
 	if _, isNoop := s.tel.tracer.(tracenoop.Tracer); !isNoop {
 		// A noop tracer's span would only cost an allocation.
 		ctx, span = s.tel.tracer.Start(ctx, "dial", spanClient...)
 		s.traced = span.IsRecording()
 	}
-	conn, err := s.run(ctx, span)
+	conn, err := dr.run(ctx, span)
 	outcome := outcomeOf(err)
 	s.tel.recordDuration(ctx, mPhaseTotal, outcome, time.Since(start).Seconds())
 	endSpan(span, outcome, err)
@@ -350,19 +379,27 @@ func logFailure(ctx context.Context, l *slog.Logger, network, address string, er
 		slog.String("network", network), slog.String("address", address), slog.String("error.type", et))
 }
 
-func (s *dialState) run(ctx context.Context, span trace.Span) (net.Conn, error) {
+// dialRun is one dial: its state, which the racers read, and its race.
+type dialRun struct {
+	s dialState
+	r racer
+}
+
+func (dr *dialRun) run(ctx context.Context, span trace.Span) (net.Conn, error) {
+	s := &dr.s
 	peer, literal, err := s.prepare(ctx, span)
 	if err != nil {
 		return nil, err
 	}
+	// One race for every dial: an IP literal is a race whose one address
+	// is known up front (it may still race itself: MaxAttemptsPerAddress).
+	r := &dr.r
+	r.init(s, ctx)
 	if literal {
-		// One address known up front: the common case of dials to an IP
-		// (pools, net/http behind a resolver of its own) takes a path with
-		// no goroutine unless the attempt is slow (BenchmarkDialContext).
-		return s.raceLone(ctx, peer)
+		r.queue = append(r.queue, peer)
+	} else {
+		r.startLookups()
 	}
-	r := newRacer(s, ctx)
-	r.startLookups()
 	return r.run()
 }
 
@@ -397,6 +434,9 @@ func (s *dialState) prepare(ctx context.Context, span trace.Span) (peer netip.Ad
 	s.sock = d.sockConfig()
 	s.delay = d.attemptDelay()
 	s.fbt = d.firstByteTimeout()
+	if s.greeting = d.GreetingTimeout; s.greeting == 0 {
+		s.greeting = s.fbt
+	}
 	s.maxPer = d.maxAttemptsPerAddress()
 
 	ip, err := netip.ParseAddr(host)
@@ -429,9 +469,7 @@ func (s *dialState) prepare(ctx context.Context, span trace.Span) (peer netip.Ad
 
 // tlsConfigFor clones the Dialer's TLS config for one dial to host. An
 // empty ServerName becomes the host, not the raced IP: SNI and verification
-// must be those of the name the caller asked for. A config without a
-// ClientSessionCache gets one that keeps nothing, so that the first-byte
-// watch hears of the session tickets the server sends (see ticketCache).
+// must be those of the name the caller asked for.
 func tlsConfigFor(base *tls.Config, host string) *tls.Config {
 	var cfg *tls.Config
 	if base != nil {
@@ -477,6 +515,28 @@ func (s *dialState) phaseCtx(parent context.Context, limit time.Duration, cause 
 }
 
 func noCancel() {}
+
+// establishLimit is the limit of an establishment phase (connect, TLS
+// handshake) of an attempt starting now: the phase's own limit, but never
+// more than half of what remains of the caller's deadline. When every
+// attempt of a dial stalls (a load balancer that hangs some handshakes:
+// with 8% of them hung, both raced attempts hang in 0.6% of dials), the
+// dial then fails with half the caller's time left, and the retry that
+// wraps it (retry.Policy, the transport's) gets its turn, instead of the
+// first dial taking all of it (break 15: a 5s deadline ended 5s into a
+// 5s TLSHandshakeTimeout). The share applies only while half the
+// remaining time is at least AttemptDelay: below that a retry could not
+// race anyway, and the whole remainder is the attempt's.
+func (s *dialState) establishLimit(limit time.Duration) time.Duration {
+	if s.callerDeadline.IsZero() {
+		return limit
+	}
+	half := time.Until(s.callerDeadline) / 2
+	if half < max(s.delay, 0) || (limit > 0 && limit <= half) {
+		return limit
+	}
+	return half
+}
 
 // connect makes one TCP connection to peer under ctx.
 func (s *dialState) connect(ctx context.Context, peer netip.AddrPort) (net.Conn, error) {

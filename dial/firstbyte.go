@@ -16,63 +16,79 @@ import (
 // States of a firstByteConn. They only move forward.
 const (
 	fbDisarmed uint32 = iota // TLS handshake in progress: pass through
-	fbArmed                  // waiting for the first Write
-	fbWaiting                // written: the first byte must arrive by fbDeadline
+	fbArmed                  // established, nothing written or read yet
+	fbWaiting                // the first byte must arrive by fbDeadline
 	fbDone                   // a reply arrived: pass through, at the cost of one atomic load
 )
 
 // firstByteConn bounds the wait for the first byte of a reply: each Write
-// before the reply sets the reads' deadline to FirstByteTimeout from then
-// (or the caller's own read deadline if that is earlier); when it expires
-// the Read fails with an *Error of PhaseFirstByte. Once the reply has
-// arrived the caller's read deadline is restored and the wrapper only
-// passes calls through.
+// of at least one byte before the reply sets the reads' deadline to
+// FirstByteTimeout from then (or the caller's own read deadline if that is
+// earlier); a Read that comes before any Write (a server-first protocol,
+// whose greeting is the reply) is bounded from establishment. When the
+// bound expires the Read fails with an *Error of PhaseFirstByte. Once the
+// reply has arrived the caller's read deadline is restored and the wrapper
+// only passes calls through.
 //
 // This is the fault of incidents 01 and 02: a load balancer accepts the
 // connection (and even the handshake) and then never answers.
 //
 // Under TLS the wrapper sits below the *tls.Conn (which must stay bare for
-// net/http's HTTP/2) and sees records, not plaintext; records tells it
-// which of them carried the reply.
+// net/http's HTTP/2) and sees records, not plaintext; records learns the
+// true content type of each one (tlsrecord.go). Only a record known to
+// carry application data ends the watch: a record it cannot read leaves
+// the bound armed.
 type firstByteConn struct {
 	net.Conn
-	state   atomic.Uint32
-	timeout time.Duration
-	network string
-	addr    string
-	peer    netip.AddrPort
-	tel     telemetry
-	health  *Health
-	records *recordWatch // non-nil under TLS
+	state    atomic.Uint32
+	timeout  time.Duration
+	greeting time.Duration // bound of a Read before any Write; 0: none
+	network  string
+	addr     string
+	peer     netip.AddrPort
+	tel      telemetry
+	health   *Health
+	records  *recordWatch // non-nil under TLS
 
-	mu           sync.Mutex // guards the fields below and every deadline change while not fbDone
-	userDeadline time.Time  // the read deadline the caller set; zero: none
-	fbDeadline   time.Time  // when the first byte is due (fbWaiting)
-	wroteAt      time.Time  // the latest Write before the reply
-	expired      bool       // the first-byte timeout was reported
+	mu            sync.Mutex // guards the fields below and every deadline change while not fbDone
+	userDeadline  time.Time  // the read deadline the caller set; zero: none
+	fbDeadline    time.Time  // when the first byte is due (fbWaiting)
+	wroteAt       time.Time  // when the clock started: the latest Write before the reply, or establishment
+	establishedAt time.Time
+	expired       bool // the first-byte timeout was reported
 }
 
 func (s *dialState) watchFirstByte(conn net.Conn, peer netip.AddrPort, tlsCfg *tls.Config) *firstByteConn {
-	c := &firstByteConn{Conn: conn, timeout: s.fbt, network: s.network, addr: s.addr,
+	c := &firstByteConn{Conn: conn, timeout: s.fbt, greeting: s.greeting, network: s.network, addr: s.addr,
 		peer: peer, tel: s.tel, health: s.d.Health}
 	if tlsCfg == nil {
+		c.establishedAt = time.Now()
 		c.state.Store(fbArmed)
 		return c
 	}
 	c.records = &recordWatch{}
-	tlsCfg.ClientSessionCache = &ticketCache{inner: tlsCfg.ClientSessionCache, seen: &c.records.tickets}
+	c.records.keys.inner = tlsCfg.KeyLogWriter
+	tlsCfg.KeyLogWriter = &c.records.keys
 	return c
 }
 
-// arm starts watching after the TLS handshake: the next Write starts the
-// clock.
-func (c *firstByteConn) arm() { c.state.CompareAndSwap(fbDisarmed, fbArmed) }
+// arm starts watching after the TLS handshake of tc: the next Write (or a
+// Read that comes first) starts the clock.
+func (c *firstByteConn) arm(tc *tls.Conn) {
+	st := tc.ConnectionState()
+	c.records.start(st.Version, st.CipherSuite)
+	c.establishedAt = time.Now()
+	c.state.CompareAndSwap(fbDisarmed, fbArmed)
+}
 
 // NetConn returns the underlying conn.
 func (c *firstByteConn) NetConn() net.Conn { return c.Conn }
 
 func (c *firstByteConn) Write(b []byte) (int, error) {
-	if st := c.state.Load(); st == fbArmed || st == fbWaiting {
+	// A zero-length Write sends nothing and is no request; a write that
+	// tls.Conn makes on its own (the answer to a KeyUpdate) is none either.
+	if st := c.state.Load(); (st == fbArmed || st == fbWaiting) && len(b) > 0 &&
+		(c.records == nil || !c.records.ownWrite(len(b))) {
 		c.startClock()
 	}
 	return c.Conn.Write(b)
@@ -89,11 +105,28 @@ func (c *firstByteConn) startClock() {
 	if st := c.state.Load(); st != fbArmed && st != fbWaiting {
 		return
 	}
-	now := time.Now()
-	c.wroteAt = now
-	c.fbDeadline = now.Add(c.timeout)
+	c.startLocked(time.Now(), c.timeout)
+}
+
+func (c *firstByteConn) startLocked(from time.Time, limit time.Duration) {
+	c.wroteAt = from
+	c.fbDeadline = from.Add(limit)
 	c.state.Store(fbWaiting)
 	_ = c.Conn.SetReadDeadline(c.effectiveLocked())
+}
+
+// startGreeting bounds a Read that comes before any Write: the reply of a
+// server-first protocol (SMTP, MySQL, FTP) is its greeting, due from
+// establishment.
+func (c *firstByteConn) startGreeting() {
+	if c.greeting <= 0 {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.state.Load() == fbArmed {
+		c.startLocked(c.establishedAt, c.greeting)
+	}
 }
 
 // effectiveLocked is the read deadline to set while waiting: the earlier of
@@ -110,71 +143,98 @@ func (c *firstByteConn) Read(b []byte) (int, error) {
 	if st == fbDone {
 		return c.Conn.Read(b)
 	}
-	if c.records == nil {
-		n, err := c.Conn.Read(b)
-		if n > 0 && st != fbDisarmed {
-			c.replied(time.Now())
-		}
-		return c.afterRead(n, err)
+	if st == fbArmed {
+		c.startGreeting()
 	}
-	// Under TLS. tls.Conn reads again only once it has processed the
-	// record it has; if the record handed up last could be data and no
-	// session ticket came out of it, it was the reply.
 	w := c.records
-	if w.candidate {
-		w.candidate = false
-		if w.tickets.Load() == w.ticketsAt && st != fbDisarmed {
-			c.replied(w.arrived)
-			return c.Conn.Read(b)
-		}
-	}
-	watching := st != fbDisarmed
-	if watching {
+	if w != nil {
+		// tls.Conn reads a record's header and then its body: a read
+		// never goes past the record's end, so that records sees each
+		// record whole before tls.Conn asks for more, and from the first
+		// record on, so that it knows which records are the handshake's.
 		b = w.limit(b)
 	}
-	n, err := c.Conn.Read(b)
-	if n > 0 {
-		w.feed(b[:n], watching)
+	for {
+		n, err := c.Conn.Read(b)
+		if n > 0 && c.state.Load() != fbDone {
+			data := true
+			if w != nil {
+				data = w.feed(b[:n])
+			}
+			if data && st != fbDisarmed {
+				c.replied()
+			}
+		}
+		if err == nil || !isTimeout(err) {
+			return n, err
+		}
+		switch c.timedOut() {
+		case timeoutRetry:
+			if n == 0 {
+				continue
+			}
+		case timeoutOurs:
+			return n, c.firstByteError()
+		}
+		return n, err
 	}
-	return c.afterRead(n, err)
 }
 
-// replied ends the watch: the reply began at arrived.
-func (c *firstByteConn) replied(arrived time.Time) {
+// replied ends the watch: the reply began now.
+func (c *firstByteConn) replied() {
 	c.mu.Lock()
 	if c.state.Load() == fbWaiting {
 		// Hand the caller back their own deadline.
 		_ = c.Conn.SetReadDeadline(c.userDeadline)
-		c.tel.recordDuration(context.Background(), mPhaseFirstByte, mOK, arrived.Sub(c.wroteAt).Seconds())
+		c.tel.recordDuration(context.Background(), mPhaseFirstByte, mOK, time.Since(c.wroteAt).Seconds())
 	}
 	c.state.Store(fbDone)
 	c.mu.Unlock()
+	if c.records != nil {
+		c.records.release()
+	}
 }
 
-// afterRead turns a read that timed out at the first-byte deadline into an
-// *Error of PhaseFirstByte, reported (metrics, Health) once. The state is
-// read again: a Read may have blocked before the Write that started the
-// clock.
-func (c *firstByteConn) afterRead(n int, err error) (int, error) {
-	if err == nil || !isTimeout(err) {
-		return n, err
-	}
+// What a read timeout was.
+const (
+	timeoutCaller = iota // the caller's own deadline
+	timeoutOurs          // the first-byte bound
+	timeoutRetry         // a deadline since moved: a Write restarted the clock meanwhile
+)
+
+// timedOut tells whose deadline a read timed out at. The state is read
+// again: a Read may have blocked before the Write that started the clock,
+// and a concurrent Write may have moved the bound after the read's
+// deadline fired (then the read goes on: the bound has not passed).
+func (c *firstByteConn) timedOut() int {
 	c.mu.Lock()
-	ours := c.state.Load() == fbWaiting && !c.fbDeadline.After(time.Now()) &&
-		(c.userDeadline.IsZero() || c.fbDeadline.Before(c.userDeadline))
-	report := ours && !c.expired
-	if ours {
-		c.expired = true
+	defer c.mu.Unlock()
+	if c.state.Load() != fbWaiting {
+		return timeoutCaller
 	}
+	now := time.Now()
+	userPassed := !c.userDeadline.IsZero() && !c.userDeadline.After(now)
+	switch {
+	case !c.fbDeadline.After(now) && (c.userDeadline.IsZero() || c.fbDeadline.Before(c.userDeadline)):
+		return timeoutOurs
+	case userPassed:
+		return timeoutCaller
+	}
+	return timeoutRetry
+}
+
+// firstByteError is the *Error of a first-byte timeout, reported (metrics,
+// Health) once per conn.
+func (c *firstByteConn) firstByteError() error {
+	c.mu.Lock()
+	report := !c.expired
+	c.expired = true
 	c.mu.Unlock()
-	if !ours {
-		return n, err // the caller's own deadline
-	}
 	if report {
 		c.tel.recordDuration(context.Background(), mPhaseFirstByte, mTimeout, c.timeout.Seconds())
 		c.health.record(c.peer, EventFirstByteStall, 0, time.Now())
 	}
-	return n, &Error{Phase: PhaseFirstByte, Network: c.network, Addr: c.addr, Peer: c.peer,
+	return &Error{Phase: PhaseFirstByte, Network: c.network, Addr: c.addr, Peer: c.peer,
 		Err: &timeoutError{cause: errFirstByteTimeout}, health: c.health}
 }
 
@@ -235,37 +295,88 @@ func (c *firstByteConn) unsupported(op string) error {
 	return &net.OpError{Op: op, Net: c.network, Err: errors.ErrUnsupported}
 }
 
-// TLS record content types (RFC 8446 §5.1). In TLS 1.3 every record after
-// the handshake is sent as application_data, whatever it carries.
+// TLS record content types (RFC 8446 §5.1) and handshake message types.
 const (
+	recordCCS         = 20
 	recordAlert       = 21
+	recordHandshake   = 22
 	recordApplication = 23
 	recordHeaderLen   = 5
+	msgKeyUpdate      = 24
+	// keyUpdateAnswerLen is the record crypto/tls sends to answer a
+	// KeyUpdate that asked for one: a header and a 5-byte message with its
+	// inner type and a 16-byte tag (it does not pad).
+	keyUpdateAnswerLen = recordHeaderLen + 4 + 1 + 1 + 16
 )
 
-// recordWatch follows the TLS record boundaries of the bytes the tls.Conn
-// reads through a firstByteConn, from the first byte of the handshake on,
-// so that it can tell a reply from the records a server sends unasked: a
-// TLS 1.3 NewSessionTicket is encrypted as application data and only the
-// tls.Conn knows what it was. It tells the session cache (ticketCache),
-// which counts tickets; while watching, reads stop at each record's end, so
-// tls.Conn asks for more bytes only after it has processed the record: if
-// no ticket came out of a record that could be data, it was the reply.
+// recordWatch follows the TLS records the tls.Conn reads through a
+// firstByteConn, from the first byte of the handshake on, and tells which
+// one carries the reply. Reads stop at each record's end (limit), so that
+// every record after the handshake is seen whole, in order, before
+// tls.Conn processes it: in TLS 1.2 its header says what it is; in TLS 1.3
+// it is opened with the server's traffic keys (tlsrecord.go). A record of
+// application data with content is the reply; every other record — a
+// session ticket (with or without a lifetime, kept or dropped), a
+// KeyUpdate, an empty record, an alert, a renegotiation, or a record that
+// does not open — is not, and leaves the bound armed.
 //
-// All fields but tickets are touched only by Read, which tls.Conn
-// serialises.
+// All fields but the atomics are touched only by Read, which tls.Conn
+// serialises (and, before that, by the handshake on the same goroutine).
 type recordWatch struct {
-	tickets   atomic.Uint64 // session tickets the tls.Conn handled
-	hdr       [recordHeaderLen]byte
-	hdrN      int  // header bytes of the current record seen
-	left      int  // body bytes of the current record still to come
-	candidate bool // a record that may be data was handed up whole
-	ticketsAt uint64
-	arrived   time.Time
+	keys   keyLog
+	hdr    [recordHeaderLen]byte
+	hdrN   int    // header bytes of the current record seen
+	left   int    // body bytes of the current record still to come
+	body   []byte // the current record's body, while it is to be opened
+	plain  []byte // scratch for opening
+	hs     []byte // a TLS 1.3 handshake message split across records
+	app    bool   // the handshake is over: records are the server's traffic
+	vers   uint16
+	tls12  int // TLS 1.2: the body length of an empty application data record, or -1 (unknown)
+	in     *recordKeys
+	broken bool         // TLS 1.3 records can no longer be opened: none is taken for the reply
+	ownW   atomic.Int32 // writes tls.Conn owes on its own (KeyUpdate answers)
+	reneg  atomic.Bool  // TLS 1.2 renegotiation in progress: its writes are tls.Conn's
+}
+
+// start begins watching the server's traffic after a handshake of the
+// given version and suite.
+func (w *recordWatch) start(vers, suite uint16) {
+	w.app, w.vers = true, vers
+	if vers == tls.VersionTLS13 {
+		var err error
+		if w.keys.secret == nil {
+			err = errors.New("no traffic secret")
+		} else {
+			w.in, err = newRecordKeys(suite, w.keys.secret)
+		}
+		w.broken = err != nil
+		w.keys.secret = nil
+		return
+	}
+	w.tls12 = emptyRecordLen12(suite)
+}
+
+// emptyRecordLen12 is the body length of an empty application data record
+// under a TLS 1.2 suite, or -1 when the length does not tell an empty
+// record from one with content (CBC: padding hides up to a block; such a
+// record then counts as content only when longer than any empty one).
+func emptyRecordLen12(suite uint16) int {
+	switch suite {
+	case tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+		tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384, tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+		tls.TLS_RSA_WITH_AES_128_GCM_SHA256, tls.TLS_RSA_WITH_AES_256_GCM_SHA384:
+		return 8 + 16 // explicit nonce, tag
+	case tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256, tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256:
+		return 16
+	}
+	// CBC with SHA-256 MAC: IV 16 + (MAC 32 + padding) up to 48. Any
+	// record up to 64 bytes may be empty; a longer one has content.
+	return 64
 }
 
 // limit shortens b so that a read ends at the current record's end (or its
-// header's): tls.Conn then handles one record before it reads again.
+// header's).
 func (w *recordWatch) limit(b []byte) []byte {
 	want := w.left
 	if w.hdrN < recordHeaderLen {
@@ -277,52 +388,113 @@ func (w *recordWatch) limit(b []byte) []byte {
 	return b
 }
 
-// feed follows the record boundaries over p. While watching, a record of
-// application data or an alert that is now whole is a candidate reply.
-func (w *recordWatch) feed(p []byte, watching bool) {
+// feed follows the record boundaries over p and reports whether a record
+// that p completed carries the reply.
+func (w *recordWatch) feed(p []byte) (reply bool) {
 	for len(p) > 0 {
 		if w.hdrN < recordHeaderLen {
 			k := copy(w.hdr[w.hdrN:], p)
 			w.hdrN += k
 			p = p[k:]
 			if w.hdrN < recordHeaderLen {
-				return
+				return reply
 			}
 			w.left = int(w.hdr[3])<<8 | int(w.hdr[4])
+			w.body = w.body[:0]
 		}
 		k := min(w.left, len(p))
+		if w.app && w.in != nil && !w.broken {
+			w.body = append(w.body, p[:k]...)
+		}
 		w.left -= k
 		p = p[k:]
 		if w.left == 0 {
-			if typ := w.hdr[0]; watching && (typ == recordApplication || typ == recordAlert) {
-				w.candidate = true
-				w.ticketsAt = w.tickets.Load()
-				w.arrived = time.Now()
+			if w.app && w.record() {
+				reply = true
 			}
 			w.hdrN = 0
 		}
 	}
+	return reply
 }
 
-// ticketCache is the ClientSessionCache of a watched TLS attempt: it counts
-// the session tickets the tls.Conn handles (Put) for the recordWatch and
-// passes everything to the caller's cache, or keeps nothing when the
-// caller had none.
-type ticketCache struct {
-	inner tls.ClientSessionCache
-	seen  *atomic.Uint64
-}
-
-func (t *ticketCache) Get(key string) (*tls.ClientSessionState, bool) {
-	if t.inner == nil {
-		return nil, false
+// record classifies the record just completed (header w.hdr).
+func (w *recordWatch) record() (reply bool) {
+	typ, n := w.hdr[0], int(w.hdr[3])<<8|int(w.hdr[4])
+	if w.vers != tls.VersionTLS13 {
+		switch typ {
+		case recordApplication:
+			return n > w.tls12
+		case recordHandshake:
+			// A HelloRequest: tls.Conn renegotiates (when the config
+			// allows) and writes its own handshake meanwhile.
+			w.reneg.Store(true)
+		}
+		return false
 	}
-	return t.inner.Get(key)
+	if typ != recordApplication || w.broken {
+		return false // a change_cipher_spec that tls.Conn skips, or an error it will report
+	}
+	content, inner, ok := w.in.open(w.plain, w.hdr[:], w.body)
+	if !ok {
+		// Not with the keys followed so far: stop taking any record
+		// for the reply (tls.Conn reports a record that is not genuine).
+		w.broken = true
+		return false
+	}
+	w.plain = content[:0]
+	switch inner {
+	case recordApplication:
+		return len(content) > 0
+	case recordHandshake:
+		w.handshake(content)
+	}
+	return false
 }
 
-func (t *ticketCache) Put(key string, cs *tls.ClientSessionState) {
-	t.seen.Add(1)
-	if t.inner != nil {
-		t.inner.Put(key, cs)
+// handshake follows the post-handshake messages of TLS 1.3 (tickets,
+// KeyUpdate), which may be split across records.
+func (w *recordWatch) handshake(content []byte) {
+	w.hs = append(w.hs, content...)
+	for len(w.hs) >= 4 {
+		n := int(w.hs[1])<<16 | int(w.hs[2])<<8 | int(w.hs[3])
+		if len(w.hs) < 4+n {
+			return
+		}
+		if w.hs[0] == msgKeyUpdate && n == 1 {
+			if w.hs[4] == 1 { // update_requested: tls.Conn answers
+				w.ownW.Add(1)
+			}
+			if err := w.in.update(); err != nil {
+				w.broken = true
+			}
+		}
+		w.hs = w.hs[4+n:]
 	}
+	if len(w.hs) == 0 {
+		w.hs = w.hs[:0:0]
+	}
+}
+
+// ownWrite reports whether a raw write of n bytes is one tls.Conn makes on
+// its own while reading (a KeyUpdate answer, a renegotiation), which is no
+// request and does not restart the clock.
+func (w *recordWatch) ownWrite(n int) bool {
+	if w.reneg.Load() {
+		return true
+	}
+	for {
+		k := w.ownW.Load()
+		if k == 0 || n != keyUpdateAnswerLen {
+			return false
+		}
+		if w.ownW.CompareAndSwap(k, k-1) {
+			return true
+		}
+	}
+}
+
+// release drops what the watch kept once the reply has come.
+func (w *recordWatch) release() {
+	w.body, w.plain, w.hs, w.in = nil, nil, nil, nil
 }

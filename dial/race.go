@@ -5,7 +5,6 @@ import (
 	"net"
 	"net/netip"
 	"slices"
-	"sync/atomic"
 	"time"
 
 	"go.opentelemetry.io/otel/trace"
@@ -39,31 +38,38 @@ type racer struct {
 	hold     *time.Timer
 
 	// The race.
-	started  bool             // racing (resolution has handed over)
-	queue    []netip.AddrPort // addresses not attempted yet, in dial order
-	flying   []flight         // addresses with attempts in flight, in launch order
-	results  chan attemptResult
-	pending  int // attempts in flight
-	launched int // attempts started, for race_index
+	started  bool               // racing (resolution has handed over)
+	queue    []netip.AddrPort   // addresses not attempted yet, in dial order
+	flying   []flight           // addresses attempted, in launch order
+	results  chan attemptResult // unbuffered: the racer takes every result (one allocation, not two)
+	pending  int                // attempts in flight
+	launched int                // attempts started, for race_index
 	last     time.Time
 	// lastFamily4 is the family of the last address launched.
 	lastFamily4 bool
 	stagger     *time.Timer
 	staggerC    <-chan time.Time // nil while the stagger is not armed
 	failed      []attemptResult
-	winner      *attemptResult
+	winner      attemptResult
+	won         bool // winner is set
+	// Room for the common dial's one or two addresses, so that the queue
+	// and flying slices cost no allocation of their own.
+	queueBuf  [2]netip.AddrPort
+	flyingBuf [2]flight
 }
 
-// flight counts the attempts in flight to one address.
+// flight is the state of one attempted address: its attempts in flight,
+// and whether one of them failed (then it gets no other).
 type flight struct {
-	peer netip.AddrPort
-	n    int
+	peer   netip.AddrPort
+	n      int
+	failed bool
 }
 
-func newRacer(s *dialState, ctx context.Context) *racer {
-	r := &racer{s: s, ctx: ctx, results: make(chan attemptResult, 2)}
+func (r *racer) init(s *dialState, ctx context.Context) {
+	r.s, r.ctx, r.results = s, ctx, make(chan attemptResult)
+	r.queue, r.flying = r.queueBuf[:0], r.flyingBuf[:0]
 	r.raceCtx, r.cancel = context.WithCancelCause(ctx)
-	return r
 }
 
 // startLookups starts the lookups of the dial's families under
@@ -111,12 +117,15 @@ func (r *racer) addAddrs(peers []netip.AddrPort) {
 			r.queue[0] = other
 		}
 	}
-	if r.pending == 0 {
+	switch {
+	case r.pending == 0:
 		r.launchNext()
-	} else if r.staggerC == nil {
+	case r.s.delay > 0 && r.staggerC == nil:
 		// The attempts in flight are older than the stagger (it fired and
 		// found nothing to start): start the newcomer when its turn comes.
 		r.armStagger(max(0, r.s.delay-time.Since(r.last)))
+		// Serial mode (AttemptDelay < 0): the newcomer waits for the
+		// attempt in flight to fail.
 	}
 }
 
@@ -142,7 +151,7 @@ func (r *racer) run() (net.Conn, error) {
 	if r.lookups == 0 {
 		r.begin()
 	}
-	for r.winner == nil && (r.pending > 0 || r.lookups > 0) {
+	for !r.won && (r.pending > 0 || r.lookups > 0) {
 		select {
 		case a := <-r.answers:
 			r.onAnswer(a)
@@ -158,7 +167,7 @@ func (r *racer) run() (net.Conn, error) {
 	}
 	r.stopTimers()
 
-	if r.winner == nil {
+	if !r.won {
 		err := r.lose()
 		r.drain()
 		return nil, err
@@ -182,7 +191,7 @@ func (r *racer) run() (net.Conn, error) {
 		}
 	}
 	r.drain()
-	r.s.settleLosers(r.ctx, r.winner, r.failed, losers)
+	r.s.settleLosers(r.ctx, &r.winner, r.failed, losers)
 	return r.winner.conn, nil
 }
 
@@ -254,52 +263,78 @@ func (r *racer) endDNS(err *Error) {
 // onResult takes one attempt's end.
 func (r *racer) onResult(res attemptResult) {
 	r.pending--
-	r.land(res.peer)
+	r.land(res.peer, res.err != nil && !res.lost())
 	if res.err == nil {
-		r.winner = &res
+		r.winner, r.won = res, true
 		return
 	}
 	r.failed = append(r.failed, res)
 	// A failure starts the next address at once (RFC 8305 §5), and the
-	// stagger restarts from it. A failed address is not tried again: that
-	// is a retry, which retry.Policy owns.
+	// stagger restarts from it. The failed address is not tried again: a
+	// repeat is for a pending attempt; after a failure it is a retry, which
+	// retry.Policy owns.
 	if len(r.queue) > 0 && r.launchNext() && r.s.delay > 0 {
 		r.armStagger(r.s.delay)
 	}
 }
 
 // onStagger runs when the attempts in flight have not completed after
-// AttemptDelay: start the next address alongside; with none left, give
-// the first address still pending another attempt (a lone address races
-// itself: incident 01's load balancer hangs some of its connections).
+// AttemptDelay. Results that arrived first are taken first: an attempt
+// that failed just before the timer fired is not pending, and its address
+// gets no repeat.
 func (r *racer) onStagger() {
-	if !r.canStart() {
+	launched := r.launched
+	for !r.won {
+		select {
+		case res := <-r.results:
+			r.onResult(res)
+			continue
+		default:
+		}
+		break
+	}
+	if r.won || r.launched != launched || !r.canStart() {
+		return // a failure already started the next attempt and the stagger anew
+	}
+	peer, repeat, ok := r.next()
+	if !ok {
 		return
 	}
-	if len(r.queue) > 0 {
-		r.launchNext()
-	} else if i := r.repeatable(); i >= 0 {
-		r.launch(r.flying[i].peer, true)
+	if repeat {
+		r.launch(peer, true)
 	} else {
-		return
+		r.queue = r.queue[1:]
+		r.launch(peer, false)
 	}
-	if len(r.queue) > 0 || r.repeatable() >= 0 {
-		r.armStagger(r.s.delay)
-	}
+	r.armIfMore()
 }
 
-// repeatable returns the index in flying of the address that gets the
-// next repeated attempt, or -1.
-func (r *racer) repeatable() int {
-	if r.s.delay <= 0 {
-		return -1
+// next is the race's one decision: the attempt to start when the stagger
+// says another may start. In order: the next address not attempted yet;
+// else, in staggered mode, the first address in launch order whose
+// attempts are all still pending and fewer than MaxAttemptsPerAddress (a
+// lone address races itself: incident 01's load balancer hangs some of
+// its connections); else none.
+//
+//	address state            | gets an attempt
+//	-------------------------+---------------------------------------------
+//	queued (never attempted) | first, in dial order
+//	pending, n < max         | a repeat (AttemptDelay > 0 only)
+//	pending, n == max        | no
+//	failed (any attempt)     | never again in this dial
+func (r *racer) next() (peer netip.AddrPort, repeat, ok bool) {
+	if len(r.queue) > 0 {
+		return r.queue[0], false, true
 	}
-	for i, f := range r.flying {
-		if f.n < r.s.maxPer {
-			return i
+	if r.s.delay <= 0 {
+		return peer, false, false
+	}
+	for _, f := range r.flying {
+		if !f.failed && f.n > 0 && f.n < r.s.maxPer {
+			return f.peer, true, true
 		}
 	}
-	return -1
+	return peer, false, false
 }
 
 // launchNext starts the first queued address, if the dial may still start
@@ -311,10 +346,18 @@ func (r *racer) launchNext() bool {
 	peer := r.queue[0]
 	r.queue = r.queue[1:]
 	r.launch(peer, false)
-	if r.s.delay > 0 && (len(r.queue) > 0 || r.repeatable() >= 0) && r.staggerC == nil {
-		r.armStagger(r.s.delay)
+	if r.staggerC == nil {
+		r.armIfMore()
 	}
 	return true
+}
+
+// armIfMore arms the stagger when, in staggered mode, there is anything
+// left to start.
+func (r *racer) armIfMore() {
+	if _, _, more := r.next(); more && r.s.delay > 0 {
+		r.armStagger(r.s.delay)
+	}
 }
 
 func (r *racer) launch(peer netip.AddrPort, repeat bool) {
@@ -323,30 +366,29 @@ func (r *racer) launch(peer netip.AddrPort, repeat bool) {
 	r.pending++
 	r.last = time.Now()
 	r.lastFamily4 = peer.Addr().Is4()
-	found := false
-	for k := range r.flying {
-		if r.flying[k].peer == peer {
-			r.flying[k].n++
-			found = true
-			break
-		}
-	}
-	if !found {
-		r.flying = append(r.flying, flight{peer, 1})
+	if k := r.flight(peer); k >= 0 {
+		r.flying[k].n++
+	} else {
+		r.flying = append(r.flying, flight{peer: peer, n: 1})
 	}
 	s, ctx, results := r.s, r.raceCtx, r.results
 	go func() { results <- s.attempt(ctx, i, peer, repeat) }()
 }
 
-// land takes an ended attempt off flying.
-func (r *racer) land(peer netip.AddrPort) {
+func (r *racer) flight(peer netip.AddrPort) int {
 	for k := range r.flying {
 		if r.flying[k].peer == peer {
-			if r.flying[k].n--; r.flying[k].n == 0 {
-				r.flying = slices.Delete(r.flying, k, k+1)
-			}
-			return
+			return k
 		}
+	}
+	return -1
+}
+
+// land takes an ended attempt off flying; a failed one marks its address.
+func (r *racer) land(peer netip.AddrPort, failed bool) {
+	if k := r.flight(peer); k >= 0 {
+		r.flying[k].n--
+		r.flying[k].failed = r.flying[k].failed || failed
 	}
 }
 
@@ -473,89 +515,4 @@ func (s *dialState) allFailed(ctx context.Context, failed []attemptResult) *Erro
 	}
 	return &Error{Phase: primary.Phase, Network: s.network, Addr: s.addr, Peer: primary.Peer,
 		Err: newAttemptsError(cause, primary, attempts), health: s.d.Health}
-}
-
-// raceLone dials the one address of an IP literal. The first attempt runs
-// on the caller's goroutine; only when it has not completed after
-// AttemptDelay does a timer start the second attempt to the same address
-// (MaxAttemptsPerAddress), so a healthy dial pays for no goroutine and no
-// channel handoff. More than two attempts per address go through the
-// general racer.
-func (s *dialState) raceLone(ctx context.Context, peer netip.AddrPort) (net.Conn, error) {
-	if s.maxPer < 2 || s.delay <= 0 {
-		r := s.attempt(ctx, 0, peer, false)
-		if r.err != nil {
-			return nil, r.err
-		}
-		return r.conn, nil
-	}
-	if s.maxPer > 2 {
-		r := newRacer(s, ctx)
-		r.addAddrs([]netip.AddrPort{peer})
-		return r.run()
-	}
-	raceCtx, cancel := context.WithCancelCause(ctx)
-	defer cancel(errLostRace)
-	// won is claimed by the first attempt to complete; the other closes
-	// its conn. repeated has room for the second attempt's result, so the
-	// timer's goroutine never blocks and always ends.
-	var won atomic.Bool
-	repeated := make(chan attemptResult, 1)
-	timer := time.AfterFunc(s.delay, func() {
-		if raceCtx.Err() != nil || (!s.deadline.IsZero() && !time.Now().Before(s.deadline)) {
-			repeated <- attemptResult{}
-			return
-		}
-		r := s.attempt(raceCtx, 1, peer, true)
-		if r.err == nil && won.CompareAndSwap(false, true) {
-			cancel(errLostRace) // overtake the first attempt
-		}
-		repeated <- r
-	})
-	first := s.attempt(raceCtx, 0, peer, false)
-	firstWon := first.err == nil && won.CompareAndSwap(false, true)
-	if timer.Stop() {
-		// The first attempt ended before AttemptDelay: no second one.
-		if first.err != nil {
-			return nil, first.err
-		}
-		return first.conn, nil
-	}
-	if firstWon {
-		cancel(errLostRace)
-	}
-	second := <-repeated
-	switch {
-	case second.peer == (netip.AddrPort{}):
-		// The timer found the dial already over: no second attempt.
-		if first.err != nil {
-			return nil, first.err
-		}
-		return first.conn, nil
-	case firstWon:
-		var losers []attemptResult
-		if second.conn != nil {
-			second.conn.Close()
-		} else if second.lost() {
-			losers = append(losers, second)
-		}
-		s.settleLosers(ctx, &first, nil, losers)
-		return first.conn, nil
-	case second.err == nil:
-		// The second attempt won. The first either completed too late (a
-		// healthy attempt, just not first), was overtaken (a stall), or
-		// failed (a failure the race masked).
-		var failed, losers []attemptResult
-		switch {
-		case first.conn != nil:
-			first.conn.Close()
-		case first.lost():
-			losers = append(losers, first)
-		default:
-			failed = append(failed, first)
-		}
-		s.settleLosers(ctx, &second, failed, losers)
-		return second.conn, nil
-	}
-	return nil, s.allFailed(ctx, []attemptResult{first, second})
 }

@@ -7,6 +7,8 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -461,4 +463,43 @@ func TestConcurrentDialsShareHealth(t *testing.T) {
 	conn, err := nilDialer.DialContext(t.Context(), "tcp", servers[1].Addr())
 	require.NoError(t, err, "a nil *Dialer dials like the zero value")
 	conn.Close()
+}
+
+// TestFailedAddressNotRepeatedRealSockets: break 24 on loopback. An IP
+// literal whose server accepts and closes each conn 75ms in, before any
+// TLS handshake: with MaxAttemptsPerAddress 3 and AttemptDelay 50ms the
+// dial makes the first attempt and one repeat while it was pending, and no
+// attempt after the failure (it made 20 TCP connects in a 1s dial).
+func TestFailedAddressNotRepeatedRealSockets(t *testing.T) {
+	checkFDs(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	var accepts atomic.Int32
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepts.Add(1)
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				time.Sleep(75 * time.Millisecond)
+				c.Close()
+			}()
+		}
+	}()
+	defer func() { ln.Close(); wg.Wait() }()
+	_, clientCfg, _ := testCert(t, testHost)
+	clientCfg.ServerName = testHost
+	d := dial.Dialer{TLSConfig: clientCfg, MaxAttemptsPerAddress: 3, AttemptDelay: 50 * time.Millisecond, Timeout: time.Second}
+	_, err = d.DialTLSContext(t.Context(), "tcp", ln.Addr().String())
+	var de *dial.Error
+	require.ErrorAs(t, err, &de)
+	assert.Equal(t, dial.PhaseTLS, de.Phase)
+	assert.LessOrEqual(t, accepts.Load(), int32(3), "connects in one dial")
 }

@@ -2,7 +2,9 @@ package dial_test
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
+	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -16,6 +18,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/lifeline-go/lifeline/dial"
+	"github.com/lifeline-go/lifeline/retry"
 )
 
 // fakeNet is a DialFunc whose behaviour is chosen per IP: "hang" blocks
@@ -27,10 +30,12 @@ type fakeNet struct {
 	plan  map[string]fakeStep
 	ends  []net.Conn // server ends, closed by close()
 	calls []string
+	// inFlight and maxInFlight count the calls running at once.
+	inFlight, maxInFlight int
 }
 
 type fakeStep struct {
-	kind  string // hang, refuse, ok, hangFirst (hang on the first call, then ok)
+	kind  string // hang, refuse, ok, hangFirst (hang on the first call, then ok), fail (reset after delay)
 	delay time.Duration
 }
 
@@ -38,6 +43,13 @@ func (f *fakeNet) dial(ctx context.Context, _, addr string) (net.Conn, error) {
 	host, _, _ := net.SplitHostPort(addr)
 	f.mu.Lock()
 	f.calls = append(f.calls, host)
+	f.inFlight++
+	f.maxInFlight = max(f.maxInFlight, f.inFlight)
+	defer func() {
+		f.mu.Lock()
+		f.inFlight--
+		f.mu.Unlock()
+	}()
 	step := f.plan[host]
 	if step.kind == "hangFirst" {
 		f.plan[host] = fakeStep{kind: "ok"}
@@ -47,6 +59,11 @@ func (f *fakeNet) dial(ctx context.Context, _, addr string) (net.Conn, error) {
 	switch step.kind {
 	case "refuse":
 		return nil, &net.OpError{Op: "dial", Net: "tcp", Err: os.NewSyscallError("connect", syscall.ECONNREFUSED)}
+	case "fail":
+		if err := sleepCtx(ctx, step.delay); err != nil {
+			return nil, err
+		}
+		return nil, &net.OpError{Op: "dial", Net: "tcp", Err: os.NewSyscallError("connect", syscall.ECONNRESET)}
 	case "ok":
 		if err := sleepCtx(ctx, step.delay); err != nil {
 			return nil, err
@@ -203,5 +220,199 @@ func TestResolveTimeoutExact(t *testing.T) {
 		assert.Equal(t, 700*time.Millisecond, time.Since(start))
 		assert.ErrorIs(t, err, context.DeadlineExceeded)
 		assert.Contains(t, err.Error(), "context deadline exceeded")
+	})
+}
+
+// lateResolver answers each family after its own delay (in a synctest
+// bubble: exactly), honouring the context.
+type lateResolver struct {
+	v4, v6 []netip.Addr
+	d4, d6 time.Duration
+}
+
+func (r *lateResolver) LookupNetIP(ctx context.Context, network, _ string) ([]netip.Addr, error) {
+	ips, d := r.v4, r.d4
+	if network == "ip6" {
+		ips, d = r.v6, r.d6
+	}
+	if err := sleepCtx(ctx, d); err != nil {
+		return nil, err
+	}
+	return ips, nil
+}
+
+func addrs(s ...string) []netip.Addr {
+	var out []netip.Addr
+	for _, a := range s {
+		out = append(out, netip.MustParseAddr(a))
+	}
+	return out
+}
+
+// TestRaceInterleavings walks the race's named interleavings with exact
+// time (synctest): each case is a plan of how every address behaves and
+// when each family answers, and the attempts the race must make.
+func TestRaceInterleavings(t *testing.T) {
+	hang := fakeStep{kind: "hang"}
+	failAt := func(d time.Duration) fakeStep { return fakeStep{kind: "fail", delay: d} }
+	ok := func(d time.Duration) fakeStep { return fakeStep{kind: "ok", delay: d} }
+	cases := []struct {
+		name    string
+		d       dial.Dialer
+		literal string // dial this IP literal instead of resolving
+		res     *lateResolver
+		plan    map[string]fakeStep
+		calls   []string // every connect, in order
+		elapsed time.Duration
+		winner  string // "" = the dial fails
+		maxPar  int    // most connects at once; 0: not checked
+	}{
+		{
+			// Break 24: a failed address was offered again and again.
+			name: "IP literal, MaxAttemptsPerAddress 3: a failure is never repeated",
+			d:    dial.Dialer{MaxAttemptsPerAddress: 3, AttemptDelay: 50 * time.Millisecond, Timeout: time.Second}, literal: "10.0.0.1",
+			plan:  map[string]fakeStep{"10.0.0.1": failAt(75 * time.Millisecond)},
+			calls: []string{"10.0.0.1", "10.0.0.1"}, elapsed: 125 * time.Millisecond,
+		},
+		{
+			name: "two addresses, one of the first's two attempts fails: it gets no third",
+			d:    dial.Dialer{AttemptDelay: 100 * time.Millisecond, Timeout: time.Second},
+			res:  &lateResolver{v4: addrs("10.0.0.1", "10.0.0.2")},
+			plan: map[string]fakeStep{"10.0.0.1": failAt(250 * time.Millisecond), "10.0.0.2": hang},
+			// .1 at 0, .2 at 100, .1 again at 200 (pending), .1's first
+			// fails at 250, so the stagger at 300 repeats .2, not .1;
+			// .1's second fails at 450; nothing more until the Timeout.
+			calls: []string{"10.0.0.1", "10.0.0.2", "10.0.0.1", "10.0.0.2"}, elapsed: time.Second,
+		},
+		{
+			name: "a failure just before the stagger: no repeat of the failed address",
+			d:    dial.Dialer{AttemptDelay: 100 * time.Millisecond}, literal: "10.0.0.1",
+			plan:  map[string]fakeStep{"10.0.0.1": failAt(100*time.Millisecond - time.Microsecond)},
+			calls: []string{"10.0.0.1"}, elapsed: 100*time.Millisecond - time.Microsecond,
+		},
+		{
+			// Break 25: the late AAAA answer started a second attempt
+			// at once, in parallel.
+			name: "serial: a late AAAA waits for the attempt in flight",
+			d:    dial.Dialer{AttemptDelay: -1, ConnectTimeout: time.Second},
+			res:  &lateResolver{v4: addrs("10.0.0.1"), v6: addrs("fd00::1"), d6: 100 * time.Millisecond},
+			plan: map[string]fakeStep{"10.0.0.1": hang, "fd00::1": ok(0)},
+			// A at 50 (the Resolution Delay), AAAA at 100 waits; A times
+			// out at 1050, then AAAA.
+			calls: []string{"10.0.0.1", "fd00::1"}, elapsed: 1050 * time.Millisecond, winner: "fd00::1", maxPar: 1,
+		},
+		{
+			name: "staggered: a late AAAA joins the race at its turn",
+			d:    dial.Dialer{},
+			res:  &lateResolver{v4: addrs("10.0.0.1"), v6: addrs("fd00::1"), d6: 100 * time.Millisecond},
+			plan: map[string]fakeStep{"10.0.0.1": hang, "fd00::1": ok(0)},
+			// A at 50, AAAA answers at 100 and goes next, at 50+250.
+			calls: []string{"10.0.0.1", "fd00::1"}, elapsed: 300 * time.Millisecond, winner: "fd00::1",
+		},
+		{
+			name: "staggered: an AAAA later than the stagger starts at once",
+			d:    dial.Dialer{MaxAttemptsPerAddress: 1},
+			res:  &lateResolver{v4: addrs("10.0.0.1"), v6: addrs("fd00::1"), d6: 400 * time.Millisecond},
+			plan: map[string]fakeStep{"10.0.0.1": hang, "fd00::1": ok(0)},
+			// A at 50; the stagger at 300 finds nothing; AAAA at 400.
+			calls: []string{"10.0.0.1", "fd00::1"}, elapsed: 400 * time.Millisecond, winner: "fd00::1",
+		},
+		{
+			name: "repeat only while pending: both attempts of a lone address stall, no third at once",
+			d:    dial.Dialer{ConnectTimeout: time.Second}, literal: "10.0.0.1",
+			plan:  map[string]fakeStep{"10.0.0.1": hang},
+			calls: []string{"10.0.0.1", "10.0.0.1"}, elapsed: 1250 * time.Millisecond,
+		},
+		{
+			name: "serial IP literal: one attempt",
+			d:    dial.Dialer{AttemptDelay: -1, ConnectTimeout: time.Second}, literal: "10.0.0.1",
+			plan:  map[string]fakeStep{"10.0.0.1": hang},
+			calls: []string{"10.0.0.1"}, elapsed: time.Second, maxPar: 1,
+		},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				fn := &fakeNet{plan: tc.plan}
+				defer fn.close()
+				d := tc.d
+				d.DialFunc = fn.dial
+				target := hostPort(443)
+				if tc.literal != "" {
+					target = net.JoinHostPort(tc.literal, "443")
+				} else {
+					d.Resolver = tc.res
+				}
+				start := time.Now()
+				conn, err := d.DialContext(t.Context(), "tcp", target)
+				assert.Equal(t, tc.elapsed, time.Since(start))
+				assert.Equal(t, tc.calls, fn.calls)
+				if tc.maxPar > 0 {
+					assert.LessOrEqual(t, fn.maxInFlight, tc.maxPar, "connects at once")
+				}
+				if tc.winner == "" {
+					require.Error(t, err)
+					return
+				}
+				require.NoError(t, err)
+				conn.Close()
+				host, _, _ := net.SplitHostPort(conn.RemoteAddr().String())
+				assert.Equal(t, tc.winner, host)
+			})
+		})
+	}
+}
+
+// TestStalledAttemptsLeaveTheRetryItsTurn: break 15. A lone address (a
+// load balancer) hangs the TLS handshakes of both attempts a dial races
+// to it (0.6% of dials when 8% of handshakes hang). The dial no longer
+// takes the whole of the caller's 5s: each attempt's handshake gets at
+// most half of what remains, so the dial fails near 2.5s and the retry
+// that wraps it succeeds well within the deadline (it failed at 5s, with
+// no time left for a retry).
+func TestStalledAttemptsLeaveTheRetryItsTurn(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		serverCfg, clientCfg, _ := testCert(t, testHost)
+		clientCfg.ServerName = testHost
+		var mu sync.Mutex
+		var ends []net.Conn
+		connects := 0
+		dialFn := func(_ context.Context, _, addr string) (net.Conn, error) {
+			c, s := net.Pipe()
+			mu.Lock()
+			connects++
+			stall := connects <= 2
+			ends = append(ends, s)
+			mu.Unlock()
+			go func() {
+				if !stall {
+					_ = tls.Server(s, serverCfg).Handshake()
+				}
+				_, _ = io.Copy(io.Discard, s) // a stalled handshake: read, never answer
+			}()
+			return addrConn{c, addr}, nil
+		}
+		defer func() {
+			mu.Lock()
+			defer mu.Unlock()
+			for _, s := range ends {
+				s.Close()
+			}
+		}()
+		d := dial.Dialer{TLSConfig: clientCfg, DialFunc: dialFn, FirstByteTimeout: -1}
+		ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+		defer cancel()
+		p := &retry.Policy{MaxAttempts: 3, InitialInterval: 10 * time.Millisecond, Jitter: -1}
+		start := time.Now()
+		conn, err := retry.Do(ctx, p, func(ctx context.Context) (net.Conn, error) {
+			return d.DialTLSContext(ctx, "tcp", "10.0.0.1:443")
+		})
+		elapsed := time.Since(start)
+		require.NoError(t, err, "the retry had its turn")
+		conn.Close()
+		// Attempt 1 from 0 (limit 2.5s), attempt 2 from 250ms (limit
+		// half of 4.75s): the dial fails at 2.625s; the retry 10ms later.
+		assert.Equal(t, 2625*time.Millisecond+10*time.Millisecond, elapsed)
+		assert.Equal(t, 3, connects)
 	})
 }
