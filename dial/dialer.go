@@ -16,6 +16,7 @@ import (
 
 	"github.com/lifeline-go/lifeline/internal/logx"
 	"github.com/lifeline-go/lifeline/internal/otelx"
+	"github.com/lifeline-go/lifeline/internal/retryx"
 )
 
 // Resolver looks up the IP addresses of a host. network is "ip", "ip4" or
@@ -74,11 +75,12 @@ type Dialer struct {
 	// limit of its own (Timeout and the context still apply).
 	ResolveTimeout time.Duration
 	// ConnectTimeout bounds each TCP connect attempt. Zero means 5s;
-	// negative means no limit of its own. When the caller's context has a
-	// deadline, an attempt's connect and TLS handshake each take at most
-	// half of what remains of it (as long as that half is at least
-	// AttemptDelay): when every attempt of a dial stalls, the dial fails
-	// with time left for the retry that wraps it.
+	// negative means no limit of its own. Inside an attempt of retry.Do
+	// that another attempt may follow, under a context with a deadline, an
+	// attempt's connect and TLS handshake each take at most half of what
+	// remains of it (as long as that half is at least AttemptDelay): when
+	// every attempt of a dial stalls, the dial fails with time left for the
+	// retry that wraps it. Without such a retry the limit is the whole.
 	ConnectTimeout time.Duration
 	// AttemptDelay is the Happy Eyeballs stagger (RFC 8305 §5): the next
 	// address is tried when the current attempt has not succeeded after this
@@ -92,7 +94,8 @@ type Dialer struct {
 	TLSConfig *tls.Config
 	// TLSHandshakeTimeout bounds each TLS handshake. Zero means 5s;
 	// negative means no limit of its own. Like ConnectTimeout, it takes at
-	// most half of what remains of the caller's deadline.
+	// most half of what remains of the caller's deadline when a retry may
+	// follow the dial.
 	TLSHandshakeTimeout time.Duration
 	// FirstByteTimeout bounds the wait for the first byte of the reply on a
 	// returned conn: a Read that gets no byte FirstByteTimeout after the
@@ -316,7 +319,8 @@ type dialState struct {
 	tlsCfg   *tls.Config
 	sock     sockConfig
 	deadline time.Time // the whole dial's, from Timeout; zero: none
-	// callerDeadline is the deadline of the caller's context; zero: none.
+	// callerDeadline is the deadline of the caller's context when a retry
+	// may follow this dial (retryx.MayRetry); zero: none, or no retry.
 	callerDeadline time.Time
 	delay          time.Duration
 	fbt            time.Duration // first-byte limit; 0: off
@@ -348,7 +352,11 @@ func (d *Dialer) dial(ctx context.Context, network, address string, useTLS bool)
 	if t := d.timeout(); t > 0 {
 		s.deadline = start.Add(t)
 	}
-	s.callerDeadline, _ = ctx.Deadline()
+	if retryx.MayRetry(ctx) {
+		// Only a dial that a retry may follow leaves it time: see
+		// establishLimit.
+		s.callerDeadline, _ = ctx.Deadline()
+	}
 	span := noSpan
 	if _, isNoop := s.tel.tracer.(tracenoop.Tracer); !isNoop {
 		// A noop tracer's span would only cost an allocation.
@@ -517,14 +525,16 @@ func (s *dialState) phaseCtx(parent context.Context, limit time.Duration, cause 
 func noCancel() {}
 
 // establishLimit is the limit of an establishment phase (connect, TLS
-// handshake) of an attempt starting now: the phase's own limit, but never
-// more than half of what remains of the caller's deadline. When every
+// handshake) of an attempt starting now: the phase's own limit, but, when
+// a retry may follow the dial (retryx.MayRetry), never more than half of
+// what remains of the caller's deadline. When every
 // attempt of a dial stalls (a load balancer that hangs some handshakes:
 // with 8% of them hung, both raced attempts hang in 0.6% of dials), the
 // dial then fails with half the caller's time left, and the retry that
 // wraps it (retry.Policy, the transport's) gets its turn, instead of the
 // first dial taking all of it (break 15: a 5s deadline ended 5s into a
-// 5s TLSHandshakeTimeout). The share applies only while half the
+// 5s TLSHandshakeTimeout). A dial no retry follows keeps the whole: a
+// slow but healthy handshake must not fail at half its caller's time. The share applies only while half the
 // remaining time is at least AttemptDelay: below that a retry could not
 // race anyway, and the whole remainder is the attempt's.
 func (s *dialState) establishLimit(limit time.Duration) time.Duration {

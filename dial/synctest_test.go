@@ -416,3 +416,82 @@ func TestStalledAttemptsLeaveTheRetryItsTurn(t *testing.T) {
 		assert.Equal(t, 3, connects)
 	})
 }
+
+// TestSlowHandshakeKeepsWholeLimitWithoutRetry: the share of break 15 is
+// only for a dial a retry may follow. A healthy server that takes 3s to
+// answer the handshake, one address, a 5s deadline: dialled directly, or
+// in the last attempt of a retry policy, the dial succeeds at 3s (with the
+// share it would fail at 2.5s, half the deadline); as the first of three
+// attempts it gives up at half the remaining time, leaving the retry its turn.
+func TestSlowHandshakeKeepsWholeLimitWithoutRetry(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		policy *retry.Policy // nil: no retry.Do around the dial
+		wantOK bool
+	}{
+		{"direct", nil, true},
+		{"last attempt", &retry.Policy{MaxAttempts: 1}, true},
+		{"a retry may follow", &retry.Policy{MaxAttempts: 3, InitialInterval: 10 * time.Second, MaxInterval: 10 * time.Second, Jitter: -1}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				serverCfg, clientCfg, _ := testCert(t, testHost)
+				clientCfg.ServerName = testHost
+				var mu sync.Mutex
+				var ends []net.Conn
+				quit := make(chan struct{})
+				dialFn := func(_ context.Context, _, addr string) (net.Conn, error) {
+					c, s := net.Pipe()
+					mu.Lock()
+					ends = append(ends, s)
+					mu.Unlock()
+					go func() {
+						select { // slow, not stalled
+						case <-time.After(3 * time.Second):
+						case <-quit:
+							return
+						}
+						_ = tls.Server(s, serverCfg).Handshake()
+						_, _ = io.Copy(io.Discard, s)
+					}()
+					return addrConn{c, addr}, nil
+				}
+				defer func() {
+					close(quit)
+					mu.Lock()
+					defer mu.Unlock()
+					for _, s := range ends {
+						s.Close()
+					}
+				}()
+				// One attempt at a time (MaxAttemptsPerAddress 1), so the
+				// only thing that decides is the handshake's limit.
+				d := dial.Dialer{TLSConfig: clientCfg, DialFunc: dialFn, FirstByteTimeout: -1, MaxAttemptsPerAddress: 1}
+				ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+				defer cancel()
+				start := time.Now()
+				var conn net.Conn
+				var err error
+				if tc.policy == nil {
+					conn, err = d.DialTLSContext(ctx, "tcp", "10.0.0.1:443")
+				} else {
+					conn, err = retry.Do(ctx, tc.policy, func(ctx context.Context) (net.Conn, error) {
+						return d.DialTLSContext(ctx, "tcp", "10.0.0.1:443")
+					})
+				}
+				elapsed := time.Since(start)
+				if tc.wantOK {
+					require.NoError(t, err)
+					conn.Close()
+					assert.Equal(t, 3*time.Second, elapsed)
+					return
+				}
+				require.Error(t, err)
+				var de *dial.Error
+				require.ErrorAs(t, err, &de)
+				assert.Equal(t, dial.PhaseTLS, de.Phase)
+				assert.Equal(t, 2500*time.Millisecond, elapsed, "the first attempt gave up at half the deadline; the retry's 10s wait crosses it")
+			})
+		})
+	}
+}

@@ -281,7 +281,7 @@ func attempt[T any](ctx context.Context, c *config, tel *telemetry, n int, wait 
 		defer cancel()
 	}
 	if !lean {
-		actx = &attemptCtx{Context: actx, n: n}
+		actx = &attemptCtx{Context: actx, n: n, more: n < c.maxAttempts}
 	}
 	v, err := op(actx)
 	if err != nil && timeout != nil && ctx.Err() == nil && context.Cause(actx) == error(timeout) && isTimeout(err) {
@@ -360,11 +360,17 @@ type attemptKey struct{}
 type attemptCtx struct {
 	context.Context
 	n int
+	// more: another attempt may follow this one (n < MaxAttempts); read
+	// by the dialer through retryx.MayRetry to leave the retry its turn.
+	more bool
 }
 
 func (c *attemptCtx) Value(key any) any {
 	if _, ok := key.(attemptKey); ok {
 		return c
+	}
+	if key == retryx.MoreKey {
+		return c.more
 	}
 	return c.Context.Value(key)
 }
