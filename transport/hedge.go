@@ -156,7 +156,6 @@ func (c *call) hedged(ctx context.Context) (*http.Response, *try, error) {
 	h.firstDone = true
 	firstLost := h.firstLost
 	h.mu.Unlock()
-	h.first.endHold() // no hedge cancels the first try from here on
 
 	var (
 		won    tryResult // won.tr != nil: the answer
@@ -283,8 +282,9 @@ func (h *hedging) run(tr *try) {
 		h.mu.Lock()
 		if !h.firstDone && !h.firstLost {
 			h.firstLost = true
-			// Under h.mu: before firstDone, the first try holds its
-			// slot (holdSlot), so only it is cancelled.
+			// Under h.mu, before firstDone: the first try is still
+			// waiting. (A try is never reused, so a lose that comes
+			// after it ended harms nothing either.)
 			h.first.lose()
 		}
 		h.mu.Unlock()

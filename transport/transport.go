@@ -190,8 +190,7 @@ type state struct {
 	hedge     hedgeConfig
 	tel       *telemetry
 	latency   *latencies
-	born      *births // nil: no MaxConnLifetime
-	plainH1   bool    // http:// requests go over HTTP/1.1: no proxy of theirs speaks TLS (h1cut.go)
+	conns     *births // the conns' ages and byte counts; nil: neither MaxConnLifetime nor StallTimeout
 }
 
 func (t *Transport) get() *state {
@@ -260,9 +259,13 @@ func (t *Transport) build() *state {
 	if d.MeterProvider == nil {
 		d.MeterProvider = t.MeterProvider
 	}
-	if st.lifetime > 0 {
-		st.born = &births{lifetime: st.lifetime, open: map[*bornConn]struct{}{}}
-		d.DialFunc = st.born.dialFunc(d.DialFunc)
+	if st.lifetime > 0 || (st.watch != nil && st.watch.stall > 0) {
+		// Every conn is a bornConn under TLS: its age for MaxConnLifetime,
+		// its byte counts for StallTimeout (a stall is time without a
+		// byte from the peer, an upload's stall time without a byte
+		// written).
+		st.conns = &births{lifetime: st.lifetime, open: map[*bornConn]struct{}{}}
+		d.DialFunc = st.conns.dialFunc(d.DialFunc)
 	}
 
 	if t.Retry != nil {
@@ -286,7 +289,6 @@ func (t *Transport) build() *state {
 	st.retry, st.retryErr = retryx.Prepare(&st.policy)
 
 	proxy := t.Proxy
-	st.plainH1 = plainProxy(proxy != nil)
 	if proxy == nil {
 		proxy = http.ProxyFromEnvironment
 	}
@@ -345,21 +347,63 @@ func jittered(d time.Duration) time.Duration {
 	return d - j + rand.N(2*j+1)
 }
 
-// bornConn is a conn with the time it was dialed and the lifetime drawn for
-// it; the Transport finds it under the *tls.Conn and the first-byte watch
-// through their NetConn methods.
+// bornConn is a conn with the time it was dialed, the lifetime drawn for
+// it (0: none) and the bytes read from it and written to it so far; the
+// Transport finds it under the *tls.Conn and the first-byte watch through
+// their NetConn methods (GotConn).
 type bornConn struct {
 	net.Conn
 	born     time.Time
 	lifetime time.Duration
 	births   *births
 	closing  sync.Once
+
+	// read and written count the bytes that came from the peer and that
+	// the peer's socket took: the watch's measure of progress.
+	read, written atomic.Uint64
 }
 
 // NetConn returns the conn underneath.
 func (c *bornConn) NetConn() net.Conn { return c.Conn }
 
-func (c *bornConn) expired(now time.Time) bool { return now.Sub(c.born) >= c.lifetime }
+func (c *bornConn) expired(now time.Time) bool {
+	return c.lifetime > 0 && now.Sub(c.born) >= c.lifetime
+}
+
+// Read counts the bytes read.
+func (c *bornConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if n > 0 {
+		c.read.Add(uint64(n))
+	}
+	return n, err
+}
+
+// writePiece is the most bytes handed to the socket at once, so that a
+// large Write (net/http copies an in-memory body in one) shows its
+// progress piece by piece: an upload whose peer takes at least this much
+// per StallTimeout is never cut as stalled. A TLS record (16 KiB and its
+// overhead) fits in one piece.
+const writePiece = 32 << 10
+
+// Write writes p in pieces of at most writePiece bytes, counting each.
+func (c *bornConn) Write(p []byte) (int, error) {
+	n := 0
+	for {
+		q := p[n:]
+		if len(q) > writePiece {
+			q = q[:writePiece]
+		}
+		m, err := c.Conn.Write(q)
+		if m > 0 {
+			c.written.Add(uint64(m))
+		}
+		n += m
+		if err != nil || n == len(p) {
+			return n, err
+		}
+	}
+}
 
 // Close closes the conn and forgets its birth.
 func (c *bornConn) Close() error {
@@ -380,7 +424,7 @@ type births struct {
 // mayHaveExpired reports whether a conn open now may be past its lifetime
 // (the shortest a conn draws is 90% of MaxConnLifetime).
 func (b *births) mayHaveExpired(now int64) bool {
-	if b == nil {
+	if b == nil || b.lifetime <= 0 {
 		return false
 	}
 	o := b.oldest.Load()
@@ -433,7 +477,11 @@ func (b *births) dialFunc(inner func(ctx context.Context, network, addr string) 
 		if c == nil {
 			return nil, errors.New("transport: DialFunc returned a nil conn and no error")
 		}
-		bc := &bornConn{Conn: c, born: time.Now(), lifetime: jittered(b.lifetime), births: b}
+		var lifetime time.Duration
+		if b.lifetime > 0 {
+			lifetime = jittered(b.lifetime)
+		}
+		bc := &bornConn{Conn: c, born: time.Now(), lifetime: lifetime, births: b}
 		b.add(bc)
 		return bc, nil
 	}
