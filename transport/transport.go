@@ -57,10 +57,13 @@ const (
 // handshake, a lone address racing itself), and adds:
 //
 //   - FirstByteTimeout: the response headers must arrive this long after
-//     the request was written; StallTimeout: a body read that gets no byte
-//     for this long fails. Both errors are *TimeoutError, which matches
-//     context.DeadlineExceeded and net.Error's Timeout on HTTP/1 and
-//     HTTP/2 alike.
+//     the request was written; StallTimeout: a body read during which no
+//     byte comes from the peer for this long fails, and so does an upload
+//     of which the peer takes no byte for this long. The errors are
+//     *TimeoutError, which matches context.DeadlineExceeded and net.Error's
+//     Timeout on HTTP/1 and HTTP/2 alike, and the peer is held to account
+//     in the Dialer's Health (when it has one), as the Dialer's own
+//     first-byte stalls are.
 //   - Retries through retry.Policy and its Budget, of what is safe only:
 //     failures before anything was written, and idempotent requests (GET,
 //     HEAD, OPTIONS, TRACE, PUT, DELETE, or an Idempotency-Key header) whose
@@ -99,11 +102,20 @@ type Transport struct {
 	// request (body included) was written. Zero means 15s; negative means
 	// no limit (long polls).
 	FirstByteTimeout time.Duration
-	// StallTimeout fails a response body read that gets no byte for this
-	// long; only time spent inside Read counts, so a slow consumer is not a
-	// stall. The read fails within StallTimeout/8 (at most 100ms) after
-	// the limit: one goroutine of the Transport's, running while bodies are
-	// open, watches them all. Zero means 30s; negative means off.
+	// StallTimeout bounds the progress of the bodies. A response body
+	// read fails (Phase "stall") when no byte came from the peer for this
+	// long while it waited: only time spent inside Read counts, so a slow
+	// consumer is not a stall, and on HTTP/1.1 every byte the conn
+	// receives counts, so a body that trickles inside one long Read (a
+	// chunked stream) is not one either. A request fails (Phase
+	// "upload_stall") when the peer took no byte of its body for this long
+	// while it was being sent: time spent in the body's own Read is the
+	// caller's, not a stall; the conn is written in pieces of at most 32
+	// KiB, so an upload to a peer that takes at least that much per
+	// StallTimeout is never cut (on HTTP/2 any byte written on the conn
+	// counts). Both fail within StallTimeout/8 (at most 100ms) after the
+	// limit: one goroutine of the Transport's, running while requests are
+	// in flight, watches them all. Zero means 30s; negative means off.
 	StallTimeout time.Duration
 	// HedgeDelay, when positive, starts a second attempt of an idempotent,
 	// replayable request that has no response headers after this long.
@@ -120,8 +132,10 @@ type Transport struct {
 	IdleConnTimeout time.Duration
 	// MaxConnLifetime stops reusing a conn older than this (±10% jitter per
 	// conn, so a pool does not expire at once): its last request carries
-	// "Connection: close" and it closes once idle, on HTTP/1.1 and HTTP/2,
-	// failing no request. Zero means 10m; negative means no limit.
+	// the "close" connection option, added to the options of the request's
+	// own Connection field (an upgrade's "Upgrade" stays; the caller's
+	// header map is not touched), and it closes once idle, on HTTP/1.1 and
+	// HTTP/2, failing no request. Zero means 10m; negative means no limit.
 	MaxConnLifetime time.Duration
 	// MaxConnsPerHost caps the conns per host, dialing and idle included.
 	// Zero means 64; negative means no limit.
@@ -407,7 +421,9 @@ func (c *bornConn) Write(p []byte) (int, error) {
 
 // Close closes the conn and forgets its birth.
 func (c *bornConn) Close() error {
-	c.closing.Do(func() { c.births.remove(c) })
+	if c.lifetime > 0 {
+		c.closing.Do(func() { c.births.remove(c) })
+	}
 	return c.Conn.Close()
 }
 
@@ -482,7 +498,9 @@ func (b *births) dialFunc(inner func(ctx context.Context, network, addr string) 
 			lifetime = jittered(b.lifetime)
 		}
 		bc := &bornConn{Conn: c, born: time.Now(), lifetime: lifetime, births: b}
-		b.add(bc)
+		if lifetime > 0 {
+			b.add(bc)
+		}
 		return bc, nil
 	}
 }
