@@ -105,11 +105,11 @@ func staleServer(t *testing.T) string {
 // had closed the keep-alive conn it first wrote it on; the WroteRequest
 // hook of that first write must not start the wait for headers of the
 // second, which here is a healthy upload far longer than
-// FirstByteTimeout: it succeeds, every time, and so does the next request
+// FirstByteTimeout (2.5s, 1s): it succeeds, every time, and so does the next request
 // (no hook of an earlier try reaches it; -race sees no race between them).
 func TestLateWroteRequestStaysWithItsTry(t *testing.T) {
 	base := staleServer(t)
-	tr := &transport.Transport{FirstByteTimeout: 300 * time.Millisecond, Retry: &retry.Policy{MaxAttempts: 1}}
+	tr := &transport.Transport{FirstByteTimeout: time.Second, Retry: &retry.Policy{MaxAttempts: 1}}
 	defer tr.CloseIdleConnections()
 	put := func(path string, copies ...pacedBody) (string, error) {
 		var n atomic.Int32
@@ -130,36 +130,36 @@ func TestLateWroteRequestStaysWithItsTry(t *testing.T) {
 		b, err := io.ReadAll(resp.Body)
 		return string(b), err
 	}
-	upload := pacedBody{n: 10, size: 1, pause: 100 * time.Millisecond} // 1s
-	for i := range 3 {
+	upload := pacedBody{n: 25, size: 1, pause: 100 * time.Millisecond} // 2.5s
+	for i := range 2 {
 		// A conn to reuse.
 		got, err := put("/", pacedBody{n: 1, size: 1})
 		require.NoError(t, err)
 		require.Equal(t, "1", got)
 		// Written at once on the conn the server then closes, then
-		// uploaded in 1s on a new one.
+		// uploaded in 2.5s on a new one.
 		start := time.Now()
 		got, err = put("/stale", pacedBody{n: 1, size: 1}, upload)
 		require.NoError(t, err, "round %d: a healthy upload sent again by net/http, %v in", i, time.Since(start))
-		require.Equal(t, "10", got)
+		require.Equal(t, "25", got)
 		// The next request: a healthy upload too.
 		start = time.Now()
 		got, err = put("/", upload)
 		require.NoError(t, err, "round %d: a healthy upload after, %v in", i, time.Since(start))
-		require.Equal(t, "10", got)
+		require.Equal(t, "25", got)
 		tr.CloseIdleConnections()
 	}
 }
 
 // trickleServer answers every request with a body that trickles: on
 // HTTP/1.1 one large chunk (Transfer-Encoding: chunked) whose bytes come
-// 1 KiB every 350ms, on HTTP/2 DATA frames at the same pace; with
+// 1 KiB every 100ms, on HTTP/2 DATA frames at the same pace; with
 // stallAfter > 0 it stops sending after that many pieces and holds the
-// response open. net/http's chunked reader stays inside one Read for two
-// of its conn's reads at least (700ms here): longer than the Transport's
-// StallTimeout of 600ms, which no gap between bytes reaches.
+// response open. net/http's chunked reader stays inside one Read until its
+// buffer is full or the chunk ends (3s here): longer than the Transport's
+// StallTimeout of 1s, which no gap between bytes comes near.
 func trickleServer(t *testing.T, h2 bool, pieces, stallAfter int) (*httptest.Server, *transport.Transport) {
-	const piece, gap = 1 << 10, 350 * time.Millisecond
+	const piece, gap = 1 << 10, 100 * time.Millisecond
 	srv, cfg := tlsServer(t, h2, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		data := bytes.Repeat([]byte{'d'}, piece)
 		if h2 {
@@ -197,7 +197,7 @@ func trickleServer(t *testing.T, h2 bool, pieces, stallAfter int) (*httptest.Ser
 		}
 		_, _ = io.WriteString(c, "\r\n0\r\n\r\n")
 	}))
-	return srv, &transport.Transport{TLSClientConfig: cfg, StallTimeout: 600 * time.Millisecond,
+	return srv, &transport.Transport{TLSClientConfig: cfg, StallTimeout: time.Second,
 		Retry: &retry.Policy{MaxAttempts: 1}}
 }
 
@@ -208,27 +208,28 @@ func trickleServer(t *testing.T, h2 bool, pieces, stallAfter int) (*httptest.Ser
 // bound.
 func TestStallTricklingBodyIsNotAStall(t *testing.T) {
 	for _, h2 := range []bool{false, true} {
-		srv, tr := trickleServer(t, h2, 6, 0) // 6 KiB in 2.1s
+		srv, tr := trickleServer(t, h2, 30, 0) // 30 KiB in 3s
 		resp, err := tr.RoundTrip(newReq(t, http.MethodGet, srv.URL, ""))
 		require.NoError(t, err)
-		n, err := io.CopyBuffer(io.Discard, struct{ io.Reader }{resp.Body}, make([]byte, 64<<10))
+		// Reads of 64 KiB (io.Discard's ReadFrom would read 8 KiB at a time).
+		n, err := io.CopyBuffer(struct{ io.Writer }{io.Discard}, resp.Body, make([]byte, 64<<10))
 		resp.Body.Close()
 		require.NoError(t, err, "h2=%v: a trickling body is not a stall (after %d bytes)", h2, n)
-		assert.EqualValues(t, 6<<10, n)
+		assert.EqualValues(t, 30<<10, n)
 		tr.CloseIdleConnections()
 		srv.CloseClientConnections()
 
-		srv, tr = trickleServer(t, h2, 6, 2)
+		srv, tr = trickleServer(t, h2, 30, 3)
 		resp, err = tr.RoundTrip(newReq(t, http.MethodGet, srv.URL, ""))
 		require.NoError(t, err)
 		start := time.Now()
-		_, err = io.CopyBuffer(io.Discard, struct{ io.Reader }{resp.Body}, make([]byte, 64<<10))
+		_, err = io.CopyBuffer(struct{ io.Writer }{io.Discard}, resp.Body, make([]byte, 64<<10))
 		elapsed := time.Since(start)
 		resp.Body.Close()
 		var te *transport.TimeoutError
 		require.ErrorAs(t, err, &te, "h2=%v", h2)
 		assert.Equal(t, "stall", te.Phase)
-		assert.Less(t, elapsed, 4*time.Second, "h2=%v: a real stall is cut", h2)
+		assert.Less(t, elapsed, 5*time.Second, "h2=%v: a real stall is cut (1s and a tick after the last byte)", h2)
 		tr.CloseIdleConnections()
 		srv.CloseClientConnections()
 	}
@@ -237,7 +238,8 @@ func TestStallTricklingBodyIsNotAStall(t *testing.T) {
 // TestUploadStall (issue 20, break 19): a 64 MiB upload to a handler that
 // never reads it and never answers fails after StallTimeout without
 // progress, with a *TimeoutError of phase "upload_stall", on HTTP/1.1 and
-// HTTP/2, long before the caller's deadline; an upload whose producer is
+// HTTP/2, long before the caller's deadline (and FirstByteTimeout, whose
+// clock never starts: the request is never written); an upload whose producer is
 // slower than StallTimeout (the caller's time, not the peer's) succeeds.
 func TestUploadStall(t *testing.T) {
 	for _, h2 := range []bool{false, true} {
@@ -257,7 +259,7 @@ func TestUploadStall(t *testing.T) {
 			panic(http.ErrAbortHandler)
 		}))
 		t.Cleanup(func() { close(release) })
-		tr := &transport.Transport{TLSClientConfig: cfg, FirstByteTimeout: 300 * time.Millisecond,
+		tr := &transport.Transport{TLSClientConfig: cfg, FirstByteTimeout: 2 * time.Second,
 			StallTimeout: 300 * time.Millisecond, Retry: &retry.Policy{MaxAttempts: 1}}
 		ctx, cancel := context.WithTimeout(t.Context(), 6*time.Second)
 		req, err := http.NewRequestWithContext(ctx, http.MethodPost, srv.URL+"/hold", bytes.NewReader(make([]byte, 64<<20)))
@@ -345,7 +347,7 @@ func TestFirstByteStallReachesHealth(t *testing.T) {
 	tr := &transport.Transport{
 		Dialer: &dial.Dialer{Health: health,
 			Resolver: twoAddrResolver{netip.MustParseAddr("127.0.0.2"), netip.MustParseAddr("127.0.0.1")}},
-		FirstByteTimeout: 300 * time.Millisecond,
+		FirstByteTimeout: time.Second,
 		Retry:            fastRetry(),
 		Proxy:            func(*http.Request) (*url.URL, error) { return nil, nil },
 	}
