@@ -71,25 +71,26 @@ func (b *body) Read(p []byte) (int, error) {
 // after ends the try when a Read ends the body: at EOF, or on an error,
 // made a *TimeoutError when it was a limit of the Transport's.
 func (b *body) after(err error, stalled bool) error {
+	if err == nil {
+		return nil
+	}
+	ended := error(nil) // the try's end: nil at EOF
 	switch {
 	case err == io.EOF:
-		if b.tr.cancel != nil {
-			// The try's own context ends with it; HTTP/2's Close after
-			// EOF waits for the stream's cleanup only while the request's
-			// context is alive, so close first: a Transport's idle conns
-			// are then truly idle (TestStallWatchManyBodies).
-			_ = b.rc.Close()
-		}
-		b.end(nil)
-	case err != nil:
-		if stalled {
-			err = b.stallError()
-			b.tr.blame(false)
-		} else {
-			err = b.tr.mapErr(err)
-		}
-		b.end(err)
+	case stalled:
+		err = b.stallError()
+		b.tr.blame(false)
+		ended = err
+	default:
+		err = b.tr.mapErr(err)
+		ended = err
 	}
+	// The try's own context ends with it; HTTP/2's Close waits for the
+	// stream's cleanup only while the request's context is alive, so close
+	// first: a Transport's idle conns are then truly idle
+	// (TestStallWatchManyBodies).
+	_ = b.rc.Close()
+	b.end(ended)
 	return err
 }
 
