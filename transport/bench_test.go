@@ -68,8 +68,8 @@ func BenchmarkKeepAliveGET(b *testing.B) {
 	})
 	b.Run("impl=lifeline-nofb", func(b *testing.B) {
 		// FirstByteTimeout off: the watch does not bound the wait for
-		// headers (no request copy, no trace), which measures what the
-		// rest of lifeline costs.
+		// headers (StallTimeout still needs the try's hooks), which
+		// measures what the first-byte bound itself costs.
 		tr := &transport.Transport{
 			TracerProvider:   tracenoop.NewTracerProvider(),
 			MeterProvider:    metricnoop.NewMeterProvider(),
@@ -109,8 +109,7 @@ func BenchmarkKeepAliveGET(b *testing.B) {
 
 // BenchmarkKeepAliveGETDeadline is BenchmarkKeepAliveGET with a deadline
 // of the caller's on every request (context.WithTimeout, 30s), as most
-// callers have: lifeline's watch then follows the caller's context through
-// an AfterFunc.
+// callers have: each try's own context then registers under it.
 func BenchmarkKeepAliveGETDeadline(b *testing.B) {
 	url := okServer(b)
 	b.Run("impl=nethttp", func(b *testing.B) {

@@ -8,21 +8,28 @@ import (
 )
 
 // body is a response body that ends its try when it is read to EOF or
-// closed, and fails a Read that gets no byte for StallTimeout (through the
-// Transport's watch, which finds it in the try's slot). Only time spent
-// inside Read counts: a consumer that pauses between reads is not a stall.
+// closed, and fails a Read during which no byte came from the peer for
+// StallTimeout (through the Transport's watch, which finds it in its try).
+// Only time spent inside Read counts: a consumer that pauses between reads
+// is not a stall. A stall is time without a byte from the peer, not a Read
+// that lasted long: on HTTP/1.1 net/http's chunked reader keeps reading
+// inside one Read while bytes trickle in, so every byte the conn reads
+// (bornConn.read) is progress; on HTTP/2 a Read returns as soon as its
+// stream has a byte.
 type body struct {
 	rc   io.ReadCloser
 	tr   *try
 	resp *http.Response
-	w    *watch // nil: no StallTimeout
+	w    *watch    // nil: no StallTimeout
+	conn *bornConn // HTTP/1.1: the try's conn, whose reads are this body's; nil: HTTP/2 or unknown
 
 	// reading is the Read in progress: its begin mark (beganMark) until
-	// the watch has seen it, then the watch's clock when it did; 0
-	// between reads, -1 once the watch has failed that Read (and closed rc
-	// under it).
+	// the watch has seen it, then the watch's clock when it did (or when
+	// it last saw a byte arrive on conn); 0 between reads, -1 once the
+	// watch has failed that Read (and closed rc under it).
 	reading atomic.Int64
 	reads   uint32 // the Reads so far: their begin marks (Read's own)
+	seen    uint64 // conn's read count when the watch last stamped reading; the watch's
 
 	done atomic.Bool // the try was ended (Close may run concurrently with Read)
 }
@@ -32,8 +39,12 @@ type body struct {
 func newBody(tr *try, resp *http.Response) *body {
 	b := &tr.body
 	b.rc, b.tr, b.resp = resp.Body, tr, resp
-	if w := tr.c.st.watch; w != nil && w.stall > 0 && tr.slot != nil {
+	if w := tr.w; w != nil && w.stall > 0 {
 		b.w = w
+		if resp.ProtoMajor == 1 {
+			// HTTP/1.1: the conn carries this body alone until it ends.
+			b.conn = tr.conn.Load()
+		}
 	}
 	return b
 }
@@ -60,24 +71,26 @@ func (b *body) Read(p []byte) (int, error) {
 // after ends the try when a Read ends the body: at EOF, or on an error,
 // made a *TimeoutError when it was a limit of the Transport's.
 func (b *body) after(err error, stalled bool) error {
+	if err == nil {
+		return nil
+	}
+	ended := error(nil) // the try's end: nil at EOF
 	switch {
 	case err == io.EOF:
-		if b.tr.cancel != nil {
-			// The try's own context ends with it; HTTP/2's Close after
-			// EOF waits for the stream's cleanup only while the request's
-			// context is alive, so close first: a Transport's idle conns
-			// are then truly idle (TestStallWatchManyBodies).
-			_ = b.rc.Close()
-		}
-		b.end(nil)
-	case err != nil:
-		if stalled {
-			err = b.stallError()
-		} else {
-			err = b.tr.mapErr(err)
-		}
-		b.end(err)
+	case stalled:
+		err = b.stallError()
+		b.tr.blame(false)
+		ended = err
+	default:
+		err = b.tr.mapErr(err)
+		ended = err
 	}
+	// The try's own context ends with it; HTTP/2's Close waits for the
+	// stream's cleanup only while the request's context is alive, so close
+	// first: a Transport's idle conns are then truly idle
+	// (TestStallWatchManyBodies).
+	_ = b.rc.Close()
+	b.end(ended)
 	return err
 }
 

@@ -9,7 +9,8 @@
 // connect timeout hung for hours while the others' retries hid the fault.
 // A Transport bounds every phase (DNS, connect and TLS through the Dialer,
 // which races addresses and a lone address against itself; the response
-// headers with FirstByteTimeout; every body read with StallTimeout), retries
+// headers with FirstByteTimeout; every body read and upload with
+// StallTimeout), retries
 // only what is safe (nothing written, or idempotent and replayable) within a
 // budget, hedges slow idempotent requests (a fixed delay or a quantile of
 // recent latency), recycles conns past MaxConnLifetime without failing a

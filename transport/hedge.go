@@ -163,7 +163,6 @@ func (c *call) hedged(ctx context.Context) (*http.Response, *try, error) {
 	received, hedges := 0, len(h.tries)
 	h.mu.Unlock()
 	h.timer.Stop()
-	h.first.endHold()
 
 	var won tryResult // won.tr != nil: the answer
 	switch {
@@ -295,8 +294,9 @@ func (h *hedging) run(tr *try) {
 		h.mu.Lock()
 		if !h.firstDone && !h.firstLost {
 			h.firstLost = true
-			// Under h.mu: before firstDone, the first try holds its
-			// slot (holdSlot), so only it is cancelled.
+			// Under h.mu, before firstDone: the first try is still
+			// waiting. (A try is never reused, so a lose that comes
+			// after it ended harms nothing either.)
 			h.first.lose()
 		}
 		h.mu.Unlock()

@@ -11,14 +11,11 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// TestHedgeFirstTryHoldsSlot: a hedged attempt's first try runs in its
-// slot's reusable context, which a winning hedge cancels through the slot
-// (lose). A first try that has ended (a failed dial, say) while a hedge
-// is answering keeps its slot until hedged notes its return (endHold):
-// released at the try's end, the slot could already serve another
-// request, which the late lose would then cancel. A slot cancelled by a
-// lose is never reused.
-func TestHedgeFirstTryHoldsSlot(t *testing.T) {
+// TestHedgeLoseTouchesOnlyItsTry: a hedge that answers cancels the first
+// try through the try's own context (lose). A first try that has ended (a
+// failed dial, say) while a hedge is answering is lost late: that cancels
+// nothing but that try, which nothing reuses.
+func TestHedgeLoseTouchesOnlyItsTry(t *testing.T) {
 	tt := &Transport{HedgeDelay: time.Hour}
 	defer tt.CloseIdleConnections()
 	st := tt.get()
@@ -30,13 +27,21 @@ func TestHedgeFirstTryHoldsSlot(t *testing.T) {
 	}
 
 	first := newCall().newTry(false)
-	require.True(t, first.holdSlot, "the first try of a hedged attempt uses its slot's context")
-	require.Nil(t, first.cancel, "no context of its own")
-	s := first.slot
 	first.finish(nil, errors.New("connect: connection refused"))
-	require.Same(t, first, s.tr.Load(), "the ended try still holds its slot")
-
+	others := make([]*try, 20)
+	for i := range others {
+		others[i] = newCall().newTry(false)
+	}
 	// A hedge answered before hedged saw the first try return.
+	first.lose()
+	for _, other := range others {
+		assert.NotSame(t, first, other)
+		assert.NoError(t, other.ctx.Err(), "a late lose cancels no other try")
+		other.finish(nil, errors.New("done"))
+	}
+
+	// A first try still waiting is cancelled as lost.
+	first = newCall().newTry(false)
 	first.lose()
 	select {
 	case <-first.ctx.Done():
@@ -44,26 +49,10 @@ func TestHedgeFirstTryHoldsSlot(t *testing.T) {
 		t.Fatal("lose did not end the try's context")
 	}
 	require.ErrorIs(t, first.mapErr(first.ctx.Err()), errHedgeLost)
-	first.endHold()
-	assert.Nil(t, s.tr.Load(), "released once hedged let go")
-	for range 20 {
-		other := newCall().newTry(false)
-		assert.NotSame(t, s, other.slot, "a slot a lose cancelled serves no other try")
-		assert.NoError(t, other.ctx.Err())
-		other.finish(nil, errors.New("done"))
-		other.endHold()
-	}
-
-	// The usual end: the first try answered before any hedge; its slot is
-	// released with it and serves the next try.
-	first = newCall().newTry(false)
-	s = first.slot
-	first.endHold()
-	first.finish(nil, nil)
-	assert.Nil(t, s.tr.Load())
+	first.finish(nil, first.mapErr(first.ctx.Err()))
 	require.Eventually(t, func() bool {
-		_, _, running := st.watch.counts()
-		return !running
+		n, running := st.watch.counts()
+		return n == 0 && !running
 	}, 5*time.Second, 10*time.Millisecond, "the watch's goroutine ends when idle")
 }
 

@@ -2,11 +2,14 @@ package transport
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptrace"
 	"net/netip"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -156,29 +159,31 @@ func (c *call) attemptOver(now time.Time) bool {
 	return !c.attemptEnd.IsZero() && !now.Before(c.attemptEnd)
 }
 
-// try is one HTTP exchange: one request on one conn.
+// try is one HTTP exchange: one request, on one conn or (when net/http
+// retries by itself on another conn) a few.
 //
-// A healthy GET pays for as little as it can: the try's own cancellable
-// context exists only when something may have to cancel it (a hedge, the
-// policy's AttemptTimeout, the watch when the slot cannot lend its own),
-// net/http's trace hooks only when something reads them
-// (the watch, a non-idempotent request, a recording span, a conn that may
-// have outlived MaxConnLifetime), and the request's headers are copied only
-// when a conn may be past its lifetime. The try's slot in the watch lends
-// its reusable trace and, over HTTPS, its reusable context (tryCtx), so
-// that FirstByteTimeout costs no allocation: the request's copy lives in
-// the try; over HTTPS two more for an AfterFunc when the caller's context
-// can end (BenchmarkKeepAliveGET, BenchmarkKeepAliveGETDeadline).
+// A try is never reused: its context, its trace and what the watch and
+// net/http's hooks touch are its own, made for it, so that a hook net/http
+// calls late (for a write it began before it retried the request on
+// another conn) reaches this try and no other. Its context is its own
+// cancellable one, which the watch, a hedge that overtakes it or the
+// policy's AttemptTimeout end; its trace hooks are set only when something
+// reads them (the watch, a non-idempotent request, a recording span, a
+// Health, a conn that may have outlived MaxConnLifetime).
 type try struct {
 	c      *call
 	resend int // tries of the call before this one
 	req    *http.Request
 	ctx    context.Context
-	cancel context.CancelCauseFunc // nil: nothing cancels this try but its caller
+	cancel context.CancelCauseFunc
 	span   trace.Span
 	start  time.Time // zero when nothing reads it (see newTry)
-	slot   *slot     // the try's place in the watch; nil: no watch
-	tctx   tryCtx    // the try's context when it is a tryCtx
+	w      *watch    // nil: no watch
+
+	// prev and next link the try into w's list while it is in flight;
+	// listed says it is. Guarded by w.mu.
+	prev, next *try
+	listed     bool
 
 	// (The flags side by side, so that the try, in its call, stays in a
 	// smaller size class: BenchmarkKeepAliveGET's bytes per request.)
@@ -188,20 +193,44 @@ type try struct {
 	// ownHeader: tr.req's header map is the try's own clone, made when a
 	// conn may be past MaxConnLifetime.
 	ownHeader bool
-	traced    bool // net/http's trace hooks are set: wrote and peer are known
-	timed     bool // the slot's WroteRequest hook went to net/http: the watch bounds the wait for headers
-	// holdSlot: a hedged attempt's first try in the slot's reusable
-	// context, which a winning hedge cancels through the slot; the slot is
-	// released only after hedged's endHold.
-	holdSlot bool
+	traced    bool // net/http's WroteHeaders and GotConn hooks are set: wrote and peer are known
+	timed     bool // FirstByteTimeout bounds the wait for headers
+
+	// wait is the try's phase before its response headers (see the
+	// states at waitAcquiring); writes counts the WroteRequest calls that
+	// began a wait, for their begin marks.
+	wait   atomic.Int64
+	writes atomic.Uint32
+	// conn is the conn net/http last gave the try (GotConn), when lifeline
+	// dialed it: its byte counts are the watch's measure of progress.
+	conn atomic.Pointer[bornConn]
+	up   upload // the request body's progress
 
 	mu       sync.Mutex // guards the fields below, set from net/http's hooks
 	peer     netip.AddrPort
 	attTimer *time.Timer // the policy's AttemptTimeout, from the start
 
-	body body // the response body's wrapper (see newBody)
+	body  body                  // the response body's wrapper (see newBody)
+	trace httptrace.ClientTrace // the try's own hooks (nil: none)
 
-	reqCopy http.Request // tr.req when it is a copy with another context
+	reqCopy http.Request // tr.req when it is not a Clone
+}
+
+// upload is the progress of a try's request body, for the watch: which
+// copy of the body (GetBody) is the one net/http sends now, whether it was
+// read to its end, and the Reads of it so far.
+type upload struct {
+	gen     atomic.Uint32 // the copy being sent: 1 for the first, +1 per GetBody of net/http's
+	ended   atomic.Uint32 // the last copy read to EOF or closed
+	started atomic.Bool   // net/http began reading the copy: an upload is under way
+	reading atomic.Int32  // Reads of the caller's body in progress: the caller's time
+	reads   atomic.Uint32 // Reads of the caller's body that returned
+
+	// The watch's own, under its lock: what it saw at its last stamp.
+	at        int64
+	conn      *bornConn
+	written   uint64
+	seenReads uint32
 }
 
 func (c *call) newTry(hedge bool) *try {
@@ -212,120 +241,115 @@ func (c *call) newTry(hedge bool) *try {
 	tr.c, tr.resend, tr.hedge = c, c.tries, hedge
 	c.tries++
 	st := c.st
-	ctx := c.ctx
-	if c.hedge || st.hedge.quantile > 0 || st.tel.timesTries(ctx) {
+	if c.hedge || st.hedge.quantile > 0 || st.tel.timesTries(c.ctx) {
 		// Hedging compares the tries' starts, adaptive hedging learns
 		// their times to headers, the duration metric records them: else
 		// the try reads no clock.
 		tr.start = time.Now()
 	}
-	var s *slot
-	if st.watch != nil {
-		s = st.watch.acquire(tr)
-		tr.slot = s
-	}
-	// The watch bounds the wait for headers from net/http's WroteRequest.
-	tr.timed = s != nil && st.firstByte > 0
-	// The slot's reusable trace (tryCtx) can serve the try.
-	inSlot := tr.timed && traceKey != nil && httptrace.ContextClientTrace(ctx) == nil
-	// A hedged attempt's first try, which runs on the caller's goroutine,
-	// can use the slot's reusable context too: a hedge that wins cancels it
-	// through the slot (lose), and hedged keeps the slot until the try can
-	// no longer be cancelled (holdSlot), so that no other try is.
-	firstOfHedged := c.hedge && !hedge
-	if hedge || (firstOfHedged && !inSlot) || st.attemptTO > 0 {
-		// The try's context outlives RoundTrip: it ends when the body is
-		// read to EOF or closed (a winner's body must not be cut), or when
-		// a hedge overtakes it or a limit ends it.
-		ctx, tr.cancel = context.WithCancelCause(ctx)
-	}
-	tr.holdSlot = firstOfHedged && inSlot && tr.cancel == nil
+	// The try's context outlives RoundTrip: it ends when the body is read
+	// to EOF or closed (a winner's body must not be cut), or when the
+	// watch, a hedge that overtakes it or AttemptTimeout ends it.
+	ctx, cancel := context.WithCancelCause(c.ctx)
+	tr.cancel = cancel
 	ctx, tr.span = st.tel.startSpan(ctx, c.req, tr.resend)
-	copyHeader := st.born.mayHaveExpired(st.roughNow())
-	tr.ownHeader = copyHeader
+	tr.ownHeader = st.conns.mayHaveExpired(st.roughNow())
 	// The hooks tell whether a non-idempotent request was written, give a
 	// recording span its peer, let MaxConnLifetime mark an old conn, and
-	// name the peer of a failure a hedge or a retry masked (a label only
-	// when the Dialer has a Health to bound it).
-	traced := !c.idempotent || tr.span.IsRecording() || copyHeader || c.hedge || st.dialer.Health != nil
-	switch {
-	case inSlot:
-		// The slot's reusable trace serves the try (tryCtx). The watch
-		// cuts the wait through the try's own cancel when it has one, or
-		// over HTTP/1.1 through net/http's CancelRequest (h1cut.go): the
-		// rest is the try's context. Else nothing of the Transport's but
-		// the watch ends this try before its body, and the slot's
-		// reusable context does.
-		own := true
-		switch {
-		case tr.cancel != nil:
-			s.cut = tr.cancel
-		case !tr.holdSlot && st.plainH1 && c.req.URL.Scheme == "http" && cancelRequestWorks():
-			s.cut = s.cancelReq
-		default:
-			own = false
-			s.reusableCtx()
-			if ctx.Done() != nil {
-				s.follow(ctx)
-			}
-			s.cut = s.cancel
-		}
-		s.trace.WroteRequest = s.wroteRequest
-		s.trace.GotConn, s.trace.WroteHeaders = nil, nil
-		if traced {
-			s.trace.GotConn, s.trace.WroteHeaders = s.gotConn, s.wroteHeaders
-		}
-		tr.traced = traced
-		tr.tctx = tryCtx{Context: ctx, s: s, own: own}
-		ctx = &tr.tctx
-	case tr.timed || traced:
-		trace := &httptrace.ClientTrace{}
-		if tr.timed {
-			if tr.cancel == nil {
-				ctx, tr.cancel = context.WithCancelCause(ctx)
-			}
-			s.cut = tr.cancel
-			trace.WroteRequest = s.wroteRequest
-		}
-		if traced {
-			tr.traced = true
-			if tr.timed {
-				// The slot's hooks: made once per slot, not per request.
-				trace.GotConn, trace.WroteHeaders = s.gotConn, s.wroteHeaders
-			} else {
-				trace.GotConn, trace.WroteHeaders = tr.gotConn, tr.wroteHeaders
-			}
-		}
-		ctx = httptrace.WithClientTrace(ctx, trace)
+	// name the peer of a failure a hedge or a retry masked or Health is
+	// told of.
+	tr.traced = !c.idempotent || tr.span.IsRecording() || tr.ownHeader || c.hedge || st.dialer.Health != nil
+	tr.w = st.watch
+	tr.timed = tr.w != nil && st.firstByte > 0
+	if tr.w != nil || tr.traced {
+		ctx = tr.hook(ctx)
 	}
 	tr.ctx = ctx
-	fromGetBody := c.req.GetBody != nil && c.req.Body != nil && c.req.Body != http.NoBody
-	switch {
-	case copyHeader:
+	if tr.ownHeader {
 		// gotConn may add "Connection: close": the try's own header map.
 		tr.req = c.req.Clone(ctx)
-	case fromGetBody || ctx != c.req.Context():
+	} else {
 		// The copy lives in the try: net/http's WithContext, inlined
 		// here, makes its own on the stack (one allocation less per
 		// request, BenchmarkKeepAliveGET).
 		tr.reqCopy = *c.req.WithContext(ctx)
 		tr.req = &tr.reqCopy
-	default:
-		// Nothing of the try's differs from the caller's request, which
-		// net/http does not modify either.
-		tr.req = c.req
 	}
-	if fromGetBody {
+	if c.req.Body != nil && c.req.Body != http.NoBody {
 		tr.req.Body = nil // set in run, where a GetBody error can be returned
 	}
 	if st.attemptTO > 0 {
 		// The attempt's end, for each of its tries (call.attempt).
 		tr.attTimer = time.AfterFunc(time.Until(c.attemptEnd), func() { tr.cancel(errAttempt) })
 	}
+	if tr.w != nil {
+		tr.w.add(tr)
+	}
 	return tr
 }
 
+// hook sets the try's own trace hooks on ctx: those the watch reads when
+// there is a watch, those that tell whether the request was written and
+// who the peer is when traced. A trace of the caller's is called too.
+func (tr *try) hook(ctx context.Context) context.Context {
+	t := &tr.trace
+	t.GotConn = tr.gotConn
+	if tr.w != nil {
+		t.GetConn = tr.getConn
+		t.WroteRequest = tr.wroteRequest
+	}
+	if tr.traced {
+		t.WroteHeaders = tr.wroteHeaders
+	}
+	return httptrace.WithClientTrace(ctx, t)
+}
+
+// getConn notes that net/http is getting the try a conn: at the start, or
+// to send the request again on another conn. Whatever the try wrote
+// before does not count.
+func (tr *try) getConn(string) {
+	for {
+		old := tr.wait.Load()
+		if old == waitCut || old == waitUpCut || old == waitDone || tr.wait.CompareAndSwap(old, waitAcquiring) {
+			return
+		}
+	}
+}
+
+// wroteRequest notes that net/http wrote the request: the wait for
+// headers starts (again, if it wrote it once more), unless this is the
+// late hook of an earlier write (see waitAcquiring); the loop's next look
+// stamps it.
+func (tr *try) wroteRequest(httptrace.WroteRequestInfo) {
+	if tr.up.gen.Load() != tr.up.ended.Load() {
+		// The body net/http sends now is not sent yet.
+		return
+	}
+	mark := beganMark(tr.writes.Add(1))
+	for {
+		old := tr.wait.Load()
+		if old == waitAcquiring || old == waitCut || old == waitUpCut || old == waitDone ||
+			tr.wait.CompareAndSwap(old, mark) {
+			return
+		}
+	}
+}
+
 func (tr *try) wroteHeaders() { tr.wrote.Store(true) }
+
+// headers ends the wait for headers and returns the state it ended in:
+// waitCut or waitUpCut when the watch cut it first. A cut stays marked.
+func (tr *try) headers() int64 {
+	for {
+		old := tr.wait.Load()
+		if old == waitCut || old == waitUpCut {
+			return old
+		}
+		if tr.wait.CompareAndSwap(old, waitDone) {
+			return waitDone
+		}
+	}
+}
 
 // elapsed is the try's duration so far, -1 when its start was not read.
 func (tr *try) elapsed() time.Duration {
@@ -350,23 +374,34 @@ func (tr *try) mayHaveWritten(err error) bool {
 // the try ends when the body does.
 func (tr *try) run() (*http.Response, error) {
 	c := tr.c
-	if c.req.GetBody != nil && c.req.Body != nil && c.req.Body != http.NoBody {
-		b, err := c.req.GetBody()
-		if err != nil {
-			tr.finish(nil, err)
-			return nil, err
+	if c.req.Body != nil && c.req.Body != http.NoBody {
+		rc := c.req.Body
+		if c.req.GetBody != nil {
+			// Every try sends a copy of its own; RoundTrip closes the
+			// caller's.
+			b, err := c.req.GetBody()
+			if err != nil {
+				tr.finish(nil, err)
+				return nil, err
+			}
+			rc = b
 		}
-		tr.req.Body = b
+		tr.setBody(rc)
 	}
 	resp, err := c.st.ht.RoundTrip(tr.req)
 	tr.stopAttemptTimer()
-	if tr.timed && tr.slot.headers() {
-		// The watch cut the wait for headers (an answer that raced the
-		// cut is dropped: its context is cancelled).
+	if cut := tr.headers(); cut != waitDone {
+		// The watch cut the wait for headers or the upload (an answer
+		// that raced the cut is dropped: its context is cancelled).
 		if resp != nil {
 			_ = resp.Body.Close()
 		}
-		err = tr.timeoutError("first_byte", c.st.firstByte)
+		if cut == waitCut {
+			err = tr.timeoutError("first_byte", c.st.firstByte)
+		} else {
+			err = tr.timeoutError("upload_stall", c.st.watch.stall)
+		}
+		tr.blame(cut == waitCut)
 		tr.finish(nil, err)
 		return nil, err
 	}
@@ -375,8 +410,7 @@ func (tr *try) run() (*http.Response, error) {
 		tr.finish(nil, err)
 		return nil, err
 	}
-	// The caller's request, not the try's copy, whose context may be a
-	// slot's that serves other tries later.
+	// The caller's request, not the try's copy.
 	resp.Request = c.req
 	if c.st.hedge.quantile > 0 {
 		// Only adaptive hedging reads the window.
@@ -397,26 +431,134 @@ func (tr *try) run() (*http.Response, error) {
 	return resp, nil
 }
 
-// gotConn notes the peer and applies MaxConnLifetime: a conn past its
-// lifetime carries "Connection: close" on this request (the header map is
-// the try's own clone), so that HTTP/1.1 closes it after this response and
-// HTTP/2 takes no new stream on it and closes it once its streams are done;
-// no request fails.
+// setBody gives the try's request the body rc, watched when the watch
+// bounds uploads: net/http's own copies (GetBody, for a retry of its own
+// on another conn) too.
+func (tr *try) setBody(rc io.ReadCloser) {
+	if tr.w == nil || tr.w.stall <= 0 {
+		tr.req.Body = rc
+		return
+	}
+	tr.req.Body = tr.up.body(tr, rc)
+	if tr.req.GetBody != nil {
+		getBody := tr.c.req.GetBody
+		tr.req.GetBody = func() (io.ReadCloser, error) {
+			rc, err := getBody()
+			if err != nil {
+				return nil, err
+			}
+			return tr.up.body(tr, rc), nil
+		}
+	}
+}
+
+// body makes rc the copy of the request body being sent.
+func (u *upload) body(tr *try, rc io.ReadCloser) io.ReadCloser {
+	u.started.Store(false)
+	return &reqBody{rc: rc, tr: tr, gen: u.gen.Add(1)}
+}
+
+// reqBody is one copy of a request body as net/http sends it: it tells the
+// try's upload when net/http reads it, and when it was read to its end.
+// Only the copy being sent counts: net/http may still read one it gave up.
+type reqBody struct {
+	rc  io.ReadCloser
+	tr  *try
+	gen uint32
+}
+
+func (b *reqBody) Read(p []byte) (int, error) {
+	u := &b.tr.up
+	if u.gen.Load() != b.gen {
+		return b.rc.Read(p)
+	}
+	u.started.Store(true)
+	u.reading.Add(1)
+	n, err := b.rc.Read(p)
+	u.reads.Add(1)
+	u.reading.Add(-1)
+	if err == io.EOF {
+		u.end(b.gen)
+	}
+	return n, err
+}
+
+func (b *reqBody) Close() error {
+	err := b.rc.Close()
+	b.tr.up.end(b.gen)
+	return err
+}
+
+// end notes that copy gen of the body was read to its end (or closed),
+// if it is the one being sent.
+func (u *upload) end(gen uint32) {
+	for {
+		e := u.ended.Load()
+		if e >= gen || u.gen.Load() != gen || u.ended.CompareAndSwap(e, gen) {
+			return
+		}
+	}
+}
+
+// gotConn notes the conn and its peer, and applies MaxConnLifetime: a conn
+// past its lifetime carries the "close" connection option on this request
+// (the header map is the try's own clone), so that HTTP/1.1 closes it
+// after this response and HTTP/2 takes no new stream on it and closes it
+// once its streams are done; no request fails.
 func (tr *try) gotConn(info httptrace.GotConnInfo) {
 	var peer netip.AddrPort
 	if a, ok := info.Conn.RemoteAddr().(*net.TCPAddr); ok {
 		peer = a.AddrPort()
 		peer = netip.AddrPortFrom(peer.Addr().Unmap(), peer.Port())
 	}
-	if b := bornOf(info.Conn); b != nil && tr.ownHeader && tr.req.Header != nil && b.expired(time.Now()) {
-		// The header map is the try's own (newTry cloned it when a conn
-		// could be this old).
-		tr.req.Header.Set("Connection", "close")
+	b := bornOf(info.Conn)
+	tr.conn.Store(b)
+	tr.wait.CompareAndSwap(waitAcquiring, waitHeld)
+	if b != nil && tr.ownHeader && tr.req.Header != nil && b.expired(time.Now()) {
+		addConnectionClose(tr.req.Header, isH2(info.Conn))
 	}
 	tr.mu.Lock()
 	tr.peer = peer
 	tr.mu.Unlock()
 	tr.c.st.tel.gotConn(tr.span, peer, info.Reused)
+}
+
+// isH2 reports whether c speaks HTTP/2 (ALPN).
+func isH2(c net.Conn) bool {
+	tc, ok := c.(*tls.Conn)
+	return ok && tc.ConnectionState().NegotiatedProtocol == "h2"
+}
+
+// addConnectionClose adds the "close" connection option to h (RFC 9110
+// §7.6.1), keeping the options already there: an upgrade request's
+// "Upgrade" stays. They are joined into one field value, which net/http
+// reads (only the first value counts for it). On HTTP/2 the Connection
+// field is never sent, and net/http refuses a request whose field is other
+// than "close" or "keep-alive": there "keep-alive" (meaningless on HTTP/2)
+// becomes "close", and any other option is left for net/http to refuse as
+// it would without lifeline.
+func addConnectionClose(h http.Header, h2 bool) {
+	vs := h["Connection"]
+	var opts []string
+	for _, v := range vs {
+		for o := range strings.SplitSeq(v, ",") {
+			o = strings.TrimSpace(o)
+			switch {
+			case o == "":
+			case strings.EqualFold(o, "close"):
+				return
+			default:
+				opts = append(opts, o)
+			}
+		}
+	}
+	if h2 {
+		if len(opts) == 0 || len(opts) == 1 && strings.EqualFold(opts[0], "keep-alive") {
+			h["Connection"] = []string{"close"}
+		}
+		return
+	}
+	h["Connection"] = []string{strings.Join(append(opts, "close"), ", ")}
 }
 
 // stopAttemptTimer stops the AttemptTimeout clock, which runs until the
@@ -446,20 +588,39 @@ func (tr *try) peerLabel() string {
 	return tr.c.st.dialer.Health.PeerLabel(peer)
 }
 
+// blame holds a stall the watch cut against the try's peer in the
+// Dialer's Health, as the Dialer's own first-byte watch does: a wait for
+// headers (firstByte) as a first-byte stall, an upload or a body read
+// that made no progress as a failure of the peer's.
+func (tr *try) blame(firstByte bool) {
+	h := tr.c.st.dialer.Health
+	if h == nil {
+		return
+	}
+	tr.mu.Lock()
+	peer := tr.peer
+	tr.mu.Unlock()
+	ev := dial.EventFailure
+	if firstByte {
+		ev = dial.EventFirstByteStall
+	}
+	h.Record(peer, ev, 0)
+}
+
 // mapErr turns the end of a try by one of the Transport's limits into a
 // *TimeoutError, and a header block over the limit into a
 // *HeaderLimitError; other errors are returned as they are.
-// (FirstByteTimeout is run's: the slot tells.)
+// (FirstByteTimeout and the upload's stall are run's: wait tells.)
 func (tr *try) mapErr(err error) error {
 	st := tr.c.st
 	var phase string
 	var limit time.Duration
 	switch {
 	case tr.ctx.Err() != nil && (errors.Is(err, context.Cause(tr.ctx)) || errors.Is(err, context.Canceled)):
-		// Ended by a hedge or AttemptTimeout (through the try's cancel,
-		// or a first try's slot), or by the caller. (net/http returns the
-		// cancel's cause, HTTP/2 context.Canceled; any other error is
-		// the try's own, which a cancel only followed.)
+		// Ended by a hedge or AttemptTimeout (through the try's cancel),
+		// or by the caller. (net/http returns the cancel's cause, HTTP/2
+		// context.Canceled; any other error is the try's own, which a
+		// cancel only followed.)
 		switch context.Cause(tr.ctx) {
 		case errHedgeLost:
 			return errHedgeLost
@@ -482,51 +643,37 @@ func (tr *try) timeoutError(phase string, limit time.Duration) *TimeoutError {
 		Limit: limit, peer: tr.peerLabel()}
 }
 
-// finish ends the try: its context, its span and its duration, once.
+// finish ends the try: its context, its span and its duration, once, and
+// takes it out of the watch.
 func (tr *try) finish(resp *http.Response, err error) {
 	if !tr.finished.CompareAndSwap(false, true) {
 		return
 	}
 	tr.stopAttemptTimer()
-	if tr.cancel != nil {
-		cause := err
-		if cause == nil {
-			cause = errBodyClosed
-		}
-		tr.cancel(cause)
+	err = tr.outcome(err)
+	cause := err
+	if cause == nil {
+		cause = errBodyClosed
 	}
+	tr.cancel(cause)
 	tr.c.st.tel.ended(tr.ctx, tr.span, tr.c.req, resp, err, tr.elapsed())
-	tr.releaseSlot()
-}
-
-// releaseSlot gives the try's slot back to the watch, last: the slot may
-// serve another try at once. A try that holds its slot keeps it: hedged
-// lets go of it (endHold).
-func (tr *try) releaseSlot() {
-	if tr.slot != nil && !tr.holdSlot {
-		tr.slot.release(tr.timed)
+	if tr.w != nil {
+		tr.w.remove(tr)
 	}
 }
 
-// endHold ends holdSlot, once nothing will cancel the try through its
-// slot, and gives the slot back now if the try has ended.
-func (tr *try) endHold() {
-	if tr.holdSlot {
-		tr.holdSlot = false
-		if tr.finished.Load() {
-			tr.releaseSlot()
-		}
+// outcome is the error a try ended with for its span and metrics: a try a
+// hedge overtook lost, even when its headers had come (its answer is
+// discarded).
+func (tr *try) outcome(err error) error {
+	if err == nil && context.Cause(tr.ctx) == errHedgeLost {
+		return errHedgeLost
 	}
+	return err
 }
 
 // lose ends a try that a hedge overtook.
-func (tr *try) lose() {
-	if tr.cancel != nil {
-		tr.cancel(errHedgeLost)
-		return
-	}
-	tr.slot.cancel(errHedgeLost) // a first try that holds its slot
-}
+func (tr *try) lose() { tr.cancel(errHedgeLost) }
 
 // finishSpan ends the span and records the try but leaves its context
 // alive (a 101 response's conn lives on it).
@@ -534,10 +681,10 @@ func (tr *try) finishSpan(resp *http.Response, err error) {
 	if !tr.finished.CompareAndSwap(false, true) {
 		return
 	}
-	tr.c.st.tel.ended(tr.ctx, tr.span, tr.c.req, resp, err, tr.elapsed())
-	// The slot goes back too: net/http has already let go of the
-	// request's context (a 101 has no body to read).
-	tr.releaseSlot()
+	tr.c.st.tel.ended(tr.ctx, tr.span, tr.c.req, resp, tr.outcome(err), tr.elapsed())
+	if tr.w != nil {
+		tr.w.remove(tr)
+	}
 }
 
 func methodOf(req *http.Request) string {

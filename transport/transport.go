@@ -57,10 +57,13 @@ const (
 // handshake, a lone address racing itself), and adds:
 //
 //   - FirstByteTimeout: the response headers must arrive this long after
-//     the request was written; StallTimeout: a body read that gets no byte
-//     for this long fails. Both errors are *TimeoutError, which matches
-//     context.DeadlineExceeded and net.Error's Timeout on HTTP/1 and
-//     HTTP/2 alike.
+//     the request was written; StallTimeout: a body read during which no
+//     byte comes from the peer for this long fails, and so does an upload
+//     of which the peer takes no byte for this long. The errors are
+//     *TimeoutError, which matches context.DeadlineExceeded and net.Error's
+//     Timeout on HTTP/1 and HTTP/2 alike, and the peer is held to account
+//     in the Dialer's Health (when it has one), as the Dialer's own
+//     first-byte stalls are.
 //   - Retries through retry.Policy and its Budget, of what is safe only:
 //     failures before anything was written, and idempotent requests (GET,
 //     HEAD, OPTIONS, TRACE, PUT, DELETE, or an Idempotency-Key header) whose
@@ -100,11 +103,20 @@ type Transport struct {
 	// request (body included) was written. Zero means 15s; negative means
 	// no limit (long polls).
 	FirstByteTimeout time.Duration
-	// StallTimeout fails a response body read that gets no byte for this
-	// long; only time spent inside Read counts, so a slow consumer is not a
-	// stall. The read fails within StallTimeout/8 (at most 100ms) after
-	// the limit: one goroutine of the Transport's, running while bodies are
-	// open, watches them all. Zero means 30s; negative means off.
+	// StallTimeout bounds the progress of the bodies. A response body
+	// read fails (Phase "stall") when no byte came from the peer for this
+	// long while it waited: only time spent inside Read counts, so a slow
+	// consumer is not a stall, and on HTTP/1.1 every byte the conn
+	// receives counts, so a body that trickles inside one long Read (a
+	// chunked stream) is not one either. A request fails (Phase
+	// "upload_stall") when the peer took no byte of its body for this long
+	// while it was being sent: time spent in the body's own Read is the
+	// caller's, not a stall; the conn is written in pieces of at most 32
+	// KiB, so an upload to a peer that takes at least that much per
+	// StallTimeout is never cut (on HTTP/2 any byte written on the conn
+	// counts). Both fail within StallTimeout/8 (at most 100ms) after the
+	// limit: one goroutine of the Transport's, running while requests are
+	// in flight, watches them all. Zero means 30s; negative means off.
 	StallTimeout time.Duration
 	// HedgeDelay, when positive, starts a second attempt of an idempotent,
 	// replayable request that has no response headers after this long.
@@ -121,8 +133,10 @@ type Transport struct {
 	IdleConnTimeout time.Duration
 	// MaxConnLifetime stops reusing a conn older than this (±10% jitter per
 	// conn, so a pool does not expire at once): its last request carries
-	// "Connection: close" and it closes once idle, on HTTP/1.1 and HTTP/2,
-	// failing no request. Zero means 10m; negative means no limit.
+	// the "close" connection option, added to the options of the request's
+	// own Connection field (an upgrade's "Upgrade" stays; the caller's
+	// header map is not touched), and it closes once idle, on HTTP/1.1 and
+	// HTTP/2, failing no request. Zero means 10m; negative means no limit.
 	MaxConnLifetime time.Duration
 	// MaxConnsPerHost caps the conns per host, dialing and idle included.
 	// Zero means 64; negative means no limit.
@@ -191,8 +205,7 @@ type state struct {
 	hedge     hedgeConfig
 	tel       *telemetry
 	latency   *latencies
-	born      *births // nil: no MaxConnLifetime
-	plainH1   bool    // http:// requests go over HTTP/1.1: no proxy of theirs speaks TLS (h1cut.go)
+	conns     *births // the conns' ages and byte counts; nil: neither MaxConnLifetime nor StallTimeout
 }
 
 func (t *Transport) get() *state {
@@ -261,9 +274,13 @@ func (t *Transport) build() *state {
 	if d.MeterProvider == nil {
 		d.MeterProvider = t.MeterProvider
 	}
-	if st.lifetime > 0 {
-		st.born = &births{lifetime: st.lifetime, open: map[*bornConn]struct{}{}}
-		d.DialFunc = st.born.dialFunc(d.DialFunc)
+	if st.lifetime > 0 || (st.watch != nil && st.watch.stall > 0) {
+		// Every conn is a bornConn under TLS: its age for MaxConnLifetime,
+		// its byte counts for StallTimeout (a stall is time without a
+		// byte from the peer, an upload's stall time without a byte
+		// written).
+		st.conns = &births{lifetime: st.lifetime, open: map[*bornConn]struct{}{}}
+		d.DialFunc = st.conns.dialFunc(d.DialFunc)
 	}
 	// How far a dial got, for an error the caller's deadline ends first
 	// (dialphase.go).
@@ -290,7 +307,6 @@ func (t *Transport) build() *state {
 	st.retry, st.retryErr = retryx.Prepare(&st.policy)
 
 	proxy := t.Proxy
-	st.plainH1 = plainProxy(proxy != nil)
 	if proxy == nil {
 		proxy = http.ProxyFromEnvironment
 	}
@@ -351,25 +367,69 @@ func jittered(d time.Duration) time.Duration {
 	return d - j + rand.N(2*j+1)
 }
 
-// bornConn is a conn with the time it was dialed and the lifetime drawn for
-// it; the Transport finds it under the *tls.Conn and the first-byte watch
-// through their NetConn methods.
+// bornConn is a conn with the time it was dialed, the lifetime drawn for
+// it (0: none) and the bytes read from it and written to it so far; the
+// Transport finds it under the *tls.Conn and the first-byte watch through
+// their NetConn methods (GotConn).
 type bornConn struct {
 	net.Conn
 	born     time.Time
 	lifetime time.Duration
 	births   *births
 	closing  sync.Once
+
+	// read and written count the bytes that came from the peer and that
+	// the peer's socket took: the watch's measure of progress.
+	read, written atomic.Uint64
 }
 
 // NetConn returns the conn underneath.
 func (c *bornConn) NetConn() net.Conn { return c.Conn }
 
-func (c *bornConn) expired(now time.Time) bool { return now.Sub(c.born) >= c.lifetime }
+func (c *bornConn) expired(now time.Time) bool {
+	return c.lifetime > 0 && now.Sub(c.born) >= c.lifetime
+}
+
+// Read counts the bytes read.
+func (c *bornConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if n > 0 {
+		c.read.Add(uint64(n))
+	}
+	return n, err
+}
+
+// writePiece is the most bytes handed to the socket at once, so that a
+// large Write (net/http copies an in-memory body in one) shows its
+// progress piece by piece: an upload whose peer takes at least this much
+// per StallTimeout is never cut as stalled. A TLS record (16 KiB and its
+// overhead) fits in one piece.
+const writePiece = 32 << 10
+
+// Write writes p in pieces of at most writePiece bytes, counting each.
+func (c *bornConn) Write(p []byte) (int, error) {
+	n := 0
+	for {
+		q := p[n:]
+		if len(q) > writePiece {
+			q = q[:writePiece]
+		}
+		m, err := c.Conn.Write(q)
+		if m > 0 {
+			c.written.Add(uint64(m))
+		}
+		n += m
+		if err != nil || n == len(p) {
+			return n, err
+		}
+	}
+}
 
 // Close closes the conn and forgets its birth.
 func (c *bornConn) Close() error {
-	c.closing.Do(func() { c.births.remove(c) })
+	if c.lifetime > 0 {
+		c.closing.Do(func() { c.births.remove(c) })
+	}
 	return c.Conn.Close()
 }
 
@@ -386,7 +446,7 @@ type births struct {
 // mayHaveExpired reports whether a conn open now may be past its lifetime
 // (the shortest a conn draws is 90% of MaxConnLifetime).
 func (b *births) mayHaveExpired(now int64) bool {
-	if b == nil {
+	if b == nil || b.lifetime <= 0 {
 		return false
 	}
 	o := b.oldest.Load()
@@ -439,8 +499,14 @@ func (b *births) dialFunc(inner func(ctx context.Context, network, addr string) 
 		if c == nil {
 			return nil, errors.New("transport: DialFunc returned a nil conn and no error")
 		}
-		bc := &bornConn{Conn: c, born: time.Now(), lifetime: jittered(b.lifetime), births: b}
-		b.add(bc)
+		var lifetime time.Duration
+		if b.lifetime > 0 {
+			lifetime = jittered(b.lifetime)
+		}
+		bc := &bornConn{Conn: c, born: time.Now(), lifetime: lifetime, births: b}
+		if lifetime > 0 {
+			b.add(bc)
+		}
 		return bc, nil
 	}
 }

@@ -2,40 +2,45 @@ package transport
 
 import (
 	"context"
+	"errors"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
-	"runtime"
+	"net/http/httptrace"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/otel/codes"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
+	"github.com/lifeline-go/lifeline/internal/otelx"
 	"github.com/lifeline-go/lifeline/retry"
 )
 
-// counts returns the slots alive, those with a try, and whether the loop
-// is on.
-func (w *watch) counts() (all, inUse int, running bool) {
+// counts returns the tries in flight and whether the loop is on.
+func (w *watch) counts() (inFlight int, running bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	for _, p := range w.all {
-		if s := p.Value(); s != nil {
-			all++
-			if s.tr.Load() != nil {
-				inUse++
-			}
-		}
+	for tr := w.tries; tr != nil; tr = tr.next {
+		inFlight++
 	}
-	return all, inUse, w.running.Load()
+	if inFlight != w.n {
+		panic("watch: list and count disagree")
+	}
+	return inFlight, w.running.Load()
 }
 
-// TestWatchSlots: a slot serves one try after another; a slot whose wait
-// the watch cut is let go, never reused; a burst's slots are trimmed once
-// the Transport is idle, and the watch's goroutine ends.
-func TestWatchSlots(t *testing.T) {
+// TestWatchTries: a try is in the watch's list from its start to its end
+// (its body read or closed, or its failure); a cut try leaves it too; after
+// a burst the list is empty and the watch's goroutine ends, and starts
+// again for the next try.
+func TestWatchTries(t *testing.T) {
 	var hang sync.Map // paths that never answer
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if _, ok := hang.Load(r.URL.Path); ok {
@@ -58,130 +63,140 @@ func TestWatchSlots(t *testing.T) {
 		if err != nil {
 			return err
 		}
+		w := tr.get().watch
+		n, _ := w.counts()
+		assert.Positive(t, n, "a try with an open body is in flight")
 		_, err = io.Copy(io.Discard, resp.Body)
 		resp.Body.Close()
 		return err
 	}
 	w := tr.get().watch
 	require.NotNil(t, w)
-
 	for _, ctx := range []context.Context{context.Background(), t.Context()} {
-		for range 50 {
+		for range 20 {
 			require.NoError(t, get(ctx, "/"))
 		}
 	}
-	// 100 tries one at a time: a few slots serve them all (the race
-	// detector makes sync.Pool drop a quarter of what it is given).
-	all, inUse, _ := w.counts()
-	assert.Less(t, all, 50, "slots serve one try after another")
-	assert.Zero(t, inUse)
+	n, _ := w.counts()
+	assert.Zero(t, n)
 
-	// A cut: the slot (its wait cut, over HTTPS its context cancelled too)
-	// is let go.
 	hang.Store("/hang", true)
 	err := get(context.Background(), "/hang")
 	var te *TimeoutError
 	require.ErrorAs(t, err, &te)
 	assert.Equal(t, "first_byte", te.Phase)
-	for range 4 {
-		s, _ := w.free.Get().(*slot)
-		if s != nil {
-			assert.False(t, s.ctx != nil && s.ctx.Err() != nil, "no cancelled slot is kept")
-			assert.NotEqual(t, int64(waitCut), s.wait.Load(), "no slot whose wait was cut is kept")
-			defer w.free.Put(s)
-		}
-	}
-	require.NoError(t, get(context.Background(), "/"))
+	n, _ = w.counts()
+	assert.Zero(t, n, "a cut try leaves the list")
 
-	// A burst of 100 tries at once, then idle: the goroutine ends, and the
-	// slots no try is in go with the GC.
 	var wg sync.WaitGroup
-	for range 100 {
+	for range 50 {
 		wg.Go(func() { assert.NoError(t, get(context.Background(), "/slow")) })
 	}
 	wg.Wait()
-	all, _, _ = w.counts()
-	assert.Greater(t, all, 50, "the burst had a slot per try")
 	require.Eventually(t, func() bool {
-		_, _, running := w.counts()
-		return !running
+		n, running := w.counts()
+		return n == 0 && !running
 	}, 5*time.Second, 10*time.Millisecond, "the watch's goroutine ends when idle")
-	runtime.GC()
-	runtime.GC()
-	all, inUse, _ = w.counts()
-	assert.LessOrEqual(t, all, 4, "free slots go with the GC")
-	assert.Zero(t, inUse)
 	require.NoError(t, get(context.Background(), "/"))
 }
 
-// TestTraceKeyFound: the key of httptrace's context value was learned, so
-// that a caller's context that never ends costs no trace per request.
-func TestTraceKeyFound(t *testing.T) {
-	assert.NotNil(t, traceKey)
-}
-
-// TestCancelRequestProbe: net/http's CancelRequest still ends an HTTP/1.1
-// request waiting for headers (else every try would take the slot's
-// context), and the probe finds it well within its bound.
-func TestCancelRequestProbe(t *testing.T) {
-	start := time.Now()
-	assert.True(t, probeCancelRequest(probeLimit))
-	assert.Less(t, time.Since(start), probeLimit)
-	assert.True(t, cancelRequestWorks())
-}
-
-// TestPlainProxy: http:// requests are known to go over HTTP/1.1 unless
-// the environment's HTTP proxy speaks TLS or the proxy is the user's.
-func TestPlainProxy(t *testing.T) {
-	for env, want := range map[string]bool{
-		"": true, "http://proxy.test:3128": true, "proxy.test:3128": true,
-		"socks5://proxy.test:1080": true, "https://proxy.test": false, " HTTPS://proxy.test": false,
-	} {
-		t.Setenv("HTTP_PROXY", env)
-		t.Setenv("http_proxy", "")
-		assert.Equal(t, want, plainProxy(false), "HTTP_PROXY=%q", env)
-	}
-	t.Setenv("HTTP_PROXY", "")
-	t.Setenv("http_proxy", "https://proxy.test")
-	assert.False(t, plainProxy(false), "http_proxy")
-	assert.False(t, plainProxy(true), "a Proxy function of the user's")
-}
-
-// TestCancelRequestFallback: where net/http's CancelRequest no longer
-// works (a future Go may make it a no-op), an http:// try's wait is cut
-// through the slot's context instead, as an HTTPS try's; and a probe that
-// fails leaves nothing running.
-func TestCancelRequestFallback(t *testing.T) {
-	assert.False(t, probeCancelRequest(0), "a probe out of time says no")
-
-	require.True(t, cancelRequestWorks())
-	cancelProbe.result.Store(-1)
-	defer cancelProbe.result.Store(1)
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		<-r.Context().Done()
-	}))
-	defer srv.Close()
-	tr := &Transport{FirstByteTimeout: 200 * time.Millisecond, Retry: &retry.Policy{MaxAttempts: 1}}
-	defer tr.CloseIdleConnections()
-	req, err := http.NewRequestWithContext(context.Background(), http.MethodGet, srv.URL, nil)
+// TestHookOrder: the phases of a try before its headers follow net/http's
+// hooks, and a late hook of an earlier write (net/http's own retry on
+// another conn) does not start the wait for headers: not while a new conn
+// is being got, not while the body copy being sent is not sent yet.
+func TestHookOrder(t *testing.T) {
+	tt := &Transport{FirstByteTimeout: time.Hour}
+	st := tt.get()
+	req, err := http.NewRequest(http.MethodPut, "http://127.0.0.1:1/", strings.NewReader("body"))
 	require.NoError(t, err)
-	start := time.Now()
-	_, err = tr.RoundTrip(req)
-	var te *TimeoutError
-	require.ErrorAs(t, err, &te)
-	assert.Equal(t, "first_byte", te.Phase)
-	assert.Less(t, time.Since(start), 5*time.Second)
-	// The cut went through a slot's own context.
-	w := tr.get().watch
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	cancelled := 0
-	for _, p := range w.all {
-		if s := p.Value(); s != nil && s.ctx != nil && s.ctx.Err() != nil {
-			cancelled++
+	c := &call{st: st, req: req, ctx: req.Context(), idempotent: true, replayable: true}
+	tr := c.newTry(false)
+	defer tr.finish(nil, errors.New("done"))
+	body := tr.up.body(tr, io.NopCloser(strings.NewReader("body")))
+
+	assert.EqualValues(t, waitAcquiring, tr.wait.Load())
+	tr.wroteRequest(httptrace.WroteRequestInfo{})
+	assert.EqualValues(t, waitAcquiring, tr.wait.Load(), "no conn yet: a late hook")
+	tr.getConn("127.0.0.1:1")
+	tr.gotConn(httptrace.GotConnInfo{Conn: fakeConn{}})
+	assert.EqualValues(t, waitHeld, tr.wait.Load())
+	tr.wroteRequest(httptrace.WroteRequestInfo{})
+	assert.EqualValues(t, waitHeld, tr.wait.Load(), "the body is not sent yet: a late hook")
+	_, _ = io.ReadAll(body)
+	tr.wroteRequest(httptrace.WroteRequestInfo{})
+	assert.True(t, isBegun(tr.wait.Load()), "written: the wait for headers begins")
+
+	// net/http sends it again on another conn, with a copy of the body.
+	tr.getConn("127.0.0.1:1")
+	assert.EqualValues(t, waitAcquiring, tr.wait.Load())
+	again := tr.up.body(tr, io.NopCloser(strings.NewReader("body")))
+	_ = body.Close()
+	tr.wroteRequest(httptrace.WroteRequestInfo{}) // late, of the first write
+	assert.EqualValues(t, waitAcquiring, tr.wait.Load())
+	tr.gotConn(httptrace.GotConnInfo{Conn: fakeConn{}})
+	tr.wroteRequest(httptrace.WroteRequestInfo{}) // late, of the first write
+	assert.EqualValues(t, waitHeld, tr.wait.Load(), "the copy being sent is not sent yet")
+	_, _ = io.ReadAll(again)
+	tr.wroteRequest(httptrace.WroteRequestInfo{})
+	assert.True(t, isBegun(tr.wait.Load()))
+	assert.EqualValues(t, waitDone, tr.headers())
+	tr.getConn("127.0.0.1:1")
+	assert.EqualValues(t, waitDone, tr.wait.Load(), "done stays done")
+}
+
+type fakeConn struct{ net.Conn }
+
+func (fakeConn) RemoteAddr() net.Addr { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 1} }
+
+// TestAddConnectionClose: the "close" option joins the caller's; on HTTP/2
+// only a field net/http accepts is written.
+func TestAddConnectionClose(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		in   []string
+		h2   bool
+		want []string
+	}{
+		{"none", nil, false, []string{"close"}},
+		{"upgrade", []string{"Upgrade"}, false, []string{"Upgrade, close"}},
+		{"two fields", []string{"Upgrade", "foo"}, false, []string{"Upgrade, foo, close"}},
+		{"has close", []string{"keep-alive, Close"}, false, []string{"keep-alive, Close"}},
+		{"h2 none", nil, true, []string{"close"}},
+		{"h2 keep-alive", []string{"keep-alive"}, true, []string{"close"}},
+		{"h2 upgrade left for net/http", []string{"Upgrade"}, true, []string{"Upgrade"}},
+	} {
+		h := http.Header{}
+		if tc.in != nil {
+			h["Connection"] = tc.in
+		}
+		addConnectionClose(h, tc.h2)
+		assert.Equal(t, tc.want, h["Connection"], tc.name)
+	}
+}
+
+// TestLosingTrySpanSaysLost: a try a hedge overtook whose headers had
+// come ends its span as lost, not ok.
+func TestLosingTrySpanSaysLost(t *testing.T) {
+	spans := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(spans))
+	tt := &Transport{HedgeDelay: time.Hour, TracerProvider: tp}
+	st := tt.get()
+	req, err := http.NewRequest(http.MethodGet, "http://127.0.0.1:1/", nil)
+	require.NoError(t, err)
+	c := &call{st: st, req: req, ctx: req.Context(), idempotent: true, replayable: true, hedge: true}
+	tr := c.newTry(false)
+	tr.lose()
+	tr.finish(&http.Response{StatusCode: http.StatusOK}, nil) // its answer, closed
+	ended := spans.Ended()
+	require.Len(t, ended, 1)
+	var outcome string
+	for _, a := range ended[0].Attributes() {
+		if a.Key == otelx.KeyOutcome {
+			outcome = a.Value.AsString()
 		}
 	}
-	assert.Equal(t, 1, cancelled, "the slot's context was cancelled")
+	assert.Equal(t, otelx.OutcomeLost, outcome)
+	assert.NotEqual(t, codes.Error, ended[0].Status().Code)
 }
 
 // TestStallNeverEarlyWhenWatchHeldUp: a Read that begins while the

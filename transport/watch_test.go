@@ -19,10 +19,9 @@ import (
 	"github.com/lifeline-go/lifeline/transport"
 )
 
-// callerContexts are the ways the watch bounds a try's wait for headers:
-// through the slot's reusable context, which the caller's context ends
-// through an AfterFunc when it can end, and through a context and a trace
-// of the try's own when the caller's context carries a trace.
+// callerContexts are the caller's contexts a try's own context descends
+// from: one that never ends, one that can, and one that carries a trace of
+// the caller's (composed with the try's own hooks).
 var callerContexts = []struct {
 	name string
 	ctx  func(t *testing.T) context.Context
@@ -34,11 +33,10 @@ var callerContexts = []struct {
 	}},
 }
 
-// protocols are the ways the watch cuts a try's wait for headers: plain
-// HTTP/1.1 through net/http's CancelRequest (the request's context is the
-// caller's); plain HTTP/1.1 with a Proxy function of the user's (which
-// could name a TLS proxy, so no CancelRequest), HTTPS over HTTP/1.1 and
-// HTTP/2 through a context the watch cancels.
+// protocols are the ways a try reaches its server: plain HTTP/1.1 (with
+// the environment's proxies, or a Proxy function of the user's), HTTPS
+// over HTTP/1.1 and HTTP/2. The watch cuts each through the try's own
+// context.
 var protocols = []protocol{
 	{name: "http"},
 	{name: "http, user's proxy", userProxy: true},
@@ -159,12 +157,11 @@ func TestFirstByteTimeoutCountsFromWritten(t *testing.T) {
 	}
 }
 
-// TestFirstByteTimeoutOwnCancel: a try with a cancellable context of its
-// own — a hedge, a try under the policy's AttemptTimeout — is cut by the
-// watch through that context, on every protocol, and a hedged attempt's
-// first try through its slot's: when the first try and its hedges all
-// hang, each is cut after FirstByteTimeout and the attempt fails with a
-// first_byte timeout.
+// TestFirstByteTimeoutOwnCancel: a try that something else can cancel
+// too — a hedged attempt's tries, a try under the policy's AttemptTimeout
+// — is cut by the watch on every protocol: when the first try and its
+// hedges all hang, each is cut after FirstByteTimeout and the attempt
+// fails with a first_byte timeout.
 func TestFirstByteTimeoutOwnCancel(t *testing.T) {
 	for _, p := range protocols {
 		for _, mode := range []string{"hedged", "attempt-timeout"} {
