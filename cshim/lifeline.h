@@ -297,7 +297,14 @@ int32_t lifeline_client_new(lifeline_client *out, lifeline_error *err);
  *   dial.first_byte_timeout_ms            first reply byte on a new conn:
  *                                         30000 (never less than
  *                                         transport.first_byte_timeout_ms
- *                                         for requests); <0 off
+ *                                         for requests); <0 off. For a
+ *                                         lifeline_dial descriptor it
+ *                                         counts from the host's last
+ *                                         write, or from establishment
+ *                                         while the host has written
+ *                                         nothing (a server-first
+ *                                         greeting): a new conn silent
+ *                                         both ways this long is closed
  *   dial.max_attempts_per_address    int  2; 1 or <0: one
  *   dial.timeout_ms                       the whole dial: 15000; <0 none
  *   dial.keepalive.enable       bool      true

@@ -268,6 +268,11 @@ func (t *Transport) build() *state {
 	case d.FirstByteTimeout > 0:
 		d.FirstByteTimeout = max(d.FirstByteTimeout, st.firstByte)
 	}
+	// HTTP is client-first: net/http's HTTP/1 readLoop waits in Read on a
+	// fresh conn before its request is written, and a conn dialled for a
+	// request that another conn served idles in the pool that way. A bound
+	// on a Read before any Write would cut it and blame the peer.
+	d.GreetingTimeout = -1
 	if d.TracerProvider == nil {
 		d.TracerProvider = t.TracerProvider
 	}
