@@ -476,10 +476,11 @@ func TestSoak(t *testing.T) {
 // p99.9 is a property of each family's deadline path.
 //
 // The slack is controlSlack, or the scheduler's lag in this run when that
-// is larger (its p99 for p99.9, its worst for the worst): a return after a
-// deadline takes a few wake-ups (the timer's goroutine, the caller's), each
-// of which can wait that long for a CPU, and which of two calls due at the
-// same moment waits the longest is chance. The calibration and the
+// is larger (its p99.9 for p99.9, its worst for the worst): a return after
+// a deadline takes a few wake-ups (the timer's goroutine, the caller's),
+// each of which can wait that long for a CPU, and which of two calls due at
+// the same moment waits the longest is chance (with a few hundred late
+// calls a family, its p99.9 is one of its last few). The calibration and the
 // governor keep the lag near calibrateLag, where the slack is controlSlack;
 // on a machine other processes starve, the bound widens with the
 // starvation instead of failing for it, and it still catches a client that
@@ -498,7 +499,7 @@ func judge(f figures, lag []time.Duration, strict bool) []string {
 			controlWorst, worstFam = w, fam
 		}
 	}
-	slack999 := max(controlSlack, lagQuantile(lag, 0.99))
+	slack999 := max(controlSlack, lagQuantile(lag, 0.999))
 	slackWorst := max(controlSlack, lagQuantile(lag, 1))
 	for _, fam := range families {
 		l, c := f[sideLifeline][fam], f[sideControl][fam]
