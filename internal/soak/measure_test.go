@@ -12,9 +12,9 @@ import (
 	"time"
 )
 
-// histBuckets is the range of a hist, in 1ms buckets; longer durations go
+// histBuckets is the range of a hist (20s), in 1ms buckets; longer durations go
 // to the last bucket (the exact maximum is kept beside it).
-const histBuckets = 5000
+const histBuckets = 20000
 
 // hist is a lock-free histogram of durations in 1ms buckets.
 type hist struct {
@@ -125,6 +125,7 @@ func (s *stats) record(deadline, took, firedAt time.Duration, err error, what st
 type lagProbe struct {
 	mu      sync.Mutex
 	samples []time.Duration
+	at      []time.Time // when each sample's sleep began
 }
 
 func (p *lagProbe) run(stop <-chan struct{}) {
@@ -139,6 +140,7 @@ func (p *lagProbe) run(stop <-chan struct{}) {
 		l := time.Since(start) - 10*time.Millisecond
 		p.mu.Lock()
 		p.samples = append(p.samples, l)
+		p.at = append(p.at, start)
 		p.mu.Unlock()
 	}
 }
@@ -155,6 +157,23 @@ func (p *lagProbe) since(mark int) []time.Duration {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return slices.Clone(p.samples[mark:])
+}
+
+// worst describes the n longest lags since mark: how long, and when,
+// counted from base.
+func (p *lagProbe) worst(mark, n int, base time.Time) string {
+	p.mu.Lock()
+	idx := make([]int, 0, len(p.samples)-mark)
+	for i := mark; i < len(p.samples); i++ {
+		idx = append(idx, i)
+	}
+	sort.Slice(idx, func(a, b int) bool { return p.samples[idx[a]] > p.samples[idx[b]] })
+	var out []string
+	for _, i := range idx[:min(n, len(idx))] {
+		out = append(out, fmt.Sprintf("%v at %.1fs", p.samples[i].Round(time.Millisecond), p.at[i].Sub(base).Seconds()))
+	}
+	p.mu.Unlock()
+	return strings.Join(out, ", ")
 }
 
 // lagQuantile is quantile q of samples (0 for none).
