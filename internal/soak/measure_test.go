@@ -159,12 +159,12 @@ func (p *lagProbe) since(mark int) []time.Duration {
 	return slices.Clone(p.samples[mark:])
 }
 
-// worst describes the n longest lags since mark: how long, and when,
-// counted from base.
-func (p *lagProbe) worst(mark, n int, base time.Time) string {
+// worst describes the n longest lags between marks from and to: how
+// long, and when, counted from base.
+func (p *lagProbe) worst(from, to, n int, base time.Time) string {
 	p.mu.Lock()
-	idx := make([]int, 0, len(p.samples)-mark)
-	for i := mark; i < len(p.samples); i++ {
+	idx := make([]int, 0, to-from)
+	for i := from; i < to; i++ {
 		idx = append(idx, i)
 	}
 	sort.Slice(idx, func(a, b int) bool { return p.samples[idx[a]] > p.samples[idx[b]] })

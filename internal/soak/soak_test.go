@@ -366,6 +366,7 @@ func TestSoak(t *testing.T) {
 	}
 	stop()
 	wg.Wait()
+	mainEnd := lag.mark()
 	lagMain := lag.since(mainMark)
 
 	// Faults off: everything must work again within a second.
@@ -408,7 +409,7 @@ func TestSoak(t *testing.T) {
 	t.Logf("soak: %v, half the calls through lifeline, half through the control, %d workers, at most %d calls in flight; faults switched: %v",
 		duration, workers, peakInFlight.Load(), faults)
 	t.Logf("  calls/s, second by second: %v", rates)
-	t.Logf("  scheduler: a 10ms sleep woke late by %s; longest: %s", lagSummary(lagMain), lag.worst(mainMark, 3, mainStart))
+	t.Logf("  scheduler: a 10ms sleep woke late by %s; longest: %s", lagSummary(lagMain), lag.worst(mainMark, mainEnd, 3, mainStart))
 	t.Log("  overrun: how far past its deadline a call returned, over the calls that returned at or after it;")
 	t.Log("  Done seen: how late a goroutine waiting for the context's Done woke (the timer and the scheduler);")
 	t.Log("  after Done: from then to the call's return (what the client did after the deadline)")
