@@ -441,7 +441,9 @@ func TestSoak(t *testing.T) {
 	}
 
 	// The side-by-side bound, and in the strict form the absolute one.
-	for _, line := range judge(measured, lagMain, strict) {
+	summary, fails := judge(measured, lagMain, strict)
+	t.Log("  " + summary)
+	for _, line := range fails {
 		t.Error(line)
 	}
 	// Hard failures, whatever the machine.
@@ -492,8 +494,7 @@ func TestSoak(t *testing.T) {
 // Strict (SOAK_STRICT=1; make soak): also every lifeline call within
 // overrunLimit of its deadline, plus twice the scheduler's measured worst
 // lag, capped at schedAllowanceMax.
-func judge(f figures, lag []time.Duration, strict bool) []string {
-	var fail []string
+func judge(f figures, lag []time.Duration, strict bool) (summary string, fail []string) {
 	slack := max(controlSlack, lagQuantile(lag, 1))
 	pooled := func(side string) *hist {
 		var h hist
@@ -521,6 +522,8 @@ func judge(f figures, lag []time.Duration, strict bool) []string {
 		return w.family + ": " + w.worst
 	}
 	lh, ch := pooled(sideLifeline), pooled(sideControl)
+	summary = fmt.Sprintf("side by side, all families: lifeline late %d, overrun %s; control late %d, overrun %s; slack %v",
+		lh.n.Load(), lh.summary(), ch.n.Load(), ch.summary(), slack.Round(time.Millisecond))
 	if lp, cp := lh.quantile(0.999), ch.quantile(0.999); lp > cp+slack {
 		fail = append(fail, fmt.Sprintf("lifeline's p99.9 overrun %v > the control's %v + %v (all families; lifeline %s; control %s)",
 			lp.Round(time.Millisecond), cp.Round(time.Millisecond), slack.Round(time.Millisecond), lh.summary(), ch.summary()))
@@ -546,7 +549,7 @@ func judge(f figures, lag []time.Duration, strict bool) []string {
 			}
 		}
 	}
-	return fail
+	return summary, fail
 }
 
 func setup(t *testing.T) *rig {
