@@ -170,7 +170,8 @@ func (p *lagProbe) worst(from, to, n int, base time.Time) string {
 	sort.Slice(idx, func(a, b int) bool { return p.samples[idx[a]] > p.samples[idx[b]] })
 	var out []string
 	for _, i := range idx[:min(n, len(idx))] {
-		out = append(out, fmt.Sprintf("%v at %.1fs", p.samples[i].Round(time.Millisecond), p.at[i].Sub(base).Seconds()))
+		out = append(out, fmt.Sprintf("%v at %.1fs (%s)", p.samples[i].Round(time.Millisecond),
+			p.at[i].Sub(base).Seconds(), p.at[i].UTC().Format("15:04:05.0")))
 	}
 	p.mu.Unlock()
 	return strings.Join(out, ", ")
