@@ -32,9 +32,10 @@ unit:
 # quiet machine never schedules happen here first. Bounded: each go test
 # run ends by STRESS_TIMEOUT. The hogs are killed on every way out (the
 # trap runs on success, failure and interrupt).
-STRESS_COUNT   ?= 3
+STRESS_COUNT   ?= 2
 STRESS_HOGS    ?= 2
 STRESS_TIMEOUT ?= 6m
+STRESS_DIAL_TIMEOUT ?= 2m
 STRESS_PKGS    ?= ./transport ./cshim
 # dial's race tests: the ones in dial/race_test.go and any named *Race*.
 STRESS_DIAL_RUN ?= ^($(shell grep -ho '^func Test[A-Za-z0-9_]*' dial/race_test.go | sed 's/^func //' | paste -sd'|'))$$|Race
@@ -46,7 +47,7 @@ stress:
 	for i in $$(seq $(STRESS_HOGS)); do (while :; do :; done) & hogs="$$hogs $$!"; done; \
 	echo "stress: -race -count=$(STRESS_COUNT) beside $(STRESS_HOGS) CPU hogs (pids$$hogs)"; \
 	$(GO) test -race -count=$(STRESS_COUNT) -timeout $(STRESS_TIMEOUT) $(STRESS_PKGS) && \
-	$(GO) test -race -count=$(STRESS_COUNT) -timeout $(STRESS_TIMEOUT) -run '$(STRESS_DIAL_RUN)' ./dial
+	$(GO) test -race -count=$(STRESS_COUNT) -timeout $(STRESS_DIAL_TIMEOUT) -run '$(STRESS_DIAL_RUN)' ./dial
 
 # The chaos soak under the race detector, then without it (soak-short), for
 # 30 seconds each at a rate calibrated to the machine. Its deadline bound

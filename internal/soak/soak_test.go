@@ -78,6 +78,14 @@ const (
 	minLate      = 1000
 )
 
+// recoveryWindow is how long each part is tried after the faults stop;
+// minControlOK is how many successes of a family through the control make
+// none through lifeline a failure.
+const (
+	recoveryWindow = 10 * time.Second
+	minControlOK   = 10
+)
+
 // calibration: the soak's rate starts at an eighth of SOAK_RATE's default
 // and is doubled, up to the default, while the scheduler's p99 lag in a
 // calibration step stays within calibrateLag.
@@ -374,7 +382,7 @@ func TestSoak(t *testing.T) {
 	lagMain := lag.since(mainMark)
 
 	// Faults off: everything must work again within a second.
-	healed := time.Now()
+	healed, healMark := time.Now(), lag.mark()
 	r.heal(t)
 	// Each part is tried at once and on its own, so that one part slow to
 	// recover does not delay the measurement of the others.
@@ -389,7 +397,7 @@ func TestSoak(t *testing.T) {
 				defer recWG.Done()
 				rnd := rand.New(rand.NewPCG(1, uint64(i)))
 				got := time.Duration(-1)
-				deadline := time.Now().Add(5 * time.Second)
+				deadline := time.Now().Add(recoveryWindow)
 				for time.Now().Before(deadline) {
 					if err := r.call(recFigs[side][fam], 500*time.Millisecond, rnd); err == nil {
 						got = time.Since(healed)
@@ -408,6 +416,8 @@ func TestSoak(t *testing.T) {
 	}
 	close(probeStop)
 	probeWG.Wait()
+	// What the scheduler took from the recovery: its worst stall meanwhile.
+	recoveryLag := lagQuantile(lag.since(healMark), 1)
 	r.close()
 
 	t.Logf("soak: %v, half the calls through lifeline, half through the control, %d workers, at most %d calls in flight; faults switched: %v",
@@ -434,7 +444,8 @@ func TestSoak(t *testing.T) {
 		r.wsGot.Load(), r.wsBad.Load(), r.cws.got.Load(), r.cws.bad.Load())
 	t.Logf("  pool: MaxConns %d, peak open %d (control %d), samples over the cap %d (control %d)",
 		r.poolMax, r.poolPeak.Load(), r.cpool.peak.Load(), r.poolOver.Load(), r.cpoolOver.Load())
-	t.Logf("  recovery after the faults stopped: lifeline %v, control %v", recovery[sideLifeline], recovery[sideControl])
+	t.Logf("  recovery after the faults stopped: lifeline %v, control %v (the scheduler's worst lag meanwhile %v)",
+		recovery[sideLifeline], recovery[sideControl], recoveryLag.Round(time.Millisecond))
 	t.Logf("  total calls %d", total)
 	if r.trace != nil {
 		r.trace.report(t.Logf)
@@ -455,11 +466,19 @@ func TestSoak(t *testing.T) {
 		}
 	}
 	for _, fam := range families {
-		if measured[sideLifeline][fam].ok.Load() == 0 {
-			t.Errorf("%s: no call succeeded in %v", fam, duration)
+		// A family that never succeeds is broken — unless nothing got
+		// through the control either: then the machine (or the faults)
+		// let nothing through, which the figures above show.
+		if l, c := measured[sideLifeline][fam].ok.Load(), measured[sideControl][fam].ok.Load(); l == 0 && c >= minControlOK {
+			t.Errorf("%s: no call succeeded in %v, while %d did through the control", fam, duration, c)
+		} else if l == 0 {
+			t.Logf("  note: %s: no call succeeded in %v, through lifeline or the control (%d)", fam, duration, c)
 		}
-		if d := recovery[sideLifeline][fam]; d < 0 || d > time.Second {
-			t.Errorf("%s: first success %v after the faults stopped, want ≤ 1s", fam, d)
+		// Recovery: within a second of the heal, plus what the scheduler
+		// took meanwhile (a process stalled for 2s cannot answer in 1s).
+		if d := recovery[sideLifeline][fam]; d < 0 || d > time.Second+recoveryLag {
+			t.Errorf("%s: first success %v after the faults stopped, want ≤ 1s + the scheduler's worst lag meanwhile (%v); the control's: %v",
+				fam, d, recoveryLag.Round(time.Millisecond), recovery[sideControl][fam])
 		}
 	}
 	if r.wsBad.Load() != 0 || r.cws.bad.Load() != 0 {
