@@ -31,11 +31,16 @@ unit:
 # loops that take the CPU away at random moments, so that interleavings a
 # quiet machine never schedules happen here first. Bounded: each go test
 # run ends by STRESS_TIMEOUT. The hogs are killed on every way out (the
-# trap runs on success, failure and interrupt).
+# trap runs on success, failure and interrupt). STRESS_SKIP leaves out what
+# is not about interleavings and only costs time: the incident replays
+# (load replays with their own latency figures, 2.5 of transport's 3
+# minutes under -race; make unit runs them) and the static-archive build
+# of the C tests (the same C tests as the shared library's).
 STRESS_COUNT   ?= 2
 STRESS_HOGS    ?= 2
 STRESS_TIMEOUT ?= 6m
 STRESS_DIAL_TIMEOUT ?= 2m
+STRESS_SKIP    ?= ^(TestIncidentReplay.*|TestCStaticArchive)$$
 STRESS_PKGS    ?= ./transport ./cshim
 # dial's race tests: the ones in dial/race_test.go and any named *Race*.
 STRESS_DIAL_RUN ?= ^($(shell grep -ho '^func Test[A-Za-z0-9_]*' dial/race_test.go | sed 's/^func //' | paste -sd'|'))$$|Race
@@ -46,7 +51,7 @@ stress:
 	trap 'exit 130' INT TERM HUP; \
 	for i in $$(seq $(STRESS_HOGS)); do (while :; do :; done) & hogs="$$hogs $$!"; done; \
 	echo "stress: -race -count=$(STRESS_COUNT) beside $(STRESS_HOGS) CPU hogs (pids$$hogs)"; \
-	$(GO) test -race -count=$(STRESS_COUNT) -timeout $(STRESS_TIMEOUT) $(STRESS_PKGS) && \
+	$(GO) test -race -count=$(STRESS_COUNT) -timeout $(STRESS_TIMEOUT) -skip '$(STRESS_SKIP)' $(STRESS_PKGS) && \
 	$(GO) test -race -count=$(STRESS_COUNT) -timeout $(STRESS_DIAL_TIMEOUT) -run '$(STRESS_DIAL_RUN)' ./dial
 
 # The chaos soak under the race detector, then without it (soak-short), for

@@ -15,8 +15,10 @@
 //
 // SOAK_DURATION (default 30s), SOAK_WORKERS (callers; default 3000, 1000
 // under -race) and SOAK_RATE size the run. Without SOAK_RATE the rate is
-// calibrated first: from the default (3000 calls/s, 300 under -race) it is
-// halved while a 10ms sleep wakes more than 20ms late at p99. SOAK_STRICT=1
+// calibrated first: from an eighth of the default (3000 calls/s, 300 under
+// -race) it is doubled, up to the default, while a 10ms sleep wakes within
+// 20ms at p99; while the soak runs it is lowered when the lag climbs past
+// 40ms and raised again, up to the calibrated rate, below 10ms. SOAK_STRICT=1
 // adds the absolute bound (100ms past the deadline, plus twice the
 // scheduler's worst lag, capped); `make soak` runs 10 minutes that way.
 // SOAK_TRACE=1 takes the stacks of calls still running 50ms past their
