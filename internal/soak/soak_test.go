@@ -86,6 +86,7 @@ const (
 const (
 	recoveryWindow = 10 * time.Second
 	minControlOK   = 10
+	starvedLag     = 10 * calibrateLag
 )
 
 // calibration: the soak's rate starts at an eighth of SOAK_RATE's default
@@ -344,7 +345,9 @@ func TestSoak(t *testing.T) {
 			time.Sleep(calibrateMeas)
 			s := lag.since(m)
 			t.Logf("calibration: %d calls/s: scheduler lag %s", try, lagSummary(s))
-			if lagQuantile(s, 0.99) > calibrateLag {
+			// Fewer than half the samples a 10ms sleep allows: the
+			// process was stalled for much of the step.
+			if lagQuantile(s, 0.99) > calibrateLag || len(s) < int(calibrateMeas/(20*time.Millisecond)) {
 				break
 			}
 			good = try
@@ -459,7 +462,13 @@ func TestSoak(t *testing.T) {
 	for _, line := range fails {
 		t.Error(line)
 	}
-	// Hard failures, whatever the machine.
+	// Hard failures, whatever the machine. A run the machine starved
+	// (the scheduler's p99 lag past starvedLag, ten times what the
+	// calibration aims at: the process stood still for seconds at a time)
+	// is not asked for successes: a websocket session whose pongs cannot
+	// be read in time is rightly declared dead there, and a plain conn
+	// with no liveness check is not.
+	starved := lagQuantile(lagMain, 0.99) > starvedLag
 	for _, side := range []string{sideLifeline, sideControl} {
 		for _, fam := range families {
 			if c := measured[side][fam].corrupt.Load() + recFigs[side][fam].corrupt.Load(); c != 0 {
@@ -471,10 +480,10 @@ func TestSoak(t *testing.T) {
 		// A family that never succeeds is broken — unless nothing got
 		// through the control either: then the machine (or the faults)
 		// let nothing through, which the figures above show.
-		if l, c := measured[sideLifeline][fam].ok.Load(), measured[sideControl][fam].ok.Load(); l == 0 && c >= minControlOK {
+		if l, c := measured[sideLifeline][fam].ok.Load(), measured[sideControl][fam].ok.Load(); l == 0 && c >= minControlOK && !starved {
 			t.Errorf("%s: no call succeeded in %v, while %d did through the control", fam, duration, c)
 		} else if l == 0 {
-			t.Logf("  note: %s: no call succeeded in %v, through lifeline or the control (%d)", fam, duration, c)
+			t.Logf("  note: %s: no call succeeded in %v through lifeline (%d through the control; the machine starved the soak: %v)", fam, duration, c, starved)
 		}
 		// Recovery: within a second of the heal, plus what the scheduler
 		// took meanwhile (a process stalled for 2s cannot answer in 1s).
