@@ -125,7 +125,9 @@ func TestDeadlineReturnUnderRunQueue(t *testing.T) {
 	sw.Wait()
 	slices.Sort(lOver)
 	slices.Sort(cOver)
-	q := func(s []time.Duration, f float64) time.Duration { return s[min(len(s)-1, int(f*float64(len(s))))].Round(time.Millisecond) }
+	q := func(s []time.Duration, f float64) time.Duration {
+		return s[min(len(s)-1, int(f*float64(len(s))))].Round(time.Millisecond)
+	}
 	t.Logf("GOMAXPROCS %d, %d spinning goroutines, %d calls each, deadline 100ms, a server that never answers:", runtime.GOMAXPROCS(0), spin, len(lOver))
 	t.Logf("  lifeline overrun p50 %v p90 %v max %v", q(lOver, .5), q(lOver, .9), q(lOver, 1))
 	t.Logf("  control  overrun p50 %v p90 %v max %v", q(cOver, .5), q(cOver, .9), q(cOver, 1))
