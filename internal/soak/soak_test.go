@@ -421,8 +421,13 @@ func TestSoak(t *testing.T) {
 	}
 	close(probeStop)
 	probeWG.Wait()
-	// What the scheduler took from the recovery: its worst stall meanwhile.
-	recoveryLag := lagQuantile(lag.since(healMark), 1)
+	// What the scheduler took from the recovery: the lateness of the
+	// probe's wake-ups meanwhile, added up (the time the process stood
+	// still).
+	var recoveryLag time.Duration
+	for _, l := range lag.since(healMark) {
+		recoveryLag += l
+	}
 	r.close()
 
 	t.Logf("soak: %v, half the calls through lifeline, half through the control, %d workers, at most %d calls in flight; faults switched: %v",
@@ -449,7 +454,7 @@ func TestSoak(t *testing.T) {
 		r.wsGot.Load(), r.wsBad.Load(), r.cws.got.Load(), r.cws.bad.Load())
 	t.Logf("  pool: MaxConns %d, peak open %d (control %d), samples over the cap %d (control %d)",
 		r.poolMax, r.poolPeak.Load(), r.cpool.peak.Load(), r.poolOver.Load(), r.cpoolOver.Load())
-	t.Logf("  recovery after the faults stopped: lifeline %v, control %v (the scheduler's worst lag meanwhile %v)",
+	t.Logf("  recovery after the faults stopped: lifeline %v, control %v (the scheduler's lag meanwhile, added up: %v)",
 		recovery[sideLifeline], recovery[sideControl], recoveryLag.Round(time.Millisecond))
 	t.Logf("  total calls %d", total)
 	if r.trace != nil {
@@ -486,10 +491,16 @@ func TestSoak(t *testing.T) {
 			t.Logf("  note: %s: no call succeeded in %v through lifeline (%d through the control; the machine starved the soak: %v)", fam, duration, c, starved)
 		}
 		// Recovery: within a second of the heal, plus what the scheduler
-		// took meanwhile (a process stalled for 2s cannot answer in 1s).
-		if d := recovery[sideLifeline][fam]; d < 0 || d > time.Second+recoveryLag {
-			t.Errorf("%s: first success %v after the faults stopped, want ≤ 1s + the scheduler's worst lag meanwhile (%v); the control's: %v",
-				fam, d, recoveryLag.Round(time.Millisecond), recovery[sideControl][fam])
+		// took meanwhile (a process stalled for 2s cannot answer in 1s),
+		// or no later than the control's (+controlSlack), which met the
+		// same servers and machine.
+		allowed := time.Second + recoveryLag
+		if c := recovery[sideControl][fam]; c >= 0 {
+			allowed = max(allowed, c+controlSlack)
+		}
+		if d := recovery[sideLifeline][fam]; d < 0 || d > allowed {
+			t.Errorf("%s: first success %v after the faults stopped, want ≤ %v (1s + the scheduler's lag meanwhile, %v, or the control's %v + %v)",
+				fam, d, allowed.Round(time.Millisecond), recoveryLag.Round(time.Millisecond), recovery[sideControl][fam], controlSlack)
 		}
 	}
 	if r.wsBad.Load() != 0 || r.cws.bad.Load() != 0 {
