@@ -393,6 +393,7 @@ func TestSoak(t *testing.T) {
 	// recover does not delay the measurement of the others.
 	recovery := map[string]map[string]time.Duration{sideLifeline: {}, sideControl: {}}
 	recFigs := newFigures()
+	recErrs := map[string][]string{} // of the parts slow to recover
 	var recMu sync.Mutex
 	var recWG sync.WaitGroup
 	for _, side := range []string{sideLifeline, sideControl} {
@@ -403,14 +404,25 @@ func TestSoak(t *testing.T) {
 				rnd := rand.New(rand.NewPCG(1, uint64(i)))
 				got := time.Duration(-1)
 				deadline := time.Now().Add(recoveryWindow)
+				var errs []string // the first and the last few
+				n := 0
 				for time.Now().Before(deadline) {
-					if err := r.call(recFigs[side][fam], 500*time.Millisecond, rnd); err == nil {
+					err := r.call(recFigs[side][fam], 500*time.Millisecond, rnd)
+					if err == nil {
 						got = time.Since(healed)
 						break
+					}
+					if n++; n <= 2 || len(errs) < 5 {
+						errs = append(errs, fmt.Sprintf("at %v: %v", time.Since(healed).Round(time.Millisecond), err))
+					} else {
+						errs[len(errs)-1] = fmt.Sprintf("at %v (try %d): %v", time.Since(healed).Round(time.Millisecond), n, err)
 					}
 				}
 				recMu.Lock()
 				recovery[side][fam] = got
+				if got < 0 || got > time.Second {
+					recErrs[side+" "+fam] = errs
+				}
 				recMu.Unlock()
 			}()
 		}
@@ -457,6 +469,9 @@ func TestSoak(t *testing.T) {
 	t.Logf("  recovery after the faults stopped: lifeline %v, control %v (the scheduler's lag meanwhile, added up: %v)",
 		recovery[sideLifeline], recovery[sideControl], recoveryLag.Round(time.Millisecond))
 	t.Logf("  total calls %d", total)
+	for k, errs := range recErrs {
+		t.Logf("  %s: slow to recover; failures after the heal: %s", k, strings.Join(errs, "; "))
+	}
 	if r.trace != nil {
 		r.trace.report(t.Logf)
 	}
