@@ -51,8 +51,9 @@ stress:
 	trap 'exit 130' INT TERM HUP; \
 	for i in $$(seq $(STRESS_HOGS)); do (while :; do :; done) & hogs="$$hogs $$!"; done; \
 	echo "stress: -race -count=$(STRESS_COUNT) beside $(STRESS_HOGS) CPU hogs (pids$$hogs)"; \
-	$(GO) test -race -count=$(STRESS_COUNT) -timeout $(STRESS_TIMEOUT) -skip '$(STRESS_SKIP)' $(STRESS_PKGS) && \
-	$(GO) test -race -count=$(STRESS_COUNT) -timeout $(STRESS_DIAL_TIMEOUT) -run '$(STRESS_DIAL_RUN)' ./dial
+	$(GO) test -race -count=$(STRESS_COUNT) -timeout $(STRESS_TIMEOUT) -skip '$(STRESS_SKIP)' $(STRESS_PKGS); rc=$$?; \
+	$(GO) test -race -count=$(STRESS_COUNT) -timeout $(STRESS_DIAL_TIMEOUT) -run '$(STRESS_DIAL_RUN)' ./dial || rc=1; \
+	exit $$rc
 
 # The chaos soak under the race detector, then without it (soak-short), for
 # 30 seconds each at a rate calibrated to the machine. Its deadline bound
