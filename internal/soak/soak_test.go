@@ -1,15 +1,29 @@
 // Package soak_test drives transport (HTTP/1.1 and HTTP/2), a websocket
 // session and a pool with many concurrent calls while faults of DESIGN.md's
 // catalogue are switched on and off at random, and checks the promises:
-// every call returns within its deadline (+100 ms), every body that
-// arrives is right, pool caps hold, calls succeed again soon after the
-// faults stop, and nothing is left behind.
+// every body that arrives is right, pool caps hold, calls succeed again
+// soon after the faults stop, nothing is left behind (hard failures), and
+// calls return close to their deadlines.
+//
+// The deadline bound is side by side: half the calls go through lifeline,
+// half through a control — plain net/http with the same limits, a plain
+// gorilla websocket conn, a plain net.Dialer pool — on the same servers
+// and faults, in the same process at the same moments. The control's
+// overruns are what the machine adds (timers, the scheduler, the race
+// detector); lifeline's may exceed them by 50ms at most (see judge). Both
+// are printed, in absolute terms.
 //
 // SOAK_DURATION (default 30s), SOAK_WORKERS (callers; default 3000, 1000
-// under -race) and SOAK_RATE (calls started per second by all of them;
-// default 3000, 300 under -race) size the run; `make soak` runs it for 10
-// minutes. make test runs it on its own, after the other packages, so that
-// no other test takes its CPU.
+// under -race) and SOAK_RATE size the run. Without SOAK_RATE the rate is
+// calibrated first: from an eighth of the default (3000 calls/s, 300 under
+// -race) it is doubled, up to the default, while a 10ms sleep wakes within
+// 20ms at p99; while the soak runs it is lowered when the lag climbs past
+// 40ms and raised again, up to the calibrated rate, below 10ms. SOAK_STRICT=1
+// adds the absolute bound (100ms past the deadline, plus twice the
+// scheduler's worst lag, capped); `make soak` runs 10 minutes that way.
+// SOAK_TRACE=1 takes the stacks of calls still running 50ms past their
+// deadline and reports where they waited. make test runs it on its own,
+// after the other packages.
 package soak_test
 
 import (
@@ -49,15 +63,40 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// overrunLimit is how far past its deadline a call may return: the
-// promise, plus raceSlack under the race detector, which makes every step
-// several times slower.
+// overrunLimit is the strict form's bound (SOAK_STRICT=1, make soak): how
+// far past its deadline a call may return, plus raceSlack under the race
+// detector, which makes every step several times slower.
 const overrunLimit = 100*time.Millisecond + raceSlack
 
 // schedAllowanceMax caps what the scheduler's measured lag may add to
-// overrunLimit: past it a call fails the run however busy the machine was
-// (the failure then says the machine was short of CPU).
+// overrunLimit in the strict form.
 const schedAllowanceMax = 100 * time.Millisecond
+
+// controlSlack is how much more than the control's a lifeline overrun may
+// be: the side-by-side bound (see judge). minLate is the number of late
+// calls a family needs on both sides for its own p99.9 to be judged.
+const (
+	controlSlack = 50 * time.Millisecond
+	minLate      = 1000
+)
+
+// recoveryWindow is how long each part is tried after the faults stop;
+// minControlOK is how many successes of a family through the control make
+// none through lifeline a failure.
+const (
+	recoveryWindow = 10 * time.Second
+	minControlOK   = 10
+	starvedLag     = 10 * calibrateLag
+)
+
+// calibration: the soak's rate starts at an eighth of SOAK_RATE's default
+// and is doubled, up to the default, while the scheduler's p99 lag in a
+// calibration step stays within calibrateLag.
+const (
+	calibrateLag  = 20 * time.Millisecond
+	calibrateStep = 2500 * time.Millisecond // the last calibrateMeas of it counts
+	calibrateMeas = 1500 * time.Millisecond
+)
 
 func envDuration(name string, def time.Duration) time.Duration {
 	if v, err := time.ParseDuration(os.Getenv(name)); err == nil && v > 0 {
@@ -125,38 +164,21 @@ func openFDs() int {
 	return n
 }
 
-// kind is one family of calls and its figures.
-type kind struct {
-	name                       string
-	calls, ok, failed, corrupt atomic.Int64
-	maxOverrun                 atomic.Int64 // ns
-	overruns                   atomic.Int64 // calls past deadline+overrunLimit
-	mu                         sync.Mutex
-	worst                      string
-}
+// families are the kinds of calls; each runs on both sides.
+var families = []string{"http1", "http2", "websocket", "pool"}
 
-func (k *kind) record(deadline time.Duration, took time.Duration, err error, what string) {
-	k.calls.Add(1)
-	if err != nil {
-		k.failed.Add(1)
-	} else {
-		k.ok.Add(1)
-	}
-	over := took - deadline
-	for {
-		cur := k.maxOverrun.Load()
-		if int64(over) <= cur || k.maxOverrun.CompareAndSwap(cur, int64(over)) {
-			break
+// figures are the stats of one phase, by side and family.
+type figures map[string]map[string]*stats
+
+func newFigures() figures {
+	f := figures{}
+	for _, side := range []string{sideLifeline, sideControl} {
+		f[side] = map[string]*stats{}
+		for _, fam := range families {
+			f[side][fam] = &stats{family: fam, side: side}
 		}
 	}
-	if over > overrunLimit {
-		k.overruns.Add(1)
-		k.mu.Lock()
-		if k.worst == "" || over > time.Duration(k.maxOverrun.Load())-time.Millisecond {
-			k.worst = fmt.Sprintf("%s: deadline %v, took %v: %v", what, deadline, took, err)
-		}
-		k.mu.Unlock()
-	}
+	return f
 }
 
 // rig is everything the soak runs against.
@@ -173,6 +195,14 @@ type rig struct {
 	poolMax            int
 	poolOver           atomic.Int64
 	poolPeak           atomic.Int64
+
+	// The control, on the same servers.
+	ct1, ct2  *http.Transport
+	cws       *plainWS
+	cpool     *plainPool
+	cpoolOver atomic.Int64
+
+	trace *tracer // SOAK_TRACE=1
 }
 
 func TestSoak(t *testing.T) {
@@ -182,6 +212,8 @@ func TestSoak(t *testing.T) {
 	duration := envDuration("SOAK_DURATION", 30*time.Second)
 	workers := envInt("SOAK_WORKERS", defaultWorkers)
 	callRate := envInt("SOAK_RATE", defaultRate)
+	calibrate := os.Getenv("SOAK_RATE") == ""
+	strict := os.Getenv("SOAK_STRICT") == "1"
 	// The runtime keeps descriptors of its own once the network poller
 	// and os/exec have been used (epoll, an eventfd, /dev/null): warm them
 	// up so that the count before is comparable to the count after.
@@ -213,10 +245,19 @@ func TestSoak(t *testing.T) {
 	})
 
 	r := setup(t)
-	kinds := map[string]*kind{"http1": {name: "http1"}, "http2": {name: "http2"}, "websocket": {name: "websocket"}, "pool": {name: "pool"}}
-	order := []string{"http1", "http2", "websocket", "pool"}
+	if os.Getenv("SOAK_TRACE") == "1" {
+		r.trace = newTracer()
+	}
 
-	ctx, stop := context.WithTimeout(context.Background(), duration)
+	// The load: workers goroutines start calls at the limiter's rate, each
+	// of a random family on a random side (lifeline or the control), so
+	// that a burst of machine lag or a fault hits both alike. The figures
+	// a call counts in are those of the phase it started in.
+	var phase atomic.Pointer[figures]
+	discard := newFigures()
+	phase.Store(&discard)
+
+	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
 	var wg sync.WaitGroup
 	faults := make(map[string]int)
@@ -226,18 +267,15 @@ func TestSoak(t *testing.T) {
 		defer wg.Done()
 		r.chaos(ctx, func(name string) { fmu.Lock(); faults[name]++; fmu.Unlock() })
 	}()
-	var lag atomic.Int64 // the scheduler's worst lateness waking a timer (ns)
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for ctx.Err() == nil {
-			start := time.Now()
-			time.Sleep(10 * time.Millisecond)
-			if l := int64(time.Since(start) - 10*time.Millisecond); l > lag.Load() {
-				lag.Store(l)
-			}
-		}
-	}()
+	probeStop := make(chan struct{})
+	var lag lagProbe
+	var probeWG sync.WaitGroup
+	probeWG.Add(1)
+	go func() { defer probeWG.Done(); lag.run(probeStop) }()
+	if r.trace != nil {
+		probeWG.Add(1)
+		go func() { defer probeWG.Done(); r.trace.run(probeStop) }()
+	}
 	wg.Add(1)
 	go func() { // pool caps, sampled
 		defer wg.Done()
@@ -256,13 +294,11 @@ func TestSoak(t *testing.T) {
 			if st.Open > r.poolMax {
 				r.poolOver.Add(1)
 			}
+			if r.cpool.open.Load() > int64(r.poolMax) {
+				r.cpoolOver.Add(1)
+			}
 		}
 	}()
-	// Calls start at callRate per second in all, from workers goroutines:
-	// many calls are in flight at once (those a fault holds wait out their
-	// deadlines), while the machine keeps the headroom to run timers on
-	// time. Without a pace, the workers would saturate the CPU and the
-	// figures would measure the scheduler instead of the library.
 	lim := rate.NewLimiter(rate.Limit(callRate), max(1, callRate/20))
 	var inFlight, peakInFlight atomic.Int64
 	for w := range workers {
@@ -271,111 +307,329 @@ func TestSoak(t *testing.T) {
 			defer wg.Done()
 			rnd := rand.New(rand.NewPCG(uint64(w), uint64(time.Now().UnixNano())))
 			for lim.Wait(ctx) == nil {
-				name := order[rnd.IntN(len(order))]
+				fam := families[rnd.IntN(len(families))]
+				side := sideLifeline
+				if rnd.IntN(2) == 1 {
+					side = sideControl
+				}
 				d := time.Duration(20+rnd.IntN(800)) * time.Millisecond
 				if n := inFlight.Add(1); n > peakInFlight.Load() {
 					peakInFlight.Store(n) // a sample: racing stores may lose one
 				}
-				r.call(kinds[name], d, rnd)
+				r.call((*phase.Load())[side][fam], d, rnd)
 				inFlight.Add(-1)
 			}
 		}()
 	}
+
+	// Calibration: the rate at which the scheduler keeps up (p99 lag of a
+	// 10ms sleep within calibrateLag) on this machine, now; then, while
+	// the soak runs, the governor keeps it there as other processes come
+	// and go (the verdict does not rest on it: both sides share the
+	// machine's lag, but a starved process measures only its queue).
+	setRate := func(n int) {
+		callRate = n
+		lim.SetLimit(rate.Limit(n))
+		lim.SetBurst(max(1, n/20))
+	}
+	// Upward, from an eighth of the default, doubling while the lag
+	// holds: a step too fast leaves a backlog that a step down would
+	// measure instead of its own rate.
+	minRate, maxRate := max(1, defaultRate/10), callRate
+	if calibrate {
+		good := max(1, defaultRate/8)
+		for try := good; ; try = min(2*try, maxRate) {
+			setRate(try)
+			time.Sleep(calibrateStep - calibrateMeas)
+			m := lag.mark()
+			time.Sleep(calibrateMeas)
+			s := lag.since(m)
+			t.Logf("calibration: %d calls/s: scheduler lag %s", try, lagSummary(s))
+			// Fewer than half the samples a 10ms sleep allows: the
+			// process was stalled for much of the step.
+			if lagQuantile(s, 0.99) > calibrateLag || len(s) < int(calibrateMeas/(20*time.Millisecond)) {
+				break
+			}
+			good = try
+			if try == maxRate {
+				break
+			}
+		}
+		setRate(good)
+		maxRate = good
+	}
+	measured := newFigures()
+	mainMark, mainStart := lag.mark(), time.Now()
+	phase.Store(&measured)
+	if r.trace != nil {
+		r.trace.measuring.Store(true)
+	}
+	var rates []int
+	end := time.Now().Add(duration)
+	for w := lag.mark(); time.Until(end) > 0; {
+		time.Sleep(min(time.Second, time.Until(end)))
+		rates = append(rates, callRate)
+		if !calibrate {
+			continue
+		}
+		p99 := lagQuantile(lag.since(w), 0.99)
+		w = lag.mark()
+		switch {
+		case p99 > 2*calibrateLag:
+			setRate(max(minRate, callRate*2/3))
+		case p99 < calibrateLag/2:
+			setRate(min(maxRate, callRate*11/10+1))
+		}
+	}
+	stop()
 	wg.Wait()
+	mainEnd := lag.mark()
+	lagMain := lag.since(mainMark)
 
 	// Faults off: everything must work again within a second.
-	healed := time.Now()
+	healed, healMark := time.Now(), lag.mark()
 	r.heal(t)
 	// Each part is tried at once and on its own, so that one part slow to
 	// recover does not delay the measurement of the others.
-	recovery := map[string]time.Duration{}
+	recovery := map[string]map[string]time.Duration{sideLifeline: {}, sideControl: {}}
+	recFigs := newFigures()
+	recErrs := map[string][]string{} // of the parts slow to recover
 	var recMu sync.Mutex
 	var recWG sync.WaitGroup
-	for i, name := range order {
-		recWG.Add(1)
-		go func() {
-			defer recWG.Done()
-			rnd := rand.New(rand.NewPCG(1, uint64(i)))
-			k := &kind{name: name}
-			got := time.Duration(-1)
-			deadline := time.Now().Add(5 * time.Second)
-			for time.Now().Before(deadline) {
-				if err := r.call(k, 500*time.Millisecond, rnd); err == nil {
-					got = time.Since(healed)
-					break
+	for _, side := range []string{sideLifeline, sideControl} {
+		for i, fam := range families {
+			recWG.Add(1)
+			go func() {
+				defer recWG.Done()
+				rnd := rand.New(rand.NewPCG(1, uint64(i)))
+				got := time.Duration(-1)
+				deadline := time.Now().Add(recoveryWindow)
+				var errs []string // the first and the last few
+				n := 0
+				for time.Now().Before(deadline) {
+					err := r.call(recFigs[side][fam], 500*time.Millisecond, rnd)
+					if err == nil {
+						got = time.Since(healed)
+						break
+					}
+					if n++; n <= 2 || len(errs) < 5 {
+						errs = append(errs, fmt.Sprintf("at %v: %v", time.Since(healed).Round(time.Millisecond), err))
+					} else {
+						errs[len(errs)-1] = fmt.Sprintf("at %v (try %d): %v", time.Since(healed).Round(time.Millisecond), n, err)
+					}
 				}
-			}
-			recMu.Lock()
-			recovery[name] = got
-			recMu.Unlock()
-		}()
+				recMu.Lock()
+				recovery[side][fam] = got
+				if got < 0 || got > time.Second {
+					recErrs[side+" "+fam] = errs
+				}
+				recMu.Unlock()
+			}()
+		}
 	}
 	recWG.Wait()
-	if recovery["websocket"] < 0 {
+	if recovery[sideLifeline]["websocket"] < 0 {
 		t.Logf("  websocket session did not recover: state %v, err %v", r.session.State(), r.session.Err())
 	}
-
+	close(probeStop)
+	probeWG.Wait()
+	// What the scheduler took from the recovery: the lateness of the
+	// probe's wake-ups meanwhile, added up (the time the process stood
+	// still).
+	var recoveryLag time.Duration
+	for _, l := range lag.since(healMark) {
+		recoveryLag += l
+	}
 	r.close()
 
-	t.Logf("soak: %v, %d workers, %d calls/s, at most %d calls in flight; faults switched: %v",
-		duration, workers, callRate, peakInFlight.Load(), faults)
+	t.Logf("soak: %v, half the calls through lifeline, half through the control, %d workers, at most %d calls in flight; faults switched: %v",
+		duration, workers, peakInFlight.Load(), faults)
+	t.Logf("  calls/s, second by second: %v", rates)
+	t.Logf("  scheduler: a 10ms sleep woke late by %s; longest: %s", lagSummary(lagMain), lag.worst(mainMark, mainEnd, 3, mainStart))
+	t.Log("  overrun: how far past its deadline a call returned, over the calls that returned at or after it;")
+	t.Log("  Done seen: how late a goroutine waiting for the context's Done woke (the timer and the scheduler);")
+	t.Log("  after Done: from then to the call's return (what the client did after the deadline)")
 	var total int64
-	for _, name := range order {
-		k := kinds[name]
-		total += k.calls.Load()
-		t.Logf("  %-9s calls %7d  ok %7d  failed %7d  corrupt %d  worst overrun %v  overruns>%v %d",
-			name, k.calls.Load(), k.ok.Load(), k.failed.Load(), k.corrupt.Load(),
-			time.Duration(k.maxOverrun.Load()).Round(time.Millisecond), overrunLimit, k.overruns.Load())
-		if k.worst != "" {
-			t.Logf("            worst: %s", k.worst)
+	for _, fam := range families {
+		for _, side := range []string{sideLifeline, sideControl} {
+			k := measured[side][fam]
+			total += k.calls.Load()
+			t.Logf("  %-9s %-8s calls %6d ok %6d failed %6d corrupt %d | late %5d overrun %s | Done seen %s | after Done %s",
+				fam, side, k.calls.Load(), k.ok.Load(), k.failed.Load(), k.corrupt.Load(),
+				k.late.n.Load(), k.late.summary(), k.fired.summary(), k.afterDone.summary())
+			if k.worst != "" {
+				t.Logf("            worst: %s", k.worst)
+			}
 		}
 	}
-	t.Logf("  websocket echoes checked %d, corrupt %d", r.wsGot.Load(), r.wsBad.Load())
-	t.Logf("  pool: MaxConns %d, peak open %d, samples over the cap %d", r.poolMax, r.poolPeak.Load(), r.poolOver.Load())
-	t.Logf("  recovery after the faults stopped: %v", recovery)
-	schedLag := time.Duration(lag.Load())
-	t.Logf("  total calls %d; the scheduler woke a 10ms sleep up to %v late", total, schedLag.Round(time.Millisecond))
-	busy := ""
-	if 2*schedLag > schedAllowanceMax {
-		// A lag this long is the machine's, not lifeline's; the bound
-		// below still holds every call to the capped allowance, and only
-		// a call past it fails the run, with this hint.
-		busy = fmt.Sprintf(" (the machine was short of CPU for the soak's pace: a 10ms sleep woke %v late; lower SOAK_RATE)",
-			schedLag.Round(time.Millisecond))
-		t.Log("  note:" + busy)
+	t.Logf("  websocket echoes checked: lifeline %d (corrupt %d), control %d (corrupt %d)",
+		r.wsGot.Load(), r.wsBad.Load(), r.cws.got.Load(), r.cws.bad.Load())
+	t.Logf("  pool: MaxConns %d, peak open %d (control %d), samples over the cap %d (control %d)",
+		r.poolMax, r.poolPeak.Load(), r.cpool.peak.Load(), r.poolOver.Load(), r.cpoolOver.Load())
+	t.Logf("  recovery after the faults stopped: lifeline %v, control %v (the scheduler's lag meanwhile, added up: %v)",
+		recovery[sideLifeline], recovery[sideControl], recoveryLag.Round(time.Millisecond))
+	t.Logf("  total calls %d", total)
+	for k, errs := range recErrs {
+		t.Logf("  %s: slow to recover; failures after the heal: %s", k, strings.Join(errs, "; "))
+	}
+	if r.trace != nil {
+		r.trace.report(t.Logf)
 	}
 
-	for _, name := range order {
-		k := kinds[name]
-		if k.corrupt.Load() != 0 {
-			t.Errorf("%s: %d bodies arrived wrong", name, k.corrupt.Load())
-		}
-		// The promise: 100ms past the deadline at most. A late return
-		// takes at least two wake-ups (the deadline's timer, then the
-		// caller's goroutine), and with about a thousand calls in flight
-		// on two cores the runtime's run queue can delay each by the lag
-		// the probe measured: twice that lag is allowed on top, up to
-		// schedAllowanceMax, and reported. The calls past the flat 100ms
-		// are counted in the figures above (10 minutes at 3,000 calls/s:
-		// 3 of 1.8 million, at most 129ms, with a 55ms lag).
-		allowed := overrunLimit + min(2*schedLag, schedAllowanceMax+raceSlack)
-		if over := time.Duration(k.maxOverrun.Load()); over > allowed {
-			t.Errorf("%s: a call returned %v past its deadline (limit %v + %v for the scheduler's lag of %v); %d past %v; worst: %s%s",
-				name, over, overrunLimit, allowed-overrunLimit, schedLag, k.overruns.Load(), overrunLimit, k.worst, busy)
-		}
-		if k.ok.Load() == 0 {
-			t.Errorf("%s: no call succeeded in %v", name, duration)
-		}
-		if d := recovery[name]; d < 0 || d > time.Second {
-			t.Errorf("%s: first success %v after the faults stopped, want ≤ 1s", name, d)
+	// The side-by-side bound, and in the strict form the absolute one.
+	summary, fails := judge(measured, lagMain, strict)
+	t.Log("  " + summary)
+	for _, line := range fails {
+		t.Error(line)
+	}
+	// Hard failures, whatever the machine. A run the machine starved
+	// (the scheduler's p99 lag past starvedLag, ten times what the
+	// calibration aims at: the process stood still for seconds at a time)
+	// is not asked for successes: a websocket session whose pongs cannot
+	// be read in time is rightly declared dead there, and a plain conn
+	// with no liveness check is not.
+	starved := lagQuantile(lagMain, 0.99) > starvedLag
+	for _, side := range []string{sideLifeline, sideControl} {
+		for _, fam := range families {
+			if c := measured[side][fam].corrupt.Load() + recFigs[side][fam].corrupt.Load(); c != 0 {
+				t.Errorf("%s %s: %d bodies arrived wrong", side, fam, c)
+			}
 		}
 	}
-	if r.wsBad.Load() != 0 {
-		t.Errorf("websocket: %d echoes arrived wrong", r.wsBad.Load())
+	for _, fam := range families {
+		// A family that never succeeds is broken — unless nothing got
+		// through the control either: then the machine (or the faults)
+		// let nothing through, which the figures above show.
+		if l, c := measured[sideLifeline][fam].ok.Load(), measured[sideControl][fam].ok.Load(); l == 0 && c >= minControlOK && !starved {
+			t.Errorf("%s: no call succeeded in %v, while %d did through the control", fam, duration, c)
+		} else if l == 0 {
+			t.Logf("  note: %s: no call succeeded in %v through lifeline (%d through the control; the machine starved the soak: %v)", fam, duration, c, starved)
+		}
+		// Recovery: within a second of the heal, plus what the scheduler
+		// took meanwhile (a process stalled for 2s cannot answer in 1s),
+		// or no later than the control's (+controlSlack), which met the
+		// same servers and machine.
+		allowed := time.Second + recoveryLag
+		if c := recovery[sideControl][fam]; c >= 0 {
+			allowed = max(allowed, c+controlSlack)
+		}
+		if d := recovery[sideLifeline][fam]; d < 0 || d > allowed {
+			t.Errorf("%s: first success %v after the faults stopped, want ≤ %v (1s + the scheduler's lag meanwhile, %v, or the control's %v + %v)",
+				fam, d, allowed.Round(time.Millisecond), recoveryLag.Round(time.Millisecond), recovery[sideControl][fam], controlSlack)
+		}
+	}
+	if r.wsBad.Load() != 0 || r.cws.bad.Load() != 0 {
+		t.Errorf("websocket: echoes arrived wrong: lifeline %d, control %d", r.wsBad.Load(), r.cws.bad.Load())
 	}
 	if r.poolOver.Load() != 0 {
 		t.Errorf("pool: open conns above MaxConns %d in %d samples", r.poolMax, r.poolOver.Load())
 	}
+}
+
+// judge returns the failures of the deadline bounds.
+//
+// A late call's overrun has two parts, both measured on every call of
+// both sides by the soak itself: how late a goroutine of the soak waiting
+// for the call's context saw its Done (the timer and the scheduler: the
+// machine's share, which no client can change), and the time from then
+// to the call's return (after Done: what the client did after its
+// deadline, plus one more wake-up). Both sides run in one process at once
+// on the same faults, so a burst of lag reaches calls of both.
+//
+// Side by side (always), over the late calls of all families, and per
+// family where both sides have at least minLate late calls:
+//   - after Done: lifeline's p99.9 and worst may exceed the control's by
+//     the slack at most. This is where a client that waits for something
+//     after its deadline (a lock, a loser, a close) shows.
+//   - overrun: lifeline's p99.9 may exceed the control's by the slack at
+//     most, and lifeline's worst the machine's worst — the control's worst
+//     overrun or the latest Done of any call, whichever is larger — by the
+//     slack at most. (With a few dozen late calls a side, as under -race
+//     on a busy machine, the control's calls may all miss the one burst of
+//     lag that one of lifeline's met: the Done lateness of every call
+//     catches that burst whichever side met it.)
+//
+// The slack is controlSlack, or the scheduler's worst lag in this run when
+// that is larger: each wake-up after a deadline can wait that long, and
+// which of two calls due at the same moment waits the longest is chance.
+// The calibration and the governor keep the lag near calibrateLag, where
+// the slack is controlSlack; on a machine other processes starve, the
+// bound widens with the starvation instead of failing for it.
+//
+// Strict (SOAK_STRICT=1; make soak): also every lifeline call within
+// overrunLimit of its deadline, plus twice the scheduler's measured worst
+// lag, capped at schedAllowanceMax.
+func judge(f figures, lag []time.Duration, strict bool) (summary string, fail []string) {
+	slack := max(controlSlack, lagQuantile(lag, 1))
+	pooled := func(side string, pick func(*stats) *hist) *hist {
+		var h hist
+		for _, fam := range families {
+			src := pick(f[side][fam])
+			for i := range src.b {
+				if n := src.b[i].Load(); n > 0 {
+					h.b[i].Add(n)
+					h.n.Add(n)
+				}
+			}
+			if m := src.max.Load(); m > h.max.Load() {
+				h.max.Store(m)
+			}
+		}
+		return &h
+	}
+	late := func(k *stats) *hist { return &k.late }
+	after := func(k *stats) *hist { return &k.afterDone }
+	fired := func(k *stats) *hist { return &k.fired }
+	worstOf := func(side string) string {
+		var w *stats
+		for _, fam := range families {
+			if k := f[side][fam]; w == nil || k.late.maximum() > w.late.maximum() {
+				w = k
+			}
+		}
+		return w.family + ": " + w.worst
+	}
+	r := func(d time.Duration) time.Duration { return d.Round(time.Millisecond) }
+	lh, ch := pooled(sideLifeline, late), pooled(sideControl, late)
+	la, ca := pooled(sideLifeline, after), pooled(sideControl, after)
+	// The Done lateness of every late call, both sides: the machine's.
+	firedBoth, firedC := pooled(sideLifeline, fired), pooled(sideControl, fired)
+	for i := range firedC.b {
+		firedBoth.b[i].Add(firedC.b[i].Load())
+	}
+	firedBoth.n.Add(firedC.n.Load())
+	firedBoth.max.Store(max(firedBoth.max.Load(), firedC.max.Load()))
+	machineWorst := max(ch.maximum(), firedBoth.maximum())
+	summary = fmt.Sprintf("side by side, all families: lifeline late %d, overrun %s, after Done %s; control late %d, overrun %s, after Done %s; machine's worst %v; slack %v",
+		lh.n.Load(), lh.summary(), la.summary(), ch.n.Load(), ch.summary(), ca.summary(), r(machineWorst), r(slack))
+	compare := func(what string, l, c *hist, base999, worstBase time.Duration, worstName string) {
+		if lp := l.quantile(0.999); lp > base999+slack {
+			fail = append(fail, fmt.Sprintf("%s: lifeline's p99.9 %v > %s p99.9 %v + %v (lifeline %s; control %s)",
+				what, r(lp), strings.TrimSuffix(worstName, " worst"), r(base999), r(slack), l.summary(), c.summary()))
+		}
+		if lw := l.maximum(); lw > worstBase+slack {
+			fail = append(fail, fmt.Sprintf("%s: lifeline's worst %v > %s %v + %v; lifeline's worst call: %s; the control's: %s",
+				what, r(lw), worstName, r(worstBase), r(slack), worstOf(sideLifeline), worstOf(sideControl)))
+		}
+	}
+	compare("after Done, all families", la, ca, ca.quantile(0.999), ca.maximum(), "the control's worst")
+	compare("overrun, all families", lh, ch, max(ch.quantile(0.999), firedBoth.quantile(0.999)), machineWorst, "the machine's worst")
+	for _, fam := range families {
+		l, c := f[sideLifeline][fam], f[sideControl][fam]
+		if l.late.n.Load() >= minLate && c.late.n.Load() >= minLate {
+			compare("after Done, "+fam, &l.afterDone, &c.afterDone, c.afterDone.quantile(0.999), c.afterDone.maximum(), "the control's worst")
+			compare("overrun, "+fam, &l.late, &c.late, max(c.late.quantile(0.999), firedBoth.quantile(0.999)), machineWorst, "the machine's worst")
+		}
+		if strict {
+			schedLag := lagQuantile(lag, 1)
+			allowed := overrunLimit + min(2*schedLag, schedAllowanceMax+raceSlack)
+			if lw := l.late.maximum(); lw > allowed {
+				fail = append(fail, fmt.Sprintf("strict: %s: a call returned %v past its deadline (limit %v + %v for the scheduler's worst lag of %v); %d past %v; worst: %s",
+					fam, r(lw), overrunLimit, allowed-overrunLimit, r(schedLag), l.strictOver.Load(), overrunLimit, l.worst))
+			}
+		}
+	}
+	return summary, fail
 }
 
 func setup(t *testing.T) *rig {
@@ -484,6 +738,13 @@ func setup(t *testing.T) *rig {
 		t.Fatal(err)
 	}
 	r.pool = p
+
+	// The control: plain clients on the same servers, through a plain
+	// net.Dialer in the same namespace.
+	r.ct1 = controlTransport(r.ns.DialContext, roots, "http/1.1")
+	r.ct2 = controlTransport(r.ns.DialContext, roots, "h2")
+	r.cws = newPlainWS(r.ns.DialContext, "ws://"+r.wsFront.Addr()+"/")
+	r.cpool = newPlainPool(r.ns.DialContext, r.db.Addr(), r.poolMax, 500*time.Millisecond)
 	return r
 }
 
@@ -506,41 +767,84 @@ func checkFrame(b []byte) bool {
 	return bytes.Equal(sum[:], b[len(b)-32:])
 }
 
-// call makes one call of k's family with deadline d and records it.
-func (r *rig) call(k *kind, d time.Duration, rnd *rand.Rand) error {
+// call makes one call of st's family on st's side with deadline d and
+// records it.
+func (r *rig) call(st *stats, d time.Duration, rnd *rand.Rand) error {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
+	tc := r.trace.begin(st.family, st.side, d)
 	start := time.Now()
+	// When a goroutine waiting for the context's Done runs: the machine's
+	// share of an overrun (the timer's and the scheduler's lateness).
+	var firedAt atomic.Int64
+	stopFired := context.AfterFunc(ctx, func() { firedAt.Store(int64(time.Since(start))) })
 	var err error
 	var what string
-	switch k.name {
+	lifeline := st.side == sideLifeline
+	switch st.family {
 	case "http1", "http2":
-		tr := r.tr1
-		if k.name == "http2" {
-			tr = r.tr2
+		var rt http.RoundTripper = r.tr1
+		switch {
+		case lifeline && st.family == "http2":
+			rt = r.tr2
+		case !lifeline && st.family == "http1":
+			rt = r.ct1
+		case !lifeline:
+			rt = r.ct2
 		}
 		size, seed := rnd.IntN(maxBody), rnd.Uint64()
 		what = fmt.Sprintf("GET %d bytes", size)
-		err = r.get(ctx, tr, size, seed, k)
+		err = r.get(ctx, rt, size, seed, st)
 	case "websocket":
 		what = "WriteMessage"
-		err = r.session.WriteMessage(ctx, websocket.BinaryMessage, frame(rnd))
+		if lifeline {
+			err = r.session.WriteMessage(ctx, websocket.BinaryMessage, frame(rnd))
+		} else {
+			err = r.cws.write(ctx, frame(rnd))
+		}
 	case "pool":
 		what = "pool echo"
-		err = r.echo(ctx, rnd, k)
+		if lifeline {
+			err = echo(ctx, rnd, st, func(ctx context.Context) (net.Conn, func(), error) {
+				c, err := r.pool.Acquire(ctx)
+				if err != nil {
+					return nil, nil, err
+				}
+				return c, c.Release, nil
+			})
+		} else {
+			err = echo(ctx, rnd, st, func(ctx context.Context) (net.Conn, func(), error) {
+				c, err := r.cpool.acquire(ctx)
+				if err != nil {
+					return nil, nil, err
+				}
+				return &discardOnClose{Conn: c, p: r.cpool}, func() { r.cpool.release(c) }, nil
+			})
+		}
 	}
-	k.record(d, time.Since(start), err, what)
+	took := time.Since(start)
+	stopFired()
+	r.trace.end(tc, took)
+	st.record(d, took, time.Duration(firedAt.Load()), err, what)
 	return err
 }
 
-func (r *rig) get(ctx context.Context, tr *transport.Transport, size int, seed uint64, k *kind) error {
+// discardOnClose gives a control pool conn's slot back when it is closed.
+type discardOnClose struct {
+	net.Conn
+	p *plainPool
+}
+
+func (c *discardOnClose) Close() error { c.p.discard(c.Conn); return nil }
+
+func (r *rig) get(ctx context.Context, rt http.RoundTripper, size int, seed uint64, st *stats) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet,
 		r.httpURL+"/blob?size="+strconv.Itoa(size)+"&seed="+strconv.FormatUint(seed, 10), nil)
 	if err != nil {
 		return err
 	}
 	start := time.Now()
-	resp, err := tr.RoundTrip(req)
+	resp, err := rt.RoundTrip(req)
 	if err != nil {
 		return fmt.Errorf("RoundTrip after %v: %w", time.Since(start).Round(time.Millisecond), err)
 	}
@@ -553,16 +857,19 @@ func (r *rig) get(ctx context.Context, tr *transport.Transport, size int, seed u
 		return fmt.Errorf("body read ended at %v: %w", time.Since(start).Round(time.Millisecond), err)
 	}
 	if !bytes.Equal(got, blob(size, seed)) {
-		k.corrupt.Add(1)
+		st.corrupt.Add(1)
 		return fmt.Errorf("body of %d bytes differs", len(got))
 	}
 	return nil
 }
 
-func (r *rig) echo(ctx context.Context, rnd *rand.Rand, k *kind) error {
-	c, err := r.pool.Acquire(ctx)
+// echo sends a random message on a pooled conn (acquire returns it and
+// how to give it back; Close destroys it) and checks the echo.
+func echo(ctx context.Context, rnd *rand.Rand, st *stats, acquire func(context.Context) (net.Conn, func(), error)) error {
+	start := time.Now()
+	c, release, err := acquire(ctx)
 	if err != nil {
-		return err
+		return fmt.Errorf("acquire after %v: %w", time.Since(start).Round(time.Millisecond), err)
 	}
 	dl, _ := ctx.Deadline()
 	_ = c.SetDeadline(dl)
@@ -572,20 +879,20 @@ func (r *rig) echo(ctx context.Context, rnd *rand.Rand, k *kind) error {
 	}
 	if _, err := c.Write(msg); err != nil {
 		c.Close()
-		return err
+		return fmt.Errorf("write after %v: %w", time.Since(start).Round(time.Millisecond), err)
 	}
 	got := make([]byte, len(msg))
 	if _, err := io.ReadFull(c, got); err != nil {
 		c.Close()
-		return err
+		return fmt.Errorf("read after %v: %w", time.Since(start).Round(time.Millisecond), err)
 	}
 	if !bytes.Equal(got, msg) {
-		k.corrupt.Add(1)
+		st.corrupt.Add(1)
 		c.Close()
 		return fmt.Errorf("echo differs")
 	}
 	_ = c.SetDeadline(time.Time{})
-	c.Release()
+	release()
 	return nil
 }
 
@@ -670,6 +977,10 @@ func (r *rig) close() {
 	_ = r.pool.Close()
 	r.tr1.CloseIdleConnections()
 	r.tr2.CloseIdleConnections()
+	r.cws.close()
+	r.cpool.close()
+	r.ct1.CloseIdleConnections()
+	r.ct2.CloseIdleConnections()
 }
 
 func quiet() *log.Logger { return log.New(io.Discard, "", 0) }
