@@ -66,6 +66,11 @@ var (
 	_ func(*transport.Transport)                                                                                      = (*transport.Transport).CloseIdleConnections
 	_ func(*transport.Transport) *http.Client                                                                         = transport.NewClient
 	_ func(*transport.WebSocketDialer, context.Context, string, http.Header) (*websocket.Conn, *http.Response, error) = (*transport.WebSocketDialer).Dial
+
+	// Added with issue 20 (not yet in DESIGN.md): the answer a Transport
+	// already retried, and the bound on a Read before any Write.
+	_ func(*http.Response) error = transport.Exhausted
+	_                            = dial.Dialer{GreetingTimeout: dur}
 )
 
 var errTest = errors.New("test")
