@@ -19,7 +19,8 @@ func (p *Pool) retireReason(c *Conn, now int64) reason {
 // been idle longer than CheckAfterIdle — found dead by the liveness probe.
 // Acquire, the hand-off to waiters and the sweep all judge idle conns by
 // it. The probe never waits (on TLS conns at most ~1ms, once, for records
-// already at the socket), so callers may hold locks.
+// already at the socket, and tlsWriteWait for an answer TLS owes the peer
+// when the peer stopped reading), so callers may hold locks.
 func (p *Pool) idleReason(c *Conn, now int64) reason {
 	switch {
 	case c.expires != 0 && now >= c.expires:
