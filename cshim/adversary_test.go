@@ -5,6 +5,7 @@ import (
 	"context"
 	"io"
 	"net"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -89,4 +90,69 @@ func TestHugeContentLengthWithoutCap(t *testing.T) {
 			}
 		})
 	}
+}
+
+// Secrets in a URL (userinfo, query) and in a proxy URL never reach an
+// error message, nor the configuration snapshot (lifeline.h: messages
+// "never contain URL paths, queries or header values").
+func TestSecretsStayOutOfMessages(t *testing.T) {
+	refused := "127.0.0.1:1"
+	for _, tc := range []struct {
+		name, proxy, url string
+	}{
+		{"url", "none", "http://user:SECRET1@" + refused + "/p/SECRET2?token=SECRET3#SECRET4"},
+		{"proxy", "http://puser:SECRET5@" + refused, "http://example.test/SECRET2?token=SECRET3"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newClient()
+			defer closeAndWait(c)
+			doc := `{"transport.proxy": "` + tc.proxy + `", "retry.max_attempts": 1}`
+			if e := c.configure(func(cfg *config) *Error {
+				next, e := cfg.configureJSON([]byte(doc))
+				if e == nil {
+					*cfg = next
+				}
+				return e
+			}); e != nil {
+				t.Fatal(e.Msg)
+			}
+			o, e := c.start(false, 5*time.Second, nil, false, func(ctx context.Context, b *built, o *op) *Error {
+				return doRequest(ctx, b, o, &request{method: "GET", url: tc.url})
+			})
+			var msg string
+			if e != nil {
+				msg = e.Msg
+			} else {
+				o.wait(10 * time.Second)
+				o.mu.Lock()
+				if o.err != nil {
+					msg = o.err.Msg
+				}
+				o.mu.Unlock()
+			}
+			if msg == "" {
+				t.Fatal("the request did not fail")
+			}
+			if strings.Contains(msg, "SECRET") {
+				t.Errorf("error message carries a secret: %s", msg)
+			}
+			snap, _ := c.snapshot()
+			if strings.Contains(string(snap), "SECRET") {
+				t.Errorf("metrics snapshot carries a secret")
+			}
+			cfgDoc, _ := c.configJSON()
+			if strings.Contains(string(cfgDoc), "SECRET") {
+				t.Errorf("config snapshot carries a secret: %s", cfgDoc)
+			}
+		})
+	}
+	t.Run("proxy rejected", func(t *testing.T) {
+		_, e := config{}.configureJSON([]byte(`{"transport.proxy": "http://u:SECRET6@h%zz:1"}`))
+		if e == nil || e.Status != statusBadValue {
+			t.Fatalf("got %+v, want LIFELINE_E_BAD_VALUE", e)
+		}
+		if strings.Contains(e.Msg, "SECRET") {
+			t.Errorf("error message carries a secret: %s", e.Msg)
+		}
+	})
 }

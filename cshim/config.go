@@ -266,6 +266,11 @@ var keys = map[string]keySpec{
 		if c.proxy == "" {
 			return "env"
 		}
+		// A proxy URL's password is a secret: the snapshot is made to
+		// be logged.
+		if u, err := url.Parse(c.proxy); err == nil {
+			return u.Redacted()
+		}
 		return c.proxy
 	}),
 
@@ -476,7 +481,8 @@ func checkProxy(v value) string {
 	}
 	u, err := url.Parse(v.s)
 	if err != nil {
-		return "not a URL: " + err.Error()
+		// url.Parse's error quotes the whole URL, password included.
+		return "does not parse as a URL"
 	}
 	switch u.Scheme {
 	case "http", "https", "socks5", "socks5h":
