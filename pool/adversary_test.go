@@ -262,3 +262,71 @@ func TestProbeTLSKeyUpdateRequested(t *testing.T) {
 	require.Eventually(t, func() bool { return strings.Contains(out.String(), "second") },
 		5*time.Second, 5*time.Millisecond, "the server got the holder's bytes")
 }
+
+// A TLS peer that stopped reading: the holder's write fills the send
+// buffer and times out, so the conn is broken. Destroying it (Release)
+// and closing the pool must not wait for tls.Conn's close_notify, which
+// blocks on the full buffer for up to 5s per conn.
+func TestDestroyTLSConnToPeerNotReading(t *testing.T) {
+	serverCfg, clientCfg := faultnet.SelfSigned(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var held []net.Conn
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			nc, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			tc := tls.Server(nc, serverCfg)
+			_ = tc.SetDeadline(time.Now().Add(5 * time.Second))
+			if tc.Handshake() != nil {
+				nc.Close()
+				continue
+			}
+			mu.Lock()
+			held = append(held, nc) // never read again
+			mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		wg.Wait()
+		mu.Lock()
+		for _, c := range held {
+			c.Close()
+		}
+		mu.Unlock()
+	})
+	d := tls.Dialer{Config: clientCfg}
+	p, err := pool.New(pool.Config{
+		Dial:              func(ctx context.Context) (net.Conn, error) { return d.DialContext(ctx, "tcp", ln.Addr().String()) },
+		HealthCheckPeriod: -1,
+		MaxConns:          3,
+	})
+	require.NoError(t, err)
+	defer p.Close()
+	var conns []*pool.Conn
+	for range 3 {
+		c, err := p.Acquire(t.Context())
+		require.NoError(t, err)
+		require.NoError(t, c.SetWriteDeadline(time.Now().Add(200*time.Millisecond)))
+		big := make([]byte, 1<<20)
+		for {
+			if _, err := c.Write(big); err != nil {
+				break // the send buffers are full
+			}
+		}
+		conns = append(conns, c)
+	}
+	start := time.Now()
+	conns[0].Release() // broken: destroyed
+	assert.Less(t, time.Since(start), time.Second, "Release of a broken conn waited for the peer")
+	start = time.Now()
+	require.NoError(t, p.Close()) // closes the two in use
+	assert.Less(t, time.Since(start), time.Second, "Close waited for the peer")
+}
