@@ -90,7 +90,8 @@ var errRecordsPending = errors.New("pool: tls records pending")
 // when the socket has whole records waiting (peekRecords; part of a record
 // is something in flight to us, which TLS's own few small messages never
 // are in practice: dead), a read bounded by tlsRecordWait lets tls.Conn
-// process them. Last, a zero-length Write asks tls.Conn whether a write it
+// process them, after which nothing may be left at the socket. Last, a
+// zero-length Write asks tls.Conn whether a write it
 // made for itself meanwhile failed: such a conn can never be written again.
 // The deadlines are cleared after (an idle conn has none; Release clears
 // those set through the wrapper anyway).
@@ -113,6 +114,13 @@ func probeTLS(tc *tls.Conn, sc syscall.Conn) error {
 		if err = peekRecords(sc); err == errRecordsPending {
 			if err = tc.SetReadDeadline(time.Now().Add(tlsRecordWait)); err == nil {
 				err = readTLS(tc)
+			}
+			if err == nil {
+				// tls.Conn read all there was, unless the deadline
+				// passed before its read began (a preemption longer
+				// than tlsRecordWait) or more came meanwhile: a byte
+				// still waiting is one nobody vetted. Dead.
+				err = peekSocket(sc)
 			}
 		}
 	}
