@@ -117,7 +117,7 @@ func (p *Pool) vet(c *Conn, now int64) bool {
 	p.dialForWaitersLocked(context.Background())
 	p.mu.Unlock()
 	p.tel.evicted(r)
-	_ = c.Conn.Close()
+	_ = closeConn(c.Conn)
 	return false
 }
 

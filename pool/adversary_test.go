@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -302,7 +303,18 @@ func TestDestroyTLSConnToPeerNotReading(t *testing.T) {
 		}
 		mu.Unlock()
 	})
-	d := tls.Dialer{Config: clientCfg}
+	// A fixed send buffer (no autotuning that could open room later):
+	// once a write timed out, the buffer stays full, and close_notify
+	// cannot be written.
+	nd := &net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+		var serr error
+		err := rc.Control(func(fd uintptr) { serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_SNDBUF, 16<<10) })
+		if err != nil {
+			return err
+		}
+		return serr
+	}}
+	d := tls.Dialer{NetDialer: nd, Config: clientCfg}
 	p, err := pool.New(pool.Config{
 		Dial:              func(ctx context.Context) (net.Conn, error) { return d.DialContext(ctx, "tcp", ln.Addr().String()) },
 		HealthCheckPeriod: -1,

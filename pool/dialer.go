@@ -98,7 +98,7 @@ func (p *Pool) dialDone(nc net.Conn, err error, gen uint64) {
 		if reset {
 			p.tel.evicted(reasonReset)
 		}
-		_ = nc.Close()
+		_ = closeConn(nc)
 		return
 	}
 	c := &Conn{Conn: nc, p: p, gen: gen, lastUsed: now, home: p.nextHome & p.shardMask}
@@ -120,5 +120,5 @@ func (p *Pool) dialDone(nc net.Conn, err error, gen uint64) {
 	p.destroyLocked(c, reasonExcess)
 	p.mu.Unlock()
 	p.tel.evicted(reasonExcess)
-	_ = nc.Close()
+	_ = closeConn(nc)
 }

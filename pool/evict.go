@@ -1,5 +1,10 @@
 package pool
 
+import (
+	"net"
+	"time"
+)
+
 // retireReason says why a conn being released must not go back: broken by
 // an I/O error, of a generation before a Reset, or past its lifetime.
 func (p *Pool) retireReason(c *Conn, now int64) reason {
@@ -57,10 +62,15 @@ func (p *Pool) destroyLocked(c *Conn, r reason) {
 
 // closeEvicted closes conns evicted under mu and reports the evictions.
 func (p *Pool) closeEvicted(stale []*Conn) {
-	for _, c := range stale {
-		p.tel.evicted(c.evictReason)
-		_ = c.Conn.Close()
+	if len(stale) == 0 {
+		return
 	}
+	ncs := make([]net.Conn, len(stale))
+	for i, c := range stale {
+		p.tel.evicted(c.evictReason)
+		ncs[i] = c.Conn
+	}
+	_ = closeConns(ncs)
 }
 
 // drainLocked takes every conn off the idle stacks, appending to dst.
@@ -74,4 +84,55 @@ func (p *Pool) drainLocked(dst []*Conn) []*Conn {
 		sh.mu.Unlock()
 	}
 	return dst
+}
+
+// closeWait bounds how long closing conns waits on their peers.
+const closeWait = 100 * time.Millisecond
+
+// closeConn closes one conn the pool is done with: closeConns.
+func closeConn(nc net.Conn) error { return closeConns([]net.Conn{nc}) }
+
+// closeConns closes conns the pool is done with, without waiting on their
+// peers for more than closeWait in all, and returns the first one's error.
+// Closing a socket never blocks, but a wrapper's Close may: a *tls.Conn
+// sends close_notify first, and on a send buffer a peer stopped reading
+// that write waits up to 5s (tls.Conn sets that deadline itself, so no
+// deadline of ours can shorten it) — in a Release, or for each conn in
+// turn in Pool.Close. Past closeWait the sockets at the bottom of the
+// NetConn chains are closed, which ends the wrappers' writes.
+func closeConns(conns []net.Conn) error {
+	var bottoms []net.Conn
+	for _, nc := range conns {
+		bottom := nc
+		for {
+			u, ok := bottom.(interface{ NetConn() net.Conn })
+			if !ok {
+				break
+			}
+			bottom = u.NetConn()
+		}
+		if bottom != nc {
+			bottoms = append(bottoms, bottom)
+		}
+	}
+	var t *time.Timer
+	cut := make(chan struct{})
+	if len(bottoms) > 0 {
+		t = time.AfterFunc(closeWait, func() {
+			for _, b := range bottoms {
+				_ = b.Close()
+			}
+			close(cut)
+		})
+	}
+	var first error
+	for i, nc := range conns {
+		if err := nc.Close(); i == 0 {
+			first = err
+		}
+	}
+	if t != nil && !t.Stop() {
+		<-cut // the cut ran: it has ended before we return
+	}
+	return first
 }

@@ -179,16 +179,20 @@ func (p *Pool) Reset() {
 		p.destroyLocked(c, reasonReset)
 	}
 	p.mu.Unlock()
-	for _, c := range flushed {
+	ncs := make([]net.Conn, len(flushed))
+	for i, c := range flushed {
 		p.tel.evicted(reasonReset)
-		_ = c.Conn.Close()
+		ncs[i] = c.Conn
 	}
+	_ = closeConns(ncs)
 }
 
 // Close closes the pool: waiters get [ErrClosed], every connection — idle and
 // in use — is closed now (a later Release or Close of a *Conn is a no-op),
 // dials in flight are canceled, and Close returns once the pool's goroutines
-// have ended. It is idempotent and safe for concurrent use; it always returns
+// have ended. Closing waits on no peer: a wrapper's Close that would (a
+// *tls.Conn's close_notify to a peer that stopped reading) is cut after
+// 100ms by closing the socket under it. It is idempotent and safe for concurrent use; it always returns
 // nil.
 func (p *Pool) Close() error {
 	if !p.made() {
@@ -215,9 +219,11 @@ func (p *Pool) Close() error {
 	}
 	p.mu.Unlock()
 	p.closeCancel()
-	for _, c := range conns {
-		_ = c.Conn.Close()
+	ncs := make([]net.Conn, len(conns))
+	for i, c := range conns {
+		ncs[i] = c.Conn
 	}
+	_ = closeConns(ncs)
 	p.wg.Wait()
 	p.tel.close()
 	p.log.Flush(context.Background())

@@ -58,7 +58,7 @@ func (p *Pool) releaseSlow(c *Conn, now int64, r reason) {
 	p.dialForWaitersLocked(context.Background())
 	p.mu.Unlock()
 	p.tel.evicted(r)
-	_ = c.Conn.Close()
+	_ = closeConn(c.Conn)
 }
 
 // pushIdle puts c (state releasing) on its home shard, or another with
@@ -136,5 +136,5 @@ func (p *Pool) destroy(c *Conn) error {
 	p.destroyLocked(c, reasonNone)
 	p.dialForWaitersLocked(context.Background())
 	p.mu.Unlock()
-	return c.Conn.Close()
+	return closeConn(c.Conn)
 }
