@@ -3,12 +3,18 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"io"
 	"net"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/lifeline-go/lifeline/internal/faultnet"
 )
 
 // rawHTTPServer answers every request on loopback with reply, as bytes,
@@ -155,4 +161,83 @@ func TestSecretsStayOutOfMessages(t *testing.T) {
 			t.Errorf("error message carries a secret: %s", e.Msg)
 		}
 	})
+}
+
+// The relay's TLS conn has a send buffer full to the brim (its last write
+// fitted exactly; the peer stopped reading) and the relay is not in a
+// Write when the host closes its descriptor: the host's end-of-file makes
+// the relay send close_notify, which tls.Conn waits up to 5s to write, and
+// closing a tls.Conn waits for that. lifeline.h: the relay ends within
+// 100ms of close(fd), whatever it is blocked on.
+func TestRelayEndsWhenCloseNotifyBlocks(t *testing.T) {
+	serverTLS, clientTLS := faultnet.SelfSigned(t)
+	release := make(chan struct{})
+	srv := faultnet.Start(t, faultnet.Config{TLS: serverTLS, Handler: func(c net.Conn) {
+		<-release // reads nothing until the test ends
+	}})
+	defer close(release)
+
+	nd := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+		var serr error
+		if err := rc.Control(func(fd uintptr) {
+			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUF, 16<<10) // no autotuning
+		}); err != nil {
+			return err
+		}
+		return serr
+	}}
+	raw, err := nd.DialContext(t.Context(), "tcp", srv.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := clientTLS.Clone()
+	cfg.ServerName = "127.0.0.1"
+	conn := tls.Client(raw, cfg)
+	if err := conn.HandshakeContext(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	// Fill the send buffer under TLS without a write of tls.Conn's
+	// failing: what the relay's last write leaves when it fits exactly.
+	rc, err := raw.(syscall.Conn).SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	filled := 0
+	chunk := make([]byte, 512)
+	for quiet := time.Now(); time.Since(quiet) < 200*time.Millisecond; {
+		var n int
+		var werr error
+		_ = rc.Control(func(fd uintptr) { n, werr = unix.Write(int(fd), chunk) })
+		switch {
+		case werr == unix.EAGAIN:
+			time.Sleep(5 * time.Millisecond)
+		case werr != nil:
+			t.Fatal(werr)
+		default:
+			filled += n
+			quiet = time.Now()
+		}
+	}
+	t.Logf("send buffers full after %d bytes", filled)
+
+	c := newClient()
+	defer closeAndWait(c)
+	fd, e := c.relayTLS(conn)
+	if e != nil {
+		t.Fatal(e.Msg)
+	}
+	closed := time.Now()
+	if err := unix.Close(fd); err != nil {
+		t.Fatal(err)
+	}
+	for relayCount(c) != 0 {
+		if time.Since(closed) > 2*time.Second {
+			t.Fatalf("relay still running %v after the host closed its descriptor",
+				time.Since(closed).Round(time.Millisecond))
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if gone := time.Since(closed); gone > time.Second {
+		t.Errorf("relay took %v to end after close(fd), want well under a second (lifeline.h: 100ms)", gone)
+	}
 }
