@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -341,4 +342,65 @@ func TestDestroyTLSConnToPeerNotReading(t *testing.T) {
 	start = time.Now()
 	require.NoError(t, p.Close()) // closes the two in use
 	assert.Less(t, time.Since(start), time.Second, "Close waited for the peer")
+}
+
+// slowCloseConn takes a while to close, as a *tls.Conn does while its
+// close_notify waits for room in the send buffer.
+type slowCloseConn struct {
+	net.Conn
+	open *atomic.Int64
+}
+
+func (c *slowCloseConn) Close() error {
+	time.Sleep(20 * time.Millisecond)
+	err := c.Conn.Close()
+	c.open.Add(-1)
+	return err
+}
+
+// MaxConns counts a connection until it is closed: a destroyed conn whose
+// Close has not returned is still open at the server (a database's
+// max_connections counts it), so no dial may take its place before.
+func TestMaxConnsCountsConnsBeingClosed(t *testing.T) {
+	srv := faultnet.Start(t, faultnet.Config{})
+	var open, maxOpen atomic.Int64
+	var nd net.Dialer
+	p := newPool(t, pool.Config{
+		Dial: func(ctx context.Context) (net.Conn, error) {
+			n := open.Add(1)
+			for {
+				m := maxOpen.Load()
+				if n <= m || maxOpen.CompareAndSwap(m, n) {
+					break
+				}
+			}
+			c, err := nd.DialContext(ctx, "tcp", srv.Addr())
+			if err != nil {
+				open.Add(-1)
+				return nil, err
+			}
+			return &slowCloseConn{Conn: c, open: &open}, nil
+		},
+		MaxConns:          2,
+		DialRate:          -1, // a token bucket would space the dials past the closes
+		HealthCheckPeriod: -1,
+	})
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 10 {
+				c, err := p.Acquire(t.Context())
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				c.MarkBroken()
+				c.Release() // destroyed: closes slowly
+			}
+		}()
+	}
+	wg.Wait()
+	assert.LessOrEqual(t, maxOpen.Load(), int64(2), "conns open at once, counting those being closed")
 }

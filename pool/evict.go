@@ -1,6 +1,7 @@
 package pool
 
 import (
+	"context"
 	"net"
 	"time"
 )
@@ -40,8 +41,9 @@ func (p *Pool) idleReason(c *Conn, now int64) reason {
 	return reasonNone
 }
 
-// destroyLocked removes c (not on an idle stack) from the pool's accounting
-// and counts its eviction; the caller closes c.Conn after unlocking.
+// destroyLocked removes c (not on an idle stack) from the pool's conns and
+// counts its eviction; the caller closes c.Conn after unlocking, and then
+// calls closedConns: until then c keeps its place against MaxConns.
 func (p *Pool) destroyLocked(c *Conn, r reason) {
 	c.state.Store(stateClosed)
 	last := len(p.all) - 1
@@ -52,6 +54,20 @@ func (p *Pool) destroyLocked(c *Conn, r reason) {
 	p.all = p.all[:last]
 	c.allIdx = -1
 	p.st.countEviction(r)
+	p.closing++
+}
+
+// closedConns gives back the places of n conns destroyed under mu whose
+// Close has returned: dials start for the waiters, and the sweeper tops up
+// MinIdleConns.
+func (p *Pool) closedConns(n int) {
+	if n == 0 {
+		return
+	}
+	p.mu.Lock()
+	p.closing -= n
+	p.dialForWaitersLocked(context.Background())
+	p.mu.Unlock()
 	if p.s.minIdle > 0 {
 		select {
 		case p.kick <- struct{}{}:
@@ -71,6 +87,7 @@ func (p *Pool) closeEvicted(stale []*Conn) {
 		ncs[i] = c.Conn
 	}
 	_ = closeConns(ncs)
+	p.closedConns(len(ncs))
 }
 
 // drainLocked takes every conn off the idle stacks, appending to dst.

@@ -72,10 +72,14 @@ type Pool struct {
 	// Close or a telemetry call, nor across a liveness probe except in
 	// handOffLocked (idle conns and waiters at once is a transient) and in
 	// the periodic sweep (one non-blocking recv per idle conn).
-	mu       sync.Mutex
-	closed   bool
-	all      []*Conn // every dialed, not yet destroyed conn; Conn.allIdx indexes it
-	dialing  int     // dials started and not finished, rate-limiter waits included
+	mu      sync.Mutex
+	closed  bool
+	all     []*Conn // every dialed, not yet destroyed conn; Conn.allIdx indexes it
+	dialing int     // dials started and not finished, rate-limiter waits included
+	// closing counts conns destroyed whose Close has not returned yet: a
+	// conn is open (at the server, in its max_connections) until then, so
+	// it keeps its place against MaxConns (closedConns gives it back).
+	closing  int
 	nextHome uint32
 	waiters  waitList
 	st       Stats   // counters; gauges are computed in Stats
@@ -158,7 +162,7 @@ func New(cfg Config) (*Pool, error) {
 func (p *Pool) made() bool { return p != nil && p.closeDone != nil }
 
 // openLocked is the number of connections counted against MaxConns.
-func (p *Pool) openLocked() int { return len(p.all) + p.dialing }
+func (p *Pool) openLocked() int { return len(p.all) + p.dialing + p.closing }
 
 // Reset flushes the pool, for a network change or a failover: idle
 // connections are closed now, connections in use are closed when released,
@@ -185,6 +189,7 @@ func (p *Pool) Reset() {
 		ncs[i] = c.Conn
 	}
 	_ = closeConns(ncs)
+	p.closedConns(len(ncs))
 }
 
 // Close closes the pool: waiters get [ErrClosed], every connection — idle and
@@ -248,7 +253,7 @@ func (p *Pool) Stats() Stats {
 		sh.mu.Unlock()
 	}
 	s.AcquireCount += pops - p.rejects
-	s.Open = len(p.all) + p.dialing
+	s.Open = p.openLocked()
 	s.InUse = len(p.all) - s.Idle
 	s.Dialing = p.dialing
 	s.Waiting = p.waiters.n
