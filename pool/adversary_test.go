@@ -34,7 +34,6 @@ type splitConn struct {
 	mu    sync.Mutex
 	head  int           // > 0: split the next Write after head bytes
 	hold  chan struct{} // closed to send the rest
-	holds sync.WaitGroup
 }
 
 func (c *splitConn) Write(b []byte) (int, error) {
