@@ -31,9 +31,9 @@ import (
 // flight.
 type splitConn struct {
 	net.Conn
-	mu    sync.Mutex
-	head  int           // > 0: split the next Write after head bytes
-	hold  chan struct{} // closed to send the rest
+	mu   sync.Mutex
+	head int           // > 0: split the next Write after head bytes
+	hold chan struct{} // closed to send the rest
 }
 
 func (c *splitConn) Write(b []byte) (int, error) {
