@@ -256,6 +256,7 @@ func (p *Pool) Stats() Stats {
 	s.Open = p.openLocked()
 	s.InUse = len(p.all) - s.Idle
 	s.Dialing = p.dialing
+	s.Closing = p.closing
 	s.Waiting = p.waiters.n
 	p.mu.Unlock()
 	return s
