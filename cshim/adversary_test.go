@@ -18,8 +18,8 @@ import (
 )
 
 // rawHTTPServer answers every request on loopback with reply, as bytes,
-// and then closes the conn.
-func rawHTTPServer(t *testing.T, reply string) string {
+// and then closes the conn — or, with hold, once hold is closed.
+func rawHTTPServer(t *testing.T, reply string, hold ...chan struct{}) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -49,6 +49,9 @@ func rawHTTPServer(t *testing.T, reply string) string {
 					}
 				}
 				_, _ = io.WriteString(c, reply)
+				for _, h := range hold {
+					<-h
+				}
 			}()
 		}
 	}()
@@ -240,4 +243,39 @@ func TestRelayEndsWhenCloseNotifyBlocks(t *testing.T) {
 	if gone := time.Since(closed); gone > time.Second {
 		t.Errorf("relay took %v to end after close(fd), want well under a second (lifeline.h: 100ms)", gone)
 	}
+}
+
+// The total deadline that strikes while the body is being read names the
+// body's phase ("stall", type "deadline"), as it names "tls" or
+// "first_byte" when it ends those: "deadline" alone is for a deadline that
+// struck outside any phase (lifeline.h).
+func TestDeadlinePhaseInBody(t *testing.T) {
+	url := rawHTTPServerHold(t, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nabc")
+	c := newClient()
+	defer closeAndWait(c)
+	o, e := c.start(false, 300*time.Millisecond, nil, false, func(ctx context.Context, b *built, o *op) *Error {
+		return doRequest(ctx, b, o, &request{method: "GET", url: url})
+	})
+	if e != nil {
+		t.Fatal(e.Msg)
+	}
+	if !o.wait(10 * time.Second) {
+		t.Fatal("no result within 10s")
+	}
+	o.mu.Lock()
+	got := o.err
+	o.mu.Unlock()
+	if got == nil || got.Status != statusTimeout || got.Type != "deadline" || got.Phase != "stall" || !got.Timeout {
+		t.Fatalf("result %+v, want LIFELINE_E_TIMEOUT, phase stall, type deadline", got)
+	}
+}
+
+// rawHTTPServerHold is rawHTTPServer whose conns stay open after the
+// reply until the test ends.
+func rawHTTPServerHold(t *testing.T, reply string) string {
+	t.Helper()
+	done := make(chan struct{})
+	url := rawHTTPServer(t, reply, done)
+	t.Cleanup(func() { close(done) }) // before rawHTTPServer's wait
+	return url
 }

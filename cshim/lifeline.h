@@ -183,6 +183,8 @@ typedef struct lifeline_error {
      *   "first_byte" waiting for the response (headers) after the request
      *                was written
      *   "stall"      a read of the response body got no byte in time
+ *                (error_type "deadline": the total deadline expired
+ *                while the body was read)
      *   "attempt"    retry.attempt_timeout_ms cut an attempt
      *   "deadline"   the operation's total deadline expired outside any
      *                phase (e.g. while waiting to retry); when it ended a

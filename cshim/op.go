@@ -342,7 +342,9 @@ func doRequest(ctx context.Context, b *built, o *op, r *request) *Error {
 		src = io.LimitReader(resp.Body, limit+1)
 	}
 	if _, err := buf.ReadFrom(src); err != nil {
-		return classify(ctx, err)
+		// The body's phase is "stall" (lifeline.h), also when the total
+		// deadline ends it.
+		return classifyIn(ctx, err, "stall")
 	}
 	if limit >= 0 && int64(buf.Len()) > limit {
 		return &Error{Status: statusTooLarge, Phase: "response", Type: "too_large",
