@@ -22,6 +22,13 @@ var errOpDone = errors.New("lifeline: operation done")
 // so whatever error they surfaced as; otherwise the typed errors of
 // transport and dial name the phase.
 func classify(ctx context.Context, err error) *Error {
+	return classifyIn(ctx, err, "deadline")
+}
+
+// classifyIn is classify for an error of the phase named at (its name for
+// a total deadline whose error chain names no phase): "stall" while the
+// body is read, "deadline" outside any phase.
+func classifyIn(ctx context.Context, err error, at string) *Error {
 	msg := "lifeline: " + err.Error()
 	if e := endedByHost(ctx, err); e != nil {
 		return e
@@ -34,7 +41,7 @@ func classify(ctx context.Context, err error) *Error {
 			// transport.TimeoutError), as every other failure does.
 			phase := deadlinePhase(err)
 			if phase == "" {
-				phase = "deadline"
+				phase = at
 			}
 			return &Error{Status: statusTimeout, Phase: phase, Type: "deadline", Timeout: true,
 				Msg: "lifeline: operation deadline exceeded (phase " + phase + "): " + err.Error()}

@@ -266,6 +266,11 @@ var keys = map[string]keySpec{
 		if c.proxy == "" {
 			return "env"
 		}
+		// A proxy URL's password is a secret: the snapshot is made to
+		// be logged.
+		if u, err := url.Parse(c.proxy); err == nil {
+			return u.Redacted()
+		}
 		return c.proxy
 	}),
 

@@ -31,7 +31,7 @@ import (
 var expectedOK = []string{
 	"version", "get", "post", "https", "config", "first_byte_timeout", "first_byte_timeout_retried",
 	"tls_handshake_stall", "connect_timeout", "connect_refused", "total_deadline", "default_request_timeout", "deadline_phase",
-	"dns_no_addresses", "body_stall", "large_body", "async", "callback_reentrant", "cancel", "cancel_held", "stress",
+	"dns_no_addresses", "body_stall", "large_body", "huge_length", "async", "callback_reentrant", "cancel", "cancel_held", "stress",
 	"free_running",
 	"close", "bad_args", "dial", "metrics", "threads", "fork", "loop", "no_leaks",
 }
@@ -165,6 +165,11 @@ func startServers(t *testing.T) *servers {
 		w.WriteHeader(http.StatusServiceUnavailable)
 	})
 	mux.HandleFunc("/big", func(w http.ResponseWriter, r *http.Request) { w.Write(big) })
+	// A hostile server's claim: a terabyte announced, three bytes sent.
+	mux.HandleFunc("/huge", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", "1000000000000")
+		io.WriteString(w, "abc")
+	})
 	mux.HandleFunc("/stall", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Length", "100")
 		w.WriteHeader(200)

@@ -164,14 +164,39 @@ func (c *client) relayTLS(conn net.Conn) (int, *Error) {
 
 // stop closes both sides; the host's descriptor then reads end-of-file.
 // Closing the TLS conn also ends a Write blocked on a peer that stopped
-// reading (tls.Conn.Close does not wait for an in-flight Write).
+// reading (tls.Conn.Close does not wait for an in-flight Write). But it
+// sends close_notify first, or waits for a CloseWrite that is sending it,
+// and on a send buffer full to the brim (the last write fitted; the peer
+// stopped reading) that write waits up to 5s, a deadline tls.Conn sets
+// itself: past stopWait the socket under the TLS conn is closed, which
+// ends that write.
 func (r *relay) stop() {
 	r.once.Do(func() {
+		sock := r.tls
+		for {
+			u, ok := sock.(interface{ NetConn() net.Conn })
+			if !ok {
+				break
+			}
+			sock = u.NetConn()
+		}
+		cut := make(chan struct{})
+		t := time.AfterFunc(stopWait, func() {
+			sock.Close()
+			close(cut)
+		})
 		r.tls.Close()
+		if !t.Stop() {
+			<-cut
+		}
 		r.local.Close()
 		r.watch.Close()
 	})
 }
+
+// stopWait is how long stop lets the TLS conn send close_notify
+// (hostGoneGrace + stopWait stay within lifeline.h's 100ms).
+const stopWait = 20 * time.Millisecond
 
 // run copies in both directions until both are done, or until the host
 // closed its descriptor, then closes everything.

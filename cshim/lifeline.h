@@ -183,6 +183,8 @@ typedef struct lifeline_error {
      *   "first_byte" waiting for the response (headers) after the request
      *                was written
      *   "stall"      a read of the response body got no byte in time
+ *                (error_type "deadline": the total deadline expired
+ *                while the body was read)
      *   "attempt"    retry.attempt_timeout_ms cut an attempt
      *   "deadline"   the operation's total deadline expired outside any
      *                phase (e.g. while waiting to retry); when it ended a
@@ -363,7 +365,8 @@ int32_t lifeline_client_configure(lifeline_client c, const char *json, lifeline_
 
 /* lifeline_client_config_json stores in *out a JSON object of every key
  * with its effective value (defaults resolved; PEM and file keys show
- * whether they are set, not their contents), and its length in *len (may
+ * whether they are set, not their contents; a proxy URL's password shows
+ * as "xxxxx"), and its length in *len (may
  * be NULL). Free *out with lifeline_free. */
 int32_t lifeline_client_config_json(lifeline_client c, char **out, size_t *len,
                                     lifeline_error *err);

@@ -291,6 +291,10 @@ func (o *op) closeFDLocked() {
 	}
 }
 
+// preGrowMax is the most doRequest allocates for a body before its bytes
+// arrive.
+const preGrowMax = 4 << 20
+
 // doRequest performs an HTTP request and reads the whole body.
 func doRequest(ctx context.Context, b *built, o *op, r *request) *Error {
 	var body io.Reader
@@ -326,14 +330,21 @@ func doRequest(ctx context.Context, b *built, o *op, r *request) *Error {
 	limit := b.maxBody
 	var buf bytes.Buffer
 	if n := resp.ContentLength; n > 0 && (limit < 0 || n <= limit) {
-		buf.Grow(int(n))
+		// The server's Content-Length is a claim, not bytes: room is made
+		// ahead for at most preGrowMax, the rest as bytes arrive. Taken at
+		// its word, a header alone could make the library allocate a
+		// terabyte (a fatal out-of-memory in the host) or more than can
+		// be allocated (a panic that poisons the library).
+		buf.Grow(int(min(n, preGrowMax)))
 	}
 	var src io.Reader = resp.Body
 	if limit >= 0 {
 		src = io.LimitReader(resp.Body, limit+1)
 	}
 	if _, err := buf.ReadFrom(src); err != nil {
-		return classify(ctx, err)
+		// The body's phase is "stall" (lifeline.h), also when the total
+		// deadline ends it.
+		return classifyIn(ctx, err, "stall")
 	}
 	if limit >= 0 && int64(buf.Len()) > limit {
 		return &Error{Status: statusTooLarge, Phase: "response", Type: "too_large",

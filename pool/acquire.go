@@ -114,10 +114,10 @@ func (p *Pool) vet(c *Conn, now int64) bool {
 		return false
 	}
 	p.destroyLocked(c, r)
-	p.dialForWaitersLocked(context.Background())
 	p.mu.Unlock()
 	p.tel.evicted(r)
-	_ = c.Conn.Close()
+	_ = closeConn(c.Conn)
+	p.closedConns(1)
 	return false
 }
 

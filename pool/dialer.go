@@ -92,13 +92,14 @@ func (p *Pool) dialDone(nc net.Conn, err error, gen uint64) {
 		reset := !p.closed
 		if reset {
 			p.st.EvictedReset++
-			p.dialForWaitersLocked(context.Background())
+			p.closing++ // open until closed, as destroyLocked's
 		}
 		p.mu.Unlock()
+		_ = closeConn(nc)
 		if reset {
 			p.tel.evicted(reasonReset)
+			p.closedConns(1)
 		}
-		_ = nc.Close()
 		return
 	}
 	c := &Conn{Conn: nc, p: p, gen: gen, lastUsed: now, home: p.nextHome & p.shardMask}
@@ -120,5 +121,6 @@ func (p *Pool) dialDone(nc net.Conn, err error, gen uint64) {
 	p.destroyLocked(c, reasonExcess)
 	p.mu.Unlock()
 	p.tel.evicted(reasonExcess)
-	_ = nc.Close()
+	_ = closeConn(nc)
+	p.closedConns(1)
 }

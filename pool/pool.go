@@ -72,10 +72,14 @@ type Pool struct {
 	// Close or a telemetry call, nor across a liveness probe except in
 	// handOffLocked (idle conns and waiters at once is a transient) and in
 	// the periodic sweep (one non-blocking recv per idle conn).
-	mu       sync.Mutex
-	closed   bool
-	all      []*Conn // every dialed, not yet destroyed conn; Conn.allIdx indexes it
-	dialing  int     // dials started and not finished, rate-limiter waits included
+	mu      sync.Mutex
+	closed  bool
+	all     []*Conn // every dialed, not yet destroyed conn; Conn.allIdx indexes it
+	dialing int     // dials started and not finished, rate-limiter waits included
+	// closing counts conns destroyed whose Close has not returned yet: a
+	// conn is open (at the server, in its max_connections) until then, so
+	// it keeps its place against MaxConns (closedConns gives it back).
+	closing  int
 	nextHome uint32
 	waiters  waitList
 	st       Stats   // counters; gauges are computed in Stats
@@ -158,7 +162,7 @@ func New(cfg Config) (*Pool, error) {
 func (p *Pool) made() bool { return p != nil && p.closeDone != nil }
 
 // openLocked is the number of connections counted against MaxConns.
-func (p *Pool) openLocked() int { return len(p.all) + p.dialing }
+func (p *Pool) openLocked() int { return len(p.all) + p.dialing + p.closing }
 
 // Reset flushes the pool, for a network change or a failover: idle
 // connections are closed now, connections in use are closed when released,
@@ -179,16 +183,21 @@ func (p *Pool) Reset() {
 		p.destroyLocked(c, reasonReset)
 	}
 	p.mu.Unlock()
-	for _, c := range flushed {
+	ncs := make([]net.Conn, len(flushed))
+	for i, c := range flushed {
 		p.tel.evicted(reasonReset)
-		_ = c.Conn.Close()
+		ncs[i] = c.Conn
 	}
+	_ = closeConns(ncs)
+	p.closedConns(len(ncs))
 }
 
 // Close closes the pool: waiters get [ErrClosed], every connection — idle and
 // in use — is closed now (a later Release or Close of a *Conn is a no-op),
 // dials in flight are canceled, and Close returns once the pool's goroutines
-// have ended. It is idempotent and safe for concurrent use; it always returns
+// have ended. Closing waits on no peer: a wrapper's Close that would (a
+// *tls.Conn's close_notify to a peer that stopped reading) is cut after
+// 100ms by closing the socket under it. It is idempotent and safe for concurrent use; it always returns
 // nil.
 func (p *Pool) Close() error {
 	if !p.made() {
@@ -215,9 +224,11 @@ func (p *Pool) Close() error {
 	}
 	p.mu.Unlock()
 	p.closeCancel()
-	for _, c := range conns {
-		_ = c.Conn.Close()
+	ncs := make([]net.Conn, len(conns))
+	for i, c := range conns {
+		ncs[i] = c.Conn
 	}
+	_ = closeConns(ncs)
 	p.wg.Wait()
 	p.tel.close()
 	p.log.Flush(context.Background())
@@ -242,9 +253,10 @@ func (p *Pool) Stats() Stats {
 		sh.mu.Unlock()
 	}
 	s.AcquireCount += pops - p.rejects
-	s.Open = len(p.all) + p.dialing
+	s.Open = p.openLocked()
 	s.InUse = len(p.all) - s.Idle
 	s.Dialing = p.dialing
+	s.Closing = p.closing
 	s.Waiting = p.waiters.n
 	p.mu.Unlock()
 	return s

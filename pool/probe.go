@@ -65,19 +65,36 @@ func probe(c net.Conn) error {
 
 // tlsRecordWait bounds probeTLS's read of records waiting at the socket.
 // Go's poller reads nothing once a deadline has passed, so that read needs
-// a deadline still ahead; the records are there already, and tls.Conn
-// waits this long only after it has processed them all and found no data
-// (a session ticket) — once per ticket, so about once per conn — or for
-// the rest of a record still in flight.
+// a deadline still ahead; the records are there already, whole (probeTLS
+// reads only then), and tls.Conn waits this long only after it has
+// processed them all and found no data (a session ticket) — once per
+// ticket, so about once per conn.
 const tlsRecordWait = time.Millisecond
+
+// tlsWriteWait bounds the writes tls.Conn makes for itself while probeTLS
+// reads (the answer to a KeyUpdate that requests ours; the alert that
+// refuses a renegotiation). A write that failed stays failed in the
+// tls.Conn for ever, so it must not fail for the probe's sake: this is
+// ample for a few dozen bytes into an idle conn's empty send buffer, and a
+// full one means a peer that stopped reading.
+const tlsWriteWait = 50 * time.Millisecond
+
+// errRecordsPending: whole TLS records wait at the socket, and only the
+// tls.Conn can tell whether they are its own or data.
+var errRecordsPending = errors.New("pool: tls records pending")
 
 // probeTLS is probe's verdict on a conn with TLS in its chain; sc is the
 // socket at the bottom. First a read with the deadline in the past, which
 // returns at once: tls.Conn hands up data it has decrypted or can decrypt
 // from whole records it holds, and never touches the socket. Then, only
-// when the socket has bytes waiting, a read bounded by tlsRecordWait lets
-// tls.Conn process them. The deadlines are cleared after (an idle conn has
-// none; Release clears those set through the wrapper anyway).
+// when the socket has whole records waiting (peekRecords; part of a record
+// is something in flight to us, which TLS's own few small messages never
+// are in practice: dead), a read bounded by tlsRecordWait lets tls.Conn
+// process them, after which nothing may be left at the socket. Last, a
+// zero-length Write asks tls.Conn whether a write it
+// made for itself meanwhile failed: such a conn can never be written again.
+// The deadlines are cleared after (an idle conn has none; Release clears
+// those set through the wrapper anyway).
 func probeTLS(tc *tls.Conn, sc syscall.Conn) error {
 	if !tc.ConnectionState().HandshakeComplete {
 		// Never used (tls.Client runs the handshake on the first I/O): a
@@ -86,21 +103,34 @@ func probeTLS(tc *tls.Conn, sc syscall.Conn) error {
 		// server sends nothing, so the socket speaks for it.
 		return peekSocket(sc)
 	}
-	// The write deadline too: a KeyUpdate makes tls.Conn write its answer,
-	// which must not block the pool's locks on a full send buffer (the
-	// failed write then fails the next holder's first Write instead).
-	if err := tc.SetDeadline(aLongTimeAgo); err != nil {
+	if err := tc.SetReadDeadline(aLongTimeAgo); err != nil {
+		return err
+	}
+	if err := tc.SetWriteDeadline(time.Now().Add(tlsWriteWait)); err != nil {
 		return err
 	}
 	err := readTLS(tc)
-	if err == nil && peekSocket(sc) != nil {
-		// End-of-file, a reset or records: tls.Conn says which.
-		if err = tc.SetReadDeadline(time.Now().Add(tlsRecordWait)); err == nil {
-			err = readTLS(tc)
+	if err == nil {
+		if err = peekRecords(sc); err == errRecordsPending {
+			if err = tc.SetReadDeadline(time.Now().Add(tlsRecordWait)); err == nil {
+				err = readTLS(tc)
+			}
+			if err == nil {
+				// tls.Conn read all there was, unless the deadline
+				// passed before its read began (a preemption longer
+				// than tlsRecordWait) or more came meanwhile: a byte
+				// still waiting is one nobody vetted. Dead.
+				err = peekSocket(sc)
+			}
 		}
 	}
 	if derr := tc.SetDeadline(time.Time{}); err == nil {
 		err = derr
+	}
+	if err == nil {
+		// Touches no socket: tls.Conn returns the error of a failed
+		// write it keeps, or nothing.
+		_, err = tc.Write(nil)
 	}
 	return err
 }
@@ -117,4 +147,27 @@ func readTLS(tc *tls.Conn) error {
 		return nil
 	}
 	return err
+}
+
+// tlsPeekMax is the most bytes peekRecords looks at: two records of the
+// largest size. TLS's own post-handshake messages (tickets, a KeyUpdate)
+// take a few hundred bytes, a few KB for a ticket that carries a
+// certificate chain; more than this waiting at the socket is data.
+const tlsPeekMax = 2 * (5 + 1<<14 + 256)
+
+// wholeRecords reports whether b is a sequence of whole TLS records (the
+// 5-byte header's last two bytes are the length of the body). full says b
+// filled the peek buffer, so that more may wait behind it: not whole.
+func wholeRecords(b []byte, full bool) bool {
+	for len(b) > 0 {
+		if len(b) < 5 {
+			return false
+		}
+		n := 5 + (int(b[3])<<8 | int(b[4]))
+		if len(b) < n {
+			return false
+		}
+		b = b[n:]
+	}
+	return !full
 }

@@ -1,9 +1,6 @@
 package pool
 
-import (
-	"context"
-	"time"
-)
+import "time"
 
 // release is Conn.Release. The fast path — no waiter, nothing to retire —
 // takes one shard lock and no pool-wide one (BenchmarkAcquireRelease, and
@@ -55,10 +52,10 @@ func (p *Pool) releaseSlow(c *Conn, now int64, r reason) {
 		r = reasonExcess
 	}
 	p.destroyLocked(c, r)
-	p.dialForWaitersLocked(context.Background())
 	p.mu.Unlock()
 	p.tel.evicted(r)
-	_ = c.Conn.Close()
+	_ = closeConn(c.Conn)
+	p.closedConns(1)
 }
 
 // pushIdle puts c (state releasing) on its home shard, or another with
@@ -117,9 +114,6 @@ func (p *Pool) handOffLocked(now int64) []*Conn {
 		}
 		p.deliverLocked(c)
 	}
-	if len(stale) > 0 {
-		p.dialForWaitersLocked(context.Background())
-	}
 	return stale
 }
 
@@ -134,7 +128,8 @@ func (p *Pool) destroy(c *Conn) error {
 		return nil
 	}
 	p.destroyLocked(c, reasonNone)
-	p.dialForWaitersLocked(context.Background())
 	p.mu.Unlock()
-	return c.Conn.Close()
+	err := closeConn(c.Conn)
+	p.closedConns(1)
+	return err
 }

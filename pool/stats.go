@@ -4,15 +4,16 @@ import "time"
 
 // Stats is a snapshot of a [Pool], from [Pool.Stats]; a plain value, safe to
 // copy and compare (the zero Stats is an empty pool that did nothing). The
-// first five fields are gauges at the moment of the call (Open = Dialing +
-// Idle + InUse, never more than MaxConns; InUse includes a conn in the middle
-// of its Release); the rest are totals since [New].
+// first six fields are gauges at the moment of the call (Open = Dialing +
+// Idle + InUse + Closing, never more than MaxConns; InUse includes a conn in
+// the middle of its Release); the rest are totals since [New].
 type Stats struct {
-	Open    int // connections counted against MaxConns: Dialing + Idle + InUse
+	Open    int // connections counted against MaxConns: Dialing + Idle + InUse + Closing
 	Idle    int // connections ready for reuse
 	InUse   int // connections checked out
 	Dialing int // dials in flight, including those waiting for the dial rate
 	Waiting int // Acquire calls queued for a connection
+	Closing int // connections evicted or destroyed whose Close has not returned yet
 
 	Dialed       int64 // connections dialed successfully
 	DialFailures int64 // dials that failed (not counting those canceled by Close)

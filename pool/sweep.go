@@ -66,11 +66,8 @@ func (p *Pool) sweepIdle(now int64) {
 		sh.mu.Unlock()
 	}
 	p.mu.Unlock()
-	for i, c := range evict {
-		p.tel.evicted(c.evictReason)
-		_ = c.Conn.Close()
-		evict[i] = nil
-	}
+	p.closeEvicted(evict)
+	clear(evict)
 	p.sweep = evict[:0]
 }
 

@@ -386,6 +386,24 @@ static void t_large(void) {
     lifeline_error_clear(&err);
     lifeline_client_close(c, NULL);
     printf("ok large_body\n");
+
+    /* Without a cap, a Content-Length is still a claim, not bytes: a
+     * terabyte announced and three bytes sent fail the request; the
+     * library neither allocates the terabyte (a fatal out-of-memory in
+     * this process) nor poisons itself. */
+    c = new_client("{\"max_response_bytes\": -1, \"retry.max_attempts\": 1}");
+    CHECK(c, NULL, "client");
+    r = get(fmt("%s/huge", env("LL_HTTP")));
+    resp = NULL;
+    st = lifeline_request_do(c, &r, &resp, &err);
+    CHECK(st == LIFELINE_E_NETWORK && resp == NULL, &err, "huge: status %d", st);
+    r = get(fmt("%s/hello", env("LL_HTTP")));
+    st = lifeline_request_do(c, &r, &resp, &err);
+    CHECK(st == LIFELINE_OK && resp->status == 200, &err, "after huge: status %d", st);
+    lifeline_response_free(resp);
+    lifeline_error_clear(&err);
+    lifeline_client_close(c, NULL);
+    printf("ok huge_length\n");
 }
 
 /* ------------------------------------------------------------------ */
