@@ -9,8 +9,13 @@ import (
 	"strings"
 
 	"github.com/lifeline-go/lifeline/dial"
+	"github.com/lifeline-go/lifeline/internal/otelx"
 	"github.com/lifeline-go/lifeline/transport"
 )
+
+// errText is an error's text as the host may see it: with no query,
+// fragment or userinfo of any URL in it (a host logs what it is given).
+func errText(err error) string { return otelx.Redact(err.Error()) }
 
 // errOpDone ends an operation's context once its result is stored.
 var errOpDone = errors.New("lifeline: operation done")
@@ -29,7 +34,7 @@ func classify(ctx context.Context, err error) *Error {
 // a total deadline whose error chain names no phase): "stall" while the
 // body is read, "deadline" outside any phase.
 func classifyIn(ctx context.Context, err error, at string) *Error {
-	msg := "lifeline: " + err.Error()
+	msg := "lifeline: " + errText(err)
 	if e := endedByHost(ctx, err); e != nil {
 		return e
 	}
@@ -44,7 +49,7 @@ func classifyIn(ctx context.Context, err error, at string) *Error {
 				phase = at
 			}
 			return &Error{Status: statusTimeout, Phase: phase, Type: "deadline", Timeout: true,
-				Msg: "lifeline: operation deadline exceeded (phase " + phase + "): " + err.Error()}
+				Msg: "lifeline: operation deadline exceeded (phase " + phase + "): " + errText(err)}
 		}
 	}
 	var te *transport.TimeoutError
@@ -101,7 +106,7 @@ func endedByHost(ctx context.Context, err error) *Error {
 	}
 	detail := ""
 	if err != nil {
-		detail = ": " + err.Error()
+		detail = ": " + errText(err)
 	}
 	switch cause := context.Cause(ctx); cause {
 	case errCanceledByHost, errOpFreed:

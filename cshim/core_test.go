@@ -496,3 +496,22 @@ func TestHostsStringStrict(t *testing.T) {
 		t.Fatal(e)
 	}
 }
+
+// TestClassifyRedacts: whatever error text reaches the host goes through
+// the same redaction as spans and logs: a URL's query, fragment and
+// userinfo never reach a host's logs, on any path (live, deadline, cancel).
+func TestClassifyRedacts(t *testing.T) {
+	secret := &url.Error{Op: "Get", URL: "https://user:PASSWORD@api.example/v1?token=SECRET#FRAG", Err: errors.New("boom")}
+	canceled, cancel := context.WithCancelCause(context.Background())
+	cancel(errCanceledByHost)
+	deadline, cancel2 := context.WithTimeoutCause(context.Background(), -time.Second, errDeadline)
+	defer cancel2()
+	for name, ctx := range map[string]context.Context{"live": context.Background(), "canceled": canceled, "deadline": deadline} {
+		e := classify(ctx, secret)
+		for _, s := range []string{"PASSWORD", "SECRET", "FRAG"} {
+			if strings.Contains(e.Msg, s) {
+				t.Errorf("%s: %q reaches the host: %s", name, s, e.Msg)
+			}
+		}
+	}
+}
