@@ -24,11 +24,22 @@ import (
 
 // Causes of an operation's context ending, told apart by classify.
 var (
-	errCanceledByHost = errors.New("lifeline: operation cancelled by the host")
-	errClientClosed   = errors.New("lifeline: client closed")
-	errDeadline       = errors.New("lifeline: operation deadline exceeded")
-	errOpFreed        = errors.New("lifeline: operation freed while running")
+	errCanceledByHost       = errors.New("lifeline: operation cancelled by the host")
+	errClientClosed         = errors.New("lifeline: client closed")
+	errDeadline       error = deadlineError{}
+	errOpFreed              = errors.New("lifeline: operation freed while running")
 )
+
+// deadlineError is the cause of an operation's total deadline. Like every
+// deadline in lifeline it matches context.DeadlineExceeded and says it is
+// a timeout, so a phase it cut (a dial's TLS handshake, say) is still a
+// timeout of that phase (dial.Error.Timeout) and classify can name it.
+type deadlineError struct{}
+
+func (deadlineError) Error() string        { return "lifeline: operation deadline exceeded" }
+func (deadlineError) Is(target error) bool { return target == context.DeadlineExceeded }
+func (deadlineError) Timeout() bool        { return true }
+func (deadlineError) Temporary() bool      { return true }
 
 // noopTracer: spans cannot cross the C ABI (yet), and the shim must never
 // fall back to a tracer provider the host process did not ask for.
@@ -155,6 +166,7 @@ func (c *client) freeze() (*built, *Error) {
 		TLSConfig:             tlsCfg,
 		TLSHandshakeTimeout:   cfg.handshakeTO,
 		FirstByteTimeout:      cfg.dialFirstByte,
+		GreetingTimeout:       cfg.greeting,
 		MaxAttemptsPerAddress: cfg.maxPerAddr,
 		Timeout:               cfg.dialTO,
 		KeepAlive:             cfg.keepAlive.net(),

@@ -47,10 +47,10 @@ type config struct {
 	proxy                                        string
 
 	// dial
-	resolveTO, connectTO, attemptDelay, handshakeTO, dialFirstByte, dialTO, userTO time.Duration
-	maxPerAddr                                                                     int
-	keepAlive                                                                      keepAliveConfig
-	hosts                                                                          map[string][]netip.Addr
+	resolveTO, connectTO, attemptDelay, handshakeTO, dialFirstByte, greeting, dialTO, userTO time.Duration
+	maxPerAddr                                                                               int
+	keepAlive                                                                                keepAliveConfig
+	hosts                                                                                    map[string][]netip.Addr
 
 	// health
 	halfLife time.Duration
@@ -279,8 +279,18 @@ var keys = map[string]keySpec{
 	"dial.attempt_delay_ms":         durKey(func(c *config) *time.Duration { return &c.attemptDelay }, dial.DefaultAttemptDelay),
 	"dial.tls_handshake_timeout_ms": durKey(func(c *config) *time.Duration { return &c.handshakeTO }, dial.DefaultTLSHandshakeTimeout),
 	"dial.first_byte_timeout_ms":    durKey(func(c *config) *time.Duration { return &c.dialFirstByte }, dial.DefaultFirstByteTimeout),
-	"dial.timeout_ms":               durKey(func(c *config) *time.Duration { return &c.dialTO }, dial.DefaultTimeout),
-	"dial.user_timeout_ms":          durKey(func(c *config) *time.Duration { return &c.userTO }, dial.DefaultUserTimeout),
+	// A Read before any Write (a server-first greeting) on a lifeline_dial
+	// descriptor: 0 follows dial.first_byte_timeout_ms, as Dialer's does.
+	"dial.greeting_timeout_ms": {kind: kDuration,
+		set: func(c *config, v value) { c.greeting = time.Duration(v.i) * time.Millisecond },
+		get: func(c *config) any {
+			if c.greeting == 0 {
+				return resolved(c.dialFirstByte, dial.DefaultFirstByteTimeout)
+			}
+			return resolved(c.greeting, 0)
+		}},
+	"dial.timeout_ms":      durKey(func(c *config) *time.Duration { return &c.dialTO }, dial.DefaultTimeout),
+	"dial.user_timeout_ms": durKey(func(c *config) *time.Duration { return &c.userTO }, dial.DefaultUserTimeout),
 	"dial.max_attempts_per_address": intKey(func(c *config) *int { return &c.maxPerAddr }, func(c *config) any {
 		switch {
 		case c.maxPerAddr == 0:

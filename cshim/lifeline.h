@@ -302,11 +302,15 @@ int32_t lifeline_client_new(lifeline_client *out, lifeline_error *err);
  *                                         for requests); <0 off. For a
  *                                         lifeline_dial descriptor it
  *                                         counts from the host's last
- *                                         write, or from establishment
- *                                         while the host has written
- *                                         nothing (a server-first
- *                                         greeting): a new conn silent
- *                                         both ways this long is closed
+ *                                         write; while the host has
+ *                                         written nothing (a server-first
+ *                                         greeting), the greeting bound
+ *                                         below counts from establishment
+ *   dial.greeting_timeout_ms              a lifeline_dial descriptor's
+ *                                         bound while the host has
+ *                                         written nothing: 0 follows
+ *                                         dial.first_byte_timeout_ms;
+ *                                         <0 none until a write
  *   dial.max_attempts_per_address    int  2; 1 or <0: one
  *   dial.timeout_ms                       the whole dial: 15000; <0 none
  *   dial.keepalive.enable       bool      true
