@@ -69,6 +69,22 @@ func (d *dialing) reached(phase dial.Phase, peer netip.AddrPort) {
 	}
 }
 
+// dialInFlight reports whether a dial made for one of the call's tries is
+// under way.
+func (c *call) dialInFlight() bool {
+	c.dialMu.Lock()
+	defer c.dialMu.Unlock()
+	for _, d := range c.dials {
+		d.mu.Lock()
+		done := d.done
+		d.mu.Unlock()
+		if !done {
+			return true
+		}
+	}
+	return false
+}
+
 // dialHook wraps one of the Dialer's dial methods for net/http: a dial made
 // for a call's try is noted on the call while it runs.
 func dialHook(f func(ctx context.Context, network, addr string) (net.Conn, error), tls bool) func(ctx context.Context, network, addr string) (net.Conn, error) {

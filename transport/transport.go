@@ -139,7 +139,12 @@ type Transport struct {
 	// HTTP/2, failing no request. Zero means 10m; negative means no limit.
 	MaxConnLifetime time.Duration
 	// MaxConnsPerHost caps the conns per host, dialing and idle included.
-	// Zero means 64; negative means no limit.
+	// Zero means 64; negative means no limit. A request waiting for a conn
+	// (at the cap, or for a conn being handed over) fails after the
+	// Dialer's Timeout with a *TimeoutError of Phase "conn", unless a dial
+	// made for it is under way (the dial's own limits bound that); with
+	// FirstByteTimeout and StallTimeout both off, or a negative Dialer
+	// Timeout, only the caller's context bounds the wait.
 	MaxConnsPerHost int
 	// MaxIdleConnsPerHost caps the idle conns kept per host. Zero means
 	// 16; negative means none are kept.
@@ -234,12 +239,13 @@ func (t *Transport) build() *state {
 	st.lifetime = orDefault(t.MaxConnLifetime, DefaultMaxConnLifetime)
 	st.hedge = newHedgeConfig(t.HedgeDelay, t.HedgeQuantile)
 	st.tel = newTelemetry(t.TracerProvider, t.MeterProvider, logx.For(t.Logger))
-	st.watch = newWatch(st.firstByte, orDefault(t.StallTimeout, DefaultStallTimeout), st.tel)
 	st.latency = newLatencies()
 
 	if t.Dialer != nil {
 		st.dialer = *t.Dialer
 	}
+	st.watch = newWatch(st.firstByte, orDefault(t.StallTimeout, DefaultStallTimeout),
+		orDefault(st.dialer.Timeout, dial.DefaultTimeout), st.tel)
 	d := &st.dialer
 	tlsCfg := t.TLSClientConfig
 	if tlsCfg == nil {

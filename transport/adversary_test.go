@@ -1,0 +1,127 @@
+package transport_test
+
+import (
+	"context"
+	"io"
+	"net"
+	"strings"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/lifeline-go/lifeline/dial"
+	"github.com/lifeline-go/lifeline/retry"
+	"github.com/lifeline-go/lifeline/transport"
+)
+
+// TestConnWaitAtCapIsBounded: a request waiting for a conn at
+// MaxConnsPerHost, behind a healthy long response that holds the only
+// conn, with no deadline of the caller's, fails with a *TimeoutError of
+// phase "conn" after the Dialer's Timeout (the establishment bound), not
+// never; the response holding the conn is not harmed.
+func TestConnWaitAtCapIsBounded(t *testing.T) {
+	release := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusOK)
+		w.(http.Flusher).Flush()
+		if r.URL.Path == "/hold" {
+			<-release
+		}
+		_, _ = w.Write([]byte("end"))
+	}))
+	defer srv.Close()
+	defer close(release)
+	tr := &transport.Transport{
+		MaxConnsPerHost: 1,
+		Dialer:          &dial.Dialer{Timeout: 300 * time.Millisecond},
+		Retry:           &retry.Policy{MaxAttempts: 1},
+	}
+	defer tr.CloseIdleConnections()
+
+	req, _ := http.NewRequest(http.MethodGet, srv.URL+"/hold", nil)
+	held, err := tr.RoundTrip(req)
+	require.NoError(t, err)
+	defer held.Body.Close()
+
+	done := make(chan error, 1)
+	go func() {
+		req, _ := http.NewRequest(http.MethodGet, srv.URL+"/next", nil)
+		resp, err := tr.RoundTrip(req)
+		if resp != nil {
+			resp.Body.Close()
+		}
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		var te *transport.TimeoutError
+		require.ErrorAs(t, err, &te)
+		assert.Equal(t, "conn", te.Phase)
+		assert.Equal(t, 300*time.Millisecond, te.Limit)
+		assert.ErrorIs(t, err, context.DeadlineExceeded)
+		assert.NotContains(t, err.Error(), "/next")
+	case <-time.After(10 * time.Second):
+		t.Fatal("a request waiting for a conn at MaxConnsPerHost was not bounded")
+	}
+	// The held response still reads to its end.
+	release <- struct{}{}
+	b, err := io.ReadAll(held.Body)
+	require.NoError(t, err)
+	assert.Equal(t, "end", string(b))
+}
+
+// TestHeadersToNonReadingPeerAreBounded: a request whose headers are
+// larger than the socket buffers, sent to a peer that accepts and never
+// reads, fails within the StallTimeout (no byte taken by the peer), as
+// an upload would; it is not left to TCP's own timeouts.
+func TestHeadersToNonReadingPeerAreBounded(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer ln.Close()
+	var conns []net.Conn
+	accepted := make(chan struct{})
+	go func() {
+		defer close(accepted)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			conns = append(conns, c) // never read
+		}
+	}()
+	defer func() {
+		ln.Close()
+		<-accepted
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	tr := &transport.Transport{
+		StallTimeout: 300 * time.Millisecond,
+		Retry:        &retry.Policy{MaxAttempts: 1},
+	}
+	defer tr.CloseIdleConnections()
+	req, _ := http.NewRequest(http.MethodGet, "http://"+ln.Addr().String()+"/", nil)
+	req.Header.Set("X-Big", strings.Repeat("b", 64<<20))
+	done := make(chan error, 1)
+	go func() {
+		resp, err := tr.RoundTrip(req)
+		if resp != nil {
+			resp.Body.Close()
+		}
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		var te *transport.TimeoutError
+		require.ErrorAs(t, err, &te)
+		assert.Equal(t, "upload_stall", te.Phase)
+	case <-time.After(10 * time.Second):
+		t.Fatal("headers to a peer that never reads were not bounded by StallTimeout")
+	}
+}
