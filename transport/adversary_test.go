@@ -4,9 +4,9 @@ import (
 	"context"
 	"io"
 	"net"
-	"strings"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
