@@ -2,6 +2,7 @@ package transport_test
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -124,4 +125,55 @@ func TestHeadersToNonReadingPeerAreBounded(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("headers to a peer that never reads were not bounded by StallTimeout")
 	}
+}
+
+// TestInvalidRequestIsBadRequestNotRetried: a request net/http refuses
+// before it looks for a conn (an invalid method, header field name or
+// value) is the caller's mistake: ErrBadRequest at once, one refusal, no
+// retry paid from the budget, the body closed, no field value in the
+// error text.
+func TestInvalidRequestIsBadRequestNotRetried(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+	defer srv.Close()
+	tr := &transport.Transport{}
+	defer tr.CloseIdleConnections()
+	for name, mut := range map[string]func(*http.Request){
+		"name":   func(r *http.Request) { r.Header["X Bad"] = []string{"v"} },
+		"value":  func(r *http.Request) { r.Header["X-Token"] = []string{"SECRET\r\nInjected: 1"} },
+		"method": func(r *http.Request) { r.Method = "GE T" },
+	} {
+		t.Run(name, func(t *testing.T) {
+			closed := make(chan struct{})
+			req, _ := http.NewRequest(http.MethodPut, srv.URL, &closeNotice{Reader: strings.NewReader("x"), closed: closed})
+			req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(strings.NewReader("x")), nil }
+			mut(req)
+			resp, err := tr.RoundTrip(req)
+			if resp != nil {
+				resp.Body.Close()
+			}
+			require.ErrorIs(t, err, transport.ErrBadRequest)
+			assert.NotContains(t, err.Error(), "SECRET")
+			var ex *retry.ExhaustedError
+			assert.False(t, errors.As(err, &ex), "retried: %v", err)
+			select {
+			case <-closed:
+			default:
+				t.Fatal("the body was not closed")
+			}
+		})
+	}
+}
+
+type closeNotice struct {
+	io.Reader
+	closed chan struct{}
+}
+
+func (c *closeNotice) Close() error {
+	select {
+	case <-c.closed:
+	default:
+		close(c.closed)
+	}
+	return nil
 }
