@@ -177,3 +177,32 @@ func (c *closeNotice) Close() error {
 	}
 	return nil
 }
+
+// TestGetBodyErrorIsFinal: a request whose GetBody fails cannot be sent:
+// its error is returned after one try, not retried with backoff (each
+// retry would call GetBody again and pay the budget), and the caller's
+// body is closed.
+func TestGetBodyErrorIsFinal(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+	defer srv.Close()
+	tr := &transport.Transport{}
+	defer tr.CloseIdleConnections()
+	gone := errors.New("body gone")
+	calls := 0
+	closed := make(chan struct{})
+	req, _ := http.NewRequest(http.MethodPut, srv.URL, &closeNotice{Reader: strings.NewReader("x"), closed: closed})
+	req.GetBody = func() (io.ReadCloser, error) { calls++; return nil, gone }
+	resp, err := tr.RoundTrip(req)
+	if resp != nil {
+		resp.Body.Close()
+	}
+	require.ErrorIs(t, err, gone)
+	assert.Equal(t, 1, calls, "GetBody calls")
+	var ex *retry.ExhaustedError
+	assert.False(t, errors.As(err, &ex), "retried: %v", err)
+	select {
+	case <-closed:
+	default:
+		t.Fatal("the body was not closed")
+	}
+}

@@ -385,8 +385,10 @@ func (tr *try) run() (*http.Response, error) {
 			// caller's.
 			b, err := c.req.GetBody()
 			if err != nil {
+				// The caller's body cannot be sent again: no retry or
+				// hedge would do better.
 				tr.finish(nil, err)
-				return nil, err
+				return nil, retry.Permanent(err)
 			}
 			rc = b
 		}
