@@ -1,13 +1,16 @@
 package transport_test
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -205,4 +208,55 @@ func TestGetBodyErrorIsFinal(t *testing.T) {
 	default:
 		t.Fatal("the body was not closed")
 	}
+}
+
+// TestSlowConnectAnswerIsNotAConnWait: the bound on the wait for a conn
+// (the Dialer's Timeout) does not cut a request whose own dial is past
+// its TCP connect and in the proxy's CONNECT exchange, which has limits
+// of its own: a proxy that answers CONNECT after 700ms carries the
+// request with a Dialer Timeout of 300ms.
+func TestSlowConnectAnswerIsNotAConnWait(t *testing.T) {
+	backend, cfg := tlsServer(t, false, http.HandlerFunc(hello))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer ln.Close()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		br := bufio.NewReader(c)
+		req, err := http.ReadRequest(br)
+		if err != nil || req.Method != http.MethodConnect {
+			return
+		}
+		time.Sleep(700 * time.Millisecond)
+		_, _ = io.WriteString(c, "HTTP/1.1 200 Connection established\r\n\r\n")
+		up, err := net.Dial("tcp", req.Host)
+		if err != nil {
+			return
+		}
+		defer up.Close()
+		go func() { _, _ = io.Copy(up, br); up.Close() }()
+		_, _ = io.Copy(c, up)
+	}()
+	tr := &transport.Transport{
+		TLSClientConfig: cfg,
+		Dialer:          &dial.Dialer{Timeout: 300 * time.Millisecond},
+		Proxy:           http.ProxyURL(&url.URL{Scheme: "http", Host: ln.Addr().String()}),
+		Retry:           &retry.Policy{MaxAttempts: 1},
+	}
+	req, _ := http.NewRequest(http.MethodGet, backend.URL, nil)
+	resp, err := tr.RoundTrip(req)
+	require.NoError(t, err)
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	assert.Equal(t, "hello HTTP/1.1", string(b))
+	tr.CloseIdleConnections()
+	backend.CloseClientConnections()
 }

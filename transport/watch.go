@@ -234,9 +234,10 @@ func (w *watch) look(tr *try, now int64, cuts []cut) []cut {
 	at := tr.wait.Load()
 	// The wait for a conn: net/http dialing one, or waiting for one at
 	// MaxConnsPerHost or for an idle one. A dial of the call's in flight
-	// has its own limits (and its own error, which says where it broke);
-	// any other wait gets the Dialer's Timeout, counted from the look that
-	// first saw the try waiting.
+	// (dialInFlight) has its own limits (and its own error, which says
+	// where it broke); any other wait gets the Dialer's Timeout, counted
+	// from the look that last saw the try waiting with no dial of its call
+	// under way.
 	switch {
 	case at != waitAcquiring || w.connWait <= 0:
 		tr.acqAt = 0
