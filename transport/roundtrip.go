@@ -523,6 +523,13 @@ func (tr *try) gotConn(info httptrace.GotConnInfo) {
 		peer = netip.AddrPortFrom(peer.Addr().Unmap(), peer.Port())
 	}
 	b := bornOf(info.Conn)
+	if b != nil && b.proto.Load() == protoUnknown {
+		p := uint32(protoH1)
+		if isH2(info.Conn) {
+			p = protoH2
+		}
+		b.proto.Store(p)
+	}
 	tr.conn.Store(b)
 	tr.wait.CompareAndSwap(waitAcquiring, waitHeld)
 	if b != nil && tr.ownHeader && tr.req.Header != nil && b.expired(time.Now()) {

@@ -271,7 +271,7 @@ func (w *watch) look(tr *try, now int64, cuts []cut) []cut {
 		conn := tr.conn.Load()
 		var written uint64
 		if conn != nil {
-			written = conn.written.Load()
+			written = conn.uploaded()
 		}
 		reads := up.reads.Load()
 		switch {
