@@ -69,6 +69,25 @@ func (d *dialing) reached(phase dial.Phase, peer netip.AddrPort) {
 	}
 }
 
+// dialInFlight reports whether a dial made for one of the call's tries may
+// be under way: unfinished, or a conn to a proxy, on which net/http then
+// asks for the tunnel (CONNECT, bounded by the Dialer's first-byte limit
+// and net/http's minute) and makes the TLS handshake (TLSHandshakeTimeout)
+// before the try gets its conn.
+func (c *call) dialInFlight() bool {
+	c.dialMu.Lock()
+	defer c.dialMu.Unlock()
+	for _, d := range c.dials {
+		d.mu.Lock()
+		busy := !d.done || d.proxy != nil
+		d.mu.Unlock()
+		if busy {
+			return true
+		}
+	}
+	return false
+}
+
 // dialHook wraps one of the Dialer's dial methods for net/http: a dial made
 // for a call's try is noted on the call while it runs.
 func dialHook(f func(ctx context.Context, network, addr string) (net.Conn, error), tls bool) func(ctx context.Context, network, addr string) (net.Conn, error) {

@@ -19,13 +19,15 @@ var (
 // FirstByteTimeout (Phase "first_byte": no response headers this long
 // after the request was written), StallTimeout (Phase "stall": a body read
 // got no byte this long; Phase "upload_stall": the request body's upload
-// made no progress this long) or the Retry policy's AttemptTimeout (Phase
-// "attempt"). It matches context.DeadlineExceeded with errors.Is, is a
+// made no progress this long), the Dialer's Timeout (Phase "conn": no
+// conn this long, waiting at MaxConnsPerHost or for an idle conn; a dial
+// of the request's own keeps its own limits and *dial.Error) or the Retry
+// policy's AttemptTimeout (Phase "attempt"). It matches context.DeadlineExceeded with errors.Is, is a
 // net.Error whose Timeout is true, and reads like "transport: GET
 // api.example.com: stall: no response body byte for 30s". It is the same on
 // HTTP/1.1 and HTTP/2.
 type TimeoutError struct {
-	// Phase is "first_byte", "stall", "upload_stall" or "attempt".
+	// Phase is "first_byte", "stall", "upload_stall", "conn" or "attempt".
 	Phase string
 	// Method and Host are the request's; no path or query (they may hold
 	// secrets).
@@ -45,6 +47,8 @@ func (e *TimeoutError) Error() string {
 		what = "no response body byte for " + e.Limit.String()
 	case "upload_stall":
 		what = "no request body byte written for " + e.Limit.String()
+	case "conn":
+		what = "no conn within " + e.Limit.String()
 	default:
 		what = "attempt not answered within " + e.Limit.String()
 	}
@@ -61,7 +65,7 @@ func (e *TimeoutError) Temporary() bool { return true }
 func (e *TimeoutError) Is(target error) bool { return target == context.DeadlineExceeded }
 
 // ErrorType is "first_byte_timeout", "stall_timeout",
-// "upload_stall_timeout" or "attempt_timeout".
+// "upload_stall_timeout", "conn_timeout" or "attempt_timeout".
 func (e *TimeoutError) ErrorType() string { return e.Phase + "_timeout" }
 
 // MetricLabels are the phase and the bounded peer label.

@@ -12,8 +12,9 @@ import (
 )
 
 // ErrBadRequest is in the chain of the error RoundTrip returns for a
-// request it cannot send (nil, no URL, no host, an unsupported scheme),
-// before anything is dialed.
+// request it cannot send (nil, no URL, no host, an unsupported scheme, an
+// invalid method, header field name or value), before anything is dialed
+// and without a retry.
 var ErrBadRequest = errors.New("transport: bad request")
 
 func badRequest(msg string) error {
@@ -46,7 +47,56 @@ func checkRequest(req *http.Request) error {
 		closeBody(req)
 		return badRequest("unsupported protocol scheme " + strconv.Quote(req.URL.Scheme))
 	}
+	// What net/http refuses before it looks for a conn: refused the same
+	// way every time, it is the caller's mistake, never worth a retry (nor
+	// the budget's tokens). The value of a field is not named: it may be
+	// a secret.
+	if req.Method != "" && !validToken(req.Method) {
+		closeBody(req)
+		return badRequest("invalid method " + strconv.Quote(req.Method))
+	}
+	for k, vs := range req.Header {
+		if !validToken(k) {
+			closeBody(req)
+			return badRequest("invalid header field name " + strconv.Quote(k))
+		}
+		for _, v := range vs {
+			if !validFieldValue(v) {
+				closeBody(req)
+				return badRequest("invalid header field value for " + strconv.Quote(k))
+			}
+		}
+	}
 	return nil
+}
+
+// validToken reports whether s is a token (RFC 9110 §5.6.2): a method or
+// a field name.
+func validToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		b := s[i]
+		switch {
+		case 'a' <= b && b <= 'z', 'A' <= b && b <= 'Z', '0' <= b && b <= '9':
+		case strings.IndexByte("!#$%&'*+-.^_`|~", b) >= 0:
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// validFieldValue reports whether v may be sent as a field value: no
+// control character but HTAB (RFC 9110 §5.5), as net/http checks.
+func validFieldValue(v string) bool {
+	for i := 0; i < len(v); i++ {
+		if b := v[i]; b < ' ' && b != '\t' || b == 0x7f {
+			return false
+		}
+	}
+	return true
 }
 
 func closeBody(req *http.Request) {

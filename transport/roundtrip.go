@@ -214,6 +214,8 @@ type try struct {
 	trace httptrace.ClientTrace // the try's own hooks (nil: none)
 
 	reqCopy http.Request // tr.req when it is not a Clone
+
+	acqAt int64 // the watch's: when it first saw the try wait for a conn (0: not waiting)
 }
 
 // upload is the progress of a try's request body, for the watch: which
@@ -298,7 +300,8 @@ func (tr *try) hook(ctx context.Context) context.Context {
 		t.GetConn = tr.getConn
 		t.WroteRequest = tr.wroteRequest
 	}
-	if tr.traced {
+	if tr.traced || tr.w != nil && tr.w.stall > 0 {
+		// Also the watch's: the headers' upload ends there.
 		t.WroteHeaders = tr.wroteHeaders
 	}
 	return httptrace.WithClientTrace(ctx, t)
@@ -310,7 +313,7 @@ func (tr *try) hook(ctx context.Context) context.Context {
 func (tr *try) getConn(string) {
 	for {
 		old := tr.wait.Load()
-		if old == waitCut || old == waitUpCut || old == waitDone || tr.wait.CompareAndSwap(old, waitAcquiring) {
+		if old == waitCut || old == waitUpCut || old == waitConnCut || old == waitDone || tr.wait.CompareAndSwap(old, waitAcquiring) {
 			return
 		}
 	}
@@ -328,7 +331,7 @@ func (tr *try) wroteRequest(httptrace.WroteRequestInfo) {
 	mark := beganMark(tr.writes.Add(1))
 	for {
 		old := tr.wait.Load()
-		if old == waitAcquiring || old == waitCut || old == waitUpCut || old == waitDone ||
+		if old == waitAcquiring || old == waitCut || old == waitUpCut || old == waitConnCut || old == waitDone ||
 			tr.wait.CompareAndSwap(old, mark) {
 			return
 		}
@@ -338,11 +341,12 @@ func (tr *try) wroteRequest(httptrace.WroteRequestInfo) {
 func (tr *try) wroteHeaders() { tr.wrote.Store(true) }
 
 // headers ends the wait for headers and returns the state it ended in:
-// waitCut or waitUpCut when the watch cut it first. A cut stays marked.
+// waitCut, waitUpCut or waitConnCut when the watch cut it first. A cut
+// stays marked.
 func (tr *try) headers() int64 {
 	for {
 		old := tr.wait.Load()
-		if old == waitCut || old == waitUpCut {
+		if old == waitCut || old == waitUpCut || old == waitConnCut {
 			return old
 		}
 		if tr.wait.CompareAndSwap(old, waitDone) {
@@ -381,8 +385,10 @@ func (tr *try) run() (*http.Response, error) {
 			// caller's.
 			b, err := c.req.GetBody()
 			if err != nil {
+				// The caller's body cannot be sent again: no retry or
+				// hedge would do better.
 				tr.finish(nil, err)
-				return nil, err
+				return nil, retry.Permanent(err)
 			}
 			rc = b
 		}
@@ -396,12 +402,17 @@ func (tr *try) run() (*http.Response, error) {
 		if resp != nil {
 			_ = resp.Body.Close()
 		}
-		if cut == waitCut {
+		switch cut {
+		case waitCut:
 			err = tr.timeoutError("first_byte", c.st.firstByte)
-		} else {
+			tr.blame(true)
+		case waitUpCut:
 			err = tr.timeoutError("upload_stall", c.st.watch.stall)
+			tr.blame(false)
+		default:
+			// No peer to blame: the wait was for the pool.
+			err = tr.timeoutError("conn", c.st.watch.connWait)
 		}
-		tr.blame(cut == waitCut)
 		tr.finish(nil, err)
 		return nil, err
 	}
@@ -512,6 +523,13 @@ func (tr *try) gotConn(info httptrace.GotConnInfo) {
 		peer = netip.AddrPortFrom(peer.Addr().Unmap(), peer.Port())
 	}
 	b := bornOf(info.Conn)
+	if b != nil && b.proto.Load() == protoUnknown {
+		p := uint32(protoH1)
+		if isH2(info.Conn) {
+			p = protoH2
+		}
+		b.proto.Store(p)
+	}
 	tr.conn.Store(b)
 	tr.wait.CompareAndSwap(waitAcquiring, waitHeld)
 	if b != nil && tr.ownHeader && tr.req.Header != nil && b.expired(time.Now()) {

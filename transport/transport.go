@@ -40,7 +40,6 @@ const (
 	// HTTP/2 health pings: a conn that received no frame for
 	// http2PingAfter gets a ping, and is closed when no answer comes
 	// within http2PingTimeout.
-	http2PingAfter   = 15 * time.Second
 	http2PingTimeout = 10 * time.Second
 	// The budget of a Transport whose Retry policy has none: retries and
 	// hedges at most 10% of requests plus 10 a second.
@@ -113,8 +112,10 @@ type Transport struct {
 	// while it was being sent: time spent in the body's own Read is the
 	// caller's, not a stall; the conn is written in pieces of at most 32
 	// KiB, so an upload to a peer that takes at least that much per
-	// StallTimeout is never cut (on HTTP/2 any byte written on the conn
-	// counts). Both fail within StallTimeout/8 (at most 100ms) after the
+	// StallTimeout is never cut (on HTTP/2 any write on the conn larger
+	// than a control frame counts: the conn's own pings do not). The
+	// request's headers count as its upload too (a header block larger
+	// than the socket buffers, to a peer that does not read). Both fail within StallTimeout/8 (at most 100ms) after the
 	// limit: one goroutine of the Transport's, running while requests are
 	// in flight, watches them all. Zero means 30s; negative means off.
 	StallTimeout time.Duration
@@ -139,7 +140,12 @@ type Transport struct {
 	// HTTP/2, failing no request. Zero means 10m; negative means no limit.
 	MaxConnLifetime time.Duration
 	// MaxConnsPerHost caps the conns per host, dialing and idle included.
-	// Zero means 64; negative means no limit.
+	// Zero means 64; negative means no limit. A request waiting for a conn
+	// (at the cap, or for a conn being handed over) fails after the
+	// Dialer's Timeout with a *TimeoutError of Phase "conn", unless a dial
+	// made for it is under way (the dial's own limits bound that); with
+	// FirstByteTimeout and StallTimeout both off, or a negative Dialer
+	// Timeout, only the caller's context bounds the wait.
 	MaxConnsPerHost int
 	// MaxIdleConnsPerHost caps the idle conns kept per host. Zero means
 	// 16; negative means none are kept.
@@ -186,6 +192,11 @@ func NewClient(t *Transport) *http.Client {
 	}
 	return &http.Client{Transport: t}
 }
+
+// http2PingAfter is how long an HTTP/2 conn that received no frame waits
+// before it sends a health ping (see http2PingTimeout); a variable for the
+// tests.
+var http2PingAfter = 15 * time.Second
 
 // zeroTransport stands in for a nil *Transport.
 var zeroTransport Transport
@@ -234,12 +245,13 @@ func (t *Transport) build() *state {
 	st.lifetime = orDefault(t.MaxConnLifetime, DefaultMaxConnLifetime)
 	st.hedge = newHedgeConfig(t.HedgeDelay, t.HedgeQuantile)
 	st.tel = newTelemetry(t.TracerProvider, t.MeterProvider, logx.For(t.Logger))
-	st.watch = newWatch(st.firstByte, orDefault(t.StallTimeout, DefaultStallTimeout), st.tel)
 	st.latency = newLatencies()
 
 	if t.Dialer != nil {
 		st.dialer = *t.Dialer
 	}
+	st.watch = newWatch(st.firstByte, orDefault(t.StallTimeout, DefaultStallTimeout),
+		orDefault(st.dialer.Timeout, dial.DefaultTimeout), st.tel)
 	d := &st.dialer
 	tlsCfg := t.TLSClientConfig
 	if tlsCfg == nil {
@@ -384,8 +396,34 @@ type bornConn struct {
 	closing  sync.Once
 
 	// read and written count the bytes that came from the peer and that
-	// the peer's socket took: the watch's measure of progress.
-	read, written atomic.Uint64
+	// the peer's socket took: the watch's measure of progress. bulk counts
+	// those of writes larger than smallWrite: on an HTTP/2 conn the
+	// measure of an upload's progress, which the conn's own pings, ping
+	// answers and window updates, each a small write, do not fake.
+	read, written, bulk atomic.Uint64
+	// proto is the conn's protocol once a try got it: protoUnknown,
+	// protoH1 or protoH2 (ALPN, looked up once).
+	proto atomic.Uint32
+}
+
+const (
+	protoUnknown = iota
+	protoH1
+	protoH2
+)
+
+// smallWrite is the most bytes of a write that may carry only HTTP/2
+// control frames: a PING is 17 bytes, 39 to 46 in its TLS record, and a
+// flush may join it with a WINDOW_UPDATE (13) or a SETTINGS ack (9).
+const smallWrite = 64
+
+// uploaded is the conn's measure of an upload's progress: every byte
+// written on HTTP/1.1, those of larger writes on HTTP/2.
+func (c *bornConn) uploaded() uint64 {
+	if c.proto.Load() == protoH2 {
+		return c.bulk.Load()
+	}
+	return c.written.Load()
 }
 
 // NetConn returns the conn underneath.
@@ -422,6 +460,9 @@ func (c *bornConn) Write(p []byte) (int, error) {
 		m, err := c.Conn.Write(q)
 		if m > 0 {
 			c.written.Add(uint64(m))
+			if m > smallWrite {
+				c.bulk.Add(uint64(m))
+			}
 		}
 		n += m
 		if err != nil || n == len(p) {

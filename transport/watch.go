@@ -33,6 +33,7 @@ import (
 type watch struct {
 	firstByte time.Duration // 0: off
 	stall     time.Duration // 0: off
+	connWait  time.Duration // 0: off
 	tick      time.Duration
 	base      time.Time // the watch's clock: now is time.Since(base)+1
 	tel       *telemetry
@@ -56,20 +57,20 @@ const (
 	watchTickMax = 50 * time.Millisecond
 )
 
-// newWatch returns the watch of the given limits (0: off), nil when both
-// are off.
-func newWatch(firstByte, stall time.Duration, tel *telemetry) *watch {
-	shortest := firstByte
-	switch {
-	case shortest == 0:
-		shortest = stall
-	case stall > 0:
-		shortest = min(shortest, stall)
-	}
-	if shortest <= 0 {
+// newWatch returns the watch of the given limits (0: off), nil when
+// FirstByteTimeout and StallTimeout are both off. connWait bounds the wait
+// for a conn (the Dialer's Timeout) of a watched try.
+func newWatch(firstByte, stall, connWait time.Duration, tel *telemetry) *watch {
+	if firstByte <= 0 && stall <= 0 {
 		return nil
 	}
-	return &watch{firstByte: firstByte, stall: stall, tel: tel,
+	shortest := time.Duration(0)
+	for _, d := range []time.Duration{firstByte, stall, connWait} {
+		if d > 0 && (shortest == 0 || d < shortest) {
+			shortest = d
+		}
+	}
+	return &watch{firstByte: firstByte, stall: stall, connWait: connWait, tel: tel,
 		tick: min(max(shortest/watchTicks, time.Millisecond), watchTickMax), base: time.Now()}
 }
 
@@ -95,16 +96,17 @@ const (
 	waitCut       = -2 // the watch ended the wait for headers (FirstByteTimeout)
 	waitUpCut     = -3 // the watch ended the upload (StallTimeout)
 	waitDone      = -4 // the headers came, or the try gave up waiting
+	waitConnCut   = -5 // the watch ended the wait for a conn (the Dialer's Timeout)
 )
 
 // beganMark is the mark of the n-th begin of a wait (the request written)
 // or of a body's n-th Read that the loop has not seen yet: each begin its
 // own value, so that the loop stamps the begin it saw and never a later
 // one (which may have begun after the loop read its clock).
-func beganMark(n uint32) int64 { return -5 - int64(n) }
+func beganMark(n uint32) int64 { return -6 - int64(n) }
 
 // isBegun reports whether v is a begin mark.
-func isBegun(v int64) bool { return v <= -5 }
+func isBegun(v int64) bool { return v <= -6 }
 
 // errFirstByte is the cause with which the watch ends a wait for headers,
 // errUploadStall the cause with which it ends an upload that made no
@@ -113,6 +115,7 @@ var (
 	errFirstByte   = errors.New("transport: no response headers within FirstByteTimeout")
 	errUploadStall = errors.New("transport: request body upload stalled")
 	errStalled     = errors.New("transport: body read stalled")
+	errConnWait    = errors.New("transport: no conn within the Dialer's Timeout")
 )
 
 // add puts tr in the list of tries in flight, starting the loop if it is
@@ -158,6 +161,7 @@ const (
 	cutFirstByte cutKind = iota
 	cutUpload
 	cutBody
+	cutConnWait
 )
 
 type cut struct {
@@ -207,6 +211,8 @@ func (w *watch) loop() {
 			switch c.kind {
 			case cutFirstByte:
 				c.tr.cancel(errFirstByte)
+			case cutConnWait:
+				c.tr.cancel(errConnWait)
 			case cutUpload:
 				c.tr.cancel(errUploadStall)
 				w.tel.stalled(c.tr.ctx)
@@ -226,6 +232,20 @@ func (w *watch) loop() {
 // claims it (cuts). w.mu is held: the loop-owned fields of tr are its.
 func (w *watch) look(tr *try, now int64, cuts []cut) []cut {
 	at := tr.wait.Load()
+	// The wait for a conn: net/http dialing one, or waiting for one at
+	// MaxConnsPerHost or for an idle one. A dial of the call's in flight
+	// (dialInFlight) has its own limits (and its own error, which says
+	// where it broke); any other wait gets the Dialer's Timeout, counted
+	// from the look that last saw the try waiting with no dial of its call
+	// under way.
+	switch {
+	case at != waitAcquiring || w.connWait <= 0:
+		tr.acqAt = 0
+	case tr.acqAt == 0 || tr.c.dialInFlight():
+		tr.acqAt = w.now()
+	case now-tr.acqAt >= int64(w.connWait) && tr.wait.CompareAndSwap(waitAcquiring, waitConnCut):
+		cuts = append(cuts, cut{tr, cutConnWait})
+	}
 	if w.firstByte > 0 && tr.timed {
 		// Stamp a wait that began since the last look, or claim the one
 		// stamped at: one that ended or began again since has another
@@ -240,14 +260,18 @@ func (w *watch) look(tr *try, now int64, cuts []cut) []cut {
 	if w.stall <= 0 {
 		return cuts
 	}
-	if up := &tr.up; at == waitHeld && up.started.Load() {
-		// The upload: progress is a byte written to the conn, or a Read
-		// of the caller's body that returned; time inside such a Read is
-		// the caller's, not the peer's. Sample, then read the clock.
+	if up := &tr.up; at == waitHeld && (up.started.Load() || !tr.wrote.Load() && tr.conn.Load() != nil) {
+		// The upload, of the request's headers (a header block larger
+		// than the socket buffers, to a peer that does not read) or of
+		// its body: progress is a byte written to the conn, or a Read of
+		// the caller's body that returned; time inside such a Read is the
+		// caller's, not the peer's. (Between the headers and the body,
+		// net/http may wait for "100 Continue": its own timer bounds
+		// that.) Sample, then read the clock.
 		conn := tr.conn.Load()
 		var written uint64
 		if conn != nil {
-			written = conn.written.Load()
+			written = conn.uploaded()
 		}
 		reads := up.reads.Load()
 		switch {
