@@ -183,8 +183,13 @@ typedef struct lifeline_error {
      *   "first_byte" waiting for the response (headers) after the request
      *                was written
      *   "stall"      a read of the response body got no byte in time
- *                (error_type "deadline": the total deadline expired
- *                while the body was read)
+     *                (error_type "deadline": the total deadline expired
+     *                while the body was read)
+     *   "upload_stall" the peer took no byte of the request (headers or
+     *                body) for transport.stall_timeout_ms
+     *   "conn"       waiting for a connection at
+     *                transport.max_conns_per_host outlasted
+     *                dial.timeout_ms
      *   "attempt"    retry.attempt_timeout_ms cut an attempt
      *   "deadline"   the operation's total deadline expired outside any
      *                phase (e.g. while waiting to retry); when it ended a
@@ -201,7 +206,7 @@ typedef struct lifeline_error {
     /* A short, stable class for dashboards and branching, NUL-terminated;
      * "" when none: e.g. "connect_refused", "connect_timeout",
      * "tls_certificate", "tls_timeout", "first_byte_timeout",
-     * "stall_timeout", "dns_not_found", "dns_no_addresses", "deadline" (the
+     * "stall_timeout", "upload_stall_timeout", "conn_timeout", "dns_not_found", "dns_no_addresses", "deadline" (the
      * operation's total deadline, in the phase that err->phase names),
      * "canceled", "too_large", "invalid_argument", "unknown_key",
      * "bad_value", "invalid_handle", "closed", "forked", "internal". */
