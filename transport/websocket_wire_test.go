@@ -1,0 +1,456 @@
+package transport_test
+
+import (
+	"bufio"
+	"bytes"
+	"compress/flate"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/lifeline-go/lifeline/transport"
+)
+
+// wireServer is a websocket server written by hand (not gorilla): it reads
+// every frame the client writes and checks it against RFC 6455 §5 (masked,
+// reserved bits, opcodes, control frames whole, short and never inside a
+// fragmented message's frames, continuation only inside a message, nothing
+// after a close frame) and, with deflate, RFC 7692. It answers pings with
+// pongs and records the data messages, decompressed.
+type wireServer struct {
+	t       *testing.T
+	ln      net.Listener
+	deflate bool // answer the upgrade with permessage-deflate
+	wg      sync.WaitGroup
+
+	mu      sync.Mutex
+	msgs    []wireMsg
+	pings   int // the conn's own (empty payload)
+	pongs   int // answers to the server's pings
+	between int // control frames between the fragments of a message
+	appCtl  int // the application's control frames (with a payload)
+	closes  int
+	errs    []string
+	conns   []net.Conn
+	done    chan struct{} // closed when a conn's reader ends
+}
+
+type wireMsg struct {
+	op   byte
+	data []byte
+}
+
+func startWire(t *testing.T, deflate bool) *wireServer {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &wireServer{t: t, ln: ln, deflate: deflate, done: make(chan struct{}, 16)}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			s.mu.Lock()
+			s.conns = append(s.conns, c)
+			s.mu.Unlock()
+			s.wg.Add(1)
+			go func() {
+				defer s.wg.Done()
+				defer c.Close()
+				s.serve(c)
+				s.done <- struct{}{}
+			}()
+		}
+	}()
+	t.Cleanup(s.close)
+	return s
+}
+
+func (s *wireServer) close() {
+	s.ln.Close()
+	s.mu.Lock()
+	for _, c := range s.conns {
+		c.Close()
+	}
+	s.mu.Unlock()
+	s.wg.Wait()
+}
+
+func (s *wireServer) url() string { return "ws://" + s.ln.Addr().String() + "/" }
+
+func (s *wireServer) fail(format string, args ...any) {
+	s.mu.Lock()
+	s.errs = append(s.errs, fmt.Sprintf(format, args...))
+	s.mu.Unlock()
+}
+
+// serve upgrades and then reads and checks frames until the conn ends.
+func (s *wireServer) serve(c net.Conn) {
+	br := bufio.NewReader(c)
+	req, err := http.ReadRequest(br)
+	if err != nil {
+		return
+	}
+	ext := ""
+	if s.deflate {
+		// Sent whether or not the client offered it: gorilla's client
+		// takes it either way.
+		ext = "Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover; client_no_context_takeover\r\n"
+	}
+	fmt.Fprintf(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
+		"Sec-WebSocket-Accept: %s\r\n%s\r\n", acceptKey(req.Header.Get("Sec-WebSocket-Key")), ext)
+	var wmu sync.Mutex // the answers' writes
+	stopPings := make(chan struct{})
+	defer close(stopPings)
+	go func() {
+		// The server pings too: the client's pongs go out between its
+		// frames like its pings.
+		t := time.NewTicker(time.Millisecond)
+		defer t.Stop()
+		for i := 0; ; i++ {
+			select {
+			case <-stopPings:
+				return
+			case <-t.C:
+			}
+			p := fmt.Sprintf("srv%d", i)
+			wmu.Lock()
+			_, err := c.Write(append([]byte{0x89, byte(len(p))}, p...))
+			wmu.Unlock()
+			if err != nil {
+				return
+			}
+		}
+	}()
+	var (
+		inMsg      bool // a fragmented message is under way
+		msgOp      byte
+		compressed bool
+		msg        []byte
+		closed     bool
+	)
+	for {
+		var h [2]byte
+		if _, err := io.ReadFull(br, h[:]); err != nil {
+			return
+		}
+		fin, rsv, op := h[0]&0x80 != 0, h[0]&0x70, h[0]&0x0f
+		masked := h[1]&0x80 != 0
+		n := uint64(h[1] & 0x7f)
+		switch n {
+		case 126:
+			var b [2]byte
+			if _, err := io.ReadFull(br, b[:]); err != nil {
+				s.fail("frame cut in its 16-bit length")
+				return
+			}
+			n = uint64(binary.BigEndian.Uint16(b[:]))
+			if n < 126 {
+				s.fail("16-bit length %d not minimal", n)
+			}
+		case 127:
+			var b [8]byte
+			if _, err := io.ReadFull(br, b[:]); err != nil {
+				s.fail("frame cut in its 64-bit length")
+				return
+			}
+			n = binary.BigEndian.Uint64(b[:])
+			if n < 1<<16 || n>>63 != 0 {
+				s.fail("64-bit length %d not minimal or too big", n)
+				return
+			}
+		}
+		if !masked {
+			s.fail("unmasked client frame (op %d)", op)
+			return
+		}
+		var key [4]byte
+		if _, err := io.ReadFull(br, key[:]); err != nil {
+			s.fail("frame cut in its masking key")
+			return
+		}
+		if n > 64<<20 {
+			s.fail("frame of %d bytes", n)
+			return
+		}
+		p := make([]byte, n)
+		if _, err := io.ReadFull(br, p); err != nil {
+			if !closed {
+				s.fail("frame (op %d) cut after its header: %v", op, err)
+			}
+			return
+		}
+		for i := range p {
+			p[i] ^= key[i%4]
+		}
+		if closed {
+			s.fail("frame (op %d) after the close frame", op)
+			return
+		}
+		if rsv&0x30 != 0 {
+			s.fail("RSV2/RSV3 set (op %d)", op)
+			return
+		}
+		control := op >= 8
+		if control {
+			if !fin || n > 125 || rsv != 0 {
+				s.fail("bad control frame op %d fin %v len %d rsv %x", op, fin, n, rsv)
+				return
+			}
+			s.mu.Lock()
+			if inMsg {
+				s.between++
+			}
+			if n > 0 && op != websocket.CloseMessage && !bytes.HasPrefix(p, []byte("srv")) {
+				s.appCtl++
+			}
+			s.mu.Unlock()
+			switch op {
+			case websocket.PingMessage:
+				s.mu.Lock()
+				if n == 0 {
+					s.pings++
+				}
+				s.mu.Unlock()
+				f := append([]byte{0x8a, byte(len(p))}, p...)
+				wmu.Lock()
+				_, _ = c.Write(f)
+				wmu.Unlock()
+			case websocket.PongMessage:
+				s.mu.Lock()
+				if bytes.HasPrefix(p, []byte("srv")) {
+					s.pongs++
+				}
+				s.mu.Unlock()
+			case websocket.CloseMessage:
+				s.mu.Lock()
+				s.closes++
+				s.mu.Unlock()
+				closed = true
+				wmu.Lock()
+				_, _ = c.Write([]byte{0x88, 2, 0x03, 0xe8})
+				wmu.Unlock()
+			default:
+				s.fail("reserved control opcode %d", op)
+				return
+			}
+			continue
+		}
+		switch op {
+		case websocket.TextMessage, websocket.BinaryMessage:
+			if inMsg {
+				s.fail("data frame (op %d) inside a fragmented message", op)
+				return
+			}
+			if rsv == 0x40 && !s.deflate {
+				s.fail("RSV1 without deflate")
+				return
+			}
+			inMsg, msgOp, compressed, msg = true, op, rsv == 0x40, append([]byte(nil), p...)
+		case 0:
+			if !inMsg {
+				s.fail("continuation frame outside a message")
+				return
+			}
+			if rsv != 0 {
+				s.fail("RSV1 on a continuation frame")
+				return
+			}
+			msg = append(msg, p...)
+		default:
+			s.fail("reserved data opcode %d", op)
+			return
+		}
+		if !fin {
+			continue
+		}
+		inMsg = false
+		if compressed {
+			r := flate.NewReader(io.MultiReader(bytes.NewReader(msg),
+				strings.NewReader("\x00\x00\xff\xff\x01\x00\x00\xff\xff")))
+			d, err := io.ReadAll(r)
+			if err != nil {
+				s.fail("inflate: %v", err)
+				return
+			}
+			msg = d
+		}
+		s.mu.Lock()
+		s.msgs = append(s.msgs, wireMsg{op: msgOp, data: msg})
+		s.mu.Unlock()
+	}
+}
+
+// check fails t with the protocol errors seen, and with any difference
+// between the messages received and want.
+func (s *wireServer) check(t *testing.T, want []wireMsg) {
+	t.Helper()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, e := range s.errs {
+		t.Error("on the wire: " + e)
+	}
+	if len(s.msgs) != len(want) {
+		t.Fatalf("server got %d messages, want %d", len(s.msgs), len(want))
+	}
+	for i := range want {
+		if s.msgs[i].op != want[i].op || !bytes.Equal(s.msgs[i].data, want[i].data) {
+			t.Fatalf("message %d: got op %d, %d bytes; want op %d, %d bytes", i,
+				s.msgs[i].op, len(s.msgs[i].data), want[i].op, len(want[i].data))
+		}
+	}
+}
+
+// payload is n bytes that compress poorly, different for each seed.
+func payload(n, seed int) []byte {
+	b := make([]byte, n)
+	x := uint32(seed*2654435761 + 1)
+	for i := range b {
+		x ^= x << 13
+		x ^= x >> 17
+		x ^= x << 5
+		b[i] = byte(x)
+	}
+	return b
+}
+
+// TestWebSocketWireFramesWithPings: pings every millisecond, injected
+// between the frames of every kind of client write (single messages of
+// the sizes where the length encoding changes, fragmented messages built
+// from many small NextWriter writes, messages split across frames by
+// gorilla's write buffer, prepared messages, compression forced by the
+// server, the application's own concurrent WriteControl, a close frame):
+// every frame on the wire is whole and masked, no control frame sits
+// inside another frame, nothing follows the close frame, and every
+// message arrives intact and in order.
+func TestWebSocketWireFramesWithPings(t *testing.T) {
+	for _, deflate := range []bool{false, true} {
+		t.Run(fmt.Sprintf("deflate=%v", deflate), func(t *testing.T) {
+			s := startWire(t, deflate)
+			d := fastDialer(1)
+			d.PingInterval, d.PongTimeout = time.Millisecond, 5*time.Second
+			d.WriteBufferSize = 512 // many frames per message
+			c, _, err := d.Dial(t.Context(), s.url(), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			readErr := make(chan error, 1)
+			go func() {
+				for {
+					if _, _, err := c.ReadMessage(); err != nil {
+						readErr <- err
+						return
+					}
+				}
+			}()
+			// The application's own control frames, concurrently.
+			stopCtl := make(chan struct{})
+			ctlDone := make(chan struct{})
+			go func() {
+				defer close(ctlDone)
+				for i := 0; ; i++ {
+					select {
+					case <-stopCtl:
+						return
+					default:
+					}
+					op := websocket.PingMessage
+					if i%2 == 1 {
+						op = websocket.PongMessage
+					}
+					_ = c.WriteControl(op, payload(1+i%125, i), time.Now().Add(time.Second))
+				}
+			}()
+			var want []wireMsg
+			send := func(op int, data []byte) {
+				t.Helper()
+				if err := c.WriteMessage(op, data); err != nil {
+					t.Fatal(err)
+				}
+				want = append(want, wireMsg{op: byte(op), data: data})
+			}
+			// Rounds for at least 300ms: hundreds of the conn's pings.
+			for start := time.Now(); time.Since(start) < 300*time.Millisecond; {
+				for i, n := range []int{0, 1, 125, 126, 127, 511, 512, 513, 65535, 65536, 65537, 200000} {
+					send(websocket.BinaryMessage, payload(n, i))
+				}
+				for i := range 200 {
+					send(websocket.TextMessage, []byte(strings.Repeat("x", i)))
+				}
+				// Fragmented messages built from many small writes.
+				for i := range 20 {
+					w, err := c.NextWriter(websocket.BinaryMessage)
+					if err != nil {
+						t.Fatal(err)
+					}
+					var all []byte
+					for j := range 300 {
+						p := payload(j%37, i*1000+j)
+						all = append(all, p...)
+						if _, err := w.Write(p); err != nil {
+							t.Fatal(err)
+						}
+					}
+					if err := w.Close(); err != nil {
+						t.Fatal(err)
+					}
+					want = append(want, wireMsg{op: websocket.BinaryMessage, data: all})
+				}
+				// Prepared messages.
+				for i, n := range []int{10, 126, 5000, 70000} {
+					data := payload(n, 7000+i)
+					pm, err := websocket.NewPreparedMessage(websocket.BinaryMessage, data)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if err := c.WritePreparedMessage(pm); err != nil {
+						t.Fatal(err)
+					}
+					want = append(want, wireMsg{op: websocket.BinaryMessage, data: data})
+				}
+			}
+			close(stopCtl)
+			<-ctlDone
+			if err := c.WriteControl(websocket.CloseMessage,
+				websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(time.Second)); err != nil {
+				t.Fatal(err)
+			}
+			// Pings wanted after the close frame must not follow it.
+			time.Sleep(20 * time.Millisecond)
+			<-readErr
+			c.Close()
+			select {
+			case <-s.done:
+			case <-time.After(5 * time.Second):
+				t.Fatal("server still reading 5s after the client closed")
+			}
+			s.check(t, want)
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			if s.closes != 1 {
+				t.Errorf("%d close frames, want 1", s.closes)
+			}
+			t.Logf("%d messages; the conn's pings %d, pongs %d; the application's control frames %d; control frames between fragments %d",
+				len(want), s.pings, s.pongs, s.appCtl, s.between)
+			if s.pings < 10 || s.pongs < 10 || s.appCtl < 10 || s.between < 10 {
+				t.Errorf("too few control frames: the test did not interleave")
+			}
+		})
+	}
+}
+
+var _ = transport.DefaultPingInterval
