@@ -57,7 +57,10 @@ const (
 // write neither delays them nor is delayed past its deadline by them, and
 // a ping the socket does not take (a peer that stopped reading) starts no
 // clock until it is on the wire. The peer's pings are answered the same
-// way (a ping handler the application sets replaces that).
+// way, as soon as they arrive, whether or not the application is reading
+// (gorilla answers them only inside the application's reads); a ping
+// handler the application sets still runs when it reads, and a pong it
+// writes is a second one, which RFC 6455 §5.5.3 allows.
 //
 // The zero value is ready to use; every limit has a finite default. A
 // WebSocketDialer is safe for concurrent use as long as its fields are not

@@ -40,8 +40,10 @@ var ErrHandshakeTooLarge = errors.New("websocket: handshake answer exceeds 1 MiB
 // the handshake it passes every call through. Once the conn is up and
 // pings are on, three goroutines serve it:
 //
-//   - pump reads the socket ahead of gorilla into a bounded buffer and
-//     notes when the last byte arrived from the peer, whether or not the
+//   - pump reads the socket ahead of gorilla into a bounded buffer,
+//     notes when the last byte arrived from the peer and queues a pong
+//     for each ping of the peer's (rx follows the peer's frames from the
+//     first byte after the 101's headers), whether or not the
 //     application is reading (gorilla processes control frames only inside
 //     its own reads, and a liveness check that depends on the
 //     application's read loop is the trap of gorilla #649, #667, #747,
@@ -94,9 +96,13 @@ type liveConn struct {
 	lastRx   atomic.Int64 // when the pump last read a byte (ns since epoch)
 	full     atomic.Bool  // the pump waits for room
 	wg       sync.WaitGroup
-	closing  atomic.Bool // Close was called
-	up       atomic.Bool // start was called: the handshake is over
-	hsRead   int         // bytes read before start; gorilla's goroutine only
+	closing  atomic.Bool   // Close was called
+	up       atomic.Bool   // start was called: the handshake is over
+	hsRead   int           // bytes read before start; gorilla's goroutine only
+	hsEnd    headEnd       // finds where the 101's headers end (before start)
+	rx       frameTracker  // the peer's frames: the handshake's reads, then the pump's
+	rxPings  atomic.Uint64 // pings from the peer that rx found (and queued a pong for)
+	gPings   atomic.Uint64 // pings from the peer that gorilla's handler saw
 
 	// The write side, once guarded (pings on and the conn up).
 	guarded  atomic.Bool
@@ -188,12 +194,18 @@ func (c *liveConn) start(ws *websocket.Conn, cfg liveConfig) {
 		// write lock: gorilla's own handler would hold that lock for up to
 		// a second against a socket that does not drain, and the
 		// application's writes behind it past their deadlines.
+		//
+		// The pump answers the peer's pings as it reads them, whether or
+		// not the application reads (gorilla's handler runs only inside
+		// the application's reads: a peer that pings would drop a client
+		// whose OnMessage takes longer than its pong timeout). gorilla's
+		// handler answers only a ping the pump did not see (the Nth ping
+		// gorilla parses is the Nth the pump found), so that the answer
+		// never rests on the pump's parsing alone.
 		ws.SetPingHandler(func(data string) error {
-			c.pongMu.Lock()
-			c.pong = append(c.pong[:0], data...)
-			c.pongMu.Unlock()
-			c.pongDue.Store(true)
-			signal(c.pingReq)
+			if c.gPings.Add(1) > c.rxPings.Load() {
+				c.queuePong([]byte(data))
+			}
 			return nil
 		})
 	}
@@ -212,6 +224,22 @@ func (c *liveConn) start(ws *websocket.Conn, cfg liveConfig) {
 	go c.pump()
 	go c.pinger()
 	go c.live(cfg)
+}
+
+// queuePong asks the pinger for a pong with payload p (RFC 6455 §5.5.3:
+// the latest ping's payload is the one answered).
+func (c *liveConn) queuePong(p []byte) {
+	c.pongMu.Lock()
+	c.pong = append(c.pong[:0], p...)
+	c.pongMu.Unlock()
+	c.pongDue.Store(true)
+	signal(c.pingReq)
+}
+
+// peerPing is called by rx for each ping frame from the peer.
+func (c *liveConn) peerPing(p []byte) {
+	c.rxPings.Add(1)
+	c.queuePong(p)
 }
 
 // pump reads the socket ahead of gorilla until it fails (the conn was
@@ -239,6 +267,7 @@ func (c *liveConn) pump() {
 		n, err := c.Conn.Read(chunk[:min(space, len(chunk))])
 		if n > 0 {
 			c.lastRx.Store(c.now())
+			c.rx.advance(chunk[:n], c.peerPing)
 			c.mu.Lock()
 			if c.off > 0 && len(c.buf)+n > cap(c.buf) {
 				c.buf = c.buf[:copy(c.buf, c.buf[c.off:])]
@@ -450,7 +479,7 @@ func (c *liveConn) writeControl() error {
 		f := wsControlFrame(websocket.PongMessage, c.pong)
 		c.pongMu.Unlock()
 		n, err := c.Conn.Write(f)
-		c.frames.advance(f[:n])
+		c.frames.advance(f[:n], nil)
 		if err != nil {
 			return err
 		}
@@ -461,7 +490,7 @@ func (c *liveConn) writeControl() error {
 	start := c.now() // sampled before the write: a fast pong counts
 	f := wsControlFrame(websocket.PingMessage, nil)
 	n, err := c.Conn.Write(f)
-	c.frames.advance(f[:n])
+	c.frames.advance(f[:n], nil)
 	if err != nil {
 		return err
 	}
@@ -506,6 +535,11 @@ func (c *liveConn) Read(p []byte) (int, error) {
 		}
 		n, err := c.Conn.Read(p)
 		c.hsRead += n
+		// What gorilla reads beyond the 101's headers is the start of
+		// the peer's frames: rx follows them from their first byte.
+		if i := c.hsEnd.feed(p[:n]); i >= 0 {
+			c.rx.advance(p[i:n], c.peerPing)
+		}
 		return n, err
 	}
 	c.mu.Lock()
@@ -591,7 +625,7 @@ func (c *liveConn) Write(p []byte) (int, error) {
 		}
 	}
 	n, err := c.Conn.Write(p)
-	c.frames.advance(p[:n])
+	c.frames.advance(p[:n], nil)
 	return n, c.writeErr(err)
 }
 
@@ -699,11 +733,17 @@ func (c *liveConn) Close() error {
 // goes only between two of them. It reads the headers (RFC 6455 §5.2:
 // 2 bytes, the extended length, the masking key) across any split of the
 // stream into writes.
+//
+// On the read side it also collects the payload of each ping frame (at
+// most 125 bytes; a longer one is the peer's protocol error, which gorilla
+// reports) and hands it to the caller.
 type frameTracker struct {
 	hdr    [14]byte
 	hn     int    // header bytes seen of the current frame
 	left   uint64 // payload bytes still to come
 	closed bool   // a close frame was written: no frame may follow it
+	ping   bool   // the current frame is a ping whose payload is collected
+	pay    []byte // the ping's payload so far (unmasked)
 }
 
 func (f *frameTracker) atBoundary() bool { return f.hn == 0 && f.left == 0 }
@@ -723,12 +763,20 @@ func frameHeaderLen(h []byte) int {
 	return n
 }
 
-func (f *frameTracker) advance(p []byte) {
+// advance follows the stream through p. onPing, when not nil, is called
+// with the payload of each whole ping frame (valid during the call only).
+func (f *frameTracker) advance(p []byte, onPing func([]byte)) {
 	for len(p) > 0 {
 		if f.left > 0 {
 			k := min(f.left, uint64(len(p)))
+			if f.ping {
+				f.pay = append(f.pay, p[:k]...)
+			}
 			f.left -= k
 			p = p[k:]
+			if f.left == 0 && f.ping {
+				f.pingDone(onPing)
+			}
 			continue
 		}
 		need := 2
@@ -753,5 +801,56 @@ func (f *frameTracker) advance(p []byte) {
 			f.left = uint64(l7)
 		}
 		f.hn = 0
+		if onPing != nil && f.hdr[0]&0x0f == websocket.PingMessage && f.left <= 125 {
+			f.ping, f.pay = true, f.pay[:0]
+			if f.left == 0 {
+				f.pingDone(onPing)
+			}
+		}
 	}
+}
+
+// pingDone hands a collected ping payload, unmasked, to onPing.
+func (f *frameTracker) pingDone(onPing func([]byte)) {
+	f.ping = false
+	if f.hdr[1]&0x80 != 0 { // masked (a server must not, but say what it meant)
+		key := f.hdr[frameHeaderLen(f.hdr[:])-4:]
+		for i := range f.pay {
+			f.pay[i] ^= key[i%4]
+		}
+	}
+	onPing(f.pay)
+}
+
+// headEnd finds the end of an HTTP answer's headers in a stream: the
+// first empty line, its line ending "\n" or "\r\n" as Go's textproto
+// reads them.
+type headEnd struct {
+	done bool
+	line int  // bytes of the current line so far
+	cr   bool // the current line is "\r" so far
+}
+
+// feed returns the index in p where the bytes after the headers begin
+// (len(p) when they end with p), or -1 while they go on; once they
+// ended, 0.
+func (h *headEnd) feed(p []byte) int {
+	if h.done {
+		return 0
+	}
+	for i, b := range p {
+		if b == '\n' {
+			if h.line == 0 || (h.line == 1 && h.cr) {
+				h.done = true
+				return i + 1
+			}
+			h.line, h.cr = 0, false
+			continue
+		}
+		if h.line == 0 {
+			h.cr = b == '\r'
+		}
+		h.line++
+	}
+	return -1
 }

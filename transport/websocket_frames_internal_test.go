@@ -33,7 +33,7 @@ func TestFrameTracker(t *testing.T) {
 		var ft frameTracker
 		for off := 0; off < len(data); {
 			end := min(off+step, len(data))
-			ft.advance(data[off:end])
+			ft.advance(data[off:end], nil)
 			off = end
 			if got := ft.atBoundary(); got != isBound[off] {
 				t.Fatalf("writes of %d bytes: at offset %d atBoundary %v, want %v", step, off, got, isBound[off])

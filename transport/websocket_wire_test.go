@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -454,3 +455,170 @@ func TestWebSocketWireFramesWithPings(t *testing.T) {
 }
 
 var _ = transport.DefaultPingInterval
+
+// pingingServer upgrades, sends one message, then pings the client every
+// 20ms and counts the pongs it gets back (it reads all the while, so its
+// pong handler runs).
+func pingingServer(pongs *atomic.Int64) func(http.ResponseWriter, *http.Request) {
+	return func(w http.ResponseWriter, r *http.Request) {
+		c, err := upgrader.Upgrade(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		c.SetPongHandler(func(string) error { pongs.Add(1); return nil })
+		if err := c.WriteMessage(websocket.TextMessage, []byte("first")); err != nil {
+			return
+		}
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			for {
+				if _, _, err := c.ReadMessage(); err != nil {
+					return
+				}
+			}
+		}()
+		t := time.NewTicker(20 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+			}
+			if err := c.WriteControl(websocket.PingMessage, []byte("srv"), time.Now().Add(time.Second)); err != nil {
+				return
+			}
+		}
+	}
+}
+
+// TestWebSocketSessionAnswersPingsWhileOnMessageBlocks: the session's doc
+// says the conn still answers pings while OnMessage runs. A server that
+// pings its clients (and drops those that do not answer) must get its
+// pongs while the application spends a second on one message.
+func TestWebSocketSessionAnswersPingsWhileOnMessageBlocks(t *testing.T) {
+	var pongs atomic.Int64
+	srv := startWS(t, pingingServer(&pongs), nil)
+	release := make(chan struct{})
+	got := make(chan struct{}, 1)
+	s := newSession(t, transport.WebSocketSessionConfig{
+		URL: wsURL("ws", srv, "/"),
+		OnMessage: func(int, []byte) {
+			select {
+			case got <- struct{}{}:
+			default:
+			}
+			<-release
+		},
+	})
+	select {
+	case <-got:
+	case <-time.After(5 * time.Second):
+		t.Fatal("no message")
+	}
+	before := pongs.Load()
+	time.Sleep(time.Second)
+	during := pongs.Load() - before
+	close(release)
+	s.Close()
+	if during < 5 {
+		t.Fatalf("%d pongs in 1s of pings every 20ms while OnMessage ran", during)
+	}
+	t.Logf("%d pongs in 1s of pings every 20ms while OnMessage ran", during)
+}
+
+// TestWebSocketPeerPingsAnsweredOnce: a hand-written server sends its 101
+// with bare "\n" line endings (Go reads them) and a ping in the same
+// write, then a ping every 5ms, each with its own payload. The client
+// reads all the while, so both the pump and gorilla's handler see every
+// ping: each is answered once (a pong's payload is never repeated), the
+// ping that came with the 101 included, and none is lost while the
+// application does not read.
+func TestWebSocketPeerPingsAnsweredOnce(t *testing.T) {
+	for _, reading := range []bool{true, false} {
+		t.Run(fmt.Sprintf("reading=%v", reading), func(t *testing.T) {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ln.Close()
+			const n = 40
+			pongs := make(chan []string, 1)
+			go func() {
+				var got []string
+				defer func() { pongs <- got }()
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				defer c.Close()
+				br := bufio.NewReader(c)
+				req, err := http.ReadRequest(br)
+				if err != nil {
+					return
+				}
+				ping := func(i int) []byte { p := fmt.Sprintf("p%d", i); return append([]byte{0x89, byte(len(p))}, p...) }
+				head := "HTTP/1.1 101 Switching Protocols\nUpgrade: websocket\nConnection: Upgrade\n" +
+					"Sec-WebSocket-Accept: " + acceptKey(req.Header.Get("Sec-WebSocket-Key")) + "\n\n"
+				if _, err := c.Write(append([]byte(head), ping(0)...)); err != nil {
+					return
+				}
+				go func() {
+					for i := 1; i < n; i++ {
+						time.Sleep(5 * time.Millisecond)
+						if _, err := c.Write(ping(i)); err != nil {
+							return
+						}
+					}
+				}()
+				_ = c.SetReadDeadline(time.Now().Add(n*5*time.Millisecond + time.Second))
+				for {
+					var h [6]byte
+					if _, err := io.ReadFull(br, h[:]); err != nil {
+						return
+					}
+					p := make([]byte, h[1]&0x7f)
+					if _, err := io.ReadFull(br, p); err != nil {
+						return
+					}
+					for i := range p {
+						p[i] ^= h[2+i%4]
+					}
+					if h[0]&0x0f == websocket.PongMessage {
+						got = append(got, string(p))
+					}
+				}
+			}()
+			d := fastDialer(1)
+			d.PingInterval, d.PongTimeout = time.Hour, time.Hour // the conn's own pings out of the way
+			c, _, err := d.Dial(t.Context(), "ws://"+ln.Addr().String()+"/", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			if reading {
+				go func() {
+					for {
+						if _, _, err := c.ReadMessage(); err != nil {
+							return
+						}
+					}
+				}()
+			}
+			got := <-pongs
+			seen := map[string]bool{}
+			for _, p := range got {
+				if seen[p] {
+					t.Fatalf("pong %q sent twice: %q", p, got)
+				}
+				seen[p] = true
+			}
+			if !seen["p0"] || len(got) < n/2 {
+				t.Fatalf("%d pongs for %d pings (the first with the 101): %q", len(got), n, got)
+			}
+			t.Logf("%d pongs for %d pings", len(got), n)
+		})
+	}
+}
