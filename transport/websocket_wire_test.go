@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"compress/flate"
+	"crypto/tls"
 	"encoding/binary"
 	"fmt"
 	"io"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/lifeline-go/lifeline/internal/faultnet"
 	"github.com/lifeline-go/lifeline/transport"
 )
 
@@ -29,7 +31,8 @@ import (
 type wireServer struct {
 	t       *testing.T
 	ln      net.Listener
-	deflate bool // answer the upgrade with permessage-deflate
+	deflate bool        // answer the upgrade with permessage-deflate
+	tls     *tls.Config // serve wss
 	wg      sync.WaitGroup
 
 	mu      sync.Mutex
@@ -49,13 +52,13 @@ type wireMsg struct {
 	data []byte
 }
 
-func startWire(t *testing.T, deflate bool) *wireServer {
+func startWire(t *testing.T, deflate bool, tlsCfg *tls.Config) *wireServer {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &wireServer{t: t, ln: ln, deflate: deflate, done: make(chan struct{}, 16)}
+	s := &wireServer{t: t, ln: ln, deflate: deflate, tls: tlsCfg, done: make(chan struct{}, 16)}
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
@@ -63,6 +66,9 @@ func startWire(t *testing.T, deflate bool) *wireServer {
 			c, err := ln.Accept()
 			if err != nil {
 				return
+			}
+			if tlsCfg != nil {
+				c = tls.Server(c, tlsCfg)
 			}
 			s.mu.Lock()
 			s.conns = append(s.conns, c)
@@ -90,7 +96,12 @@ func (s *wireServer) close() {
 	s.wg.Wait()
 }
 
-func (s *wireServer) url() string { return "ws://" + s.ln.Addr().String() + "/" }
+func (s *wireServer) url() string {
+	if s.tls != nil {
+		return "wss://" + s.ln.Addr().String() + "/"
+	}
+	return "ws://" + s.ln.Addr().String() + "/"
+}
 
 func (s *wireServer) fail(format string, args ...any) {
 	s.mu.Lock()
@@ -338,12 +349,28 @@ func payload(n, seed int) []byte {
 // inside another frame, nothing follows the close frame, and every
 // message arrives intact and in order.
 func TestWebSocketWireFramesWithPings(t *testing.T) {
-	for _, deflate := range []bool{false, true} {
-		t.Run(fmt.Sprintf("deflate=%v", deflate), func(t *testing.T) {
-			s := startWire(t, deflate)
+	srvTLS, cliTLS := faultnet.SelfSigned(t)
+	for _, tc := range []struct {
+		name    string
+		deflate bool
+		tls     bool
+		wbuf    int
+	}{
+		{"small frames", false, false, 512}, // many frames per message
+		{"deflate", true, false, 512},
+		{"large frames over TLS", false, true, 1 << 20}, // 64-bit lengths
+		{"deflate, large frames", true, false, 1 << 20},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var sc *tls.Config
+			if tc.tls {
+				sc = srvTLS
+			}
+			s := startWire(t, tc.deflate, sc)
 			d := fastDialer(1)
+			d.TLSClientConfig = cliTLS
 			d.PingInterval, d.PongTimeout = time.Millisecond, 5*time.Second
-			d.WriteBufferSize = 512 // many frames per message
+			d.WriteBufferSize = tc.wbuf
 			c, _, err := d.Dial(t.Context(), s.url(), nil)
 			if err != nil {
 				t.Fatal(err)
@@ -447,7 +474,7 @@ func TestWebSocketWireFramesWithPings(t *testing.T) {
 			}
 			t.Logf("%d messages; the conn's pings %d, pongs %d; the application's control frames %d; control frames between fragments %d",
 				len(want), s.pings, s.pongs, s.appCtl, s.between)
-			if s.pings < 10 || s.pongs < 10 || s.appCtl < 10 || s.between < 10 {
+			if s.pings < 10 || s.pongs < 10 || s.appCtl < 10 || (s.between < 10 && tc.wbuf < 4096) {
 				t.Errorf("too few control frames: the test did not interleave")
 			}
 		})
