@@ -6,12 +6,14 @@ import (
 	"encoding/binary"
 	"errors"
 	"io"
+	"math"
 	"math/rand/v2"
 	"net"
 	"net/netip"
 	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -55,12 +57,13 @@ var ErrHandshakeTooLarge = errors.New("websocket: handshake answer exceeds 1 MiB
 //     when a ping has been on the wire for PongTimeout and no byte at all
 //     arrived since the ping's write began.
 //
-// Liveness is time since the last byte from the peer: a pong, a message,
-// anything. The ping's start is sampled before its write, so a pong that
-// arrives before the write returns still counts; a ping that could not be
-// written (the socket does not drain) starts no clock. When the read-ahead
-// buffer is full the application is behind, not the peer: the pong
-// deadline waits until the pump may read again.
+// Liveness is time since the last sign of the peer: a byte from it (a
+// pong, a message, anything) or, on a Linux TCP socket, an acknowledgement
+// of bytes queued before the ping (see pingJudge). The ping's start is
+// sampled before its write, so a pong that arrives before the write
+// returns still counts. When the read-ahead buffer is full the
+// application is behind, not the peer: the pong deadline waits until the
+// pump may read again.
 //
 // Writes: gorilla's client writes one or more whole frames per Write (see
 // gorilla's conn.go, write and WriteControl; "extra" is never used in
@@ -120,11 +123,24 @@ type liveConn struct {
 	sent     chan struct{} // cap 1: a ping was written: wakes live
 
 	span trace.Span // websocket.conn; nil before start
+
+	sock syscall.RawConn // the TCP socket (nil: not a *net.TCPConn); set by start
 }
 
-// sentPing is one ping on the wire: when its write began and ended (ns
-// since the conn's epoch).
-type sentPing struct{ start, done int64 }
+// sentPing is one ping: when its write began and ended (ns since the
+// conn's epoch). On a TCP socket whose send queue can be read (tcp), a
+// ping counts from when it was wanted (start = done = then), written or
+// not, and acked is the count of bytes the peer's TCP had acknowledged
+// then; limit is that count once everything queued before the ping has
+// been acknowledged (noLimit until the ping is written).
+type sentPing struct {
+	start, done int64
+	tcp         bool
+	acked       uint64
+	limit       uint64
+}
+
+const noLimit = math.MaxUint64
 
 func newLiveConn(c net.Conn) *liveConn {
 	return &liveConn{Conn: c, readable: make(chan struct{}, 1), room: make(chan struct{}, 1),
@@ -166,6 +182,34 @@ func (c *liveConn) peer() (netip.AddrPort, bool) {
 	return ap, err == nil
 }
 
+// tcpSocket finds the *net.TCPConn under c (through NetConn wrappers such
+// as the Dialer's) and returns its raw socket, or nil.
+func tcpSocket(c net.Conn) syscall.RawConn {
+	for range 8 {
+		if tc, ok := c.(*net.TCPConn); ok {
+			if rc, err := tc.SyscallConn(); err == nil {
+				return rc
+			}
+			return nil
+		}
+		u, ok := c.(interface{ NetConn() net.Conn })
+		if !ok {
+			return nil
+		}
+		c = u.NetConn()
+	}
+	return nil
+}
+
+// ackedBytes returns how many bytes the peer's TCP has acknowledged.
+func (c *liveConn) ackedBytes() (uint64, bool) {
+	if c.sock == nil {
+		return 0, false
+	}
+	_, a, ok := sendQueue(c.sock)
+	return a, ok
+}
+
 // abort closes the socket from under a handshake in progress.
 func (c *liveConn) abort() { c.raw().Close() }
 
@@ -188,6 +232,7 @@ type liveConfig struct {
 // and with pings on, the pump, the pinger and the liveness loop.
 func (c *liveConn) start(ws *websocket.Conn, cfg liveConfig) {
 	if cfg.ping > 0 {
+		c.sock = tcpSocket(c.raw())
 		c.guarded.Store(true)
 		c.lastRx.Store(c.now()) // the 101 was the peer's last word
 		// Pongs go out like pings, between frames and below gorilla's
@@ -317,11 +362,9 @@ func (c *liveConn) endSpan(err error) {
 	c.span.End()
 }
 
-// live asks for a ping every cfg.ping and fails the conn when a ping has
-// been on the wire for cfg.pong with no byte from the peer since its write
-// began. The oldest unanswered ping sets the deadline, so a vanished peer
-// is caught within ping+pong of leaving (plus the time a ping waited for
-// the socket).
+// live asks for a ping every cfg.ping and fails the conn when the peer
+// is late with an answer (see pingJudge). The oldest unanswered ping sets
+// the deadline, so a vanished peer is caught within ping+pong of leaving.
 func (c *liveConn) live(cfg liveConfig) {
 	defer c.wg.Done()
 	t := time.NewTimer(cfg.ping)
@@ -340,9 +383,13 @@ func (c *liveConn) live(cfg liveConfig) {
 		now := c.now()
 		if p, n := c.latestPing(); n != seen && pong > 0 {
 			seen = n
-			judge.sent(p)
+			if p.tcp {
+				judge.written(p.limit)
+			} else {
+				judge.sent(p)
+			}
 		}
-		switch judge.check(now, c.lastRx.Load()) {
+		switch judge.check(now, c.lastRx.Load(), c.ackedBytes) {
 		case verdictDead:
 			if !c.full.Load() {
 				c.pongTimeout(cfg)
@@ -353,6 +400,11 @@ func (c *liveConn) live(cfg liveConfig) {
 			judge.extend(now + pong)
 		}
 		if now >= nextPing {
+			if a, ok := c.ackedBytes(); ok && pong > 0 {
+				// Sampled before the ping is asked for: an answer that
+				// comes at once still counts.
+				judge.sent(sentPing{start: now, done: now, tcp: true, acked: a, limit: noLimit})
+			}
 			c.pingDue.Store(true)
 			signal(c.pingReq)
 			nextPing = now + ping
@@ -367,12 +419,27 @@ func (c *liveConn) live(cfg liveConfig) {
 
 // pingJudge holds the pings that no byte from the peer has answered yet:
 // the oldest (whose deadline counts) and the newest. Pure: it is given the
-// times.
+// times, and asks for the acknowledged byte count.
+//
+// Without a view of the socket's send queue, a ping counts from when its
+// write ended (one that the socket does not take starts no clock) and is
+// late PongTimeout later.
+//
+// On a TCP socket (Linux) a ping counts from when it was wanted, and is
+// late when for PongTimeout since then no byte arrived from the peer and
+// the peer's TCP acknowledged none of the bytes queued before the ping
+// (looked at every quarter of PongTimeout). A ping that waits behind an
+// upload is not late while the peer takes the upload, however slowly; a
+// vanished peer acknowledges nothing, whether or not the ping could be
+// written; a hung peer stops acknowledging when its receive buffer is
+// full, and the acknowledgement of the ping itself never counts.
 type pingJudge struct {
 	pong             int64 // PongTimeout (ns)
 	oldest, newest   sentPing
 	oldestDue        int64
 	hasOld, hasNewer bool
+	acked            uint64 // tcp: the acknowledged count last seen
+	progressAt       int64  // tcp: when the peer last made progress
 }
 
 type pingVerdict int
@@ -382,29 +449,62 @@ const (
 	verdictDead
 )
 
-// sent notes a ping written, due PongTimeout after its write ended.
+// sent notes a ping written (or, tcp, wanted).
 func (j *pingJudge) sent(p sentPing) {
 	if !j.hasOld {
-		j.oldest, j.oldestDue, j.hasOld = p, p.done+j.pong, true
+		j.setOldest(p)
 		return
 	}
 	j.newest, j.hasNewer = p, true
 }
 
+// written notes that the ping wanted last was written, with everything
+// queued before it acknowledged at limit: the pings wanted and not yet
+// written are the one written.
+func (j *pingJudge) written(limit uint64) {
+	if j.hasOld && j.oldest.tcp && j.oldest.limit == noLimit {
+		j.oldest.limit = limit
+	}
+	if j.hasNewer && j.newest.tcp && j.newest.limit == noLimit {
+		j.newest.limit = limit
+	}
+}
+
+func (j *pingJudge) setOldest(p sentPing) {
+	j.oldest, j.hasOld = p, true
+	j.oldestDue = p.done + j.pong
+	if p.tcp {
+		j.acked, j.progressAt = p.acked, p.done
+		j.oldestDue = p.done + max(j.pong/4, 1)
+	}
+}
+
 // check drops the pings answered by a byte that arrived at lastRx or
-// later, and says whether the oldest left is overdue at now.
-func (j *pingJudge) check(now, lastRx int64) pingVerdict {
+// later, and says whether the oldest left is late at now.
+func (j *pingJudge) check(now, lastRx int64, acked func() (uint64, bool)) pingVerdict {
 	if j.hasOld && lastRx >= j.oldest.start {
 		j.hasOld = false
 		if j.hasNewer && lastRx < j.newest.start {
-			j.oldest, j.oldestDue, j.hasOld = j.newest, j.newest.done+j.pong, true
+			j.setOldest(j.newest)
 		}
 		j.hasNewer = false
 	}
-	if j.hasOld && now >= j.oldestDue {
-		return verdictDead
+	if !j.hasOld || now < j.oldestDue {
+		return verdictAlive
 	}
-	return verdictAlive
+	if j.oldest.tcp {
+		if a, ok := acked(); ok && a != j.acked {
+			if j.acked < j.oldest.limit {
+				j.progressAt = now // bytes queued before the ping moved
+			}
+			j.acked = a
+		}
+		if quiet := now - j.progressAt; quiet < j.pong {
+			j.oldestDue = now + min(max(j.pong/4, 1), j.pong-quiet)
+			return verdictAlive
+		}
+	}
+	return verdictDead
 }
 
 func (j *pingJudge) extend(due int64) { j.oldestDue = due }
@@ -488,14 +588,23 @@ func (c *liveConn) writeControl() error {
 		return nil
 	}
 	start := c.now() // sampled before the write: a fast pong counts
+	p := sentPing{start: start}
+	if c.sock != nil {
+		// What is queued before the ping: once the peer's TCP has
+		// acknowledged all of it, further acks are of the ping and after.
+		if q, a, ok := sendQueue(c.sock); ok {
+			p.tcp, p.limit = true, a+uint64(q)
+		}
+	}
 	f := wsControlFrame(websocket.PingMessage, nil)
 	n, err := c.Conn.Write(f)
 	c.frames.advance(f[:n], nil)
 	if err != nil {
 		return err
 	}
+	p.done = c.now()
 	c.mu.Lock()
-	c.lastPing = sentPing{start: start, done: c.now()}
+	c.lastPing = p
 	c.pings++
 	c.mu.Unlock()
 	signal(c.sent)

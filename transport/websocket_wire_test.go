@@ -17,7 +17,9 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 
+	"github.com/lifeline-go/lifeline/dial"
 	"github.com/lifeline-go/lifeline/internal/faultnet"
 	"github.com/lifeline-go/lifeline/transport"
 )
@@ -646,6 +648,192 @@ func TestWebSocketPeerPingsAnsweredOnce(t *testing.T) {
 				t.Fatalf("%d pongs for %d pings (the first with the 101): %q", len(got), n, got)
 			}
 			t.Logf("%d pongs for %d pings", len(got), n)
+		})
+	}
+}
+
+// TestWebSocketSlowReaderIsAlive: the peer reads slowly (16 KiB every
+// 10ms) and sends nothing but its pongs; the application uploads 6 MiB.
+// The kernel's send queue holds megabytes, so each ping waits there behind
+// the upload long after its write returned: the peer answers it as soon as
+// it reads it. A peer that reads all the while is alive.
+func TestWebSocketSlowReaderIsAlive(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	srvDone := make(chan struct{})
+	go func() {
+		defer close(srvDone)
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		br := bufio.NewReaderSize(&slowReader{r: c}, 16<<10)
+		req, err := http.ReadRequest(br)
+		if err != nil {
+			return
+		}
+		fmt.Fprintf(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
+			"Sec-WebSocket-Accept: %s\r\n\r\n", acceptKey(req.Header.Get("Sec-WebSocket-Key")))
+		for {
+			var h [2]byte
+			if _, err := io.ReadFull(br, h[:]); err != nil {
+				return
+			}
+			n := uint64(h[1] & 0x7f)
+			switch n {
+			case 126:
+				var b [2]byte
+				_, _ = io.ReadFull(br, b[:])
+				n = uint64(binary.BigEndian.Uint16(b[:]))
+			case 127:
+				var b [8]byte
+				_, _ = io.ReadFull(br, b[:])
+				n = binary.BigEndian.Uint64(b[:])
+			}
+			var key [4]byte
+			if _, err := io.ReadFull(br, key[:]); err != nil {
+				return
+			}
+			p := make([]byte, n)
+			if _, err := io.ReadFull(br, p); err != nil {
+				return
+			}
+			switch h[0] & 0x0f {
+			case websocket.PingMessage:
+				for i := range p {
+					p[i] ^= key[i%4]
+				}
+				if _, err := c.Write(append([]byte{0x8a, byte(n)}, p...)); err != nil {
+					return
+				}
+			case websocket.CloseMessage:
+				return
+			}
+		}
+	}()
+	d := fastDialer(1)
+	d.PingInterval, d.PongTimeout = 100*time.Millisecond, 300*time.Millisecond
+	c, _, err := d.Dial(t.Context(), "ws://"+ln.Addr().String()+"/", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	readErr := make(chan error, 1)
+	go func() {
+		_, _, err := c.ReadMessage()
+		readErr <- err
+	}()
+	msg := make([]byte, 32<<10)
+	start := time.Now()
+	for i := range 6 << 20 / len(msg) {
+		_ = c.SetWriteDeadline(time.Now().Add(20 * time.Second))
+		if err := c.WriteMessage(websocket.BinaryMessage, msg); err != nil {
+			t.Fatalf("write %d after %v (%d KiB sent): %v", i, time.Since(start), i*len(msg)>>10, err)
+		}
+	}
+	t.Logf("6 MiB to a slow reader in %v", time.Since(start))
+	select {
+	case err := <-readErr:
+		t.Fatalf("conn failed: %v", err)
+	default:
+	}
+	c.Close()
+	<-srvDone
+}
+
+// slowReader reads at most 16 KiB every 10ms.
+type slowReader struct{ r io.Reader }
+
+func (s *slowReader) Read(p []byte) (int, error) {
+	time.Sleep(10 * time.Millisecond)
+	return s.r.Read(p[:min(len(p), 16<<10)])
+}
+
+// TestWebSocketDeadPeerDuringUpload: the peer vanishes (nftables drop in
+// the test's own network namespace), or stops reading (a hung peer whose
+// kernel still answers), while the application uploads as fast as the
+// socket takes it, so that pings wait behind megabytes in the send queue
+// or cannot be written at all: the peer's TCP acknowledges nothing any
+// more, and the conn notices within PingInterval + PongTimeout (plus
+// slack), long before the write deadline or TCP_USER_TIMEOUT. Before
+// that, the live upload is never taken for death.
+func TestWebSocketDeadPeerDuringUpload(t *testing.T) {
+	for _, tc := range []string{"vanished", "stops reading"} {
+		t.Run(tc, func(t *testing.T) {
+			reader := sdkmetric.NewManualReader()
+			d := liveDialer(sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader)))
+			stop, release := make(chan struct{}), make(chan struct{})
+			defer close(release)
+			var url string
+			var ns *faultnet.Netns
+			var port int
+			if tc == "vanished" {
+				ns = faultnet.NewNetns(t)
+				s := ns.Start(t, faultnet.Config{Handler: wsHandler(listening)})
+				d.Dialer = &dial.Dialer{DialFunc: ns.DialContext}
+				url, port = wsURL("ws", s, "/"), s.Port()
+			} else {
+				s := startWS(t, func(w http.ResponseWriter, r *http.Request) {
+					c, err := upgrader.Upgrade(w, r, nil)
+					if err != nil {
+						return
+					}
+					defer c.Close()
+					for {
+						select {
+						case <-stop:
+							<-release // hung: reads no more, its kernel still acknowledges
+							return
+						default:
+						}
+						if _, _, err := c.ReadMessage(); err != nil {
+							return
+						}
+					}
+				}, nil)
+				url = wsURL("ws", s, "/")
+			}
+			c, _, err := d.Dial(t.Context(), url, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			writeErr := make(chan error, 1)
+			go func() {
+				msg := make([]byte, 32<<10)
+				for {
+					_ = c.SetWriteDeadline(time.Now().Add(20 * time.Second))
+					if err := c.WriteMessage(websocket.BinaryMessage, msg); err != nil {
+						writeErr <- err
+						return
+					}
+				}
+			}()
+			time.Sleep(5 * (testPing + testPong)) // a live upload
+			if n := pingTimeouts(t, reader); n != 0 {
+				t.Fatalf("%d ping timeouts during a live upload", n)
+			}
+			if tc == "vanished" {
+				if err := ns.Vanish(port); err != nil {
+					t.Fatal(err)
+				}
+			} else {
+				close(stop)
+			}
+			start := time.Now()
+			_, _, err = c.ReadMessage()
+			took := time.Since(start)
+			checkPongTimeout(t, err)
+			if took > testPing+testPong+slack {
+				t.Fatalf("dead peer detected after %v, want within %v plus slack", took, testPing+testPong)
+			}
+			c.Close()
+			<-writeErr
+			t.Logf("%s peer detected after %v during an upload (PingInterval %v + PongTimeout %v)", tc, took, testPing, testPong)
 		})
 	}
 }
