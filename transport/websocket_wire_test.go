@@ -6,6 +6,7 @@ import (
 	"compress/flate"
 	"crypto/tls"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -834,6 +835,92 @@ func TestWebSocketDeadPeerDuringUpload(t *testing.T) {
 			c.Close()
 			<-writeErr
 			t.Logf("%s peer detected after %v during an upload (PingInterval %v + PongTimeout %v)", tc, took, testPing, testPong)
+		})
+	}
+}
+
+// TestWebSocketBadUpgradeAnswers: answers to the upgrade that are not a
+// websocket's fail the dial promptly (long before HandshakeTimeout) with a
+// *HandshakeError, retried only when another attempt may succeed, and
+// leave nothing behind.
+func TestWebSocketBadUpgradeAnswers(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		answer    func(key string) string
+		attempts  int // attempts Dial makes with MaxAttempts 3
+		status    int
+		closeConn bool
+	}{
+		{"garbage", func(string) string { return "\x00\x01\x02garbage\r\n\r\n" }, 3, 0, true},
+		{"101 without Sec-WebSocket-Accept", func(string) string {
+			return "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+		}, 1, 101, false},
+		{"101 with a wrong accept", func(string) string {
+			return "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: " + acceptKey("x") + "\r\n\r\n"
+		}, 1, 101, false},
+		{"101 with bad deflate parameters", func(k string) string {
+			return "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: " + acceptKey(k) +
+				"\r\nSec-WebSocket-Extensions: permessage-deflate\r\n\r\n"
+		}, 1, 101, false},
+		{"headers cut by EOF", func(string) string { return "HTTP/1.1 101 Switching Protocols\r\nUpgrade: webso" }, 3, 0, true},
+		{"200 with a body", func(string) string { return "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello" }, 1, 200, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			var accepts atomic.Int64
+			var wg sync.WaitGroup
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for {
+					c, err := ln.Accept()
+					if err != nil {
+						return
+					}
+					accepts.Add(1)
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						defer c.Close()
+						br := bufio.NewReader(c)
+						req, err := http.ReadRequest(br)
+						if err != nil {
+							return
+						}
+						_, _ = io.WriteString(c, tc.answer(req.Header.Get("Sec-WebSocket-Key")))
+						if !tc.closeConn {
+							_, _ = io.Copy(io.Discard, c) // hold it open until the client goes
+						}
+					}()
+				}
+			}()
+			defer func() { ln.Close(); wg.Wait() }()
+			d := fastDialer(3)
+			d.HandshakeTimeout = 5 * time.Second
+			start := time.Now()
+			c, resp, err := d.Dial(t.Context(), "ws://"+ln.Addr().String()+"/", nil)
+			took := time.Since(start)
+			if err == nil {
+				c.Close()
+				t.Fatal("Dial succeeded")
+			}
+			var he *transport.HandshakeError
+			if !errors.As(err, &he) || he.StatusCode != tc.status {
+				t.Fatalf("err %v (%T), want a *HandshakeError with status %d", err, err, tc.status)
+			}
+			if tc.status != 0 && (resp == nil || resp.StatusCode != tc.status) {
+				t.Fatalf("resp %v, want the answer", resp)
+			}
+			if n := accepts.Load(); n != int64(tc.attempts) {
+				t.Fatalf("%d attempts, want %d", n, tc.attempts)
+			}
+			if took > 2*time.Second {
+				t.Fatalf("failed after %v", took)
+			}
+			t.Logf("%v after %v", err, took)
 		})
 	}
 }
