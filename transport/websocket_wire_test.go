@@ -403,7 +403,9 @@ func TestWebSocketWireFramesWithPings(t *testing.T) {
 					if i%2 == 1 {
 						op = websocket.PongMessage
 					}
-					_ = c.WriteControl(op, payload(1+i%125, i), time.Now().Add(time.Second))
+					// A long deadline: a control frame that times out on a
+					// loaded machine breaks the conn (gorilla's rule).
+					_ = c.WriteControl(op, payload(1+i%125, i), time.Now().Add(10*time.Second))
 				}
 			}()
 			var want []wireMsg
@@ -717,7 +719,8 @@ func TestWebSocketSlowReaderIsAlive(t *testing.T) {
 		}
 	}()
 	d := fastDialer(1)
-	d.PingInterval, d.PongTimeout = 100*time.Millisecond, 300*time.Millisecond
+	// Each ping waits seconds behind the upload (megabytes at 1.6 MB/s).
+	d.PingInterval, d.PongTimeout = 100*time.Millisecond, time.Second
 	c, _, err := d.Dial(t.Context(), "ws://"+ln.Addr().String()+"/", nil)
 	if err != nil {
 		t.Fatal(err)
@@ -767,6 +770,10 @@ func TestWebSocketDeadPeerDuringUpload(t *testing.T) {
 		t.Run(tc, func(t *testing.T) {
 			reader := sdkmetric.NewManualReader()
 			d := liveDialer(sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader)))
+			// The live peer runs in this process: a PongTimeout that a
+			// loaded machine's pauses cannot reach.
+			const ping, pong = 100 * time.Millisecond, 500 * time.Millisecond
+			d.PingInterval, d.PongTimeout = ping, pong
 			stop, release := make(chan struct{}), make(chan struct{})
 			defer close(release)
 			var url string
@@ -814,7 +821,7 @@ func TestWebSocketDeadPeerDuringUpload(t *testing.T) {
 					}
 				}
 			}()
-			time.Sleep(5 * (testPing + testPong)) // a live upload
+			time.Sleep(3 * (ping + pong)) // a live upload
 			if n := pingTimeouts(t, reader); n != 0 {
 				t.Fatalf("%d ping timeouts during a live upload", n)
 			}
@@ -829,12 +836,12 @@ func TestWebSocketDeadPeerDuringUpload(t *testing.T) {
 			_, _, err = c.ReadMessage()
 			took := time.Since(start)
 			checkPongTimeout(t, err)
-			if took > testPing+testPong+slack {
-				t.Fatalf("dead peer detected after %v, want within %v plus slack", took, testPing+testPong)
+			if took > ping+pong+slack {
+				t.Fatalf("dead peer detected after %v, want within %v plus slack", took, ping+pong)
 			}
 			c.Close()
 			<-writeErr
-			t.Logf("%s peer detected after %v during an upload (PingInterval %v + PongTimeout %v)", tc, took, testPing, testPong)
+			t.Logf("%s peer detected after %v during an upload (PingInterval %v + PongTimeout %v)", tc, took, ping, pong)
 		})
 	}
 }
