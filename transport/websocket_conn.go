@@ -400,10 +400,12 @@ func (c *liveConn) live(cfg liveConfig) {
 			judge.extend(now + pong)
 		}
 		if now >= nextPing {
-			if a, ok := c.ackedBytes(); ok && pong > 0 {
-				// Sampled before the ping is asked for: an answer that
-				// comes at once still counts.
-				judge.sent(sentPing{start: now, done: now, tcp: true, acked: a, limit: noLimit})
+			if pong > 0 {
+				if a, ok := c.ackedBytes(); ok {
+					// Sampled before the ping is asked for: an answer
+					// that comes at once still counts.
+					judge.sent(sentPing{start: now, done: now, tcp: true, acked: a, limit: noLimit})
+				}
 			}
 			c.pingDue.Store(true)
 			signal(c.pingReq)
