@@ -931,3 +931,80 @@ func TestWebSocketBadUpgradeAnswers(t *testing.T) {
 		})
 	}
 }
+
+// TestWebSocketConcurrentCloses: Close from several goroutines at once,
+// while writes run, on a session and on a conn whose peer just went mute
+// (its pong timeout firing meanwhile): every Close returns promptly, and
+// writes after it fail.
+func TestWebSocketConcurrentCloses(t *testing.T) {
+	t.Run("session", func(t *testing.T) {
+		srv := startWS(t, listening, nil)
+		s := newSession(t, transport.WebSocketSessionConfig{URL: wsURL("ws", srv, "/")})
+		waitState(t, s, transport.WebSocketConnected)
+		var wg sync.WaitGroup
+		stop := make(chan struct{})
+		for range 4 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					_ = s.WriteMessage(t.Context(), websocket.BinaryMessage, make([]byte, 4096))
+				}
+			}()
+		}
+		time.Sleep(50 * time.Millisecond)
+		start := time.Now()
+		var cw sync.WaitGroup
+		for range 4 {
+			cw.Add(1)
+			go func() { defer cw.Done(); s.Close() }()
+		}
+		cw.Wait()
+		took := time.Since(start)
+		close(stop)
+		wg.Wait()
+		if took > time.Second {
+			t.Fatalf("concurrent Closes took %v", took)
+		}
+		if err := s.WriteMessage(t.Context(), websocket.TextMessage, []byte("x")); !errors.Is(err, transport.ErrSessionClosed) {
+			t.Fatalf("write after Close: %v", err)
+		}
+	})
+	t.Run("conn", func(t *testing.T) {
+		srv := startWS(t, mute, nil)
+		d := fastDialer(1)
+		d.PingInterval, d.PongTimeout = 10*time.Millisecond, 20*time.Millisecond
+		for i := range 10 {
+			c, _, err := d.Dial(t.Context(), wsURL("ws", srv, "/"), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			wrote := make(chan struct{})
+			go func() {
+				defer close(wrote)
+				for c.WriteMessage(websocket.BinaryMessage, make([]byte, 1024)) == nil {
+				}
+			}()
+			time.Sleep(time.Duration(i) * 2 * time.Millisecond) // around the pong timeout
+			var cw sync.WaitGroup
+			start := time.Now()
+			for range 4 {
+				cw.Add(1)
+				go func() { defer cw.Done(); c.Close() }()
+			}
+			cw.Wait()
+			if took := time.Since(start); took > time.Second {
+				t.Fatalf("concurrent Closes took %v", took)
+			}
+			<-wrote // one writer at a time (gorilla's rule)
+			if err := c.WriteMessage(websocket.TextMessage, []byte("x")); err == nil {
+				t.Fatal("write after Close succeeded")
+			}
+		}
+	})
+}
