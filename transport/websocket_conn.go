@@ -53,9 +53,10 @@ var ErrHandshakeTooLarge = errors.New("websocket: handshake answer exceeds 1 MiB
 //   - pinger writes the pings, and the pongs owed to the peer's pings,
 //     below gorilla: never under gorilla's write lock, so a ping or pong
 //     neither waits for the application's writes nor holds them up;
-//   - live asks for a ping every PingInterval and judges: the peer is dead
-//     when a ping has been on the wire for PongTimeout and no byte at all
-//     arrived since the ping's write began.
+//   - live asks for a ping every PingInterval and judges (pingJudge): the
+//     peer is dead when, for PongTimeout after a ping, no byte arrived
+//     from it and (on a Linux TCP socket) its TCP acknowledged none of
+//     the bytes queued before the ping.
 //
 // Liveness is time since the last sign of the peer: a byte from it (a
 // pong, a message, anything) or, on a Linux TCP socket, an acknowledgement
