@@ -202,6 +202,31 @@ func tcpSocket(c net.Conn) syscall.RawConn {
 	return nil
 }
 
+// unreadQueue follows the socket's receive queue at live's looks.
+type unreadQueue struct {
+	n         int   // its length at the last look
+	changedAt int64 // when it was last seen to change
+}
+
+// fresh reports whether the receive queue holds bytes the pump has not
+// read and changed within the last PongTimeout: bytes from the peer
+// arrived lately. A queue that stays as it is says nothing new of the
+// peer.
+func (u *unreadQueue) fresh(c *liveConn, now, pong int64) bool {
+	if c.sock == nil {
+		return false
+	}
+	n, ok := recvQueued(c.sock)
+	if !ok {
+		return false
+	}
+	if n > 0 && n != u.n {
+		u.changedAt = now
+	}
+	u.n = n
+	return n > 0 && now-u.changedAt < pong
+}
+
 // ackedBytes returns how many bytes the peer's TCP has acknowledged.
 func (c *liveConn) ackedBytes() (uint64, bool) {
 	if c.sock == nil {
@@ -374,6 +399,7 @@ func (c *liveConn) live(cfg liveConfig) {
 	nextPing := c.now() + ping
 	judge := pingJudge{pong: pong}
 	var seen uint64
+	var unread unreadQueue
 	for {
 		select {
 		case <-c.stopc:
@@ -392,13 +418,20 @@ func (c *liveConn) live(cfg liveConfig) {
 		}
 		switch judge.check(now, c.lastRx.Load(), c.ackedBytes) {
 		case verdictDead:
-			if !c.full.Load() {
+			switch {
+			case c.full.Load():
+				// Bytes wait for the application; the peer is not the one
+				// behind. Judge once the pump reads again.
+				judge.extend(now + pong)
+			case unread.fresh(c, now, pong):
+				// The peer's bytes reached the socket, and the pump has not
+				// read them yet (the scheduler, or a TLS read waiting to
+				// answer a KeyUpdate behind a write): sample before acting.
+				judge.extend(now + max(pong/4, 1))
+			default:
 				c.pongTimeout(cfg)
 				return
 			}
-			// Bytes wait for the application; the peer is not the one
-			// behind. Judge once the pump reads again.
-			judge.extend(now + pong)
 		}
 		if now >= nextPing {
 			if pong > 0 {

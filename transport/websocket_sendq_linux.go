@@ -28,3 +28,12 @@ func sendQueue(rc syscall.RawConn) (queued int, acked uint64, ok bool) {
 	})
 	return queued, acked, cerr == nil && err == nil
 }
+
+// recvQueued returns the bytes that wait in the socket's receive queue,
+// not yet read (SIOCINQ).
+func recvQueued(rc syscall.RawConn) (int, bool) {
+	var n int
+	var err error
+	cerr := rc.Control(func(fd uintptr) { n, err = unix.IoctlGetInt(int(fd), unix.SIOCINQ) })
+	return n, cerr == nil && err == nil
+}
