@@ -60,7 +60,9 @@ var ErrHandshakeTooLarge = errors.New("websocket: handshake answer exceeds 1 MiB
 //
 // Liveness is time since the last sign of the peer: a byte from it (a
 // pong, a message, anything) or, on a Linux TCP socket, an acknowledgement
-// of bytes queued before the ping (see pingJudge). The ping's start is
+// of bytes queued before the ping (see pingJudge), or bytes of the peer's
+// that arrived lately and wait unread in the socket (the pump held up).
+// The ping's start is
 // sampled before its write, so a pong that arrives before the write
 // returns still counts. When the read-ahead buffer is full the
 // application is behind, not the peer: the pong deadline waits until the
