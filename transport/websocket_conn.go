@@ -62,11 +62,10 @@ var ErrHandshakeTooLarge = errors.New("websocket: handshake answer exceeds 1 MiB
 // pong, a message, anything) or, on a Linux TCP socket, an acknowledgement
 // of bytes queued before the ping (see pingJudge), or bytes of the peer's
 // that arrived lately and wait unread in the socket (the pump held up).
-// The ping's start is
-// sampled before its write, so a pong that arrives before the write
-// returns still counts. When the read-ahead buffer is full the
-// application is behind, not the peer: the pong deadline waits until the
-// pump may read again.
+// The ping's start is sampled before its write, so a pong that arrives
+// before the write returns still counts. When the read-ahead buffer is
+// full the application is behind, not the peer: the pong deadline waits
+// until the pump may read again.
 //
 // Writes: gorilla's client writes one or more whole frames per Write (see
 // gorilla's conn.go, write and WriteControl; "extra" is never used in
