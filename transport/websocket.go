@@ -49,15 +49,23 @@ const (
 // that refuses the upgrade (3xx, 4xx but 408 and 429), which is final.
 //
 // Each conn that Dial returns sends a ping every PingInterval and is
-// closed when the peer sends nothing within PongTimeout of one (see
+// closed when the peer shows no life within PongTimeout of one (see
 // [ErrPongTimeout]); reading the answers does not depend on the
 // application reading the conn. Any byte from the peer answers a ping: a
 // peer from which bytes keep arriving is alive. Pings are written between
 // the application's frames, never under gorilla's write lock: a long
-// write neither delays them nor is delayed past its deadline by them, and
-// a ping the socket does not take (a peer that stopped reading) starts no
-// clock until it is on the wire. The peer's pings are answered the same
-// way (a ping handler the application sets replaces that).
+// write neither delays them nor is delayed past its deadline by them. A
+// ping that waits behind an upload in the socket's send queue (or cannot
+// be written at all) is answered, on Linux, by the peer's TCP
+// acknowledging the upload: a slow reader is alive, a vanished or hung
+// peer is found within PingInterval + PongTimeout even while the
+// application writes; elsewhere such a ping starts no clock until it is
+// written, and the write deadline bounds the rest. The peer's pings are
+// answered the same way, as soon as they arrive, whether or not the
+// application is reading (gorilla answers them only inside the
+// application's reads); a ping handler the application sets still runs
+// when it reads, and a pong it writes is a second one, which RFC 6455
+// §5.5.3 allows.
 //
 // The zero value is ready to use; every limit has a finite default. A
 // WebSocketDialer is safe for concurrent use as long as its fields are not
@@ -82,11 +90,15 @@ type WebSocketDialer struct {
 	// PingInterval is how often a conn pings its peer. Zero means 15s;
 	// negative means no pings and no liveness check.
 	PingInterval time.Duration
-	// PongTimeout is how long after a ping was written the peer has to
-	// send something (its pong, or any other byte) before the conn is
-	// closed; a byte that arrived after the ping's write began counts.
-	// Zero means 10s; negative means pings are sent (to keep middleboxes
-	// from dropping the idle conn) but no answer is awaited.
+	// PongTimeout is how long after a ping the peer has to show life
+	// before the conn is closed: send something (its pong, or any other
+	// byte; one that arrived after the ping's write began counts) or, on
+	// Linux, let its TCP acknowledge bytes the conn queued before the
+	// ping (a peer still taking an upload has not reached the ping yet).
+	// On Linux the time counts from when the ping was due, written or not;
+	// elsewhere from when its write ended. Zero means 10s; negative means
+	// pings are sent (to keep middleboxes from dropping the idle conn) but
+	// no answer is awaited.
 	PongTimeout time.Duration
 	// Retry retries failed handshake attempts. Nil means the default policy
 	// (3 attempts). An answer other than 101 with a 3xx or 4xx status is

@@ -6,12 +6,14 @@ import (
 	"encoding/binary"
 	"errors"
 	"io"
+	"math"
 	"math/rand/v2"
 	"net"
 	"net/netip"
 	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -40,8 +42,10 @@ var ErrHandshakeTooLarge = errors.New("websocket: handshake answer exceeds 1 MiB
 // the handshake it passes every call through. Once the conn is up and
 // pings are on, three goroutines serve it:
 //
-//   - pump reads the socket ahead of gorilla into a bounded buffer and
-//     notes when the last byte arrived from the peer, whether or not the
+//   - pump reads the socket ahead of gorilla into a bounded buffer,
+//     notes when the last byte arrived from the peer and queues a pong
+//     for each ping of the peer's (rx follows the peer's frames from the
+//     first byte after the 101's headers), whether or not the
 //     application is reading (gorilla processes control frames only inside
 //     its own reads, and a liveness check that depends on the
 //     application's read loop is the trap of gorilla #649, #667, #747,
@@ -49,16 +53,19 @@ var ErrHandshakeTooLarge = errors.New("websocket: handshake answer exceeds 1 MiB
 //   - pinger writes the pings, and the pongs owed to the peer's pings,
 //     below gorilla: never under gorilla's write lock, so a ping or pong
 //     neither waits for the application's writes nor holds them up;
-//   - live asks for a ping every PingInterval and judges: the peer is dead
-//     when a ping has been on the wire for PongTimeout and no byte at all
-//     arrived since the ping's write began.
+//   - live asks for a ping every PingInterval and judges (pingJudge): the
+//     peer is dead when, for PongTimeout after a ping, no byte arrived
+//     from it and (on a Linux TCP socket) its TCP acknowledged none of
+//     the bytes queued before the ping.
 //
-// Liveness is time since the last byte from the peer: a pong, a message,
-// anything. The ping's start is sampled before its write, so a pong that
-// arrives before the write returns still counts; a ping that could not be
-// written (the socket does not drain) starts no clock. When the read-ahead
-// buffer is full the application is behind, not the peer: the pong
-// deadline waits until the pump may read again.
+// Liveness is time since the last sign of the peer: a byte from it (a
+// pong, a message, anything) or, on a Linux TCP socket, an acknowledgement
+// of bytes queued before the ping (see pingJudge), or bytes of the peer's
+// that arrived lately and wait unread in the socket (the pump held up).
+// The ping's start is sampled before its write, so a pong that arrives
+// before the write returns still counts. When the read-ahead buffer is
+// full the application is behind, not the peer: the pong deadline waits
+// until the pump may read again.
 //
 // Writes: gorilla's client writes one or more whole frames per Write (see
 // gorilla's conn.go, write and WriteControl; "extra" is never used in
@@ -94,9 +101,13 @@ type liveConn struct {
 	lastRx   atomic.Int64 // when the pump last read a byte (ns since epoch)
 	full     atomic.Bool  // the pump waits for room
 	wg       sync.WaitGroup
-	closing  atomic.Bool // Close was called
-	up       atomic.Bool // start was called: the handshake is over
-	hsRead   int         // bytes read before start; gorilla's goroutine only
+	closing  atomic.Bool   // Close was called
+	up       atomic.Bool   // start was called: the handshake is over
+	hsRead   int           // bytes read before start; gorilla's goroutine only
+	hsEnd    headEnd       // finds where the 101's headers end (before start)
+	rx       frameTracker  // the peer's frames: the handshake's reads, then the pump's
+	rxPings  atomic.Uint64 // pings from the peer that rx found (and queued a pong for)
+	gPings   atomic.Uint64 // pings from the peer that gorilla's handler saw
 
 	// The write side, once guarded (pings on and the conn up).
 	guarded  atomic.Bool
@@ -114,11 +125,24 @@ type liveConn struct {
 	sent     chan struct{} // cap 1: a ping was written: wakes live
 
 	span trace.Span // websocket.conn; nil before start
+
+	sock syscall.RawConn // the TCP socket (nil: not a *net.TCPConn); set by start
 }
 
-// sentPing is one ping on the wire: when its write began and ended (ns
-// since the conn's epoch).
-type sentPing struct{ start, done int64 }
+// sentPing is one ping: when its write began and ended (ns since the
+// conn's epoch). On a TCP socket whose send queue can be read (tcp), a
+// ping counts from when it was wanted (start = done = then), written or
+// not, and acked is the count of bytes the peer's TCP had acknowledged
+// then; limit is that count once everything queued before the ping has
+// been acknowledged (noLimit until the ping is written).
+type sentPing struct {
+	start, done int64
+	tcp         bool
+	acked       uint64
+	limit       uint64
+}
+
+const noLimit = math.MaxUint64
 
 func newLiveConn(c net.Conn) *liveConn {
 	return &liveConn{Conn: c, readable: make(chan struct{}, 1), room: make(chan struct{}, 1),
@@ -160,6 +184,59 @@ func (c *liveConn) peer() (netip.AddrPort, bool) {
 	return ap, err == nil
 }
 
+// tcpSocket finds the *net.TCPConn under c (through NetConn wrappers such
+// as the Dialer's) and returns its raw socket, or nil.
+func tcpSocket(c net.Conn) syscall.RawConn {
+	for range 8 {
+		if tc, ok := c.(*net.TCPConn); ok {
+			if rc, err := tc.SyscallConn(); err == nil {
+				return rc
+			}
+			return nil
+		}
+		u, ok := c.(interface{ NetConn() net.Conn })
+		if !ok {
+			return nil
+		}
+		c = u.NetConn()
+	}
+	return nil
+}
+
+// unreadQueue follows the socket's receive queue at live's looks.
+type unreadQueue struct {
+	n         int   // its length at the last look
+	changedAt int64 // when it was last seen to change
+}
+
+// fresh reports whether the receive queue holds bytes the pump has not
+// read and changed within the last PongTimeout: bytes from the peer
+// arrived lately. A queue that stays as it is says nothing new of the
+// peer.
+func (u *unreadQueue) fresh(c *liveConn, now, pong int64) bool {
+	if c.sock == nil {
+		return false
+	}
+	n, ok := recvQueued(c.sock)
+	if !ok {
+		return false
+	}
+	if n > 0 && n != u.n {
+		u.changedAt = now
+	}
+	u.n = n
+	return n > 0 && now-u.changedAt < pong
+}
+
+// ackedBytes returns how many bytes the peer's TCP has acknowledged.
+func (c *liveConn) ackedBytes() (uint64, bool) {
+	if c.sock == nil {
+		return 0, false
+	}
+	_, a, ok := sendQueue(c.sock)
+	return a, ok
+}
+
 // abort closes the socket from under a handshake in progress.
 func (c *liveConn) abort() { c.raw().Close() }
 
@@ -182,18 +259,25 @@ type liveConfig struct {
 // and with pings on, the pump, the pinger and the liveness loop.
 func (c *liveConn) start(ws *websocket.Conn, cfg liveConfig) {
 	if cfg.ping > 0 {
+		c.sock = tcpSocket(c.raw())
 		c.guarded.Store(true)
 		c.lastRx.Store(c.now()) // the 101 was the peer's last word
 		// Pongs go out like pings, between frames and below gorilla's
 		// write lock: gorilla's own handler would hold that lock for up to
 		// a second against a socket that does not drain, and the
 		// application's writes behind it past their deadlines.
+		//
+		// The pump answers the peer's pings as it reads them, whether or
+		// not the application reads (gorilla's handler runs only inside
+		// the application's reads: a peer that pings would drop a client
+		// whose OnMessage takes longer than its pong timeout). gorilla's
+		// handler answers only a ping the pump did not see (the Nth ping
+		// gorilla parses is the Nth the pump found), so that the answer
+		// never rests on the pump's parsing alone.
 		ws.SetPingHandler(func(data string) error {
-			c.pongMu.Lock()
-			c.pong = append(c.pong[:0], data...)
-			c.pongMu.Unlock()
-			c.pongDue.Store(true)
-			signal(c.pingReq)
+			if c.gPings.Add(1) > c.rxPings.Load() {
+				c.queuePong([]byte(data))
+			}
 			return nil
 		})
 	}
@@ -212,6 +296,22 @@ func (c *liveConn) start(ws *websocket.Conn, cfg liveConfig) {
 	go c.pump()
 	go c.pinger()
 	go c.live(cfg)
+}
+
+// queuePong asks the pinger for a pong with payload p (RFC 6455 §5.5.3:
+// the latest ping's payload is the one answered).
+func (c *liveConn) queuePong(p []byte) {
+	c.pongMu.Lock()
+	c.pong = append(c.pong[:0], p...)
+	c.pongMu.Unlock()
+	c.pongDue.Store(true)
+	signal(c.pingReq)
+}
+
+// peerPing is called by rx for each ping frame from the peer.
+func (c *liveConn) peerPing(p []byte) {
+	c.rxPings.Add(1)
+	c.queuePong(p)
 }
 
 // pump reads the socket ahead of gorilla until it fails (the conn was
@@ -239,6 +339,7 @@ func (c *liveConn) pump() {
 		n, err := c.Conn.Read(chunk[:min(space, len(chunk))])
 		if n > 0 {
 			c.lastRx.Store(c.now())
+			c.rx.advance(chunk[:n], c.peerPing)
 			c.mu.Lock()
 			if c.off > 0 && len(c.buf)+n > cap(c.buf) {
 				c.buf = c.buf[:copy(c.buf, c.buf[c.off:])]
@@ -288,11 +389,9 @@ func (c *liveConn) endSpan(err error) {
 	c.span.End()
 }
 
-// live asks for a ping every cfg.ping and fails the conn when a ping has
-// been on the wire for cfg.pong with no byte from the peer since its write
-// began. The oldest unanswered ping sets the deadline, so a vanished peer
-// is caught within ping+pong of leaving (plus the time a ping waited for
-// the socket).
+// live asks for a ping every cfg.ping and fails the conn when the peer
+// is late with an answer (see pingJudge). The oldest unanswered ping sets
+// the deadline, so a vanished peer is caught within ping+pong of leaving.
 func (c *liveConn) live(cfg liveConfig) {
 	defer c.wg.Done()
 	t := time.NewTimer(cfg.ping)
@@ -301,6 +400,7 @@ func (c *liveConn) live(cfg liveConfig) {
 	nextPing := c.now() + ping
 	judge := pingJudge{pong: pong}
 	var seen uint64
+	var unread unreadQueue
 	for {
 		select {
 		case <-c.stopc:
@@ -311,19 +411,37 @@ func (c *liveConn) live(cfg liveConfig) {
 		now := c.now()
 		if p, n := c.latestPing(); n != seen && pong > 0 {
 			seen = n
-			judge.sent(p)
+			if p.tcp {
+				judge.written(p.limit)
+			} else {
+				judge.sent(p)
+			}
 		}
-		switch judge.check(now, c.lastRx.Load()) {
+		switch judge.check(now, c.lastRx.Load(), c.ackedBytes) {
 		case verdictDead:
-			if !c.full.Load() {
+			switch {
+			case c.full.Load():
+				// Bytes wait for the application; the peer is not the one
+				// behind. Judge once the pump reads again.
+				judge.extend(now + pong)
+			case unread.fresh(c, now, pong):
+				// The peer's bytes reached the socket, and the pump has not
+				// read them yet (the scheduler, or a TLS read waiting to
+				// answer a KeyUpdate behind a write): sample before acting.
+				judge.extend(now + max(pong/4, 1))
+			default:
 				c.pongTimeout(cfg)
 				return
 			}
-			// Bytes wait for the application; the peer is not the one
-			// behind. Judge once the pump reads again.
-			judge.extend(now + pong)
 		}
 		if now >= nextPing {
+			if pong > 0 {
+				if a, ok := c.ackedBytes(); ok {
+					// Sampled before the ping is asked for: an answer
+					// that comes at once still counts.
+					judge.sent(sentPing{start: now, done: now, tcp: true, acked: a, limit: noLimit})
+				}
+			}
 			c.pingDue.Store(true)
 			signal(c.pingReq)
 			nextPing = now + ping
@@ -338,12 +456,27 @@ func (c *liveConn) live(cfg liveConfig) {
 
 // pingJudge holds the pings that no byte from the peer has answered yet:
 // the oldest (whose deadline counts) and the newest. Pure: it is given the
-// times.
+// times, and asks for the acknowledged byte count.
+//
+// Without a view of the socket's send queue, a ping counts from when its
+// write ended (one that the socket does not take starts no clock) and is
+// late PongTimeout later.
+//
+// On a TCP socket (Linux) a ping counts from when it was wanted, and is
+// late when for PongTimeout since then no byte arrived from the peer and
+// the peer's TCP acknowledged none of the bytes queued before the ping
+// (looked at every quarter of PongTimeout). A ping that waits behind an
+// upload is not late while the peer takes the upload, however slowly; a
+// vanished peer acknowledges nothing, whether or not the ping could be
+// written; a hung peer stops acknowledging when its receive buffer is
+// full, and the acknowledgement of the ping itself never counts.
 type pingJudge struct {
 	pong             int64 // PongTimeout (ns)
 	oldest, newest   sentPing
 	oldestDue        int64
 	hasOld, hasNewer bool
+	acked            uint64 // tcp: the acknowledged count last seen
+	progressAt       int64  // tcp: when the peer last made progress
 }
 
 type pingVerdict int
@@ -353,29 +486,62 @@ const (
 	verdictDead
 )
 
-// sent notes a ping written, due PongTimeout after its write ended.
+// sent notes a ping written (or, tcp, wanted).
 func (j *pingJudge) sent(p sentPing) {
 	if !j.hasOld {
-		j.oldest, j.oldestDue, j.hasOld = p, p.done+j.pong, true
+		j.setOldest(p)
 		return
 	}
 	j.newest, j.hasNewer = p, true
 }
 
+// written notes that the ping wanted last was written, with everything
+// queued before it acknowledged at limit: the pings wanted and not yet
+// written are the one written.
+func (j *pingJudge) written(limit uint64) {
+	if j.hasOld && j.oldest.tcp && j.oldest.limit == noLimit {
+		j.oldest.limit = limit
+	}
+	if j.hasNewer && j.newest.tcp && j.newest.limit == noLimit {
+		j.newest.limit = limit
+	}
+}
+
+func (j *pingJudge) setOldest(p sentPing) {
+	j.oldest, j.hasOld = p, true
+	j.oldestDue = p.done + j.pong
+	if p.tcp {
+		j.acked, j.progressAt = p.acked, p.done
+		j.oldestDue = p.done + max(j.pong/4, 1)
+	}
+}
+
 // check drops the pings answered by a byte that arrived at lastRx or
-// later, and says whether the oldest left is overdue at now.
-func (j *pingJudge) check(now, lastRx int64) pingVerdict {
+// later, and says whether the oldest left is late at now.
+func (j *pingJudge) check(now, lastRx int64, acked func() (uint64, bool)) pingVerdict {
 	if j.hasOld && lastRx >= j.oldest.start {
 		j.hasOld = false
 		if j.hasNewer && lastRx < j.newest.start {
-			j.oldest, j.oldestDue, j.hasOld = j.newest, j.newest.done+j.pong, true
+			j.setOldest(j.newest)
 		}
 		j.hasNewer = false
 	}
-	if j.hasOld && now >= j.oldestDue {
-		return verdictDead
+	if !j.hasOld || now < j.oldestDue {
+		return verdictAlive
 	}
-	return verdictAlive
+	if j.oldest.tcp {
+		if a, ok := acked(); ok && a != j.acked {
+			if j.acked < j.oldest.limit {
+				j.progressAt = now // bytes queued before the ping moved
+			}
+			j.acked = a
+		}
+		if quiet := now - j.progressAt; quiet < j.pong {
+			j.oldestDue = now + min(max(j.pong/4, 1), j.pong-quiet)
+			return verdictAlive
+		}
+	}
+	return verdictDead
 }
 
 func (j *pingJudge) extend(due int64) { j.oldestDue = due }
@@ -450,7 +616,7 @@ func (c *liveConn) writeControl() error {
 		f := wsControlFrame(websocket.PongMessage, c.pong)
 		c.pongMu.Unlock()
 		n, err := c.Conn.Write(f)
-		c.frames.advance(f[:n])
+		c.frames.advance(f[:n], nil)
 		if err != nil {
 			return err
 		}
@@ -459,14 +625,23 @@ func (c *liveConn) writeControl() error {
 		return nil
 	}
 	start := c.now() // sampled before the write: a fast pong counts
+	p := sentPing{start: start}
+	if c.sock != nil {
+		// What is queued before the ping: once the peer's TCP has
+		// acknowledged all of it, further acks are of the ping and after.
+		if q, a, ok := sendQueue(c.sock); ok {
+			p.tcp, p.limit = true, a+uint64(q)
+		}
+	}
 	f := wsControlFrame(websocket.PingMessage, nil)
 	n, err := c.Conn.Write(f)
-	c.frames.advance(f[:n])
+	c.frames.advance(f[:n], nil)
 	if err != nil {
 		return err
 	}
+	p.done = c.now()
 	c.mu.Lock()
-	c.lastPing = sentPing{start: start, done: c.now()}
+	c.lastPing = p
 	c.pings++
 	c.mu.Unlock()
 	signal(c.sent)
@@ -506,6 +681,11 @@ func (c *liveConn) Read(p []byte) (int, error) {
 		}
 		n, err := c.Conn.Read(p)
 		c.hsRead += n
+		// What gorilla reads beyond the 101's headers is the start of
+		// the peer's frames: rx follows them from their first byte.
+		if i := c.hsEnd.feed(p[:n]); i >= 0 {
+			c.rx.advance(p[i:n], c.peerPing)
+		}
 		return n, err
 	}
 	c.mu.Lock()
@@ -591,7 +771,7 @@ func (c *liveConn) Write(p []byte) (int, error) {
 		}
 	}
 	n, err := c.Conn.Write(p)
-	c.frames.advance(p[:n])
+	c.frames.advance(p[:n], nil)
 	return n, c.writeErr(err)
 }
 
@@ -699,11 +879,17 @@ func (c *liveConn) Close() error {
 // goes only between two of them. It reads the headers (RFC 6455 §5.2:
 // 2 bytes, the extended length, the masking key) across any split of the
 // stream into writes.
+//
+// On the read side it also collects the payload of each ping frame (at
+// most 125 bytes; a longer one is the peer's protocol error, which gorilla
+// reports) and hands it to the caller.
 type frameTracker struct {
 	hdr    [14]byte
 	hn     int    // header bytes seen of the current frame
 	left   uint64 // payload bytes still to come
 	closed bool   // a close frame was written: no frame may follow it
+	ping   bool   // the current frame is a ping whose payload is collected
+	pay    []byte // the ping's payload so far (unmasked)
 }
 
 func (f *frameTracker) atBoundary() bool { return f.hn == 0 && f.left == 0 }
@@ -723,12 +909,20 @@ func frameHeaderLen(h []byte) int {
 	return n
 }
 
-func (f *frameTracker) advance(p []byte) {
+// advance follows the stream through p. onPing, when not nil, is called
+// with the payload of each whole ping frame (valid during the call only).
+func (f *frameTracker) advance(p []byte, onPing func([]byte)) {
 	for len(p) > 0 {
 		if f.left > 0 {
 			k := min(f.left, uint64(len(p)))
+			if f.ping {
+				f.pay = append(f.pay, p[:k]...)
+			}
 			f.left -= k
 			p = p[k:]
+			if f.left == 0 && f.ping {
+				f.pingDone(onPing)
+			}
 			continue
 		}
 		need := 2
@@ -753,5 +947,56 @@ func (f *frameTracker) advance(p []byte) {
 			f.left = uint64(l7)
 		}
 		f.hn = 0
+		if onPing != nil && f.hdr[0]&0x0f == websocket.PingMessage && f.left <= 125 {
+			f.ping, f.pay = true, f.pay[:0]
+			if f.left == 0 {
+				f.pingDone(onPing)
+			}
+		}
 	}
+}
+
+// pingDone hands a collected ping payload, unmasked, to onPing.
+func (f *frameTracker) pingDone(onPing func([]byte)) {
+	f.ping = false
+	if f.hdr[1]&0x80 != 0 { // masked (a server must not, but say what it meant)
+		key := f.hdr[frameHeaderLen(f.hdr[:])-4:]
+		for i := range f.pay {
+			f.pay[i] ^= key[i%4]
+		}
+	}
+	onPing(f.pay)
+}
+
+// headEnd finds the end of an HTTP answer's headers in a stream: the
+// first empty line, its line ending "\n" or "\r\n" as Go's textproto
+// reads them.
+type headEnd struct {
+	done bool
+	line int  // bytes of the current line so far
+	cr   bool // the current line is "\r" so far
+}
+
+// feed returns the index in p where the bytes after the headers begin
+// (len(p) when they end with p), or -1 while they go on; once they
+// ended, 0.
+func (h *headEnd) feed(p []byte) int {
+	if h.done {
+		return 0
+	}
+	for i, b := range p {
+		if b == '\n' {
+			if h.line == 0 || (h.line == 1 && h.cr) {
+				h.done = true
+				return i + 1
+			}
+			h.line, h.cr = 0, false
+			continue
+		}
+		if h.line == 0 {
+			h.cr = b == '\r'
+		}
+		h.line++
+	}
+	return -1
 }
