@@ -53,3 +53,6 @@ func (s *TLS13Sealer) Update() error { return s.k.update() }
 // ServerTrafficLabel is the key log label of the server's first
 // application traffic secret.
 const ServerTrafficLabel = serverTrafficLabel
+
+// PRF12 exposes the TLS 1.2 PRF to the tests that seal CBC records.
+var PRF12 = prf12

@@ -332,7 +332,9 @@ type recordWatch struct {
 	hs     []byte // a TLS 1.3 handshake message split across records
 	app    bool   // the handshake is over: records are the server's traffic
 	vers   uint16
-	tls12  int // TLS 1.2: the body length of an empty application data record, or -1 (unknown)
+	tls12  int      // TLS 1.2: the longest body an empty application data record may have
+	hello  []byte   // the start of the server's first handshake message (its ServerHello)
+	cbc    *cbcKeys // TLS 1.2 CBC: tells a record's content length
 	in     *recordKeys
 	broken bool         // TLS 1.3 records can no longer be opened: none is taken for the reply
 	ownW   atomic.Int32 // writes tls.Conn owes on its own (KeyUpdate answers)
@@ -355,7 +357,15 @@ func (w *recordWatch) start(vers, suite uint16) {
 		return
 	}
 	w.tls12 = emptyRecordLen12(suite)
+	if vers == tls.VersionTLS12 && len(w.hello) == serverHelloRandomEnd {
+		w.cbc, _ = newCBCKeys(suite, w.keys.master, w.keys.clientRandom, w.hello[serverHelloRandomEnd-32:])
+	}
+	w.keys.master, w.hello = nil, nil
 }
+
+// serverHelloRandomEnd is where the random of a ServerHello message ends:
+// type (1), length (3), version (2), random (32).
+const serverHelloRandomEnd = 4 + 2 + 32
 
 // emptyRecordLen12 is the body length of an empty application data record
 // under a TLS 1.2 suite, or -1 when the length does not tell an empty
@@ -403,8 +413,11 @@ func (w *recordWatch) feed(p []byte) (reply bool) {
 			w.body = w.body[:0]
 		}
 		k := min(w.left, len(p))
-		if w.app && w.in != nil && !w.broken {
+		switch {
+		case w.app && (w.in != nil && !w.broken || w.cbc != nil):
 			w.body = append(w.body, p[:k]...)
+		case !w.app && w.hdr[0] == recordHandshake && len(w.hello) < serverHelloRandomEnd:
+			w.hello = append(w.hello, p[:min(k, serverHelloRandomEnd-len(w.hello))]...)
 		}
 		w.left -= k
 		p = p[k:]
@@ -424,11 +437,16 @@ func (w *recordWatch) record() (reply bool) {
 	if w.vers != tls.VersionTLS13 {
 		switch typ {
 		case recordApplication:
+			if w.cbc != nil {
+				return w.cbc.contentLen(w.body) > 0
+			}
 			return n > w.tls12
 		case recordHandshake:
 			// A HelloRequest: tls.Conn renegotiates (when the config
-			// allows) and writes its own handshake meanwhile.
+			// allows) and writes its own handshake meanwhile; the keys
+			// change and are not followed (records go by length).
 			w.reneg.Store(true)
+			w.cbc = nil
 		}
 		return false
 	}
@@ -496,5 +514,5 @@ func (w *recordWatch) ownWrite(n int) bool {
 
 // release drops what the watch kept once the reply has come.
 func (w *recordWatch) release() {
-	w.body, w.plain, w.hs, w.in = nil, nil, nil, nil
+	w.body, w.plain, w.hs, w.in, w.cbc = nil, nil, nil, nil, nil
 }

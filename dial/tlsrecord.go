@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"crypto/aes"
 	"crypto/cipher"
+	"crypto/des"
 	"crypto/hkdf"
+	"crypto/hmac"
 	"crypto/sha256"
 	"crypto/sha512"
 	"crypto/subtle"
@@ -39,6 +41,8 @@ const serverTrafficLabel = "SERVER_TRAFFIC_SECRET_0 "
 type keyLog struct {
 	inner  io.Writer
 	secret []byte
+	// TLS 1.2: the master secret and the client random it belongs to.
+	master, clientRandom []byte
 }
 
 func (k *keyLog) Write(line []byte) (int, error) {
@@ -47,6 +51,14 @@ func (k *keyLog) Write(line []byte) (int, error) {
 			sec = bytes.TrimRight(sec, "\r\n")
 			if s, err := hex.AppendDecode(nil, sec); err == nil {
 				k.secret = s
+			}
+		}
+	} else if rest, ok := bytes.CutPrefix(line, []byte(clientRandomLabel)); ok {
+		if cr, sec, ok := bytes.Cut(rest, []byte{' '}); ok {
+			cr, err1 := hex.AppendDecode(nil, cr)
+			m, err2 := hex.AppendDecode(nil, bytes.TrimRight(sec, "\r\n"))
+			if err1 == nil && err2 == nil {
+				k.clientRandom, k.master = cr, m
 			}
 		}
 	}
@@ -376,4 +388,76 @@ func (p *poly1305) sum(out *[16]byte) {
 	h1, _ = bits.Add64(h1, p.s1, c)
 	binary.LittleEndian.PutUint64(out[0:], h0)
 	binary.LittleEndian.PutUint64(out[8:], h1)
+}
+
+// clientRandomLabel is the key log label of a TLS 1.2 master secret.
+const clientRandomLabel = "CLIENT_RANDOM "
+
+// cbcKeys tells the content length of the server's TLS 1.2 CBC records,
+// which their length alone does not (padding hides up to a block): the
+// last block, decrypted with the server write key, gives the padding
+// length (RFC 5246 §6.2.3.2). The MAC is not checked; tls.Conn does.
+type cbcKeys struct {
+	block  cipher.Block
+	macLen int
+}
+
+// newCBCKeys derives the server write key of a TLS 1.2 CBC suite from the
+// master secret and the two hellos' randoms (RFC 5246 §6.3). ok is false
+// for any other suite or input.
+func newCBCKeys(suite uint16, master, clientRandom, serverRandom []byte) (*cbcKeys, bool) {
+	var keyLen, macLen int
+	newBlock := aes.NewCipher
+	switch suite {
+	case tls.TLS_RSA_WITH_AES_128_CBC_SHA, tls.TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA, tls.TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA:
+		keyLen, macLen = 16, 20
+	case tls.TLS_RSA_WITH_AES_256_CBC_SHA, tls.TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA, tls.TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA:
+		keyLen, macLen = 32, 20
+	case tls.TLS_RSA_WITH_AES_128_CBC_SHA256, tls.TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA256, tls.TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA256:
+		keyLen, macLen = 16, 32
+	case tls.TLS_RSA_WITH_3DES_EDE_CBC_SHA, tls.TLS_ECDHE_RSA_WITH_3DES_EDE_CBC_SHA:
+		keyLen, macLen, newBlock = 24, 20, des.NewTripleDESCipher
+	default:
+		return nil, false
+	}
+	if len(master) != 48 || len(clientRandom) != 32 || len(serverRandom) != 32 {
+		return nil, false
+	}
+	seed := append(append([]byte("key expansion"), serverRandom...), clientRandom...)
+	kb := prf12(master, seed, 2*macLen+2*keyLen)
+	block, err := newBlock(kb[2*macLen+keyLen:])
+	if err != nil {
+		return nil, false
+	}
+	return &cbcKeys{block: block, macLen: macLen}, true
+}
+
+// contentLen is the plaintext length of a CBC record body (explicit IV,
+// then the ciphertext), or -1 when the body is malformed.
+func (k *cbcKeys) contentLen(body []byte) int {
+	bs := k.block.BlockSize()
+	if len(body) < 2*bs || len(body)%bs != 0 {
+		return -1
+	}
+	var last [16]byte
+	k.block.Decrypt(last[:bs], body[len(body)-bs:])
+	pad := int(last[bs-1] ^ body[len(body)-bs-1])
+	return len(body) - bs - k.macLen - pad - 1
+}
+
+// prf12 is the TLS 1.2 PRF with SHA-256 (RFC 5246 §5), the PRF of every
+// CBC suite crypto/tls offers.
+func prf12(secret, seed []byte, n int) []byte {
+	out := make([]byte, 0, n+sha256.Size)
+	a := seed
+	for len(out) < n {
+		h := hmac.New(sha256.New, secret)
+		h.Write(a)
+		a = h.Sum(nil)
+		h.Reset()
+		h.Write(a)
+		h.Write(seed)
+		out = h.Sum(out)
+	}
+	return out[:n]
 }
