@@ -229,3 +229,33 @@ func TestFirstByteTLS12EmptyCBCRecordIsNoReply(t *testing.T) {
 		})
 	}
 }
+
+// TestFirstByteTLS13ForgedRecordFailsRead: a record whose tag does not
+// verify (forged on the path, or by a hostile server) — carrying a reply,
+// a ticket or a KeyUpdate — ends the Read at once with tls.Conn's error,
+// whatever the watch makes of it: the watch needs no tag check of its own.
+func TestFirstByteTLS13ForgedRecordFailsRead(t *testing.T) {
+	forge := func(r []byte) []byte { r[len(r)-1] ^= 1; return r }
+	for name, script := range map[string]func(s *dial.TLS13Sealer) [][]byte{
+		"reply":     func(s *dial.TLS13Sealer) [][]byte { return [][]byte{forge(s.Seal(23, []byte("hello")))} },
+		"ticket":    func(s *dial.TLS13Sealer) [][]byte { return [][]byte{forge(s.Seal(22, ticketMsg(0, 8)))} },
+		"keyupdate": func(s *dial.TLS13Sealer) [][]byte { return [][]byte{forge(s.Seal(22, keyUpdateMsg(true)))} },
+	} {
+		t.Run(name, func(t *testing.T) {
+			addr, clientCfg := injectingServer(t, script, nil)
+			clientCfg.MinVersion = tls.VersionTLS13
+			const limit = 3 * time.Second
+			d := dial.Dialer{Resolver: resolverFor(addr), TLSConfig: clientCfg, FirstByteTimeout: limit}
+			_, port, _ := net.SplitHostPort(addr)
+			conn, err := d.DialTLSContext(t.Context(), "tcp", net.JoinHostPort(testHost, port))
+			require.NoError(t, err)
+			defer conn.Close()
+			_, err = conn.Write([]byte("GET\n"))
+			require.NoError(t, err)
+			_, elapsed, err := readBounded(t, conn, 2*limit)
+			require.Error(t, err)
+			require.ErrorContains(t, err, "bad record MAC")
+			require.Less(t, elapsed, limit)
+		})
+	}
+}

@@ -124,8 +124,11 @@ type Dialer struct {
 	// which crypto/tls hands to the config's KeyLogWriter (TLS 1.3; the
 	// caller's KeyLogWriter, if any, still gets every line). A record the
 	// watch cannot read is not taken for the reply: the bound stays armed.
-	// (Under a TLS 1.2 CBC suite a reply that fits a record of 64 bytes or
-	// less cannot be told from an empty record and does not end the watch.)
+	// Under a TLS 1.2 CBC suite the content length of a record comes from
+	// its last block, decrypted with the server's write key (derived from
+	// the keylogged master secret). (Under TLS 1.0 and 1.1 CBC suites, off
+	// by default, a reply that fits a record of 64 bytes or less cannot be
+	// told from an empty record and does not end the watch.)
 	//
 	// Zero means 30s; negative means off, and DialContext's conn is then
 	// the bare *net.TCPConn (or what DialFunc returned). When on,

@@ -318,7 +318,7 @@ const (
 // application data with content is the reply; every other record — a
 // session ticket (with or without a lifetime, kept or dropped), a
 // KeyUpdate, an empty record, an alert, a renegotiation, or a record that
-// does not open — is not, and leaves the bound armed.
+// cannot be read — is not, and leaves the bound armed.
 //
 // All fields but the atomics are touched only by Read, which tls.Conn
 // serialises (and, before that, by the handshake on the same goroutine).
@@ -453,10 +453,10 @@ func (w *recordWatch) record() (reply bool) {
 	if typ != recordApplication || w.broken {
 		return false // a change_cipher_spec that tls.Conn skips, or an error it will report
 	}
-	content, inner, ok := w.in.open(w.plain, w.hdr[:], w.body)
+	content, inner, ok := w.in.open(w.plain, w.body)
 	if !ok {
-		// Not with the keys followed so far: stop taking any record
-		// for the reply (tls.Conn reports a record that is not genuine).
+		// Too short, or no content type: tls.Conn fails the Read on
+		// it; take no later record for the reply.
 		w.broken = true
 		return false
 	}
