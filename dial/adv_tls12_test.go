@@ -259,3 +259,69 @@ func TestFirstByteTLS13ForgedRecordFailsRead(t *testing.T) {
 		})
 	}
 }
+
+// TestFirstByteRenegotiationThenWritesRestartClock: after a TLS 1.2
+// renegotiation (OpenSSL's r) the caller's own Writes restart the clock
+// again: a request still being written (an upload) is not cut as a
+// first-byte stall because the server renegotiated before the reply.
+func TestFirstByteRenegotiationThenWritesRestartClock(t *testing.T) {
+	addr, stdin, clientCfg := opensslServer(t, "-tls1_2")
+	clientCfg.Renegotiation = tls.RenegotiateOnceAsClient
+	const limit = 500 * time.Millisecond
+	d := dial.Dialer{Resolver: resolverFor(addr), TLSConfig: clientCfg, FirstByteTimeout: limit}
+	_, port, _ := net.SplitHostPort(addr)
+	conn, err := d.DialTLSContext(t.Context(), "tcp", net.JoinHostPort(testHost, port))
+	require.NoError(t, err)
+	defer conn.Close()
+	_, err = conn.Write([]byte("POST\n"))
+	require.NoError(t, err)
+	type result struct {
+		s   string
+		err error
+	}
+	results := make(chan result, 16)
+	go func() {
+		defer close(results)
+		buf := make([]byte, 64)
+		for {
+			n, err := conn.Read(buf)
+			results <- result{string(buf[:n]), err}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	time.Sleep(50 * time.Millisecond)
+	_, _ = io.WriteString(stdin, "r\n") // renegotiate before the reply
+	// The upload goes on: a piece every 200ms for 1.2s, well past the
+	// limit from the first Write, never past it from the latest.
+	for range 6 {
+		time.Sleep(200 * time.Millisecond)
+		_, err := conn.Write([]byte("body\n"))
+		require.NoError(t, err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	_, _ = io.WriteString(stdin, "hello\n")
+	var got strings.Builder
+	hang := time.NewTimer(5 * time.Second)
+	defer hang.Stop()
+	for {
+		select {
+		case r, ok := <-results:
+			require.True(t, ok, "the reply never came (got %q)", got.String())
+			require.NoError(t, r.err, "got %q", got.String())
+			got.WriteString(r.s)
+			if strings.Contains(got.String(), "hello") {
+				conn.Close()
+				for range results {
+				}
+				return
+			}
+		case <-hang.C:
+			conn.Close()
+			for range results {
+			}
+			t.Fatalf("no reply within 5s (got %q)", got.String())
+		}
+	}
+}

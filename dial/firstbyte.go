@@ -88,7 +88,7 @@ func (c *firstByteConn) Write(b []byte) (int, error) {
 	// A zero-length Write sends nothing and is no request; a write that
 	// tls.Conn makes on its own (the answer to a KeyUpdate) is none either.
 	if st := c.state.Load(); (st == fbArmed || st == fbWaiting) && len(b) > 0 &&
-		(c.records == nil || !c.records.ownWrite(len(b))) {
+		(c.records == nil || !c.records.ownWrite(b)) {
 		c.startClock()
 	}
 	return c.Conn.Write(b)
@@ -339,6 +339,9 @@ type recordWatch struct {
 	broken bool         // TLS 1.3 records can no longer be opened: none is taken for the reply
 	ownW   atomic.Int32 // writes tls.Conn owes on its own (KeyUpdate answers)
 	reneg  atomic.Bool  // TLS 1.2 renegotiation in progress: its writes are tls.Conn's
+	// The renegotiation's ChangeCipherSpecs seen so far: it ends with the
+	// second one's Finished (the server's, or the client's when resumed).
+	serverCCS, clientCCS atomic.Bool
 }
 
 // start begins watching the server's traffic after a handshake of the
@@ -442,11 +445,21 @@ func (w *recordWatch) record() (reply bool) {
 			}
 			return n > w.tls12
 		case recordHandshake:
-			// A HelloRequest: tls.Conn renegotiates (when the config
-			// allows) and writes its own handshake meanwhile; the keys
-			// change and are not followed (records go by length).
-			w.reneg.Store(true)
-			w.cbc = nil
+			switch {
+			case !w.reneg.Load():
+				// A HelloRequest: tls.Conn renegotiates (when the
+				// config allows) and writes its own handshake
+				// meanwhile; the keys change and are not followed
+				// (records go by length).
+				w.serverCCS.Store(false)
+				w.clientCCS.Store(false)
+				w.reneg.Store(true)
+				w.cbc = nil
+			case w.serverCCS.Load() && w.clientCCS.Load():
+				w.reneg.Store(false) // the server's Finished, last of a full handshake
+			}
+		case recordCCS:
+			w.serverCCS.Store(w.reneg.Load())
 		}
 		return false
 	}
@@ -494,13 +507,24 @@ func (w *recordWatch) handshake(content []byte) {
 	}
 }
 
-// ownWrite reports whether a raw write of n bytes is one tls.Conn makes on
-// its own while reading (a KeyUpdate answer, a renegotiation), which is no
-// request and does not restart the clock.
-func (w *recordWatch) ownWrite(n int) bool {
+// ownWrite reports whether a raw write of b is one tls.Conn makes on its
+// own while reading (a KeyUpdate answer, a renegotiation), which is no
+// request and does not restart the clock. The client's ChangeCipherSpec
+// comes with its Finished in one write (tls.Conn buffers its flight); the
+// caller's Writes wait for the renegotiation to end.
+func (w *recordWatch) ownWrite(b []byte) bool {
 	if w.reneg.Load() {
+		for i := 0; i+recordHeaderLen <= len(b); i += recordHeaderLen + (int(b[i+3])<<8 | int(b[i+4])) {
+			if b[i] == recordCCS {
+				w.clientCCS.Store(true)
+				if w.serverCCS.Load() {
+					w.reneg.Store(false) // the client's Finished, last of a resumption
+				}
+			}
+		}
 		return true
 	}
+	n := len(b)
 	for {
 		k := w.ownW.Load()
 		if k == 0 || n != keyUpdateAnswerLen {
