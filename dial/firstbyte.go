@@ -154,6 +154,7 @@ func (c *firstByteConn) Read(b []byte) (int, error) {
 		// record on, so that it knows which records are the handshake's.
 		b = w.limit(b)
 	}
+	looked := false
 	for {
 		n, err := c.Conn.Read(b)
 		if n > 0 && c.state.Load() != fbDone {
@@ -174,9 +175,35 @@ func (c *firstByteConn) Read(b []byte) (int, error) {
 				continue
 			}
 		case timeoutOurs:
+			// A Read whose deadline had passed before it began returns
+			// without looking at the socket: a reply that came in time
+			// and waits there unread is no stall. Look once.
+			if n == 0 && !looked {
+				looked = true
+				c.lastLook()
+				continue
+			}
 			return n, c.firstByteError()
 		}
 		return n, err
+	}
+}
+
+// lastLookWait is how long the last look at the socket after the bound
+// waits: a reply already there is read at once.
+const lastLookWait = 5 * time.Millisecond
+
+// lastLook lets the next read look at the socket once more after the
+// bound has passed.
+func (c *firstByteConn) lastLook() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.state.Load() == fbWaiting {
+		t := time.Now().Add(lastLookWait)
+		if !c.userDeadline.IsZero() && c.userDeadline.Before(t) {
+			t = c.userDeadline
+		}
+		_ = c.Conn.SetReadDeadline(t)
 	}
 }
 
