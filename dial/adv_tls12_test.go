@@ -25,13 +25,16 @@ import (
 	"github.com/lifeline-go/lifeline/dial"
 )
 
-// tls12Server is a TLS 1.2 server of one cipher suite that answers each
-// line with reply and then keeps the conn open and idle.
+// tls12Server is a TLS 1.2 server of one cipher suite (TLS 1.3 when suite
+// is 0) that answers each line with reply and then keeps the conn open and
+// idle.
 func tls12Server(t *testing.T, suite uint16, reply string) (string, *tls.Config) {
 	t.Helper()
 	serverCfg, clientCfg, _ := testCert(t, testHost)
-	serverCfg.MaxVersion = tls.VersionTLS12
-	serverCfg.CipherSuites = []uint16{suite}
+	if suite != 0 { // else TLS 1.3
+		serverCfg.MaxVersion = tls.VersionTLS12
+		serverCfg.CipherSuites = []uint16{suite}
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	var wg sync.WaitGroup
@@ -323,5 +326,45 @@ func TestFirstByteRenegotiationThenWritesRestartClock(t *testing.T) {
 			}
 			t.Fatalf("no reply within 5s (got %q)", got.String())
 		}
+	}
+}
+
+// TestFirstByteResumedSessionReplyEndsWatch: on a resumed session (the
+// caller's ClientSessionCache and KeyLogWriter set) the reply still ends
+// the watch: an idle Read after it is bounded by the caller's deadline.
+func TestFirstByteResumedSessionReplyEndsWatch(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		max   uint16
+		suite uint16
+	}{{"TLS 1.3", tls.VersionTLS13, 0}, {"TLS 1.2 GCM", tls.VersionTLS12, tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256}} {
+		t.Run(tc.name, func(t *testing.T) {
+			addr, cfg := tls12Server(t, tc.suite, "+OK\r\n")
+			cfg.ServerName = testHost
+			cfg.MaxVersion = tc.max
+			cfg.ClientSessionCache = tls.NewLRUClientSessionCache(4)
+			var keys syncBuffer
+			cfg.KeyLogWriter = &keys
+			d := &dial.Dialer{TLSConfig: cfg, FirstByteTimeout: 150 * time.Millisecond}
+			for i := range 2 {
+				conn, err := d.DialTLSContext(context.Background(), "tcp", addr)
+				require.NoError(t, err)
+				_, err = conn.Write([]byte("PING\n"))
+				require.NoError(t, err)
+				got := make([]byte, 5)
+				_, err = io.ReadFull(conn, got)
+				require.NoError(t, err)
+				st := conn.(*tls.Conn).ConnectionState()
+				require.Equal(t, i == 1, st.DidResume)
+				require.Equal(t, tc.max, st.Version)
+				require.NoError(t, conn.SetReadDeadline(time.Now().Add(400*time.Millisecond)))
+				_, err = conn.Read(got)
+				var de *dial.Error
+				require.False(t, errors.As(err, &de), "dial %d: idle read after the reply cut as %v", i, err)
+				require.ErrorIs(t, err, os.ErrDeadlineExceeded)
+				conn.Close()
+			}
+			require.NotEmpty(t, keys.String(), "the caller's KeyLogWriter got its lines")
+		})
 	}
 }
