@@ -66,3 +66,26 @@ func TestFirstByteLateReadOfTimelyReply(t *testing.T) {
 		})
 	}
 }
+
+// TestFirstByteGreetingTimeoutMetric: a greeting that never comes is
+// recorded in the first-byte duration as the bound that expired
+// (GreetingTimeout), not FirstByteTimeout.
+func TestFirstByteGreetingTimeoutMetric(t *testing.T) {
+	srv := faultnet.Start(t, faultnet.Config{Fault: faultnet.Silence})
+	tel := newTelemetry(t)
+	d := dial.Dialer{FirstByteTimeout: 30 * time.Second, GreetingTimeout: 200 * time.Millisecond, MeterProvider: tel.mp}
+	conn, err := d.DialContext(t.Context(), "tcp", srv.Addr())
+	require.NoError(t, err)
+	defer conn.Close()
+	_, _, err = readBounded(t, conn, 5*time.Second)
+	requireFirstByteTimeout(t, err)
+	var n uint64
+	for _, p := range tel.histPoints(t, "lifeline.dial.duration") {
+		if setValue(p.Attributes, "lifeline.phase") != "first_byte" {
+			continue
+		}
+		n += p.Count
+		assert.InDelta(t, 0.2, p.Sum, 0.05, "the greeting's bound, not FirstByteTimeout")
+	}
+	assert.EqualValues(t, 1, n)
+}

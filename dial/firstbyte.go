@@ -256,9 +256,10 @@ func (c *firstByteConn) firstByteError() error {
 	c.mu.Lock()
 	report := !c.expired
 	c.expired = true
+	bound := c.fbDeadline.Sub(c.wroteAt) // FirstByteTimeout, or GreetingTimeout
 	c.mu.Unlock()
 	if report {
-		c.tel.recordDuration(context.Background(), mPhaseFirstByte, mTimeout, c.timeout.Seconds())
+		c.tel.recordDuration(context.Background(), mPhaseFirstByte, mTimeout, bound.Seconds())
 		c.health.record(c.peer, EventFirstByteStall, 0, time.Now())
 	}
 	return &Error{Phase: PhaseFirstByte, Network: c.network, Addr: c.addr, Peer: c.peer,
