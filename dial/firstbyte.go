@@ -56,6 +56,7 @@ type firstByteConn struct {
 	wroteAt       time.Time  // when the clock started: the latest Write before the reply, or establishment
 	establishedAt time.Time
 	expired       bool // the first-byte timeout was reported
+	writing       int  // Writes of the caller in flight
 }
 
 func (s *dialState) watchFirstByte(conn net.Conn, peer netip.AddrPort, tlsCfg *tls.Config) *firstByteConn {
@@ -89,19 +90,27 @@ func (c *firstByteConn) Write(b []byte) (int, error) {
 	// tls.Conn makes on its own (the answer to a KeyUpdate) is none either.
 	if st := c.state.Load(); (st == fbArmed || st == fbWaiting) && len(b) > 0 &&
 		(c.records == nil || !c.records.ownWrite(b)) {
-		c.startClock()
+		c.startClock(1)
+		n, err := c.Conn.Write(b)
+		c.startClock(-1)
+		return n, err
 	}
 	return c.Conn.Write(b)
 }
 
 // startClock sets the first-byte deadline from now: the clock runs from
-// the latest Write before the reply, so a request written in pieces is not
-// cut short. It is set before the bytes are written so that a Read already
-// blocked on another goroutine is covered too (a deadline change applies to
-// pending reads).
-func (c *firstByteConn) startClock() {
+// the end of the latest Write before the reply, so a request written in
+// pieces, or in one Write slower than the bound, is not cut short. It is
+// set when the Write begins (writing +1), so that a Read already blocked
+// on another goroutine is covered too (a deadline change applies to
+// pending reads), and again when it ends (writing -1); while a Write is in
+// flight the bound does not expire (timedOut): no reply is due before the
+// request is written, and a Write that stalls is UserTimeout's or the
+// write deadline's.
+func (c *firstByteConn) startClock(writing int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.writing += writing
 	if st := c.state.Load(); st != fbArmed && st != fbWaiting {
 		return
 	}
@@ -243,6 +252,10 @@ func (c *firstByteConn) timedOut() int {
 	userPassed := !c.userDeadline.IsZero() && !c.userDeadline.After(now)
 	switch {
 	case !c.fbDeadline.After(now) && (c.userDeadline.IsZero() || c.fbDeadline.Before(c.userDeadline)):
+		if c.writing > 0 {
+			c.startLocked(now, c.timeout) // the request is still being written
+			return timeoutRetry
+		}
 		return timeoutOurs
 	case userPassed:
 		return timeoutCaller
