@@ -102,9 +102,12 @@ type Dialer struct {
 	// last Write before it fails with an *Error of PhaseFirstByte, and
 	// Health remembers the stall. This is incident 01 itself: a load
 	// balancer that accepts (and even completes the handshake) and then
-	// never answers. The clock runs from the latest Write of at least one
-	// byte, so a request written in pieces gets the whole limit after its
-	// last piece; a Read that comes before any Write (a server-first
+	// never answers. The clock runs from the end of the latest Write of at
+	// least one byte, so a request written in pieces, or in one slow Write,
+	// gets the whole limit after its last byte (while a Write is in flight
+	// the bound does not expire: a stalled Write is UserTimeout's or the
+	// write deadline's). A reply that arrived in time is read even when the
+	// Read comes after the bound. A Read that comes before any Write (a server-first
 	// protocol: SMTP, MySQL, FTP, whose greeting is the reply) is bounded
 	// from establishment (see GreetingTimeout). Once a byte has arrived the
 	// watch costs one atomic load per call. The caller's own read deadlines

@@ -23,7 +23,7 @@ const (
 
 // firstByteConn bounds the wait for the first byte of a reply: each Write
 // of at least one byte before the reply sets the reads' deadline to
-// FirstByteTimeout from then (or the caller's own read deadline if that is
+// FirstByteTimeout from its end (or the caller's own read deadline if that is
 // earlier); a Read that comes before any Write (a server-first protocol,
 // whose greeting is the reply) is bounded from establishment. When the
 // bound expires the Read fails with an *Error of PhaseFirstByte. Once the
