@@ -2,6 +2,7 @@ package dial_test
 
 import (
 	"context"
+	"io"
 	"net"
 	"net/netip"
 	"syscall"
@@ -61,4 +62,19 @@ func TestHugeDNSAnswerKeepsTimeout(t *testing.T) {
 	}
 	assert.Greater(t, n, 100, "Unwrap reaches every attempt")
 	t.Logf("%d attempts in %v; %s", calls, elapsed, err)
+}
+
+// TestDialFuncConnWithErrorIsClosed: a DialFunc that returns a conn and an
+// error (against its contract) does not leak the conn.
+func TestDialFuncConnWithErrorIsClosed(t *testing.T) {
+	client, server := net.Pipe()
+	defer server.Close()
+	d := &dial.Dialer{DialFunc: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		return client, &net.OpError{Op: "dial", Net: network, Err: syscall.ECONNREFUSED}
+	}, Timeout: time.Second}
+	_, err := d.DialContext(context.Background(), "tcp", "127.0.0.1:1")
+	require.Error(t, err)
+	require.NoError(t, server.SetReadDeadline(time.Now().Add(2*time.Second)))
+	_, err = server.Read(make([]byte, 1))
+	require.ErrorIs(t, err, io.EOF, "the conn the DialFunc returned was left open")
 }

@@ -563,6 +563,9 @@ func (s *dialState) connect(ctx context.Context, peer netip.AddrPort) (net.Conn,
 	if f := s.d.DialFunc; f != nil {
 		c, err := f(ctx, s.network, addr)
 		if err != nil {
+			if c != nil {
+				c.Close() // a conn with an error: against the contract, but not leaked
+			}
 			return nil, err
 		}
 		if c == nil {
