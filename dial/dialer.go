@@ -102,9 +102,12 @@ type Dialer struct {
 	// last Write before it fails with an *Error of PhaseFirstByte, and
 	// Health remembers the stall. This is incident 01 itself: a load
 	// balancer that accepts (and even completes the handshake) and then
-	// never answers. The clock runs from the latest Write of at least one
-	// byte, so a request written in pieces gets the whole limit after its
-	// last piece; a Read that comes before any Write (a server-first
+	// never answers. The clock runs from the end of the latest Write of at
+	// least one byte, so a request written in pieces, or in one slow Write,
+	// gets the whole limit after its last byte (while a Write is in flight
+	// the bound does not expire: a stalled Write is UserTimeout's or the
+	// write deadline's). A reply that arrived in time is read even when the
+	// Read comes after the bound. A Read that comes before any Write (a server-first
 	// protocol: SMTP, MySQL, FTP, whose greeting is the reply) is bounded
 	// from establishment (see GreetingTimeout). Once a byte has arrived the
 	// watch costs one atomic load per call. The caller's own read deadlines
@@ -124,8 +127,11 @@ type Dialer struct {
 	// which crypto/tls hands to the config's KeyLogWriter (TLS 1.3; the
 	// caller's KeyLogWriter, if any, still gets every line). A record the
 	// watch cannot read is not taken for the reply: the bound stays armed.
-	// (Under a TLS 1.2 CBC suite a reply that fits a record of 64 bytes or
-	// less cannot be told from an empty record and does not end the watch.)
+	// Under a TLS 1.2 CBC suite the content length of a record comes from
+	// its last block, decrypted with the server's write key (derived from
+	// the keylogged master secret). (Under TLS 1.0 and 1.1 CBC suites, off
+	// by default, a reply that fits a record of 64 bytes or less cannot be
+	// told from an empty record and does not end the watch.)
 	//
 	// Zero means 30s; negative means off, and DialContext's conn is then
 	// the bare *net.TCPConn (or what DialFunc returned). When on,
@@ -557,6 +563,9 @@ func (s *dialState) connect(ctx context.Context, peer netip.AddrPort) (net.Conn,
 	if f := s.d.DialFunc; f != nil {
 		c, err := f(ctx, s.network, addr)
 		if err != nil {
+			if c != nil {
+				c.Close() // a conn with an error: against the contract, but not leaked
+			}
 			return nil, err
 		}
 		if c == nil {

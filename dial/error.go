@@ -403,15 +403,19 @@ func (e *attemptsError) Error() string {
 	} else {
 		b.WriteString(" more attempts: ")
 	}
-	first := true
+	listed := 0
 	for _, a := range e.attempts {
 		if a == e.primary {
 			continue
 		}
-		if !first {
+		if listed > 0 {
 			b.WriteString("; ")
 		}
-		first = false
+		if listed == maxListedAttempts {
+			b.WriteString("...")
+			break
+		}
+		listed++
 		b.WriteString(a.Peer.String())
 		b.WriteByte(' ')
 		b.WriteString(a.Phase.String())
@@ -421,6 +425,11 @@ func (e *attemptsError) Error() string {
 	b.WriteByte(')')
 	return b.String()
 }
+
+// maxListedAttempts is how many of the other attempts an aggregate error's
+// text names: a dial of a huge DNS answer may fail thousands, and the text
+// goes to logs (Unwrap still reaches every one).
+const maxListedAttempts = 8
 
 func (e *attemptsError) Unwrap() []error { return e.unwrap }
 

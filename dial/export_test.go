@@ -1,6 +1,8 @@
 package dial
 
 import (
+	"crypto/aes"
+	"crypto/cipher"
 	"net/netip"
 	"time"
 )
@@ -19,7 +21,10 @@ func (h *Health) RecordAt(peer netip.AddrPort, ev Event, now time.Time) { h.reco
 
 // TLS13Sealer seals TLS 1.3 records as a server would, for tests that
 // send the post-handshake records crypto/tls never sends on its own.
-type TLS13Sealer struct{ k *recordKeys }
+type TLS13Sealer struct {
+	k    *recordKeys
+	aead cipher.AEAD
+}
 
 // NewTLS13Sealer keys a sealer from a server application traffic secret.
 func NewTLS13Sealer(suite uint16, secret []byte) (*TLS13Sealer, error) {
@@ -30,13 +35,27 @@ func NewTLS13Sealer(suite uint16, secret []byte) (*TLS13Sealer, error) {
 	if k.chacha {
 		return nil, errUnknownSuite // Seal is not implemented for ChaCha20
 	}
-	return &TLS13Sealer{k}, nil
+	s := &TLS13Sealer{k: k}
+	return s, s.rekey()
+}
+
+func (s *TLS13Sealer) rekey() error {
+	key, err := expandLabel(s.k.hash, s.k.secret, "key", s.k.keyLen)
+	if err != nil {
+		return err
+	}
+	block, err := aes.NewCipher(key)
+	if err != nil {
+		return err
+	}
+	s.aead, err = cipher.NewGCM(block)
+	return err
 }
 
 // Seal returns one whole record carrying content of the inner type typ.
 func (s *TLS13Sealer) Seal(typ byte, content []byte) []byte {
 	k := s.k
-	n := len(content) + 1 + k.aead.Overhead()
+	n := len(content) + 1 + s.aead.Overhead()
 	hdr := []byte{recordApplication, 3, 3, byte(n >> 8), byte(n)}
 	k.nonce = k.iv
 	for i := range 8 {
@@ -44,12 +63,20 @@ func (s *TLS13Sealer) Seal(typ byte, content []byte) []byte {
 	}
 	k.seq++
 	inner := append(append([]byte(nil), content...), typ)
-	return k.aead.Seal(hdr, k.nonce[:], inner, hdr)
+	return s.aead.Seal(hdr, k.nonce[:], inner, hdr)
 }
 
 // Update moves to the next traffic secret, as after sending a KeyUpdate.
-func (s *TLS13Sealer) Update() error { return s.k.update() }
+func (s *TLS13Sealer) Update() error {
+	if err := s.k.update(); err != nil {
+		return err
+	}
+	return s.rekey()
+}
 
 // ServerTrafficLabel is the key log label of the server's first
 // application traffic secret.
 const ServerTrafficLabel = serverTrafficLabel
+
+// PRF12 exposes the TLS 1.2 PRF to the tests that seal CBC records.
+var PRF12 = prf12

@@ -23,7 +23,7 @@ const (
 
 // firstByteConn bounds the wait for the first byte of a reply: each Write
 // of at least one byte before the reply sets the reads' deadline to
-// FirstByteTimeout from then (or the caller's own read deadline if that is
+// FirstByteTimeout from its end (or the caller's own read deadline if that is
 // earlier); a Read that comes before any Write (a server-first protocol,
 // whose greeting is the reply) is bounded from establishment. When the
 // bound expires the Read fails with an *Error of PhaseFirstByte. Once the
@@ -56,6 +56,7 @@ type firstByteConn struct {
 	wroteAt       time.Time  // when the clock started: the latest Write before the reply, or establishment
 	establishedAt time.Time
 	expired       bool // the first-byte timeout was reported
+	writing       int  // Writes of the caller in flight
 }
 
 func (s *dialState) watchFirstByte(conn net.Conn, peer netip.AddrPort, tlsCfg *tls.Config) *firstByteConn {
@@ -88,20 +89,28 @@ func (c *firstByteConn) Write(b []byte) (int, error) {
 	// A zero-length Write sends nothing and is no request; a write that
 	// tls.Conn makes on its own (the answer to a KeyUpdate) is none either.
 	if st := c.state.Load(); (st == fbArmed || st == fbWaiting) && len(b) > 0 &&
-		(c.records == nil || !c.records.ownWrite(len(b))) {
-		c.startClock()
+		(c.records == nil || !c.records.ownWrite(b)) {
+		c.startClock(1)
+		n, err := c.Conn.Write(b)
+		c.startClock(-1)
+		return n, err
 	}
 	return c.Conn.Write(b)
 }
 
 // startClock sets the first-byte deadline from now: the clock runs from
-// the latest Write before the reply, so a request written in pieces is not
-// cut short. It is set before the bytes are written so that a Read already
-// blocked on another goroutine is covered too (a deadline change applies to
-// pending reads).
-func (c *firstByteConn) startClock() {
+// the end of the latest Write before the reply, so a request written in
+// pieces, or in one Write slower than the bound, is not cut short. It is
+// set when the Write begins (writing +1), so that a Read already blocked
+// on another goroutine is covered too (a deadline change applies to
+// pending reads), and again when it ends (writing -1); while a Write is in
+// flight the bound does not expire (timedOut): no reply is due before the
+// request is written, and a Write that stalls is UserTimeout's or the
+// write deadline's.
+func (c *firstByteConn) startClock(writing int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.writing += writing
 	if st := c.state.Load(); st != fbArmed && st != fbWaiting {
 		return
 	}
@@ -154,6 +163,7 @@ func (c *firstByteConn) Read(b []byte) (int, error) {
 		// record on, so that it knows which records are the handshake's.
 		b = w.limit(b)
 	}
+	looked := false
 	for {
 		n, err := c.Conn.Read(b)
 		if n > 0 && c.state.Load() != fbDone {
@@ -174,9 +184,35 @@ func (c *firstByteConn) Read(b []byte) (int, error) {
 				continue
 			}
 		case timeoutOurs:
+			// A Read whose deadline had passed before it began returns
+			// without looking at the socket: a reply that came in time
+			// and waits there unread is no stall. Look once.
+			if n == 0 && !looked {
+				looked = true
+				c.lastLook()
+				continue
+			}
 			return n, c.firstByteError()
 		}
 		return n, err
+	}
+}
+
+// lastLookWait is how long the last look at the socket after the bound
+// waits: a reply already there is read at once.
+const lastLookWait = 5 * time.Millisecond
+
+// lastLook lets the next read look at the socket once more after the
+// bound has passed.
+func (c *firstByteConn) lastLook() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.state.Load() == fbWaiting {
+		t := time.Now().Add(lastLookWait)
+		if !c.userDeadline.IsZero() && c.userDeadline.Before(t) {
+			t = c.userDeadline
+		}
+		_ = c.Conn.SetReadDeadline(t)
 	}
 }
 
@@ -216,6 +252,10 @@ func (c *firstByteConn) timedOut() int {
 	userPassed := !c.userDeadline.IsZero() && !c.userDeadline.After(now)
 	switch {
 	case !c.fbDeadline.After(now) && (c.userDeadline.IsZero() || c.fbDeadline.Before(c.userDeadline)):
+		if c.writing > 0 {
+			c.startLocked(now, c.timeout) // the request is still being written
+			return timeoutRetry
+		}
 		return timeoutOurs
 	case userPassed:
 		return timeoutCaller
@@ -229,9 +269,10 @@ func (c *firstByteConn) firstByteError() error {
 	c.mu.Lock()
 	report := !c.expired
 	c.expired = true
+	bound := c.fbDeadline.Sub(c.wroteAt) // FirstByteTimeout, or GreetingTimeout
 	c.mu.Unlock()
 	if report {
-		c.tel.recordDuration(context.Background(), mPhaseFirstByte, mTimeout, c.timeout.Seconds())
+		c.tel.recordDuration(context.Background(), mPhaseFirstByte, mTimeout, bound.Seconds())
 		c.health.record(c.peer, EventFirstByteStall, 0, time.Now())
 	}
 	return &Error{Phase: PhaseFirstByte, Network: c.network, Addr: c.addr, Peer: c.peer,
@@ -318,7 +359,7 @@ const (
 // application data with content is the reply; every other record — a
 // session ticket (with or without a lifetime, kept or dropped), a
 // KeyUpdate, an empty record, an alert, a renegotiation, or a record that
-// does not open — is not, and leaves the bound armed.
+// cannot be read — is not, and leaves the bound armed.
 //
 // All fields but the atomics are touched only by Read, which tls.Conn
 // serialises (and, before that, by the handshake on the same goroutine).
@@ -332,11 +373,16 @@ type recordWatch struct {
 	hs     []byte // a TLS 1.3 handshake message split across records
 	app    bool   // the handshake is over: records are the server's traffic
 	vers   uint16
-	tls12  int // TLS 1.2: the body length of an empty application data record, or -1 (unknown)
+	tls12  int      // TLS 1.2: the longest body an empty application data record may have
+	hello  []byte   // the start of the server's first handshake message (its ServerHello)
+	cbc    *cbcKeys // TLS 1.2 CBC: tells a record's content length
 	in     *recordKeys
 	broken bool         // TLS 1.3 records can no longer be opened: none is taken for the reply
 	ownW   atomic.Int32 // writes tls.Conn owes on its own (KeyUpdate answers)
 	reneg  atomic.Bool  // TLS 1.2 renegotiation in progress: its writes are tls.Conn's
+	// The renegotiation's ChangeCipherSpecs seen so far: it ends with the
+	// second one's Finished (the server's, or the client's when resumed).
+	serverCCS, clientCCS atomic.Bool
 }
 
 // start begins watching the server's traffic after a handshake of the
@@ -355,7 +401,15 @@ func (w *recordWatch) start(vers, suite uint16) {
 		return
 	}
 	w.tls12 = emptyRecordLen12(suite)
+	if vers == tls.VersionTLS12 && len(w.hello) == serverHelloRandomEnd {
+		w.cbc, _ = newCBCKeys(suite, w.keys.master, w.keys.clientRandom, w.hello[serverHelloRandomEnd-32:])
+	}
+	w.keys.master, w.hello = nil, nil
 }
+
+// serverHelloRandomEnd is where the random of a ServerHello message ends:
+// type (1), length (3), version (2), random (32).
+const serverHelloRandomEnd = 4 + 2 + 32
 
 // emptyRecordLen12 is the body length of an empty application data record
 // under a TLS 1.2 suite, or -1 when the length does not tell an empty
@@ -403,8 +457,11 @@ func (w *recordWatch) feed(p []byte) (reply bool) {
 			w.body = w.body[:0]
 		}
 		k := min(w.left, len(p))
-		if w.app && w.in != nil && !w.broken {
+		switch {
+		case w.app && (w.in != nil && !w.broken || w.cbc != nil):
 			w.body = append(w.body, p[:k]...)
+		case !w.app && w.hdr[0] == recordHandshake && len(w.hello) < serverHelloRandomEnd:
+			w.hello = append(w.hello, p[:min(k, serverHelloRandomEnd-len(w.hello))]...)
 		}
 		w.left -= k
 		p = p[k:]
@@ -424,21 +481,36 @@ func (w *recordWatch) record() (reply bool) {
 	if w.vers != tls.VersionTLS13 {
 		switch typ {
 		case recordApplication:
+			if w.cbc != nil {
+				return w.cbc.contentLen(w.body) > 0
+			}
 			return n > w.tls12
 		case recordHandshake:
-			// A HelloRequest: tls.Conn renegotiates (when the config
-			// allows) and writes its own handshake meanwhile.
-			w.reneg.Store(true)
+			switch {
+			case !w.reneg.Load():
+				// A HelloRequest: tls.Conn renegotiates (when the
+				// config allows) and writes its own handshake
+				// meanwhile; the keys change and are not followed
+				// (records go by length).
+				w.serverCCS.Store(false)
+				w.clientCCS.Store(false)
+				w.reneg.Store(true)
+				w.cbc = nil
+			case w.serverCCS.Load() && w.clientCCS.Load():
+				w.reneg.Store(false) // the server's Finished, last of a full handshake
+			}
+		case recordCCS:
+			w.serverCCS.Store(w.reneg.Load())
 		}
 		return false
 	}
 	if typ != recordApplication || w.broken {
 		return false // a change_cipher_spec that tls.Conn skips, or an error it will report
 	}
-	content, inner, ok := w.in.open(w.plain, w.hdr[:], w.body)
+	content, inner, ok := w.in.open(w.plain, w.body)
 	if !ok {
-		// Not with the keys followed so far: stop taking any record
-		// for the reply (tls.Conn reports a record that is not genuine).
+		// Too short, or no content type: tls.Conn fails the Read on
+		// it; take no later record for the reply.
 		w.broken = true
 		return false
 	}
@@ -476,13 +548,24 @@ func (w *recordWatch) handshake(content []byte) {
 	}
 }
 
-// ownWrite reports whether a raw write of n bytes is one tls.Conn makes on
-// its own while reading (a KeyUpdate answer, a renegotiation), which is no
-// request and does not restart the clock.
-func (w *recordWatch) ownWrite(n int) bool {
+// ownWrite reports whether a raw write of b is one tls.Conn makes on its
+// own while reading (a KeyUpdate answer, a renegotiation), which is no
+// request and does not restart the clock. The client's ChangeCipherSpec
+// comes with its Finished in one write (tls.Conn buffers its flight); the
+// caller's Writes wait for the renegotiation to end.
+func (w *recordWatch) ownWrite(b []byte) bool {
 	if w.reneg.Load() {
+		for i := 0; i+recordHeaderLen <= len(b); i += recordHeaderLen + (int(b[i+3])<<8 | int(b[i+4])) {
+			if b[i] == recordCCS {
+				w.clientCCS.Store(true)
+				if w.serverCCS.Load() {
+					w.reneg.Store(false) // the client's Finished, last of a resumption
+				}
+			}
+		}
 		return true
 	}
+	n := len(b)
 	for {
 		k := w.ownW.Load()
 		if k == 0 || n != keyUpdateAnswerLen {
@@ -496,5 +579,5 @@ func (w *recordWatch) ownWrite(n int) bool {
 
 // release drops what the watch kept once the reply has come.
 func (w *recordWatch) release() {
-	w.body, w.plain, w.hs, w.in = nil, nil, nil, nil
+	w.body, w.plain, w.hs, w.in, w.cbc = nil, nil, nil, nil, nil
 }

@@ -33,7 +33,7 @@ type racer struct {
 	dnsSpan  trace.Span         // open until the race starts or DNS fails
 	dnsStart time.Time
 	dnsErrs  []error
-	seen     []netip.AddrPort // every address learned, for de-duplication
+	seen     addrSet          // every address learned, for de-duplication
 	holdC    <-chan time.Time // the Resolution Delay (IPv4 answered first)
 	hold     *time.Timer
 
@@ -249,13 +249,13 @@ func (r *racer) endDNS(err *Error) {
 	}
 	r.s.tel.recordDuration(r.ctx, mPhaseDNS, outcome, time.Since(r.dnsStart).Seconds())
 	if r.dnsSpan.IsRecording() {
-		r.dnsSpan.SetAttributes(otelx.KeyAddresses.Int(len(r.seen)))
+		r.dnsSpan.SetAttributes(otelx.KeyAddresses.Int(r.seen.n))
 	}
 	if err != nil {
 		endSpan(r.dnsSpan, outcome, err)
 	} else {
 		endSpan(r.dnsSpan, mOK, nil)
-		trace.SpanFromContext(r.ctx).SetAttributes(otelx.KeyAddresses.Int(len(r.seen)))
+		trace.SpanFromContext(r.ctx).SetAttributes(otelx.KeyAddresses.Int(r.seen.n))
 	}
 	r.dnsSpan = nil
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"slices"
 	"strconv"
 	"time"
 
@@ -89,24 +90,55 @@ func (s *dialState) families() (v6, v4 bool) {
 
 // usable returns the addresses of ips that fit the dial's family, with the
 // port, leaving out those already in seen; seen is extended with them.
-func (s *dialState) usable(ips []netip.Addr, seen *[]netip.AddrPort) []netip.AddrPort {
+func (s *dialState) usable(ips []netip.Addr, seen *addrSet) []netip.AddrPort {
 	var out []netip.AddrPort
-next:
 	for _, ip := range ips {
 		ip = ip.Unmap()
 		if !ip.IsValid() || (s.family == '4' && !ip.Is4()) || (s.family == '6' && !ip.Is6()) {
 			continue
 		}
-		ap := netip.AddrPortFrom(ip, s.port)
-		for _, p := range *seen {
-			if p == ap {
-				continue next
-			}
+		if ap := netip.AddrPortFrom(ip, s.port); seen.add(ap) {
+			out = append(out, ap)
 		}
-		*seen = append(*seen, ap)
-		out = append(out, ap)
 	}
 	return out
+}
+
+// addrSet is the set of addresses a dial has learned: a list while it is
+// short (the common dial has one or two), a map past that, so that a huge
+// answer costs linear time, not quadratic.
+type addrSet struct {
+	n    int
+	list []netip.AddrPort
+	set  map[netip.AddrPort]struct{}
+}
+
+// addrSetListMax is the size past which an addrSet becomes a map.
+const addrSetListMax = 16
+
+// add adds ap and reports whether it was new.
+func (a *addrSet) add(ap netip.AddrPort) bool {
+	if a.set != nil {
+		if _, ok := a.set[ap]; ok {
+			return false
+		}
+		a.set[ap] = struct{}{}
+		a.n++
+		return true
+	}
+	if slices.Contains(a.list, ap) {
+		return false
+	}
+	a.list = append(a.list, ap)
+	a.n++
+	if len(a.list) > addrSetListMax {
+		a.set = make(map[netip.AddrPort]struct{}, 2*len(a.list))
+		for _, p := range a.list {
+			a.set[p] = struct{}{}
+		}
+		a.list = nil
+	}
+	return true
 }
 
 // dnsError is the error of a resolution that gave no address: a failure
@@ -169,7 +201,8 @@ func (s *dialState) resolveAll(ctx context.Context, span trace.Span) ([]netip.Ad
 		n++
 		s.startLookup(rctx, false, ch)
 	}
-	var seen, peers []netip.AddrPort
+	var seen addrSet
+	var peers []netip.AddrPort
 	var errs []error
 	for range n {
 		a := <-ch
