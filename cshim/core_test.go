@@ -12,6 +12,7 @@ import (
 	"reflect"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -513,6 +514,50 @@ func TestClassifyRedacts(t *testing.T) {
 			if strings.Contains(e.Msg, s) {
 				t.Errorf("%s: %q reaches the host: %s", name, s, e.Msg)
 			}
+		}
+	}
+}
+
+// A thread that looked an op up may take from it after another thread
+// freed it: the take answers E_INVALID_HANDLE, never an empty success
+// (a nil response reached the C side and panicked; CI, stress program).
+func TestTakeAfterConcurrentFree(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "ok")
+	}))
+	defer srv.Close()
+	c := newClient()
+	defer closeAndWait(c)
+	for _, isDial := range []bool{false, true} {
+		o, e := c.start(isDial, 5*time.Second, nil, true, func(ctx context.Context, b *built, o *op) *Error {
+			if isDial {
+				fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+				if err != nil {
+					return argError("socketpair: %v", err)
+				}
+				syscall.Close(fds[1])
+				return o.setFD(fds[0]) // the free closes it
+			}
+			return doRequest(ctx, b, o, &request{method: "GET", url: srv.URL})
+		})
+		if e != nil {
+			t.Fatalf("start: %s", e.Msg)
+		}
+		o.wait(-1)
+		looked, e := lookupOp(o.id) // the taker's lookup, before the free
+		if e != nil {
+			t.Fatalf("lookup: %s", e.Msg)
+		}
+		handles.remove(o.id)
+		o.free()
+		if isDial {
+			if fd, e := looked.takeFD(); e == nil || e.Status != statusInvalidHandle {
+				t.Errorf("takeFD after free: fd %d, err %+v; want E_INVALID_HANDLE", fd, e)
+			}
+			continue
+		}
+		if r, e := looked.takeResponse(); e == nil || e.Status != statusInvalidHandle {
+			t.Errorf("takeResponse after free: resp %v, err %+v; want E_INVALID_HANDLE", r, e)
 		}
 	}
 }

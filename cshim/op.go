@@ -236,6 +236,11 @@ func (o *op) takeResponse() (*response, *Error) {
 	}
 	o.mu.Lock()
 	defer o.mu.Unlock()
+	if o.freed {
+		// Freed by another thread between the handle's lookup and here:
+		// the result is gone, as the handle is.
+		return nil, handleError(o.id, kindOp, kindNone)
+	}
 	if o.err != nil {
 		return nil, o.err
 	}
@@ -258,6 +263,9 @@ func (o *op) takeFD() (int, *Error) {
 	}
 	o.mu.Lock()
 	defer o.mu.Unlock()
+	if o.freed {
+		return -1, handleError(o.id, kindOp, kindNone)
+	}
 	if o.err != nil {
 		return -1, o.err
 	}
