@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"sync"
 	"time"
 
 	"go.opentelemetry.io/otel/trace"
@@ -41,14 +42,15 @@ type racer struct {
 	started  bool               // racing (resolution has handed over)
 	queue    []netip.AddrPort   // addresses not attempted yet, in dial order
 	flying   []flight           // addresses attempted, in launch order
-	results  chan attemptResult // unbuffered: the racer takes every result (one allocation, not two)
+	results  chan attemptResult // unbuffered: the racer takes every result; from kit
 	pending  int                // attempts in flight
 	launched int                // attempts started, for race_index
 	last     time.Time
 	// lastFamily4 is the family of the last address launched.
 	lastFamily4 bool
-	stagger     *time.Timer
+	stagger     *time.Timer      // from kit; armed by armStagger
 	staggerC    <-chan time.Time // nil while the stagger is not armed
+	kit         *raceKit
 	failed      []attemptResult
 	winner      attemptResult
 	won         bool // winner is set
@@ -66,8 +68,27 @@ type flight struct {
 	failed bool
 }
 
+// raceKit is what every race needs and nothing outside it ever sees: the
+// results channel and the stagger timer. A race takes one from kitPool and
+// gives it back when run has received the result of every attempt it
+// started (so no goroutine can still send on the channel) and stopped the
+// timer (since Go 1.23 a stopped timer delivers no stale tick). That saves
+// four of a dial's allocations. Nothing else is reused across dials: the
+// addresses, errors and slices of a race may outlive it in its result.
+type raceKit struct {
+	results chan attemptResult
+	stagger *time.Timer // stopped
+}
+
+var kitPool = sync.Pool{New: func() any {
+	t := time.NewTimer(time.Hour)
+	t.Stop()
+	return &raceKit{results: make(chan attemptResult), stagger: t}
+}}
+
 func (r *racer) init(s *dialState, ctx context.Context) {
-	r.s, r.ctx, r.results = s, ctx, make(chan attemptResult)
+	r.kit = kitPool.Get().(*raceKit)
+	r.s, r.ctx, r.results, r.stagger = s, ctx, r.kit.results, r.kit.stagger
 	r.queue, r.flying = r.queueBuf[:0], r.flyingBuf[:0]
 	r.raceCtx, r.cancel = context.WithCancelCause(ctx)
 }
@@ -170,6 +191,7 @@ func (r *racer) run() (net.Conn, error) {
 	if !r.won {
 		err := r.lose()
 		r.drain()
+		r.release()
 		return nil, err
 	}
 	// Stop the others and wait for every one of them: no goroutine outlives
@@ -191,8 +213,17 @@ func (r *racer) run() (net.Conn, error) {
 		}
 	}
 	r.drain()
+	r.release()
 	r.s.settleLosers(r.ctx, &r.winner, r.failed, losers)
 	return r.winner.conn, nil
+}
+
+// release gives the kit back. Only run calls it, once every attempt has
+// reported (pending is 0) and the timers are stopped.
+func (r *racer) release() {
+	kit := r.kit
+	r.kit, r.results, r.stagger, r.staggerC = nil, nil, nil, nil
+	kitPool.Put(kit)
 }
 
 // onAnswer takes one family's lookup result.
@@ -397,18 +428,12 @@ func (r *racer) canStart() bool {
 }
 
 func (r *racer) armStagger(d time.Duration) {
-	if r.stagger == nil {
-		r.stagger = time.NewTimer(d)
-	} else {
-		r.stagger.Reset(d)
-	}
+	r.stagger.Reset(d)
 	r.staggerC = r.stagger.C
 }
 
 func (r *racer) stopTimers() {
-	if r.stagger != nil {
-		r.stagger.Stop()
-	}
+	r.stagger.Stop()
 	if r.hold != nil {
 		r.hold.Stop()
 	}

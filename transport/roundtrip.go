@@ -644,6 +644,16 @@ func (tr *try) mapErr(err error) error {
 			return errHedgeLost
 		case errAttempt:
 			phase, limit = "attempt", st.attemptTO
+		case errFirstByte:
+			// The watch's cuts are mapped where the wait for headers
+			// ends; any other path that sees one (a Read, net/http's
+			// own retry of the request) says the same, never the bare
+			// cause (seen under load: error.type *errors.errorString).
+			phase, limit = "first_byte", st.firstByte
+		case errUploadStall:
+			phase, limit = "upload_stall", st.watch.stall
+		case errConnWait:
+			phase, limit = "conn", st.watch.connWait
 		default:
 			return err
 		}
