@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -36,18 +37,18 @@ func (r hugeResolver) LookupNetIP(ctx context.Context, network, host string) ([]
 // Timeout (de-duplication was quadratic: a 2s dial took 15s), and the
 // error's text stays short while Unwrap reaches every attempt.
 func TestHugeDNSAnswerKeepsTimeout(t *testing.T) {
-	var calls int
+	var calls atomic.Int64
 	refuse := func(ctx context.Context, network, addr string) (net.Conn, error) {
-		calls++ // the race runs one attempt at a time here: each fails at once
+		calls.Add(1) // the race runs one attempt at a time here: each fails at once
 		time.Sleep(100 * time.Microsecond)
 		return nil, &net.OpError{Op: "dial", Net: network, Err: syscall.ECONNREFUSED}
 	}
-	d := &dial.Dialer{Resolver: hugeResolver{60000}, DialFunc: refuse, Timeout: time.Second}
+	d := &dial.Dialer{Resolver: hugeResolver{60000}, DialFunc: refuse, Timeout: 2 * time.Second}
 	start := time.Now()
 	_, err := d.DialContext(context.Background(), "tcp", "huge.test:1")
 	elapsed := time.Since(start)
 	require.Error(t, err)
-	assert.Less(t, elapsed, 4*time.Second, "the dial outlived its Timeout")
+	assert.Less(t, elapsed, 6*time.Second, "the dial outlived its Timeout")
 	assert.Less(t, len(err.Error()), 2000, "error text of %d bytes", len(err.Error()))
 	var de *dial.Error
 	require.ErrorAs(t, err, &de)
@@ -60,8 +61,14 @@ func TestHugeDNSAnswerKeepsTimeout(t *testing.T) {
 			}
 		}
 	}
-	assert.Greater(t, n, 100, "Unwrap reaches every attempt")
-	t.Logf("%d attempts in %v; %s", calls, elapsed, err)
+	// Every attempt that failed is in the chain (the last may have been cut
+	// by the Timeout instead). How many ran depends on the machine: under
+	// the race detector and CPU hogs, ordering 120,000 addresses can take
+	// most of the Timeout.
+	made := int(calls.Load())
+	assert.GreaterOrEqual(t, n, made-1, "Unwrap reaches every attempt (%d of %d)", n, made)
+	assert.LessOrEqual(t, n, made)
+	t.Logf("%d attempts in %v; %s", made, elapsed, err)
 }
 
 // TestDialFuncConnWithErrorIsClosed: a DialFunc that returns a conn and an
