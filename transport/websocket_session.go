@@ -25,7 +25,19 @@ import (
 // Defaults of a zero WebSocketSessionConfig.
 const (
 	// DefaultStableAfter is StableAfter's default: a connection that
-	// lasted 1s resets the reconnect backoff.
+	// lasted 1s resets the reconnect backoff. Measured with the default
+	// Retry (100ms doubling to 5s, jitter 0.5) over 10 minutes of each
+	// (TestWebSocketSessionBackoffRule): a server that drops every
+	// connection after 2s keeps a session connected 95% of the time (29
+	// dials a minute; 10s, the default before issue 21: 30%); one that
+	// accepts and drops at once, or refuses, is dialled about 13 times a
+	// minute either way (the backoff reaches MaxInterval); after an outage
+	// the session is back within MaxInterval either way. The rule "a
+	// connection that outlived the wait before it resets the backoff"
+	// was measured too and not taken: a server dropping every 500ms got
+	// 100 dials a minute from each client (12 with a 1s StableAfter), and
+	// after an outage had grown the wait to 5s, connections of 2s never
+	// reset it (29% connected).
 	DefaultStableAfter  = 1 * time.Second
 	DefaultWriteTimeout = 10 * time.Second
 )
