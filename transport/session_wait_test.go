@@ -166,7 +166,8 @@ func TestWebSocketSessionWaitAcrossReconnect(t *testing.T) {
 		waited, wrote := make(chan int64, 1), make(chan error, 1)
 		go func() {
 			if err := s.WaitConnected(context.Background()); err != nil {
-				t.Error(err)
+				waited <- -1
+				return
 			}
 			waited <- onConnects.Load()
 		}()
@@ -182,7 +183,7 @@ func TestWebSocketSessionWaitAcrossReconnect(t *testing.T) {
 		time.Sleep(time.Second)
 		synctest.Wait()
 		if n := <-waited; n != 2 {
-			t.Fatalf("WaitConnected returned after %d OnConnects, want 2", n)
+			t.Fatalf("WaitConnected returned after %d OnConnects (-1: an error), want 2", n)
 		}
 		if err := <-wrote; err != nil {
 			t.Fatalf("write across the reconnect: %v", err)
