@@ -96,7 +96,7 @@ func TestWebSocketSessionWriteDuringOnConnect(t *testing.T) {
 					t.Errorf("state %v during OnConnect", s.State())
 				}
 				for _, sub := range snap {
-					if err := conn.WriteMessage(txt, []byte("sub " + sub)); err != nil {
+					if err := conn.WriteMessage(txt, []byte("sub "+sub)); err != nil {
 						return err
 					}
 				}
@@ -319,7 +319,7 @@ func TestWebSocketSessionSubscribeNeverLost(t *testing.T) {
 			snap := append([]string(nil), subs...)
 			mu.Unlock()
 			for _, topic := range snap {
-				if err := conn.WriteMessage(txt, []byte("sub " + topic)); err != nil {
+				if err := conn.WriteMessage(txt, []byte("sub "+topic)); err != nil {
 					return err
 				}
 			}

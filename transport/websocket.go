@@ -430,7 +430,8 @@ func parseTarget(rawURL string) (*wsTarget, error) {
 // extra request headers h, retrying failed attempts through Retry. It
 // returns the conn and the server's answer; on failure the last answer
 // when there was one (a refusal such as 401, 403 or 404 is returned at
-// once, with its answer) and an error: a *HandshakeError for each
+// once, with its answer; with Credentials, a 401 or 403 after one
+// Refresh and one more try) and an error: a *HandshakeError for each
 // attempt's failure, inside a *retry.ExhaustedError when retries ran out.
 // Timeouts match errors.Is(err, context.DeadlineExceeded); errors.As finds
 // the last attempt's *dial.Error when the dial failed.

@@ -113,7 +113,11 @@ type WebSocketSessionConfig struct {
 	// (MaxAttempts and Budget do not apply), except when the server
 	// refuses the upgrade with a 3xx or 4xx answer other than 408 and 429,
 	// or a CONNECT proxy refuses the tunnel likewise (a 407: credentials
-	// do not heal by retrying). Nil means the zero WebSocketDialer.
+	// do not heal by retrying). With the Dialer's Credentials, each dial
+	// applies them, and a 401 or 403 ends the session only after one
+	// Refresh and a second refusal; an error of Apply or Refresh is a
+	// failed dial (the session waits and tries again). Nil means the zero
+	// WebSocketDialer.
 	Dialer *WebSocketDialer
 	// StableAfter is how long a connection must last to count as a
 	// recovery: when a connection that lasted this long is lost, the

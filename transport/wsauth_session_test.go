@@ -124,7 +124,7 @@ func TestWebSocketDialCredentials(t *testing.T) {
 		{name: "valid token", code: 401, valid: 0, handshakes: 1, applies: 1},
 		{name: "expired, 401", code: 401, valid: 1, handshakes: 2, applies: 2, refresh: 1},
 		{name: "expired, 403", code: 403, valid: 1, handshakes: 2, applies: 2, refresh: 1},
-		{name: "refused twice", code: 401, valid: -1, wantErr: websocket401, wantStatus: 401, handshakes: 2, applies: 2, refresh: 1},
+		{name: "refused twice", code: 401, valid: -1, wantErr: errRefusal, wantStatus: 401, handshakes: 2, applies: 2, refresh: 1},
 		{name: "Apply fails", code: 401, valid: 0, applyErr: applyErr, wantErr: applyErr, handshakes: 0, applies: 1},
 		{name: "Refresh fails", code: 401, valid: 1, refErr: refreshErr, wantErr: refreshErr, wantStatus: 401, handshakes: 1, applies: 1, refresh: 1},
 	} {
@@ -144,7 +144,7 @@ func TestWebSocketDialCredentials(t *testing.T) {
 				t.Fatalf("Dial: %v", err)
 			case tc.wantErr == nil:
 				c.Close()
-			case tc.wantErr == websocket401:
+			case tc.wantErr == errRefusal:
 				var he *transport.HandshakeError
 				if !errors.As(err, &he) || he.StatusCode != tc.code {
 					t.Fatalf("Dial: %v, want the %d refusal", err, tc.code)
@@ -184,8 +184,8 @@ func TestWebSocketDialCredentials(t *testing.T) {
 	}
 }
 
-// websocket401 marks a case whose error is the server's refusal.
-var websocket401 = errors.New("the refusal")
+// errRefusal marks a case whose error is the server's refusal.
+var errRefusal = errors.New("the refusal")
 
 // TestWebSocketSessionTokenExpires: the server's token expires and it
 // drops its connections, three times. A session whose Dialer has
