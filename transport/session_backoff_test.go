@@ -167,7 +167,7 @@ func TestWebSocketSessionBackoffRule(t *testing.T) {
 				t.Errorf("%s: back %v after the recovery, want within MaxInterval (5s ±50%%)", sc.sc.name, now.recoveredIn)
 			}
 		}
-		if sc.sc.name[:4] == "(c')" && frac < 0.75 {
+		if sc.sc.name[:4] == "(c')" && frac < 0.70 {
 			t.Errorf("%s: connected %.1f%% of the time, want the drop-every-2s pace back after the outage", sc.sc.name, 100*frac)
 		}
 	}
