@@ -134,6 +134,16 @@ type WebSocketDialer struct {
 	// never a header. Everything that logs through the same Logger shares
 	// the limit. Nil means no logging.
 	Logger *slog.Logger
+	// Credentials, when set, authenticate each handshake try: Apply is
+	// called on a request built for it (GET, the URL with scheme http for
+	// ws and https for wss, the caller's headers; its context bounded by
+	// HandshakeTimeout) and the headers it leaves are the ones sent. When
+	// the server refuses the upgrade with 401 or 403, Refresh is called
+	// once per Dial (bounded by HandshakeTimeout) and the handshake tried
+	// once more, not charged to Retry; a second refusal is final. An error
+	// from Apply or Refresh ends Dial with it, unretried. Nil means the
+	// headers go as given.
+	Credentials Credentials
 	// MaxMessageSize caps the size of a message read from a conn that Dial
 	// returns (gorilla's SetReadLimit): a peer that sends a bigger one
 	// gets a close frame 1009 and the read fails with an error that
@@ -420,7 +430,8 @@ func parseTarget(rawURL string) (*wsTarget, error) {
 // extra request headers h, retrying failed attempts through Retry. It
 // returns the conn and the server's answer; on failure the last answer
 // when there was one (a refusal such as 401, 403 or 404 is returned at
-// once, with its answer) and an error: a *HandshakeError for each
+// once, with its answer; with Credentials, a 401 or 403 after one
+// Refresh and one more try) and an error: a *HandshakeError for each
 // attempt's failure, inside a *retry.ExhaustedError when retries ran out.
 // Timeouts match errors.Is(err, context.DeadlineExceeded); errors.As finds
 // the last attempt's *dial.Error when the dial failed.
@@ -435,8 +446,9 @@ func (d *WebSocketDialer) Dial(ctx context.Context, rawURL string, h http.Header
 		return nil, nil, err
 	}
 	var resp *http.Response
+	refreshed := false // Credentials are refreshed once per Dial
 	conn, err := retry.Do(ctx, d.retryPolicy(), func(ctx context.Context) (*websocket.Conn, error) {
-		c, r, err := d.attempt(ctx, t, h, trace.SpanContext{})
+		c, r, err := d.dialOnce(ctx, t, h, trace.SpanContext{}, &refreshed)
 		if r != nil {
 			resp = r
 		}
@@ -461,6 +473,78 @@ func (d *WebSocketDialer) Dial(ctx context.Context, rawURL string, h http.Header
 	return conn, resp, nil
 }
 
+// dialOnce makes one handshake try and, when the server refused the
+// Credentials (401, 403) and *refreshed is false, refreshes them, sets
+// *refreshed and tries once more. A failed Refresh is the error (a
+// *HandshakeError without a status: the refusal was not tested with a
+// renewed credential), with the refusal's answer.
+func (d *WebSocketDialer) dialOnce(ctx context.Context, t *wsTarget, h http.Header, link trace.SpanContext,
+	refreshed *bool) (*websocket.Conn, *http.Response, error) {
+	var sent *http.Request
+	conn, resp, err := d.attempt(ctx, t, h, link, &sent)
+	if d.Credentials == nil || *refreshed || sent == nil || !credentialsRefused(err) {
+		return conn, resp, err
+	}
+	*refreshed = true
+	rctx := ctx
+	if hto := d.handshakeTimeout(); hto > 0 {
+		var cancel context.CancelFunc
+		rctx, cancel = context.WithTimeoutCause(ctx, hto, &handshakeTimeoutError{hto})
+		defer cancel()
+	}
+	if rerr := d.Credentials.Refresh(rctx, sent.WithContext(rctx)); rerr != nil {
+		rerr = &credentialsError{op: "refresh after a " + strconv.Itoa(resp.StatusCode) + " answer", err: rerr}
+		if d.Logger != nil {
+			logx.For(d.Logger).Failure(ctx, "websocket.credentials", "lifeline: websocket credentials refresh failed",
+				rerr, slog.String("url.full", t.safe), slog.String("error.type", "credentials"))
+		}
+		return nil, resp, &HandshakeError{URL: t.safe, Err: rerr}
+	}
+	if resp != nil && resp.Body != nil {
+		resp.Body.Close()
+	}
+	return d.attempt(ctx, t, h, link, &sent)
+}
+
+// credentialsRefused reports whether err is the server's 401 or 403
+// answer to an upgrade.
+func credentialsRefused(err error) bool {
+	var he *HandshakeError
+	return errors.As(err, &he) && !he.Timeout() &&
+		(he.StatusCode == http.StatusUnauthorized || he.StatusCode == http.StatusForbidden)
+}
+
+// credentialsError is the failure of a Credentials method. It is final:
+// Dial does not retry it (a session counts it as a failed dial).
+type credentialsError struct {
+	op  string
+	err error
+}
+
+func (e *credentialsError) Error() string {
+	return "credentials: " + e.op + ": " + e.err.Error()
+}
+func (e *credentialsError) Unwrap() error     { return e.err }
+func (e *credentialsError) Retryable() bool   { return false }
+func (e *credentialsError) ErrorType() string { return "credentials" }
+
+// handshakeRequest is the request Credentials.Apply sees for a handshake
+// to t with headers h: GET, the URL with scheme http or https.
+func handshakeRequest(ctx context.Context, t *wsTarget, h http.Header) *http.Request {
+	u := *t.u
+	u.Scheme = "http"
+	if t.tls {
+		u.Scheme = "https"
+	}
+	hc := h.Clone()
+	if hc == nil {
+		hc = http.Header{}
+	}
+	req := &http.Request{Method: http.MethodGet, URL: &u, Host: u.Host, Header: hc,
+		Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1}
+	return req.WithContext(ctx)
+}
+
 // attemptState is what the net dial of one attempt tells the attempt.
 type attemptState struct {
 	conn    *liveConn
@@ -469,7 +553,9 @@ type attemptState struct {
 
 // attempt makes one handshake: its span, its timeout, its metric. link,
 // when valid, is linked from the conn's span (a session's reconnect).
-func (d *WebSocketDialer) attempt(ctx context.Context, t *wsTarget, h http.Header, link trace.SpanContext) (*websocket.Conn, *http.Response, error) {
+// With Credentials, *sent is set to the request they were applied to.
+func (d *WebSocketDialer) attempt(ctx context.Context, t *wsTarget, h http.Header, link trace.SpanContext,
+	sent **http.Request) (*websocket.Conn, *http.Response, error) {
 	tel := otelx.WebSocketInstruments(d.MeterProvider)
 	tracer := otelx.Tracer(d.TracerProvider, otelx.ScopeTransport)
 	start := time.Now()
@@ -485,7 +571,21 @@ func (d *WebSocketDialer) attempt(ctx context.Context, t *wsTarget, h http.Heade
 		defer cancel()
 	}
 	st := &attemptState{}
-	conn, resp, err := d.handshake(ctx, t, h, st)
+	var conn *websocket.Conn
+	var resp *http.Response
+	var err error
+	if d.Credentials != nil {
+		req := handshakeRequest(ctx, t, h)
+		*sent = nil
+		if err = d.Credentials.Apply(req); err != nil {
+			err = &credentialsError{op: "apply", err: err}
+		} else {
+			*sent, h = req, req.Header
+		}
+	}
+	if err == nil {
+		conn, resp, err = d.handshake(ctx, t, h, st)
+	}
 	record := func(outcome string) {
 		tel.Handshakes.Record(context.WithoutCancel(parent), time.Since(start).Seconds(),
 			metric.WithAttributes(otelx.KeyOutcome.String(outcome)))
