@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"io"
+	"os"
+	"os/exec"
 	"regexp"
 	"slices"
 	"strconv"
@@ -13,7 +15,62 @@ import (
 	"go.uber.org/goleak"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+// TestMain runs the demo's own main when asked to (runMainEnv), so that a
+// test can run the program as a user does, with real pipes or a terminal
+// as its output; otherwise the tests, under goleak.
+func TestMain(m *testing.M) {
+	if args, ok := os.LookupEnv(runMainEnv); ok {
+		os.Args = append([]string{"hangdemo"}, strings.Fields(args)...)
+		main()
+		os.Exit(0)
+	}
+	goleak.VerifyTestMain(m)
+}
+
+// runMainEnv, set to the demo's arguments, makes the test binary run the
+// demo itself.
+const runMainEnv = "HANGDEMO_RUN_MAIN"
+
+// demoCommand is the demo, in a process of its own, with args.
+func demoCommand(t *testing.T, args string) *exec.Cmd {
+	t.Helper()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.CommandContext(t.Context(), exe)
+	cmd.Env = append(os.Environ(), runMainEnv+"="+args)
+	return cmd
+}
+
+// TestHangDemoPiped runs the program with its stdout and stderr on pipes,
+// as in `go run ./examples/hangdemo 2>&1 | tee demo.txt`: the progress is
+// one plain line per step, never carriage returns that a pipe runs into
+// one line, and the table follows on stdout.
+func TestHangDemoPiped(t *testing.T) {
+	cmd := demoCommand(t, "-short")
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr // os/exec hands the child pipes
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("hangdemo: %v\nstderr: %s", err, stderr.String())
+	}
+	if strings.Contains(stdout.String(), "\r") || strings.Contains(stderr.String(), "\r") {
+		t.Errorf("carriage returns in piped output:\nstdout: %q\nstderr: %q", stdout.String(), stderr.String())
+	}
+	lines := strings.Split(strings.TrimSpace(stderr.String()), "\n")
+	if len(lines) < 2 {
+		t.Errorf("want a progress line per step and client, got %q", stderr.String())
+	}
+	for _, line := range lines {
+		if !regexp.MustCompile(`^\s*\d+\.\ds\s+(net/http|lifeline) \d+/48 done, \d+ failed$`).MatchString(line) {
+			t.Errorf("not a progress line: %q", line)
+		}
+	}
+	checkProgress(t, stderr.String(), 48)
+	if !regexp.MustCompile(`(?m)^\s*succeeded\s+\d+/48 `).MatchString(stdout.String()) {
+		t.Errorf("no table on stdout: %q", stdout.String())
+	}
+}
 
 // TestHangDemoShort runs the demo in its short mode, for each protocol, and
 // checks what it prints: every lifeline request succeeded, the balancer

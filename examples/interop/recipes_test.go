@@ -96,7 +96,7 @@ func trust(srv *httptest.Server) *tls.Config {
 // "### In real clients" section is, byte for byte (after removing the
 // indentation the test code has), the code a recipe test runs.
 func TestReadmeRecipesInSync(t *testing.T) {
-	readme, err := os.ReadFile("../../README.md")
+	readme, err := os.ReadFile("../../docs/dial.md")
 	if err != nil {
 		t.Fatal(err)
 	}
