@@ -9,11 +9,11 @@
 // (incident 03: a pool capped below max_connections never runs the server
 // out, and a control capped above it does).
 //
-// Recipes: recipe_*_test.go run the README's "In real clients" snippets —
+// Recipes: recipe_*_test.go run docs/dial.md's "In real clients" snippets —
 // lifeline's Dialer inside net/http, grpc-go, go-redis, pgx and
 // gorilla/websocket — against real servers on loopback, each through a name
 // only the Dialer's Resolver knows, and TestReadmeRecipesInSync fails when a
-// README snippet and the code its test runs differ.
+// docs/dial.md snippet and the code its test runs differ.
 //
 // pool_puddle_test.go benchmarks a warm Acquire+Release of lifeline's
 // pool.Pool against github.com/jackc/puddle/v2 (the pool under pgxpool) with

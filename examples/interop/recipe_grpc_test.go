@@ -17,7 +17,7 @@ import (
 	"github.com/lifeline-go/lifeline/dial"
 )
 
-// grpcRecipe is the README's grpc-go snippet (README.md, "### In real
+// grpcRecipe is docs/dial.md's grpc-go snippet (docs/dial.md, "### In real
 // clients"; TestReadmeRecipesInSync keeps the two identical).
 func grpcRecipe(d *dial.Dialer, addr string) (*grpc.ClientConn, error) {
 	// README recipe: grpc
@@ -68,7 +68,7 @@ func checkServing(t *testing.T, conn *grpc.ClientConn) {
 	}
 }
 
-// TestRecipeGRPC runs the README's grpc-go recipe against a real grpc
+// TestRecipeGRPC runs docs/dial.md's grpc-go recipe against a real grpc
 // server on loopback serving the standard health service: Check answers
 // SERVING, and the connection came from lifeline's race over the
 // addresses of a name only lifeline's Resolver knows (grpc's own resolver

@@ -14,7 +14,7 @@ import (
 	"github.com/lifeline-go/lifeline/dial"
 )
 
-// httpRecipe is the README's net/http snippet (README.md, "### In real
+// httpRecipe is docs/dial.md's net/http snippet (docs/dial.md, "### In real
 // clients"; TestReadmeRecipesInSync keeps the two identical). d.TLSConfig
 // must not be nil.
 func httpRecipe(d *dial.Dialer) *http.Client {
@@ -63,7 +63,7 @@ func get(t *testing.T, client *http.Client, srv *httptest.Server) (int, string, 
 	return resp.ProtoMajor, string(body), err
 }
 
-// TestRecipeNetHTTP runs the README's net/http recipe against real TLS
+// TestRecipeNetHTTP runs docs/dial.md's net/http recipe against real TLS
 // servers: HTTP/2 with a server that offers h2, HTTP/1.1 with one that does
 // not, both through lifeline's race (the certificate is trusted only in the
 // Dialer's TLSConfig and example.com resolves only through its Resolver).

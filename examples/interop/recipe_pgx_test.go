@@ -16,7 +16,7 @@ import (
 	"github.com/lifeline-go/lifeline/dial"
 )
 
-// pgxRecipe is the README's pgx snippet (README.md, "### In real clients";
+// pgxRecipe is docs/dial.md's pgx snippet (docs/dial.md, "### In real clients";
 // TestReadmeRecipesInSync keeps the two identical): it connects with cfg
 // through d and returns the *dial.Error it found in a failure.
 func pgxRecipe(ctx context.Context, d *dial.Dialer, cfg *pgx.ConnConfig) (*pgx.Conn, *dial.Error, error) {
@@ -45,7 +45,7 @@ func pgxConfig(t *testing.T, host string, port int) *pgx.ConnConfig {
 	return cfg
 }
 
-// TestRecipePgx runs the README's pgx recipe against a real PostgreSQL on
+// TestRecipePgx runs docs/dial.md's pgx recipe against a real PostgreSQL on
 // loopback: SELECT 1 answers 1 over a connection from lifeline's race over
 // a name only lifeline's Resolver knows (pgx's own lookup would fail).
 func TestRecipePgx(t *testing.T) {

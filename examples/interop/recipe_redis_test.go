@@ -12,7 +12,7 @@ import (
 	"github.com/lifeline-go/lifeline/dial"
 )
 
-// redisRecipe is the README's go-redis snippet (README.md, "### In real
+// redisRecipe is docs/dial.md's go-redis snippet (docs/dial.md, "### In real
 // clients"; TestReadmeRecipesInSync keeps the two identical).
 func redisRecipe(d *dial.Dialer, addr string) *redis.Client {
 	// README recipe: go-redis
@@ -21,7 +21,7 @@ func redisRecipe(d *dial.Dialer, addr string) *redis.Client {
 	return rdb
 }
 
-// TestRecipeGoRedis runs the README's go-redis recipe against a real
+// TestRecipeGoRedis runs docs/dial.md's go-redis recipe against a real
 // redis-server on loopback: SET then GET the value back, over connections
 // from lifeline's race over a name only lifeline's Resolver knows.
 func TestRecipeGoRedis(t *testing.T) {

@@ -17,7 +17,7 @@ import (
 	"github.com/lifeline-go/lifeline/dial"
 )
 
-// websocketRecipe is the README's gorilla/websocket snippet (README.md,
+// websocketRecipe is docs/dial.md's gorilla/websocket snippet (docs/dial.md,
 // "### In real clients"; TestReadmeRecipesInSync keeps the two identical).
 func websocketRecipe(ctx context.Context, d *dial.Dialer, url string) (*websocket.Conn, error) {
 	// README recipe: gorilla/websocket
@@ -63,7 +63,7 @@ func echoServer(t *testing.T, useTLS bool) *httptest.Server {
 	return srv
 }
 
-// TestRecipeWebSocket runs the README's gorilla/websocket recipe against
+// TestRecipeWebSocket runs docs/dial.md's gorilla/websocket recipe against
 // real echo servers on loopback, ws:// and wss:// (the wss server offers
 // h2 too), through lifeline's race over a name only lifeline's Resolver
 // knows; a message comes back unchanged.

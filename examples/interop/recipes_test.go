@@ -16,13 +16,13 @@ import (
 	"github.com/lifeline-go/lifeline/dial"
 )
 
-// The README's "### In real clients" shows one snippet per client. Each is
+// docs/dial.md's "### In real clients" shows one snippet per client. Each is
 // the code between a `// README recipe: <name>` line and the next
 // `// README recipe end` line in this package's recipe_*_test.go files,
 // which run it against a real server; TestReadmeRecipesInSync fails when a
 // snippet and its test code differ.
 
-// recipes names the README's snippets in the order they appear there.
+// recipes names docs/dial.md's snippets in the order they appear there.
 var recipes = []string{"net/http", "grpc", "go-redis", "pgx", "gorilla/websocket"}
 
 const (
@@ -31,7 +31,7 @@ const (
 )
 
 // newDialer is the Dialer the recipes plug in: the strictest settings the
-// README recommends (a first-byte limit, a shared Health), so each client is
+// docs/dial.md recommends (a first-byte limit, a shared Health), so each client is
 // shown to work with them on. Its Resolver answers every name with a dead
 // address before the live one (see deadThenLive), so a recipe test that
 // succeeds and then finds both in Health (checkRaced) shows that lifeline,
@@ -92,7 +92,7 @@ func trust(srv *httptest.Server) *tls.Config {
 	return &tls.Config{RootCAs: roots}
 }
 
-// TestReadmeRecipesInSync checks that every ```go block of the README's
+// TestReadmeRecipesInSync checks that every ```go block of docs/dial.md's
 // "### In real clients" section is, byte for byte (after removing the
 // indentation the test code has), the code a recipe test runs.
 func TestReadmeRecipesInSync(t *testing.T) {
@@ -102,11 +102,11 @@ func TestReadmeRecipesInSync(t *testing.T) {
 	}
 	_, section, ok := strings.Cut(string(readme), "\n### In real clients\n")
 	if !ok {
-		t.Fatal(`README.md has no "### In real clients" section`)
+		t.Fatal(`docs/dial.md has no "### In real clients" section`)
 	}
 	section, _, ok = strings.Cut(section, "\n### ")
 	if !ok {
-		t.Fatal(`README.md: "### In real clients" is not followed by another ### section`)
+		t.Fatal(`docs/dial.md: "### In real clients" is not followed by another ### section`)
 	}
 	var blocks []string
 	for rest := section; ; {
