@@ -11,10 +11,12 @@ import (
 	"slices"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/gorilla/websocket"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/otel/attribute"
@@ -318,4 +320,83 @@ func attrMap(set attribute.Set) map[string]string {
 		out[string(kv.Key)] = kv.Value.Emit()
 	}
 	return out
+}
+
+// saysOnce fails when text repeats a phrase the error texts used to say
+// twice.
+func saysOnce(t *testing.T, text string) {
+	t.Helper()
+	for _, phrase := range []string{"retry: ", "websocket: ", "transport: ", "context deadline exceeded", "last error"} {
+		assert.LessOrEqual(t, strings.Count(text, phrase), 1, "%q says %q more than once", text, phrase)
+	}
+}
+
+// TestErrorTextsThroughRetrySayEachThingOnce: the Transport's and the
+// WebSocketDialer's errors inside retry's: a first-byte TimeoutError
+// exhausted, a dial error refused by the budget, a websocket handshake
+// answered 503 — each thing said once, the chain intact.
+func TestErrorTextsThroughRetrySayEachThingOnce(t *testing.T) {
+	hang := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-r.Context().Done():
+		case <-time.After(5 * time.Second):
+		}
+	}))
+	defer hang.Close()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	closed := ln.Addr().String()
+	require.NoError(t, ln.Close())
+
+	t.Run("first-byte timeouts exhausted", func(t *testing.T) {
+		tr := &transport.Transport{FirstByteTimeout: 50 * time.Millisecond, Retry: &retry.Policy{InitialInterval: time.Millisecond}}
+		defer tr.CloseIdleConnections()
+		req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, hang.URL, nil)
+		_, err := tr.RoundTrip(req)
+		require.Error(t, err)
+		host := strings.TrimPrefix(hang.URL, "http://")
+		assert.Equal(t, "retry: 3 attempts failed: transport: GET "+host+": first_byte: no response headers within 50ms of the request", err.Error())
+		saysOnce(t, err.Error())
+		var te *transport.TimeoutError
+		assert.ErrorAs(t, err, &te)
+		assert.ErrorIs(t, err, context.DeadlineExceeded)
+		assert.ErrorIs(t, err, retry.ErrExhausted)
+	})
+	t.Run("budget refusal of a dial error", func(t *testing.T) {
+		b := retry.NewBudget(0, 0)
+		for b.Withdraw() {
+		}
+		tr := &transport.Transport{Retry: &retry.Policy{Budget: b}}
+		defer tr.CloseIdleConnections()
+		req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, "http://"+closed+"/", nil)
+		_, err := tr.RoundTrip(req)
+		require.Error(t, err)
+		assert.Equal(t, "retry: stopped after 1 attempt: retry budget exhausted: last error: dial tcp "+closed+": connect: connection refused", err.Error())
+		saysOnce(t, err.Error())
+		var de *dial.Error
+		assert.ErrorAs(t, err, &de)
+		assert.ErrorIs(t, err, retry.ErrBudgetExhausted)
+	})
+	t.Run("caller's deadline", func(t *testing.T) {
+		tr := &transport.Transport{Retry: &retry.Policy{InitialInterval: time.Millisecond}}
+		defer tr.CloseIdleConnections()
+		ctx, cancel := context.WithTimeout(t.Context(), 80*time.Millisecond)
+		defer cancel()
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, hang.URL, nil)
+		_, err := tr.RoundTrip(req)
+		require.Error(t, err)
+		saysOnce(t, err.Error())
+		assert.ErrorIs(t, err, context.DeadlineExceeded)
+	})
+	t.Run("websocket handshake answered 503", func(t *testing.T) {
+		s := startWS(t, func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusServiceUnavailable) }, nil)
+		_, _, err := fastDialer(2).Dial(t.Context(), wsURL("ws", s, "/"), nil)
+		require.Error(t, err)
+		assert.Equal(t, "retry: 2 attempts failed: websocket: handshake with "+wsURL("ws", s, "/")+": 503 Service Unavailable: bad handshake", err.Error())
+		saysOnce(t, err.Error())
+		var he *transport.HandshakeError
+		require.ErrorAs(t, err, &he)
+		assert.Equal(t, http.StatusServiceUnavailable, he.StatusCode)
+		assert.ErrorIs(t, err, websocket.ErrBadHandshake)
+	})
 }

@@ -301,7 +301,7 @@ func (e *HandshakeError) Error() string {
 		b.WriteString(e.status)
 		b.WriteString(": ")
 	}
-	b.WriteString(e.Err.Error())
+	b.WriteString(strings.TrimPrefix(e.Err.Error(), "websocket: ")) // said above
 	return b.String()
 }
 
