@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -91,13 +92,11 @@ func TestNamesTellClientsApart(t *testing.T) {
 	ws := startWS(t, echo, nil)
 
 	rg := newRig(t)
-	var trs []*transport.Transport
 	for _, name := range []string{"alpha", "beta"} {
 		tr := &transport.Transport{Name: name, TracerProvider: rg.tp, MeterProvider: rg.mp,
 			Dialer: &dial.Dialer{AttemptDelay: 50 * time.Millisecond},
 			Retry:  &retry.Policy{InitialInterval: time.Millisecond}, HedgeDelay: time.Second}
 		defer tr.CloseIdleConnections()
-		trs = append(trs, tr)
 		for i := range 2 {
 			req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, srv.URL+"/"+name+"/"+strconv.Itoa(i), nil)
 			require.NoError(t, err)
@@ -317,7 +316,7 @@ func TestRequestDurationSemconv(t *testing.T) {
 func attrMap(set attribute.Set) map[string]string {
 	out := map[string]string{}
 	for _, kv := range set.ToSlice() {
-		out[string(kv.Key)] = kv.Value.Emit()
+		out[string(kv.Key)] = kv.Value.String()
 	}
 	return out
 }
@@ -399,4 +398,53 @@ func TestErrorTextsThroughRetrySayEachThingOnce(t *testing.T) {
 		assert.Equal(t, http.StatusServiceUnavailable, he.StatusCode)
 		assert.ErrorIs(t, err, websocket.ErrBadHandshake)
 	})
+}
+
+// TestNamedSessionReconnects: a session's own telemetry (its reconnect
+// spans, its reconnect and outage metrics) carries its Dialer's Name.
+func TestNamedSessionReconnects(t *testing.T) {
+	var conns atomic.Int32
+	ws := startWS(t, func(w http.ResponseWriter, r *http.Request) {
+		if conns.Add(1) == 1 {
+			c, err := upgrader.Upgrade(w, r, nil)
+			if err == nil {
+				_ = c.Close() // the first connection drops at once
+			}
+			return
+		}
+		echo(w, r)
+	}, nil)
+	rg := newRig(t)
+	d := fastDialer(1)
+	d.Name, d.TracerProvider, d.MeterProvider = "signal", rg.tp, rg.mp
+	var connected atomic.Int32
+	s, err := transport.NewWebSocketSession(transport.WebSocketSessionConfig{
+		URL: wsURL("ws", ws, "/"), Dialer: d,
+		OnStateChange: func(st transport.WebSocketState) {
+			if st == transport.WebSocketConnected {
+				connected.Add(1)
+			}
+		},
+	})
+	require.NoError(t, err)
+	eventually(t, 10*time.Second, "connected again after the drop", func() bool { return connected.Load() >= 2 })
+	require.NoError(t, s.Close())
+
+	sets := rg.pointSets(t)
+	for _, metric := range []string{"lifeline.websocket.reconnects", "lifeline.websocket.disconnected.duration"} {
+		require.NotEmpty(t, sets[metric], metric)
+	}
+	for metric, sets := range sets {
+		for _, set := range sets {
+			assert.Equal(t, "signal", val(set, "lifeline.client.name"), metric)
+		}
+	}
+	reconnectSpans := 0
+	for _, sp := range rg.spans.Ended() {
+		assert.Equal(t, "signal", spanAttr(sp, "lifeline.client.name"), sp.Name())
+		if sp.Name() == "websocket.reconnect" {
+			reconnectSpans++
+		}
+	}
+	assert.Positive(t, reconnectSpans, "a websocket.reconnect span")
 }
