@@ -223,7 +223,9 @@ type credentialsError struct {
 	err error
 }
 
-func (e *credentialsError) Error() string { return "transport: credentials: " + e.op + ": " + e.err.Error() }
+func (e *credentialsError) Error() string {
+	return "transport: credentials: " + e.op + ": " + e.err.Error()
+}
 func (e *credentialsError) Unwrap() error { return e.err }
 
 // credentialsErr wraps an error of a Credentials' step (Apply, Refresh)
