@@ -61,6 +61,7 @@ func startAuthServer(t *testing.T, h2 bool) *authServer {
 		fmt.Fprint(w, "ok")
 	}))
 	a.srv.EnableHTTP2 = h2
+	a.srv.Config.ErrorLog = quietLog()
 	a.srv.StartTLS()
 	t.Cleanup(a.srv.Close)
 	return a
@@ -332,6 +333,7 @@ func TestAuthHedgeEachTryApplied(t *testing.T) {
 				fmt.Fprint(w, "ok")
 			}))
 			srv.EnableHTTP2 = h2
+			srv.Config.ErrorLog = quietLog()
 			srv.StartTLS()
 			defer srv.Close()
 			creds := &countingCreds{}
