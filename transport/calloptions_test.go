@@ -22,7 +22,9 @@ import (
 // o is nil) and returns the status (0 on error) and the error, body read.
 func callWith(t *testing.T, tr *transport.Transport, o *transport.CallOptions, url string) (int, error) {
 	t.Helper()
-	ctx := t.Context()
+	// A bound for the test, should a limit not cut: far beyond any here.
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
 	if o != nil {
 		ctx = transport.WithCallOptions(ctx, *o)
 	}
