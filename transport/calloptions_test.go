@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/lifeline-go/lifeline/dial"
 	"github.com/lifeline-go/lifeline/retry"
 	"github.com/lifeline-go/lifeline/transport"
 )
@@ -285,4 +286,24 @@ func TestCallOptionsAttemptTimeout(t *testing.T) {
 	assert.Equal(t, 100*time.Millisecond, te.Limit)
 	assert.True(t, errors.Is(err, context.DeadlineExceeded))
 	assert.Less(t, time.Since(start), 3*time.Second)
+}
+
+// TestCallOptionsLongPollFreshConn: a long poll on a conn dialled for it
+// is not cut by the Dialer's first-byte watch either.
+func TestCallOptionsLongPollFreshConn(t *testing.T) {
+	for _, h2 := range []bool{false, true} {
+		t.Run(protoName(h2), func(t *testing.T) {
+			srv := startServer(t, h2, func(w http.ResponseWriter, r *http.Request) {
+				if sleepCtx(r.Context(), 500*time.Millisecond) {
+					fmt.Fprint(w, "news")
+				}
+			})
+			tr := &transport.Transport{TLSClientConfig: trustTLS(srv), FirstByteTimeout: 100 * time.Millisecond,
+				Dialer: &dial.Dialer{FirstByteTimeout: 100 * time.Millisecond}, Retry: &retry.Policy{MaxAttempts: 1}}
+			defer tr.CloseIdleConnections()
+			code, err := callWith(t, tr, &transport.CallOptions{FirstByteTimeout: -1}, srv.URL)
+			require.NoError(t, err)
+			assert.Equal(t, http.StatusOK, code)
+		})
+	}
 }

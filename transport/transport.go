@@ -353,10 +353,20 @@ func (t *Transport) build() *state {
 	if handshake == 0 {
 		handshake = dial.DefaultTLSHandshakeTimeout
 	}
+	// A call whose FirstByteTimeout is off (a long poll) dials without the
+	// Dialer's first-byte watch, which would cut its first answer. (A conn
+	// dialed for another call and handed to it still has the watch: at
+	// least max(30s, FirstByteTimeout), on its first answer only.)
+	var longDial, longTLS func(ctx context.Context, network, addr string) (net.Conn, error)
+	if d.FirstByteTimeout > 0 {
+		long := *d
+		long.FirstByteTimeout = -1
+		longDial, longTLS = long.DialContext, long.DialTLSContext
+	}
 	st.ht = &http.Transport{
 		Proxy:                 proxy,
-		DialContext:           dialHook(d.DialContext, false),
-		DialTLSContext:        dialHook(d.DialTLSContext, true),
+		DialContext:           dialHook(d.DialContext, longDial, false),
+		DialTLSContext:        dialHook(d.DialTLSContext, longTLS, true),
 		TLSClientConfig:       tlsCfg.Clone(), // through CONNECT proxies (net/http's addTLS)
 		TLSHandshakeTimeout:   max(handshake, 0),
 		ForceAttemptHTTP2:     true,
