@@ -96,17 +96,14 @@ type callLimits struct {
 	hedgeFix  time.Duration // > 0: the call's own fixed hedge delay
 }
 
-// limits resolves the limits of a call made with ctx.
-func (st *state) limits(ctx context.Context, l *callLimits) {
-	l.retry, l.retryErr, l.attemptTO = st.retry, st.retryErr, st.attemptTO
-	l.firstByte, l.hedgeOn = st.firstByte, st.hedge.on
-	if st.watch != nil {
-		l.stall = st.watch.stall
-	}
+// limits returns the limits of a call made with ctx: the Transport's own
+// (shared, not copied) unless ctx carries options.
+func (st *state) limits(ctx context.Context) *callLimits {
 	o, ok := ctx.Value(callOptionsKey{}).(*CallOptions)
 	if !ok {
-		return
+		return &st.lim
 	}
+	l := st.lim
 	if o.Retry != nil {
 		p := st.adopt(*o.Retry)
 		l.attemptTO = p.AttemptTimeout
@@ -125,4 +122,5 @@ func (st *state) limits(ctx context.Context, l *callLimits) {
 	case o.HedgeDelay > 0:
 		l.hedgeOn, l.hedgeFix = true, o.HedgeDelay
 	}
+	return &l
 }

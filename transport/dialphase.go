@@ -100,8 +100,9 @@ func dialHook(f, long func(ctx context.Context, network, addr string) (net.Conn,
 		if c == nil {
 			return f(ctx, network, addr)
 		}
+		dialf := f
 		if long != nil && c.lim.firstByte == 0 {
-			f = long
+			dialf = long
 		}
 		d := &dialing{network: network, addr: addr, tls: tls, phase: dial.PhaseDNS}
 		if host, _, err := net.SplitHostPort(addr); err == nil {
@@ -112,7 +113,7 @@ func dialHook(f, long func(ctx context.Context, network, addr string) (net.Conn,
 		c.dialMu.Lock()
 		c.dials = append(c.dials, d)
 		c.dialMu.Unlock()
-		conn, err := f(context.WithValue(ctx, dialingKey{}, d), network, addr)
+		conn, err := dialf(context.WithValue(ctx, dialingKey{}, d), network, addr)
 		var pc *proxyConn
 		if err == nil && !tls && addr != targetAddr(c.req.URL) {
 			// A conn to a proxy: what it reads is counted (proxyConn).

@@ -31,7 +31,7 @@ type call struct {
 	replayable bool
 	hedge      bool           // the request may be hedged
 	reauthed   bool           // a 401 was answered with a Refresh: no second one
-	lim        callLimits     // the Transport's limits with the call's options over them
+	lim        *callLimits    // the Transport's limits with the call's options over them; read-only
 	tries      int            // tries started; the next one's resend count
 	final      *http.Response // the answer RoundTrip returns
 	held       *http.Response // the last answer with a retryable status
@@ -63,7 +63,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	c := &call{st: st, req: req, idempotent: idempotent(req), replayable: replayable(req)}
 	c.cctx = callCtx{Context: req.Context(), c: c}
 	c.ctx = &c.cctx
-	st.limits(req.Context(), &c.lim)
+	c.lim = st.limits(req.Context())
 	c.hedge = c.lim.hedgeOn && c.idempotent && c.replayable
 	// The request body and a held answer are closed on every path, a
 	// panic of the caller's code (Retry.Retryable) included.

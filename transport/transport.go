@@ -238,6 +238,7 @@ type state struct {
 	latency   *latencies
 	conns     *births // the conns' ages and byte counts
 	auth      authInstruments
+	lim       callLimits // the limits of a call without CallOptions
 }
 
 func (t *Transport) get() *state {
@@ -344,6 +345,10 @@ func (t *Transport) build() *state {
 	// response body still unread: the Transport bounds attempts itself.
 	st.policy.AttemptTimeout = 0
 	st.retry, st.retryErr = retryx.Prepare(&st.policy)
+	// The limits of a call without CallOptions: every such call shares
+	// them.
+	st.lim = callLimits{retry: st.retry, retryErr: st.retryErr, attemptTO: st.attemptTO,
+		firstByte: st.firstByte, stall: st.watch.stall, hedgeOn: st.hedge.on}
 
 	proxy := t.Proxy
 	if proxy == nil {

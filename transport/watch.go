@@ -249,7 +249,7 @@ func (w *watch) look(tr *try, now int64, cuts []cut) []cut {
 	case now-tr.acqAt >= int64(w.connWait) && tr.wait.CompareAndSwap(waitAcquiring, waitConnCut):
 		cuts = append(cuts, cut{tr, cutConnWait})
 	}
-	lim := &tr.c.lim
+	lim := tr.c.lim
 	if tr.timed {
 		// Stamp a wait that began since the last look, or claim the one
 		// stamped at: one that ended or began again since has another
