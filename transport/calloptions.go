@@ -30,10 +30,12 @@ type CallOptions struct {
 	// means the Transport's policy.
 	Retry *retry.Policy
 	// FirstByteTimeout replaces the Transport's FirstByteTimeout for the
-	// call's tries. Negative means no limit (a long poll); StallTimeout
-	// still bounds the bodies unless it is negative too. A conn dialled
-	// for the call still has the Dialer's first-byte watch (30s at least)
-	// unless the limit is off.
+	// call's tries. Negative means no limit (a long poll): a conn dialled
+	// for the call then has no first-byte watch of the Dialer's either (a
+	// conn dialled for another call and handed to this one keeps it, for
+	// its first answer only: at least 30s). StallTimeout still bounds the
+	// bodies unless it is negative too. A limit shorter than the
+	// Transport's limits is cut at most 100ms late.
 	FirstByteTimeout time.Duration
 	// StallTimeout replaces the Transport's StallTimeout for the call's
 	// request and response bodies. Negative means off.
