@@ -500,3 +500,24 @@ func TestAuthTokenNeverRecorded(t *testing.T) {
 		})
 	}
 }
+
+// TestAuthResendOutsideRetryBudget: the resend after a refresh is not an
+// attempt of the policy: it happens with MaxAttempts 1 and with an empty
+// budget, and leaves the budget as it was.
+func TestAuthResendOutsideRetryBudget(t *testing.T) {
+	a := startAuthServer(t, true)
+	budget := retry.NewBudget(0, 0)
+	for budget.Withdraw() { // spend the starting burst
+	}
+	tr := a.transport(t, transport.NewBearerCredentials(a.fetch))
+	tr.Retry = &retry.Policy{MaxAttempts: 1, Budget: budget}
+	client := transport.NewClient(tr)
+	code, _ := getBody(t, client, t.Context(), a.srv.URL)
+	require.Equal(t, http.StatusOK, code)
+	a.revoke()
+	before := budget.Available()
+	code, _ = getBody(t, client, t.Context(), a.srv.URL)
+	assert.Equal(t, http.StatusOK, code, "resent after the refresh")
+	assert.EqualValues(t, 1, a.rejected.Load())
+	assert.InDelta(t, before, budget.Available(), 0.5, "the resend took nothing from the budget")
+}
