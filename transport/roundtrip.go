@@ -252,6 +252,12 @@ func (c *call) newTry(hedge bool) *try {
 	tr.c, tr.resend, tr.hedge = c, c.tries, hedge
 	c.tries++
 	st := c.st
+	if c.lim == nil {
+		// A call made by hand (the package's own tests), not by
+		// RoundTrip: the Transport's limits. Set before the first try,
+		// on the call's goroutine, before any hedge can read it.
+		c.lim = &st.lim
+	}
 	if c.hedge || st.hedge.quantile > 0 || st.tel.timesTries(c.ctx) {
 		// Hedging compares the tries' starts, adaptive hedging learns
 		// their times to headers, the duration metric records them: else
