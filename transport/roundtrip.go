@@ -284,9 +284,8 @@ func (c *call) newTry(hedge bool) *try {
 		ctx = tr.hook(ctx)
 	}
 	tr.ctx = ctx
-	if tr.ownHeader || st.t.Credentials != nil {
-		// gotConn may add "Connection: close", Credentials.Apply sets
-		// the credential: the try's own header map.
+	if tr.ownHeader {
+		// gotConn may add "Connection: close": the try's own header map.
 		tr.req = c.req.Clone(ctx)
 	} else {
 		// The copy lives in the try: net/http's WithContext, inlined
@@ -294,6 +293,11 @@ func (c *call) newTry(hedge bool) *try {
 		// request, BenchmarkKeepAliveGET).
 		tr.reqCopy = *c.req.WithContext(ctx)
 		tr.req = &tr.reqCopy
+		if st.t.Credentials != nil {
+			// Credentials.Apply sets the credential in the try's own
+			// header map; nothing else of the request is changed.
+			tr.req.Header = c.req.Header.Clone()
+		}
 	}
 	if c.req.Body != nil && c.req.Body != http.NoBody {
 		tr.req.Body = nil // set in run, where a GetBody error can be returned
