@@ -132,14 +132,17 @@ func TestCallOptionsLongPoll(t *testing.T) {
 	for _, h2 := range []bool{false, true} {
 		t.Run(protoName(h2), func(t *testing.T) {
 			srv := startServer(t, h2, func(w http.ResponseWriter, r *http.Request) {
-				if !sleepCtx(r.Context(), 700*time.Millisecond) { // the long poll's wait (and a hang for the others)
+				// The long poll's wait (and a hang for the others), and the
+				// body's stall: far beyond the 200ms limits, so that a
+				// watch held up by a loaded machine still cuts first.
+				if !sleepCtx(r.Context(), time.Second) {
 					return
 				}
 				w.Header().Set("Content-Length", "4")
 				fmt.Fprint(w, "da")
 				w.(http.Flusher).Flush()
 				if r.URL.Path == "/stall" {
-					sleepCtx(r.Context(), 700*time.Millisecond)
+					sleepCtx(r.Context(), 1500*time.Millisecond)
 				}
 				fmt.Fprint(w, "ta")
 			})

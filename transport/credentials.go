@@ -23,7 +23,9 @@ import (
 //
 // Refresh is called when the server answered 401 Unauthorized (and, for a
 // websocket upgrade, 403 Forbidden) to a try that carried rejected's
-// credentials, before the request is sent once more. It should renew the
+// credentials, before the request is sent once more (a Transport's
+// request only when its body can be replayed; else the 401 is returned
+// after the Refresh, for the next call's sake). It should renew the
 // credential unless it has changed since rejected was sent (another call
 // refreshed it first), so that many calls rejected at once renew it once.
 //
