@@ -104,6 +104,7 @@ func TestEveryKnobReachable(t *testing.T) {
 		"Transport.TracerProvider":  "spans do not cross the C ABI: a no-op provider",
 		"Transport.MeterProvider":   "the client's own, read by lifeline_client_metrics_json",
 		"Transport.Logger":          "a *slog.Logger: records do not cross the C ABI (yet); the snapshot counts failures",
+		"Transport.Credentials":     "a Go interface: a C host sets Authorization on each request; a refresh hook is not in the C ABI yet",
 		"Dialer.Logger":             "a *slog.Logger: likewise",
 		"Dialer.Resolver":           "an interface: dial.hosts adds static names (checked below)",
 		"Dialer.TLSConfig":          "built from the tls.* keys",

@@ -39,7 +39,7 @@ type body struct {
 func newBody(tr *try, resp *http.Response) *body {
 	b := &tr.body
 	b.rc, b.tr, b.resp = resp.Body, tr, resp
-	if w := tr.w; w != nil && w.stall > 0 {
+	if w := tr.w; w != nil && tr.c.lim.stall > 0 {
 		b.w = w
 		if resp.ProtoMajor == 1 {
 			// HTTP/1.1: the conn carries this body alone until it ends.
@@ -97,7 +97,7 @@ func (b *body) after(err error, stalled bool) error {
 func (b *body) stallError() error {
 	tr := b.tr
 	return &TimeoutError{Phase: "stall", Method: methodOf(tr.c.req), Host: tr.c.req.URL.Host,
-		Limit: tr.c.st.watch.stall, peer: tr.peerLabel()}
+		Limit: tr.c.lim.stall, peer: tr.peerLabel()}
 }
 
 // Close closes the body and ends the try. Closing before EOF is not an

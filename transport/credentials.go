@@ -2,7 +2,13 @@ package transport
 
 import (
 	"context"
+	"errors"
 	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/lifeline-go/lifeline/retry"
 )
 
 // Credentials authenticate the requests of a [Transport] and the
@@ -17,7 +23,9 @@ import (
 //
 // Refresh is called when the server answered 401 Unauthorized (and, for a
 // websocket upgrade, 403 Forbidden) to a try that carried rejected's
-// credentials, before the request is sent once more. It should renew the
+// credentials, before the request is sent once more (a Transport's
+// request only when its body can be replayed; else the 401 is returned
+// after the Refresh, for the next call's sake). It should renew the
 // credential unless it has changed since rejected was sent (another call
 // refreshed it first), so that many calls rejected at once renew it once.
 //
@@ -28,4 +36,238 @@ import (
 type Credentials interface {
 	Apply(req *http.Request) error
 	Refresh(ctx context.Context, rejected *http.Request) error
+}
+
+// BearerCredentials are [Credentials] that send an OAuth 2.0 bearer token
+// (RFC 6750): Apply sets "Authorization: Bearer <token>". The token comes
+// from the fetch function given to [NewBearerCredentials] and is cached:
+// it is fetched on first use, again when it is near its expiry (within
+// ExpiryMargin of it, and never before half its lifetime has passed), and
+// when Refresh is told the current token was rejected (a rejection of an
+// older token, which another call already replaced, fetches nothing).
+//
+// One fetch runs at a time: concurrent callers that need a token wait for
+// the same fetch, each for as long as its own context allows, and the
+// fetch's context is cancelled once no caller waits for it any more (a
+// fetch must honour its context: one that ignores it keeps a goroutine
+// until it returns). A failed fetch is not retried by BearerCredentials:
+// the call that needed it fails with an error that wraps the fetch's
+// error (the next call fetches again); while a token that is near its
+// expiry but not past it is cached, a failed fetch leaves it in use.
+//
+// The token never appears in an error text of lifeline's; the fetch
+// function's own errors are passed through as they are. A
+// BearerCredentials is safe for concurrent use; set ExpiryMargin before
+// first use.
+type BearerCredentials struct {
+	// ExpiryMargin is how long before its expiry a token is renewed. Zero
+	// means 30s; negative means at expiry. A token with no expiry (a zero
+	// time) is renewed only on Refresh.
+	ExpiryMargin time.Duration
+
+	fetch func(ctx context.Context) (string, time.Time, error)
+
+	mu       sync.Mutex // guards the fields below
+	token    string     // "" : none yet
+	renewAt  time.Time  // zero: only on Refresh
+	expiry   time.Time  // zero: none
+	inflight *tokenFetch
+}
+
+// DefaultExpiryMargin is BearerCredentials' ExpiryMargin when it is zero.
+const DefaultExpiryMargin = 30 * time.Second
+
+// tokenFetch is one fetch of a token, shared by the callers that wait for
+// it; waiters and cancel are guarded by the BearerCredentials' mu.
+type tokenFetch struct {
+	done    chan struct{} // closed when the fields below are set
+	token   string
+	expiry  time.Time
+	err     error
+	waiters int
+	cancel  context.CancelFunc
+}
+
+// NewBearerCredentials returns BearerCredentials whose tokens come from
+// fetch, which returns a token, its expiry (zero: none known) and an error.
+// fetch is called from a goroutine of its own with a context that ends
+// when no caller waits for the token any more; it must not return an empty
+// token with a nil error.
+func NewBearerCredentials(fetch func(ctx context.Context) (token string, expiry time.Time, err error)) *BearerCredentials {
+	return &BearerCredentials{fetch: fetch}
+}
+
+// bearerPrefix is the scheme of the Authorization field Apply sets.
+const bearerPrefix = "Bearer "
+
+// Apply sets req's Authorization field to the current token, fetching one
+// first when there is none or it is near its expiry; the wait is bounded
+// by req's context.
+func (b *BearerCredentials) Apply(req *http.Request) error {
+	tok, err := b.current(req.Context(), "")
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", bearerPrefix+tok)
+	return nil
+}
+
+// Refresh fetches a new token if rejected carried the current one (or
+// none is cached), bounded by ctx; if another call replaced it meanwhile,
+// it returns nil at once.
+func (b *BearerCredentials) Refresh(ctx context.Context, rejected *http.Request) error {
+	sent := ""
+	if rejected != nil {
+		sent = strings.TrimPrefix(rejected.Header.Get("Authorization"), bearerPrefix)
+	}
+	if sent == "" {
+		// Nothing to compare with: renew whatever is cached.
+		sent = "\x00"
+	}
+	_, err := b.current(ctx, sent)
+	return err
+}
+
+// current returns a token that is fresh enough. With rejected set, a
+// cached token equal to it (or "\x00": any) is not: a new one is fetched.
+func (b *BearerCredentials) current(ctx context.Context, rejected string) (string, error) {
+	if b == nil || b.fetch == nil {
+		return "", errors.New("transport: BearerCredentials without a fetch function (use NewBearerCredentials)")
+	}
+	b.mu.Lock()
+	now := time.Now()
+	stale := b.token == "" || (!b.renewAt.IsZero() && !now.Before(b.renewAt))
+	if rejected != "" && (rejected == "\x00" || rejected == b.token) {
+		stale = true
+	}
+	if !stale {
+		tok := b.token
+		b.mu.Unlock()
+		return tok, nil
+	}
+	f := b.inflight
+	if f == nil {
+		fctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+		f = &tokenFetch{done: make(chan struct{}), cancel: cancel}
+		b.inflight = f
+		go b.run(fctx, f)
+	}
+	f.waiters++
+	b.mu.Unlock()
+
+	select {
+	case <-f.done:
+	case <-ctx.Done():
+		b.mu.Lock()
+		f.waiters--
+		if f.waiters == 0 {
+			// Nobody waits for it: end it, and let the next caller start
+			// a fetch of its own rather than join one being cancelled.
+			f.cancel()
+			if b.inflight == f {
+				b.inflight = nil
+			}
+		}
+		b.mu.Unlock()
+		return "", credentialsErr("waiting for a token", context.Cause(ctx))
+	}
+	if f.err != nil {
+		// A token near its expiry but not past it still serves.
+		b.mu.Lock()
+		tok, exp := b.token, b.expiry
+		b.mu.Unlock()
+		if tok != "" && rejected == "" && (exp.IsZero() || time.Now().Before(exp)) {
+			return tok, nil
+		}
+		return "", credentialsErr("fetching a token", f.err)
+	}
+	return f.token, nil
+}
+
+// run fetches a token for f and caches it.
+func (b *BearerCredentials) run(ctx context.Context, f *tokenFetch) {
+	tok, exp, err := b.fetch(ctx)
+	f.cancel()
+	if err == nil && tok == "" {
+		err = errors.New("fetch returned an empty token")
+	}
+	b.mu.Lock()
+	if err == nil {
+		now := time.Now()
+		b.token, b.expiry, b.renewAt = tok, exp, time.Time{}
+		if !exp.IsZero() {
+			margin := b.ExpiryMargin
+			switch {
+			case margin == 0:
+				margin = DefaultExpiryMargin
+			case margin < 0:
+				margin = 0
+			}
+			// Never renew before half the token's life: a token shorter
+			// lived than the margin would otherwise be fetched on every
+			// call.
+			margin = min(margin, max(exp.Sub(now), 0)/2)
+			b.renewAt = exp.Add(-margin)
+		}
+	}
+	if b.inflight == f {
+		b.inflight = nil
+	}
+	f.token, f.expiry, f.err = tok, exp, err
+	b.mu.Unlock()
+	close(f.done)
+}
+
+// credentialsError is the failure of a Credentials step; its text names
+// the step, never a credential. It is final: neither the Transport nor a
+// WebSocketDialer retries it (a session counts it as a failed dial).
+type credentialsError struct {
+	op  string
+	err error
+}
+
+func (e *credentialsError) Error() string {
+	return "transport: credentials: " + e.op + ": " + e.err.Error()
+}
+func (e *credentialsError) Unwrap() error { return e.err }
+
+// Retryable reports false: a credential does not heal by retrying.
+func (e *credentialsError) Retryable() bool { return false }
+
+// ErrorType is the error.type lifeline reports for it.
+func (e *credentialsError) ErrorType() string { return "credentials" }
+
+// credentialsErr wraps an error of a Credentials' step (Apply, Refresh)
+// so that its text says where it came from, once.
+func credentialsErr(op string, err error) error {
+	var ce *credentialsError
+	if errors.As(err, &ce) {
+		return err
+	}
+	return &credentialsError{op: op, err: err}
+}
+
+// reauth answers resp, a 401 to try tr: it refreshes the credentials once
+// for the call, then sends a replayable request once more (a new attempt
+// of the call's, not of the retry policy's) and returns its outcome; a
+// non-replayable request's 401 is returned as it is.
+func (c *call) reauth(ctx context.Context, resp *http.Response, tr *try) (*http.Response, *try, error) {
+	creds := c.st.t.Credentials
+	if !c.replayable {
+		// The body is gone: the answer is the caller's. Refresh anyway,
+		// so that the caller's next call carries a fresh credential.
+		if err := creds.Refresh(ctx, tr.req); err != nil {
+			c.st.auth.refreshed(ctx, authError)
+		} else {
+			c.st.auth.refreshed(ctx, authNotResent)
+		}
+		return resp, tr, nil
+	}
+	discard(resp)
+	if err := creds.Refresh(ctx, tr.req); err != nil {
+		c.st.auth.refreshed(ctx, authError)
+		return nil, tr, retry.Permanent(credentialsErr("refresh", err))
+	}
+	c.st.auth.refreshed(ctx, authResent)
+	return c.attempt(ctx)
 }

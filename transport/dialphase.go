@@ -90,11 +90,19 @@ func (c *call) dialInFlight() bool {
 
 // dialHook wraps one of the Dialer's dial methods for net/http: a dial made
 // for a call's try is noted on the call while it runs.
-func dialHook(f func(ctx context.Context, network, addr string) (net.Conn, error), tls bool) func(ctx context.Context, network, addr string) (net.Conn, error) {
+//
+// long, when not nil, dials instead for a call whose FirstByteTimeout is
+// off (a long poll, CallOptions): the Dialer without its first-byte watch,
+// which would otherwise cut the first answer on the new conn.
+func dialHook(f, long func(ctx context.Context, network, addr string) (net.Conn, error), tls bool) func(ctx context.Context, network, addr string) (net.Conn, error) {
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {
 		c, _ := ctx.Value(callKey{}).(*call)
 		if c == nil {
 			return f(ctx, network, addr)
+		}
+		dialf := f
+		if long != nil && c.lim.firstByte == 0 {
+			dialf = long
 		}
 		d := &dialing{network: network, addr: addr, tls: tls, phase: dial.PhaseDNS}
 		if host, _, err := net.SplitHostPort(addr); err == nil {
@@ -105,7 +113,7 @@ func dialHook(f func(ctx context.Context, network, addr string) (net.Conn, error
 		c.dialMu.Lock()
 		c.dials = append(c.dials, d)
 		c.dialMu.Unlock()
-		conn, err := f(context.WithValue(ctx, dialingKey{}, d), network, addr)
+		conn, err := dialf(context.WithValue(ctx, dialingKey{}, d), network, addr)
 		var pc *proxyConn
 		if err == nil && !tls && addr != targetAddr(c.req.URL) {
 			// A conn to a proxy: what it reads is counted (proxyConn).

@@ -47,6 +47,15 @@ func (st *state) hedgeDelay(host string) time.Duration {
 	return min(max(q, MinHedgeDelay), ceiling)
 }
 
+// hedgeDelay is the call's hedge delay: its own (CallOptions.HedgeDelay),
+// else the Transport's.
+func (c *call) hedgeDelay() time.Duration {
+	if c.lim.hedgeFix > 0 {
+		return c.lim.hedgeFix
+	}
+	return c.st.hedgeDelay(c.req.URL.Host)
+}
+
 // latencies keeps, per host, a window of recent times to response headers
 // of completed tries (a try cut short is not a sample: it would pull the
 // quantile towards the limit it was cut at).
@@ -153,7 +162,7 @@ func (c *call) hedged(ctx context.Context) (*http.Response, *try, error) {
 	h := &hedging{c: c, ctx: ctx}
 	h.first = c.newTry(false)
 	h.mu.Lock() // fire may run before AfterFunc returns: it waits for h.timer
-	h.timer = time.AfterFunc(c.st.hedgeDelay(c.req.URL.Host), h.fire)
+	h.timer = time.AfterFunc(c.hedgeDelay(), h.fire)
 	h.mu.Unlock()
 	resp, err := h.first.run()
 
@@ -282,7 +291,7 @@ func (h *hedging) fire() {
 	// A hedge can meet a hang too (8% of conns hung in incident 01): one
 	// more after another delay, up to maxHedges.
 	if len(h.tries) < maxHedges {
-		h.timer.Reset(st.hedgeDelay(h.c.req.URL.Host))
+		h.timer.Reset(h.c.hedgeDelay())
 	}
 }
 

@@ -30,6 +30,8 @@ type call struct {
 	idempotent bool
 	replayable bool
 	hedge      bool           // the request may be hedged
+	reauthed   bool           // a 401 was answered with a Refresh: no second one
+	lim        *callLimits    // the Transport's limits with the call's options over them; read-only
 	tries      int            // tries started; the next one's resend count
 	final      *http.Response // the answer RoundTrip returns
 	held       *http.Response // the last answer with a retryable status
@@ -61,15 +63,16 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	c := &call{st: st, req: req, idempotent: idempotent(req), replayable: replayable(req)}
 	c.cctx = callCtx{Context: req.Context(), c: c}
 	c.ctx = &c.cctx
-	c.hedge = st.hedge.on && c.idempotent && c.replayable
+	c.lim = st.limits(req.Context())
+	c.hedge = c.lim.hedgeOn && c.idempotent && c.replayable
 	// The request body and a held answer are closed on every path, a
 	// panic of the caller's code (Retry.Retryable) included.
 	defer c.end()
-	if st.retryErr != nil {
-		return nil, st.retryErr
+	if c.lim.retryErr != nil {
+		return nil, c.lim.retryErr
 	}
 
-	err := retryx.DoPrepared(st.retry, c.ctx, callAttempt, c)
+	err := retryx.DoPrepared(c.lim.retry, c.ctx, callAttempt, c)
 	switch {
 	case err == nil:
 		// The retry loop counted the failure of each failed attempt; a
@@ -121,10 +124,16 @@ func callAttempt(ctx context.Context, arg any) error {
 	if err != nil {
 		return err
 	}
+	if resp.StatusCode == http.StatusUnauthorized && c.st.t.Credentials != nil && !c.reauthed {
+		c.reauthed = true
+		if resp, tr, err = c.reauth(ctx, resp, tr); err != nil {
+			return err
+		}
+	}
 	if c.idempotent && c.replayable && retryableStatus(resp.StatusCode) {
 		c.held = resp
 		se := &statusError{resp: resp, try: tr}
-		if d, ok := retryAfter(resp.Header, time.Now()); ok {
+		if d, ok := RetryAfter(resp); ok {
 			return retry.After(d, se)
 		}
 		return se
@@ -139,8 +148,8 @@ func callAttempt(ctx context.Context, arg any) error {
 // try of it ends at the same instant (newTry arms each try's timer for
 // attemptEnd).
 func (c *call) attempt(ctx context.Context) (*http.Response, *try, error) {
-	if c.st.attemptTO > 0 {
-		c.attemptEnd = time.Now().Add(c.st.attemptTO)
+	if c.lim.attemptTO > 0 {
+		c.attemptEnd = time.Now().Add(c.lim.attemptTO)
 	}
 	if !c.hedge {
 		tr := c.newTry(false)
@@ -243,6 +252,12 @@ func (c *call) newTry(hedge bool) *try {
 	tr.c, tr.resend, tr.hedge = c, c.tries, hedge
 	c.tries++
 	st := c.st
+	if c.lim == nil {
+		// A call made by hand (the package's own tests), not by
+		// RoundTrip: the Transport's limits. Set before the first try,
+		// on the call's goroutine, before any hedge can read it.
+		c.lim = &st.lim
+	}
 	if c.hedge || st.hedge.quantile > 0 || st.tel.timesTries(c.ctx) {
 		// Hedging compares the tries' starts, adaptive hedging learns
 		// their times to headers, the duration metric records them: else
@@ -261,8 +276,10 @@ func (c *call) newTry(hedge bool) *try {
 	// name the peer of a failure a hedge or a retry masked or Health is
 	// told of.
 	tr.traced = !c.idempotent || tr.span.IsRecording() || tr.ownHeader || c.hedge || st.dialer.Health != nil
-	tr.w = st.watch
-	tr.timed = tr.w != nil && st.firstByte > 0
+	if c.lim.firstByte > 0 || c.lim.stall > 0 {
+		tr.w = st.watch
+	}
+	tr.timed = tr.w != nil && c.lim.firstByte > 0
 	if tr.w != nil || tr.traced {
 		ctx = tr.hook(ctx)
 	}
@@ -276,17 +293,22 @@ func (c *call) newTry(hedge bool) *try {
 		// request, BenchmarkKeepAliveGET).
 		tr.reqCopy = *c.req.WithContext(ctx)
 		tr.req = &tr.reqCopy
+		if st.t.Credentials != nil {
+			// Credentials.Apply sets the credential in the try's own
+			// header map; nothing else of the request is changed.
+			tr.req.Header = c.req.Header.Clone()
+		}
 	}
 	if c.req.Body != nil && c.req.Body != http.NoBody {
 		tr.req.Body = nil // set in run, where a GetBody error can be returned
 	}
-	if st.attemptTO > 0 {
+	if c.lim.attemptTO > 0 {
 		// The attempt's end, for each of its tries (call.attempt).
 		tr.attTimer = time.AfterFunc(time.Until(c.attemptEnd), func() { tr.cancel(errAttempt) })
 	}
-	if tr.w != nil {
-		tr.w.add(tr)
-	}
+	// The watch takes the try in run, once its credential is applied: a
+	// token fetch is bounded by the call's context and AttemptTimeout,
+	// and is not a wait for a conn.
 	return tr
 }
 
@@ -300,7 +322,7 @@ func (tr *try) hook(ctx context.Context) context.Context {
 		t.GetConn = tr.getConn
 		t.WroteRequest = tr.wroteRequest
 	}
-	if tr.traced || tr.w != nil && tr.w.stall > 0 {
+	if tr.traced || tr.w != nil && tr.c.lim.stall > 0 {
 		// Also the watch's: the headers' upload ends there.
 		t.WroteHeaders = tr.wroteHeaders
 	}
@@ -378,6 +400,18 @@ func (tr *try) mayHaveWritten(err error) bool {
 // the try ends when the body does.
 func (tr *try) run() (*http.Response, error) {
 	c := tr.c
+	if creds := c.st.t.Credentials; creds != nil {
+		// On the try's own copy, every try (attempts, hedges, the resend
+		// after a Refresh): each carries the credential current now.
+		if err := creds.Apply(tr.req); err != nil {
+			err = credentialsErr("apply", err)
+			tr.finish(nil, err)
+			return nil, retry.Permanent(err)
+		}
+	}
+	if tr.w != nil {
+		tr.w.add(tr)
+	}
 	if c.req.Body != nil && c.req.Body != http.NoBody {
 		rc := c.req.Body
 		if c.req.GetBody != nil {
@@ -404,10 +438,10 @@ func (tr *try) run() (*http.Response, error) {
 		}
 		switch cut {
 		case waitCut:
-			err = tr.timeoutError("first_byte", c.st.firstByte)
+			err = tr.timeoutError("first_byte", c.lim.firstByte)
 			tr.blame(true)
 		case waitUpCut:
-			err = tr.timeoutError("upload_stall", c.st.watch.stall)
+			err = tr.timeoutError("upload_stall", c.lim.stall)
 			tr.blame(false)
 		default:
 			// No peer to blame: the wait was for the pool.
@@ -446,7 +480,7 @@ func (tr *try) run() (*http.Response, error) {
 // bounds uploads: net/http's own copies (GetBody, for a retry of its own
 // on another conn) too.
 func (tr *try) setBody(rc io.ReadCloser) {
-	if tr.w == nil || tr.w.stall <= 0 {
+	if tr.w == nil || tr.c.lim.stall <= 0 {
 		tr.req.Body = rc
 		return
 	}
@@ -643,15 +677,15 @@ func (tr *try) mapErr(err error) error {
 		case errHedgeLost:
 			return errHedgeLost
 		case errAttempt:
-			phase, limit = "attempt", st.attemptTO
+			phase, limit = "attempt", tr.c.lim.attemptTO
 		case errFirstByte:
 			// The watch's cuts are mapped where the wait for headers
 			// ends; any other path that sees one (a Read, net/http's
 			// own retry of the request) says the same, never the bare
 			// cause (seen under load: error.type *errors.errorString).
-			phase, limit = "first_byte", st.firstByte
+			phase, limit = "first_byte", tr.c.lim.firstByte
 		case errUploadStall:
-			phase, limit = "upload_stall", st.watch.stall
+			phase, limit = "upload_stall", tr.c.lim.stall
 		case errConnWait:
 			phase, limit = "conn", st.watch.connWait
 		default:

@@ -76,6 +76,10 @@ const (
 //   - One OpenTelemetry client span per attempt and metrics that count the
 //     failures retries and hedges masked.
 //
+// Per call, a context made with [WithCallOptions] overrides the Retry
+// policy, FirstByteTimeout, StallTimeout and HedgeDelay: the call's option
+// wins over the Transport's field, which wins over the default.
+//
 // The zero value is ready to use and waits forever nowhere; a nil
 // *Transport behaves as the zero value. Fields must be set before the first
 // request and not changed afterwards; a Transport must not be copied after
@@ -173,6 +177,22 @@ type Transport struct {
 	TracerProvider trace.TracerProvider
 	// MeterProvider makes the metrics. Nil means the otel global.
 	MeterProvider metric.MeterProvider
+	// Credentials, when set, authenticate every try: Apply is called on
+	// each try's own copy of the request (attempts, hedges, the resend
+	// after a refresh), never on the caller's request. A 401 answer makes
+	// one Refresh per RoundTrip, bounded by the request's context; then a
+	// replayable request (no body, or GetBody) is sent once more, and its
+	// answer, a second 401 too, is the call's. That resend is not an
+	// attempt of the Retry policy (it costs neither MaxAttempts nor the
+	// Budget: it happens at most once per call, and the 401 was an answer
+	// that the server did not act on). A non-replayable request's 401 is
+	// returned as it is, after the Refresh (so that the caller's next
+	// call carries the new credential; a Refresh error is then only
+	// counted). An error of Apply or Refresh ends the call with that error
+	// (wrapped, not retried). Each Refresh is counted on
+	// lifeline.http.auth.refreshes. Nil means requests go as the caller
+	// built them.
+	Credentials Credentials
 	// Logger, when set, gets a Warn record for each failed attempt (an
 	// error, a timeout of the Transport's limits, a 5xx answer; not a hedge
 	// that lost or a caller's cancel), rate-limited per kind of failure:
@@ -218,12 +238,14 @@ type state struct {
 	retryErr  error        // policy's error: every request's
 	attemptTO time.Duration
 	firstByte time.Duration // 0: off
-	watch     *watch        // nil: neither FirstByteTimeout nor StallTimeout
+	watch     *watch        // never nil; a try is watched when its call has a limit
 	lifetime  time.Duration // 0: off
 	hedge     hedgeConfig
 	tel       *telemetry
 	latency   *latencies
-	conns     *births // the conns' ages and byte counts; nil: neither MaxConnLifetime nor StallTimeout
+	conns     *births // the conns' ages and byte counts
+	auth      authInstruments
+	lim       callLimits // the limits of a call without CallOptions
 }
 
 func (t *Transport) get() *state {
@@ -252,6 +274,9 @@ func (t *Transport) build() *state {
 	st.lifetime = orDefault(t.MaxConnLifetime, DefaultMaxConnLifetime)
 	st.hedge = newHedgeConfig(t.HedgeDelay, t.HedgeQuantile)
 	st.tel = newTelemetry(t.TracerProvider, t.MeterProvider, t.Name, logx.For(t.Logger))
+	if t.Credentials != nil {
+		st.auth = newAuthInstruments(namedMeterProvider(t.MeterProvider, t.Name))
+	}
 	st.latency = newLatencies()
 
 	if t.Dialer != nil {
@@ -260,6 +285,8 @@ func (t *Transport) build() *state {
 	if st.dialer.Name == "" {
 		st.dialer.Name = t.Name
 	}
+	// The watch exists even when the Transport's limits are both off: a
+	// call's options may turn one on (CallOptions).
 	st.watch = newWatch(st.firstByte, orDefault(t.StallTimeout, DefaultStallTimeout),
 		orDefault(st.dialer.Timeout, dial.DefaultTimeout), st.tel)
 	d := &st.dialer
@@ -301,11 +328,11 @@ func (t *Transport) build() *state {
 	if d.MeterProvider == nil {
 		d.MeterProvider = t.MeterProvider
 	}
-	if st.lifetime > 0 || (st.watch != nil && st.watch.stall > 0) {
+	{
 		// Every conn is a bornConn under TLS: its age for MaxConnLifetime,
 		// its byte counts for StallTimeout (a stall is time without a
 		// byte from the peer, an upload's stall time without a byte
-		// written).
+		// written), a call's own StallTimeout included.
 		st.conns = &births{lifetime: st.lifetime, open: map[*bornConn]struct{}{}}
 		d.DialFunc = st.conns.dialFunc(d.DialFunc)
 	}
@@ -313,26 +340,25 @@ func (t *Transport) build() *state {
 	// (dialphase.go).
 	d.DialFunc = connectHook(d.DialFunc)
 
+	var p retry.Policy
 	if t.Retry != nil {
-		st.policy = *t.Retry
+		p = *t.Retry
 	}
-	if st.policy.Budget == nil {
+	if p.Budget == nil {
 		// Retries and hedges are paid from a budget, so that a Transport
 		// never multiplies an outage: without one of the caller's, its own.
-		st.policy.Budget = retry.NewBudget(defaultBudgetRatio, defaultBudgetPerSecond)
+		p.Budget = retry.NewBudget(defaultBudgetRatio, defaultBudgetPerSecond)
 	}
-	if st.policy.MeterProvider == nil {
-		st.policy.MeterProvider = t.MeterProvider
-	}
-	st.policy.MeterProvider = namedMeterProvider(st.policy.MeterProvider, t.Name)
-	// The Transport makes one HTTP span per attempt; retry's own attempt
-	// spans would only nest them one level deeper.
-	st.policy.TracerProvider = noopTracerProvider
+	st.policy = st.adopt(p)
 	st.attemptTO = st.policy.AttemptTimeout
 	// Do would cancel the attempt's context when the op returns, with the
 	// response body still unread: the Transport bounds attempts itself.
 	st.policy.AttemptTimeout = 0
 	st.retry, st.retryErr = retryx.Prepare(&st.policy)
+	// The limits of a call without CallOptions: every such call shares
+	// them.
+	st.lim = callLimits{retry: st.retry, retryErr: st.retryErr, attemptTO: st.attemptTO,
+		firstByte: st.firstByte, stall: st.watch.stall, hedgeOn: st.hedge.on}
 
 	proxy := t.Proxy
 	if proxy == nil {
@@ -342,10 +368,20 @@ func (t *Transport) build() *state {
 	if handshake == 0 {
 		handshake = dial.DefaultTLSHandshakeTimeout
 	}
+	// A call whose FirstByteTimeout is off (a long poll) dials without the
+	// Dialer's first-byte watch, which would cut its first answer. (A conn
+	// dialed for another call and handed to it still has the watch: at
+	// least max(30s, FirstByteTimeout), on its first answer only.)
+	var longDial, longTLS func(ctx context.Context, network, addr string) (net.Conn, error)
+	if d.FirstByteTimeout > 0 {
+		long := *d
+		long.FirstByteTimeout = -1
+		longDial, longTLS = long.DialContext, long.DialTLSContext
+	}
 	st.ht = &http.Transport{
 		Proxy:                 proxy,
-		DialContext:           dialHook(d.DialContext, false),
-		DialTLSContext:        dialHook(d.DialTLSContext, true),
+		DialContext:           dialHook(d.DialContext, longDial, false),
+		DialTLSContext:        dialHook(d.DialTLSContext, longTLS, true),
 		TLSClientConfig:       tlsCfg.Clone(), // through CONNECT proxies (net/http's addTLS)
 		TLSHandshakeTimeout:   max(handshake, 0),
 		ForceAttemptHTTP2:     true,
@@ -370,6 +406,25 @@ func (t *Transport) build() *state {
 		st.ht.DisableKeepAlives = true
 	}
 	return st
+}
+
+// adopt returns p as the Transport runs it: paid from the Transport's
+// budget when p has none, metered by the Transport's MeterProvider when p
+// has none, and without retry's own attempt spans (the Transport makes one
+// HTTP span per attempt; retry's would only nest them one level deeper).
+func (st *state) adopt(p retry.Policy) retry.Policy {
+	if p.Budget == nil {
+		p.Budget = st.policy.Budget
+	}
+	if p.MeterProvider == nil {
+		p.MeterProvider = st.t.MeterProvider
+	}
+	// A call's policy reports under the Transport's Name, like its own.
+	p.MeterProvider = namedMeterProvider(p.MeterProvider, st.t.Name)
+	// The Transport makes one HTTP span per attempt; retry's own attempt
+	// spans would only nest them one level deeper.
+	p.TracerProvider = noopTracerProvider
+	return p
 }
 
 // headerLimit is MaxResponseHeaderBytes as net/http applies it.

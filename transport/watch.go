@@ -57,21 +57,24 @@ const (
 	watchTickMax = 50 * time.Millisecond
 )
 
-// newWatch returns the watch of the given limits (0: off), nil when
-// FirstByteTimeout and StallTimeout are both off. connWait bounds the wait
+// newWatch returns the watch of the Transport's limits (0: off), which
+// set its tick; each try is held to its call's limits (callLimits), which
+// a call's options may make shorter than the tick was made for: such a
+// limit is cut at most two ticks (100ms) late. connWait bounds the wait
 // for a conn (the Dialer's Timeout) of a watched try.
 func newWatch(firstByte, stall, connWait time.Duration, tel *telemetry) *watch {
-	if firstByte <= 0 && stall <= 0 {
-		return nil
-	}
 	shortest := time.Duration(0)
 	for _, d := range []time.Duration{firstByte, stall, connWait} {
 		if d > 0 && (shortest == 0 || d < shortest) {
 			shortest = d
 		}
 	}
-	return &watch{firstByte: firstByte, stall: stall, connWait: connWait, tel: tel,
-		tick: min(max(shortest/watchTicks, time.Millisecond), watchTickMax), base: time.Now()}
+	w := &watch{firstByte: firstByte, stall: stall, connWait: connWait, tel: tel,
+		tick: watchTickMax, base: time.Now()}
+	if shortest > 0 {
+		w.tick = min(max(shortest/watchTicks, time.Millisecond), watchTickMax)
+	}
+	return w
 }
 
 // now is the watch's clock, never 0 or negative (those mark states).
@@ -246,18 +249,20 @@ func (w *watch) look(tr *try, now int64, cuts []cut) []cut {
 	case now-tr.acqAt >= int64(w.connWait) && tr.wait.CompareAndSwap(waitAcquiring, waitConnCut):
 		cuts = append(cuts, cut{tr, cutConnWait})
 	}
-	if w.firstByte > 0 && tr.timed {
+	lim := tr.c.lim
+	if tr.timed {
 		// Stamp a wait that began since the last look, or claim the one
 		// stamped at: one that ended or began again since has another
 		// mark, and the claim fails.
 		switch {
 		case isBegun(at):
 			tr.wait.CompareAndSwap(at, w.now())
-		case at > 0 && now-at >= int64(w.firstByte) && tr.wait.CompareAndSwap(at, waitCut):
+		case at > 0 && now-at >= int64(lim.firstByte) && tr.wait.CompareAndSwap(at, waitCut):
 			cuts = append(cuts, cut{tr, cutFirstByte})
 		}
 	}
-	if w.stall <= 0 {
+	stall := lim.stall
+	if stall <= 0 {
 		return cuts
 	}
 	if up := &tr.up; at == waitHeld && (up.started.Load() || !tr.wrote.Load() && tr.conn.Load() != nil) {
@@ -278,7 +283,7 @@ func (w *watch) look(tr *try, now int64, cuts []cut) []cut {
 		case up.at == 0 || conn != up.conn || written != up.written || reads != up.seenReads || up.reading.Load() != 0:
 			up.conn, up.written, up.seenReads = conn, written, reads
 			up.at = w.now()
-		case now-up.at >= int64(w.stall) && tr.wait.CompareAndSwap(waitHeld, waitUpCut):
+		case now-up.at >= int64(stall) && tr.wait.CompareAndSwap(waitHeld, waitUpCut):
 			cuts = append(cuts, cut{tr, cutUpload})
 		}
 	} else {
@@ -298,7 +303,7 @@ func (w *watch) look(tr *try, now int64, cuts []cut) []cut {
 	case r > 0 && b.conn != nil && b.conn.read.Load() != b.seen:
 		b.seen = b.conn.read.Load()
 		b.reading.CompareAndSwap(r, w.now())
-	case r > 0 && now-r >= int64(w.stall) && b.reading.CompareAndSwap(r, -1):
+	case r > 0 && now-r >= int64(stall) && b.reading.CompareAndSwap(r, -1):
 		cuts = append(cuts, cut{tr, cutBody})
 	}
 	return cuts

@@ -503,7 +503,7 @@ func (d *WebSocketDialer) dialOnce(ctx context.Context, t *wsTarget, h http.Head
 		defer cancel()
 	}
 	if rerr := d.Credentials.Refresh(rctx, sent.WithContext(rctx)); rerr != nil {
-		rerr = &credentialsError{op: "refresh after a " + strconv.Itoa(resp.StatusCode) + " answer", err: rerr}
+		rerr = credentialsErr("refresh after a "+strconv.Itoa(resp.StatusCode)+" answer", rerr)
 		if d.Logger != nil {
 			logx.For(d.Logger).Failure(ctx, "websocket.credentials", "lifeline: websocket credentials refresh failed",
 				rerr, slog.String("url.full", t.safe), slog.String("error.type", "credentials"))
@@ -523,20 +523,6 @@ func credentialsRefused(err error) bool {
 	return errors.As(err, &he) && !he.Timeout() &&
 		(he.StatusCode == http.StatusUnauthorized || he.StatusCode == http.StatusForbidden)
 }
-
-// credentialsError is the failure of a Credentials method. It is final:
-// Dial does not retry it (a session counts it as a failed dial).
-type credentialsError struct {
-	op  string
-	err error
-}
-
-func (e *credentialsError) Error() string {
-	return "credentials: " + e.op + ": " + e.err.Error()
-}
-func (e *credentialsError) Unwrap() error     { return e.err }
-func (e *credentialsError) Retryable() bool   { return false }
-func (e *credentialsError) ErrorType() string { return "credentials" }
 
 // handshakeRequest is the request Credentials.Apply sees for a handshake
 // to t with headers h: GET, the URL with scheme http or https.
@@ -588,7 +574,7 @@ func (d *WebSocketDialer) attempt(ctx context.Context, t *wsTarget, h http.Heade
 		req := handshakeRequest(ctx, t, h)
 		*sent = nil
 		if err = d.Credentials.Apply(req); err != nil {
-			err = &credentialsError{op: "apply", err: err}
+			err = credentialsErr("apply", err)
 		} else {
 			*sent, h = req, req.Header
 		}

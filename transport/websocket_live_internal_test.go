@@ -79,8 +79,8 @@ func TestWebSocketUnreadAnswersCount(t *testing.T) {
 			sc.Conn = c
 			return sc, err
 		}},
-		Proxy:        func(*http.Request) (*url.URL, error) { return nil, nil },
-		Retry:        &retry.Policy{MaxAttempts: 1},
+		Proxy: func(*http.Request) (*url.URL, error) { return nil, nil },
+		Retry: &retry.Policy{MaxAttempts: 1},
 		// PongTimeout well above a loaded machine's scheduling lag (make
 		// stress's CPU hogs delayed the peer's answer past 150ms once):
 		// the stall below still outlasts it several times.

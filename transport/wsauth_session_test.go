@@ -67,9 +67,9 @@ func (c *tokenCreds) counts() (applies, refreshes int) {
 	return c.applies, c.refreshes
 }
 
-// authServer is a websocket server that takes one token, "Bearer
+// wsAuthServer is a websocket server that takes one token, "Bearer
 // tok-<valid>", and refuses the others with code. valid < 0 refuses all.
-type authServer struct {
+type wsAuthServer struct {
 	srv        *faultnet.Server
 	valid      atomic.Int64
 	code       int
@@ -79,8 +79,8 @@ type authServer struct {
 	callers    []string   // its X-Caller
 }
 
-func startAuth(t *testing.T, code int) *authServer {
-	a := &authServer{code: code}
+func startAuth(t *testing.T, code int) *wsAuthServer {
+	a := &wsAuthServer{code: code}
 	a.srv = startWS(t, func(w http.ResponseWriter, r *http.Request) {
 		a.handshakes.Add(1)
 		a.mu.Lock()
@@ -99,7 +99,7 @@ func startAuth(t *testing.T, code int) *authServer {
 
 // rotate makes the next token the valid one and drops every connection
 // (the server's sessions expired with the old token).
-func (a *authServer) rotate() {
+func (a *wsAuthServer) rotate() {
 	a.valid.Add(1)
 	a.srv.DropAll()
 }
@@ -193,7 +193,7 @@ var errRefusal = errors.New("the refusal")
 // on; a session with the token in its fixed Header (the way before issue
 // 21) ends for good with the 401.
 func TestWebSocketSessionTokenExpires(t *testing.T) {
-	run := func(t *testing.T, withCreds bool) (*transport.WebSocketSession, *tokenCreds, *authServer, *atomic.Int64) {
+	run := func(t *testing.T, withCreds bool) (*transport.WebSocketSession, *tokenCreds, *wsAuthServer, *atomic.Int64) {
 		a := startAuth(t, http.StatusUnauthorized)
 		d := sessionDialer()
 		cfg := transport.WebSocketSessionConfig{URL: wsURL("ws", a.srv, "/"), Dialer: d}
