@@ -36,7 +36,8 @@ type Config struct {
 	// APIKey is exchanged at POST /token for bearer tokens.
 	APIKey string
 	// Dialer makes every connection (HTTP and websocket). Nil means
-	// lifeline's zero dial.Dialer: every phase bounded, addresses raced.
+	// lifeline's zero dial.Dialer (every phase bounded, addresses raced)
+	// with a Health, so addresses that hung are tried last.
 	Dialer *dial.Dialer
 }
 
@@ -80,6 +81,9 @@ func New(cfg Config) (*Client, error) {
 	exp, err := otelprom.New(otelprom.WithRegisterer(reg))
 	if err != nil {
 		return nil, err
+	}
+	if cfg.Dialer == nil {
+		cfg.Dialer = &dial.Dialer{Health: &dial.Health{}}
 	}
 	c := &Client{base: strings.TrimSuffix(cfg.BaseURL, "/"), apiKey: cfg.APIKey,
 		mp: sdkmetric.NewMeterProvider(sdkmetric.WithReader(exp)), metrics: promhttp.HandlerFor(reg, promhttp.HandlerOpts{})}

@@ -120,13 +120,17 @@ func TestHangAfterAccept(t *testing.T) {
 		t.Logf("bounded in %v: %v", d, err)
 	})
 	t.Run("healed by a second address", func(t *testing.T) {
-		c := newClient(t, srv, &dial.Dialer{Resolver: resolver{hang, good}})
+		c := newClient(t, srv, &dial.Dialer{Resolver: resolver{hang, good}, Health: &dial.Health{}})
 		for i := range 5 {
 			start := time.Now()
 			if _, err := c.ListRooms(fast(t.Context())); err != nil {
 				t.Fatalf("call %d: %v", i, err)
 			}
-			t.Logf("call %d: %v", i, time.Since(start))
+			d := time.Since(start)
+			if d > 5*time.Second {
+				t.Errorf("call %d took %v; want well within 5s (first-byte limit 200ms)", i, d)
+			}
+			t.Logf("call %d: %v", i, d)
 		}
 	})
 }
