@@ -65,7 +65,6 @@ type Client struct {
 	base    string
 	apiKey  string
 	tr      *transport.Transport
-	http    *http.Client
 	wsd     *transport.WebSocketDialer
 	mp      *sdkmetric.MeterProvider
 	metrics http.Handler
@@ -90,7 +89,6 @@ func New(cfg Config) (*Client, error) {
 	creds := transport.NewBearerCredentials(c.fetchToken)
 	c.tr = &transport.Transport{Name: "rooms", Dialer: cfg.Dialer, MeterProvider: c.mp,
 		Credentials: exemptToken{creds, u.Path + "/token"}}
-	c.http = transport.NewClient(c.tr)
 	c.wsd = &transport.WebSocketDialer{Name: "rooms", Dialer: cfg.Dialer, MeterProvider: c.mp, Credentials: creds}
 	return c, nil
 }
@@ -142,7 +140,7 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 	if method == http.MethodPost {
 		req.Header.Set("Idempotency-Key", rand.Text())
 	}
-	resp, err := c.http.Do(req)
+	resp, err := c.tr.RoundTrip(req) // no http.Client: no redirects, no *url.Error around lifeline's errors
 	if err != nil {
 		return err
 	}
