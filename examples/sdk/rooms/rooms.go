@@ -88,7 +88,7 @@ func New(cfg Config) (*Client, error) {
 		mp: sdkmetric.NewMeterProvider(sdkmetric.WithReader(exp)), metrics: promhttp.HandlerFor(reg, promhttp.HandlerOpts{})}
 	creds := transport.NewBearerCredentials(c.fetchToken)
 	c.tr = &transport.Transport{Name: "rooms", Dialer: cfg.Dialer, MeterProvider: c.mp,
-		Credentials: exemptToken{creds, u.Path + "/token"}}
+		Credentials: exemptToken{creds, strings.TrimSuffix(u.Path, "/") + "/token"}}
 	c.wsd = &transport.WebSocketDialer{Name: "rooms", Dialer: cfg.Dialer, MeterProvider: c.mp, Credentials: creds}
 	return c, nil
 }
@@ -181,7 +181,7 @@ func (e exemptToken) Apply(r *http.Request) error {
 
 func (e exemptToken) Refresh(ctx context.Context, r *http.Request) error {
 	if r.URL.Path == e.path {
-		return errors.New("rooms: API key rejected")
+		return &Error{StatusCode: http.StatusUnauthorized, Message: "API key rejected"}
 	}
 	return e.BearerCredentials.Refresh(ctx, r)
 }

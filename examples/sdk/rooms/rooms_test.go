@@ -73,6 +73,26 @@ func TestAPI(t *testing.T) {
 	}
 }
 
+// TestBadAPIKey: a rejected API key fails the call at once (no loop of
+// refreshes), and the key is in no error text.
+func TestBadAPIKey(t *testing.T) {
+	srv := fakerooms.Start(t, fakerooms.Config{APIKey: "right-key"})
+	c, err := rooms.New(rooms.Config{BaseURL: srv.URL() + "/", APIKey: "wrong-key"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_, err = c.ListRooms(t.Context())
+	var e *rooms.Error
+	if !errors.As(err, &e) || e.StatusCode != 401 || strings.Contains(err.Error(), "wrong-key") {
+		t.Fatalf("err = %v; want a *rooms.Error 401 that does not show the key", err)
+	}
+	if st := srv.Stats(); st.TokensIssued != 0 || st.Unauthorized > 2 {
+		t.Fatalf("stats %+v: want no token and at most 2 rejected tries", st)
+	}
+	t.Log(err)
+}
+
 // TestCreateRoomAnswerLost: the server makes the room and its answer never
 // comes; lifeline retries the POST (it has an Idempotency-Key) after the
 // first-byte limit, and the server answers with the same room.
