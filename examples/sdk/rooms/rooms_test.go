@@ -358,6 +358,65 @@ func TestDropEvery2s(t *testing.T) {
 	}
 }
 
+// TestSubscribeAcrossDrops: subscribes made from many goroutines while
+// the server keeps cutting the websocket are none of them lost: once the
+// cuts stop, every room gets its events.
+func TestSubscribeAcrossDrops(t *testing.T) {
+	srv := fakerooms.Start(t, fakerooms.Config{})
+	c := newClient(t, srv, nil)
+	var mu sync.Mutex
+	got := map[string]bool{}
+	sig, err := c.Signal(func(ev rooms.Event) {
+		if ev.Type == "message" {
+			mu.Lock()
+			got[ev.Room] = true
+			mu.Unlock()
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sig.Close()
+	srv.DropEvery(40 * time.Millisecond)
+	ctx, cancel := context.WithTimeout(t.Context(), 15*time.Second)
+	defer cancel()
+	const n = 20
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			time.Sleep(time.Duration(i) * 15 * time.Millisecond)
+			if err := sig.Subscribe(ctx, "r"+strconv.Itoa(i)); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	srv.DropEvery(0)
+	for i := range n {
+		room := "r" + strconv.Itoa(i)
+		for srv.Publish(room, "x") == 0 { // until the resubscribe reached the server
+			if ctx.Err() != nil {
+				t.Fatalf("%s never subscribed on the server after the cuts (%+v)", room, srv.Stats())
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		mu.Lock()
+		k := len(got)
+		mu.Unlock()
+		if k == n {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("events for %d of %d rooms", k, n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Logf("stats %+v", srv.Stats())
+}
+
 // TestMetrics: the client's /metrics shows lifeline's metrics by the
 // semantic conventions, named "rooms".
 func TestMetrics(t *testing.T) {
