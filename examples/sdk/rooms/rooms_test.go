@@ -425,6 +425,10 @@ func TestMetrics(t *testing.T) {
 	if _, err := c.ListRooms(t.Context()); err != nil {
 		t.Fatal(err)
 	}
+	srv.ExpireTokens() // a refresh: its metric too
+	if _, err := c.ListRooms(t.Context()); err != nil {
+		t.Fatal(err)
+	}
 	body := scrape(c)
 	for _, want := range []string{"http_client_request_duration_seconds_count{", `lifeline_client_name="rooms"`} {
 		if !strings.Contains(body, want) {
@@ -433,6 +437,14 @@ func TestMetrics(t *testing.T) {
 	}
 	if strings.Contains(body, "tok-") {
 		t.Error("/metrics holds a token")
+	}
+	// Two SDKs in one process are told apart: every point of lifeline's
+	// carries the client's name.
+	for _, line := range strings.Split(body, "\n") {
+		if (strings.HasPrefix(line, "lifeline_") || strings.HasPrefix(line, "http_client_")) &&
+			!strings.Contains(line, `lifeline_client_name="rooms"`) {
+			t.Errorf("not named: %s", line)
+		}
 	}
 }
 

@@ -8,7 +8,8 @@
 //	GET  /rooms/{id} → the room, or 404
 //	GET  /rooms      → every room, oldest first
 //	GET  /signal     websocket; client sends {"op":"subscribe","room":id}, server answers
-//	                 {"type":"subscribed","room":id} and then sends {"type":"message","room":id,"data":d}
+//	                 {"type":"subscribed","room":id} (once per conn and room: a repeated
+//	                 subscribe is a no-op) and then sends {"type":"message","room":id,"data":d}
 //	                 for each Publish to the room
 //
 // Every path but /token needs "Authorization: Bearer t" with a token that
@@ -437,9 +438,10 @@ func (s *Server) signal(w http.ResponseWriter, r *http.Request) {
 			continue
 		}
 		c.mu.Lock()
+		again := c.subs[in.Room]
 		c.subs[in.Room] = true
 		c.mu.Unlock()
-		if c.send(Event{Type: "subscribed", Room: in.Room}) != nil {
+		if !again && c.send(Event{Type: "subscribed", Room: in.Room}) != nil {
 			return
 		}
 	}
