@@ -1,10 +1,3 @@
-// Package rooms is the client SDK of the "rooms" service: a JSON API with
-// bearer tokens and idempotent creates, and a signalling websocket. It is
-// the template of an SDK built on lifeline: lifeline bounds every phase of
-// every call, retries what is safe (Retry-After honoured within the
-// caller's deadline), refreshes the token on a 401, keeps the websocket up
-// and resubscribes it, and counts what it survived; this package only
-// speaks the service's protocol.
 package rooms
 
 import (
@@ -56,6 +49,7 @@ type Error struct {
 	RetryAfter time.Duration
 }
 
+// Error reads like "rooms: 503 overloaded".
 func (e *Error) Error() string { return fmt.Sprintf("rooms: %d %s", e.StatusCode, e.Message) }
 
 // Client is a rooms client: one lifeline Transport (one conn pool) for
