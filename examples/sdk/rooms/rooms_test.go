@@ -272,8 +272,12 @@ func TestTokenExpiry(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		if st := srv.Stats(); st.TokensIssued < 3 || st.TokensIssued > 8 {
-			t.Fatalf("stats %+v: want a token per ~500ms (3 to 8 in 1.6s)", st)
+		// Renewed before expiry (at half its life here), and cached: ~30
+		// calls, 3 to 12 tokens.
+		if st := srv.Stats(); st.TokensIssued < 3 || st.TokensIssued > 12 {
+			t.Fatalf("stats %+v: want a token per 250-500ms (3 to 12 in 1.6s)", st)
+		} else {
+			t.Logf("stats %+v", st)
 		}
 	})
 	t.Run("websocket redial", func(t *testing.T) {
