@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http/httptest"
 	"net/netip"
+	"os/exec"
 	"strconv"
 	"strings"
 	"sync"
@@ -441,6 +442,16 @@ func TestMetrics(t *testing.T) {
 	}
 	if strings.Contains(body, "tok-") {
 		t.Error("/metrics holds a token")
+	}
+	// What Prometheus scrapes is valid and lint-clean.
+	if promtool, err := exec.LookPath("promtool"); err == nil {
+		cmd := exec.CommandContext(t.Context(), promtool, "check", "metrics")
+		cmd.Stdin = strings.NewReader(body)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Errorf("promtool check metrics: %v\n%s", err, out)
+		}
+	} else {
+		t.Log("promtool not installed: exposition not linted")
 	}
 	// Two SDKs in one process are told apart: every point of lifeline's
 	// carries the client's name.
