@@ -521,3 +521,52 @@ func TestAuthResendOutsideRetryBudget(t *testing.T) {
 	assert.EqualValues(t, 1, a.rejected.Load())
 	assert.InDelta(t, before, budget.Available(), 0.5, "the resend took nothing from the budget")
 }
+
+// TestAuthTokenEndpointOnSameTransport: the token is fetched through the
+// very Transport whose Credentials need it, the fetch marked NoCredentials:
+// no wait on itself, no Authorization on the token request, and the API
+// call carries the token. Without NoCredentials the fetch's Apply waits
+// for the fetch in flight (bounded only by the call's deadline).
+func TestAuthTokenEndpointOnSameTransport(t *testing.T) {
+	for _, h2 := range []bool{false, true} {
+		t.Run(protoName(h2), func(t *testing.T) {
+			a := startAuthServer(t, h2)
+			var tokenAuth atomic.Pointer[string]
+			a.setBefore(func(w http.ResponseWriter, r *http.Request) bool {
+				if r.URL.Path != "/token" {
+					return true
+				}
+				got := r.Header.Get("Authorization")
+				tokenAuth.Store(&got)
+				tok, _, _ := a.fetch(r.Context())
+				fmt.Fprint(w, tok)
+				return false
+			})
+			var client *http.Client
+			creds := transport.NewBearerCredentials(func(ctx context.Context) (string, time.Time, error) {
+				ctx = transport.WithCallOptions(ctx, transport.CallOptions{NoCredentials: true})
+				req, err := http.NewRequestWithContext(ctx, http.MethodPost, a.srv.URL+"/token", nil)
+				if err != nil {
+					return "", time.Time{}, err
+				}
+				resp, err := client.Do(req)
+				if err != nil {
+					return "", time.Time{}, err
+				}
+				defer resp.Body.Close()
+				b, err := io.ReadAll(resp.Body)
+				return string(b), time.Now().Add(time.Hour), err
+			})
+			client = transport.NewClient(a.transport(t, creds))
+			ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+			defer cancel()
+			start := time.Now()
+			code, body := getBody(t, client, ctx, a.srv.URL+"/api")
+			assert.Equal(t, http.StatusOK, code)
+			assert.Equal(t, "ok", body)
+			assert.Less(t, time.Since(start), 2*time.Second, "the fetch waited on itself")
+			require.NotNil(t, tokenAuth.Load())
+			assert.Empty(t, *tokenAuth.Load(), "the token request carried credentials")
+		})
+	}
+}

@@ -44,6 +44,11 @@ type CallOptions struct {
 	// replayable) after this fixed delay, whatever the Transport's
 	// hedging; negative means no hedge for the call.
 	HedgeDelay time.Duration
+	// NoCredentials sends the call without the Transport's Credentials
+	// (no Apply, no Refresh after a 401): the request that fetches a
+	// token on the same Transport, whose Credentials would otherwise wait
+	// for the very token it fetches.
+	NoCredentials bool
 }
 
 // callOptionsKey is the context key of a call's options.
@@ -83,6 +88,7 @@ func (o *CallOptions) merge(inner CallOptions) CallOptions {
 	if inner.HedgeDelay != 0 {
 		m.HedgeDelay = inner.HedgeDelay
 	}
+	m.NoCredentials = m.NoCredentials || inner.NoCredentials
 	return m
 }
 
@@ -96,6 +102,7 @@ type callLimits struct {
 	stall     time.Duration // 0: off
 	hedgeOn   bool
 	hedgeFix  time.Duration // > 0: the call's own fixed hedge delay
+	creds     Credentials   // nil: none for the call
 }
 
 // limits returns the limits of a call made with ctx: the Transport's own
@@ -117,6 +124,9 @@ func (st *state) limits(ctx context.Context) *callLimits {
 	}
 	if o.StallTimeout != 0 {
 		l.stall = max(o.StallTimeout, 0)
+	}
+	if o.NoCredentials {
+		l.creds = nil
 	}
 	switch {
 	case o.HedgeDelay < 0:

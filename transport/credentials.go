@@ -252,7 +252,7 @@ func credentialsErr(op string, err error) error {
 // of the call's, not of the retry policy's) and returns its outcome; a
 // non-replayable request's 401 is returned as it is.
 func (c *call) reauth(ctx context.Context, resp *http.Response, tr *try) (*http.Response, *try, error) {
-	creds := c.st.t.Credentials
+	creds := c.lim.creds
 	if !c.replayable {
 		// The body is gone: the answer is the caller's. Refresh anyway,
 		// so that the caller's next call carries a fresh credential.

@@ -124,7 +124,7 @@ func callAttempt(ctx context.Context, arg any) error {
 	if err != nil {
 		return err
 	}
-	if resp.StatusCode == http.StatusUnauthorized && c.st.t.Credentials != nil && !c.reauthed {
+	if resp.StatusCode == http.StatusUnauthorized && c.lim.creds != nil && !c.reauthed {
 		c.reauthed = true
 		if resp, tr, err = c.reauth(ctx, resp, tr); err != nil {
 			return err
@@ -293,7 +293,7 @@ func (c *call) newTry(hedge bool) *try {
 		// request, BenchmarkKeepAliveGET).
 		tr.reqCopy = *c.req.WithContext(ctx)
 		tr.req = &tr.reqCopy
-		if st.t.Credentials != nil {
+		if c.lim.creds != nil {
 			// Credentials.Apply sets the credential in the try's own
 			// header map; nothing else of the request is changed.
 			tr.req.Header = c.req.Header.Clone()
@@ -400,7 +400,7 @@ func (tr *try) mayHaveWritten(err error) bool {
 // the try ends when the body does.
 func (tr *try) run() (*http.Response, error) {
 	c := tr.c
-	if creds := c.st.t.Credentials; creds != nil {
+	if creds := c.lim.creds; creds != nil {
 		// On the try's own copy, every try (attempts, hedges, the resend
 		// after a Refresh): each carries the credential current now.
 		if err := creds.Apply(tr.req); err != nil {

@@ -358,7 +358,7 @@ func (t *Transport) build() *state {
 	// The limits of a call without CallOptions: every such call shares
 	// them.
 	st.lim = callLimits{retry: st.retry, retryErr: st.retryErr, attemptTO: st.attemptTO,
-		firstByte: st.firstByte, stall: st.watch.stall, hedgeOn: st.hedge.on}
+		firstByte: st.firstByte, stall: st.watch.stall, hedgeOn: st.hedge.on, creds: t.Credentials}
 
 	proxy := t.Proxy
 	if proxy == nil {

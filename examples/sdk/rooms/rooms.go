@@ -82,7 +82,7 @@ func New(cfg Config) (*Client, error) {
 		mp: sdkmetric.NewMeterProvider(sdkmetric.WithReader(exp)), metrics: promhttp.HandlerFor(reg, promhttp.HandlerOpts{})}
 	creds := transport.NewBearerCredentials(c.fetchToken)
 	c.tr = &transport.Transport{Name: "rooms", Dialer: cfg.Dialer, MeterProvider: c.mp,
-		Credentials: exemptToken{creds, strings.TrimSuffix(u.Path, "/") + "/token"}}
+		Credentials: creds}
 	c.wsd = &transport.WebSocketDialer{Name: "rooms", Dialer: cfg.Dialer, MeterProvider: c.mp, Credentials: creds}
 	return c, nil
 }
@@ -155,27 +155,8 @@ func (c *Client) fetchToken(ctx context.Context) (string, time.Time, error) {
 		Token     string  `json:"access_token"`
 		ExpiresIn float64 `json:"expires_in"`
 	}
+	// The token request goes without the credentials it fetches.
+	ctx = transport.WithCallOptions(ctx, transport.CallOptions{NoCredentials: true})
 	err := c.do(ctx, http.MethodPost, "/token", map[string]string{"api_key": c.apiKey}, &t)
 	return t.Token, time.Now().Add(time.Duration(t.ExpiresIn * float64(time.Second))), err
-}
-
-// exemptToken keeps the token request itself free of the credentials it
-// fetches: lifeline applies a Transport's Credentials to every request.
-type exemptToken struct {
-	*transport.BearerCredentials
-	path string
-}
-
-func (e exemptToken) Apply(r *http.Request) error {
-	if r.URL.Path == e.path {
-		return nil
-	}
-	return e.BearerCredentials.Apply(r)
-}
-
-func (e exemptToken) Refresh(ctx context.Context, r *http.Request) error {
-	if r.URL.Path == e.path {
-		return &Error{StatusCode: http.StatusUnauthorized, Message: "API key rejected"}
-	}
-	return e.BearerCredentials.Refresh(ctx, r)
 }
