@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -493,7 +494,8 @@ func (d *WebSocketDialer) dialOnce(ctx context.Context, t *wsTarget, h http.Head
 		defer cancel()
 	}
 	if rerr := d.Credentials.Refresh(rctx, sent.WithContext(rctx)); rerr != nil {
-		rerr = &credentialsError{op: "refresh after a " + strconv.Itoa(resp.StatusCode) + " answer", err: rerr}
+		rerr = &credentialsError{op: "refresh after a " + strconv.Itoa(resp.StatusCode) + " answer", err: rerr,
+			secrets: credentialSecrets(sent.Header)}
 		if d.Logger != nil {
 			logx.For(d.Logger).Failure(ctx, "websocket.credentials", "lifeline: websocket credentials refresh failed",
 				rerr, slog.String("url.full", t.safe), slog.String("error.type", "credentials"))
@@ -516,13 +518,56 @@ func credentialsRefused(err error) bool {
 
 // credentialsError is the failure of a Credentials method. It is final:
 // Dial does not retry it (a session counts it as a failed dial).
+//
+// Its text is the cause's with every credential of the request the method
+// saw (see credentialSecrets) replaced by "[redacted]": token code that
+// echoes the token in its error ("token Bearer X expired") must not put
+// it in lifeline's error texts, spans and logs. Unwrap returns the cause
+// as it is.
 type credentialsError struct {
-	op  string
-	err error
+	op      string
+	err     error
+	secrets []string // longest first
 }
 
 func (e *credentialsError) Error() string {
-	return "credentials: " + e.op + ": " + e.err.Error()
+	msg := e.err.Error()
+	for _, s := range e.secrets {
+		msg = strings.ReplaceAll(msg, s, "[redacted]")
+	}
+	return "credentials: " + e.op + ": " + msg
+}
+
+// credentialSecrets returns the credentials in the headers hs, longest
+// first: each value of Authorization, Proxy-Authorization and Cookie, the
+// credential after its auth scheme ("Bearer X": X), and each cookie's
+// value.
+func credentialSecrets(hs ...http.Header) []string {
+	var out []string
+	add := func(v string) {
+		if v = strings.TrimSpace(v); v != "" {
+			out = append(out, v)
+		}
+	}
+	for _, h := range hs {
+		for _, k := range []string{"Authorization", "Proxy-Authorization"} {
+			for _, v := range h.Values(k) {
+				add(v)
+				if _, cred, ok := strings.Cut(strings.TrimSpace(v), " "); ok {
+					add(cred)
+				}
+			}
+		}
+		for _, v := range h.Values("Cookie") {
+			add(v)
+			cs, _ := http.ParseCookie(v)
+			for _, c := range cs {
+				add(c.Value)
+			}
+		}
+	}
+	slices.SortFunc(out, func(a, b string) int { return len(b) - len(a) })
+	return out
 }
 func (e *credentialsError) Unwrap() error     { return e.err }
 func (e *credentialsError) Retryable() bool   { return false }
@@ -578,7 +623,7 @@ func (d *WebSocketDialer) attempt(ctx context.Context, t *wsTarget, h http.Heade
 		req := handshakeRequest(ctx, t, h)
 		*sent = nil
 		if err = d.Credentials.Apply(req); err != nil {
-			err = &credentialsError{op: "apply", err: err}
+			err = &credentialsError{op: "apply", err: err, secrets: credentialSecrets(h, req.Header)}
 		} else {
 			*sent, h = req, req.Header
 		}

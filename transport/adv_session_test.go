@@ -1,0 +1,413 @@
+package transport_test
+
+// Adversarial tests of the websocket session features of issue 21
+// (Credentials on the dialer, HeaderFunc, WaitConnected,
+// WriteMessageWhenConnected, DefaultStableAfter), against real servers on
+// loopback and real faults.
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/lifeline-go/lifeline/internal/faultnet"
+	"github.com/lifeline-go/lifeline/retry"
+	"github.com/lifeline-go/lifeline/transport"
+)
+
+// stormServer accepts every upgrade, numbers its connections, records
+// every message as (conn, msg) and drops each connection after a random
+// 10–60ms.
+type stormServer struct {
+	next atomic.Int64
+	mu   sync.Mutex
+	msgs []stormMsg
+}
+
+type stormMsg struct {
+	conn int64
+	msg  string
+}
+
+func (ss *stormServer) serve(w http.ResponseWriter, r *http.Request) {
+	c, err := upgrader.Upgrade(w, r, nil)
+	if err != nil {
+		return
+	}
+	id := ss.next.Add(1)
+	drop := time.AfterFunc(time.Duration(10+rand.IntN(50))*time.Millisecond, func() { c.NetConn().Close() })
+	defer drop.Stop()
+	defer c.Close()
+	for {
+		_, msg, err := c.ReadMessage()
+		if err != nil {
+			return
+		}
+		ss.mu.Lock()
+		ss.msgs = append(ss.msgs, stormMsg{id, string(msg)})
+		ss.mu.Unlock()
+	}
+}
+
+// TestAdvSessionWriteStorm: 8 goroutines send 40 distinct messages each
+// with WriteMessageWhenConnected while the server drops every connection
+// after 10–60ms. No message reaches the server twice; on every
+// connection OnConnect's "hello" comes first (nothing is written on a
+// connection before its OnConnect returned); every call returns (none
+// hangs past its ctx); the errors are ErrDisconnected only.
+func TestAdvSessionWriteStorm(t *testing.T) {
+	ss := &stormServer{}
+	srv := startWS(t, ss.serve, nil)
+	d := sessionDialer()
+	d.Retry = &retry.Policy{InitialInterval: 5 * time.Millisecond, MaxInterval: 20 * time.Millisecond}
+	s := newSession(t, transport.WebSocketSessionConfig{URL: wsURL("ws", srv, "/"), Dialer: d,
+		OnConnect: func(ctx context.Context, conn *websocket.Conn) error {
+			return conn.WriteMessage(txt, []byte("hello"))
+		}})
+	var wg sync.WaitGroup
+	var ok, disc atomic.Int64
+	errs := make(chan error, 8*40)
+	for g := range 8 {
+		wg.Go(func() {
+			for i := range 40 {
+				ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+				err := s.WriteMessageWhenConnected(ctx, txt, []byte(fmt.Sprintf("w%d-%d", g, i)))
+				cancel()
+				switch {
+				case err == nil:
+					ok.Add(1)
+				case errors.Is(err, transport.ErrDisconnected):
+					disc.Add(1)
+				default:
+					errs <- err
+				}
+				time.Sleep(time.Duration(2+rand.IntN(10)) * time.Millisecond)
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Errorf("WriteMessageWhenConnected: %v, want nil or ErrDisconnected", err)
+	}
+	s.Close()
+	time.Sleep(50 * time.Millisecond) // the server's last reads
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	seen := map[string]int{}
+	first := map[int64]string{}
+	for _, m := range ss.msgs {
+		if _, ok := first[m.conn]; !ok {
+			first[m.conn] = m.msg
+		}
+		if m.msg != "hello" {
+			seen[m.msg]++
+		}
+	}
+	for msg, n := range seen {
+		if n > 1 {
+			t.Errorf("%q reached the server %d times", msg, n)
+		}
+	}
+	for conn, msg := range first {
+		if msg != "hello" {
+			t.Errorf("connection %d: first message %q, want OnConnect's hello", conn, msg)
+		}
+	}
+	t.Logf("%d connections; %d writes ok, %d ErrDisconnected; %d distinct messages arrived",
+		ss.next.Load(), ok.Load(), disc.Load(), len(seen))
+	if int64(len(seen)) < ok.Load()/2 {
+		t.Errorf("only %d of %d successful writes arrived", len(seen), ok.Load())
+	}
+}
+
+// TestAdvSessionForbiddenForever: a server that answers 403 to every
+// token ("forbidden forever"). A session with Credentials refreshes once,
+// is refused again and ends: two handshakes and one Refresh in all, never
+// a refresh→403 loop across redials; waiting writers end with
+// ErrSessionClosed carrying the 403.
+func TestAdvSessionForbiddenForever(t *testing.T) {
+	a := startAuth(t, http.StatusForbidden)
+	a.valid.Store(-1)
+	creds := &tokenCreds{}
+	d := sessionDialer()
+	d.Credentials = creds
+	s := newSession(t, transport.WebSocketSessionConfig{URL: wsURL("ws", a.srv, "/"), Dialer: d})
+	errs := make(chan error, 16)
+	for range 16 {
+		go func() { errs <- s.WriteMessageWhenConnected(context.Background(), txt, []byte("x")) }()
+	}
+	for range 16 {
+		select {
+		case err := <-errs:
+			var he *transport.HandshakeError
+			if !errors.Is(err, transport.ErrSessionClosed) || !errors.As(err, &he) || he.StatusCode != http.StatusForbidden {
+				t.Fatalf("waiter: %v, want ErrSessionClosed with the 403", err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("a waiter still waits 5s after the session was refused")
+		}
+	}
+	time.Sleep(300 * time.Millisecond) // a loop would dial again meanwhile
+	if n := a.handshakes.Load(); n != 2 {
+		t.Errorf("%d handshakes, want 2 (one Refresh, one more try, then the end)", n)
+	}
+	if _, refreshes := creds.counts(); refreshes != 1 {
+		t.Errorf("%d Refresh calls, want 1", refreshes)
+	}
+}
+
+// TestAdvSessionRefreshFailsForever: the server refuses the token and the
+// token endpoint is down for good (Refresh fails). The session keeps
+// trying, but at its backoff's pace: the handshakes and refreshes it
+// makes are bounded by the waits (here ≥ 100ms after the first few),
+// never a tight refresh storm.
+func TestAdvSessionRefreshFailsForever(t *testing.T) {
+	a := startAuth(t, http.StatusUnauthorized)
+	a.valid.Store(-1)
+	creds := &tokenCreds{refreshEr: errors.New("token endpoint: invalid_grant")}
+	d := sessionDialer()
+	d.Retry = &retry.Policy{InitialInterval: 10 * time.Millisecond, MaxInterval: 100 * time.Millisecond, Jitter: -1}
+	d.Credentials = creds
+	s := newSession(t, transport.WebSocketSessionConfig{URL: wsURL("ws", a.srv, "/"), Dialer: d})
+	time.Sleep(1500 * time.Millisecond)
+	s.Close()
+	_, refreshes := creds.counts()
+	hs := a.handshakes.Load()
+	// Waits 10, 20, 40, 80, then 100ms: at most ~19 dials in 1.5s.
+	if refreshes > 20 || hs > 21 {
+		t.Errorf("%d handshakes, %d refreshes in 1.5s; want at most ~19 of each (the backoff's pace)", hs, refreshes)
+	}
+	if refreshes < 3 {
+		t.Errorf("%d refreshes in 1.5s: the session gave up or stalled", refreshes)
+	}
+	t.Logf("%d handshakes, %d refreshes in 1.5s", hs, refreshes)
+}
+
+// blockingCreds block in Apply or Refresh until their context ends.
+type blockingCreds struct {
+	inApply, inRefresh bool
+	entered            chan struct{}
+	once               sync.Once
+}
+
+func (c *blockingCreds) Apply(req *http.Request) error {
+	if c.inApply {
+		c.once.Do(func() { close(c.entered) })
+		<-req.Context().Done()
+		return req.Context().Err()
+	}
+	req.Header.Set("Authorization", "Bearer old")
+	return nil
+}
+
+func (c *blockingCreds) Refresh(ctx context.Context, rejected *http.Request) error {
+	if c.inRefresh {
+		c.once.Do(func() { close(c.entered) })
+		<-ctx.Done()
+		return ctx.Err()
+	}
+	return nil
+}
+
+// TestAdvSessionCloseWhileCredentialsBlock: Close while Apply, Refresh or
+// HeaderFunc is blocked (each honouring its context, with the default
+// 10s HandshakeTimeout) returns promptly, and a waiting writer wakes
+// within 100ms of Close.
+func TestAdvSessionCloseWhileCredentialsBlock(t *testing.T) {
+	for _, tc := range []string{"Apply", "Refresh", "HeaderFunc"} {
+		t.Run(tc, func(t *testing.T) {
+			a := startAuth(t, http.StatusUnauthorized)
+			a.valid.Store(-1)
+			creds := &blockingCreds{inApply: tc == "Apply", inRefresh: tc == "Refresh", entered: make(chan struct{})}
+			d := sessionDialer()
+			d.HandshakeTimeout = 0 // the default 10s
+			d.Credentials = creds
+			cfg := transport.WebSocketSessionConfig{URL: wsURL("ws", a.srv, "/"), Dialer: d}
+			if tc == "HeaderFunc" {
+				cfg.HeaderFunc = func(ctx context.Context) (http.Header, error) {
+					creds.once.Do(func() { close(creds.entered) })
+					<-ctx.Done()
+					return nil, ctx.Err()
+				}
+			}
+			s := newSession(t, cfg)
+			select {
+			case <-creds.entered:
+			case <-time.After(5 * time.Second):
+				t.Fatalf("%s never called", tc)
+			}
+			woke := make(chan time.Time, 1)
+			go func() {
+				_ = s.WriteMessageWhenConnected(context.Background(), txt, []byte("x"))
+				woke <- time.Now()
+			}()
+			time.Sleep(20 * time.Millisecond)
+			start := time.Now()
+			s.Close()
+			if took := time.Since(start); took > 2*time.Second {
+				t.Errorf("Close took %v while %s blocked", took, tc)
+			}
+			select {
+			case at := <-woke:
+				if d := at.Sub(start); d > time.Second {
+					t.Errorf("waiter woke %v after Close", d)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatal("waiter still waits 5s after Close")
+			}
+		})
+	}
+}
+
+// secretCreds set a token and then fail with an error that echoes it, as
+// careless token code does ("token X expired"); Refresh likewise echoes
+// the rejected request's Authorization.
+type secretCreds struct{ failApply bool }
+
+const secretToken = "s3cr3t-T0K3N"
+
+func (c *secretCreds) Apply(req *http.Request) error {
+	req.Header.Set("Authorization", "Bearer "+secretToken)
+	if c.failApply {
+		return fmt.Errorf("token %s expired", req.Header.Get("Authorization"))
+	}
+	return nil
+}
+
+func (c *secretCreds) Refresh(ctx context.Context, rejected *http.Request) error {
+	return fmt.Errorf("cannot renew %q", rejected.Header.Get("Authorization"))
+}
+
+// TestAdvSessionCredentialErrorsKeepSecrets: Apply and Refresh fail with
+// errors that echo the credential lifeline gave them or got from them (the
+// Authorization header of the request). Neither the error Dial returns,
+// nor a session's Err or WriteMessage error, nor the logs, nor the spans
+// carry the token.
+func TestAdvSessionCredentialErrorsKeepSecrets(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		failApply bool
+	}{{"Apply", true}, {"Refresh", false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			a := startAuth(t, http.StatusUnauthorized)
+			a.valid.Store(-1)
+			var logs bytes.Buffer
+			var logMu sync.Mutex
+			logger := slog.New(slog.NewTextHandler(&lockedWriter{w: &logs, mu: &logMu}, nil))
+			sr := tracetest.NewSpanRecorder()
+			tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(sr))
+			d := sessionDialer()
+			d.Credentials = &secretCreds{failApply: tc.failApply}
+			d.Logger, d.TracerProvider = logger, tp
+			var texts []string
+			_, resp, err := d.Dial(t.Context(), wsURL("ws", a.srv, "/"), nil)
+			if resp != nil && resp.Body != nil {
+				resp.Body.Close()
+			}
+			if err == nil {
+				t.Fatal("Dial succeeded")
+			}
+			texts = append(texts, "Dial: "+err.Error())
+			s := newSession(t, transport.WebSocketSessionConfig{URL: wsURL("ws", a.srv, "/"), Dialer: d})
+			eventually(t, 5*time.Second, "a failed dial", func() bool { return a.handshakes.Load() >= 2 || tc.failApply })
+			time.Sleep(100 * time.Millisecond)
+			if err := s.WriteMessage(t.Context(), txt, []byte("x")); err != nil {
+				texts = append(texts, "WriteMessage: "+err.Error())
+			}
+			s.Close()
+			for _, sp := range sr.Ended() {
+				texts = append(texts, "span "+sp.Name()+" status: "+sp.Status().Description)
+				for _, ev := range sp.Events() {
+					for _, kv := range ev.Attributes {
+						texts = append(texts, "span "+sp.Name()+" event "+ev.Name+": "+kv.Value.Emit())
+					}
+				}
+				for _, kv := range sp.Attributes() {
+					texts = append(texts, "span "+sp.Name()+": "+kv.Value.Emit())
+				}
+			}
+			logMu.Lock()
+			texts = append(texts, "log: "+logs.String())
+			logMu.Unlock()
+			found := false
+			for _, s := range texts {
+				if strings.Contains(s, "T0K3N") {
+					t.Errorf("the token leaked: %s", s)
+					found = true
+				}
+			}
+			if !found && !strings.Contains(strings.Join(texts, "\n"), "credentials") {
+				t.Errorf("nothing says the credentials failed: %q", texts)
+			}
+		})
+	}
+}
+
+// TestAdvSessionCtxDoneWritesNothing: WriteMessageWhenConnected with a
+// context that has already ended writes nothing, even while connected,
+// and returns the context's error.
+func TestAdvSessionCtxDoneWritesNothing(t *testing.T) {
+	var l msgLog
+	srv2 := faultnet.Start(t, faultnet.Config{Handler: l.recorder(1, 0)})
+	s := newSession(t, transport.WebSocketSessionConfig{URL: wsURL("ws", srv2, "/")})
+	if err := s.WaitConnected(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	if err := s.WriteMessageWhenConnected(ctx, txt, []byte("late")); !errors.Is(err, context.Canceled) {
+		t.Fatalf("WriteMessageWhenConnected with a done ctx: %v, want context.Canceled", err)
+	}
+	if err := s.WriteMessageWhenConnected(t.Context(), txt, []byte("ok")); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 2*time.Second, "ok arrived", func() bool { return len(l.get()) > 0 })
+	if got := l.get(); len(got) != 1 || !strings.HasSuffix(got[0], ":ok") {
+		t.Fatalf("server got %q, want only ok", got)
+	}
+}
+
+// TestAdvSessionStableAfterDropAt1100ms measures the dials a session makes
+// to a server that accepts, sends one message and drops every connection
+// after 1.1s (just past DefaultStableAfter), with the default Retry.
+func TestAdvSessionStableAfterDropAt1100ms(t *testing.T) {
+	if testing.Short() {
+		t.Skip("measurement")
+	}
+	var conns atomic.Int64
+	srv := startWS(t, func(w http.ResponseWriter, r *http.Request) {
+		c, err := upgrader.Upgrade(w, r, nil)
+		if err != nil {
+			return
+		}
+		conns.Add(1)
+		defer c.Close()
+		_ = c.WriteMessage(txt, []byte("welcome"))
+		time.Sleep(1100 * time.Millisecond)
+	}, nil)
+	d := fastDialer(1)
+	d.Retry = nil // the default pace
+	s := newSession(t, transport.WebSocketSessionConfig{URL: wsURL("ws", srv, "/"), Dialer: d})
+	time.Sleep(6 * time.Second)
+	s.Close()
+	n := conns.Load()
+	t.Logf("%d connections in 6s (%.0f a minute)", n, float64(n)*10)
+	if n > 6 {
+		t.Logf("note: more than one dial per connection-second")
+	}
+}
