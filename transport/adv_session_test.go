@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -409,5 +410,153 @@ func TestAdvSessionStableAfterDropAt1100ms(t *testing.T) {
 	t.Logf("%d connections in 6s (%.0f a minute)", n, float64(n)*10)
 	if n > 6 {
 		t.Logf("note: more than one dial per connection-second")
+	}
+}
+
+// TestAdvSessionCloseWhileRefreshIgnoresCtx: a Refresh that ignores its
+// context holds Close up until it returns (Close waits for every call it
+// made), but a writer waiting for the connection wakes at once with
+// ErrSessionClosed: Close's cancel comes before its wait.
+func TestAdvSessionCloseWhileRefreshIgnoresCtx(t *testing.T) {
+	a := startAuth(t, http.StatusUnauthorized)
+	a.valid.Store(-1)
+	entered, release := make(chan struct{}), make(chan struct{})
+	d := sessionDialer()
+	d.Credentials = credsFunc{refresh: func(ctx context.Context, _ *http.Request) error {
+		close(entered)
+		<-release // ignores ctx
+		return nil
+	}}
+	s := newSession(t, transport.WebSocketSessionConfig{URL: wsURL("ws", a.srv, "/"), Dialer: d})
+	<-entered
+	woke := make(chan error, 1)
+	go func() { woke <- s.WriteMessageWhenConnected(context.Background(), txt, []byte("x")) }()
+	time.Sleep(20 * time.Millisecond)
+	closed := make(chan struct{})
+	start := time.Now()
+	go func() { s.Close(); close(closed) }()
+	select {
+	case err := <-woke:
+		if !errors.Is(err, transport.ErrSessionClosed) {
+			t.Errorf("waiter: %v, want ErrSessionClosed", err)
+		}
+		if d := time.Since(start); d > time.Second {
+			t.Errorf("waiter woke %v after Close", d)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("waiter still waits 5s after Close")
+	}
+	select {
+	case <-closed:
+		t.Error("Close returned while Refresh still ran")
+	case <-time.After(100 * time.Millisecond):
+	}
+	close(release)
+	<-closed
+}
+
+// credsFunc is Credentials from functions (nil: no-op).
+type credsFunc struct {
+	apply   func(*http.Request) error
+	refresh func(context.Context, *http.Request) error
+}
+
+func (c credsFunc) Apply(req *http.Request) error {
+	if c.apply == nil {
+		return nil
+	}
+	return c.apply(req)
+}
+
+func (c credsFunc) Refresh(ctx context.Context, rejected *http.Request) error {
+	if c.refresh == nil {
+		return nil
+	}
+	return c.refresh(ctx, rejected)
+}
+
+// TestAdvSessionCloseWhileWriterBlocked: the server never reads, so a
+// writer's big message blocks in the socket; Close returns promptly (the
+// close frame gives up after its grace) and the writer, and a second one
+// waiting for the write slot, return.
+func TestAdvSessionCloseWhileWriterBlocked(t *testing.T) {
+	hold := make(chan struct{})
+	srv := startWS(t, func(w http.ResponseWriter, r *http.Request) {
+		c, err := upgrader.Upgrade(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		<-hold // never reads
+	}, nil)
+	defer close(hold)
+	d := sessionDialer()
+	d.PingInterval = -1
+	s := newSession(t, transport.WebSocketSessionConfig{URL: wsURL("ws", srv, "/"), Dialer: d, WriteTimeout: 30 * time.Second})
+	if err := s.WaitConnected(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	big := make([]byte, 64<<20)
+	errs := make(chan error, 2)
+	for range 2 {
+		go func() { errs <- s.WriteMessageWhenConnected(context.Background(), websocket.BinaryMessage, big) }()
+	}
+	time.Sleep(300 * time.Millisecond)
+	start := time.Now()
+	s.Close()
+	if took := time.Since(start); took > 2*time.Second {
+		t.Errorf("Close took %v with a writer blocked", took)
+	}
+	for range 2 {
+		select {
+		case err := <-errs:
+			if err == nil {
+				t.Error("a 64 MiB write to a peer that never reads succeeded")
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("a writer still blocked 5s after Close")
+		}
+	}
+}
+
+// TestAdvSessionCloseAtEveryMoment closes sessions at random moments of a
+// reconnect storm (dials, OnConnect, writes, losses, backoff waits) with
+// writers running: Close returns promptly each time, every writer
+// returns, and goleak (TestMain) finds nothing left.
+func TestAdvSessionCloseAtEveryMoment(t *testing.T) {
+	ss := &stormServer{}
+	srv := startWS(t, ss.serve, nil)
+	for i := range 40 {
+		d := sessionDialer()
+		d.Retry = &retry.Policy{InitialInterval: time.Millisecond, MaxInterval: 5 * time.Millisecond}
+		s := newSession(t, transport.WebSocketSessionConfig{URL: wsURL("ws", srv, "/"), Dialer: d,
+			OnConnect: func(ctx context.Context, conn *websocket.Conn) error {
+				time.Sleep(time.Duration(rand.IntN(3)) * time.Millisecond)
+				return conn.WriteMessage(txt, []byte("hello"))
+			}})
+		var wg sync.WaitGroup
+		for range 4 {
+			wg.Go(func() {
+				for j := 0; ; j++ {
+					err := s.WriteMessageWhenConnected(context.Background(), txt, []byte("m"+strconv.Itoa(j)))
+					if errors.Is(err, transport.ErrSessionClosed) {
+						return
+					}
+				}
+			})
+		}
+		time.Sleep(time.Duration(rand.IntN(40)) * time.Millisecond)
+		start := time.Now()
+		s.Close()
+		if took := time.Since(start); took > 2*time.Second {
+			t.Errorf("round %d: Close took %v", i, took)
+		}
+		done := make(chan struct{})
+		go func() { wg.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("round %d: writers still running 5s after Close", i)
+		}
 	}
 }
