@@ -560,3 +560,33 @@ func TestAdvSessionCloseAtEveryMoment(t *testing.T) {
 		}
 	}
 }
+
+// TestAdvSessionHeaderFuncErrorKeepsSecrets: a HeaderFunc that fails with
+// an error echoing the credential of the session's Header (the stale
+// token it meant to replace) does not put it in the log or in a write's
+// error.
+func TestAdvSessionHeaderFuncErrorKeepsSecrets(t *testing.T) {
+	a := startAuth(t, http.StatusUnauthorized)
+	var logs bytes.Buffer
+	var logMu sync.Mutex
+	logger := slog.New(slog.NewTextHandler(&lockedWriter{w: &logs, mu: &logMu}, nil))
+	var calls atomic.Int64
+	s := newSession(t, transport.WebSocketSessionConfig{URL: wsURL("ws", a.srv, "/"), Logger: logger,
+		Header: http.Header{"Authorization": {"Bearer " + secretToken}},
+		HeaderFunc: func(ctx context.Context) (http.Header, error) {
+			calls.Add(1)
+			return nil, fmt.Errorf("cannot replace token %s: token source down", secretToken)
+		}})
+	eventually(t, 5*time.Second, "HeaderFunc called", func() bool { return calls.Load() >= 1 })
+	time.Sleep(50 * time.Millisecond)
+	err := s.WriteMessage(t.Context(), txt, []byte("x"))
+	s.Close()
+	if err == nil || strings.Contains(err.Error(), secretToken) || !strings.Contains(err.Error(), "token source down") {
+		t.Errorf("WriteMessage: %v; want the HeaderFunc failure without the token", err)
+	}
+	logMu.Lock()
+	defer logMu.Unlock()
+	if out := logs.String(); strings.Contains(out, secretToken) || !strings.Contains(out, "HeaderFunc") {
+		t.Errorf("log %q: want the HeaderFunc failure without the token", out)
+	}
+}

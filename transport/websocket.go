@@ -531,12 +531,27 @@ type credentialsError struct {
 }
 
 func (e *credentialsError) Error() string {
-	msg := e.err.Error()
-	for _, s := range e.secrets {
+	return "credentials: " + e.op + ": " + redact(e.err.Error(), e.secrets)
+}
+
+// redact returns msg with each of secrets (longest first) replaced by
+// "[redacted]".
+func redact(msg string, secrets []string) string {
+	for _, s := range secrets {
 		msg = strings.ReplaceAll(msg, s, "[redacted]")
 	}
-	return "credentials: " + e.op + ": " + msg
+	return msg
 }
+
+// redactedError is err with secrets redacted from its text; errors.Is
+// and errors.As see err.
+type redactedError struct {
+	err     error
+	secrets []string // longest first
+}
+
+func (e *redactedError) Error() string { return redact(e.err.Error(), e.secrets) }
+func (e *redactedError) Unwrap() error { return e.err }
 
 // credentialSecrets returns the credentials in the headers hs, longest
 // first: each value of Authorization, Proxy-Authorization and Cookie, the

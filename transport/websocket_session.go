@@ -512,7 +512,11 @@ func (s *WebSocketSession) header(ctx context.Context) (http.Header, error) {
 		err = context.Cause(ctx) // its answer came too late to be trusted
 	}
 	if err != nil {
-		err = fmt.Errorf("transport: websocket HeaderFunc: %w", err)
+		// An error that echoes a credential of Header's (or of the
+		// headers returned with it) does not carry it into lifeline's
+		// texts.
+		err = fmt.Errorf("transport: websocket HeaderFunc: %w",
+			&redactedError{err: err, secrets: credentialSecrets(s.cfg.Header, fh)})
 		if s.cfg.Logger != nil && s.ctx.Err() == nil {
 			et := otelx.ErrorTypeOf(err)
 			logx.For(s.cfg.Logger).Failure(s.ctx, "websocket.header_func."+et, "lifeline: websocket HeaderFunc failed",
