@@ -590,3 +590,134 @@ func TestAdvSessionHeaderFuncErrorKeepsSecrets(t *testing.T) {
 		t.Errorf("log %q: want the HeaderFunc failure without the token", out)
 	}
 }
+
+// TestAdvSessionApplyOwnsItsHeader: Apply mutates the request's header in
+// place (Add, and an element of a value slice), from 8 concurrent Dials
+// sharing one caller header and across a session's redials: the caller's
+// map and the session's Header never change (race detector on), and each
+// handshake carries one Authorization.
+func TestAdvSessionApplyOwnsItsHeader(t *testing.T) {
+	a := startAuth(t, http.StatusUnauthorized)
+	d := sessionDialer()
+	d.Credentials = credsFunc{apply: func(req *http.Request) error {
+		req.Header.Add("Authorization", "Bearer tok-0")
+		if v := req.Header["X-Caller"]; len(v) > 0 {
+			v[0] = "mutated"
+		}
+		req.Header.Add("X-Caller", "more")
+		return nil
+	}}
+	h := http.Header{"X-Caller": {"sdk"}}
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			c, _, err := d.Dial(t.Context(), wsURL("ws", a.srv, "/"), h)
+			if err != nil {
+				t.Errorf("Dial: %v", err)
+				return
+			}
+			c.Close()
+		})
+	}
+	wg.Wait()
+	if len(h) != 1 || len(h["X-Caller"]) != 1 || h.Get("X-Caller") != "sdk" {
+		t.Fatalf("the caller's header became %v", h)
+	}
+	cfgH := http.Header{"X-Caller": {"sdk"}}
+	var connects atomic.Int64
+	newSession(t, transport.WebSocketSessionConfig{URL: wsURL("ws", a.srv, "/"), Dialer: d, Header: cfgH,
+		OnStateChange: func(st transport.WebSocketState) {
+			if st == transport.WebSocketConnected {
+				connects.Add(1)
+			}
+		}})
+	for i := int64(1); i <= 3; i++ {
+		eventually(t, 5*time.Second, "connected", func() bool { return connects.Load() == i })
+		a.srv.DropAll()
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for i, v := range a.auths {
+		if len(v) != 1 {
+			t.Errorf("handshake %d: Authorization %q, want one", i+1, v)
+		}
+	}
+	if len(cfgH["X-Caller"]) != 1 || cfgH.Get("X-Caller") != "sdk" {
+		t.Errorf("the session's Header became %v", cfgH)
+	}
+}
+
+// TestAdvSessionWaiterAcrossLossThenRefusal: connected once, the server
+// drops the connection and refuses every redial with 404. A writer that
+// waits for the next connection ends with ErrSessionClosed carrying the
+// 404, promptly.
+func TestAdvSessionWaiterAcrossLossThenRefusal(t *testing.T) {
+	var refuse atomic.Bool
+	srv := startWS(t, func(w http.ResponseWriter, r *http.Request) {
+		if refuse.Load() {
+			w.WriteHeader(http.StatusNotFound)
+			return
+		}
+		listening(w, r)
+	}, nil)
+	s := newSession(t, transport.WebSocketSessionConfig{URL: wsURL("ws", srv, "/"), StableAfter: time.Hour})
+	if err := s.WaitConnected(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	refuse.Store(true)
+	errs := make(chan error, 4)
+	for range 4 {
+		go func() {
+			eventually(t, 5*time.Second, "disconnected", func() bool { return s.State() != transport.WebSocketConnected })
+			errs <- s.WriteMessageWhenConnected(context.Background(), txt, []byte("x"))
+		}()
+	}
+	srv.DropAll()
+	for range 4 {
+		select {
+		case err := <-errs:
+			var he *transport.HandshakeError
+			if !errors.Is(err, transport.ErrSessionClosed) || !errors.As(err, &he) || he.StatusCode != http.StatusNotFound {
+				t.Errorf("waiter: %v, want ErrSessionClosed with the 404", err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("a waiter still waits 5s after the refusal")
+		}
+	}
+}
+
+// TestAdvSessionOversizedMessage: a server that sends a message over the
+// Dialer's MaxMessageSize: the connection is lost with a cause matching
+// websocket.ErrReadLimit (given to OnDisconnect), and the session redials.
+func TestAdvSessionOversizedMessage(t *testing.T) {
+	var conns atomic.Int64
+	srv := startWS(t, func(w http.ResponseWriter, r *http.Request) {
+		c, err := upgrader.Upgrade(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		conns.Add(1)
+		_ = c.WriteMessage(websocket.BinaryMessage, make([]byte, 4096))
+		for {
+			if _, _, err := c.ReadMessage(); err != nil {
+				return
+			}
+		}
+	}, nil)
+	d := sessionDialer()
+	d.MaxMessageSize = 1024
+	causes := make(chan error, 16)
+	newSession(t, transport.WebSocketSessionConfig{URL: wsURL("ws", srv, "/"), Dialer: d,
+		OnMessage:    func(int, []byte) { t.Error("an oversized message was delivered") },
+		OnDisconnect: func(cause error) { causes <- cause }})
+	select {
+	case cause := <-causes:
+		if !errors.Is(cause, websocket.ErrReadLimit) {
+			t.Errorf("cause %v, want websocket.ErrReadLimit", cause)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no loss 5s after an oversized message")
+	}
+	eventually(t, 5*time.Second, "redialled", func() bool { return conns.Load() >= 2 })
+}
