@@ -564,7 +564,7 @@ func TestAdvSessionCloseAtEveryMoment(t *testing.T) {
 // TestAdvSessionHeaderFuncErrorKeepsSecrets: a HeaderFunc that fails with
 // an error echoing the credential of the session's Header (the stale
 // token it meant to replace) does not put it in the log or in a write's
-// error.
+// error; its error.type is "header_func" (was "*fmt.wrapError").
 func TestAdvSessionHeaderFuncErrorKeepsSecrets(t *testing.T) {
 	a := startAuth(t, http.StatusUnauthorized)
 	var logs bytes.Buffer
@@ -586,7 +586,8 @@ func TestAdvSessionHeaderFuncErrorKeepsSecrets(t *testing.T) {
 	}
 	logMu.Lock()
 	defer logMu.Unlock()
-	if out := logs.String(); strings.Contains(out, secretToken) || !strings.Contains(out, "HeaderFunc") {
+	if out := logs.String(); strings.Contains(out, secretToken) || !strings.Contains(out, "HeaderFunc") ||
+		!strings.Contains(out, "error.type=header_func") {
 		t.Errorf("log %q: want the HeaderFunc failure without the token", out)
 	}
 }

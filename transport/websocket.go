@@ -543,16 +543,6 @@ func redact(msg string, secrets []string) string {
 	return msg
 }
 
-// redactedError is err with secrets redacted from its text; errors.Is
-// and errors.As see err.
-type redactedError struct {
-	err     error
-	secrets []string // longest first
-}
-
-func (e *redactedError) Error() string { return redact(e.err.Error(), e.secrets) }
-func (e *redactedError) Unwrap() error { return e.err }
-
 // credentialSecrets returns the credentials in the headers hs, longest
 // first: each value of Authorization, Proxy-Authorization and Cookie, the
 // credential after its auth scheme ("Bearer X": X), and each cookie's

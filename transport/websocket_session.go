@@ -515,8 +515,7 @@ func (s *WebSocketSession) header(ctx context.Context) (http.Header, error) {
 		// An error that echoes a credential of Header's (or of the
 		// headers returned with it) does not carry it into lifeline's
 		// texts.
-		err = fmt.Errorf("transport: websocket HeaderFunc: %w",
-			&redactedError{err: err, secrets: credentialSecrets(s.cfg.Header, fh)})
+		err = &headerFuncError{err: err, secrets: credentialSecrets(s.cfg.Header, fh)}
 		if s.cfg.Logger != nil && s.ctx.Err() == nil {
 			et := otelx.ErrorTypeOf(err)
 			logx.For(s.cfg.Logger).Failure(s.ctx, "websocket.header_func."+et, "lifeline: websocket HeaderFunc failed",
@@ -535,6 +534,26 @@ func (s *WebSocketSession) header(ctx context.Context) (http.Header, error) {
 		}
 	}
 	return h, nil
+}
+
+// headerFuncError is the failure of HeaderFunc: its text is the cause's
+// with the credentials of the headers lifeline knows redacted (see
+// credentialsError), and its error.type "header_func" (or the cause's
+// when a time limit or Close ended it), never a Go type name.
+type headerFuncError struct {
+	err     error
+	secrets []string // longest first
+}
+
+func (e *headerFuncError) Error() string {
+	return "transport: websocket HeaderFunc: " + redact(e.err.Error(), e.secrets)
+}
+func (e *headerFuncError) Unwrap() error { return e.err }
+func (e *headerFuncError) ErrorType() string {
+	if et := otelx.ErrorTypeOf(e.err); et == "timeout" || et == "canceled" {
+		return et
+	}
+	return "header_func"
 }
 
 // dialFailed handles a failed dial (or OnConnect): it sets the wait before
