@@ -181,7 +181,9 @@ type WebSocketSessionConfig struct {
 // subscribe adds to the SDK's set and is sent with
 // WriteMessageWhenConnected; OnConnect sends the whole set. A subscribe
 // made while OnConnect runs then reaches the new connection after it,
-// never is lost between the two. Incoming messages go to OnMessage in order.
+// never is lost between the two; it may reach it twice (in OnConnect's
+// set and on its own), so the server must take a repeated subscribe as a
+// no-op. Incoming messages go to OnMessage in order.
 // Messages the server sent while no connection was up are not seen:
 // resuming is the protocol's job, in OnConnect.
 //
@@ -363,8 +365,10 @@ func (s *WebSocketSession) Err() error {
 // every goroutine the session started has ended (a running hook
 // included). A dial, a handshake, a backoff wait or an OnConnect hook in
 // progress is cancelled: Close returns promptly in every state, provided
-// the hooks return when their context ends. It is idempotent and always
-// returns nil.
+// the hooks, HeaderFunc and the Dialer's Credentials return when their
+// context ends (one that ignores it holds Close up until it returns;
+// callers of WaitConnected and WriteMessageWhenConnected are woken at
+// once all the same). It is idempotent and always returns nil.
 func (s *WebSocketSession) Close() error {
 	s.cancel()
 	<-s.done
