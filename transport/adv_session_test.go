@@ -722,3 +722,32 @@ func TestAdvSessionOversizedMessage(t *testing.T) {
 	}
 	eventually(t, 5*time.Second, "redialled", func() bool { return conns.Load() >= 2 })
 }
+
+// TestAdvSessionBusyServerNoRefresh: a server that answers 429 with
+// Retry-After: 1 to every upgrade. A session with Credentials never
+// refreshes on it (a busy server says nothing of the token) and dials at
+// most once a second, with a writer waiting meanwhile (bounded by its
+// ctx).
+func TestAdvSessionBusyServerNoRefresh(t *testing.T) {
+	var hs atomic.Int64
+	srv := startWS(t, func(w http.ResponseWriter, r *http.Request) {
+		hs.Add(1)
+		w.Header().Set("Retry-After", "1")
+		w.WriteHeader(http.StatusTooManyRequests)
+	}, nil)
+	var refreshes atomic.Int64
+	d := sessionDialer()
+	d.Credentials = credsFunc{refresh: func(context.Context, *http.Request) error { refreshes.Add(1); return nil }}
+	s := newSession(t, transport.WebSocketSessionConfig{URL: wsURL("ws", srv, "/"), Dialer: d})
+	ctx, cancel := context.WithTimeout(t.Context(), 2500*time.Millisecond)
+	defer cancel()
+	if err := s.WriteMessageWhenConnected(ctx, txt, []byte("x")); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("WriteMessageWhenConnected: %v, want the ctx's deadline", err)
+	}
+	if n := hs.Load(); n > 3 || n < 2 {
+		t.Errorf("%d handshakes in 2.5s, want 2 or 3 (Retry-After: 1)", n)
+	}
+	if n := refreshes.Load(); n != 0 {
+		t.Errorf("%d Refresh calls on 429 answers, want 0", n)
+	}
+}
