@@ -751,3 +751,22 @@ func TestAdvSessionBusyServerNoRefresh(t *testing.T) {
 		t.Errorf("%d Refresh calls on 429 answers, want 0", n)
 	}
 }
+
+// TestAdvDialCookieErrorRedacted: Apply sets a session cookie and fails
+// quoting it: the cookie's value is redacted from Dial's error, a short
+// flag's value ("true") is left alone, and errors.Is still finds the
+// cause.
+func TestAdvDialCookieErrorRedacted(t *testing.T) {
+	a := startAuth(t, http.StatusUnauthorized)
+	cause := errors.New("session expired")
+	d := fastDialer(1)
+	d.Credentials = credsFunc{apply: func(req *http.Request) error {
+		req.Header.Set("Cookie", "consent=true; sid="+secretToken)
+		return fmt.Errorf("sid %s (consent=true): %w", secretToken, cause)
+	}}
+	_, _, err := d.Dial(t.Context(), wsURL("ws", a.srv, "/"), nil)
+	if err == nil || strings.Contains(err.Error(), secretToken) || !strings.Contains(err.Error(), "consent=true") ||
+		!errors.Is(err, cause) {
+		t.Fatalf("Dial: %v; want the cause, the cookie's value redacted, the flag kept", err)
+	}
+}

@@ -544,30 +544,31 @@ func redact(msg string, secrets []string) string {
 }
 
 // credentialSecrets returns the credentials in the headers hs, longest
-// first: each value of Authorization, Proxy-Authorization and Cookie, the
-// credential after its auth scheme ("Bearer X": X), and each cookie's
-// value.
+// first: each value of Authorization, Proxy-Authorization and Cookie, and
+// the parts of one that an error may quote alone: the credential after
+// its auth scheme ("Bearer X": X) and each cookie's value, when at least
+// 8 bytes long (a cookie "consent=true" must not redact every "true").
 func credentialSecrets(hs ...http.Header) []string {
 	var out []string
-	add := func(v string) {
-		if v = strings.TrimSpace(v); v != "" {
+	add := func(v string, min int) {
+		if v = strings.TrimSpace(v); len(v) >= min {
 			out = append(out, v)
 		}
 	}
 	for _, h := range hs {
 		for _, k := range []string{"Authorization", "Proxy-Authorization"} {
 			for _, v := range h.Values(k) {
-				add(v)
+				add(v, 1)
 				if _, cred, ok := strings.Cut(strings.TrimSpace(v), " "); ok {
-					add(cred)
+					add(cred, 8)
 				}
 			}
 		}
 		for _, v := range h.Values("Cookie") {
-			add(v)
+			add(v, 1)
 			cs, _ := http.ParseCookie(v)
 			for _, c := range cs {
-				add(c.Value)
+				add(c.Value, 8)
 			}
 		}
 	}
