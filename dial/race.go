@@ -5,7 +5,6 @@ import (
 	"net"
 	"net/netip"
 	"slices"
-	"sync"
 	"time"
 
 	"go.opentelemetry.io/otel/trace"
@@ -69,25 +68,25 @@ type flight struct {
 }
 
 // raceKit is what every race needs and nothing outside it ever sees: the
-// results channel and the stagger timer. A race takes one from kitPool and
-// gives it back when run has received the result of every attempt it
-// started (so no goroutine can still send on the channel) and stopped the
-// timer (since Go 1.23 a stopped timer delivers no stale tick). That saves
-// four of a dial's allocations. Nothing else is reused across dials: the
-// addresses, errors and slices of a race may outlive it in its result.
+// results channel and the stagger timer. It is made for each race, never
+// pooled: a channel or timer made inside a testing/synctest bubble belongs
+// to that bubble, and one reused in another bubble (or outside any) is a
+// fatal error ("select on synctest channel from outside bubble"): a
+// pool crashed lifeline's own synctest tests and would crash those of
+// any program that dials under synctest.
 type raceKit struct {
 	results chan attemptResult
 	stagger *time.Timer // stopped
 }
 
-var kitPool = sync.Pool{New: func() any {
+func newRaceKit() *raceKit {
 	t := time.NewTimer(time.Hour)
 	t.Stop()
 	return &raceKit{results: make(chan attemptResult), stagger: t}
-}}
+}
 
 func (r *racer) init(s *dialState, ctx context.Context) {
-	r.kit = kitPool.Get().(*raceKit)
+	r.kit = newRaceKit()
 	r.s, r.ctx, r.results, r.stagger = s, ctx, r.kit.results, r.kit.stagger
 	r.queue, r.flying = r.queueBuf[:0], r.flyingBuf[:0]
 	r.raceCtx, r.cancel = context.WithCancelCause(ctx)
@@ -218,12 +217,10 @@ func (r *racer) run() (net.Conn, error) {
 	return r.winner.conn, nil
 }
 
-// release gives the kit back. Only run calls it, once every attempt has
+// release drops the kit. Only run calls it, once every attempt has
 // reported (pending is 0) and the timers are stopped.
 func (r *racer) release() {
-	kit := r.kit
 	r.kit, r.results, r.stagger, r.staggerC = nil, nil, nil, nil
-	kitPool.Put(kit)
 }
 
 // onAnswer takes one family's lookup result.

@@ -12,12 +12,14 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
@@ -769,4 +771,36 @@ func TestAdvDialCookieErrorRedacted(t *testing.T) {
 		!errors.Is(err, cause) {
 		t.Fatalf("Dial: %v; want the cause, the cookie's value redacted, the flag kept", err)
 	}
+}
+
+// TestAdvSynctestDialAfterRealDial: dials outside and inside
+// testing/synctest bubbles, alternating, as an SDK's test suite does. A
+// dial must not hand a channel or timer of one bubble to another (it
+// crashed the test binary: "fatal error: select on synctest channel from
+// outside bubble", when dial pooled its race's channel and timer).
+func TestAdvSynctestDialAfterRealDial(t *testing.T) {
+	srv := startWS(t, listening, nil)
+	realDial := func() {
+		c, _, err := fastDialer(1).Dial(t.Context(), wsURL("ws", srv, "/"), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Close()
+	}
+	for range 3 {
+		realDial()
+		synctest.Test(t, func(t *testing.T) {
+			p := newPipeNet(func(int) func(net.Conn) { return wsHandler(listening) })
+			defer p.close()
+			s, err := transport.NewWebSocketSession(transport.WebSocketSessionConfig{URL: pipeURL, Dialer: pipeDialer(p)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			if err := s.WaitConnected(t.Context()); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+	realDial()
 }
