@@ -14,6 +14,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -837,4 +838,58 @@ func TestAdvSessionBackoffNearStableAfter(t *testing.T) {
 		table += row + "\n"
 	}
 	t.Logf("\n%s", table)
+}
+
+// TestAdvSessionWaiterSkipsBrokenConn: writer A's big message blocks on a
+// server that never reads until WriteTimeout breaks the connection;
+// writer B, calling WriteMessageWhenConnected meanwhile, waits for the
+// write slot. Nothing of B's was written on the broken connection, so B
+// must wait for the next one and write there — not fail with
+// ErrDisconnected because it took the slot before the session had
+// replaced the connection A broke.
+func TestAdvSessionWaiterSkipsBrokenConn(t *testing.T) {
+	var l msgLog
+	var n atomic.Int64
+	srv := faultnet.Start(t, faultnet.Config{Handler: func(nc net.Conn) {
+		if n.Add(1)%2 == 1 {
+			wsHandler(func(w http.ResponseWriter, r *http.Request) {
+				c, err := upgrader.Upgrade(w, r, nil)
+				if err != nil {
+					return
+				}
+				defer c.Close()
+				time.Sleep(2 * time.Second) // never reads
+			})(nc)
+			return
+		}
+		l.recorder(int(n.Load()), 0)(nc)
+	}})
+	for round := range 8 {
+		d := sessionDialer()
+		d.PingInterval = -1
+		s := newSession(t, transport.WebSocketSessionConfig{URL: wsURL("ws", srv, "/"), Dialer: d,
+			WriteTimeout: 300 * time.Millisecond})
+		if err := s.WaitConnected(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		aErr := make(chan error, 1)
+		go func() { aErr <- s.WriteMessage(context.Background(), websocket.BinaryMessage, make([]byte, 32<<20)) }()
+		time.Sleep(50 * time.Millisecond)
+		ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+		msg := "b" + strconv.Itoa(round)
+		bErr := s.WriteMessageWhenConnected(ctx, txt, []byte(msg))
+		cancel()
+		if err := <-aErr; !errors.Is(err, transport.ErrDisconnected) {
+			t.Fatalf("round %d: A: %v, want its write to break the connection", round, err)
+		}
+		if bErr != nil {
+			t.Errorf("round %d: B: %v; want it written on the next connection", round, bErr)
+		} else {
+			eventually(t, 2*time.Second, msg+" received", func() bool {
+				return slices.ContainsFunc(l.get(), func(m string) bool { return strings.HasSuffix(m, ":"+msg) })
+			})
+		}
+		s.Close()
+		n.Store(0) // the next session starts on a server that never reads
+	}
 }

@@ -643,14 +643,29 @@ func (s *WebSocketSession) serveConn(conn *websocket.Conn) error {
 
 	cause := s.serve(cc)
 
-	s.mu.Lock()
-	s.conn = nil
-	s.up = make(chan struct{})
+	s.drop(cc)
 	if cause != nil {
+		s.mu.Lock()
 		s.lastLoss = cause
+		s.mu.Unlock()
+	}
+	return cause
+}
+
+// drop ends cc's time as the session's connection as soon as it is known
+// to be broken (a read or a write failed), before the write slot is given
+// to the next writer: a write that starts later finds no connection
+// (nothing is written; WriteMessageWhenConnected waits for the next one)
+// instead of failing on the broken one with its writer's error. It
+// replaces the up channel only while cc is current, so a waiter never
+// holds a channel that no connection will close.
+func (s *WebSocketSession) drop(cc *sessionConn) {
+	s.mu.Lock()
+	if s.conn == cc {
+		s.conn = nil
+		s.up = make(chan struct{})
 	}
 	s.mu.Unlock()
-	return cause
 }
 
 // connLost starts an outage after a connection that lasted lasted was lost
@@ -712,6 +727,7 @@ func (s *WebSocketSession) serve(cc *sessionConn) error {
 			if err != nil {
 				// One failed read ends the loop: gorilla panics after
 				// repeated reads on a failed conn.
+				s.drop(cc)
 				readErr <- err
 				return
 			}
@@ -888,8 +904,10 @@ func (s *WebSocketSession) write(ctx context.Context, messageType int, data []by
 			err = joinCause(context.DeadlineExceeded, err)
 		}
 		// The frame may be half written: the conn is broken. Closing it
-		// makes the reader fail, and run replaces the connection.
+		// makes the reader fail, and run replaces the connection; the
+		// writers after this one (the slot is still held) find none.
 		cc.setCause(err)
+		s.drop(cc)
 		cc.ws.Close()
 		return fmt.Errorf("%w: write: %w", ErrDisconnected, err)
 	}
