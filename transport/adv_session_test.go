@@ -338,11 +338,11 @@ func TestAdvSessionCredentialErrorsKeepSecrets(t *testing.T) {
 				texts = append(texts, "span "+sp.Name()+" status: "+sp.Status().Description)
 				for _, ev := range sp.Events() {
 					for _, kv := range ev.Attributes {
-						texts = append(texts, "span "+sp.Name()+" event "+ev.Name+": "+kv.Value.Emit())
+						texts = append(texts, "span "+sp.Name()+" event "+ev.Name+": "+kv.Value.String())
 					}
 				}
 				for _, kv := range sp.Attributes() {
-					texts = append(texts, "span "+sp.Name()+": "+kv.Value.Emit())
+					texts = append(texts, "span "+sp.Name()+": "+kv.Value.String())
 				}
 			}
 			logMu.Lock()
