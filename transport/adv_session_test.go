@@ -893,3 +893,35 @@ func TestAdvSessionWaiterSkipsBrokenConn(t *testing.T) {
 		n.Store(0) // the next session starts on a server that never reads
 	}
 }
+
+// TestAdvSessionWriteAfterBreakNamesIt: right after a write broke the
+// connection (WriteTimeout against a server that never reads), a
+// WriteMessage fails with ErrDisconnected naming that loss (a timeout)
+// and never says "(connected)".
+func TestAdvSessionWriteAfterBreakNamesIt(t *testing.T) {
+	hold := make(chan struct{})
+	defer close(hold)
+	srv := startWS(t, func(w http.ResponseWriter, r *http.Request) {
+		c, err := upgrader.Upgrade(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		<-hold
+	}, nil)
+	d := sessionDialer()
+	d.PingInterval = -1
+	s := newSession(t, transport.WebSocketSessionConfig{URL: wsURL("ws", srv, "/"), Dialer: d,
+		WriteTimeout: 200 * time.Millisecond, StableAfter: time.Hour})
+	if err := s.WaitConnected(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.WriteMessage(t.Context(), websocket.BinaryMessage, make([]byte, 32<<20)); !errors.Is(err, transport.ErrDisconnected) {
+		t.Fatalf("big write: %v", err)
+	}
+	err := s.WriteMessage(t.Context(), txt, []byte("x"))
+	if !errors.Is(err, transport.ErrDisconnected) || strings.Contains(err.Error(), "(connected)") ||
+		!errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("write after the break: %v; want ErrDisconnected naming the timeout that broke it", err)
+	}
+}

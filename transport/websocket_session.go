@@ -643,7 +643,7 @@ func (s *WebSocketSession) serveConn(conn *websocket.Conn) error {
 
 	cause := s.serve(cc)
 
-	s.drop(cc)
+	s.drop(cc, nil)
 	if cause != nil {
 		s.mu.Lock()
 		s.lastLoss = cause
@@ -658,12 +658,16 @@ func (s *WebSocketSession) serveConn(conn *websocket.Conn) error {
 // (nothing is written; WriteMessageWhenConnected waits for the next one)
 // instead of failing on the broken one with its writer's error. It
 // replaces the up channel only while cc is current, so a waiter never
-// holds a channel that no connection will close.
-func (s *WebSocketSession) drop(cc *sessionConn) {
+// holds a channel that no connection will close. cause, when not nil,
+// is what broke it (named by the writes that find no connection).
+func (s *WebSocketSession) drop(cc *sessionConn, cause error) {
 	s.mu.Lock()
 	if s.conn == cc {
 		s.conn = nil
 		s.up = make(chan struct{})
+		if cause != nil {
+			s.lastLoss = cause
+		}
 	}
 	s.mu.Unlock()
 }
@@ -727,7 +731,11 @@ func (s *WebSocketSession) serve(cc *sessionConn) error {
 			if err != nil {
 				// One failed read ends the loop: gorilla panics after
 				// repeated reads on a failed conn.
-				s.drop(cc)
+				cause := cc.getCause()
+				if cause == nil {
+					cause = err
+				}
+				s.drop(cc, cause)
 				readErr <- err
 				return
 			}
@@ -768,10 +776,15 @@ func (s *WebSocketSession) disconnected() error {
 	if s.State() == WebSocketClosed || s.ctx.Err() != nil {
 		return s.closedErr()
 	}
-	if s.lastLoss != nil {
-		return fmt.Errorf("%w (%s): %w", ErrDisconnected, s.State(), s.lastLoss)
+	st := s.State()
+	if st == WebSocketConnected {
+		// The connection was found broken; run has yet to say so.
+		st = WebSocketDisconnected
 	}
-	return fmt.Errorf("%w (%s)", ErrDisconnected, s.State())
+	if s.lastLoss != nil {
+		return fmt.Errorf("%w (%s): %w", ErrDisconnected, st, s.lastLoss)
+	}
+	return fmt.Errorf("%w (%s)", ErrDisconnected, st)
 }
 
 func (s *WebSocketSession) current() *sessionConn {
@@ -907,7 +920,7 @@ func (s *WebSocketSession) write(ctx context.Context, messageType int, data []by
 		// makes the reader fail, and run replaces the connection; the
 		// writers after this one (the slot is still held) find none.
 		cc.setCause(err)
-		s.drop(cc)
+		s.drop(cc, err)
 		cc.ws.Close()
 		return fmt.Errorf("%w: write: %w", ErrDisconnected, err)
 	}
