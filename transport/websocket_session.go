@@ -819,9 +819,9 @@ func (s *WebSocketSession) WriteMessage(ctx context.Context, messageType int, da
 // wrapping Err when the server refused the upgrade) when it has ended or
 // Close is called meanwhile, or ctx's error (context.Cause) when ctx ends
 // first. The connection may be lost again by the time the caller acts.
-// It is safe for concurrent use; it must not be called from OnConnect or
-// OnStateChange of the same session (they run before the connection
-// counts as up).
+// It is safe for concurrent use; it must not be called from the
+// session's hooks (OnConnect and OnStateChange run before the connection
+// counts as up; OnMessage holds up the reconnect it would wait for).
 func (s *WebSocketSession) WaitConnected(ctx context.Context) error {
 	s.mu.Lock()
 	up := s.up
@@ -858,7 +858,10 @@ func (s *WebSocketSession) WaitConnected(ctx context.Context) error {
 // broke under it, so the peer may or may not have it) returns its error,
 // matching ErrDisconnected, and is not repeated; resending is the
 // caller's (or OnConnect's) decision. Safe for concurrent use; not from
-// the session's hooks, which run before the connection counts as up.
+// the session's hooks: OnConnect and OnStateChange run before the
+// connection counts as up, and OnMessage holds up the reader, which must
+// see a broken connection fail before the session can make the next one
+// (a reply from OnMessage is a WriteMessage).
 func (s *WebSocketSession) WriteMessageWhenConnected(ctx context.Context, messageType int, data []byte) error {
 	if err := checkMessageType("WriteMessageWhenConnected", messageType); err != nil {
 		return err
