@@ -386,36 +386,6 @@ func TestAdvSessionCtxDoneWritesNothing(t *testing.T) {
 	}
 }
 
-// TestAdvSessionStableAfterDropAt1100ms measures the dials a session makes
-// to a server that accepts, sends one message and drops every connection
-// after 1.1s (just past DefaultStableAfter), with the default Retry.
-func TestAdvSessionStableAfterDropAt1100ms(t *testing.T) {
-	if testing.Short() {
-		t.Skip("measurement")
-	}
-	var conns atomic.Int64
-	srv := startWS(t, func(w http.ResponseWriter, r *http.Request) {
-		c, err := upgrader.Upgrade(w, r, nil)
-		if err != nil {
-			return
-		}
-		conns.Add(1)
-		defer c.Close()
-		_ = c.WriteMessage(txt, []byte("welcome"))
-		time.Sleep(1100 * time.Millisecond)
-	}, nil)
-	d := fastDialer(1)
-	d.Retry = nil // the default pace
-	s := newSession(t, transport.WebSocketSessionConfig{URL: wsURL("ws", srv, "/"), Dialer: d})
-	time.Sleep(6 * time.Second)
-	s.Close()
-	n := conns.Load()
-	t.Logf("%d connections in 6s (%.0f a minute)", n, float64(n)*10)
-	if n > 6 {
-		t.Logf("note: more than one dial per connection-second")
-	}
-}
-
 // TestAdvSessionCloseWhileRefreshIgnoresCtx: a Refresh that ignores its
 // context holds Close up until it returns (Close waits for every call it
 // made), but a writer waiting for the connection wakes at once with
