@@ -834,17 +834,17 @@ func TestAdvSessionWaiterSkipsBrokenConn(t *testing.T) {
 		}
 		l.recorder(int(n.Load()), 0)(nc)
 	}})
-	for round := range 8 {
+	for round := range 5 {
 		d := sessionDialer()
 		d.PingInterval = -1
 		s := newSession(t, transport.WebSocketSessionConfig{URL: wsURL("ws", srv, "/"), Dialer: d,
-			WriteTimeout: 300 * time.Millisecond})
+			WriteTimeout: time.Second})
 		if err := s.WaitConnected(t.Context()); err != nil {
 			t.Fatal(err)
 		}
 		aErr := make(chan error, 1)
 		go func() { aErr <- s.WriteMessage(context.Background(), websocket.BinaryMessage, make([]byte, 32<<20)) }()
-		time.Sleep(50 * time.Millisecond)
+		time.Sleep(100 * time.Millisecond) // A holds the write slot
 		ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
 		msg := "b" + strconv.Itoa(round)
 		bErr := s.WriteMessageWhenConnected(ctx, txt, []byte(msg))
