@@ -160,6 +160,7 @@ func (c *client) freeze() (*built, *Error) {
 
 	health := &dial.Health{HalfLife: cfg.halfLife, MaxPeers: cfg.maxPeers}
 	d := dial.Dialer{
+		Name:                  cfg.name,
 		ResolveTimeout:        cfg.resolveTO,
 		ConnectTimeout:        cfg.connectTO,
 		AttemptDelay:          cfg.attemptDelay,
@@ -183,6 +184,7 @@ func (c *client) freeze() (*built, *Error) {
 		return nil, e
 	}
 	tr := &transport.Transport{
+		Name:                   cfg.name,
 		Dialer:                 &d,
 		TLSClientConfig:        tlsCfg.Clone(),
 		Retry:                  &policy,

@@ -38,6 +38,7 @@ type config struct {
 	requestTimeout   time.Duration
 	maxResponseBytes int64
 	userAgent        string
+	name             string
 
 	// transport
 	firstByte, stall, hedgeDelay, idle, lifetime time.Duration
@@ -217,6 +218,19 @@ func readFileCheck(path string, check func(string) string) string {
 	return check(string(data))
 }
 
+// checkName keeps a client's name fit for a metric label: short, printable.
+func checkName(v value) string {
+	if len(v.s) > 64 {
+		return "must be at most 64 bytes (it is a metric label)"
+	}
+	for _, r := range v.s {
+		if r < 0x20 || r == 0x7f {
+			return "must not contain control characters"
+		}
+	}
+	return ""
+}
+
 func noCtl(v value) string {
 	if strings.ContainsAny(v.s, "\r\n\x00") {
 		return "must not contain CR, LF or NUL"
@@ -238,6 +252,7 @@ var keys = map[string]keySpec{
 			return c.maxResponseBytes
 		}},
 	"user_agent": strKey(func(c *config) *string { return &c.userAgent }, noCtl, func(c *config) any { return c.ua() }),
+	"name":       strKey(func(c *config) *string { return &c.name }, checkName, nil),
 
 	"transport.first_byte_timeout_ms": durKey(func(c *config) *time.Duration { return &c.firstByte }, transport.DefaultFirstByteTimeout),
 	"transport.stall_timeout_ms":      durKey(func(c *config) *time.Duration { return &c.stall }, transport.DefaultStallTimeout),

@@ -26,7 +26,7 @@ import (
 // distinct is a value for each key, different from its default, that
 // the test can recognise in the built objects.
 var distinct = map[string]any{
-	"request_timeout_ms": 1001, "max_response_bytes": 1002, "user_agent": "ua-test",
+	"request_timeout_ms": 1001, "max_response_bytes": 1002, "user_agent": "ua-test", "name": "sdk-test",
 	"transport.first_byte_timeout_ms": 1003, "transport.stall_timeout_ms": 1004,
 	"transport.hedge_delay_ms": 1005, "transport.hedge_quantile": 0.9,
 	"transport.idle_conn_timeout_ms": 1006, "transport.max_conn_lifetime_ms": 1007,
@@ -177,6 +177,8 @@ func TestEveryKnobReachable(t *testing.T) {
 		"request_timeout_ms":                  {b.reqTimeout, ms(1001)},
 		"max_response_bytes":                  {b.maxBody, int64(1002)},
 		"user_agent":                          {b.userAgent, "ua-test"},
+		"name":                                {tr.Name, "sdk-test"},
+		"name (dial)":                         {tr.Dialer.Name, "sdk-test"},
 	}
 	for k, v := range got {
 		if !reflect.DeepEqual(v[0], v[1]) {
@@ -289,6 +291,8 @@ func TestConfigRejections(t *testing.T) {
 		{"hosts ip", `{"dial.hosts": {"a": ["1.2.3"]}}`, statusBadValue, "dial.hosts"},
 		{"hosts shape", `{"dial.hosts": {"a": "127.0.0.1"}}`, statusBadValue, "dial.hosts"},
 		{"user agent CRLF", `{"user_agent": "a\r\nb"}`, statusBadValue, "user_agent"},
+		{"name too long", `{"name": "` + strings.Repeat("n", 65) + `"}`, statusBadValue, "at most 64"},
+		{"name with a tab", `{"name": "a\tb"}`, statusBadValue, "control"},
 		{"null", `{"retry.max_attempts": null}`, statusBadValue, "retry.max_attempts"},
 		{"twice", `{"retry.max_attempts": 1, "retry": {"max_attempts": 2}}`, statusBadValue, "retry.max_attempts"},
 		{"not an object", `[1]`, statusInvalidArgument, "json"},

@@ -278,6 +278,10 @@ int32_t lifeline_client_new(lifeline_client *out, lifeline_error *err);
  *                                   <0 none
  *   user_agent                str   User-Agent when the request has none:
  *                                   "lifeline-cshim/<version>"
+ *   name                      str   the client's name on every metric
+ *                                   (lifeline.client.name), to tell SDKs
+ *                                   in one process apart: "" none; at most
+ *                                   64 bytes, no control characters
  * transport (HTTP)
  *   transport.first_byte_timeout_ms       response headers after the
  *                                         request was written: 15000; <0 off

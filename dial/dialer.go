@@ -186,6 +186,12 @@ type Dialer struct {
 	// TCP_USER_TIMEOUT are applied to the conns it returns when they are
 	// *net.TCPConn.
 	DialFunc func(ctx context.Context, network, addr string) (net.Conn, error)
+	// Name tells this Dialer's telemetry apart from other clients' in the
+	// same process: every span and metric point its dials make carries it
+	// as lifeline.client.name. A Transport or WebSocketDialer with a Name
+	// gives it to its copy of a Dialer that has none. Empty means no such
+	// attribute.
+	Name string
 	// TracerProvider makes the dial spans. Nil means the otel global.
 	TracerProvider trace.TracerProvider
 	// MeterProvider makes the dial metrics. Nil means the otel global.

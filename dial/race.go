@@ -41,15 +41,14 @@ type racer struct {
 	started  bool               // racing (resolution has handed over)
 	queue    []netip.AddrPort   // addresses not attempted yet, in dial order
 	flying   []flight           // addresses attempted, in launch order
-	results  chan attemptResult // unbuffered: the racer takes every result; from kit
+	results  chan attemptResult // unbuffered: the racer takes every result (one allocation, not two)
 	pending  int                // attempts in flight
 	launched int                // attempts started, for race_index
 	last     time.Time
 	// lastFamily4 is the family of the last address launched.
 	lastFamily4 bool
-	stagger     *time.Timer      // from kit; armed by armStagger
+	stagger     *time.Timer
 	staggerC    <-chan time.Time // nil while the stagger is not armed
-	kit         *raceKit
 	failed      []attemptResult
 	winner      attemptResult
 	won         bool // winner is set
@@ -67,27 +66,8 @@ type flight struct {
 	failed bool
 }
 
-// raceKit is what every race needs and nothing outside it ever sees: the
-// results channel and the stagger timer. It is made for each race, never
-// pooled: a channel or timer made inside a testing/synctest bubble belongs
-// to that bubble, and one reused in another bubble (or outside any) is a
-// fatal error ("select on synctest channel from outside bubble"): a
-// pool crashed lifeline's own synctest tests and would crash those of
-// any program that dials under synctest.
-type raceKit struct {
-	results chan attemptResult
-	stagger *time.Timer // stopped
-}
-
-func newRaceKit() *raceKit {
-	t := time.NewTimer(time.Hour)
-	t.Stop()
-	return &raceKit{results: make(chan attemptResult), stagger: t}
-}
-
 func (r *racer) init(s *dialState, ctx context.Context) {
-	r.kit = newRaceKit()
-	r.s, r.ctx, r.results, r.stagger = s, ctx, r.kit.results, r.kit.stagger
+	r.s, r.ctx, r.results = s, ctx, make(chan attemptResult)
 	r.queue, r.flying = r.queueBuf[:0], r.flyingBuf[:0]
 	r.raceCtx, r.cancel = context.WithCancelCause(ctx)
 }
@@ -190,7 +170,6 @@ func (r *racer) run() (net.Conn, error) {
 	if !r.won {
 		err := r.lose()
 		r.drain()
-		r.release()
 		return nil, err
 	}
 	// Stop the others and wait for every one of them: no goroutine outlives
@@ -212,15 +191,8 @@ func (r *racer) run() (net.Conn, error) {
 		}
 	}
 	r.drain()
-	r.release()
 	r.s.settleLosers(r.ctx, &r.winner, r.failed, losers)
 	return r.winner.conn, nil
-}
-
-// release drops the kit. Only run calls it, once every attempt has
-// reported (pending is 0) and the timers are stopped.
-func (r *racer) release() {
-	r.kit, r.results, r.stagger, r.staggerC = nil, nil, nil, nil
 }
 
 // onAnswer takes one family's lookup result.
@@ -425,12 +397,18 @@ func (r *racer) canStart() bool {
 }
 
 func (r *racer) armStagger(d time.Duration) {
-	r.stagger.Reset(d)
+	if r.stagger == nil {
+		r.stagger = time.NewTimer(d)
+	} else {
+		r.stagger.Reset(d)
+	}
 	r.staggerC = r.stagger.C
 }
 
 func (r *racer) stopTimers() {
-	r.stagger.Stop()
+	if r.stagger != nil {
+		r.stagger.Stop()
+	}
 	if r.hold != nil {
 		r.hold.Stop()
 	}

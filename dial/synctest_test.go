@@ -495,3 +495,26 @@ func TestSlowHandshakeKeepsWholeLimitWithoutRetry(t *testing.T) {
 		})
 	}
 }
+
+// TestDialsInSuccessiveBubbles: dials made in one synctest bubble, then in
+// another, then outside any. A channel or timer made in a bubble belongs
+// to it; a dial that reused one across dials (a sync.Pool of the race's
+// channel and timer, tried to save four allocations) crashed the next
+// bubble's dial ("select on synctest channel from outside bubble") — the
+// applications' tests that use synctest would crash the same way.
+func TestDialsInSuccessiveBubbles(t *testing.T) {
+	dialTwice := func(t *testing.T) {
+		f := &fakeNet{plan: map[string]fakeStep{"127.0.0.1": {kind: "ok"}}}
+		defer f.close()
+		d := &dial.Dialer{DialFunc: f.dial}
+		for range 2 {
+			c, err := d.DialContext(t.Context(), "tcp", "127.0.0.1:80")
+			require.NoError(t, err)
+			c.Close()
+		}
+	}
+	for range 2 {
+		synctest.Test(t, dialTwice)
+	}
+	dialTwice(t)
+}

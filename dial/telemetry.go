@@ -20,8 +20,14 @@ type telemetry struct {
 
 // telemetry returns the Dialer's tracer and instruments, cached per
 // provider by otelx (a bounded cache that does not pin every provider).
+// A Dialer with a Name gets named providers (otelx.NamedTracerProvider):
+// every span and point of its dials carries lifeline.client.name.
 func (d *Dialer) telemetry() telemetry {
-	return telemetry{tracer: otelx.Tracer(d.TracerProvider, otelx.ScopeDial), inst: otelx.DialInstruments(d.MeterProvider)}
+	tp, mp := d.TracerProvider, d.MeterProvider
+	if d.Name != "" {
+		tp, mp = otelx.NamedTracerProvider(tp, d.Name), otelx.NamedMeterProvider(mp, d.Name)
+	}
+	return telemetry{tracer: otelx.Tracer(tp, otelx.ScopeDial), inst: otelx.DialInstruments(mp)}
 }
 
 // Metric phases: the four Phases plus the whole dial.

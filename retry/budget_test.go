@@ -188,7 +188,7 @@ func TestBudgetTokens(t *testing.T) {
 			assert.Equal(t, 1, ex.Attempts)
 			assert.Same(t, errBoom, ex.Last)
 			assert.Equal(t, retry.ErrBudgetExhausted, ex.Cause)
-			assert.Equal(t, "retry: stopped after 1 attempt: retry: retry budget exhausted: last error: boom", err.Error())
+			assert.Equal(t, "retry: stopped after 1 attempt: retry budget exhausted: last error: boom", err.Error())
 		}},
 	}
 	for _, tc := range cases {

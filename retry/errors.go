@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -45,12 +46,23 @@ type ExhaustedError struct {
 	Cause error
 }
 
-// Error reads "retry: 3 attempts failed: <last>" (or "1 attempt") or, when something other
-// than MaxAttempts stopped the retries,
-// "retry: stopped after 2 attempts: <cause>: last error: <last>" — or
-// "retry: stopped after 2 attempts: <last>" when the last error already
-// holds the cause (a dial that the caller's deadline cut: "tls: context
-// deadline exceeded"), so that the text says it once.
+// Error reads "retry: 3 attempts failed: <last>" (or "1 attempt") or, when
+// something other than MaxAttempts stopped the retries,
+// "retry: stopped after 2 attempts: <cause>: last error: <last>", saying
+// each thing once:
+//   - the cause is not said when the last error already holds it (a dial
+//     that the caller's deadline cut: "retry: stopped after 2 attempts:
+//     dial tcp …: tls: context deadline exceeded");
+//   - the last error is not said when the cause holds it (an operation
+//     that returned its context's error: "retry: stopped after 1 attempt:
+//     context deadline exceeded: <the deadline's cause>") or says the
+//     same words;
+//   - a context's error is not said twice: with a deadline's own cause
+//     (context.WithTimeoutCause) and a last error that holds the
+//     context's error, the cause reads as the deadline's cause alone;
+//   - the cause's "retry: " prefix is dropped (the text has one):
+//     "retry: stopped after 1 attempt: retry budget exhausted: last
+//     error: …".
 func (e *ExhaustedError) Error() string {
 	last := "<nil>"
 	if e.Last != nil {
@@ -60,13 +72,21 @@ func (e *ExhaustedError) Error() string {
 	if e.Attempts == 1 {
 		attempts = "1 attempt"
 	}
-	switch {
-	case e.Cause == nil:
+	if e.Cause == nil {
 		return "retry: " + attempts + " failed: " + last
-	case e.causeSaid():
+	}
+	if e.causeSaid() {
 		return "retry: stopped after " + attempts + ": " + last
 	}
-	return "retry: stopped after " + attempts + ": " + e.Cause.Error() + ": last error: " + last
+	cause := e.Cause
+	if ce, ok := cause.(*ctxEndedError); ok && e.Last != nil && holds(e.Last, ce.err) {
+		cause = ce.cause // the last error says the context's error
+	}
+	said := strings.TrimPrefix(cause.Error(), "retry: ")
+	if e.Last == nil || holds(e.Cause, e.Last) || last == said || last == e.Cause.Error() {
+		return "retry: stopped after " + attempts + ": " + strings.TrimPrefix(e.Cause.Error(), "retry: ")
+	}
+	return "retry: stopped after " + attempts + ": " + said + ": last error: " + last
 }
 
 // causeSaid reports whether Last holds Cause itself or, for a cause that
@@ -214,9 +234,14 @@ func (e *attemptTimedOut) Timeout() bool   { return true }
 // context's deadline. It matches context.DeadlineExceeded.
 type waitPastDeadlineError struct{ wait, left time.Duration }
 
+// Error says why Do stopped; it does not repeat "context deadline
+// exceeded", which the error matches.
 func (e *waitPastDeadlineError) Error() string {
-	return fmt.Sprintf("retry: next wait %v would cross the context deadline (%v left): %v",
-		e.wait, max(e.left, 0), context.DeadlineExceeded)
+	left := max(e.left, 0)
+	if left >= time.Millisecond {
+		left = left.Round(time.Millisecond)
+	}
+	return fmt.Sprintf("retry: next wait %v would cross the context deadline (%v left)", e.wait, left)
 }
 func (e *waitPastDeadlineError) Unwrap() error { return context.DeadlineExceeded }
 func (e *waitPastDeadlineError) Timeout() bool { return true }
@@ -233,8 +258,15 @@ func ctxCause(ctx context.Context) error {
 		}
 		return cause
 	}
-	return fmt.Errorf("%w: %w", err, cause)
+	return &ctxEndedError{err: err, cause: cause}
 }
+
+// ctxEndedError is a context's error joined with its cause: "context
+// deadline exceeded: <cause>", matching both.
+type ctxEndedError struct{ err, cause error }
+
+func (e *ctxEndedError) Error() string   { return e.err.Error() + ": " + e.cause.Error() }
+func (e *ctxEndedError) Unwrap() []error { return []error{e.err, e.cause} }
 
 // isFinal reports whether err ends the retries of an outer Do whatever
 // the classification, because an inner Do already spent its retries on it:

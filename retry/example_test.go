@@ -66,7 +66,7 @@ func ExampleNewBudget() {
 	fmt.Println(err)
 	// Output:
 	// 11 true
-	// retry: stopped after 11 attempts: retry: retry budget exhausted: last error: timeout
+	// retry: stopped after 11 attempts: retry budget exhausted: last error: timeout
 }
 
 // Do returns the value of the first successful attempt.
@@ -94,5 +94,5 @@ func ExampleAfter() {
 	fmt.Println(err)
 	// Output:
 	// true
-	// retry: stopped after 1 attempt: retry: server-advised wait exceeds Policy.MaxRetryAfter: server asked for 1h0m0s, the cap is 1s: last error: 503 service unavailable
+	// retry: stopped after 1 attempt: server-advised wait exceeds Policy.MaxRetryAfter: server asked for 1h0m0s, the cap is 1s: last error: 503 service unavailable
 }

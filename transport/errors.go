@@ -13,6 +13,8 @@ var (
 	errAttempt    = errors.New("transport: Retry.AttemptTimeout exceeded")
 	errHedgeLost  = errors.New("transport: another attempt answered first")
 	errBodyClosed = errors.New("transport: response body closed")
+
+	errClosedUnder error = closedUnderError{}
 )
 
 // TimeoutError is the error of one of the Transport's own limits:
@@ -148,4 +150,27 @@ func chain(err error) []error {
 	}
 	walk(err)
 	return out
+}
+
+// closedUnderError is a try's error when net/http failed it with the
+// cause of another request's cancel (see try.mapErr): the conn was closed
+// under it. It is retried like a reset conn, under the usual rules.
+type closedUnderError struct{}
+
+func (closedUnderError) Error() string {
+	return "transport: connection closed under the request by another request's cancel"
+}
+
+// ErrorType is the error.type lifeline reports for it.
+func (closedUnderError) ErrorType() string { return "conn_closed" }
+
+// isTryCause reports whether err is one of the causes with which lifeline
+// ends a try's context.
+func isTryCause(err error) bool {
+	for _, c := range [...]error{errFirstByte, errUploadStall, errConnWait, errHedgeLost, errAttempt, errBodyClosed} {
+		if errors.Is(err, c) {
+			return true
+		}
+	}
+	return false
 }

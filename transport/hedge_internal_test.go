@@ -9,6 +9,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/lifeline-go/lifeline/internal/otelx"
 )
 
 // TestHedgeLoseTouchesOnlyItsTry: a hedge that answers cancels the first
@@ -85,4 +87,34 @@ func TestHedgeLostKeepsOwnFailure(t *testing.T) {
 		}
 		tr.finish(nil, errors.New("done"))
 	}
+}
+
+// TestTryCauseOfAnotherTry: net/http may fail a request with the cause of
+// another request's cancel (persistConn.canceled, on a conn put back to
+// idle just before the cancel landed). A try that was not itself ended
+// reports the conn closed under it, never the other try's first-byte
+// timeout; a try the watch did end reports its TimeoutError whichever
+// path saw it (issue 20's gate: error.type *errors.errorString under load).
+func TestTryCauseOfAnotherTry(t *testing.T) {
+	tt := &Transport{FirstByteTimeout: time.Hour}
+	defer tt.CloseIdleConnections()
+	st := tt.get()
+	newTry := func() *try {
+		req, err := http.NewRequest(http.MethodGet, "http://127.0.0.1:1/", nil)
+		require.NoError(t, err)
+		return (&call{st: st, req: req, ctx: req.Context(), idempotent: true, replayable: true}).newTry(false)
+	}
+	for _, cause := range []error{errFirstByte, errUploadStall, errHedgeLost, errAttempt} {
+		tr := newTry()
+		err := tr.mapErr(cause)
+		assert.Equal(t, "conn_closed", otelx.ErrorTypeOf(err), "%v", cause)
+		assert.NotErrorIs(t, err, cause)
+		tr.finish(nil, err)
+	}
+	tr := newTry()
+	tr.cancel(errFirstByte)
+	var te *TimeoutError
+	require.ErrorAs(t, tr.mapErr(errFirstByte), &te)
+	assert.Equal(t, "first_byte", te.Phase)
+	tr.finish(nil, te)
 }

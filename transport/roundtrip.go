@@ -657,6 +657,14 @@ func (tr *try) mapErr(err error) error {
 		default:
 			return err
 		}
+	case tr.ctx.Err() == nil && isTryCause(err):
+		// One of the causes with which lifeline ends a try, though this
+		// try was not ended: net/http reports a request on a conn that
+		// another request's cancel closed with that request's cause (an
+		// answer without a body puts the conn back to idle before its
+		// request's cancel lands; persistConn.canceled). Seen under load
+		// as a first-byte "timeout" of a request that never waited.
+		return errClosedUnder
 	case isHeaderLimit(err):
 		return &HeaderLimitError{Method: methodOf(tr.c.req), Host: tr.c.req.URL.Host,
 			Limit: st.headerLimit(), err: err, peer: tr.peerLabel()}

@@ -34,7 +34,11 @@ type telemetry struct {
 	noopMetrics bool
 }
 
-func newTelemetry(tp trace.TracerProvider, mp metric.MeterProvider, log *logx.Limiter) *telemetry {
+// newTelemetry makes the telemetry of a Transport named name (see
+// Transport.Name): its providers are named, so that every span and point
+// made through them carries lifeline.client.name.
+func newTelemetry(tp trace.TracerProvider, mp metric.MeterProvider, name string, log *logx.Limiter) *telemetry {
+	tp, mp = otelx.NamedTracerProvider(tp, name), otelx.NamedMeterProvider(mp, name)
 	t := &telemetry{inst: otelx.TransportInstruments(mp), log: log}
 	if _, noop := tp.(tracenoop.TracerProvider); !noop {
 		t.tracer = otelx.Tracer(tp, otelx.ScopeTransport)
@@ -63,18 +67,12 @@ func (t *telemetry) startSpan(ctx context.Context, req *http.Request, resend int
 	if !span.IsRecording() {
 		return ctx, span
 	}
-	host, port := req.URL.Hostname(), req.URL.Port()
+	host := req.URL.Hostname()
 	attrs := []attribute.KeyValue{
 		otelx.HTTPMethod(knownMethod(method)),
 		otelx.ServerAddress(host),
 		otelx.URLFull(redactURL(req.URL)),
-	}
-	if p, err := strconv.Atoi(port); err == nil {
-		attrs = append(attrs, otelx.ServerPort(p))
-	} else if req.URL.Scheme == "https" {
-		attrs = append(attrs, otelx.ServerPort(443))
-	} else {
-		attrs = append(attrs, otelx.ServerPort(80))
+		otelx.ServerPort(portOf(req.URL)),
 	}
 	if resend > 0 {
 		attrs = append(attrs, otelx.ResendCount(resend))
@@ -120,7 +118,22 @@ func (t *telemetry) responded(span trace.Span, resp *http.Response) {
 
 // timesTries reports whether the tries' durations are recorded.
 func (t *telemetry) timesTries(ctx context.Context) bool {
-	return !t.noopMetrics && t.inst.Duration.Enabled(ctx)
+	return !t.noopMetrics && (t.inst.RequestDuration.Enabled(ctx) || t.inst.Duration.Enabled(ctx))
+}
+
+// namedMeterProvider is mp named by name (otelx.NamedMeterProvider).
+func namedMeterProvider(mp metric.MeterProvider, name string) metric.MeterProvider {
+	return otelx.NamedMeterProvider(mp, name)
+}
+
+// tracerProvider is d's TracerProvider named by d.Name.
+func (d *WebSocketDialer) tracerProvider() trace.TracerProvider {
+	return otelx.NamedTracerProvider(d.TracerProvider, d.Name)
+}
+
+// meterProvider is d's MeterProvider named by d.Name.
+func (d *WebSocketDialer) meterProvider() metric.MeterProvider {
+	return otelx.NamedMeterProvider(d.MeterProvider, d.Name)
 }
 
 // ended closes a try's span and records its duration (d; -1: not
@@ -165,6 +178,9 @@ func (t *telemetry) ended(ctx context.Context, span trace.Span, req *http.Reques
 	if t.inst.Attempts.Enabled(ctx) {
 		t.inst.Attempts.Add(ctx, 1, metric.WithAttributes(otelx.KeyOutcome.String(outcome)))
 	}
+	if d >= 0 && t.inst.RequestDuration.Enabled(ctx) {
+		t.inst.RequestDuration.Record(ctx, d.Seconds(), metric.WithAttributes(requestAttrs(req, resp, err, outcome)...))
+	}
 	if d >= 0 && t.inst.Duration.Enabled(ctx) {
 		attrs := []attribute.KeyValue{otelx.HTTPMethod(knownMethod(methodOf(req))), otelx.KeyOutcome.String(outcome)}
 		if resp != nil {
@@ -172,6 +188,54 @@ func (t *telemetry) ended(ctx context.Context, span trace.Span, req *http.Reques
 		}
 		t.inst.Duration.Record(ctx, d.Seconds(), metric.WithAttributes(attrs...))
 	}
+}
+
+// requestAttrs are the attributes of an http.client.request.duration
+// point, as the semantic conventions list them: method, status code,
+// error.type (the error's type, or the status code of a 4xx or 5xx
+// answer; "hedge_lost" for a try a hedge overtook, canceled for a caller's
+// cancel), server address and port, scheme and protocol version.
+func requestAttrs(req *http.Request, resp *http.Response, err error, outcome string) []attribute.KeyValue {
+	attrs := make([]attribute.KeyValue, 0, 7)
+	attrs = append(attrs, otelx.HTTPMethod(knownMethod(methodOf(req))),
+		otelx.ServerAddress(req.URL.Hostname()), otelx.ServerPort(portOf(req.URL)),
+		otelx.URLScheme(req.URL.Scheme))
+	switch {
+	case outcome == otelx.OutcomeLost:
+		attrs = append(attrs, otelx.ErrorTypeString("hedge_lost"))
+	case err != nil:
+		attrs = append(attrs, otelx.ErrorTypeString(otelx.ErrorTypeOf(err)))
+	case resp != nil && resp.StatusCode >= 400:
+		attrs = append(attrs, otelx.ErrorTypeString(strconv.Itoa(resp.StatusCode)))
+	}
+	if resp != nil {
+		attrs = append(attrs, otelx.HTTPStatus(resp.StatusCode), otelx.ProtocolVersion(protoVersion(resp)))
+	}
+	return attrs
+}
+
+// portOf is u's port, or the scheme's default.
+func portOf(u *url.URL) int {
+	if p, err := strconv.Atoi(u.Port()); err == nil {
+		return p
+	}
+	if u.Scheme == "https" || u.Scheme == "wss" {
+		return 443
+	}
+	return 80
+}
+
+// protoVersion is network.protocol.version of resp: "1.1", "2".
+func protoVersion(resp *http.Response) string {
+	switch {
+	case resp.ProtoMajor == 2:
+		return "2"
+	case resp.ProtoMajor == 1 && resp.ProtoMinor == 1:
+		return "1.1"
+	case resp.ProtoMajor == 1 && resp.ProtoMinor == 0:
+		return "1.0"
+	}
+	return strconv.Itoa(resp.ProtoMajor) + "." + strconv.Itoa(resp.ProtoMinor)
 }
 
 // logFailure logs a failed attempt (an error, or a 5xx answer) through

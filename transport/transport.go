@@ -162,6 +162,13 @@ type Transport struct {
 	// http.ProxyFromEnvironment. CONNECT proxies get the Dialer's limits,
 	// and the TLS handshake through them its TLSHandshakeTimeout.
 	Proxy func(*http.Request) (*url.URL, error)
+	// Name tells this Transport's telemetry apart from other clients' in
+	// the same process (two SDKs built on lifeline): every span and metric
+	// point it makes carries it as lifeline.client.name, those of its
+	// retries and of its Dialer's dials included (a Dialer with a Name of
+	// its own keeps it). Keep it short and fixed ("rooms-api"): it is a
+	// metric label. Empty means no such attribute.
+	Name string
 	// TracerProvider makes the attempt spans. Nil means the otel global.
 	TracerProvider trace.TracerProvider
 	// MeterProvider makes the metrics. Nil means the otel global.
@@ -244,11 +251,14 @@ func (t *Transport) build() *state {
 	st.firstByte = orDefault(t.FirstByteTimeout, DefaultFirstByteTimeout)
 	st.lifetime = orDefault(t.MaxConnLifetime, DefaultMaxConnLifetime)
 	st.hedge = newHedgeConfig(t.HedgeDelay, t.HedgeQuantile)
-	st.tel = newTelemetry(t.TracerProvider, t.MeterProvider, logx.For(t.Logger))
+	st.tel = newTelemetry(t.TracerProvider, t.MeterProvider, t.Name, logx.For(t.Logger))
 	st.latency = newLatencies()
 
 	if t.Dialer != nil {
 		st.dialer = *t.Dialer
+	}
+	if st.dialer.Name == "" {
+		st.dialer.Name = t.Name
 	}
 	st.watch = newWatch(st.firstByte, orDefault(t.StallTimeout, DefaultStallTimeout),
 		orDefault(st.dialer.Timeout, dial.DefaultTimeout), st.tel)
@@ -314,6 +324,7 @@ func (t *Transport) build() *state {
 	if st.policy.MeterProvider == nil {
 		st.policy.MeterProvider = t.MeterProvider
 	}
+	st.policy.MeterProvider = namedMeterProvider(st.policy.MeterProvider, t.Name)
 	// The Transport makes one HTTP span per attempt; retry's own attempt
 	// spans would only nest them one level deeper.
 	st.policy.TracerProvider = noopTracerProvider

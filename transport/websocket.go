@@ -118,6 +118,12 @@ type WebSocketDialer struct {
 	// ReadBufferSize and WriteBufferSize are gorilla's I/O buffer sizes; 0
 	// means 4096.
 	ReadBufferSize, WriteBufferSize int
+	// Name tells this WebSocketDialer's telemetry apart from other
+	// clients' in the same process: every span and metric point it makes
+	// (and its sessions make) carries it as lifeline.client.name, those of
+	// its retries and of its Dialer's dials included (a Dialer with a Name
+	// of its own keeps it). Empty means no such attribute.
+	Name string
 	// TracerProvider makes the spans (websocket.handshake per attempt,
 	// websocket.conn per connection), and those of the dials and of Retry
 	// when Dialer and Retry have no provider of their own. Nil means the
@@ -214,6 +220,9 @@ func (d *WebSocketDialer) netDialer(cfg *tls.Config) *dial.Dialer {
 		nd = *d.Dialer
 	}
 	nd.TLSConfig = cfg
+	if nd.Name == "" {
+		nd.Name = d.Name
+	}
 	if nd.TracerProvider == nil {
 		nd.TracerProvider = d.TracerProvider
 	}
@@ -236,6 +245,7 @@ func (d *WebSocketDialer) retryPolicy() *retry.Policy {
 	if p.MeterProvider == nil {
 		p.MeterProvider = d.MeterProvider
 	}
+	p.TracerProvider, p.MeterProvider = otelx.NamedTracerProvider(p.TracerProvider, d.Name), otelx.NamedMeterProvider(p.MeterProvider, d.Name)
 	return &p
 }
 
@@ -302,7 +312,7 @@ func (e *HandshakeError) Error() string {
 		b.WriteString(e.status)
 		b.WriteString(": ")
 	}
-	b.WriteString(e.Err.Error())
+	b.WriteString(strings.TrimPrefix(e.Err.Error(), "websocket: ")) // said above
 	return b.String()
 }
 
@@ -607,8 +617,8 @@ type attemptState struct {
 // With Credentials, *sent is set to the request they were applied to.
 func (d *WebSocketDialer) attempt(ctx context.Context, t *wsTarget, h http.Header, link trace.SpanContext,
 	sent **http.Request) (*websocket.Conn, *http.Response, error) {
-	tel := otelx.WebSocketInstruments(d.MeterProvider)
-	tracer := otelx.Tracer(d.TracerProvider, otelx.ScopeTransport)
+	tel := otelx.WebSocketInstruments(d.meterProvider())
+	tracer := otelx.Tracer(d.tracerProvider(), otelx.ScopeTransport)
 	start := time.Now()
 	ctx, span := tracer.Start(ctx, "websocket.handshake", trace.WithSpanKind(trace.SpanKindClient))
 	defer span.End()

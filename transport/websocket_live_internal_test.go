@@ -81,7 +81,10 @@ func TestWebSocketUnreadAnswersCount(t *testing.T) {
 		}},
 		Proxy:        func(*http.Request) (*url.URL, error) { return nil, nil },
 		Retry:        &retry.Policy{MaxAttempts: 1},
-		PingInterval: 50 * time.Millisecond, PongTimeout: 150 * time.Millisecond,
+		// PongTimeout well above a loaded machine's scheduling lag (make
+		// stress's CPU hogs delayed the peer's answer past 150ms once):
+		// the stall below still outlasts it several times.
+		PingInterval: 50 * time.Millisecond, PongTimeout: 400 * time.Millisecond,
 	}
 	c, _, err := d.Dial(t.Context(), "ws://"+ln.Addr().String()+"/", nil)
 	if err != nil {
@@ -92,7 +95,7 @@ func TestWebSocketUnreadAnswersCount(t *testing.T) {
 	release := func() { once.Do(func() { sc.stalled.Store(false); close(sc.release) }) }
 	defer release() // before Close, which waits for the pump
 	sc.stalled.Store(true)
-	time.Sleep(time.Second) // many PongTimeouts, pongs piling up unread
+	time.Sleep(1600 * time.Millisecond) // four PongTimeouts, pongs piling up unread
 	lc := c.NetConn().(*liveConn)
 	if err := lc.failure(); err != nil {
 		t.Fatalf("declared dead with its answers in the receive queue: %v", err)

@@ -322,7 +322,7 @@ func NewWebSocketSession(cfg WebSocketSessionConfig) (*WebSocketSession, error) 
 		d = &dc
 	}
 	s := &WebSocketSession{cfg: cfg, dialer: d, target: t, backoff: bo,
-		tel: otelx.WebSocketInstruments(d.MeterProvider), tracer: otelx.Tracer(d.TracerProvider, otelx.ScopeTransport),
+		tel: otelx.WebSocketInstruments(d.meterProvider()), tracer: otelx.Tracer(d.tracerProvider(), otelx.ScopeTransport),
 		done: make(chan struct{}), wsem: make(chan struct{}, 1), up: make(chan struct{})}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	go s.run()

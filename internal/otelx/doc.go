@@ -6,4 +6,9 @@
 // A nil TracerProvider or MeterProvider always means the otel global one; the
 // library never calls otel.Set*. Instruments are built once per
 // MeterProvider and cached, so the hot path only records.
+//
+// A client with a Name (Transport, WebSocketDialer, Dialer) records through
+// NamedTracerProvider and NamedMeterProvider, which put lifeline.client.name
+// on every span and point made through them. The scope version is Version,
+// read from the build info (VersionOf, DevelVersion).
 package otelx

@@ -49,7 +49,15 @@ type Pool struct {
 
 // Transport holds the transport package's instruments.
 type Transport struct {
-	// Duration is lifeline.http.client.duration (s), per attempt.
+	// RequestDuration is the semantic conventions'
+	// http.client.request.duration (s): one point per HTTP request sent
+	// (each try: attempts, hedges, resends), with the conventions'
+	// attributes and buckets. The preferred HTTP duration metric.
+	RequestDuration metric.Float64Histogram
+	// Duration is lifeline.http.client.duration (s), per try, by
+	// http.request.method, http.response.status_code and KeyOutcome. Kept
+	// for dashboards and rules written against it; RequestDuration measures
+	// the same tries and is the one to use.
 	Duration metric.Float64Histogram
 	// Stalls is lifeline.http.stalls: responses aborted by a stall limit.
 	Stalls metric.Int64Counter
@@ -99,6 +107,15 @@ func maskedCounter(m metric.Meter) metric.Int64Counter {
 var durationBuckets = metric.WithExplicitBucketBoundaries(
 	0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
+// HTTPClientRequestDurationName is the semantic conventions' HTTP client
+// duration metric.
+const HTTPClientRequestDurationName = "http.client.request.duration"
+
+// httpDurationBuckets are the bucket boundaries the semantic conventions
+// advise for http.client.request.duration.
+var httpDurationBuckets = metric.WithExplicitBucketBoundaries(
+	0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10)
+
 // DialInstruments returns the cached dial instruments of mp (nil: global).
 func DialInstruments(mp metric.MeterProvider) *Dial {
 	return instruments(&dialCache, mp, ScopeDial, func(m metric.Meter) *Dial {
@@ -147,8 +164,10 @@ func PoolInstruments(mp metric.MeterProvider) *Pool {
 func TransportInstruments(mp metric.MeterProvider) *Transport {
 	return instruments(&transportCache, mp, ScopeTransport, func(m metric.Meter) *Transport {
 		t := &Transport{}
+		t.RequestDuration, _ = m.Float64Histogram(HTTPClientRequestDurationName, metric.WithUnit("s"),
+			metric.WithDescription("Duration of HTTP client requests."), httpDurationBuckets)
 		t.Duration, _ = m.Float64Histogram("lifeline.http.client.duration", metric.WithUnit("s"),
-			metric.WithDescription("Duration of each HTTP attempt."), durationBuckets)
+			metric.WithDescription("Duration of each HTTP try (see http.client.request.duration, the preferred name)."), durationBuckets)
 		t.Stalls, _ = m.Int64Counter("lifeline.http.stalls", metric.WithUnit("{response}"),
 			metric.WithDescription("Responses aborted because no byte arrived within a stall limit."))
 		t.Hedges, _ = m.Int64Counter("lifeline.http.hedges", metric.WithUnit("{attempt}"),

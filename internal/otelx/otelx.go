@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"runtime/debug"
 	"syscall"
 
 	"go.opentelemetry.io/otel"
@@ -18,8 +19,52 @@ import (
 	"go.opentelemetry.io/otel/trace"
 )
 
-// Version is the instrumentation version reported with every tracer and meter.
-const Version = "0.1.0"
+// Version is the instrumentation scope version reported with every tracer
+// and meter: the version of the lifeline module in the running binary's
+// build info (see VersionOf), DevelVersion when the build carries none.
+var Version = VersionOf(debug.ReadBuildInfo())
+
+// ModulePath is lifeline's module path, looked up in the build info.
+const ModulePath = "github.com/lifeline-go/lifeline"
+
+// DevelVersion is the scope version when the build info has no version of
+// lifeline: a binary built inside lifeline's own repository without VCS
+// stamping (go test, go run: "(devel)"), a dependency replaced by a local
+// directory, or a binary without build info. It sorts below every release
+// (semver: a v0.0.0 pre-release).
+const DevelVersion = "v0.0.0-devel"
+
+// VersionOf returns lifeline's module version in bi: the dependency's
+// (its replacement's, when replaced) when lifeline is a dependency of the
+// main module, the main module's when lifeline is the main module (its
+// tests and examples, or a build stamped from VCS), and DevelVersion when
+// there is none or it is "(devel)".
+func VersionOf(bi *debug.BuildInfo, ok bool) string {
+	if !ok || bi == nil {
+		return DevelVersion
+	}
+	m := &bi.Main
+	if m.Path != ModulePath {
+		m = nil
+		for _, d := range bi.Deps {
+			if d.Path == ModulePath {
+				m = d
+				break
+			}
+		}
+	}
+	if m == nil {
+		return DevelVersion
+	}
+	v := m.Version
+	if m.Replace != nil {
+		v = m.Replace.Version // "" for a local directory
+	}
+	if v == "" || v == "(devel)" {
+		return DevelVersion
+	}
+	return v
+}
 
 // Instrumentation scope names: one per package, named by import path.
 const (
@@ -167,6 +212,15 @@ func HTTPMethod(m string) attribute.KeyValue { return semconv.HTTPRequestMethodK
 
 // ServerPortKey is semconv server.port's key.
 const ServerPortKey = semconv.ServerPortKey
+
+// URLScheme is semconv url.scheme.
+func URLScheme(s string) attribute.KeyValue { return semconv.URLScheme(s) }
+
+// ProtocolVersion is semconv network.protocol.version ("1.1", "2").
+func ProtocolVersion(v string) attribute.KeyValue { return semconv.NetworkProtocolVersion(v) }
+
+// ErrorTypeString is semconv error.type with the value et.
+func ErrorTypeString(et string) attribute.KeyValue { return semconv.ErrorTypeKey.String(et) }
 
 // HTTPStatus is semconv http.response.status_code.
 func HTTPStatus(code int) attribute.KeyValue { return semconv.HTTPResponseStatusCode(code) }
