@@ -544,6 +544,10 @@ func (e *credentialsError) Error() string {
 	return "credentials: " + e.op + ": " + redact(e.err.Error(), e.secrets)
 }
 
+func (e *credentialsError) Unwrap() error     { return e.err }
+func (e *credentialsError) Retryable() bool   { return false }
+func (e *credentialsError) ErrorType() string { return "credentials" }
+
 // redact returns msg with each of secrets (longest first) replaced by
 // "[redacted]".
 func redact(msg string, secrets []string) string {
@@ -585,9 +589,6 @@ func credentialSecrets(hs ...http.Header) []string {
 	slices.SortFunc(out, func(a, b string) int { return len(b) - len(a) })
 	return out
 }
-func (e *credentialsError) Unwrap() error     { return e.err }
-func (e *credentialsError) Retryable() bool   { return false }
-func (e *credentialsError) ErrorType() string { return "credentials" }
 
 // handshakeRequest is the request Credentials.Apply sees for a handshake
 // to t with headers h: GET, the URL with scheme http or https.
