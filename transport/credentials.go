@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -219,16 +220,24 @@ func (b *BearerCredentials) run(ctx context.Context, f *tokenFetch) {
 }
 
 // credentialsError is the failure of a Credentials step; its text names
-// the step, never a credential. It is final: neither the Transport nor a
-// WebSocketDialer retries it (a session counts it as a failed dial).
+// the step. It is final: neither the Transport nor a WebSocketDialer
+// retries it (a session counts it as a failed dial).
+//
+// Its text is the cause's with every credential of the request the step
+// saw (see credentialSecrets) replaced by "[redacted]": token code that
+// echoes the token in its error ("token Bearer X expired") must not put
+// it in lifeline's error texts, spans and logs. Unwrap returns the cause
+// as it is.
 type credentialsError struct {
-	op  string
-	err error
+	op      string
+	err     error
+	secrets []string // longest first
 }
 
 func (e *credentialsError) Error() string {
-	return "transport: credentials: " + e.op + ": " + e.err.Error()
+	return "transport: credentials: " + e.op + ": " + redact(e.err.Error(), e.secrets)
 }
+
 func (e *credentialsError) Unwrap() error { return e.err }
 
 // Retryable reports false: a credential does not heal by retrying.
@@ -237,14 +246,57 @@ func (e *credentialsError) Retryable() bool { return false }
 // ErrorType is the error.type lifeline reports for it.
 func (e *credentialsError) ErrorType() string { return "credentials" }
 
-// credentialsErr wraps an error of a Credentials' step (Apply, Refresh)
-// so that its text says where it came from, once.
-func credentialsErr(op string, err error) error {
+// credentialsErr wraps an error of a Credentials' step (Apply, Refresh,
+// a token fetch) so that its text says where it came from, once, and
+// quotes none of the credentials in hs.
+func credentialsErr(op string, err error, hs ...http.Header) error {
 	var ce *credentialsError
 	if errors.As(err, &ce) {
 		return err
 	}
-	return &credentialsError{op: op, err: err}
+	return &credentialsError{op: op, err: err, secrets: credentialSecrets(hs...)}
+}
+
+// redact returns msg with each of secrets (longest first) replaced by
+// "[redacted]".
+func redact(msg string, secrets []string) string {
+	for _, s := range secrets {
+		msg = strings.ReplaceAll(msg, s, "[redacted]")
+	}
+	return msg
+}
+
+// credentialSecrets returns the credentials in the headers hs, longest
+// first: each value of Authorization, Proxy-Authorization and Cookie, and
+// the parts of one that an error may quote alone: the credential after
+// its auth scheme ("Bearer X": X) and each cookie's value, when at least
+// 8 bytes long (a cookie "consent=true" must not redact every "true").
+func credentialSecrets(hs ...http.Header) []string {
+	var out []string
+	add := func(v string, min int) {
+		if v = strings.TrimSpace(v); len(v) >= min {
+			out = append(out, v)
+		}
+	}
+	for _, h := range hs {
+		for _, k := range []string{"Authorization", "Proxy-Authorization"} {
+			for _, v := range h.Values(k) {
+				add(v, 1)
+				if _, cred, ok := strings.Cut(strings.TrimSpace(v), " "); ok {
+					add(cred, 8)
+				}
+			}
+		}
+		for _, v := range h.Values("Cookie") {
+			add(v, 1)
+			cs, _ := http.ParseCookie(v)
+			for _, c := range cs {
+				add(c.Value, 8)
+			}
+		}
+	}
+	slices.SortFunc(out, func(a, b string) int { return len(b) - len(a) })
+	return out
 }
 
 // reauth answers resp, a 401 to try tr: it refreshes the credentials once
@@ -266,7 +318,7 @@ func (c *call) reauth(ctx context.Context, resp *http.Response, tr *try) (*http.
 	discard(resp)
 	if err := creds.Refresh(ctx, tr.req); err != nil {
 		c.st.auth.refreshed(ctx, authError)
-		return nil, tr, retry.Permanent(credentialsErr("refresh", err))
+		return nil, tr, retry.Permanent(credentialsErr("refresh", err, tr.req.Header))
 	}
 	c.st.auth.refreshed(ctx, authResent)
 	return c.attempt(ctx)

@@ -404,7 +404,7 @@ func (tr *try) run() (*http.Response, error) {
 		// On the try's own copy, every try (attempts, hedges, the resend
 		// after a Refresh): each carries the credential current now.
 		if err := creds.Apply(tr.req); err != nil {
-			err = credentialsErr("apply", err)
+			err = credentialsErr("apply", err, c.req.Header, tr.req.Header)
 			tr.finish(nil, err)
 			return nil, retry.Permanent(err)
 		}

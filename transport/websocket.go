@@ -503,7 +503,7 @@ func (d *WebSocketDialer) dialOnce(ctx context.Context, t *wsTarget, h http.Head
 		defer cancel()
 	}
 	if rerr := d.Credentials.Refresh(rctx, sent.WithContext(rctx)); rerr != nil {
-		rerr = credentialsErr("refresh after a "+strconv.Itoa(resp.StatusCode)+" answer", rerr)
+		rerr = credentialsErr("refresh after a "+strconv.Itoa(resp.StatusCode)+" answer", rerr, sent.Header)
 		if d.Logger != nil {
 			logx.For(d.Logger).Failure(ctx, "websocket.credentials", "lifeline: websocket credentials refresh failed",
 				rerr, slog.String("url.full", t.safe), slog.String("error.type", "credentials"))
@@ -574,7 +574,7 @@ func (d *WebSocketDialer) attempt(ctx context.Context, t *wsTarget, h http.Heade
 		req := handshakeRequest(ctx, t, h)
 		*sent = nil
 		if err = d.Credentials.Apply(req); err != nil {
-			err = credentialsErr("apply", err)
+			err = credentialsErr("apply", err, h, req.Header)
 		} else {
 			*sent, h = req, req.Header
 		}

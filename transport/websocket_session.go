@@ -181,7 +181,9 @@ type WebSocketSessionConfig struct {
 // subscribe adds to the SDK's set and is sent with
 // WriteMessageWhenConnected; OnConnect sends the whole set. A subscribe
 // made while OnConnect runs then reaches the new connection after it,
-// never is lost between the two. Incoming messages go to OnMessage in order.
+// never is lost between the two; it may reach it twice (in OnConnect's
+// set and on its own), so the server must take a repeated subscribe as a
+// no-op. Incoming messages go to OnMessage in order.
 // Messages the server sent while no connection was up are not seen:
 // resuming is the protocol's job, in OnConnect.
 //
@@ -363,8 +365,10 @@ func (s *WebSocketSession) Err() error {
 // every goroutine the session started has ended (a running hook
 // included). A dial, a handshake, a backoff wait or an OnConnect hook in
 // progress is cancelled: Close returns promptly in every state, provided
-// the hooks return when their context ends. It is idempotent and always
-// returns nil.
+// the hooks, HeaderFunc and the Dialer's Credentials return when their
+// context ends (one that ignores it holds Close up until it returns;
+// callers of WaitConnected and WriteMessageWhenConnected are woken at
+// once all the same). It is idempotent and always returns nil.
 func (s *WebSocketSession) Close() error {
 	s.cancel()
 	<-s.done
@@ -512,7 +516,10 @@ func (s *WebSocketSession) header(ctx context.Context) (http.Header, error) {
 		err = context.Cause(ctx) // its answer came too late to be trusted
 	}
 	if err != nil {
-		err = fmt.Errorf("transport: websocket HeaderFunc: %w", err)
+		// An error that echoes a credential of Header's (or of the
+		// headers returned with it) does not carry it into lifeline's
+		// texts.
+		err = &headerFuncError{err: err, secrets: credentialSecrets(s.cfg.Header, fh)}
 		if s.cfg.Logger != nil && s.ctx.Err() == nil {
 			et := otelx.ErrorTypeOf(err)
 			logx.For(s.cfg.Logger).Failure(s.ctx, "websocket.header_func."+et, "lifeline: websocket HeaderFunc failed",
@@ -531,6 +538,26 @@ func (s *WebSocketSession) header(ctx context.Context) (http.Header, error) {
 		}
 	}
 	return h, nil
+}
+
+// headerFuncError is the failure of HeaderFunc: its text is the cause's
+// with the credentials of the headers lifeline knows redacted (see
+// credentialsError), and its error.type "header_func" (or the cause's
+// when a time limit or Close ended it), never a Go type name.
+type headerFuncError struct {
+	err     error
+	secrets []string // longest first
+}
+
+func (e *headerFuncError) Error() string {
+	return "transport: websocket HeaderFunc: " + redact(e.err.Error(), e.secrets)
+}
+func (e *headerFuncError) Unwrap() error { return e.err }
+func (e *headerFuncError) ErrorType() string {
+	if et := otelx.ErrorTypeOf(e.err); et == "timeout" || et == "canceled" {
+		return et
+	}
+	return "header_func"
 }
 
 // dialFailed handles a failed dial (or OnConnect): it sets the wait before
@@ -616,14 +643,33 @@ func (s *WebSocketSession) serveConn(conn *websocket.Conn) error {
 
 	cause := s.serve(cc)
 
-	s.mu.Lock()
-	s.conn = nil
-	s.up = make(chan struct{})
+	s.drop(cc, nil)
 	if cause != nil {
+		s.mu.Lock()
 		s.lastLoss = cause
+		s.mu.Unlock()
+	}
+	return cause
+}
+
+// drop ends cc's time as the session's connection as soon as it is known
+// to be broken (a read or a write failed), before the write slot is given
+// to the next writer: a write that starts later finds no connection
+// (nothing is written; WriteMessageWhenConnected waits for the next one)
+// instead of failing on the broken one with its writer's error. It
+// replaces the up channel only while cc is current, so a waiter never
+// holds a channel that no connection will close. cause, when not nil,
+// is what broke it (named by the writes that find no connection).
+func (s *WebSocketSession) drop(cc *sessionConn, cause error) {
+	s.mu.Lock()
+	if s.conn == cc {
+		s.conn = nil
+		s.up = make(chan struct{})
+		if cause != nil {
+			s.lastLoss = cause
+		}
 	}
 	s.mu.Unlock()
-	return cause
 }
 
 // connLost starts an outage after a connection that lasted lasted was lost
@@ -685,6 +731,11 @@ func (s *WebSocketSession) serve(cc *sessionConn) error {
 			if err != nil {
 				// One failed read ends the loop: gorilla panics after
 				// repeated reads on a failed conn.
+				cause := cc.getCause()
+				if cause == nil {
+					cause = err
+				}
+				s.drop(cc, cause)
 				readErr <- err
 				return
 			}
@@ -725,10 +776,15 @@ func (s *WebSocketSession) disconnected() error {
 	if s.State() == WebSocketClosed || s.ctx.Err() != nil {
 		return s.closedErr()
 	}
-	if s.lastLoss != nil {
-		return fmt.Errorf("%w (%s): %w", ErrDisconnected, s.State(), s.lastLoss)
+	st := s.State()
+	if st == WebSocketConnected {
+		// The connection was found broken; run has yet to say so.
+		st = WebSocketDisconnected
 	}
-	return fmt.Errorf("%w (%s)", ErrDisconnected, s.State())
+	if s.lastLoss != nil {
+		return fmt.Errorf("%w (%s): %w", ErrDisconnected, st, s.lastLoss)
+	}
+	return fmt.Errorf("%w (%s)", ErrDisconnected, st)
 }
 
 func (s *WebSocketSession) current() *sessionConn {
@@ -763,9 +819,9 @@ func (s *WebSocketSession) WriteMessage(ctx context.Context, messageType int, da
 // wrapping Err when the server refused the upgrade) when it has ended or
 // Close is called meanwhile, or ctx's error (context.Cause) when ctx ends
 // first. The connection may be lost again by the time the caller acts.
-// It is safe for concurrent use; it must not be called from OnConnect or
-// OnStateChange of the same session (they run before the connection
-// counts as up).
+// It is safe for concurrent use; it must not be called from the
+// session's hooks (OnConnect and OnStateChange run before the connection
+// counts as up; OnMessage holds up the reconnect it would wait for).
 func (s *WebSocketSession) WaitConnected(ctx context.Context) error {
 	s.mu.Lock()
 	up := s.up
@@ -802,7 +858,10 @@ func (s *WebSocketSession) WaitConnected(ctx context.Context) error {
 // broke under it, so the peer may or may not have it) returns its error,
 // matching ErrDisconnected, and is not repeated; resending is the
 // caller's (or OnConnect's) decision. Safe for concurrent use; not from
-// the session's hooks, which run before the connection counts as up.
+// the session's hooks: OnConnect and OnStateChange run before the
+// connection counts as up, and OnMessage holds up the reader, which must
+// see a broken connection fail before the session can make the next one
+// (a reply from OnMessage is a WriteMessage).
 func (s *WebSocketSession) WriteMessageWhenConnected(ctx context.Context, messageType int, data []byte) error {
 	if err := checkMessageType("WriteMessageWhenConnected", messageType); err != nil {
 		return err
@@ -861,8 +920,10 @@ func (s *WebSocketSession) write(ctx context.Context, messageType int, data []by
 			err = joinCause(context.DeadlineExceeded, err)
 		}
 		// The frame may be half written: the conn is broken. Closing it
-		// makes the reader fail, and run replaces the connection.
+		// makes the reader fail, and run replaces the connection; the
+		// writers after this one (the slot is still held) find none.
 		cc.setCause(err)
+		s.drop(cc, err)
 		cc.ws.Close()
 		return fmt.Errorf("%w: write: %w", ErrDisconnected, err)
 	}
