@@ -570,3 +570,37 @@ func TestAuthTokenEndpointOnSameTransport(t *testing.T) {
 		})
 	}
 }
+
+// echoCreds sets a token and fails Refresh (or Apply, when failApply) with
+// an error that quotes the request's Authorization, as token code does.
+type echoCreds struct{ failApply bool }
+
+func (c echoCreds) Apply(req *http.Request) error {
+	req.Header.Set("Authorization", "Bearer s3cr3t-token-from-apply")
+	if c.failApply {
+		return fmt.Errorf("token %q rejected by the signer", req.Header.Get("Authorization"))
+	}
+	return nil
+}
+
+func (c echoCreds) Refresh(_ context.Context, rejected *http.Request) error {
+	return fmt.Errorf("cannot renew %s", rejected.Header.Get("Authorization"))
+}
+
+// TestAuthErrorsRedactCredentials: an Apply or Refresh error that quotes
+// the credential reaches the caller with the credential redacted; the
+// cause is still reachable.
+func TestAuthErrorsRedactCredentials(t *testing.T) {
+	a := startAuthServer(t, false)
+	for _, failApply := range []bool{true, false} {
+		client := transport.NewClient(a.transport(t, echoCreds{failApply: failApply}))
+		req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, a.srv.URL+"/api", nil)
+		require.NoError(t, err)
+		_, err = client.Do(req)
+		require.Error(t, err)
+		assert.NotContains(t, err.Error(), "s3cr3t-token-from-apply")
+		assert.Contains(t, err.Error(), "[redacted]")
+		var inner interface{ Unwrap() error }
+		require.ErrorAs(t, err, &inner)
+	}
+}
