@@ -71,6 +71,24 @@ var (
 	// already retried, and the bound on a Read before any Write.
 	_ func(*http.Response) error = transport.Exhausted
 	_                            = dial.Dialer{GreetingTimeout: dur}
+
+	// Added with issue 21 (not yet in DESIGN.md): what an SDK author
+	// needs — credentials that refresh, per-call options, sessions an SDK
+	// can drive, names.
+	_ transport.Credentials                                                               = (*transport.BearerCredentials)(nil)
+	_ func(func(context.Context) (string, time.Time, error)) *transport.BearerCredentials = transport.NewBearerCredentials
+	_ time.Duration                                                                       = transport.DefaultExpiryMargin
+	_ func(context.Context, transport.CallOptions) context.Context                        = transport.WithCallOptions
+	_ func(context.Context) transport.CallOptions                                         = transport.CallOptionsFrom
+	_ func(*http.Response) (time.Duration, bool)                                          = transport.RetryAfter
+	_ func(*transport.WebSocketSession, context.Context) error                            = (*transport.WebSocketSession).WaitConnected
+	_ func(*transport.WebSocketSession, context.Context, int, []byte) error               = (*transport.WebSocketSession).WriteMessageWhenConnected
+	_                                                                                     = transport.CallOptions{Retry: (*retry.Policy)(nil), FirstByteTimeout: dur, StallTimeout: dur, HedgeDelay: dur, NoCredentials: true}
+	_                                                                                     = transport.Transport{Name: "", Credentials: transport.Credentials(nil)}
+	_                                                                                     = transport.WebSocketDialer{Name: "", Credentials: transport.Credentials(nil)}
+	_                                                                                     = transport.WebSocketSessionConfig{HeaderFunc: func(context.Context) (http.Header, error) { return nil, nil }}
+	_                                                                                     = dial.Dialer{Name: ""}
+	_                                                                                     = transport.BearerCredentials{ExpiryMargin: dur}
 )
 
 var errTest = errors.New("test")
