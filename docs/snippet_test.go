@@ -2,6 +2,7 @@ package docs_test
 
 import (
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -61,5 +62,40 @@ func TestSDKSnippetIsTheSDK(t *testing.T) {
 	}
 	if n < 10 {
 		t.Errorf("the SDK snippet has %d code lines; want the SDK's lifeline lines", n)
+	}
+}
+
+// TestQuickstartCompiles: the README's quick start (between
+// <!-- quickstart --> and <!-- /quickstart -->) is a whole program that
+// builds against this module as it is.
+func TestQuickstartCompiles(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds a program")
+	}
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, ok := strings.Cut(string(readme), "<!-- quickstart -->")
+	block, _, ok2 := strings.Cut(rest, "<!-- /quickstart -->")
+	if !ok || !ok2 {
+		t.Fatal("README.md has no <!-- quickstart --> … <!-- /quickstart --> section")
+	}
+	block = strings.TrimSpace(block)
+	block = strings.TrimPrefix(block, "```go")
+	block = strings.TrimSuffix(block, "```")
+	// Inside the module (so that it builds against this checkout), in a
+	// directory the test removes.
+	dir, err := os.MkdirTemp(".", "quickstart-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	if err := os.WriteFile(filepath.Join(dir, "main.go"), []byte(block), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command("go", "vet", "./"+dir).CombinedOutput()
+	if err != nil {
+		t.Fatalf("the README's quick start does not build: %v\n%s", err, out)
 	}
 }
