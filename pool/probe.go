@@ -71,6 +71,11 @@ func probe(c net.Conn) error {
 // ticket, so about once per conn.
 const tlsRecordWait = time.Millisecond
 
+// tlsRecordWaitMax is the longest of probeTLS's doubling waits for records
+// that are still waiting after a read (1, 2, 4, 8 and 16ms: 31ms at most,
+// and only when the reads kept starting late).
+const tlsRecordWaitMax = 16 * time.Millisecond
+
 // tlsWriteWait bounds the writes tls.Conn makes for itself while probeTLS
 // reads (the answer to a KeyUpdate that requests ours; the alert that
 // refuses a renegotiation). A write that failed stays failed in the
@@ -111,16 +116,24 @@ func probeTLS(tc *tls.Conn, sc syscall.Conn) error {
 	}
 	err := readTLS(tc)
 	if err == nil {
-		if err = peekRecords(sc); err == errRecordsPending {
-			if err = tc.SetReadDeadline(time.Now().Add(tlsRecordWait)); err == nil {
+		err = peekRecords(sc)
+		// Whole records wait: tls.Conn reads them under a short deadline.
+		// Whole records still waiting after such a read mean its read
+		// began after the deadline (a preemption: seen on a CPU-starved
+		// machine) or more came meanwhile; reading whole records never
+		// waits on the network, so look again with a longer wait rather
+		// than evict a live conn. Part of a record, or a byte tls.Conn
+		// let through, is something nobody vetted: dead.
+		for wait := tlsRecordWait; err == errRecordsPending; wait *= 2 {
+			if wait > tlsRecordWaitMax {
+				err = errUnexpectedData
+				break
+			}
+			if err = tc.SetReadDeadline(time.Now().Add(wait)); err == nil {
 				err = readTLS(tc)
 			}
 			if err == nil {
-				// tls.Conn read all there was, unless the deadline
-				// passed before its read began (a preemption longer
-				// than tlsRecordWait) or more came meanwhile: a byte
-				// still waiting is one nobody vetted. Dead.
-				err = peekSocket(sc)
+				err = peekRecords(sc)
 			}
 		}
 	}

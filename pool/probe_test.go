@@ -121,3 +121,53 @@ func TestProbeIgnoresExpiredDeadline(t *testing.T) {
 	assert.Zero(t, p.Stats().EvictedDead)
 	assert.Equal(t, int64(1), srv.Stats().Accepted)
 }
+
+// lateReadConn starts every Read late, as a goroutine preempted between
+// setting a deadline and reading does on a CPU-starved machine (seen in
+// make test: a healthy TLS conn evicted as dead).
+type lateReadConn struct {
+	net.Conn
+	late time.Duration
+}
+
+func (c *lateReadConn) Read(p []byte) (int, error) {
+	time.Sleep(c.late)
+	return c.Conn.Read(p)
+}
+
+func (c *lateReadConn) NetConn() net.Conn { return c.Conn }
+
+// TestProbeTLSSlowReaderKept: session tickets wait at the socket of a
+// healthy conn, and the probe's read of them starts after its short
+// deadline passed: the probe looks again with longer waits (the records
+// are whole, so reading them never waits on the network) rather than
+// evict a live conn for the scheduler's sake.
+func TestProbeTLSSlowReaderKept(t *testing.T) {
+	srv, clientCfg, _ := tlsEchoServer(t, time.Minute)
+	p := newPool(t, pool.Config{CheckAfterIdle: time.Nanosecond, HealthCheckPeriod: -1,
+		Dial: func(ctx context.Context) (net.Conn, error) {
+			raw, err := (&net.Dialer{}).DialContext(ctx, "tcp", srv.Addr())
+			if err != nil {
+				return nil, err
+			}
+			tc := tls.Client(&lateReadConn{Conn: raw, late: 5 * time.Millisecond}, clientCfg)
+			if err := tc.HandshakeContext(ctx); err != nil {
+				raw.Close()
+				return nil, err
+			}
+			return tc, nil
+		}})
+	c, err := p.Acquire(t.Context())
+	require.NoError(t, err)
+	c.Release()
+	time.Sleep(finCrossesLoopback) // the session ticket arrives
+	for range 3 {
+		c, err := p.Acquire(t.Context())
+		require.NoError(t, err)
+		echoFull(t, c, "ping")
+		c.Release()
+	}
+	s := p.Stats()
+	assert.Zero(t, s.Evicted(), "%+v", s)
+	assert.Equal(t, int64(1), srv.Stats().Accepted)
+}
