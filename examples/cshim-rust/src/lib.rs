@@ -1,0 +1,48 @@
+//! Safe Rust over lifeline's C ABI (`cshim/lifeline.h`): a network client
+//! core in which every phase of every request and dial has a finite limit.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use lifeline::{Client, Request};
+//!
+//! let client = Client::with_config(r#"{"transport": {"first_byte_timeout_ms": 2000}}"#)?;
+//! let resp = client.request(&Request::get("http://127.0.0.1:8080/items").deadline(Duration::from_secs(5)))?;
+//! println!("{} {}", resp.status, String::from_utf8_lossy(&resp.body));
+//! # Ok::<(), lifeline::Error>(())
+//! ```
+//!
+//! Modules: `client` (configuration, blocking calls, dials), `request`
+//! (Request, Response, Deadline), `op` (operations: wait, poll, cancel,
+//! Future), `error` (Error, Status), `ffi` (the raw declarations). Every
+//! handle the library gives is owned by exactly one value and freed by its
+//! Drop; every string or response it hands over is copied and freed at
+//! once.
+
+mod client;
+mod error;
+pub mod ffi;
+mod op;
+mod request;
+
+use std::ffi::CStr;
+
+pub use client::Client;
+pub use error::{Error, Result, Status};
+pub use op::{Canceller, Op, Outcome};
+pub use request::{Deadline, Request, Response};
+
+/// ABI_VERSION is the `LIFELINE_ABI_VERSION` this crate was written for;
+/// [`Client::new`] refuses a library of another version.
+pub const ABI_VERSION: u32 = ffi::ABI_VERSION;
+
+/// abi_version is the ABI version of the loaded library.
+pub fn abi_version() -> u32 {
+    // SAFETY: no arguments, no state.
+    unsafe { ffi::lifeline_abi_version() }
+}
+
+/// version is the loaded library's version, e.g. "0.1.0".
+pub fn version() -> &'static str {
+    // SAFETY: a static NUL-terminated string, never NULL, never freed.
+    unsafe { CStr::from_ptr(ffi::lifeline_version()) }.to_str().unwrap_or("")
+}
