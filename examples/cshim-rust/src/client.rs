@@ -71,8 +71,9 @@ impl Client {
         call(|err| unsafe { ffi::lifeline_client_set_int(self.handle, key.as_ptr(), value, err) })
     }
 
-    /// set_duration sets a `*_ms` key to `d` in whole milliseconds
-    /// (rounded up; note 0 means the key's default).
+    /// set_duration sets a `*_ms` key to `d`, rounded up to whole
+    /// milliseconds and at least 1 (for the key's default use `set_int`
+    /// with 0; to turn a limit off, a negative value where the key allows).
     pub fn set_duration(&self, key: &str, d: Duration) -> Result<()> {
         self.set_int(key, Deadline::After(d).millis())
     }

@@ -171,7 +171,7 @@ impl<T: Outcome> Future for Op<T> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<T>> {
         let this = self.get_mut();
         if this.taken {
-            return Poll::Ready(Err(Error::argument("lifeline: operation polled after completion".into())));
+            return Poll::Ready(Err(Error::state("lifeline: operation polled after completion".into())));
         }
         if !this.done.finished.load(Ordering::Acquire) {
             *this.done.waker.lock().unwrap_or_else(|e| e.into_inner()) = Some(cx.waker().clone());

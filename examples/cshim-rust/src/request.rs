@@ -12,21 +12,16 @@ use crate::ffi;
 
 /// Deadline is the total time limit of an operation: every attempt, every
 /// wait between them, and reading the body.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Deadline {
     /// The client's `request_timeout_ms` (30 s unless configured). The default.
+    #[default]
     ClientDefault,
     /// This long from the start (rounded up to whole milliseconds, at least 1).
     After(Duration),
     /// No total deadline: only the phase limits (connect, TLS, first byte,
     /// stall) bound the operation.
     PhaseLimitsOnly,
-}
-
-impl Default for Deadline {
-    fn default() -> Self {
-        Deadline::ClientDefault
-    }
 }
 
 impl Deadline {

@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::FullBacklog;
+use common::{Echo, FullBacklog};
 use lifeline::{Client, Status};
 
 #[test]
@@ -69,6 +69,35 @@ fn a_dial_cancelled_from_another_thread() {
     let e = op.wait().unwrap_err();
     assert_eq!(e.status(), Status::Canceled, "{e:?}");
     assert!(t0.elapsed() < Duration::from_secs(2));
+}
+
+/// Drop frees the op's handle: a descriptor never taken is closed by the
+/// library then (the echo server sees the connection end). An Op whose
+/// handle leaked would hold the connection open for the process's life.
+#[test]
+fn a_descriptor_never_taken_is_closed_when_the_op_drops() {
+    let echo = Echo::start();
+    let c = Client::new().unwrap();
+    let op = c.start_dial("tcp", &echo.addr.to_string(), None).unwrap();
+    assert!(op.wait_timeout(Duration::from_secs(5)).unwrap());
+    wait_for(|| echo.open.load(Ordering::SeqCst) == 1);
+    drop(op);
+    wait_for(|| echo.open.load(Ordering::SeqCst) == 0);
+    // A descriptor taken is the caller's: it lives on after the op.
+    let s = TcpStream::from(c.start_dial("tcp", &echo.addr.to_string(), None).unwrap().wait().unwrap());
+    wait_for(|| echo.open.load(Ordering::SeqCst) == 1);
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(echo.open.load(Ordering::SeqCst), 1);
+    drop(s);
+    wait_for(|| echo.open.load(Ordering::SeqCst) == 0);
+}
+
+fn wait_for(cond: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !cond() {
+        assert!(Instant::now() < deadline, "condition not reached in 5 s");
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
 
 struct OpenSsl {

@@ -116,7 +116,7 @@ fn closing_the_client_ends_its_ops() {
 }
 
 #[test]
-fn a_blocking_request_ends_when_another_thread_drops_the_client() {
+fn an_op_waited_in_another_thread_ends_when_the_client_is_dropped() {
     let silent = Silent::start();
     let c = Arc::new(hanging_client());
     let op = c.start(&Request::get(&silent.url())).unwrap();
@@ -129,7 +129,9 @@ fn a_blocking_request_ends_when_another_thread_drops_the_client() {
     assert!(t0.elapsed() < Duration::from_secs(2));
 }
 
-/// block_on is the smallest executor: park the thread until woken.
+/// block_on is the smallest executor: park the thread until woken. It
+/// parks at most 10 s at a time, so a wake-up that never comes shows as a
+/// slow test (the tests bound their time) rather than a hung one.
 fn block_on<F: Future>(f: F) -> F::Output {
     struct Unpark(thread::Thread);
     impl Wake for Unpark {
@@ -144,7 +146,7 @@ fn block_on<F: Future>(f: F) -> F::Output {
         if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
             return v;
         }
-        thread::park();
+        thread::park_timeout(Duration::from_secs(10));
     }
 }
 
@@ -152,8 +154,10 @@ fn block_on<F: Future>(f: F) -> F::Output {
 fn await_an_op() {
     let srv = Http::start();
     let c = Client::new().unwrap();
+    let t0 = Instant::now();
     let r = block_on(c.start(&Request::get(&srv.url("/sleep/100"))).unwrap()).unwrap();
     assert_eq!(r.body, b"slept");
+    assert!(t0.elapsed() < Duration::from_secs(5), "woken late: {:?}", t0.elapsed());
     let silent = Silent::start();
     let hc = Client::with_config(r#"{"transport.first_byte_timeout_ms": 200, "retry.max_attempts": 1}"#).unwrap();
     let e = block_on(hc.start(&Request::get(&silent.url())).unwrap()).unwrap_err();

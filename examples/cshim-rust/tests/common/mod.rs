@@ -164,21 +164,39 @@ impl FullBacklog {
     }
 }
 
-/// Echo sends every byte back on each connection.
+/// Echo sends every byte back on each connection and counts the
+/// connections still open (a connection counts until the client closes it).
+pub struct Echo {
+    pub addr: SocketAddr,
+    pub open: Arc<AtomicUsize>,
+}
+
+impl Echo {
+    pub fn start() -> Echo {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let open = Arc::new(AtomicUsize::new(0));
+        let n = open.clone();
+        thread::spawn(move || {
+            for c in l.incoming() {
+                let mut c = match c {
+                    Ok(c) => c,
+                    Err(_) => return,
+                };
+                n.fetch_add(1, Ordering::SeqCst);
+                let n = n.clone();
+                thread::spawn(move || {
+                    let mut r = c.try_clone().unwrap();
+                    let _ = std::io::copy(&mut r, &mut c);
+                    n.fetch_sub(1, Ordering::SeqCst);
+                });
+            }
+        });
+        Echo { addr, open }
+    }
+}
+
+/// echo is the address of a fresh [`Echo`].
 pub fn echo() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
-    thread::spawn(move || {
-        for c in l.incoming() {
-            let mut c = match c {
-                Ok(c) => c,
-                Err(_) => return,
-            };
-            thread::spawn(move || {
-                let mut r = c.try_clone().unwrap();
-                let _ = std::io::copy(&mut r, &mut c);
-            });
-        }
-    });
-    addr
+    Echo::start().addr
 }
