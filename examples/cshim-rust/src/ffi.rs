@@ -1,13 +1,13 @@
 //! Raw declarations of cshim/lifeline.h (ABI version 1). Everything here is
 //! unsafe to use directly; the rest of the crate wraps it.
 #![allow(non_camel_case_types)]
+#![allow(dead_code)] // the whole header is declared, used or not
 
 use std::os::raw::{c_char, c_int, c_void};
 
 pub const ABI_VERSION: u32 = 1;
 
 pub const OK: i32 = 0;
-pub const E_INVALID_ARGUMENT: i32 = 1;
 pub const E_PENDING: i32 = 6;
 
 pub type lifeline_client = u64;

@@ -11,16 +11,19 @@
 //! # Ok::<(), lifeline::Error>(())
 //! ```
 //!
-//! Modules: `client` (configuration, blocking calls, dials), `request`
-//! (Request, Response, Deadline), `op` (operations: wait, poll, cancel,
-//! Future), `error` (Error, Status), `ffi` (the raw declarations). Every
+//! Modules (private, re-exported here): `client` (configuration, blocking
+//! calls, dials), `request` (Request, Response, Deadline), `op` (operations:
+//! wait, poll, cancel, Future), `error` (Error, Status), `ffi` (the raw
+//! declarations of lifeline.h). Every
 //! handle the library gives is owned by exactly one value and freed by its
 //! Drop; every string or response it hands over is copied and freed at
 //! once.
 
+#![warn(missing_docs)]
+
 mod client;
 mod error;
-pub mod ffi;
+mod ffi;
 mod op;
 mod request;
 
@@ -30,6 +33,11 @@ pub use client::Client;
 pub use error::{Error, Result, Status};
 pub use op::{Canceller, Op, Outcome};
 pub use request::{Deadline, Request, Response};
+
+/// The README's examples, compiled by `cargo test`.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
 
 /// ABI_VERSION is the `LIFELINE_ABI_VERSION` this crate was written for;
 /// [`Client::new`] refuses a library of another version.

@@ -25,13 +25,14 @@ mod sealed {
 /// request, an `OwnedFd` for a dial. Sealed: the library decides which
 /// results exist.
 pub trait Outcome: Sized + sealed::Sealed {
+    /// take takes the result of the finished operation `op` (once).
     #[doc(hidden)]
-    fn take(op: ffi::lifeline_op) -> Result<Self>;
+    fn take(op: u64) -> Result<Self>;
 }
 
 impl sealed::Sealed for Response {}
 impl Outcome for Response {
-    fn take(op: ffi::lifeline_op) -> Result<Response> {
+    fn take(op: u64) -> Result<Response> {
         let mut out: *mut ffi::lifeline_response = ptr::null_mut();
         // SAFETY: out receives a response we then own (and free in from_raw).
         call(|err| unsafe { ffi::lifeline_op_response(op, &mut out, err) })?;
@@ -41,7 +42,7 @@ impl Outcome for Response {
 
 impl sealed::Sealed for OwnedFd {}
 impl Outcome for OwnedFd {
-    fn take(op: ffi::lifeline_op) -> Result<OwnedFd> {
+    fn take(op: u64) -> Result<OwnedFd> {
         let mut fd: c_int = -1;
         call(|err| unsafe { ffi::lifeline_op_fd(op, &mut fd, err) })?;
         // SAFETY: the library hands the descriptor over; it is ours to close.
@@ -119,7 +120,8 @@ impl<T: Outcome> Op<T> {
     /// `timeout`: true when it has (take the result with [`Op::wait`],
     /// which then returns at once), false when the time passed first.
     pub fn wait_timeout(&self, timeout: Duration) -> Result<bool> {
-        let ms = timeout.as_millis().min(i64::MAX as u128) as i64;
+        // Rounded up: a sub-millisecond wait still waits; zero only polls.
+        let ms = if timeout.is_zero() { 0 } else { crate::request::Deadline::After(timeout).millis() };
         self.wait_ms(ms)
     }
 
