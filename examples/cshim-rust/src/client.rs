@@ -223,3 +223,17 @@ fn json_int(doc: &str, key: &str) -> Option<i64> {
     let end = rest.find(|c: char| !(c == '-' || c.is_ascii_digit())).unwrap_or(rest.len());
     rest[..end].parse().ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::json_int;
+
+    #[test]
+    fn json_int_finds_the_key() {
+        let doc = r#"{"client":{"in_flight":0},"process":{"goroutines":12,"live_allocations": -3}}"#;
+        assert_eq!(json_int(doc, "live_allocations"), Some(-3));
+        assert_eq!(json_int(doc, "goroutines"), Some(12));
+        assert_eq!(json_int(doc, "client"), None);
+        assert_eq!(json_int(doc, "absent"), None);
+    }
+}

@@ -263,3 +263,24 @@ pub(crate) fn cstring(s: &str, what: &str) -> Result<CString> {
         Error::argument(format!("lifeline: {} contains a NUL byte at index {}", what, e.nul_position()))
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_codes_round_trip() {
+        for code in 1..=15 {
+            assert_eq!(Status::from_code(code).code(), code);
+        }
+        assert_eq!(Status::from_code(15), Status::Other(15));
+        assert!(Status::Timeout.name().contains("TIMEOUT"), "{}", Status::Timeout.name());
+    }
+
+    #[test]
+    fn nul_is_refused() {
+        let e = cstring("a\0b", "url").unwrap_err();
+        assert_eq!((e.status(), e.phase(), e.error_type()), (Status::InvalidArgument, "argument", "invalid_argument"));
+        assert!(e.to_string().contains("url contains a NUL byte at index 1"), "{}", e);
+    }
+}

@@ -183,3 +183,19 @@ impl Response {
         Response { status: r.status as u16, version: (r.proto_major as u8, r.proto_minor as u8), headers, body }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deadline_millis() {
+        assert_eq!(Deadline::ClientDefault.millis(), 0);
+        assert_eq!(Deadline::PhaseLimitsOnly.millis(), -1);
+        assert_eq!(Deadline::After(Duration::ZERO).millis(), 1);
+        assert_eq!(Deadline::After(Duration::from_micros(1)).millis(), 1);
+        assert_eq!(Deadline::After(Duration::from_micros(1500)).millis(), 2);
+        assert_eq!(Deadline::After(Duration::from_secs(3)).millis(), 3000);
+        assert_eq!(Deadline::After(Duration::MAX).millis(), i64::MAX);
+    }
+}

@@ -53,6 +53,27 @@ fn shared_op_waited_in_one_thread_cancelled_in_another() {
     assert_eq!(op.wait().unwrap_err().status(), Status::Canceled);
 }
 
+/// One op, eight threads waiting on it and eight cancelling it at once:
+/// the ABI's thread rules make `&Op` shareable.
+#[test]
+fn one_op_many_waiters_many_cancellers() {
+    let silent = Silent::start();
+    let c = hanging_client();
+    for _ in 0..20 {
+        let op = c.start(&Request::get(&silent.url())).unwrap();
+        thread::scope(|s| {
+            for _ in 0..8 {
+                s.spawn(|| assert!(op.wait_timeout(Duration::from_secs(5)).unwrap()));
+                s.spawn(|| {
+                    op.cancel();
+                    let _ = op.poll().unwrap();
+                });
+            }
+        });
+        assert_eq!(op.wait().unwrap_err().status(), Status::Canceled);
+    }
+}
+
 #[test]
 fn wait_timeout_and_poll() {
     let srv = Http::start();
