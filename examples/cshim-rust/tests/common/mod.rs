@@ -92,8 +92,10 @@ fn serve(c: TcpStream, n: &AtomicUsize) {
         } else {
             (404, String::new(), b"not found".to_vec())
         };
-        let head = format!("HTTP/1.1 {} X\r\nContent-Length: {}\r\n{}\r\n", status, out.len(), extra);
-        if w.write_all(head.as_bytes()).and_then(|_| w.write_all(&out)).is_err() {
+        // One write: head and body in two would meet Nagle and delayed ACKs.
+        let mut msg = format!("HTTP/1.1 {} X\r\nContent-Length: {}\r\n{}\r\n", status, out.len(), extra).into_bytes();
+        msg.extend_from_slice(&out);
+        if w.write_all(&msg).is_err() {
             return;
         }
     }
