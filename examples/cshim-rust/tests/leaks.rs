@@ -19,7 +19,7 @@ fn live_allocations_return_to_their_start() {
     let probe = Client::new().unwrap();
     let before = probe.live_allocations().unwrap();
 
-    for round in 0..3 {
+    for _ in 0..3 {
         let c = Client::with_config(r#"{"transport.first_byte_timeout_ms": 200, "retry.max_attempts": 1}"#).unwrap();
         // Responses (headers, body) copied and freed.
         for _ in 0..50 {
@@ -55,10 +55,28 @@ fn live_allocations_return_to_their_start() {
         let fd_op: Op<OwnedFd> = c.start_dial("tcp", &echo.to_string(), None).unwrap();
         assert!(fd_op.wait_timeout(Duration::from_secs(5)).unwrap());
         drop(fd_op);
+        // From 8 threads at once: requests, cancels, drops of running ops.
+        std::thread::scope(|s| {
+            for t in 0..8 {
+                let (c, srv, silent) = (&c, &srv, &silent);
+                s.spawn(move || {
+                    for i in 0..20 {
+                        match (t + i) % 3 {
+                            0 => assert_eq!(c.request(&Request::get(&srv.url("/hello"))).unwrap().status, 200),
+                            1 => {
+                                let op = c.start(&Request::get(&silent.url())).unwrap();
+                                op.cancel();
+                                assert!(op.wait().is_err());
+                            }
+                            _ => drop(c.start(&Request::get(&srv.url("/sleep/5"))).unwrap()),
+                        }
+                    }
+                });
+            }
+        });
         // JSON documents.
         c.config_json().unwrap();
         c.metrics_json().unwrap();
-        eprintln!("round {} done", round);
     }
 
     // Operations finish on library threads: allow them to settle.
