@@ -157,7 +157,9 @@ impl FullBacklog {
         let addr = l.local_addr().unwrap();
         let mut held = Vec::new();
         for _ in 0..16 {
-            match TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+            // Generous: a loopback handshake the kernel completes takes
+            // microseconds, so only a dropped SYN reaches this bound.
+            match TcpStream::connect_timeout(&addr, Duration::from_secs(1)) {
                 Ok(s) => held.push(s),
                 Err(_) => return FullBacklog { addr, _l: l, _held: held },
             }
