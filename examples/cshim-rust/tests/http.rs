@@ -68,6 +68,37 @@ fn client_request_timeout_is_the_default_deadline() {
 }
 
 #[test]
+fn a_stalled_body_times_out_in_stall() {
+    let srv = Http::start();
+    let c = Client::with_config(r#"{"transport.stall_timeout_ms": 300, "retry.max_attempts": 1}"#).unwrap();
+    let t0 = Instant::now();
+    let e = c.request(&Request::get(&srv.url("/stall/10000"))).unwrap_err();
+    assert!(t0.elapsed() < Duration::from_secs(3), "{:?}", t0.elapsed());
+    assert_eq!((e.status(), e.phase(), e.error_type()), (Status::Timeout, "stall", "stall_timeout"), "{e:?}");
+}
+
+#[test]
+fn a_body_over_the_cap_is_too_large() {
+    let srv = Http::start();
+    let c = Client::with_config(r#"{"max_response_bytes": 100}"#).unwrap();
+    let e = c.request(&Request::post(&srv.url("/echo"), vec![b'x'; 1000])).unwrap_err();
+    assert_eq!(e.status(), Status::TooLarge, "{e:?}");
+    assert_eq!(c.request(&Request::post(&srv.url("/echo"), vec![b'x'; 100])).unwrap().body.len(), 100);
+}
+
+#[test]
+fn a_503_is_retried_for_a_get_never_for_a_post() {
+    let srv = Http::start();
+    let c = Client::with_config(r#"{"retry": {"max_attempts": 3, "initial_interval_ms": 10}}"#).unwrap();
+    let r = c.request(&Request::get(&srv.url("/status/503"))).unwrap();
+    assert_eq!(r.status, 503);
+    assert_eq!(srv.requests.load(Ordering::SeqCst), 3);
+    let r = c.request(&Request::post(&srv.url("/status/503"), "x")).unwrap();
+    assert_eq!(r.status, 503);
+    assert_eq!(srv.requests.load(Ordering::SeqCst), 4);
+}
+
+#[test]
 fn refused() {
     let addr = common::refused();
     let c = Client::with_config(r#"{"retry.max_attempts": 1}"#).unwrap();

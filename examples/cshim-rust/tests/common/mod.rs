@@ -14,7 +14,8 @@ use std::time::Duration;
 ///   GET  /hello        200 "hello", X-Test: yes
 ///   POST /echo         200, the body back, X-Echo-Back: the X-Echo header
 ///   GET  /sleep/<ms>   200 "slept" after <ms>
-///   GET  /status/<n>   <n>, empty body
+///   GET  /status/<n>   <n>, empty body (any method)
+///   GET  /stall/<ms>   headers and 2 of 10 body bytes, then <ms> of silence
 ///   anything else      404 "not found"
 /// Its threads live as long as the test process.
 pub struct Http {
@@ -87,6 +88,11 @@ fn serve(c: TcpStream, n: &AtomicUsize) {
         } else if let Some(ms) = path.strip_prefix("/sleep/") {
             thread::sleep(Duration::from_millis(ms.parse().unwrap_or(0)));
             (200, String::new(), b"slept".to_vec())
+        } else if let Some(ms) = path.strip_prefix("/stall/") {
+            // Headers and 2 of 10 body bytes, then silence for <ms>.
+            let _ = w.write_all(b"HTTP/1.1 200 X\r\nContent-Length: 10\r\n\r\nab");
+            thread::sleep(Duration::from_millis(ms.parse().unwrap_or(0)));
+            return;
         } else if let Some(code) = path.strip_prefix("/status/") {
             (code.parse().unwrap_or(500), String::new(), Vec::new())
         } else {
