@@ -40,9 +40,17 @@ fn build_with_go() -> PathBuf {
         .arg(out.join("liblifeline.so"))
         .arg("./cshim")
         .status()
-        .unwrap_or_else(|e| panic!("lifeline: LIFELINE_LIB_DIR is unset and running {:?} failed: {}", go, e));
+        .unwrap_or_else(|e| {
+            panic!(
+                "lifeline: LIFELINE_LIB_DIR is unset and running {:?} failed: {}",
+                go, e
+            )
+        });
     if !status.success() {
-        panic!("lifeline: go build -buildmode=c-shared ./cshim failed ({})", status);
+        panic!(
+            "lifeline: go build -buildmode=c-shared ./cshim failed ({})",
+            status
+        );
     }
     let _ = std::fs::remove_file(out.join("liblifeline.h"));
     out

@@ -8,8 +8,6 @@ use std::ptr;
 use std::time::Duration;
 
 use crate::error::{call, cstring, Error, Result};
-#[allow(unused_imports)] // named in the docs
-use crate::error::Status;
 use crate::ffi;
 use crate::op::Op;
 use crate::request::{Deadline, Request, Response};
@@ -20,12 +18,12 @@ use crate::request::{Deadline, Request, Response};
 ///
 /// Configure it ([`Client::configure`], the `set_*` methods) before its
 /// first request or dial; it is then frozen (later configuration fails
-/// with [`Status::State`]).
+/// with [`Status::State`](crate::Status::State)).
 ///
 /// Thread safety: `Send + Sync` — the ABI allows every function from any
 /// thread, concurrently, on the same handle, so share it by reference or
 /// in an `Arc`. Dropping it closes it (once): operations still running end
-/// with [`Status::Closed`], idle connections and "tls" relays close.
+/// with [`Status::Closed`](crate::Status::Closed), idle connections and "tls" relays close.
 /// [`Op`]s do not borrow the client and outlive it safely.
 #[derive(Debug)]
 pub struct Client {
@@ -81,20 +79,26 @@ impl Client {
     /// set_double sets a floating-point key.
     pub fn set_double(&self, key: &str, value: f64) -> Result<()> {
         let key = cstring(key, "key")?;
-        call(|err| unsafe { ffi::lifeline_client_set_double(self.handle, key.as_ptr(), value, err) })
+        call(|err| unsafe {
+            ffi::lifeline_client_set_double(self.handle, key.as_ptr(), value, err)
+        })
     }
 
     /// set_bool sets a boolean key.
     pub fn set_bool(&self, key: &str, value: bool) -> Result<()> {
         let key = cstring(key, "key")?;
-        call(|err| unsafe { ffi::lifeline_client_set_bool(self.handle, key.as_ptr(), c_int::from(value), err) })
+        call(|err| unsafe {
+            ffi::lifeline_client_set_bool(self.handle, key.as_ptr(), c_int::from(value), err)
+        })
     }
 
     /// set_string sets a string key.
     pub fn set_string(&self, key: &str, value: &str) -> Result<()> {
         let key = cstring(key, "key")?;
         let value = cstring(value, "value")?;
-        call(|err| unsafe { ffi::lifeline_client_set_string(self.handle, key.as_ptr(), value.as_ptr(), err) })
+        call(|err| unsafe {
+            ffi::lifeline_client_set_string(self.handle, key.as_ptr(), value.as_ptr(), err)
+        })
     }
 
     /// config_json is every key with its effective value, as JSON (PEM and
@@ -116,20 +120,27 @@ impl Client {
     /// returns to its start whenever no Op holds an untaken result.
     pub fn live_allocations(&self) -> Result<i64> {
         let doc = self.metrics_json()?;
-        json_int(&doc, "live_allocations")
-            .ok_or_else(|| Error::state("lifeline: metrics JSON has no process.live_allocations".into()))
+        json_int(&doc, "live_allocations").ok_or_else(|| {
+            Error::state("lifeline: metrics JSON has no process.live_allocations".into())
+        })
     }
 
     fn json(
         &self,
-        f: unsafe extern "C" fn(ffi::lifeline_client, *mut *mut c_char, *mut usize, *mut ffi::lifeline_error) -> i32,
+        f: unsafe extern "C" fn(
+            ffi::lifeline_client,
+            *mut *mut c_char,
+            *mut usize,
+            *mut ffi::lifeline_error,
+        ) -> i32,
     ) -> Result<String> {
         let mut out: *mut c_char = ptr::null_mut();
         let mut len = 0usize;
         call(|err| unsafe { f(self.handle, &mut out, &mut len, err) })?;
         // SAFETY: out holds len bytes of UTF-8 JSON, ours to free, once.
         let s = unsafe {
-            let s = String::from_utf8_lossy(std::slice::from_raw_parts(out as *const u8, len)).into_owned();
+            let s = String::from_utf8_lossy(std::slice::from_raw_parts(out as *const u8, len))
+                .into_owned();
             ffi::lifeline_free(out as *mut c_void);
             s
         };
@@ -155,7 +166,9 @@ impl Client {
     pub fn start(&self, req: &Request) -> Result<Op<Response>> {
         let prepared = req.prepare()?;
         let raw = prepared.raw();
-        Op::start(|cb, ud, op, err| unsafe { ffi::lifeline_request_start(self.handle, &raw, cb, ud, op, err) })
+        Op::start(|cb, ud, op, err| unsafe {
+            ffi::lifeline_request_start(self.handle, &raw, cb, ud, op, err)
+        })
     }
 
     /// dial connects to `address` ("host:port", IPv6 in brackets) over
@@ -164,12 +177,24 @@ impl Client {
     /// descriptor (blocking, close-on-exec). For "tls" it is one end of a
     /// Unix socketpair carrying plaintext that the library relays to and
     /// from the TLS connection.
-    pub fn dial(&self, network: &str, address: &str, deadline: Option<Duration>) -> Result<OwnedFd> {
+    pub fn dial(
+        &self,
+        network: &str,
+        address: &str,
+        deadline: Option<Duration>,
+    ) -> Result<OwnedFd> {
         let network = cstring(network, "network")?;
         let address = cstring(address, "address")?;
         let mut fd: c_int = -1;
         call(|err| unsafe {
-            ffi::lifeline_dial(self.handle, network.as_ptr(), address.as_ptr(), dial_ms(deadline), &mut fd, err)
+            ffi::lifeline_dial(
+                self.handle,
+                network.as_ptr(),
+                address.as_ptr(),
+                dial_ms(deadline),
+                &mut fd,
+                err,
+            )
         })?;
         // SAFETY: the library hands the descriptor over; it is ours.
         Ok(unsafe { OwnedFd::from_raw_fd(fd) })
@@ -188,11 +213,25 @@ impl Client {
     }
 
     /// start_dial is the asynchronous [`Client::dial`].
-    pub fn start_dial(&self, network: &str, address: &str, deadline: Option<Duration>) -> Result<Op<OwnedFd>> {
+    pub fn start_dial(
+        &self,
+        network: &str,
+        address: &str,
+        deadline: Option<Duration>,
+    ) -> Result<Op<OwnedFd>> {
         let network = cstring(network, "network")?;
         let address = cstring(address, "address")?;
         Op::start(|cb, ud, op, err| unsafe {
-            ffi::lifeline_dial_start(self.handle, network.as_ptr(), address.as_ptr(), dial_ms(deadline), cb, ud, op, err)
+            ffi::lifeline_dial_start(
+                self.handle,
+                network.as_ptr(),
+                address.as_ptr(),
+                dial_ms(deadline),
+                cb,
+                ud,
+                op,
+                err,
+            )
         })
     }
 
@@ -219,8 +258,13 @@ fn dial_ms(deadline: Option<Duration>) -> i64 {
 /// parser; the key is unique in the metrics snapshot).
 fn json_int(doc: &str, key: &str) -> Option<i64> {
     let pat = format!("\"{}\"", key);
-    let rest = doc[doc.find(&pat)? + pat.len()..].trim_start().strip_prefix(':')?.trim_start();
-    let end = rest.find(|c: char| !(c == '-' || c.is_ascii_digit())).unwrap_or(rest.len());
+    let rest = doc[doc.find(&pat)? + pat.len()..]
+        .trim_start()
+        .strip_prefix(':')?
+        .trim_start();
+    let end = rest
+        .find(|c: char| !(c == '-' || c.is_ascii_digit()))
+        .unwrap_or(rest.len());
     rest[..end].parse().ok()
 }
 
@@ -230,7 +274,8 @@ mod tests {
 
     #[test]
     fn json_int_finds_the_key() {
-        let doc = r#"{"client":{"in_flight":0},"process":{"goroutines":12,"live_allocations": -3}}"#;
+        let doc =
+            r#"{"client":{"in_flight":0},"process":{"goroutines":12,"live_allocations": -3}}"#;
         assert_eq!(json_int(doc, "live_allocations"), Some(-3));
         assert_eq!(json_int(doc, "goroutines"), Some(12));
         assert_eq!(json_int(doc, "client"), None);

@@ -156,7 +156,13 @@ impl Error {
     /// state is an error of a call made at the wrong time (or against the
     /// wrong library), shaped as the library's own.
     pub(crate) fn state(message: String) -> Error {
-        Error { status: Status::State, phase: String::new(), error_type: String::new(), timeout: false, message }
+        Error {
+            status: Status::State,
+            phase: String::new(),
+            error_type: String::new(),
+            timeout: false,
+            message,
+        }
     }
 
     /// from_record copies a filled record (the caller clears it).
@@ -166,7 +172,9 @@ impl Error {
         } else {
             // SAFETY: the library's message is NUL-terminated UTF-8 and
             // lives until the record is cleared, after this copy.
-            unsafe { CStr::from_ptr(rec.message) }.to_string_lossy().into_owned()
+            unsafe { CStr::from_ptr(rec.message) }
+                .to_string_lossy()
+                .into_owned()
         };
         Error {
             status: Status::from_code(status),
@@ -179,7 +187,11 @@ impl Error {
 }
 
 fn fixed(buf: &[c_char]) -> String {
-    let bytes: Vec<u8> = buf.iter().take_while(|&&c| c != 0).map(|&c| c as u8).collect();
+    let bytes: Vec<u8> = buf
+        .iter()
+        .take_while(|&&c| c != 0)
+        .map(|&c| c as u8)
+        .collect();
     String::from_utf8_lossy(&bytes).into_owned()
 }
 
@@ -204,7 +216,9 @@ impl From<Error> for io::Error {
     fn from(e: Error) -> io::Error {
         let kind = match e.status {
             Status::Timeout => io::ErrorKind::TimedOut,
-            Status::InvalidArgument | Status::UnknownKey | Status::BadValue => io::ErrorKind::InvalidInput,
+            Status::InvalidArgument | Status::UnknownKey | Status::BadValue => {
+                io::ErrorKind::InvalidInput
+            }
             _ if e.error_type == "connect_refused" => io::ErrorKind::ConnectionRefused,
             _ => io::ErrorKind::Other,
         };
@@ -260,7 +274,11 @@ pub(crate) fn call(f: impl FnOnce(*mut ffi::lifeline_error) -> i32) -> Result<()
 /// the caller wrote) is refused.
 pub(crate) fn cstring(s: &str, what: &str) -> Result<CString> {
     CString::new(s).map_err(|e| {
-        Error::argument(format!("lifeline: {} contains a NUL byte at index {}", what, e.nul_position()))
+        Error::argument(format!(
+            "lifeline: {} contains a NUL byte at index {}",
+            what,
+            e.nul_position()
+        ))
     })
 }
 
@@ -274,13 +292,24 @@ mod tests {
             assert_eq!(Status::from_code(code).code(), code);
         }
         assert_eq!(Status::from_code(15), Status::Other(15));
-        assert!(Status::Timeout.name().contains("TIMEOUT"), "{}", Status::Timeout.name());
+        assert!(
+            Status::Timeout.name().contains("TIMEOUT"),
+            "{}",
+            Status::Timeout.name()
+        );
     }
 
     #[test]
     fn nul_is_refused() {
         let e = cstring("a\0b", "url").unwrap_err();
-        assert_eq!((e.status(), e.phase(), e.error_type()), (Status::InvalidArgument, "argument", "invalid_argument"));
-        assert!(e.to_string().contains("url contains a NUL byte at index 1"), "{}", e);
+        assert_eq!(
+            (e.status(), e.phase(), e.error_type()),
+            (Status::InvalidArgument, "argument", "invalid_argument")
+        );
+        assert!(
+            e.to_string().contains("url contains a NUL byte at index 1"),
+            "{}",
+            e
+        );
     }
 }

@@ -51,7 +51,8 @@ pub struct lifeline_response {
     pub body_len: i64,
 }
 
-pub type lifeline_callback = Option<unsafe extern "C" fn(op: lifeline_op, status: i32, user_data: *mut c_void)>;
+pub type lifeline_callback =
+    Option<unsafe extern "C" fn(op: lifeline_op, status: i32, user_data: *mut c_void)>;
 
 extern "C" {
     pub fn lifeline_status_string(status: i32) -> *const c_char;
@@ -61,16 +62,35 @@ extern "C" {
     pub fn lifeline_free(p: *mut c_void);
 
     pub fn lifeline_client_new(out: *mut lifeline_client, err: *mut lifeline_error) -> i32;
-    pub fn lifeline_client_set_int(c: lifeline_client, key: *const c_char, value: i64, err: *mut lifeline_error) -> i32;
-    pub fn lifeline_client_set_double(c: lifeline_client, key: *const c_char, value: f64, err: *mut lifeline_error) -> i32;
-    pub fn lifeline_client_set_bool(c: lifeline_client, key: *const c_char, value: c_int, err: *mut lifeline_error) -> i32;
+    pub fn lifeline_client_set_int(
+        c: lifeline_client,
+        key: *const c_char,
+        value: i64,
+        err: *mut lifeline_error,
+    ) -> i32;
+    pub fn lifeline_client_set_double(
+        c: lifeline_client,
+        key: *const c_char,
+        value: f64,
+        err: *mut lifeline_error,
+    ) -> i32;
+    pub fn lifeline_client_set_bool(
+        c: lifeline_client,
+        key: *const c_char,
+        value: c_int,
+        err: *mut lifeline_error,
+    ) -> i32;
     pub fn lifeline_client_set_string(
         c: lifeline_client,
         key: *const c_char,
         value: *const c_char,
         err: *mut lifeline_error,
     ) -> i32;
-    pub fn lifeline_client_configure(c: lifeline_client, json: *const c_char, err: *mut lifeline_error) -> i32;
+    pub fn lifeline_client_configure(
+        c: lifeline_client,
+        json: *const c_char,
+        err: *mut lifeline_error,
+    ) -> i32;
     pub fn lifeline_client_config_json(
         c: lifeline_client,
         out: *mut *mut c_char,
@@ -123,7 +143,11 @@ extern "C" {
     pub fn lifeline_op_wait(op: lifeline_op, timeout_ms: i64, err: *mut lifeline_error) -> i32;
     pub fn lifeline_op_poll(op: lifeline_op, err: *mut lifeline_error) -> i32;
     pub fn lifeline_op_cancel(op: lifeline_op, err: *mut lifeline_error) -> i32;
-    pub fn lifeline_op_response(op: lifeline_op, out: *mut *mut lifeline_response, err: *mut lifeline_error) -> i32;
+    pub fn lifeline_op_response(
+        op: lifeline_op,
+        out: *mut *mut lifeline_response,
+        err: *mut lifeline_error,
+    ) -> i32;
     pub fn lifeline_op_fd(op: lifeline_op, fd: *mut c_int, err: *mut lifeline_error) -> i32;
     pub fn lifeline_op_free(op: lifeline_op, err: *mut lifeline_error) -> i32;
 }

@@ -52,5 +52,7 @@ pub fn abi_version() -> u32 {
 /// version is the loaded library's version, e.g. "0.1.0".
 pub fn version() -> &'static str {
     // SAFETY: a static NUL-terminated string, never NULL, never freed.
-    unsafe { CStr::from_ptr(ffi::lifeline_version()) }.to_str().unwrap_or("")
+    unsafe { CStr::from_ptr(ffi::lifeline_version()) }
+        .to_str()
+        .unwrap_or("")
 }

@@ -61,7 +61,11 @@ pub(crate) struct Done {
 
 /// on_done is the completion callback of every operation this crate
 /// starts. It runs on a library thread and must neither block nor unwind.
-pub(crate) unsafe extern "C" fn on_done(_op: ffi::lifeline_op, _status: i32, user_data: *mut c_void) {
+pub(crate) unsafe extern "C" fn on_done(
+    _op: ffi::lifeline_op,
+    _status: i32,
+    user_data: *mut c_void,
+) {
     // SAFETY: user_data is the Arc<Done> leaked by start(), released once here.
     let done = Arc::from_raw(user_data as *const Done);
     let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -75,7 +79,7 @@ pub(crate) unsafe extern "C" fn on_done(_op: ffi::lifeline_op, _status: i32, use
 
 /// Op is a running or finished operation yielding `T` ([`Response`] or
 /// `OwnedFd`). It does not borrow its client: it stays valid after the
-/// client is closed (the operation then ends with [`Status::Closed`]).
+/// client is closed (the operation then ends with [`Status::Closed`](crate::Status::Closed)).
 ///
 /// Thread safety: `Send + Sync` — every function of the ABI may be called
 /// from any thread, concurrently, on the same handle, so `&Op` can be
@@ -94,7 +98,12 @@ impl<T: Outcome> Op<T> {
     /// start runs `f(callback, user_data, &mut op, err)` — one of the
     /// library's start functions — with this crate's completion callback.
     pub(crate) fn start(
-        f: impl FnOnce(ffi::lifeline_callback, *mut c_void, *mut ffi::lifeline_op, *mut ffi::lifeline_error) -> i32,
+        f: impl FnOnce(
+            ffi::lifeline_callback,
+            *mut c_void,
+            *mut ffi::lifeline_op,
+            *mut ffi::lifeline_error,
+        ) -> i32,
     ) -> Result<Op<T>> {
         let done = Arc::new(Done::default());
         let user_data = Arc::into_raw(done.clone()) as *mut c_void;
@@ -108,7 +117,12 @@ impl<T: Outcome> Op<T> {
             drop(unsafe { Arc::from_raw(user_data as *const Done) });
             rec.check(st)?;
         }
-        Ok(Op { handle, done, taken: false, _t: PhantomData })
+        Ok(Op {
+            handle,
+            done,
+            taken: false,
+            _t: PhantomData,
+        })
     }
 
     /// handle is the library's handle of this operation (for logs).
@@ -121,7 +135,11 @@ impl<T: Outcome> Op<T> {
     /// which then returns at once), false when the time passed first.
     pub fn wait_timeout(&self, timeout: Duration) -> Result<bool> {
         // Rounded up: a sub-millisecond wait still waits; zero only polls.
-        let ms = if timeout.is_zero() { 0 } else { crate::request::Deadline::After(timeout).millis() };
+        let ms = if timeout.is_zero() {
+            0
+        } else {
+            crate::request::Deadline::After(timeout).millis()
+        };
         self.wait_ms(ms)
     }
 
@@ -132,7 +150,7 @@ impl<T: Outcome> Op<T> {
 
     fn wait_ms(&self, ms: i64) -> Result<bool> {
         let mut rec = Record::new(); // cleared on drop: E_PENDING fills it too
-        // SAFETY: plain call on our handle with our record.
+                                     // SAFETY: plain call on our handle with our record.
         let st = unsafe { ffi::lifeline_op_wait(self.handle, ms, rec.ptr()) };
         match st {
             ffi::OK => Ok(true),
@@ -141,7 +159,7 @@ impl<T: Outcome> Op<T> {
         }
     }
 
-    /// cancel asks the operation to stop; it ends with [`Status::Canceled`]
+    /// cancel asks the operation to stop; it ends with [`Status::Canceled`](crate::Status::Canceled)
     /// within 100 ms. Never blocks; any number of times, from any thread;
     /// does nothing once the operation has finished.
     pub fn cancel(&self) {
@@ -152,7 +170,9 @@ impl<T: Outcome> Op<T> {
     /// anywhere, even after the Op was dropped (then it does nothing: the
     /// library never reuses a handle).
     pub fn canceller(&self) -> Canceller {
-        Canceller { handle: self.handle }
+        Canceller {
+            handle: self.handle,
+        }
     }
 
     /// wait blocks until the operation has finished (every operation does,
@@ -173,7 +193,9 @@ impl<T: Outcome> Future for Op<T> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<T>> {
         let this = self.get_mut();
         if this.taken {
-            return Poll::Ready(Err(Error::state("lifeline: operation polled after completion".into())));
+            return Poll::Ready(Err(Error::state(
+                "lifeline: operation polled after completion".into(),
+            )));
         }
         if !this.done.finished.load(Ordering::Acquire) {
             *this.done.waker.lock().unwrap_or_else(|e| e.into_inner()) = Some(cx.waker().clone());

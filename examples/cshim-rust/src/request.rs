@@ -54,7 +54,11 @@ impl Request {
     /// new is a request with this method ("" means GET) and URL, no
     /// headers, an empty body and the client's default deadline.
     pub fn new(method: &str, url: &str) -> Request {
-        Request { method: method.to_owned(), url: url.to_owned(), ..Request::default() }
+        Request {
+            method: method.to_owned(),
+            url: url.to_owned(),
+            ..Request::default()
+        }
     }
     /// get is `Request::new("GET", url)`.
     pub fn get(url: &str) -> Request {
@@ -90,7 +94,11 @@ impl Request {
     /// prepare copies the request into C strings; refuses a NUL inside any
     /// of them (C would read a different method, URL or header).
     pub(crate) fn prepare(&self) -> Result<Prepared<'_>> {
-        let method = if self.method.is_empty() { None } else { Some(cstring(&self.method, "method")?) };
+        let method = if self.method.is_empty() {
+            None
+        } else {
+            Some(cstring(&self.method, "method")?)
+        };
         let url = cstring(&self.url, "url")?;
         let mut strings = Vec::with_capacity(self.headers.len());
         for (n, v) in &self.headers {
@@ -103,9 +111,19 @@ impl Request {
         }
         let headers = strings
             .iter()
-            .map(|(n, v)| ffi::lifeline_header { name: n.as_ptr(), value: v.as_ptr() })
+            .map(|(n, v)| ffi::lifeline_header {
+                name: n.as_ptr(),
+                value: v.as_ptr(),
+            })
             .collect();
-        Ok(Prepared { method, url, _strings: strings, headers, body: &self.body, deadline_ms: self.deadline.millis() })
+        Ok(Prepared {
+            method,
+            url,
+            _strings: strings,
+            headers,
+            body: &self.body,
+            deadline_ms: self.deadline.millis(),
+        })
     }
 }
 
@@ -125,9 +143,17 @@ impl Prepared<'_> {
         ffi::lifeline_request {
             method: self.method.as_ref().map_or(ptr::null(), |m| m.as_ptr()),
             url: self.url.as_ptr(),
-            headers: if self.headers.is_empty() { ptr::null() } else { self.headers.as_ptr() },
+            headers: if self.headers.is_empty() {
+                ptr::null()
+            } else {
+                self.headers.as_ptr()
+            },
             header_count: self.headers.len() as i64,
-            body: if self.body.is_empty() { ptr::null() } else { self.body.as_ptr() },
+            body: if self.body.is_empty() {
+                ptr::null()
+            } else {
+                self.body.as_ptr()
+            },
             body_len: self.body.len() as i64,
             deadline_ms: self.deadline_ms,
         }
@@ -179,8 +205,17 @@ impl Response {
             let name = CStr::from_ptr(h.name).to_string_lossy().into_owned();
             headers.push((name, CStr::from_ptr(h.value).to_bytes().to_vec()));
         }
-        let body = if r.body_len > 0 { std::slice::from_raw_parts(r.body, r.body_len as usize).to_vec() } else { Vec::new() };
-        Response { status: r.status as u16, version: (r.proto_major as u8, r.proto_minor as u8), headers, body }
+        let body = if r.body_len > 0 {
+            std::slice::from_raw_parts(r.body, r.body_len as usize).to_vec()
+        } else {
+            Vec::new()
+        };
+        Response {
+            status: r.status as u16,
+            version: (r.proto_major as u8, r.proto_minor as u8),
+            headers,
+            body,
+        }
     }
 }
 

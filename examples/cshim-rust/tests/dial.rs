@@ -17,7 +17,9 @@ use lifeline::{Client, Status};
 fn dial_tcp_echo() {
     let addr = common::echo();
     let c = Client::new().unwrap();
-    let mut s = c.dial_tcp(&addr.to_string(), Some(Duration::from_secs(2))).unwrap();
+    let mut s = c
+        .dial_tcp(&addr.to_string(), Some(Duration::from_secs(2)))
+        .unwrap();
     s.write_all(b"ping").unwrap();
     let mut buf = [0u8; 4];
     s.read_exact(&mut buf).unwrap();
@@ -39,18 +41,33 @@ fn start_dial_then_take_the_descriptor() {
 
 #[test]
 fn dial_refused_and_full_backlog() {
-    let c = Client::with_config(r#"{"dial": {"connect_timeout_ms": 300, "max_attempts_per_address": 1}}"#).unwrap();
-    let e = c.dial_tcp(&common::refused().to_string(), None).unwrap_err();
-    assert_eq!((e.status(), e.phase(), e.error_type()), (Status::Network, "connect", "connect_refused"), "{e:?}");
+    let c = Client::with_config(
+        r#"{"dial": {"connect_timeout_ms": 300, "max_attempts_per_address": 1}}"#,
+    )
+    .unwrap();
+    let e = c
+        .dial_tcp(&common::refused().to_string(), None)
+        .unwrap_err();
+    assert_eq!(
+        (e.status(), e.phase(), e.error_type()),
+        (Status::Network, "connect", "connect_refused"),
+        "{e:?}"
+    );
     let lb = FullBacklog::start();
     let t0 = Instant::now();
     let e = c.dial_tcp(&lb.addr.to_string(), None).unwrap_err();
     assert!(t0.elapsed() < Duration::from_secs(5));
-    assert_eq!((e.status(), e.phase(), e.error_type()), (Status::Timeout, "connect", "connect_timeout"), "{e:?}");
+    assert_eq!(
+        (e.status(), e.phase(), e.error_type()),
+        (Status::Timeout, "connect", "connect_timeout"),
+        "{e:?}"
+    );
     // The dial's own deadline, shorter than the phase limit.
     let c = Client::with_config(r#"{"dial": {"connect_timeout_ms": 20000}}"#).unwrap();
     let t0 = Instant::now();
-    let e = c.dial_tcp(&lb.addr.to_string(), Some(Duration::from_millis(300))).unwrap_err();
+    let e = c
+        .dial_tcp(&lb.addr.to_string(), Some(Duration::from_millis(300)))
+        .unwrap_err();
     assert!(t0.elapsed() < Duration::from_secs(5));
     assert!(e.is_timeout(), "{e:?}");
 }
@@ -58,7 +75,8 @@ fn dial_refused_and_full_backlog() {
 #[test]
 fn a_dial_cancelled_from_another_thread() {
     let lb = FullBacklog::start();
-    let c = Client::with_config(r#"{"dial": {"connect_timeout_ms": 20000, "timeout_ms": 30000}}"#).unwrap();
+    let c = Client::with_config(r#"{"dial": {"connect_timeout_ms": 20000, "timeout_ms": 30000}}"#)
+        .unwrap();
     let op = c.start_dial("tcp", &lb.addr.to_string(), None).unwrap();
     let cancel = op.canceller();
     std::thread::spawn(move || {
@@ -84,7 +102,12 @@ fn a_descriptor_never_taken_is_closed_when_the_op_drops() {
     drop(op);
     wait_for(|| echo.open.load(Ordering::SeqCst) == 0);
     // A descriptor taken is the caller's: it lives on after the op.
-    let s = TcpStream::from(c.start_dial("tcp", &echo.addr.to_string(), None).unwrap().wait().unwrap());
+    let s = TcpStream::from(
+        c.start_dial("tcp", &echo.addr.to_string(), None)
+            .unwrap()
+            .wait()
+            .unwrap(),
+    );
     wait_for(|| echo.open.load(Ordering::SeqCst) == 1);
     std::thread::sleep(Duration::from_millis(100));
     assert_eq!(echo.open.load(Ordering::SeqCst), 1);
@@ -129,8 +152,25 @@ fn openssl_rev() -> Option<OpenSsl> {
     let dir = std::env::temp_dir().join(format!("lifeline-rust-tls-{}-{}", std::process::id(), n));
     std::fs::create_dir_all(&dir).unwrap();
     let ok = Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"])
-        .args(["-keyout", "k.pem", "-out", "c.pem", "-days", "1", "-subj", "/CN=localhost"])
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+        ])
+        .args([
+            "-keyout",
+            "k.pem",
+            "-out",
+            "c.pem",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+        ])
         .args(["-addext", "subjectAltName=IP:127.0.0.1"])
         .current_dir(&dir)
         .stderr(Stdio::null())
@@ -138,7 +178,16 @@ fn openssl_rev() -> Option<OpenSsl> {
         .unwrap();
     assert!(ok.success());
     let mut child = Command::new("openssl")
-        .args(["s_server", "-accept", "127.0.0.1:0", "-cert", "c.pem", "-key", "k.pem", "-rev"])
+        .args([
+            "s_server",
+            "-accept",
+            "127.0.0.1:0",
+            "-cert",
+            "c.pem",
+            "-key",
+            "k.pem",
+            "-rev",
+        ])
         .current_dir(&dir)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -159,8 +208,15 @@ fn openssl_rev() -> Option<OpenSsl> {
     }
     // Keep draining its stdout so it never blocks writing.
     std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
-    let srv = OpenSsl { child, addr, ca: dir.join("c.pem") };
-    assert!(!srv.addr.is_empty(), "openssl s_server printed no ACCEPT line");
+    let srv = OpenSsl {
+        child,
+        addr,
+        ca: dir.join("c.pem"),
+    };
+    assert!(
+        !srv.addr.is_empty(),
+        "openssl s_server printed no ACCEPT line"
+    );
     Some(srv)
 }
 
@@ -171,7 +227,8 @@ fn dial_tls_relays_plaintext() {
         None => return,
     };
     let c = Client::new().unwrap();
-    c.set_string("tls.ca_file", srv.ca.to_str().unwrap()).unwrap();
+    c.set_string("tls.ca_file", srv.ca.to_str().unwrap())
+        .unwrap();
     let mut s = c.dial_tls(&srv.addr, Some(Duration::from_secs(5))).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     s.write_all(b"hello lifeline\n").unwrap();
@@ -188,7 +245,9 @@ fn dial_tls_refuses_an_unknown_certificate() {
         None => return,
     };
     let c = Client::new().unwrap(); // the system's roots: the self-signed cert is unknown
-    let e = c.dial_tls(&srv.addr, Some(Duration::from_secs(5))).unwrap_err();
+    let e = c
+        .dial_tls(&srv.addr, Some(Duration::from_secs(5)))
+        .unwrap_err();
     assert_eq!((e.status(), e.phase()), (Status::Network, "tls"), "{e:?}");
     assert_eq!(e.error_type(), "tls_certificate");
 }

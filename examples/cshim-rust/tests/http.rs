@@ -15,29 +15,53 @@ fn get_and_post() {
     let srv = Http::start();
     let c = Client::new().unwrap();
     let r = c.request(&Request::get(&srv.url("/hello"))).unwrap();
-    assert_eq!((r.status, r.body.as_slice(), r.header("x-test")), (200, &b"hello"[..], Some("yes")));
+    assert_eq!(
+        (r.status, r.body.as_slice(), r.header("x-test")),
+        (200, &b"hello"[..], Some("yes"))
+    );
     assert_eq!(r.version, (1, 1));
     let body: Vec<u8> = (0..=255u8).cycle().take(4096).collect();
-    let r = c.request(&Request::post(&srv.url("/echo"), body.clone()).header("X-Echo", "abc")).unwrap();
+    let r = c
+        .request(&Request::post(&srv.url("/echo"), body.clone()).header("X-Echo", "abc"))
+        .unwrap();
     assert_eq!((r.status, r.header("X-Echo-Back")), (200, Some("abc")));
     assert_eq!(r.body, body);
     // Any HTTP status is a Response.
-    assert_eq!(c.request(&Request::get(&srv.url("/missing"))).unwrap().status, 404);
-    assert_eq!(c.request(&Request::get(&srv.url("/status/418"))).unwrap().status, 418);
+    assert_eq!(
+        c.request(&Request::get(&srv.url("/missing")))
+            .unwrap()
+            .status,
+        404
+    );
+    assert_eq!(
+        c.request(&Request::get(&srv.url("/status/418")))
+            .unwrap()
+            .status,
+        418
+    );
 }
 
 #[test]
 fn first_byte_timeout_names_its_phase() {
     let silent = Silent::start();
-    let c = Client::with_config(r#"{"transport": {"first_byte_timeout_ms": 300}, "retry.max_attempts": 1}"#).unwrap();
+    let c = Client::with_config(
+        r#"{"transport": {"first_byte_timeout_ms": 300}, "retry.max_attempts": 1}"#,
+    )
+    .unwrap();
     let t0 = Instant::now();
     let e = c.request(&Request::get(&silent.url())).unwrap_err();
     let el = t0.elapsed();
     assert_eq!(e.status(), Status::Timeout, "{e:?}");
-    assert_eq!((e.phase(), e.error_type()), ("first_byte", "first_byte_timeout"));
+    assert_eq!(
+        (e.phase(), e.error_type()),
+        ("first_byte", "first_byte_timeout")
+    );
     assert!(e.is_timeout());
     assert!(e.to_string().contains("first_byte"), "{e}");
-    assert!(el >= Duration::from_millis(250) && el < Duration::from_secs(3), "{el:?}");
+    assert!(
+        el >= Duration::from_millis(250) && el < Duration::from_secs(3),
+        "{el:?}"
+    );
     let io: std::io::Error = e.into();
     assert_eq!(io.kind(), std::io::ErrorKind::TimedOut);
     assert!(io.get_ref().unwrap().downcast_ref::<Error>().is_some());
@@ -48,10 +72,19 @@ fn deadline_bounds_the_request() {
     let silent = Silent::start();
     let c = Client::with_config(r#"{"transport.first_byte_timeout_ms": 20000}"#).unwrap();
     let t0 = Instant::now();
-    let e = c.request(&Request::get(&silent.url()).deadline(Duration::from_millis(300))).unwrap_err();
+    let e = c
+        .request(&Request::get(&silent.url()).deadline(Duration::from_millis(300)))
+        .unwrap_err();
     assert!(t0.elapsed() < Duration::from_secs(3), "{:?}", t0.elapsed());
-    assert_eq!((e.status(), e.error_type()), (Status::Timeout, "deadline"), "{e:?}");
-    assert!(e.phase() == "first_byte" || e.phase() == "deadline", "{e:?}");
+    assert_eq!(
+        (e.status(), e.error_type()),
+        (Status::Timeout, "deadline"),
+        "{e:?}"
+    );
+    assert!(
+        e.phase() == "first_byte" || e.phase() == "deadline",
+        "{e:?}"
+    );
     assert!(e.is_timeout());
 }
 
@@ -60,9 +93,12 @@ fn client_request_timeout_is_the_default_deadline() {
     let silent = Silent::start();
     let c = Client::new().unwrap();
     c.set_int("request_timeout_ms", 300).unwrap();
-    c.set_duration("transport.first_byte_timeout_ms", Duration::from_secs(20)).unwrap();
+    c.set_duration("transport.first_byte_timeout_ms", Duration::from_secs(20))
+        .unwrap();
     let t0 = Instant::now();
-    let e = c.request(&Request::get(&silent.url()).with_deadline(Deadline::ClientDefault)).unwrap_err();
+    let e = c
+        .request(&Request::get(&silent.url()).with_deadline(Deadline::ClientDefault))
+        .unwrap_err();
     assert!(t0.elapsed() < Duration::from_secs(3));
     assert_eq!(e.error_type(), "deadline", "{e:?}");
 }
@@ -70,30 +106,48 @@ fn client_request_timeout_is_the_default_deadline() {
 #[test]
 fn a_stalled_body_times_out_in_stall() {
     let srv = Http::start();
-    let c = Client::with_config(r#"{"transport.stall_timeout_ms": 300, "retry.max_attempts": 1}"#).unwrap();
+    let c = Client::with_config(r#"{"transport.stall_timeout_ms": 300, "retry.max_attempts": 1}"#)
+        .unwrap();
     let t0 = Instant::now();
-    let e = c.request(&Request::get(&srv.url("/stall/10000"))).unwrap_err();
+    let e = c
+        .request(&Request::get(&srv.url("/stall/10000")))
+        .unwrap_err();
     assert!(t0.elapsed() < Duration::from_secs(3), "{:?}", t0.elapsed());
-    assert_eq!((e.status(), e.phase(), e.error_type()), (Status::Timeout, "stall", "stall_timeout"), "{e:?}");
+    assert_eq!(
+        (e.status(), e.phase(), e.error_type()),
+        (Status::Timeout, "stall", "stall_timeout"),
+        "{e:?}"
+    );
 }
 
 #[test]
 fn a_body_over_the_cap_is_too_large() {
     let srv = Http::start();
     let c = Client::with_config(r#"{"max_response_bytes": 100}"#).unwrap();
-    let e = c.request(&Request::post(&srv.url("/echo"), vec![b'x'; 1000])).unwrap_err();
+    let e = c
+        .request(&Request::post(&srv.url("/echo"), vec![b'x'; 1000]))
+        .unwrap_err();
     assert_eq!(e.status(), Status::TooLarge, "{e:?}");
-    assert_eq!(c.request(&Request::post(&srv.url("/echo"), vec![b'x'; 100])).unwrap().body.len(), 100);
+    assert_eq!(
+        c.request(&Request::post(&srv.url("/echo"), vec![b'x'; 100]))
+            .unwrap()
+            .body
+            .len(),
+        100
+    );
 }
 
 #[test]
 fn a_503_is_retried_for_a_get_never_for_a_post() {
     let srv = Http::start();
-    let c = Client::with_config(r#"{"retry": {"max_attempts": 3, "initial_interval_ms": 10}}"#).unwrap();
+    let c = Client::with_config(r#"{"retry": {"max_attempts": 3, "initial_interval_ms": 10}}"#)
+        .unwrap();
     let r = c.request(&Request::get(&srv.url("/status/503"))).unwrap();
     assert_eq!(r.status, 503);
     assert_eq!(srv.requests.load(Ordering::SeqCst), 3);
-    let r = c.request(&Request::post(&srv.url("/status/503"), "x")).unwrap();
+    let r = c
+        .request(&Request::post(&srv.url("/status/503"), "x"))
+        .unwrap();
     assert_eq!(r.status, 503);
     assert_eq!(srv.requests.load(Ordering::SeqCst), 4);
 }
@@ -102,10 +156,19 @@ fn a_503_is_retried_for_a_get_never_for_a_post() {
 fn refused() {
     let addr = common::refused();
     let c = Client::with_config(r#"{"retry.max_attempts": 1}"#).unwrap();
-    let e = c.request(&Request::get(&format!("http://{}/", addr))).unwrap_err();
-    assert_eq!((e.status(), e.phase(), e.error_type()), (Status::Network, "connect", "connect_refused"), "{e:?}");
+    let e = c
+        .request(&Request::get(&format!("http://{}/", addr)))
+        .unwrap_err();
+    assert_eq!(
+        (e.status(), e.phase(), e.error_type()),
+        (Status::Network, "connect", "connect_refused"),
+        "{e:?}"
+    );
     assert!(!e.is_timeout());
-    assert_eq!(std::io::Error::from(e).kind(), std::io::ErrorKind::ConnectionRefused);
+    assert_eq!(
+        std::io::Error::from(e).kind(),
+        std::io::ErrorKind::ConnectionRefused
+    );
 }
 
 #[test]
@@ -116,9 +179,15 @@ fn connect_to_a_full_backlog_times_out_in_connect() {
     )
     .unwrap();
     let t0 = Instant::now();
-    let e = c.request(&Request::get(&format!("http://{}/", lb.addr))).unwrap_err();
+    let e = c
+        .request(&Request::get(&format!("http://{}/", lb.addr)))
+        .unwrap_err();
     assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
-    assert_eq!((e.status(), e.phase(), e.error_type()), (Status::Timeout, "connect", "connect_timeout"), "{e:?}");
+    assert_eq!(
+        (e.status(), e.phase(), e.error_type()),
+        (Status::Timeout, "connect", "connect_timeout"),
+        "{e:?}"
+    );
     assert!(e.is_timeout());
 }
 
@@ -127,10 +196,16 @@ fn configuration_errors_name_the_key() {
     let e = Client::with_config(r#"{"dial": {"conect_timeout_ms": 5}}"#).unwrap_err();
     assert_eq!(e.status(), Status::UnknownKey);
     assert!(e.message().contains("dial.conect_timeout_ms"), "{e}");
-    let e = Client::new().unwrap().set_int("retry.max_attempts", -2).unwrap_err();
+    let e = Client::new()
+        .unwrap()
+        .set_int("retry.max_attempts", -2)
+        .unwrap_err();
     assert_eq!(e.status(), Status::BadValue);
     assert!(e.message().contains("retry.max_attempts"), "{e}");
-    let e = Client::new().unwrap().set_bool("retry.max_attempts", true).unwrap_err();
+    let e = Client::new()
+        .unwrap()
+        .set_bool("retry.max_attempts", true)
+        .unwrap_err();
     assert_eq!(e.status(), Status::BadValue, "{e:?}");
     let e = Client::with_config("[1]").unwrap_err();
     assert_eq!(e.status(), Status::InvalidArgument);
@@ -145,12 +220,22 @@ fn typed_setters_and_config_json() {
     c.set_bool("dial.keepalive.enable", false).unwrap();
     c.set_string("name", "rooms-sdk").unwrap();
     let cfg = c.config_json().unwrap();
-    for want in [r#""dial.connect_timeout_ms":1234"#, r#""retry.jitter":0.25"#, r#""dial.keepalive.enable":false"#, r#""name":"rooms-sdk""#] {
+    for want in [
+        r#""dial.connect_timeout_ms":1234"#,
+        r#""retry.jitter":0.25"#,
+        r#""dial.keepalive.enable":false"#,
+        r#""name":"rooms-sdk""#,
+    ] {
         assert!(cfg.contains(want), "{want} not in {cfg}");
     }
     c.request(&Request::get(&srv.url("/hello"))).unwrap();
     // Frozen after the first request.
-    assert_eq!(c.set_int("dial.connect_timeout_ms", 10).unwrap_err().status(), Status::State);
+    assert_eq!(
+        c.set_int("dial.connect_timeout_ms", 10)
+            .unwrap_err()
+            .status(),
+        Status::State
+    );
     let m = c.metrics_json().unwrap();
     assert!(m.contains(r#""requests_ok":1"#), "{m}");
     assert!(c.live_allocations().unwrap() >= 0);
@@ -169,14 +254,20 @@ fn nul_inside_a_string_is_refused_before_the_library() {
     ];
     for r in &bad {
         let e = c.request(r).unwrap_err();
-        assert_eq!((e.status(), e.phase()), (Status::InvalidArgument, "argument"));
+        assert_eq!(
+            (e.status(), e.phase()),
+            (Status::InvalidArgument, "argument")
+        );
         assert!(e.message().contains("NUL"), "{e}");
         assert!(c.start(r).is_err());
     }
     assert!(c.dial("tcp\0", "127.0.0.1:1", None).is_err());
     assert!(c.set_int("dial.connect_timeout_ms\0x", 1).is_err());
     assert_eq!(srv.requests.load(Ordering::SeqCst), 0);
-    assert!(c.metrics_json().unwrap().contains(r#""requests_started":0"#));
+    assert!(c
+        .metrics_json()
+        .unwrap()
+        .contains(r#""requests_started":0"#));
 }
 
 #[test]
@@ -198,7 +289,11 @@ fn many_concurrent_requests_from_threads() {
             thread::spawn(move || {
                 for j in 0..25 {
                     let body = format!("{}-{}", i, j);
-                    let r = c.request(&Request::post(&url, body.clone()).deadline(Duration::from_secs(10))).unwrap();
+                    let r = c
+                        .request(
+                            &Request::post(&url, body.clone()).deadline(Duration::from_secs(10)),
+                        )
+                        .unwrap();
                     assert_eq!(r.body, body.as_bytes());
                 }
             })

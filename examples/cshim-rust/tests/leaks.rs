@@ -20,14 +20,20 @@ fn live_allocations_return_to_their_start() {
     let before = probe.live_allocations().unwrap();
 
     for _ in 0..3 {
-        let c = Client::with_config(r#"{"transport.first_byte_timeout_ms": 200, "retry.max_attempts": 1}"#).unwrap();
+        let c = Client::with_config(
+            r#"{"transport.first_byte_timeout_ms": 200, "retry.max_attempts": 1}"#,
+        )
+        .unwrap();
         // Responses (headers, body) copied and freed.
         for _ in 0..50 {
-            c.request(&Request::post(&srv.url("/echo"), vec![7u8; 1000]).header("X-Echo", "v")).unwrap();
+            c.request(&Request::post(&srv.url("/echo"), vec![7u8; 1000]).header("X-Echo", "v"))
+                .unwrap();
         }
         // Errors with messages: timeout, refused, bad URL, bad key.
         assert!(c.request(&Request::get(&silent.url())).is_err());
-        assert!(c.request(&Request::get(&format!("http://{}/", common::refused()))).is_err());
+        assert!(c
+            .request(&Request::get(&format!("http://{}/", common::refused())))
+            .is_err());
         assert!(c.request(&Request::get("ftp://x/")).is_err());
         assert!(c.set_int("no.such.key", 1).is_err());
         // Pending polls and short waits fill the error record each time.
@@ -62,7 +68,10 @@ fn live_allocations_return_to_their_start() {
                 s.spawn(move || {
                     for i in 0..20 {
                         match (t + i) % 3 {
-                            0 => assert_eq!(c.request(&Request::get(&srv.url("/hello"))).unwrap().status, 200),
+                            0 => assert_eq!(
+                                c.request(&Request::get(&srv.url("/hello"))).unwrap().status,
+                                200
+                            ),
                             1 => {
                                 let op = c.start(&Request::get(&silent.url())).unwrap();
                                 op.cancel();
@@ -86,7 +95,12 @@ fn live_allocations_return_to_their_start() {
         if now == before {
             break;
         }
-        assert!(Instant::now() < deadline, "live allocations {} -> {}", before, now);
+        assert!(
+            Instant::now() < deadline,
+            "live allocations {} -> {}",
+            before,
+            now
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }

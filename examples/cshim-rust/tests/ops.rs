@@ -14,7 +14,10 @@ use common::{Http, Silent};
 use lifeline::{Client, Request, Status};
 
 fn hanging_client() -> Client {
-    Client::with_config(r#"{"transport.first_byte_timeout_ms": 20000, "request_timeout_ms": 30000}"#).unwrap()
+    Client::with_config(
+        r#"{"transport.first_byte_timeout_ms": 20000, "request_timeout_ms": 30000}"#,
+    )
+    .unwrap()
 }
 
 #[test]
@@ -33,9 +36,17 @@ fn cancel_from_another_thread() {
     assert!(op.wait_timeout(Duration::from_secs(5)).unwrap());
     let finished = Instant::now();
     let at = cancelled_at.join().unwrap();
-    assert!(finished.duration_since(at) < Duration::from_secs(1), "{:?}", finished.duration_since(at));
+    assert!(
+        finished.duration_since(at) < Duration::from_secs(1),
+        "{:?}",
+        finished.duration_since(at)
+    );
     let e = op.wait().unwrap_err();
-    assert_eq!((e.status(), e.phase()), (Status::Canceled, "canceled"), "{e:?}");
+    assert_eq!(
+        (e.status(), e.phase()),
+        (Status::Canceled, "canceled"),
+        "{e:?}"
+    );
 }
 
 #[test]
@@ -96,7 +107,9 @@ fn wait_timeout_and_poll() {
 fn many_ops_at_once() {
     let srv = Http::start();
     let c = Client::new().unwrap();
-    let ops: Vec<_> = (0..50).map(|_| c.start(&Request::get(&srv.url("/hello"))).unwrap()).collect();
+    let ops: Vec<_> = (0..50)
+        .map(|_| c.start(&Request::get(&srv.url("/hello"))).unwrap())
+        .collect();
     for op in ops {
         assert_eq!(op.wait().unwrap().body, b"hello");
     }
@@ -124,7 +137,9 @@ fn dropping_a_running_op_cancels_it() {
 fn closing_the_client_ends_its_ops() {
     let silent = Silent::start();
     let c = hanging_client();
-    let ops: Vec<_> = (0..3).map(|_| c.start(&Request::get(&silent.url())).unwrap()).collect();
+    let ops: Vec<_> = (0..3)
+        .map(|_| c.start(&Request::get(&silent.url())).unwrap())
+        .collect();
     thread::sleep(Duration::from_millis(100));
     let t0 = Instant::now();
     c.close().unwrap();
@@ -178,9 +193,15 @@ fn await_an_op() {
     let t0 = Instant::now();
     let r = block_on(c.start(&Request::get(&srv.url("/sleep/100"))).unwrap()).unwrap();
     assert_eq!(r.body, b"slept");
-    assert!(t0.elapsed() < Duration::from_secs(5), "woken late: {:?}", t0.elapsed());
+    assert!(
+        t0.elapsed() < Duration::from_secs(5),
+        "woken late: {:?}",
+        t0.elapsed()
+    );
     let silent = Silent::start();
-    let hc = Client::with_config(r#"{"transport.first_byte_timeout_ms": 200, "retry.max_attempts": 1}"#).unwrap();
+    let hc =
+        Client::with_config(r#"{"transport.first_byte_timeout_ms": 200, "retry.max_attempts": 1}"#)
+            .unwrap();
     let e = block_on(hc.start(&Request::get(&silent.url())).unwrap()).unwrap_err();
     assert_eq!(e.phase(), "first_byte");
 }
@@ -234,8 +255,15 @@ fn await_two_ops_joined() {
     };
     let t0 = Instant::now();
     let (a, b) = block_on(j);
-    assert_eq!((a.unwrap().body, b.unwrap().body), (b"slept".to_vec(), b"slept".to_vec()));
+    assert_eq!(
+        (a.unwrap().body, b.unwrap().body),
+        (b"slept".to_vec(), b"slept".to_vec())
+    );
     assert!(t0.elapsed() < Duration::from_secs(3));
     // One poll to start, one per completion (a spurious unpark may add one).
-    assert!(*polls.lock().unwrap() <= 4, "{} polls", polls.lock().unwrap());
+    assert!(
+        *polls.lock().unwrap() <= 4,
+        "{} polls",
+        polls.lock().unwrap()
+    );
 }

@@ -56,7 +56,10 @@ fn serve(c: TcpStream, n: &AtomicUsize) {
             return;
         }
         let mut parts = line.split_whitespace();
-        let (method, path) = (parts.next().unwrap_or("").to_owned(), parts.next().unwrap_or("").to_owned());
+        let (method, path) = (
+            parts.next().unwrap_or("").to_owned(),
+            parts.next().unwrap_or("").to_owned(),
+        );
         let mut len = 0usize;
         let mut echo = String::new();
         loop {
@@ -99,7 +102,13 @@ fn serve(c: TcpStream, n: &AtomicUsize) {
             (404, String::new(), b"not found".to_vec())
         };
         // One write: head and body in two would meet Nagle and delayed ACKs.
-        let mut msg = format!("HTTP/1.1 {} X\r\nContent-Length: {}\r\n{}\r\n", status, out.len(), extra).into_bytes();
+        let mut msg = format!(
+            "HTTP/1.1 {} X\r\nContent-Length: {}\r\n{}\r\n",
+            status,
+            out.len(),
+            extra
+        )
+        .into_bytes();
         msg.extend_from_slice(&out);
         if w.write_all(&msg).is_err() {
             return;
@@ -167,7 +176,13 @@ impl FullBacklog {
             // microseconds, so only a dropped SYN reaches this bound.
             match TcpStream::connect_timeout(&addr, Duration::from_secs(1)) {
                 Ok(s) => held.push(s),
-                Err(_) => return FullBacklog { addr, _l: l, _held: held },
+                Err(_) => {
+                    return FullBacklog {
+                        addr,
+                        _l: l,
+                        _held: held,
+                    }
+                }
             }
         }
         panic!("the accept queue of a backlog-0 listener never filled");
