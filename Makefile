@@ -9,7 +9,7 @@ MODULES   := $(wildcard examples/interop)
 .PHONY: test vet lint unit modules bench bench-keepalive fmt
 
 # The soak runs last, alone on the machine (soak-race, soak-short).
-test: vet lint unit stress modules cshim-python soak-race soak-short
+test: vet lint unit stress modules cshim-python cshim-rust soak-race soak-short
 
 vet:
 	$(GO) vet $(PKGS)
@@ -116,6 +116,23 @@ cshim-python:
 	$(MAKE) --no-print-directory cshim-shared && \
 	PYTHONDONTWRITEBYTECODE=1 LIFELINE_LIB=$(abspath $(CSHIM_OUT))/liblifeline.so $(PYTHON) -m pytest -q -p no:cacheprovider examples/cshim-python; \
 	rc=$$?; if [ $$rc -eq 5 ]; then echo "cshim-python: pytest collected no tests"; exit 1; fi; exit $$rc
+
+# The Rust crate over the C ABI (examples/cshim-rust, Rust std only, so
+# offline) against a fresh liblifeline.so, linked from LIFELINE_LIB_DIR with
+# an rpath. Bounded: the test run ends by CSHIM_RUST_TIMEOUT seconds.
+# Without cargo it says so and skips, except under CI, where .ci/run
+# installs Debian's cargo and a missing one is a failure.
+CARGO ?= cargo
+CSHIM_RUST_TIMEOUT ?= 600
+.PHONY: cshim-rust
+cshim-rust:
+	@if ! command -v $(CARGO) >/dev/null 2>&1; then \
+		if [ -n "$$CI" ]; then echo "cshim-rust: cargo missing (apt-get install cargo)"; exit 1; fi; \
+		echo "cshim-rust: SKIP: needs cargo (apt-get install cargo, or rustup)"; exit 0; \
+	fi; \
+	$(MAKE) --no-print-directory cshim-shared && \
+	cd examples/cshim-rust && LIFELINE_LIB_DIR=$(abspath $(CSHIM_OUT)) \
+		timeout -k 10 $(CSHIM_RUST_TIMEOUT) $(CARGO) test --offline --quiet
 
 # Fuzzing: every Fuzz target of FUZZPKGS for FUZZTIME each (make test runs
 # their seed corpora, testdata/fuzz/, as ordinary tests).
