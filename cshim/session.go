@@ -195,8 +195,8 @@ type connectStep struct {
 	conn  *websocket.Conn
 	ready chan struct{}
 	fail  chan struct{} // closed when a send broke conn
-	wmu   sync.Mutex // serialises the host's sends on conn
-	done  bool       // guarded by wmu: the step ended, conn is no longer ours
+	wmu   sync.Mutex    // serialises the host's sends on conn
+	done  bool          // guarded by wmu: the step ended, conn is no longer ours
 }
 
 func (s *session) queueEvents() int {
