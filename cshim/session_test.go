@@ -675,3 +675,48 @@ func TestSessionConfigRejections(t *testing.T) {
 		}
 	}
 }
+
+// wsHandlers adds the websocket servers of the C tests (LL_WS) to mux:
+// /ws/echo sends every message back; /ws/drop sends "N:0" to "N:9" on its
+// Nth connection and then closes it (1001, going away); /ws/burst sends
+// "0" to "9999" when it reads "go".
+func wsHandlers(mux *http.ServeMux) {
+	up := websocket.Upgrader{}
+	var drops atomic.Int64
+	serve := func(f func(c *websocket.Conn)) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) {
+			c, err := up.Upgrade(w, r, nil)
+			if err != nil {
+				return
+			}
+			defer c.Close()
+			f(c)
+		}
+	}
+	mux.HandleFunc("/ws/echo", serve(func(c *websocket.Conn) { echo(0, nil, c) }))
+	mux.HandleFunc("/ws/drop", serve(func(c *websocket.Conn) {
+		n := drops.Add(1)
+		for i := range 10 {
+			if c.WriteMessage(websocket.TextMessage, []byte(fmt.Sprintf("%d:%d", n, i))) != nil {
+				return
+			}
+		}
+		c.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseGoingAway, "bye"),
+			time.Now().Add(time.Second))
+	}))
+	mux.HandleFunc("/ws/burst", serve(func(c *websocket.Conn) {
+		for {
+			_, data, err := c.ReadMessage()
+			if err != nil {
+				return
+			}
+			if string(data) == "go" {
+				for i := range 10000 {
+					if c.WriteMessage(websocket.TextMessage, []byte(fmt.Sprint(i))) != nil {
+						return
+					}
+				}
+			}
+		}
+	}))
+}
