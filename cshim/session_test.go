@@ -2,9 +2,11 @@ package main
 
 import (
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"runtime"
 	"strings"
 	"sync"
@@ -719,4 +721,50 @@ func wsHandlers(mux *http.ServeMux) {
 			}
 		}
 	}))
+}
+
+// TestSessionWSS: a wss:// session trusts the client's tls.ca_pem roots
+// (and fails without them: the cause says tls_certificate), and the
+// client's metrics carry the websocket metrics.
+func TestSessionWSS(t *testing.T) {
+	srvTLS, _ := faultnet.SelfSigned(t)
+	up := websocket.Upgrader{}
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, err := up.Upgrade(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		echo(0, r, c)
+	}))
+	srv.TLS = srvTLS.Clone()
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	url := "wss://127.0.0.1:" + srv.Listener.Addr().(*net.TCPAddr).AddrPort().String()[len("127.0.0.1:"):] + "/"
+	caPEM := string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srvTLS.Certificates[0].Certificate[0]}))
+
+	c := sessionClient(t, map[string]any{"tls.ca_pem": caPEM})
+	s := newTestSession(t, c, url, nil, "")
+	if e := s.waitConnected(5 * time.Second); e != nil {
+		t.Fatalf("wss with the CA: %s", e.Msg)
+	}
+	if e := s.send(websocket.TextMessage, []byte("over tls"), 0, 0); e != nil {
+		t.Fatal(e.Msg)
+	}
+	if ev := nextOf(t, s, eventMessage, 5*time.Second); string(ev.data) != "over tls" {
+		t.Fatalf("echo %q", ev.data)
+	}
+	snap, e := c.snapshot()
+	if e != nil {
+		t.Fatal(e.Msg)
+	}
+	if !strings.Contains(string(snap), "websocket") {
+		t.Errorf("metrics snapshot has no websocket metric:\n%s", snap)
+	}
+
+	untrusting := sessionClient(t, nil)
+	s2 := newTestSession(t, untrusting, url, nil, `{"handshake_timeout_ms": 1000}`)
+	if e := s2.waitConnected(500 * time.Millisecond); e == nil {
+		t.Fatal("connected to a server whose certificate the client does not trust")
+	}
 }
