@@ -768,3 +768,30 @@ func TestSessionWSS(t *testing.T) {
 		t.Fatal("connected to a server whose certificate the client does not trust")
 	}
 }
+
+// TestSessionSilentPeer: a peer that stops answering (upgraded, then
+// never reads: no pong comes back) is found dead by the pings, the
+// disconnected event says pong_timeout, and the session redials.
+func TestSessionSilentPeer(t *testing.T) {
+	release := make(chan struct{})
+	srv := startWS(t, func(n int, _ *http.Request, c *websocket.Conn) {
+		if n == 1 {
+			<-release // silent: never reads, so never answers a ping
+			return
+		}
+		echo(n, nil, c)
+	})
+	t.Cleanup(func() { close(release) })
+	c := sessionClient(t, nil)
+	s := newTestSession(t, c, srv.url(), nil, `{"ping_interval_ms": 100, "pong_timeout_ms": 300}`)
+	nextOf(t, s, eventConnected, 5*time.Second)
+	start := time.Now()
+	ev := nextOf(t, s, eventDisconnected, 10*time.Second)
+	if ev.cause == nil || ev.cause.Type != "pong_timeout" || !ev.cause.Timeout {
+		t.Fatalf("disconnected cause %+v, want a pong_timeout", ev.cause)
+	}
+	t.Logf("silent peer found dead after %v", time.Since(start))
+	if ev := nextOf(t, s, eventConnected, 5*time.Second); ev.conn != 2 {
+		t.Fatalf("redial: connection %d", ev.conn)
+	}
+}
