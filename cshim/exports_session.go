@@ -11,6 +11,9 @@ void *lifeline_shim_alloc(size_t n);
 void lifeline_shim_set_error(lifeline_error *err, int32_t status, int32_t timeout,
 	const char *phase, size_t phase_len, const char *type, size_t type_len,
 	const char *msg, size_t msg_len);
+// In session_shim.c.
+void lifeline_shim_session_call(lifeline_session_callback cb, lifeline_session s, lifeline_event *ev,
+	uintptr_t user_data);
 */
 import "C"
 
@@ -353,5 +356,27 @@ func lifelinego_session_free(h C.lifeline_session, cerr *C.lifeline_error) C.int
 		}
 		s.free()
 		return nil
+	})
+}
+
+//export lifelinego_session_set_callback
+func lifelinego_session_set_callback(h C.lifeline_session, cb C.lifeline_session_callback, ud C.uintptr_t,
+	cerr *C.lifeline_error) C.int32_t {
+	return export(cerr, func() *Error {
+		if cb == nil {
+			return argError("callback is NULL")
+		}
+		s, e := lookupSession(uint64(h))
+		if e != nil {
+			return e
+		}
+		id := s.id
+		return s.startDelivery(func(ev sessEvent) {
+			var out *C.lifeline_event
+			if e := giveEvent(ev, &out); e != nil {
+				return // out of C memory: the event is lost (lifeline.h)
+			}
+			C.lifeline_shim_session_call(cb, C.lifeline_session(id), out, ud)
+		})
 	})
 }

@@ -710,6 +710,27 @@ int32_t lifeline_session_new(lifeline_client c, const char *url, const lifeline_
 int32_t lifeline_session_next_event(lifeline_session s, int64_t timeout_ms, lifeline_event **ev,
                                     lifeline_error *err);
 
+/* lifeline_session_callback receives one event (yours: free it with
+ * lifeline_event_free, in the callback or later) in callback mode. */
+typedef void (*lifeline_session_callback)(lifeline_session s, lifeline_event *ev, void *user_data);
+
+/* lifeline_session_set_callback switches the session to callback mode:
+ * from now on a library thread takes each event, in order, and calls
+ * callback with it, one call at a time — the events queued before
+ * included — until the CLOSED event (the last call) or
+ * lifeline_session_free. Do not also call lifeline_session_next_event. A
+ * callback that takes its time holds the next event back, and the queue's
+ * bound then pauses the session (backpressure): hosts with an interpreter
+ * lock take it in the callback, event loops post the event to their loop.
+ * The callback may call any function, lifeline_session_free of its own
+ * session included (free from elsewhere waits for a running callback to
+ * return). If the library cannot allocate an event (C heap exhausted) that
+ * event is lost. Errors: LIFELINE_E_INVALID_HANDLE,
+ * LIFELINE_E_INVALID_ARGUMENT (callback NULL), LIFELINE_E_STATE (already
+ * in callback mode). */
+int32_t lifeline_session_set_callback(lifeline_session s, lifeline_session_callback callback,
+                                      void *user_data, lifeline_error *err);
+
 /* lifeline_session_event_fd stores in *fd a descriptor that is readable
  * while an event waits, for epoll, poll, select, asyncio's add_reader or
  * libuv's uv_poll. Level-triggered: it stays readable until the queue is

@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"runtime"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 	"unicode/utf8"
@@ -184,8 +186,14 @@ type session struct {
 	signaled bool // the pipe holds its byte
 	freed    bool
 	hdr      http.Header // set_header's, read at each dial
-	conn     uint64      // number of the latest connection
-	step     *connectStep
+	// deliver is the callback mode's goroutine (nil: none): it ends after
+	// the final event or at free; cbThread is its OS thread while it
+	// runs, so that a free from inside the callback does not wait for
+	// itself.
+	deliverDone chan struct{}
+	cbThread    atomic.Int64
+	conn        uint64 // number of the latest connection
+	step        *connectStep
 }
 
 // connectStep is the on_connect step of one connection: the host sends
@@ -418,7 +426,8 @@ func (s *session) close() {
 	s.ws.Close()
 }
 
-// free closes the session, drops its queue and its pipe.
+// free closes the session, drops its queue and its pipe, and waits for
+// the callback goroutine (unless called from its callback).
 func (s *session) free() {
 	s.close()
 	<-s.ended
@@ -428,7 +437,58 @@ func (s *session) free() {
 	s.closeFDs()
 	close(s.more)
 	s.more = make(chan struct{})
+	done := s.deliverDone
 	s.mu.Unlock()
+	if done != nil && !(s.cbThread.Load() != 0 && s.cbThread.Load() == threadID()) {
+		<-done
+	}
+}
+
+// startDelivery starts the callback mode: a goroutine takes each event
+// in order and hands it to give (which calls the host's callback), one at
+// a time, until the final event or free.
+func (s *session) startDelivery(give func(ev sessEvent)) *Error {
+	s.mu.Lock()
+	if s.deliverDone != nil {
+		s.mu.Unlock()
+		return stateError("session %d already delivers its events to a callback", s.id)
+	}
+	if s.freed {
+		s.mu.Unlock()
+		return closedSessionError(nil)
+	}
+	done := make(chan struct{})
+	s.deliverDone = done
+	s.mu.Unlock()
+	s.c.wg.Add(1)
+	go func() {
+		defer s.c.wg.Done()
+		defer close(done)
+		// The callback runs on this locked thread, so that free can tell
+		// it is called from inside it.
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		s.cbThread.Store(threadID())
+		defer s.cbThread.Store(0)
+		for {
+			ev, e := s.next(-1)
+			if e != nil {
+				return
+			}
+			func() {
+				defer func() {
+					if r := recover(); r != nil {
+						poison(r)
+					}
+				}()
+				give(ev)
+			}()
+			if ev.kind == eventClosed {
+				return
+			}
+		}
+	}()
+	return nil
 }
 
 func (s *session) closeFDs() {

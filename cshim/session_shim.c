@@ -27,6 +27,13 @@ static int session_forked(lifeline_error *err) {
 
 #define SGUARD(err) do { if (session_forked(err)) return LIFELINE_E_FORKED; } while (0)
 
+#define HIDDEN __attribute__((visibility("hidden")))
+
+HIDDEN void lifeline_shim_session_call(lifeline_session_callback cb, lifeline_session s, lifeline_event *ev,
+                                       uintptr_t user_data) {
+    cb(s, ev, (void *)user_data);
+}
+
 void lifeline_event_free(lifeline_event *ev) {
     if (!ev) return;
     lifeline_error_clear(&ev->cause);
@@ -86,4 +93,10 @@ int32_t lifeline_session_close(lifeline_session s, lifeline_error *err) {
 int32_t lifeline_session_free(lifeline_session s, lifeline_error *err) {
     SGUARD(err);
     return lifelinego_session_free(s, err);
+}
+
+int32_t lifeline_session_set_callback(lifeline_session s, lifeline_session_callback callback, void *user_data,
+                                      lifeline_error *err) {
+    SGUARD(err);
+    return lifelinego_session_set_callback(s, callback, (uintptr_t)user_data, err);
 }

@@ -795,3 +795,65 @@ func TestSessionSilentPeer(t *testing.T) {
 		t.Fatalf("redial: connection %d", ev.conn)
 	}
 }
+
+// TestSessionCallbackMode: every event reaches the callback in order, one
+// call at a time, the last being the closed event; a free from inside
+// the callback does not wait for itself.
+func TestSessionCallbackMode(t *testing.T) {
+	srv := startWS(t, echo)
+	c := sessionClient(t, nil)
+	s := newTestSession(t, c, srv.url(), nil, "")
+	var mu sync.Mutex
+	var kinds []int32
+	var msgs []string
+	freed := make(chan struct{})
+	if e := s.startDelivery(func(ev sessEvent) {
+		mu.Lock()
+		kinds = append(kinds, ev.kind)
+		if ev.kind == eventMessage {
+			msgs = append(msgs, string(ev.data))
+		}
+		mu.Unlock()
+		if ev.kind == eventClosed {
+			handles.remove(s.id)
+			s.free() // from inside the callback
+			close(freed)
+		}
+	}); e != nil {
+		t.Fatal(e.Msg)
+	}
+	if e := s.startDelivery(func(sessEvent) {}); e == nil || e.Status != statusState {
+		t.Fatalf("second callback: %+v, want LIFELINE_E_STATE", e)
+	}
+	for i := range 100 {
+		if e := s.send(websocket.TextMessage, []byte(fmt.Sprint(i)), 5*time.Second, sendWhenConnected); e != nil {
+			t.Fatal(e.Msg)
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		mu.Lock()
+		n := len(msgs)
+		mu.Unlock()
+		if n == 100 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	s.close()
+	select {
+	case <-freed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the closed event never reached the callback, or free from it hung")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for i, m := range msgs {
+		if m != fmt.Sprint(i) {
+			t.Fatalf("message %d = %q", i, m)
+		}
+	}
+	if len(msgs) != 100 || kinds[len(kinds)-1] != eventClosed {
+		t.Fatalf("%d messages, last kind %d", len(msgs), kinds[len(kinds)-1])
+	}
+}

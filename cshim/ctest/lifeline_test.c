@@ -1855,6 +1855,52 @@ static void t_session_flood(void) {
     printf("ok session_flood messages=10000 ms=%.0f\n", ms);
 }
 
+
+/* Callback mode: events counted by the callback, which frees its own
+ * session when the CLOSED event comes. */
+static atomic_int cb_messages, cb_order_bad, cb_closed;
+
+static void session_cb(lifeline_session s, lifeline_event *ev, void *ud) {
+    (void)ud;
+    if (ev->kind == LIFELINE_EVENT_MESSAGE) {
+        int want = atomic_load(&cb_messages);
+        if (atoi((const char *)ev->data) != want) atomic_store(&cb_order_bad, 1);
+        atomic_fetch_add(&cb_messages, 1);
+    }
+    int closed = ev->kind == LIFELINE_EVENT_CLOSED;
+    lifeline_event_free(ev);
+    if (closed) {
+        lifeline_session_free(s, NULL); /* from inside its own callback */
+        atomic_store(&cb_closed, 1);
+    }
+}
+
+static void t_session_callback(void) {
+    lifeline_error err = LIFELINE_ERROR_INIT;
+    lifeline_client c = new_client(NULL);
+    CHECK(c, NULL, "client");
+    lifeline_session s = 0;
+    CHECK(lifeline_session_new(c, ws_url("/ws/burst"), NULL, 0, NULL, &s, &err) == LIFELINE_OK, &err, "new");
+    CHECK(lifeline_session_set_callback(s, NULL, NULL, &err) == LIFELINE_E_INVALID_ARGUMENT, &err, "NULL callback");
+    CHECK(lifeline_session_set_callback(s, session_cb, NULL, &err) == LIFELINE_OK, &err, "set callback");
+    CHECK(lifeline_session_set_callback(s, session_cb, NULL, &err) == LIFELINE_E_STATE, &err, "twice");
+    CHECK(lifeline_session_send(s, LIFELINE_MESSAGE_TEXT, (const uint8_t *)"go", 2, 5000,
+                                LIFELINE_SEND_WHEN_CONNECTED, &err) == LIFELINE_OK,
+          &err, "go");
+    double end = now_ms() + 10000;
+    while (atomic_load(&cb_messages) < 10000 && now_ms() < end) sleep_ms(5);
+    CHECK(atomic_load(&cb_messages) == 10000 && !atomic_load(&cb_order_bad), NULL, "%d messages, order bad %d",
+          atomic_load(&cb_messages), atomic_load(&cb_order_bad));
+    CHECK(lifeline_session_close(s, &err) == LIFELINE_OK, &err, "close");
+    end = now_ms() + 5000;
+    while (!atomic_load(&cb_closed) && now_ms() < end) sleep_ms(5);
+    CHECK(atomic_load(&cb_closed), NULL, "the callback never got the CLOSED event");
+    CHECK(lifeline_session_free(s, &err) == LIFELINE_E_INVALID_HANDLE, &err, "freed by the callback");
+    lifeline_client_close(c, NULL);
+    lifeline_error_clear(&err);
+    printf("ok session_callback\n");
+}
+
 int main(int argc, char **argv) {
     const char *mode = argc > 1 ? argv[1] : "all";
     setvbuf(stdout, NULL, _IOLBF, 0);
@@ -1892,6 +1938,7 @@ int main(int argc, char **argv) {
         {"session_echo", t_session_echo}, {"session_reconnect", t_session_reconnect},
         {"session_stall", t_session_stall}, {"session_step", t_session_step},
         {"session_threads", t_session_threads}, {"session_flood", t_session_flood},
+        {"session_callback", t_session_callback},
     };
     int ran = 0;
     for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++) {
