@@ -95,6 +95,9 @@ func readHeader(cname, cvalue *C.char, at string) (string, string, *Error) {
 	if !isToken(name) {
 		return "", "", argError("%s.name is not an HTTP token", at)
 	}
+	if e := checkSessionHeader(name, at+".name"); e != nil {
+		return "", "", e
+	}
 	value, e := cstr(cvalue, at+".value")
 	if e != nil {
 		return "", "", e
@@ -293,6 +296,9 @@ func lifelinego_session_set_header(h C.lifeline_session, name, value *C.char, ce
 			}
 			if !isToken(n) {
 				return argError("name is not an HTTP token")
+			}
+			if e := checkSessionHeader(n, "name"); e != nil {
+				return e
 			}
 			s.setHeader(n, nil)
 			return nil

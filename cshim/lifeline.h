@@ -667,7 +667,12 @@ void lifeline_event_free(lifeline_event *ev);
  * redialing on its own: retry.max_attempts bounds the handshake tries of
  * one dial only). It freezes the client, like a request.
  * url: ws:// or wss://. headers/header_count: handshake headers sent with
- * every dial (header_count 0: headers may be NULL).
+ * every dial (header_count 0: headers may be NULL); Upgrade, Connection
+ * and Sec-WebSocket-Key/-Version/-Extensions are the handshake's own and
+ * refused (LIFELINE_E_INVALID_ARGUMENT), here and in set_header.
+ * Session handles follow the rules of client and operation handles
+ * (random bits, never reused; a wrong kind or a freed one gets
+ * LIFELINE_E_INVALID_HANDLE).
  * config: NULL, "" or a JSON object of session keys:
  *   handshake_timeout_ms  each dial, DNS to the 101 answer, and the connect
  *                         step: 10000; <0 none of its own

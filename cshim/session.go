@@ -507,6 +507,16 @@ func pipe() (int, int, error) {
 	return p[0], p[1], nil
 }
 
+// checkSessionHeader refuses the headers the websocket handshake sets
+// itself: sent by the host they would fail every dial, forever.
+func checkSessionHeader(name, at string) *Error {
+	switch http.CanonicalHeaderKey(name) {
+	case "Upgrade", "Connection", "Sec-Websocket-Key", "Sec-Websocket-Version", "Sec-Websocket-Extensions":
+		return argError("%s: %s is set by the websocket handshake itself", at, http.CanonicalHeaderKey(name))
+	}
+	return nil
+}
+
 // headerFunc gives each dial the headers the host set last.
 func (s *session) headerFunc(context.Context) (http.Header, error) {
 	s.mu.Lock()

@@ -660,6 +660,19 @@ func TestSessionRefusedEnds(t *testing.T) {
 	}
 }
 
+func TestSessionHandshakeHeadersRefused(t *testing.T) {
+	for _, name := range []string{"upgrade", "Connection", "sec-websocket-key", "Sec-WebSocket-Version", "Sec-WebSocket-Extensions"} {
+		if e := checkSessionHeader(name, "headers[0].name"); e == nil || e.Status != statusInvalidArgument {
+			t.Errorf("%s: %+v, want invalid argument", name, e)
+		}
+	}
+	for _, name := range []string{"Authorization", "Sec-WebSocket-Protocol", "Origin"} {
+		if e := checkSessionHeader(name, "headers[0].name"); e != nil {
+			t.Errorf("%s refused: %s", name, e.Msg)
+		}
+	}
+}
+
 func TestSessionConfigRejections(t *testing.T) {
 	for _, tc := range []struct {
 		doc  string

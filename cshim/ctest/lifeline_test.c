@@ -1734,6 +1734,8 @@ static void t_session_step(void) {
     CHECK(lifeline_session_set_header(s, "Authorization", NULL, &err) == LIFELINE_OK, &err, "remove header");
     CHECK(lifeline_session_set_header(s, "Bad Name", "v", &err) == LIFELINE_E_INVALID_ARGUMENT, &err, "bad name");
     CHECK(lifeline_session_set_header(s, "X-A", "a\r\nb: c", &err) == LIFELINE_E_INVALID_ARGUMENT, &err, "CRLF");
+    CHECK(lifeline_session_set_header(s, "Connection", "close", &err) == LIFELINE_E_INVALID_ARGUMENT, &err,
+          "a header the handshake sets");
     CHECK(lifeline_session_free(s, &err) == LIFELINE_OK, &err, "free");
     lifeline_client_close(c, NULL);
     lifeline_error_clear(&err);
