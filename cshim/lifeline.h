@@ -624,9 +624,11 @@ typedef uint64_t lifeline_session;
  *   STATE         the state became `state` (connecting or disconnected).
  *   CLOSED        final: after lifeline_session_close, the client's close,
  *                 or the server refusing the upgrade for good (a 3xx/4xx
- *                 other than 408 and 429, e.g. a 401 that Credentials do
- *                 not heal: `cause` then holds it, error_type e.g.
- *                 "http_401"). Nothing follows it. */
+ *                 other than 408 and 429: `cause` then holds it,
+ *                 error_type e.g. "http_401"; a refused token ends the
+ *                 session, so set the next one with
+ *                 lifeline_session_set_header before the old expires, or
+ *                 make a new session). Nothing follows it. */
 #define LIFELINE_EVENT_CONNECT 1
 #define LIFELINE_EVENT_CONNECTED 2
 #define LIFELINE_EVENT_MESSAGE 3
