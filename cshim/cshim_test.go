@@ -33,7 +33,8 @@ var expectedOK = []string{
 	"tls_handshake_stall", "connect_timeout", "connect_refused", "total_deadline", "default_request_timeout", "deadline_phase",
 	"dns_no_addresses", "body_stall", "large_body", "huge_length", "async", "callback_reentrant", "cancel", "cancel_held", "stress",
 	"free_running",
-	"close", "bad_args", "dial", "metrics", "threads", "fork", "loop", "no_leaks",
+	"close", "bad_args",
+	"session_echo", "session_reconnect", "session_stall", "session_step", "session_threads", "session_flood", "session_callback", "dial", "metrics", "threads", "fork", "loop", "no_leaks",
 }
 
 // artifacts builds each library once per test run, whichever test asks
@@ -180,6 +181,7 @@ func startServers(t *testing.T) *servers {
 		case <-stop:
 		}
 	})
+	wsHandlers(mux)
 	plain := httptest.NewServer(mux)
 	t.Cleanup(plain.Close)
 	tlsSrv := httptest.NewUnstartedServer(mux)
@@ -207,6 +209,7 @@ func startServers(t *testing.T) *servers {
 		"LL_ECHO_TLS=" + echoTLS.Addr(),
 		"LL_BLACKHOLE=" + hole.Addr(),
 		"LL_REFUSED=" + refused,
+		"LL_WS=" + strings.Replace(plain.URL, "http://", "ws://", 1),
 		// The proxy variables of the CI host must not route loopback tests.
 		"NO_PROXY=*", "no_proxy=*",
 	}}

@@ -104,7 +104,7 @@ extern "C" {
  * changed struct, signature or meaning). Compare LIFELINE_ABI_VERSION, the
  * version you compiled against, with lifeline_abi_version(), the version
  * of the library you loaded. */
-#define LIFELINE_ABI_VERSION 1
+#define LIFELINE_ABI_VERSION 2
 
 /* ------------------------------------------------------------------ */
 /* Status codes                                                        */
@@ -570,6 +570,256 @@ int32_t lifeline_op_fd(lifeline_op op, int *fd, lifeline_error *err);
  * or descriptor not taken is freed or closed. Errors:
  * LIFELINE_E_INVALID_HANDLE (also on a second free). */
 int32_t lifeline_op_free(lifeline_op op, lifeline_error *err);
+
+/* ------------------------------------------------------------------ */
+/* Websocket sessions (ABI 2)                                          */
+/* ------------------------------------------------------------------ */
+
+/* A session keeps one logical websocket connection to a ws:// or wss://
+ * URL up across failures: every handshake is bounded (DNS, connect, TLS
+ * raced across addresses, the upgrade's answer), pings detect a dead
+ * peer, a lost connection is redialed with jittered backoff, and
+ * everything that happens reaches you as events, in order, through a
+ * queue you drain — from your own loop (lifeline_session_event_fd) or a
+ * thread of yours blocked in lifeline_session_next_event. */
+typedef uint64_t lifeline_session;
+
+/* Further status of the session calls: lifeline_session_send found no
+ * connection (nothing was written), or the connection broke under the
+ * write (the peer may or may not have the message). Try again after
+ * LIFELINE_EVENT_CONNECTED, or send with LIFELINE_SEND_WHEN_CONNECTED.
+ * lifeline_status_string names it. */
+#define LIFELINE_E_DISCONNECTED 20
+
+/* Session states (lifeline_event.state, lifeline_session_state). */
+#define LIFELINE_SESSION_CONNECTING 0   /* a handshake or the connect step */
+#define LIFELINE_SESSION_CONNECTED 1    /* sends go out, messages come in */
+#define LIFELINE_SESSION_DISCONNECTED 2 /* waiting out the backoff */
+#define LIFELINE_SESSION_CLOSED 3       /* final */
+
+/* Event kinds. Every state change is exactly one event: CONNECTED for
+ * connected, CLOSED for closed, STATE for connecting and disconnected.
+ *   CONNECT       with "on_connect": connection `connection` is open but
+ *                 not yet reported connected. Send what it needs first
+ *                 (authenticate, resubscribe) with LIFELINE_SEND_ON_CONNECT,
+ *                 then call lifeline_session_ready(s, connection). Until
+ *                 then no message is read from it (a reply you wait for
+ *                 arrives as a MESSAGE after CONNECTED), plain sends fail
+ *                 with LIFELINE_E_DISCONNECTED and WHEN_CONNECTED sends
+ *                 wait. No ready within handshake_timeout_ms (or a failed
+ *                 ON_CONNECT send) closes the connection: a failed dial,
+ *                 redialed after the backoff, with a new CONNECT.
+ *   CONNECTED     connection `connection` is up.
+ *   MESSAGE       a data message: message_type 1 text (UTF-8) or 2 binary,
+ *                 `data`/`len` its bytes (followed by a NUL, not counted;
+ *                 never NULL). Messages arrive in the order sent, across
+ *                 connections; what the server sent while no connection
+ *                 was up is not seen (resume in the connect step).
+ *   DISCONNECTED  connection `connection` was lost; `cause` says why:
+ *                 status LIFELINE_E_TIMEOUT or LIFELINE_E_NETWORK, phase
+ *                 (e.g. "websocket"), error_type (e.g. "pong_timeout",
+ *                 "close_1001", "connection_reset"), message. A STATE
+ *                 event (disconnected) comes just before it. A failed dial
+ *                 gives STATE events only.
+ *   STATE         the state became `state` (connecting or disconnected).
+ *   CLOSED        final: after lifeline_session_close, the client's close,
+ *                 or the server refusing the upgrade for good (a 3xx/4xx
+ *                 other than 408 and 429: `cause` then holds it,
+ *                 error_type e.g. "http_401"; a refused token ends the
+ *                 session, so set the next one with
+ *                 lifeline_session_set_header before the old expires, or
+ *                 make a new session). Nothing follows it. */
+#define LIFELINE_EVENT_CONNECT 1
+#define LIFELINE_EVENT_CONNECTED 2
+#define LIFELINE_EVENT_MESSAGE 3
+#define LIFELINE_EVENT_DISCONNECTED 4
+#define LIFELINE_EVENT_STATE 5
+#define LIFELINE_EVENT_CLOSED 6
+
+/* Message types of lifeline_session_send and LIFELINE_EVENT_MESSAGE. */
+#define LIFELINE_MESSAGE_TEXT 1
+#define LIFELINE_MESSAGE_BINARY 2
+
+/* An event: one allocation owned by you, freed with everything in it by
+ * one lifeline_event_free(). */
+typedef struct lifeline_event {
+    int32_t kind;          /* LIFELINE_EVENT_* */
+    int32_t state;         /* the session's state once this event happened */
+    int32_t message_type;  /* MESSAGE: 1 text, 2 binary; else 0 */
+    int32_t reserved;
+    uint64_t connection;   /* the connection it concerns: 1, 2, ... in dial
+                              order (0 before the first) */
+    const uint8_t *data;   /* MESSAGE: len bytes and a NUL; else "" */
+    int64_t len;
+    lifeline_error cause;  /* DISCONNECTED, CLOSED: why (status 0 and
+                              message NULL when there is no cause) */
+} lifeline_event;
+
+/* lifeline_event_free frees an event and everything in it. NULL is
+ * allowed. Works in a forked child. */
+void lifeline_event_free(lifeline_event *ev);
+
+/* lifeline_session_new creates a session of client c and starts
+ * connecting at once, in the background; its handle is in *out. The
+ * client's keys apply to every dial: dial.* (connect, TLS handshake,
+ * races), tls.* (roots, client certificate), transport.proxy (http and
+ * https proxies, CONNECT), name, and retry.* for the pace of reconnecting
+ * (waits from retry.initial_interval_ms growing by retry.multiplier to
+ * retry.max_interval_ms, with retry.jitter; a session never stops
+ * redialing on its own: retry.max_attempts bounds the handshake tries of
+ * one dial only). It freezes the client, like a request.
+ * url: ws:// or wss://. headers/header_count: handshake headers sent with
+ * every dial (header_count 0: headers may be NULL); Upgrade, Connection
+ * and Sec-WebSocket-Key/-Version/-Extensions are the handshake's own and
+ * refused (LIFELINE_E_INVALID_ARGUMENT), here and in set_header.
+ * Session handles follow the rules of client and operation handles
+ * (random bits, never reused; a wrong kind or a freed one gets
+ * LIFELINE_E_INVALID_HANDLE).
+ * config: NULL, "" or a JSON object of session keys:
+ *   handshake_timeout_ms  each dial, DNS to the 101 answer, and the connect
+ *                         step: 10000; <0 none of its own
+ *   ping_interval_ms      15000; <0 no pings (no liveness check)
+ *   pong_timeout_ms       a peer silent this long after a ping is dead and
+ *                         its connection replaced: 10000; <0 pings are
+ *                         sent, no answer awaited
+ *   write_timeout_ms      each send (also the wait for other senders):
+ *                         10000
+ *   stable_after_ms       a connection that lasted this long resets the
+ *                         backoff: 1000
+ *   max_message_bytes     a bigger incoming message closes the connection
+ *                         (1009): 16777216; <0 none
+ *   queue_max_events      events waiting in the queue: 1024
+ *   queue_max_bytes       message bytes waiting in the queue: 67108864 (a
+ *                         bigger message still enters an empty queue)
+ *   on_connect            bool: hold each connection in a connect step
+ *                         (LIFELINE_EVENT_CONNECT) until
+ *                         lifeline_session_ready: false
+ * Backpressure: when the queue is full the session waits for you — it
+ * stops reading (the peer feels TCP flow control; pings are still
+ * answered) and stops reconnecting — until you take an event. Nothing is
+ * dropped, nothing grows without bound.
+ * Each session holds two descriptors (the event pipe) until it is freed.
+ * Errors: LIFELINE_E_INVALID_HANDLE, LIFELINE_E_INVALID_ARGUMENT (url,
+ * headers, config not an object), LIFELINE_E_UNKNOWN_KEY,
+ * LIFELINE_E_BAD_VALUE, LIFELINE_E_CLOSED (the client is closed). */
+int32_t lifeline_session_new(lifeline_client c, const char *url, const lifeline_header *headers,
+                             int64_t header_count, const char *config, lifeline_session *out,
+                             lifeline_error *err);
+
+/* lifeline_session_next_event takes the oldest event into *ev (yours:
+ * lifeline_event_free), waiting at most timeout_ms for one (0: do not
+ * wait; <0: until one comes or the session is freed).
+ * Returns LIFELINE_OK with *ev set; LIFELINE_E_PENDING when no event came
+ * in time (*ev NULL); LIFELINE_E_CLOSED once the CLOSED event was taken
+ * (nothing more will come) or when the session is freed while waiting.
+ * Any thread may call it; with several, each event goes to one of them
+ * (in order of taking). */
+int32_t lifeline_session_next_event(lifeline_session s, int64_t timeout_ms, lifeline_event **ev,
+                                    lifeline_error *err);
+
+/* lifeline_session_callback receives one event (yours: free it with
+ * lifeline_event_free, in the callback or later) in callback mode. */
+typedef void (*lifeline_session_callback)(lifeline_session s, lifeline_event *ev, void *user_data);
+
+/* lifeline_session_set_callback switches the session to callback mode:
+ * from now on a library thread takes each event, in order, and calls
+ * callback with it, one call at a time — the events queued before
+ * included — until the CLOSED event (the last call) or
+ * lifeline_session_free. Do not also call lifeline_session_next_event. A
+ * callback that takes its time holds the next event back, and the queue's
+ * bound then pauses the session (backpressure): hosts with an interpreter
+ * lock take it in the callback, event loops post the event to their loop.
+ * The callback may call any function, lifeline_session_free of its own
+ * session included (free from elsewhere waits for a running callback to
+ * return). If the library cannot allocate an event (C heap exhausted) that
+ * event is lost. Errors: LIFELINE_E_INVALID_HANDLE,
+ * LIFELINE_E_INVALID_ARGUMENT (callback NULL), LIFELINE_E_STATE (already
+ * in callback mode). */
+int32_t lifeline_session_set_callback(lifeline_session s, lifeline_session_callback callback,
+                                      void *user_data, lifeline_error *err);
+
+/* lifeline_session_event_fd stores in *fd a descriptor that is readable
+ * while an event waits, for epoll, poll, select, asyncio's add_reader or
+ * libuv's uv_poll. Level-triggered: it stays readable until the queue is
+ * empty, whatever you read from it (do not read it; take events with
+ * lifeline_session_next_event(s, 0, ...) until LIFELINE_E_PENDING). After
+ * the CLOSED event was taken it stays readable (next_event then returns
+ * LIFELINE_E_CLOSED at once), so a loop notices the end. With edge-
+ * triggered epoll (EPOLLET) drain to LIFELINE_E_PENDING at each wake.
+ * The descriptor is the library's: never close it, and stop polling it
+ * before lifeline_session_free, which closes it. The same descriptor is
+ * returned every time. */
+int32_t lifeline_session_event_fd(lifeline_session s, int *fd, lifeline_error *err);
+
+/* Flags of lifeline_session_send. */
+/* Wait (up to timeout_ms; 0: write_timeout_ms; <0: no limit to the wait)
+ * until the session is connected — after the connect step — then write.
+ * A message sent while a connection is being (re)made thus reaches it after
+ * the connect step's own sends. */
+#define LIFELINE_SEND_WHEN_CONNECTED 1u
+/* Write on the connection of the connect step in progress (between
+ * LIFELINE_EVENT_CONNECT and lifeline_session_ready); LIFELINE_E_STATE
+ * when none is. */
+#define LIFELINE_SEND_ON_CONNECT 2u
+
+/* lifeline_session_send sends one message: type LIFELINE_MESSAGE_TEXT
+ * (buf must be UTF-8) or LIFELINE_MESSAGE_BINARY, len bytes at buf (copied
+ * before the call returns; buf may be NULL when len is 0). Sends from any
+ * number of threads are serialised; each is bounded by write_timeout_ms
+ * and by timeout_ms (0: write_timeout_ms alone). flags 0: while the
+ * session has no connection it fails at once with LIFELINE_E_DISCONNECTED
+ * (nothing is queued, so nothing is replayed to a server that moved on).
+ * A message is written at most once: a write that failed is not repeated.
+ * Errors: LIFELINE_E_INVALID_HANDLE, LIFELINE_E_INVALID_ARGUMENT (type,
+ * flags, len, text not UTF-8), LIFELINE_E_DISCONNECTED (err->timeout 1
+ * when the write timed out: the connection is then replaced),
+ * LIFELINE_E_TIMEOUT (waited timeout_ms for a connection or for other
+ * senders; nothing written), LIFELINE_E_STATE (ON_CONNECT without a step),
+ * LIFELINE_E_CLOSED (the session is closed, or closes meanwhile: a
+ * waiting send returns at once). */
+int32_t lifeline_session_send(lifeline_session s, int32_t type, const uint8_t *buf, int64_t len,
+                              int64_t timeout_ms, uint32_t flags, lifeline_error *err);
+
+/* lifeline_session_wait_connected waits until the session is connected
+ * (after the connect step), at most timeout_ms (0: do not wait; <0: no
+ * limit). It may be lost again by the time you act. Returns LIFELINE_OK,
+ * LIFELINE_E_TIMEOUT (phase "wait"), or LIFELINE_E_CLOSED (closed before
+ * or meanwhile: returns at once). */
+int32_t lifeline_session_wait_connected(lifeline_session s, int64_t timeout_ms, lifeline_error *err);
+
+/* lifeline_session_set_header sets a handshake header for every dial from
+ * the next one on (a fresh token for the redials: set it when you refresh
+ * it), replacing the values the session was created with for that name.
+ * value NULL removes the name from the next dials. */
+int32_t lifeline_session_set_header(lifeline_session s, const char *name, const char *value,
+                                    lifeline_error *err);
+
+/* lifeline_session_ready ends the connect step of connection `connection`
+ * (from its LIFELINE_EVENT_CONNECT): the session reports it connected.
+ * LIFELINE_E_STATE when that step is not in progress (on_connect is off,
+ * the step timed out, or the connection was lost: a later CONNECT event
+ * brings the next step). */
+int32_t lifeline_session_ready(lifeline_session s, uint64_t connection, lifeline_error *err);
+
+/* lifeline_session_state stores the current state in *state. */
+int32_t lifeline_session_state(lifeline_session s, int32_t *state, lifeline_error *err);
+
+/* lifeline_session_close ends the session: the current connection gets a
+ * close frame (if it can be written within 50 ms), dials, backoff waits
+ * and the connect step are cancelled, and every thread waiting in a send
+ * or lifeline_session_wait_connected returns LIFELINE_E_CLOSED. Returns
+ * within 100 ms in every state; idempotent; from any thread. The handle
+ * stays valid: the CLOSED event is queued last, after the events before it
+ * (events that the close cut short are dropped). lifeline_client_close
+ * closes the client's sessions the same way. */
+int32_t lifeline_session_close(lifeline_session s, lifeline_error *err);
+
+/* lifeline_session_free closes the session (if it is not closed), drops
+ * the events not taken, closes the event descriptor and releases the
+ * handle; a thread blocked in lifeline_session_next_event returns
+ * LIFELINE_E_CLOSED. Errors: LIFELINE_E_INVALID_HANDLE (also on a second
+ * free). */
+int32_t lifeline_session_free(lifeline_session s, lifeline_error *err);
 
 #ifdef __cplusplus
 }

@@ -107,6 +107,7 @@ const char *lifeline_status_string(int32_t status) {
     case LIFELINE_E_FORKED: return "LIFELINE_E_FORKED: called in a forked child";
     case LIFELINE_E_INTERNAL: return "LIFELINE_E_INTERNAL: internal error; library disabled";
     case LIFELINE_E_NO_MEMORY: return "LIFELINE_E_NO_MEMORY: out of memory";
+    case LIFELINE_E_DISCONNECTED: return "LIFELINE_E_DISCONNECTED: websocket session not connected";
     }
     return "unknown status";
 }

@@ -1502,6 +1502,407 @@ static void t_panic_export(void) {
 }
 #endif
 
+/* websocket sessions */
+
+#include <poll.h>
+
+/* ws_url is LL_WS with path appended. */
+static const char *ws_url(const char *path) { return fmt("%s%s", env("LL_WS"), path); }
+
+/* session_event takes the next event within ms, or NULL (the test fails). */
+static lifeline_event *session_event(lifeline_session s, int64_t ms) {
+    lifeline_event *ev = NULL;
+    lifeline_error err = LIFELINE_ERROR_INIT;
+    int32_t st = lifeline_session_next_event(s, ms, &ev, &err);
+    if (st != LIFELINE_OK) {
+        failf(__LINE__, "lifeline_session_next_event", &err, "status %d", st);
+        lifeline_error_clear(&err);
+        return NULL;
+    }
+    return ev;
+}
+
+/* session_event_of skips events until one of kind (freeing the others). */
+static lifeline_event *session_event_of(lifeline_session s, int32_t kind, int64_t ms) {
+    double end = now_ms() + (double)ms;
+    for (;;) {
+        int64_t left = (int64_t)(end - now_ms());
+        lifeline_event *ev = session_event(s, left > 0 ? left : 0);
+        if (!ev || ev->kind == kind) return ev;
+        int32_t k = ev->kind;
+        lifeline_event_free(ev);
+        if (k == LIFELINE_EVENT_CLOSED) {
+            failf(__LINE__, "closed", NULL, "session closed while waiting for event %d", kind);
+            return NULL;
+        }
+    }
+}
+
+/* session_drain frees events until CLOSED was taken; returns 1 when it was. */
+static int session_drain(lifeline_session s) {
+    for (;;) {
+        lifeline_event *ev = NULL;
+        int32_t st = lifeline_session_next_event(s, 5000, &ev, NULL);
+        if (st == LIFELINE_E_CLOSED) return 1;
+        if (st != LIFELINE_OK) return 0;
+        lifeline_event_free(ev);
+    }
+}
+
+static int fd_readable(int fd, int ms) {
+    struct pollfd p = {fd, POLLIN, 0};
+    int n;
+    while ((n = poll(&p, 1, ms)) < 0 && errno == EINTR) {
+    }
+    return n == 1 && (p.revents & POLLIN);
+}
+
+static void t_session_echo(void) {
+    lifeline_error err = LIFELINE_ERROR_INIT;
+    lifeline_client c = new_client(NULL);
+    CHECK(c, NULL, "client");
+    lifeline_session s = 0;
+    lifeline_header hs[] = {{"X-Test", "yes"}};
+    /* Bad arguments first: nothing is created, nothing leaks. */
+    CHECK(lifeline_session_new(c, "http://127.0.0.1:1/", NULL, 0, NULL, &s, &err) == LIFELINE_E_INVALID_ARGUMENT,
+          &err, "http url");
+    CHECK(lifeline_session_new(c, NULL, NULL, 0, NULL, &s, &err) == LIFELINE_E_INVALID_ARGUMENT, &err, "NULL url");
+    CHECK(lifeline_session_new(c, ws_url("/ws/echo"), NULL, 1, NULL, &s, &err) == LIFELINE_E_INVALID_ARGUMENT, &err,
+          "NULL headers with a count");
+    CHECK(lifeline_session_new(c, ws_url("/ws/echo"), NULL, 0, "{\"nope\": 1}", &s, &err) == LIFELINE_E_UNKNOWN_KEY,
+          &err, "unknown key");
+    CHECK(lifeline_session_new(0, ws_url("/ws/echo"), NULL, 0, NULL, &s, &err) == LIFELINE_E_INVALID_HANDLE, &err,
+          "client 0");
+    CHECK(strstr(lifeline_status_string(LIFELINE_E_DISCONNECTED), "DISCONNECTED"), NULL, "status string");
+
+    CHECK(lifeline_session_new(c, ws_url("/ws/echo"), hs, 1, "{\"ping_interval_ms\": 1000}", &s, &err) == LIFELINE_OK,
+          &err, "session_new");
+    int fd = -1;
+    CHECK(lifeline_session_event_fd(s, &fd, &err) == LIFELINE_OK && fd >= 0, &err, "event fd");
+    CHECK(lifeline_session_wait_connected(s, 5000, &err) == LIFELINE_OK, &err, "wait_connected");
+    int32_t state = -1;
+    CHECK(lifeline_session_state(s, &state, &err) == LIFELINE_OK && state == LIFELINE_SESSION_CONNECTED, &err,
+          "state %d", state);
+    lifeline_event *ev = session_event_of(s, LIFELINE_EVENT_CONNECTED, 5000);
+    CHECK(ev && ev->connection == 1 && ev->state == LIFELINE_SESSION_CONNECTED && ev->len == 0 && ev->data, NULL,
+          "connected event");
+    lifeline_event_free(ev);
+    const uint8_t bin[] = {0, 1, 2, 255};
+    CHECK(lifeline_session_send(s, LIFELINE_MESSAGE_TEXT, (const uint8_t *)"hello", 5, 0, 0, &err) == LIFELINE_OK,
+          &err, "send text");
+    CHECK(lifeline_session_send(s, LIFELINE_MESSAGE_BINARY, bin, 4, 1000, 0, &err) == LIFELINE_OK, &err, "send bin");
+    CHECK(lifeline_session_send(s, 3, bin, 4, 0, 0, &err) == LIFELINE_E_INVALID_ARGUMENT, &err, "type 3");
+    CHECK(lifeline_session_send(s, LIFELINE_MESSAGE_TEXT, bin, 4, 0, 0, &err) == LIFELINE_E_INVALID_ARGUMENT, &err,
+          "text not UTF-8");
+    CHECK(lifeline_session_send(s, LIFELINE_MESSAGE_TEXT, NULL, 3, 0, 0, &err) == LIFELINE_E_INVALID_ARGUMENT, &err,
+          "NULL buf");
+    CHECK(lifeline_session_send(s, LIFELINE_MESSAGE_TEXT, NULL, 0, 0, LIFELINE_SEND_ON_CONNECT, &err) ==
+              LIFELINE_E_STATE,
+          &err, "on_connect send without a step");
+    CHECK(fd_readable(fd, 5000), NULL, "event fd not readable after the echo");
+    ev = session_event_of(s, LIFELINE_EVENT_MESSAGE, 5000);
+    CHECK(ev && ev->message_type == LIFELINE_MESSAGE_TEXT && ev->len == 5 && memcmp(ev->data, "hello", 6) == 0, NULL,
+          "text echo");
+    lifeline_event_free(ev);
+    ev = session_event_of(s, LIFELINE_EVENT_MESSAGE, 5000);
+    CHECK(ev && ev->message_type == LIFELINE_MESSAGE_BINARY && ev->len == 4 && memcmp(ev->data, bin, 4) == 0, NULL,
+          "binary echo");
+    lifeline_event_free(ev);
+    CHECK(lifeline_session_next_event(s, 0, &ev, &err) == LIFELINE_E_PENDING && ev == NULL, &err, "pending");
+    CHECK(!fd_readable(fd, 0), NULL, "event fd readable with an empty queue");
+    CHECK(lifeline_session_close(s, &err) == LIFELINE_OK, &err, "close");
+    CHECK(lifeline_session_close(s, &err) == LIFELINE_OK, &err, "second close");
+    CHECK(lifeline_session_send(s, LIFELINE_MESSAGE_TEXT, (const uint8_t *)"x", 1, 0, 0, &err) == LIFELINE_E_CLOSED,
+          &err, "send after close");
+    ev = session_event_of(s, LIFELINE_EVENT_CLOSED, 5000);
+    CHECK(ev && ev->cause.status == 0 && ev->cause.message == NULL, NULL, "closed event");
+    lifeline_event_free(ev);
+    CHECK(lifeline_session_next_event(s, 1000, &ev, &err) == LIFELINE_E_CLOSED, &err, "after closed");
+    CHECK(fd_readable(fd, 0), NULL, "event fd not readable after the end");
+    CHECK(lifeline_session_free(s, &err) == LIFELINE_OK, &err, "free");
+    CHECK(lifeline_session_free(s, &err) == LIFELINE_E_INVALID_HANDLE, &err, "second free");
+    CHECK(lifeline_session_send(s, 1, NULL, 0, 0, 0, &err) == LIFELINE_E_INVALID_HANDLE, &err, "send after free");
+    lifeline_event_free(NULL);
+    lifeline_client_close(c, NULL);
+    lifeline_error_clear(&err);
+    printf("ok session_echo\n");
+}
+
+/* t_session_reconnect: a server that sends ten numbered messages on each
+ * connection and closes it (1001): each connection's messages come in
+ * order, between its CONNECTED and its DISCONNECTED (cause close_1001), and
+ * the session redials by itself. */
+static void t_session_reconnect(void) {
+    lifeline_error err = LIFELINE_ERROR_INIT;
+    lifeline_client c = new_client("{\"retry.initial_interval_ms\": 10, \"retry.max_interval_ms\": 50}");
+    CHECK(c, NULL, "client");
+    lifeline_session s = 0;
+    CHECK(lifeline_session_new(c, ws_url("/ws/drop"), NULL, 0, NULL, &s, &err) == LIFELINE_OK, &err, "new");
+    long long first = -1;
+    for (int round = 0; round < 3; round++) {
+        lifeline_event *ev = session_event_of(s, LIFELINE_EVENT_CONNECTED, 5000);
+        CHECK(ev && ev->connection == (uint64_t)round + 1, NULL, "connected %llu in round %d",
+              ev ? (unsigned long long)ev->connection : 0ULL, round);
+        lifeline_event_free(ev);
+        long long n = -1;
+        for (int i = 0; i < 10; i++) {
+            ev = session_event(s, 5000);
+            CHECK(ev && ev->kind == LIFELINE_EVENT_MESSAGE && ev->connection == (uint64_t)round + 1, NULL,
+                  "round %d: event %d kind %d", round, i, ev ? ev->kind : -1);
+            long long got_n = -1, got_i = -1;
+            CHECK(sscanf((const char *)ev->data, "%lld:%lld", &got_n, &got_i) == 2 && got_i == i, NULL,
+                  "round %d: message %s, want index %d", round, (const char *)ev->data, i);
+            if (n < 0) n = got_n;
+            CHECK(got_n == n, NULL, "messages of two connections mixed");
+            lifeline_event_free(ev);
+        }
+        if (first < 0) first = n;
+        CHECK(n == first + round, NULL, "round %d: server connection %lld after %lld", round, n, first);
+        ev = session_event_of(s, LIFELINE_EVENT_DISCONNECTED, 5000);
+        CHECK(ev && ev->cause.status != 0 && strcmp(ev->cause.error_type, "close_1001") == 0 && ev->cause.message,
+              ev ? &ev->cause : NULL, "disconnected cause");
+        lifeline_event_free(ev);
+    }
+    CHECK(lifeline_session_free(s, &err) == LIFELINE_OK, &err, "free");
+    lifeline_client_close(c, NULL);
+    lifeline_error_clear(&err);
+    printf("ok session_reconnect\n");
+}
+
+/* t_session_stall: a server that accepts and never answers the upgrade.
+ * wait_connected times out, the session redials, and close returns at
+ * once (100 ms promised). */
+static void t_session_stall(void) {
+    lifeline_error err = LIFELINE_ERROR_INIT;
+    lifeline_client c = new_client(NULL);
+    CHECK(c, NULL, "client");
+    lifeline_session s = 0;
+    CHECK(lifeline_session_new(c, fmt("ws://%s/", env("LL_HANG")), NULL, 0, "{\"handshake_timeout_ms\": 200}", &s,
+                               &err) == LIFELINE_OK,
+          &err, "new");
+    double t0 = now_ms();
+    CHECK(lifeline_session_wait_connected(s, 800, &err) == LIFELINE_E_TIMEOUT && err.timeout, &err, "wait");
+    double waited = now_ms() - t0;
+    CHECK(waited >= 700 && waited < 5000, NULL, "waited %.0f ms for 800", waited);
+    t0 = now_ms();
+    CHECK(lifeline_session_close(s, &err) == LIFELINE_OK, &err, "close");
+    double closed = now_ms() - t0;
+    CHECK(closed < 1000, NULL, "close took %.0f ms", closed);
+    CHECK(session_drain(s), NULL, "no closed event");
+    CHECK(lifeline_session_free(s, &err) == LIFELINE_OK, &err, "free");
+    lifeline_client_close(c, NULL);
+    lifeline_error_clear(&err);
+    printf("ok session_stall close_ms=%.1f\n", closed);
+}
+
+/* t_session_step: with on_connect, the host resubscribes in the connect
+ * step; a plain send fails fast meanwhile; after ready the echo of the
+ * step's message is the first message. */
+static void t_session_step(void) {
+    lifeline_error err = LIFELINE_ERROR_INIT;
+    lifeline_client c = new_client(NULL);
+    CHECK(c, NULL, "client");
+    lifeline_session s = 0;
+    CHECK(lifeline_session_new(c, ws_url("/ws/echo"), NULL, 0, "{\"on_connect\": true}", &s, &err) == LIFELINE_OK,
+          &err, "new");
+    lifeline_event *ev = session_event_of(s, LIFELINE_EVENT_CONNECT, 5000);
+    CHECK(ev && ev->connection == 1 && ev->state == LIFELINE_SESSION_CONNECTING, NULL, "connect event");
+    uint64_t conn = ev->connection;
+    lifeline_event_free(ev);
+    CHECK(lifeline_session_send(s, LIFELINE_MESSAGE_TEXT, (const uint8_t *)"early", 5, 0, 0, &err) ==
+              LIFELINE_E_DISCONNECTED,
+          &err, "plain send in the step");
+    CHECK(lifeline_session_wait_connected(s, 0, &err) == LIFELINE_E_TIMEOUT, &err, "connected before ready");
+    CHECK(lifeline_session_send(s, LIFELINE_MESSAGE_TEXT, (const uint8_t *)"sub", 3, 0, LIFELINE_SEND_ON_CONNECT,
+                                &err) == LIFELINE_OK,
+          &err, "step send");
+    CHECK(lifeline_session_ready(s, conn + 1, &err) == LIFELINE_E_STATE, &err, "ready of another connection");
+    CHECK(lifeline_session_ready(s, conn, &err) == LIFELINE_OK, &err, "ready");
+    CHECK(lifeline_session_send(s, LIFELINE_MESSAGE_TEXT, (const uint8_t *)"after", 5, 5000,
+                                LIFELINE_SEND_WHEN_CONNECTED, &err) == LIFELINE_OK,
+          &err, "send when connected");
+    ev = session_event_of(s, LIFELINE_EVENT_CONNECTED, 5000);
+    CHECK(ev && ev->connection == conn, NULL, "connected");
+    lifeline_event_free(ev);
+    ev = session_event_of(s, LIFELINE_EVENT_MESSAGE, 5000);
+    CHECK(ev && strcmp((const char *)ev->data, "sub") == 0, NULL, "first message %s", ev ? (char *)ev->data : "");
+    lifeline_event_free(ev);
+    ev = session_event_of(s, LIFELINE_EVENT_MESSAGE, 5000);
+    CHECK(ev && strcmp((const char *)ev->data, "after") == 0, NULL, "second message");
+    lifeline_event_free(ev);
+    CHECK(lifeline_session_set_header(s, "Authorization", "Bearer next", &err) == LIFELINE_OK, &err, "set header");
+    CHECK(lifeline_session_set_header(s, "Authorization", NULL, &err) == LIFELINE_OK, &err, "remove header");
+    CHECK(lifeline_session_set_header(s, "Bad Name", "v", &err) == LIFELINE_E_INVALID_ARGUMENT, &err, "bad name");
+    CHECK(lifeline_session_set_header(s, "X-A", "a\r\nb: c", &err) == LIFELINE_E_INVALID_ARGUMENT, &err, "CRLF");
+    CHECK(lifeline_session_set_header(s, "Connection", "close", &err) == LIFELINE_E_INVALID_ARGUMENT, &err,
+          "a header the handshake sets");
+    CHECK(lifeline_session_free(s, &err) == LIFELINE_OK, &err, "free");
+    lifeline_client_close(c, NULL);
+    lifeline_error_clear(&err);
+    printf("ok session_step\n");
+}
+
+struct session_waiter {
+    lifeline_session s;
+    int which; /* 0: next_event(-1), 1: wait_connected(-1), 2: send WHEN_CONNECTED(-1) */
+    int32_t status;
+    double ended;
+};
+
+static void *session_wait_thread(void *p) {
+    struct session_waiter *w = p;
+    lifeline_error err = LIFELINE_ERROR_INIT;
+    if (w->which == 0) {
+        lifeline_event *ev = NULL;
+        /* Take events until the end: a CLOSED event or the free. */
+        while ((w->status = lifeline_session_next_event(w->s, -1, &ev, &err)) == LIFELINE_OK) lifeline_event_free(ev);
+    } else if (w->which == 1) {
+        w->status = lifeline_session_wait_connected(w->s, -1, &err);
+    } else {
+        w->status = lifeline_session_send(w->s, LIFELINE_MESSAGE_TEXT, (const uint8_t *)"x", 1, -1,
+                                          LIFELINE_SEND_WHEN_CONNECTED, &err);
+    }
+    w->ended = now_ms();
+    lifeline_error_clear(&err);
+    return NULL;
+}
+
+/* t_session_threads: threads blocked without a limit in next_event,
+ * wait_connected and a WHEN_CONNECTED send on a session whose handshake
+ * stalls are all released by a close from another thread, promptly. */
+static void t_session_threads(void) {
+    lifeline_error err = LIFELINE_ERROR_INIT;
+    lifeline_client c = new_client(NULL);
+    CHECK(c, NULL, "client");
+    lifeline_session s = 0;
+    CHECK(lifeline_session_new(c, fmt("ws://%s/", env("LL_HANG")), NULL, 0, NULL, &s, &err) == LIFELINE_OK, &err,
+          "new");
+    struct session_waiter w[3];
+    pthread_t th[3];
+    for (int i = 0; i < 3; i++) {
+        w[i] = (struct session_waiter){s, i, -1, 0};
+        pthread_create(&th[i], NULL, session_wait_thread, &w[i]);
+    }
+    sleep_ms(100);
+    double t0 = now_ms();
+    CHECK(lifeline_session_close(s, &err) == LIFELINE_OK, &err, "close");
+    for (int i = 1; i < 3; i++) pthread_join(th[i], NULL);
+    CHECK(w[1].status == LIFELINE_E_CLOSED && w[2].status == LIFELINE_E_CLOSED, NULL, "wait %d send %d",
+          w[1].status, w[2].status);
+    CHECK(w[1].ended - t0 < 1000 && w[2].ended - t0 < 1000, NULL, "released after %.0f / %.0f ms",
+          w[1].ended - t0, w[2].ended - t0);
+    pthread_join(th[0], NULL); /* it took the CLOSED event, then E_CLOSED */
+    CHECK(w[0].status == LIFELINE_E_CLOSED, NULL, "next_event %d", w[0].status);
+    /* Free while a thread waits in next_event on a live session. */
+    CHECK(lifeline_session_new(c, ws_url("/ws/echo"), NULL, 0, NULL, &s, &err) == LIFELINE_OK, &err, "new");
+    CHECK(lifeline_session_wait_connected(s, 5000, &err) == LIFELINE_OK, &err, "connected");
+    w[0] = (struct session_waiter){s, 0, -1, 0};
+    pthread_create(&th[0], NULL, session_wait_thread, &w[0]);
+    sleep_ms(50);
+    t0 = now_ms();
+    CHECK(lifeline_session_free(s, &err) == LIFELINE_OK, &err, "free");
+    pthread_join(th[0], NULL);
+    CHECK(w[0].status == LIFELINE_E_CLOSED || w[0].status == LIFELINE_E_INVALID_HANDLE, NULL, "next_event %d",
+          w[0].status);
+    CHECK(w[0].ended - t0 < 1000, NULL, "released after %.0f ms", w[0].ended - t0);
+    /* The client's close ends its sessions. */
+    CHECK(lifeline_session_new(c, ws_url("/ws/echo"), NULL, 0, NULL, &s, &err) == LIFELINE_OK, &err, "new");
+    CHECK(lifeline_session_wait_connected(s, 5000, &err) == LIFELINE_OK, &err, "connected");
+    lifeline_client_close(c, NULL);
+    CHECK(session_drain(s), NULL, "client close: no closed event");
+    CHECK(lifeline_session_free(s, &err) == LIFELINE_OK, &err, "free");
+    lifeline_error_clear(&err);
+    printf("ok session_threads\n");
+}
+
+/* t_session_flood: 10,000 messages drained from an event loop (poll on
+ * the event fd), in order, every event freed. */
+static void t_session_flood(void) {
+    lifeline_error err = LIFELINE_ERROR_INIT;
+    lifeline_client c = new_client(NULL);
+    CHECK(c, NULL, "client");
+    lifeline_session s = 0;
+    long long live0 = metric(c, "live_allocations");
+    CHECK(lifeline_session_new(c, ws_url("/ws/burst"), NULL, 0, "{\"queue_max_events\": 64}", &s, &err) ==
+              LIFELINE_OK,
+          &err, "new");
+    int fd = -1;
+    CHECK(lifeline_session_event_fd(s, &fd, &err) == LIFELINE_OK, &err, "fd");
+    CHECK(lifeline_session_send(s, LIFELINE_MESSAGE_TEXT, (const uint8_t *)"go", 2, 5000,
+                                LIFELINE_SEND_WHEN_CONNECTED, &err) == LIFELINE_OK,
+          &err, "go");
+    int next = 0;
+    double t0 = now_ms();
+    while (next < 10000) {
+        CHECK(fd_readable(fd, 5000), NULL, "no event within 5s at message %d", next);
+        lifeline_event *ev = NULL;
+        int32_t st;
+        while ((st = lifeline_session_next_event(s, 0, &ev, &err)) == LIFELINE_OK) {
+            int bad = 0;
+            if (ev->kind == LIFELINE_EVENT_MESSAGE) {
+                bad = atoi((const char *)ev->data) != next;
+                next++;
+            }
+            lifeline_event_free(ev);
+            CHECK(!bad, NULL, "message out of order at %d", next - 1);
+        }
+        CHECK(st == LIFELINE_E_PENDING, &err, "next_event %d", st);
+    }
+    double ms = now_ms() - t0;
+    CHECK(lifeline_session_free(s, &err) == LIFELINE_OK, &err, "free");
+    long long live1 = metric(c, "live_allocations");
+    CHECK(live1 == live0, NULL, "live allocations %lld before the session, %lld after", live0, live1);
+    lifeline_client_close(c, NULL);
+    lifeline_error_clear(&err);
+    printf("ok session_flood messages=10000 ms=%.0f\n", ms);
+}
+
+
+/* Callback mode: events counted by the callback, which frees its own
+ * session when the CLOSED event comes. */
+static atomic_int cb_messages, cb_order_bad, cb_closed;
+
+static void session_cb(lifeline_session s, lifeline_event *ev, void *ud) {
+    (void)ud;
+    if (ev->kind == LIFELINE_EVENT_MESSAGE) {
+        int want = atomic_load(&cb_messages);
+        if (atoi((const char *)ev->data) != want) atomic_store(&cb_order_bad, 1);
+        atomic_fetch_add(&cb_messages, 1);
+    }
+    int closed = ev->kind == LIFELINE_EVENT_CLOSED;
+    lifeline_event_free(ev);
+    if (closed) {
+        lifeline_session_free(s, NULL); /* from inside its own callback */
+        atomic_store(&cb_closed, 1);
+    }
+}
+
+static void t_session_callback(void) {
+    lifeline_error err = LIFELINE_ERROR_INIT;
+    lifeline_client c = new_client(NULL);
+    CHECK(c, NULL, "client");
+    lifeline_session s = 0;
+    CHECK(lifeline_session_new(c, ws_url("/ws/burst"), NULL, 0, NULL, &s, &err) == LIFELINE_OK, &err, "new");
+    CHECK(lifeline_session_set_callback(s, NULL, NULL, &err) == LIFELINE_E_INVALID_ARGUMENT, &err, "NULL callback");
+    CHECK(lifeline_session_set_callback(s, session_cb, NULL, &err) == LIFELINE_OK, &err, "set callback");
+    CHECK(lifeline_session_set_callback(s, session_cb, NULL, &err) == LIFELINE_E_STATE, &err, "twice");
+    CHECK(lifeline_session_send(s, LIFELINE_MESSAGE_TEXT, (const uint8_t *)"go", 2, 5000,
+                                LIFELINE_SEND_WHEN_CONNECTED, &err) == LIFELINE_OK,
+          &err, "go");
+    double end = now_ms() + 10000;
+    while (atomic_load(&cb_messages) < 10000 && now_ms() < end) sleep_ms(5);
+    CHECK(atomic_load(&cb_messages) == 10000 && !atomic_load(&cb_order_bad), NULL, "%d messages, order bad %d",
+          atomic_load(&cb_messages), atomic_load(&cb_order_bad));
+    CHECK(lifeline_session_close(s, &err) == LIFELINE_OK, &err, "close");
+    end = now_ms() + 5000;
+    while (!atomic_load(&cb_closed) && now_ms() < end) sleep_ms(5);
+    CHECK(atomic_load(&cb_closed), NULL, "the callback never got the CLOSED event");
+    CHECK(lifeline_session_free(s, &err) == LIFELINE_E_INVALID_HANDLE, &err, "freed by the callback");
+    lifeline_client_close(c, NULL);
+    lifeline_error_clear(&err);
+    printf("ok session_callback\n");
+}
+
 int main(int argc, char **argv) {
     const char *mode = argc > 1 ? argv[1] : "all";
     setvbuf(stdout, NULL, _IOLBF, 0);
@@ -1535,6 +1936,11 @@ int main(int argc, char **argv) {
         {"bad_args", t_bad_args}, {"dial", t_dial},
         {"metrics", t_metrics},   {"threads", t_threads},
         {"fork", t_fork},         {"loop", t_loop},
+        /* websocket sessions */
+        {"session_echo", t_session_echo}, {"session_reconnect", t_session_reconnect},
+        {"session_stall", t_session_stall}, {"session_step", t_session_step},
+        {"session_threads", t_session_threads}, {"session_flood", t_session_flood},
+        {"session_callback", t_session_callback},
     };
     int ran = 0;
     for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++) {

@@ -42,7 +42,7 @@ E_FORKED = 12
 E_INTERNAL = 13
 E_NO_MEMORY = 14
 
-ABI_VERSION = 1
+ABI_VERSION = 2
 
 
 class _Error(ctypes.Structure):
