@@ -100,10 +100,12 @@
 extern "C" {
 #endif
 
-/* ABI version: bumped on every incompatible change to this header (a
- * changed struct, signature or meaning). Compare LIFELINE_ABI_VERSION, the
- * version you compiled against, with lifeline_abi_version(), the version
- * of the library you loaded. */
+/* ABI version: raised whenever this header grows or changes. It only
+ * grows, and a library keeps every call, struct and meaning of the lower
+ * versions (2 added websocket sessions and streamed bodies; every call of
+ * 1 works as before). A host written for version N works with any library
+ * whose lifeline_abi_version() is >= N: compare it with
+ * LIFELINE_ABI_VERSION, the version you compiled against. */
 #define LIFELINE_ABI_VERSION 2
 
 /* ------------------------------------------------------------------ */

@@ -162,8 +162,8 @@ def load(path=None):
             fn = getattr(lib, name)
             fn.argtypes = args
             fn.restype = res
-        if lib.lifeline_abi_version() != ABI_VERSION:
-            raise LifelineError(E_STATE, message="liblifeline ABI %d, binding wants %d"
+        if lib.lifeline_abi_version() < ABI_VERSION:
+            raise LifelineError(E_STATE, message="liblifeline ABI %d, binding wants %d or newer"
                                 % (lib.lifeline_abi_version(), ABI_VERSION))
         _lib = lib
         return lib

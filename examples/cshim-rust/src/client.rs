@@ -32,12 +32,13 @@ pub struct Client {
 
 impl Client {
     /// new creates a client with the library's defaults. Fails when the
-    /// loaded library speaks another ABI version than this crate.
+    /// loaded library is older than the ABI version this crate was written
+    /// for (a newer one keeps every call of the older versions).
     pub fn new() -> Result<Client> {
         let abi = crate::abi_version();
-        if abi != ffi::ABI_VERSION {
+        if abi < ffi::ABI_VERSION {
             return Err(Error::state(format!(
-                "lifeline: liblifeline has ABI version {}, this crate was written for {}",
+                "lifeline: liblifeline has ABI version {}, this crate needs {} or newer",
                 abi,
                 ffi::ABI_VERSION
             )));

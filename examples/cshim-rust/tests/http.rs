@@ -319,6 +319,6 @@ fn types_are_send_and_sync() {
 
 #[test]
 fn version() {
-    assert_eq!(lifeline::abi_version(), lifeline::ABI_VERSION);
+    assert!(lifeline::abi_version() >= lifeline::ABI_VERSION); // a newer library keeps the older calls
     assert!(!lifeline::version().is_empty());
 }
