@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"net/url"
 	"slices"
 	"strings"
 	"sync"
@@ -20,7 +21,8 @@ import (
 // is sent: every attempt, every hedge, every redial of a session. It sets
 // the credential (an Authorization header, a signature) and must not keep
 // req. An error from Apply ends the call with that error; it is not
-// retried.
+// retried. A Transport does not call Apply for a redirect an http.Client
+// follows to another origin (see Transport.Credentials).
 //
 // Refresh is called when the server answered 401 Unauthorized (and, for a
 // websocket upgrade, 403 Forbidden) to a try that carried rejected's
@@ -322,4 +324,28 @@ func (c *call) reauth(ctx context.Context, resp *http.Response, tr *try) (*http.
 	}
 	c.st.auth.refreshed(ctx, authResent)
 	return c.attempt(ctx)
+}
+
+// leftOrigin reports whether req, a request an http.Client made to follow
+// a redirect (req.Response is the redirect's answer, its Request the
+// request before), or any request before it in the chain, is of another
+// origin (scheme, host and port, RFC 6454) than the rest: a chain that
+// ever left its first origin carries no credentials of the Transport's,
+// not even back at the first origin, since the foreign hop chose where it
+// leads. (net/http strips the caller's own Authorization on a redirect to
+// another host; OkHttp drops it on one to another origin.)
+func leftOrigin(req *http.Request) bool {
+	for r := req.Response; r != nil && r.Request != nil; r = r.Request.Response {
+		if r.Request.URL == nil || !sameOrigin(r.Request.URL, req.URL) {
+			return true
+		}
+	}
+	return false
+}
+
+// sameOrigin reports whether a and b have the same scheme, host and port
+// (a missing port is the scheme's default: portOf).
+func sameOrigin(a, b *url.URL) bool {
+	return strings.EqualFold(a.Scheme, b.Scheme) && strings.EqualFold(a.Hostname(), b.Hostname()) &&
+		portOf(a) == portOf(b)
 }

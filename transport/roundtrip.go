@@ -64,6 +64,13 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	c.cctx = callCtx{Context: req.Context(), c: c}
 	c.ctx = &c.cctx
 	c.lim = st.limits(req.Context())
+	if c.lim.creds != nil && req.Response != nil && leftOrigin(req) {
+		// An http.Client following a redirect off the origin the call
+		// began at: the credentials are not the new origin's to see.
+		l := *c.lim
+		l.creds = nil
+		c.lim = &l
+	}
 	c.hedge = c.lim.hedgeOn && c.idempotent && c.replayable
 	// The request body and a held answer are closed on every path, a
 	// panic of the caller's code (Retry.Retryable) included.
