@@ -52,8 +52,8 @@ type Credentials interface {
 // One fetch runs at a time: concurrent callers that need a token wait for
 // the same fetch, each for as long as its own context allows, and the
 // fetch's context is cancelled once no caller waits for it any more (a
-// fetch must honour its context: one that ignores it keeps a goroutine
-// until it returns). A failed fetch is not retried by BearerCredentials:
+// fetch must honour its context: no other fetch starts before it has
+// returned, and a token it returns late is cached). A failed fetch is not retried by BearerCredentials:
 // the call that needed it fails with an error that wraps the fetch's
 // error (the next call fetches again); while a token that is near its
 // expiry but not past it is cached, a failed fetch leaves it in use.
@@ -89,6 +89,9 @@ type tokenFetch struct {
 	err     error
 	waiters int
 	cancel  context.CancelFunc
+	// abandoned: every waiter left and cancel was called; it is still
+	// b.inflight until it returns.
+	abandoned bool
 }
 
 // NewBearerCredentials returns BearerCredentials whose tokens come from
@@ -137,18 +140,33 @@ func (b *BearerCredentials) current(ctx context.Context, rejected string) (strin
 	if b == nil || b.fetch == nil {
 		return "", errors.New("transport: BearerCredentials without a fetch function (use NewBearerCredentials)")
 	}
-	b.mu.Lock()
-	now := time.Now()
-	stale := b.token == "" || (!b.renewAt.IsZero() && !now.Before(b.renewAt))
-	if rejected != "" && (rejected == "\x00" || rejected == b.token) {
-		stale = true
-	}
-	if !stale {
-		tok := b.token
+	var f *tokenFetch
+	for {
+		b.mu.Lock()
+		now := time.Now()
+		stale := b.token == "" || (!b.renewAt.IsZero() && !now.Before(b.renewAt))
+		if rejected != "" && (rejected == "\x00" || rejected == b.token) {
+			stale = true
+		}
+		if !stale {
+			tok := b.token
+			b.mu.Unlock()
+			return tok, nil
+		}
+		f = b.inflight
+		if f == nil || !f.abandoned {
+			break
+		}
+		// A fetch nobody waited for is being cancelled: one fetch at a
+		// time, so wait for it to end (a fetch that ignores its context
+		// may still bring a token), then look again.
 		b.mu.Unlock()
-		return tok, nil
+		select {
+		case <-f.done:
+		case <-ctx.Done():
+			return "", credentialsErr("waiting for a token", context.Cause(ctx))
+		}
 	}
-	f := b.inflight
 	if f == nil {
 		fctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 		f = &tokenFetch{done: make(chan struct{}), cancel: cancel}
@@ -164,12 +182,11 @@ func (b *BearerCredentials) current(ctx context.Context, rejected string) (strin
 		b.mu.Lock()
 		f.waiters--
 		if f.waiters == 0 {
-			// Nobody waits for it: end it, and let the next caller start
-			// a fetch of its own rather than join one being cancelled.
+			// Nobody waits for it: end it. It stays the fetch in flight
+			// until it returns, so that a fetch that ignores its context
+			// is never joined by a second one.
 			f.cancel()
-			if b.inflight == f {
-				b.inflight = nil
-			}
+			f.abandoned = true
 		}
 		b.mu.Unlock()
 		return "", credentialsErr("waiting for a token", context.Cause(ctx))

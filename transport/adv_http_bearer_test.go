@@ -1,0 +1,52 @@
+package transport_test
+
+import (
+	"context"
+	"sync/atomic"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/lifeline-go/lifeline/transport"
+)
+
+// TestAdvBearerOneFetchAtATime: a fetch slower than its callers' deadlines
+// that does not honour its context (an identity provider client with no
+// context plumbing) still runs one at a time: callers that come one after
+// another, each giving up before it ends, do not start a fetch each (a
+// goroutine and a token request per call, piling up), and the token it
+// finally returns is the next caller's (synctest).
+func TestAdvBearerOneFetchAtATime(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var running, most, fetches atomic.Int32
+		b := transport.NewBearerCredentials(func(context.Context) (string, time.Time, error) {
+			n := running.Add(1)
+			defer running.Add(-1)
+			for {
+				m := most.Load()
+				if n <= m || most.CompareAndSwap(m, n) {
+					break
+				}
+			}
+			fetches.Add(1)
+			time.Sleep(time.Second) // ignores its context
+			return "slow-token", time.Time{}, nil
+		})
+		for range 8 {
+			ctx, cancel := context.WithTimeout(t.Context(), 100*time.Millisecond)
+			_, err := authHeader(ctx, b)
+			cancel()
+			assert.ErrorIs(t, err, context.DeadlineExceeded)
+		}
+		assert.EqualValues(t, 1, most.Load(), "one fetch at a time")
+		time.Sleep(time.Second)
+		synctest.Wait()
+		h, err := authHeader(t.Context(), b)
+		require.NoError(t, err)
+		assert.Equal(t, "Bearer slow-token", h)
+		assert.LessOrEqual(t, fetches.Load(), int32(2))
+	})
+}
