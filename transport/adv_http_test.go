@@ -6,6 +6,8 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -123,3 +125,95 @@ var _ atomic.Int32
 var _ = time.Second
 var _ context.Context
 var _ = require.NoError
+
+// TestAdvAuth401Shapes: the 401 rule holds for the shapes of call that
+// mix it with hedging, Retry-After, a replayable body and a proxy.
+func TestAdvAuth401Shapes(t *testing.T) {
+	for _, h2 := range []bool{false, true} {
+		t.Run(protoName(h2)+"/hedged both 401", func(t *testing.T) {
+			// Every try waits, so the hedge starts, then is refused:
+			// the 401 that wins makes one Refresh, the resend is hedged
+			// too, its 401 is the answer.
+			var hits atomic.Int32
+			srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				hits.Add(1)
+				select {
+				case <-time.After(100 * time.Millisecond):
+				case <-r.Context().Done():
+					return
+				}
+				w.Header().Set("Retry-After", "1")
+				w.WriteHeader(http.StatusUnauthorized)
+			}))
+			srv.EnableHTTP2 = h2
+			srv.Config.ErrorLog = quietLog()
+			srv.StartTLS()
+			defer srv.Close()
+			creds := &countingCreds{}
+			tr := &transport.Transport{TLSClientConfig: trustTLS(srv), Credentials: creds, HedgeDelay: 20 * time.Millisecond}
+			defer tr.CloseIdleConnections()
+			req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, srv.URL, nil)
+			start := time.Now()
+			resp, err := tr.RoundTrip(req)
+			require.NoError(t, err)
+			resp.Body.Close()
+			assert.Equal(t, http.StatusUnauthorized, resp.StatusCode)
+			assert.EqualValues(t, 1, creds.refreshed.Load(), "one Refresh per call")
+			assert.LessOrEqual(t, hits.Load(), int32(6), "two attempts (the call's and the resend) of at most three tries (two hedges)")
+			assert.EqualValues(t, hits.Load(), creds.applied.Load(), "every try Apply'd")
+			assert.Less(t, time.Since(start), 900*time.Millisecond, "a 401's Retry-After is not waited for")
+		})
+		t.Run(protoName(h2)+"/POST GetBody resent whole", func(t *testing.T) {
+			var bodies []string
+			var mu sync.Mutex
+			var hits atomic.Int32
+			srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				b, _ := io.ReadAll(r.Body)
+				mu.Lock()
+				bodies = append(bodies, string(b))
+				mu.Unlock()
+				if hits.Add(1) == 1 {
+					w.WriteHeader(http.StatusUnauthorized)
+					return
+				}
+				fmt.Fprint(w, "created")
+			}))
+			srv.EnableHTTP2 = h2
+			srv.Config.ErrorLog = quietLog()
+			srv.StartTLS()
+			defer srv.Close()
+			creds := &countingCreds{}
+			tr := &transport.Transport{TLSClientConfig: trustTLS(srv), Credentials: creds}
+			defer tr.CloseIdleConnections()
+			req, _ := http.NewRequestWithContext(t.Context(), http.MethodPost, srv.URL, stringsReader("payload-123"))
+			resp, err := tr.RoundTrip(req)
+			require.NoError(t, err)
+			resp.Body.Close()
+			assert.Equal(t, http.StatusOK, resp.StatusCode)
+			assert.Equal(t, []string{"payload-123", "payload-123"}, bodies)
+			assert.EqualValues(t, 1, creds.refreshed.Load())
+		})
+	}
+	t.Run("407 from a proxy", func(t *testing.T) {
+		var hits atomic.Int32
+		proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			hits.Add(1)
+			w.Header().Set("Proxy-Authenticate", `Basic realm="p"`)
+			w.WriteHeader(http.StatusProxyAuthRequired)
+		}))
+		defer proxy.Close()
+		creds := &countingCreds{}
+		pu, _ := url.Parse(proxy.URL)
+		tr := &transport.Transport{Credentials: creds, Proxy: http.ProxyURL(pu)}
+		defer tr.CloseIdleConnections()
+		req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, "http://127.0.0.1:9/x", nil)
+		resp, err := tr.RoundTrip(req)
+		require.NoError(t, err)
+		resp.Body.Close()
+		assert.Equal(t, http.StatusProxyAuthRequired, resp.StatusCode)
+		assert.Zero(t, creds.refreshed.Load(), "a proxy's 407 is not the server's 401")
+		assert.EqualValues(t, 1, hits.Load())
+	})
+}
+
+func stringsReader(s string) io.Reader { return strings.NewReader(s) }
