@@ -2,6 +2,7 @@ package transport_test
 
 import (
 	"context"
+	"errors"
 	"sync/atomic"
 	"testing"
 	"testing/synctest"
@@ -48,5 +49,28 @@ func TestAdvBearerOneFetchAtATime(t *testing.T) {
 		require.NoError(t, err)
 		assert.Equal(t, "Bearer slow-token", h)
 		assert.LessOrEqual(t, fetches.Load(), int32(2))
+	})
+}
+
+// TestAdvBearerExpiredRenewalErrorRedacted: once the cached token has
+// expired, a renewal whose error quotes it fails Apply without saying it
+// (synctest).
+func TestAdvBearerExpiredRenewalErrorRedacted(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var n atomic.Int32
+		b := transport.NewBearerCredentials(func(context.Context) (string, time.Time, error) {
+			if n.Add(1) == 1 {
+				return "expiring-secret-token", time.Now().Add(time.Minute), nil
+			}
+			return "", time.Time{}, errors.New("token expiring-secret-token cannot be renewed")
+		})
+		h, err := authHeader(t.Context(), b)
+		require.NoError(t, err)
+		require.Equal(t, "Bearer expiring-secret-token", h)
+		time.Sleep(2 * time.Minute)
+		_, err = authHeader(t.Context(), b)
+		require.Error(t, err)
+		assert.Contains(t, err.Error(), "cannot be renewed")
+		assert.NotContains(t, err.Error(), "expiring-secret-token")
 	})
 }

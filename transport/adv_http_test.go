@@ -217,3 +217,30 @@ func TestAdvAuth401Shapes(t *testing.T) {
 }
 
 func stringsReader(s string) io.Reader { return strings.NewReader(s) }
+
+// TestAdvBearerFetchErrorQuotingTokenRedacted: BearerCredentials' own
+// fetch error that quotes the token the server rejected (an identity
+// provider refusing to renew it: "token X revoked") reaches the caller,
+// the span and the log with that token redacted, as an error of a
+// Credentials of the caller's own does (TestAuthErrorsRedactCredentials).
+func TestAdvBearerFetchErrorQuotingTokenRedacted(t *testing.T) {
+	a := startAuthServer(t, false)
+	var last atomic.Pointer[string]
+	fetch := func(ctx context.Context) (string, time.Time, error) {
+		if p := last.Load(); p != nil {
+			return "", time.Time{}, fmt.Errorf("identity provider: refresh of %s refused", *p)
+		}
+		tok, exp, err := a.fetch(ctx)
+		last.Store(&tok)
+		return tok, exp, err
+	}
+	client := transport.NewClient(a.transport(t, transport.NewBearerCredentials(fetch)))
+	code, _ := getBody(t, client, t.Context(), a.srv.URL)
+	require.Equal(t, http.StatusOK, code)
+	a.revoke()
+	req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, a.srv.URL, nil)
+	_, err := client.Do(req)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "refresh of")
+	assert.NotContains(t, err.Error(), "secret-token-1")
+}

@@ -199,7 +199,16 @@ func (b *BearerCredentials) current(ctx context.Context, rejected string) (strin
 		if tok != "" && rejected == "" && (exp.IsZero() || time.Now().Before(exp)) {
 			return tok, nil
 		}
-		return "", credentialsErr("fetching a token", f.err)
+		// The fetch's error may quote the token it was to replace (an
+		// identity provider refusing to renew it): neither the cached
+		// token nor the rejected one is said.
+		var secrets []string
+		for _, s := range []string{tok, rejected} {
+			if s != "" && s != "\x00" {
+				secrets = append(secrets, s)
+			}
+		}
+		return "", redactedCredentialsErr("fetching a token", f.err, secrets)
 	}
 	return f.token, nil
 }
@@ -254,6 +263,11 @@ type credentialsError struct {
 }
 
 func (e *credentialsError) Error() string {
+	if e.op == "" {
+		// Over a credentialsError of a step that said its name: only
+		// more redacted.
+		return redact(e.err.Error(), e.secrets)
+	}
 	return "transport: credentials: " + e.op + ": " + redact(e.err.Error(), e.secrets)
 }
 
@@ -269,11 +283,23 @@ func (e *credentialsError) ErrorType() string { return "credentials" }
 // a token fetch) so that its text says where it came from, once, and
 // quotes none of the credentials in hs.
 func credentialsErr(op string, err error, hs ...http.Header) error {
+	return redactedCredentialsErr(op, err, credentialSecrets(hs...))
+}
+
+// redactedCredentialsErr is credentialsErr with the secrets given. An
+// error that already is a credentialsError (BearerCredentials' own, under
+// a Refresh) keeps its text's one prefix and gets the secrets redacted
+// too: the inner step did not know the request's.
+func redactedCredentialsErr(op string, err error, secrets []string) error {
 	var ce *credentialsError
 	if errors.As(err, &ce) {
-		return err
+		if len(secrets) == 0 {
+			return err
+		}
+		op = ""
 	}
-	return &credentialsError{op: op, err: err, secrets: credentialSecrets(hs...)}
+	slices.SortFunc(secrets, func(a, b string) int { return len(b) - len(a) })
+	return &credentialsError{op: op, err: err, secrets: secrets}
 }
 
 // redact returns msg with each of secrets (longest first) replaced by
