@@ -74,3 +74,23 @@ func TestAdvBearerExpiredRenewalErrorRedacted(t *testing.T) {
 		assert.NotContains(t, err.Error(), "expiring-secret-token")
 	})
 }
+
+// TestAdvBearerFetchPanics: a fetch function that panics runs in
+// BearerCredentials' own goroutine, where no caller could recover it: the
+// caller gets an error saying so, and the next caller fetches again.
+func TestAdvBearerFetchPanics(t *testing.T) {
+	var n atomic.Int32
+	b := transport.NewBearerCredentials(func(context.Context) (string, time.Time, error) {
+		if n.Add(1) == 1 {
+			var m map[string]int
+			m["boom"]++ // a bug in the caller's token code
+		}
+		return "after-panic", time.Time{}, nil
+	})
+	_, err := authHeader(t.Context(), b)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "panic")
+	h, err := authHeader(t.Context(), b)
+	require.NoError(t, err)
+	assert.Equal(t, "Bearer after-panic", h)
+}

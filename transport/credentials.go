@@ -3,6 +3,7 @@ package transport
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/url"
 	"slices"
@@ -98,7 +99,9 @@ type tokenFetch struct {
 // fetch, which returns a token, its expiry (zero: none known) and an error.
 // fetch is called from a goroutine of its own with a context that ends
 // when no caller waits for the token any more; it must not return an empty
-// token with a nil error.
+// token with a nil error. A panic in fetch is recovered and fails the
+// callers waiting for that fetch with an error (the process is not ended
+// from a goroutine no caller could recover in).
 func NewBearerCredentials(fetch func(ctx context.Context) (token string, expiry time.Time, err error)) *BearerCredentials {
 	return &BearerCredentials{fetch: fetch}
 }
@@ -215,7 +218,7 @@ func (b *BearerCredentials) current(ctx context.Context, rejected string) (strin
 
 // run fetches a token for f and caches it.
 func (b *BearerCredentials) run(ctx context.Context, f *tokenFetch) {
-	tok, exp, err := b.fetch(ctx)
+	tok, exp, err := b.fetchOnce(ctx)
 	f.cancel()
 	if err == nil && tok == "" {
 		err = errors.New("fetch returned an empty token")
@@ -245,6 +248,18 @@ func (b *BearerCredentials) run(ctx context.Context, f *tokenFetch) {
 	f.token, f.expiry, f.err = tok, exp, err
 	b.mu.Unlock()
 	close(f.done)
+}
+
+// fetchOnce calls the fetch function. A panic in it becomes its error:
+// it runs in run's goroutine, where no caller could recover it, and a bug
+// in token code must fail the calls that need a token, not the process.
+func (b *BearerCredentials) fetchOnce(ctx context.Context) (tok string, exp time.Time, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			tok, exp, err = "", time.Time{}, fmt.Errorf("fetch panicked: %v", r)
+		}
+	}()
+	return b.fetch(ctx)
 }
 
 // credentialsError is the failure of a Credentials step; its text names
