@@ -3,6 +3,7 @@ package transport_test
 import (
 	"context"
 	"errors"
+	"net/http"
 	"sync/atomic"
 	"testing"
 	"testing/synctest"
@@ -93,4 +94,29 @@ func TestAdvBearerFetchPanics(t *testing.T) {
 	h, err := authHeader(t.Context(), b)
 	require.NoError(t, err)
 	assert.Equal(t, "Bearer after-panic", h)
+}
+
+// TestAdvBearerExpiryInThePast: a token whose expiry has already passed
+// when it arrives (the identity provider's clock is ahead, or it sends
+// an absolute time in another zone by mistake) is used until the server
+// rejects it, not fetched again on every call (synctest).
+func TestAdvBearerExpiryInThePast(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var fetches atomic.Int32
+		b := transport.NewBearerCredentials(func(context.Context) (string, time.Time, error) {
+			fetches.Add(1)
+			return "skewed-token", time.Now().Add(-time.Hour), nil
+		})
+		for range 10 {
+			h, err := authHeader(t.Context(), b)
+			require.NoError(t, err)
+			assert.Equal(t, "Bearer skewed-token", h)
+			time.Sleep(time.Second)
+		}
+		assert.EqualValues(t, 1, fetches.Load(), "one fetch, not one per call")
+		req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, "http://api.example/", nil)
+		req.Header.Set("Authorization", "Bearer skewed-token")
+		require.NoError(t, b.Refresh(t.Context(), req))
+		assert.EqualValues(t, 2, fetches.Load(), "a rejection renews it")
+	})
 }

@@ -66,7 +66,8 @@ type Credentials interface {
 type BearerCredentials struct {
 	// ExpiryMargin is how long before its expiry a token is renewed. Zero
 	// means 30s; negative means at expiry. A token with no expiry (a zero
-	// time) is renewed only on Refresh.
+	// time), or one whose expiry has already passed when it arrives (a
+	// skewed clock), is renewed only on Refresh.
 	ExpiryMargin time.Duration
 
 	fetch func(ctx context.Context) (string, time.Time, error)
@@ -226,6 +227,12 @@ func (b *BearerCredentials) run(ctx context.Context, f *tokenFetch) {
 	b.mu.Lock()
 	if err == nil {
 		now := time.Now()
+		if !exp.After(now) {
+			// Expired on arrival: a clock skew between the identity
+			// provider and this host, not a token to fetch again on
+			// every call. It serves until the server rejects it.
+			exp = time.Time{}
+		}
 		b.token, b.expiry, b.renewAt = tok, exp, time.Time{}
 		if !exp.IsZero() {
 			margin := b.ExpiryMargin
