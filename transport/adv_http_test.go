@@ -244,3 +244,67 @@ func TestAdvBearerFetchErrorQuotingTokenRedacted(t *testing.T) {
 	assert.Contains(t, err.Error(), "refresh of")
 	assert.NotContains(t, err.Error(), "secret-token-1")
 }
+
+// TestAdvBearerTokenWithNewline: a token read from a file or an env var
+// keeps its trailing newline by mistake; it is not a valid header value.
+// The call neither retries a request net/http refuses to send each time
+// nor leaks the token: the token is used trimmed (RFC 6750's b64token
+// has no whitespace), and a token with a control byte inside is a fetch
+// error, not cached.
+func TestAdvBearerTokenWithNewline(t *testing.T) {
+	a := startAuthServer(t, false)
+	var fetches atomic.Int32
+	bad := atomic.Bool{}
+	fetch := func(ctx context.Context) (string, time.Time, error) {
+		fetches.Add(1)
+		if bad.Load() {
+			return "secret-bad\r\nX-Injected: 1", time.Time{}, nil
+		}
+		tok, exp, err := a.fetch(ctx)
+		return tok + "\n", exp, err
+	}
+	client := transport.NewClient(a.transport(t, transport.NewBearerCredentials(fetch)))
+	code, body := getBody(t, client, t.Context(), a.srv.URL)
+	assert.Equal(t, http.StatusOK, code, body)
+
+	bad.Store(true)
+	a.revoke()
+	before := a.requests.Load()
+	req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, a.srv.URL, nil)
+	_, err := client.Do(req)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "transport: credentials")
+	assert.NotContains(t, err.Error(), "secret-bad")
+	assert.Equal(t, before+1, a.requests.Load(), "the 401, then no send of the bad token")
+	f := fetches.Load()
+	_, err = client.Do(req.Clone(t.Context()))
+	require.Error(t, err)
+	assert.Equal(t, f+1, fetches.Load(), "a bad token is not cached")
+}
+
+type badApply struct{ applied atomic.Int32 }
+
+func (b *badApply) Apply(req *http.Request) error {
+	b.applied.Add(1)
+	req.Header.Set("Authorization", "Bearer secret-xyz\n")
+	return nil
+}
+
+func (b *badApply) Refresh(context.Context, *http.Request) error { return nil }
+
+// TestAdvApplyLeavesBadHeader: a Credentials whose Apply sets a value
+// net/http refuses to send fails the call once (ErrBadRequest), quoting
+// no credential, instead of spending every attempt on the same refusal.
+func TestAdvApplyLeavesBadHeader(t *testing.T) {
+	a := startAuthServer(t, true)
+	creds := &badApply{}
+	client := transport.NewClient(a.transport(t, creds))
+	req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, a.srv.URL, nil)
+	_, err := client.Do(req)
+	require.Error(t, err)
+	assert.ErrorIs(t, err, transport.ErrBadRequest)
+	assert.Contains(t, err.Error(), "transport: credentials: apply")
+	assert.NotContains(t, err.Error(), "secret-xyz")
+	assert.EqualValues(t, 1, creds.applied.Load(), "not retried")
+	assert.Zero(t, a.requests.Load())
+}

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -22,7 +23,9 @@ import (
 // is sent: every attempt, every hedge, every redial of a session. It sets
 // the credential (an Authorization header, a signature) and must not keep
 // req. An error from Apply ends the call with that error; it is not
-// retried. A Transport does not call Apply for a redirect an http.Client
+// retried; nor is a header Apply left unsendable (a control byte in a
+// value): it fails the call with an error matching ErrBadRequest. A
+// Transport does not call Apply for a redirect an http.Client
 // follows to another origin (see Transport.Credentials).
 //
 // Refresh is called when the server answered 401 Unauthorized (and, for a
@@ -99,8 +102,9 @@ type tokenFetch struct {
 // NewBearerCredentials returns BearerCredentials whose tokens come from
 // fetch, which returns a token, its expiry (zero: none known) and an error.
 // fetch is called from a goroutine of its own with a context that ends
-// when no caller waits for the token any more; it must not return an empty
-// token with a nil error. A panic in fetch is recovered and fails the
+// when no caller waits for the token any more. The token is used with
+// surrounding whitespace removed (a trailing newline of a token file); an
+// empty token, or one with a control byte inside, is a failed fetch. A panic in fetch is recovered and fails the
 // callers waiting for that fetch with an error (the process is not ended
 // from a goroutine no caller could recover in).
 func NewBearerCredentials(fetch func(ctx context.Context) (token string, expiry time.Time, err error)) *BearerCredentials {
@@ -221,8 +225,17 @@ func (b *BearerCredentials) current(ctx context.Context, rejected string) (strin
 func (b *BearerCredentials) run(ctx context.Context, f *tokenFetch) {
 	tok, exp, err := b.fetchOnce(ctx)
 	f.cancel()
-	if err == nil && tok == "" {
+	// A token read from a file or a variable often ends in a newline:
+	// b64token (RFC 6750 §2.1) has no whitespace to lose.
+	tok = strings.TrimSpace(tok)
+	switch {
+	case err != nil:
+	case tok == "":
 		err = errors.New("fetch returned an empty token")
+	case !validFieldValue(tok):
+		// net/http would refuse every request carrying it; cached, it
+		// would fail every call without a 401 to renew it.
+		err = errors.New("fetch returned a token that is not a valid header field value")
 	}
 	b.mu.Lock()
 	if err == nil {
@@ -413,4 +426,22 @@ func leftOrigin(req *http.Request) bool {
 func sameOrigin(a, b *url.URL) bool {
 	return strings.EqualFold(a.Scheme, b.Scheme) && strings.EqualFold(a.Hostname(), b.Hostname()) &&
 		portOf(a) == portOf(b)
+}
+
+// checkApplied rejects a header that Credentials.Apply left unsendable
+// (a field name or value net/http refuses): refused on every try, it is
+// the Credentials' fault, never worth a retry. The field's value is not
+// named: it is the credential.
+func checkApplied(h http.Header) error {
+	for k, vs := range h {
+		if !validToken(k) {
+			return badRequest("invalid header field name " + strconv.Quote(k))
+		}
+		for _, v := range vs {
+			if !validFieldValue(v) {
+				return badRequest("invalid header field value for " + strconv.Quote(k))
+			}
+		}
+	}
+	return nil
 }

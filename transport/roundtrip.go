@@ -410,7 +410,11 @@ func (tr *try) run() (*http.Response, error) {
 	if creds := c.lim.creds; creds != nil {
 		// On the try's own copy, every try (attempts, hedges, the resend
 		// after a Refresh): each carries the credential current now.
-		if err := creds.Apply(tr.req); err != nil {
+		err := creds.Apply(tr.req)
+		if err == nil {
+			err = checkApplied(tr.req.Header)
+		}
+		if err != nil {
 			err = credentialsErr("apply", err, c.req.Header, tr.req.Header)
 			tr.finish(nil, err)
 			return nil, retry.Permanent(err)
