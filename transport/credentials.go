@@ -104,9 +104,10 @@ type tokenFetch struct {
 // fetch is called from a goroutine of its own with a context that ends
 // when no caller waits for the token any more. The token is used with
 // surrounding whitespace removed (a trailing newline of a token file); an
-// empty token, or one with a control byte inside, is a failed fetch. A panic in fetch is recovered and fails the
-// callers waiting for that fetch with an error (the process is not ended
-// from a goroutine no caller could recover in).
+// empty token, or one with a control byte inside, is a failed fetch. A
+// panic in fetch is recovered and fails the callers waiting for that
+// fetch with an error (the process is not ended from a goroutine no
+// caller could recover in).
 func NewBearerCredentials(fetch func(ctx context.Context) (token string, expiry time.Time, err error)) *BearerCredentials {
 	return &BearerCredentials{fetch: fetch}
 }
