@@ -3,6 +3,7 @@ package transport_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"sync/atomic"
 	"testing"
@@ -119,4 +120,47 @@ func TestAdvBearerExpiryInThePast(t *testing.T) {
 		require.NoError(t, b.Refresh(t.Context(), req))
 		assert.EqualValues(t, 2, fetches.Load(), "a rejection renews it")
 	})
+}
+
+// TestAdvBearerSlowFetchShortCallers: an identity provider slower than
+// each call's deadline, and calls that come one after another (a poll
+// every 100ms with a 100ms deadline each). By default each call starts a
+// fetch that its deadline cancels: no call ever gets a token, and the
+// provider gets a token request per call. With FetchTimeout the fetch
+// outlives its callers: one fetch, and the calls after it succeed
+// (synctest).
+func TestAdvBearerSlowFetchShortCallers(t *testing.T) {
+	for _, fetchTimeout := range []time.Duration{0, 5 * time.Second} {
+		t.Run(fmt.Sprint(fetchTimeout), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				var fetches atomic.Int32
+				b := transport.NewBearerCredentials(func(ctx context.Context) (string, time.Time, error) {
+					fetches.Add(1)
+					select {
+					case <-time.After(350 * time.Millisecond):
+						return "slow-idp-token", time.Time{}, nil
+					case <-ctx.Done():
+						return "", time.Time{}, ctx.Err()
+					}
+				})
+				b.FetchTimeout = fetchTimeout
+				ok := 0
+				for range 10 {
+					ctx, cancel := context.WithTimeout(t.Context(), 100*time.Millisecond)
+					if _, err := authHeader(ctx, b); err == nil {
+						ok++
+					}
+					cancel()
+					synctest.Wait()
+				}
+				if fetchTimeout == 0 {
+					assert.Zero(t, ok, "every fetch cancelled with its caller")
+					assert.EqualValues(t, 10, fetches.Load(), "a fetch per call")
+					return
+				}
+				assert.EqualValues(t, 1, fetches.Load(), "one fetch")
+				assert.GreaterOrEqual(t, ok, 6, "the calls after it got its token")
+			})
+		})
+	}
 }

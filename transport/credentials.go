@@ -55,23 +55,32 @@ type Credentials interface {
 //
 // One fetch runs at a time: concurrent callers that need a token wait for
 // the same fetch, each for as long as its own context allows, and the
-// fetch's context is cancelled once no caller waits for it any more (a
-// fetch must honour its context: no other fetch starts before it has
-// returned, and a token it returns late is cached). A failed fetch is not retried by BearerCredentials:
-// the call that needed it fails with an error that wraps the fetch's
-// error (the next call fetches again); while a token that is near its
-// expiry but not past it is cached, a failed fetch leaves it in use.
+// fetch's context is cancelled once no caller waits for it any more
+// (unless FetchTimeout lets it run on). A fetch must honour its context;
+// no other fetch starts before it has returned, and a token it returns
+// late is cached. A failed fetch is not retried by BearerCredentials: the
+// call that needed it fails with an error that wraps the fetch's error
+// (the next call fetches again); while a token that is near its expiry
+// but not past it is cached, a failed fetch leaves it in use.
 //
 // The token never appears in an error text of lifeline's; the fetch
-// function's own errors are passed through as they are. A
-// BearerCredentials is safe for concurrent use; set ExpiryMargin before
-// first use.
+// function's own errors are passed through with the cached and the
+// rejected token redacted. A BearerCredentials is safe for concurrent
+// use; set ExpiryMargin and FetchTimeout before first use.
 type BearerCredentials struct {
 	// ExpiryMargin is how long before its expiry a token is renewed. Zero
 	// means 30s; negative means at expiry. A token with no expiry (a zero
 	// time), or one whose expiry has already passed when it arrives (a
 	// skewed clock), is renewed only on Refresh.
 	ExpiryMargin time.Duration
+	// FetchTimeout, when positive, lets a fetch outlive the callers that
+	// waited for it, up to this long from its start: the callers that
+	// come next join it, and the token it brings is cached. Use it when
+	// the identity provider may be slower than your calls' deadlines;
+	// else each call would start a fetch that its own deadline cancels,
+	// and none would get a token. Zero means the fetch's context ends
+	// when its last waiter leaves.
+	FetchTimeout time.Duration
 
 	fetch func(ctx context.Context) (string, time.Time, error)
 
@@ -177,7 +186,15 @@ func (b *BearerCredentials) current(ctx context.Context, rejected string) (strin
 		}
 	}
 	if f == nil {
-		fctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+		// The fetch is the callers', not the first caller's: its own
+		// context, ended when nobody waits (or after FetchTimeout).
+		var fctx context.Context
+		var cancel context.CancelFunc
+		if b.FetchTimeout > 0 {
+			fctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), b.FetchTimeout)
+		} else {
+			fctx, cancel = context.WithCancel(context.WithoutCancel(ctx))
+		}
 		f = &tokenFetch{done: make(chan struct{}), cancel: cancel}
 		b.inflight = f
 		go b.run(fctx, f)
@@ -190,7 +207,7 @@ func (b *BearerCredentials) current(ctx context.Context, rejected string) (strin
 	case <-ctx.Done():
 		b.mu.Lock()
 		f.waiters--
-		if f.waiters == 0 {
+		if f.waiters == 0 && b.FetchTimeout <= 0 {
 			// Nobody waits for it: end it. It stays the fetch in flight
 			// until it returns, so that a fetch that ignores its context
 			// is never joined by a second one.
