@@ -15,6 +15,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 
 	"github.com/lifeline-go/lifeline/transport"
 )
@@ -120,11 +121,6 @@ func TestAdvRedirectDoesNotCarryCredentials(t *testing.T) {
 	}
 }
 
-var _ = io.Discard
-var _ atomic.Int32
-var _ = time.Second
-var _ context.Context
-var _ = require.NoError
 
 // TestAdvAuth401Shapes: the 401 rule holds for the shapes of call that
 // mix it with hedging, Retry-After, a replayable body and a proxy.
@@ -307,4 +303,62 @@ func TestAdvApplyLeavesBadHeader(t *testing.T) {
 	assert.NotContains(t, err.Error(), "secret-xyz")
 	assert.EqualValues(t, 1, creds.applied.Load(), "not retried")
 	assert.Zero(t, a.requests.Load())
+}
+
+// TestAdvCredentialsNeverInTelemetry: the token of BearerCredentials goes
+// through success, a 401 and its resend, a refresh whose error quotes the
+// rejected token, a hedge whose Apply waits for a fetch, and a redirect;
+// no span (attributes, events, status), metric point or log record of the
+// Transport's holds it.
+func TestAdvCredentialsNeverInTelemetry(t *testing.T) {
+	a := startAuthServer(t, true)
+	a.setBefore(func(w http.ResponseWriter, r *http.Request) bool {
+		if r.URL.Path == "/slow" {
+			sleepCtx(r.Context(), 80*time.Millisecond)
+		}
+		return true
+	})
+	var failRenew atomic.Bool
+	var last atomic.Pointer[string]
+	fetch := func(ctx context.Context) (string, time.Time, error) {
+		if p := last.Load(); p != nil && failRenew.Load() {
+			return "", time.Time{}, fmt.Errorf("cannot renew %s", *p)
+		}
+		tok, exp, err := a.fetch(ctx)
+		last.Store(&tok)
+		return tok, exp, err
+	}
+	r := newRig(t)
+	var logBuf syncBuffer
+	tr := a.transport(t, transport.NewBearerCredentials(fetch))
+	tr.TracerProvider, tr.MeterProvider, tr.Logger = r.tp, r.mp, newTestLogger(&logBuf)
+	tr.HedgeDelay = 20 * time.Millisecond
+	tr.Name = "adv"
+	client := transport.NewClient(tr)
+
+	code, _ := getBody(t, client, t.Context(), a.srv.URL+"/slow") // hedged
+	require.Equal(t, http.StatusOK, code)
+	a.revoke()
+	code, _ = getBody(t, client, t.Context(), a.srv.URL+"/") // 401, refresh, resend
+	require.Equal(t, http.StatusOK, code)
+	failRenew.Store(true)
+	a.revoke()
+	req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, a.srv.URL+"/slow", nil)
+	_, err := client.Do(req)
+	require.Error(t, err)
+
+	var texts []string
+	texts = append(texts, err.Error())
+	for _, s := range r.spans.Ended() {
+		texts = append(texts, spanText(s)...)
+		texts = append(texts, s.Status().Description)
+	}
+	var rm metricdata.ResourceMetrics
+	require.NoError(t, r.reader.Collect(context.Background(), &rm))
+	texts = append(texts, fmt.Sprintf("%+v", rm))
+	texts = append(texts, logBuf.lines()...)
+	require.Greater(t, len(r.spans.Ended()), 3)
+	for _, txt := range texts {
+		assert.NotContains(t, txt, "secret-token")
+	}
 }
