@@ -362,3 +362,50 @@ func TestAdvCredentialsNeverInTelemetry(t *testing.T) {
 		assert.NotContains(t, txt, "secret-token")
 	}
 }
+
+// queryKeyCreds put an API key in the query, as many APIs take it.
+type queryKeyCreds struct{ applied atomic.Int32 }
+
+func (q *queryKeyCreds) Apply(req *http.Request) error {
+	v := req.URL.Query()
+	v.Add("key", fmt.Sprintf("api-key-%d", q.applied.Add(1)))
+	req.URL.RawQuery = v.Encode()
+	return nil
+}
+
+func (q *queryKeyCreds) Refresh(context.Context, *http.Request) error { return nil }
+
+// TestAdvApplyQueryCredential: Credentials that sign the URL (an API key
+// in the query) change only the try's own copy: the caller's request is
+// untouched, the tries of a hedged call (run -race) do not share one URL,
+// and each try carries one key, not the keys of the tries before it.
+func TestAdvApplyQueryCredential(t *testing.T) {
+	var mu sync.Mutex
+	var keys [][]string
+	var hits atomic.Int32
+	srv := startServer(t, true, func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		keys = append(keys, r.URL.Query()["key"])
+		mu.Unlock()
+		if hits.Add(1) == 1 {
+			sleepCtx(r.Context(), 300*time.Millisecond)
+		}
+		fmt.Fprint(w, "ok")
+	})
+	creds := &queryKeyCreds{}
+	tr := &transport.Transport{TLSClientConfig: trustTLS(srv), Credentials: creds, HedgeDelay: 20 * time.Millisecond}
+	defer tr.CloseIdleConnections()
+	req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, srv.URL+"/v1?page=2", nil)
+	for range 3 {
+		resp, err := tr.RoundTrip(req)
+		require.NoError(t, err)
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	assert.Equal(t, "page=2", req.URL.RawQuery, "the caller's URL is never modified")
+	mu.Lock()
+	defer mu.Unlock()
+	for _, k := range keys {
+		assert.Len(t, k, 1, "one key per try: %v", k)
+	}
+}

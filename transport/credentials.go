@@ -21,8 +21,10 @@ import (
 //
 // Apply is called on every try's own copy of the request, just before it
 // is sent: every attempt, every hedge, every redial of a session. It sets
-// the credential (an Authorization header, a signature) and must not keep
-// req. An error from Apply ends the call with that error; it is not
+// the credential (an Authorization header, a signature, a key in the
+// URL's query) and must not keep req. The copy's Header and URL are the
+// try's own (the caller's request is never changed); its Body and the
+// rest are shared and must not be changed. An error from Apply ends the call with that error; it is not
 // retried; nor is a header Apply left unsendable (a control byte in a
 // value): it fails the call with an error matching ErrBadRequest. A
 // Transport does not call Apply for a redirect an http.Client

@@ -302,8 +302,11 @@ func (c *call) newTry(hedge bool) *try {
 		tr.req = &tr.reqCopy
 		if c.lim.creds != nil {
 			// Credentials.Apply sets the credential in the try's own
-			// header map; nothing else of the request is changed.
+			// header map, or signs the try's own URL (an API key in
+			// the query): neither is the caller's, nor another try's.
 			tr.req.Header = c.req.Header.Clone()
+			u := *c.req.URL // its Userinfo is immutable: shared
+			tr.req.URL = &u
 		}
 	}
 	if c.req.Body != nil && c.req.Body != http.NoBody {
