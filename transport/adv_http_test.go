@@ -156,7 +156,7 @@ func TestAdvAuth401Shapes(t *testing.T) {
 			assert.Equal(t, http.StatusUnauthorized, resp.StatusCode)
 			assert.EqualValues(t, 1, creds.refreshed.Load(), "one Refresh per call")
 			assert.LessOrEqual(t, hits.Load(), int32(6), "two attempts (the call's and the resend) of at most three tries (two hedges)")
-			assert.EqualValues(t, hits.Load(), creds.applied.Load(), "every try Apply'd")
+			assert.LessOrEqual(t, hits.Load(), creds.applied.Load(), "every try sent was Apply'd (a hedge cut before its send is not sent)")
 			assert.Less(t, time.Since(start), 900*time.Millisecond, "a 401's Retry-After is not waited for")
 		})
 		t.Run(protoName(h2)+"/POST GetBody resent whole", func(t *testing.T) {
