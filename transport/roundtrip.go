@@ -64,6 +64,13 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	c.cctx = callCtx{Context: req.Context(), c: c}
 	c.ctx = &c.cctx
 	c.lim = st.limits(req.Context())
+	if c.lim.creds != nil && req.Response != nil && leftOrigin(req) {
+		// An http.Client following a redirect off the origin the call
+		// began at: the credentials are not the new origin's to see.
+		l := *c.lim
+		l.creds = nil
+		c.lim = &l
+	}
 	c.hedge = c.lim.hedgeOn && c.idempotent && c.replayable
 	// The request body and a held answer are closed on every path, a
 	// panic of the caller's code (Retry.Retryable) included.
@@ -295,8 +302,11 @@ func (c *call) newTry(hedge bool) *try {
 		tr.req = &tr.reqCopy
 		if c.lim.creds != nil {
 			// Credentials.Apply sets the credential in the try's own
-			// header map; nothing else of the request is changed.
+			// header map, or signs the try's own URL (an API key in
+			// the query): neither is the caller's, nor another try's.
 			tr.req.Header = c.req.Header.Clone()
+			u := *c.req.URL // its Userinfo is immutable: shared
+			tr.req.URL = &u
 		}
 	}
 	if c.req.Body != nil && c.req.Body != http.NoBody {
@@ -403,7 +413,11 @@ func (tr *try) run() (*http.Response, error) {
 	if creds := c.lim.creds; creds != nil {
 		// On the try's own copy, every try (attempts, hedges, the resend
 		// after a Refresh): each carries the credential current now.
-		if err := creds.Apply(tr.req); err != nil {
+		err := creds.Apply(tr.req)
+		if err == nil {
+			err = checkApplied(tr.req.Header)
+		}
+		if err != nil {
 			err = credentialsErr("apply", err, c.req.Header, tr.req.Header)
 			tr.finish(nil, err)
 			return nil, retry.Permanent(err)

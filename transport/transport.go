@@ -190,8 +190,12 @@ type Transport struct {
 	// call carries the new credential; a Refresh error is then only
 	// counted). An error of Apply or Refresh ends the call with that error
 	// (wrapped, not retried). Each Refresh is counted on
-	// lifeline.http.auth.refreshes. Nil means requests go as the caller
-	// built them.
+	// lifeline.http.auth.refreshes. A request an http.Client makes to
+	// follow a redirect gets no credentials (no Apply, no Refresh) once
+	// its redirect chain has left the origin (scheme, host, port) it
+	// began at, as the caller's own Authorization is dropped by net/http:
+	// the token goes to no host the server redirects to. Nil means
+	// requests go as the caller built them.
 	Credentials Credentials
 	// Logger, when set, gets a Warn record for each failed attempt (an
 	// error, a timeout of the Transport's limits, a 5xx answer; not a hedge

@@ -28,8 +28,10 @@ const KeyClientName = attribute.Key("lifeline.client.name")
 // A wrapper is interned per (provider, name), so that the caches keyed by
 // provider (Tracer, the instrument caches, retry's) find it again and a
 // named client costs no new tracer or instruments per call. At most
-// namedMax pairs are interned (a program names a handful of clients); past
-// that a fresh wrapper is made per call, correct but uncached.
+// namedMax pairs are interned (a program names a handful of clients); a
+// new pair past that takes the place of an old one, so that the pairs of
+// clients gone (a test binary's, a tenant's) neither pin their providers
+// nor leave the ones that come after them uncached.
 const namedMax = 64
 
 type namedKey[P comparable] struct {
@@ -59,12 +61,20 @@ func (t *namedTable[P, W]) get(p P, name string, build func() W) W {
 		return w
 	}
 	w = build()
-	if len(t.m) < namedMax {
-		if t.m == nil {
-			t.m = make(map[namedKey[P]]W)
-		}
-		t.m[k] = w
+	if t.m == nil {
+		t.m = make(map[namedKey[P]]W)
 	}
+	if len(t.m) >= namedMax {
+		// Full: forget one pair (the map's order: any) rather than
+		// refuse every pair from now on. The pairs of a program's few
+		// clients are back at their next look-up; a client holding a
+		// forgotten wrapper keeps using it, named the same.
+		for old := range t.m {
+			delete(t.m, old)
+			break
+		}
+	}
+	t.m[k] = w
 	return w
 }
 
