@@ -121,7 +121,6 @@ func TestAdvRedirectDoesNotCarryCredentials(t *testing.T) {
 	}
 }
 
-
 // TestAdvAuth401Shapes: the 401 rule holds for the shapes of call that
 // mix it with hedging, Retry-After, a replayable body and a proxy.
 func TestAdvAuth401Shapes(t *testing.T) {

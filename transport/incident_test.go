@@ -507,6 +507,12 @@ func TestTwoAddressesOneStallingHandshakes(t *testing.T) {
 	masked := m.sum(t, maskedFailures, maskedByRace, attribute.String("lifeline.phase", "tls"))
 	t.Logf("slowest of %d: %v; stalling address hung %d handshakes, healthy served %d; masked by race (tls) %d",
 		n, slowest, stalling.Stats().Faulted, healthy.Stats().Served, masked)
-	assert.EqualValues(t, n, stalling.Stats().Faulted, "every request met the stalling address first")
-	assert.EqualValues(t, n, masked, "every stall counted as masked by the race")
+	// Every request met the stalling address first; on a loaded machine
+	// the healthy handshake may outlast a second AttemptDelay, and the
+	// race then tries the stalling address once more (its second attempt,
+	// MaxAttemptsPerAddress 2): more stalls, each still masked.
+	assert.GreaterOrEqual(t, stalling.Stats().Faulted, int64(n), "every request met the stalling address first")
+	assert.LessOrEqual(t, stalling.Stats().Faulted, int64(2*n))
+	assert.GreaterOrEqual(t, masked, int64(n), "every request's stall counted as masked by the race")
+	assert.LessOrEqual(t, masked, stalling.Stats().Faulted)
 }

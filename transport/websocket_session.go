@@ -806,7 +806,7 @@ func (s *WebSocketSession) WriteMessage(ctx context.Context, messageType int, da
 	if err := checkMessageType("WriteMessage", messageType); err != nil {
 		return err
 	}
-	err := s.write(ctx, messageType, data)
+	err := s.write(ctx, messageType, data, false)
 	if err == errNoConn {
 		return s.disconnected()
 	}
@@ -851,9 +851,10 @@ func (s *WebSocketSession) WaitConnected(ctx context.Context) error {
 // of failing: it writes once a connection is up and its OnConnect has
 // returned, so a message sent while OnConnect resubscribes (or during an
 // outage) reaches the peer after OnConnect's own, on the new connection.
-// The wait is bounded by ctx only (then ctx's error); Close, or the
-// session ending, ends it with an error matching [ErrSessionClosed]. The
-// write itself is bounded by WriteTimeout and ctx, as WriteMessage's. A
+// The wait — for a connection, and for other writers to finish theirs —
+// is bounded by ctx only (then ctx's error); Close, or the session ending,
+// ends it with an error matching [ErrSessionClosed]. The write itself is
+// bounded by WriteTimeout (from when it starts) and ctx. A
 // message is written at most once: a write that fails (the connection
 // broke under it, so the peer may or may not have it) returns its error,
 // matching ErrDisconnected, and is not repeated; resending is the
@@ -873,7 +874,7 @@ func (s *WebSocketSession) WriteMessageWhenConnected(ctx context.Context, messag
 		// Lost between the wait and the write: nothing was written; wait
 		// for the next connection. (Its channel is replaced with the
 		// connection under s.mu, so this wait blocks: no spin.)
-		if err := s.write(ctx, messageType, data); err != errNoConn {
+		if err := s.write(ctx, messageType, data, true); err != errNoConn {
 			return err
 		}
 	}
@@ -891,8 +892,14 @@ func checkMessageType(op string, messageType int) error {
 }
 
 // write writes one message on the current connection; errNoConn when
-// there is none (before or after the wait for the write slot).
-func (s *WebSocketSession) write(ctx context.Context, messageType int, data []byte) error {
+// there is none (before or after the wait for the write slot). WriteTimeout
+// bounds the wait for the slot and the write together; with whenConnected
+// (WriteMessageWhenConnected, whose caller asked to wait within ctx) the
+// wait for the slot is bounded by ctx, and WriteTimeout by the write alone:
+// a writer that waited behind another one whose write broke the conn must
+// not fail for the other's timeout (seen under load: the two equal timers
+// fired in the wrong order).
+func (s *WebSocketSession) write(ctx context.Context, messageType int, data []byte, whenConnected bool) error {
 	if err := ctx.Err(); err != nil {
 		return context.Cause(ctx)
 	}
@@ -900,14 +907,18 @@ func (s *WebSocketSession) write(ctx context.Context, messageType int, data []by
 		return errNoConn
 	}
 	start := time.Now()
-	deadline := start.Add(s.writeTimeout())
-	if dl, ok := ctx.Deadline(); ok && dl.Before(deadline) {
-		deadline = dl
+	deadline := s.writeDeadline(ctx, start)
+	slotDeadline := deadline
+	if whenConnected {
+		slotDeadline = time.Time{}
 	}
-	if err := s.takeWriteSlot(ctx, start, deadline); err != nil {
+	if err := s.takeWriteSlot(ctx, start, slotDeadline); err != nil {
 		return err
 	}
 	defer func() { <-s.wsem }()
+	if whenConnected {
+		deadline = s.writeDeadline(ctx, time.Now())
+	}
 	cc := s.current()
 	if cc == nil {
 		return errNoConn
@@ -930,22 +941,37 @@ func (s *WebSocketSession) write(ctx context.Context, messageType int, data []by
 	return nil
 }
 
+// writeDeadline is the deadline of a write starting at start: WriteTimeout
+// from then, or ctx's deadline when sooner.
+func (s *WebSocketSession) writeDeadline(ctx context.Context, start time.Time) time.Time {
+	deadline := start.Add(s.writeTimeout())
+	if dl, ok := ctx.Deadline(); ok && dl.Before(deadline) {
+		deadline = dl
+	}
+	return deadline
+}
+
 // takeWriteSlot waits for the write slot until deadline (other writers
-// hold it while their writes run), ctx's end or Close.
+// hold it while their writes run; zero: no deadline of its own), ctx's end
+// or Close.
 func (s *WebSocketSession) takeWriteSlot(ctx context.Context, start, deadline time.Time) error {
 	select {
 	case s.wsem <- struct{}{}:
 		return nil
 	default:
 	}
-	t := time.NewTimer(time.Until(deadline))
-	defer t.Stop()
+	var timeout <-chan time.Time
+	if !deadline.IsZero() {
+		t := time.NewTimer(time.Until(deadline))
+		defer t.Stop()
+		timeout = t.C
+	}
 	select {
 	case s.wsem <- struct{}{}:
 		return nil
 	case <-ctx.Done():
 		return context.Cause(ctx)
-	case <-t.C:
+	case <-timeout:
 		return fmt.Errorf("transport: websocket WriteMessage: waited %v for other writers: %w",
 			deadline.Sub(start).Round(time.Millisecond), context.DeadlineExceeded)
 	case <-s.ctx.Done():

