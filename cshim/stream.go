@@ -68,7 +68,7 @@ func newStream(c *client, withUpload bool) *stream {
 	// knows the client's default.
 	s.ctx, s.cancel = context.WithCancelCause(c.ctx)
 	if withUpload {
-		s.up = &upload{changed: make(chan struct{}), ctx: s.ctx}
+		s.up = &upload{changed: make(chan struct{}), settled: make(chan struct{}), ctx: s.ctx}
 	}
 	return s
 }
@@ -90,10 +90,12 @@ func (s *stream) abort(cause error) {
 		s.broadcastLocked()
 	}
 	s.mu.Unlock()
-	s.cancel(cause)
 	if s.up != nil {
+		// Before the cancel, which makes net/http close the body: a
+		// writer must see why.
 		s.up.abort(endedByHostCause(cause))
 	}
+	s.cancel(cause)
 }
 
 // endedByHostCause is the error a stream's reads and writes return after
@@ -119,6 +121,8 @@ func doStream(opCtx context.Context, b *built, o *op, r *request, s *stream) *Er
 		}
 	})
 	defer stop()
+	// Last, after a failure was stored: writers wait for it.
+	defer s.settle()
 	deadline := r.deadline
 	if deadline == 0 {
 		deadline = b.reqTimeout
@@ -145,8 +149,10 @@ func doStream(opCtx context.Context, b *built, o *op, r *request, s *stream) *Er
 	}
 	req, err := http.NewRequestWithContext(ctx, r.method, r.url, body)
 	if err != nil {
+		e := argError("request: %v", err)
+		s.fail(e)
 		s.done(errStreamDone)
-		return argError("request: %v", err)
+		return e
 	}
 	if s.up != nil {
 		// Close it when the Transport does (it closes the request's body
@@ -194,6 +200,14 @@ func doStream(opCtx context.Context, b *built, o *op, r *request, s *stream) *Er
 	s.c.wg.Add(1)
 	go s.pump(resp.Body)
 	return nil
+}
+
+// settle tells a writer waiting for the outcome of the request that
+// RoundTrip returned (its failure, if any, is stored).
+func (s *stream) settle() {
+	if s.up != nil {
+		close(s.up.settled)
+	}
 }
 
 // done ends the stream's context and its deadline's timer.
@@ -380,6 +394,10 @@ type upload struct {
 	done    bool            // the Transport closed it: writes are refused
 	end     *Error          // the request failed or was ended: writes get it
 	changed chan struct{}
+	// settled is closed when RoundTrip returned: a body the Transport
+	// closed was closed for a failure (end, set by then) or for a
+	// response.
+	settled chan struct{}
 }
 
 func (u *upload) broadcastLocked() {
@@ -456,7 +474,18 @@ func (u *upload) write(data []byte, t *timer) (int, *Error) {
 			return taken, stateError("the request body was already closed with lifeline_body_close_write")
 		case u.done:
 			u.mu.Unlock()
-			return taken, stateError("the request body is no longer read (the request ended, or its response arrived first)")
+			// Closed by the Transport: for a failure, which is the
+			// answer, or for a response that came first.
+			if !t.wait(u.settled) {
+				return taken, u.writeTimeout(taken, len(data), t)
+			}
+			u.mu.Lock()
+			e := u.end
+			u.mu.Unlock()
+			if e != nil {
+				return taken, e
+			}
+			return taken, stateError("the request body is no longer read (its response arrived first)")
 		}
 		if room := uploadBuffer - len(u.buf); room > 0 && taken < len(data) {
 			n := min(room, len(data)-taken)
@@ -471,11 +500,15 @@ func (u *upload) write(data []byte, t *timer) (int, *Error) {
 		ch := u.changed
 		u.mu.Unlock()
 		if !t.wait(ch) {
-			return taken, &Error{Status: statusTimeout, Phase: "write", Type: "write_timeout", Timeout: true,
-				Msg: "lifeline: the request body took " + itoa(int64(taken)) + " of " + itoa(int64(len(data))) +
-					" bytes within timeout_ms (" + itoa(t.d.Milliseconds()) + " ms); the body stays writable"}
+			return taken, u.writeTimeout(taken, len(data), t)
 		}
 	}
+}
+
+func (u *upload) writeTimeout(taken, want int, t *timer) *Error {
+	return &Error{Status: statusTimeout, Phase: "write", Type: "write_timeout", Timeout: true,
+		Msg: "lifeline: the request body took " + itoa(int64(taken)) + " of " + itoa(int64(want)) +
+			" bytes within timeout_ms (" + itoa(t.d.Milliseconds()) + " ms); the body stays writable"}
 }
 
 // closeWrite ends the upload: the Transport reads EOF after what was
