@@ -520,3 +520,37 @@ func TestStreamConcurrentReaders(t *testing.T) {
 		t.Fatalf("read %d bytes of %d", total, len(big))
 	}
 }
+
+// streamServers are the loopback servers of the C tests of streamed
+// bodies (LL_STREAM); startServers (cshim_test.go) adds them.
+func streamServers(t *testing.T) []string {
+	t.Helper()
+	mux := http.NewServeMux()
+	// Server-sent events: five events 50ms apart, then the end.
+	mux.HandleFunc("/sse", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.WriteHeader(200)
+		for i := range 5 {
+			fmt.Fprintf(w, "data: event %d\n\n", i)
+			w.(http.Flusher).Flush()
+			select {
+			case <-r.Context().Done():
+				return
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+	})
+	// The request body back, read whole first (net/http's HTTP/1 server
+	// stops reading a request once its handler writes).
+	mux.HandleFunc("/echo", func(w http.ResponseWriter, r *http.Request) {
+		b, err := io.ReadAll(r.Body)
+		if err != nil {
+			w.WriteHeader(400)
+			return
+		}
+		w.Write(b)
+	})
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	return []string{"LL_STREAM=" + srv.URL}
+}
