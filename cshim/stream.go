@@ -551,10 +551,9 @@ func (o *op) waitHeaders(t *timer) *Error {
 	if !t.wait(o.finished) {
 		return errReadTimeout(t.d)
 	}
+	// Freed meanwhile by another thread: the request's own end says so
+	// (canceled), or the stream's abort does at the read.
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	if o.freed {
-		return handleError(o.id, kindOp, kindNone)
-	}
 	return o.err
 }
