@@ -191,3 +191,27 @@ func lifelinego_body_close_write(h C.lifeline_op, cerr *C.lifeline_error) C.int3
 		return u.closeWrite()
 	})
 }
+
+//export lifelinego_body_fd
+func lifelinego_body_fd(h C.lifeline_op, fd *C.int, cerr *C.lifeline_error) C.int32_t {
+	return export(cerr, func() *Error {
+		if fd == nil {
+			return argError("fd is NULL")
+		}
+		*fd = -1
+		o, e := lookupOp(uint64(h))
+		if e != nil {
+			return e
+		}
+		s, e := o.streamOf()
+		if e != nil {
+			return e
+		}
+		n, e := s.readyFD()
+		if e != nil {
+			return e
+		}
+		*fd = C.int(n)
+		return nil
+	})
+}

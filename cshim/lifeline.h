@@ -674,6 +674,18 @@ int32_t lifeline_body_read(lifeline_op op, uint8_t *buf, size_t cap, int64_t tim
  * streamed request), LIFELINE_E_INVALID_ARGUMENT (n is NULL). */
 int32_t lifeline_body_available(lifeline_op op, size_t *n, int *ended, lifeline_error *err);
 
+/* lifeline_body_fd stores in *fd a descriptor for event loops (poll,
+ * epoll, kqueue-less select, asyncio's add_reader, libuv's uv_poll): it is
+ * readable exactly while lifeline_body_read would return at once — the
+ * headers arrived and bytes, the end of the body or a failure wait — and
+ * not readable otherwise (level-triggered). It is the library's: never
+ * read, write or close it; it stays valid until lifeline_op_free, which
+ * closes it (remove it from your poll set first). Made at the first call;
+ * later calls return the same one. Errors: LIFELINE_E_INVALID_HANDLE,
+ * LIFELINE_E_STATE (not a streamed request), LIFELINE_E_INVALID_ARGUMENT
+ * (fd is NULL). */
+int32_t lifeline_body_fd(lifeline_op op, int *fd, lifeline_error *err);
+
 /* lifeline_body_write writes len bytes of the request body of an op
  * started with LIFELINE_STREAM_UPLOAD. The library copies them into a
  * buffer of 64 KiB that it sends from; the call returns when all of them

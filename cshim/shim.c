@@ -256,3 +256,8 @@ int32_t lifeline_body_close_write(lifeline_op op, lifeline_error *err) {
     GUARD(err);
     return lifelinego_body_close_write(op, err);
 }
+
+int32_t lifeline_body_fd(lifeline_op op, int *fd, lifeline_error *err) {
+    GUARD(err);
+    return lifelinego_body_fd(op, fd, err);
+}

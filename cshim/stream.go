@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"sync"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Streamed bodies (lifeline_request_start_stream, lifeline_body_read,
@@ -59,10 +61,16 @@ type stream struct {
 	eof     bool          // the body was read to its end
 	end     *Error        // the body failed (or the host ended it); final
 	changed chan struct{} // closed and replaced whenever the above change
+	headers bool          // the response headers arrived (or the request failed)
+	// The readiness descriptor (lifeline_body_fd): a pipe whose read end
+	// holds one byte while a read would return at once. -1: none made.
+	rfd, wfd int
+	fdReady  bool // the pipe holds its byte
+	fdClosed bool // closed at the op's free: never made or touched again
 }
 
 func newStream(c *client, withUpload bool) *stream {
-	s := &stream{c: c, changed: make(chan struct{})}
+	s := &stream{c: c, changed: make(chan struct{}), rfd: -1, wfd: -1}
 	// The stream's context ends with the client (close) and with the
 	// host's cancel or free; the deadline is added by doStream, which
 	// knows the client's default.
@@ -77,6 +85,61 @@ func newStream(c *client, withUpload bool) *stream {
 func (s *stream) broadcastLocked() {
 	close(s.changed)
 	s.changed = make(chan struct{})
+	s.signalLocked()
+}
+
+// readyLocked reports whether a read would return at once: the headers are
+// there and so are bytes, the end, or a failure. Callers hold s.mu.
+func (s *stream) readyLocked() bool {
+	return s.headers && (len(s.buf)-s.off > 0 || s.eof || s.end != nil)
+}
+
+// signalLocked makes the readiness descriptor say readyLocked. Callers
+// hold s.mu (which orders it with the descriptor's close).
+func (s *stream) signalLocked() {
+	if s.rfd < 0 || s.fdClosed {
+		return
+	}
+	switch ready := s.readyLocked(); {
+	case ready && !s.fdReady:
+		if n, _ := unix.Write(s.wfd, []byte{1}); n == 1 {
+			s.fdReady = true
+		}
+	case !ready && s.fdReady:
+		var b [1]byte
+		if n, _ := unix.Read(s.rfd, b[:]); n == 1 {
+			s.fdReady = false
+		}
+	}
+}
+
+// readyFD returns the readiness descriptor, made at the first call.
+func (s *stream) readyFD() (int, *Error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.fdClosed {
+		return -1, stateError("the stream's descriptor was closed with its operation")
+	}
+	if s.rfd < 0 {
+		var p [2]int
+		if err := unix.Pipe2(p[:], unix.O_NONBLOCK|unix.O_CLOEXEC); err != nil {
+			return -1, &Error{Status: statusNetwork, Type: "fd", Msg: "lifeline: making the stream's descriptor: " + err.Error()}
+		}
+		s.rfd, s.wfd = p[0], p[1]
+		s.signalLocked()
+	}
+	return s.rfd, nil
+}
+
+// closeFD closes the readiness descriptor (the op's free).
+func (s *stream) closeFD() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.rfd >= 0 && !s.fdClosed {
+		unix.Close(s.rfd)
+		unix.Close(s.wfd)
+	}
+	s.fdClosed = true
 }
 
 // abort ends the stream for its host (cancel, free): what was buffered is
@@ -90,6 +153,9 @@ func (s *stream) abort(cause error) {
 		s.broadcastLocked()
 	}
 	s.mu.Unlock()
+	if cause == errOpFreed {
+		s.closeFD()
+	}
 	if s.up != nil {
 		// Before the cancel, which makes net/http close the body: a
 		// writer must see why.
@@ -197,6 +263,10 @@ func doStream(opCtx context.Context, b *built, o *op, r *request, s *stream) *Er
 		s.done(errOpFreed)
 		return e
 	}
+	s.mu.Lock()
+	s.headers = true
+	s.broadcastLocked()
+	s.mu.Unlock()
 	s.c.wg.Add(1)
 	go s.pump(resp.Body)
 	return nil
@@ -232,10 +302,11 @@ func (u uploadCloser) Close() error {
 // fail stores a final error unless the stream already ended.
 func (s *stream) fail(e *Error) {
 	s.mu.Lock()
+	s.headers = true // a read returns at once: the failure
 	if !s.eof && s.end == nil {
 		s.end = e
-		s.broadcastLocked()
 	}
+	s.broadcastLocked()
 	s.mu.Unlock()
 	if s.up != nil {
 		s.up.abort(e)

@@ -14,6 +14,8 @@ import (
 	"testing/synctest"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/lifeline-go/lifeline/internal/faultnet"
 )
 
@@ -21,7 +23,7 @@ import (
 // tested by ctest ("/* streamed bodies */") and the Python binding.
 
 func init() {
-	expectedOK = append(expectedOK, "stream_sse", "stream_stall", "stream_cancel", "stream_upload", "stream_loop")
+	expectedOK = append(expectedOK, "stream_sse", "stream_stall", "stream_cancel", "stream_upload", "stream_loop", "stream_poll")
 }
 
 // streamClient is a client configured by doc, closed (and waited for) at
@@ -553,4 +555,83 @@ func streamServers(t *testing.T) []string {
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
 	return []string{"LL_STREAM=" + srv.URL}
+}
+
+// readable polls fd for up to d.
+func readable(t *testing.T, fd int, d time.Duration) bool {
+	t.Helper()
+	pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+	for {
+		n, err := unix.Poll(pfd, int(d.Milliseconds()))
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n == 1
+	}
+}
+
+// TestStreamReadyFD: the descriptor is readable exactly while a read
+// would return at once: not before the headers, with bytes, not once they
+// were read, and for good at the end.
+func TestStreamReadyFD(t *testing.T) {
+	step := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		<-step
+		io.WriteString(w, "a")
+		w.(http.Flusher).Flush()
+		<-step
+		io.WriteString(w, "b")
+	}))
+	defer srv.Close()
+	c := streamClient(t, nil)
+	o := startStream(t, c, &request{url: srv.URL, deadline: -1}, false)
+	fd, e := o.stream.readyFD()
+	if e != nil {
+		t.Fatal(e.Msg)
+	}
+	if fd2, _ := o.stream.readyFD(); fd2 != fd {
+		t.Fatalf("second call gave %d, first %d", fd2, fd)
+	}
+	if readable(t, fd, 100*time.Millisecond) {
+		t.Fatal("readable before the headers")
+	}
+	step <- struct{}{}
+	if !readable(t, fd, 5*time.Second) {
+		t.Fatal("not readable with a byte waiting")
+	}
+	p := make([]byte, 8)
+	if n, e := bodyRead(o, p, 0); n != 1 || p[0] != 'a' || e != nil {
+		t.Fatalf("read %d %q %+v", n, p[:n], e)
+	}
+	if readable(t, fd, 100*time.Millisecond) {
+		t.Fatal("readable with nothing waiting")
+	}
+	step <- struct{}{}
+	var got []byte
+	for {
+		if !readable(t, fd, 5*time.Second) {
+			t.Fatal("not readable before the end")
+		}
+		n, e := bodyRead(o, p, 0)
+		if e != nil {
+			t.Fatalf("read after poll: %+v", e)
+		}
+		if n == 0 {
+			break
+		}
+		got = append(got, p[:n]...)
+	}
+	if string(got) != "b" {
+		t.Fatalf("got %q", got)
+	}
+	if !readable(t, fd, 0) {
+		t.Fatal("not readable at the end")
+	}
+	o.free()
+	if _, e := o.stream.readyFD(); e == nil || e.Status != statusState {
+		t.Fatalf("descriptor after free: %+v", e)
+	}
 }
