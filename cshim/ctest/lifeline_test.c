@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -1770,6 +1771,49 @@ static void t_stream_loop(void) {
     printf("ok stream_loop\n");
 }
 
+/* An event loop's view: poll() on lifeline_body_fd says when to read; the
+ * reads then never wait (timeout 0) and never time out. */
+static void t_stream_poll(void) {
+    current = "stream_poll";
+    lifeline_client c = new_client(NULL);
+    CHECK(c, NULL, "client");
+    lifeline_error err = LIFELINE_ERROR_INIT;
+    lifeline_request r = get(fmt("%s/sse", env("LL_STREAM")));
+    r.deadline_ms = -1;
+    lifeline_op op = stream_start(c, &r, 0, &err);
+    CHECK(op, &err, "start");
+    int fd = -1, fd2 = -1;
+    CHECK(lifeline_body_fd(op, &fd, &err) == LIFELINE_OK && fd >= 0, &err, "fd");
+    CHECK(lifeline_body_fd(op, &fd2, &err) == LIFELINE_OK && fd2 == fd, &err, "same fd");
+    char body[4096];
+    size_t len = 0;
+    int wakeups = 0;
+    double t0 = now_ms();
+    for (;;) {
+        struct pollfd p = {fd, POLLIN, 0};
+        int pr = poll(&p, 1, 5000);
+        CHECK(pr == 1 && (p.revents & POLLIN), NULL, "poll %d revents %d", pr, p.revents);
+        wakeups++;
+        uint8_t buf[1000];
+        size_t n = 0;
+        int32_t st = lifeline_body_read(op, buf, sizeof buf, 0, &n, &err);
+        CHECK(st == LIFELINE_OK, &err, "read after poll: %d", st);
+        if (n == 0) break;
+        CHECK(len + n < sizeof body, NULL, "too long");
+        memcpy(body + len, buf, n);
+        len += n;
+        CHECK(now_ms() - t0 < 10000, NULL, "poll loop too long");
+    }
+    body[len] = 0;
+    CHECK(strstr(body, "data: event 0") && strstr(body, "data: event 4"), NULL, "body %s", body);
+    /* The descriptor goes with its op. */
+    lifeline_op_free(op, NULL);
+    CHECK(lifeline_body_fd(op, &fd, &err) == LIFELINE_E_INVALID_HANDLE && fd == -1, &err, "after free");
+    lifeline_error_clear(&err);
+    lifeline_client_close(c, NULL);
+    printf("ok stream_poll wakeups=%d\n", wakeups);
+}
+
 #ifdef LL_TESTHOOKS
 static void t_panic_op(void) {
     lifeline_client c = new_client(NULL);
@@ -1846,7 +1890,7 @@ int main(int argc, char **argv) {
         {"fork", t_fork},         {"loop", t_loop},
         {"stream_sse", t_stream_sse}, {"stream_stall", t_stream_stall},
         {"stream_cancel", t_stream_cancel}, {"stream_upload", t_stream_upload},
-        {"stream_loop", t_stream_loop},
+        {"stream_loop", t_stream_loop}, {"stream_poll", t_stream_poll},
     };
     int ran = 0;
     for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++) {
