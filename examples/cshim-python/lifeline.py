@@ -172,6 +172,7 @@ def load(path=None):
             "lifeline_body_available": ([u64, ctypes.POINTER(ctypes.c_size_t), ctypes.POINTER(ctypes.c_int), E], i32),
             "lifeline_body_write": ([u64, ctypes.c_void_p, ctypes.c_size_t, i64, ctypes.POINTER(ctypes.c_size_t), E], i32),
             "lifeline_body_close_write": ([u64, E], i32),
+            "lifeline_body_fd": ([u64, ctypes.POINTER(ctypes.c_int), E], i32),
         }
         for name, (args, res) in sigs.items():
             fn = getattr(lib, name)
@@ -419,6 +420,16 @@ class Stream:
         _check(lib, lib.lifeline_body_available(self._op.handle, ctypes.byref(n), ctypes.byref(ended),
                                                 ctypes.byref(err)), err)
         return n.value, bool(ended.value)
+
+    def fileno(self):
+        """A descriptor readable exactly while read(timeout=0) would return
+        at once (bytes, the end, or a failure): for selectors, select and
+        asyncio's loop.add_reader. The library's: never read or close it;
+        it is closed with the stream (unregister it first)."""
+        lib, err = self._lib, _Error()
+        fd = ctypes.c_int(-1)
+        _check(lib, lib.lifeline_body_fd(self._op.handle, ctypes.byref(fd), ctypes.byref(err)), err)
+        return fd.value
 
     def write(self, data, timeout=None):
         """Writes data to the request body (upload=True), waiting while the

@@ -135,3 +135,33 @@ def test_streams_leak_nothing(stream_url):
         assert _live(c) == before
         time.sleep(0.3)
         assert c.metrics()["client"]["in_flight"] == 0
+
+
+def test_event_loop_reads_by_readiness(stream_url):
+    """asyncio drives the stream from its own loop: add_reader on fileno(),
+    read(timeout=0) when it fires, which never times out."""
+    import asyncio
+
+    async def main(s):
+        loop = asyncio.get_running_loop()
+        got, wakeups = b"", 0
+        done = loop.create_future()
+
+        def on_ready():
+            nonlocal got, wakeups
+            wakeups += 1
+            b = s.read(timeout=0)
+            if b:
+                got += b
+            elif not done.done():
+                loop.remove_reader(s.fileno())
+                done.set_result(None)
+
+        loop.add_reader(s.fileno(), on_ready)
+        await asyncio.wait_for(done, 10)
+        return got, wakeups
+
+    with Client() as c, c.stream("GET", stream_url + "/sse") as s:
+        got, wakeups = asyncio.run(main(s))
+    assert got == b"".join(b"data: event %d\n\n" % i for i in range(5))
+    assert 2 <= wakeups <= 20
