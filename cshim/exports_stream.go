@@ -33,7 +33,7 @@ func waitMillis(v C.int64_t) time.Duration {
 
 //export lifelinego_request_start_stream
 func lifelinego_request_start_stream(h C.lifeline_client, r *C.lifeline_request, flags C.uint32_t,
-	cb C.lifeline_callback, ud C.uintptr_t, opOut *C.lifeline_op, cerr *C.lifeline_error) C.int32_t {
+	opts *C.lifeline_call_options, cb C.lifeline_callback, ud C.uintptr_t, opOut *C.lifeline_op, cerr *C.lifeline_error) C.int32_t {
 	return export(cerr, func() *Error {
 		if opOut == nil {
 			return argError("op is NULL")
@@ -50,6 +50,10 @@ func lifelinego_request_start_stream(h C.lifeline_client, r *C.lifeline_request,
 		if e != nil {
 			return e
 		}
+		co, e := readCallOptions(opts)
+		if e != nil {
+			return e
+		}
 		deadline := req.deadline
 		if deadline < 0 {
 			deadline = -1
@@ -57,7 +61,7 @@ func lifelinego_request_start_stream(h C.lifeline_client, r *C.lifeline_request,
 		s := newStream(c, flags&C.LIFELINE_STREAM_UPLOAD != 0)
 		o, e := c.startOp(false, deadline, callbackOf(cb, ud), true, s,
 			func(ctx context.Context, b *built, o *op) *Error {
-				return doStream(ctx, b, o, req, s)
+				return doStream(ctx, b, o, req, co, s)
 			})
 		if e != nil {
 			s.done(errStreamDone)
@@ -66,6 +70,31 @@ func lifelinego_request_start_stream(h C.lifeline_client, r *C.lifeline_request,
 		*opOut = C.lifeline_op(o.id)
 		return nil
 	})
+}
+
+// readCallOptions copies and checks a host's lifeline_call_options (NULL:
+// none).
+func readCallOptions(p *C.lifeline_call_options) (callOptions, *Error) {
+	var co callOptions
+	if p == nil {
+		return co, nil
+	}
+	var e *Error
+	if co.firstByte, e = millis(p.first_byte_timeout_ms, "opts->first_byte_timeout_ms"); e != nil {
+		return co, e
+	}
+	if co.stall, e = millis(p.stall_timeout_ms, "opts->stall_timeout_ms"); e != nil {
+		return co, e
+	}
+	switch n := int64(p.max_attempts); {
+	case n < 0:
+		return co, argError("opts->max_attempts %d is negative (0: the client's, 1: no retry)", n)
+	case n > 100:
+		return co, argError("opts->max_attempts %d is above 100", n)
+	default:
+		co.maxAttempts = int(n)
+	}
+	return co, nil
 }
 
 //export lifelinego_body_read

@@ -625,18 +625,36 @@ int32_t lifeline_op_free(lifeline_op op, lifeline_error *err);
  * started. */
 #define LIFELINE_STREAM_UPLOAD 1u
 
+/* Per-call limits of a streamed request, over the client's configuration
+ * for this one call (one client, one pool, many kinds of call). Zero
+ * fields keep the client's value. */
+typedef struct lifeline_call_options {
+    /* The wait for the response headers: <0 off for this call (a long
+     * poll, answered when there is news; deadline_ms still bounds it),
+     * >0 this many ms; 0 transport.first_byte_timeout_ms. */
+    int64_t first_byte_timeout_ms;
+    /* The body's stall limit (both directions): <0 off (your read
+     * timeouts, deadline_ms and cancel then bound the waits), >0 this
+     * many ms; 0 transport.stall_timeout_ms. */
+    int64_t stall_timeout_ms;
+    /* Attempts, the first included: 1 no retry, >1 up to that many (paid
+     * from the client's retry budget); 0 retry.max_attempts. */
+    int64_t max_attempts;
+} lifeline_call_options;
+
 /* lifeline_request_start_stream starts a streamed request and returns at
  * once with its handle in *op, like lifeline_request_start. The operation
  * finishes (lifeline_op_wait returns LIFELINE_OK, the callback runs) when
  * the status and headers arrived or the request failed; retries of
  * lifeline_request_do's rules happen before that. lifeline_op_response
  * then gives the status and headers with an empty body (body_len 0); the
- * body is read with lifeline_body_read.
+ * body is read with lifeline_body_read. opts may be NULL (the client's
+ * limits); it is copied before the call returns.
  * Errors: those of lifeline_request_start; LIFELINE_E_INVALID_ARGUMENT
- * also for a flag not defined above. */
+ * also for a flag not defined above or an option out of range. */
 int32_t lifeline_request_start_stream(lifeline_client c, const lifeline_request *req, uint32_t flags,
-                                      lifeline_callback callback, void *user_data, lifeline_op *op,
-                                      lifeline_error *err);
+                                      const lifeline_call_options *opts, lifeline_callback callback,
+                                      void *user_data, lifeline_op *op, lifeline_error *err);
 
 /* lifeline_body_read reads the next bytes of a streamed response body into
  * buf (cap >= 1 bytes) and stores their number in *n. It waits at most

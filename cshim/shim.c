@@ -228,11 +228,11 @@ int32_t lifeline_op_free(lifeline_op op, lifeline_error *err) {
 /* Streamed bodies (stream.go, exports_stream.go). */
 
 int32_t lifeline_request_start_stream(lifeline_client c, const lifeline_request *req, uint32_t flags,
-                                      lifeline_callback callback, void *user_data, lifeline_op *op,
-                                      lifeline_error *err) {
+                                      const lifeline_call_options *opts, lifeline_callback callback,
+                                      void *user_data, lifeline_op *op, lifeline_error *err) {
     GUARD(err);
-    return lifelinego_request_start_stream(c, (lifeline_request *)req, flags, callback, (uintptr_t)user_data, op,
-                                           err);
+    return lifelinego_request_start_stream(c, (lifeline_request *)req, flags, (lifeline_call_options *)opts,
+                                           callback, (uintptr_t)user_data, op, err);
 }
 
 int32_t lifeline_body_read(lifeline_op op, uint8_t *buf, size_t cap, int64_t timeout_ms, size_t *n,

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/lifeline-go/lifeline/transport"
 )
 
 // Streamed bodies (lifeline_request_start_stream, lifeline_body_read,
@@ -178,7 +180,7 @@ func endedByHostCause(cause error) *Error {
 // doStream is the work of a streamed request: it sends the request,
 // stores the status and headers as the op's response once they arrive
 // and hands the body to the pump.
-func doStream(opCtx context.Context, b *built, o *op, r *request, s *stream) *Error {
+func doStream(opCtx context.Context, b *built, o *op, r *request, co callOptions, s *stream) *Error {
 	// The op's end before its result reaches the stream (cancel, free,
 	// the deadline); its end after (errOpDone) does not.
 	stop := context.AfterFunc(opCtx, func() {
@@ -213,7 +215,7 @@ func doStream(opCtx context.Context, b *built, o *op, r *request, s *stream) *Er
 	case len(r.body) > 0:
 		body = bytes.NewReader(r.body)
 	}
-	req, err := http.NewRequestWithContext(ctx, r.method, r.url, body)
+	req, err := http.NewRequestWithContext(co.apply(ctx, b), r.method, r.url, body)
 	if err != nil {
 		e := argError("request: %v", err)
 		s.fail(e)
@@ -286,6 +288,27 @@ func (s *stream) done(cause error) {
 	if s.release != nil {
 		s.release()
 	}
+}
+
+// callOptions are a streamed request's own limits (lifeline_call_options);
+// zero fields keep the client's.
+type callOptions struct {
+	firstByte, stall time.Duration // < 0: off
+	maxAttempts      int
+}
+
+// apply returns ctx carrying the options for the client's Transport.
+func (co callOptions) apply(ctx context.Context, b *built) context.Context {
+	if co == (callOptions{}) {
+		return ctx
+	}
+	o := transport.CallOptions{FirstByteTimeout: co.firstByte, StallTimeout: co.stall}
+	if co.maxAttempts > 0 {
+		p := *b.tr.Retry // the client's policy and budget, fewer or more attempts
+		p.MaxAttempts = co.maxAttempts
+		o.Retry = &p
+	}
+	return transport.WithCallOptions(ctx, o)
 }
 
 // uploadCloser is a streamed request's body as the Transport sees it.

@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -50,12 +51,17 @@ func streamClient(t *testing.T, doc map[string]any) *client {
 // startStream is lifeline_request_start_stream without C.
 func startStream(t *testing.T, c *client, r *request, upload bool) *op {
 	t.Helper()
+	return startStreamWith(t, c, r, upload, callOptions{})
+}
+
+func startStreamWith(t *testing.T, c *client, r *request, upload bool, co callOptions) *op {
+	t.Helper()
 	if r.method == "" {
 		r.method = http.MethodGet
 	}
 	s := newStream(c, upload)
 	o, e := c.startOp(false, r.deadline, nil, false, s, func(ctx context.Context, b *built, o *op) *Error {
-		return doStream(ctx, b, o, r, s)
+		return doStream(ctx, b, o, r, co, s)
 	})
 	if e != nil {
 		s.done(errStreamDone)
@@ -633,5 +639,68 @@ func TestStreamReadyFD(t *testing.T) {
 	o.free()
 	if _, e := o.stream.readyFD(); e == nil || e.Status != statusState {
 		t.Fatalf("descriptor after free: %+v", e)
+	}
+}
+
+// TestStreamCallOptions: one client, its limits changed for one call: a
+// long poll answered after the client's first-byte limit passes with the
+// limit off; a stall limit of the call's own; no retry for a call.
+func TestStreamCallOptions(t *testing.T) {
+	var busy atomic.Int64
+	stop := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/poll":
+			time.Sleep(600 * time.Millisecond)
+			io.WriteString(w, "news")
+		case "/stall":
+			w.Header().Set("Content-Length", "10")
+			io.WriteString(w, "par")
+			w.(http.Flusher).Flush()
+			select {
+			case <-r.Context().Done():
+			case <-stop:
+			}
+		case "/busy":
+			busy.Add(1)
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}
+	}))
+	defer srv.Close()
+	defer close(stop)
+	c := streamClient(t, map[string]any{"transport.first_byte_timeout_ms": 200, "transport.stall_timeout_ms": -1,
+		"retry.max_attempts": 3, "retry.initial_interval_ms": 1, "retry.max_interval_ms": 2})
+
+	// The client's limit cuts the long poll; the call's option lets it wait.
+	o := startStream(t, c, &request{url: srv.URL + "/poll", deadline: 5 * time.Second, headers: [][2]string{{"Idempotency-Key", "x"}}}, false)
+	o.wait(-1)
+	if _, e := o.takeResponse(); e == nil || e.Phase != "first_byte" {
+		t.Fatalf("without options: %+v, want a first_byte timeout", e)
+	}
+	o = startStreamWith(t, c, &request{url: srv.URL + "/poll", deadline: 5 * time.Second}, false, callOptions{firstByte: -1})
+	if got, e := readAll(t, o, -1); e != nil || string(got) != "news" {
+		t.Fatalf("long poll: %q %+v", got, e)
+	}
+
+	// A stall limit for this call only (the client has none).
+	o = startStreamWith(t, c, &request{url: srv.URL + "/stall", deadline: -1}, false, callOptions{stall: 300 * time.Millisecond})
+	if got, e := readAll(t, o, -1); string(got) != "par" || e == nil || e.Phase != "stall" {
+		t.Fatalf("stall: %q %+v", got, e)
+	}
+
+	// No retry for this call: one request, the 503 returned.
+	o = startStreamWith(t, c, &request{url: srv.URL + "/busy", deadline: -1}, false, callOptions{maxAttempts: 1})
+	o.wait(-1)
+	if r, e := o.takeResponse(); e != nil || r.status != 503 {
+		t.Fatalf("busy: %+v %+v", r, e)
+	}
+	if n := busy.Load(); n != 1 {
+		t.Fatalf("%d requests with max_attempts 1", n)
+	}
+	// The client's policy retries it (3 attempts).
+	o = startStream(t, c, &request{url: srv.URL + "/busy", deadline: -1}, false)
+	o.wait(-1)
+	if n := busy.Load(); n != 4 {
+		t.Fatalf("%d requests in all, want 1 + 3", n)
 	}
 }

@@ -1465,10 +1465,15 @@ static void t_loop(void) {
 /* streamed bodies */
 
 /* stream_start starts a streamed request and waits for its headers. */
-static lifeline_op stream_start(lifeline_client c, lifeline_request *r, uint32_t flags, lifeline_error *err) {
+static lifeline_op stream_start_opts(lifeline_client c, lifeline_request *r, uint32_t flags,
+                                     const lifeline_call_options *opts, lifeline_error *err) {
     lifeline_op op = 0;
-    if (lifeline_request_start_stream(c, r, flags, NULL, NULL, &op, err) != LIFELINE_OK) return 0;
+    if (lifeline_request_start_stream(c, r, flags, opts, NULL, NULL, &op, err) != LIFELINE_OK) return 0;
     return op;
+}
+
+static lifeline_op stream_start(lifeline_client c, lifeline_request *r, uint32_t flags, lifeline_error *err) {
+    return stream_start_opts(c, r, flags, NULL, err);
 }
 
 /* stream_read_all reads a body to its end (or failure) with reads of
@@ -1553,6 +1558,17 @@ static void t_stream_stall(void) {
     size_t n;
     CHECK(lifeline_body_read(op, b, sizeof b, 0, &n, &err) == LIFELINE_E_TIMEOUT && strcmp(err.phase, "stall") == 0,
           &err, "again");
+    lifeline_op_free(op, NULL);
+    lifeline_client_close(c, NULL);
+
+    /* The same limit as this call's own, on a client without one. */
+    c = new_client("{\"transport.stall_timeout_ms\": -1, \"retry.max_attempts\": 1}");
+    CHECK(c, NULL, "client");
+    lifeline_call_options opts = {0, 300, 1};
+    op = stream_start_opts(c, &r, 0, &opts, &err);
+    CHECK(op, &err, "start with options");
+    st = stream_read_all(op, body, sizeof body, &len, -1, NULL, &err);
+    CHECK(st == LIFELINE_E_TIMEOUT && strcmp(err.phase, "stall") == 0 && len == 7, &err, "per-call stall: %d", st);
     lifeline_op_free(op, NULL);
     lifeline_error_clear(&err);
     lifeline_client_close(c, NULL);
@@ -1680,9 +1696,14 @@ static void t_stream_upload(void) {
     CHECK(lifeline_body_read(op, b, sizeof b, 0, NULL, &err) == LIFELINE_E_INVALID_ARGUMENT, &err, "NULL n");
     lifeline_op_free(op, NULL);
     CHECK(lifeline_body_read(op, b, sizeof b, 0, &n, &err) == LIFELINE_E_INVALID_HANDLE, &err, "freed op");
-    CHECK(lifeline_request_start_stream(c, &hello, 0x80, NULL, NULL, &op, &err) == LIFELINE_E_INVALID_ARGUMENT &&
+    CHECK(lifeline_request_start_stream(c, &hello, 0x80, NULL, NULL, NULL, &op, &err) ==
+                  LIFELINE_E_INVALID_ARGUMENT &&
               op == 0,
           &err, "unknown flag");
+    lifeline_call_options bad = {0, 0, -1};
+    CHECK(lifeline_request_start_stream(c, &hello, 0, &bad, NULL, NULL, &op, &err) == LIFELINE_E_INVALID_ARGUMENT &&
+              strstr(err.message, "max_attempts"),
+          &err, "bad option");
     lifeline_client_close(c, NULL);
 
     /* A peer that reads nothing: the upload stalls, a blocked writer gets

@@ -74,6 +74,14 @@ class _Request(ctypes.Structure):
     ]
 
 
+class _CallOptions(ctypes.Structure):
+    _fields_ = [
+        ("first_byte_timeout_ms", ctypes.c_int64),
+        ("stall_timeout_ms", ctypes.c_int64),
+        ("max_attempts", ctypes.c_int64),
+    ]
+
+
 class _Response(ctypes.Structure):
     _fields_ = [
         ("status", ctypes.c_int32),
@@ -167,7 +175,7 @@ def load(path=None):
             "lifeline_op_response": ([u64, ctypes.POINTER(ctypes.POINTER(_Response)), E], i32),
             "lifeline_op_fd": ([u64, ctypes.POINTER(ctypes.c_int), E], i32),
             "lifeline_op_free": ([u64, E], i32),
-            "lifeline_request_start_stream": ([u64, ctypes.POINTER(_Request), ctypes.c_uint32, _CALLBACK, ctypes.c_void_p, ctypes.POINTER(u64), E], i32),
+            "lifeline_request_start_stream": ([u64, ctypes.POINTER(_Request), ctypes.c_uint32, ctypes.POINTER(_CallOptions), _CALLBACK, ctypes.c_void_p, ctypes.POINTER(u64), E], i32),
             "lifeline_body_read": ([u64, ctypes.c_void_p, ctypes.c_size_t, i64, ctypes.POINTER(ctypes.c_size_t), E], i32),
             "lifeline_body_available": ([u64, ctypes.POINTER(ctypes.c_size_t), ctypes.POINTER(ctypes.c_int), E], i32),
             "lifeline_body_write": ([u64, ctypes.c_void_p, ctypes.c_size_t, i64, ctypes.POINTER(ctypes.c_size_t), E], i32),
@@ -525,7 +533,8 @@ class Client:
         return self._start(lambda cb, ud, op, err: self._lib.lifeline_request_start(
             self.handle, ctypes.byref(req), cb, ud, op, err), callback, False)
 
-    def stream(self, method, url, headers=None, body=b"", deadline_ms=-1, upload=False):
+    def stream(self, method, url, headers=None, body=b"", deadline_ms=-1, upload=False,
+               first_byte_timeout_ms=0, stall_timeout_ms=0, max_attempts=0):
         """Starts a streamed request and returns its Stream at once: read the
         response body in pieces as it arrives (a download, server-sent
         events, a long poll), and with upload=True write the request body in
@@ -533,11 +542,16 @@ class Client:
         stream, body included (-1, the default here: no total deadline; the
         client's transport.stall_timeout_ms still fails a body that stops,
         and 0 means the client's request_timeout_ms). The client's
-        max_response_bytes does not apply."""
+        max_response_bytes does not apply. first_byte_timeout_ms,
+        stall_timeout_ms and max_attempts change the client's limits for
+        this call only (0: the client's; a negative limit: off, e.g.
+        first_byte_timeout_ms=-1 for a long poll; max_attempts=1: no
+        retry)."""
         req, keep = _request(method, url, headers, body, deadline_ms)
         flags = STREAM_UPLOAD if upload else 0
+        opts = _CallOptions(first_byte_timeout_ms, stall_timeout_ms, max_attempts)
         op = self._start(lambda cb, ud, o, err: self._lib.lifeline_request_start_stream(
-            self.handle, ctypes.byref(req), flags, cb, ud, o, err), None, False)
+            self.handle, ctypes.byref(req), flags, ctypes.byref(opts), cb, ud, o, err), None, False)
         return Stream(op)
 
     def _start(self, call, callback, is_dial):

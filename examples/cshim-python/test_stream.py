@@ -8,7 +8,7 @@ import time
 import pytest
 
 import lifeline
-from lifeline import Client, LifelineCanceled, LifelineReadTimeout, LifelineTimeout
+from lifeline import Client, LifelineCanceled, LifelineError, LifelineReadTimeout, LifelineTimeout
 
 
 def _live(c):
@@ -59,6 +59,19 @@ def test_stalling_body(stream_url):
             assert 0.2 <= el < 3.0, el
             with pytest.raises(LifelineTimeout):
                 s.read(timeout=0)
+
+
+def test_per_call_stall_limit(stream_url):
+    """A stall limit for one call, on a client that has none."""
+    with Client({"transport.stall_timeout_ms": -1, "retry.max_attempts": 1}) as c:
+        with c.stream("GET", stream_url + "/stall", stall_timeout_ms=300) as s:
+            assert s.read() == b"partial"
+            with pytest.raises(LifelineTimeout) as ei:
+                s.read(timeout=5)
+            assert ei.value.phase == "stall"
+        with pytest.raises(LifelineError) as ei:
+            c.stream("GET", stream_url + "/stall", max_attempts=-1)
+        assert ei.value.status == lifeline.E_INVALID_ARGUMENT
 
 
 @pytest.mark.parametrize("how", ["cancel", "close_client"])
