@@ -704,3 +704,36 @@ func TestStreamCallOptions(t *testing.T) {
 		t.Fatalf("%d requests in all, want 1 + 3", n)
 	}
 }
+
+// TestStreamHTTP2: a streamed upload and a trickling body over HTTP/2
+// (TLS, ALPN h2), where a body read returns as soon as its stream has a
+// byte and a cancel resets the stream, not the conn.
+func TestStreamHTTP2(t *testing.T) {
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		w.Write(b)
+		w.(http.Flusher).Flush()
+		time.Sleep(50 * time.Millisecond)
+		io.WriteString(w, "|tail")
+	}))
+	srv.EnableHTTP2 = true
+	srv.StartTLS()
+	defer srv.Close()
+	c := streamClient(t, map[string]any{"tls.insecure_skip_verify": true})
+	o := startStream(t, c, &request{method: "POST", url: srv.URL, deadline: -1}, true)
+	want := bytes.Repeat([]byte("0123456789"), 20000)
+	if n, e := bodyWrite(o, want, 5*time.Second); n != len(want) || e != nil {
+		t.Fatalf("write: %d %+v", n, e)
+	}
+	if e := o.stream.up.closeWrite(); e != nil {
+		t.Fatal(e.Msg)
+	}
+	got, e := readAll(t, o, 5*time.Second)
+	if e != nil || !bytes.Equal(got, append(want, "|tail"...)) {
+		t.Fatalf("echo over h2: %d bytes, %+v", len(got), e)
+	}
+	r, e := o.takeResponse()
+	if e != nil || r.major != 2 {
+		t.Fatalf("response %+v %+v, want HTTP/2", r, e)
+	}
+}
