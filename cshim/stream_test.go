@@ -583,15 +583,20 @@ func readable(t *testing.T, fd int, d time.Duration) bool {
 // would return at once: not before the headers, with bytes, not once they
 // were read, and for good at the end.
 func TestStreamReadyFD(t *testing.T) {
-	step := make(chan struct{})
+	step, stop := make(chan struct{}), make(chan struct{})
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		<-step
-		io.WriteString(w, "a")
-		w.(http.Flusher).Flush()
-		<-step
-		io.WriteString(w, "b")
+		for _, b := range []string{"a", "b"} {
+			select {
+			case <-step:
+			case <-stop: // the test failed: end so that Close returns
+				return
+			}
+			io.WriteString(w, b)
+			w.(http.Flusher).Flush()
+		}
 	}))
 	defer srv.Close()
+	defer close(stop)
 	c := streamClient(t, nil)
 	o := startStream(t, c, &request{url: srv.URL, deadline: -1}, false)
 	fd, e := o.stream.readyFD()
