@@ -199,7 +199,7 @@ func startServers(t *testing.T) *servers {
 	hole := faultnet.NewBlackhole(t, "")
 	refused := faultnet.RefusedAddr(t, "tcp")
 
-	return &servers{env: []string{
+	return &servers{env: append([]string{
 		"LL_HTTP=" + plain.URL,
 		"LL_HTTPS=" + strings.Replace(tlsSrv.URL, "127.0.0.1", "localhost", 1),
 		"LL_CA_FILE=" + caFile,
@@ -212,7 +212,7 @@ func startServers(t *testing.T) *servers {
 		"LL_WS=" + strings.Replace(plain.URL, "http://", "ws://", 1),
 		// The proxy variables of the CI host must not route loopback tests.
 		"NO_PROXY=*", "no_proxy=*",
-	}}
+	}, streamServers(t)...)}
 }
 
 // run runs a compiled test program and returns its output lines.

@@ -577,7 +577,7 @@ func lifelinego_op_cancel(h C.lifeline_op, cerr *C.lifeline_error) C.int32_t {
 		if e != nil {
 			return e
 		}
-		o.cancel(errCanceledByHost)
+		o.cancelByHost()
 		return nil
 	})
 }

@@ -823,6 +823,165 @@ int32_t lifeline_session_close(lifeline_session s, lifeline_error *err);
  * free). */
 int32_t lifeline_session_free(lifeline_session s, lifeline_error *err);
 
+/* ------------------------------------------------------------------ */
+/* Streamed bodies (ABI version 2)                                     */
+/* ------------------------------------------------------------------ */
+
+/* A streamed request is an operation that finishes when the response's
+ * status and headers arrive; its body is then read in pieces with
+ * lifeline_body_read, for as long as it lasts: a download, server-sent
+ * events, a long poll. With LIFELINE_STREAM_UPLOAD its request body is
+ * written in pieces with lifeline_body_write. The buffered calls above are
+ * unchanged.
+ *
+ * Limits. Every wait of a streamed body is bounded:
+ *   - transport.stall_timeout_ms still fails a body of which no byte came
+ *     for that long while the library was reading it (LIFELINE_E_TIMEOUT,
+ *     phase "stall", error_type "stall_timeout"). The library reads ahead
+ *     of you into a buffer of 64 KiB and stops reading from the peer while
+ *     it is full: a host that reads slowly is not a stall. A server-sent
+ *     events stream whose server is quiet for longer than the stall limit
+ *     needs a client with a longer transport.stall_timeout_ms (or <0).
+ *   - the request's deadline_ms (0: the client's request_timeout_ms)
+ *     bounds the whole operation, body included, as for a buffered
+ *     request: pass deadline_ms < 0 for a stream meant to outlive it
+ *     (then only the stall limit, your read timeouts and cancel end it).
+ *     A deadline that expires while the body is read fails it with phase
+ *     "stall", error_type "deadline" (bytes read before are still
+ *     delivered first).
+ *   - max_response_bytes does not apply to a streamed body: you see each
+ *     piece and decide.
+ *   - an upload (LIFELINE_STREAM_UPLOAD) whose peer takes no byte for
+ *     transport.stall_timeout_ms fails (phase "upload_stall"); time the
+ *     library spends waiting for your next lifeline_body_write is yours,
+ *     not a stall.
+ *
+ * Ending it. lifeline_op_cancel ends a streamed request in every state,
+ * also after its headers arrived: a lifeline_body_read or
+ * lifeline_body_write blocked in another thread returns
+ * LIFELINE_E_CANCELED within 100 ms, bytes not yet read are dropped, and
+ * every later read or write returns LIFELINE_E_CANCELED (a body that had
+ * already arrived whole stays readable to its end). lifeline_op_free does
+ * the same and releases the handle; lifeline_client_close ends it with
+ * LIFELINE_E_CLOSED. The connection is released when the body was read to
+ * its end, failed, or was ended so: free every streamed op.
+ *
+ * Threads. Any thread may read, write, cancel or free, concurrently; two
+ * threads reading one body concurrently each get distinct bytes in
+ * arrival order, but which thread gets which piece is not defined. */
+
+/* Flags of lifeline_request_start_stream. */
+/* The request body is written with lifeline_body_write and ended with
+ * lifeline_body_close_write (sent chunked on HTTP/1.1). req->body, when
+ * given, is sent first. Such a request is never retried once its body was
+ * started. */
+#define LIFELINE_STREAM_UPLOAD 1u
+
+/* Per-call limits of a streamed request, over the client's configuration
+ * for this one call (one client, one pool, many kinds of call). Zero
+ * fields keep the client's value. */
+typedef struct lifeline_call_options {
+    /* The wait for the response headers: <0 off for this call (a long
+     * poll, answered when there is news; deadline_ms still bounds it),
+     * >0 this many ms; 0 transport.first_byte_timeout_ms. */
+    int64_t first_byte_timeout_ms;
+    /* The body's stall limit (both directions): <0 off (your read
+     * timeouts, deadline_ms and cancel then bound the waits), >0 this
+     * many ms; 0 transport.stall_timeout_ms. */
+    int64_t stall_timeout_ms;
+    /* Attempts, the first included: 1 no retry, >1 up to that many (paid
+     * from the client's retry budget); 0 retry.max_attempts. */
+    int64_t max_attempts;
+} lifeline_call_options;
+
+/* lifeline_request_start_stream starts a streamed request and returns at
+ * once with its handle in *op, like lifeline_request_start. The operation
+ * finishes (lifeline_op_wait returns LIFELINE_OK, the callback runs) when
+ * the status and headers arrived or the request failed; retries of
+ * lifeline_request_do's rules happen before that. lifeline_op_response
+ * then gives the status and headers with an empty body (body_len 0); the
+ * body is read with lifeline_body_read. opts may be NULL (the client's
+ * limits); it is copied before the call returns.
+ * Errors: those of lifeline_request_start; LIFELINE_E_INVALID_ARGUMENT
+ * also for a flag not defined above or an option out of range. */
+int32_t lifeline_request_start_stream(lifeline_client c, const lifeline_request *req, uint32_t flags,
+                                      const lifeline_call_options *opts, lifeline_callback callback,
+                                      void *user_data, lifeline_op *op, lifeline_error *err);
+
+/* lifeline_body_read reads the next bytes of a streamed response body into
+ * buf (cap >= 1 bytes) and stores their number in *n. It waits at most
+ * timeout_ms (<0: until a byte, the end of the body or a failure; 0: do
+ * not wait) — for the headers first, when they have not arrived — and
+ * returns as soon as at least one byte is there, with everything buffered
+ * that fits in cap.
+ * Returns:
+ *   LIFELINE_OK, *n >= 1   bytes were read.
+ *   LIFELINE_OK, *n == 0   the end of the body (as read(2)); every later
+ *                          read returns the same.
+ *   LIFELINE_E_TIMEOUT with err->phase "read" (error_type
+ *                          "read_timeout"): timeout_ms passed with no
+ *                          byte. Not a failure: the body stays readable,
+ *                          read again. Every other failure is final and
+ *                          returned by every later read:
+ *   LIFELINE_E_TIMEOUT (phase "stall": the stall limit or the deadline),
+ *   LIFELINE_E_NETWORK (the connection failed), LIFELINE_E_CANCELED,
+ *   LIFELINE_E_CLOSED, and the request's own failure when it got no
+ *   headers (any status of lifeline_op_response).
+ *   LIFELINE_E_STATE: op is not a streamed request.
+ *   LIFELINE_E_INVALID_ARGUMENT: buf or n is NULL, or cap is 0.
+ *   LIFELINE_E_INVALID_HANDLE.
+ * Hosts with an interpreter read in short slices (e.g. 50 ms) so that
+ * their signals are handled between them. */
+int32_t lifeline_body_read(lifeline_op op, uint8_t *buf, size_t cap, int64_t timeout_ms, size_t *n,
+                           lifeline_error *err);
+
+/* lifeline_body_available stores in *n how many body bytes the library has
+ * buffered (a lifeline_body_read with timeout 0 returns at least one of
+ * them), and in *ended (may be NULL) 1 when nothing will follow them (the
+ * end of the body, a failure or a cancel: a read after them returns at
+ * once), else 0. Both are 0 while the headers have not arrived. It never
+ * waits. Errors: LIFELINE_E_INVALID_HANDLE, LIFELINE_E_STATE (not a
+ * streamed request), LIFELINE_E_INVALID_ARGUMENT (n is NULL). */
+int32_t lifeline_body_available(lifeline_op op, size_t *n, int *ended, lifeline_error *err);
+
+/* lifeline_body_fd stores in *fd a descriptor for event loops (poll,
+ * epoll, kqueue-less select, asyncio's add_reader, libuv's uv_poll): it is
+ * readable exactly while lifeline_body_read would return at once — the
+ * headers arrived and bytes, the end of the body or a failure wait — and
+ * not readable otherwise (level-triggered). It is the library's: never
+ * read, write or close it; it stays valid until lifeline_op_free, which
+ * closes it (remove it from your poll set first). Made at the first call;
+ * later calls return the same one. Errors: LIFELINE_E_INVALID_HANDLE,
+ * LIFELINE_E_STATE (not a streamed request), LIFELINE_E_INVALID_ARGUMENT
+ * (fd is NULL). */
+int32_t lifeline_body_fd(lifeline_op op, int *fd, lifeline_error *err);
+
+/* lifeline_body_write writes len bytes of the request body of an op
+ * started with LIFELINE_STREAM_UPLOAD. The library copies them into a
+ * buffer of 64 KiB that it sends from; the call returns when all of them
+ * were taken, or after timeout_ms (<0: no limit but the request's own;
+ * 0: take what fits, do not wait). *n (may be NULL) is the number of
+ * bytes taken, also on failure: write the rest again. It may be called
+ * before the connection exists (the bytes wait in the buffer).
+ * Returns LIFELINE_OK (all taken); LIFELINE_E_TIMEOUT with phase "write"
+ * (error_type "write_timeout"): timeout_ms passed first, not a failure of
+ * the request; the request's failure once it failed (e.g. phase
+ * "upload_stall", LIFELINE_E_CANCELED); LIFELINE_E_STATE after
+ * lifeline_body_close_write, when the request's body is no longer read
+ * (its response arrived first), or when the op was not started with
+ * LIFELINE_STREAM_UPLOAD; LIFELINE_E_INVALID_ARGUMENT (data NULL with len
+ * > 0, len above 2^30); LIFELINE_E_INVALID_HANDLE. */
+int32_t lifeline_body_write(lifeline_op op, const uint8_t *data, size_t len, int64_t timeout_ms, size_t *n,
+                            lifeline_error *err);
+
+/* lifeline_body_close_write ends the request body of an op started with
+ * LIFELINE_STREAM_UPLOAD: the peer gets its end after the bytes written.
+ * Until it is called the request's body is not complete (most servers
+ * answer only then). Errors: LIFELINE_E_STATE (a second close, or not an
+ * upload), the request's failure once it failed,
+ * LIFELINE_E_INVALID_HANDLE. */
+int32_t lifeline_body_close_write(lifeline_op op, lifeline_error *err);
+
 #ifdef __cplusplus
 }
 #endif

@@ -27,6 +27,8 @@ type op struct {
 	stopTimer context.CancelFunc
 	// cb calls the host's callback; nil when it gave none.
 	cb func(id uint64, status int32)
+	// stream is a streamed request's body (stream.go); nil otherwise.
+	stream *stream
 
 	finished  chan struct{} // closed when the result is stored
 	completed chan struct{} // closed after the callback returned
@@ -70,6 +72,12 @@ type request struct {
 // else can name their op, and a handle would only cost a table entry).
 func (c *client) start(isDial bool, deadline time.Duration, cb func(uint64, int32), register bool,
 	work func(ctx context.Context, b *built, o *op) *Error) (*op, *Error) {
+	return c.startOp(isDial, deadline, cb, register, nil, work)
+}
+
+// startOp is start for an op with a stream (nil: none).
+func (c *client) startOp(isDial bool, deadline time.Duration, cb func(uint64, int32), register bool, s *stream,
+	work func(ctx context.Context, b *built, o *op) *Error) (*op, *Error) {
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
@@ -80,7 +88,7 @@ func (c *client) start(isDial bool, deadline time.Duration, cb func(uint64, int3
 		c.mu.Unlock()
 		return nil, e
 	}
-	o := &op{c: c, isDial: isDial, cb: cb, fd: -1,
+	o := &op{c: c, isDial: isDial, cb: cb, fd: -1, stream: s,
 		finished: make(chan struct{}), completed: make(chan struct{})}
 	o.ctx, o.cancel = context.WithCancelCause(c.ctx)
 	if !isDial && deadline == 0 {
@@ -289,6 +297,9 @@ func (o *op) free() {
 	}
 	o.mu.Unlock()
 	o.cancel(errOpFreed)
+	if o.stream != nil {
+		o.stream.abort(errOpFreed)
+	}
 }
 
 // closeFDLocked closes a descriptor nobody took. Callers hold o.mu.

@@ -225,3 +225,40 @@ int32_t lifeline_op_free(lifeline_op op, lifeline_error *err) {
     GUARD(err);
     return lifelinego_op_free(op, err);
 }
+
+/* Streamed bodies (stream.go, exports_stream.go). */
+
+int32_t lifeline_request_start_stream(lifeline_client c, const lifeline_request *req, uint32_t flags,
+                                      const lifeline_call_options *opts, lifeline_callback callback,
+                                      void *user_data, lifeline_op *op, lifeline_error *err) {
+    GUARD(err);
+    return lifelinego_request_start_stream(c, (lifeline_request *)req, flags, (lifeline_call_options *)opts,
+                                           callback, (uintptr_t)user_data, op, err);
+}
+
+int32_t lifeline_body_read(lifeline_op op, uint8_t *buf, size_t cap, int64_t timeout_ms, size_t *n,
+                           lifeline_error *err) {
+    GUARD(err);
+    return lifelinego_body_read(op, buf, cap, timeout_ms, n, err);
+}
+
+int32_t lifeline_body_available(lifeline_op op, size_t *n, int *ended, lifeline_error *err) {
+    GUARD(err);
+    return lifelinego_body_available(op, n, ended, err);
+}
+
+int32_t lifeline_body_write(lifeline_op op, const uint8_t *data, size_t len, int64_t timeout_ms, size_t *n,
+                            lifeline_error *err) {
+    GUARD(err);
+    return lifelinego_body_write(op, (uint8_t *)data, len, timeout_ms, n, err);
+}
+
+int32_t lifeline_body_close_write(lifeline_op op, lifeline_error *err) {
+    GUARD(err);
+    return lifelinego_body_close_write(op, err);
+}
+
+int32_t lifeline_body_fd(lifeline_op op, int *fd, lifeline_error *err) {
+    GUARD(err);
+    return lifelinego_body_fd(op, fd, err);
+}

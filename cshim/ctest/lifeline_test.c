@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -1461,6 +1462,379 @@ static void t_loop(void) {
     printf("ok loop\n");
 }
 
+/* streamed bodies */
+
+/* stream_start starts a streamed request and waits for its headers. */
+static lifeline_op stream_start_opts(lifeline_client c, lifeline_request *r, uint32_t flags,
+                                     const lifeline_call_options *opts, lifeline_error *err) {
+    lifeline_op op = 0;
+    if (lifeline_request_start_stream(c, r, flags, opts, NULL, NULL, &op, err) != LIFELINE_OK) return 0;
+    return op;
+}
+
+static lifeline_op stream_start(lifeline_client c, lifeline_request *r, uint32_t flags, lifeline_error *err) {
+    return stream_start_opts(c, r, flags, NULL, err);
+}
+
+/* stream_read_all reads a body to its end (or failure) with reads of
+ * timeout_ms each, counting read timeouts; returns the final status. */
+static int32_t stream_read_all(lifeline_op op, char *out, size_t cap, size_t *len, int64_t timeout_ms,
+                               int *timeouts, lifeline_error *err) {
+    *len = 0;
+    for (;;) {
+        uint8_t buf[1000];
+        size_t n = 0;
+        int32_t st = lifeline_body_read(op, buf, sizeof buf, timeout_ms, &n, err);
+        if (st == LIFELINE_E_TIMEOUT && strcmp(err->phase, "read") == 0) {
+            if (timeouts) (*timeouts)++;
+            continue;
+        }
+        if (st != LIFELINE_OK) return st;
+        if (n == 0) return LIFELINE_OK;
+        if (*len + n <= cap) memcpy(out + *len, buf, n);
+        *len += n;
+    }
+}
+
+static void t_stream_sse(void) {
+    current = "stream_sse";
+    lifeline_client c = new_client(NULL);
+    CHECK(c, NULL, "client");
+    lifeline_error err = LIFELINE_ERROR_INIT;
+    lifeline_request r = get(fmt("%s/sse", env("LL_STREAM")));
+    r.deadline_ms = -1;
+    lifeline_op op = stream_start(c, &r, 0, &err);
+    CHECK(op, &err, "start");
+    /* A read before the headers waits for them too (within its timeout). */
+    CHECK(lifeline_op_wait(op, 5000, &err) == LIFELINE_OK, &err, "headers");
+    lifeline_response *resp = NULL;
+    CHECK(lifeline_op_response(op, &resp, &err) == LIFELINE_OK && resp->status == 200 && resp->body_len == 0 &&
+              header(resp, "Content-Type") && strcmp(header(resp, "Content-Type"), "text/event-stream") == 0,
+          &err, "response");
+    lifeline_response_free(resp);
+    char body[4096];
+    size_t len = 0;
+    int timeouts = 0;
+    int32_t st = stream_read_all(op, body, sizeof body - 1, &len, 10, &timeouts, &err);
+    CHECK(st == LIFELINE_OK && len < sizeof body, &err, "read: %d", st);
+    body[len] = 0;
+    char want[512] = "";
+    for (int i = 0; i < 5; i++) snprintf(want + strlen(want), sizeof want - strlen(want), "data: event %d\n\n", i);
+    CHECK(strcmp(body, want) == 0, NULL, "body %s", body);
+    CHECK(timeouts > 0, NULL, "no read timed out between events 50 ms apart with a 10 ms timeout");
+    /* The end, every time; nothing buffered, nothing to follow. */
+    uint8_t b[4];
+    size_t n = 9;
+    CHECK(lifeline_body_read(op, b, sizeof b, 0, &n, &err) == LIFELINE_OK && n == 0, &err, "end again");
+    int ended = 0;
+    CHECK(lifeline_body_available(op, &n, &ended, &err) == LIFELINE_OK && n == 0 && ended == 1, &err, "available");
+    lifeline_op_free(op, NULL);
+    lifeline_error_clear(&err);
+    lifeline_client_close(c, NULL);
+    printf("ok stream_sse read_timeouts=%d\n", timeouts);
+}
+
+static void t_stream_stall(void) {
+    current = "stream_stall";
+    lifeline_client c = new_client("{\"transport.stall_timeout_ms\": 300, \"retry.max_attempts\": 1}");
+    CHECK(c, NULL, "client");
+    lifeline_error err = LIFELINE_ERROR_INIT;
+    lifeline_request r = get(fmt("%s/stall", env("LL_HTTP")));
+    r.deadline_ms = -1;
+    lifeline_op op = stream_start(c, &r, 0, &err);
+    CHECK(op, &err, "start");
+    char body[64];
+    size_t len = 0;
+    double t0 = now_ms();
+    int32_t st = stream_read_all(op, body, sizeof body, &len, -1, NULL, &err);
+    double el = now_ms() - t0;
+    CHECK(st == LIFELINE_E_TIMEOUT && err.timeout && strcmp(err.phase, "stall") == 0 &&
+              strcmp(err.error_type, "stall_timeout") == 0,
+          &err, "status %d", st);
+    CHECK(len == 7 && memcmp(body, "partial", 7) == 0, NULL, "bytes before the stall: %zu", len);
+    CHECK(el >= 250 && el < 5000, NULL, "stall after %.0f ms, limit 300", el);
+    /* Final: said again at once. */
+    uint8_t b[4];
+    size_t n;
+    CHECK(lifeline_body_read(op, b, sizeof b, 0, &n, &err) == LIFELINE_E_TIMEOUT && strcmp(err.phase, "stall") == 0,
+          &err, "again");
+    lifeline_op_free(op, NULL);
+    lifeline_client_close(c, NULL);
+
+    /* The same limit as this call's own, on a client without one. */
+    c = new_client("{\"transport.stall_timeout_ms\": -1, \"retry.max_attempts\": 1}");
+    CHECK(c, NULL, "client");
+    lifeline_call_options opts = {0, 300, 1};
+    op = stream_start_opts(c, &r, 0, &opts, &err);
+    CHECK(op, &err, "start with options");
+    st = stream_read_all(op, body, sizeof body, &len, -1, NULL, &err);
+    CHECK(st == LIFELINE_E_TIMEOUT && strcmp(err.phase, "stall") == 0 && len == 7, &err, "per-call stall: %d", st);
+    lifeline_op_free(op, NULL);
+    lifeline_error_clear(&err);
+    lifeline_client_close(c, NULL);
+    printf("ok stream_stall elapsed_ms=%.0f\n", el);
+}
+
+struct blocked_read {
+    lifeline_op op;
+    int32_t status;
+    double ended_at;
+};
+
+static void *blocked_reader(void *p) {
+    struct blocked_read *b = (struct blocked_read *)p;
+    lifeline_error err = LIFELINE_ERROR_INIT;
+    uint8_t buf[64];
+    size_t n;
+    for (;;) {
+        b->status = lifeline_body_read(b->op, buf, sizeof buf, -1, &n, &err);
+        if (b->status != LIFELINE_OK || n == 0) break;
+    }
+    b->ended_at = now_ms();
+    lifeline_error_clear(&err);
+    return NULL;
+}
+
+/* A read blocked (no timeout) on a body that never ends returns when
+ * another thread cancels the op, frees it, or closes the client. */
+static void t_stream_cancel(void) {
+    current = "stream_cancel";
+    const char *how[3] = {"cancel", "free", "close"};
+    int32_t want[3] = {LIFELINE_E_CANCELED, LIFELINE_E_CANCELED, LIFELINE_E_CLOSED};
+    double worst = 0;
+    for (int k = 0; k < 3; k++) {
+        lifeline_client c = new_client("{\"transport.stall_timeout_ms\": -1}");
+        CHECK(c, NULL, "client");
+        lifeline_error err = LIFELINE_ERROR_INIT;
+        lifeline_request r = get(fmt("%s/stall", env("LL_HTTP")));
+        r.deadline_ms = -1;
+        struct blocked_read b = {0, 0, 0};
+        b.op = stream_start(c, &r, 0, &err);
+        CHECK(b.op, &err, "start");
+        pthread_t th;
+        pthread_create(&th, NULL, blocked_reader, &b);
+        sleep_ms(200);
+        double t0 = now_ms();
+        if (k == 0) CHECK(lifeline_op_cancel(b.op, &err) == LIFELINE_OK, &err, "cancel");
+        if (k == 1) CHECK(lifeline_op_free(b.op, &err) == LIFELINE_OK, &err, "free");
+        if (k == 2) CHECK(lifeline_client_close(c, &err) == LIFELINE_OK, &err, "close");
+        pthread_join(th, NULL);
+        double el = b.ended_at - t0;
+        if (el > worst) worst = el;
+        CHECK(b.status == want[k], NULL, "%s: blocked read returned %d", how[k], b.status);
+        CHECK(el < 1000, NULL, "%s: the blocked read ended %.0f ms after", how[k], el);
+        if (k != 1) lifeline_op_free(b.op, NULL);
+        if (k != 2) lifeline_client_close(c, NULL);
+        lifeline_error_clear(&err);
+    }
+    printf("ok stream_cancel worst_ms=%.1f\n", worst);
+}
+
+struct blocked_write {
+    lifeline_op op;
+    int32_t status;
+    char phase[16];
+    long long written;
+};
+
+static void *blocked_writer(void *p) {
+    struct blocked_write *b = (struct blocked_write *)p;
+    lifeline_error err = LIFELINE_ERROR_INIT;
+    static uint8_t piece[1 << 20];
+    for (;;) {
+        size_t n = 0;
+        b->status = lifeline_body_write(b->op, piece, sizeof piece, -1, &n, &err);
+        b->written += (long long)n;
+        if (b->status != LIFELINE_OK) break;
+    }
+    snprintf(b->phase, sizeof b->phase, "%s", err.phase);
+    lifeline_error_clear(&err);
+    return NULL;
+}
+
+static void t_stream_upload(void) {
+    current = "stream_upload";
+    lifeline_client c = new_client(NULL);
+    CHECK(c, NULL, "client");
+    lifeline_error err = LIFELINE_ERROR_INIT;
+    lifeline_request r = get(fmt("%s/echo", env("LL_STREAM")));
+    r.method = "POST";
+    r.deadline_ms = 10000;
+    lifeline_op op = stream_start(c, &r, LIFELINE_STREAM_UPLOAD, &err);
+    CHECK(op, &err, "start");
+    enum { PIECES = 100, PIECE = 10000 };
+    static char sent[PIECES * PIECE], got[PIECES * PIECE + 1];
+    for (int i = 0; i < PIECES; i++) {
+        memset(sent + i * PIECE, 'a' + i % 26, PIECE);
+        size_t n = 0;
+        CHECK(lifeline_body_write(op, (const uint8_t *)sent + i * PIECE, PIECE, 5000, &n, &err) == LIFELINE_OK &&
+                  n == PIECE,
+              &err, "write %d: %zu", i, n);
+    }
+    CHECK(lifeline_body_close_write(op, &err) == LIFELINE_OK, &err, "close_write");
+    CHECK(lifeline_body_close_write(op, &err) == LIFELINE_E_STATE, &err, "close_write twice");
+    size_t len = 0;
+    CHECK(stream_read_all(op, got, sizeof got, &len, 5000, NULL, &err) == LIFELINE_OK, &err, "read");
+    CHECK(len == sizeof sent && memcmp(got, sent, len) == 0, NULL, "echo: %zu bytes", len);
+    lifeline_response *resp = NULL;
+    CHECK(lifeline_op_response(op, &resp, &err) == LIFELINE_OK && resp->status == 200, &err, "response");
+    lifeline_response_free(resp);
+    lifeline_op_free(op, NULL);
+
+    /* Calls that do not fit the op. */
+    lifeline_request hello = get(fmt("%s/hello", env("LL_HTTP")));
+    CHECK(lifeline_request_start(c, &hello, NULL, NULL, &op, &err) == LIFELINE_OK, &err, "buffered start");
+    uint8_t b[8];
+    size_t n;
+    CHECK(lifeline_body_read(op, b, sizeof b, 1000, &n, &err) == LIFELINE_E_STATE, &err, "read of a buffered op");
+    lifeline_op_free(op, NULL);
+    op = stream_start(c, &hello, 0, &err);
+    CHECK(op, &err, "stream start");
+    CHECK(lifeline_body_write(op, b, 1, 0, &n, &err) == LIFELINE_E_STATE, &err, "write without the flag");
+    CHECK(lifeline_body_read(op, NULL, 8, 0, &n, &err) == LIFELINE_E_INVALID_ARGUMENT, &err, "NULL buf");
+    CHECK(lifeline_body_read(op, b, 0, 0, &n, &err) == LIFELINE_E_INVALID_ARGUMENT, &err, "cap 0");
+    CHECK(lifeline_body_read(op, b, sizeof b, 0, NULL, &err) == LIFELINE_E_INVALID_ARGUMENT, &err, "NULL n");
+    lifeline_op_free(op, NULL);
+    CHECK(lifeline_body_read(op, b, sizeof b, 0, &n, &err) == LIFELINE_E_INVALID_HANDLE, &err, "freed op");
+    CHECK(lifeline_request_start_stream(c, &hello, 0x80, NULL, NULL, NULL, &op, &err) ==
+                  LIFELINE_E_INVALID_ARGUMENT &&
+              op == 0,
+          &err, "unknown flag");
+    lifeline_call_options bad = {0, 0, -1};
+    CHECK(lifeline_request_start_stream(c, &hello, 0, &bad, NULL, NULL, &op, &err) == LIFELINE_E_INVALID_ARGUMENT &&
+              strstr(err.message, "max_attempts"),
+          &err, "bad option");
+    lifeline_client_close(c, NULL);
+
+    /* A peer that reads nothing: the upload stalls, a blocked writer gets
+     * phase "upload_stall"; a write with a timeout got "write" first. */
+    c = new_client("{\"transport.stall_timeout_ms\": 300, \"retry.max_attempts\": 1}");
+    CHECK(c, NULL, "client");
+    r = get(fmt("http://%s/up", env("LL_HANG")));
+    r.method = "PUT";
+    r.deadline_ms = -1;
+    op = stream_start(c, &r, LIFELINE_STREAM_UPLOAD, &err);
+    CHECK(op, &err, "start");
+    static uint8_t piece[1 << 20];
+    int32_t st = LIFELINE_OK;
+    double t0 = now_ms();
+    while ((st = lifeline_body_write(op, piece, sizeof piece, 50, &n, &err)) == LIFELINE_OK && now_ms() - t0 < 10000) {
+    }
+    CHECK(st == LIFELINE_E_TIMEOUT && strcmp(err.phase, "write") == 0 && strcmp(err.error_type, "write_timeout") == 0,
+          &err, "write timeout: %d", st);
+    struct blocked_write bw;
+    memset(&bw, 0, sizeof bw);
+    bw.op = op;
+    pthread_t th;
+    pthread_create(&th, NULL, blocked_writer, &bw);
+    pthread_join(th, NULL);
+    CHECK(bw.status == LIFELINE_E_TIMEOUT && strcmp(bw.phase, "upload_stall") == 0, NULL,
+          "blocked writer: %d phase %s", bw.status, bw.phase);
+    CHECK(lifeline_op_wait(op, 5000, &err) == LIFELINE_OK, &err, "op ends");
+    lifeline_op_free(op, NULL);
+
+    /* A writer blocked on a full buffer is ended by a cancel from here. */
+    lifeline_client_close(c, NULL);
+    c = new_client("{\"transport.stall_timeout_ms\": -1, \"retry.max_attempts\": 1}");
+    CHECK(c, NULL, "client");
+    op = stream_start(c, &r, LIFELINE_STREAM_UPLOAD, &err);
+    CHECK(op, &err, "start");
+    memset(&bw, 0, sizeof bw);
+    bw.op = op;
+    pthread_create(&th, NULL, blocked_writer, &bw);
+    sleep_ms(300);
+    lifeline_op_cancel(op, NULL);
+    pthread_join(th, NULL);
+    CHECK(bw.status == LIFELINE_E_CANCELED, NULL, "cancelled writer: %d", bw.status);
+    lifeline_op_free(op, NULL);
+    lifeline_error_clear(&err);
+    lifeline_client_close(c, NULL);
+    printf("ok stream_upload\n");
+}
+
+/* Streamed requests in a loop — read whole, or freed after the first
+ * piece of a large body — leave no library allocation and no goroutine
+ * behind. */
+static void t_stream_loop(void) {
+    current = "stream_loop";
+    const char *ns = getenv("LL_LOOP");
+    int n = (ns ? atoi(ns) : 10000) / 5;
+    lifeline_client c = new_client(NULL);
+    CHECK(c, NULL, "client");
+    lifeline_error err = LIFELINE_ERROR_INIT;
+    lifeline_request hello = get(fmt("%s/hello", env("LL_HTTP")));
+    lifeline_request big = get(fmt("%s/big", env("LL_HTTP")));
+    long long live0 = metric(c, "live_allocations"), g0 = 0;
+    for (int i = 0; i < n; i++) {
+        if (i == n / 10) g0 = metric(c, "goroutines");
+        lifeline_op op = stream_start(c, i % 2 ? &big : &hello, 0, &err);
+        CHECK(op, &err, "start %d", i);
+        uint8_t buf[4096];
+        size_t got = 0;
+        if (i % 2) {
+            CHECK(lifeline_body_read(op, buf, sizeof buf, 5000, &got, &err) == LIFELINE_OK && got > 0, &err,
+                  "big %d", i);
+        } else {
+            char body[16];
+            CHECK(stream_read_all(op, body, sizeof body, &got, 5000, NULL, &err) == LIFELINE_OK && got == 5, &err,
+                  "hello %d", i);
+        }
+        lifeline_op_free(op, NULL);
+    }
+    sleep_ms(200); /* the freed bodies' goroutines end */
+    long long g1 = metric(c, "goroutines"), live1 = metric(c, "live_allocations");
+    lifeline_error_clear(&err);
+    lifeline_client_close(c, NULL);
+    printf("measure stream_loop n=%d goroutines_at_10pct=%lld goroutines_end=%lld live_allocations=%lld,%lld\n", n,
+           g0, g1, live0, live1);
+    CHECK(live1 == live0, NULL, "library allocations not freed: %lld then %lld", live0, live1);
+    CHECK(g1 <= g0 + 4, NULL, "goroutines grew from %lld to %lld", g0, g1);
+    printf("ok stream_loop\n");
+}
+
+/* An event loop's view: poll() on lifeline_body_fd says when to read; the
+ * reads then never wait (timeout 0) and never time out. */
+static void t_stream_poll(void) {
+    current = "stream_poll";
+    lifeline_client c = new_client(NULL);
+    CHECK(c, NULL, "client");
+    lifeline_error err = LIFELINE_ERROR_INIT;
+    lifeline_request r = get(fmt("%s/sse", env("LL_STREAM")));
+    r.deadline_ms = -1;
+    lifeline_op op = stream_start(c, &r, 0, &err);
+    CHECK(op, &err, "start");
+    int fd = -1, fd2 = -1;
+    CHECK(lifeline_body_fd(op, &fd, &err) == LIFELINE_OK && fd >= 0, &err, "fd");
+    CHECK(lifeline_body_fd(op, &fd2, &err) == LIFELINE_OK && fd2 == fd, &err, "same fd");
+    char body[4096];
+    size_t len = 0;
+    int wakeups = 0;
+    double t0 = now_ms();
+    for (;;) {
+        struct pollfd p = {fd, POLLIN, 0};
+        int pr = poll(&p, 1, 5000);
+        CHECK(pr == 1 && (p.revents & POLLIN), NULL, "poll %d revents %d", pr, p.revents);
+        wakeups++;
+        uint8_t buf[1000];
+        size_t n = 0;
+        int32_t st = lifeline_body_read(op, buf, sizeof buf, 0, &n, &err);
+        CHECK(st == LIFELINE_OK, &err, "read after poll: %d", st);
+        if (n == 0) break;
+        CHECK(len + n < sizeof body, NULL, "too long");
+        memcpy(body + len, buf, n);
+        len += n;
+        CHECK(now_ms() - t0 < 10000, NULL, "poll loop too long");
+    }
+    body[len] = 0;
+    CHECK(strstr(body, "data: event 0") && strstr(body, "data: event 4"), NULL, "body %s", body);
+    /* The descriptor goes with its op. */
+    lifeline_op_free(op, NULL);
+    CHECK(lifeline_body_fd(op, &fd, &err) == LIFELINE_E_INVALID_HANDLE && fd == -1, &err, "after free");
+    lifeline_error_clear(&err);
+    lifeline_client_close(c, NULL);
+    printf("ok stream_poll wakeups=%d\n", wakeups);
+}
+
 #ifdef LL_TESTHOOKS
 static void t_panic_op(void) {
     lifeline_client c = new_client(NULL);
@@ -1941,6 +2315,10 @@ int main(int argc, char **argv) {
         {"session_stall", t_session_stall}, {"session_step", t_session_step},
         {"session_threads", t_session_threads}, {"session_flood", t_session_flood},
         {"session_callback", t_session_callback},
+        /* streamed bodies */
+        {"stream_sse", t_stream_sse}, {"stream_stall", t_stream_stall},
+        {"stream_cancel", t_stream_cancel}, {"stream_upload", t_stream_upload},
+        {"stream_loop", t_stream_loop}, {"stream_poll", t_stream_poll},
     };
     int ran = 0;
     for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++) {

@@ -5,6 +5,7 @@ import os
 import socket
 import sys
 import threading
+import time
 
 import pytest
 
@@ -131,3 +132,77 @@ def echo_addr():
     stop.set()
     t.join()
     s.close()
+
+
+class _StreamHandler(http.server.BaseHTTPRequestHandler):
+    """Streamed bodies: server-sent events that trickle, a body that stalls
+    mid-way, and an echo of a chunked upload."""
+
+    protocol_version = "HTTP/1.1"
+    stop = threading.Event()
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        if self.path == "/sse":
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Connection", "close")
+            self.end_headers()
+            for i in range(5):
+                self.wfile.write(b"data: event %d\n\n" % i)
+                self.wfile.flush()
+                time.sleep(0.05)
+            self.close_connection = True
+        elif self.path == "/stall":
+            self.send_response(200)
+            self.send_header("Content-Length", "100")
+            self.end_headers()
+            self.wfile.write(b"partial")
+            self.wfile.flush()
+            # Hold until the client goes (or the fixture ends).
+            self.connection.settimeout(0.1)
+            while not self.stop.is_set():
+                try:
+                    if not self.connection.recv(1):
+                        break
+                except socket.timeout:
+                    continue
+                except OSError:
+                    break
+            self.close_connection = True
+        else:
+            self.send_response(404)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+    def do_POST(self):
+        body = b""
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip(), 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass
+                    break
+                body += self.rfile.read(size)
+                self.rfile.readline()
+        else:
+            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+@pytest.fixture(scope="session")
+def stream_url():
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _StreamHandler)
+    srv.daemon_threads = True
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    yield "http://127.0.0.1:%d" % srv.server_address[1]
+    _StreamHandler.stop.set()
+    srv.shutdown()
+    srv.server_close()

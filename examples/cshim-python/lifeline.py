@@ -44,6 +44,9 @@ E_NO_MEMORY = 14
 
 ABI_VERSION = 2
 
+# Flags of lifeline_request_start_stream.
+STREAM_UPLOAD = 1
+
 
 class _Error(ctypes.Structure):
     _fields_ = [
@@ -68,6 +71,14 @@ class _Request(ctypes.Structure):
         ("body", ctypes.c_void_p),
         ("body_len", ctypes.c_int64),
         ("deadline_ms", ctypes.c_int64),
+    ]
+
+
+class _CallOptions(ctypes.Structure):
+    _fields_ = [
+        ("first_byte_timeout_ms", ctypes.c_int64),
+        ("stall_timeout_ms", ctypes.c_int64),
+        ("max_attempts", ctypes.c_int64),
     ]
 
 
@@ -105,11 +116,18 @@ class LifelineTimeout(LifelineError, TimeoutError):
     """A time limit ended the operation (LIFELINE_E_TIMEOUT)."""
 
 
+class LifelineReadTimeout(LifelineTimeout):
+    """A Stream.read or Stream.write whose own timeout passed (phase "read"
+    or "write"): not a failure, the stream stays usable."""
+
+
 class LifelineCanceled(LifelineError):
     """The operation was cancelled (LIFELINE_E_CANCELED or E_CLOSED)."""
 
 
-def _error_class(status):
+def _error_class(status, phase=""):
+    if status == E_TIMEOUT and phase in ("read", "write"):
+        return LifelineReadTimeout
     if status == E_TIMEOUT:
         return LifelineTimeout
     if status in (E_CANCELED, E_CLOSED):
@@ -157,6 +175,12 @@ def load(path=None):
             "lifeline_op_response": ([u64, ctypes.POINTER(ctypes.POINTER(_Response)), E], i32),
             "lifeline_op_fd": ([u64, ctypes.POINTER(ctypes.c_int), E], i32),
             "lifeline_op_free": ([u64, E], i32),
+            "lifeline_request_start_stream": ([u64, ctypes.POINTER(_Request), ctypes.c_uint32, ctypes.POINTER(_CallOptions), _CALLBACK, ctypes.c_void_p, ctypes.POINTER(u64), E], i32),
+            "lifeline_body_read": ([u64, ctypes.c_void_p, ctypes.c_size_t, i64, ctypes.POINTER(ctypes.c_size_t), E], i32),
+            "lifeline_body_available": ([u64, ctypes.POINTER(ctypes.c_size_t), ctypes.POINTER(ctypes.c_int), E], i32),
+            "lifeline_body_write": ([u64, ctypes.c_void_p, ctypes.c_size_t, i64, ctypes.POINTER(ctypes.c_size_t), E], i32),
+            "lifeline_body_close_write": ([u64, E], i32),
+            "lifeline_body_fd": ([u64, ctypes.POINTER(ctypes.c_int), E], i32),
         }
         for name, (args, res) in sigs.items():
             fn = getattr(lib, name)
@@ -188,7 +212,8 @@ def _check(lib, status, err):
     if status == OK:
         return
     msg = ctypes.string_at(err.message).decode("utf-8", "replace") if err.message else ""
-    e = _error_class(status)(status, err.phase.decode(), err.error_type.decode(), bool(err.timeout), msg)
+    phase = err.phase.decode()
+    e = _error_class(status, phase)(status, phase, err.error_type.decode(), bool(err.timeout), msg)
     lib.lifeline_error_clear(ctypes.byref(err))
     raise e
 
@@ -308,6 +333,161 @@ class Operation:
         self.free()
 
 
+def _request(method, url, headers, body, deadline_ms):
+    """A lifeline_request and the Python objects its pointers point into
+    (kept alive by the caller until the start call returned)."""
+    hs = list((headers or {}).items()) if isinstance(headers, dict) else list(headers or [])
+    arr = (_Header * max(1, len(hs)))()
+    keep = []
+    method_b = _cstr(method, "method") if method else None
+    url_b = _cstr(url, "url")
+    for i, (k, v) in enumerate(hs):
+        kb, vb = _cstr(k, "header name %r" % k), _cstr(v, "value of header %r" % k)
+        keep += [kb, vb]
+        arr[i] = _Header(kb, vb)
+    body = bytes(body or b"")
+    buf = ctypes.create_string_buffer(body, len(body)) if body else None
+    keep += [arr, method_b, url_b, buf]
+    req = _Request(method_b, url_b, arr, len(hs),
+                   ctypes.cast(buf, ctypes.c_void_p) if buf is not None else None, len(body), deadline_ms)
+    return req, keep
+
+
+class Stream:
+    """A streamed request (Client.stream). Its body is read in pieces with
+    read() (or by iterating), its headers come with response(); with
+    upload=True, write() and close_write() send the request body. Every
+    wait is bounded: by the timeout you pass (LifelineReadTimeout, after
+    which the stream stays usable), by the client's stall limit, by
+    cancel() from any thread. Waits run in short slices, so Ctrl-C
+    (KeyboardInterrupt) gets through. Close it (or use it as a context
+    manager): that ends the request and frees its handle."""
+
+    def __init__(self, op):
+        self._op = op
+        self._lib = op._lib
+        self._response = None
+
+    @property
+    def handle(self):
+        return self._op.handle
+
+    def response(self, timeout=None):
+        """The status and headers (a Response with body b""), waiting for
+        them at most timeout seconds (None: as long as the request may
+        take). Raises the request's error, or LifelineReadTimeout."""
+        if self._response is None:
+            if not self._op.wait(timeout):
+                raise LifelineReadTimeout(E_TIMEOUT, "read", "read_timeout", True,
+                                          "lifeline: no response headers within %ss" % timeout)
+            self._response = self._op.result()
+        return self._response
+
+    @property
+    def status(self):
+        return self.response().status
+
+    @property
+    def headers(self):
+        return self.response().headers
+
+    def read(self, size=65536, timeout=None):
+        """The next bytes of the body (1..size of them), b"" at its end.
+        Waits at most timeout seconds (None: until a byte, the end or a
+        failure), then raises LifelineReadTimeout (read again later).
+        Raises LifelineTimeout (phase "stall", a final failure),
+        LifelineCanceled, LifelineError."""
+        lib, err = self._lib, _Error()
+        buf = ctypes.create_string_buffer(max(1, size))
+        n = ctypes.c_size_t()
+        remaining = None if timeout is None else max(0, int(timeout * 1000))
+        while True:
+            slice_ms = WAIT_SLICE_MS if remaining is None else min(WAIT_SLICE_MS, remaining)
+            st = lib.lifeline_body_read(self._op.handle, buf, len(buf), slice_ms, ctypes.byref(n), ctypes.byref(err))
+            if st == OK:
+                return buf.raw[:n.value]
+            if st == E_TIMEOUT and err.phase == b"read" and (remaining is None or remaining > slice_ms):
+                lib.lifeline_error_clear(ctypes.byref(err))
+                if remaining is not None:
+                    remaining -= slice_ms
+                continue
+            _check(lib, st, err)
+
+    def __iter__(self):
+        """The body's pieces as they arrive, until its end."""
+        while True:
+            b = self.read()
+            if not b:
+                return
+            yield b
+
+    def available(self):
+        """(bytes buffered, ended): what a read(timeout=0) would find."""
+        lib, err = self._lib, _Error()
+        n, ended = ctypes.c_size_t(), ctypes.c_int()
+        _check(lib, lib.lifeline_body_available(self._op.handle, ctypes.byref(n), ctypes.byref(ended),
+                                                ctypes.byref(err)), err)
+        return n.value, bool(ended.value)
+
+    def fileno(self):
+        """A descriptor readable exactly while read(timeout=0) would return
+        at once (bytes, the end, or a failure): for selectors, select and
+        asyncio's loop.add_reader. The library's: never read or close it;
+        it is closed with the stream (unregister it first)."""
+        lib, err = self._lib, _Error()
+        fd = ctypes.c_int(-1)
+        _check(lib, lib.lifeline_body_fd(self._op.handle, ctypes.byref(fd), ctypes.byref(err)), err)
+        return fd.value
+
+    def write(self, data, timeout=None):
+        """Writes data to the request body (upload=True), waiting while the
+        library's 64 KiB buffer is full, at most timeout seconds (None: as
+        long as the request lives). Returns the number of bytes taken:
+        len(data), or fewer when timeout passed first. Raises the request's
+        failure (e.g. phase "upload_stall"), LifelineCanceled."""
+        lib, err = self._lib, _Error()
+        data = bytes(data)
+        buf = ctypes.create_string_buffer(data, len(data)) if data else None
+        taken = 0
+        remaining = None if timeout is None else max(0, int(timeout * 1000))
+        n = ctypes.c_size_t()
+        while True:
+            slice_ms = WAIT_SLICE_MS if remaining is None else min(WAIT_SLICE_MS, remaining)
+            ptr = ctypes.cast(ctypes.addressof(buf) + taken, ctypes.c_void_p) if buf is not None else None
+            st = lib.lifeline_body_write(self._op.handle, ptr, len(data) - taken, slice_ms, ctypes.byref(n),
+                                         ctypes.byref(err))
+            taken += n.value
+            if st == OK:
+                return taken
+            if st == E_TIMEOUT and err.phase == b"write":
+                lib.lifeline_error_clear(ctypes.byref(err))
+                if remaining is not None:
+                    remaining -= slice_ms
+                    if remaining <= 0:
+                        return taken
+                continue
+            _check(lib, st, err)
+
+    def close_write(self):
+        """Ends the request body: the server sees its end."""
+        err = _Error()
+        _check(self._lib, self._lib.lifeline_body_close_write(self._op.handle, ctypes.byref(err)), err)
+
+    def cancel(self):
+        """Ends the request from any thread: a blocked read or write raises
+        LifelineCanceled within 100 ms."""
+        self._op.cancel()
+
+    def close(self):
+        self._op.free()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
 class Client:
     """A lifeline client: a connection pool with finite limits everywhere.
     config is a dict of keys (lifeline.h lists them), dotted or nested."""
@@ -349,21 +529,30 @@ class Client:
     def start(self, method, url, headers=None, body=b"", deadline_ms=0, callback=None):
         """Starts a request; callback(op_handle, status), if given, runs once
         on a library thread when it finishes."""
-        hs = list((headers or {}).items()) if isinstance(headers, dict) else list(headers or [])
-        arr = (_Header * max(1, len(hs)))()
-        keep = []
-        method_b = _cstr(method, "method") if method else None
-        url_b = _cstr(url, "url")
-        for i, (k, v) in enumerate(hs):
-            kb, vb = _cstr(k, "header name %r" % k), _cstr(v, "value of header %r" % k)
-            keep += [kb, vb]
-            arr[i] = _Header(kb, vb)
-        body = bytes(body or b"")
-        buf = ctypes.create_string_buffer(body, len(body)) if body else None
-        req = _Request(method_b, url_b, arr, len(hs),
-                       ctypes.cast(buf, ctypes.c_void_p) if buf is not None else None, len(body), deadline_ms)
+        req, keep = _request(method, url, headers, body, deadline_ms)
         return self._start(lambda cb, ud, op, err: self._lib.lifeline_request_start(
             self.handle, ctypes.byref(req), cb, ud, op, err), callback, False)
+
+    def stream(self, method, url, headers=None, body=b"", deadline_ms=-1, upload=False,
+               first_byte_timeout_ms=0, stall_timeout_ms=0, max_attempts=0):
+        """Starts a streamed request and returns its Stream at once: read the
+        response body in pieces as it arrives (a download, server-sent
+        events, a long poll), and with upload=True write the request body in
+        pieces (body, if given, is sent first). deadline_ms bounds the whole
+        stream, body included (-1, the default here: no total deadline; the
+        client's transport.stall_timeout_ms still fails a body that stops,
+        and 0 means the client's request_timeout_ms). The client's
+        max_response_bytes does not apply. first_byte_timeout_ms,
+        stall_timeout_ms and max_attempts change the client's limits for
+        this call only (0: the client's; a negative limit: off, e.g.
+        first_byte_timeout_ms=-1 for a long poll; max_attempts=1: no
+        retry)."""
+        req, keep = _request(method, url, headers, body, deadline_ms)
+        flags = STREAM_UPLOAD if upload else 0
+        opts = _CallOptions(first_byte_timeout_ms, stall_timeout_ms, max_attempts)
+        op = self._start(lambda cb, ud, o, err: self._lib.lifeline_request_start_stream(
+            self.handle, ctypes.byref(req), flags, ctypes.byref(opts), cb, ud, o, err), None, False)
+        return Stream(op)
 
     def _start(self, call, callback, is_dial):
         key = 0
