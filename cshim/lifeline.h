@@ -13,6 +13,11 @@
  *     idempotent requests are retried inside a budget.
  *   - Raw TCP and TLS dials with the same limits, handing you a file
  *     descriptor.
+ *   - Streamed bodies (ABI 2): a response read in pieces (downloads,
+ *     server-sent events, long polls) and an upload written in pieces,
+ *     each wait bounded, the stall limit still applying.
+ *   - Websocket sessions (ABI 2): one logical connection kept up across
+ *     failures, events delivered in order through a queue or an fd.
  *   - Blocking calls, and asynchronous operations you can wait on (with a
  *     timeout), poll, or be called back for; cancel from any thread.
  *   - A JSON snapshot of a client's metrics and of the health of the
@@ -49,10 +54,14 @@
  *
  *   Memory. Every pointer the library returns to you is yours and has
  *     exactly one matching free function: lifeline_response_free() for a
- *     response, lifeline_free() for strings (JSON documents), and
- *     lifeline_error_clear() for the message inside an error record.
+ *     response, lifeline_free() for strings (JSON documents),
+ *     lifeline_error_clear() for the message inside an error record, and
+ *     lifeline_event_free() for a session's event.
  *     Pointers documented as static are never freed. File descriptors the
- *     library hands you are yours to close(). The library never keeps a
+ *     library hands you (lifeline_dial, lifeline_op_fd) are yours to
+ *     close(); the readiness descriptors of lifeline_session_event_fd and
+ *     lifeline_body_fd stay the library's (poll them, never close them).
+ *     The library never keeps a
  *     pointer you passed it after the call returns (except user_data, which
  *     it only hands back to your callback and never dereferences).
  *
