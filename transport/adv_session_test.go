@@ -855,7 +855,7 @@ func TestAdvSessionWaiterSkipsBrokenConn(t *testing.T) {
 		if bErr != nil {
 			t.Errorf("round %d: B: %v; want it written on the next connection", round, bErr)
 		} else {
-			eventually(t, 2*time.Second, msg+" received", func() bool {
+			eventually(t, 10*time.Second, msg+" received", func() bool {
 				return slices.ContainsFunc(l.get(), func(m string) bool { return strings.HasSuffix(m, ":"+msg) })
 			})
 		}

@@ -345,7 +345,11 @@ func TestAuthHedgeEachTryApplied(t *testing.T) {
 			_, _ = io.Copy(io.Discard, resp.Body)
 			resp.Body.Close()
 			assert.Equal(t, http.StatusOK, resp.StatusCode)
-			assert.EqualValues(t, 2, creds.applied.Load(), "each try Apply'd")
+			// Two tries at least (a loaded machine may start a further
+			// hedge before the answer lands), each Apply'd once: every
+			// request the server saw carried a credential of its own.
+			assert.GreaterOrEqual(t, creds.applied.Load(), int32(2), "each try Apply'd")
+			assert.GreaterOrEqual(t, creds.applied.Load(), hits.Load(), "a try sent without Apply")
 			_, first := seen.Load("Bearer try-1")
 			_, second := seen.Load("Bearer try-2")
 			assert.True(t, first && second, "each try carried its own credential")
