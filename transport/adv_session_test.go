@@ -380,7 +380,7 @@ func TestAdvSessionCtxDoneWritesNothing(t *testing.T) {
 	if err := s.WriteMessageWhenConnected(t.Context(), txt, []byte("ok")); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 2*time.Second, "ok arrived", func() bool { return len(l.get()) > 0 })
+	eventually(t, 10*time.Second, "ok arrived", func() bool { return len(l.get()) > 0 })
 	if got := l.get(); len(got) != 1 || !strings.HasSuffix(got[0], ":ok") {
 		t.Fatalf("server got %q, want only ok", got)
 	}

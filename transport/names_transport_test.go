@@ -116,7 +116,7 @@ func TestNamesTellClientsApart(t *testing.T) {
 		require.NoError(t, c.Close())
 	}
 	// The conns' spans end when their goroutines have seen the close.
-	eventually(t, 2*time.Second, "websocket.conn spans ended", func() bool {
+	eventually(t, 10*time.Second, "websocket.conn spans ended", func() bool {
 		n := 0
 		for _, s := range rg.spans.Ended() {
 			if s.Name() == "websocket.conn" {

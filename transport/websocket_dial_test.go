@@ -161,7 +161,7 @@ func TestWebSocketDialRetriesBounded(t *testing.T) {
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("err %v does not match context.DeadlineExceeded", err)
 	}
-	eventually(t, 2*time.Second, "server saw 3 conns closed", func() bool { return s.Stats().Accepted == 3 })
+	eventually(t, 10*time.Second, "server saw 3 conns closed", func() bool { return s.Stats().Accepted == 3 })
 }
 
 // TestWebSocketDialStallingTLS: two addresses, the first accepts TCP and
