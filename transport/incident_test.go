@@ -234,7 +234,7 @@ func (in *incident) run(ctx context.Context, clients []*http.Client, n int, meth
 
 // replayBeside is run with a control beside it, for as long as it runs:
 // a plain net/http client (no lifeline; a new connection per request, as
-// the replays' clients) sending GETs one after another through a healthy
+// the replays' clients) sending GETs one after another (5ms apart) through a healthy
 // balancer of its own to the same backend. What the control's requests
 // cost is what the machine alone adds at that moment (the race detector,
 // CPU hogs, the scheduler's lag), so that the replays' latency bounds
@@ -255,6 +255,9 @@ func (in *incident) replayBeside(ctx context.Context, clients []*http.Client, n 
 				return
 			default:
 			}
+			// Paced: a sample of the machine, not a load of its own (nor
+			// tens of thousands of loopback ports in TIME_WAIT).
+			time.Sleep(5 * time.Millisecond)
 			d, err := in.do(ctx, client, http.MethodGet, in.ctlURL, "", limit)
 			ctl.lat = append(ctl.lat, d)
 			if err == nil {
