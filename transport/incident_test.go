@@ -625,6 +625,10 @@ func TestTwoAddressesOneStallingHandshakes(t *testing.T) {
 	masked := m.sum(t, maskedFailures, maskedByRace, attribute.String("lifeline.phase", "tls"))
 	t.Logf("slowest of %d: %v (the control's: %v); stalling address hung %d handshakes, healthy served %d; masked by race (tls) %d",
 		n, slowest, ctlSlowest, stalling.Stats().Faulted, healthy.Stats().Served, masked)
-	assert.EqualValues(t, n, stalling.Stats().Faulted, "every request met the stalling address first")
+	// n on a quiet machine: each dial's first attempt. A healthy handshake
+	// slower than AttemptDelay (a loaded machine) lets the race start the
+	// stalling address's second attempt (MaxAttemptsPerAddress 2) as well.
+	assert.GreaterOrEqual(t, stalling.Stats().Faulted, int64(n), "every request met the stalling address first")
+	assert.LessOrEqual(t, stalling.Stats().Faulted, int64(2*n), "at most MaxAttemptsPerAddress (2) per dial")
 	assert.EqualValues(t, n, masked, "every stall counted as masked by the race")
 }
