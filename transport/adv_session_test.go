@@ -819,21 +819,43 @@ func TestAdvSessionBackoffNearStableAfter(t *testing.T) {
 // replaced the connection A broke.
 func TestAdvSessionWaiterSkipsBrokenConn(t *testing.T) {
 	var l msgLog
+	// n counts upgrades, not accepted conns: on a loaded machine the
+	// Dialer's race opens a second conn when a connect is slower than
+	// AttemptDelay, and the loser, closed before its request, must not
+	// shift which conn never reads.
 	var n atomic.Int64
-	srv := faultnet.Start(t, faultnet.Config{Handler: func(nc net.Conn) {
-		if n.Add(1)%2 == 1 {
-			wsHandler(func(w http.ResponseWriter, r *http.Request) {
-				c, err := upgrader.Upgrade(w, r, nil)
-				if err != nil {
-					return
-				}
-				defer c.Close()
-				time.Sleep(2 * time.Second) // never reads
-			})(nc)
+	// aWriting: the server that never reads saw the start of A's message
+	// (its first frame's header): A holds the write slot.
+	aWriting := make(chan struct{}, 1)
+	srv := faultnet.Start(t, faultnet.Config{Handler: wsHandler(func(w http.ResponseWriter, r *http.Request) {
+		c, err := upgrader.Upgrade(w, r, nil)
+		if err != nil {
 			return
 		}
-		l.recorder(int(n.Load()), 0)(nc)
-	}})
+		defer c.Close()
+		id := n.Add(1)
+		if id%2 == 1 {
+			// The first frame's header and no more (gorilla's 4 KiB
+			// buffer at most): A's 32 MiB stay blocked.
+			if mt, _, err := c.NextReader(); err == nil && mt == websocket.BinaryMessage {
+				select {
+				case aWriting <- struct{}{}:
+				default:
+				}
+			}
+			time.Sleep(2 * time.Second) // never reads
+			return
+		}
+		for {
+			_, msg, err := c.ReadMessage()
+			if err != nil {
+				return
+			}
+			l.mu.Lock()
+			l.msgs = append(l.msgs, strconv.FormatInt(id, 10)+":"+string(msg))
+			l.mu.Unlock()
+		}
+	})})
 	for round := range 5 {
 		d := sessionDialer()
 		d.PingInterval = -1
@@ -844,7 +866,18 @@ func TestAdvSessionWaiterSkipsBrokenConn(t *testing.T) {
 		}
 		aErr := make(chan error, 1)
 		go func() { aErr <- s.WriteMessage(context.Background(), websocket.BinaryMessage, make([]byte, 32<<20)) }()
-		time.Sleep(100 * time.Millisecond) // A holds the write slot
+		// Waited for: on a loaded machine A may not have started within
+		// a fixed sleep, and B, writing first on the conn that never
+		// reads, would be lost with it.
+		select {
+		case <-aWriting:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("round %d: A's message did not reach the server in 5s", round)
+		}
+		// B's wait for the slot is bounded by WriteTimeout (1s) as A's
+		// write is: B starts 500ms after A so that A's break (at 1s, and
+		// the machine's lag) comes well inside B's bound.
+		time.Sleep(500 * time.Millisecond)
 		ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
 		msg := "b" + strconv.Itoa(round)
 		bErr := s.WriteMessageWhenConnected(ctx, txt, []byte(msg))

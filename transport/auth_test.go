@@ -345,14 +345,24 @@ func TestAuthHedgeEachTryApplied(t *testing.T) {
 			_, _ = io.Copy(io.Discard, resp.Body)
 			resp.Body.Close()
 			assert.Equal(t, http.StatusOK, resp.StatusCode)
-			// Two tries at least (a loaded machine may start a further
-			// hedge before the answer lands), each Apply'd once: every
-			// request the server saw carried a credential of its own.
-			assert.GreaterOrEqual(t, creds.applied.Load(), int32(2), "each try Apply'd")
-			assert.GreaterOrEqual(t, creds.applied.Load(), hits.Load(), "a try sent without Apply")
+			// Two tries on a quiet machine; a hedge that takes over 50ms
+			// to answer (a loaded machine) is followed by another, which
+			// may be cancelled before it is sent. Close waits for the
+			// handlers, so that the counts are final.
+			srv.Close()
+			n := hits.Load()
+			assert.GreaterOrEqual(t, n, int32(2), "the hedge reached the server")
+			assert.GreaterOrEqual(t, creds.applied.Load(), n, "each try Apply'd")
+			distinct := int32(0)
+			seen.Range(func(k, _ any) bool {
+				if strings.HasPrefix(k.(string), "Bearer try-") {
+					distinct++
+				}
+				return true
+			})
 			_, first := seen.Load("Bearer try-1")
-			_, second := seen.Load("Bearer try-2")
-			assert.True(t, first && second, "each try carried its own credential")
+			assert.True(t, first, "the first try carried the first credential")
+			assert.Equal(t, n, distinct, "each try carried its own credential")
 			assert.Empty(t, req.Header.Get("Authorization"), "the caller's request is never modified")
 			assert.Zero(t, creds.refreshed.Load())
 		})

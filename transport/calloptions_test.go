@@ -256,9 +256,11 @@ func TestCallOptionsHedge(t *testing.T) {
 				assert.NoError(t, err)
 			})
 			wg.Wait()
+			// A hedge that takes over 50ms to answer (a loaded machine)
+			// is followed by another: at least 2 where a hedge fired.
 			assert.Equal(t, 1, hits["/nohedge"], "no hedge for this call")
-			assert.Equal(t, 2, hits["/default"], "the Transport's hedge")
-			assert.Equal(t, 2, hits["/hedge"], "the call's hedge")
+			assert.GreaterOrEqual(t, hits["/default"], 2, "the Transport's hedge")
+			assert.GreaterOrEqual(t, hits["/hedge"], 2, "the call's hedge")
 		})
 	}
 }

@@ -21,6 +21,9 @@ type relay struct {
 	mu      sync.Mutex
 	cur     chan struct{}
 	accepts atomic.Int32
+	// dropped counts the frozen conns the client closed (its read side
+	// ended while frozen).
+	dropped atomic.Int32
 	wg      sync.WaitGroup
 }
 
@@ -71,6 +74,9 @@ func (r *relay) serve() {
 						// Silent: swallow everything, close nothing, until
 						// the relay stops.
 						if err != nil {
+							if pair[0] == c {
+								r.dropped.Add(1)
+							}
 							return
 						}
 						continue
@@ -138,7 +144,15 @@ func TestHTTP2PingsDropDeadConn(t *testing.T) {
 		t.Fatalf("first request: %q, %v", proto, err)
 	}
 	rl.freeze()
-	time.Sleep(time.Second) // several ping periods: the dead conn is found and dropped
+	// Several ping periods (400ms) on a quiet machine; waited for, not
+	// slept, so that a loaded machine's late timers do not send the next
+	// request to the dead conn before the pings found it. A conn the
+	// pings never drop fails here.
+	for wait := time.Now(); rl.dropped.Load() == 0; time.Sleep(10 * time.Millisecond) {
+		if time.Since(wait) > 10*time.Second {
+			t.Fatal("the frozen conn was not dropped 10s after its peer went silent (pings every 200ms)")
+		}
+	}
 	start := time.Now()
 	proto, err = get()
 	if err != nil || proto != "HTTP/2.0" {

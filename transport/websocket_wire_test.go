@@ -416,8 +416,19 @@ func TestWebSocketWireFramesWithPings(t *testing.T) {
 				}
 				want = append(want, wireMsg{op: byte(op), data: data})
 			}
-			// Rounds for at least 300ms: hundreds of the conn's pings.
-			for start := time.Now(); time.Since(start) < 300*time.Millisecond; {
+			// Rounds for at least 300ms (hundreds of the conn's pings on a
+			// quiet machine), and on until the server has seen at least
+			// 10 of each kind of interleaved control frame: a loaded
+			// machine schedules fewer of them per unit of time, and the
+			// counts below are about interleaving, not speed. A conn that
+			// never interleaves ends the rounds at the cap and fails.
+			enough := func() bool {
+				s.mu.Lock()
+				defer s.mu.Unlock()
+				return s.pings >= 10 && s.pongs >= 10 && s.appCtl >= 10 && (s.between >= 10 || tc.wbuf >= 4096)
+			}
+			for start := time.Now(); time.Since(start) < 300*time.Millisecond ||
+				(!enough() && time.Since(start) < 20*time.Second); {
 				for i, n := range []int{0, 1, 125, 126, 127, 511, 512, 513, 65535, 65536, 65537, 200000} {
 					send(websocket.BinaryMessage, payload(n, i))
 				}

@@ -255,8 +255,12 @@ func TestPeersOnIncidentFault(t *testing.T) {
 				if res.failed != 0 {
 					t.Errorf("%d failed, want none (hedged)", res.failed)
 				}
-				if res.q(1) >= time.Second {
-					t.Errorf("slowest %v, want the 250ms hedge well under a second", res.q(1))
+				// About 250ms (the hedge) on a quiet machine; a hung
+				// connection left alone lasts FirstByteTimeout (15s). The
+				// bound leaves a loaded machine (the race detector, the
+				// peers running in parallel) its lag.
+				if res.q(1) >= 3*time.Second {
+					t.Errorf("slowest %v, want the 250ms hedge, far from the 15s FirstByteTimeout", res.q(1))
 				}
 			}
 		})
