@@ -96,7 +96,7 @@ def test_cancel_from_another_thread(hang_addr):
         assert op.wait(timeout=5)
         finished = time.monotonic()
         t.join()
-        assert finished - cancelled_at[0] < 0.5
+        assert finished - cancelled_at[0] < 2.0  # generous for a loaded machine; the hang it guards would be 5 s+
         with pytest.raises(LifelineCanceled) as ei:
             op.result()
         assert ei.value.phase == "canceled"
@@ -192,7 +192,7 @@ def test_ctrl_c_interrupts_a_wait(hang_addr):
         time.sleep(0.3)  # inside lifeline_op_wait by now
         t0 = time.monotonic()
         p.send_signal(signal.SIGINT)
-        out, err = p.communicate(timeout=5)
+        out, err = p.communicate(timeout=15)
         el = time.monotonic() - t0
     finally:
         if p.poll() is None:
@@ -200,7 +200,7 @@ def test_ctrl_c_interrupts_a_wait(hang_addr):
             p.wait()
     assert out.strip() == b"interrupted", (out, err)
     assert p.returncode == 0, err
-    assert el < 2.0, el
+    assert el < 10.0, el  # the request would hang 20 s; a loaded machine is slow to wake and exit
 
 
 def _live(c):
