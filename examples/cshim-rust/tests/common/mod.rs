@@ -225,3 +225,134 @@ impl Echo {
 pub fn echo() -> SocketAddr {
     Echo::start().addr
 }
+
+/// StreamHttp serves streamed bodies, a connection per request (each
+/// answer ends with the connection):
+///   GET  /sse         text/event-stream, no length: "data: event <i>\n\n"
+///                     for i in 0..5, 50 ms apart, then the end
+///   GET  /stall       Content-Length 100, "partial", then silence until
+///                     the client goes
+///   GET  /poll/<ms>   nothing for <ms>, then 200 "news" (a long poll)
+///   POST /echo        the request body (Content-Length or chunked) back
+pub struct StreamHttp {
+    pub addr: SocketAddr,
+}
+
+impl StreamHttp {
+    pub fn start() -> StreamHttp {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        thread::spawn(move || {
+            for c in l.incoming() {
+                match c {
+                    Ok(c) => {
+                        thread::spawn(move || serve_stream(c));
+                    }
+                    Err(_) => return,
+                }
+            }
+        });
+        StreamHttp { addr }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+}
+
+fn serve_stream(c: TcpStream) {
+    let mut w = c.try_clone().unwrap();
+    let mut r = BufReader::new(c);
+    let mut line = String::new();
+    if r.read_line(&mut line).unwrap_or(0) == 0 {
+        return;
+    }
+    let mut parts = line.split_whitespace();
+    let (method, path) = (
+        parts.next().unwrap_or("").to_owned(),
+        parts.next().unwrap_or("").to_owned(),
+    );
+    let (mut len, mut chunked) = (0usize, false);
+    loop {
+        let mut h = String::new();
+        if r.read_line(&mut h).unwrap_or(0) == 0 {
+            return;
+        }
+        let h = h.trim_end();
+        if h.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = h.split_once(':') {
+            if k.eq_ignore_ascii_case("content-length") {
+                len = v.trim().parse().unwrap_or(0);
+            } else if k.eq_ignore_ascii_case("transfer-encoding") {
+                chunked = v.trim().eq_ignore_ascii_case("chunked");
+            }
+        }
+    }
+    if method == "GET" && path == "/sse" {
+        let _ = w.write_all(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n",
+        );
+        for i in 0..5 {
+            thread::sleep(Duration::from_millis(50));
+            if w.write_all(format!("data: event {}\n\n", i).as_bytes())
+                .is_err()
+            {
+                return;
+            }
+        }
+    } else if method == "GET" && path == "/stall" {
+        let _ = w.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial");
+        let mut sink = [0u8; 64];
+        while matches!(r.read(&mut sink), Ok(n) if n > 0) {}
+    } else if let Some(ms) = path.strip_prefix("/poll/") {
+        thread::sleep(Duration::from_millis(ms.parse().unwrap_or(0)));
+        let _ =
+            w.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\nConnection: close\r\n\r\nnews");
+    } else if method == "POST" && path == "/echo" {
+        let mut body = Vec::new();
+        if chunked {
+            loop {
+                let mut size = String::new();
+                if r.read_line(&mut size).unwrap_or(0) == 0 {
+                    return;
+                }
+                let n = usize::from_str_radix(size.trim().split(';').next().unwrap_or(""), 16)
+                    .unwrap_or(0);
+                if n == 0 {
+                    // Trailers, then the empty line.
+                    loop {
+                        let mut t = String::new();
+                        if r.read_line(&mut t).unwrap_or(0) == 0 || t.trim_end().is_empty() {
+                            break;
+                        }
+                    }
+                    break;
+                }
+                let start = body.len();
+                body.resize(start + n, 0);
+                if r.read_exact(&mut body[start..]).is_err() {
+                    return;
+                }
+                let mut crlf = String::new();
+                let _ = r.read_line(&mut crlf);
+            }
+        } else {
+            body.resize(len, 0);
+            if r.read_exact(&mut body).is_err() {
+                return;
+            }
+        }
+        let mut msg = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        msg.extend_from_slice(&body);
+        let _ = w.write_all(&msg);
+    } else {
+        let _ = w
+            .write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+    }
+}
