@@ -49,6 +49,11 @@ impl Client {
         Ok(Client { handle })
     }
 
+    /// handle is the library's handle of this client.
+    pub(crate) fn handle(&self) -> ffi::lifeline_client {
+        self.handle
+    }
+
     /// with_config creates a client and applies a JSON configuration (see
     /// [`Client::configure`]); nothing is left open on error.
     pub fn with_config(json: &str) -> Result<Client> {
