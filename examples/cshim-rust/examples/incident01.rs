@@ -340,6 +340,223 @@ impl Replay {
     }
 }
 
+/// Nginx is an nginx terminating TLS (a fresh self-signed certificate for
+/// 127.0.0.1) in front of a websocket server, for the wss:// replay; it
+/// ends with the value.
+pub struct Nginx {
+    pub addr: SocketAddr,
+    pub ca_file: std::path::PathBuf,
+    dir: std::path::PathBuf,
+    child: std::process::Child,
+}
+
+impl Nginx {
+    /// start runs one; None (after saying why) without nginx or openssl.
+    pub fn start(backend: SocketAddr) -> Option<Nginx> {
+        use std::process::{Command, Stdio};
+        for tool in ["nginx", "openssl"] {
+            let found = Command::new("sh")
+                .args(["-c", &format!("command -v {}", tool)])
+                .stdout(Stdio::null())
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false);
+            if !found {
+                eprintln!("SKIP wss replay: {} not installed", tool);
+                return None;
+            }
+        }
+        let dir = std::env::temp_dir().join(format!(
+            "lifeline-incident01-{}-{}",
+            std::process::id(),
+            backend.port()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+        let ok = Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+            ])
+            .args([
+                "-days",
+                "1",
+                "-subj",
+                "/CN=127.0.0.1",
+                "-addext",
+                "subjectAltName=IP:127.0.0.1",
+            ])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        assert!(ok, "openssl req failed");
+        // A port of our own: bound and released (the window is tiny on
+        // loopback); nginx listens on it next.
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let conf = format!(
+            "daemon off; master_process off; worker_processes 1; pid {d}/nginx.pid;\n\
+             error_log {d}/error.log;\n\
+             events {{ worker_connections 4096; }}\n\
+             http {{ access_log off; client_body_temp_path {d}; proxy_temp_path {d};\n\
+               fastcgi_temp_path {d}; uwsgi_temp_path {d}; scgi_temp_path {d};\n\
+               server {{ listen 127.0.0.1:{p} ssl; ssl_certificate {c}; ssl_certificate_key {k};\n\
+                 location / {{ proxy_pass http://{b}; proxy_http_version 1.1;\n\
+                   proxy_set_header Upgrade $http_upgrade; proxy_set_header Connection upgrade;\n\
+                   proxy_read_timeout 3600s; }} }} }}\n",
+            d = dir.display(),
+            p = port,
+            c = cert.display(),
+            k = key.display(),
+            b = backend
+        );
+        let conf_path = dir.join("nginx.conf");
+        std::fs::write(&conf_path, conf).unwrap();
+        let child = Command::new("nginx")
+            .arg("-p")
+            .arg(&dir)
+            .arg("-c")
+            .arg(&conf_path)
+            .arg("-e")
+            .arg(dir.join("error.log"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let addr: SocketAddr = format!("127.0.0.1:{}", port).parse().unwrap();
+        let end = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(addr).is_err() {
+            assert!(
+                Instant::now() < end,
+                "nginx did not listen: {}",
+                dir.display()
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+        Some(Nginx {
+            addr,
+            ca_file: cert,
+            dir,
+            child,
+        })
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// WssReplay is lifeline's side of the wss:// replay (a plain std client
+/// has no TLS).
+pub struct WssReplay {
+    pub connects: usize,
+    pub handshake: Duration,
+    pub times: Vec<Result<Duration, lifeline::Error>>,
+    pub silent: usize,
+    pub masked: f64,
+    pub dial_repeats: f64,
+}
+
+/// replay_wss connects `connects` times over wss:// through the LB in
+/// front of nginx (TLS) in front of the websocket server: a connection the
+/// LB holds silent stalls the TLS handshake, and the dial's race overtakes
+/// it with a second connection after about dial.attempt_delay_ms (250).
+/// None without nginx or openssl.
+pub fn replay_wss(connects: usize, batch: usize, handshake: Duration) -> Option<WssReplay> {
+    let srv = common::Ws::start();
+    let nginx = Nginx::start(srv.addr)?;
+    let lb = Lb::start(nginx.addr, 12);
+    let client = Client::new().unwrap();
+    client
+        .set_string("tls.ca_file", nginx.ca_file.to_str().unwrap())
+        .unwrap();
+    let url = format!("wss://{}/echo", lb.addr);
+    let config = format!(r#"{{"handshake_timeout_ms": {}}}"#, handshake.as_millis());
+    let mut times = Vec::with_capacity(connects);
+    while times.len() < connects {
+        let k = batch.min(connects - times.len());
+        let got: Vec<Result<Duration, lifeline::Error>> = thread::scope(|s| {
+            let hs: Vec<_> = (0..k)
+                .map(|_| {
+                    s.spawn(|| {
+                        let t = Instant::now();
+                        let session = Session::new(&client, &url, &[], &config)?;
+                        session.wait_connected(Some(Duration::from_secs(30)))?;
+                        let took = t.elapsed();
+                        session.close()?;
+                        Ok(took)
+                    })
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        times.extend(got);
+    }
+    let doc = client.metrics_json().unwrap();
+    Some(WssReplay {
+        connects,
+        handshake,
+        silent: lb.silent(),
+        times,
+        masked: points(&doc, "lifeline.masked_failures")
+            .iter()
+            .map(|p| p.value)
+            .sum(),
+        dial_repeats: points(&doc, "lifeline.dial.attempts")
+            .iter()
+            .filter(|p| p.attributes.contains(r#""lifeline.dial.repeat":"true""#))
+            .map(|p| p.value)
+            .sum(),
+    })
+}
+
+impl WssReplay {
+    pub fn sorted(&self) -> Vec<Duration> {
+        let mut v: Vec<Duration> = self
+            .times
+            .iter()
+            .filter_map(|r| r.as_ref().ok().copied())
+            .collect();
+        v.sort();
+        v
+    }
+
+    pub fn row(&self) -> String {
+        let v = self.sorted();
+        let ms = |d: Duration| format!("{:.1} ms", d.as_secs_f64() * 1000.0);
+        format!(
+            "| lifeline Session, wss:// (handshake_timeout_ms {}) | {} | {} | {} | {} | {} | {} | {} masked_failures, {} repeated dial attempts |\n",
+            self.handshake.as_millis(),
+            v.len(),
+            self.connects - v.len(),
+            self.silent,
+            ms(percentile(&v, 50)),
+            ms(percentile(&v, 99)),
+            ms(*v.last().unwrap_or(&Duration::ZERO)),
+            self.masked as u64,
+            self.dial_repeats as u64,
+        )
+    }
+}
+
 #[allow(dead_code)]
 fn main() {
     let n = std::env::args()
@@ -348,6 +565,17 @@ fn main() {
         .unwrap_or(200);
     let r = replay(n, 25, Duration::from_secs(2), Duration::from_secs(1));
     print!("{}", r.table());
+    if let Some(w) = replay_wss(n, 25, Duration::from_secs(1)) {
+        print!("{}", w.row());
+        for e in w.times.iter().filter_map(|r| r.as_ref().err()) {
+            println!(
+                "lifeline wss failure: {} ({} {})",
+                e,
+                e.phase(),
+                e.error_type()
+            );
+        }
+    }
     for e in r.lifeline.iter().filter_map(|r| r.as_ref().err()) {
         println!("lifeline failure: {} ({} {})", e, e.phase(), e.error_type());
     }
