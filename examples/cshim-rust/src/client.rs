@@ -11,6 +11,7 @@ use crate::error::{call, cstring, Error, Result};
 use crate::ffi;
 use crate::op::Op;
 use crate::request::{Deadline, Request, Response};
+use crate::stream::{Stream, StreamOptions};
 
 /// Client is one lifeline client: finite defaults for every limit, a pool
 /// of connections, the health of the addresses it talked to, and metrics.
@@ -46,6 +47,11 @@ impl Client {
         let mut handle = 0;
         call(|err| unsafe { ffi::lifeline_client_new(&mut handle, err) })?;
         Ok(Client { handle })
+    }
+
+    /// handle is the library's handle of this client.
+    pub(crate) fn handle(&self) -> ffi::lifeline_client {
+        self.handle
     }
 
     /// with_config creates a client and applies a JSON configuration (see
@@ -170,6 +176,34 @@ impl Client {
         Op::start(|cb, ud, op, err| unsafe {
             ffi::lifeline_request_start(self.handle, &raw, cb, ud, op, err)
         })
+    }
+
+    /// stream starts a streamed request and returns its [`Stream`] at once
+    /// (before any I/O, so it can be cancelled immediately): the response
+    /// body is read in pieces as it arrives, and with
+    /// [`StreamOptions::upload`] the request body is written in pieces.
+    /// The Request's [`Deadline`] bounds the whole stream, body included
+    /// (`ClientDefault` is `request_timeout_ms`: use
+    /// [`Deadline::PhaseLimitsOnly`] for a stream meant to outlive it; the
+    /// stall limit still ends a body that stops). `max_response_bytes`
+    /// does not apply.
+    pub fn stream(&self, req: &Request, opts: StreamOptions) -> Result<Stream> {
+        let prepared = req.prepare()?;
+        let raw = prepared.raw();
+        let copts = opts.raw();
+        let op = Op::start(|cb, ud, op, err| unsafe {
+            ffi::lifeline_request_start_stream(
+                self.handle,
+                &raw,
+                opts.flags(),
+                &copts,
+                cb,
+                ud,
+                op,
+                err,
+            )
+        })?;
+        Ok(Stream::new(op))
     }
 
     /// dial connects to `address` ("host:port", IPv6 in brackets) over

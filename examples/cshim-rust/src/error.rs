@@ -45,6 +45,9 @@ pub enum Status {
     Internal,
     /// The C heap is exhausted.
     NoMemory,
+    /// A websocket session's send found no connection, or the connection
+    /// broke under the write (ABI 2, `LIFELINE_E_DISCONNECTED`).
+    Disconnected,
     /// A code this crate does not know (a newer library).
     Other(i32),
 }
@@ -67,6 +70,7 @@ impl Status {
             12 => Status::Forked,
             13 => Status::Internal,
             14 => Status::NoMemory,
+            20 => Status::Disconnected,
             n => Status::Other(n),
         }
     }
@@ -88,6 +92,7 @@ impl Status {
             Status::Forked => 12,
             Status::Internal => 13,
             Status::NoMemory => 14,
+            Status::Disconnected => 20,
             Status::Other(n) => n,
         }
     }
@@ -165,8 +170,29 @@ impl Error {
         }
     }
 
+    /// wait_timeout is the error of a wait of the caller's that passed
+    /// (phase "read" or "write"), shaped as the library's own: not a
+    /// failure of the stream, which stays usable.
+    pub(crate) fn wait_timeout(phase: &str, message: String) -> Error {
+        Error {
+            status: Status::Timeout,
+            phase: phase.into(),
+            error_type: format!("{}_timeout", phase),
+            timeout: true,
+            message,
+        }
+    }
+
+    /// is_wait_timeout reports whether this is the end of a wait the
+    /// caller chose — a [`Stream`](crate::Stream) read or write timeout
+    /// (phase "read" or "write") — after which the stream stays usable:
+    /// read or write again. Every other error of a stream is final.
+    pub fn is_wait_timeout(&self) -> bool {
+        self.status == Status::Timeout && (self.phase == "read" || self.phase == "write")
+    }
+
     /// from_record copies a filled record (the caller clears it).
-    fn from_record(status: i32, rec: &ffi::lifeline_error) -> Error {
+    pub(crate) fn from_record(status: i32, rec: &ffi::lifeline_error) -> Error {
         let message = if rec.message.is_null() {
             String::new()
         } else {
@@ -288,7 +314,7 @@ mod tests {
 
     #[test]
     fn status_codes_round_trip() {
-        for code in 1..=15 {
+        for code in 1..=21 {
             assert_eq!(Status::from_code(code).code(), code);
         }
         assert_eq!(Status::from_code(15), Status::Other(15));

@@ -1,17 +1,20 @@
-//! Raw declarations of cshim/lifeline.h (ABI version 1). Everything here is
+//! Raw declarations of cshim/lifeline.h (ABI version 2). Everything here is
 //! unsafe to use directly; the rest of the crate wraps it.
 #![allow(non_camel_case_types)]
 #![allow(dead_code)] // the whole header is declared, used or not
 
 use std::os::raw::{c_char, c_int, c_void};
 
-pub const ABI_VERSION: u32 = 1;
+pub const ABI_VERSION: u32 = 2;
 
 pub const OK: i32 = 0;
 pub const E_PENDING: i32 = 6;
+pub const E_TIMEOUT: i32 = 7;
+pub const E_CLOSED: i32 = 11;
 
 pub type lifeline_client = u64;
 pub type lifeline_op = u64;
+pub type lifeline_session = u64;
 
 #[repr(C)]
 pub struct lifeline_error {
@@ -49,6 +52,38 @@ pub struct lifeline_response {
     pub header_count: i64,
     pub body: *mut u8,
     pub body_len: i64,
+}
+
+pub const STREAM_UPLOAD: u32 = 1;
+
+#[repr(C)]
+pub struct lifeline_call_options {
+    pub first_byte_timeout_ms: i64,
+    pub stall_timeout_ms: i64,
+    pub max_attempts: i64,
+}
+
+pub const EVENT_CONNECT: i32 = 1;
+pub const EVENT_CONNECTED: i32 = 2;
+pub const EVENT_MESSAGE: i32 = 3;
+pub const EVENT_DISCONNECTED: i32 = 4;
+pub const EVENT_STATE: i32 = 5;
+pub const EVENT_CLOSED: i32 = 6;
+pub const MESSAGE_TEXT: i32 = 1;
+pub const MESSAGE_BINARY: i32 = 2;
+pub const SEND_WHEN_CONNECTED: u32 = 1;
+pub const SEND_ON_CONNECT: u32 = 2;
+
+#[repr(C)]
+pub struct lifeline_event {
+    pub kind: i32,
+    pub state: i32,
+    pub message_type: i32,
+    pub reserved: i32,
+    pub connection: u64,
+    pub data: *const u8,
+    pub len: i64,
+    pub cause: lifeline_error,
 }
 
 pub type lifeline_callback =
@@ -150,4 +185,95 @@ extern "C" {
     ) -> i32;
     pub fn lifeline_op_fd(op: lifeline_op, fd: *mut c_int, err: *mut lifeline_error) -> i32;
     pub fn lifeline_op_free(op: lifeline_op, err: *mut lifeline_error) -> i32;
+
+    // Streamed bodies (ABI 2).
+    pub fn lifeline_request_start_stream(
+        c: lifeline_client,
+        req: *const lifeline_request,
+        flags: u32,
+        opts: *const lifeline_call_options,
+        callback: lifeline_callback,
+        user_data: *mut c_void,
+        op: *mut lifeline_op,
+        err: *mut lifeline_error,
+    ) -> i32;
+    pub fn lifeline_body_read(
+        op: lifeline_op,
+        buf: *mut u8,
+        cap: usize,
+        timeout_ms: i64,
+        n: *mut usize,
+        err: *mut lifeline_error,
+    ) -> i32;
+    pub fn lifeline_body_available(
+        op: lifeline_op,
+        n: *mut usize,
+        ended: *mut c_int,
+        err: *mut lifeline_error,
+    ) -> i32;
+    pub fn lifeline_body_fd(op: lifeline_op, fd: *mut c_int, err: *mut lifeline_error) -> i32;
+    pub fn lifeline_body_write(
+        op: lifeline_op,
+        data: *const u8,
+        len: usize,
+        timeout_ms: i64,
+        n: *mut usize,
+        err: *mut lifeline_error,
+    ) -> i32;
+    pub fn lifeline_body_close_write(op: lifeline_op, err: *mut lifeline_error) -> i32;
+
+    // Websocket sessions (ABI 2).
+    pub fn lifeline_event_free(ev: *mut lifeline_event);
+    pub fn lifeline_session_new(
+        c: lifeline_client,
+        url: *const c_char,
+        headers: *const lifeline_header,
+        header_count: i64,
+        config: *const c_char,
+        out: *mut lifeline_session,
+        err: *mut lifeline_error,
+    ) -> i32;
+    pub fn lifeline_session_next_event(
+        s: lifeline_session,
+        timeout_ms: i64,
+        ev: *mut *mut lifeline_event,
+        err: *mut lifeline_error,
+    ) -> i32;
+    pub fn lifeline_session_event_fd(
+        s: lifeline_session,
+        fd: *mut c_int,
+        err: *mut lifeline_error,
+    ) -> i32;
+    pub fn lifeline_session_send(
+        s: lifeline_session,
+        kind: i32,
+        buf: *const u8,
+        len: i64,
+        timeout_ms: i64,
+        flags: u32,
+        err: *mut lifeline_error,
+    ) -> i32;
+    pub fn lifeline_session_wait_connected(
+        s: lifeline_session,
+        timeout_ms: i64,
+        err: *mut lifeline_error,
+    ) -> i32;
+    pub fn lifeline_session_set_header(
+        s: lifeline_session,
+        name: *const c_char,
+        value: *const c_char,
+        err: *mut lifeline_error,
+    ) -> i32;
+    pub fn lifeline_session_ready(
+        s: lifeline_session,
+        connection: u64,
+        err: *mut lifeline_error,
+    ) -> i32;
+    pub fn lifeline_session_state(
+        s: lifeline_session,
+        state: *mut i32,
+        err: *mut lifeline_error,
+    ) -> i32;
+    pub fn lifeline_session_close(s: lifeline_session, err: *mut lifeline_error) -> i32;
+    pub fn lifeline_session_free(s: lifeline_session, err: *mut lifeline_error) -> i32;
 }

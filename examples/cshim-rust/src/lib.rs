@@ -13,7 +13,9 @@
 //!
 //! Modules (private, re-exported here): `client` (configuration, blocking
 //! calls, dials), `request` (Request, Response, Deadline), `op` (operations:
-//! wait, poll, cancel, Future), `error` (Error, Status), `ffi` (the raw
+//! wait, poll, cancel, Future), `stream` (streamed bodies: Stream,
+//! StreamOptions, Limit), `session` (websocket sessions: Session,
+//! Event), `error` (Error, Status), `ffi` (the raw
 //! declarations of lifeline.h). Every
 //! handle the library gives is owned by exactly one value and freed by its
 //! Drop; every string or response it hands over is copied and freed at
@@ -26,6 +28,8 @@ mod error;
 mod ffi;
 mod op;
 mod request;
+mod session;
+mod stream;
 
 use std::ffi::CStr;
 
@@ -33,6 +37,8 @@ pub use client::Client;
 pub use error::{Error, Result, Status};
 pub use op::{Canceller, Op, Outcome};
 pub use request::{Deadline, Request, Response};
+pub use session::{Event, Events, Message, MessageKind, SendMode, Session, SessionState};
+pub use stream::{Limit, Stream, StreamOptions};
 
 /// The README's examples, compiled by `cargo test`.
 #[cfg(doctest)]

@@ -175,6 +175,16 @@ impl<T: Outcome> Op<T> {
         }
     }
 
+    /// take_result waits until the operation has finished (bounded by its
+    /// own limits) and takes its result, leaving the handle to Drop (a
+    /// streamed request's handle outlives its headers: its body is read
+    /// through it).
+    pub(crate) fn take_result(&mut self) -> Result<T> {
+        call(|err| unsafe { ffi::lifeline_op_wait(self.handle, -1, err) })?;
+        self.taken = true;
+        T::take(self.handle)
+    }
+
     /// wait blocks until the operation has finished (every operation does,
     /// by its deadline or phase limits) and returns its result.
     pub fn wait(mut self) -> Result<T> {
