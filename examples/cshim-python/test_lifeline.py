@@ -164,7 +164,11 @@ def test_metrics(http_url):
 
 
 CTRL_C_SCRIPT = textwrap.dedent("""
-    import sys, time
+    import faulthandler, sys, time
+    # Seen twice in make test: no "interrupted" within 5 s of the SIGINT.
+    # If the child is stuck, its threads' Python stacks go to stderr (shown
+    # by the assertion) before the parent gives up.
+    faulthandler.dump_traceback_later(12, exit=True)
     sys.path.insert(0, {here!r})
     from lifeline import Client, LifelineError
     c = Client({{"transport.first_byte_timeout_ms": 20000, "request_timeout_ms": 30000}})
@@ -192,7 +196,12 @@ def test_ctrl_c_interrupts_a_wait(hang_addr):
         time.sleep(0.3)  # inside lifeline_op_wait by now
         t0 = time.monotonic()
         p.send_signal(signal.SIGINT)
-        out, err = p.communicate(timeout=15)
+        try:
+            out, err = p.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            out, err = p.communicate()
+            raise AssertionError("no exit 15 s after SIGINT; stdout %r; stderr:\n%s" % (out, err.decode(errors="replace")))
         el = time.monotonic() - t0
     finally:
         if p.poll() is None:
