@@ -164,10 +164,15 @@ def test_metrics(http_url):
 
 
 CTRL_C_SCRIPT = textwrap.dedent("""
-    import faulthandler, sys, time
-    # Seen twice in make test: no "interrupted" within 5 s of the SIGINT.
-    # If the child is stuck, its threads' Python stacks go to stderr (shown
-    # by the assertion) before the parent gives up.
+    import faulthandler, signal, sys, time
+    # Python turns SIGINT into KeyboardInterrupt only when it was not
+    # ignored at start; a test run from a background job (nohup, CI
+    # runners) inherits it ignored, and the child then waited out the 20 s
+    # request (seen in make test: faulthandler's stacks showed the wait
+    # loop still slicing). An interactive program has the handler: install it.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    # If the child is stuck anyway, its threads' Python stacks go to stderr
+    # (shown by the assertion) before the parent gives up.
     faulthandler.dump_traceback_later(12, exit=True)
     sys.path.insert(0, {here!r})
     from lifeline import Client, LifelineError
