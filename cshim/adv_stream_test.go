@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"io"
 	"net"
 	"net/http"
@@ -32,6 +33,7 @@ func TestAdvStreamShortBody(t *testing.T) {
 	if e.Status != statusNetwork {
 		t.Fatalf("status %d (%s), want network", e.Status, e.Msg)
 	}
+	stableType(t, e)
 }
 
 // A chunked body whose chunk header is garbage fails the read.
@@ -43,6 +45,7 @@ func TestAdvStreamChunkedGarbage(t *testing.T) {
 	if e == nil {
 		t.Fatalf("garbage chunk ended cleanly after %q", got)
 	}
+	stableType(t, e)
 }
 
 // A body without end and a host that stops reading: the library's buffer
@@ -156,5 +159,83 @@ func TestAdvStreamUploadEarly413(t *testing.T) {
 	o.mu.Unlock()
 	if resp == nil || resp.status != 413 {
 		t.Fatalf("response %+v, want 413", resp)
+	}
+}
+
+// Readers blocked without a limit on a quiet body and a writer blocked
+// without a limit on an upload nobody reads, while another goroutine frees
+// the op: every call returns (canceled), promptly, and the race detector
+// sees nothing.
+func TestAdvStreamFreeUnderReadersAndWriter(t *testing.T) {
+	quit := make(chan struct{})
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(200)
+		w.(http.Flusher).Flush()
+		select { // quiet: no byte, no end; never reads an upload
+		case <-quit:
+		case <-r.Context().Done():
+		}
+	}))
+	defer hs.Close()
+	defer close(quit)
+	c := streamClient(t, map[string]any{"retry.max_attempts": 1, "transport.stall_timeout_ms": -1})
+	for _, upload := range []bool{false, true} {
+		r := &request{url: hs.URL, deadline: -1}
+		if upload {
+			r.method = http.MethodPost
+		}
+		s := newStream(c, upload)
+		o, e := c.startOp(false, -1, nil, false, s, func(ctx context.Context, b *built, o *op) *Error {
+			return doStream(ctx, b, o, r, callOptions{}, s)
+		})
+		if e != nil {
+			t.Fatal(e.Msg)
+		}
+		var wg sync.WaitGroup
+		errs := make(chan *Error, 16)
+		for i := 0; i < 8; i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				p := make([]byte, 64)
+				for {
+					n, e := bodyRead(o, p, -1)
+					if e != nil || n == 0 {
+						errs <- e
+						return
+					}
+				}
+			}()
+		}
+		if upload {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				p := make([]byte, 1<<20)
+				for {
+					if _, e := bodyWrite(o, p, -1); e != nil {
+						errs <- e
+						return
+					}
+				}
+			}()
+		}
+		time.Sleep(100 * time.Millisecond)
+		start := time.Now()
+		o.free()
+		done := make(chan struct{})
+		go func() { wg.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("upload=%v: calls still blocked 5s after free", upload)
+		}
+		close(errs)
+		for e := range errs {
+			if e == nil || e.Status != statusCanceled {
+				t.Fatalf("upload=%v: a call ended with %+v after free, want canceled", upload, e)
+			}
+		}
+		t.Logf("upload=%v: released in %v", upload, time.Since(start))
 	}
 }
