@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -386,4 +387,27 @@ func TestAdvSessionPingsUnanswered(t *testing.T) {
 		t.Fatalf("cause %+v, want a timeout", ev.cause)
 	}
 	t.Logf("cause: %s %s", ev.cause.Phase, ev.cause.Type)
+}
+
+// A secret in the URL's query or userinfo never reaches a cause: a server
+// that refuses the upgrade (401) ends the session, and the CLOSED event's
+// message names no token.
+func TestAdvSessionSecretsStayOutOfCauses(t *testing.T) {
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "no", http.StatusUnauthorized)
+	}))
+	defer hs.Close()
+	u := "ws://" + strings.TrimPrefix(hs.URL, "http://") + "/ws?token=QUERY-SECRET"
+	c := sessionClient(t, nil)
+	s := newTestSession(t, c, u, http.Header{"Authorization": {"Bearer HEADER-SECRET"}}, "")
+	ev := nextOf(t, s, eventClosed, 5*time.Second)
+	if ev.cause == nil {
+		t.Fatal("no cause")
+	}
+	for _, secret := range []string{"PASSWORD-SECRET", "QUERY-SECRET", "HEADER-SECRET"} {
+		if strings.Contains(ev.cause.Msg, secret) || strings.Contains(ev.cause.Type, secret) {
+			t.Fatalf("cause carries %s: %s", secret, ev.cause.Msg)
+		}
+	}
+	t.Logf("cause: %s %s %s", ev.cause.Phase, ev.cause.Type, ev.cause.Msg)
 }
