@@ -411,3 +411,78 @@ func TestAdvSessionSecretsStayOutOfCauses(t *testing.T) {
 	}
 	t.Logf("cause: %s %s %s", ev.cause.Phase, ev.cause.Type, ev.cause.Msg)
 }
+
+// Close while the host's connect-step send is stuck on a peer that reads
+// nothing (TCP window full): close and the send both return promptly, not
+// after write_timeout_ms.
+func TestAdvSessionCloseDuringStuckStepSend(t *testing.T) {
+	quit := make(chan struct{})
+	srv := startWS(t, func(_ int, _ *http.Request, c *websocket.Conn) {
+		<-quit // never reads
+	})
+	t.Cleanup(func() { close(quit) })
+	c := sessionClient(t, nil)
+	s := newTestSession(t, c, srv.url(), nil, `{"on_connect":true,"write_timeout_ms":20000,"handshake_timeout_ms":30000,"max_message_bytes":-1}`)
+	nextOf(t, s, eventConnect, 5*time.Second)
+	sent := make(chan *Error, 1)
+	go func() {
+		sent <- s.send(websocket.BinaryMessage, make([]byte, 64<<20), 0, sendOnConnect)
+	}()
+	time.Sleep(300 * time.Millisecond)
+	select {
+	case e := <-sent:
+		t.Fatalf("a 64 MiB send to a peer that reads nothing returned: %+v", e)
+	default:
+	}
+	start := time.Now()
+	done := make(chan struct{})
+	go func() {
+		if handles.remove(s.id) {
+			s.free()
+		}
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("free blocked 5s behind a stuck connect-step send")
+	}
+	select {
+	case e := <-sent:
+		if e == nil {
+			t.Fatal("the stuck send succeeded")
+		}
+		t.Logf("send: %d %s %s after %v", e.Status, e.Type, e.Msg, time.Since(start))
+	case <-time.After(5 * time.Second):
+		t.Fatal("the send still blocked 5s after free")
+	}
+}
+
+// The default max_message_bytes (16 MiB) holds: a message one byte above
+// it is never delivered.
+func TestAdvSessionDefaultMaxMessage(t *testing.T) {
+	srv := startWS(t, func(n int, _ *http.Request, c *websocket.Conn) {
+		if n == 1 {
+			_ = c.WriteMessage(websocket.BinaryMessage, make([]byte, 16<<20+1))
+		}
+		for {
+			if _, _, err := c.ReadMessage(); err != nil {
+				return
+			}
+		}
+	})
+	c := sessionClient(t, nil)
+	s := newTestSession(t, c, srv.url(), nil, "")
+	for {
+		ev := nextEvent(t, s, 10*time.Second)
+		if ev.kind == eventMessage {
+			t.Fatalf("a message of %d bytes was delivered", len(ev.data))
+		}
+		if ev.kind == eventDisconnected {
+			if ev.cause == nil || ev.cause.Type != "message_too_large" {
+				t.Fatalf("cause %+v", ev.cause)
+			}
+			return
+		}
+	}
+}
