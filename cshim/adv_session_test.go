@@ -486,3 +486,43 @@ func TestAdvSessionDefaultMaxMessage(t *testing.T) {
 		}
 	}
 }
+
+// Answers that are not an upgrade — 200 OK, a 101 with a wrong
+// Sec-WebSocket-Accept, 101 and then silence — are failed dials, redialed
+// (the doc ends a session only on a 3xx/4xx refusal); each is bounded.
+func TestAdvSessionBadUpgradeAnswers(t *testing.T) {
+	var n atomic.Int64
+	quit := make(chan struct{})
+	url := rawWSServer(t, func(c net.Conn, br *bufio.Reader, key string) {
+		switch n.Add(1) {
+		case 1:
+			_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		case 2:
+			_, _ = io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
+				"Sec-WebSocket-Accept: d3Jvbmc=\r\n\r\n")
+		case 3:
+			_, _ = io.WriteString(c, "HTTP/1.1 101 Switching")
+			select {
+			case <-quit:
+			case <-time.After(10 * time.Second):
+			}
+			return
+		default:
+			if accept101(c, key) != nil {
+				return
+			}
+			_, _ = c.Write([]byte{0x81, 2, 'h', 'i'})
+		}
+		_, _ = io.Copy(io.Discard, br)
+	})
+	t.Cleanup(func() { close(quit) })
+	c := sessionClient(t, nil)
+	s := newTestSession(t, c, url, nil, `{"handshake_timeout_ms":300}`)
+	ev := nextOf(t, s, eventMessage, 10*time.Second)
+	if string(ev.data) != "hi" {
+		t.Fatalf("message %q", ev.data)
+	}
+	if got := n.Load(); got < 4 {
+		t.Fatalf("%d dials", got)
+	}
+}
