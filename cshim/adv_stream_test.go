@@ -74,6 +74,9 @@ func TestAdvStreamEndlessBodyBounded(t *testing.T) {
 	srv := hs.URL
 	c := streamClient(t, map[string]any{"retry.max_attempts": 1, "request_timeout_ms": -1})
 	o := startStream(t, c, &request{url: srv, deadline: -1}, false)
+	// Freed before the server's Close (defers run first): its handler is
+	// blocked writing to a connection only the free ends.
+	defer o.free()
 	p := make([]byte, 1)
 	if _, e := bodyRead(o, p, 5*time.Second); e != nil {
 		t.Fatal(e.Msg)
