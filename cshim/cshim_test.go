@@ -34,7 +34,7 @@ var expectedOK = []string{
 	"dns_no_addresses", "body_stall", "large_body", "huge_length", "async", "callback_reentrant", "cancel", "cancel_held", "stress",
 	"free_running",
 	"close", "bad_args",
-	"session_echo", "session_reconnect", "session_stall", "session_step", "session_threads", "session_flood", "session_callback", "dial", "metrics", "threads", "fork", "loop", "no_leaks",
+	"session_echo", "session_reconnect", "session_stall", "session_step", "session_threads", "session_flood", "session_callback", "adv_sessions", "dial", "metrics", "threads", "fork", "loop", "no_leaks",
 }
 
 // artifacts builds each library once per test run, whichever test asks

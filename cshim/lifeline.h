@@ -629,7 +629,10 @@ typedef uint64_t lifeline_session;
  *   DISCONNECTED  connection `connection` was lost; `cause` says why:
  *                 status LIFELINE_E_TIMEOUT or LIFELINE_E_NETWORK, phase
  *                 (e.g. "websocket"), error_type (e.g. "pong_timeout",
- *                 "close_1001", "connection_reset"), message. A STATE
+ *                 "close_1001", "connection_reset", "message_too_large"
+ *                 for a message above max_message_bytes, "websocket_error"
+ *                 for a protocol violation or another unclassified
+ *                 failure), message. A STATE
  *                 event (disconnected) comes just before it. A failed dial
  *                 gives STATE events only.
  *   STATE         the state became `state` (connecting or disconnected).

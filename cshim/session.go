@@ -653,12 +653,19 @@ func sessionCause(err error) *Error {
 	if e.Phase == "response" {
 		e.Phase = "websocket"
 	}
-	if t := otelx.ErrorTypeOf(err); t != "" {
-		e.Type = t
-	}
+	// otelx names what it cannot classify by its Go type
+	// ("*errors.errorString"): not a class a dashboard can count on, so
+	// such causes get the generic "websocket_error" instead.
 	var ce *websocket.CloseError
-	if errors.As(err, &ce) {
+	switch t := otelx.ErrorTypeOf(err); {
+	case errors.As(err, &ce):
 		e.Type = "close_" + itoa(int64(ce.Code))
+	case errors.Is(err, websocket.ErrReadLimit):
+		e.Type = "message_too_large" // max_message_bytes; the peer got 1009
+	case t == fmt.Sprintf("%T", err):
+		e.Type = "websocket_error"
+	case t != "":
+		e.Type = t
 	}
 	return e
 }

@@ -2277,6 +2277,184 @@ static void t_session_callback(void) {
     printf("ok session_callback\n");
 }
 
+/* adversary: sessions and streams */
+
+struct adv_taker {
+    lifeline_session s;
+    int taken;
+    int32_t status;
+};
+
+static void *adv_take_thread(void *p) {
+    struct adv_taker *w = p;
+    lifeline_error err = LIFELINE_ERROR_INIT;
+    lifeline_event *ev = NULL;
+    while ((w->status = lifeline_session_next_event(w->s, -1, &ev, &err)) == LIFELINE_OK) {
+        w->taken++;
+        lifeline_event_free(ev);
+    }
+    lifeline_error_clear(&err);
+    return NULL;
+}
+
+static atomic_int adv_cb_calls, adv_cb_after_close, adv_cb_closed;
+
+/* Closes its own session from inside the callback at the first message;
+ * counts what still comes (the CLOSED event must, and nothing after it). */
+static void adv_close_cb(lifeline_session s, lifeline_event *ev, void *ud) {
+    (void)ud;
+    int n = atomic_fetch_add(&adv_cb_calls, 1);
+    if (atomic_load(&adv_cb_closed)) atomic_fetch_add(&adv_cb_after_close, 1);
+    if (ev->kind == LIFELINE_EVENT_MESSAGE && n >= 0) lifeline_session_close(s, NULL);
+    if (ev->kind == LIFELINE_EVENT_CLOSED) atomic_store(&adv_cb_closed, 1);
+    lifeline_event_free(ev);
+}
+
+/* t_adv_sessions: a hostile host. Handles of the other kinds in every new
+ * function, garbage arguments, eight threads taking events while a ninth
+ * frees the session, close from inside a callback, session and stream
+ * calls in a forked child; no library allocation left. */
+static void t_adv_sessions(void) {
+    lifeline_error err = LIFELINE_ERROR_INIT;
+    lifeline_client c = new_client(NULL);
+    CHECK(c, NULL, "client");
+    long long live0 = metric(c, "live_allocations");
+    lifeline_session s = 0;
+    CHECK(lifeline_session_new(c, ws_url("/ws/echo"), NULL, 0, NULL, &s, &err) == LIFELINE_OK, &err, "new");
+    CHECK(lifeline_session_wait_connected(s, 5000, &err) == LIFELINE_OK, &err, "connected");
+    lifeline_request r = get(fmt("%s/sse", env("LL_STREAM")));
+    r.deadline_ms = -1;
+    lifeline_op op = stream_start(c, &r, 0, &err);
+    CHECK(op, &err, "stream start");
+    /* Handles of the wrong kind: a session where an op goes and back, a
+     * client where either goes, forged and zero handles. */
+    uint8_t buf[64];
+    size_t n = 7;
+    int fd = 7;
+    lifeline_event *ev = (lifeline_event *)1;
+    CHECK(lifeline_body_read(s, buf, sizeof buf, 0, &n, &err) == LIFELINE_E_INVALID_HANDLE && n == 0, &err,
+          "body_read of a session");
+    CHECK(lifeline_body_write(s, buf, 1, 0, &n, &err) == LIFELINE_E_INVALID_HANDLE, &err, "body_write of a session");
+    CHECK(lifeline_body_fd(s, &fd, &err) == LIFELINE_E_INVALID_HANDLE && fd == -1, &err, "body_fd of a session");
+    CHECK(lifeline_op_wait(s, 0, &err) == LIFELINE_E_INVALID_HANDLE, &err, "op_wait of a session");
+    CHECK(lifeline_op_free(s, &err) == LIFELINE_E_INVALID_HANDLE, &err, "op_free of a session");
+    CHECK(lifeline_client_close(s, &err) == LIFELINE_E_INVALID_HANDLE, &err, "client_close of a session");
+    lifeline_session bad[] = {0, op, c, s ^ 1, s + 2, UINT64_MAX};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        lifeline_session h = bad[i];
+        int32_t st;
+        CHECK((st = lifeline_session_next_event(h, 0, &ev, &err)) == LIFELINE_E_INVALID_HANDLE && ev == NULL, &err,
+              "next_event of handle %zu: %d", i, st);
+        fd = 7;
+        CHECK(lifeline_session_event_fd(h, &fd, &err) == LIFELINE_E_INVALID_HANDLE && fd == -1, &err, "event_fd %zu", i);
+        CHECK(lifeline_session_send(h, 1, (const uint8_t *)"x", 1, 0, 0, &err) == LIFELINE_E_INVALID_HANDLE, &err,
+              "send %zu", i);
+        CHECK(lifeline_session_ready(h, 1, &err) == LIFELINE_E_INVALID_HANDLE, &err, "ready %zu", i);
+        CHECK(lifeline_session_close(h, &err) == LIFELINE_E_INVALID_HANDLE, &err, "close %zu", i);
+        CHECK(lifeline_session_free(h, &err) == LIFELINE_E_INVALID_HANDLE, &err, "free %zu", i);
+        CHECK(lifeline_session_set_callback(h, adv_close_cb, NULL, &err) == LIFELINE_E_INVALID_HANDLE, &err,
+              "set_callback %zu", i);
+        CHECK(lifeline_session_set_header(h, "X-A", "b", &err) == LIFELINE_E_INVALID_HANDLE, &err, "set_header %zu", i);
+        CHECK(lifeline_session_wait_connected(h, 0, &err) == LIFELINE_E_INVALID_HANDLE, &err, "wait %zu", i);
+    }
+    /* Garbage arguments on a live session. */
+    CHECK(lifeline_session_next_event(s, 0, NULL, &err) == LIFELINE_E_INVALID_ARGUMENT, &err, "NULL event");
+    CHECK(lifeline_session_event_fd(s, NULL, &err) == LIFELINE_E_INVALID_ARGUMENT, &err, "NULL fd");
+    CHECK(lifeline_session_state(s, NULL, &err) == LIFELINE_E_INVALID_ARGUMENT, &err, "NULL state");
+    CHECK(lifeline_session_send(s, 1, buf, -1, 0, 0, &err) == LIFELINE_E_INVALID_ARGUMENT, &err, "negative len");
+    CHECK(lifeline_session_send(s, 1, buf, INT64_MAX, 0, 0, &err) == LIFELINE_E_INVALID_ARGUMENT, &err, "huge len");
+    CHECK(lifeline_session_send(s, 1, (const uint8_t *)"\xc3\x28", 2, 0, 0, &err) == LIFELINE_E_INVALID_ARGUMENT,
+          &err, "invalid UTF-8 text");
+    CHECK(lifeline_session_send(s, 1, buf, 1, 0, 0x80, &err) == LIFELINE_E_INVALID_ARGUMENT, &err, "unknown flag");
+    CHECK(lifeline_session_send(s, 1, buf, 1, 0, 3, &err) == LIFELINE_E_INVALID_ARGUMENT, &err, "both flags");
+    CHECK(lifeline_session_set_header(s, NULL, "v", &err) == LIFELINE_E_INVALID_ARGUMENT, &err, "NULL name");
+    CHECK(lifeline_session_set_header(s, "X-A", "\xff", &err) == LIFELINE_E_INVALID_ARGUMENT, &err, "bad value");
+    CHECK(lifeline_session_ready(s, 1, &err) == LIFELINE_E_STATE, &err, "ready without on_connect");
+    CHECK(lifeline_body_read(op, buf, 0, 0, &n, &err) == LIFELINE_E_INVALID_ARGUMENT, &err, "cap 0");
+    CHECK(lifeline_body_read(op, NULL, 8, 0, &n, &err) == LIFELINE_E_INVALID_ARGUMENT, &err, "NULL buf");
+    CHECK(lifeline_body_read(op, buf, 8, 0, NULL, &err) == LIFELINE_E_INVALID_ARGUMENT, &err, "NULL n");
+    CHECK(lifeline_body_write(op, buf, 1, 0, &n, &err) == LIFELINE_E_STATE, &err, "write to a download");
+    CHECK(lifeline_body_write(op, NULL, 5, 0, &n, &err) == LIFELINE_E_INVALID_ARGUMENT, &err, "NULL data");
+    CHECK(lifeline_body_write(op, buf, SIZE_MAX, 0, &n, &err) == LIFELINE_E_INVALID_ARGUMENT, &err, "huge write");
+    /* An event taken before fork, freed in the child and in the parent. */
+    CHECK(lifeline_session_send(s, 1, (const uint8_t *)"f", 1, 1000, 0, &err) == LIFELINE_OK, &err, "send");
+    ev = session_event_of(s, LIFELINE_EVENT_MESSAGE, 5000);
+    CHECK(ev, NULL, "echo");
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid == 0) {
+        lifeline_error e2 = LIFELINE_ERROR_INIT;
+        int badc = 0;
+        lifeline_event *e3 = NULL;
+        lifeline_session s2 = 0;
+        int fd2 = -1;
+        size_t n2 = 0;
+        if (lifeline_session_next_event(s, 0, &e3, &e2) != LIFELINE_E_FORKED) badc |= 1;
+        if (lifeline_session_send(s, 1, (const uint8_t *)"x", 1, 0, 0, &e2) != LIFELINE_E_FORKED) badc |= 2;
+        if (lifeline_session_free(s, &e2) != LIFELINE_E_FORKED) badc |= 4;
+        if (lifeline_session_new(c, "ws://127.0.0.1:1/", NULL, 0, NULL, &s2, &e2) != LIFELINE_E_FORKED) badc |= 8;
+        if (lifeline_session_event_fd(s, &fd2, &e2) != LIFELINE_E_FORKED) badc |= 16;
+        if (lifeline_body_read(op, buf, sizeof buf, 0, &n2, &e2) != LIFELINE_E_FORKED) badc |= 32;
+        if (lifeline_request_start_stream(c, &r, 0, NULL, NULL, NULL, &op, &e2) != LIFELINE_E_FORKED) badc |= 64;
+        lifeline_event_free(ev); /* works in a child */
+        lifeline_error_clear(&e2);
+        _exit(badc);
+    }
+    CHECK(pid > 0, NULL, "fork");
+    int wst = 0;
+    waitpid(pid, &wst, 0);
+    CHECK(WIFEXITED(wst) && WEXITSTATUS(wst) == 0, NULL, "child: status %d (bits of the calls that did not refuse)",
+          WIFEXITED(wst) ? WEXITSTATUS(wst) : -1);
+    lifeline_event_free(ev);
+    CHECK(lifeline_op_free(op, &err) == LIFELINE_OK, &err, "op free");
+    CHECK(lifeline_body_read(op, buf, sizeof buf, 0, &n, &err) == LIFELINE_E_INVALID_HANDLE, &err, "read after free");
+    CHECK(lifeline_session_free(s, &err) == LIFELINE_OK, &err, "free");
+    /* Eight takers on a flood while a ninth thread (this one) frees. */
+    for (int round = 0; round < 3; round++) {
+        CHECK(lifeline_session_new(c, ws_url("/ws/burst"), NULL, 0, "{\"queue_max_events\": 4}", &s, &err) ==
+                  LIFELINE_OK,
+              &err, "new burst");
+        CHECK(lifeline_session_send(s, LIFELINE_MESSAGE_TEXT, (const uint8_t *)"go", 2, 5000,
+                                    LIFELINE_SEND_WHEN_CONNECTED, &err) == LIFELINE_OK,
+              &err, "go");
+        struct adv_taker w[8];
+        pthread_t th[8];
+        for (int i = 0; i < 8; i++) {
+            w[i] = (struct adv_taker){s, 0, -1};
+            pthread_create(&th[i], NULL, adv_take_thread, &w[i]);
+        }
+        sleep_ms(20 + 10 * round);
+        CHECK(lifeline_session_free(s, &err) == LIFELINE_OK, &err, "free under takers");
+        CHECK(lifeline_session_free(s, &err) == LIFELINE_E_INVALID_HANDLE, &err, "free twice");
+        fd = 7;
+        CHECK(lifeline_session_event_fd(s, &fd, &err) == LIFELINE_E_INVALID_HANDLE && fd == -1, &err,
+              "event fd after free");
+        for (int i = 0; i < 8; i++) {
+            pthread_join(th[i], NULL);
+            CHECK(w[i].status == LIFELINE_E_CLOSED || w[i].status == LIFELINE_E_INVALID_HANDLE, NULL,
+                  "taker %d ended with %d", i, w[i].status);
+        }
+    }
+    /* Close from inside the callback: the CLOSED event still comes, once,
+     * last; then free from this thread. */
+    CHECK(lifeline_session_new(c, ws_url("/ws/burst"), NULL, 0, NULL, &s, &err) == LIFELINE_OK, &err, "new cb");
+    CHECK(lifeline_session_set_callback(s, adv_close_cb, NULL, &err) == LIFELINE_OK, &err, "set callback");
+    CHECK(lifeline_session_send(s, LIFELINE_MESSAGE_TEXT, (const uint8_t *)"go", 2, 5000,
+                                LIFELINE_SEND_WHEN_CONNECTED, &err) == LIFELINE_OK,
+          &err, "go");
+    double end = now_ms() + 5000;
+    while (!atomic_load(&adv_cb_closed) && now_ms() < end) sleep_ms(5);
+    CHECK(atomic_load(&adv_cb_closed), NULL, "no CLOSED event after a close in the callback");
+    sleep_ms(50);
+    CHECK(atomic_load(&adv_cb_after_close) == 0, NULL, "%d callbacks after CLOSED", atomic_load(&adv_cb_after_close));
+    CHECK(lifeline_session_free(s, &err) == LIFELINE_OK, &err, "free after callback close");
+    long long live1 = metric(c, "live_allocations");
+    CHECK(live1 == live0, NULL, "live allocations %lld before, %lld after", live0, live1);
+    lifeline_client_close(c, NULL);
+    lifeline_error_clear(&err);
+    printf("ok adv_sessions\n");
+}
+
 int main(int argc, char **argv) {
     const char *mode = argc > 1 ? argv[1] : "all";
     setvbuf(stdout, NULL, _IOLBF, 0);
@@ -2319,6 +2497,8 @@ int main(int argc, char **argv) {
         {"stream_sse", t_stream_sse}, {"stream_stall", t_stream_stall},
         {"stream_cancel", t_stream_cancel}, {"stream_upload", t_stream_upload},
         {"stream_loop", t_stream_loop}, {"stream_poll", t_stream_poll},
+        /* adversary: sessions and streams */
+        {"adv_sessions", t_adv_sessions},
     };
     int ran = 0;
     for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++) {
