@@ -682,7 +682,8 @@ func TestAdvSessionOversizedMessage(t *testing.T) {
 	d := sessionDialer()
 	d.MaxMessageSize = 1024
 	causes := make(chan error, 16)
-	newSession(t, transport.WebSocketSessionConfig{URL: wsURL("ws", srv, "/"), Dialer: d,
+	var logs syncBuffer
+	newSession(t, transport.WebSocketSessionConfig{URL: wsURL("ws", srv, "/"), Dialer: d, Logger: newTestLogger(&logs),
 		OnMessage:    func(int, []byte) { t.Error("an oversized message was delivered") },
 		OnDisconnect: func(cause error) { causes <- cause }})
 	select {
@@ -694,6 +695,10 @@ func TestAdvSessionOversizedMessage(t *testing.T) {
 		t.Fatal("no loss 5s after an oversized message")
 	}
 	eventually(t, 5*time.Second, "redialled", func() bool { return conns.Load() >= 2 })
+	// The loss's error.type names it (never "*errors.errorString").
+	eventually(t, 5*time.Second, "the loss logged as message_too_large", func() bool {
+		return strings.Contains(logs.String(), `"error.type":"message_too_large"`)
+	})
 }
 
 // TestAdvSessionBusyServerNoRefresh: a server that answers 429 with

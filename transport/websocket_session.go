@@ -679,11 +679,11 @@ func (s *WebSocketSession) connLost(r *sessionRun, cause error, lasted time.Dura
 	// The outage's span (and so every redial under it) descends from
 	// s.ctx: Close cancels a redial like any other wait.
 	o.ctx, o.span = s.tracer.Start(s.ctx, "websocket.reconnect",
-		trace.WithAttributes(otelx.URLFull(s.target.safe), otelx.KeyDisconnectCause.String(otelx.ErrorTypeOf(cause))))
+		trace.WithAttributes(otelx.URLFull(s.target.safe), otelx.KeyDisconnectCause.String(lossType(cause))))
 	r.out = o
 	s.setState(WebSocketDisconnected)
 	if s.cfg.Logger != nil && cause != nil {
-		et := otelx.ErrorTypeOf(cause)
+		et := lossType(cause)
 		logx.For(s.cfg.Logger).Failure(s.ctx, "websocket.disconnect."+et, "lifeline: websocket session lost its connection",
 			cause, slog.String("url.full", s.target.safe), slog.String("error.type", et))
 	}
@@ -977,4 +977,14 @@ func (s *WebSocketSession) takeWriteSlot(ctx context.Context, start, deadline ti
 	case <-s.ctx.Done():
 		return ErrSessionClosed
 	}
+}
+
+// lossType is the error.type of a lost connection's cause: a message over
+// MaxMessageSize is "message_too_large" (gorilla's ErrReadLimit carries no
+// type of its own, and would read "*errors.errorString").
+func lossType(cause error) string {
+	if errors.Is(cause, websocket.ErrReadLimit) {
+		return "message_too_large"
+	}
+	return otelx.ErrorTypeOf(cause)
 }
