@@ -161,7 +161,10 @@ func TestHTTP2PingsDropDeadConn(t *testing.T) {
 	if d := time.Since(start); d > 5*time.Second {
 		t.Fatalf("the second request took %v: it waited on the dead conn", d)
 	}
-	if n := rl.accepts.Load(); n != 2 {
-		t.Fatalf("relay accepted %d conns, want 2 (the dead one was replaced)", n)
+	// 2: the dead one was replaced. On a loaded machine a dial's handshake
+	// may outlast AttemptDelay, and the lone address's race opens one more
+	// (make stress saw 3); never more than one extra per dial.
+	if n := rl.accepts.Load(); n < 2 || n > 4 {
+		t.Fatalf("relay accepted %d conns, want 2 to 4 (the dead one was replaced)", n)
 	}
 }
