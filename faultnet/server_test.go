@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lifeline-go/lifeline/internal/faultnet"
+	"github.com/lifeline-go/lifeline/faultnet"
 )
 
 func TestServerEchoByDefault(t *testing.T) {

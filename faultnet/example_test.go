@@ -8,7 +8,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/lifeline-go/lifeline/internal/faultnet"
+	"github.com/lifeline-go/lifeline/faultnet"
 )
 
 // A server that closes every second connection at once and echoes the
