@@ -52,4 +52,6 @@ type Stats struct {
 	ClosedByPeer int64 // faulted connections that the client closed while we held them
 	Active       int64 // open right now (faulted + served)
 	MaxActive    int64 // high-water mark of Active
+	Dropped      int64 // connections reset by DropAll (or a Proxy's flap)
+	Lingering    int64 // a Proxy's upstream sides of dropped connections still held open (ProxyConfig.UpstreamLinger)
 }

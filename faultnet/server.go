@@ -106,7 +106,7 @@ func Echo(c net.Conn) { _, _ = io.Copy(c, c) }
 
 // counters backs Stats for servers and proxies.
 type counters struct {
-	accepted, faulted, served, closedByPeer, active, maxActive atomic.Int64
+	accepted, faulted, served, closedByPeer, active, maxActive, dropped, lingering atomic.Int64
 }
 
 func (c *counters) open() {
@@ -128,6 +128,8 @@ func (c *counters) snapshot() Stats {
 		ClosedByPeer: c.closedByPeer.Load(),
 		Active:       c.active.Load(),
 		MaxActive:    c.maxActive.Load(),
+		Dropped:      c.dropped.Load(),
+		Lingering:    c.lingering.Load(),
 	}
 }
 
@@ -541,6 +543,7 @@ func (s *Server) DropAll() {
 	for c := range s.conns {
 		c.shut(true)
 	}
+	s.st.dropped.Add(int64(len(s.conns)))
 }
 
 // Down simulates an outage: it stops listening, so connects to the port are
