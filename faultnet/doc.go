@@ -1,25 +1,53 @@
-// Package faultnet injects the network faults of lifeline's fault catalogue
-// (DESIGN.md) into real sockets, for lifeline's tests, examples and
-// benchmarks. Only loopback addresses (127.0.0.0/8, ::1) and network
-// namespaces the test created itself are ever targets.
+// Package faultnet makes the network faults that real outages are made of
+// happen on real sockets, so that a test can prove a client survives them:
+// servers that accept and go silent, stall the TLS handshake, reset, close
+// or drip; proxies that hold the reply, stall a body half-way, add latency,
+// reset every open connection at once or black-hole their address; and, in
+// a network namespace the test creates, kernel-level SYN drops, packet
+// loss and peers that vanish. Only loopback addresses (127.0.0.0/8, ::1)
+// and namespaces the test created itself are ever targets.
+//
+// It is the fault kit lifeline's own tests use, and the five incidents
+// lifeline is built against are presets ([Incident01] … [Incident05]), so
+// "replay incident 01 against my SDK" is one line:
+//
+//	func TestMySDKSurvivesIncident01(t *testing.T) {
+//		srv := httptest.NewServer(myHandler) // your server, on loopback
+//		defer srv.Close()
+//		p := faultnet.Incident01.Start(t, srv.Listener.Addr().String()) // every 12th connection hangs after accept
+//		for i := range 24 {
+//			ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second) // the test's patience, not the SDK's
+//			if err := mysdk.Get(ctx, "http://"+p.Addr()+"/"); err != nil { // your SDK's call
+//				t.Errorf("request %d: %v", i, err)
+//			}
+//			cancel()
+//		}
+//		st := p.Stats() // Faulted: connections hung; ClosedByPeer: the ones your SDK gave up on
+//		t.Logf("hung %d, abandoned by the SDK %d", st.Faulted, st.ClosedByPeer)
+//	}
+//
+// A client in any other language gets the same faults through the
+// faultproxy command (examples/faultproxy in lifeline's repository): a
+// loopback proxy driven by flags and a small JSON API.
 //
 // # Which tool for which fault
 //
 //	fault (as seen in the incidents)         how to make it here
-//	SYN dropped, connect hangs               NewBlackhole (no root), or Netns.DropSYN
-//	TCP accepted, then silence               Server with Fault Silence
-//	TLS handshake stalls                     Server with Fault StallTLS
+//	SYN dropped, connect hangs               NewBlackhole (no root), Proxy.SetBlackhole, or Netns.DropSYN
+//	TCP accepted, then silence               Server with Fault Silence, or a Proxy rule ProxySilence
+//	TLS handshake stalls                     Server with Fault StallTLS, or a Proxy rule ProxyStallTLS
 //	response never starts                    Proxy with HoldResponse
 //	body stalls mid-way                      Proxy with StallBody (and StallAfter)
-//	reset after accept                       Server with Fault Reset
+//	reset after accept                       Server with Fault Reset, or ProxyReset
 //	refused                                  RefusedAddr, Server.Down, or Netns.RejectReset
-//	closed at once                           Server with Fault CloseNow
+//	closed at once                           Server with Fault CloseNow, or ProxyClose
 //	slow server                              Server with Fault SlowDrip (DripInterval)
 //	slow network (e.g. 5-15 ms)              Proxy with Delay (Latency, LatencyMax)
 //	lossy network                            Netns.Loss
 //	peer vanishes (no FIN/RST)               Netns.Vanish
 //	idle conn closed by server or middlebox  Config.IdleClose
-//	flap: every open conn reset              Server.DropAll
+//	flap: every open conn reset              Server.DropAll, Proxy.DropAll, ProxyConfig.FlapPeriod
+//	dead sessions linger server-side         ProxyConfig.UpstreamLinger (with DropAll or a flap)
 //	total outage, then recovery              Server.Down, then Server.Up (same port)
 //	several IPs behind one name              StartGroup (one port on 127.0.0.2, 127.0.0.3, ::1, ...)
 //
@@ -33,11 +61,8 @@
 // shows in [Server.Stats]: Faulted counts hung or broken connections,
 // ClosedByPeer counts the held ones the client gave up on, MaxActive shows
 // how many were open at once. [Server.SetFault] changes the fault at run
-// time.
-//
-//	s := faultnet.Start(t, faultnet.Config{Fault: faultnet.Silence, Select: faultnet.EveryNth(12)})
-//	// ... point the client at s.Addr(), run 24 calls ...
-//	if st := s.Stats(); st.Faulted != 2 || st.ClosedByPeer != 2 { ... }
+// time. [NewLB] puts such a server in front of a real backend, as a load
+// balancer that hangs some connections.
 //
 // The faults: Silence accepts and never reads nor writes, holding the
 // connection until the client closes it (seen through the kernel's TCP state,
@@ -60,20 +85,26 @@
 //
 // # Proxy
 //
-// A [Proxy] forwards TCP to an upstream and faults the reply direction:
-// HoldResponse forwards the request but never a byte of the reply;
-// StallBody forwards StallAfter reply bytes, then holds; Delay adds a
-// latency to every chunk in both directions.
+// A [Proxy] forwards TCP to an upstream (your server) and applies an
+// ordered list of [Rule]s: each new connection gets the first rule whose
+// Selector picks it. Rules act on the forwarded bytes (HoldResponse,
+// StallBody, Delay) or on the connection itself before the upstream sees
+// it (ProxySilence, ProxyStallTLS, ProxyReset, ProxyClose), and change at
+// run time ([Proxy.SetRules]). [Proxy.DropAll] resets every open
+// connection (periodically with ProxyConfig.FlapPeriod), optionally
+// leaving the upstream sides open (UpstreamLinger); [Proxy.SetBlackhole]
+// makes connects hang. TLS passes through untouched unless ProxyConfig.TLS
+// makes the proxy terminate it. ProxyConfig.Log reports what was done to
+// each connection ([ConnLog]).
 //
 // # Kernel-level faults
 //
 // [NewNetns] creates a network namespace for the test (root, `ip` and `nft`
 // needed; otherwise the test is skipped with the reason). Servers made with
-// [Netns.Start] and clients dialled with [Netns.DialContext] (which fits
-// dial.Dialer.DialFunc and pool.Config.Dial) talk over its loopback, where
-// nftables rules drop SYNs ([Netns.DropSYN]), answer with RST
-// ([Netns.RejectReset]), lose packets at random ([Netns.Loss]) or make an
-// established peer vanish without FIN or RST ([Netns.Vanish]);
+// [Netns.Start] and clients dialled with [Netns.DialContext] talk over its
+// loopback, where nftables rules drop SYNs ([Netns.DropSYN]), answer with
+// RST ([Netns.RejectReset]), lose packets at random ([Netns.Loss]) or make
+// an established peer vanish without FIN or RST ([Netns.Vanish]);
 // [Netns.Flush] is the recovery.
 //
 // # Ownership
@@ -81,6 +112,8 @@
 // All types are safe for concurrent use. Every value owns its listeners,
 // connections and goroutines; Close is idempotent and waits for the
 // goroutines, so tests stay clean under goleak. Start, StartGroup,
-// StartProxy, NewBlackhole, RefusedAddr and NewNetns register their cleanup
-// with the testing.TB; Listen and NewProxy leave Close to the caller.
+// StartProxy, StartLB, Preset.Start, NewBlackhole, RefusedAddr and
+// NewNetns register their cleanup with the testing.TB; Listen, NewLB,
+// NewProxy and Preset.New leave Close to the caller. Bad configuration is
+// an error naming the field, never a panic.
 package faultnet

@@ -91,3 +91,92 @@ func ExampleFraction() {
 	// Output:
 	// 4 7 10
 }
+
+// Incident 01 in front of an echo server: every 12th connection is
+// accepted and never answered.
+func ExamplePreset() {
+	up, err := faultnet.Listen(faultnet.Config{}) // the upstream: an echo server
+	if err != nil {
+		panic(err)
+	}
+	defer up.Close()
+	p, err := faultnet.Incident01.New(up.Addr())
+	if err != nil {
+		panic(err)
+	}
+	defer p.Close()
+
+	for i := 1; i <= 12; i++ {
+		c, err := net.Dial("tcp", p.Addr())
+		if err != nil {
+			panic(err)
+		}
+		_, _ = c.Write([]byte("ping"))
+		_ = c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+		_, err = io.ReadFull(c, make([]byte, 4))
+		if err != nil {
+			fmt.Printf("conn %d: no answer within 300ms\n", i)
+		}
+		c.Close()
+	}
+	fmt.Println(faultnet.Incident01.Client)
+	fmt.Println("hung:", p.Stats().Faulted)
+	// Output:
+	// conn 12: no answer within 300ms
+	// bound connect and first byte per attempt; retry or hedge on a new connection; count the hung attempts
+	// hung: 1
+}
+
+// Rules change at run time; the first rule that picks a connection wins.
+func ExampleProxy_SetRules() {
+	up, err := faultnet.Listen(faultnet.Config{})
+	if err != nil {
+		panic(err)
+	}
+	defer up.Close()
+	p, err := faultnet.NewProxy(faultnet.ProxyConfig{Upstream: up.Addr()})
+	if err != nil {
+		panic(err)
+	}
+	defer p.Close()
+
+	try := func() string {
+		c, err := net.Dial("tcp", p.Addr())
+		if err != nil {
+			return err.Error()
+		}
+		defer c.Close()
+		_, _ = c.Write([]byte("ping"))
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		buf := make([]byte, 4)
+		if _, err := io.ReadFull(c, buf); err != nil {
+			if errors.Is(err, io.EOF) {
+				return "closed by the proxy"
+			}
+			return "reset: " + fmt.Sprint(errors.Is(err, syscall.ECONNRESET))
+		}
+		return string(buf)
+	}
+	fmt.Println(try())
+	err = p.SetRules(
+		faultnet.Rule{Name: "close-first", Fault: faultnet.ProxyClose, Select: faultnet.FirstN(1)},
+		faultnet.Rule{Name: "then-pass"},
+	)
+	fmt.Println(err, try(), try())
+	fmt.Println(p.SetRules(faultnet.Rule{Name: "oops", StallAfter: -1}))
+	// Output:
+	// ping
+	// <nil> closed by the proxy ping
+	// faultnet: Rule[0] "oops".StallAfter -1 is negative
+}
+
+func ExampleLookupPreset() {
+	for _, name := range []string{"incident03", "4", "incident09"} {
+		p, ok := faultnet.LookupPreset(name)
+		fmt.Println(name, ok, p.Name)
+	}
+	// Output:
+	// incident03 true incident03
+	// 4 true incident04
+	// incident09 false
+}
