@@ -92,6 +92,11 @@ type Rule struct {
 	LatencyMax time.Duration
 }
 
+// Validate reports what is wrong with r (an unknown Fault, a negative
+// StallAfter or Latency, LatencyMax below Latency), naming the rule; nil
+// when SetRules would accept it.
+func (r Rule) Validate() error { return r.validate(fmt.Sprintf("Rule %q", r.Name)) }
+
 func (r *Rule) validate(field string) error {
 	switch {
 	case !r.Fault.valid():
@@ -248,7 +253,9 @@ type Proxy struct {
 	wg     sync.WaitGroup // accept loops, handlers, copiers, lingering upstreams, flap and blackhole timers
 	st     counters
 	flapCh chan time.Duration
-	bhMu   sync.Mutex // serialises SetBlackhole
+	bhMu   sync.Mutex   // serialises SetBlackhole and guards bhGen
+	bhGen  int          // counts SetBlackhole calls, so BlackholeFor's restore yields to a later call
+	linger atomic.Int64 // UpstreamLinger, changed by SetUpstreamLinger
 
 	// mu guards the fields below. Held only for bookkeeping.
 	mu         sync.Mutex
@@ -289,6 +296,7 @@ func NewProxy(cfg ProxyConfig) (*Proxy, error) {
 		rules:  cfg.rules(),
 		conns:  make(map[*proxyConn]struct{}),
 	}
+	p.linger.Store(int64(cfg.UpstreamLinger))
 	p.mu.Lock()
 	p.startAccepting(ln)
 	p.wg.Add(1)
@@ -299,6 +307,9 @@ func NewProxy(cfg ProxyConfig) (*Proxy, error) {
 			p.Close()
 			return nil, err
 		}
+		p.bhMu.Lock()
+		gen := p.bhGen
+		p.bhMu.Unlock()
 		p.wg.Add(1)
 		go func() {
 			defer p.wg.Done()
@@ -306,7 +317,11 @@ func NewProxy(cfg ProxyConfig) (*Proxy, error) {
 			defer t.Stop()
 			select {
 			case <-t.C:
-				_ = p.SetBlackhole(false)
+				p.bhMu.Lock()
+				defer p.bhMu.Unlock()
+				if p.bhGen == gen { // no SetBlackhole since: restore
+					_ = p.setBlackhole(false)
+				}
 			case <-p.ctx.Done():
 			}
 		}()
@@ -409,6 +424,16 @@ func (p *Proxy) flapLoop(period time.Duration) {
 	}
 }
 
+// SetUpstreamLinger changes ProxyConfig.UpstreamLinger for connections
+// dropped from now on. Negative is an error.
+func (p *Proxy) SetUpstreamLinger(d time.Duration) error {
+	if d < 0 {
+		return fmt.Errorf("faultnet: upstream linger %v is negative", d)
+	}
+	p.linger.Store(int64(d))
+	return nil
+}
+
 // DropAll resets (RST) the client side of every open connection now, as a
 // flapping interface or a restarted middlebox does, and keeps listening.
 // The upstream sides are closed too, or, with UpstreamLinger, left open
@@ -434,10 +459,16 @@ func (p *Proxy) DropAll() int {
 // route, the kernel still acknowledges their bytes. They stay silent after
 // the restore, as connections whose retransmissions gave up. Restored, the
 // proxy listens on the same port again. Setting the current state does
-// nothing.
+// nothing. A call cancels the pending restore of ProxyConfig.BlackholeFor.
 func (p *Proxy) SetBlackhole(on bool) error {
 	p.bhMu.Lock()
 	defer p.bhMu.Unlock()
+	p.bhGen++
+	return p.setBlackhole(on)
+}
+
+// setBlackhole is SetBlackhole; p.bhMu must be held.
+func (p *Proxy) setBlackhole(on bool) error {
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
@@ -624,7 +655,7 @@ func (pc *proxyConn) setUpstream(c net.Conn) bool {
 }
 
 // shut closes pc the way how says; only the first call acts, and it
-// reports whether it was the first. With shutDrop and p.cfg.UpstreamLinger,
+// reports whether it was the first. With shutDrop and an upstream linger,
 // the upstream conn is handed to a goroutine that closes it later; the
 // caller must then hold p.mu (so the goroutine is counted before Close
 // waits).
@@ -645,7 +676,8 @@ func (pc *proxyConn) shut(how int, p *Proxy) bool {
 	if up == nil {
 		return true
 	}
-	if how == shutDrop && p.cfg.UpstreamLinger > 0 && !p.closed {
+	linger := time.Duration(p.linger.Load())
+	if how == shutDrop && linger > 0 && !p.closed {
 		// Stop the copiers without a FIN or RST to the upstream: deadlines
 		// in the past wake their blocked Read and Write.
 		past := time.Unix(1, 0)
@@ -655,7 +687,7 @@ func (pc *proxyConn) shut(how int, p *Proxy) bool {
 		go func() {
 			defer p.wg.Done()
 			defer p.st.lingering.Add(-1)
-			t := time.NewTimer(p.cfg.UpstreamLinger)
+			t := time.NewTimer(linger)
 			defer t.Stop()
 			select {
 			case <-t.C:
