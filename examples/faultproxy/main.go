@@ -340,10 +340,12 @@ func start(args []string, stdout io.Writer) (*app, error) {
 		what = "flags"
 	}
 	a.out.printf("faultproxy: proxy %s -> upstream %s (%s, tls %s)", p.Addr(), *upstream, what, *tlsMode)
-	a.out.printf("faultproxy: api http://%s", apiLn.Addr())
 	if caPath != "" {
 		a.out.printf("faultproxy: ca %s", caPath)
 	}
+	// The api line comes last: a harness reading the output may take it
+	// as "ready".
+	a.out.printf("faultproxy: api http://%s", apiLn.Addr())
 	return a, nil
 }
 
