@@ -14,7 +14,8 @@ import (
 // The presets are Incident01 … Incident05; [Presets] lists them and
 // [LookupPreset] finds one by Name (the faultproxy command's -preset). A
 // Preset is a value: its configuration is unexported and copied into every
-// proxy it makes, so the package-level presets cannot be changed.
+// proxy it makes, so the package-level presets cannot be changed. The zero
+// Preset has no faults: its proxy passes every connection.
 type Preset struct {
 	// Name is the preset's lookup name, e.g. "incident01".
 	Name string

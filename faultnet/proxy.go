@@ -346,7 +346,8 @@ func (p *Proxy) Addr() string { return p.addr.String() }
 
 // Stats returns a snapshot of the counters. Served counts connections
 // passed through unchanged; a connection whose upstream dial failed is
-// Accepted but neither Faulted nor Served. Dropped counts connections
+// Accepted but neither Faulted nor Served, as is one whose TLS handshake
+// with a terminating proxy failed. Dropped counts connections
 // reset by DropAll or a flap, Lingering the upstream sides of those still
 // held open (UpstreamLinger).
 func (p *Proxy) Stats() Stats { return p.st.snapshot() }
@@ -354,13 +355,10 @@ func (p *Proxy) Stats() Stats { return p.st.snapshot() }
 // SetFault replaces the rules with one: f on the connections sel picks,
 // with the ProxyConfig's StallAfter, Latency and LatencyMax. Open
 // connections keep what they got. The ordinal restarts at 1. A nil sel
-// means All(). A ProxyFault that is not one of the constants is treated as
-// ProxyPass.
-func (p *Proxy) SetFault(f ProxyFault, sel Selector) {
-	if !f.valid() {
-		f = ProxyPass
-	}
-	_ = p.SetRules(Rule{Name: f.String(), Fault: f, Select: sel,
+// means All(). A ProxyFault that is not one of the constants is an error,
+// and nothing changes.
+func (p *Proxy) SetFault(f ProxyFault, sel Selector) error {
+	return p.SetRules(Rule{Name: f.String(), Fault: f, Select: sel,
 		StallAfter: p.cfg.StallAfter, Latency: p.cfg.Latency, LatencyMax: p.cfg.LatencyMax})
 }
 

@@ -525,14 +525,15 @@ func (s *Server) Stats() Stats { return s.st.snapshot() }
 // SetFault changes the fault and selector for connections accepted from now
 // on; connections already open keep theirs. The ordinal passed to sel
 // restarts at 1 with the next connection. A nil sel means All(). A Fault
-// that is not one of the constants is treated as None.
-func (s *Server) SetFault(f Fault, sel Selector) {
+// that is not one of the constants is an error, and nothing changes.
+func (s *Server) SetFault(f Fault, sel Selector) error {
 	if !f.valid() {
-		f = None
+		return fmt.Errorf("faultnet: SetFault: %d is not a known Fault", int(f))
 	}
 	s.mu.Lock()
 	s.fault, s.sel, s.n = f, sel, 0
 	s.mu.Unlock()
+	return nil
 }
 
 // DropAll resets (RST) every open connection now, like a flapping interface
