@@ -104,7 +104,8 @@ type app struct {
 	flap     time.Duration
 	linger   time.Duration
 	bhTimer  *time.Timer
-	bhGen    int // generation of bhTimer, so a stale timer does nothing
+	bhGen    int            // generation of bhTimer, so a stale timer does nothing
+	bhWG     sync.WaitGroup // a pending or running bhTimer func; Close waits for it
 	closed   bool
 	closedCh chan struct{}
 }
@@ -413,10 +414,11 @@ func (a *app) Close() {
 	}
 	a.closed = true
 	close(a.closedCh)
-	if a.bhTimer != nil {
-		a.bhTimer.Stop()
+	if a.bhTimer != nil && a.bhTimer.Stop() {
+		a.bhWG.Done() // its func will never run
 	}
 	a.mu.Unlock()
+	a.bhWG.Wait()
 	// Shutdown waits for the API's connections to finish (a rejected
 	// oversized body leaves one lingering for net/http's 500ms), Close
 	// cuts what is left after 5s.
@@ -763,7 +765,9 @@ func (a *app) postPreset(w http.ResponseWriter, r *http.Request) {
 func (a *app) blackhole(on bool, d time.Duration) error {
 	a.mu.Lock()
 	if a.bhTimer != nil {
-		a.bhTimer.Stop()
+		if a.bhTimer.Stop() {
+			a.bhWG.Done() // its func will never run
+		}
 		a.bhTimer = nil
 	}
 	a.bhGen++
@@ -779,7 +783,9 @@ func (a *app) blackhole(on bool, d time.Duration) error {
 		if a.closed || gen != a.bhGen {
 			return nil
 		}
+		a.bhWG.Add(1)
 		a.bhTimer = time.AfterFunc(d, func() {
+			defer a.bhWG.Done()
 			a.mu.Lock()
 			stale := a.closed || gen != a.bhGen
 			a.mu.Unlock()

@@ -235,6 +235,16 @@ func TestRulesAtRunTime(t *testing.T) {
 	if err := h.get(5 * time.Second); err != nil {
 		t.Fatalf("after the restore: %v", err)
 	}
+	// Black-holed for 300ms, then restored by the proxy itself.
+	if code, m := h.call(http.MethodPut, "/blackhole", `{"on":true,"for_ms":300}`); code != http.StatusOK || m["blackholed"] != true {
+		t.Fatalf("PUT /blackhole for 300ms: %d %v", code, m)
+	}
+	waitFor(t, func() bool { _, m := h.call(http.MethodGet, "/stats", ""); return m["blackholed"] == false })
+	if err := h.get(5 * time.Second); err != nil {
+		t.Fatalf("after the timed restore: %v", err)
+	}
+	// A pending restore when the proxy closes: Close stops it and waits.
+	h.call(http.MethodPut, "/blackhole", `{"on":true,"for_ms":60000}`)
 }
 
 func errString(err error) string {
