@@ -132,7 +132,7 @@ func echoVia(t *testing.T, addr string) string {
 // stay open for UpstreamLinger (the server does not notice), then close.
 func TestProxyDropAllLinger(t *testing.T) {
 	up := faultnet.Start(t, faultnet.Config{})
-	p := faultnet.StartProxy(t, faultnet.ProxyConfig{Upstream: up.Addr(), UpstreamLinger: 500 * time.Millisecond})
+	p := faultnet.StartProxy(t, faultnet.ProxyConfig{Upstream: up.Addr(), UpstreamLinger: 2 * time.Second})
 	var cs []net.Conn
 	for range 3 {
 		c := dial(t, p.Addr())
@@ -158,7 +158,7 @@ func TestProxyDropAllLinger(t *testing.T) {
 	if a := up.Stats().Active; a != 3 {
 		t.Fatalf("upstream active %d right after the drop, want 3 (lingering)", a)
 	}
-	eventually(t, 5*time.Second, "linger over", func() bool { return p.Stats().Lingering == 0 && up.Stats().Active == 0 })
+	eventually(t, 15*time.Second, "linger over", func() bool { return p.Stats().Lingering == 0 && up.Stats().Active == 0 })
 }
 
 // TestProxyFlap: with FlapPeriod the proxy drops open connections by
