@@ -232,6 +232,8 @@ type try struct {
 	reqCopy http.Request // tr.req when it is not a Clone
 
 	acqAt int64 // the watch's: when it first saw the try wait for a conn (0: not waiting)
+
+	readAt uint64 // conn's bytes read when the try got it (see abandoned); guarded by mu
 }
 
 // upload is the progress of a try's request body, for the watch: which
@@ -585,6 +587,9 @@ func (tr *try) gotConn(info httptrace.GotConnInfo) {
 	}
 	tr.mu.Lock()
 	tr.peer = peer
+	if b != nil {
+		tr.readAt = b.read.Load()
+	}
 	tr.mu.Unlock()
 	tr.c.st.tel.gotConn(tr.span, peer, info.Reused)
 }
@@ -743,6 +748,14 @@ func (tr *try) finish(resp *http.Response, err error) {
 	tr.c.st.tel.ended(tr.ctx, tr.span, tr.c.req, resp, err, tr.elapsed())
 	if tr.w != nil {
 		tr.w.remove(tr)
+	}
+	if resp == nil {
+		if b := tr.conn.Load(); b != nil {
+			tr.mu.Lock()
+			at := tr.readAt
+			tr.mu.Unlock()
+			b.abandoned(at)
+		}
 	}
 }
 

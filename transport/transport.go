@@ -474,6 +474,9 @@ type bornConn struct {
 	// proto is the conn's protocol once a try got it: protoUnknown,
 	// protoH1 or protoH2 (ALPN, looked up once).
 	proto atomic.Uint32
+	// watched: an HTTP/2 conn silent since a try gave up on it is being
+	// watched (see abandoned).
+	watched atomic.Bool
 }
 
 const (
