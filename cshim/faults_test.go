@@ -1,10 +1,14 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -33,6 +37,22 @@ func nsServe(t *testing.T, ns *faultnet.Netns, handler http.Handler) int {
 	return ln.Addr().(*net.TCPAddr).Port
 }
 
+// nsEcho is a websocket echo handler whose connections are closed when
+// the test ends (a hijacked conn is not the http.Server's to close, and
+// one whose peer vanished would read forever).
+func nsEcho(t *testing.T) http.Handler {
+	up := websocket.Upgrader{}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, err := up.Upgrade(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		defer context.AfterFunc(t.Context(), func() { c.Close() })()
+		echo(0, r, c)
+	})
+}
+
 // nsClient is a client whose every dial is made inside ns.
 func nsClient(t *testing.T, ns *faultnet.Netns, doc map[string]any) *client {
 	t.Helper()
@@ -54,15 +74,7 @@ func nsClient(t *testing.T, ns *faultnet.Netns, doc map[string]any) *client {
 // the traffic flows again.
 func TestSessionVanishedPeer(t *testing.T) {
 	ns := faultnet.NewNetns(t)
-	up := websocket.Upgrader{}
-	port := nsServe(t, ns, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		c, err := up.Upgrade(w, r, nil)
-		if err != nil {
-			return
-		}
-		defer c.Close()
-		echo(0, r, c)
-	}))
+	port := nsServe(t, ns, nsEcho(t))
 	c := nsClient(t, ns, map[string]any{"dial.connect_timeout_ms": 300, "dial.timeout_ms": 600})
 	const ping, pong = 200 * time.Millisecond, 400 * time.Millisecond
 	s := newTestSession(t, c, fmt.Sprintf("ws://127.0.0.1:%d/", port), nil,
@@ -263,4 +275,67 @@ func TestStreamSlowReaderWhileBytesArrive(t *testing.T) {
 	if len(got) != pieces*200 {
 		t.Fatalf("got %d bytes, want %d", len(got), pieces*200)
 	}
+}
+
+// TestCVanishedPeer runs the C tests of vanished peers (ctest "vanish")
+// inside a namespace, with `ip netns exec`, against servers in it: the
+// program makes nftables drop their traffic and lets it flow again with
+// the commands it is given.
+func TestCVanishedPeer(t *testing.T) {
+	needCC(t)
+	ns := faultnet.NewNetns(t)
+	wsPort := nsServe(t, ns, nsEcho(t))
+	stop := make(chan struct{})
+	streamPort := nsServe(t, ns, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		for i := 0; ; i++ {
+			if _, err := fmt.Fprintf(w, "data: %d\n\n", i); err != nil {
+				return
+			}
+			w.(http.Flusher).Flush()
+			select {
+			case <-r.Context().Done():
+				return
+			case <-stop:
+				return
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+	}))
+	t.Cleanup(func() { close(stop) })
+	lib := build(t, &shared, "c-shared", "liblifeline.so", "")
+	bin := filepath.Join(t.TempDir(), "lifeline_test_vanish")
+	compileShared(t, lib, bin)
+	rules := filepath.Join(t.TempDir(), "vanish.nft")
+	var b strings.Builder
+	b.WriteString("table inet lifeline {\n\tchain input {\n\t\ttype filter hook input priority 0; policy accept;\n\t}\n}\n")
+	for _, p := range []int{wsPort, streamPort} {
+		fmt.Fprintf(&b, "add rule inet lifeline input tcp dport %d drop\nadd rule inet lifeline input tcp sport %d drop\n", p, p)
+	}
+	if err := os.WriteFile(rules, []byte(b.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	nft, err := exec.LookPath("nft")
+	if err != nil {
+		t.Skip("nft not found")
+	}
+	ip, err := exec.LookPath("ip")
+	if err != nil {
+		t.Skip("ip not found")
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, ip, "netns", "exec", ns.Name, bin, "vanish")
+	cmd.Env = append(os.Environ(),
+		fmt.Sprintf("LL_NS_WS=ws://127.0.0.1:%d/", wsPort),
+		fmt.Sprintf("LL_NS_STREAM=http://127.0.0.1:%d/events", streamPort),
+		"LL_VANISH_CMD="+nft+" -f "+rules,
+		// Deleting a table that is not there fails: declare it first.
+		"LL_FLOW_CMD="+nft+" 'table inet lifeline {}; delete table inet lifeline'",
+		"NO_PROXY=*", "no_proxy=*")
+	out, err := cmd.CombinedOutput()
+	t.Logf("%s", out)
+	if err != nil {
+		t.Fatalf("ip netns exec %s: %v", bin, err)
+	}
+	checkOK(t, strings.Split(string(out), "\n"), "session_vanish", "stream_vanish")
 }

@@ -2455,6 +2455,109 @@ static void t_adv_sessions(void) {
     printf("ok adv_sessions\n");
 }
 
+/* vanished peers: run inside a network namespace (the Go driver,
+ * TestCVanishedPeer, runs this program with `ip netns exec`), against
+ * servers in it (LL_NS_WS, LL_NS_STREAM); LL_VANISH_CMD makes nftables
+ * drop their traffic, LL_FLOW_CMD lets it flow again. */
+
+static void run_cmd(const char *name) {
+    const char *cmd = env(name);
+    int rc = system(cmd);
+    if (rc != 0) failf(__LINE__, name, NULL, "%s: exit %d", cmd, rc);
+}
+
+/* t_session_vanish: the peer vanishes; DISCONNECTED says pong_timeout
+ * within ping + pong (+ slack), the failed redials' STATE events say why,
+ * and the session reconnects once the traffic flows again. */
+static void t_session_vanish(void) {
+    lifeline_error err = LIFELINE_ERROR_INIT;
+    lifeline_client c = new_client("{\"dial.connect_timeout_ms\": 300, \"dial.timeout_ms\": 600, "
+                                   "\"retry.initial_interval_ms\": 20, \"retry.max_interval_ms\": 200}");
+    CHECK(c, NULL, "client");
+    long long live0 = metric(c, "live_allocations");
+    lifeline_session s = 0;
+    CHECK(lifeline_session_new(c, env("LL_NS_WS"), NULL, 0,
+                               "{\"ping_interval_ms\": 200, \"pong_timeout_ms\": 400, \"handshake_timeout_ms\": 600}",
+                               &s, &err) == LIFELINE_OK,
+          &err, "new");
+    lifeline_event *ev = session_event_of(s, LIFELINE_EVENT_CONNECTED, 10000);
+    CHECK(ev && ev->connection == 1, NULL, "connected");
+    lifeline_event_free(ev);
+    CHECK(lifeline_session_send(s, LIFELINE_MESSAGE_TEXT, (const uint8_t *)"before", 6, 1000, 0, &err) == LIFELINE_OK,
+          &err, "send");
+    ev = session_event_of(s, LIFELINE_EVENT_MESSAGE, 5000);
+    CHECK(ev && strcmp((const char *)ev->data, "before") == 0, NULL, "echo");
+    lifeline_event_free(ev);
+    run_cmd("LL_VANISH_CMD");
+    double t0 = now_ms();
+    ev = session_event_of(s, LIFELINE_EVENT_DISCONNECTED, 10000);
+    double took = now_ms() - t0;
+    CHECK(ev && ev->cause.status == LIFELINE_E_TIMEOUT && strcmp(ev->cause.phase, "websocket") == 0 &&
+              strcmp(ev->cause.error_type, "pong_timeout") == 0 && ev->cause.timeout == 1 && ev->cause.message,
+          ev ? &ev->cause : NULL, "disconnected cause");
+    lifeline_event_free(ev);
+    CHECK(took < 200 + 400 + 2000, NULL, "vanished peer reported after %.0f ms (ping 200 + pong 400)", took);
+    /* While dropped, each redial fails and its STATE event says why. */
+    for (;;) {
+        ev = session_event(s, 10000);
+        CHECK(ev && ev->kind != LIFELINE_EVENT_CONNECTED, NULL, "connected while the traffic is dropped");
+        int done = ev->kind == LIFELINE_EVENT_STATE && ev->state == LIFELINE_SESSION_DISCONNECTED;
+        if (done) {
+            CHECK(ev->cause.status == LIFELINE_E_TIMEOUT && ev->cause.timeout == 1 && ev->cause.message &&
+                      ev->cause.phase[0] && ev->cause.error_type[0] && !strchr(ev->cause.error_type, '*'),
+                  &ev->cause, "failed redial's cause");
+        }
+        lifeline_event_free(ev);
+        if (done) break;
+    }
+    run_cmd("LL_FLOW_CMD");
+    ev = session_event_of(s, LIFELINE_EVENT_CONNECTED, 10000);
+    CHECK(ev && ev->connection == 2, NULL, "reconnected");
+    lifeline_event_free(ev);
+    CHECK(lifeline_session_send(s, LIFELINE_MESSAGE_TEXT, (const uint8_t *)"after", 5, 1000, 0, &err) == LIFELINE_OK,
+          &err, "send after");
+    ev = session_event_of(s, LIFELINE_EVENT_MESSAGE, 5000);
+    CHECK(ev && strcmp((const char *)ev->data, "after") == 0, NULL, "echo after");
+    lifeline_event_free(ev);
+    CHECK(lifeline_session_free(s, &err) == LIFELINE_OK, &err, "free");
+    CHECK(metric(c, "live_allocations") == live0, NULL, "live allocations not back to %lld", live0);
+    lifeline_client_close(c, NULL);
+    lifeline_error_clear(&err);
+    printf("ok session_vanish detected_ms=%.0f\n", took);
+}
+
+/* t_stream_vanish: a streamed body whose peer vanishes ends by the stall
+ * limit (phase "stall"). */
+static void t_stream_vanish(void) {
+    lifeline_error err = LIFELINE_ERROR_INIT;
+    lifeline_client c = new_client("{\"transport.stall_timeout_ms\": 500, \"retry.max_attempts\": 1}");
+    CHECK(c, NULL, "client");
+    lifeline_request r = get(env("LL_NS_STREAM"));
+    r.deadline_ms = -1;
+    lifeline_op op = stream_start(c, &r, 0, &err);
+    CHECK(op, &err, "start");
+    uint8_t buf[4096];
+    size_t n = 0, got = 0;
+    while (got < 30) {
+        CHECK(lifeline_body_read(op, buf, sizeof buf, 5000, &n, &err) == LIFELINE_OK && n > 0, &err, "read");
+        got += n;
+    }
+    run_cmd("LL_VANISH_CMD");
+    double t0 = now_ms();
+    int32_t st;
+    while ((st = lifeline_body_read(op, buf, sizeof buf, -1, &n, &err)) == LIFELINE_OK && n > 0) {
+    }
+    double took = now_ms() - t0;
+    CHECK(st == LIFELINE_E_TIMEOUT && strcmp(err.phase, "stall") == 0 && strcmp(err.error_type, "stall_timeout") == 0,
+          &err, "read after the peer vanished: %d", st);
+    CHECK(took < 500 + 3000, NULL, "stall after %.0f ms, limit 500", took);
+    lifeline_op_free(op, NULL);
+    run_cmd("LL_FLOW_CMD");
+    lifeline_error_clear(&err);
+    lifeline_client_close(c, NULL);
+    printf("ok stream_vanish stall_ms=%.0f\n", took);
+}
+
 int main(int argc, char **argv) {
     const char *mode = argc > 1 ? argv[1] : "all";
     setvbuf(stdout, NULL, _IOLBF, 0);
@@ -2470,6 +2573,14 @@ int main(int argc, char **argv) {
         return failures ? 1 : 0;
     }
 #endif
+    if (strcmp(mode, "vanish") == 0) { /* only inside the driver's namespace */
+        current = "session_vanish";
+        t_session_vanish();
+        current = "stream_vanish";
+        t_stream_vanish();
+        printf(failures ? "FAILED %d\n" : "PASS\n", failures);
+        return failures ? 1 : 0;
+    }
     static const struct {
         const char *name;
         void (*fn)(void);
