@@ -24,7 +24,8 @@ import (
 // tested by ctest ("/* streamed bodies */") and the Python binding.
 
 func init() {
-	expectedOK = append(expectedOK, "stream_sse", "stream_stall", "stream_cancel", "stream_upload", "stream_loop", "stream_poll")
+	expectedOK = append(expectedOK, "stream_sse", "stream_stall", "stream_cancel", "stream_upload", "stream_loop", "stream_poll",
+		"stream_faults", "session_slow_reader")
 }
 
 // streamClient is a client configured by doc, closed (and waited for) at
@@ -557,6 +558,15 @@ func streamServers(t *testing.T) []string {
 			return
 		}
 		w.Write(b)
+	})
+	// A server that goes away mid-body: 5 of 100 bytes, then the
+	// connection is dropped.
+	mux.HandleFunc("/cut", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", "100")
+		io.WriteString(w, "hello")
+		w.(http.Flusher).Flush()
+		time.Sleep(100 * time.Millisecond)
+		panic(http.ErrAbortHandler)
 	})
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)

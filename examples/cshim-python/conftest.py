@@ -155,6 +155,16 @@ class _StreamHandler(http.server.BaseHTTPRequestHandler):
                 self.wfile.flush()
                 time.sleep(0.05)
             self.close_connection = True
+        elif self.path == "/cut":
+            # A server that goes away mid-body: 5 of 100 bytes, then the
+            # connection closes.
+            self.send_response(200)
+            self.send_header("Content-Length", "100")
+            self.end_headers()
+            self.wfile.write(b"hello")
+            self.wfile.flush()
+            time.sleep(0.1)
+            self.close_connection = True
         elif self.path in ("/trickle", "/forever"):
             # /trickle: 40 lines of 200 bytes, 50 ms apart; /forever: a
             # line every 50 ms until the client goes.

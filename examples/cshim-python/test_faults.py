@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from lifeline import Client
+from lifeline import Client, LifelineError, LifelineTimeout
 from lifeline_session import Session
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -99,3 +99,34 @@ def test_session_ten_thousand_messages_leak_nothing(ws_url):
             time.sleep(0.2)
             g.append(proc()["goroutines"])
         assert g[2] <= g[0] + 2, "goroutines after each session: %s" % g
+
+
+def test_stream_headers_never_come(hang_addr):
+    """A streamed request to a server that accepts and never answers: the
+    first-byte limit ends it (phase "first_byte"), for a read too."""
+    with Client({"transport.first_byte_timeout_ms": 300, "retry.max_attempts": 1}) as c:
+        with c.stream("GET", "http://%s/" % hang_addr) as st:
+            t0 = time.monotonic()
+            with pytest.raises(LifelineTimeout) as e:
+                st.read()
+            assert e.value.phase == "first_byte" and e.value.timeout
+            assert 0.25 <= time.monotonic() - t0 < 5
+
+
+def test_stream_server_goes_away_then_next_works(stream_url):
+    """A body whose server goes away mid-way fails at once (not at the 10 s
+    stall limit) with a class that names it; the next stream works."""
+    with Client({"transport.stall_timeout_ms": 10000, "retry.max_attempts": 1}) as c:
+        with c.stream("GET", stream_url + "/cut") as st:
+            got = b""
+            t0 = time.monotonic()
+            with pytest.raises(LifelineError) as e:
+                while True:
+                    b = st.read(timeout=5)
+                    if not b:
+                        break
+                    got += b
+            assert got == b"hello" and time.monotonic() - t0 < 3
+            assert e.value.error_type and "*" not in e.value.error_type and "." not in e.value.error_type
+        with c.stream("GET", stream_url + "/sse") as st:
+            assert b"".join(st).startswith(b"data: event 0")
