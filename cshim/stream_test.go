@@ -752,3 +752,30 @@ func TestStreamHTTP2(t *testing.T) {
 		t.Fatalf("response %+v %+v, want HTTP/2", r, e)
 	}
 }
+
+// TestStreamReadyMeansReadable: once the descriptor is readable a read with
+// timeout 0 returns at once, also in the moment between the headers
+// reaching the stream (which signals the descriptor) and the op storing
+// its result. Many streams, so that the moment is hit.
+func TestStreamReadyMeansReadable(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "x")
+	}))
+	defer srv.Close()
+	c := streamClient(t, nil)
+	p := make([]byte, 8)
+	for i := range 300 {
+		o := startStream(t, c, &request{url: srv.URL, deadline: -1}, false)
+		fd, e := o.stream.readyFD()
+		if e != nil {
+			t.Fatal(e.Msg)
+		}
+		if !readable(t, fd, 5*time.Second) {
+			t.Fatalf("stream %d: not readable within 5s", i)
+		}
+		if n, e := bodyRead(o, p, 0); n != 1 || e != nil {
+			t.Fatalf("stream %d: readable, then a read with timeout 0 gave %d, %+v", i, n, e)
+		}
+		o.free()
+	}
+}
