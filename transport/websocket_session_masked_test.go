@@ -3,7 +3,10 @@ package transport_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
+	"net/http/httptest"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -12,6 +15,7 @@ import (
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 
+	"github.com/lifeline-go/lifeline/retry"
 	"github.com/lifeline-go/lifeline/transport"
 )
 
@@ -109,4 +113,43 @@ func TestWebSocketSessionMaskedDials(t *testing.T) {
 	if byType["http_503"] != 1 || byType[fails[0]] != 1 || len(byType) != 2 {
 		t.Fatalf("masked_failures by error.type %v, want one %s and one http_503", byType, fails[0])
 	}
+}
+
+// OnDialFailed learns why each dial the session will retry failed, as
+// OnDisconnect learns why a connection was lost; the failures a later dial
+// recovered are also counted on lifeline.masked_failures.
+func ExampleWebSocketSessionConfig_onDialFailed() {
+	var n atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if n.Add(1) == 1 {
+			http.Error(w, "busy", http.StatusServiceUnavailable) // the first upgrade
+			return
+		}
+		echo(w, r)
+	}))
+	defer srv.Close()
+
+	s, err := transport.NewWebSocketSession(transport.WebSocketSessionConfig{
+		URL: "ws" + strings.TrimPrefix(srv.URL, "http") + "/",
+		Dialer: &transport.WebSocketDialer{
+			Retry: &retry.Policy{InitialInterval: 10 * time.Millisecond},
+		},
+		OnDialFailed: func(err error) {
+			var he *transport.HandshakeError
+			if errors.As(err, &he) {
+				fmt.Println("dial failed:", he.ErrorType())
+			}
+		},
+	})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer s.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	fmt.Println("connected:", s.WaitConnected(ctx) == nil)
+	// Output:
+	// dial failed: http_503
+	// connected: true
 }
