@@ -2,8 +2,11 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"crypto/sha1"
 	"encoding/base64"
+	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -15,6 +18,8 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+
+	"github.com/lifeline-go/lifeline/transport"
 )
 
 // Adversary tests of websocket sessions: a hostile host (many takers, free
@@ -518,11 +523,62 @@ func TestAdvSessionBadUpgradeAnswers(t *testing.T) {
 	t.Cleanup(func() { close(quit) })
 	c := sessionClient(t, nil)
 	s := newTestSession(t, c, url, nil, `{"handshake_timeout_ms":300}`)
-	ev := nextOf(t, s, eventMessage, 10*time.Second)
-	if string(ev.data) != "hi" {
-		t.Fatalf("message %q", ev.data)
+	// Each failed dial's STATE (disconnected) event carries its cause,
+	// phase "handshake", with a class that is no Go type name.
+	var causes []string
+	for {
+		ev := nextEvent(t, s, 10*time.Second)
+		if ev.kind == eventState && ev.state == int32(transport.WebSocketDisconnected) {
+			if ev.cause == nil || ev.cause.Phase != "handshake" || ev.cause.Msg == "" || goTypeName(ev.cause.Type) {
+				t.Fatalf("STATE (disconnected) cause %+v", ev.cause)
+			}
+			causes = append(causes, ev.cause.Type)
+		}
+		if ev.kind == eventMessage {
+			if string(ev.data) != "hi" {
+				t.Fatalf("message %q", ev.data)
+			}
+			break
+		}
+	}
+	if want := []string{"http_200", "http_101", "handshake_timeout"}; strings.Join(causes, ",") != strings.Join(want, ",") {
+		t.Fatalf("failed dials' causes %v, want %v", causes, want)
 	}
 	if got := n.Load(); got < 4 {
 		t.Fatalf("%d dials", got)
+	}
+}
+
+// TestSessionCauseClasses: the causes a host sees name the session's
+// failures by a stable class and phase, never by a Go type name.
+func TestSessionCauseClasses(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		err        error
+		status     int32
+		phase, typ string
+		timeout    bool
+	}{
+		{"pong timeout", fmt.Errorf("read: %w", &transport.PongTimeoutError{Peer: "127.0.0.1:1", PingInterval: time.Second, PongTimeout: time.Second}),
+			statusTimeout, "websocket", "pong_timeout", true},
+		{"refused upgrade", &transport.HandshakeError{URL: "ws://x/", StatusCode: 503, Err: errors.New("bad status")},
+			statusNetwork, "handshake", "http_503", false},
+		{"handshake limit", &transport.HandshakeError{URL: "ws://x/", Err: fmt.Errorf("read: %w", context.DeadlineExceeded)},
+			statusTimeout, "handshake", "handshake_timeout", true},
+		{"odd handshake", &transport.HandshakeError{URL: "ws://x/", Err: errors.New("websocket: bad handshake")},
+			statusNetwork, "handshake", "handshake_error", false},
+		{"too large", fmt.Errorf("read: %w", websocket.ErrReadLimit), statusNetwork, "websocket", "message_too_large", false},
+		{"closed", fmt.Errorf("x: %w", transport.ErrSessionClosed), statusClosed, "canceled", "closed", false},
+		{"step timeout", &stepError{msg: "late", timeout: true}, statusTimeout, "connect_step", "connect_step_timeout", true},
+		{"step send", &stepError{msg: "send"}, statusNetwork, "connect_step", "connect_step_failed", false},
+		{"unknown", fmt.Errorf("wrapped: %w", errors.New("odd")), statusNetwork, "websocket", "websocket_error", false},
+		{"close frame", &websocket.CloseError{Code: 1001}, statusNetwork, "websocket", "close_1001", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := sessionCause(tc.err)
+			if e.Status != tc.status || e.Phase != tc.phase || e.Type != tc.typ || e.Timeout != tc.timeout || e.Msg == "" {
+				t.Fatalf("sessionCause = %+v, want status %d phase %q type %q timeout %v", e, tc.status, tc.phase, tc.typ, tc.timeout)
+			}
+		})
 	}
 }

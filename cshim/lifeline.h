@@ -633,16 +633,34 @@ typedef uint64_t lifeline_session;
  *                 for a message above max_message_bytes, "websocket_error"
  *                 for a protocol violation or another unclassified
  *                 failure), message. A STATE
- *                 event (disconnected) comes just before it. A failed dial
- *                 gives STATE events only.
+ *                 event (disconnected, no cause) comes just before it. A
+ *                 failed dial gives STATE events only (see STATE).
  *   STATE         the state became `state` (connecting or disconnected).
+ *                 A STATE (disconnected) after a failed dial carries the
+ *                 dial's `cause`, as DISCONNECTED does for a lost
+ *                 connection: phase "dns", "connect" or "tls" (the dial
+ *                 under the upgrade; error_type e.g. "connect_timeout",
+ *                 "connect_refused"), "handshake" (the upgrade's answer:
+ *                 "handshake_timeout" when handshake_timeout_ms cut it,
+ *                 "http_503", "http_200", "http_101" for an answer that is
+ *                 not an upgrade, "handshake_error"), or "connect_step"
+ *                 ("connect_step_timeout": no lifeline_session_ready in
+ *                 time; "connect_step_failed": an ON_CONNECT send
+ *                 failed). A session that redials after it counts the
+ *                 failed dials, once one succeeds, on
+ *                 lifeline.masked_failures (masked_by "retry") in
+ *                 lifeline_client_metrics_json.
  *   CLOSED        final: after lifeline_session_close, the client's close,
  *                 or the server refusing the upgrade for good (a 3xx/4xx
  *                 other than 408 and 429: `cause` then holds it,
  *                 error_type e.g. "http_401"; a refused token ends the
  *                 session, so set the next one with
  *                 lifeline_session_set_header before the old expires, or
- *                 make a new session). Nothing follows it. */
+ *                 make a new session). Nothing follows it.
+ * Causes: every error_type is one of the classes named here or in
+ * lifeline_error (a short lower-case word, never a Go type name); the
+ * message is redacted like every other (no URL query, userinfo or header
+ * value). */
 #define LIFELINE_EVENT_CONNECT 1
 #define LIFELINE_EVENT_CONNECTED 2
 #define LIFELINE_EVENT_MESSAGE 3
@@ -665,8 +683,10 @@ typedef struct lifeline_event {
                               order (0 before the first) */
     const uint8_t *data;   /* MESSAGE: len bytes and a NUL; else "" */
     int64_t len;
-    lifeline_error cause;  /* DISCONNECTED, CLOSED: why (status 0 and
-                              message NULL when there is no cause) */
+    lifeline_error cause;  /* DISCONNECTED, CLOSED, and STATE
+                              (disconnected) after a failed dial: why
+                              (status 0 and message NULL when there is
+                              no cause) */
 } lifeline_event;
 
 /* lifeline_event_free frees an event and everything in it. NULL is

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"runtime"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/lifeline-go/lifeline/dial"
 	"github.com/lifeline-go/lifeline/internal/otelx"
 	"github.com/lifeline-go/lifeline/transport"
 )
@@ -194,6 +196,10 @@ type session struct {
 	cbThread    atomic.Int64
 	conn        uint64 // number of the latest connection
 	step        *connectStep
+	// dialCause is the cause of the failed dial whose STATE (disconnected)
+	// event comes next: set by onDialFailed, taken by onStateChange (both
+	// on the session's goroutine, in that order).
+	dialCause *Error
 }
 
 // connectStep is the on_connect step of one connection: the host sends
@@ -381,6 +387,7 @@ func newSession(c *client, url string, hdr http.Header, sc sessionConfig) (*sess
 		OnConnect:     s.onConnect,
 		OnMessage:     s.onMessage,
 		OnDisconnect:  s.onDisconnect,
+		OnDialFailed:  s.onDialFailed,
 		OnStateChange: s.onStateChange,
 	})
 	if err != nil {
@@ -575,9 +582,13 @@ func (s *session) onConnect(ctx context.Context, conn *websocket.Conn) error {
 	case <-st.ready:
 		return nil
 	case <-st.fail:
-		return fmt.Errorf("lifeline: connect step of connection %d: a send failed", n)
+		return &stepError{msg: fmt.Sprintf("lifeline: connect step of connection %d: a send failed", n)}
 	case <-ctx.Done():
-		return fmt.Errorf("lifeline: connect step of connection %d: ready not called in time: %w", n, context.Cause(ctx))
+		if s.isClosing() {
+			return errors.New("lifeline: session closed")
+		}
+		return &stepError{msg: fmt.Sprintf("lifeline: connect step of connection %d: ready not called within handshake_timeout_ms", n),
+			timeout: true}
 	case <-s.closing:
 		return errors.New("lifeline: session closed")
 	}
@@ -640,34 +651,106 @@ func (s *session) onStateChange(st transport.WebSocketState) {
 	case transport.WebSocketConnected:
 		s.push(sessEvent{kind: eventConnected, state: int32(st), conn: s.currentConn()}, false)
 	default:
-		s.push(sessEvent{kind: eventState, state: int32(st), conn: s.currentConn()}, false)
+		ev := sessEvent{kind: eventState, state: int32(st), conn: s.currentConn()}
+		if st == transport.WebSocketDisconnected {
+			// After a failed dial: why it failed (after a lost connection
+			// the DISCONNECTED event that follows says why).
+			s.mu.Lock()
+			ev.cause, s.dialCause = s.dialCause, nil
+			s.mu.Unlock()
+		}
+		s.push(ev, false)
 	}
 }
 
-// sessionCause describes why a connection was lost or the session ended.
+// onDialFailed keeps the cause of a failed dial for the STATE event
+// that reports it.
+func (s *session) onDialFailed(err error) {
+	e := sessionCause(err)
+	s.mu.Lock()
+	s.dialCause = e
+	s.mu.Unlock()
+}
+
+// stepError is the failure of an on_connect step: ready not called in
+// time, or a send of the step failed.
+type stepError struct {
+	msg     string
+	timeout bool
+}
+
+func (e *stepError) Error() string { return e.msg }
+func (e *stepError) Timeout() bool { return e.timeout }
+func (e *stepError) Is(target error) bool {
+	return e.timeout && target == context.DeadlineExceeded
+}
+func (e *stepError) ErrorType() string {
+	if e.timeout {
+		return "connect_step_timeout"
+	}
+	return "connect_step_failed"
+}
+
+// sessionCause describes why a connection was lost, a dial failed or the
+// session ended, as the host sees it: a status, a phase ("websocket" for
+// a connection's loss, "handshake" for the upgrade, dns/connect/tls for
+// the dial under it, "connect_step" for the on_connect step), a class and
+// a redacted message. The class is never a Go type name.
 func sessionCause(err error) *Error {
 	if err == nil {
 		return nil
+	}
+	if errors.Is(err, transport.ErrSessionClosed) {
+		return closedSessionError(nil)
 	}
 	e := classify(context.Background(), err)
 	if e.Phase == "response" {
 		e.Phase = "websocket"
 	}
-	// otelx names what it cannot classify by its Go type
-	// ("*errors.errorString"): not a class a dashboard can count on, so
-	// such causes get the generic "websocket_error" instead.
 	var ce *websocket.CloseError
-	switch t := otelx.ErrorTypeOf(err); {
+	var he *transport.HandshakeError
+	var de *dial.Error
+	var se *stepError
+	t := otelx.ErrorTypeOf(err)
+	switch {
 	case errors.As(err, &ce):
 		e.Type = "close_" + itoa(int64(ce.Code))
 	case errors.Is(err, websocket.ErrReadLimit):
 		e.Type = "message_too_large" // max_message_bytes; the peer got 1009
-	case t == fmt.Sprintf("%T", err):
+	case errors.As(err, &se):
+		e.Phase, e.Type = "connect_step", se.ErrorType()
+	case errors.As(err, &he) && !errors.As(err, &de):
+		// The upgrade itself (its answer, or its limit); a dial.Error
+		// under it keeps the dial's phase and class.
+		e.Phase = "handshake"
+		switch {
+		case he.StatusCode != 0 && !he.Timeout():
+			e.Type = he.ErrorType() // http_503, ...
+		case he.Timeout():
+			e.Type = "handshake_timeout"
+		case goTypeName(t):
+			e.Type = "handshake_error" // a 200, a wrong Sec-WebSocket-Accept, ...
+		default:
+			e.Type = t
+		}
+	case goTypeName(t):
+		// otelx names what it cannot classify by its Go type: not a class
+		// a dashboard can count on.
 		e.Type = "websocket_error"
 	case t != "":
 		e.Type = t
 	}
+	if goTypeName(e.Type) {
+		e.Type = "websocket_error"
+	}
 	return e
+}
+
+// goTypeName reports whether an error class is a Go type's name
+// ("*errors.errorString", "net.OpError"): what otelx falls back to for an
+// error it does not know, never meant for the host.
+func goTypeName(t string) bool {
+	return strings.HasPrefix(t, "*") || strings.Contains(t, ".")
 }
 
 // send writes one message (see lifeline_session_send).
@@ -765,7 +848,11 @@ func (s *session) sendError(ctx context.Context, err error) *Error {
 		}
 		return e
 	}
-	return &Error{Status: statusNetwork, Phase: "send", Type: otelx.ErrorTypeOf(err), Msg: msg}
+	t := otelx.ErrorTypeOf(err)
+	if goTypeName(t) {
+		t = "websocket_error"
+	}
+	return &Error{Status: statusNetwork, Phase: "send", Type: t, Msg: msg}
 }
 
 func closedSessionError(cause error) *Error {

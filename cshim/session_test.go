@@ -302,6 +302,14 @@ func TestSessionHandshakeStall(t *testing.T) {
 		}
 		if ev.kind == eventState && ev.state == int32(transport.WebSocketDisconnected) {
 			sawDisconnected = true
+			// A failed dial's STATE event says why, as DISCONNECTED does.
+			if c := ev.cause; c == nil || c.Status != statusTimeout || c.Phase != "handshake" ||
+				c.Type != "handshake_timeout" || !c.Timeout || c.Msg == "" {
+				t.Fatalf("STATE (disconnected) of a stalled handshake: cause %+v", c)
+			}
+		}
+		if ev.kind == eventState && ev.state == int32(transport.WebSocketConnecting) && ev.cause != nil {
+			t.Fatalf("STATE (connecting) with a cause %+v", ev.cause)
 		}
 		if ev.kind == eventState && ev.state == int32(transport.WebSocketConnecting) {
 			connecting++

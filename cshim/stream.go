@@ -430,6 +430,14 @@ func (s *stream) read(p []byte, d time.Duration, t *timer) (int, *Error) {
 	}
 }
 
+// headersIn reports whether the response headers (or the request's
+// failure) reached the stream: a read returns at once from then on.
+func (s *stream) headersIn() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.headers
+}
+
 // available reports how many body bytes are buffered, and whether the body
 // ended (read to its end, failed or ended by the host) after them.
 func (s *stream) available() (int, bool) {
@@ -642,6 +650,14 @@ func (o *op) cancelByHost() {
 // returns nil once they arrived, the op's error if it failed, and a read
 // timeout when t ran out.
 func (o *op) waitHeaders(t *timer) *Error {
+	// The stream knows first: its headers (or its failure) are there, and
+	// its readiness descriptor says so, a moment before the op has stored
+	// its result and finished. A read then returns at once, as the
+	// descriptor promised (a read with timeout 0 right after a poll once
+	// found the op not yet finished and timed out).
+	if o.stream != nil && o.stream.headersIn() {
+		return nil
+	}
 	if !t.wait(o.finished) {
 		return errReadTimeout(t.d)
 	}

@@ -24,7 +24,8 @@ import (
 // tested by ctest ("/* streamed bodies */") and the Python binding.
 
 func init() {
-	expectedOK = append(expectedOK, "stream_sse", "stream_stall", "stream_cancel", "stream_upload", "stream_loop", "stream_poll")
+	expectedOK = append(expectedOK, "stream_sse", "stream_stall", "stream_cancel", "stream_upload", "stream_loop", "stream_poll",
+		"stream_faults", "session_slow_reader")
 }
 
 // streamClient is a client configured by doc, closed (and waited for) at
@@ -558,6 +559,15 @@ func streamServers(t *testing.T) []string {
 		}
 		w.Write(b)
 	})
+	// A server that goes away mid-body: 5 of 100 bytes, then the
+	// connection is dropped.
+	mux.HandleFunc("/cut", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", "100")
+		io.WriteString(w, "hello")
+		w.(http.Flusher).Flush()
+		time.Sleep(100 * time.Millisecond)
+		panic(http.ErrAbortHandler)
+	})
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
 	return []string{"LL_STREAM=" + srv.URL}
@@ -740,5 +750,32 @@ func TestStreamHTTP2(t *testing.T) {
 	r, e := o.takeResponse()
 	if e != nil || r.major != 2 {
 		t.Fatalf("response %+v %+v, want HTTP/2", r, e)
+	}
+}
+
+// TestStreamReadyMeansReadable: once the descriptor is readable a read with
+// timeout 0 returns at once, also in the moment between the headers
+// reaching the stream (which signals the descriptor) and the op storing
+// its result. Many streams, so that the moment is hit.
+func TestStreamReadyMeansReadable(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "x")
+	}))
+	defer srv.Close()
+	c := streamClient(t, nil)
+	p := make([]byte, 8)
+	for i := range 300 {
+		o := startStream(t, c, &request{url: srv.URL, deadline: -1}, false)
+		fd, e := o.stream.readyFD()
+		if e != nil {
+			t.Fatal(e.Msg)
+		}
+		if !readable(t, fd, 5*time.Second) {
+			t.Fatalf("stream %d: not readable within 5s", i)
+		}
+		if n, e := bodyRead(o, p, 0); n != 1 || e != nil {
+			t.Fatalf("stream %d: readable, then a read with timeout 0 gave %d, %+v", i, n, e)
+		}
+		o.free()
 	}
 }

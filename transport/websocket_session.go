@@ -149,6 +149,12 @@ type WebSocketSessionConfig struct {
 	// *websocket.CloseError, a read or write error), before the session
 	// redials.
 	OnDisconnect func(cause error)
+	// OnDialFailed, when set, is called with the error of each failed
+	// dial (the handshake, HeaderFunc, Credentials or OnConnect) that the
+	// session will retry, just before it reports WebSocketDisconnected and
+	// waits out its backoff: what OnDisconnect is to a lost connection. A
+	// refusal that ends the session is not retried: it is Err.
+	OnDialFailed func(err error)
 	// OnStateChange, when set, is called with each new state, in order.
 	//
 	// The hooks run on the session's own goroutine (OnMessage on its
@@ -193,7 +199,12 @@ type WebSocketSessionConfig struct {
 // Telemetry: a websocket.reconnect span covers each outage (the dials in
 // it are its children), with a websocket.reconnected event; the metrics
 // lifeline.websocket.reconnects (by outcome) and
-// lifeline.websocket.disconnected.duration, and the Dialer's own.
+// lifeline.websocket.disconnected.duration, and the Dialer's own. The
+// failed dials a later dial recovered from are counted on
+// lifeline.masked_failures with lifeline.masked_by=retry, by phase
+// ("handshake" when the error names none), peer and error.type, as the
+// Transport counts the tries its retries recovered: a session that always
+// reconnects in the end still shows its failures.
 type WebSocketSession struct {
 	cfg      WebSocketSessionConfig
 	dialer   *WebSocketDialer
@@ -411,6 +422,8 @@ func (s *WebSocketSession) run() {
 		}
 		r.out.end(s, otelx.OutcomeOK, nil)
 		r.out = nil
+		s.countMasked(r.failed)
+		r.failed = r.failed[:0]
 		connectedAt := time.Now()
 		cause := s.serveConn(conn)
 		if s.ctx.Err() != nil {
@@ -427,6 +440,28 @@ type sessionRun struct {
 	failures int           // dials failed since the last stable connection
 	wait     time.Duration // before the next dial
 	out      *wsOutage     // nil while no outage is under way
+	failed   []error       // dials failed since the last connection: masked once one succeeds
+}
+
+// countMasked counts the failed dials that a successful one recovered from
+// on lifeline.masked_failures (masked_by=retry), like retry.Do counts the
+// attempts of a call that succeeded.
+func (s *WebSocketSession) countMasked(failed []error) {
+	if len(failed) == 0 {
+		return
+	}
+	ctx := context.Background()
+	m := otelx.TransportInstruments(s.dialer.meterProvider()).Masked
+	if !m.Enabled(ctx) {
+		return
+	}
+	for _, err := range failed {
+		phase, peer := otelx.MaskedLabels(err)
+		if phase == "" {
+			phase = "handshake"
+		}
+		m.Add(ctx, 1, otelx.Masked(otelx.MaskedByRetry, phase, peer, lossType(err)))
+	}
 }
 
 // wsOutage is one loss of a session's connection, from the loss to the next
@@ -585,6 +620,9 @@ func (s *WebSocketSession) dialFailed(r *sessionRun, resp *http.Response, err er
 	}
 	r.wait = s.backoff.wait(r.failures, r.rnd.Float64())
 	r.failures++
+	if len(r.failed) < maxMaskedDials {
+		r.failed = append(r.failed, err)
+	}
 	if resp != nil {
 		// A server shedding load (429, 503) or timing out (408) may say
 		// when to come back: no sooner, up to the cap.
@@ -595,9 +633,16 @@ func (s *WebSocketSession) dialFailed(r *sessionRun, resp *http.Response, err er
 			r.wait = max(r.wait, ra)
 		}
 	}
+	if s.cfg.OnDialFailed != nil {
+		s.cfg.OnDialFailed(err)
+	}
 	s.setState(WebSocketDisconnected)
 	return true
 }
+
+// maxMaskedDials bounds the failed dials an outage remembers for
+// lifeline.masked_failures: an outage of days is not a growing slice.
+const maxMaskedDials = 1024
 
 // wsRefused reports whether err is an answer that no redial will change:
 // the server or a CONNECT proxy refused with a 3xx or 4xx status (an

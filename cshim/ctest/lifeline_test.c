@@ -2196,7 +2196,7 @@ static void t_session_flood(void) {
     lifeline_client c = new_client(NULL);
     CHECK(c, NULL, "client");
     lifeline_session s = 0;
-    long long live0 = metric(c, "live_allocations");
+    long long live0 = metric(c, "live_allocations"), g0 = metric(c, "goroutines");
     CHECK(lifeline_session_new(c, ws_url("/ws/burst"), NULL, 0, "{\"queue_max_events\": 64}", &s, &err) ==
               LIFELINE_OK,
           &err, "new");
@@ -2226,9 +2226,17 @@ static void t_session_flood(void) {
     CHECK(lifeline_session_free(s, &err) == LIFELINE_OK, &err, "free");
     long long live1 = metric(c, "live_allocations");
     CHECK(live1 == live0, NULL, "live allocations %lld before the session, %lld after", live0, live1);
+    /* Everything the session started has ended (a little slack for the
+     * runtime's own goroutines). */
+    long long g1 = metric(c, "goroutines");
+    for (int i = 0; i < 100 && g1 > g0 + 2; i++) {
+        sleep_ms(20);
+        g1 = metric(c, "goroutines");
+    }
+    CHECK(g1 <= g0 + 2, NULL, "goroutines %lld before the session, %lld after", g0, g1);
     lifeline_client_close(c, NULL);
     lifeline_error_clear(&err);
-    printf("ok session_flood messages=10000 ms=%.0f\n", ms);
+    printf("ok session_flood messages=10000 ms=%.0f goroutines=%lld,%lld\n", ms, g0, g1);
 }
 
 
@@ -2455,6 +2463,201 @@ static void t_adv_sessions(void) {
     printf("ok adv_sessions\n");
 }
 
+/* t_stream_faults: a streamed request whose headers never come ends by
+ * the first-byte limit (phase "first_byte"), for a read and for the op;
+ * a body whose server goes away mid-way fails at once (not at the stall
+ * limit), and the next stream to the same server works. */
+static void t_stream_faults(void) {
+    current = "stream_faults";
+    lifeline_error err = LIFELINE_ERROR_INIT;
+    lifeline_client c = new_client("{\"transport.first_byte_timeout_ms\": 300, \"retry.max_attempts\": 1, "
+                                   "\"transport.stall_timeout_ms\": 10000}");
+    CHECK(c, NULL, "client");
+    lifeline_request r = get(fmt("http://%s/", env("LL_HANG")));
+    r.deadline_ms = -1;
+    lifeline_op op = stream_start(c, &r, 0, &err);
+    CHECK(op, &err, "start");
+    uint8_t buf[256];
+    size_t n = 0;
+    double t0 = now_ms();
+    int32_t st = lifeline_body_read(op, buf, sizeof buf, -1, &n, &err);
+    double el = now_ms() - t0;
+    CHECK(st == LIFELINE_E_TIMEOUT && strcmp(err.phase, "first_byte") == 0 && err.timeout, &err, "read: %d", st);
+    CHECK(el >= 250 && el < 5000, NULL, "first byte limit after %.0f ms, limit 300", el);
+    double first_byte = el;
+    lifeline_response *resp = NULL;
+    CHECK(lifeline_op_response(op, &resp, &err) == LIFELINE_E_TIMEOUT && resp == NULL &&
+              strcmp(err.phase, "first_byte") == 0,
+          &err, "op result");
+    lifeline_op_free(op, NULL);
+    /* The server goes away mid-body: the read fails at once (a 10 s stall
+     * limit would otherwise be what ends it). */
+    r = get(fmt("%s/cut", env("LL_STREAM")));
+    r.deadline_ms = -1;
+    op = stream_start(c, &r, 0, &err);
+    CHECK(op, &err, "start cut");
+    size_t got = 0;
+    t0 = now_ms();
+    while ((st = lifeline_body_read(op, buf, sizeof buf, 5000, &n, &err)) == LIFELINE_OK && n > 0) got += n;
+    el = now_ms() - t0;
+    CHECK(st == LIFELINE_E_NETWORK && got == 5 && err.error_type[0] && !strchr(err.error_type, '*'), &err,
+          "cut body: %d after %zu bytes", st, got);
+    CHECK(el < 3000, NULL, "cut body reported after %.0f ms", el);
+    lifeline_op_free(op, NULL);
+    r = get(fmt("%s/sse", env("LL_STREAM")));
+    r.deadline_ms = -1;
+    op = stream_start(c, &r, 0, &err);
+    CHECK(op, &err, "start after");
+    char body[512];
+    CHECK(stream_read_all(op, body, sizeof body, &got, 5000, NULL, &err) == LIFELINE_OK && got > 0, &err,
+          "the next stream");
+    lifeline_op_free(op, NULL);
+    lifeline_error_clear(&err);
+    lifeline_client_close(c, NULL);
+    printf("ok stream_faults first_byte_ms=%.0f cut_ms=%.0f\n", first_byte, el);
+}
+
+/* t_session_slow_reader: a host that takes no event for many ping
+ * intervals. The session stops reading at queue_max_events and still
+ * answers pings: no DISCONNECTED, and all 10,000 messages then arrive in
+ * order on connection 1. */
+static void t_session_slow_reader(void) {
+    lifeline_error err = LIFELINE_ERROR_INIT;
+    lifeline_client c = new_client(NULL);
+    CHECK(c, NULL, "client");
+    lifeline_session s = 0;
+    CHECK(lifeline_session_new(c, ws_url("/ws/burst"), NULL, 0,
+                               "{\"queue_max_events\": 16, \"ping_interval_ms\": 100, \"pong_timeout_ms\": 200}", &s,
+                               &err) == LIFELINE_OK,
+          &err, "new");
+    CHECK(lifeline_session_send(s, LIFELINE_MESSAGE_TEXT, (const uint8_t *)"go", 2, 5000,
+                                LIFELINE_SEND_WHEN_CONNECTED, &err) == LIFELINE_OK,
+          &err, "go");
+    sleep_ms(1500);
+    int next = 0;
+    while (next < 10000) {
+        lifeline_event *ev = session_event(s, 5000);
+        CHECK(ev, NULL, "no event at message %d", next);
+        int kind = ev->kind, bad = 0;
+        uint64_t conn = ev->connection;
+        if (kind == LIFELINE_EVENT_MESSAGE) {
+            bad = atoi((const char *)ev->data) != next || conn != 1;
+            next++;
+        }
+        lifeline_event_free(ev);
+        CHECK(kind != LIFELINE_EVENT_DISCONNECTED && kind != LIFELINE_EVENT_CLOSED, NULL,
+              "event %d at message %d: the slow host cost the connection", kind, next);
+        CHECK(!bad, NULL, "message %d out of order or on connection %llu", next - 1, (unsigned long long)conn);
+    }
+    CHECK(lifeline_session_free(s, &err) == LIFELINE_OK, &err, "free");
+    lifeline_client_close(c, NULL);
+    lifeline_error_clear(&err);
+    printf("ok session_slow_reader\n");
+}
+
+/* vanished peers: run inside a network namespace (the Go driver,
+ * TestCVanishedPeer, runs this program with `ip netns exec`), against
+ * servers in it (LL_NS_WS, LL_NS_STREAM); LL_VANISH_CMD makes nftables
+ * drop their traffic, LL_FLOW_CMD lets it flow again. */
+
+static void run_cmd(const char *name) {
+    const char *cmd = env(name);
+    int rc = system(cmd);
+    if (rc != 0) failf(__LINE__, name, NULL, "%s: exit %d", cmd, rc);
+}
+
+/* t_session_vanish: the peer vanishes; DISCONNECTED says pong_timeout
+ * within ping + pong (+ slack), the failed redials' STATE events say why,
+ * and the session reconnects once the traffic flows again. */
+static void t_session_vanish(void) {
+    lifeline_error err = LIFELINE_ERROR_INIT;
+    lifeline_client c = new_client("{\"dial.connect_timeout_ms\": 300, \"dial.timeout_ms\": 600, "
+                                   "\"retry.initial_interval_ms\": 20, \"retry.max_interval_ms\": 200}");
+    CHECK(c, NULL, "client");
+    long long live0 = metric(c, "live_allocations");
+    lifeline_session s = 0;
+    CHECK(lifeline_session_new(c, env("LL_NS_WS"), NULL, 0,
+                               "{\"ping_interval_ms\": 200, \"pong_timeout_ms\": 400, \"handshake_timeout_ms\": 600}",
+                               &s, &err) == LIFELINE_OK,
+          &err, "new");
+    lifeline_event *ev = session_event_of(s, LIFELINE_EVENT_CONNECTED, 10000);
+    CHECK(ev && ev->connection == 1, NULL, "connected");
+    lifeline_event_free(ev);
+    CHECK(lifeline_session_send(s, LIFELINE_MESSAGE_TEXT, (const uint8_t *)"before", 6, 1000, 0, &err) == LIFELINE_OK,
+          &err, "send");
+    ev = session_event_of(s, LIFELINE_EVENT_MESSAGE, 5000);
+    CHECK(ev && strcmp((const char *)ev->data, "before") == 0, NULL, "echo");
+    lifeline_event_free(ev);
+    run_cmd("LL_VANISH_CMD");
+    double t0 = now_ms();
+    ev = session_event_of(s, LIFELINE_EVENT_DISCONNECTED, 10000);
+    double took = now_ms() - t0;
+    CHECK(ev && ev->cause.status == LIFELINE_E_TIMEOUT && strcmp(ev->cause.phase, "websocket") == 0 &&
+              strcmp(ev->cause.error_type, "pong_timeout") == 0 && ev->cause.timeout == 1 && ev->cause.message,
+          ev ? &ev->cause : NULL, "disconnected cause");
+    lifeline_event_free(ev);
+    CHECK(took < 200 + 400 + 2000, NULL, "vanished peer reported after %.0f ms (ping 200 + pong 400)", took);
+    /* While dropped, each redial fails and its STATE event says why. */
+    for (;;) {
+        ev = session_event(s, 10000);
+        CHECK(ev && ev->kind != LIFELINE_EVENT_CONNECTED, NULL, "connected while the traffic is dropped");
+        int done = ev->kind == LIFELINE_EVENT_STATE && ev->state == LIFELINE_SESSION_DISCONNECTED;
+        if (done) {
+            CHECK(ev->cause.status == LIFELINE_E_TIMEOUT && ev->cause.timeout == 1 && ev->cause.message &&
+                      ev->cause.phase[0] && ev->cause.error_type[0] && !strchr(ev->cause.error_type, '*'),
+                  &ev->cause, "failed redial's cause");
+        }
+        lifeline_event_free(ev);
+        if (done) break;
+    }
+    run_cmd("LL_FLOW_CMD");
+    ev = session_event_of(s, LIFELINE_EVENT_CONNECTED, 10000);
+    CHECK(ev && ev->connection == 2, NULL, "reconnected");
+    lifeline_event_free(ev);
+    CHECK(lifeline_session_send(s, LIFELINE_MESSAGE_TEXT, (const uint8_t *)"after", 5, 1000, 0, &err) == LIFELINE_OK,
+          &err, "send after");
+    ev = session_event_of(s, LIFELINE_EVENT_MESSAGE, 5000);
+    CHECK(ev && strcmp((const char *)ev->data, "after") == 0, NULL, "echo after");
+    lifeline_event_free(ev);
+    CHECK(lifeline_session_free(s, &err) == LIFELINE_OK, &err, "free");
+    CHECK(metric(c, "live_allocations") == live0, NULL, "live allocations not back to %lld", live0);
+    lifeline_client_close(c, NULL);
+    lifeline_error_clear(&err);
+    printf("ok session_vanish detected_ms=%.0f\n", took);
+}
+
+/* t_stream_vanish: a streamed body whose peer vanishes ends by the stall
+ * limit (phase "stall"). */
+static void t_stream_vanish(void) {
+    lifeline_error err = LIFELINE_ERROR_INIT;
+    lifeline_client c = new_client("{\"transport.stall_timeout_ms\": 500, \"retry.max_attempts\": 1}");
+    CHECK(c, NULL, "client");
+    lifeline_request r = get(env("LL_NS_STREAM"));
+    r.deadline_ms = -1;
+    lifeline_op op = stream_start(c, &r, 0, &err);
+    CHECK(op, &err, "start");
+    uint8_t buf[4096];
+    size_t n = 0, got = 0;
+    while (got < 30) {
+        CHECK(lifeline_body_read(op, buf, sizeof buf, 5000, &n, &err) == LIFELINE_OK && n > 0, &err, "read");
+        got += n;
+    }
+    run_cmd("LL_VANISH_CMD");
+    double t0 = now_ms();
+    int32_t st;
+    while ((st = lifeline_body_read(op, buf, sizeof buf, -1, &n, &err)) == LIFELINE_OK && n > 0) {
+    }
+    double took = now_ms() - t0;
+    CHECK(st == LIFELINE_E_TIMEOUT && strcmp(err.phase, "stall") == 0 && strcmp(err.error_type, "stall_timeout") == 0,
+          &err, "read after the peer vanished: %d", st);
+    CHECK(took < 500 + 3000, NULL, "stall after %.0f ms, limit 500", took);
+    lifeline_op_free(op, NULL);
+    run_cmd("LL_FLOW_CMD");
+    lifeline_error_clear(&err);
+    lifeline_client_close(c, NULL);
+    printf("ok stream_vanish stall_ms=%.0f\n", took);
+}
+
 int main(int argc, char **argv) {
     const char *mode = argc > 1 ? argv[1] : "all";
     setvbuf(stdout, NULL, _IOLBF, 0);
@@ -2470,6 +2673,14 @@ int main(int argc, char **argv) {
         return failures ? 1 : 0;
     }
 #endif
+    if (strcmp(mode, "vanish") == 0) { /* only inside the driver's namespace */
+        current = "session_vanish";
+        t_session_vanish();
+        current = "stream_vanish";
+        t_stream_vanish();
+        printf(failures ? "FAILED %d\n" : "PASS\n", failures);
+        return failures ? 1 : 0;
+    }
     static const struct {
         const char *name;
         void (*fn)(void);
@@ -2492,11 +2703,12 @@ int main(int argc, char **argv) {
         {"session_echo", t_session_echo}, {"session_reconnect", t_session_reconnect},
         {"session_stall", t_session_stall}, {"session_step", t_session_step},
         {"session_threads", t_session_threads}, {"session_flood", t_session_flood},
-        {"session_callback", t_session_callback},
+        {"session_callback", t_session_callback}, {"session_slow_reader", t_session_slow_reader},
         /* streamed bodies */
         {"stream_sse", t_stream_sse}, {"stream_stall", t_stream_stall},
         {"stream_cancel", t_stream_cancel}, {"stream_upload", t_stream_upload},
         {"stream_loop", t_stream_loop}, {"stream_poll", t_stream_poll},
+        {"stream_faults", t_stream_faults},
         /* adversary: sessions and streams */
         {"adv_sessions", t_adv_sessions},
     };

@@ -155,6 +155,33 @@ class _StreamHandler(http.server.BaseHTTPRequestHandler):
                 self.wfile.flush()
                 time.sleep(0.05)
             self.close_connection = True
+        elif self.path == "/cut":
+            # A server that goes away mid-body: 5 of 100 bytes, then the
+            # connection closes.
+            self.send_response(200)
+            self.send_header("Content-Length", "100")
+            self.end_headers()
+            self.wfile.write(b"hello")
+            self.wfile.flush()
+            time.sleep(0.1)
+            self.close_connection = True
+        elif self.path in ("/trickle", "/forever"):
+            # /trickle: 40 lines of 200 bytes, 50 ms apart; /forever: a
+            # line every 50 ms until the client goes.
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Connection", "close")
+            self.end_headers()
+            i = 0
+            while (self.path == "/forever" or i < 40) and not self.stop.is_set():
+                try:
+                    self.wfile.write(b"%03d:" % (i % 1000) + b"x" * 195 + b"\n")
+                    self.wfile.flush()
+                except OSError:
+                    break
+                i += 1
+                time.sleep(0.05)
+            self.close_connection = True
         elif self.path == "/stall":
             self.send_response(200)
             self.send_header("Content-Length", "100")
@@ -206,3 +233,13 @@ def stream_url():
     _StreamHandler.stop.set()
     srv.shutdown()
     srv.server_close()
+
+
+@pytest.fixture(scope="session")
+def ws_url():
+    """The websocket server of test_session.py (echo, drop, flood)."""
+    from test_session import _WSServer
+
+    s = _WSServer()
+    yield s.url
+    s.close()

@@ -54,8 +54,10 @@ def _frame(op, data):
 
 
 class _WSServer:
-    """/echo: sends every data message back; /drop: sends "N:0".."N:9" on
-    its Nth connection, then a close frame 1001."""
+    """/echo: sends every data message back (and answers pings); /drop:
+    sends "N:0".."N:9" on its Nth connection, then a close frame 1001;
+    /flood: 500 numbered binary messages of 1000 bytes, then /echo;
+    /count: on "go", 10,000 numbered text messages, then /echo."""
 
     def __init__(self):
         self.sock = socket.socket()
@@ -97,6 +99,21 @@ class _WSServer:
                 accept = base64.b64encode(hashlib.sha1(key.encode() + _GUID).digest()).decode()
                 c.sendall(("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                            "Sec-WebSocket-Accept: %s\r\n\r\n" % accept).encode())
+                if path == "/count":
+                    # On "go": 10,000 numbered text messages, then echo.
+                    while True:
+                        op, data = _read_frame(c)
+                        if op == 1 and data == b"go":
+                            c.sendall(b"".join(_frame(1, b"%d" % i) for i in range(10000)))
+                            break
+                        if op == 8:
+                            return
+                    path = "/echo"
+                if path == "/flood":
+                    # 500 numbered binary messages of 1000 bytes, then echo.
+                    for i in range(500):
+                        c.sendall(_frame(2, b"%04d" % i + b"x" * 996))
+                    path = "/echo"
                 if path == "/drop":
                     with self.lock:
                         self.drops += 1
@@ -121,13 +138,6 @@ class _WSServer:
         self.stop = True
         self.thread.join()
         self.sock.close()
-
-
-@pytest.fixture(scope="module")
-def ws_url():
-    s = _WSServer()
-    yield s.url
-    s.close()
 
 
 def test_session_echo(ws_url):

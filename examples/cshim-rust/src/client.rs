@@ -132,6 +132,17 @@ impl Client {
         })
     }
 
+    /// goroutines is the library's number of goroutines (the Go runtime's
+    /// threads of work, process-wide), from the metrics JSON: a count that
+    /// grows with every session or operation left running, so a leak
+    /// shows.
+    pub fn goroutines(&self) -> Result<i64> {
+        let doc = self.metrics_json()?;
+        json_int(&doc, "goroutines").ok_or_else(|| {
+            Error::state("lifeline: metrics JSON has no process.goroutines".into())
+        })
+    }
+
     fn json(
         &self,
         f: unsafe extern "C" fn(

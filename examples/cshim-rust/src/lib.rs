@@ -15,7 +15,8 @@
 //! calls, dials), `request` (Request, Response, Deadline), `op` (operations:
 //! wait, poll, cancel, Future), `stream` (streamed bodies: Stream,
 //! StreamOptions, Limit), `session` (websocket sessions: Session,
-//! Event), `error` (Error, Status), `ffi` (the raw
+//! Event), `ready` (waiting on several sessions' and streams' descriptors
+//! from one thread), `error` (Error, Status), `ffi` (the raw
 //! declarations of lifeline.h). Every
 //! handle the library gives is owned by exactly one value and freed by its
 //! Drop; every string or response it hands over is copied and freed at
@@ -27,6 +28,7 @@ mod client;
 mod error;
 mod ffi;
 mod op;
+mod ready;
 mod request;
 mod session;
 mod stream;
@@ -36,6 +38,7 @@ use std::ffi::CStr;
 pub use client::Client;
 pub use error::{Error, Result, Status};
 pub use op::{Canceller, Op, Outcome};
+pub use ready::ready;
 pub use request::{Deadline, Request, Response};
 pub use session::{Event, Events, Message, MessageKind, SendMode, Session, SessionState};
 pub use stream::{Limit, Stream, StreamOptions};

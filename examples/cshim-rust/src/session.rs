@@ -78,15 +78,25 @@ pub enum Event {
     /// The connection was lost (a `State` event, disconnected, came just
     /// before): `cause` says why — status Timeout or Network, phase (e.g.
     /// "websocket"), error_type (e.g. "pong_timeout", "close_1001",
-    /// "connection_reset"). A failed dial gives `State` events only.
+    /// "connection_reset"). A failed dial gives [`Event::DialFailed`]
+    /// instead.
     Disconnected {
         /// The connection lost.
         connection: u64,
         /// Why.
         cause: Error,
     },
-    /// The state became connecting or disconnected.
+    /// The state became connecting, or disconnected after a lost
+    /// connection (the [`Event::Disconnected`] that follows says why).
     State(SessionState),
+    /// The state became disconnected because a dial failed (the session
+    /// redials after its backoff): `cause` says why — phase "dns",
+    /// "connect", "tls" (the dial), "handshake" (the upgrade's answer:
+    /// error_type "handshake_timeout", "http_503", ...) or "connect_step".
+    DialFailed {
+        /// Why the dial failed.
+        cause: Error,
+    },
     /// Final, nothing follows: after [`Session::close`], the client's
     /// close, or a refusal of the upgrade for good (a 3xx/4xx other than
     /// 408 and 429; `cause` then holds it, error_type e.g. "http_401").
@@ -148,6 +158,12 @@ impl Event {
                 }),
             },
             ffi::EVENT_CLOSED => Event::Closed { cause: cause() },
+            // A STATE event with a cause: a failed dial (ABI 2 library of
+            // issue 22 on; before, its STATE carried none).
+            ffi::EVENT_STATE if ev.cause.status != 0 => match cause() {
+                Some(cause) => Event::DialFailed { cause },
+                None => Event::State(SessionState::from_code(ev.state)),
+            },
             // STATE, and kinds of a newer library: the state they report.
             _ => Event::State(SessionState::from_code(ev.state)),
         }

@@ -18,6 +18,7 @@ fn ten_thousand_messages_leak_nothing() {
     let silent = Silent::start();
     let probe = Client::new().unwrap();
     let before = probe.live_allocations().unwrap();
+    let goroutines = probe.goroutines().unwrap();
     {
         let c = Client::new().unwrap();
         let s = Session::new(&c, &srv.url("/echo"), &[("X-Token", "t")], "").unwrap();
@@ -94,6 +95,21 @@ fn ten_thousand_messages_leak_nothing() {
             Instant::now() < deadline,
             "live allocations {} -> {}",
             before,
+            now
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+    // Everything the sessions started has ended: no goroutine growth
+    // (a little slack for the runtime's own).
+    loop {
+        let now = probe.goroutines().unwrap();
+        if now <= goroutines + 2 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline + Duration::from_secs(5),
+            "goroutines {} -> {}",
+            goroutines,
             now
         );
         thread::sleep(Duration::from_millis(20));

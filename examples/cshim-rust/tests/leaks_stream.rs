@@ -16,6 +16,7 @@ fn streams_leak_nothing() {
     let srv = StreamHttp::start();
     let probe = Client::new().unwrap();
     let before = probe.live_allocations().unwrap();
+    let goroutines = probe.goroutines().unwrap();
     {
         let c = Client::with_config(r#"{"transport.stall_timeout_ms": 300}"#).unwrap();
         let mut buf = [0u8; 16];
@@ -90,6 +91,21 @@ fn streams_leak_nothing() {
             Instant::now() < deadline,
             "live allocations {} -> {}",
             before,
+            now
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Everything the sessions started has ended: no goroutine growth
+    // (a little slack for the runtime's own).
+    loop {
+        let now = probe.goroutines().unwrap();
+        if now <= goroutines + 2 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline + Duration::from_secs(5),
+            "goroutines {} -> {}",
+            goroutines,
             now
         );
         std::thread::sleep(Duration::from_millis(20));

@@ -234,6 +234,8 @@ pub fn echo() -> SocketAddr {
 ///                     the client goes
 ///   GET  /poll/<ms>   nothing for <ms>, then 200 "news" (a long poll)
 ///   POST /echo        the request body (Content-Length or chunked) back
+///   GET  /trickle     40 lines of 200 bytes ("NNN:xxx...\n"), 50 ms apart
+///   GET  /forever     such a line every 50 ms until the client goes
 pub struct StreamHttp {
     pub addr: SocketAddr,
 }
@@ -301,6 +303,21 @@ fn serve_stream(c: TcpStream) {
             {
                 return;
             }
+        }
+    } else if method == "GET" && (path == "/trickle" || path == "/forever") {
+        // /trickle: 40 lines of 200 bytes, 50 ms apart; /forever: a line
+        // every 50 ms until the client goes.
+        let _ = w.write_all(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n",
+        );
+        let mut i = 0usize;
+        while path == "/forever" || i < 40 {
+            let line = format!("{:03}:{}\n", i % 1000, "x".repeat(195));
+            if w.write_all(line.as_bytes()).is_err() {
+                return;
+            }
+            i += 1;
+            thread::sleep(Duration::from_millis(50));
         }
     } else if method == "GET" && path == "/stall" {
         let _ = w.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial");
@@ -505,6 +522,7 @@ pub fn ws_client_frame(op: u8, data: &[u8]) -> Vec<u8> {
 /// Ws is a small RFC 6455 server on 127.0.0.1, a thread per connection:
 ///   /echo   every data message back (text as text, binary as binary)
 ///   /seq    on its Nth upgraded connection "N:0".."N:9", then as /echo
+///   /flood  500 numbered binary messages of 1000 bytes, then as /echo
 /// Pings are answered, a close is returned. The first `stall` accepted
 /// connections are held open and never answered (a handshake stall).
 /// `stop` closes the listener and every connection (a server going
@@ -639,6 +657,16 @@ fn ws_serve(c: TcpStream, inner: &WsInner) {
     );
     if w.write_all(head.as_bytes()).is_err() {
         return;
+    }
+    if path == "/flood" {
+        // 500 numbered binary messages of 1000 bytes, then as /echo.
+        for i in 0..500 {
+            let mut m = format!("{:04}", i).into_bytes();
+            m.resize(1000, b'x');
+            if w.write_all(&ws_frame(2, &m)).is_err() {
+                return;
+            }
+        }
     }
     if path == "/seq" {
         for i in 0..10 {
