@@ -131,7 +131,7 @@ func (s *dialState) handshake(ctx context.Context, index int, peer netip.AddrPor
 func (s *dialState) finishAttempt(ctx context.Context, r *attemptResult) {
 	if r.err == nil {
 		s.tel.recordAttempt(ctx, mOK, r.repeat)
-		s.d.Health.record(r.peer, EventSuccess, r.latency, time.Now())
+		s.health.record(r.peer, EventSuccess, r.latency, time.Now())
 		return
 	}
 	outcome := outcomeOf(r.err)
@@ -140,7 +140,7 @@ func (s *dialState) finishAttempt(ctx context.Context, r *attemptResult) {
 	}
 	s.tel.recordAttempt(ctx, outcome, r.repeat)
 	if ev, ok := healthEvent(r.err); ok {
-		s.d.Health.record(r.peer, ev, 0, time.Now())
+		s.health.record(r.peer, ev, 0, time.Now())
 	}
 }
 

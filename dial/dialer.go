@@ -50,7 +50,8 @@ const (
 // The zero value is ready to use and safe: every limit has a finite default
 // (see each field). A negative value turns a limit off where the field says
 // so; a limit only ever shortens the caller's context, never extends it.
-// Defaults are resolved at each dial and never written back.
+// Defaults are resolved at each dial and never written back; a Dialer
+// without a Health keeps one of its own, outside the struct (see Health).
 //
 // A Dialer is safe for concurrent use by multiple goroutines as long as its
 // fields are not changed while dials are in flight; a nil *Dialer dials
@@ -172,9 +173,15 @@ type Dialer struct {
 	// peer that vanished fail in seconds. Zero means 30s; negative leaves
 	// the OS default. Ignored on other systems.
 	UserTimeout time.Duration
-	// Health, when set, remembers how each peer fared and moves peers that
-	// recently failed or stalled to the back of the order. Nil means no
-	// memory. One Health may be shared by many Dialers.
+	// Health remembers how each peer fared and moves peers that recently
+	// failed or stalled to the back of the order, for the next dial too;
+	// masked failures and MetricLabels name the peers it remembers. Nil
+	// means a Health of this Dialer's own (see Scoreboard and HealthFor):
+	// made at its first dial and kept as long as the Dialer lives, with the
+	// zero Health's bounds, shared with no other Dialer (a copy of a
+	// Dialer is another Dialer; a nil *Dialer shares the zero Dialer's).
+	// Set it to share one Health among many Dialers, or to bound it
+	// differently.
 	Health *Health
 	// DialFunc is the raw connect seam: one TCP connect to one "ip:port"
 	// under a context that carries the attempt's deadline; network is the
@@ -324,6 +331,7 @@ func (d *Dialer) DialTLSContext(ctx context.Context, network, address string) (n
 type dialState struct {
 	d        *Dialer
 	tel      telemetry
+	health   *Health // d.Scoreboard(): never nil in a dial
 	network  string
 	addr     string
 	host     string
@@ -359,7 +367,7 @@ func (d *Dialer) dial(ctx context.Context, network, address string, useTLS bool)
 	}
 	start := time.Now()
 	// The dial's state and its race are one allocation.
-	dr := &dialRun{s: dialState{d: d, tel: d.telemetry(), network: network, addr: address, useTLS: useTLS}}
+	dr := &dialRun{s: dialState{d: d, tel: d.telemetry(), health: d.Scoreboard(), network: network, addr: address, useTLS: useTLS}}
 	s := &dr.s
 	if t := d.timeout(); t > 0 {
 		s.deadline = start.Add(t)

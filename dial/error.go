@@ -124,8 +124,9 @@ type Error struct {
 
 // MetricLabels returns the phase and the peer as lifeline's metrics label
 // them (the masked-failure counts of retry and transport read them from
-// the error): the peer's IP only when the Dialer's Health remembers it,
-// "other" when it does not (or the Dialer has no Health), and "" when the
+// the error): the peer's IP only when the Dialer's Health (its own when
+// the field is nil) remembers it, "other" when it does not (or the Error
+// was not made by a dial), and "" when the
 // error has no peer. So a label's cardinality is bounded by Health's
 // MaxPeers, whatever the resolver returns.
 func (e *Error) MetricLabels() (phase, peer string) {
@@ -470,7 +471,7 @@ func innerError(err error) error {
 // cancel or deadline, or a lost race); otherwise err itself, stripped of
 // net's wrapping.
 func (s *dialState) fail(ctx context.Context, phase Phase, peer netip.AddrPort, err error) *Error {
-	e := &Error{Phase: phase, Network: s.network, Addr: s.addr, Peer: peer, health: s.d.Health}
+	e := &Error{Phase: phase, Network: s.network, Addr: s.addr, Peer: peer, health: s.health}
 	if ctx.Err() == nil && isTimeout(err) {
 		if dl, ok := ctx.Deadline(); ok && !time.Now().Before(dl) {
 			// net puts the context's deadline on the socket too, so its

@@ -47,7 +47,7 @@ func (d *Dialer) Probe(ctx context.Context, network, address string, useTLS bool
 		return nil, &Error{Phase: PhaseDNS, Network: network, Addr: address, Err: &inputError{"nil context"}}
 	}
 	start := time.Now()
-	s := &dialState{d: d, tel: d.telemetry(), network: network, addr: address, useTLS: useTLS}
+	s := &dialState{d: d, tel: d.telemetry(), health: d.Scoreboard(), network: network, addr: address, useTLS: useTLS}
 	if t := d.timeout(); t > 0 {
 		s.deadline = start.Add(t)
 	}

@@ -444,7 +444,7 @@ func (r *racer) lose() *Error {
 			// The dial's own Timeout ran out between the answer and the
 			// attempt.
 			return &Error{Phase: PhaseConnect, Network: r.s.network, Addr: r.s.addr, Peer: r.queue[0],
-				Err: &timeoutError{cause: errDialTimeout}, health: r.s.d.Health}
+				Err: &timeoutError{cause: errDialTimeout}, health: r.s.health}
 		}
 		return r.s.fail(r.raceCtx, PhaseConnect, r.queue[0], r.ctx.Err())
 	}
@@ -479,7 +479,7 @@ func (s *dialState) settleLosers(ctx context.Context, winner *attemptResult, fai
 			}
 			s.tel.recordAttempt(ctx, mLost, r.repeat)
 			// Health first: the masked count labels peers Health knows.
-			s.d.Health.record(r.peer, ev, 0, time.Now())
+			s.health.record(r.peer, ev, 0, time.Now())
 			s.recordMasked(ctx, r.err.Phase, r.peer, r.err.Phase.String()+"_stall")
 			continue
 		}
@@ -511,8 +511,8 @@ func (s *dialState) allFailed(ctx context.Context, failed []attemptResult) *Erro
 		cause = s.fail(ctx, primary.Phase, primary.Peer, ctx.Err()).Err
 	}
 	if len(attempts) == 1 && ctx.Err() != nil {
-		return &Error{Phase: primary.Phase, Network: s.network, Addr: s.addr, Peer: primary.Peer, Err: cause, health: s.d.Health}
+		return &Error{Phase: primary.Phase, Network: s.network, Addr: s.addr, Peer: primary.Peer, Err: cause, health: s.health}
 	}
 	return &Error{Phase: primary.Phase, Network: s.network, Addr: s.addr, Peer: primary.Peer,
-		Err: newAttemptsError(cause, primary, attempts), health: s.d.Health}
+		Err: newAttemptsError(cause, primary, attempts), health: s.health}
 }
