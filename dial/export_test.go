@@ -12,7 +12,7 @@ var Interleave = interleave
 
 // OrderPeers runs a Dialer's ordering (Health, then family interleaving) at now.
 func OrderPeers(h *Health, peers []netip.AddrPort, now time.Time) []netip.AddrPort {
-	s := &dialState{d: &Dialer{Health: h}}
+	s := &dialState{d: &Dialer{Health: h}, health: h}
 	return s.order(append([]netip.AddrPort(nil), peers...), now)
 }
 
