@@ -61,8 +61,8 @@ var (
 	errTLSTimeout       = errors.New("dial: TLSHandshakeTimeout exceeded")
 	errDialTimeout      = errors.New("dial: Timeout exceeded")
 	errFirstByteTimeout = errors.New("dial: FirstByteTimeout exceeded")
-	// errLostRace cancels the racers that another address overtook. It never
-	// reaches a caller.
+	// errLostRace is the Err of an attempt that the racer stopped because
+	// another address won (see fail). It never reaches a caller.
 	errLostRace = errors.New("dial: another address won the race")
 )
 
@@ -468,8 +468,9 @@ func innerError(err error) error {
 
 // fail builds the *Error of a phase that failed with err under ctx: when
 // ctx is done, the cause of ctx decides (a limit of ours, the caller's
-// cancel or deadline, or a lost race); otherwise err itself, stripped of
-// net's wrapping.
+// cancel or deadline, or a lost race: ctx canceled while the dial's own
+// context is not, which only the racer's stop does); otherwise err itself,
+// stripped of net's wrapping.
 func (s *dialState) fail(ctx context.Context, phase Phase, peer netip.AddrPort, err error) *Error {
 	e := &Error{Phase: phase, Network: s.network, Addr: s.addr, Peer: peer, health: s.health}
 	if ctx.Err() == nil && isTimeout(err) {
@@ -485,10 +486,11 @@ func (s *dialState) fail(ctx context.Context, phase Phase, peer netip.AddrPort, 
 		switch cause := context.Cause(ctx); cause {
 		case errResolveTimeout, errConnectTimeout, errTLSTimeout, errDialTimeout:
 			e.Err = &timeoutError{cause: cause}
-		case errLostRace:
-			e.Err = errLostRace
 		case ctxErr, nil:
 			e.Err = ctxErr
+			if ctxErr == context.Canceled && s.ctx != nil && s.ctx.Err() == nil {
+				e.Err = errLostRace
+			}
 		default:
 			// The caller's own cause (WithCancelCause, WithTimeoutCause):
 			// keep both, so errors.Is matches the context error and the

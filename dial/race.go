@@ -20,10 +20,11 @@ import (
 type racer struct {
 	s   *dialState
 	ctx context.Context // the dial's: the caller's context and the dial span
-	// raceCtx is cancelled with errLostRace once a winner is known, which
-	// ends the connects, handshakes and lookups still running.
-	raceCtx context.Context
-	cancel  context.CancelCauseFunc
+	// stops end the attempts, each under a context of its own (see
+	// attemptCtx), once a winner is known or the dial ends; one context
+	// per attempt, not a race context above them, saves a context and
+	// its bookkeeping on every dial.
+	stops []context.CancelFunc
 
 	// Resolution.
 	answers  chan answer        // room for every lookup: lookups never block
@@ -56,6 +57,7 @@ type racer struct {
 	// and flying slices cost no allocation of their own.
 	queueBuf  [2]netip.AddrPort
 	flyingBuf [2]flight
+	stopsBuf  [2]context.CancelFunc
 }
 
 // flight is the state of one attempted address: its attempts in flight,
@@ -68,8 +70,18 @@ type flight struct {
 
 func (r *racer) init(s *dialState, ctx context.Context) {
 	r.s, r.ctx, r.results = s, ctx, make(chan attemptResult)
-	r.queue, r.flying = r.queueBuf[:0], r.flyingBuf[:0]
-	r.raceCtx, r.cancel = context.WithCancelCause(ctx)
+	r.queue, r.flying, r.stops = r.queueBuf[:0], r.flyingBuf[:0], r.stopsBuf[:0]
+}
+
+// stop ends every attempt still running (a lost race: see dialState.fail)
+// and the lookups.
+func (r *racer) stop() {
+	for _, stop := range r.stops {
+		stop()
+	}
+	if r.rcancel != nil {
+		r.rcancel()
+	}
 }
 
 // startLookups starts the lookups of the dial's families under
@@ -78,11 +90,11 @@ func (r *racer) startLookups() {
 	s := r.s
 	r.dnsStart = time.Now()
 	var ctx context.Context
-	ctx, r.dnsSpan = s.startChild(r.raceCtx, "dial.dns")
+	ctx, r.dnsSpan = s.startChild(r.ctx, "dial.dns")
 	if r.dnsSpan.IsRecording() {
 		r.dnsSpan.SetAttributes(otelx.ServerAddress(s.host))
 	}
-	r.rctx, r.rcancel = s.phaseCtx(ctx, s.d.resolveTimeout(), errResolveTimeout)
+	r.rctx, r.rcancel = s.stoppableCtx(ctx, s.d.resolveTimeout(), errResolveTimeout)
 	v6, v4 := s.families()
 	r.answers = make(chan answer, 2)
 	if v6 {
@@ -147,7 +159,7 @@ func v6First(peers []netip.AddrPort) []netip.AddrPort {
 // run resolves (unless the address was a literal) and races; it returns
 // only after every lookup and attempt it started has ended.
 func (r *racer) run() (net.Conn, error) {
-	defer r.cancel(errLostRace)
+	defer r.stop()
 	if r.lookups == 0 {
 		r.begin()
 	}
@@ -174,7 +186,7 @@ func (r *racer) run() (net.Conn, error) {
 	}
 	// Stop the others and wait for every one of them: no goroutine outlives
 	// the dial, and a loser that completed anyway is closed here.
-	r.cancel(errLostRace)
+	r.stop()
 	var losers []attemptResult
 	for ; r.pending > 0; r.pending-- {
 		res := <-r.results
@@ -371,7 +383,9 @@ func (r *racer) launch(peer netip.AddrPort, repeat bool) {
 	} else {
 		r.flying = append(r.flying, flight{peer: peer, n: 1})
 	}
-	s, ctx, results := r.s, r.raceCtx, r.results
+	s, results := r.s, r.results
+	ctx, stop := s.attemptCtx(r.ctx)
+	r.stops = append(r.stops, stop)
 	go func() { results <- s.attempt(ctx, i, peer, repeat) }()
 }
 
@@ -393,7 +407,7 @@ func (r *racer) land(peer netip.AddrPort, failed bool) {
 }
 
 func (r *racer) canStart() bool {
-	return r.raceCtx.Err() == nil && (r.s.deadline.IsZero() || time.Now().Before(r.s.deadline))
+	return r.ctx.Err() == nil && (r.s.deadline.IsZero() || time.Now().Before(r.s.deadline))
 }
 
 func (r *racer) armStagger(d time.Duration) {
@@ -414,15 +428,11 @@ func (r *racer) stopTimers() {
 	}
 }
 
-// drain waits for the lookups still running, which the cancel has ended,
-// and closes the resolution phase.
+// drain ends the lookups still running and waits for them.
 func (r *racer) drain() {
-	r.cancel(errLostRace)
+	r.stop()
 	for ; r.lookups > 0; r.lookups-- {
 		<-r.answers
-	}
-	if r.rcancel != nil {
-		r.rcancel()
 	}
 }
 
@@ -446,7 +456,7 @@ func (r *racer) lose() *Error {
 			return &Error{Phase: PhaseConnect, Network: r.s.network, Addr: r.s.addr, Peer: r.queue[0],
 				Err: &timeoutError{cause: errDialTimeout}, health: r.s.health}
 		}
-		return r.s.fail(r.raceCtx, PhaseConnect, r.queue[0], r.ctx.Err())
+		return r.s.fail(r.ctx, PhaseConnect, r.queue[0], r.ctx.Err())
 	}
 	ctx := r.rctx
 	if ctx == nil {
