@@ -35,8 +35,7 @@ type racer struct {
 	dnsStart time.Time
 	dnsErrs  []error
 	seen     addrSet          // every address learned, for de-duplication
-	holdC    <-chan time.Time // the Resolution Delay (IPv4 answered first)
-	hold     *time.Timer
+	holdC    <-chan time.Time // the Resolution Delay (IPv4 answered first); nil while not armed
 
 	// The race.
 	started  bool               // racing (resolution has handed over)
@@ -48,8 +47,10 @@ type racer struct {
 	last     time.Time
 	// lastFamily4 is the family of the last address launched.
 	lastFamily4 bool
-	stagger     *time.Timer
 	staggerC    <-chan time.Time // nil while the stagger is not armed
+	// timer is the race's one timer: the Resolution Delay before the race
+	// starts (holdC), the stagger once it runs (staggerC), never both.
+	timer *time.Timer
 	failed      []attemptResult
 	winner      attemptResult
 	won         bool // winner is set
@@ -230,16 +231,15 @@ func (r *racer) onAnswer(a answer) {
 		r.begin()
 	case r.holdC == nil:
 		// IPv4 answered first: give IPv6 the Resolution Delay.
-		r.hold = time.NewTimer(resolutionDelay)
-		r.holdC = r.hold.C
+		r.holdC = r.arm(resolutionDelay)
 	}
 }
 
 // begin ends the resolution phase and starts racing the queued addresses.
 func (r *racer) begin() {
 	r.started = true
-	if r.hold != nil {
-		r.hold.Stop()
+	if r.holdC != nil {
+		r.timer.Stop()
 		r.holdC = nil
 	}
 	if len(r.queue) > 1 {
@@ -411,20 +411,23 @@ func (r *racer) canStart() bool {
 }
 
 func (r *racer) armStagger(d time.Duration) {
-	if r.stagger == nil {
-		r.stagger = time.NewTimer(d)
+	r.staggerC = r.arm(d)
+}
+
+// arm sets the race's timer to fire after d and returns its channel. (A
+// Stop or Reset leaves no stale tick in the channel: Go 1.23 timers.)
+func (r *racer) arm(d time.Duration) <-chan time.Time {
+	if r.timer == nil {
+		r.timer = time.NewTimer(d)
 	} else {
-		r.stagger.Reset(d)
+		r.timer.Reset(d)
 	}
-	r.staggerC = r.stagger.C
+	return r.timer.C
 }
 
 func (r *racer) stopTimers() {
-	if r.stagger != nil {
-		r.stagger.Stop()
-	}
-	if r.hold != nil {
-		r.hold.Stop()
+	if r.timer != nil {
+		r.timer.Stop()
 	}
 }
 
