@@ -386,7 +386,22 @@ func (r *racer) launch(peer netip.AddrPort, repeat bool) {
 	s, results := r.s, r.results
 	ctx, stop := s.attemptCtx(r.ctx)
 	r.stops = append(r.stops, stop)
-	go func() { results <- s.attempt(ctx, i, peer, repeat) }()
+	go func() {
+		growStack(0)
+		results <- s.attempt(ctx, i, peer, repeat)
+	}()
+}
+
+// growStack gives the attempt's new goroutine, at once and while its stack
+// is nearly empty, the stack that a connect needs: otherwise the runtime
+// grows it two or three times deep inside net's dial, copying every frame
+// each time (7% of a loopback dial's CPU in the profile).
+//
+//go:noinline
+func growStack(i int) byte {
+	var buf [6 << 10]byte
+	buf[i] = 1
+	return buf[(i+1)%len(buf)]
 }
 
 func (r *racer) flight(peer netip.AddrPort) int {
