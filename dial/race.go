@@ -50,10 +50,10 @@ type racer struct {
 	staggerC    <-chan time.Time // nil while the stagger is not armed
 	// timer is the race's one timer: the Resolution Delay before the race
 	// starts (holdC), the stagger once it runs (staggerC), never both.
-	timer *time.Timer
-	failed      []attemptResult
-	winner      attemptResult
-	won         bool // winner is set
+	timer  *time.Timer
+	failed []attemptResult
+	winner attemptResult
+	won    bool // winner is set
 	// Room for the common dial's one or two addresses, so that the queue
 	// and flying slices cost no allocation of their own.
 	queueBuf  [2]netip.AddrPort
