@@ -203,6 +203,7 @@ func ExampleHealthFor() {
 		}
 		return &d
 	}
-	fmt.Println(dialer().Health == dialer().Health)
-	// Output: true
+	first, second := dialer(), dialer()
+	fmt.Println(first != second, first.Health == second.Health)
+	// Output: true true
 }

@@ -116,13 +116,12 @@ func TestScoreboardIdentity(t *testing.T) {
 	assert.Nil(t, dial.HealthFor[dial.Dialer](nil))
 
 	type holder struct {
-		d dial.Dialer
-		n int
+		d    dial.Dialer
+		name string
 	}
-	o := &holder{}
+	o := &holder{name: "client"}
 	assert.NotSame(t, dial.HealthFor(o), o.d.Scoreboard(), "a struct and its first field are two owners")
-	assert.Same(t, dial.HealthFor(o), dial.HealthFor(o))
-	runtime.KeepAlive(o)
+	assert.Same(t, dial.HealthFor(o), dial.HealthFor(o), "owner %s", o.name)
 }
 
 // TestScoreboardConcurrentFirstUse: dials racing to make a Dialer's Health
