@@ -104,7 +104,8 @@ cshim-archive:
 	$(GO) build -buildmode=c-archive -o $(CSHIM_OUT)/liblifeline.a ./cshim
 	@rm -f $(CSHIM_OUT)/liblifeline.h
 
-# The Python ctypes binding's pytest suite, against a fresh liblifeline.so.
+# The Python ctypes binding's pytest suite, against a fresh liblifeline.so
+# (test_faultproxy.py also builds examples/faultproxy with $(GO)).
 # Without a C compiler or pytest it says so and skips, except under CI,
 # where .ci/run installs both and a missing one is a failure. A run that
 # collects no test (pytest's exit status 5) is a failure too.
@@ -114,7 +115,7 @@ cshim-python:
 		echo "cshim-python: SKIP: needs gcc and pytest for $(PYTHON) (apt-get install gcc python3-pytest)"; exit 0; \
 	fi; \
 	$(MAKE) --no-print-directory cshim-shared && \
-	PYTHONDONTWRITEBYTECODE=1 LIFELINE_LIB=$(abspath $(CSHIM_OUT))/liblifeline.so $(PYTHON) -m pytest -q -p no:cacheprovider examples/cshim-python; \
+	PYTHONDONTWRITEBYTECODE=1 GO=$(GO) LIFELINE_LIB=$(abspath $(CSHIM_OUT))/liblifeline.so $(PYTHON) -m pytest -q -p no:cacheprovider examples/cshim-python; \
 	rc=$$?; if [ $$rc -eq 5 ]; then echo "cshim-python: pytest collected no tests"; exit 1; fi; exit $$rc
 
 # The Rust crate over the C ABI (examples/cshim-rust, Rust std only, so

@@ -16,6 +16,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/lifeline-go/lifeline/dial"
+	"github.com/lifeline-go/lifeline/faultnet"
 	"github.com/lifeline-go/lifeline/pool"
 	"github.com/lifeline-go/lifeline/retry"
 	"github.com/lifeline-go/lifeline/transport"
@@ -89,6 +90,18 @@ var (
 	_                                                                                     = transport.WebSocketSessionConfig{HeaderFunc: func(context.Context) (http.Header, error) { return nil, nil }}
 	_                                                                                     = dial.Dialer{Name: ""}
 	_                                                                                     = transport.BearerCredentials{ExpiryMargin: dur}
+
+	// Added with issue 24 (not yet in DESIGN.md): the fault kit, public —
+	// servers, proxies and the five incidents as presets.
+	_ func(testing.TB, faultnet.Config) *faultnet.Server                  = faultnet.Start
+	_ func(faultnet.Config) (*faultnet.Server, error)                     = faultnet.Listen
+	_ func(faultnet.ProxyConfig) (*faultnet.Proxy, error)                 = faultnet.NewProxy
+	_ func(testing.TB, faultnet.ProxyConfig) *faultnet.Proxy              = faultnet.StartProxy
+	_ func(string) (faultnet.Preset, bool)                                = faultnet.LookupPreset
+	_ func() []faultnet.Preset                                            = faultnet.Presets
+	_ func(faultnet.Preset, testing.TB, string) *faultnet.Proxy           = faultnet.Preset.Start
+	_ func(*faultnet.Proxy, faultnet.ProxyFault, faultnet.Selector) error = (*faultnet.Proxy).SetFault
+	_                                                                     = []faultnet.Preset{faultnet.Incident01, faultnet.Incident02, faultnet.Incident03, faultnet.Incident04, faultnet.Incident05}
 )
 
 var errTest = errors.New("test")

@@ -18,7 +18,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lifeline-go/lifeline/internal/faultnet"
+	"github.com/lifeline-go/lifeline/faultnet"
 )
 
 // The C tests: cshim is built as a shared library and as a static archive

@@ -9,7 +9,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/lifeline-go/lifeline/dial"
-	"github.com/lifeline-go/lifeline/internal/faultnet"
+	"github.com/lifeline-go/lifeline/faultnet"
 )
 
 // TestFirstByteSlowSingleWrite: a request written in one Write that takes

@@ -10,7 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/lifeline-go/lifeline/dial"
-	"github.com/lifeline-go/lifeline/internal/faultnet"
+	"github.com/lifeline-go/lifeline/faultnet"
 )
 
 // TestProbeNamesTheBadAddress: one name, three addresses on one port — one

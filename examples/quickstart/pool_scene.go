@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/lifeline-go/lifeline/dial"
-	"github.com/lifeline-go/lifeline/internal/faultnet"
+	"github.com/lifeline-go/lifeline/faultnet"
 	"github.com/lifeline-go/lifeline/pool"
 	"github.com/lifeline-go/lifeline/retry"
 )

@@ -55,7 +55,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/lifeline-go/lifeline/dial"
-	"github.com/lifeline-go/lifeline/internal/faultnet"
+	"github.com/lifeline-go/lifeline/faultnet"
 	"github.com/lifeline-go/lifeline/pool"
 	"github.com/lifeline-go/lifeline/retry"
 	"github.com/lifeline-go/lifeline/transport"

@@ -25,7 +25,7 @@ use lifeline::{Client, Session};
 
 /// Lb forwards every connection to `backend`, except every `every`th,
 /// which it accepts and then never answers nor forwards (incident 01's
-/// load balancer; internal/faultnet makes the same).
+/// load balancer; faultnet makes the same).
 pub struct Lb {
     pub addr: SocketAddr,
     pub accepted: Arc<AtomicUsize>,

@@ -17,7 +17,7 @@ import (
 
 	"golang.org/x/net/dns/dnsmessage"
 
-	"github.com/lifeline-go/lifeline/internal/faultnet"
+	"github.com/lifeline-go/lifeline/faultnet"
 )
 
 // serviceName is the name scenarios (c) and (d) resolve to three addresses.

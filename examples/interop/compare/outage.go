@@ -7,7 +7,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/lifeline-go/lifeline/internal/faultnet"
+	"github.com/lifeline-go/lifeline/faultnet"
 )
 
 // runOutage is scenario (e): steady load on a backend behind one balancer,

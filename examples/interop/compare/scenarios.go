@@ -10,7 +10,7 @@ import (
 	"net/netip"
 	"time"
 
-	"github.com/lifeline-go/lifeline/internal/faultnet"
+	"github.com/lifeline-go/lifeline/faultnet"
 )
 
 // section is one scenario's part of RESULTS.md.

@@ -5,7 +5,7 @@ import (
 	"slices"
 	"testing"
 
-	"github.com/lifeline-go/lifeline/internal/faultnet"
+	"github.com/lifeline-go/lifeline/faultnet"
 )
 
 func TestSelectors(t *testing.T) {

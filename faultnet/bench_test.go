@@ -5,7 +5,7 @@ import (
 	"net"
 	"testing"
 
-	"github.com/lifeline-go/lifeline/internal/faultnet"
+	"github.com/lifeline-go/lifeline/faultnet"
 )
 
 // BenchmarkServerConnect measures one full connection through a Server:

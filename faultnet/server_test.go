@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lifeline-go/lifeline/internal/faultnet"
+	"github.com/lifeline-go/lifeline/faultnet"
 )
 
 func TestServerEchoByDefault(t *testing.T) {
@@ -255,7 +255,9 @@ func TestServerSetFault(t *testing.T) {
 	if k := try(); k != "ok" {
 		t.Fatalf("after SetFault(None): %s", k)
 	}
-	s.SetFault(faultnet.Fault(99), nil) // unknown: treated as None
+	if err := s.SetFault(faultnet.Fault(99), faultnet.All()); err == nil { // unknown: an error, nothing changes
+		t.Fatal("SetFault(99): no error")
+	}
 	if k := try(); k != "ok" {
 		t.Fatalf("after SetFault(99): %s", k)
 	}

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lifeline-go/lifeline/internal/faultnet"
+	"github.com/lifeline-go/lifeline/faultnet"
 )
 
 // nsDial dials addr from inside n with a timeout.

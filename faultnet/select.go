@@ -44,7 +44,8 @@ func FirstN(k int) Selector { return func(n int) bool { return n > 0 && n <= k }
 
 // Stats is a snapshot of what a [Server] or [Proxy] saw. Every accepted
 // connection ends up in exactly one of Faulted or Served, except a proxy
-// connection whose upstream dial failed, which is in neither.
+// connection whose upstream dial (or, terminating TLS, whose handshake)
+// failed, which is in neither.
 type Stats struct {
 	Accepted     int64 // connections accepted
 	Faulted      int64 // connections the fault was applied to ("hung" for silence/stall faults)
@@ -52,4 +53,6 @@ type Stats struct {
 	ClosedByPeer int64 // faulted connections that the client closed while we held them
 	Active       int64 // open right now (faulted + served)
 	MaxActive    int64 // high-water mark of Active
+	Dropped      int64 // connections reset by DropAll (or a Proxy's flap)
+	Lingering    int64 // a Proxy's upstream sides of dropped connections still held open (ProxyConfig.UpstreamLinger)
 }

@@ -106,7 +106,7 @@ func Echo(c net.Conn) { _, _ = io.Copy(c, c) }
 
 // counters backs Stats for servers and proxies.
 type counters struct {
-	accepted, faulted, served, closedByPeer, active, maxActive atomic.Int64
+	accepted, faulted, served, closedByPeer, active, maxActive, dropped, lingering atomic.Int64
 }
 
 func (c *counters) open() {
@@ -128,6 +128,8 @@ func (c *counters) snapshot() Stats {
 		ClosedByPeer: c.closedByPeer.Load(),
 		Active:       c.active.Load(),
 		MaxActive:    c.maxActive.Load(),
+		Dropped:      c.dropped.Load(),
+		Lingering:    c.lingering.Load(),
 	}
 }
 
@@ -523,14 +525,15 @@ func (s *Server) Stats() Stats { return s.st.snapshot() }
 // SetFault changes the fault and selector for connections accepted from now
 // on; connections already open keep theirs. The ordinal passed to sel
 // restarts at 1 with the next connection. A nil sel means All(). A Fault
-// that is not one of the constants is treated as None.
-func (s *Server) SetFault(f Fault, sel Selector) {
+// that is not one of the constants is an error, and nothing changes.
+func (s *Server) SetFault(f Fault, sel Selector) error {
 	if !f.valid() {
-		f = None
+		return fmt.Errorf("faultnet: SetFault: %d is not a known Fault", int(f))
 	}
 	s.mu.Lock()
 	s.fault, s.sel, s.n = f, sel, 0
 	s.mu.Unlock()
+	return nil
 }
 
 // DropAll resets (RST) every open connection now, like a flapping interface
@@ -541,6 +544,7 @@ func (s *Server) DropAll() {
 	for c := range s.conns {
 		c.shut(true)
 	}
+	s.st.dropped.Add(int64(len(s.conns)))
 }
 
 // Down simulates an outage: it stops listening, so connects to the port are

@@ -15,7 +15,7 @@ import (
 
 // boundSocket creates a TCP socket bound to ap (port 0: a free port) and
 // returns it with the bound address. It is not listening.
-func boundSocket(ap netip.AddrPort) (int, netip.AddrPort, error) {
+func boundSocket(ap netip.AddrPort, reuse bool) (int, netip.AddrPort, error) {
 	var sa unix.Sockaddr
 	family := unix.AF_INET
 	if ap.Addr().Is4() {
@@ -29,6 +29,14 @@ func boundSocket(ap netip.AddrPort) (int, netip.AddrPort, error) {
 		return -1, netip.AddrPort{}, os.NewSyscallError("socket", err)
 	}
 	unix.CloseOnExec(fd)
+	if reuse {
+		// Rebinding a port whose accepted connections are still open or
+		// in TIME_WAIT (a proxy black-holing its own address).
+		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); err != nil {
+			unix.Close(fd)
+			return -1, netip.AddrPort{}, os.NewSyscallError("setsockopt", err)
+		}
+	}
 	if err := unix.Bind(fd, sa); err != nil {
 		unix.Close(fd)
 		return -1, netip.AddrPort{}, os.NewSyscallError("bind", err)
@@ -63,7 +71,7 @@ func RefusedAddr(tb testing.TB, network string) string {
 	default:
 		tb.Fatalf("faultnet: RefusedAddr network %q: want tcp, tcp4 or tcp6", network)
 	}
-	fd, ap, err := boundSocket(netip.AddrPortFrom(ip, 0))
+	fd, ap, err := boundSocket(netip.AddrPortFrom(ip, 0), false)
 	if err != nil {
 		tb.Fatalf("faultnet: RefusedAddr: %v", err)
 	}
@@ -98,7 +106,7 @@ const (
 // the queue is full).
 func NewBlackhole(tb testing.TB, addr string) *Blackhole {
 	tb.Helper()
-	b, err := newBlackhole(addr)
+	b, err := newBlackhole(addr, false)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -106,12 +114,12 @@ func NewBlackhole(tb testing.TB, addr string) *Blackhole {
 	return b
 }
 
-func newBlackhole(addr string) (*Blackhole, error) {
+func newBlackhole(addr string, reuse bool) (*Blackhole, error) {
 	ap, err := parseListenAddr("NewBlackhole addr", addr, true)
 	if err != nil {
 		return nil, err
 	}
-	fd, bound, err := boundSocket(ap)
+	fd, bound, err := boundSocket(ap, reuse)
 	if err != nil {
 		return nil, fmt.Errorf("faultnet: blackhole %s: %w", ap, err)
 	}

@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lifeline-go/lifeline/internal/faultnet"
+	"github.com/lifeline-go/lifeline/faultnet"
 )
 
 // httpUpstream starts a loopback HTTP server answering "hello" and counting

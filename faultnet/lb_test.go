@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lifeline-go/lifeline/internal/faultnet"
+	"github.com/lifeline-go/lifeline/faultnet"
 )
 
 // Every 3rd connection through the LB hangs after accept and never reaches
