@@ -224,3 +224,15 @@ func BenchmarkFirstByteRead(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkScoreboard measures what a dial pays to find the Health of a
+// Dialer without one (issue 23): a read lock, a map lookup and a weak
+// pointer's Value; no allocation.
+func BenchmarkScoreboard(b *testing.B) {
+	d := &dial.Dialer{}
+	_ = d.Scoreboard()
+	b.ReportAllocs()
+	for b.Loop() {
+		_ = d.Scoreboard()
+	}
+}
