@@ -26,17 +26,21 @@ type attemptResult struct {
 
 func (r *attemptResult) lost() bool { return r.err != nil && r.err.Err == errLostRace }
 
-// attempt connects to peer and, for TLS dials, completes the handshake. It
-// records the attempt's own telemetry and Health events; a lost race is
-// classified by the caller, which knows who won. On failure the conn is
-// closed.
+// attempt connects to peer and, for TLS dials, completes the handshake,
+// under ctx, the attempt's own (attemptCtx: for a TCP dial it bounds the
+// connect). It records the attempt's own telemetry and Health events; a
+// lost race is classified by the caller, which knows who won. On failure
+// the conn is closed.
 func (s *dialState) attempt(ctx context.Context, index int, peer netip.AddrPort, repeat bool) attemptResult {
 	r := attemptResult{index: index, peer: peer, repeat: repeat, start: time.Now()}
 	cctx, span := s.startChild(ctx, "dial.connect")
 	if span.IsRecording() {
 		span.SetAttributes(peerAttrs(peer, index, repeat)...)
 	}
-	connCtx, cancel := s.phaseCtx(cctx, s.establishLimit(s.d.connectTimeout()), errConnectTimeout)
+	connCtx, cancel := cctx, noCancel
+	if s.useTLS {
+		connCtx, cancel = s.phaseCtx(cctx, s.establishLimit(s.d.connectTimeout()), errConnectTimeout)
+	}
 	conn, err := s.connect(connCtx, peer)
 	if err != nil {
 		r.err = s.fail(connCtx, PhaseConnect, peer, err)
@@ -131,7 +135,7 @@ func (s *dialState) handshake(ctx context.Context, index int, peer netip.AddrPor
 func (s *dialState) finishAttempt(ctx context.Context, r *attemptResult) {
 	if r.err == nil {
 		s.tel.recordAttempt(ctx, mOK, r.repeat)
-		s.d.Health.record(r.peer, EventSuccess, r.latency, time.Now())
+		s.health.record(r.peer, EventSuccess, r.latency, time.Now())
 		return
 	}
 	outcome := outcomeOf(r.err)
@@ -140,7 +144,7 @@ func (s *dialState) finishAttempt(ctx context.Context, r *attemptResult) {
 	}
 	s.tel.recordAttempt(ctx, outcome, r.repeat)
 	if ev, ok := healthEvent(r.err); ok {
-		s.d.Health.record(r.peer, ev, 0, time.Now())
+		s.health.record(r.peer, ev, 0, time.Now())
 	}
 }
 

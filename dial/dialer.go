@@ -50,7 +50,8 @@ const (
 // The zero value is ready to use and safe: every limit has a finite default
 // (see each field). A negative value turns a limit off where the field says
 // so; a limit only ever shortens the caller's context, never extends it.
-// Defaults are resolved at each dial and never written back.
+// Defaults are resolved at each dial and never written back; a Dialer
+// without a Health keeps one of its own, outside the struct (see Health).
 //
 // A Dialer is safe for concurrent use by multiple goroutines as long as its
 // fields are not changed while dials are in flight; a nil *Dialer dials
@@ -172,9 +173,15 @@ type Dialer struct {
 	// peer that vanished fail in seconds. Zero means 30s; negative leaves
 	// the OS default. Ignored on other systems.
 	UserTimeout time.Duration
-	// Health, when set, remembers how each peer fared and moves peers that
-	// recently failed or stalled to the back of the order. Nil means no
-	// memory. One Health may be shared by many Dialers.
+	// Health remembers how each peer fared and moves peers that recently
+	// failed or stalled to the back of the order, for the next dial too;
+	// masked failures and MetricLabels name the peers it remembers. Nil
+	// means a Health of this Dialer's own (see Scoreboard and HealthFor):
+	// made at its first dial and kept as long as the Dialer lives, with the
+	// zero Health's bounds, shared with no other Dialer (a copy of a
+	// Dialer is another Dialer; a nil *Dialer shares the zero Dialer's).
+	// Set it to share one Health among many Dialers, or to bound it
+	// differently.
 	Health *Health
 	// DialFunc is the raw connect seam: one TCP connect to one "ip:port"
 	// under a context that carries the attempt's deadline; network is the
@@ -323,7 +330,9 @@ func (d *Dialer) DialTLSContext(ctx context.Context, network, address string) (n
 // only read it.
 type dialState struct {
 	d        *Dialer
+	ctx      context.Context // the dial's (the caller's, with the dial span): see fail
 	tel      telemetry
+	health   *Health // d.Scoreboard(): never nil in a dial
 	network  string
 	addr     string
 	host     string
@@ -359,7 +368,7 @@ func (d *Dialer) dial(ctx context.Context, network, address string, useTLS bool)
 	}
 	start := time.Now()
 	// The dial's state and its race are one allocation.
-	dr := &dialRun{s: dialState{d: d, tel: d.telemetry(), network: network, addr: address, useTLS: useTLS}}
+	dr := &dialRun{s: dialState{d: d, tel: d.telemetry(), health: d.Scoreboard(), network: network, addr: address, useTLS: useTLS}}
 	s := &dr.s
 	if t := d.timeout(); t > 0 {
 		s.deadline = start.Add(t)
@@ -407,6 +416,7 @@ type dialRun struct {
 
 func (dr *dialRun) run(ctx context.Context, span trace.Span) (net.Conn, error) {
 	s := &dr.s
+	s.ctx = ctx
 	peer, literal, err := s.prepare(ctx, span)
 	if err != nil {
 		return nil, err
@@ -535,6 +545,29 @@ func (s *dialState) phaseCtx(parent context.Context, limit time.Duration, cause 
 }
 
 func noCancel() {}
+
+// stoppableCtx is phaseCtx whose cancel always ends the context it
+// returns, for what the racer must be able to stop (a lookup, an attempt).
+func (s *dialState) stoppableCtx(parent context.Context, limit time.Duration, cause error) (context.Context, context.CancelFunc) {
+	ctx, cancel := s.phaseCtx(parent, limit, cause)
+	if ctx == parent {
+		return context.WithCancel(parent)
+	}
+	return ctx, cancel
+}
+
+// attemptCtx is the context of one attempt, which its cancel ends when the
+// race is decided (a lost race: see fail). For DialContext it is the
+// connect's own, bounded by ConnectTimeout and the dial's Timeout: one
+// context where a race context and a phase context under it took two (and
+// five allocations more on every dial). For DialTLSContext the connect and
+// the handshake bound contexts of their own under it.
+func (s *dialState) attemptCtx(parent context.Context) (context.Context, context.CancelFunc) {
+	if s.useTLS {
+		return context.WithCancel(parent)
+	}
+	return s.stoppableCtx(parent, s.establishLimit(s.d.connectTimeout()), errConnectTimeout)
+}
 
 // establishLimit is the limit of an establishment phase (connect, TLS
 // handshake) of an attempt starting now: the phase's own limit, but, when

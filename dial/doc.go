@@ -3,7 +3,7 @@
 //
 // A [Dialer] resolves the host under ResolveTimeout, orders the addresses by
 // interleaving families (RFC 8305 §4) with peers that recently failed moved
-// to the back by a shared [Health] scoreboard, and races them (RFC 8305 §5):
+// to the back by a [Health] scoreboard, and races them (RFC 8305 §5):
 // the next address starts after AttemptDelay, or at once when the current
 // one fails; each connect is bounded by ConnectTimeout, each TLS handshake
 // by TLSHandshakeTimeout, and the whole dial by Timeout and the caller's
@@ -27,6 +27,16 @@
 // outcome, and lifeline.masked_failures: attempts that failed or
 // stalled while the dial still succeeded, by phase and peer — the signal
 // that shows a bad address while every call works).
+//
+// Every Dialer learns from its dials: a peer that failed or stalled is
+// tried after the healthy ones in the next dial too, until its penalty
+// decays (half-life 1m) or it succeeds again. A Dialer without a Health
+// keeps one of its own for as long as it lives ([Dialer.Scoreboard]),
+// bounded like the zero Health (1024 peers); set Health to share one among
+// Dialers, or to read it and bound it yourself. Metrics label a peer by
+// its IP only while the Health remembers it (network.peer.address; the
+// rest are "other"), so a masked failure names the failing address with
+// zero configuration, and the label's cardinality stays bounded.
 //
 // The zero Dialer is ready to use; every limit has a finite default.
 package dial

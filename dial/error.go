@@ -61,8 +61,8 @@ var (
 	errTLSTimeout       = errors.New("dial: TLSHandshakeTimeout exceeded")
 	errDialTimeout      = errors.New("dial: Timeout exceeded")
 	errFirstByteTimeout = errors.New("dial: FirstByteTimeout exceeded")
-	// errLostRace cancels the racers that another address overtook. It never
-	// reaches a caller.
+	// errLostRace is the Err of an attempt that the racer stopped because
+	// another address won (see fail). It never reaches a caller.
 	errLostRace = errors.New("dial: another address won the race")
 )
 
@@ -124,8 +124,9 @@ type Error struct {
 
 // MetricLabels returns the phase and the peer as lifeline's metrics label
 // them (the masked-failure counts of retry and transport read them from
-// the error): the peer's IP only when the Dialer's Health remembers it,
-// "other" when it does not (or the Dialer has no Health), and "" when the
+// the error): the peer's IP only when the Dialer's Health (its own when
+// the field is nil) remembers it, "other" when it does not (or the Error
+// was not made by a dial), and "" when the
 // error has no peer. So a label's cardinality is bounded by Health's
 // MaxPeers, whatever the resolver returns.
 func (e *Error) MetricLabels() (phase, peer string) {
@@ -467,10 +468,11 @@ func innerError(err error) error {
 
 // fail builds the *Error of a phase that failed with err under ctx: when
 // ctx is done, the cause of ctx decides (a limit of ours, the caller's
-// cancel or deadline, or a lost race); otherwise err itself, stripped of
-// net's wrapping.
+// cancel or deadline, or a lost race: ctx canceled while the dial's own
+// context is not, which only the racer's stop does); otherwise err itself,
+// stripped of net's wrapping.
 func (s *dialState) fail(ctx context.Context, phase Phase, peer netip.AddrPort, err error) *Error {
-	e := &Error{Phase: phase, Network: s.network, Addr: s.addr, Peer: peer, health: s.d.Health}
+	e := &Error{Phase: phase, Network: s.network, Addr: s.addr, Peer: peer, health: s.health}
 	if ctx.Err() == nil && isTimeout(err) {
 		if dl, ok := ctx.Deadline(); ok && !time.Now().Before(dl) {
 			// net puts the context's deadline on the socket too, so its
@@ -484,10 +486,11 @@ func (s *dialState) fail(ctx context.Context, phase Phase, peer netip.AddrPort, 
 		switch cause := context.Cause(ctx); cause {
 		case errResolveTimeout, errConnectTimeout, errTLSTimeout, errDialTimeout:
 			e.Err = &timeoutError{cause: cause}
-		case errLostRace:
-			e.Err = errLostRace
 		case ctxErr, nil:
 			e.Err = ctxErr
+			if ctxErr == context.Canceled && s.ctx != nil && s.ctx.Err() == nil {
+				e.Err = errLostRace
+			}
 		default:
 			// The caller's own cause (WithCancelCause, WithTimeoutCause):
 			// keep both, so errors.Is matches the context error and the

@@ -149,3 +149,61 @@ func ExampleDialer_Probe() {
 	// 127.0.0.1 ok
 	// 127.0.0.2 failed: connect connect_refused
 }
+
+// A Dialer without a Health learns on its own: the address that refused
+// the first dial goes behind the live one in the next dials, and
+// Scoreboard shows what the Dialer learnt.
+func ExampleDialer_Scoreboard() {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	port := strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
+	// Nothing listens on 127.0.0.2 at that port.
+	d := &dial.Dialer{Resolver: staticResolver{netip.MustParseAddr("127.0.0.2"), netip.MustParseAddr("127.0.0.1")}}
+	for range 3 {
+		conn, err := d.DialContext(context.Background(), "tcp", net.JoinHostPort("api.example", port))
+		if err != nil {
+			fmt.Println(err)
+			return
+		}
+		conn.Close()
+	}
+	for _, st := range d.Scoreboard().Snapshot() {
+		fmt.Println(st.Peer.Addr(), "successes:", st.Successes, "refusals:", st.Refusals, "demoted:", st.Demoted)
+	}
+	// Output:
+	// 127.0.0.1 successes: 3 refusals: 0 demoted: false
+	// 127.0.0.2 successes: 0 refusals: 1 demoted: true
+}
+
+// A type that builds a Dialer for each call from its own fields gives each
+// the Health kept for itself, so that one call's failures orient the next.
+func ExampleHealthFor() {
+	type client struct {
+		name string
+		base dial.Dialer
+	}
+	c := &client{name: "api"}
+	dialer := func() *dial.Dialer {
+		d := c.base // a fresh copy per call
+		if d.Health == nil {
+			d.Health = dial.HealthFor(c)
+		}
+		return &d
+	}
+	first, second := dialer(), dialer()
+	fmt.Println(first != second, first.Health == second.Health)
+	// Output: true true
+}

@@ -12,7 +12,7 @@ var Interleave = interleave
 
 // OrderPeers runs a Dialer's ordering (Health, then family interleaving) at now.
 func OrderPeers(h *Health, peers []netip.AddrPort, now time.Time) []netip.AddrPort {
-	s := &dialState{d: &Dialer{Health: h}}
+	s := &dialState{d: &Dialer{Health: h}, health: h}
 	return s.order(append([]netip.AddrPort(nil), peers...), now)
 }
 
@@ -80,3 +80,11 @@ const ServerTrafficLabel = serverTrafficLabel
 
 // PRF12 exposes the TLS 1.2 PRF to the tests that seal CBC records.
 var PRF12 = prf12
+
+// OwnedHealths is the number of Healths HealthFor keeps for live owners
+// (and for collected ones whose cleanup has not run yet).
+func OwnedHealths() int {
+	owned.mu.RLock()
+	defer owned.mu.RUnlock()
+	return len(owned.m)
+}

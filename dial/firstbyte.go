@@ -61,7 +61,7 @@ type firstByteConn struct {
 
 func (s *dialState) watchFirstByte(conn net.Conn, peer netip.AddrPort, tlsCfg *tls.Config) *firstByteConn {
 	c := &firstByteConn{Conn: conn, timeout: s.fbt, greeting: s.greeting, network: s.network, addr: s.addr,
-		peer: peer, tel: s.tel, health: s.d.Health}
+		peer: peer, tel: s.tel, health: s.health}
 	if tlsCfg == nil {
 		c.establishedAt = time.Now()
 		c.state.Store(fbArmed)

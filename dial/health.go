@@ -72,13 +72,14 @@ const (
 	ewmaWeight = 0.2
 )
 
-// Health is a scoreboard of peers (IP and port) that Dialers share: it
+// Health is a scoreboard of peers (IP and port) that Dialers record in: it
 // counts each peer's successes, refusals, resets, connect timeouts, TLS and
 // first-byte stalls and latency, and keeps an exponentially decayed penalty
-// score. A Dialer with a Health orders the addresses of each dial so that
-// peers with a penalty go behind the healthy ones (least penalised first);
-// as the penalty decays the peer earns its place back, and a success halves
-// it.
+// score. Every Dialer orders the addresses of each dial by its Health so
+// that peers with a penalty go behind the healthy ones (least penalised
+// first); as the penalty decays the peer earns its place back, and a
+// success halves it. A Dialer whose Health field is nil keeps one of its
+// own ([Dialer.Scoreboard]); set the field to share one among Dialers.
 //
 // The zero value is ready to use. A Health is safe for concurrent use by any
 // number of Dialers and readers; set HalfLife and MaxPeers before first use
@@ -259,7 +260,8 @@ func (h *Health) knows(peer netip.AddrPort) bool {
 // PeerLabel returns the value lifeline's metrics give peer in
 // network.peer.address: its IP when h remembers it, "other" when it does
 // not (or h is nil), so that a label's cardinality is bounded by MaxPeers.
-// Layers above dial (transport) label their own masked failures with it.
+// Layers above dial (transport) label their own masked failures with it,
+// through their Dialer's [Dialer.Scoreboard].
 func (h *Health) PeerLabel(peer netip.AddrPort) string { return peerLabel(h, peer) }
 
 // Score returns peer's penalty now (0 for a peer never penalised or not

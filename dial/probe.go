@@ -47,11 +47,12 @@ func (d *Dialer) Probe(ctx context.Context, network, address string, useTLS bool
 		return nil, &Error{Phase: PhaseDNS, Network: network, Addr: address, Err: &inputError{"nil context"}}
 	}
 	start := time.Now()
-	s := &dialState{d: d, tel: d.telemetry(), network: network, addr: address, useTLS: useTLS}
+	s := &dialState{d: d, tel: d.telemetry(), health: d.Scoreboard(), network: network, addr: address, useTLS: useTLS}
 	if t := d.timeout(); t > 0 {
 		s.deadline = start.Add(t)
 	}
 	ctx, span := s.tel.tracer.Start(ctx, "dial.probe", spanClient...)
+	s.ctx = ctx
 	s.traced = span.IsRecording()
 	defer span.End()
 	peers, err := s.resolveAll(ctx, span)
@@ -68,7 +69,9 @@ func (d *Dialer) Probe(ctx context.Context, network, address string, useTLS bool
 		// limits (attempt closes what it opened on failure).
 		go func() {
 			defer wg.Done()
-			r := s.attempt(ctx, i, peer, false)
+			actx, stop := s.attemptCtx(ctx)
+			r := s.attempt(actx, i, peer, false)
+			stop()
 			res := ProbeResult{Peer: peer, Latency: time.Since(r.start)}
 			if r.err != nil {
 				res.Err = r.err

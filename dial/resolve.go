@@ -168,7 +168,7 @@ func (s *dialState) order(peers []netip.AddrPort, now time.Time) []netip.AddrPor
 	if len(peers) < 2 {
 		return peers
 	}
-	peers, healthy := s.d.Health.order(peers, now)
+	peers, healthy := s.health.order(peers, now)
 	if healthy == len(peers) || healthy == 0 {
 		return interleave(peers)
 	}

@@ -127,7 +127,7 @@ func (s *dialState) recordMasked(ctx context.Context, phase Phase, peer netip.Ad
 		return
 	}
 	s.tel.inst.Masked.Add(ctx, 1, otelx.Masked(otelx.MaskedByRace, phase.String(),
-		peerLabel(s.d.Health, peer), errorType))
+		peerLabel(s.health, peer), errorType))
 }
 
 // peerLabel is the network.peer.address of a metric about peer: its IP

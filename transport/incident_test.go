@@ -555,7 +555,7 @@ func (r staticResolver) LookupNetIP(_ context.Context, _, host string) ([]netip.
 }
 
 // A host with two addresses, the first stalling every TLS handshake: each
-// request (on a new connection, with no Health memory, so each one meets
+// request (on a new connection, with a Health that forgets at once, so each one meets
 // the stall first) is won by the second address after AttemptDelay, well
 // under a second on top of what a plain net/http request to the healthy
 // address costs on the machine meanwhile (the control, one after each
@@ -578,7 +578,10 @@ func TestTwoAddressesOneStallingHandshakes(t *testing.T) {
 	m := newMetrics(t)
 	tr := &transport.Transport{
 		Dialer: &dial.Dialer{Resolver: staticResolver{"example.com",
-			[]netip.Addr{stalling.AddrPort().Addr(), healthy.AddrPort().Addr()}}},
+			[]netip.Addr{stalling.AddrPort().Addr(), healthy.AddrPort().Addr()}},
+			// No memory (a penalty gone in a nanosecond): a Dialer without
+			// a Health keeps its own and would demote the stalling address.
+			Health: &dial.Health{HalfLife: time.Nanosecond}},
 		TLSClientConfig:     &tls.Config{RootCAs: pool},
 		MaxIdleConnsPerHost: -1,
 		MeterProvider:       m.mp,

@@ -212,11 +212,17 @@ func (d *WebSocketDialer) tlsConfig(host string) *tls.Config {
 
 // netDialer returns a copy of the Dialer whose TLSConfig is cfg. The
 // WebSocketDialer's providers reach the dials (their spans, the race's
-// masked failures, the dial metrics) unless the Dialer has its own.
+// masked failures, the dial metrics) unless the Dialer has its own. A
+// Dialer without a Health dials with the one kept for the WebSocketDialer
+// (dial.HealthFor): the copies are made per dial, and what one dial learnt
+// orients the next.
 func (d *WebSocketDialer) netDialer(cfg *tls.Config) *dial.Dialer {
 	var nd dial.Dialer
 	if d.Dialer != nil {
 		nd = *d.Dialer
+	}
+	if nd.Health == nil {
+		nd.Health = dial.HealthFor(d)
 	}
 	nd.TLSConfig = cfg
 	if nd.Name == "" {
