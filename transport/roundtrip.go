@@ -656,7 +656,7 @@ func (tr *try) peerLabel() string {
 	if !peer.IsValid() {
 		return otelx.PeerOther
 	}
-	return tr.c.st.dialer.Health.PeerLabel(peer)
+	return tr.c.st.dialer.Scoreboard().PeerLabel(peer)
 }
 
 // blame holds a stall the watch cut against the try's peer in the
@@ -664,7 +664,7 @@ func (tr *try) peerLabel() string {
 // headers (firstByte) as a first-byte stall, an upload or a body read
 // that made no progress as a failure of the peer's.
 func (tr *try) blame(firstByte bool) {
-	h := tr.c.st.dialer.Health
+	h := tr.c.st.dialer.Scoreboard()
 	if h == nil {
 		return
 	}

@@ -149,7 +149,7 @@ func TestSpansPerAttempt(t *testing.T) {
 	assert.Equal(t, "retry", val(masked[0].Attributes, "lifeline.masked_by"))
 	assert.Equal(t, "503", val(masked[0].Attributes, "error.type"))
 	assert.Equal(t, "response", val(masked[0].Attributes, "lifeline.phase"))
-	assert.Equal(t, "other", val(masked[0].Attributes, "network.peer.address"), "no Health: the peer is not a label")
+	assert.Equal(t, "127.0.0.1", val(masked[0].Attributes, "network.peer.address"), "a zero-config Transport names the peer its own Health remembers")
 }
 
 // TestSpanEndsWithBody: the attempt's span ends when the body is read to

@@ -61,7 +61,7 @@ const (
 //     of which the peer takes no byte for this long. The errors are
 //     *TimeoutError, which matches context.DeadlineExceeded and net.Error's
 //     Timeout on HTTP/1 and HTTP/2 alike, and the peer is held to account
-//     in the Dialer's Health (when it has one), as the Dialer's own
+//     in the Dialer's Health (its own when none is set), as the Dialer's own
 //     first-byte stalls are.
 //   - Retries through retry.Policy and its Budget, of what is safe only:
 //     failures before anything was written, and idempotent requests (GET,
