@@ -507,6 +507,10 @@ func (g *Gate) signal() {
 	}
 }
 
+// LastLocked returns the last real failure; for OnTransition's function,
+// which runs with the gate's lock held.
+func (g *Gate) LastLocked() error { return g.last }
+
 // Snapshot is a gate's state for telemetry and errors.
 type Snapshot struct {
 	State     State
