@@ -291,19 +291,30 @@ func (s *upState) heldAnswer(req *http.Request, ue *UnavailableError) *http.Resp
 
 // answered feeds an answer to the upstream's state: any answer shows it
 // reachable, a 429 (or a 503 with Retry-After) pauses it, and the
-// throttle counts an accept unless the status is an overload signal.
+// throttle counts an accept unless the status is an overload signal. An
+// answer that pauses the upstream is not the throttle's: the pause paces
+// every call already, and the throttle would go on shedding the calls the
+// pause released.
 func (c *call) answered(resp *http.Response) {
 	u, st := c.up, c.st
 	if u == nil {
 		return
 	}
 	code := resp.StatusCode
-	if !st.t.DisableLoadShedding {
-		u.thr.Record(st.roughNow(), retryableStatus(code))
+	if st.t.DisableFailFast || !c.pauses(resp) {
+		if !st.t.DisableLoadShedding {
+			u.thr.Record(st.roughNow(), retryableStatus(code))
+		}
+		if !st.t.DisableFailFast {
+			u.gate.Success()
+		}
 	}
-	if st.t.DisableFailFast {
-		return
-	}
+}
+
+// pauses pauses the upstream when resp asks for it — a 429, or a 503 with
+// a Retry-After — and reports whether it did.
+func (c *call) pauses(resp *http.Response) bool {
+	u, code := c.up, resp.StatusCode
 	if code == http.StatusTooManyRequests || code == http.StatusServiceUnavailable {
 		d, ok := RetryAfter(resp)
 		if code == http.StatusTooManyRequests && !ok || ok && d > 0 {
@@ -318,10 +329,10 @@ func (c *call) answered(resp *http.Response) {
 				limit = 0
 			}
 			u.gate.Pause(d, limit)
-			return
+			return true
 		}
 	}
-	u.gate.Success()
+	return false
 }
 
 // maxRetryAfter is the call's policy's cap on server-advised waits.
