@@ -170,10 +170,13 @@ func TestFailFastBlackhole(t *testing.T) {
 		if o.wfr {
 			continue
 		}
-		if o.err == nil {
-			continue // a probe that found the upstream back
-		}
 		d := o.end.Sub(o.start)
+		if o.err == nil {
+			if d > time.Second {
+				slow++ // waited for the upstream to come back
+			}
+			continue // else a probe that found the upstream back
+		}
 		var ue *transport.UnavailableError
 		if !errors.As(o.err, &ue) {
 			slow++
