@@ -19,16 +19,21 @@ import (
 // minutes nor grpc-go's 30s: after the overload ends, the rejection falls
 // to 0 once the window's accepts outweigh its old overload, 4.5s in that
 // test at 50 calls/s, so recovery takes seconds; 5s at 20 calls/s is still
-// 100 samples, enough not to shed on a few failures. The padding (8, as in
-// grpc-go's RLS throttler) keeps a handful of failures at a low rate from
-// rejecting much: one overload signal alone rejects 1/9 of the calls while
-// it is in the window (the bare formula would reject 1/2).
+// 100 samples. Nothing is shed while the window holds fewer than
+// ThrottleMinRequests requests: a first call's 503 must not refuse its own
+// retry (retries and hedges are refused while anything is shed), and an
+// upstream called once a second is not loaded by its client. Above it, the
+// padding (8, as in grpc-go's RLS throttler) keeps a few failures from
+// rejecting much: 10 overload signals and nothing else reject 10/18.
 const (
 	ThrottleK       = 2.0
 	ThrottlePadding = 8.0
 	ThrottleWindow  = 5 * time.Second
-	throttleBins    = 10
-	throttleBin     = int64(ThrottleWindow / throttleBins)
+	// ThrottleMinRequests is the fewest requests in the window for which
+	// the throttle rejects anything.
+	ThrottleMinRequests = 10
+	throttleBins        = 10
+	throttleBin         = int64(ThrottleWindow / throttleBins)
 )
 
 // Throttle is client-side adaptive throttling for one upstream (Google SRE,
@@ -105,7 +110,7 @@ func (t *Throttle) Probability(now int64) float64 {
 		}
 	}
 	p := (float64(req) - ThrottleK*float64(acc)) / (float64(req) + ThrottlePadding)
-	if p <= 0 {
+	if p <= 0 || req < ThrottleMinRequests {
 		t.active.Store(false)
 		t.since.Store(0)
 		return 0

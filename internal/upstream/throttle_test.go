@@ -74,21 +74,27 @@ func TestThrottleFewFailuresShedLittle(t *testing.T) {
 		th := &Throttle{}
 		now := time.Now().UnixNano()
 		th.Record(now, true)
-		if p := th.Probability(now); p < 0.1 || p > 0.12 {
-			t.Fatalf("one overload alone: p = %v, want 1/9", p)
+		if p := th.Probability(now); p != 0 {
+			t.Fatalf("one overload alone: p = %v, want 0 (too few requests)", p)
 		}
-		for range 20 {
+		for range ThrottleMinRequests - 1 {
+			th.Record(now, true)
+		}
+		if p := th.Probability(now); p < 0.55 || p > 0.56 {
+			t.Fatalf("%d overloads alone: p = %v, want 10/18", ThrottleMinRequests, p)
+		}
+		for range 5 * ThrottleMinRequests {
 			th.Record(now, false)
 		}
 		if th.Shedding(now) {
 			t.Fatal("shedding with 20 accepts for one overload")
 		}
 		// The window forgets.
-		for range 50 {
+		for range 100 {
 			th.Record(now, true)
 		}
 		if !th.Shedding(now) {
-			t.Fatal("not shedding with 50 overloads for 20 accepts")
+			t.Fatal("not shedding with 110 overloads for 50 accepts")
 		}
 		if th.Since() != now {
 			t.Fatal("Since not set")
