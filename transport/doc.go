@@ -55,7 +55,10 @@
 //     apart up to 30s. The first success (a dial that established, any
 //     response headers, even a 5xx) re-opens the upstream for everyone.
 //     A call made with [WaitForReady] (or CallOptions.WaitForReady) waits
-//     instead, within its context, and may become the next probe.
+//     instead, within its context, and may become the next probe. A retry
+//     passes the gate too: one that finds the upstream down ends the call
+//     with a *retry.ExhaustedError (Cause the *UnavailableError, Last the
+//     attempt's own failure).
 //   - Paused: a 429 (with or without Retry-After) or a 503 with
 //     Retry-After pauses new calls until the advised time (capped by the
 //     Retry policy's MaxRetryAfter; a 429 without the field pauses 1s,

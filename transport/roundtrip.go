@@ -151,9 +151,14 @@ func (c *call) attemptOnce(ctx context.Context) error {
 	if c.attempts > 1 && c.up != nil {
 		// A retry: the upstream may have gone down or begun shedding
 		// since the first attempt.
-		// (An answer held before stays the call's: RoundTrip returns
-		// it when this ends the retries.)
+		// A refusal ends the retries as a refused budget does: the
+		// loop's final word, the last attempt's failure inside. (An
+		// answer held before stays the call's: RoundTrip returns it.)
 		if _, err := c.admit(false); err != nil {
+			var ue *UnavailableError
+			if errors.As(err, &ue) {
+				return &retry.ExhaustedError{Attempts: c.attempts - 1, Last: c.lastErr, Cause: ue}
+			}
 			return err
 		}
 	}

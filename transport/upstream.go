@@ -87,7 +87,6 @@ type upstreams struct {
 	m       atomic.Pointer[map[upKey]*upState]
 	mu      sync.Mutex // serializes changes of m
 	labeled int
-	gauge   sync.Once
 }
 
 // upstreamOf returns the state of the upstream of u, made on first use.
@@ -113,6 +112,9 @@ func (us *upstreams) add(k upKey, u *url.URL, now int64) *upState {
 		if s := old[k]; s != nil {
 			return s
 		}
+	} else {
+		// The Transport's first upstream: the gauge observes them.
+		us.st.tel.watchUpstreams(us)
 	}
 	s := &upState{name: targetAddr(u), label: otelx.PeerOther}
 	s.gate.Upstream = s.name
@@ -144,11 +146,11 @@ func (us *upstreams) add(k upKey, u *url.URL, now int64) *upState {
 	return s
 }
 
-// transition logs a change of an upstream's state and makes sure the
-// gauge reports it. It runs under the gate's lock.
+// transition logs a change of an upstream's state. It runs under the
+// gate's lock: nothing here may call the meter provider (whose collection
+// calls the gauge's callback, which takes the gate's lock).
 func (us *upstreams) transition(s *upState, from, to upstream.State) {
 	st := us.st
-	us.gauge.Do(func() { st.tel.registerUpstreamGauge(us) })
 	if st.tel.log == nil {
 		return
 	}
@@ -167,36 +169,65 @@ func (us *upstreams) transition(s *upState, from, to upstream.State) {
 		slog.String("server.address", s.name), slog.String("from", from.String()))
 }
 
-// registerUpstreamGauge registers the callback of lifeline.upstream.down
-// for us, held weakly: a Transport no longer used stops being observed.
-func (t *telemetry) registerUpstreamGauge(us *upstreams) {
+// gaugeSet is the callback of one lifeline.upstream.down instrument: the
+// upstream tables of the Transports that record through it, held weakly,
+// so that a Transport no longer used is dropped at the next collection.
+type gaugeSet struct {
+	mu   sync.Mutex
+	sets []weak.Pointer[upstreams]
+}
+
+// gauges holds a gaugeSet per instrument set (*otelx.Upstream): one
+// callback per meter provider and name, not one per Transport.
+var gauges sync.Map
+
+// watchUpstreams makes the gauge observe us.
+func (t *telemetry) watchUpstreams(us *upstreams) {
 	if t.noopMetrics {
 		return
 	}
-	w := weak.Make(us)
-	ui := t.up
-	_, _ = ui.Meter.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+	v, loaded := gauges.LoadOrStore(t.up, &gaugeSet{})
+	g := v.(*gaugeSet)
+	g.mu.Lock()
+	g.sets = append(g.sets, weak.Make(us))
+	g.mu.Unlock()
+	if !loaded {
+		ui := t.up
+		_, _ = ui.Meter.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+			for label, v := range g.observe() {
+				o.ObserveInt64(ui.Down, v, metric.WithAttributes(otelx.ServerAddress(label)))
+			}
+			return nil
+		}, ui.Down)
+	}
+}
+
+// observe returns 1 by label for upstreams down or paused, 0 for the
+// others, and forgets the tables no longer used.
+func (g *gaugeSet) observe() map[string]int64 {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	by := map[string]int64{}
+	live := g.sets[:0]
+	for _, w := range g.sets {
 		us := w.Value()
 		if us == nil {
-			return nil
+			continue
 		}
-		m := us.m.Load()
-		if m == nil {
-			return nil
-		}
-		by := map[string]int64{}
-		for _, s := range *m {
-			v := int64(0)
-			if s.gate.State() != upstream.Ready {
-				v = 1
+		live = append(live, w)
+		if m := us.m.Load(); m != nil {
+			for _, s := range *m {
+				v := int64(0)
+				if s.gate.State() != upstream.Ready {
+					v = 1
+				}
+				by[s.label] = max(by[s.label], v)
 			}
-			by[s.label] = max(by[s.label], v)
 		}
-		for label, v := range by {
-			o.ObserveInt64(ui.Down, v, metric.WithAttributes(otelx.ServerAddress(label)))
-		}
-		return nil
-	}, ui.Down)
+	}
+	clear(g.sets[len(live):])
+	g.sets = live
+	return by
 }
 
 // admit lets the call's next attempt go, or ends the call: first is its
@@ -208,7 +239,9 @@ func (t *telemetry) registerUpstreamGauge(us *upstreams) {
 func (c *call) admit(first bool) (*http.Response, error) {
 	u, st := c.up, c.st
 	var probe bool
-	if !st.t.DisableFailFast && (first || !c.probe.Probe()) {
+	if !st.t.DisableFailFast {
+		// (A probe's retry passes the gate too: a probe is one attempt,
+		// and the pace of probes is the gate's.)
 		pass, err := u.gate.Enter(c.ctx, upstream.Options{WaitForReady: c.lim.waitForReady, Budget: st.policy.Budget})
 		if err != nil {
 			var ue *UnavailableError
@@ -248,7 +281,7 @@ func (c *call) admit(first bool) (*http.Response, error) {
 		// Retries go first: the retry loop's final word, as a refused
 		// budget's is.
 		st.tel.throttled(c.ctx, otelx.ReasonShed, u.label)
-		return nil, &retry.ExhaustedError{Attempts: c.attempts, Last: c.lastErr, Cause: u.thr.Rejected(u.name, nil)}
+		return nil, u.thr.Rejected(u.name, nil)
 	}
 	return nil, nil
 }

@@ -20,6 +20,7 @@ import (
 
 	"github.com/lifeline-go/lifeline/dial"
 	"github.com/lifeline-go/lifeline/internal/faultnet"
+	"github.com/lifeline-go/lifeline/retry"
 	"github.com/lifeline-go/lifeline/transport"
 )
 
@@ -141,8 +142,13 @@ func TestFailFastTelemetry(t *testing.T) {
 	// A probe fails; then the upstream is back and the next probe re-opens
 	// it.
 	time.Sleep(1300 * time.Millisecond)
-	if err := get(); errors.Is(err, transport.ErrUnavailable) || err == nil {
-		t.Fatalf("probe: %v, want the dial's own failure", err)
+	// (Its retry finds the upstream still down: the call ends after one
+	// attempt, with the dial's failure.)
+	err := get()
+	var ex *retry.ExhaustedError
+	var de *dial.Error
+	if !errors.As(err, &ex) || ex.Attempts != 1 || !errors.As(err, &de) {
+		t.Fatalf("probe: %v, want its attempt's dial failure", err)
 	}
 	back.Store(true)
 	time.Sleep(1300 * time.Millisecond)
