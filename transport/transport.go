@@ -73,6 +73,12 @@ const (
 //     conn; the first response wins.
 //   - MaxConnLifetime: conns older than it (jittered per conn) are not
 //     reused, without failing a request.
+//   - Per upstream, fail fast while it is known down (an *UnavailableError
+//     in milliseconds instead of each call waiting its dial limits, paced
+//     probes, WaitForReady to wait instead), a server's 429 or Retry-After
+//     pacing new calls too, and client-side adaptive throttling of an
+//     upstream that drowns: see the package documentation, "When the
+//     upstream is down or drowning" (DisableFailFast, DisableLoadShedding).
 //   - One OpenTelemetry client span per attempt and metrics that count the
 //     failures retries and hedges masked.
 //

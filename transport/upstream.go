@@ -278,9 +278,9 @@ func (c *call) admit(first bool) (*http.Response, error) {
 		return nil, nil
 	}
 	if u.thr.Shedding(now) {
-		// Retries go first: the retry loop's final word, as a refused
-		// budget's is.
-		st.tel.throttled(c.ctx, otelx.ReasonShed, u.label)
+		// Retries go first: refused as a budget refuses them (the call
+		// ends with an ExhaustedError; lifeline.throttled counts calls
+		// not attempted, not retries).
 		return nil, u.thr.Rejected(u.name, nil)
 	}
 	return nil, nil
