@@ -493,3 +493,52 @@ func TestRetryAfterPacesNewCalls(t *testing.T) {
 		t.Fatal("want both kinds of calls")
 	}
 }
+
+// TestShedRefusesHedges: while an upstream is shed, no hedge starts (hedges
+// and retries go first); with DisableLoadShedding a slow call is hedged.
+func TestShedRefusesHedges(t *testing.T) {
+	var slow atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/fail" {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			return
+		}
+		slow.Add(1)
+		time.Sleep(300 * time.Millisecond)
+		_, _ = io.WriteString(w, "ok")
+	}))
+	t.Cleanup(srv.Close)
+	for _, disabled := range []bool{false, true} {
+		t.Run("DisableLoadShedding="+strconv.FormatBool(disabled), func(t *testing.T) {
+			slow.Store(0)
+			tr := &transport.Transport{HedgeDelay: 50 * time.Millisecond, DisableLoadShedding: disabled || failFastOff}
+			defer tr.CloseIdleConnections()
+			c := transport.NewClient(tr)
+			for range 30 {
+				if resp, err := c.Get(srv.URL + "/fail"); err == nil {
+					_ = resp.Body.Close()
+				}
+			}
+			went := 0
+			for range 10 {
+				resp, err := c.Get(srv.URL + "/slow")
+				if errors.Is(err, transport.ErrThrottled) {
+					continue
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+				_, _ = io.Copy(io.Discard, resp.Body)
+				_ = resp.Body.Close()
+				went++
+			}
+			t.Logf("%d slow calls went, %d reached the server", went, slow.Load())
+			switch {
+			case disabled && slow.Load() < int64(2*went):
+				t.Fatalf("no shedding: %d arrivals for %d slow calls, want each hedged", slow.Load(), went)
+			case !disabled && (went == 0 || slow.Load() != int64(went)):
+				t.Fatalf("shedding: %d arrivals for %d slow calls, want no hedge", slow.Load(), went)
+			}
+		})
+	}
+}
