@@ -359,7 +359,9 @@ func (c *call) pauses(resp *http.Response) bool {
 			u.mu.Unlock()
 			limit := c.maxRetryAfter()
 			if limit < 0 {
-				limit = 0
+				// No cap for the call's own retries; the calls of
+				// others are not paused longer than the default cap.
+				limit = retry.DefaultMaxRetryAfter
 			}
 			u.gate.Pause(d, limit)
 			return true
