@@ -49,6 +49,11 @@ type CallOptions struct {
 	// token on the same Transport, whose Credentials would otherwise wait
 	// for the very token it fetches.
 	NoCredentials bool
+	// WaitForReady makes the call wait, within its context, for an
+	// upstream known down to come back (a probe of its own when one is
+	// due) instead of failing at once with an *UnavailableError: a
+	// startup path, a long job. See [WaitForReady].
+	WaitForReady bool
 }
 
 // callOptionsKey is the context key of a call's options.
@@ -89,6 +94,7 @@ func (o *CallOptions) merge(inner CallOptions) CallOptions {
 		m.HedgeDelay = inner.HedgeDelay
 	}
 	m.NoCredentials = m.NoCredentials || inner.NoCredentials
+	m.WaitForReady = m.WaitForReady || inner.WaitForReady
 	return m
 }
 
@@ -103,6 +109,8 @@ type callLimits struct {
 	hedgeOn   bool
 	hedgeFix  time.Duration // > 0: the call's own fixed hedge delay
 	creds     Credentials   // nil: none for the call
+	// waitForReady: the call waits for an upstream known down.
+	waitForReady bool
 }
 
 // limits returns the limits of a call made with ctx: the Transport's own
@@ -128,6 +136,7 @@ func (st *state) limits(ctx context.Context) *callLimits {
 	if o.NoCredentials {
 		l.creds = nil
 	}
+	l.waitForReady = o.WaitForReady
 	switch {
 	case o.HedgeDelay < 0:
 		l.hedgeOn = false

@@ -77,7 +77,10 @@ func TestCallOptionsRetry(t *testing.T) {
 				mu.Unlock()
 				w.WriteHeader(http.StatusServiceUnavailable)
 			})
-			tr := &transport.Transport{TLSClientConfig: trustTLS(srv),
+			// (An upstream that answers every call with 503 is drowning:
+			// load shedding would refuse these retries. The policies are
+			// under test here.)
+			tr := &transport.Transport{TLSClientConfig: trustTLS(srv), DisableLoadShedding: true,
 				Retry: &retry.Policy{InitialInterval: time.Millisecond, MaxAttempts: 3, Budget: retry.NewBudget(1, 1000)}}
 			defer tr.CloseIdleConnections()
 			noRetry := &transport.CallOptions{Retry: &retry.Policy{MaxAttempts: 1}}

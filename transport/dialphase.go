@@ -113,7 +113,13 @@ func dialHook(f, long func(ctx context.Context, network, addr string) (net.Conn,
 		c.dialMu.Lock()
 		c.dials = append(c.dials, d)
 		c.dialMu.Unlock()
+		// The upstream's gate learns of the dial: its failures, or its
+		// hanging, take the upstream down (upstream.go).
+		ended := c.dialStart(d)
 		conn, err := dialf(context.WithValue(ctx, dialingKey{}, d), network, addr)
+		if ended != nil {
+			ended(err)
+		}
 		var pc *proxyConn
 		if err == nil && !tls && addr != targetAddr(c.req.URL) {
 			// A conn to a proxy: what it reads is counted (proxyConn).

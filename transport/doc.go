@@ -32,6 +32,65 @@
 // header value, userinfo or query value reaches a span, a metric, an error
 // or a log.
 //
+// # When the upstream is down or drowning
+//
+// A Transport keeps, per upstream (scheme and host:port of the request
+// URL; up to 256, the least recently used healthy one forgotten beyond),
+// what it learnt of it, so that callers learn an outage in milliseconds
+// instead of each waiting its own dial limits, and a drowning upstream gets
+// room to recover. Its state machine:
+//
+//   - Ready: calls go. It turns Down after 5 consecutive establishment
+//     failures with no success between (a failed dial, or the Transport's
+//     FirstByteTimeout on a try; a caller's cancel is none), or when 3 dials
+//     are pending longer than max(1s, 4× the upstream's average
+//     establishment time) with no success since the oldest began: a black
+//     hole is seen within about 1–2s, long before any connect limit ends.
+//   - Down: a call fails at once with an [*UnavailableError] (Reason
+//     "down"; Last the last real failure, a *dial.Error with its phase and
+//     peer, so errors.As still finds it), unless it is the probe: the first
+//     call at or after the next probe time goes through, paid from the retry
+//     Budget. Probes go about every second (±20%) for the first 30s of an
+//     outage, so a recovery is seen within about 1.2s, then 1.6× further
+//     apart up to 30s. The first success (a dial that established, any
+//     response headers, even a 5xx) re-opens the upstream for everyone.
+//     A call made with [WaitForReady] (or CallOptions.WaitForReady) waits
+//     instead, within its context, and may become the next probe. A retry
+//     passes the gate too: one that finds the upstream down ends the call
+//     with a *retry.ExhaustedError (Cause the *UnavailableError, Last the
+//     attempt's own failure).
+//   - Paused: a 429 (with or without Retry-After) or a 503 with
+//     Retry-After pauses new calls until the advised time (capped by the
+//     Retry policy's MaxRetryAfter; a 429 without the field pauses 1s,
+//     doubling while 429s continue). A call whose deadline ends before
+//     then gets the server's answer at once: its status and header,
+//     Retry-After the time left, an empty body, and [Exhausted] returns a
+//     *retry.ExhaustedError of 0 attempts (the Transport's final word: a
+//     retry.Do around it does not retry). Other calls wait for the end;
+//     then one probe goes, the rest wait for its outcome: a success
+//     releases them, another 429 pauses again.
+//
+// Independently, client-side adaptive throttling (Google SRE, "Handling
+// Overload") sheds load: over the last 5s it counts requests and accepts
+// (answers that are not 429, 502, 503, 504, a first-byte timeout or a
+// reset), and rejects a new call with probability max(0, (requests −
+// 2·accepts) / (requests + 8)) with an *UnavailableError of Reason "shed"
+// (errors.Is [ErrThrottled]). An upstream that serves C calls a second,
+// offered more than 2C, sees about 2C; the shedding ends within the 5s
+// window after it recovers. While it sheds, retries are refused (the call
+// ends with a *retry.ExhaustedError whose Cause is the shed error, as a
+// refused budget's) and no hedge starts. (An answer that pauses the
+// upstream is the pause's business, not the throttle's.)
+//
+// DisableFailFast turns the states off, DisableLoadShedding the
+// throttle; the zero Transport has both on. Telemetry: lifeline.throttled
+// (by lifeline.reason unavailable, shed or retry_after, and server.address,
+// the host for the first 32 upstreams, "other" beyond), the gauge
+// lifeline.upstream.down (1 while down or paused), lifeline.upstream.probes
+// (by lifeline.outcome ok or failed), one client span per call not
+// attempted with error.type and lifeline.not_attempted, and a log line per
+// change of state (rate-limited with the others), never one per call.
+//
 // # WebSockets
 //
 // [WebSocketDialer] dials gorilla/websocket connections that cannot hang

@@ -276,7 +276,7 @@ func (h *hedging) fire() {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	st := h.c.st
-	if h.firstDone || h.c.attemptOver(time.Now()) || len(h.tries) >= maxHedges || !st.policy.Budget.Withdraw() {
+	if h.firstDone || h.c.attemptOver(time.Now()) || len(h.tries) >= maxHedges || h.c.shedding() || !st.policy.Budget.Withdraw() {
 		return
 	}
 	if h.results == nil {

@@ -19,6 +19,7 @@ import (
 	"github.com/lifeline-go/lifeline/dial"
 	"github.com/lifeline-go/lifeline/internal/otelx"
 	"github.com/lifeline-go/lifeline/internal/retryx"
+	"github.com/lifeline-go/lifeline/internal/upstream"
 	"github.com/lifeline-go/lifeline/retry"
 )
 
@@ -40,6 +41,10 @@ type call struct {
 	cctx       callCtx        // ctx: the caller's, holding the call for the dial hooks
 	dialMu     sync.Mutex     // guards dials, appended to from net/http's dial goroutines
 	dials      []*dialing     // the dials made for the call's tries (dialphase.go)
+	up         *upState       // the upstream's state; nil: fail fast and shedding both off
+	probe      upstream.Pass  // the call's admission as a probe, if it is one
+	attempts   int            // attempts begun
+	lastErr    error          // the last failed attempt's error
 	first      try            // the first try, in the same allocation as the call
 }
 
@@ -78,6 +83,14 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if c.lim.retryErr != nil {
 		return nil, c.lim.retryErr
 	}
+	if !st.t.DisableFailFast || !st.t.DisableLoadShedding {
+		// The upstream known down, paused or drowning: the call may end
+		// here, or wait (WaitForReady, a pause).
+		c.up = st.ups.upstreamOf(req.URL, st.roughNow())
+		if resp, err := c.admit(true); err != nil || resp != nil {
+			return resp, err
+		}
+	}
 
 	err := retryx.DoPrepared(c.lim.retry, c.ctx, callAttempt, c)
 	switch {
@@ -115,6 +128,9 @@ func (c *call) end() {
 		discard(c.held)
 		c.held = nil
 	}
+	if c.up != nil {
+		c.endProbe()
+	}
 }
 
 // callAttempt is one turn of RoundTrip's retry loop for the call arg. The
@@ -123,6 +139,29 @@ func (c *call) end() {
 // (BenchmarkKeepAliveGET).
 func callAttempt(ctx context.Context, arg any) error {
 	c := arg.(*call)
+	err := c.attemptOnce(ctx)
+	if err != nil {
+		c.lastErr = err
+	}
+	return err
+}
+
+func (c *call) attemptOnce(ctx context.Context) error {
+	c.attempts++
+	if c.attempts > 1 && c.up != nil {
+		// A retry: the upstream may have gone down or begun shedding
+		// since the first attempt.
+		// A refusal ends the retries as a refused budget does: the
+		// loop's final word, the last attempt's failure inside. (An
+		// answer held before stays the call's: RoundTrip returns it.)
+		if _, err := c.admit(false); err != nil {
+			var ue *UnavailableError
+			if errors.As(err, &ue) {
+				return &retry.ExhaustedError{Attempts: c.attempts - 1, Last: c.lastErr, Cause: ue}
+			}
+			return err
+		}
+	}
 	if c.held != nil {
 		discard(c.held)
 		c.held = nil
@@ -456,6 +495,7 @@ func (tr *try) run() (*http.Response, error) {
 		case waitCut:
 			err = tr.timeoutError("first_byte", c.lim.firstByte)
 			tr.blame(true)
+			c.failed(err, true)
 		case waitUpCut:
 			err = tr.timeoutError("upload_stall", c.lim.stall)
 			tr.blame(false)
@@ -468,11 +508,13 @@ func (tr *try) run() (*http.Response, error) {
 	}
 	if err != nil {
 		err = tr.mapErr(err)
+		c.failed(err, isFirstByte(err))
 		tr.finish(nil, err)
 		return nil, err
 	}
 	// The caller's request, not the try's copy.
 	resp.Request = c.req
+	c.answered(resp)
 	if c.st.hedge.quantile > 0 {
 		// Only adaptive hedging reads the window.
 		c.st.latency.add(c.req.URL.Host, time.Since(tr.start))

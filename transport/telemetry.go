@@ -27,6 +27,7 @@ var noopTracerProvider trace.TracerProvider = tracenoop.NewTracerProvider()
 type telemetry struct {
 	tracer trace.Tracer // nil: a no-op provider, no spans
 	inst   *otelx.Transport
+	up     *otelx.Upstream
 	log    *logx.Limiter // nil: no Logger
 	// quiet: no spans, no-op metrics and no Logger, so that a try's end
 	// records nothing (set by newTelemetry and quieten).
@@ -39,7 +40,7 @@ type telemetry struct {
 // made through them carries lifeline.client.name.
 func newTelemetry(tp trace.TracerProvider, mp metric.MeterProvider, name string, log *logx.Limiter) *telemetry {
 	tp, mp = otelx.NamedTracerProvider(tp, name), otelx.NamedMeterProvider(mp, name)
-	t := &telemetry{inst: otelx.TransportInstruments(mp), log: log}
+	t := &telemetry{inst: otelx.TransportInstruments(mp), up: otelx.UpstreamInstruments(mp, otelx.ScopeTransport), log: log}
 	if _, noop := tp.(tracenoop.TracerProvider); !noop {
 		t.tracer = otelx.Tracer(tp, otelx.ScopeTransport)
 	}

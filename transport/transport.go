@@ -73,6 +73,12 @@ const (
 //     conn; the first response wins.
 //   - MaxConnLifetime: conns older than it (jittered per conn) are not
 //     reused, without failing a request.
+//   - Per upstream, fail fast while it is known down (an *UnavailableError
+//     in milliseconds instead of each call waiting its dial limits, paced
+//     probes, WaitForReady to wait instead), a server's 429 or Retry-After
+//     pacing new calls too, and client-side adaptive throttling of an
+//     upstream that drowns: see the package documentation, "When the
+//     upstream is down or drowning" (DisableFailFast, DisableLoadShedding).
 //   - One OpenTelemetry client span per attempt and metrics that count the
 //     failures retries and hedges masked.
 //
@@ -209,6 +215,20 @@ type Transport struct {
 	// (unset by default) adds a record per failed dial. Nil means no
 	// logging.
 	Logger *slog.Logger
+	// DisableFailFast turns off what the Transport learns of each
+	// upstream's reachability and of its server's pauses: with it, every
+	// call tries the upstream even while it is known down (each waits its
+	// own dial limits), and a 429 or Retry-After paces only the call that
+	// got it. False (the default): see "When the upstream is down or
+	// drowning" in the package documentation.
+	DisableFailFast bool
+	// DisableLoadShedding turns off client-side adaptive throttling: with
+	// it, every call reaches an upstream that answers most calls with
+	// overload signals (429, 502, 503, 504, first-byte timeouts, resets).
+	// False (the default): a share of new calls is shed locally so that
+	// such an upstream sees about twice what it serves, and retries and
+	// hedges stop first.
+	DisableLoadShedding bool
 
 	once  sync.Once
 	state *state
@@ -250,6 +270,7 @@ type state struct {
 	conns     *births // the conns' ages and byte counts
 	auth      authInstruments
 	lim       callLimits // the limits of a call without CallOptions
+	ups       upstreams  // what the Transport knows of each upstream
 }
 
 func (t *Transport) get() *state {
@@ -274,6 +295,7 @@ func orDefault[T ~int | ~int64](v, def T) T {
 
 func (t *Transport) build() *state {
 	st := &state{t: t}
+	st.ups.st = st
 	st.firstByte = orDefault(t.FirstByteTimeout, DefaultFirstByteTimeout)
 	st.lifetime = orDefault(t.MaxConnLifetime, DefaultMaxConnLifetime)
 	st.hedge = newHedgeConfig(t.HedgeDelay, t.HedgeQuantile)

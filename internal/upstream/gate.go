@@ -1,0 +1,529 @@
+package upstream
+
+import (
+	"context"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// State is a [Gate]'s state.
+type State int32
+
+// The states of a Gate.
+const (
+	// Ready: calls go.
+	Ready State = iota
+	// Down: establishment failed or hangs; calls fail at once but for a
+	// paced probe and the calls that wait for ready.
+	Down
+	// Paused: the server asked for a pause; calls wait for its end (or
+	// fail at once when their deadline ends first), then one probe goes.
+	Paused
+)
+
+func (s State) String() string {
+	switch s {
+	case Ready:
+		return "ready"
+	case Down:
+		return "down"
+	case Paused:
+		return "paused"
+	}
+	return "unknown"
+}
+
+// The Gate's thresholds.
+const (
+	// FailureThreshold consecutive establishment failures with no success
+	// between take a Ready gate Down (Envoy's and gobreaker's 5).
+	FailureThreshold = 5
+	// HangingThreshold dials pending longer than the suspect time, with no
+	// success since the oldest of them started, take it Down.
+	HangingThreshold = 3
+	// MinSuspectAfter is the least time a dial may be pending before it
+	// counts as hanging; the suspect time is the larger of this and
+	// SuspectFactor times the average of the upstream's successful
+	// establishment times.
+	MinSuspectAfter = time.Second
+	SuspectFactor   = 4
+	// ProbeInterval is the pace of probes for the first FastProbing of an
+	// outage (±ProbeJitter), so that a recovery is seen within about
+	// 1.2s; then the interval grows by ProbeMultiplier per probe up to
+	// MaxProbeInterval (gRPC's reconnect backoff: 1s ×1.6, jitter 0.2).
+	ProbeInterval    = time.Second
+	ProbeJitter      = 0.2
+	FastProbing      = 30 * time.Second
+	ProbeMultiplier  = 1.6
+	MaxProbeInterval = 30 * time.Second
+	// MinPause is the pause after a 429 without Retry-After; it doubles
+	// while 429s continue, up to the cap given to Pause.
+	MinPause = time.Second
+)
+
+// Withdrawer is a retry budget (a *retry.Budget): a probe takes a token.
+type Withdrawer interface{ Withdraw() bool }
+
+// Gate is one upstream's reachability and the pause its server advised.
+//
+// Ready → Down after FailureThreshold consecutive establishment failures
+// (Failure) with no success between, or when HangingThreshold dials
+// (DialStart) are pending longer than the suspect time with no success
+// since the oldest of them started. While Down, Enter fails at once with
+// an *UnavailableError (Reason "down", Last the last real failure) unless
+// the call is admitted as a probe: the first call at or after the next
+// probe time, which goes through (paid from its retry budget when it has
+// one) and moves the next probe time on. The first success anywhere
+// (Success, an established dial) re-opens the gate for everyone and wakes
+// the calls that wait for ready.
+//
+// Pause (a 429, a Retry-After) makes it Paused until a time T: calls whose
+// deadline ends before T fail at once (Reason "paused"); others wait for T
+// within their context, then one goes as a probe and the rest wait for its
+// outcome: a success re-opens the gate, another pause pauses again.
+//
+// The zero value is a Ready gate. A Gate owns no goroutine and is safe for
+// concurrent use; it must not be copied after first use. Upstream names it
+// in errors and must be set before first use.
+type Gate struct {
+	// Upstream is the upstream's host:port, for errors.
+	Upstream string
+
+	// hot is non-zero when Enter or Success must look further than one
+	// load: the gate is not Ready, a dial is pending, or a failure is
+	// counted.
+	hot atomic.Uint32
+
+	mu         sync.Mutex
+	state      State
+	fails      int           // consecutive failures
+	last       error         // the last real failure
+	lastOK     time.Time     // the last success
+	since      time.Time     // of the current Down or Paused state
+	nextProbe  time.Time     // Down: when the next probe may go
+	interval   time.Duration // Down: the last probe interval drawn
+	until      time.Time     // Paused: the end of the pause
+	pause      time.Duration // the last pause without advice (doubles)
+	probing    bool          // Paused: a probe is out
+	probeGen   uint64        // which probe is out
+	pending    []*Dial       // dials under way
+	ewma       time.Duration // of successful establishment times
+	wake       chan struct{} // closed on a change a waiter cares for; nil: nobody waits
+	transition func(from, to State)
+}
+
+// Dial is one establishment under way, from DialStart to its end.
+type Dial struct {
+	g     *Gate
+	start time.Time
+	hang  func() error
+	done  bool
+}
+
+// Pass is a call's admission by Enter.
+type Pass struct {
+	g      *Gate
+	gen    uint64
+	probe  bool
+	paused bool
+}
+
+// Probe reports whether the call was admitted as a probe of a gate that
+// is not Ready: its outcome decides for everyone.
+func (p Pass) Probe() bool { return p.probe }
+
+// Done ends the call's admission. A probe of a pause that ended with no
+// outcome (its caller gave up) lets the next waiting call probe.
+func (p Pass) Done() {
+	if !p.paused || p.g == nil {
+		return
+	}
+	g := p.g
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.probing && g.probeGen == p.gen {
+		g.probing = false
+		g.signal()
+	}
+}
+
+// OnTransition sets f, called with the gate's lock held on every change of
+// state (keep it short: a log line, a gauge); set before first use.
+func (g *Gate) OnTransition(f func(from, to State)) { g.transition = f }
+
+// State returns the gate's state.
+func (g *Gate) State() State {
+	if g.hot.Load() == 0 {
+		return Ready
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.checkHanging(time.Now())
+	return g.state
+}
+
+// Options are a call's wishes to Enter.
+type Options struct {
+	// WaitForReady makes a call wait for a Down gate to open (within its
+	// context) instead of failing at once.
+	WaitForReady bool
+	// Budget, when not nil, pays for a probe: a refused probe fails the
+	// call at once, and the next call may probe.
+	Budget Withdrawer
+}
+
+// Enter admits a call, or fails it with an *UnavailableError, or waits
+// (Paused, or Down with WaitForReady) until it may go or ctx ends (then
+// ctx's error). On the happy path (Ready, no dial pending) it costs one
+// atomic load. The caller calls Done on the Pass when the call ends.
+func (g *Gate) Enter(ctx context.Context, o Options) (Pass, error) {
+	if g.hot.Load() == 0 {
+		return Pass{}, nil
+	}
+	for {
+		g.mu.Lock()
+		now := time.Now()
+		g.checkHanging(now)
+		var wait time.Duration // > 0: wake after it at the latest
+		switch g.state {
+		case Ready:
+			g.mu.Unlock()
+			return Pass{}, nil
+		case Down:
+			if !now.Before(g.nextProbe) {
+				if o.Budget != nil && !o.Budget.Withdraw() {
+					err := g.unavailable(ReasonDown, g.since, now)
+					g.mu.Unlock()
+					return Pass{}, err
+				}
+				g.advanceProbe(now)
+				g.mu.Unlock()
+				return Pass{g: g, probe: true}, nil
+			}
+			if !o.WaitForReady {
+				err := g.unavailable(ReasonDown, g.since, g.nextProbe)
+				g.mu.Unlock()
+				return Pass{}, err
+			}
+			wait = g.nextProbe.Sub(now)
+		case Paused:
+			if now.Before(g.until) {
+				if dl, ok := ctx.Deadline(); ok && dl.Before(g.until) {
+					err := g.unavailable(ReasonPaused, g.since, g.until)
+					g.mu.Unlock()
+					return Pass{}, err
+				}
+				wait = g.until.Sub(now)
+			} else if !g.probing {
+				g.probing = true
+				g.probeGen++
+				p := Pass{g: g, gen: g.probeGen, probe: true, paused: true}
+				g.mu.Unlock()
+				return p, nil
+			}
+		}
+		if err := ctx.Err(); err != nil {
+			g.mu.Unlock()
+			return Pass{}, err
+		}
+		if g.wake == nil {
+			g.wake = make(chan struct{})
+		}
+		wake := g.wake
+		g.mu.Unlock()
+		if err := sleep(ctx, wake, wait); err != nil {
+			return Pass{}, err
+		}
+	}
+}
+
+// sleep waits for wake, d (when > 0) or ctx's end (its error).
+func sleep(ctx context.Context, wake <-chan struct{}, d time.Duration) error {
+	var tc <-chan time.Time
+	if d > 0 {
+		t := time.NewTimer(d)
+		defer t.Stop()
+		tc = t.C
+	}
+	select {
+	case <-wake:
+	case <-tc:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return nil
+}
+
+// unavailable is the error of a call failed at once. g.mu is held.
+func (g *Gate) unavailable(reason string, since, retry time.Time) *UnavailableError {
+	return &UnavailableError{Upstream: g.Upstream, Reason: reason, Since: since, Retry: retry, Last: g.last}
+}
+
+// DialStart notes an establishment under way; hang, when not nil, describes
+// it as the error of a dial that hangs (the Last of the gate's error if it
+// goes Down for hanging dials). The caller ends it with one of the Dial's
+// methods.
+func (g *Gate) DialStart(hang func() error) *Dial {
+	d := &Dial{g: g, start: time.Now(), hang: hang}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.pending = append(g.pending, d)
+	g.hot.Store(1)
+	g.checkHanging(d.start)
+	return d
+}
+
+// Established notes that the dial established: a success.
+func (d *Dial) Established() {
+	g := d.g
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if !d.end() {
+		return
+	}
+	now := time.Now()
+	took := now.Sub(d.start)
+	if g.ewma == 0 {
+		g.ewma = took
+	} else {
+		g.ewma = (4*g.ewma + took) / 5
+	}
+	g.success(now)
+}
+
+// Failed notes that the dial failed with err: a failure of establishment.
+func (d *Dial) Failed(err error) {
+	g := d.g
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if !d.end() {
+		return
+	}
+	g.failure(time.Now(), err)
+}
+
+// Abandoned notes that the dial ended without telling anything (its caller
+// cancelled it).
+func (d *Dial) Abandoned() {
+	g := d.g
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if d.end() {
+		g.cool()
+	}
+}
+
+// end takes d off the pending list, once. g.mu is held.
+func (d *Dial) end() bool {
+	if d.done {
+		return false
+	}
+	d.done = true
+	g := d.g
+	for i, p := range g.pending {
+		if p == d {
+			g.pending = append(g.pending[:i], g.pending[i+1:]...)
+			break
+		}
+	}
+	return true
+}
+
+// Success notes that the upstream answered (any response headers, even a
+// 5xx: it is reachable).
+func (g *Gate) Success() {
+	if g.hot.Load() == 0 {
+		// Ready, nothing pending, no failure to forget.
+		return
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.success(time.Now())
+}
+
+// Failure notes a failure of establishment that is not a dial's own (the
+// first-byte limit of a fresh conn, a reset before any answer).
+func (g *Gate) Failure(err error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.failure(time.Now(), err)
+}
+
+// Pause notes that the server asked for a pause of d (a Retry-After; d ≤ 0:
+// none given, a 429's MinPause that doubles while 429s continue), capped
+// by limit when limit > 0. A pause that ends before one in force changes
+// nothing.
+func (g *Gate) Pause(d, limit time.Duration) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	now := time.Now()
+	g.fails, g.lastOK = 0, now // the server answered
+	if d <= 0 {
+		if g.state == Paused && now.Before(g.until) {
+			// One of the answers in flight when the pause began.
+			return
+		}
+		switch {
+		case g.pause == 0:
+			g.pause = MinPause
+		default:
+			g.pause *= 2
+		}
+		d = g.pause
+	}
+	if limit > 0 {
+		d = min(d, limit)
+	}
+	until := now.Add(d)
+	if g.state == Paused && !until.After(g.until) {
+		// A pause in force that lasts longer.
+		return
+	}
+	if g.state != Paused {
+		g.since = now
+	}
+	g.until = until
+	g.probing = false
+	g.set(Paused)
+	g.signal()
+}
+
+// success re-opens the gate. g.mu is held.
+func (g *Gate) success(now time.Time) {
+	g.fails, g.lastOK, g.pause = 0, now, 0
+	g.set(Ready)
+	g.probing = false
+	g.signal()
+	g.cool()
+}
+
+// failure counts a failure. g.mu is held.
+func (g *Gate) failure(now time.Time, err error) {
+	if err != nil {
+		g.last = err
+	}
+	g.fails++
+	g.hot.Store(1)
+	switch g.state {
+	case Ready:
+		if g.fails >= FailureThreshold {
+			g.goDown(now)
+		}
+	case Paused:
+		// The pause's probe failed to establish: the next waiter probes;
+		// enough of them take the gate down.
+		g.probing = false
+		if g.fails >= FailureThreshold {
+			g.goDown(now)
+		}
+		g.signal()
+	}
+	g.cool()
+}
+
+// goDown takes the gate Down, the first probe an interval from now. g.mu
+// is held.
+func (g *Gate) goDown(now time.Time) {
+	g.since = now
+	g.interval = 0
+	g.nextProbe = now
+	g.advanceProbe(now)
+	g.set(Down)
+	g.signal()
+}
+
+// advanceProbe moves the next probe time one interval on from now: about
+// ProbeInterval for the first FastProbing of the outage, then growing by
+// ProbeMultiplier up to MaxProbeInterval. g.mu is held.
+func (g *Gate) advanceProbe(now time.Time) {
+	base := ProbeInterval
+	if now.Sub(g.since) >= FastProbing && g.interval > 0 {
+		base = min(time.Duration(float64(g.interval)*ProbeMultiplier), MaxProbeInterval)
+	}
+	g.interval = base
+	jit := time.Duration(float64(base) * ProbeJitter * (2*rand.Float64() - 1))
+	g.nextProbe = now.Add(base + jit)
+}
+
+// checkHanging takes a Ready gate Down when HangingThreshold dials have
+// been pending longer than the suspect time with no success since the
+// oldest of them started. g.mu is held.
+func (g *Gate) checkHanging(now time.Time) {
+	if g.state != Ready || len(g.pending) < HangingThreshold {
+		return
+	}
+	suspect := max(MinSuspectAfter, SuspectFactor*g.ewma)
+	n := 0
+	var oldest *Dial
+	for _, d := range g.pending {
+		if now.Sub(d.start) >= suspect && !g.lastOK.After(d.start) {
+			n++
+			if oldest == nil || d.start.Before(oldest.start) {
+				oldest = d
+			}
+		}
+	}
+	if n < HangingThreshold {
+		return
+	}
+	if oldest.hang != nil {
+		if err := oldest.hang(); err != nil {
+			g.last = err
+		}
+	}
+	g.goDown(now)
+}
+
+// set changes the state. g.mu is held.
+func (g *Gate) set(s State) {
+	if g.state == s {
+		return
+	}
+	from := g.state
+	g.state = s
+	if s != Ready {
+		g.hot.Store(1)
+	}
+	if g.transition != nil {
+		g.transition(from, s)
+	}
+}
+
+// cool clears hot when the gate is Ready with no dial pending. g.mu is
+// held.
+func (g *Gate) cool() {
+	if g.state == Ready && len(g.pending) == 0 && g.fails == 0 {
+		g.hot.Store(0)
+	}
+}
+
+// signal wakes the waiters. g.mu is held.
+func (g *Gate) signal() {
+	if g.wake != nil {
+		close(g.wake)
+		g.wake = nil
+	}
+}
+
+// LastLocked returns the last real failure; for OnTransition's function,
+// which runs with the gate's lock held.
+func (g *Gate) LastLocked() error { return g.last }
+
+// Snapshot is a gate's state for telemetry and errors.
+type Snapshot struct {
+	State     State
+	Since     time.Time
+	NextProbe time.Time // Down
+	Until     time.Time // Paused
+	Last      error
+}
+
+// Snapshot returns the gate's state now.
+func (g *Gate) Snapshot() Snapshot {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.checkHanging(time.Now())
+	return Snapshot{State: g.state, Since: g.since, NextProbe: g.nextProbe, Until: g.until, Last: g.last}
+}

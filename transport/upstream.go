@@ -1,0 +1,484 @@
+package transport
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"math"
+	"net/http"
+	"net/url"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+	"weak"
+
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/metric"
+
+	"github.com/lifeline-go/lifeline/dial"
+	"github.com/lifeline-go/lifeline/internal/otelx"
+	"github.com/lifeline-go/lifeline/internal/upstream"
+	"github.com/lifeline-go/lifeline/retry"
+)
+
+// UnavailableError is the error of a call the Transport did not attempt:
+// its upstream is known down (Reason "down": establishment failed
+// FailureThreshold times in a row or hangs; Last is the last real failure,
+// a *dial.Error with its phase and peer as a rule), or the call was shed by
+// client-side throttling (Reason "shed"). It matches [ErrUnavailable] (and
+// [ErrThrottled] when shed), unwraps to Last, and its Retryable is false: a
+// retry.Do around the Transport does not retry it (it would only spin).
+// error.type is "unavailable" or "shed". Its text names the upstream's
+// host:port only, never a URL. See the package documentation, "When the
+// upstream is down or drowning".
+type UnavailableError = upstream.UnavailableError
+
+// ErrUnavailable is matched (errors.Is) by every [*UnavailableError]: the
+// call was not attempted.
+var ErrUnavailable = upstream.ErrUnavailable
+
+// ErrThrottled is matched by the [*UnavailableError] of a call shed by
+// client-side throttling (Reason "shed"), and is in the chain of the error
+// of a call whose retry was refused because its upstream is shedding load.
+var ErrThrottled = upstream.ErrThrottled
+
+// WaitForReady returns a copy of ctx whose calls wait, within ctx, for an
+// upstream known down to come back instead of failing at once with an
+// [*UnavailableError] (a startup path, a long job); one of the waiting
+// calls becomes the next probe when it is due. It is
+// [WithCallOptions](ctx, CallOptions{WaitForReady: true}).
+func WaitForReady(ctx context.Context) context.Context {
+	return WithCallOptions(ctx, CallOptions{WaitForReady: true})
+}
+
+// Bounds of the per-upstream state: upstreams tracked (the least recently
+// used Ready one is forgotten beyond it) and upstreams whose host is their
+// own server.address label (the rest share "other").
+const (
+	maxUpstreams      = 256
+	maxUpstreamLabels = 32
+)
+
+// upKey names an upstream: scheme and host[:port] of the request URL.
+type upKey struct {
+	https bool
+	host  string
+}
+
+// upState is what a Transport knows of one upstream.
+type upState struct {
+	name  string // host:port, for errors
+	label string // its server.address label: its host, or "other"
+	gate  upstream.Gate
+	thr   upstream.Throttle
+	used  atomic.Int64 // UnixNano of the last call, within a second
+
+	mu         sync.Mutex
+	heldCode   int         // the answer that paused the upstream
+	heldHeader http.Header // its header (a clone)
+}
+
+// upstreams is a Transport's per-upstream state: a copy-on-write map, so
+// that a call finds its upstream with one atomic load and a map lookup.
+type upstreams struct {
+	st      *state
+	m       atomic.Pointer[map[upKey]*upState]
+	mu      sync.Mutex // serializes changes of m
+	labeled int
+}
+
+// upstreamOf returns the state of the upstream of u, made on first use.
+func (us *upstreams) upstreamOf(u *url.URL, now int64) *upState {
+	k := upKey{u.Scheme == "https", u.Host}
+	if m := us.m.Load(); m != nil {
+		if s := (*m)[k]; s != nil {
+			if now-s.used.Load() > int64(time.Second) {
+				s.used.Store(now)
+			}
+			return s
+		}
+	}
+	return us.add(k, u, now)
+}
+
+func (us *upstreams) add(k upKey, u *url.URL, now int64) *upState {
+	us.mu.Lock()
+	defer us.mu.Unlock()
+	var old map[upKey]*upState
+	if m := us.m.Load(); m != nil {
+		old = *m
+		if s := old[k]; s != nil {
+			return s
+		}
+	} else {
+		// The Transport's first upstream: the gauge observes them.
+		us.st.tel.watchUpstreams(us)
+	}
+	s := &upState{name: targetAddr(u), label: otelx.PeerOther}
+	s.gate.Upstream = s.name
+	s.used.Store(now)
+	if us.labeled < maxUpstreamLabels {
+		us.labeled++
+		s.label = u.Hostname()
+	}
+	s.gate.OnTransition(func(from, to upstream.State) { us.transition(s, from, to) })
+	m := make(map[upKey]*upState, len(old)+1)
+	var evict upKey
+	var evictAt int64 = math.MaxInt64
+	for k, v := range old {
+		m[k] = v
+		if at := v.used.Load(); at < evictAt && v.gate.State() == upstream.Ready && !v.thr.Shedding(now) {
+			evict, evictAt = k, at
+		}
+	}
+	if len(m) >= maxUpstreams {
+		if evictAt == math.MaxInt64 {
+			// Every upstream tracked is down or shedding: this one is
+			// not remembered beyond its call.
+			return s
+		}
+		delete(m, evict)
+	}
+	m[k] = s
+	us.m.Store(&m)
+	return s
+}
+
+// transition logs a change of an upstream's state. It runs under the
+// gate's lock: nothing here may call the meter provider (whose collection
+// calls the gauge's callback, which takes the gate's lock).
+func (us *upstreams) transition(s *upState, from, to upstream.State) {
+	st := us.st
+	if st.tel.log == nil {
+		return
+	}
+	msg := "lifeline: upstream ready again"
+	switch to {
+	case upstream.Down:
+		msg = "lifeline: upstream down: calls fail fast, probes test it"
+	case upstream.Paused:
+		msg = "lifeline: upstream paused by its server: calls wait or fail fast"
+	}
+	var last error
+	if to == upstream.Down {
+		last = s.gate.LastLocked()
+	}
+	st.tel.log.Failure(context.Background(), "upstream."+to.String(), msg, last,
+		slog.String("server.address", s.name), slog.String("from", from.String()))
+}
+
+// gaugeSet is the callback of one lifeline.upstream.down instrument: the
+// upstream tables of the Transports that record through it, held weakly,
+// so that a Transport no longer used is dropped at the next collection.
+type gaugeSet struct {
+	mu   sync.Mutex
+	sets []weak.Pointer[upstreams]
+}
+
+// gauges holds a gaugeSet per instrument set (*otelx.Upstream): one
+// callback per meter provider and name, not one per Transport.
+var gauges sync.Map
+
+// watchUpstreams makes the gauge observe us.
+func (t *telemetry) watchUpstreams(us *upstreams) {
+	if t.noopMetrics {
+		return
+	}
+	v, loaded := gauges.LoadOrStore(t.up, &gaugeSet{})
+	g := v.(*gaugeSet)
+	g.mu.Lock()
+	g.sets = append(g.sets, weak.Make(us))
+	g.mu.Unlock()
+	if !loaded {
+		ui := t.up
+		_, _ = ui.Meter.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+			for label, v := range g.observe() {
+				o.ObserveInt64(ui.Down, v, metric.WithAttributes(otelx.ServerAddress(label)))
+			}
+			return nil
+		}, ui.Down)
+	}
+}
+
+// observe returns 1 by label for upstreams down or paused, 0 for the
+// others, and forgets the tables no longer used.
+func (g *gaugeSet) observe() map[string]int64 {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	by := map[string]int64{}
+	live := g.sets[:0]
+	for _, w := range g.sets {
+		us := w.Value()
+		if us == nil {
+			continue
+		}
+		live = append(live, w)
+		if m := us.m.Load(); m != nil {
+			for _, s := range *m {
+				v := int64(0)
+				if s.gate.State() != upstream.Ready {
+					v = 1
+				}
+				by[s.label] = max(by[s.label], v)
+			}
+		}
+	}
+	clear(g.sets[len(live):])
+	g.sets = live
+	return by
+}
+
+// admit lets the call's next attempt go, or ends the call: first is its
+// first attempt. It returns a response for the call when the server's
+// pause outlasts the call's deadline (the answer held for it), an
+// *UnavailableError when the upstream is down or the call is shed, an
+// ExhaustedError when a retry is refused because the upstream sheds load,
+// or the context's error when a wait for ready ended with it.
+func (c *call) admit(first bool) (*http.Response, error) {
+	u, st := c.up, c.st
+	var probe bool
+	if !st.t.DisableFailFast {
+		// (A probe's retry passes the gate too: a probe is one attempt,
+		// and the pace of probes is the gate's.)
+		pass, err := u.gate.Enter(c.ctx, upstream.Options{WaitForReady: c.lim.waitForReady, Budget: st.policy.Budget})
+		if err != nil {
+			var ue *UnavailableError
+			if !errors.As(err, &ue) {
+				return nil, err
+			}
+			if ue.Reason == upstream.ReasonPaused && first {
+				if resp := u.heldAnswer(c.req, ue); resp != nil {
+					st.tel.notAttempted(c.ctx, c.req, otelx.ReasonRetryAfter, ue, u.label)
+					return resp, nil
+				}
+			}
+			if first {
+				st.tel.notAttempted(c.ctx, c.req, otelx.ReasonUnavailable, ue, u.label)
+			}
+			return nil, ue
+		}
+		if pass.Probe() {
+			c.probe.Done()
+			c.probe = pass
+		}
+		probe = pass.Probe()
+	}
+	if st.t.DisableLoadShedding || probe {
+		return nil, nil
+	}
+	now := st.roughNow()
+	if first {
+		if !u.thr.Allow(now) {
+			err := u.thr.Rejected(u.name, nil)
+			st.tel.notAttempted(c.ctx, c.req, otelx.ReasonShed, err, u.label)
+			return nil, err
+		}
+		return nil, nil
+	}
+	if u.thr.Shedding(now) {
+		// Retries go first: refused as a budget refuses them (the call
+		// ends with an ExhaustedError; lifeline.throttled counts calls
+		// not attempted, not retries).
+		return nil, u.thr.Rejected(u.name, nil)
+	}
+	return nil, nil
+}
+
+// shedding reports whether the call's upstream sheds load now: no hedge
+// starts then (hedges and retries go first).
+func (c *call) shedding() bool {
+	return c.up != nil && !c.st.t.DisableLoadShedding && c.up.thr.Shedding(c.st.roughNow())
+}
+
+// heldAnswer is the answer the server's pause holds for a call whose
+// deadline ends before the pause does: the pausing answer's status and
+// header, an empty body, Retry-After the time left, marked for
+// [Exhausted] (zero attempts: the Transport's final word). Nil when no
+// answer is held.
+func (s *upState) heldAnswer(req *http.Request, ue *UnavailableError) *http.Response {
+	s.mu.Lock()
+	code, h := s.heldCode, s.heldHeader.Clone()
+	s.mu.Unlock()
+	if code == 0 {
+		return nil
+	}
+	if h == nil {
+		h = http.Header{}
+	}
+	secs := int64(math.Ceil(time.Until(ue.Retry).Seconds()))
+	h.Set("Retry-After", strconv.FormatInt(max(secs, 0), 10))
+	h.Del("Content-Length")
+	resp := &http.Response{
+		Status:     strconv.Itoa(code) + " " + http.StatusText(code),
+		StatusCode: code,
+		Proto:      "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
+		Header:  h,
+		Body:    http.NoBody,
+		Request: req,
+	}
+	markExhausted(resp, &retry.ExhaustedError{Attempts: 0, Last: ue, Cause: ue})
+	return resp
+}
+
+// answered feeds an answer to the upstream's state: any answer shows it
+// reachable, a 429 (or a 503 with Retry-After) pauses it, and the
+// throttle counts an accept unless the status is an overload signal. An
+// answer that pauses the upstream is not the throttle's: the pause paces
+// every call already, and the throttle would go on shedding the calls the
+// pause released.
+func (c *call) answered(resp *http.Response) {
+	u, st := c.up, c.st
+	if u == nil {
+		return
+	}
+	code := resp.StatusCode
+	if st.t.DisableFailFast || !c.pauses(resp) {
+		if !st.t.DisableLoadShedding {
+			u.thr.Record(st.roughNow(), retryableStatus(code))
+		}
+		if !st.t.DisableFailFast {
+			u.gate.Success()
+		}
+	}
+}
+
+// pauses pauses the upstream when resp asks for it — a 429, or a 503 with
+// a Retry-After — and reports whether it did.
+func (c *call) pauses(resp *http.Response) bool {
+	u, code := c.up, resp.StatusCode
+	if code == http.StatusTooManyRequests || code == http.StatusServiceUnavailable {
+		d, ok := RetryAfter(resp)
+		if code == http.StatusTooManyRequests && !ok || ok && d > 0 {
+			if !ok {
+				d = 0 // none given: the gate's own pause, doubling
+			}
+			u.mu.Lock()
+			u.heldCode, u.heldHeader = code, resp.Header.Clone()
+			u.mu.Unlock()
+			limit := c.maxRetryAfter()
+			if limit < 0 {
+				// No cap for the call's own retries; the calls of
+				// others are not paused longer than the default cap.
+				limit = retry.DefaultMaxRetryAfter
+			}
+			u.gate.Pause(d, limit)
+			return true
+		}
+	}
+	return false
+}
+
+// maxRetryAfter is the call's policy's cap on server-advised waits.
+func (c *call) maxRetryAfter() time.Duration {
+	p := c.st.policy.MaxRetryAfter
+	if o, ok := c.req.Context().Value(callOptionsKey{}).(*CallOptions); ok && o.Retry != nil {
+		p = o.Retry.MaxRetryAfter
+	}
+	if p == 0 {
+		return retry.DefaultMaxRetryAfter
+	}
+	return p
+}
+
+// failed feeds a try's failure to the upstream's state: the Transport's
+// first-byte limit counts against reachability, and it and a reset are
+// overload signals for the throttle. A dial's failure is the dial hook's
+// (dialHook); a caller's cancel and a hedge that lost are nothing.
+func (c *call) failed(err error, firstByte bool) {
+	u, st := c.up, c.st
+	if u == nil {
+		return
+	}
+	overload := firstByte || errors.Is(err, syscall.ECONNRESET)
+	if overload && !st.t.DisableLoadShedding {
+		u.thr.Record(st.roughNow(), true)
+	}
+	if firstByte && !st.t.DisableFailFast {
+		u.gate.Failure(err)
+	}
+}
+
+// dialStart notes a dial of the call's upstream for its gate; the returned
+// function ends it with the dial's outcome.
+func (c *call) dialStart(d *dialing) func(error) {
+	u := c.up
+	if u == nil || c.st.t.DisableFailFast {
+		return nil
+	}
+	gd := u.gate.DialStart(func() error {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		return &dial.Error{Phase: d.phase, Network: d.network, Addr: d.addr, Peer: d.peer, Err: errEstablishHangs}
+	})
+	return func(err error) {
+		switch {
+		case err == nil:
+			gd.Established()
+		case errors.Is(err, context.Canceled):
+			gd.Abandoned()
+		default:
+			gd.Failed(err)
+		}
+	}
+}
+
+// isFirstByte reports whether err is the Transport's own first-byte
+// timeout.
+func isFirstByte(err error) bool {
+	var te *TimeoutError
+	return errors.As(err, &te) && te.Phase == "first_byte"
+}
+
+// errEstablishHangs is the cause in the *dial.Error that stands for dials
+// still pending when their upstream was found hanging.
+var errEstablishHangs = &hangError{}
+
+type hangError struct{}
+
+func (*hangError) Error() string {
+	return "establishment pending far beyond the upstream's usual time (black hole?)"
+}
+func (*hangError) Timeout() bool   { return true }
+func (*hangError) Temporary() bool { return true }
+
+// endProbe counts the call's probe, if it was one, and releases it.
+func (c *call) endProbe() {
+	if !c.probe.Probe() {
+		return
+	}
+	outcome := "failed"
+	if c.up.gate.State() == upstream.Ready {
+		outcome = otelx.OutcomeOK
+	}
+	c.st.tel.probed(c.ctx, outcome)
+	c.probe.Done()
+}
+
+// notAttempted records a call that was not attempted: one client span with
+// error.type and lifeline.not_attempted, and lifeline.throttled.
+func (t *telemetry) notAttempted(ctx context.Context, req *http.Request, reason string, err error, label string) {
+	t.throttled(ctx, reason, label)
+	if t.tracer == nil {
+		return
+	}
+	_, span := t.startSpan(ctx, req, 0)
+	if span.IsRecording() {
+		span.SetAttributes(otelx.KeyNotAttempted.String(reason), otelx.ErrorType(err))
+		span.SetStatus(codes.Error, otelx.ErrorTypeOf(err))
+	}
+	span.End()
+}
+
+func (t *telemetry) throttled(ctx context.Context, reason, label string) {
+	if t.up.Throttled.Enabled(ctx) {
+		t.up.Throttled.Add(ctx, 1, metric.WithAttributes(otelx.KeyThrottleReason.String(reason), otelx.ServerAddress(label)))
+	}
+}
+
+func (t *telemetry) probed(ctx context.Context, outcome string) {
+	if t.up.Probes.Enabled(ctx) {
+		t.up.Probes.Add(ctx, 1, metric.WithAttributes(otelx.KeyOutcome.String(outcome)))
+	}
+}
