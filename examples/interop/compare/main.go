@@ -42,7 +42,7 @@ func main() {
 		os.Exit(2)
 	}
 	o.command = strings.Join(append([]string{"go run ./compare"}, os.Args[1:]...), " ")
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 	defer cancel()
 	if err := run(ctx, o, os.Stderr); err != nil {
 		fmt.Fprintln(os.Stderr, "compare:", err)
@@ -68,7 +68,7 @@ func parseFlags(args []string, errOut io.Writer) (options, error) {
 	fs.BoolVar(&o.short, "short", false, "a quick run (a few seconds per scenario, 2s caps) that checks the shape, not the numbers")
 	fs.BoolVar(&o.verbose, "v", false, "print every call slower than 200ms: contender, latency, connects, error")
 	fs.StringVar(&o.out, "out", "compare", "directory for RESULTS.md and charts/ (relative to the working directory)")
-	fs.StringVar(&only, "only", "", "comma-separated scenario ids to run (a,b1,b2,c,d,e,f,g); empty: all")
+	fs.StringVar(&only, "only", "", "comma-separated scenario ids to run (a,b1,b2,c,d,e,f,g,h,i1,i2,j); empty: all")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -147,6 +147,11 @@ func run(ctx context.Context, o options, log io.Writer) error {
 			s.chart = "charts/" + sc.id
 			if err := writeChart(filepath.Join(o.out, s.chart), s); err != nil {
 				return fmt.Errorf("scenario (%s): chart: %w", sc.id, err)
+			}
+			if s.timeline != nil {
+				if err := writeTimeline(filepath.Join(o.out, s.chart+"-time"), s); err != nil {
+					return fmt.Errorf("scenario (%s): timeline chart: %w", sc.id, err)
+				}
 			}
 			fmt.Fprintf(log, " %v\n", time.Since(t0).Round(100*time.Millisecond))
 		} else {

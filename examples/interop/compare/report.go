@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"fmt"
+	"image/color"
 	"io"
 	"math"
 	"os"
@@ -165,7 +166,7 @@ func writeResults(w io.Writer, o options, m *machine, secs []*section) error {
 		p("- **Short mode**: tiny workloads and 2s caps; the shape of the tables, not their numbers\n")
 	}
 	p("\n## Contenders\n\n| contender | set up as |\n|---|---|\n")
-	for _, c := range contenders {
+	for _, c := range outageContenders {
 		p("| %s | %s |\n", c.name, c.config)
 	}
 	p("\nEvery contender's sockets are opened by a `net.Dialer` whose `ControlContext` hook counts connects (for lifeline it sits under `dial.Dialer.DialFunc`, its raw-connect seam); in scenarios (c) and (d) that dialer also carries the resolver of the scenario's name. Nothing else is changed.\n\n")
@@ -187,11 +188,17 @@ func writeResults(w io.Writer, o options, m *machine, secs []*section) error {
 		p("`attempts/call` here: %s.\n\n", s.attempts)
 		writeTable(bw, s)
 		p("\n")
+		if s.targets != "" {
+			p("%s\n\n", s.targets)
+		}
 		for _, n := range s.notes {
 			p("%s\n\n", n)
 		}
 		if s.chart != "" {
 			p("![(%s) latency CDF](%s.png)\n\n[SVG](%s.svg)\n\n", s.id, s.chart, s.chart)
+		}
+		if s.chart != "" && s.timeline != nil {
+			p("![(%s) %s](%s-time.png)\n\n[SVG](%s-time.svg)\n\n", s.id, s.timeline.title, s.chart, s.chart)
 		}
 	}
 	return bw.Flush()
@@ -257,4 +264,50 @@ func fmtLoads(ls []float64) string {
 		parts[i] = fmt.Sprintf("%.2f", l)
 	}
 	return strings.Join(parts, ", ")
+}
+
+// writeTimeline draws the section's timeline to base.png and base.svg:
+// one line per contender over the run's seconds, reference lines thin and
+// grey.
+func writeTimeline(base string, s *section) error {
+	tl := s.timeline
+	p := plot.New()
+	p.Title.Text = fmt.Sprintf("(%s) %s", s.id, tl.title)
+	p.X.Label.Text = "time into the run (s)"
+	p.Y.Label.Text = tl.yLabel
+	p.Y.Min = 0
+	p.Legend.Top = true
+	p.Legend.Left = false
+	p.Add(plotter.NewGrid())
+	for _, r := range tl.refs {
+		l, err := plotter.NewLine(r.pts)
+		if err != nil {
+			return err
+		}
+		l.Color = color.Gray{Y: 120}
+		l.Width = vg.Points(0.75)
+		l.Dashes = []vg.Length{vg.Points(2), vg.Points(2)}
+		p.Add(l)
+		p.Legend.Add(r.name, l)
+	}
+	for i, r := range tl.lines {
+		if len(r.pts) == 0 {
+			continue
+		}
+		l, err := plotter.NewLine(r.pts)
+		if err != nil {
+			return err
+		}
+		l.Color = plotutil.Color(i)
+		l.Dashes = plotutil.Dashes(i)
+		l.Width = vg.Points(1.5)
+		p.Add(l)
+		p.Legend.Add(r.name, l)
+	}
+	for _, ext := range []string{".png", ".svg"} {
+		if err := p.Save(9*vg.Inch, 5*vg.Inch, base+ext); err != nil {
+			return err
+		}
+	}
+	return nil
 }
