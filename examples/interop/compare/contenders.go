@@ -221,7 +221,7 @@ type env struct {
 	badAddr string
 	badHits atomic.Int64
 	mu      sync.Mutex
-	badAt   []time.Time // when each of badHits started
+	badAt   []time.Time  // when each of badHits started
 	conns   atomic.Int64 // every connect the contender started
 }
 

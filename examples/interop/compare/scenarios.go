@@ -23,8 +23,8 @@ type section struct {
 	extraCols []string // the scenario's own columns
 	rows      []row
 	notes     []string
-	skipped   string // non-empty: the scenario did not run, and why
-	chart     string // chart base name (without extension); "" when none
+	skipped   string    // non-empty: the scenario did not run, and why
+	chart     string    // chart base name (without extension); "" when none
 	timeline  *timeline // a second chart, over the run's time; nil: none
 	targets   string    // the targets, printed beside the table
 }
