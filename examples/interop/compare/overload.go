@@ -220,15 +220,8 @@ func runOverload(ctx context.Context, o options, refuseAfter time.Duration) (*se
 	}
 	tl := &timeline{title: "load the upstream saw", yLabel: "requests arriving at the upstream per second"}
 	n := int((over + after + deadline) / time.Second)
-	var capLine, offered plotter.XYs
-	for i := 0; i <= n; i++ {
-		capLine = append(capLine, plotter.XY{X: float64(i), Y: capacity})
-		y := float64(high)
-		if time.Duration(i)*time.Second >= over {
-			y = float64(low)
-		}
-		offered = append(offered, plotter.XY{X: float64(i), Y: y})
-	}
+	capLine := plotter.XYs{{X: 0, Y: capacity}, {X: float64(n), Y: capacity}}
+	offered := plotter.XYs{{X: 0, Y: float64(high)}, {X: over.Seconds(), Y: float64(high)}, {X: over.Seconds(), Y: float64(low)}, {X: float64(n), Y: float64(low)}}
 	tl.refs = []tline{{name: "capacity", pts: capLine}, {name: "offered", pts: offered}}
 	for c, ct := range cs {
 		calls, start := got[c], starts[c]
@@ -266,6 +259,11 @@ func runOverload(ctx context.Context, o options, refuseAfter time.Duration) (*se
 	}
 	s.timeline = tl
 	s.targets = fmt.Sprintf("The issue's target for lifeline (the load-shedding work, not yet on main): the load arriving at the upstream during the overload ≤ 2× its capacity (≤ %d calls/s), where retrying peers multiply it; recovery in seconds once the offered load drops.", 2*capacity)
+	why := "Why (lifeline without the shedding work): net/http sends each call once, so the upstream sees the offered 3× its capacity and serves a third of it. The retrying clients add their retries: failsafe-go retries a 503 twice at once (up to 3 requests per call), go-retryablehttp after 1s, 2s, 4s within the deadline (its backlog of retries goes on for seconds after the drop); lifeline retries after 100ms and 200ms (jittered) but only within its retry budget (10% of calls plus 10 a second), so it adds the least of the retrying clients, but it adds: its load is above the offered 3×, not the target's 2×, and its 503s still reach callers. Hedging adds nothing here (the 503s come before any hedge delay). Both breakers open within the first second and, set up as their documentation shows, refuse every call for a minute: the upstream is left alone, recovered or not, and callers get nothing until the minute is over."
+	if refuseAfter > 0 {
+		why = "Why (lifeline without the shedding work): each refusal takes " + refuseAfter.String() + ", so it holds a conn and its caller that long. net/http opens as many conns as it needs and sees the fast case's numbers, later. The retrying peers retry each slow 503 (failsafe-go at once, go-retryablehttp after 1s, 2s, ...), about 7× the capacity. lifeline keeps at most 64 conns per host (`MaxConnsPerHost`): with a second per refusal, the upstream gets about 100 requests a second from it, but most of its conns are held by slow refusals, so its goodput falls below capacity and the calls queue for a conn, up to their deadline — and that queue is still draining after the drop (`recovered` not within the run). Hedging lifeline sends hedges after 250ms (or its adaptive delay) while a refusal is pending, within the same budget. Shedding by the share of failed attempts is what would cut this queue short. failsafe-go's breaker opens early and refuses for a minute; gobreaker (60% of all counted calls failed) opens late in the overload and then refuses for a minute."
+	}
+	s.notes = append(s.notes, why)
 	s.notes = append(s.notes, fmt.Sprintf("`load from the overload's calls`: the requests (first tries and retries, whenever they arrived) of the calls started in the %v of overload, per second of it: the load those callers put on the upstream (each request carries its call's id). `arrivals/s seen`: requests that arrived in those %v, by the clock (lower than the load when a client's retries, or a loaded machine, spill past the drop). `upstream load after`: arrivals per second in the %v after the drop, retries of earlier calls included. `goodput`: those it answered 200, per second (at most the capacity). `client ok`: success of the calls started in each phase. `recovered after the drop`: from the drop to 50 calls/s until the first second from which every later second's calls all succeeded (by their start); `not within` when the run ended first.", over, over, after))
 	return s, nil
 }

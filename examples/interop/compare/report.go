@@ -174,7 +174,8 @@ func writeResults(w io.Writer, o options, m *machine, secs []*section) error {
 	p("- Every contender gets the same request stream (same methods, bodies and order, against its own copy of a deterministic fault: faultnet's selectors hang exactly the 12th, 24th, ... connection), and all contenders run at once, so whatever else the machine does hits them alike.\n")
 	p("- `success`: calls that got a 200 and the whole body. `p50`, `p99`, `max`: latency of every call, failed ones included (a failed call counts at the moment it gave up). `attempts/call`: see each scenario (connections opened per call in the fault scenarios, where each call asks for a new connection).\n")
 	p("- Charts: the fraction of calls that had **succeeded** by time x (log scale), so a curve ends at the contender's success rate; a contender with no success has no curve.\n")
-	p("- The fault scenarios' numbers are set by timeouts and are stable from run to run; the happy path (f), where noise matters, is repeated and shown as a median and a range.\n\n")
+	p("- The fault scenarios' numbers are set by timeouts and are stable from run to run; the happy path (f), where noise matters, is repeated and shown as a median and a range.\n")
+	p("- (h)–(j) are about outages and overload (issue 23): open-loop load (calls start on schedule whether or not earlier ones returned, as a service's callers do) with a deadline per call, and two more contenders, circuit breakers around net/http. Their tables add the issue's targets beside the columns they apply to; the targets are for lifeline's fail-fast, shedding and Retry-After work, so on a lifeline without it they show the gap. A second chart per scenario shows the run over time (calls in flight, or requests arriving at the upstream per second).\n\n")
 	for _, s := range secs {
 		p("## (%s) %s\n\n", s.id, s.title)
 		if s.skipped != "" {
