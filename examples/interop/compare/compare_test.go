@@ -313,3 +313,70 @@ func num(t *testing.T, r map[string]string, col string) float64 {
 	}
 	return f
 }
+
+func TestAdvisedWaits(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	at := func(ms int, status int) arrival { return arrival{at: t0.Add(time.Duration(ms) * time.Millisecond), status: status} }
+	for _, tc := range []struct {
+		name          string
+		as            []arrival
+		waits, during int
+	}{
+		{"none", nil, 0, 0},
+		{"200s start no wait", []arrival{at(0, 200), at(100, 200)}, 0, 0},
+		// 429 at 0 advises 2s: 500 and 1999 are inside (a 200 too: it
+		// came during the advice), 2000 is not and starts the next wait.
+		{"inside and at the end", []arrival{at(0, 429), at(500, 429), at(1999, 200), at(2000, 429), at(3000, 429)}, 2, 3},
+		{"a probe per wait", []arrival{at(0, 429), at(2000, 429), at(4000, 429), at(6000, 200)}, 3, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w, d := advisedWaits(tc.as)
+			if w != tc.waits || d != tc.during {
+				t.Errorf("advisedWaits = %d waits, %d during; want %d, %d", w, d, tc.waits, tc.during)
+			}
+		})
+	}
+}
+
+func TestMaxInFlight(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	c := func(from, to int) call {
+		return call{start: t0.Add(time.Duration(from) * time.Second), end: t0.Add(time.Duration(to) * time.Second)}
+	}
+	// [0,10) [1,3) [2,4) [3,5): at 2.5s three run; the one ending at 3
+	// and the one starting at 3 do not overlap.
+	if got := maxInFlight([]call{c(0, 10), c(1, 3), c(2, 4), c(3, 5)}); got != 3 {
+		t.Errorf("maxInFlight = %d, want 3", got)
+	}
+	if got := maxInFlight(nil); got != 0 {
+		t.Errorf("maxInFlight(nil) = %d", got)
+	}
+}
+
+func TestRecovery(t *testing.T) {
+	from := time.Unix(1000, 0)
+	c := func(ms int, ok bool) call {
+		x := call{start: from.Add(time.Duration(ms) * time.Millisecond)}
+		if !ok {
+			x.err = errCapped
+		}
+		return x
+	}
+	end := from.Add(5 * time.Second)
+	for _, tc := range []struct {
+		name  string
+		calls []call
+		want  string
+	}{
+		{"all ok", []call{c(100, true), c(4900, true)}, "0s"},
+		{"failures until 2s", []call{c(100, false), c(1500, false), c(2100, true), c(4900, true)}, "2s"},
+		{"a failure in the last second", []call{c(100, true), c(4500, false)}, "not within 5s"},
+		{"before from does not count", []call{c(-500, false), c(100, true)}, "0s"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := recovery(tc.calls, from, end); got != tc.want {
+				t.Errorf("recovery = %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
