@@ -1,17 +1,23 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
+	"errors"
+	"io"
 	"net"
 	"net/http"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
 
+	"github.com/failsafe-go/failsafe-go/circuitbreaker"
 	"github.com/failsafe-go/failsafe-go/failsafehttp"
 	"github.com/failsafe-go/failsafe-go/timeout"
 	"github.com/hashicorp/go-retryablehttp"
+	"github.com/sony/gobreaker/v2"
 
 	"github.com/lifeline-go/lifeline/dial"
 	"github.com/lifeline-go/lifeline/faultnet"
@@ -99,6 +105,113 @@ var contenders = []contender{
 	},
 }
 
+// outageContenders are the clients of scenarios (h), (i) and (j): every
+// contender above, then two circuit breakers around net/http, each set up
+// as its documentation shows, and lifeline whose calls opt in to wait for
+// a known-down upstream's recovery.
+var outageContenders = append(contenders[:len(contenders):len(contenders)],
+	contender{
+		name:   "failsafe-go breaker",
+		config: "`failsafehttp.NewRoundTripper` v0.9.8 on `http.DefaultTransport`'s settings with the circuit breaker of failsafe-go's documentation: `circuitbreaker.NewBuilder[*http.Response]()` `.WithFailureThreshold(5).WithDelay(time.Minute).WithSuccessThreshold(2)`, plus `HandleIf` counting 429 and 5xx answers as failures (errors count by default). (h)–(j) only",
+		build: func(e *env) (*http.Client, func()) {
+			t := e.stdTransport()
+			cb := circuitbreaker.NewBuilder[*http.Response]().
+				HandleIf(func(r *http.Response, err error) bool { return err != nil || overloadStatus(r) }).
+				WithFailureThreshold(5).
+				WithDelay(time.Minute).
+				WithSuccessThreshold(2).
+				Build()
+			return &http.Client{Transport: failsafehttp.NewRoundTripper(t, cb)}, t.CloseIdleConnections
+		},
+	},
+	contender{
+		name:   "gobreaker",
+		config: "sony/gobreaker v2.4.0 as in its README and `example/http_breaker.go`: `Settings{ReadyToTrip: at least 3 requests and 60% failed}`, defaults otherwise (open for 60s, `MaxRequests` 1 in half-open, counts never cleared while closed), `Execute` around the round trip and the body read; 429 and 5xx answers count as failures. (h)–(j) only",
+		build: func(e *env) (*http.Client, func()) {
+			t := e.stdTransport()
+			var st gobreaker.Settings
+			st.Name = "compare"
+			st.ReadyToTrip = func(counts gobreaker.Counts) bool {
+				failureRatio := float64(counts.TotalFailures) / float64(counts.Requests)
+				return counts.Requests >= 3 && failureRatio >= 0.6
+			}
+			cb := gobreaker.NewCircuitBreaker[*http.Response](st)
+			return &http.Client{Transport: &breakerRT{rt: t, cb: cb}}, t.CloseIdleConnections
+		},
+	},
+	contender{
+		name:   "lifeline WaitForReady",
+		config: "zero config; every call's context goes through `transport.WaitForReady` (wait within the call's deadline for a known-down upstream to recover). (h)–(j) only; " + waitForReadyNote(),
+		build: func(e *env) (*http.Client, func()) {
+			t := &transport.Transport{Dialer: e.lifelineDialer(), TLSClientConfig: e.tls}
+			c := transport.NewClient(t)
+			if waitForReady != nil {
+				c.Transport = ctxRT{rt: c.Transport, wrap: waitForReady}
+			}
+			return c, t.CloseIdleConnections
+		},
+	},
+)
+
+func waitForReadyNote() string {
+	if waitForReady == nil {
+		return "**this build's lifeline has no `WaitForReady` yet, so this row runs as zero config**"
+	}
+	return "`WaitForReady` present in this build"
+}
+
+// overloadStatus reports whether an answer says the server is overloaded
+// or failing: 429 or 5xx.
+func overloadStatus(r *http.Response) bool {
+	return r != nil && (r.StatusCode == http.StatusTooManyRequests || r.StatusCode >= 500)
+}
+
+// breakerRT runs each round trip and its body read inside a gobreaker, as
+// its README's example wraps http.Get and io.ReadAll.
+type breakerRT struct {
+	rt http.RoundTripper
+	cb *gobreaker.CircuitBreaker[*http.Response]
+}
+
+// statusError carries an overload answer out of Execute as a failure.
+type statusError struct{ resp *http.Response }
+
+func (e *statusError) Error() string { return e.resp.Status }
+
+func (b *breakerRT) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := b.cb.Execute(func() (*http.Response, error) {
+		resp, err := b.rt.RoundTrip(req)
+		if err != nil {
+			return nil, err
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			return nil, err
+		}
+		resp.Body = io.NopCloser(bytes.NewReader(body))
+		if overloadStatus(resp) {
+			return nil, &statusError{resp}
+		}
+		return resp, nil
+	})
+	var se *statusError
+	if errors.As(err, &se) {
+		return se.resp, nil
+	}
+	return resp, err
+}
+
+// ctxRT passes every request on with its context wrapped.
+type ctxRT struct {
+	rt   http.RoundTripper
+	wrap func(context.Context) context.Context
+}
+
+func (t ctxRT) RoundTrip(req *http.Request) (*http.Response, error) {
+	return t.rt.RoundTrip(req.WithContext(t.wrap(req.Context())))
+}
+
 // env is the network a scenario gives every contender alike.
 type env struct {
 	tls      *tls.Config     // trusts the scenario's certificate; nil for plain HTTP
@@ -107,6 +220,8 @@ type env struct {
 	// badAddr, when set, is the IP whose connects are counted in badHits.
 	badAddr string
 	badHits atomic.Int64
+	mu      sync.Mutex
+	badAt   []time.Time  // when each of badHits started
 	conns   atomic.Int64 // every connect the contender started
 }
 
@@ -131,6 +246,9 @@ func (e *env) control(ctx context.Context, _, address string, _ syscall.RawConn)
 	if e.badAddr != "" {
 		if host, _, err := net.SplitHostPort(address); err == nil && host == e.badAddr {
 			e.badHits.Add(1)
+			e.mu.Lock()
+			e.badAt = append(e.badAt, time.Now())
+			e.mu.Unlock()
 		}
 	}
 	return nil
@@ -177,4 +295,17 @@ func (e *env) lifelineDialer() *dial.Dialer {
 		d.Resolver = e.resolver
 	}
 	return d
+}
+
+// badBetween is the number of connects to badAddr started in [from, to).
+func (e *env) badBetween(from, to time.Time) int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	n := 0
+	for _, t := range e.badAt {
+		if !t.Before(from) && t.Before(to) {
+			n++
+		}
+	}
+	return n
 }

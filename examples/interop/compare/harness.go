@@ -22,6 +22,7 @@ type call struct {
 	err        error
 	attempts   int64 // connects made for it
 	capped     bool  // the harness's cap ended it
+	id         string
 }
 
 func (c call) dur() time.Duration { return c.end.Sub(c.start) }
@@ -33,6 +34,7 @@ type request struct {
 	id     string // a POST's body
 	close  bool   // on a new connection, closed after the answer
 	want   int    // the answer's length; 0: "ok"
+	tag    bool   // send id in the X-Compare-Call header (the upstream of (i) and (j) records it)
 }
 
 // do sends req to url, reads the whole answer and checks it. capAt bounds
@@ -41,7 +43,7 @@ func do(ctx context.Context, client *http.Client, url string, req request, capAt
 	var n atomic.Int64
 	ctx, cancel := context.WithTimeoutCause(withAttempts(ctx, &n), capAt, errCapped)
 	defer cancel()
-	c := call{start: time.Now()}
+	c := call{start: time.Now(), id: req.id}
 	c.err = roundTrip(ctx, client, url, req)
 	c.end = time.Now()
 	c.attempts = n.Load()
@@ -50,6 +52,9 @@ func do(ctx context.Context, client *http.Client, url string, req request, capAt
 }
 
 var errCapped = errors.New("capped by the harness")
+
+// callHeader carries a tagged request's id to the upstream.
+const callHeader = "X-Compare-Call"
 
 func roundTrip(ctx context.Context, client *http.Client, url string, req request) error {
 	var body io.Reader
@@ -61,6 +66,9 @@ func roundTrip(ctx context.Context, client *http.Client, url string, req request
 		return err
 	}
 	r.Close = req.close
+	if req.tag {
+		r.Header.Set(callHeader, req.id)
+	}
 	resp, err := client.Do(r)
 	if err != nil {
 		return err

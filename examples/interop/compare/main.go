@@ -1,23 +1,32 @@
 // Command compare puts lifeline next to its peers on the same faults, on
-// real sockets on loopback (and in a network namespace it creates), and
+// real sockets on loopback (and in network namespaces it creates), and
 // writes RESULTS.md: per scenario a table (success rate, p50, p99, max,
-// attempts per call) and a latency CDF chart (PNG and SVG) per contender.
+// attempts per call, and the scenario's own columns) and a latency CDF
+// chart (PNG and SVG) per contender, plus a chart over time for (h)..(j).
 //
 // The contenders: net/http's default client; net/http with Client.Timeout
 // 5s; hashicorp/go-retryablehttp with its defaults (timeout 5s);
 // failsafe-go's failsafehttp with retries and a 1s per-attempt timeout;
 // lifeline with zero config; lifeline with fixed and with adaptive
-// hedging. The scenarios: (a) 8% of connections hang after accept; (b) the
-// same over HTTPS, in the handshake, GETs and POSTs; (c) one of three
-// addresses drops SYNs; (d) one of three accepts and stalls TLS; (e) a 10s
-// total outage under steady load; (f) the happy path's cost; (g) a body
-// that stalls half-way.
+// hedging; in (h)..(j) also failsafe-go's circuit breaker and
+// sony/gobreaker around net/http, and lifeline whose calls opt in to
+// transport.WaitForReady (see waitforready.go). The scenarios: (a) 8% of
+// connections hang after accept; (b) the same over HTTPS, in the
+// handshake, GETs and POSTs; (c) one of three addresses drops SYNs; (d)
+// one of three accepts and stalls TLS; (e) a 10s total outage under steady
+// load; (f) the happy path's cost; (g) a body that stalls half-way; (h) a
+// black-holed upstream (every packet dropped for 15s) under open-loop
+// load; (i1), (i2) an upstream with capacity for 100 calls/s offered 300,
+// answering 503 beyond it at once or after 1s; (j) a 429 storm with
+// Retry-After.
 //
-// Run it from examples/interop (a full run takes about five minutes; (c)
-// needs root, `ip` and `nft`, and is skipped without them):
+// Run it from examples/interop (a full run takes about 12 minutes on 2
+// cores: (i1) and (i2) run their contenders one after another, about 3
+// minutes each; (c) and (h) need root, `ip` and `nft`, and are skipped
+// without them):
 //
 //	go run ./compare
-//	go run ./compare -only a,f -out /tmp/cmp
+//	go run ./compare -only h,i1,i2,j -out /tmp/cmp
 //	go run ./compare -short   # seconds per scenario; what the test runs
 package main
 
@@ -42,7 +51,7 @@ func main() {
 		os.Exit(2)
 	}
 	o.command = strings.Join(append([]string{"go run ./compare"}, os.Args[1:]...), " ")
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 	defer cancel()
 	if err := run(ctx, o, os.Stderr); err != nil {
 		fmt.Fprintln(os.Stderr, "compare:", err)
@@ -68,7 +77,7 @@ func parseFlags(args []string, errOut io.Writer) (options, error) {
 	fs.BoolVar(&o.short, "short", false, "a quick run (a few seconds per scenario, 2s caps) that checks the shape, not the numbers")
 	fs.BoolVar(&o.verbose, "v", false, "print every call slower than 200ms: contender, latency, connects, error")
 	fs.StringVar(&o.out, "out", "compare", "directory for RESULTS.md and charts/ (relative to the working directory)")
-	fs.StringVar(&only, "only", "", "comma-separated scenario ids to run (a,b1,b2,c,d,e,f,g); empty: all")
+	fs.StringVar(&only, "only", "", "comma-separated scenario ids to run (a,b1,b2,c,d,e,f,g,h,i1,i2,j); empty: all")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -147,6 +156,11 @@ func run(ctx context.Context, o options, log io.Writer) error {
 			s.chart = "charts/" + sc.id
 			if err := writeChart(filepath.Join(o.out, s.chart), s); err != nil {
 				return fmt.Errorf("scenario (%s): chart: %w", sc.id, err)
+			}
+			if s.timeline != nil {
+				if err := writeTimeline(filepath.Join(o.out, s.chart+"-time"), s); err != nil {
+					return fmt.Errorf("scenario (%s): timeline chart: %w", sc.id, err)
+				}
 			}
 			fmt.Fprintf(log, " %v\n", time.Since(t0).Round(100*time.Millisecond))
 		} else {

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"fmt"
+	"image/color"
 	"io"
 	"math"
 	"os"
@@ -165,7 +166,7 @@ func writeResults(w io.Writer, o options, m *machine, secs []*section) error {
 		p("- **Short mode**: tiny workloads and 2s caps; the shape of the tables, not their numbers\n")
 	}
 	p("\n## Contenders\n\n| contender | set up as |\n|---|---|\n")
-	for _, c := range contenders {
+	for _, c := range outageContenders {
 		p("| %s | %s |\n", c.name, c.config)
 	}
 	p("\nEvery contender's sockets are opened by a `net.Dialer` whose `ControlContext` hook counts connects (for lifeline it sits under `dial.Dialer.DialFunc`, its raw-connect seam); in scenarios (c) and (d) that dialer also carries the resolver of the scenario's name. Nothing else is changed.\n\n")
@@ -173,7 +174,8 @@ func writeResults(w io.Writer, o options, m *machine, secs []*section) error {
 	p("- Every contender gets the same request stream (same methods, bodies and order, against its own copy of a deterministic fault: faultnet's selectors hang exactly the 12th, 24th, ... connection), and all contenders run at once, so whatever else the machine does hits them alike.\n")
 	p("- `success`: calls that got a 200 and the whole body. `p50`, `p99`, `max`: latency of every call, failed ones included (a failed call counts at the moment it gave up). `attempts/call`: see each scenario (connections opened per call in the fault scenarios, where each call asks for a new connection).\n")
 	p("- Charts: the fraction of calls that had **succeeded** by time x (log scale), so a curve ends at the contender's success rate; a contender with no success has no curve.\n")
-	p("- The fault scenarios' numbers are set by timeouts and are stable from run to run; the happy path (f), where noise matters, is repeated and shown as a median and a range.\n\n")
+	p("- The fault scenarios' numbers are set by timeouts and are stable from run to run; the happy path (f), where noise matters, is repeated and shown as a median and a range.\n")
+	p("- (h)–(j) are about outages and overload (issue 23): open-loop load (calls start on schedule whether or not earlier ones returned, as a service's callers do) with a deadline per call, and two more contenders, circuit breakers around net/http. Their tables add the issue's targets beside the columns they apply to; the targets are for lifeline's fail-fast, shedding and Retry-After work, so on a lifeline without it they show the gap. A second chart per scenario shows the run over time (calls in flight, or requests arriving at the upstream per second).\n\n")
 	for _, s := range secs {
 		p("## (%s) %s\n\n", s.id, s.title)
 		if s.skipped != "" {
@@ -187,11 +189,17 @@ func writeResults(w io.Writer, o options, m *machine, secs []*section) error {
 		p("`attempts/call` here: %s.\n\n", s.attempts)
 		writeTable(bw, s)
 		p("\n")
+		if s.targets != "" {
+			p("%s\n\n", s.targets)
+		}
 		for _, n := range s.notes {
 			p("%s\n\n", n)
 		}
 		if s.chart != "" {
 			p("![(%s) latency CDF](%s.png)\n\n[SVG](%s.svg)\n\n", s.id, s.chart, s.chart)
+		}
+		if s.chart != "" && s.timeline != nil {
+			p("![(%s) %s](%s-time.png)\n\n[SVG](%s-time.svg)\n\n", s.id, s.timeline.title, s.chart, s.chart)
 		}
 	}
 	return bw.Flush()
@@ -257,4 +265,50 @@ func fmtLoads(ls []float64) string {
 		parts[i] = fmt.Sprintf("%.2f", l)
 	}
 	return strings.Join(parts, ", ")
+}
+
+// writeTimeline draws the section's timeline to base.png and base.svg:
+// one line per contender over the run's seconds, reference lines thin and
+// grey.
+func writeTimeline(base string, s *section) error {
+	tl := s.timeline
+	p := plot.New()
+	p.Title.Text = fmt.Sprintf("(%s) %s", s.id, tl.title)
+	p.X.Label.Text = "time into the run (s)"
+	p.Y.Label.Text = tl.yLabel
+	p.Y.Min = 0
+	p.Legend.Top = true
+	p.Legend.Left = false
+	p.Add(plotter.NewGrid())
+	for _, r := range tl.refs {
+		l, err := plotter.NewLine(r.pts)
+		if err != nil {
+			return err
+		}
+		l.Color = color.Gray{Y: 120}
+		l.Width = vg.Points(0.75)
+		l.Dashes = []vg.Length{vg.Points(2), vg.Points(2)}
+		p.Add(l)
+		p.Legend.Add(r.name, l)
+	}
+	for i, r := range tl.lines {
+		if len(r.pts) == 0 {
+			continue
+		}
+		l, err := plotter.NewLine(r.pts)
+		if err != nil {
+			return err
+		}
+		l.Color = plotutil.Color(i)
+		l.Dashes = plotutil.Dashes(i)
+		l.Width = vg.Points(1.5)
+		p.Add(l)
+		p.Legend.Add(r.name, l)
+	}
+	for _, ext := range []string{".png", ".svg"} {
+		if err := p.Save(9*vg.Inch, 5*vg.Inch, base+ext); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -23,8 +23,10 @@ type section struct {
 	extraCols []string // the scenario's own columns
 	rows      []row
 	notes     []string
-	skipped   string // non-empty: the scenario did not run, and why
-	chart     string // chart base name (without extension); "" when none
+	skipped   string    // non-empty: the scenario did not run, and why
+	chart     string    // chart base name (without extension); "" when none
+	timeline  *timeline // a second chart, over the run's time; nil: none
+	targets   string    // the targets, printed beside the table
 }
 
 // row is one contender's line of a section's table.
@@ -34,21 +36,34 @@ type row struct {
 	extra []string
 }
 
-// scenario is one of the (a)..(g).
+// scenario is one of the issues' (a)..(j).
 type scenario struct {
 	id, title string
 	run       func(ctx context.Context, o options) (*section, error)
+	cs        []contender // its table's rows; nil: contenders
+}
+
+// rows is the contenders the scenario's table has, in order.
+func (sc scenario) rows() []contender {
+	if sc.cs != nil {
+		return sc.cs
+	}
+	return contenders
 }
 
 var scenarios = []scenario{
-	{"a", "8% of connections hang after accept (plain HTTP)", runHangHTTP},
-	{"b1", "8% of connections hang in the TLS handshake (HTTPS GET)", runHangTLSGet},
-	{"b2", "8% of connections hang in the TLS handshake (HTTPS POST)", runHangTLSPost},
-	{"c", "one of three addresses drops SYNs (network namespace)", runDropSYN},
-	{"d", "one of three addresses accepts and stalls TLS", runStallTLSAddr},
-	{"e", "10-second total outage under steady load", runOutage},
-	{"f", "the happy path's cost per request", runHappyPath},
-	{"g", "a body that stalls half-way", runBodyStall},
+	{"a", "8% of connections hang after accept (plain HTTP)", runHangHTTP, nil},
+	{"b1", "8% of connections hang in the TLS handshake (HTTPS GET)", runHangTLSGet, nil},
+	{"b2", "8% of connections hang in the TLS handshake (HTTPS POST)", runHangTLSPost, nil},
+	{"c", "one of three addresses drops SYNs (network namespace)", runDropSYN, nil},
+	{"d", "one of three addresses accepts and stalls TLS", runStallTLSAddr, nil},
+	{"e", "10-second total outage under steady load", runOutage, nil},
+	{"f", "the happy path's cost per request", runHappyPath, nil},
+	{"g", "a body that stalls half-way", runBodyStall, nil},
+	{"h", "black-holed upstream: every packet dropped for 15s under steady load", runBlackhole, outageContenders},
+	{"i1", "overloaded upstream: capacity 100 calls/s, 300 offered, fast 503s beyond", runOverloadFast, overloadContenders},
+	{"i2", "overloaded upstream: capacity 100 calls/s, 300 offered, slow 503s beyond", runOverloadSlow, overloadContenders},
+	{"j", "429 storm: Retry-After 2 for 10s", runStorm, outageContenders},
 }
 
 // hangEvery is incident 01's ~8%: every 12th new connection hangs.
