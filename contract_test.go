@@ -102,9 +102,17 @@ var (
 	_ func(faultnet.Preset, testing.TB, string) *faultnet.Proxy           = faultnet.Preset.Start
 	_ func(*faultnet.Proxy, faultnet.ProxyFault, faultnet.Selector) error = (*faultnet.Proxy).SetFault
 	_                                                                     = []faultnet.Preset{faultnet.Incident01, faultnet.Incident02, faultnet.Incident03, faultnet.Incident04, faultnet.Incident05}
-	// Added with issue 23 (not yet in DESIGN.md): every Dialer learns.
-	_ func(*dial.Dialer) *dial.Health = (*dial.Dialer).Scoreboard
-	_ func(*dial.Dialer) *dial.Health = dial.HealthFor[dial.Dialer]
+	// Added with issue 23 (not yet in DESIGN.md): an upstream known down
+	// fails calls fast, a drowning one is shed, a server's pause paces
+	// new calls; and every Dialer learns.
+	_                                       = transport.Transport{DisableFailFast: true, DisableLoadShedding: true}
+	_                                       = transport.CallOptions{WaitForReady: true}
+	_ func(context.Context) context.Context = transport.WaitForReady
+	_ error                                 = transport.ErrUnavailable
+	_ error                                 = transport.ErrThrottled
+	_ error                                 = (*transport.UnavailableError)(nil)
+	_ func(*dial.Dialer) *dial.Health       = (*dial.Dialer).Scoreboard
+	_ func(*dial.Dialer) *dial.Health       = dial.HealthFor[dial.Dialer]
 
 	// Added with issue 22 (not yet in DESIGN.md): a session's failed dials, for hosts.
 	_ = transport.WebSocketSessionConfig{OnDialFailed: nil}
