@@ -74,6 +74,9 @@ type upState struct {
 	gate  upstream.Gate
 	thr   upstream.Throttle
 	used  atomic.Int64 // UnixNano of the last call, within a second
+	// queued counts the upstream's tries waiting for a conn (between
+	// net/http's GetConn and GotConn hooks): see queueSignal.
+	queued atomic.Int32
 
 	mu         sync.Mutex
 	heldCode   int         // the answer that paused the upstream
@@ -269,6 +272,16 @@ func (c *call) admit(first bool) (*http.Response, error) {
 		return nil, nil
 	}
 	now := st.roughNow()
+	if int(u.queued.Load()) >= st.queueSignal {
+		// Calls already queue for a conn (MaxConnsPerHost, held by slow
+		// answers): this call would wait behind them, most likely until
+		// its deadline. The throttle counts the queue as what it is, a
+		// request the upstream does not keep up with, when the call
+		// arrives — not when the queued calls time out, seconds later
+		// (an answer-time count cannot see them; an admission-time count
+		// of every request would take long polls for overload).
+		u.thr.Record(now, true)
+	}
 	if first {
 		if !u.thr.Allow(now) {
 			err := u.thr.Rejected(u.name, nil)
