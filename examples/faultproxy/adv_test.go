@@ -1,0 +1,148 @@
+package main
+
+import (
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+)
+
+// TestAPIConcurrentAddKeepsEveryRule: rules added at the same time by
+// several harness threads are all kept (each POST answered 201 must be in
+// GET /rules and in the proxy), none lost to a racing update.
+func TestAPIConcurrentAddKeepsEveryRule(t *testing.T) {
+	h := run(t, "-upstream", upstream(t), "-quiet")
+	const n = 24
+	var wg sync.WaitGroup
+	codes := make([]int, n)
+	// A few rounds: the lost update needs two adds to interleave.
+	for range 4 {
+		for i := range n {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				h.call(http.MethodPost, "/rules", fmt.Sprintf(`{"name":"r%d","fault":"pass"}`, i))
+			}()
+		}
+		wg.Wait()
+		if got := len(h.app.proxy.Rules()); got != n {
+			t.Fatalf("after %d concurrent adds: the proxy has %d rules", n, got)
+		}
+		h.call(http.MethodDelete, "/rules", "")
+	}
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			codes[i], _ = h.call(http.MethodPost, "/rules", fmt.Sprintf(`{"name":"r%d","fault":"pass"}`, i))
+		}()
+	}
+	wg.Wait()
+	for i, c := range codes {
+		if c != http.StatusCreated {
+			t.Errorf("POST r%d: %d", i, c)
+		}
+	}
+	_, m := h.call(http.MethodGet, "/rules", "")
+	rules, _ := m["rules"].([]any)
+	if len(rules) != n || len(h.app.proxy.Rules()) != n {
+		t.Fatalf("after %d concurrent adds: GET /rules has %d, the proxy %d", n, len(rules), len(h.app.proxy.Rules()))
+	}
+	// Concurrent removes: every 204 is gone, and nothing else.
+	for i := range n / 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			codes[i], _ = h.call(http.MethodDelete, fmt.Sprintf("/rules/r%d", i), "")
+		}()
+	}
+	wg.Wait()
+	_, m = h.call(http.MethodGet, "/rules", "")
+	rules, _ = m["rules"].([]any)
+	if len(rules) != n/2 || len(h.app.proxy.Rules()) != n/2 {
+		t.Fatalf("after %d concurrent removes: GET /rules has %d, the proxy %d", n/2, len(rules), len(h.app.proxy.Rules()))
+	}
+}
+
+// TestAPIRefusesCrossSiteRequests: a web page cannot drive the API. A
+// browser's cross-site POST without a JSON body needs no preflight, so
+// the Content-Type rule alone does not stop it: POST /drop from another
+// origin must be refused and must reset nothing.
+func TestAPIRefusesCrossSiteRequests(t *testing.T) {
+	h := run(t, "-upstream", upstream(t), "-quiet")
+	for _, hdr := range [][]string{
+		{"Sec-Fetch-Site", "cross-site", "Origin", "https://evil.example"},
+		{"Origin", "https://evil.example"},
+		{"Origin", "null"},
+	} {
+		code, m := h.call(http.MethodPost, "/drop", "", hdr...)
+		if code != http.StatusForbidden {
+			t.Errorf("POST /drop with %q: %d %v, want 403", hdr, code, m)
+		}
+		code, m = h.call(http.MethodDelete, "/rules", "", hdr...)
+		if code != http.StatusForbidden {
+			t.Errorf("DELETE /rules with %q: %d %v, want 403", hdr, code, m)
+		}
+	}
+	// Same-origin and non-browser clients (curl, a test harness) still work.
+	if code, m := h.call(http.MethodPost, "/drop", ""); code != http.StatusOK {
+		t.Fatalf("POST /drop from a harness: %d %v", code, m)
+	}
+	if code, m := h.call(http.MethodPost, "/drop", "", "Sec-Fetch-Site", "same-origin", "Origin", h.api); code != http.StatusOK {
+		t.Fatalf("POST /drop same-origin: %d %v", code, m)
+	}
+}
+
+// TestAPIDeleteEmptyRuleName: DELETE /rules/{name} with an empty name (a
+// harness's f"/rules/{name}" with name unset) removes one rule or none,
+// never all of them.
+func TestAPIDeleteEmptyRuleName(t *testing.T) {
+	h := run(t, "-upstream", upstream(t), "-quiet")
+	if code, _ := h.call(http.MethodPost, "/rules", `{"name":"keep","fault":"pass"}`); code != http.StatusCreated {
+		t.Fatal(code)
+	}
+	if code, _ := h.call(http.MethodDelete, "/rules/", ""); code != http.StatusNotFound {
+		t.Errorf("DELETE /rules/: %d, want 404", code)
+	}
+	if n := len(h.app.proxy.Rules()); n != 1 {
+		t.Fatalf("DELETE /rules/ left %d rules, want 1", n)
+	}
+	if code, _ := h.call(http.MethodDelete, "/rules/keep/", ""); code != http.StatusNoContent {
+		t.Errorf("DELETE /rules/keep/: %d, want 204", code)
+	}
+}
+
+// TestTLSKeyFilePermissions: the private key is written 0600 even when
+// -tls-dir already holds a key.pem readable by others (it is replaced, not
+// truncated in place), and a key.pem symlink is not followed.
+func TestTLSKeyFilePermissions(t *testing.T) {
+	dir := t.TempDir()
+	key := filepath.Join(dir, "key.pem")
+	if err := os.WriteFile(key, []byte("old"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	victim := filepath.Join(t.TempDir(), "victim")
+	if err := os.WriteFile(victim, []byte("keep me"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(victim, filepath.Join(dir, "ca.pem")); err != nil {
+		t.Fatal(err)
+	}
+	run(t, "-upstream", upstream(t), "-tls", "terminate", "-tls-dir", dir, "-quiet")
+	fi, err := os.Lstat(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o600 || !fi.Mode().IsRegular() {
+		t.Errorf("key.pem mode %v, want -rw-------", fi.Mode())
+	}
+	if b, _ := os.ReadFile(victim); string(b) != "keep me" {
+		t.Errorf("the ca.pem symlink was followed: its target now holds %q", strings.TrimSpace(string(b))[:20])
+	}
+	if fi, err := os.Lstat(filepath.Join(dir, "ca.pem")); err != nil || !fi.Mode().IsRegular() {
+		t.Errorf("ca.pem: %v %v, want a regular file", fi.Mode(), err)
+	}
+}
