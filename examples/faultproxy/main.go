@@ -43,8 +43,10 @@
 //	POST   /drop                reset every open connection now
 //
 // Changing the rules restarts the connection ordinal that -every counts.
-// POST and PUT need Content-Type: application/json and the Host header must
-// be a loopback address or localhost, so a web page cannot drive the API.
+// POST and PUT need Content-Type: application/json, the Host header must
+// be a loopback address or localhost, and a browser's cross-origin request
+// (Sec-Fetch-Site or Origin naming another site) is refused, so a web page
+// cannot drive the API.
 package main
 
 import (
@@ -396,13 +398,28 @@ func writeSelfSigned(dir string) (*tls.Config, string, error) {
 		return nil, "", err
 	}
 	caPath := filepath.Join(dir, "ca.pem")
-	if err := os.WriteFile(caPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Certificate[0]}), 0o644); err != nil {
+	if err := writeNew(caPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Certificate[0]}), 0o644); err != nil {
 		return nil, "", err
 	}
-	if err := os.WriteFile(filepath.Join(dir, "key.pem"), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
+	if err := writeNew(filepath.Join(dir, "key.pem"), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
 		return nil, "", err
 	}
 	return srv, caPath, nil
+}
+
+// writeNew replaces path with a new file of mode perm holding b: an old
+// file (whatever its mode) or symlink there is removed, not written
+// through, and O_EXCL refuses one that reappears in between.
+func writeNew(path string, b []byte, perm os.FileMode) error {
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(b)
+	return errors.Join(err, f.Close())
 }
 
 // Close stops the API and the proxy (closing every connection) and waits.
@@ -483,7 +500,16 @@ func (a *app) serveAPI(w http.ResponseWriter, r *http.Request) {
 		fail(w, http.StatusForbidden, "Host %q is not a loopback address or localhost", r.Host)
 		return
 	}
-	path := strings.TrimSuffix(r.URL.Path, "/")
+	// A browser's cross-site POST without a body needs no preflight (POST
+	// /drop); refuse every state-changing request a web page sends.
+	if err := (&http.CrossOriginProtection{}).Check(r); err != nil {
+		fail(w, http.StatusForbidden, "cross-origin request refused: %v", err)
+		return
+	}
+	path := r.URL.Path
+	if path != "/rules/" { // "/rules/" names the empty rule, not the list
+		path = strings.TrimSuffix(path, "/")
+	}
 	route := func(methods ...string) bool {
 		for _, m := range methods {
 			if r.Method == m {
@@ -654,26 +680,25 @@ func (a *app) addRule(w http.ResponseWriter, r *http.Request) {
 		fail(w, http.StatusBadRequest, "%v", err)
 		return
 	}
+	// Check and install under one lock, so concurrent adds all land.
 	a.mu.Lock()
+	defer a.mu.Unlock()
 	for _, s := range a.rules {
 		if s.Name == spec.Name {
-			a.mu.Unlock()
 			fail(w, http.StatusConflict, "rule %q exists (DELETE /rules/%s first)", spec.Name, spec.Name)
 			return
 		}
 	}
 	if len(a.rules) >= maxRules {
-		a.mu.Unlock()
 		fail(w, http.StatusConflict, "at most %d rules", maxRules)
 		return
 	}
-	rules := append(append([]ruleSpec{}, a.rules...), spec)
-	a.mu.Unlock()
-	a.setRules(w, rules, http.StatusCreated, spec)
+	a.setRulesLocked(w, append(append([]ruleSpec{}, a.rules...), spec), http.StatusCreated, spec)
 }
 
 func (a *app) deleteRule(w http.ResponseWriter, name string) {
 	a.mu.Lock()
+	defer a.mu.Unlock()
 	var rules []ruleSpec
 	found := false
 	for _, s := range a.rules {
@@ -683,18 +708,22 @@ func (a *app) deleteRule(w http.ResponseWriter, name string) {
 		}
 		rules = append(rules, s)
 	}
-	a.mu.Unlock()
 	if !found {
 		fail(w, http.StatusNotFound, "no rule %q", name)
 		return
 	}
-	a.setRules(w, rules, http.StatusNoContent, nil)
+	a.setRulesLocked(w, rules, http.StatusNoContent, nil)
 }
 
 // setRules installs specs in the proxy and answers status with body.
 func (a *app) setRules(w http.ResponseWriter, specs []ruleSpec, status int, body any) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	a.setRulesLocked(w, specs, status, body)
+}
+
+// setRulesLocked is setRules; a.mu must be held.
+func (a *app) setRulesLocked(w http.ResponseWriter, specs []ruleSpec, status int, body any) {
 	rules := make([]faultnet.Rule, 0, len(specs))
 	for i := range specs {
 		r, err := specs[i].rule()
