@@ -1,0 +1,258 @@
+package faultnet_test
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"math"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/lifeline-go/lifeline/faultnet"
+)
+
+// recorder is a testing.TB that records failures instead of failing the
+// test, to run the package doc's example against a client that must fail it.
+type recorder struct {
+	*testing.T
+	mu     sync.Mutex
+	failed []string
+}
+
+func (r *recorder) Errorf(format string, args ...any) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.failed = append(r.failed, fmt.Sprintf(format, args...))
+}
+func (r *recorder) Error(args ...any) { r.Errorf("%s", fmt.Sprint(args...)) }
+func (r *recorder) Fatal(args ...any) { r.Error(args...); runtime.Goexit() }
+func (r *recorder) Fatalf(format string, args ...any) {
+	r.Errorf(format, args...)
+	runtime.Goexit()
+}
+func (r *recorder) Failed() bool { r.mu.Lock(); defer r.mu.Unlock(); return len(r.failed) > 0 }
+
+// docExample is the package doc's five-line use, verbatim but for the
+// names: t is the test, get is "your SDK's call".
+func docExample(t testing.TB, myHandler http.Handler, get func(ctx context.Context, url string) error) {
+	srv := httptest.NewServer(myHandler) // your server, on loopback
+	defer srv.Close()
+	p := faultnet.Incident01.Start(t, srv.Listener.Addr().String()) // every 12th connection hangs after accept
+	for i := range 24 {
+		ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second) // the test's patience, not the SDK's
+		if err := get(ctx, "http://"+p.Addr()+"/"); err != nil {        // your SDK's call
+			t.Errorf("request %d: %v", i, err)
+		}
+		cancel()
+	}
+	st := p.Stats() // Faulted: connections hung; ClosedByPeer: the ones your SDK gave up on
+	t.Logf("hung %d, abandoned by the SDK %d", st.Faulted, st.ClosedByPeer)
+}
+
+// runDocExample runs docExample with client as the SDK and reports
+// whether the example failed.
+func runDocExample(t *testing.T, client *http.Client) (failed bool, why []string) {
+	rec := &recorder{T: t}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		docExample(rec, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "ok") }),
+			func(ctx context.Context, url string) error {
+				req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+				if err != nil {
+					return err
+				}
+				resp, err := client.Do(req)
+				if err != nil {
+					return err
+				}
+				defer resp.Body.Close()
+				_, err = io.ReadAll(resp.Body)
+				return err
+			})
+	}()
+	<-done
+	return rec.Failed(), rec.failed
+}
+
+// TestDocExampleCatchesWrongClients: the package doc's example, run as
+// written, fails for a client that never bounds a hung connection, whether
+// it opens a new connection per call or pools one (a pooled client never
+// meets the 12th connection: the example must not pass it blindly).
+func TestDocExampleCatchesWrongClients(t *testing.T) {
+	t.Run("new-conn-each", func(t *testing.T) {
+		tr := &http.Transport{DisableKeepAlives: true}
+		defer tr.CloseIdleConnections()
+		if failed, _ := runDocExample(t, &http.Client{Transport: tr}); !failed {
+			t.Error("a client with no bound on a hung connection passed the example")
+		}
+	})
+	t.Run("pooled", func(t *testing.T) {
+		tr := &http.Transport{}
+		defer tr.CloseIdleConnections()
+		if failed, _ := runDocExample(t, &http.Client{Transport: tr}); !failed {
+			t.Error("a pooled client with no bound on a hung connection passed the example without meeting the fault")
+		}
+	})
+}
+
+// TestRuleHugeLatencyMax: the widest valid Delay range (Validate accepts
+// it) must not panic the proxy when it draws a chunk's delay.
+func TestRuleHugeLatencyMax(t *testing.T) {
+	r := faultnet.Rule{Name: "wide", Fault: faultnet.Delay, LatencyMax: math.MaxInt64}
+	if err := r.Validate(); err != nil {
+		t.Skipf("rejected by Validate (fine): %v", err)
+	}
+	up := faultnet.Start(t, faultnet.Config{})
+	p := faultnet.StartProxy(t, faultnet.ProxyConfig{Upstream: up.Addr(), Rules: []faultnet.Rule{r}})
+	c := dial(t, p.Addr())
+	if _, err := c.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	// The chunk waits for its (huge) delay; the proxy must still be alive.
+	eventually(t, 5*time.Second, "the connection accepted", func() bool { return p.Stats().Faulted == 1 })
+	time.Sleep(50 * time.Millisecond)
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestIncident05Counts: Incident05 on the wire, counted per connection
+// ordinal from the proxy's log, against what its Fault line says.
+func TestIncident05Counts(t *testing.T) {
+	up := faultnet.Start(t, faultnet.Config{})
+	var mu sync.Mutex
+	byRule := map[string][]int{}
+	cfg := faultnet.Incident05.Config(up.Addr())
+	cfg.Log = func(l faultnet.ConnLog) { mu.Lock(); byRule[l.Rule] = append(byRule[l.Rule], l.N); mu.Unlock() }
+	p, err := faultnet.NewProxy(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 100
+	for range n {
+		c, err := net.DialTimeout("tcp", p.Addr(), 5*time.Second)
+		if err != nil {
+			continue // a reset can beat connect's return
+		}
+		_, _ = c.Write([]byte("x"))
+		_, _ = readResult(c, 2*time.Second)
+		c.Close()
+	}
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	resets, delayed := len(byRule["dropped"]), len(byRule["slow-packets"])
+	t.Logf("Incident05 over %d connections: reset %v, delayed %v", n, byRule["dropped"], byRule["slow-packets"])
+	if resets != n/10 {
+		t.Errorf("%d reset, want every 10th: %d", resets, n/10)
+	}
+	// The Fault line's share of "the others", as a number.
+	doc := faultnet.Incident05.Fault
+	var pct float64
+	if i := strings.Index(doc, "%"); i > 0 {
+		j := strings.LastIndexAny(doc[:i], " ;") + 1
+		_, _ = fmt.Sscan(doc[j:i], &pct)
+	}
+	others := n - resets
+	if want := pct / 100 * float64(others); math.Abs(float64(delayed)-want) > 1 {
+		t.Errorf("Incident05 says %q: %v%% of the %d others is %.1f; %d were delayed", doc, pct, others, want, delayed)
+	}
+}
+
+// openFDs counts this process's open file descriptors.
+func openFDs(t *testing.T) int {
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Skip("no /proc/self/fd")
+	}
+	return len(ents)
+}
+
+// TestProxyCloseInEveryState: a TLS-terminating proxy with connections
+// held silent, mid-handshake, held in reply, stalled mid-body, delayed,
+// lingering after a flap and black-holed, while clients keep connecting;
+// Close, twice at once, ends every goroutine (TestMain's goleak) and gives
+// back every file descriptor.
+func TestProxyCloseInEveryState(t *testing.T) {
+	upSrv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, strings.Repeat("body ", 1000))
+	}))
+	srvTLS, cliTLS := faultnet.SelfSigned(t)
+	before := openFDs(t)
+	p, err := faultnet.NewProxy(faultnet.ProxyConfig{
+		Upstream:       upSrv.Listener.Addr().String(),
+		TLS:            srvTLS,
+		UpstreamLinger: time.Minute,
+		Rules: []faultnet.Rule{
+			{Name: "silent", Fault: faultnet.ProxySilence, Select: faultnet.EveryNth(5)},
+			{Name: "hold", Fault: faultnet.HoldResponse, Select: faultnet.EveryNth(4)},
+			{Name: "stall", Fault: faultnet.StallBody, StallAfter: 100, Select: faultnet.EveryNth(3)},
+			{Name: "slow", Fault: faultnet.Delay, Latency: time.Millisecond, LatencyMax: 5 * time.Millisecond, Select: faultnet.EveryNth(2)},
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var clients sync.WaitGroup
+	// Clients that open a TCP connection and never start the handshake.
+	for range 3 {
+		c, err := net.Dial("tcp", p.Addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+	}
+	for range 4 {
+		clients.Add(1)
+		go func() {
+			defer clients.Done()
+			for ctx.Err() == nil {
+				d := tls.Dialer{Config: cliTLS.Clone(), NetDialer: &net.Dialer{Timeout: time.Second}}
+				cctx, ccancel := context.WithTimeout(ctx, 300*time.Millisecond)
+				c, err := d.DialContext(cctx, "tcp", p.Addr())
+				if err == nil {
+					_ = c.SetDeadline(time.Now().Add(300 * time.Millisecond))
+					_, _ = io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+					_, _ = io.Copy(io.Discard, c)
+					c.Close()
+				}
+				ccancel()
+			}
+		}()
+	}
+	eventually(t, 10*time.Second, "connections in every state", func() bool { return p.Stats().Accepted > 30 })
+	p.DropAll()
+	if p.Stats().Lingering == 0 {
+		t.Log("no lingering upstream after the drop")
+	}
+	if err := p.SetBlackhole(true); err != nil {
+		t.Fatal(err)
+	}
+	var closers sync.WaitGroup
+	for range 2 {
+		closers.Add(1)
+		go func() { defer closers.Done(); _ = p.Close() }()
+	}
+	closers.Wait()
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if st := p.Stats(); st.Active != 0 || st.Lingering != 0 {
+		t.Errorf("after Close: %+v", st)
+	}
+	cancel()
+	clients.Wait()
+	upSrv.Close()
+	// Client-side sockets of this test are closed by now too.
+	eventually(t, 5*time.Second, fmt.Sprintf("fds back to %d", before+3), func() bool { return openFDs(t) <= before+3 })
+}
