@@ -116,7 +116,8 @@ func (r *Rule) latency() time.Duration {
 	if r.LatencyMax <= r.Latency {
 		return r.Latency
 	}
-	return r.Latency + rand.N(r.LatencyMax-r.Latency+1)
+	// In uint64: the span+1 of [0, MaxInt64] overflows a Duration.
+	return r.Latency + time.Duration(rand.Uint64N(uint64(r.LatencyMax-r.Latency)+1))
 }
 
 // ConnLog is what a [Proxy] did to one connection, given to
