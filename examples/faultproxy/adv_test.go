@@ -1,13 +1,17 @@
 package main
 
 import (
+	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 // TestAPIConcurrentAddKeepsEveryRule: rules added at the same time by
@@ -144,5 +148,47 @@ func TestTLSKeyFilePermissions(t *testing.T) {
 	}
 	if fi, err := os.Lstat(filepath.Join(dir, "ca.pem")); err != nil || !fi.Mode().IsRegular() {
 		t.Errorf("ca.pem: %v %v, want a regular file", fi.Mode(), err)
+	}
+}
+
+// TestCloseWithUnusedAPIConn: a connection to the API that never sends a
+// request (a pooled client's spare, a port scanner) does not hold Close
+// (SIGTERM) up: net/http's Shutdown would wait 5s for it.
+func TestCloseWithUnusedAPIConn(t *testing.T) {
+	out := &syncBuf{}
+	a, err := start([]string{"-upstream", upstream(t), "-quiet"}, out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	c, err := net.Dial("tcp", a.apiLn.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	time.Sleep(100 * time.Millisecond) // accepted, in StateNew
+	t0 := time.Now()
+	a.Close()
+	if d := time.Since(t0); d > 2500*time.Millisecond {
+		t.Fatalf("Close took %v with an unused API connection open (want well under Shutdown's 5s)", d)
+	}
+}
+
+// TestTLSTempDirRemoved: -tls terminate without -tls-dir writes the pair
+// to a directory of its own, which Close removes (the private key does
+// not outlive the proxy).
+func TestTLSTempDirRemoved(t *testing.T) {
+	h := run(t, "-upstream", upstream(t), "-tls", "terminate", "-quiet")
+	m := regexp.MustCompile(`faultproxy: ca (\S+)`).FindStringSubmatch(h.out.String())
+	if m == nil {
+		t.Fatalf("no ca line:\n%s", h.out)
+	}
+	dir := filepath.Dir(m[1])
+	if fi, err := os.Stat(dir); err != nil || fi.Mode().Perm() != 0o700 {
+		t.Fatalf("tls dir %s: %v %v, want drwx------", dir, fi.Mode(), err)
+	}
+	h.app.Close()
+	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("after Close the tls dir %s is still there (%v)", dir, err)
 	}
 }
