@@ -23,7 +23,8 @@
 //	-linger d           keep the upstream side of a reset connection open for d
 //	-blackhole-for d    start black-holed (connects hang) for d
 //	-tls mode           passthrough (default: bytes as they are) or terminate (the proxy does
-//	                    TLS with a self-signed pair it writes to -tls-dir and prints the CA's path)
+//	                    TLS with a self-signed pair it writes to -tls-dir and prints the CA's path;
+//	                    without -tls-dir, a temporary directory removed at exit)
 //	-api addr           API address (default 127.0.0.1:0; loopback only)
 //	-quiet              no line per connection
 //	-list               print the presets and exit
@@ -100,6 +101,10 @@ type app struct {
 	apiLn   net.Listener
 	apiDone chan struct{}
 	out     *lockedWriter
+	tlsTmp  string // the directory -tls terminate made for its pair ("" with -tls-dir); Close removes it
+
+	connMu sync.Mutex            // guards unused
+	unused map[net.Conn]struct{} // API connections that have not sent a request yet (StateNew)
 
 	mu       sync.Mutex // guards the fields below
 	rules    []ruleSpec
@@ -220,7 +225,7 @@ func start(args []string, stdout io.Writer) (*app, error) {
 		linger    = fs.Duration("linger", 0, "keep reset connections' upstream sides open this long")
 		bhFor     = fs.Duration("blackhole-for", 0, "start black-holed for this long")
 		tlsMode   = fs.String("tls", "passthrough", "passthrough or terminate")
-		tlsDir    = fs.String("tls-dir", "", "terminate: where to write ca.pem and key.pem (default: a new temp dir)")
+		tlsDir    = fs.String("tls-dir", "", "terminate: where to write ca.pem and key.pem (default: a new temp dir, removed at exit)")
 		apiAddr   = fs.String("api", "127.0.0.1:0", "API address (loopback only)")
 		quiet     = fs.Bool("quiet", false, "no line per connection")
 		list      = fs.Bool("list", false, "print the presets and exit")
@@ -308,6 +313,9 @@ func start(args []string, stdout io.Writer) (*app, error) {
 			return nil, fmt.Errorf("-tls terminate: %w", err)
 		}
 		cfg.TLS, caPath = srvConf, path
+		if *tlsDir == "" {
+			a.tlsTmp = filepath.Dir(path)
+		}
 	default:
 		return nil, fmt.Errorf("-tls %q: want passthrough or terminate", *tlsMode)
 	}
@@ -317,16 +325,28 @@ func start(args []string, stdout io.Writer) (*app, error) {
 
 	p, err := faultnet.NewProxy(cfg)
 	if err != nil {
+		a.removeTLSTmp()
 		return nil, err
 	}
 	a.proxy = p
 	apiLn, err := net.Listen("tcp", *apiAddr)
 	if err != nil {
 		p.Close()
+		a.removeTLSTmp()
 		return nil, fmt.Errorf("-api: %w", err)
 	}
 	a.apiLn = apiLn
-	a.api = &http.Server{Handler: http.HandlerFunc(a.serveAPI), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second}
+	a.unused = make(map[net.Conn]struct{})
+	a.api = &http.Server{Handler: http.HandlerFunc(a.serveAPI), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second,
+		ConnState: func(c net.Conn, s http.ConnState) {
+			a.connMu.Lock()
+			defer a.connMu.Unlock()
+			if s == http.StateNew {
+				a.unused[c] = struct{}{}
+			} else {
+				delete(a.unused, c)
+			}
+		}}
 	a.apiDone = make(chan struct{})
 	go func() { defer close(a.apiDone); _ = a.api.Serve(apiLn) }()
 
@@ -436,15 +456,30 @@ func (a *app) Close() {
 	}
 	a.mu.Unlock()
 	a.bhWG.Wait()
-	// Shutdown waits for the API's connections to finish (a rejected
-	// oversized body leaves one lingering for net/http's 500ms), Close
-	// cuts what is left after 5s.
+	// No new API connections; those that never sent a request are closed
+	// now (Shutdown would wait 5s for each); Shutdown lets the requests in
+	// flight finish (a rejected oversized body leaves one lingering for
+	// net/http's 500ms), Close cuts what is left after 5s.
+	_ = a.apiLn.Close()
+	<-a.apiDone // Serve has returned: every accepted conn passed StateNew
+	a.connMu.Lock()
+	for c := range a.unused {
+		_ = c.Close()
+	}
+	a.connMu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	_ = a.api.Shutdown(ctx)
 	cancel()
 	_ = a.api.Close()
-	<-a.apiDone
 	_ = a.proxy.Close()
+	a.removeTLSTmp()
+}
+
+// removeTLSTmp removes the directory -tls terminate made for its pair.
+func (a *app) removeTLSTmp() {
+	if a.tlsTmp != "" {
+		_ = os.RemoveAll(a.tlsTmp)
+	}
 }
 
 // apiError is every API error's body.
