@@ -1,0 +1,80 @@
+package faultnet_test
+
+import (
+	"bytes"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/lifeline-go/lifeline/faultnet"
+)
+
+// TestProxyUpstreamNameNotReresolved: the upstream check passes
+// "localhost" as 127.0.0.1; the proxy must connect where the check looked,
+// not wherever the resolver says "localhost" is at dial time (a hosts file
+// or DNS answer elsewhere). Run in a private mount namespace whose
+// /etc/hosts says "127.0.0.2 localhost" — still loopback, so the test
+// never leaves it — with the upstream on 127.0.0.2 only: a proxy that
+// re-resolves reaches it; one that dials the checked address does not.
+func TestProxyUpstreamNameNotReresolved(t *testing.T) {
+	if os.Getenv("FAULTNET_HOSTS_CHILD") == "1" {
+		hostsChild(t)
+		return
+	}
+	unshare, err := exec.LookPath("unshare")
+	if err != nil || os.Geteuid() != 0 {
+		t.Skip("needs root and unshare(1) for a private /etc/hosts")
+	}
+	hosts := filepath.Join(t.TempDir(), "hosts")
+	if err := os.WriteFile(hosts, []byte("127.0.0.2 localhost\n127.0.0.2 upstream.test\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(unshare, "-m", "sh", "-c", `mount --bind "$1" /etc/hosts && exec "$2" -test.run '^TestProxyUpstreamNameNotReresolved$' -test.v -test.count=1`, "sh", hosts, exe)
+	cmd.Env = append(os.Environ(), "FAULTNET_HOSTS_CHILD=1")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		if !bytes.Contains(out, []byte("=== RUN")) {
+			t.Skipf("no private mount namespace here: %v %s", err, out)
+		}
+		t.Fatalf("in a namespace whose hosts file moves localhost: %v\n%s", err, out)
+	}
+	t.Logf("%s", out)
+}
+
+func hostsChild(t *testing.T) {
+	elsewhere := faultnet.Start(t, faultnet.Config{Addr: "127.0.0.2:0"})
+	port := strconv.Itoa(elsewhere.Port())
+	try := func(what, addr string) {
+		t.Helper()
+		c := dial(t, addr)
+		_, _ = c.Write([]byte("hi"))
+		got, err := readResult(c, 2*time.Second)
+		t.Logf("%s: %q %s", what, got, kind(err))
+		if n := elsewhere.Stats().Accepted; n != 0 {
+			t.Fatalf("%s connected to 127.0.0.2, where the hosts file put the name (%d connections): the name was resolved at dial time, unchecked", what, n)
+		}
+	}
+	p, err := faultnet.NewProxy(faultnet.ProxyConfig{Upstream: "localhost:" + port})
+	if err != nil {
+		t.Fatalf("NewProxy: %v", err)
+	}
+	defer p.Close()
+	try("Proxy with Upstream localhost", p.Addr())
+	lb, err := faultnet.NewLB(faultnet.LBConfig{Backend: "localhost:" + port})
+	if err != nil {
+		t.Fatalf("NewLB: %v", err)
+	}
+	defer lb.Close()
+	try("NewLB with Backend localhost", lb.Addr())
+	for _, backend := range []string{"localhost:" + port, "upstream.test:" + port} {
+		s := faultnet.Start(t, faultnet.Config{Handler: faultnet.Forward(backend)})
+		try("Forward("+backend+")", s.Addr())
+	}
+}
