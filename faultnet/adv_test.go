@@ -48,12 +48,12 @@ func docExample(t testing.TB, myHandler http.Handler, get func(ctx context.Conte
 	p := faultnet.Incident01.Start(t, srv.Listener.Addr().String()) // every 12th connection hangs after accept
 	for i := range 24 {
 		ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second) // the test's patience, not the SDK's
-		if err := get(ctx, "http://"+p.Addr()+"/"); err != nil {        // your SDK's call
+		if err := get(ctx, "http://"+p.Addr()+"/"); err != nil {       // your SDK's call
 			t.Errorf("request %d: %v", i, err)
 		}
 		cancel()
 	}
-	st := p.Stats() // Faulted: connections hung; ClosedByPeer: the ones your SDK gave up on
+	st := p.Stats()      // Faulted: connections hung; ClosedByPeer: the ones your SDK gave up on
 	if st.Faulted == 0 { // a client that pools one connection never meets the 12th
 		t.Fatal("no connection was hung: give each call a new connection")
 	}

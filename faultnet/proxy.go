@@ -154,7 +154,9 @@ type ProxyConfig struct {
 	// Zero: loopback only.
 	AnyAddr bool
 	// Upstream is the "host:port" every connection is forwarded to; the
-	// host must be a loopback IP literal or "localhost". Required.
+	// host must be a loopback IP literal or "localhost", which means
+	// 127.0.0.1 (the name is never resolved, so no hosts file or DNS
+	// answer can send the proxy elsewhere). Required.
 	Upstream string
 	// Fault is applied to the connections Select picks, with StallAfter,
 	// Latency and LatencyMax as its parameters: a shorthand for a first
@@ -205,17 +207,32 @@ func (c *ProxyConfig) rules() []Rule {
 	return append(rs, c.Rules...)
 }
 
-func (c *ProxyConfig) validate() error {
+// validate checks c and returns the upstream address to dial.
+func (c *ProxyConfig) validate() (netip.AddrPort, error) {
 	if c.Upstream == "" {
-		return errors.New("faultnet: ProxyConfig.Upstream is empty")
+		return netip.AddrPort{}, errors.New("faultnet: ProxyConfig.Upstream is empty")
 	}
-	ap, err := parseListenAddr("ProxyConfig.Upstream", c.Upstream, true)
+	ap, err := upstreamAddr("ProxyConfig.Upstream", c.Upstream)
 	if err != nil {
-		return err
+		return netip.AddrPort{}, err
+	}
+	return ap, c.validateRest()
+}
+
+// upstreamAddr checks a "host:port" to connect to (a loopback IP literal
+// or "localhost", a port) and returns the address to dial.
+func upstreamAddr(field, addr string) (netip.AddrPort, error) {
+	ap, err := parseListenAddr(field, addr, true)
+	if err != nil {
+		return netip.AddrPort{}, err
 	}
 	if ap.Port() == 0 {
-		return fmt.Errorf("faultnet: ProxyConfig.Upstream %q: port 0", c.Upstream)
+		return netip.AddrPort{}, fmt.Errorf("faultnet: %s %q: port 0", field, addr)
 	}
+	return ap, nil
+}
+
+func (c *ProxyConfig) validateRest() error {
 	shorthand := Rule{Fault: c.Fault, StallAfter: c.StallAfter, Latency: c.Latency, LatencyMax: c.LatencyMax}
 	if err := shorthand.validate("ProxyConfig"); err != nil {
 		return err
@@ -248,6 +265,7 @@ var errProxyClosed = errors.New("faultnet: proxy closed")
 // connection and its goroutines; Close releases them all and waits.
 type Proxy struct {
 	cfg    ProxyConfig
+	up     string         // the checked upstream address, dialled as is
 	addr   netip.AddrPort // bound address, kept across SetBlackhole
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -271,7 +289,8 @@ type Proxy struct {
 
 // NewProxy starts a Proxy for cfg. The caller must Close it.
 func NewProxy(cfg ProxyConfig) (*Proxy, error) {
-	if err := cfg.validate(); err != nil {
+	up, err := cfg.validate()
+	if err != nil {
 		return nil, err
 	}
 	ap, err := parseListenAddr("ProxyConfig.Addr", cfg.Addr, !cfg.AnyAddr)
@@ -290,6 +309,7 @@ func NewProxy(cfg ProxyConfig) (*Proxy, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	p := &Proxy{
 		cfg:    cfg,
+		up:     up.String(),
 		addr:   netip.AddrPortFrom(bound.Addr().Unmap(), bound.Port()),
 		ctx:    ctx,
 		cancel: cancel,
@@ -792,7 +812,7 @@ func (p *Proxy) forward(pc *proxyConn) string {
 	}
 	ctx, cancel := context.WithTimeout(p.ctx, upstreamDialTimeout)
 	var d net.Dialer
-	upstream, err := d.DialContext(ctx, "tcp", p.cfg.Upstream)
+	upstream, err := d.DialContext(ctx, "tcp", p.up)
 	cancel()
 	if err != nil {
 		// No upstream: reset the client, as a proxy with a dead backend does.

@@ -14,7 +14,8 @@
 //
 //	-listen addr        proxy address (default 127.0.0.1:0: a free loopback port). Another
 //	                    address is used only when named explicitly, with a warning.
-//	-upstream host:port where connections go (loopback; required)
+//	-upstream host:port where connections go (required): a loopback IP literal, or localhost,
+//	                    which means 127.0.0.1 (never resolved; use [::1]:port for IPv6)
 //	-preset name        incident01 … incident05 (see -list)
 //	-fault name         a fault for the connections -every/-fraction/-first pick (all when none):
 //	                    pass, silence, stalltls, reset, close, holdresponse, stallbody, delay
