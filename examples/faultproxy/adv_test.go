@@ -1,11 +1,15 @@
 package main
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -191,4 +195,59 @@ func TestTLSTempDirRemoved(t *testing.T) {
 	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("after Close the tls dir %s is still there (%v)", dir, err)
 	}
+}
+
+// TestListenWarningMatchesBoundAddress: the warning about a non-loopback
+// listener is printed exactly when the proxy is not on loopback. "-listen
+// :0" binds 127.0.0.1 (faultnet's reading of an empty host) and must not
+// claim otherwise.
+func TestListenWarningMatchesBoundAddress(t *testing.T) {
+	h := run(t, "-upstream", upstream(t), "-listen", ":0", "-quiet")
+	if !strings.HasPrefix(h.proxy, "127.0.0.1:") {
+		t.Fatalf("-listen :0 bound %s", h.proxy)
+	}
+	if strings.Contains(h.out.String(), "WARNING") {
+		t.Fatalf("a warning for a loopback listener:\n%s", h.out)
+	}
+}
+
+// TestAPIListensOnLoopbackWhateverLocalhostResolvesTo: "-api
+// localhost:0" must not follow a hosts file that says localhost is
+// 0.0.0.0. Run in private mount and network namespaces (so the child's
+// 0.0.0.0 is an empty namespace's), with such a hosts file.
+func TestAPIListensOnLoopbackWhateverLocalhostResolvesTo(t *testing.T) {
+	if os.Getenv("FAULTPROXY_HOSTS_CHILD") == "1" {
+		a, err := start([]string{"-upstream", "127.0.0.1:9", "-api", "localhost:0", "-quiet"}, io.Discard)
+		if err != nil {
+			t.Logf("refused: %v", err)
+			return
+		}
+		defer a.Close()
+		if ap, err := netip.ParseAddrPort(a.apiLn.Addr().String()); err != nil || !ap.Addr().Unmap().IsLoopback() {
+			t.Fatalf("-api localhost:0 listens on %s", a.apiLn.Addr())
+		}
+		return
+	}
+	unshare, err := exec.LookPath("unshare")
+	if err != nil || os.Geteuid() != 0 {
+		t.Skip("needs root and unshare(1)")
+	}
+	hosts := filepath.Join(t.TempDir(), "hosts")
+	if err := os.WriteFile(hosts, []byte("0.0.0.0 localhost\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(unshare, "-m", "-n", "sh", "-c", `ip link set lo up && mount --bind "$1" /etc/hosts && exec "$2" -test.run '^TestAPIListensOnLoopbackWhateverLocalhostResolvesTo$' -test.v -test.count=1`, "sh", hosts, exe)
+	cmd.Env = append(os.Environ(), "FAULTPROXY_HOSTS_CHILD=1")
+	out, err := cmd.CombinedOutput()
+	if !bytes.Contains(out, []byte("=== RUN")) {
+		t.Skipf("no private namespaces here: %v %s", err, out)
+	}
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	t.Logf("%s", out)
 }
