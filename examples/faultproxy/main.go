@@ -289,20 +289,20 @@ func start(args []string, stdout io.Writer) (*app, error) {
 	a.flap, a.linger = cfg.FlapPeriod, cfg.UpstreamLinger
 
 	// The proxy listens on loopback unless -listen names another address;
-	// then it says so, loudly.
-	var warn string
+	// then it says so, loudly (decided on the address it bound).
 	if listenSet {
 		host, _, err := net.SplitHostPort(*listen)
 		if err != nil {
 			return nil, fmt.Errorf("-listen %q: %w", *listen, err)
 		}
-		if !isLoopbackHost(host) {
-			cfg.AnyAddr = true
-			warn = fmt.Sprintf("WARNING: -listen %s is NOT a loopback address: anything that can reach it can connect through this proxy to %s", *listen, *upstream)
-		}
+		cfg.AnyAddr = !isLoopbackHost(host)
 	}
-	if h, _, err := net.SplitHostPort(*apiAddr); err != nil || !isLoopbackHost(h) {
+	apiHost, apiPort, err := net.SplitHostPort(*apiAddr)
+	if err != nil || !isLoopbackHost(apiHost) {
 		return nil, fmt.Errorf("-api %q: must be a loopback host:port", *apiAddr)
+	}
+	if apiHost == "localhost" { // never resolved: a hosts file could say anything
+		apiHost = "127.0.0.1"
 	}
 
 	var caPath string
@@ -330,7 +330,11 @@ func start(args []string, stdout io.Writer) (*app, error) {
 		return nil, err
 	}
 	a.proxy = p
-	apiLn, err := net.Listen("tcp", *apiAddr)
+	apiLn, err := net.Listen("tcp", net.JoinHostPort(apiHost, apiPort))
+	if err == nil && !isLoopbackHost(hostOf(apiLn.Addr())) {
+		apiLn.Close()
+		err = fmt.Errorf("bound %s, not loopback", apiLn.Addr())
+	}
 	if err != nil {
 		p.Close()
 		a.removeTLSTmp()
@@ -351,8 +355,8 @@ func start(args []string, stdout io.Writer) (*app, error) {
 	a.apiDone = make(chan struct{})
 	go func() { defer close(a.apiDone); _ = a.api.Serve(apiLn) }()
 
-	if warn != "" {
-		a.out.printf("faultproxy: %s", warn)
+	if !isLoopbackHost(hostOf(p.Addr())) {
+		a.out.printf("faultproxy: WARNING: -listen %s is NOT a loopback address: anything that can reach it can connect through this proxy to %s", p.Addr(), *upstream)
 	}
 	what := "no faults"
 	switch {
@@ -386,6 +390,15 @@ func presetRuleSpec(p faultnet.Preset, r faultnet.Rule) ruleSpec {
 		s.Every = 10
 	case "slow-packets":
 		s.Fraction = 0.15
+	}
+	return s
+}
+
+// hostOf returns the host of a "host:port" or net.Addr.
+func hostOf(addr any) string {
+	s := fmt.Sprint(addr)
+	if h, _, err := net.SplitHostPort(s); err == nil {
+		return h
 	}
 	return s
 }
