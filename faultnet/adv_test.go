@@ -259,3 +259,26 @@ func TestProxyCloseInEveryState(t *testing.T) {
 	// Client-side sockets of this test are closed by now too.
 	eventually(t, 5*time.Second, fmt.Sprintf("fds back to %d", before+3), func() bool { return openFDs(t) <= before+3 })
 }
+
+// TestLBCloseDuringBackendConnect: Forward "returns once the client's
+// conn is closed", so Server.Close does not wait on it — also while its
+// connect to the backend hangs (a black-holed backend, incident 04 behind
+// an incident 01 balancer), where the connect alone waits 5s.
+func TestLBCloseDuringBackendConnect(t *testing.T) {
+	bh := faultnet.NewBlackhole(t, "")
+	lb, err := faultnet.NewLB(faultnet.LBConfig{Backend: bh.Addr()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := dial(t, lb.Addr())
+	_, _ = c.Write([]byte("GET / HTTP/1.1\r\n\r\n"))
+	eventually(t, 5*time.Second, "the connection accepted", func() bool { return lb.Stats().Active == 1 })
+	time.Sleep(100 * time.Millisecond) // in Forward's connect
+	t0 := time.Now()
+	if err := lb.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(t0); d > 2500*time.Millisecond {
+		t.Fatalf("Close took %v while Forward's connect hung (want well under the 5s connect bound)", d)
+	}
+}
