@@ -90,9 +90,20 @@ func Forward(backend string) func(net.Conn) {
 			return
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), upstreamDialTimeout)
+		var watch sync.WaitGroup
+		if killed, ok := handlerConns.Load(client); ok { // a Server's conn: its Close ends the connect
+			watch.Go(func() {
+				select {
+				case <-killed.(chan struct{}):
+					cancel()
+				case <-ctx.Done():
+				}
+			})
+		}
 		var d net.Dialer
 		up, err := d.DialContext(ctx, "tcp", ap.String())
 		cancel()
+		watch.Wait()
 		if err != nil {
 			setLingerZero(client)
 			return
