@@ -171,13 +171,20 @@ func TestIncident05Counts(t *testing.T) {
 	}
 }
 
-// openFDs counts this process's open file descriptors.
+// openFDs counts this process's open sockets (the runtime opens pipes of
+// its own lazily; they are not ours to count).
 func openFDs(t *testing.T) int {
 	ents, err := os.ReadDir("/proc/self/fd")
 	if err != nil {
 		t.Skip("no /proc/self/fd")
 	}
-	return len(ents)
+	n := 0
+	for _, e := range ents {
+		if l, _ := os.Readlink("/proc/self/fd/" + e.Name()); strings.HasPrefix(l, "socket:") {
+			n++
+		}
+	}
+	return n
 }
 
 // TestProxyCloseInEveryState: a TLS-terminating proxy with connections
@@ -257,7 +264,7 @@ func TestProxyCloseInEveryState(t *testing.T) {
 	clients.Wait()
 	upSrv.Close()
 	// Client-side sockets of this test are closed by now too.
-	eventually(t, 5*time.Second, fmt.Sprintf("fds back to %d", before+3), func() bool { return openFDs(t) <= before+3 })
+	eventually(t, 5*time.Second, fmt.Sprintf("sockets back to %d", before+3), func() bool { return openFDs(t) <= before+3 })
 }
 
 // TestLBCloseDuringBackendConnect: Forward "returns once the client's
@@ -281,4 +288,76 @@ func TestLBCloseDuringBackendConnect(t *testing.T) {
 	if d := time.Since(t0); d > 2500*time.Millisecond {
 		t.Fatalf("Close took %v while Forward's connect hung (want well under the 5s connect bound)", d)
 	}
+}
+
+// TestServerCloseInEveryState: servers holding connections silent,
+// mid-ClientHello, dripping, mid-TLS-handshake, idle-watched and half
+// closed, with Down/Up and DropAll racing traffic; Close twice at once
+// ends every goroutine (goleak in TestMain) and frees every descriptor.
+func TestServerCloseInEveryState(t *testing.T) {
+	srvTLS, _ := faultnet.SelfSigned(t)
+	before := openFDs(t)
+	var servers []*faultnet.Server
+	for _, cfg := range []faultnet.Config{
+		{Fault: faultnet.Silence, Select: faultnet.EveryNth(2)},
+		{Fault: faultnet.StallTLS},
+		{Fault: faultnet.SlowDrip, DripInterval: time.Hour, TLS: srvTLS},
+		{TLS: srvTLS, IdleClose: time.Hour},
+		{Fault: faultnet.CloseNow},
+	} {
+		s, err := faultnet.Listen(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		servers = append(servers, s)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	for _, s := range servers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for ctx.Err() == nil {
+				c, err := net.DialTimeout("tcp", s.Addr(), 200*time.Millisecond)
+				if err != nil {
+					time.Sleep(5 * time.Millisecond)
+					continue
+				}
+				_, _ = c.Write([]byte{0x16, 0x03, 0x01, 0x00, 0x02, 0x01}) // half a ClientHello
+				_ = c.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
+				_, _ = c.Read(make([]byte, 1))
+				defer c.Close() // kept open until the client loop ends
+			}
+		}()
+	}
+	eventually(t, 10*time.Second, "connections on every server", func() bool {
+		for _, s := range servers {
+			if s.Stats().Active < 2 {
+				return false
+			}
+		}
+		return true
+	})
+	_ = servers[0].Down()
+	servers[1].DropAll()
+	go func() { _ = servers[0].Up() }()
+	var closers sync.WaitGroup
+	for _, s := range servers {
+		for range 2 {
+			closers.Add(1)
+			go func() { defer closers.Done(); _ = s.Close() }()
+		}
+	}
+	closers.Wait()
+	for _, s := range servers {
+		if st := s.Stats(); st.Active != 0 {
+			t.Errorf("after Close: %+v", st)
+		}
+		if err := s.Up(); err == nil {
+			t.Error("Up after Close: no error")
+		}
+	}
+	cancel()
+	wg.Wait()
+	eventually(t, 5*time.Second, fmt.Sprintf("sockets back to %d", before), func() bool { return openFDs(t) <= before })
 }
