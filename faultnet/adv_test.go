@@ -361,3 +361,132 @@ func TestServerCloseInEveryState(t *testing.T) {
 	wg.Wait()
 	eventually(t, 5*time.Second, fmt.Sprintf("sockets back to %d", before), func() bool { return openFDs(t) <= before })
 }
+
+// TestBadConfigNeverPanics: bad values to every exported constructor and
+// setter are errors (or tb failures) naming the problem, never a panic.
+func TestBadConfigNeverPanics(t *testing.T) {
+	try := func(name string, f func() error) {
+		t.Helper()
+		defer func() {
+			if r := recover(); r != nil {
+				t.Errorf("%s: panic %v", name, r)
+			}
+		}()
+		if err := f(); err == nil {
+			t.Errorf("%s: no error", name)
+		} else {
+			t.Logf("%s: %v", name, err)
+		}
+	}
+	closeOK := func(c interface{ Close() error }, err error) error {
+		if err == nil {
+			c.Close()
+		}
+		return err
+	}
+	for name, cfg := range map[string]faultnet.Config{
+		"fault 99":           {Fault: 99},
+		"fault -1":           {Fault: -1},
+		"drip negative":      {DripInterval: -1},
+		"addr port 70000":    {Addr: "127.0.0.1:70000"},
+		"addr no port":       {Addr: "127.0.0.1"},
+		"addr name":          {Addr: "example.com:0"},
+		"addr 10.x":          {Addr: "10.0.0.1:0"},
+		"addr mapped 10.x":   {Addr: "[::ffff:10.0.0.1]:0"},
+		"addr localhost.":    {Addr: "localhost.:0"},
+		"addr 127.1":         {Addr: "127.1:0"},
+		"addr decimal":       {Addr: "2130706433:0"},
+		"addr any6":          {Addr: "[::]:0"},
+		"addr zone non-loop": {Addr: "[fe80::1%lo]:0"},
+	} {
+		try("Listen "+name, func() error { s, err := faultnet.Listen(cfg); return closeOK(s, err) })
+	}
+	for name, cfg := range map[string]faultnet.ProxyConfig{
+		"no upstream":         {},
+		"upstream 10.x":       {Upstream: "10.0.0.1:80"},
+		"upstream mapped":     {Upstream: "[::ffff:10.0.0.1]:80"},
+		"upstream localhost.": {Upstream: "localhost.:80"},
+		"upstream name":       {Upstream: "db.internal:5432"},
+		"upstream port 0":     {Upstream: "127.0.0.1:0"},
+		"upstream unspec":     {Upstream: "0.0.0.0:80"},
+		"fault 99":            {Upstream: "127.0.0.1:9", Fault: 99},
+		"stall negative":      {Upstream: "127.0.0.1:9", Fault: faultnet.StallBody, StallAfter: -1},
+		"latency max < min":   {Upstream: "127.0.0.1:9", Fault: faultnet.Delay, Latency: 2, LatencyMax: 1},
+		"rule latency < 0":    {Upstream: "127.0.0.1:9", Rules: []faultnet.Rule{{Fault: faultnet.Delay, Latency: -1}}},
+		"flap negative":       {Upstream: "127.0.0.1:9", FlapPeriod: -1},
+		"linger negative":     {Upstream: "127.0.0.1:9", UpstreamLinger: -1},
+		"blackhole negative":  {Upstream: "127.0.0.1:9", BlackholeFor: -1},
+		"addr non-loopback":   {Upstream: "127.0.0.1:9", Addr: "0.0.0.0:0"},
+	} {
+		try("NewProxy "+name, func() error { p, err := faultnet.NewProxy(cfg); return closeOK(p, err) })
+	}
+	for name, cfg := range map[string]faultnet.LBConfig{
+		"no backend":   {},
+		"backend name": {Backend: "example.com:80"},
+		"fault reset":  {Backend: "127.0.0.1:9", Fault: faultnet.Reset},
+		"fault 99":     {Backend: "127.0.0.1:9", Fault: 99},
+		"addr 10.x":    {Backend: "127.0.0.1:9", Addr: "10.0.0.1:0"},
+	} {
+		try("NewLB "+name, func() error { s, err := faultnet.NewLB(cfg); return closeOK(s, err) })
+	}
+	for _, hosts := range [][]string{nil, {""}, {"a b"}, {"\x00"}, {strings.Repeat("a", 300)}} {
+		try(fmt.Sprintf("NewSelfSigned %q", hosts), func() error { _, _, err := faultnet.NewSelfSigned(hosts...); return err })
+	}
+	try("Preset zero New without upstream", func() error { p, err := (faultnet.Preset{}).New(""); return closeOK(p, err) })
+	try("ParseProxyFault empty", func() error { _, err := faultnet.ParseProxyFault(""); return err })
+	try("ParseProxyFault Proxy", func() error { _, err := faultnet.ParseProxyFault("Proxy"); return err })
+	up := faultnet.Start(t, faultnet.Config{})
+	p := faultnet.StartProxy(t, faultnet.ProxyConfig{Upstream: up.Addr()})
+	try("SetFault 99", func() error { return p.SetFault(99, nil) })
+	try("SetRules bad", func() error { return p.SetRules(faultnet.Rule{Fault: faultnet.StallBody, StallAfter: -5}) })
+	try("SetFlap negative", func() error { return p.SetFlap(-time.Second) })
+	try("SetUpstreamLinger negative", func() error { return p.SetUpstreamLinger(-time.Second) })
+	try("Server SetFault 99", func() error { return up.SetFault(99, nil) })
+	for _, f := range []faultnet.Selector{faultnet.EveryNth(0), faultnet.EveryNth(-3), faultnet.Fraction(math.NaN()), faultnet.Fraction(math.Inf(-1)), faultnet.FirstN(-1)} {
+		for _, n := range []int{-1, 0, 1, math.MaxInt} {
+			func() {
+				defer func() {
+					if r := recover(); r != nil {
+						t.Errorf("selector(%d): panic %v", n, r)
+					}
+				}()
+				if f(n) {
+					t.Errorf("an empty selector hit %d", n)
+				}
+			}()
+		}
+	}
+	if faultnet.Fraction(math.Inf(1))(math.MaxInt) != true || faultnet.EveryNth(math.MaxInt)(math.MaxInt) != true {
+		t.Error("Fraction(+Inf) or EveryNth(MaxInt) at MaxInt")
+	}
+	rec := &recorder{T: t}
+	for name, f := range map[string]func(){
+		"RefusedAddr udp":      func() { faultnet.RefusedAddr(rec, "udp") },
+		"NewBlackhole 10.x":    func() { faultnet.NewBlackhole(rec, "10.0.0.1:0") },
+		"NewBlackhole name":    func() { faultnet.NewBlackhole(rec, "example.com:0") },
+		"StartGroup none":      func() { faultnet.StartGroup(rec) },
+		"StartGroup same host": func() { faultnet.StartGroup(rec, faultnet.Config{}, faultnet.Config{}) },
+		"StartGroup two ports": func() {
+			faultnet.StartGroup(rec, faultnet.Config{Addr: "127.0.0.2:1"}, faultnet.Config{Addr: "127.0.0.3:2"})
+		},
+		"StartGroup non-loopback": func() { faultnet.StartGroup(rec, faultnet.Config{Addr: "10.0.0.1:0"}) },
+		"Start bad":               func() { faultnet.Start(rec, faultnet.Config{Fault: 42}) },
+		"StartProxy bad":          func() { faultnet.StartProxy(rec, faultnet.ProxyConfig{}) },
+		"StartLB bad":             func() { faultnet.StartLB(rec, faultnet.LBConfig{}) },
+		"Preset Start bad":        func() { faultnet.Incident01.Start(rec, "10.0.0.1:80") },
+	} {
+		rec.failed = nil
+		done := make(chan any)
+		go func() {
+			defer func() { done <- recover() }()
+			f()
+		}()
+		if r := <-done; r != nil {
+			t.Errorf("%s: panic %v", name, r)
+		} else if !rec.Failed() {
+			t.Errorf("%s: no failure", name)
+		} else {
+			t.Logf("%s: %s", name, rec.failed[0])
+		}
+	}
+}
