@@ -251,3 +251,28 @@ func TestAPIListensOnLoopbackWhateverLocalhostResolvesTo(t *testing.T) {
 	}
 	t.Logf("%s", out)
 }
+
+// TestBlackholeConcurrentCalls: PUT /blackhole calls racing each other
+// (on for 150ms, off) leave the proxy in a state one of them asked for,
+// with that call's restore: once the last for_ms has passed, the route is
+// back — never black-holed for good with no restore pending.
+func TestBlackholeConcurrentCalls(t *testing.T) {
+	h := run(t, "-upstream", upstream(t), "-quiet")
+	var wg sync.WaitGroup
+	for range 12 {
+		for _, body := range []string{`{"on":true,"for_ms":150}`, `{"on":false}`} {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if code, m := h.call(http.MethodPut, "/blackhole", body); code != http.StatusOK {
+					t.Errorf("PUT /blackhole %s: %d %v", body, code, m)
+				}
+			}()
+		}
+		wg.Wait()
+	}
+	waitFor(t, func() bool { return !h.app.proxy.Blackholed() })
+	if err := h.get(5 * time.Second); err != nil {
+		t.Fatalf("after the calls: %v", err)
+	}
+}
