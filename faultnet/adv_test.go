@@ -490,3 +490,36 @@ func TestBadConfigNeverPanics(t *testing.T) {
 		}
 	}
 }
+
+// TestProxyUpstreamIsItself: a proxy whose Upstream is its own address
+// would forward every connection to itself, without end (a connection
+// storm until the file descriptors run out). It is a config error.
+func TestProxyUpstreamIsItself(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	_, port, _ := net.SplitHostPort(addr)
+	for _, up := range []string{addr, "localhost:" + port, "[::ffff:127.0.0.1]:" + port} {
+		lb, err := faultnet.NewLB(faultnet.LBConfig{Addr: addr, Backend: up})
+		if err == nil {
+			lb.Close()
+			t.Errorf("NewLB with Backend %s, its own address: no error", up)
+		}
+		p, err := faultnet.NewProxy(faultnet.ProxyConfig{Addr: addr, Upstream: up})
+		if err != nil {
+			t.Logf("Upstream %s: %v", up, err)
+			continue
+		}
+		c, err := net.DialTimeout("tcp", p.Addr(), time.Second)
+		if err == nil {
+			time.Sleep(100 * time.Millisecond)
+			c.Close()
+		}
+		st := p.Stats()
+		p.Close()
+		t.Fatalf("Upstream %s, the proxy's own address: accepted (%d connections from one client)", up, st.Accepted)
+	}
+}
