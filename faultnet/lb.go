@@ -59,7 +59,12 @@ func NewLB(cfg LBConfig) (*Server, error) {
 	if sel == nil {
 		sel = func(int) bool { return false }
 	}
-	return Listen(Config{Addr: cfg.Addr, Fault: f, Select: sel, Handler: Forward(ap.String())})
+	s, err := Listen(Config{Addr: cfg.Addr, Fault: f, Select: sel, Handler: Forward(ap.String())})
+	if err == nil && isSelf(s.AddrPort(), ap) {
+		s.Close()
+		return nil, fmt.Errorf("faultnet: LBConfig.Backend %q is the balancer's own address %s: every connection would be forwarded to itself", cfg.Backend, s.Addr())
+	}
+	return s, err
 }
 
 // StartLB is NewLB that registers Close with tb.Cleanup and calls tb.Fatal

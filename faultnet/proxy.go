@@ -156,7 +156,8 @@ type ProxyConfig struct {
 	// Upstream is the "host:port" every connection is forwarded to; the
 	// host must be a loopback IP literal or "localhost", which means
 	// 127.0.0.1 (the name is never resolved, so no hosts file or DNS
-	// answer can send the proxy elsewhere). Required.
+	// answer can send the proxy elsewhere). The proxy's own address is
+	// an error (every connection would be forwarded to itself). Required.
 	Upstream string
 	// Fault is applied to the connections Select picks, with StallAfter,
 	// Latency and LatencyMax as its parameters: a shorthand for a first
@@ -217,6 +218,12 @@ func (c *ProxyConfig) validate() (netip.AddrPort, error) {
 		return netip.AddrPort{}, err
 	}
 	return ap, c.validateRest()
+}
+
+// isSelf reports whether dialling up reaches the listener bound to bound.
+func isSelf(bound, up netip.AddrPort) bool {
+	b := bound.Addr().Unmap()
+	return bound.Port() == up.Port() && (b == up.Addr() || b.IsUnspecified())
 }
 
 // upstreamAddr checks a "host:port" to connect to (a loopback IP literal
@@ -305,6 +312,10 @@ func NewProxy(cfg ProxyConfig) (*Proxy, error) {
 	if err != nil {
 		ln.Close()
 		return nil, fmt.Errorf("faultnet: proxy listen %s: unexpected address %q", ap, ln.Addr())
+	}
+	if isSelf(bound, up) {
+		ln.Close()
+		return nil, fmt.Errorf("faultnet: ProxyConfig.Upstream %q is the proxy's own address %s: every connection would be forwarded to itself", cfg.Upstream, bound)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	p := &Proxy{
