@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -275,4 +276,54 @@ func TestBlackholeConcurrentCalls(t *testing.T) {
 	if err := h.get(5 * time.Second); err != nil {
 		t.Fatalf("after the calls: %v", err)
 	}
+}
+
+// TestStdoutNotReadDoesNotStall: the docs tell a harness to read the
+// output until the api line; one that then stops reading (a full pipe)
+// must not stall the proxy: connections keep being served and ended, the
+// API keeps answering, Close still ends everything.
+func TestStdoutNotReadDoesNotStall(t *testing.T) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	readerDone := make(chan struct{})
+	a, err := start([]string{"-upstream", upstream(t)}, w)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	defer func() { r.Close(); <-readerDone }() // runs before a.Close: unblocks a stuck write
+	var head bytes.Buffer
+	go func() { // read up to the api line, then never again
+		defer close(readerDone)
+		buf := make([]byte, 1)
+		for !strings.Contains(head.String(), "faultproxy: api ") || !strings.HasSuffix(head.String(), "\n") {
+			if _, err := r.Read(buf); err != nil {
+				return
+			}
+			head.Write(buf)
+		}
+	}()
+	h := &harness{t: t, app: a, proxy: a.proxy.Addr(), api: "http://" + a.apiLn.Addr().String()}
+	// Enough connection lines to fill a pipe (64 KiB) several times.
+	for i := range 2000 {
+		c, err := net.DialTimeout("tcp", h.proxy, 2*time.Second)
+		if err != nil {
+			t.Fatalf("connection %d: %v", i, err)
+		}
+		c.Close()
+	}
+	done := make(chan int, 1)
+	go func() { code, _ := h.call(http.MethodPost, "/rules", `{"name":"x","fault":"pass"}`); done <- code }()
+	select {
+	case code := <-done:
+		if code != http.StatusCreated {
+			t.Fatalf("POST /rules: %d", code)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("POST /rules stalled behind a full stdout (%d goroutines)", runtime.NumGoroutine())
+	}
+	waitFor(t, func() bool { return a.proxy.Stats().Active == 0 })
 }
