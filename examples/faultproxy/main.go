@@ -72,6 +72,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -118,16 +119,77 @@ type app struct {
 	closedCh chan struct{}
 }
 
-// lockedWriter serialises lines from the connections' goroutines.
+// lockedWriter serialises lines from the connections' goroutines. The
+// startup lines are written at once; after startAsync, lines are queued
+// to a writer goroutine and never block the proxy or the API: when the
+// reader of the output falls behind (a harness that stopped reading its
+// pipe), lines that do not fit the queue are counted and dropped, and the
+// count is printed when the output moves again.
 type lockedWriter struct {
-	mu sync.Mutex
-	w  io.Writer
+	w       io.Writer
+	dropped atomic.Int64
+
+	mu     sync.Mutex  // guards the fields below
+	lines  chan string // nil before startAsync and after stop
+	done   chan struct{}
+	closed bool
 }
 
+// outQueue is how many lines wait for a slow reader of the output.
+const outQueue = 1024
+
 func (l *lockedWriter) printf(format string, args ...any) {
+	line := fmt.Sprintf(format+"\n", args...)
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	fmt.Fprintf(l.w, format+"\n", args...)
+	switch {
+	case l.closed:
+	case l.lines == nil:
+		_, _ = io.WriteString(l.w, line)
+	default:
+		select {
+		case l.lines <- line:
+		default:
+			l.dropped.Add(1)
+		}
+	}
+}
+
+// startAsync queues further lines to a writer goroutine; stop ends it.
+func (l *lockedWriter) startAsync() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.lines, l.done = make(chan string, outQueue), make(chan struct{})
+	go func(lines <-chan string, done chan<- struct{}) {
+		defer close(done)
+		for line := range lines {
+			if n := l.dropped.Swap(0); n > 0 {
+				_, _ = fmt.Fprintf(l.w, "faultproxy: %d lines not printed: the output was not read\n", n)
+			}
+			_, _ = io.WriteString(l.w, line)
+		}
+	}(l.lines, l.done)
+}
+
+// stop drops further lines and lets the writer goroutine print what is
+// queued, waiting for it at most 2s (an output nobody reads may never
+// take it; the process is exiting then).
+func (l *lockedWriter) stop() {
+	l.mu.Lock()
+	l.closed = true
+	lines, done := l.lines, l.done
+	l.lines = nil
+	l.mu.Unlock()
+	if lines == nil {
+		return
+	}
+	close(lines)
+	t := time.NewTimer(2 * time.Second)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+	}
 }
 
 // ruleSpec is a rule as the flags and the API spell it.
@@ -374,6 +436,7 @@ func start(args []string, stdout io.Writer) (*app, error) {
 	// The api line comes last: a harness reading the output may take it
 	// as "ready".
 	a.out.printf("faultproxy: api http://%s", apiLn.Addr())
+	a.out.startAsync()
 	return a, nil
 }
 
@@ -487,6 +550,7 @@ func (a *app) Close() {
 	_ = a.api.Close()
 	_ = a.proxy.Close()
 	a.removeTLSTmp()
+	a.out.stop()
 }
 
 // removeTLSTmp removes the directory -tls terminate made for its pair.
