@@ -523,3 +523,32 @@ func TestProxyUpstreamIsItself(t *testing.T) {
 		t.Fatalf("Upstream %s, the proxy's own address: accepted (%d connections from one client)", up, st.Accepted)
 	}
 }
+
+// TestProxyDropDuringUpstreamConnect: DropAll resets a connection whose
+// upstream connect still hangs (a black-holed upstream); the proxy is done
+// with it at once: Stats.Active drops and its Log line comes, instead of
+// waiting out the 5s connect.
+func TestProxyDropDuringUpstreamConnect(t *testing.T) {
+	bh := faultnet.NewBlackhole(t, "")
+	logged := make(chan faultnet.ConnLog, 1)
+	p := faultnet.StartProxy(t, faultnet.ProxyConfig{Upstream: bh.Addr(), Log: func(l faultnet.ConnLog) { logged <- l }})
+	c := dial(t, p.Addr())
+	eventually(t, 5*time.Second, "the connection accepted", func() bool { return p.Stats().Active == 1 })
+	time.Sleep(100 * time.Millisecond) // in the upstream connect
+	t0 := time.Now()
+	if n := p.DropAll(); n != 1 {
+		t.Fatalf("DropAll dropped %d, want 1", n)
+	}
+	if _, err := readResult(c, 2*time.Second); kind(err) != "reset" {
+		t.Errorf("the client saw %s, want reset", kind(err))
+	}
+	select {
+	case l := <-logged:
+		t.Logf("%v", l)
+	case <-time.After(2500 * time.Millisecond):
+		t.Fatalf("no end of the dropped connection %v after DropAll (Active %d): the proxy still waits on its connect", time.Since(t0).Round(time.Millisecond), p.Stats().Active)
+	}
+	if st := p.Stats(); st.Active != 0 {
+		t.Fatalf("after the drop: %+v", st)
+	}
+}
