@@ -822,10 +822,22 @@ func (p *Proxy) forward(pc *proxyConn) string {
 		pc.client = tc
 	}
 	ctx, cancel := context.WithTimeout(p.ctx, upstreamDialTimeout)
+	var watch sync.WaitGroup
+	watch.Go(func() { // DropAll shut pc: stop connecting for it
+		select {
+		case <-pc.killed:
+			cancel()
+		case <-ctx.Done():
+		}
+	})
 	var d net.Dialer
 	upstream, err := d.DialContext(ctx, "tcp", p.up)
 	cancel()
+	watch.Wait()
 	if err != nil {
+		if pc.shutHow() >= 0 {
+			return "" // shut while connecting: its end is how it was shut
+		}
 		// No upstream: reset the client, as a proxy with a dead backend does.
 		pc.shut(shutReset, p)
 		return "upstream unreachable, reset: " + err.Error()
