@@ -24,7 +24,11 @@ type ProxyFault int
 
 // The faults a Proxy can inject. The first four act on the forwarded bytes;
 // the last four act on the client's connection itself, before anything is
-// forwarded (the upstream never sees such a connection).
+// forwarded (the upstream never sees such a connection). With TLS passed
+// through (ProxyConfig.TLS nil) the bytes are the TLS records, handshake
+// included: HoldResponse then stalls the handshake (the ServerHello is
+// held) and StallAfter counts encrypted bytes; terminate TLS in the proxy
+// to hold or stall the response itself.
 const (
 	ProxyPass     ProxyFault = iota // forward both directions unchanged
 	HoldResponse                    // forward client→upstream; hold every upstream→client byte ("response never starts")
