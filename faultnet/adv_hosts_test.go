@@ -84,3 +84,62 @@ func hostsChild(t *testing.T) {
 		try("Forward("+backend+")", s.Addr())
 	}
 }
+
+// TestProxyBlackholeAnyAddr: a proxy told to listen on every address
+// (AnyAddr, "0.0.0.0:0") black-holes like any other: connects hang, and
+// the state Blackholed reports is the real one. Run in a private network
+// namespace (unshare -n), so 0.0.0.0 is an empty namespace's.
+func TestProxyBlackholeAnyAddr(t *testing.T) {
+	if os.Getenv("FAULTNET_NETNS_CHILD") == "1" {
+		up := faultnet.Start(t, faultnet.Config{})
+		p, err := faultnet.NewProxy(faultnet.ProxyConfig{Addr: "0.0.0.0:0", AnyAddr: true, Upstream: up.Addr()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer p.Close()
+		_, port, _ := net.SplitHostPort(p.Addr())
+		target := "127.0.0.1:" + port
+		err = p.SetBlackhole(true)
+		t.Logf("SetBlackhole(true): %v; Blackholed %v", err, p.Blackholed())
+		c, derr := net.DialTimeout("tcp", target, 300*time.Millisecond)
+		if derr == nil {
+			c.Close()
+		}
+		t.Logf("connect while black-holed: %s", kind(derr))
+		switch {
+		case err == nil && kind(derr) != "timeout":
+			t.Errorf("black-holed without error, but connect: %s, want it to hang", kind(derr))
+		case err != nil && p.Blackholed():
+			t.Errorf("SetBlackhole failed (%v) yet Blackholed reports true; connect: %s", err, kind(derr))
+		case err != nil && kind(derr) != "ok":
+			t.Errorf("SetBlackhole failed (%v) and left the proxy unreachable: connect %s", err, kind(derr))
+		}
+		if err := p.SetBlackhole(false); err != nil {
+			t.Fatal(err)
+		}
+		if c, err := net.DialTimeout("tcp", target, 2*time.Second); err != nil {
+			t.Errorf("after the restore: %v", err)
+		} else {
+			c.Close()
+		}
+		return
+	}
+	unshare, err := exec.LookPath("unshare")
+	if err != nil || os.Geteuid() != 0 {
+		t.Skip("needs root and unshare(1) for a private network namespace")
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(unshare, "-n", "sh", "-c", `ip link set lo up && exec "$1" -test.run '^TestProxyBlackholeAnyAddr$' -test.v -test.count=1`, "sh", exe)
+	cmd.Env = append(os.Environ(), "FAULTNET_NETNS_CHILD=1")
+	out, err := cmd.CombinedOutput()
+	if !bytes.Contains(out, []byte("=== RUN")) {
+		t.Skipf("no private network namespace here: %v %s", err, out)
+	}
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	t.Logf("%s", out)
+}
