@@ -516,14 +516,25 @@ func (p *Proxy) setBlackhole(on bool) error {
 		ln, done := p.ln, p.acceptDone
 		p.ln = nil
 		_ = ln.Close()
-		for pc := range p.conns {
-			pc.frozen.Store(true)
-		}
 		p.mu.Unlock()
 		<-done
-		bh, err := newBlackhole(p.addr.String(), true)
+		bh, err := newBlackhole(p.addr.String(), true, !p.cfg.AnyAddr)
 		if err != nil {
-			return fmt.Errorf("faultnet: proxy %s: black-holing: %w", p.addr, err)
+			// Not black-holed after all: listen again, so that the state
+			// is the one Blackholed reports.
+			err = fmt.Errorf("faultnet: proxy %s: black-holing: %w", p.addr, err)
+			ln, lerr := listenRetry(p.ctx, "tcp", p.addr.String())
+			if lerr != nil {
+				return errors.Join(err, fmt.Errorf("faultnet: proxy %s: listening again: %w", p.addr, lerr))
+			}
+			p.mu.Lock()
+			defer p.mu.Unlock()
+			if p.closed {
+				ln.Close()
+				return errProxyClosed
+			}
+			p.startAccepting(ln)
+			return err
 		}
 		p.mu.Lock()
 		defer p.mu.Unlock()
@@ -532,6 +543,9 @@ func (p *Proxy) setBlackhole(on bool) error {
 			return errProxyClosed
 		}
 		p.bh = bh
+		for pc := range p.conns {
+			pc.frozen.Store(true)
+		}
 		return nil
 	}
 	bh := p.bh
