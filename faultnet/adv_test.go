@@ -414,6 +414,7 @@ func TestBadConfigNeverPanics(t *testing.T) {
 		"latency max < min":   {Upstream: "127.0.0.1:9", Fault: faultnet.Delay, Latency: 2, LatencyMax: 1},
 		"rule latency < 0":    {Upstream: "127.0.0.1:9", Rules: []faultnet.Rule{{Fault: faultnet.Delay, Latency: -1}}},
 		"flap negative":       {Upstream: "127.0.0.1:9", FlapPeriod: -1},
+		"flap 1ns (a spin)":   {Upstream: "127.0.0.1:9", FlapPeriod: 1},
 		"linger negative":     {Upstream: "127.0.0.1:9", UpstreamLinger: -1},
 		"blackhole negative":  {Upstream: "127.0.0.1:9", BlackholeFor: -1},
 		"addr non-loopback":   {Upstream: "127.0.0.1:9", Addr: "0.0.0.0:0"},
@@ -440,6 +441,7 @@ func TestBadConfigNeverPanics(t *testing.T) {
 	try("SetFault 99", func() error { return p.SetFault(99, nil) })
 	try("SetRules bad", func() error { return p.SetRules(faultnet.Rule{Fault: faultnet.StallBody, StallAfter: -5}) })
 	try("SetFlap negative", func() error { return p.SetFlap(-time.Second) })
+	try("SetFlap 1µs (a spin)", func() error { return p.SetFlap(time.Microsecond) })
 	try("SetUpstreamLinger negative", func() error { return p.SetUpstreamLinger(-time.Second) })
 	try("Server SetFault 99", func() error { return up.SetFault(99, nil) })
 	for _, f := range []faultnet.Selector{faultnet.EveryNth(0), faultnet.EveryNth(-3), faultnet.Fraction(math.NaN()), faultnet.Fraction(math.Inf(-1)), faultnet.FirstN(-1)} {

@@ -327,3 +327,22 @@ func TestStdoutNotReadDoesNotStall(t *testing.T) {
 	}
 	waitFor(t, func() bool { return a.proxy.Stats().Active == 0 })
 }
+
+// TestFlapTooFast: a flap period so short that the proxy would do nothing
+// but reset (a core spent on a loop) is refused, over the API and as a
+// flag.
+func TestFlapTooFast(t *testing.T) {
+	h := run(t, "-upstream", upstream(t), "-quiet")
+	for _, body := range []string{`{"period_ms":0.000001}`, `{"period_ms":0.5}`} {
+		if code, m := h.call(http.MethodPut, "/flap", body); code != http.StatusBadRequest {
+			t.Errorf("PUT /flap %s: %d %v, want 400", body, code, m)
+		}
+	}
+	if code, m := h.call(http.MethodPut, "/flap", `{"period_ms":1}`); code != http.StatusOK {
+		t.Errorf("PUT /flap 1ms: %d %v", code, m)
+	}
+	if a, err := start([]string{"-upstream", upstream(t), "-flap", "1ns"}, io.Discard); err == nil {
+		a.Close()
+		t.Error("-flap 1ns: no error")
+	}
+}
