@@ -185,7 +185,8 @@ type ProxyConfig struct {
 	TLS *tls.Config
 	// FlapPeriod, when > 0, makes the proxy call DropAll every FlapPeriod,
 	// like an interface restarted in a loop (incident 03). 0: never.
-	// Negative is an error.
+	// Negative, or below 1ms (the proxy would do nothing but reset), is an
+	// error.
 	FlapPeriod time.Duration
 	// UpstreamLinger is how long the upstream side of a connection that
 	// DropAll (or a flap) reset stays open, unread and silent: the server
@@ -254,8 +255,8 @@ func (c *ProxyConfig) validateRest() error {
 		}
 	}
 	switch {
-	case c.FlapPeriod < 0:
-		return fmt.Errorf("faultnet: ProxyConfig.FlapPeriod %v is negative", c.FlapPeriod)
+	case c.FlapPeriod < 0 || c.FlapPeriod > 0 && c.FlapPeriod < minFlap:
+		return fmt.Errorf("faultnet: ProxyConfig.FlapPeriod %v: want 0 (no flap) or at least %v", c.FlapPeriod, minFlap)
 	case c.UpstreamLinger < 0:
 		return fmt.Errorf("faultnet: ProxyConfig.UpstreamLinger %v is negative", c.UpstreamLinger)
 	case c.BlackholeFor < 0:
@@ -424,11 +425,14 @@ func (p *Proxy) Rules() []Rule {
 	return append([]Rule(nil), p.rules...)
 }
 
+// minFlap is the shortest flap period.
+const minFlap = time.Millisecond
+
 // SetFlap sets the flap period: every period the proxy calls DropAll.
-// 0 stops flapping; negative is an error.
+// 0 stops flapping; negative or below 1ms is an error.
 func (p *Proxy) SetFlap(period time.Duration) error {
-	if period < 0 {
-		return fmt.Errorf("faultnet: flap period %v is negative", period)
+	if period < 0 || period > 0 && period < minFlap {
+		return fmt.Errorf("faultnet: flap period %v: want 0 (no flap) or at least %v", period, minFlap)
 	}
 	select {
 	case p.flapCh <- period:

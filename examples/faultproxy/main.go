@@ -682,6 +682,9 @@ func (a *app) serveAPI(w http.ResponseWriter, r *http.Request) {
 				return
 			}
 			d, err := millis("period_ms", *body.PeriodMS)
+			if err == nil && d > 0 && d < time.Millisecond {
+				err = fmt.Errorf("period_ms %v: want 0 (no flap) or at least 1", *body.PeriodMS)
+			}
 			if err != nil {
 				fail(w, http.StatusBadRequest, "%v", err)
 				return
