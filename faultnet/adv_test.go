@@ -554,3 +554,47 @@ func TestProxyDropDuringUpstreamConnect(t *testing.T) {
 		t.Fatalf("after the drop: %+v", st)
 	}
 }
+
+// TestIncident03OnTheWire: the preset's flap resets the client within a
+// second, and the server's side of that connection stays open and silent
+// (no FIN, no RST: the dead session it keeps), counted in Lingering, until
+// the proxy is closed.
+func TestIncident03OnTheWire(t *testing.T) {
+	ended := make(chan error, 1)
+	got := make(chan struct{}, 1)
+	up := faultnet.Start(t, faultnet.Config{Handler: func(c net.Conn) {
+		buf := make([]byte, 16)
+		if _, err := c.Read(buf); err == nil {
+			got <- struct{}{}
+		}
+		_, err := c.Read(buf) // blocks while the session lingers
+		ended <- err
+	}})
+	p, err := faultnet.Incident03.New(up.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	c := dial(t, p.Addr())
+	t0 := time.Now()
+	_, _ = c.Write([]byte("x"))
+	<-got
+	_, err = readResult(c, 3*time.Second)
+	if kind(err) != "reset" || time.Since(t0) > 2*time.Second {
+		t.Fatalf("client: %s after %v, want a reset within the 1s flap", kind(err), time.Since(t0))
+	}
+	select {
+	case err := <-ended:
+		t.Fatalf("the server's side ended (%v) %v after the reset; the preset keeps it 20s", err, time.Since(t0))
+	case <-time.After(time.Second):
+	}
+	if st := p.Stats(); st.Lingering != 1 || st.Dropped != 1 {
+		t.Fatalf("stats %+v, want 1 dropped and 1 lingering", st)
+	}
+	p.Close()
+	select {
+	case <-ended:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close did not end the lingering session")
+	}
+}
