@@ -346,3 +346,31 @@ func TestFlapTooFast(t *testing.T) {
 		t.Error("-flap 1ns: no error")
 	}
 }
+
+// TestAPIHostVariants: DNS-rebinding-style Host headers (a name that a
+// page's DNS points at 127.0.0.1, "localhost." and friends, mapped or
+// non-loopback literals) are refused; loopback literals and localhost
+// are not.
+func TestAPIHostVariants(t *testing.T) {
+	h := run(t, "-upstream", upstream(t), "-quiet")
+	for host, want := range map[string]int{
+		"127.0.0.1.nip.io":     403,
+		"localtest.me":         403,
+		"localhost.":           403,
+		"localhost.evil.com":   403,
+		"[::ffff:10.0.0.1]:80": 403,
+		"0.0.0.0":              403,
+		"2130706433":           403,
+		"127.1":                403,
+		"evil.com@127.0.0.1":   403,
+		"127.0.0.1:1":          200,
+		"127.5.6.7":            200,
+		"[::1]:9":              200,
+		"[::ffff:127.0.0.1]":   200,
+		"localhost:80":         200,
+	} {
+		if code, m := h.call(http.MethodGet, "/stats", "", "Host", host); code != want {
+			t.Errorf("Host %q: %d %v, want %d", host, code, m, want)
+		}
+	}
+}
