@@ -2,10 +2,13 @@ package pool
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
 	"go.opentelemetry.io/otel/trace"
+
+	"github.com/lifeline-go/lifeline/internal/upstream"
 )
 
 // Acquire returns a connection for the caller's exclusive use until it calls
@@ -121,37 +124,17 @@ func (p *Pool) vet(c *Conn, now int64) bool {
 	return false
 }
 
-// acquireSlow queues the caller, starts a dial when the cap allows, and
-// waits. It is the only part of Acquire that makes a span.
+// acquireSlow queues the caller, starts a dial when the cap and the gate
+// allow, and waits. A waiter that the gate bounces (its upstream is known
+// down and no dial in flight is for it) fails fast, or, when its context
+// waits for ready, waits at the gate and queues again when the upstream is
+// back or its probe is due. It is the only part of Acquire that makes a
+// span.
 func (p *Pool) acquireSlow(ctx context.Context, start int64) (*Conn, error) {
 	ctx, span := p.tel.tracer.Start(ctx, "pool.acquire",
 		trace.WithTimestamp(time.Now().Add(-time.Duration(nanotime()-start))),
 		trace.WithSpanKind(trace.SpanKindInternal), p.tel.spanAttrs)
 	defer span.End()
-
-	w := &waiter{ch: make(chan acquireResult, 1)}
-	p.mu.Lock()
-	if p.closed {
-		p.st.AcquireFailures++
-		p.mu.Unlock()
-		p.tel.endAcquire(span, ErrClosed)
-		return nil, ErrClosed
-	}
-	// Publish the waiter, then look at the stacks again. A Release that
-	// pushed before this look is seen here; one that pushes after it sees
-	// nwait > 0 and hands the conn over itself (handOffIdle): sequentially
-	// consistent atomics on both sides, so no wakeup is lost. What is found
-	// goes to the oldest waiter, which is us only if nobody came first.
-	p.waiters.pushBack(w)
-	p.nwait.Store(int64(p.waiters.n))
-	stale := p.handOffLocked(nanotime())
-	dialed := false
-	if w.queued {
-		dialed = p.dialForWaitersLocked(ctx)
-	}
-	p.mu.Unlock()
-	p.closeEvicted(stale)
-	p.tel.acquireQueued(span, dialed)
 
 	var timeout <-chan time.Time
 	if _, ok := ctx.Deadline(); !ok && p.s.acquireTimeout > 0 {
@@ -160,29 +143,117 @@ func (p *Pool) acquireSlow(ctx context.Context, start int64) (*Conn, error) {
 		defer t.Stop()
 		timeout = t.C
 	}
+	w := &waiter{ch: make(chan acquireResult, 1)}
 	var r acquireResult
-	select {
-	case r = <-w.ch:
-	case <-ctx.Done():
-		r = p.abandon(w, acquireCtxErr(ctx))
-	case <-timeout:
-		r = p.abandon(w, fmt.Errorf("pool: acquire: no connection within AcquireTimeout (%v): %w",
-			p.s.acquireTimeout, context.DeadlineExceeded))
+	for queued := false; ; queued = true {
+		p.mu.Lock()
+		if p.closed {
+			if !queued {
+				p.st.AcquireFailures++
+				p.mu.Unlock()
+				p.tel.endAcquire(span, ErrClosed)
+				return nil, ErrClosed
+			}
+			p.mu.Unlock()
+			r = acquireResult{err: ErrClosed}
+			break
+		}
+		// Publish the waiter, then look at the stacks again. A Release that
+		// pushed before this look is seen here; one that pushes after it
+		// sees nwait > 0 and hands the conn over itself (handOffIdle):
+		// sequentially consistent atomics on both sides, so no wakeup is
+		// lost. What is found goes to the oldest waiter, which is us only if
+		// nobody came first.
+		p.waiters.pushBack(w)
+		p.nwait.Store(int64(p.waiters.n))
+		stale := p.handOffLocked(nanotime())
+		dialed := false
+		if w.queued {
+			if w.admitted && p.dialing < p.waiters.n && p.openLocked() < p.s.maxConns {
+				p.startDialLocked(ctx, true) // the probe the gate let us be
+				dialed = true
+			}
+			dialed = p.dialForWaitersLocked(ctx) || dialed
+		}
+		p.mu.Unlock()
+		p.closeEvicted(stale)
+		if !queued {
+			p.tel.acquireQueued(span, dialed)
+		}
+
+		select {
+		case r = <-w.ch:
+		case <-ctx.Done():
+			r = p.abandon(w, acquireCtxErr(ctx))
+		case <-timeout:
+			r = p.abandon(w, p.acquireTimeoutErr())
+		}
+		if !r.bounced || !upstream.WaitsForReady(ctx) {
+			break
+		}
+		admitted, err := p.waitReady(ctx, start)
+		if err != nil {
+			r = acquireResult{err: err}
+			break
+		}
+		w.admitted = admitted
 	}
 	waited := time.Duration(nanotime() - start)
 	p.mu.Lock()
 	p.st.AcquireWaitCount++
 	p.st.AcquireWaitTime += waited
-	if r.c != nil {
+	switch {
+	case r.c != nil:
 		p.st.AcquireCount++
-	} else {
+	case r.bounced:
+		p.st.AcquireFailures++
+		p.st.Unavailable++
+	default:
 		p.st.AcquireFailures++
 	}
 	p.mu.Unlock()
 	p.tel.acquireWaited(waited)
+	if r.bounced {
+		p.tel.throttled()
+		p.tel.notAttempted(span)
+	}
 	p.tel.endAcquire(span, r.err)
 	return r.c, r.err
 }
+
+func (p *Pool) acquireTimeoutErr() error {
+	return fmt.Errorf("pool: acquire: no connection within AcquireTimeout (%v): %w",
+		p.s.acquireTimeout, context.DeadlineExceeded)
+}
+
+// waitReady waits at the gate, within ctx (AcquireTimeout from start when
+// ctx has no deadline) and the pool's life, for the upstream to be back
+// (admitted false) or for the caller's turn to probe it (true).
+func (p *Pool) waitReady(ctx context.Context, start int64) (admitted bool, err error) {
+	gctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	if _, ok := ctx.Deadline(); !ok && p.s.acquireTimeout > 0 {
+		left := p.s.acquireTimeout - time.Duration(nanotime()-start)
+		gctx, cancel = context.WithTimeoutCause(gctx, left, errWaitReadyTimeout)
+		defer cancel()
+	}
+	defer context.AfterFunc(p.closeCtx, cancel)()
+	pass, err := p.gate.Enter(gctx, upstream.Options{WaitForReady: true})
+	switch {
+	case err == nil:
+		return pass.Probe(), nil
+	case ctx.Err() != nil:
+		return false, acquireCtxErr(ctx)
+	case p.closeCtx.Err() != nil:
+		return false, ErrClosed
+	case context.Cause(gctx) == errWaitReadyTimeout:
+		return false, p.acquireTimeoutErr()
+	}
+	return false, err
+}
+
+// errWaitReadyTimeout ends a wait for ready at AcquireTimeout.
+var errWaitReadyTimeout = errors.New("pool: AcquireTimeout")
 
 // abandon takes w out of the queue after its wait ended. If a conn was handed
 // to w concurrently, it goes back to the pool (to the next waiter or idle).

@@ -199,11 +199,15 @@ type waiter struct {
 	ch         chan acquireResult
 	prev, next *waiter
 	queued     bool
+	admitted   bool // let through by the gate (a probe): never bounced
 }
 
 type acquireResult struct {
 	c   *Conn
 	err error
+	// bounced: err is the gate's; the waiter left the queue because its
+	// upstream is known down (fail fast, or wait for ready at the gate).
+	bounced bool
 }
 
 // waitList is an intrusive doubly linked FIFO: O(1) push, pop and removal

@@ -11,6 +11,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/lifeline-go/lifeline/internal/logx"
+	"github.com/lifeline-go/lifeline/internal/upstream"
 )
 
 // epoch anchors nanotime. time.Since on a monotonic time reads one clock
@@ -40,6 +41,7 @@ type Pool struct {
 	tel     telemetry
 	log     *logx.Limiter // nil: no Logger
 	name    string
+	gate    *upstream.Gate // the upstream's reachability; nil: DisableFailFast
 
 	closeCtx    context.Context // canceled by Close: ends dials, rate waits, the sweeper
 	closeCancel context.CancelFunc
@@ -145,6 +147,7 @@ func New(cfg Config) (*Pool, error) {
 		p.limiter = rate.NewLimiter(rate.Limit(s.dialRate), s.dialBurst)
 	}
 	p.closeCtx, p.closeCancel = context.WithCancel(context.Background())
+	p.initGate(&cfg)
 	if err := p.tel.init(p, &cfg); err != nil {
 		p.closeCancel()
 		return nil, err
@@ -231,6 +234,7 @@ func (p *Pool) Close() error {
 	_ = closeConns(ncs)
 	p.wg.Wait()
 	p.tel.close()
+	p.tel.closeUpstream(p)
 	p.log.Flush(context.Background())
 	close(p.closeDone)
 	return nil
