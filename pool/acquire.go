@@ -188,9 +188,10 @@ func (p *Pool) acquireSlow(ctx context.Context, start int64) (*Conn, error) {
 		case <-timeout:
 			r = p.abandon(w, p.acquireTimeoutErr())
 		}
-		if !r.bounced || !upstream.WaitsForReady(ctx) {
+		if !(r.bounced || r.dialFailed) || p.gate == nil || !upstream.WaitsForReady(ctx) {
 			break
 		}
+		// Waits for ready: through the upstream's outage and failed probes.
 		admitted, err := p.waitReady(ctx, start)
 		if err != nil {
 			r = acquireResult{err: err}

@@ -208,6 +208,8 @@ type acquireResult struct {
 	// bounced: err is the gate's; the waiter left the queue because its
 	// upstream is known down (fail fast, or wait for ready at the gate).
 	bounced bool
+	// dialFailed: err is the failure of the dial the waiter got.
+	dialFailed bool
 }
 
 // waitList is an intrusive doubly linked FIFO: O(1) push, pop and removal

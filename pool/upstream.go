@@ -34,9 +34,11 @@ var ErrUnavailable = upstream.ErrUnavailable
 // (or AcquireTimeout when ctx has no deadline), for an upstream known down
 // to come back instead of failing at once with an [*UnavailableError]: a
 // startup path, a long job. A waiting Acquire becomes the next probe when
-// it is due, and every one of them is woken by the first dial that
-// succeeds. It is the same mark as transport.WaitForReady where the
-// transport reads it.
+// it is due (a failed probe does not end it: it waits on), and every one
+// of them is woken by the first dial that succeeds. While it waits at the
+// gate it does not see conns released meanwhile (the next probe's turn, at
+// most about a second on, does). With Config.DisableFailFast it changes
+// nothing.
 func WaitForReady(ctx context.Context) context.Context {
 	return upstream.WithWaitForReady(ctx)
 }
