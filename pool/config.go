@@ -112,7 +112,10 @@ type Config struct {
 	DisableFailFast bool
 
 	// Name, when set, is reported as lifeline.pool.name on the pool's
-	// metrics and spans, to tell several pools apart.
+	// metrics and spans, to tell several pools apart. It also names the
+	// pool's upstream ("pool" when empty) in an [*UnavailableError] and as
+	// the server.address of lifeline.throttled and lifeline.upstream.down:
+	// keep it short, bounded and free of secrets (not a DSN).
 	Name string
 
 	// TracerProvider makes the pool.acquire spans. nil means the otel global.

@@ -2,10 +2,12 @@ package pool_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 
+	"github.com/lifeline-go/lifeline/dial"
 	"github.com/lifeline-go/lifeline/pool"
 )
 
@@ -71,4 +73,48 @@ func ExampleNew_validation() {
 	// Output:
 	// pool: Config.MaxIdleConns (3) must not exceed MaxConns (2)
 	// pool: Config.Dial is required
+}
+
+// A pool whose server is down (a loopback port that refuses connects):
+// after 5 refused dials the pool knows the upstream is down, and an Acquire
+// that would need a new dial fails at once, with the last refusal inside,
+// until a probe finds the server back. pool.WaitForReady(ctx) makes an
+// Acquire wait for that instead.
+func ExampleUnavailableError() {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		panic(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close() // nothing listens there now: connects are refused
+
+	d := &dial.Dialer{}
+	p, err := pool.New(pool.Config{
+		Name: "db",
+		Dial: func(ctx context.Context) (net.Conn, error) {
+			return d.DialContext(ctx, "tcp", addr)
+		},
+	})
+	if err != nil {
+		panic(err)
+	}
+	defer p.Close()
+
+	ctx := context.Background()
+	for range 5 {
+		_, err = p.Acquire(ctx) // each one dials and is refused
+	}
+	fmt.Println("unavailable after 5 refusals:", errors.Is(err, pool.ErrUnavailable))
+
+	_, err = p.Acquire(ctx) // fails fast: no dial
+	var ue *pool.UnavailableError
+	var de *dial.Error
+	fmt.Println("then:", errors.As(err, &ue), ue.Upstream, ue.Reason)
+	fmt.Println("last failure:", errors.As(err, &de), de.Phase)
+	fmt.Println("failed fast:", p.Stats().Unavailable)
+	// Output:
+	// unavailable after 5 refusals: false
+	// then: true db down
+	// last failure: true connect
+	// failed fast: 1
 }

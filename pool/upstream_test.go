@@ -371,6 +371,7 @@ func TestFailFastRefusingPort(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	probes := dials.Load() - 5
+	require.NotEmpty(t, fast, "no Acquire failed fast")
 	slices.Sort(fast)
 	t.Logf("%d fail fast, p50 %v p99 %v max %v; %d probes in 3s", len(fast),
 		fast[len(fast)/2], fast[len(fast)*99/100], fast[len(fast)-1], probes)
