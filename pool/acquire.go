@@ -22,8 +22,11 @@ import (
 // waiter. Acquire gives up when ctx ends or, if ctx has no deadline, after
 // AcquireTimeout; the error then matches ctx.Err() (context.DeadlineExceeded
 // for the AcquireTimeout). A failed dial is returned to one waiter, the
-// oldest, instead of leaving all of them to time out. After Close it returns
-// [ErrClosed].
+// oldest, instead of leaving all of them to time out. While the upstream is
+// known down (see Config.DisableFailFast), an Acquire that finds no live
+// idle conn and has no dial in flight for it fails at once with an
+// [*UnavailableError], unless ctx comes from [WaitForReady]. After Close it
+// returns [ErrClosed].
 func (p *Pool) Acquire(ctx context.Context) (*Conn, error) {
 	if !p.made() {
 		return nil, errNotNew

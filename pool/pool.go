@@ -170,7 +170,9 @@ func (p *Pool) openLocked() int { return len(p.all) + p.dialing + p.closing }
 // Reset flushes the pool, for a network change or a failover: idle
 // connections are closed now, connections in use are closed when released,
 // and dials in flight are discarded when they finish. Waiters keep waiting
-// for new connections. Safe for concurrent use; a no-op after Close.
+// for new connections. The pool forgets that its upstream was down: the
+// next Acquire dials (five failures take it down again). Safe for
+// concurrent use; a no-op after Close.
 func (p *Pool) Reset() {
 	if !p.made() {
 		return
@@ -181,6 +183,9 @@ func (p *Pool) Reset() {
 		return
 	}
 	p.gen.Add(1)
+	if p.gate != nil {
+		p.gate.Success() // a fresh start: whatever was learnt is of the old network
+	}
 	flushed := p.drainLocked(nil)
 	for _, c := range flushed {
 		p.destroyLocked(c, reasonReset)

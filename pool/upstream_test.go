@@ -120,6 +120,28 @@ func TestFailFastStateMachine(t *testing.T) {
 	})
 }
 
+// Reset (a network change, a failover) forgets that the upstream was down.
+func TestFailFastReset(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var d pipeDialer
+		d.setFail(errBoom)
+		p, err := pool.New(pool.Config{Dial: d.Dial, DialRate: -1})
+		require.NoError(t, err)
+		defer p.Close()
+		for range 5 {
+			_, _ = p.Acquire(t.Context())
+		}
+		_, err = p.Acquire(t.Context())
+		require.ErrorIs(t, err, pool.ErrUnavailable)
+		p.Reset()
+		d.setFail(nil)
+		c, err := p.Acquire(t.Context())
+		require.NoError(t, err, "dials again after Reset")
+		c.Release()
+		assert.Equal(t, int64(6), d.dials.Load())
+	})
+}
+
 // A caller that waits for ready gives up at its own deadline, and at Close.
 func TestFailFastWaitForReadyEnds(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
