@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"time"
 
 	"github.com/lifeline-go/lifeline/dial"
 	"github.com/lifeline-go/lifeline/pool"
@@ -117,4 +118,53 @@ func ExampleUnavailableError() {
 	// then: true db down
 	// last failure: true connect
 	// failed fast: 1
+}
+
+// An Acquire that must not fail fast (a startup path, a long job) waits,
+// within its context, for the upstream to come back: here a server that
+// starts listening on the port while the Acquire waits. It becomes the next
+// probe when one is due (about a second after the upstream went down) and
+// gets the conn of the dial that succeeds.
+func ExampleWaitForReady() {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		panic(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close() // the server is down
+
+	var d net.Dialer
+	p, err := pool.New(pool.Config{Dial: func(ctx context.Context) (net.Conn, error) {
+		return d.DialContext(ctx, "tcp", addr)
+	}})
+	if err != nil {
+		panic(err)
+	}
+	defer p.Close()
+	for range 5 {
+		p.Acquire(context.Background()) // refused: the upstream is now known down
+	}
+	_, err = p.Acquire(context.Background())
+	fmt.Println("fails fast:", errors.Is(err, pool.ErrUnavailable))
+
+	done := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(pool.WaitForReady(context.Background()), 10*time.Second)
+		defer cancel()
+		c, err := p.Acquire(ctx)
+		if err == nil {
+			c.Release()
+		}
+		done <- err
+	}()
+	time.Sleep(100 * time.Millisecond)
+	ln, err = net.Listen("tcp", addr) // the server comes back
+	if err != nil {
+		panic(err)
+	}
+	defer ln.Close()
+	fmt.Println("waited and got a conn:", <-done == nil)
+	// Output:
+	// fails fast: true
+	// waited and got a conn: true
 }
