@@ -147,43 +147,31 @@ func (p *Pool) acquireSlow(ctx context.Context, start int64) (*Conn, error) {
 		timeout = t.C
 	}
 	w := &waiter{ch: make(chan acquireResult, 1)}
-	var r acquireResult
-	for queued := false; ; queued = true {
-		p.mu.Lock()
-		if p.closed {
-			if !queued {
-				p.st.AcquireFailures++
-				p.mu.Unlock()
-				p.tel.endAcquire(span, ErrClosed)
-				return nil, ErrClosed
-			}
-			p.mu.Unlock()
-			r = acquireResult{err: ErrClosed}
-			break
-		}
-		// Publish the waiter, then look at the stacks again. A Release that
-		// pushed before this look is seen here; one that pushes after it
-		// sees nwait > 0 and hands the conn over itself (handOffIdle):
-		// sequentially consistent atomics on both sides, so no wakeup is
-		// lost. What is found goes to the oldest waiter, which is us only if
-		// nobody came first.
-		p.waiters.pushBack(w)
-		p.nwait.Store(int64(p.waiters.n))
-		stale := p.handOffLocked(nanotime())
-		dialed := false
-		if w.queued {
-			if w.admitted && p.dialing < p.waiters.n && p.openLocked() < p.s.maxConns {
-				p.startDialLocked(ctx, true) // the probe the gate let us be
-				dialed = true
-			}
-			dialed = p.dialForWaitersLocked(ctx) || dialed
-		}
+	p.mu.Lock()
+	if p.closed {
+		p.st.AcquireFailures++
 		p.mu.Unlock()
-		p.closeEvicted(stale)
-		if !queued {
-			p.tel.acquireQueued(span, dialed)
-		}
+		p.tel.endAcquire(span, ErrClosed)
+		return nil, ErrClosed
+	}
+	// Publish the waiter, then look at the stacks again. A Release that
+	// pushed before this look is seen here; one that pushes after it sees
+	// nwait > 0 and hands the conn over itself (handOffIdle): sequentially
+	// consistent atomics on both sides, so no wakeup is lost. What is found
+	// goes to the oldest waiter, which is us only if nobody came first.
+	p.waiters.pushBack(w)
+	p.nwait.Store(int64(p.waiters.n))
+	stale := p.handOffLocked(nanotime())
+	dialed := false
+	if w.queued {
+		dialed = p.dialForWaitersLocked(ctx)
+	}
+	p.mu.Unlock()
+	p.closeEvicted(stale)
+	p.tel.acquireQueued(span, dialed)
 
+	var r acquireResult
+	for {
 		select {
 		case r = <-w.ch:
 		case <-ctx.Done():
@@ -195,12 +183,10 @@ func (p *Pool) acquireSlow(ctx context.Context, start int64) (*Conn, error) {
 			break
 		}
 		// Waits for ready: through the upstream's outage and failed probes.
-		admitted, err := p.waitReady(ctx, start)
-		if err != nil {
-			r = acquireResult{err: err}
+		var final bool
+		if r, final = p.park(ctx, w, start); final {
 			break
 		}
-		w.admitted = admitted
 	}
 	waited := time.Duration(nanotime() - start)
 	p.mu.Lock()
@@ -230,30 +216,89 @@ func (p *Pool) acquireTimeoutErr() error {
 		p.s.acquireTimeout, context.DeadlineExceeded)
 }
 
-// waitReady waits at the gate, within ctx (AcquireTimeout from start when
-// ctx has no deadline) and the pool's life, for the upstream to be back
-// (admitted false) or for the caller's turn to probe it (true).
-func (p *Pool) waitReady(ctx context.Context, start int64) (admitted bool, err error) {
+// park waits at the gate, within ctx (AcquireTimeout from start when ctx
+// has no deadline) and the pool's life, for the upstream to be back or for
+// w's turn to probe it, w queued all the while (parked: never bounced) so
+// that a conn released meanwhile, or a probe's, is still handed to it. It
+// returns with w queued again as a plain waiter, its dial started when it
+// is the probe (final false: wait for its result), or with w's final
+// result. A failed dial handed to w does not end it: it parks again.
+func (p *Pool) park(ctx context.Context, w *waiter, start int64) (r acquireResult, final bool) {
+	for {
+		gctx, cancel := p.readyCtx(ctx, start)
+		p.mu.Lock()
+		if p.closed {
+			p.mu.Unlock()
+			cancel()
+			return acquireResult{err: ErrClosed}, true
+		}
+		w.parked, w.unpark = true, cancel
+		p.waiters.pushBack(w)
+		p.nwait.Store(int64(p.waiters.n))
+		stale := p.handOffLocked(nanotime())
+		p.mu.Unlock()
+		p.closeEvicted(stale)
+
+		pass, err := p.gate.Enter(gctx, upstream.Options{WaitForReady: true})
+
+		p.mu.Lock()
+		w.parked, w.unpark = false, nil
+		if !w.queued {
+			// Handed a result meanwhile (which ended the wait at the gate):
+			// a conn, a dial's failure, ErrClosed.
+			p.mu.Unlock()
+			cancel()
+			if r = <-w.ch; r.dialFailed {
+				continue
+			}
+			return r, true
+		}
+		if err != nil {
+			p.waiters.remove(w)
+			p.nwait.Store(int64(p.waiters.n))
+			p.mu.Unlock()
+			err = p.readyErr(ctx, gctx, err)
+			cancel()
+			return acquireResult{err: err}, true
+		}
+		w.admitted = pass.Probe()
+		if w.admitted && p.dialing < p.waiters.n && p.openLocked() < p.s.maxConns {
+			p.startDialLocked(ctx, true) // the probe the gate let us be
+		}
+		p.dialForWaitersLocked(ctx)
+		p.mu.Unlock()
+		cancel()
+		return acquireResult{}, false
+	}
+}
+
+// readyCtx is the context of a wait at the gate: ctx's, ended at
+// AcquireTimeout from start when ctx has no deadline, and by Close.
+func (p *Pool) readyCtx(ctx context.Context, start int64) (context.Context, context.CancelFunc) {
 	gctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	if _, ok := ctx.Deadline(); !ok && p.s.acquireTimeout > 0 {
 		left := p.s.acquireTimeout - time.Duration(nanotime()-start)
-		gctx, cancel = context.WithTimeoutCause(gctx, left, errWaitReadyTimeout)
-		defer cancel()
+		var stop context.CancelFunc
+		gctx, stop = context.WithTimeoutCause(gctx, left, errWaitReadyTimeout)
+		outer := cancel
+		cancel = func() { stop(); outer() }
 	}
-	defer context.AfterFunc(p.closeCtx, cancel)()
-	pass, err := p.gate.Enter(gctx, upstream.Options{WaitForReady: true})
+	unhook := context.AfterFunc(p.closeCtx, cancel)
+	end := cancel
+	return gctx, func() { unhook(); end() }
+}
+
+// readyErr is the error of a wait at the gate that ended with err.
+func (p *Pool) readyErr(ctx, gctx context.Context, err error) error {
 	switch {
-	case err == nil:
-		return pass.Probe(), nil
 	case ctx.Err() != nil:
-		return false, acquireCtxErr(ctx)
+		return acquireCtxErr(ctx)
 	case p.closeCtx.Err() != nil:
-		return false, ErrClosed
+		return ErrClosed
 	case context.Cause(gctx) == errWaitReadyTimeout:
-		return false, p.acquireTimeoutErr()
+		return p.acquireTimeoutErr()
 	}
-	return false, err
+	return err
 }
 
 // errWaitReadyTimeout ends a wait for ready at AcquireTimeout.
@@ -294,6 +339,6 @@ func (p *Pool) deliverLocked(c *Conn) bool {
 	}
 	p.nwait.Store(int64(p.waiters.n))
 	c.state.Store(stateInUse)
-	w.ch <- acquireResult{c: c}
+	w.send(acquireResult{c: c})
 	return true
 }

@@ -99,7 +99,7 @@ func (p *Pool) dialDone(nc net.Conn, err error, gen uint64) {
 		p.st.DialFailures++
 		if w := p.waiters.popFront(); w != nil {
 			p.nwait.Store(int64(p.waiters.n))
-			w.ch <- acquireResult{err: err, dialFailed: true}
+			w.send(acquireResult{err: err, dialFailed: true})
 		}
 		// The others keep waiting; their dials go on at DialRate.
 		p.dialForWaitersLocked(context.Background())

@@ -42,8 +42,9 @@
 // 30s apart (gRPC's reconnect backoff), within DialRate and MaxConns; the
 // first dial that succeeds makes it Ready again for everyone. An Acquire
 // whose context comes from [WaitForReady] waits instead (within its context
-// or AcquireTimeout), becomes a probe when one is due, and is served by the
-// dial that succeeds. [Config].DisableFailFast turns the gate off. It is
+// or AcquireTimeout) in the queue, so that a conn released meanwhile still
+// reaches it, becomes a probe when one is due, and is served by the dial
+// that succeeds. [Config].DisableFailFast turns the gate off. It is
 // seen in lifeline.throttled (lifeline.reason "unavailable"),
 // lifeline.upstream.down (1 while down) and lifeline.upstream.probes (by
 // outcome), all with server.address the pool's name; in [Stats].Unavailable;

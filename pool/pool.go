@@ -220,7 +220,7 @@ func (p *Pool) Close() error {
 	p.closed = true
 	p.closedFast.Store(true)
 	for w := p.waiters.popFront(); w != nil; w = p.waiters.popFront() {
-		w.ch <- acquireResult{err: ErrClosed}
+		w.send(acquireResult{err: ErrClosed})
 	}
 	p.nwait.Store(0)
 	p.drainLocked(nil)

@@ -35,10 +35,9 @@ var ErrUnavailable = upstream.ErrUnavailable
 // to come back instead of failing at once with an [*UnavailableError]: a
 // startup path, a long job. A waiting Acquire becomes the next probe when
 // it is due (a failed probe does not end it: it waits on), and every one
-// of them is woken by the first dial that succeeds. While it waits at the
-// gate it does not see conns released meanwhile (the next probe's turn, at
-// most about a second on, does). With Config.DisableFailFast it changes
-// nothing.
+// of them is woken by the first dial that succeeds. It stays in the queue
+// while it waits: a conn released meanwhile, or a probe's, is handed to it
+// in turn. With Config.DisableFailFast it changes nothing.
 func WaitForReady(ctx context.Context) context.Context {
 	return upstream.WithWaitForReady(ctx)
 }
@@ -115,14 +114,14 @@ func (p *Pool) downLocked() bool {
 
 // bounceLocked takes out of the queue the waiters that no dial in flight
 // is for (the newest waiters.n − dialing; a dial's conn goes to the oldest
-// waiter) but those admitted by the gate, and hands each err: fail fast,
-// or back to the gate for a waiter that waits for ready.
+// waiter) but those admitted by the gate or parked at it, and hands each
+// err: fail fast, or to the gate for a waiter that waits for ready.
 func (p *Pool) bounceLocked(err error) {
 	k := p.waiters.n - p.dialing
 	w := p.waiters.tail
 	for ; k > 0 && w != nil; k-- {
 		prev := w.prev
-		if !w.admitted {
+		if !w.admitted && !w.parked {
 			p.waiters.remove(w)
 			w.ch <- acquireResult{err: err, bounced: true}
 		}

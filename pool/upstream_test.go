@@ -142,6 +142,48 @@ func TestFailFastReset(t *testing.T) {
 	})
 }
 
+// A caller that waits for ready stays queued while it waits at the gate: a
+// conn released meanwhile is handed to it at once, before any probe.
+func TestFailFastWaitForReadyGetsReleasedConn(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var d pipeDialer
+		p, err := pool.New(pool.Config{Dial: d.Dial, MaxConns: 2, DialRate: -1})
+		require.NoError(t, err)
+		defer p.Close()
+		held, err := p.Acquire(t.Context())
+		require.NoError(t, err)
+		d.setFail(errBoom)
+		for range 5 {
+			_, _ = p.Acquire(t.Context())
+		}
+		got := make(chan *pool.Conn, 2)
+		for range 2 {
+			go func() {
+				c, err := p.Acquire(pool.WaitForReady(t.Context()))
+				assert.NoError(t, err)
+				got <- c
+			}()
+		}
+		synctest.Wait()
+		require.Len(t, got, 0, "both wait for ready")
+		assert.Equal(t, 2, p.Stats().Waiting, "queued while they wait at the gate")
+		start := time.Now()
+		held.Release()
+		synctest.Wait()
+		require.Len(t, got, 1, "the released conn went to a waiter at once")
+		c := <-got
+		assert.Same(t, held, c)
+		assert.Zero(t, time.Since(start))
+		assert.Equal(t, int64(6), d.dials.Load(), "no dial for it")
+		// The other one: served by the probe that finds the upstream back.
+		d.setFail(nil)
+		c2 := <-got
+		assert.Less(t, time.Since(start), 2*time.Second)
+		c.Release()
+		c2.Release()
+	})
+}
+
 // A caller that waits for ready gives up at its own deadline, and at Close.
 func TestFailFastWaitForReadyEnds(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
