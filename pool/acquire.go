@@ -236,10 +236,15 @@ func (p *Pool) park(ctx context.Context, w *waiter, start int64) (r acquireResul
 		p.waiters.pushBack(w)
 		p.nwait.Store(int64(p.waiters.n))
 		stale := p.handOffLocked(nanotime())
+		served := !w.queued
 		p.mu.Unlock()
 		p.closeEvicted(stale)
 
-		pass, err := p.gate.Enter(gctx, upstream.Options{WaitForReady: true})
+		var pass upstream.Pass
+		var err error
+		if !served { // (served: asking the gate could take a probe's turn for nothing)
+			pass, err = p.gate.Enter(gctx, upstream.Options{WaitForReady: true})
+		}
 
 		p.mu.Lock()
 		w.parked, w.unpark = false, nil
