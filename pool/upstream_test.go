@@ -586,3 +586,77 @@ func acquireEcho(ctx context.Context, p *pool.Pool, ioTimeout time.Duration) err
 	c.Release()
 	return nil
 }
+
+// Fail fast under churn (run with -race): the upstream flaps while callers
+// acquire — half of them waiting for ready, with short deadlines — release,
+// destroy, and the pool is Reset; the cap holds, every Acquire ends, the
+// queue is empty at the end and Close leaves nothing behind (goleak).
+func TestFailFastChurn(t *testing.T) {
+	var d pipeDialer
+	const maxConns = 4
+	p, err := pool.New(pool.Config{Dial: d.Dial, MaxConns: maxConns, DialRate: -1})
+	require.NoError(t, err)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var ok, fast, other atomic.Int64
+	for g := range 16 {
+		wg.Go(func() {
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				ctx, cancel := context.WithTimeout(t.Context(), time.Duration(1+i%20)*time.Millisecond)
+				if g%2 == 0 {
+					ctx = pool.WaitForReady(ctx)
+				}
+				c, err := p.Acquire(ctx)
+				cancel()
+				switch {
+				case err == nil:
+					ok.Add(1)
+					if i%3 == 0 {
+						_ = c.Close()
+					} else {
+						c.Release()
+					}
+				case errors.Is(err, pool.ErrUnavailable):
+					fast.Add(1)
+				default:
+					other.Add(1)
+				}
+				if s := p.Stats(); s.Open > maxConns {
+					t.Errorf("Open %d over the cap", s.Open)
+				}
+			}
+		})
+	}
+	wg.Go(func() {
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+			if i%10 < 6 {
+				d.setFail(errBoom)
+			} else {
+				d.setFail(nil)
+			}
+			if i%7 == 0 {
+				p.Reset()
+			}
+		}
+	})
+	time.Sleep(2 * time.Second)
+	close(stop)
+	wg.Wait()
+	s := p.Stats()
+	t.Logf("ok %d, failed fast %d, other %d; %+v", ok.Load(), fast.Load(), other.Load(), s)
+	assert.Zero(t, s.Waiting)
+	assert.Positive(t, ok.Load())
+	assert.Positive(t, fast.Load())
+	require.NoError(t, p.Close())
+	assert.Zero(t, p.Stats().Open)
+}
