@@ -47,10 +47,11 @@ var ErrThrottled = upstream.ErrThrottled
 // WaitForReady returns a copy of ctx whose calls wait, within ctx, for an
 // upstream known down to come back instead of failing at once with an
 // [*UnavailableError] (a startup path, a long job); one of the waiting
-// calls becomes the next probe when it is due. It is
-// [WithCallOptions](ctx, CallOptions{WaitForReady: true}).
+// calls becomes the next probe when it is due. It has the effect of
+// CallOptions{WaitForReady: true}, and the same mark is read by
+// pool.WaitForReady's pools: one context waits for both.
 func WaitForReady(ctx context.Context) context.Context {
-	return WithCallOptions(ctx, CallOptions{WaitForReady: true})
+	return upstream.WithWaitForReady(ctx)
 }
 
 // Bounds of the per-upstream state: upstreams tracked (the least recently
@@ -245,7 +246,7 @@ func (c *call) admit(first bool) (*http.Response, error) {
 	if !st.t.DisableFailFast {
 		// (A probe's retry passes the gate too: a probe is one attempt,
 		// and the pace of probes is the gate's.)
-		pass, err := u.gate.Enter(c.ctx, upstream.Options{WaitForReady: c.lim.waitForReady, Budget: st.policy.Budget})
+		pass, err := u.gate.Enter(c.ctx, upstream.Options{WaitForReady: c.lim.waitForReady || upstream.WaitsForReady(c.req.Context()), Budget: st.policy.Budget})
 		if err != nil {
 			var ue *UnavailableError
 			if !errors.As(err, &ue) {
