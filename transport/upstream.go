@@ -246,7 +246,7 @@ func (c *call) admit(first bool) (*http.Response, error) {
 	if !st.t.DisableFailFast {
 		// (A probe's retry passes the gate too: a probe is one attempt,
 		// and the pace of probes is the gate's.)
-		pass, err := u.gate.Enter(c.ctx, upstream.Options{WaitForReady: c.lim.waitForReady || upstream.WaitsForReady(c.req.Context()), Budget: st.policy.Budget})
+		pass, err := u.gate.Enter(c.ctx, upstream.Options{WaitForReady: c.lim.waitForReady || upstream.WaitsForReady(c.ctx), Budget: st.policy.Budget})
 		if err != nil {
 			var ue *UnavailableError
 			if !errors.As(err, &ue) {
