@@ -223,19 +223,22 @@ func (us *upstreams) closeProbes() {
 }
 
 // cutWaiting ends the tries of s's calls that wait for a conn (none yet,
-// nothing written) when s goes down, as gRPC fails the RPCs waiting for a
-// transport at TRANSIENT_FAILURE: their dial hangs or fails like those
-// that took s down, and their retry would meet the closed gate. They end
-// with s's *UnavailableError (downError), not retried. Calls that wait for
-// ready go on waiting (their dial may still succeed) within their
-// deadline. Only watched tries are in the list: a call with both of the
-// watch's limits off waits for its own dial's limits.
+// nothing written) with a dial of theirs under way when s goes down, as
+// gRPC fails the RPCs waiting for a transport at TRANSIENT_FAILURE: their
+// dial hangs or fails like those that took s down, and their retry would
+// meet the closed gate. They end with s's *UnavailableError (downError),
+// not retried. A try whose own dial ended (the one that took s down) keeps
+// its dial's error. Calls that wait for ready go on waiting (their dial
+// may still succeed) within their deadline. Only watched tries are in the
+// list: a call with both of the watch's limits off waits for its own
+// dial's limits.
 func (us *upstreams) cutWaiting(s *upState) {
 	w := us.st.watch
 	var cut []*try
 	w.mu.Lock()
 	for tr := w.tries; tr != nil; tr = tr.next {
 		if tr.c.up == s && !tr.c.lim.waitForReady && tr.conn.Load() == nil && !tr.wrote.Load() &&
+			tr.wait.Load() == waitAcquiring && tr.c.dialInFlight() &&
 			tr.wait.CompareAndSwap(waitAcquiring, waitConnCut) {
 			cut = append(cut, tr)
 		}
