@@ -47,8 +47,13 @@ var ErrThrottled = upstream.ErrThrottled
 
 // WaitForReady returns a copy of ctx whose calls wait, within ctx, for an
 // upstream known down to come back instead of failing at once with an
-// [*UnavailableError] (a startup path, a long job); one of the waiting
-// calls becomes the next probe when it is due. It is
+// [*UnavailableError] (a startup path, a long job). The Transport probes
+// a down upstream itself, about once a second at first (one connect,
+// closed), and the first probe that establishes releases every waiting
+// call at once; through a proxy, where a probe of its own would only reach
+// the proxy, one of the waiting calls is the next probe when it is due. A
+// call that waits for ready and was already waiting for a conn when the
+// upstream went down goes on waiting for it. It is
 // [WithCallOptions](ctx, CallOptions{WaitForReady: true}).
 func WaitForReady(ctx context.Context) context.Context {
 	return WithCallOptions(ctx, CallOptions{WaitForReady: true})
