@@ -2,10 +2,13 @@ package transport_test
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
+	"net/url"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -223,4 +226,101 @@ func TestProbeEndsWithCloseIdleConnections(t *testing.T) {
 		t.Errorf("after the probe was ended: %v, want the upstream still down", err)
 	}
 	tr.CloseIdleConnections()
+}
+
+// TestProbeHTTPSAndProxy: over https the Transport's probe makes the TLS
+// handshake the calls would (one connect each) and re-opens the upstream
+// when it is back; through a proxy no probe of the Transport's goes (it
+// would reach only the proxy): a call is the probe, as without SetProber.
+func TestProbeHTTPSAndProxy(t *testing.T) {
+	live := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, "ok")
+	}))
+	var handshakes atomic.Int64
+	live.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			handshakes.Add(1)
+		}
+	}
+	live.StartTLS()
+	t.Cleanup(live.Close)
+	refused := faultnet.RefusedAddr(t, "tcp4")
+	var back atomic.Bool
+	var connects atomic.Int64
+	var nd net.Dialer
+	dialf := func(ctx context.Context, network, addr string) (net.Conn, error) {
+		connects.Add(1)
+		if back.Load() {
+			return nd.DialContext(ctx, network, live.Listener.Addr().String())
+		}
+		return nd.DialContext(ctx, network, refused)
+	}
+	roots := live.Client().Transport.(*http.Transport).TLSClientConfig.RootCAs
+
+	t.Run("https", func(t *testing.T) {
+		back.Store(false)
+		tr := &transport.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}, Dialer: &dial.Dialer{DialFunc: dialf}}
+		defer tr.CloseIdleConnections()
+		c := transport.NewClient(tr)
+		get := func() error {
+			resp, err := c.Get("https://" + refused + "/")
+			if err == nil {
+				_ = resp.Body.Close()
+			}
+			return err
+		}
+		for i := 0; !errors.Is(get(), transport.ErrUnavailable); i++ {
+			if i > 10 {
+				t.Fatal("never failed fast")
+			}
+		}
+		n := connects.Load()
+		time.Sleep(1300 * time.Millisecond)
+		if d := connects.Load() - n; d != 1 {
+			t.Errorf("%d connects in a probe interval after the fall, want the probe's 1", d)
+		}
+		back.Store(true)
+		deadline := time.Now().Add(3 * time.Second)
+		for errors.Is(get(), transport.ErrUnavailable) {
+			if time.Now().After(deadline) {
+				t.Fatal("the upstream was not re-opened by a probe")
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		if handshakes.Load() < 2 {
+			t.Errorf("%d conns to the live server, want the probe's and the call's", handshakes.Load())
+		}
+	})
+
+	t.Run("proxy", func(t *testing.T) {
+		back.Store(false)
+		// The proxy is the refusing address: the dials go there.
+		proxy := &url.URL{Scheme: "http", Host: refused}
+		tr := &transport.Transport{Proxy: http.ProxyURL(proxy), Dialer: &dial.Dialer{DialFunc: dialf}}
+		defer tr.CloseIdleConnections()
+		c := transport.NewClient(tr)
+		get := func() error {
+			resp, err := c.Get("http://upstream.test/")
+			if err == nil {
+				_ = resp.Body.Close()
+			}
+			return err
+		}
+		for i := 0; !errors.Is(get(), transport.ErrUnavailable); i++ {
+			if i > 10 {
+				t.Fatal("never failed fast")
+			}
+		}
+		n := connects.Load()
+		time.Sleep(2500 * time.Millisecond)
+		if d := connects.Load() - n; d != 0 {
+			t.Errorf("%d connects with no call through a proxy, want none (no probe of the Transport's)", d)
+		}
+		if err := get(); errors.Is(err, transport.ErrUnavailable) && connects.Load() == n {
+			t.Errorf("the first call after a probe interval was not the probe: %v", err)
+		}
+		if connects.Load() == n {
+			t.Error("no connect by the call that probes")
+		}
+	})
 }
