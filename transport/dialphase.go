@@ -117,9 +117,6 @@ func dialHook(f, long func(ctx context.Context, network, addr string) (net.Conn,
 		// hanging, take the upstream down (upstream.go).
 		ended := c.dialStart(d)
 		conn, err := dialf(context.WithValue(ctx, dialingKey{}, d), network, addr)
-		if ended != nil {
-			ended(err)
-		}
 		var pc *proxyConn
 		if err == nil && !tls && addr != targetAddr(c.req.URL) {
 			// A conn to a proxy: what it reads is counted (proxyConn).
@@ -129,6 +126,11 @@ func dialHook(f, long func(ctx context.Context, network, addr string) (net.Conn,
 		d.mu.Lock()
 		d.done, d.proxy = true, pc
 		d.mu.Unlock()
+		if ended != nil {
+			// Once done: a try whose own dial takes the upstream down
+			// keeps its dial's error (cutWaiting).
+			ended(err)
+		}
 		return conn, err
 	}
 }

@@ -513,8 +513,12 @@ func (tr *try) run() (*http.Response, error) {
 			err = tr.timeoutError("upload_stall", c.lim.stall)
 			tr.blame(false)
 		default:
-			// No peer to blame: the wait was for the pool.
+			// No peer to blame: the wait was for the pool, or its
+			// upstream went down (cutWaiting).
 			err = tr.timeoutError("conn", c.st.watch.connWait)
+			if context.Cause(tr.ctx) == errUpstreamDown {
+				err = c.downError()
+			}
 		}
 		tr.finish(nil, err)
 		return nil, err

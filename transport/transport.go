@@ -470,10 +470,12 @@ func (st *state) headerLimit() int64 {
 	return 10 << 20 // net/http's default
 }
 
-// CloseIdleConnections closes the conns that are idle now; it does not
+// CloseIdleConnections closes the conns that are idle now, and ends the
+// background probes of upstreams known down under way; it does not
 // interrupt conns in use.
 func (t *Transport) CloseIdleConnections() {
 	t.get().ht.CloseIdleConnections()
+	t.get().ups.closeProbes() // a probe's conn is no caller's
 }
 
 // jittered returns d ±10%, drawn once per conn.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"math"
+	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -46,8 +47,13 @@ var ErrThrottled = upstream.ErrThrottled
 
 // WaitForReady returns a copy of ctx whose calls wait, within ctx, for an
 // upstream known down to come back instead of failing at once with an
-// [*UnavailableError] (a startup path, a long job); one of the waiting
-// calls becomes the next probe when it is due. It has the effect of
+// [*UnavailableError] (a startup path, a long job). The Transport probes
+// a down upstream itself, about once a second at first (one connect,
+// closed), and the first probe that establishes releases every waiting
+// call at once; through a proxy, where a probe of its own would only reach
+// the proxy, one of the waiting calls is the next probe when it is due. A
+// call that waits for ready and was already waiting for a conn when the
+// upstream went down goes on waiting for it. It has the effect of
 // CallOptions{WaitForReady: true}, and the same mark is read by
 // pool.WaitForReady's pools: one context waits for both.
 func WaitForReady(ctx context.Context) context.Context {
@@ -91,6 +97,12 @@ type upstreams struct {
 	m       atomic.Pointer[map[upKey]*upState]
 	mu      sync.Mutex // serializes changes of m
 	labeled int
+
+	// The background probes of upstreams that are down (probe).
+	probeOnce   sync.Once
+	probeDialer dial.Dialer
+	probeMu     sync.Mutex
+	probes      map[*context.CancelFunc]struct{} // the probes under way
 }
 
 // upstreamOf returns the state of the upstream of u, made on first use.
@@ -128,6 +140,12 @@ func (us *upstreams) add(k upKey, u *url.URL, now int64) *upState {
 		s.label = u.Hostname()
 	}
 	s.gate.OnTransition(func(from, to upstream.State) { us.transition(s, from, to) })
+	if !us.st.t.DisableFailFast && us.direct(u) {
+		// The Transport probes the upstream itself while it is down: no
+		// caller's call is a probe. Through a proxy the dial goes to the
+		// proxy, which proves nothing of the upstream: a call probes.
+		s.gate.SetProber(func() error { return us.probe(s, k.https) }, us.st.policy.Budget)
+	}
 	m := make(map[upKey]*upState, len(old)+1)
 	var evict upKey
 	var evictAt int64 = math.MaxInt64
@@ -150,11 +168,115 @@ func (us *upstreams) add(k upKey, u *url.URL, now int64) *upState {
 	return s
 }
 
-// transition logs a change of an upstream's state. It runs under the
+// direct reports whether the Transport dials the upstream of u itself,
+// with no proxy between.
+func (us *upstreams) direct(u *url.URL) bool {
+	req := &http.Request{Method: http.MethodGet, URL: u, Header: http.Header{}, Host: u.Host}
+	px, err := us.st.ht.Proxy(req)
+	return err == nil && px == nil
+}
+
+// probe is the background probe of the upstream s (upstream.Gate's
+// prober): a connection established the way a call's would be — the
+// Transport's Dialer, with its TLS handshake for https — but with one
+// attempt per address (one connect per probe to a lone address) and no
+// first-byte watch, then closed. It is bounded by the Dialer's limits,
+// and CloseIdleConnections ends it (closeProbes).
+func (us *upstreams) probe(s *upState, https bool) error {
+	us.probeOnce.Do(func() {
+		d := us.st.dialer
+		d.Health = us.st.dialer.Scoreboard() // what it learns, the calls' dials know
+		d.MaxAttemptsPerAddress = 1
+		d.FirstByteTimeout = -1
+		us.probeDialer = d
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	us.probeMu.Lock()
+	if us.probes == nil {
+		us.probes = map[*context.CancelFunc]struct{}{}
+	}
+	us.probes[&cancel] = struct{}{}
+	us.probeMu.Unlock()
+	defer func() {
+		us.probeMu.Lock()
+		delete(us.probes, &cancel)
+		us.probeMu.Unlock()
+	}()
+	var conn net.Conn
+	var err error
+	if https {
+		conn, err = us.probeDialer.DialTLSContext(ctx, "tcp", s.name)
+	} else {
+		conn, err = us.probeDialer.DialContext(ctx, "tcp", s.name)
+	}
+	outcome := "failed"
+	if err == nil {
+		_ = conn.Close()
+		outcome = otelx.OutcomeOK
+	}
+	if ctx.Err() == nil {
+		us.st.tel.probed(ctx, outcome)
+	}
+	return err
+}
+
+// closeProbes ends the background probes under way (CloseIdleConnections):
+// their upstreams stay down, and probe again when calls meet them.
+func (us *upstreams) closeProbes() {
+	us.probeMu.Lock()
+	defer us.probeMu.Unlock()
+	for cancel := range us.probes {
+		(*cancel)()
+	}
+}
+
+// cutWaiting ends the tries of s's calls that wait for a conn (none yet,
+// nothing written) with a dial of theirs under way when s goes down, as
+// gRPC fails the RPCs waiting for a transport at TRANSIENT_FAILURE: their
+// dial hangs or fails like those that took s down, and their retry would
+// meet the closed gate. They end with s's *UnavailableError (downError),
+// not retried. A try whose own dial ended (the one that took s down) keeps
+// its dial's error. Calls that wait for ready go on waiting (their dial
+// may still succeed) within their deadline. Only watched tries are in the
+// list: a call with both of the watch's limits off waits for its own
+// dial's limits.
+func (us *upstreams) cutWaiting(s *upState) {
+	w := us.st.watch
+	var cut []*try
+	w.mu.Lock()
+	for tr := w.tries; tr != nil; tr = tr.next {
+		if tr.c.up == s && !tr.c.lim.waitForReady && !upstream.WaitsForReady(tr.c.ctx) && tr.conn.Load() == nil && !tr.wrote.Load() &&
+			tr.wait.Load() == waitAcquiring && tr.c.dialInFlight() &&
+			tr.wait.CompareAndSwap(waitAcquiring, waitConnCut) {
+			cut = append(cut, tr)
+		}
+	}
+	w.mu.Unlock()
+	for _, tr := range cut {
+		tr.cancel(errUpstreamDown)
+	}
+}
+
+// errUpstreamDown is the cause with which cutWaiting ends a try.
+var errUpstreamDown = errors.New("transport: upstream down while waiting for a conn")
+
+// downError is the error of a try that cutWaiting ended: the upstream's
+// *UnavailableError, Last the failure that took it down.
+func (c *call) downError() error {
+	sn := c.up.gate.Snapshot()
+	return &UnavailableError{Upstream: c.up.name, Reason: upstream.ReasonDown, Since: sn.Since, Retry: sn.NextProbe, Last: sn.Last}
+}
+
+// transition logs a change of an upstream's state, and ends the tries
+// waiting for a conn when it goes down (cutWaiting). It runs under the
 // gate's lock: nothing here may call the meter provider (whose collection
 // calls the gauge's callback, which takes the gate's lock).
 func (us *upstreams) transition(s *upState, from, to upstream.State) {
 	st := us.st
+	if to == upstream.Down {
+		us.cutWaiting(s)
+	}
 	if st.tel.log == nil {
 		return
 	}

@@ -20,7 +20,6 @@ import (
 
 	"github.com/lifeline-go/lifeline/dial"
 	"github.com/lifeline-go/lifeline/faultnet"
-	"github.com/lifeline-go/lifeline/retry"
 	"github.com/lifeline-go/lifeline/transport"
 )
 
@@ -139,16 +138,14 @@ func TestFailFastTelemetry(t *testing.T) {
 	if strings.Contains(logs.String(), "s3cret") {
 		t.Fatal("the query in a log line")
 	}
-	// A probe fails; then the upstream is back and the next probe re-opens
+	// The Transport's probe fails (the calls fail at once meanwhile: none
+	// is a probe); then the upstream is back and the next probe re-opens
 	// it.
 	time.Sleep(1300 * time.Millisecond)
-	// (Its retry finds the upstream still down: the call ends after one
-	// attempt, with the dial's failure.)
 	err := get()
-	var ex *retry.ExhaustedError
 	var de *dial.Error
-	if !errors.As(err, &ex) || ex.Attempts != 1 || !errors.As(err, &de) {
-		t.Fatalf("probe: %v, want its attempt's dial failure", err)
+	if !errors.Is(err, transport.ErrUnavailable) || !errors.As(err, &de) {
+		t.Fatalf("after a probe failed: %v, want failed at once, the dial's failure inside", err)
 	}
 	back.Store(true)
 	time.Sleep(1300 * time.Millisecond)

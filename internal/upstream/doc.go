@@ -9,7 +9,8 @@
 //     Overload"): a share of new calls is rejected locally when a growing
 //     share of answers are overload signals.
 //
-// Both have a ready zero value, own no goroutine, are safe for concurrent
+// Both have a ready zero value, own no goroutine (but a Gate's background
+// probe, while Down, when given a prober), are safe for concurrent
 // use and cost one atomic load on the happy path (a Ready gate with no dial
 // pending, a throttle that rejects nothing). A call that must not go fails
 // with an [*UnavailableError].

@@ -2,6 +2,7 @@ package upstream
 
 import (
 	"context"
+	"errors"
 	"math/rand/v2"
 	"sync"
 	"sync/atomic"
@@ -75,7 +76,8 @@ type Withdrawer interface{ Withdraw() bool }
 // an *UnavailableError (Reason "down", Last the last real failure) unless
 // the call is admitted as a probe: the first call at or after the next
 // probe time, which goes through (paid from its retry budget when it has
-// one) and moves the next probe time on. The first success anywhere
+// one) and moves the next probe time on. With a prober (SetProber) the
+// gate probes by itself instead, and no call is a probe. The first success anywhere
 // (Success, an established dial) re-opens the gate for everyone and wakes
 // the calls that wait for ready.
 //
@@ -112,6 +114,14 @@ type Gate struct {
 	ewma       time.Duration // of successful establishment times
 	wake       chan struct{} // closed on a change a waiter cares for; nil: nobody waits
 	transition func(from, to State)
+
+	// The background probe (SetProber): nil prober: calls probe.
+	prober   func() error
+	budget   Withdrawer
+	timer    *time.Timer // armed for the next probe; nil: none
+	probeOut bool        // a background probe is under way
+	demand   bool        // a call met the Down gate since the last probe went
+	waiters  int         // calls waiting for ready on a Down gate
 }
 
 // Dial is one establishment under way, from DialStart to its end.
@@ -120,6 +130,81 @@ type Dial struct {
 	start time.Time
 	hang  func() error
 	done  bool
+}
+
+// SetProber makes the gate probe the upstream itself while it is Down,
+// instead of admitting a caller's call as the probe: when a probe is due
+// (the same pace: about ProbeInterval, then growing to MaxProbeInterval)
+// and a call met the Down gate since the last probe went (or waits for
+// ready), the gate takes a token from budget (when not nil; a refused
+// token defers the probe by an interval) and runs probe on a goroutine of
+// its own — at most one at a time. probe establishes a connection to the
+// upstream, closes it and returns nil when it established (the gate
+// re-opens for everyone and wakes the calls that wait for ready), an
+// error wrapping context.Canceled when it was abandoned (nothing learnt),
+// or the failure. While Down every call that does not wait for ready then
+// fails at once: no caller pays a probe.
+//
+// The gate owns no goroutine but probe's, which lives as long as one
+// probe (probe must be bounded), and no timer but the one armed for the
+// next probe while Down; with no call meeting the gate, at most one more
+// probe goes. Set before first use.
+func (g *Gate) SetProber(probe func() error, budget Withdrawer) {
+	g.prober, g.budget = probe, budget
+}
+
+// want notes a call that met the Down gate, and arms the next background
+// probe if none is armed or under way. g.mu is held.
+func (g *Gate) want(now time.Time) {
+	g.demand = true
+	if g.timer == nil && !g.probeOut {
+		g.timer = time.AfterFunc(max(g.nextProbe.Sub(now), 0), g.runProbe)
+	}
+}
+
+// runProbe is the armed timer's: one background probe, if still due and
+// wanted.
+func (g *Gate) runProbe() {
+	g.mu.Lock()
+	g.timer = nil
+	if g.state != Down || g.probeOut || !(g.demand || g.waiters > 0) {
+		g.mu.Unlock()
+		return
+	}
+	now := time.Now()
+	if now.Before(g.nextProbe) {
+		g.timer = time.AfterFunc(g.nextProbe.Sub(now), g.runProbe)
+		g.mu.Unlock()
+		return
+	}
+	g.advanceProbe(now)
+	if g.budget != nil && !g.budget.Withdraw() {
+		// No token: the next probe, an interval on.
+		g.timer = time.AfterFunc(g.nextProbe.Sub(now), g.runProbe)
+		g.mu.Unlock()
+		return
+	}
+	g.probeOut, g.demand = true, false
+	probe := g.prober
+	g.mu.Unlock()
+
+	err := probe()
+
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.probeOut = false
+	now = time.Now()
+	switch {
+	case err == nil:
+		g.success(now)
+		return
+	case errors.Is(err, context.Canceled):
+	default:
+		g.last = err
+	}
+	if g.state == Down && (g.demand || g.waiters > 0) {
+		g.timer = time.AfterFunc(max(g.nextProbe.Sub(now), 0), g.runProbe)
+	}
 }
 
 // Pass is a call's admission by Enter.
@@ -192,6 +277,16 @@ func (g *Gate) Enter(ctx context.Context, o Options) (Pass, error) {
 			g.mu.Unlock()
 			return Pass{}, nil
 		case Down:
+			if g.prober != nil {
+				// The gate probes: calls fail at once or wait.
+				g.want(now)
+				if !o.WaitForReady {
+					err := g.unavailable(ReasonDown, g.since, g.nextProbe)
+					g.mu.Unlock()
+					return Pass{}, err
+				}
+				break
+			}
 			if !now.Before(g.nextProbe) {
 				if o.Budget != nil && !o.Budget.Withdraw() {
 					err := g.unavailable(ReasonDown, g.since, now)
@@ -232,8 +327,18 @@ func (g *Gate) Enter(ctx context.Context, o Options) (Pass, error) {
 			g.wake = make(chan struct{})
 		}
 		wake := g.wake
+		waits := g.state == Down && g.prober != nil // counted: the probes go on for it
+		if waits {
+			g.waiters++
+		}
 		g.mu.Unlock()
-		if err := sleep(ctx, wake, wait); err != nil {
+		err := sleep(ctx, wake, wait)
+		if waits {
+			g.mu.Lock()
+			g.waiters--
+			g.mu.Unlock()
+		}
+		if err != nil {
 			return Pass{}, err
 		}
 	}
@@ -432,6 +537,9 @@ func (g *Gate) goDown(now time.Time) {
 	g.advanceProbe(now)
 	g.set(Down)
 	g.signal()
+	if g.prober != nil {
+		g.want(now)
+	}
 }
 
 // advanceProbe moves the next probe time one interval on from now: about
