@@ -60,7 +60,12 @@ func TestShedSlowRefusalsQueue(t *testing.T) {
 		l.run(t.Context(), c, srv.URL, 4*capacity, 3*time.Second, 2*time.Second)
 		calm := time.Now()
 		var l2 openLoop
-		l2.run(t.Context(), c, srv.URL, capacity/4, 7*time.Second, 2*time.Second)
+		if !disabled {
+			// The calm after the overload: the calls go again once the
+			// throttle's window has forgotten it (5s; judged over its
+			// last 3s, with room for a loaded machine).
+			l2.run(t.Context(), c, srv.URL, capacity/4, 10*time.Second, 2*time.Second)
+		}
 		l.wg.Wait()
 		l2.wg.Wait()
 		tr.CloseIdleConnections()
@@ -69,16 +74,21 @@ func TestShedSlowRefusalsQueue(t *testing.T) {
 				timedOut[disabled]++
 			}
 		}
-		late := l2.between(calm.Add(5500*time.Millisecond), time.Now())
+		late := l2.between(calm.Add(7*time.Second), time.Now())
 		ok := 0
 		for _, o := range late {
 			if o.err == nil && o.status == http.StatusOK {
 				ok++
+			} else {
+				t.Logf("after the overload: %v, status %d", o.err, o.status)
 			}
 		}
 		lateOK[disabled] = float64(ok) / float64(max(len(late), 1))
-		t.Logf("DisableLoadShedding=%v: %d of %d overload calls ended at their deadline in the queue; %.0f%% ok from 5.5s after the overload (the throttle's window and a half)",
-			disabled, timedOut[disabled], len(l.between(start, calm)), 100*lateOK[disabled])
+		t.Logf("DisableLoadShedding=%v: %d of %d overload calls ended at their deadline in the queue",
+			disabled, timedOut[disabled], len(l.between(start, calm)))
+		if !disabled {
+			t.Logf("%.0f%% of %d calls ok from 7s after the overload", 100*lateOK[disabled], len(late))
+		}
 	}
 	if timedOut[true] < 20 {
 		t.Skipf("the control queued only %d calls to their deadline: no queue formed on this machine", timedOut[true])
@@ -87,6 +97,6 @@ func TestShedSlowRefusalsQueue(t *testing.T) {
 		t.Errorf("shedding: %d calls waited in the queue to their deadline, the control %d: want at most an eighth", timedOut[false], timedOut[true])
 	}
 	if lateOK[false] < 0.9 {
-		t.Errorf("shedding: %.0f%% of the calls from 5.5s after the overload ok, want ≥ 90%%", 100*lateOK[false])
+		t.Errorf("shedding: %.0f%% of the calls from 7s after the overload ok, want ≥ 90%%", 100*lateOK[false])
 	}
 }
