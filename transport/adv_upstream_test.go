@@ -1,0 +1,345 @@
+package transport_test
+
+// Adversarial tests of issue 23's fail fast, pauses and shedding, from
+// outside, with real sockets: races between two things that each work
+// alone, and messages no other test sent.
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/cookiejar"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/lifeline-go/lifeline/dial"
+	"github.com/lifeline-go/lifeline/retry"
+	"github.com/lifeline-go/lifeline/transport"
+)
+
+// TestAdvHeldAnswerCarriesNoOtherCallersHeaders: one caller's call to
+// /login is answered 429 with Retry-After and the headers of that
+// caller's own session (Set-Cookie, WWW-Authenticate, a request id, a
+// per-token quota). Another caller, on another path and with a deadline
+// that ends before the pause, gets the held answer: it must carry none of
+// the first caller's header fields — a cookie jar would otherwise store
+// the first caller's session for the second. Retry-After (the time left)
+// is the held answer's own.
+func TestAdvHeldAnswerCarriesNoOtherCallersHeaders(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/login" {
+			h := w.Header()
+			h.Set("Retry-After", "5")
+			h.Add("Set-Cookie", "session=alice-secret; Path=/")
+			h.Set("WWW-Authenticate", `Bearer realm="alice", error="invalid_token"`)
+			h.Set("Authentication-Info", "nextnonce=alice")
+			h.Set("X-Request-Id", "alice-req-1")
+			h.Set("X-RateLimit-Remaining", "0")
+			h.Set("Location", "/u/alice")
+			h.Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusTooManyRequests)
+			_, _ = io.WriteString(w, `{"user":"alice"}`)
+			return
+		}
+		_, _ = io.WriteString(w, "ok")
+	}))
+	t.Cleanup(srv.Close)
+	tr := &transport.Transport{}
+	defer tr.CloseIdleConnections()
+	// Alice's call: no retry (the answer is hers at once).
+	actx := transport.WithCallOptions(t.Context(), transport.CallOptions{Retry: &retry.Policy{MaxAttempts: 1}})
+	areq, _ := http.NewRequestWithContext(actx, http.MethodGet, srv.URL+"/login", nil)
+	aresp, err := tr.RoundTrip(areq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.Copy(io.Discard, aresp.Body)
+	_ = aresp.Body.Close()
+	if aresp.StatusCode != http.StatusTooManyRequests {
+		t.Fatalf("alice: %d", aresp.StatusCode)
+	}
+
+	// Bob's call, through a client with a cookie jar, deadline 1s.
+	jar, _ := cookiejar.New(nil)
+	bob := &http.Client{Transport: tr, Jar: jar}
+	ctx, cancel := context.WithTimeout(t.Context(), time.Second)
+	defer cancel()
+	breq, _ := http.NewRequestWithContext(ctx, http.MethodGet, srv.URL+"/items", nil)
+	bresp, err := bob.Do(breq)
+	if err != nil {
+		t.Fatalf("bob: %v", err)
+	}
+	_ = bresp.Body.Close()
+	if bresp.StatusCode != http.StatusTooManyRequests || transport.Exhausted(bresp) == nil {
+		t.Fatalf("bob: %d, Exhausted %v; want the held 429", bresp.StatusCode, transport.Exhausted(bresp))
+	}
+	for k, v := range bresp.Header {
+		if strings.Contains(strings.ToLower(strings.Join(v, " ")), "alice") {
+			t.Errorf("held answer to bob carries alice's %s: %q", k, v)
+		}
+	}
+	for _, k := range []string{"Set-Cookie", "Www-Authenticate", "Authentication-Info", "X-Request-Id", "Location", "Content-Type"} {
+		if v := bresp.Header.Values(k); len(v) > 0 {
+			t.Errorf("held answer to bob has %s %q", k, v)
+		}
+	}
+	u, _ := url.Parse(srv.URL + "/items")
+	if cs := jar.Cookies(u); len(cs) > 0 {
+		t.Errorf("bob's cookie jar got %v from a held answer", cs)
+	}
+	if bresp.Header.Get("Retry-After") == "" {
+		t.Error("held answer without Retry-After")
+	}
+}
+
+// TestAdvPauseProbeRetryDoesNotWaitForItself: a call answered 429
+// (Retry-After: 1) waits out the pause and goes again as the pause's
+// probe; that attempt fails without an answer (the server closes the
+// conn) and the call retries. Its retry must not wait for the outcome of
+// its own probe: with no deadline on the call it would wait for ever.
+func TestAdvPauseProbeRetryDoesNotWaitForItself(t *testing.T) {
+	var n atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch n.Add(1) {
+		case 1:
+			w.Header().Set("Retry-After", "1")
+			w.WriteHeader(http.StatusTooManyRequests)
+		case 2, 3:
+			// Closed without an answer (net/http resends once on a
+			// fresh conn when the reused one was closed).
+			c, _, err := http.NewResponseController(w).Hijack()
+			if err == nil {
+				_ = c.Close()
+			}
+		default:
+			_, _ = io.WriteString(w, "ok")
+		}
+	}))
+	t.Cleanup(srv.Close)
+	tr := &transport.Transport{}
+	defer tr.CloseIdleConnections()
+	// No deadline: the caller cancels only when the test gives up.
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	done := make(chan error, 1)
+	start := time.Now()
+	go func() {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, srv.URL, nil)
+		resp, err := tr.RoundTrip(req)
+		if err == nil {
+			_ = resp.Body.Close()
+			if resp.StatusCode != 200 {
+				err = errors.New(resp.Status)
+			}
+		}
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		t.Logf("call ended after %v: %v (%d requests reached the server)", time.Since(start), err, n.Load())
+		if err != nil {
+			t.Fatalf("call: %v", err)
+		}
+	case <-time.After(8 * time.Second):
+		cancel()
+		<-done
+		t.Fatalf("call without a deadline still waiting after 8s (%d requests reached the server): it waits for its own probe", n.Load())
+	}
+}
+
+// blockingHandler is a slog.Handler that calls fn for each record with a
+// message containing "upstream".
+type blockingHandler struct {
+	fn func()
+}
+
+func (h *blockingHandler) Enabled(context.Context, slog.Level) bool { return true }
+func (h *blockingHandler) Handle(_ context.Context, r slog.Record) error {
+	if strings.Contains(r.Message, "upstream") {
+		h.fn()
+	}
+	return nil
+}
+func (h *blockingHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h *blockingHandler) WithGroup(string) slog.Handler      { return h }
+
+// TestAdvLogHandlerNotCalledUnderGateLock: the Transport's Logger gets a
+// line when an upstream goes down. The user's handler is user code: a slow
+// one (a blocked pipe) must not stall the calls that fail fast, nor may one
+// that looks at the upstream (here: a call to it, as a handler shipping the
+// record to the same host would) deadlock the upstream.
+func TestAdvLogHandlerNotCalledUnderGateLock(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	_ = ln.Close() // refused from now on
+	var tr *transport.Transport
+	inner := make(chan error, 1)
+	var once sync.Once
+	h := &blockingHandler{fn: func() {
+		once.Do(func() {
+			// A call to the upstream from inside the handler.
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/log", nil)
+			resp, err := tr.RoundTrip(req)
+			if err == nil {
+				_ = resp.Body.Close()
+			}
+			inner <- err
+		})
+	}}
+	tr = &transport.Transport{Logger: slog.New(h), Retry: &retry.Policy{MaxAttempts: 1}}
+	defer tr.CloseIdleConnections()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for range 8 {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/", nil)
+			resp, err := tr.RoundTrip(req)
+			if err == nil {
+				_ = resp.Body.Close()
+			}
+			cancel()
+		}
+	}()
+	select {
+	case <-done:
+	case <-time.After(6 * time.Second):
+		t.Fatal("calls to a refusing upstream stuck for 6s: the log handler runs under the upstream's lock and called the upstream")
+	}
+	select {
+	case err := <-inner:
+		if !errors.Is(err, transport.ErrUnavailable) {
+			t.Logf("the handler's own call: %v", err)
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatal("the handler's call is stuck")
+	}
+}
+
+// TestAdvRefusedProbesDoNotHoldDownForever: a Transport whose retry budget
+// has no time-based refill (NewBudget(0.1, 0): retries add at most 10% of
+// the calls). An outage drains it (retries, then probes); calls that fail
+// fast deposit nothing. When the upstream comes back, it must be found:
+// a refused probe may delay recovery, not forbid it for ever.
+func TestAdvRefusedProbesDoNotHoldDownForever(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	_ = ln.Close() // refused
+	tr := &transport.Transport{Retry: &retry.Policy{Budget: retry.NewBudget(0.1, 0)}}
+	defer tr.CloseIdleConnections()
+	call := func() error {
+		ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
+		defer cancel()
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/", nil)
+		resp, err := tr.RoundTrip(req)
+		if err == nil {
+			_, _ = io.Copy(io.Discard, resp.Body)
+			_ = resp.Body.Close()
+		}
+		return err
+	}
+	// The outage: 3s at 20 calls/s.
+	for end := time.Now().Add(3 * time.Second); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+		_ = call()
+	}
+	if err := call(); !errors.Is(err, transport.ErrUnavailable) {
+		t.Fatalf("during the outage: %v, want fail fast", err)
+	}
+	// The upstream comes back on the same port.
+	ln, err = net.Listen("tcp", addr)
+	if err != nil {
+		t.Skipf("port taken meanwhile: %v", err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "ok") })}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	back := time.Now()
+	var last error
+	for time.Since(back) < 40*time.Second {
+		if last = call(); last == nil {
+			t.Logf("found again %v after it came back", time.Since(back).Round(time.Millisecond))
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("upstream back for 40s, calls still fail: %v", last)
+}
+
+// slowConnect is a raw connect that takes d more than the real one: a
+// healthy but slow network (a far region, a congested link).
+func slowConnect(d time.Duration) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		var nd net.Dialer
+		c, err := nd.DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		select {
+		case <-time.After(d):
+			return c, nil
+		case <-ctx.Done():
+			_ = c.Close()
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// TestAdvSlowConnectIsNotDown: a reachable upstream whose connects take
+// 1.2s (a slow but healthy network), first contact: a burst of 6 calls
+// dials 6 conns at once; calls made while they are connecting must wait
+// for them, not fail fast with "down".
+func TestAdvSlowConnectIsNotDown(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "ok") }))
+	t.Cleanup(srv.Close)
+	tr := &transport.Transport{Dialer: &dial.Dialer{DialFunc: slowConnect(1200 * time.Millisecond)}}
+	defer tr.CloseIdleConnections()
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var errs []error
+	call := func() {
+		defer wg.Done()
+		ctx, cancel := context.WithTimeout(t.Context(), 8*time.Second)
+		defer cancel()
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, srv.URL, nil)
+		resp, err := tr.RoundTrip(req)
+		if err == nil {
+			_, _ = io.Copy(io.Discard, resp.Body)
+			_ = resp.Body.Close()
+		}
+		if err != nil {
+			mu.Lock()
+			errs = append(errs, err)
+			mu.Unlock()
+		}
+	}
+	start := time.Now()
+	for range 6 {
+		wg.Add(1)
+		go call()
+	}
+	for time.Since(start) < 2*time.Second {
+		time.Sleep(20 * time.Millisecond)
+		wg.Add(1)
+		go call()
+	}
+	wg.Wait()
+	for _, err := range errs {
+		t.Errorf("call to a reachable upstream failed: %v", err)
+	}
+}
