@@ -102,8 +102,8 @@ func TestAdvHeldAnswerCarriesNoOtherCallersHeaders(t *testing.T) {
 
 // TestAdvPauseProbeRetryDoesNotWaitForItself: a call answered 429
 // (Retry-After: 1) waits out the pause and goes again as the pause's
-// probe; that attempt fails without an answer (the server closes the
-// conn) and the call retries. Its retry must not wait for the outcome of
+// probe; that attempt fails without an answer (a broken one, on the
+// kept-alive conn: no dial tells the gate anything) and the call retries. Its retry must not wait for the outcome of
 // its own probe: with no deadline on the call it would wait for ever.
 func TestAdvPauseProbeRetryDoesNotWaitForItself(t *testing.T) {
 	var n atomic.Int64
@@ -112,11 +112,12 @@ func TestAdvPauseProbeRetryDoesNotWaitForItself(t *testing.T) {
 		case 1:
 			w.Header().Set("Retry-After", "1")
 			w.WriteHeader(http.StatusTooManyRequests)
-		case 2, 3:
-			// Closed without an answer (net/http resends once on a
-			// fresh conn when the reused one was closed).
+		case 2:
+			// A broken answer on the kept-alive conn (which net/http
+			// does not resend by itself, and which dials nothing).
 			c, _, err := http.NewResponseController(w).Hijack()
 			if err == nil {
+				_, _ = io.WriteString(c, "HTTP/1.1 2x0 broken\r\n\r\n")
 				_ = c.Close()
 			}
 		default:

@@ -63,8 +63,9 @@
 //     Retry-After pauses new calls until the advised time (capped by the
 //     Retry policy's MaxRetryAfter; a 429 without the field pauses 1s,
 //     doubling while 429s continue). A call whose deadline ends before
-//     then gets the server's answer at once: its status and header,
-//     Retry-After the time left, an empty body, and [Exhausted] returns a
+//     then gets the server's answer at once: its status, Retry-After the
+//     time left (no other header field: they were another caller's), an
+//     empty body, and [Exhausted] returns a
 //     *retry.ExhaustedError of 0 attempts (the Transport's final word: a
 //     retry.Do around it does not retry). Other calls wait for the end;
 //     then one probe goes, the rest wait for its outcome: a success

@@ -75,9 +75,8 @@ type upState struct {
 	thr   upstream.Throttle
 	used  atomic.Int64 // UnixNano of the last call, within a second
 
-	mu         sync.Mutex
-	heldCode   int         // the answer that paused the upstream
-	heldHeader http.Header // its header (a clone)
+	mu       sync.Mutex
+	heldCode int // the status of the answer that paused the upstream
 }
 
 // upstreams is a Transport's per-upstream state: a copy-on-write map, so
@@ -293,23 +292,24 @@ func (c *call) shedding() bool {
 }
 
 // heldAnswer is the answer the server's pause holds for a call whose
-// deadline ends before the pause does: the pausing answer's status and
-// header, an empty body, Retry-After the time left, marked for
+// deadline ends before the pause does: the pausing answer's status, a
+// header of Retry-After alone (the time left), an empty body, marked for
 // [Exhausted] (zero attempts: the Transport's final word). Nil when no
 // answer is held.
+//
+// None of the pausing answer's header fields is copied: that answer was
+// another caller's, on another path perhaps, and its fields are that
+// caller's (Set-Cookie, which an http.Client's Jar would store for this
+// caller; WWW-Authenticate; a per-token quota; a request id).
 func (s *upState) heldAnswer(req *http.Request, ue *UnavailableError) *http.Response {
 	s.mu.Lock()
-	code, h := s.heldCode, s.heldHeader.Clone()
+	code := s.heldCode
 	s.mu.Unlock()
 	if code == 0 {
 		return nil
 	}
-	if h == nil {
-		h = http.Header{}
-	}
 	secs := int64(math.Ceil(time.Until(ue.Retry).Seconds()))
-	h.Set("Retry-After", strconv.FormatInt(max(secs, 0), 10))
-	h.Del("Content-Length")
+	h := http.Header{"Retry-After": {strconv.FormatInt(max(secs, 0), 10)}}
 	resp := &http.Response{
 		Status:     strconv.Itoa(code) + " " + http.StatusText(code),
 		StatusCode: code,
@@ -355,7 +355,7 @@ func (c *call) pauses(resp *http.Response) bool {
 				d = 0 // none given: the gate's own pause, doubling
 			}
 			u.mu.Lock()
-			u.heldCode, u.heldHeader = code, resp.Header.Clone()
+			u.heldCode = code
 			u.mu.Unlock()
 			limit := c.maxRetryAfter()
 			if limit < 0 {
