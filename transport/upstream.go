@@ -240,7 +240,13 @@ func (c *call) admit(first bool) (*http.Response, error) {
 	var probe bool
 	if !st.t.DisableFailFast {
 		// (A probe's retry passes the gate too: a probe is one attempt,
-		// and the pace of probes is the gate's.)
+		// and the pace of probes is the gate's.) The call's own probe,
+		// if its last attempt was one, ends first: its attempt ended
+		// without an answer that decided, and a paused gate would
+		// otherwise have this retry wait for the outcome of its own
+		// probe (for ever, without a deadline).
+		c.endProbe()
+		c.probe = upstream.Pass{}
 		pass, err := u.gate.Enter(c.ctx, upstream.Options{WaitForReady: c.lim.waitForReady, Budget: st.policy.Budget})
 		if err != nil {
 			var ue *UnavailableError
