@@ -145,9 +145,9 @@ func (us *upstreams) add(k upKey, u *url.URL, now int64) *upState {
 	return s
 }
 
-// transition logs a change of an upstream's state. It runs under the
-// gate's lock: nothing here may call the meter provider (whose collection
-// calls the gauge's callback, which takes the gate's lock).
+// transition logs a change of an upstream's state. The gate calls it
+// without its lock held (the Logger's handler is the user's code), in the
+// order of the changes.
 func (us *upstreams) transition(s *upState, from, to upstream.State) {
 	st := us.st
 	if st.tel.log == nil {

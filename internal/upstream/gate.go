@@ -112,6 +112,16 @@ type Gate struct {
 	ewma       time.Duration // of successful establishment times
 	wake       chan struct{} // closed on a change a waiter cares for; nil: nobody waits
 	transition func(from, to State)
+	changes    []change // changes of state not yet given to transition
+	delivering bool     // a goroutine gives changes to transition
+	deliverErr error    // the last failure as of the change being given (LastLocked)
+}
+
+// change is a change of state, for OnTransition's function, with the last
+// failure as of it.
+type change struct {
+	from, to State
+	last     error
 }
 
 // Dial is one establishment under way, from DialStart to its end.
@@ -142,16 +152,44 @@ func (p Pass) Done() {
 	}
 	g := p.g
 	g.mu.Lock()
-	defer g.mu.Unlock()
+	defer g.unlock()
 	if g.probing && g.probeGen == p.gen {
 		g.probing = false
 		g.signal()
 	}
 }
 
-// OnTransition sets f, called with the gate's lock held on every change of
-// state (keep it short: a log line, a gauge); set before first use.
+// OnTransition sets f, called on every change of state, in order, one at
+// a time, and never with the gate's lock held (f is user code at one
+// remove, a logger's handler: it may block, or call into the gate, e.g.
+// through a call to the same upstream); set before first use. It is called
+// on the goroutine that made the change or on another that was giving
+// earlier changes to f at the time.
 func (g *Gate) OnTransition(f func(from, to State)) { g.transition = f }
+
+// unlock releases g.mu, then gives the changes of state made under it to
+// the transition function, unless another goroutine is doing so already
+// (it takes them too). g.mu is held.
+func (g *Gate) unlock() {
+	if len(g.changes) == 0 || g.delivering {
+		g.mu.Unlock()
+		return
+	}
+	g.delivering = true
+	for len(g.changes) > 0 {
+		cs := g.changes
+		g.changes = nil
+		g.mu.Unlock()
+		for _, c := range cs {
+			g.deliverErr = c.last
+			g.transition(c.from, c.to)
+		}
+		g.deliverErr = nil
+		g.mu.Lock()
+	}
+	g.delivering = false
+	g.mu.Unlock()
+}
 
 // State returns the gate's state.
 func (g *Gate) State() State {
@@ -159,7 +197,7 @@ func (g *Gate) State() State {
 		return Ready
 	}
 	g.mu.Lock()
-	defer g.mu.Unlock()
+	defer g.unlock()
 	g.checkHanging(time.Now())
 	return g.state
 }
@@ -189,22 +227,22 @@ func (g *Gate) Enter(ctx context.Context, o Options) (Pass, error) {
 		var wait time.Duration // > 0: wake after it at the latest
 		switch g.state {
 		case Ready:
-			g.mu.Unlock()
+			g.unlock()
 			return Pass{}, nil
 		case Down:
 			if !now.Before(g.nextProbe) {
 				if o.Budget != nil && !o.Budget.Withdraw() {
 					err := g.unavailable(ReasonDown, g.since, now)
-					g.mu.Unlock()
+					g.unlock()
 					return Pass{}, err
 				}
 				g.advanceProbe(now)
-				g.mu.Unlock()
+				g.unlock()
 				return Pass{g: g, probe: true}, nil
 			}
 			if !o.WaitForReady {
 				err := g.unavailable(ReasonDown, g.since, g.nextProbe)
-				g.mu.Unlock()
+				g.unlock()
 				return Pass{}, err
 			}
 			wait = g.nextProbe.Sub(now)
@@ -212,7 +250,7 @@ func (g *Gate) Enter(ctx context.Context, o Options) (Pass, error) {
 			if now.Before(g.until) {
 				if dl, ok := ctx.Deadline(); ok && dl.Before(g.until) {
 					err := g.unavailable(ReasonPaused, g.since, g.until)
-					g.mu.Unlock()
+					g.unlock()
 					return Pass{}, err
 				}
 				wait = g.until.Sub(now)
@@ -220,19 +258,19 @@ func (g *Gate) Enter(ctx context.Context, o Options) (Pass, error) {
 				g.probing = true
 				g.probeGen++
 				p := Pass{g: g, gen: g.probeGen, probe: true, paused: true}
-				g.mu.Unlock()
+				g.unlock()
 				return p, nil
 			}
 		}
 		if err := ctx.Err(); err != nil {
-			g.mu.Unlock()
+			g.unlock()
 			return Pass{}, err
 		}
 		if g.wake == nil {
 			g.wake = make(chan struct{})
 		}
 		wake := g.wake
-		g.mu.Unlock()
+		g.unlock()
 		if err := sleep(ctx, wake, wait); err != nil {
 			return Pass{}, err
 		}
@@ -268,7 +306,7 @@ func (g *Gate) unavailable(reason string, since, retry time.Time) *UnavailableEr
 func (g *Gate) DialStart(hang func() error) *Dial {
 	d := &Dial{g: g, start: time.Now(), hang: hang}
 	g.mu.Lock()
-	defer g.mu.Unlock()
+	defer g.unlock()
 	g.pending = append(g.pending, d)
 	g.hot.Store(1)
 	g.checkHanging(d.start)
@@ -279,7 +317,7 @@ func (g *Gate) DialStart(hang func() error) *Dial {
 func (d *Dial) Established() {
 	g := d.g
 	g.mu.Lock()
-	defer g.mu.Unlock()
+	defer g.unlock()
 	if !d.end() {
 		return
 	}
@@ -297,7 +335,7 @@ func (d *Dial) Established() {
 func (d *Dial) Failed(err error) {
 	g := d.g
 	g.mu.Lock()
-	defer g.mu.Unlock()
+	defer g.unlock()
 	if !d.end() {
 		return
 	}
@@ -309,7 +347,7 @@ func (d *Dial) Failed(err error) {
 func (d *Dial) Abandoned() {
 	g := d.g
 	g.mu.Lock()
-	defer g.mu.Unlock()
+	defer g.unlock()
 	if d.end() {
 		g.cool()
 	}
@@ -339,7 +377,7 @@ func (g *Gate) Success() {
 		return
 	}
 	g.mu.Lock()
-	defer g.mu.Unlock()
+	defer g.unlock()
 	g.success(time.Now())
 }
 
@@ -347,7 +385,7 @@ func (g *Gate) Success() {
 // first-byte limit of a fresh conn, a reset before any answer).
 func (g *Gate) Failure(err error) {
 	g.mu.Lock()
-	defer g.mu.Unlock()
+	defer g.unlock()
 	g.failure(time.Now(), err)
 }
 
@@ -357,7 +395,7 @@ func (g *Gate) Failure(err error) {
 // nothing.
 func (g *Gate) Pause(d, limit time.Duration) {
 	g.mu.Lock()
-	defer g.mu.Unlock()
+	defer g.unlock()
 	now := time.Now()
 	g.fails, g.lastOK = 0, now // the server answered
 	if d <= 0 {
@@ -487,7 +525,8 @@ func (g *Gate) set(s State) {
 		g.hot.Store(1)
 	}
 	if g.transition != nil {
-		g.transition(from, s)
+		// Given to transition once g.mu is released (unlock).
+		g.changes = append(g.changes, change{from: from, to: s, last: g.last})
 	}
 }
 
@@ -507,9 +546,10 @@ func (g *Gate) signal() {
 	}
 }
 
-// LastLocked returns the last real failure; for OnTransition's function,
-// which runs with the gate's lock held.
-func (g *Gate) LastLocked() error { return g.last }
+// LastLocked returns the last real failure as of the change of state being
+// given to OnTransition's function; only for that function, on its
+// goroutine.
+func (g *Gate) LastLocked() error { return g.deliverErr }
 
 // Snapshot is a gate's state for telemetry and errors.
 type Snapshot struct {
@@ -523,7 +563,7 @@ type Snapshot struct {
 // Snapshot returns the gate's state now.
 func (g *Gate) Snapshot() Snapshot {
 	g.mu.Lock()
-	defer g.mu.Unlock()
+	defer g.unlock()
 	g.checkHanging(time.Now())
 	return Snapshot{State: g.state, Since: g.since, NextProbe: g.nextProbe, Until: g.until, Last: g.last}
 }
