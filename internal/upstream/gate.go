@@ -49,6 +49,11 @@ const (
 	// establishment times.
 	MinSuspectAfter = time.Second
 	SuspectFactor   = 4
+	// ColdSuspectAfter is the suspect time while no dial of the upstream
+	// has established yet: nothing is known of its usual time, and a far
+	// upstream on a slow but healthy network (DNS, TCP and TLS over a
+	// long round trip) takes more than MinSuspectAfter.
+	ColdSuspectAfter = 3 * time.Second
 	// ProbeInterval is the pace of probes for the first FastProbing of an
 	// outage (±ProbeJitter), so that a recovery is seen within about
 	// 1.2s; then the interval grows by ProbeMultiplier per probe up to

@@ -1,0 +1,126 @@
+package upstream
+
+import (
+	"errors"
+	"testing"
+	"testing/synctest"
+	"time"
+)
+
+// TestAdvRefusedProbesDoNotHoldDownForever: a Down gate whose probes are
+// all refused by the caller's budget (a budget without time-based refill,
+// drained: calls that fail fast deposit nothing into it). A refused probe
+// may delay the recovery, never forbid it: a probe still goes at least
+// every MaxProbeInterval, and no more often.
+func TestAdvRefusedProbesDoNotHoldDownForever(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		g := &Gate{}
+		failDials(g, FailureThreshold)
+		down := time.Now()
+		b := &fakeBudget{} // refuses every token
+		var probes []time.Duration
+		for time.Since(down) < 2*time.Minute+time.Second {
+			p, err := g.Enter(t.Context(), Options{Budget: b})
+			if err == nil {
+				if !p.Probe() {
+					t.Fatal("admitted a call that is not a probe while down")
+				}
+				probes = append(probes, time.Since(down))
+				g.DialStart(nil).Failed(errRefused) // the upstream is still down
+				p.Done()
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		t.Logf("unpaid probes at %v", probes)
+		if len(probes) == 0 {
+			t.Fatal("no probe in 2 minutes: the gate stays down for ever while the budget refuses")
+		}
+		if probes[0] > MaxProbeInterval+time.Second {
+			t.Fatalf("first unpaid probe after %v, want within MaxProbeInterval", probes[0])
+		}
+		for i := 1; i < len(probes); i++ {
+			if d := probes[i] - probes[i-1]; d < MaxProbeInterval {
+				t.Fatalf("unpaid probes %v apart, want at most one per %v", d, MaxProbeInterval)
+			}
+		}
+		// The upstream back: the unpaid probe re-opens the gate.
+		for {
+			p, err := g.Enter(t.Context(), Options{Budget: b})
+			if err == nil {
+				g.DialStart(nil).Established()
+				p.Done()
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		if g.State() != Ready {
+			t.Fatal("not ready after the probe established")
+		}
+	})
+}
+
+// TestAdvColdSlowDialsAreNotHanging: an upstream never reached before, on
+// a slow but healthy network (establishment takes 1.2s: a far region's
+// DNS, TCP and TLS): three dials pending for 1.2s are its usual time, not
+// a black hole. With nothing learnt yet, the suspect time is
+// ColdSuspectAfter; once a dial established, it follows the upstream.
+func TestAdvColdSlowDialsAreNotHanging(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		g := &Gate{}
+		var dials []*Dial
+		for range HangingThreshold + 2 {
+			dials = append(dials, g.DialStart(nil))
+		}
+		time.Sleep(1200 * time.Millisecond)
+		if s := g.State(); s != Ready {
+			t.Fatalf("state %v with first dials pending 1.2s, want ready", s)
+		}
+		for _, d := range dials {
+			d.Established()
+		}
+		// A cold black hole is still seen, later.
+		g2 := &Gate{}
+		for range HangingThreshold {
+			g2.DialStart(nil)
+		}
+		time.Sleep(ColdSuspectAfter)
+		if s := g2.State(); s != Down {
+			t.Fatalf("state %v with first dials pending %v, want down", s, ColdSuspectAfter)
+		}
+	})
+}
+
+// TestAdvTransitionMayCallTheGate: OnTransition's function runs without
+// the gate's lock: it may read the gate (or call the upstream, whose call
+// enters the gate) without deadlocking it, and sees every change in order.
+func TestAdvTransitionMayCallTheGate(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		g := &Gate{}
+		var seen []State
+		var lasts []error
+		g.OnTransition(func(from, to State) {
+			seen = append(seen, to)
+			lasts = append(lasts, g.LastLocked())
+			_ = g.State()
+			_, _ = g.Enter(t.Context(), Options{})
+		})
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			failDials(g, FailureThreshold)
+			time.Sleep(2 * time.Second)
+			p, err := g.Enter(t.Context(), Options{})
+			if err == nil {
+				g.Success()
+				p.Done()
+			}
+		}()
+		// (Under the gate's lock the function deadlocked here: the
+		// transport's TestAdvLogHandlerNotCalledUnderGateLock sees it
+		// in real time.)
+		<-done
+		if len(seen) != 2 || seen[0] != Down || seen[1] != Ready || !errors.Is(lasts[0], errRefused) {
+			t.Fatalf("changes %v (last %v), want down (with the dial's error), ready", seen, lasts)
+		}
+	})
+}
