@@ -234,7 +234,10 @@ func TestAdvLogHandlerNotCalledUnderGateLock(t *testing.T) {
 // has no time-based refill (NewBudget(0.1, 0): retries add at most 10% of
 // the calls). An outage drains it (retries, then probes); calls that fail
 // fast deposit nothing. When the upstream comes back, it must be found:
-// a refused probe may delay recovery, not forbid it for ever.
+// a refused probe may delay recovery, not forbid it for ever. (Held as it
+// is: a 3s outage leaves tokens for the probes. A budget drained to
+// nothing held the gate down for ever: the gate's own
+// TestAdvRefusedProbesDoNotHoldDownForever, in fake time.)
 func TestAdvRefusedProbesDoNotHoldDownForever(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -50,7 +50,8 @@
 //     "down"; Last the last real failure, a *dial.Error with its phase and
 //     peer, so errors.As still finds it), unless it is the probe: the first
 //     call at or after the next probe time goes through, paid from the retry
-//     Budget. Probes go about every second (±20%) for the first 30s of an
+//     Budget (when it refuses, one goes unpaid once none went for 30s: a
+//     drained budget delays the recovery, never forbids it). Probes go about every second (±20%) for the first 30s of an
 //     outage, so a recovery is seen within about 1.2s, then 1.6× further
 //     apart up to 30s. The first success (a dial that established, any
 //     response headers, even a 5xx) re-opens the upstream for everyone.

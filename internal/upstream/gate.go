@@ -80,7 +80,8 @@ type Withdrawer interface{ Withdraw() bool }
 // an *UnavailableError (Reason "down", Last the last real failure) unless
 // the call is admitted as a probe: the first call at or after the next
 // probe time, which goes through (paid from its retry budget when it has
-// one) and moves the next probe time on. The first success anywhere
+// one; unpaid when the budget refuses and no probe went for
+// MaxProbeInterval) and moves the next probe time on. The first success anywhere
 // (Success, an established dial) re-opens the gate for everyone and wakes
 // the calls that wait for ready.
 //
@@ -108,6 +109,7 @@ type Gate struct {
 	lastOK     time.Time     // the last success
 	since      time.Time     // of the current Down or Paused state
 	nextProbe  time.Time     // Down: when the next probe may go
+	lastProbe  time.Time     // Down: when the last probe went (or the gate went down)
 	interval   time.Duration // Down: the last probe interval drawn
 	until      time.Time     // Paused: the end of the pause
 	pause      time.Duration // the last pause without advice (doubles)
@@ -213,7 +215,9 @@ type Options struct {
 	// context) instead of failing at once.
 	WaitForReady bool
 	// Budget, when not nil, pays for a probe: a refused probe fails the
-	// call at once, and the next call may probe.
+	// call at once, and the next call may probe; when no probe went for
+	// MaxProbeInterval, one goes unpaid (a drained budget delays the
+	// recovery, never forbids it).
 	Budget Withdrawer
 }
 
@@ -236,11 +240,16 @@ func (g *Gate) Enter(ctx context.Context, o Options) (Pass, error) {
 			return Pass{}, nil
 		case Down:
 			if !now.Before(g.nextProbe) {
-				if o.Budget != nil && !o.Budget.Withdraw() {
+				// A probe the budget refuses does not go, unless none
+				// went for MaxProbeInterval: an empty budget (one that
+				// only calls refill, and calls that fail fast do not)
+				// delays the recovery, never forbids it.
+				if o.Budget != nil && !o.Budget.Withdraw() && now.Sub(g.lastProbe) < MaxProbeInterval {
 					err := g.unavailable(ReasonDown, g.since, now)
 					g.unlock()
 					return Pass{}, err
 				}
+				g.lastProbe = now
 				g.advanceProbe(now)
 				g.unlock()
 				return Pass{g: g, probe: true}, nil
@@ -470,6 +479,7 @@ func (g *Gate) failure(now time.Time, err error) {
 // is held.
 func (g *Gate) goDown(now time.Time) {
 	g.since = now
+	g.lastProbe = now
 	g.interval = 0
 	g.nextProbe = now
 	g.advanceProbe(now)
