@@ -44,8 +44,9 @@
 //     failures with no success between (a failed dial, or the Transport's
 //     FirstByteTimeout on a try; a caller's cancel is none), or when 3 dials
 //     are pending longer than max(1s, 4× the upstream's average
-//     establishment time) with no success since the oldest began: a black
-//     hole is seen within about 1–2s, long before any connect limit ends.
+//     establishment time; 3s before its first establishment) with no
+//     success since the oldest began: a black hole is seen within about
+//     1–2s, long before any connect limit ends.
 //   - Down: a call fails at once with an [*UnavailableError] (Reason
 //     "down"; Last the last real failure, a *dial.Error with its phase and
 //     peer, so errors.As still finds it), unless it is the probe: the first

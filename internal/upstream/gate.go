@@ -46,7 +46,7 @@ const (
 	// MinSuspectAfter is the least time a dial may be pending before it
 	// counts as hanging; the suspect time is the larger of this and
 	// SuspectFactor times the average of the upstream's successful
-	// establishment times.
+	// establishment times (ColdSuspectAfter before the first).
 	MinSuspectAfter = time.Second
 	SuspectFactor   = 4
 	// ColdSuspectAfter is the suspect time while no dial of the upstream
@@ -117,6 +117,7 @@ type Gate struct {
 	probeGen   uint64        // which probe is out
 	pending    []*Dial       // dials under way
 	ewma       time.Duration // of successful establishment times
+	known      bool          // a dial established once: ewma is the upstream's
 	wake       chan struct{} // closed on a change a waiter cares for; nil: nobody waits
 	transition func(from, to State)
 	changes    []change // changes of state not yet given to transition
@@ -337,7 +338,8 @@ func (d *Dial) Established() {
 	}
 	now := time.Now()
 	took := now.Sub(d.start)
-	if g.ewma == 0 {
+	if !g.known {
+		g.known = true
 		g.ewma = took
 	} else {
 		g.ewma = (4*g.ewma + took) / 5
@@ -508,6 +510,9 @@ func (g *Gate) checkHanging(now time.Time) {
 		return
 	}
 	suspect := max(MinSuspectAfter, SuspectFactor*g.ewma)
+	if !g.known {
+		suspect = ColdSuspectAfter
+	}
 	n := 0
 	var oldest *Dial
 	for _, d := range g.pending {
