@@ -347,3 +347,170 @@ func TestAdvSlowConnectIsNotDown(t *testing.T) {
 		t.Errorf("call to a reachable upstream failed: %v", err)
 	}
 }
+
+// flipServer serves on one loopback port that it closes and opens again,
+// answering 200, 429 (Retry-After 1), 503 or a slow 200 by the mode set.
+type flipServer struct {
+	addr string
+	mode atomic.Int32 // 0: 200, 1: 429 Retry-After 1, 2: 503, 3: slow 200
+
+	mu  sync.Mutex
+	srv *http.Server
+	wg  sync.WaitGroup
+}
+
+func (f *flipServer) handler(w http.ResponseWriter, r *http.Request) {
+	switch f.mode.Load() {
+	case 1:
+		w.Header().Set("Retry-After", "1")
+		w.Header().Set("Set-Cookie", "s=x")
+		w.WriteHeader(http.StatusTooManyRequests)
+	case 2:
+		w.WriteHeader(http.StatusServiceUnavailable)
+	case 3:
+		select {
+		case <-time.After(200 * time.Millisecond):
+		case <-r.Context().Done():
+		}
+		_, _ = io.WriteString(w, "slow")
+	default:
+		_, _ = io.WriteString(w, "ok")
+	}
+}
+
+// up listens again on the port; false when the port was taken meanwhile.
+func (f *flipServer) up() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.srv != nil {
+		return true
+	}
+	ln, err := net.Listen("tcp", f.addr)
+	if err != nil {
+		return false
+	}
+	if f.addr != ln.Addr().String() {
+		f.addr = ln.Addr().String() // the first up only, before the callers start
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(f.handler)}
+	f.srv = srv
+	f.wg.Go(func() { _ = srv.Serve(ln) })
+	return true
+}
+
+// down closes the listener and every conn: connects are refused.
+func (f *flipServer) down() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.srv != nil {
+		_ = f.srv.Close()
+		f.srv = nil
+	}
+}
+
+// TestAdvFlappingUpstreamRace: 32 goroutines call one upstream that flips
+// between refusing, answering 200, 429 with Retry-After, 503 and slow
+// answers every 150ms, with deadlines from 20ms to 1.5s, some waiting for
+// ready, some cancelling their own calls mid-way. No call may outlive its
+// deadline by more than a little, none may hang, the race detector and
+// goleak must stay quiet, and once the upstream is steady again calls
+// succeed.
+func TestAdvFlappingUpstreamRace(t *testing.T) {
+	f := &flipServer{addr: "127.0.0.1:0"}
+	if !f.up() {
+		t.Fatal("listen")
+	}
+	defer func() { f.down(); f.wg.Wait() }()
+	tr := &transport.Transport{HedgeDelay: 30 * time.Millisecond}
+	defer tr.CloseIdleConnections()
+	stop := make(chan struct{})
+	var flipper sync.WaitGroup
+	flipper.Go(func() {
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			case <-time.After(150 * time.Millisecond):
+			}
+			switch i % 6 {
+			case 0, 3:
+				f.down()
+			default:
+				if !f.up() {
+					return
+				}
+				f.mode.Store(int32(i % 4))
+			}
+		}
+	})
+	var late atomic.Int64
+	var calls atomic.Int64
+	var wg sync.WaitGroup
+	for g := range 32 {
+		wg.Go(func() {
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				d := time.Duration(20+(g*37+i*53)%1500) * time.Millisecond
+				ctx, cancel := context.WithTimeout(t.Context(), d)
+				if (g+i)%5 == 0 {
+					ctx = transport.WaitForReady(ctx)
+				}
+				if (g+i)%7 == 0 {
+					time.AfterFunc(d/3, cancel)
+				}
+				method := http.MethodGet
+				if (g+i)%3 == 0 {
+					method = http.MethodPost
+				}
+				req, _ := http.NewRequestWithContext(ctx, method, "http://"+f.addr+"/p?token=secret", strings.NewReader("body"))
+				start := time.Now()
+				resp, err := tr.RoundTrip(req)
+				if err == nil {
+					_, _ = io.Copy(io.Discard, resp.Body)
+					_ = resp.Body.Close()
+				}
+				if over := time.Since(start) - d; over > time.Second {
+					late.Add(1)
+					t.Errorf("call with a %v deadline took %v: %v", d, time.Since(start), err)
+				}
+				if err != nil && strings.Contains(err.Error(), "secret") {
+					t.Errorf("error text carries the query: %v", err)
+				}
+				calls.Add(1)
+				cancel()
+			}
+		})
+	}
+	time.Sleep(4 * time.Second)
+	close(stop)
+	wg.Wait()
+	flipper.Wait()
+	t.Logf("%d calls, %d late", calls.Load(), late.Load())
+	// Steady again: the upstream answers; within a few seconds calls succeed.
+	if !f.up() {
+		t.Skip("port taken meanwhile")
+	}
+	f.mode.Store(0)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(t.Context(), time.Second)
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+f.addr+"/", nil)
+		resp, err := tr.RoundTrip(req)
+		cancel()
+		if err == nil {
+			_ = resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return
+			}
+			err = errors.New(resp.Status)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("steady upstream still failing after 5s: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
