@@ -514,3 +514,50 @@ func TestAdvFlappingUpstreamRace(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// TestAdvOneCallersPolicyDoesNotPauseOthersLonger: a background job's call
+// allows server-advised waits of an hour (its own CallOptions); the server
+// answers it 429 with Retry-After: 600. The other callers of the host are
+// paced by the Transport's policy (MaxRetryAfter 2s): the pause they see
+// ends after 2s, not 10 minutes — a caller with a 5s deadline waits the
+// pause out and gets the upstream's answer, not a held 429.
+func TestAdvOneCallersPolicyDoesNotPauseOthersLonger(t *testing.T) {
+	var n atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if n.Add(1) == 1 {
+			w.Header().Set("Retry-After", "600")
+			w.WriteHeader(http.StatusTooManyRequests)
+			return
+		}
+		_, _ = io.WriteString(w, "ok")
+	}))
+	t.Cleanup(srv.Close)
+	tr := &transport.Transport{Retry: &retry.Policy{MaxRetryAfter: 2 * time.Second}}
+	defer tr.CloseIdleConnections()
+	// The job: its own policy waits up to an hour; it gives up after 100ms
+	// here (its context), the pause stays.
+	jctx, jcancel := context.WithTimeout(transport.WithCallOptions(t.Context(),
+		transport.CallOptions{Retry: &retry.Policy{MaxAttempts: 1, MaxRetryAfter: time.Hour}}), 5*time.Second)
+	defer jcancel()
+	jreq, _ := http.NewRequestWithContext(jctx, http.MethodGet, srv.URL+"/job", nil)
+	jresp, err := tr.RoundTrip(jreq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = jresp.Body.Close()
+	// Another caller, the Transport's policy, 5s deadline.
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	start := time.Now()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, srv.URL+"/interactive", nil)
+	resp, err := tr.RoundTrip(req)
+	if err != nil {
+		t.Fatalf("after %v: %v", time.Since(start), err)
+	}
+	_ = resp.Body.Close()
+	t.Logf("the other caller: %d after %v (Retry-After %q)", resp.StatusCode, time.Since(start), resp.Header.Get("Retry-After"))
+	if resp.StatusCode != 200 {
+		t.Fatalf("the other caller got %d at once (Retry-After %s): the job's own policy paused the host for everyone",
+			resp.StatusCode, resp.Header.Get("Retry-After"))
+	}
+}
