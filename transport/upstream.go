@@ -363,10 +363,14 @@ func (c *call) pauses(resp *http.Response) bool {
 			u.mu.Lock()
 			u.heldCode = code
 			u.mu.Unlock()
-			limit := c.maxRetryAfter()
-			if limit < 0 {
-				// No cap for the call's own retries; the calls of
-				// others are not paused longer than the default cap.
+			// The pause paces the calls of others: the Transport's
+			// cap, not this call's own (CallOptions may allow a
+			// background job to wait an hour; it must not make every
+			// caller of the host wait as long). No cap (negative) for
+			// the Transport's own retries: others are not paused
+			// longer than the default cap.
+			limit := c.st.policy.MaxRetryAfter
+			if limit <= 0 {
 				limit = retry.DefaultMaxRetryAfter
 			}
 			u.gate.Pause(d, limit)
@@ -374,18 +378,6 @@ func (c *call) pauses(resp *http.Response) bool {
 		}
 	}
 	return false
-}
-
-// maxRetryAfter is the call's policy's cap on server-advised waits.
-func (c *call) maxRetryAfter() time.Duration {
-	p := c.st.policy.MaxRetryAfter
-	if o, ok := c.req.Context().Value(callOptionsKey{}).(*CallOptions); ok && o.Retry != nil {
-		p = o.Retry.MaxRetryAfter
-	}
-	if p == 0 {
-		return retry.DefaultMaxRetryAfter
-	}
-	return p
 }
 
 // failed feeds a try's failure to the upstream's state: the Transport's
