@@ -64,8 +64,8 @@
 //   - Paused: a 429 (with or without Retry-After) or a 503 with
 //     Retry-After pauses new calls until the advised time (capped by the
 //     Transport's Retry policy's MaxRetryAfter, not that of the call's
-//     CallOptions, which caps its own retries only; a 429 without the field pauses 1s,
-//     doubling while 429s continue). A call whose deadline ends before
+//     CallOptions, which caps its own retries only; a 429 without the
+//     field pauses 1s, doubling while 429s continue). A call whose deadline ends before
 //     then gets the server's answer at once: its status, Retry-After the
 //     time left (no other header field: they were another caller's), an
 //     empty body, and [Exhausted] returns a
