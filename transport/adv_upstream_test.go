@@ -561,3 +561,79 @@ func TestAdvOneCallersPolicyDoesNotPauseOthersLonger(t *testing.T) {
 			resp.StatusCode, resp.Header.Get("Retry-After"))
 	}
 }
+
+// TestAdvLogHandlerMayCallANewHost: the Transport's Logger ships warnings
+// through the same Transport (an alerting handler posting to a webhook
+// host with the application's client). Upstream A was reached, then its
+// connects hang; the first look at A after that happens while the
+// Transport meets a new host B (finding room among the upstreams it
+// tracks). A's "down" line then reaches the handler, whose own call to a
+// third host must not deadlock the Transport.
+func TestAdvLogHandlerMayCallANewHost(t *testing.T) {
+	live := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "ok") }))
+	t.Cleanup(live.Close)
+	const hostA, hostB, hostC = "127.0.0.11:80", "127.0.0.12:80", "127.0.0.13:80"
+	var holed atomic.Bool
+	var nd net.Dialer
+	dialFunc := func(ctx context.Context, network, addr string) (net.Conn, error) {
+		if addr == hostA && holed.Load() {
+			<-ctx.Done() // a black hole: the connect hangs to its limit
+			return nil, ctx.Err()
+		}
+		return nd.DialContext(ctx, network, live.Listener.Addr().String())
+	}
+	var tr *transport.Transport
+	handlerCall := make(chan error, 1)
+	var once sync.Once
+	h := &blockingHandler{fn: func() {
+		once.Do(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+hostC+"/alerts", strings.NewReader("upstream down"))
+			resp, err := tr.RoundTrip(req)
+			if err == nil {
+				_ = resp.Body.Close()
+			}
+			handlerCall <- err
+		})
+	}}
+	tr = &transport.Transport{Logger: slog.New(h), Dialer: &dial.Dialer{DialFunc: dialFunc, ConnectTimeout: 4 * time.Second}}
+	defer tr.CloseIdleConnections()
+	get := func(host string, d time.Duration) error {
+		ctx, cancel := context.WithTimeout(t.Context(), d)
+		defer cancel()
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+host+"/", nil)
+		resp, err := tr.RoundTrip(req)
+		if err == nil {
+			_ = resp.Body.Close()
+		}
+		return err
+	}
+	if err := get(hostA, 2*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	tr.CloseIdleConnections()
+	holed.Store(true)
+	var wg sync.WaitGroup
+	for range 3 {
+		wg.Go(func() { _ = get(hostA, 200*time.Millisecond) })
+	}
+	wg.Wait()
+	time.Sleep(1200 * time.Millisecond) // A's dials now pend past its suspect time
+	done := make(chan error, 1)
+	go func() { done <- get(hostB, 3*time.Second) }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("call to B: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("call to a new host stuck: the log handler ran under the Transport's upstream table lock")
+	}
+	select {
+	case err := <-handlerCall:
+		t.Logf("the handler's call: %v", err)
+	case <-time.After(5 * time.Second):
+		t.Fatal("the handler's call is stuck")
+	}
+}
