@@ -630,9 +630,16 @@ func TestAdvLogHandlerMayCallANewHost(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("call to a new host stuck: the log handler ran under the Transport's upstream table lock")
 	}
+	// A call to A sees it down (if the Transport did not already); the
+	// handler's call to C goes.
+	if err := get(hostA, 2*time.Second); !errors.Is(err, transport.ErrUnavailable) {
+		t.Fatalf("call to A: %v, want down", err)
+	}
 	select {
 	case err := <-handlerCall:
-		t.Logf("the handler's call: %v", err)
+		if err != nil {
+			t.Fatalf("the handler's call: %v", err)
+		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("the handler's call is stuck")
 	}

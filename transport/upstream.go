@@ -128,7 +128,9 @@ func (us *upstreams) add(k upKey, u *url.URL, now int64) *upState {
 	var evictAt int64 = math.MaxInt64
 	for k, v := range old {
 		m[k] = v
-		if at := v.used.Load(); at < evictAt && v.gate.State() == upstream.Ready && !v.thr.Shedding(now) {
+		// (Current, not State: State may change a state and log it,
+		// and the Logger's handler must not run under us.mu.)
+		if at := v.used.Load(); at < evictAt && v.gate.Current() == upstream.Ready && !v.thr.Shedding(now) {
 			evict, evictAt = k, at
 		}
 	}

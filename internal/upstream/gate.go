@@ -101,6 +101,8 @@ type Gate struct {
 	// load: the gate is not Ready, a dial is pending, or a failure is
 	// counted.
 	hot atomic.Uint32
+	// cur is state, for Current: written under mu, read without it.
+	cur atomic.Int32
 
 	mu         sync.Mutex
 	state      State
@@ -209,6 +211,12 @@ func (g *Gate) State() State {
 	g.checkHanging(time.Now())
 	return g.state
 }
+
+// Current returns the gate's state as of its last change, without its
+// lock and without looking for hanging dials (which State does, and which
+// may change the state and so call OnTransition's function): for a caller
+// that holds a lock of its own.
+func (g *Gate) Current() State { return State(g.cur.Load()) }
 
 // Options are a call's wishes to Enter.
 type Options struct {
@@ -541,6 +549,7 @@ func (g *Gate) set(s State) {
 	}
 	from := g.state
 	g.state = s
+	g.cur.Store(int32(s))
 	if s != Ready {
 		g.hot.Store(1)
 	}
