@@ -644,3 +644,82 @@ func TestAdvLogHandlerMayCallANewHost(t *testing.T) {
 		t.Fatal("the handler's call is stuck")
 	}
 }
+
+// TestAdvLogHandlerDuringGaugeCollection: the gauge lifeline.upstream.down
+// is what first sees upstream A's connects hang (a collection looks at
+// every upstream); A's "down" line reaches the Logger's handler, which
+// ships it through another Transport of the same meter provider, not used
+// before. Neither the collection nor that call may deadlock.
+func TestAdvLogHandlerDuringGaugeCollection(t *testing.T) {
+	r := newRig(t)
+	live := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "ok") }))
+	t.Cleanup(live.Close)
+	const hostA = "127.0.0.21:80"
+	var holed atomic.Bool
+	var nd net.Dialer
+	dialFunc := func(ctx context.Context, network, addr string) (net.Conn, error) {
+		if addr == hostA && holed.Load() {
+			<-ctx.Done()
+			return nil, ctx.Err()
+		}
+		return nd.DialContext(ctx, network, live.Listener.Addr().String())
+	}
+	shipper := &transport.Transport{MeterProvider: r.mp}
+	defer shipper.CloseIdleConnections()
+	handlerCall := make(chan error, 1)
+	var once sync.Once
+	h := &blockingHandler{fn: func() {
+		once.Do(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			req, _ := http.NewRequestWithContext(ctx, http.MethodPost, live.URL+"/alerts", strings.NewReader("down"))
+			resp, err := shipper.RoundTrip(req)
+			if err == nil {
+				_ = resp.Body.Close()
+			}
+			handlerCall <- err
+		})
+	}}
+	tr := &transport.Transport{MeterProvider: r.mp, Logger: slog.New(h),
+		Dialer: &dial.Dialer{DialFunc: dialFunc, ConnectTimeout: 4 * time.Second}}
+	defer tr.CloseIdleConnections()
+	get := func(host string, d time.Duration) error {
+		ctx, cancel := context.WithTimeout(t.Context(), d)
+		defer cancel()
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+host+"/", nil)
+		resp, err := tr.RoundTrip(req)
+		if err == nil {
+			_ = resp.Body.Close()
+		}
+		return err
+	}
+	if err := get(hostA, 2*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	tr.CloseIdleConnections()
+	holed.Store(true)
+	var wg sync.WaitGroup
+	for range 3 {
+		wg.Go(func() { _ = get(hostA, 200*time.Millisecond) })
+	}
+	wg.Wait()
+	time.Sleep(1200 * time.Millisecond)
+	collected := make(chan map[string]int64, 1)
+	go func() { collected <- r.gauge(t, "lifeline.upstream.down") }()
+	select {
+	case g := <-collected:
+		if g["127.0.0.21"] != 1 {
+			t.Errorf("gauge %v, want A down", g)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("metric collection stuck: the Logger's handler ran under the gauge's lock")
+	}
+	select {
+	case err := <-handlerCall:
+		if err != nil {
+			t.Fatalf("the handler's call: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the handler's call is stuck")
+	}
+}
