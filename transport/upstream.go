@@ -204,18 +204,25 @@ func (t *telemetry) watchUpstreams(us *upstreams) {
 }
 
 // observe returns 1 by label for upstreams down or paused, 0 for the
-// others, and forgets the tables no longer used.
+// others, and forgets the tables no longer used. It looks at the states
+// without g.mu held: a look may find an upstream's dials hanging and log
+// the change, and the Logger's handler may make a Transport's first call
+// (watchUpstreams takes g.mu).
 func (g *gaugeSet) observe() map[string]int64 {
 	g.mu.Lock()
-	defer g.mu.Unlock()
-	by := map[string]int64{}
+	var tables []*upstreams
 	live := g.sets[:0]
 	for _, w := range g.sets {
-		us := w.Value()
-		if us == nil {
-			continue
+		if us := w.Value(); us != nil {
+			live = append(live, w)
+			tables = append(tables, us)
 		}
-		live = append(live, w)
+	}
+	clear(g.sets[len(live):])
+	g.sets = live
+	g.mu.Unlock()
+	by := map[string]int64{}
+	for _, us := range tables {
 		if m := us.m.Load(); m != nil {
 			for _, s := range *m {
 				v := int64(0)
@@ -226,8 +233,6 @@ func (g *gaugeSet) observe() map[string]int64 {
 			}
 		}
 	}
-	clear(g.sets[len(live):])
-	g.sets = live
 	return by
 }
 
