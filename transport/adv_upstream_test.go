@@ -723,3 +723,64 @@ func TestAdvLogHandlerDuringGaugeCollection(t *testing.T) {
 		t.Fatal("the handler's call is stuck")
 	}
 }
+
+// TestAdvOnePathRateLimitedMeasure measures (and logs) what a per-path
+// rate limit costs the host's other paths: /search answers 429 with
+// Retry-After: 1 (its own limit, as APIs with per-resource limits do),
+// /items answers 200 at once. Callers: 10 searches and 50 item reads a
+// second, 500ms deadlines, for 2.5s. By the design the pause is the
+// host's: item reads wait for it or get a held 429 that /items never sent.
+// The test asserts only that no item read fails otherwise.
+func TestAdvOnePathRateLimitedMeasure(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/search" {
+			w.Header().Set("Retry-After", "1")
+			w.WriteHeader(http.StatusTooManyRequests)
+			return
+		}
+		_, _ = io.WriteString(w, "ok")
+	}))
+	t.Cleanup(srv.Close)
+	for _, off := range []bool{false, true} {
+		tr := &transport.Transport{DisableFailFast: off}
+		c := &http.Client{Transport: tr}
+		var l openLoop
+		start := time.Now()
+		tick := time.NewTicker(20 * time.Millisecond)
+		for i := 0; time.Since(start) < 2500*time.Millisecond; i++ {
+			path := "/items"
+			if i%5 == 0 {
+				path = "/search"
+			}
+			l.call(t.Context(), c, srv.URL+path, 500*time.Millisecond, false)
+			<-tick.C
+		}
+		tick.Stop()
+		l.wg.Wait()
+		tr.CloseIdleConnections()
+		var items, ok, held, slow int
+		for _, o := range l.between(start, time.Now()) {
+			if o.resp == nil && o.err == nil {
+				continue
+			}
+			if o.resp != nil && o.resp.Request != nil && o.resp.Request.URL.Path != "/items" {
+				continue
+			}
+			if o.err != nil && !errors.Is(o.err, context.DeadlineExceeded) {
+				t.Errorf("item read: %v", o.err)
+			}
+			items++
+			switch {
+			case o.status == 200:
+				ok++
+				if o.end.Sub(o.start) > 100*time.Millisecond {
+					slow++
+				}
+			case o.status == http.StatusTooManyRequests:
+				held++
+			}
+		}
+		t.Logf("DisableFailFast=%v: /items calls %d: %d ok (%d of them after >100ms), %d got a 429 /items never sent",
+			off, items, ok, slow, held)
+	}
+}
