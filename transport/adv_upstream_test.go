@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/lifeline-go/lifeline/dial"
+	"github.com/lifeline-go/lifeline/faultnet"
 	"github.com/lifeline-go/lifeline/retry"
 	"github.com/lifeline-go/lifeline/transport"
 )
@@ -782,5 +783,59 @@ func TestAdvOnePathRateLimitedMeasure(t *testing.T) {
 		}
 		t.Logf("DisableFailFast=%v: /items calls %d: %d ok (%d of them after >100ms), %d got a 429 /items never sent",
 			off, items, ok, slow, held)
+	}
+}
+
+// TestAdvBlackholeRecoveryHighRate: as TestFailFastBlackhole, at 150
+// calls/s and a short outage (3s): before the upstream is known down, the
+// calls fill the host's conns (MaxConnsPerHost, dials and requests that
+// hang in the hole). When the upstream returns, calls from 1.5s after must
+// succeed: the probe must not queue behind conns that are still in the
+// hole.
+func TestAdvBlackholeRecoveryHighRate(t *testing.T) {
+	ns := faultnet.NewNetns(t)
+	ln, err := ns.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, "ok")
+	})}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	port := ln.Addr().(*net.TCPAddr).Port
+	url := "http://" + ln.Addr().String() + "/"
+	tr := &transport.Transport{Dialer: &dial.Dialer{DialFunc: ns.DialContext}}
+	t.Cleanup(tr.CloseIdleConnections)
+	c := transport.NewClient(tr)
+	var l openLoop
+	ctx := t.Context()
+	l.run(ctx, c, url, 150, time.Second, 10*time.Second)
+	if err := ns.Vanish(port); err != nil {
+		t.Fatal(err)
+	}
+	l.run(ctx, c, url, 150, 3*time.Second, 10*time.Second)
+	if err := ns.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	endAt := time.Now()
+	l.run(ctx, c, url, 150, 4*time.Second, 10*time.Second)
+	l.wg.Wait()
+	var ok, n int
+	var firstOK time.Duration = -1
+	for _, o := range l.between(endAt, endAt.Add(time.Hour)) {
+		if o.err == nil && o.status == 200 && firstOK < 0 {
+			firstOK = o.end.Sub(endAt)
+		}
+	}
+	for _, o := range l.between(endAt.Add(1500*time.Millisecond), endAt.Add(time.Hour)) {
+		n++
+		if o.err == nil && o.status == 200 {
+			ok++
+		}
+	}
+	t.Logf("first success %v after the hole closed; from 1.5s after: %d of %d ok", firstOK, ok, n)
+	if ok*100 < n*99 {
+		t.Errorf("%d of %d calls ok from 1.5s after the outage ended, want ≥ 99%%", ok, n)
 	}
 }
