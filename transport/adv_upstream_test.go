@@ -13,7 +13,9 @@ import (
 	"net/http"
 	"net/http/cookiejar"
 	"net/http/httptest"
+	"net/netip"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -838,4 +840,44 @@ func TestAdvBlackholeRecoveryHighRate(t *testing.T) {
 	if ok*100 < n*99 {
 		t.Errorf("%d of %d calls ok from 1.5s after the outage ended, want ≥ 99%%", ok, n)
 	}
+}
+
+// TestAdvOneDeadAddressOfTwo: a name with a dead address and a live one
+// (127.0.0.2 refused, listed first; 127.0.0.1 served): every call dials
+// afresh (the server closes each conn) and the dead address fails each
+// time inside the dial; the upstream is reachable and must never be held
+// down.
+func TestAdvOneDeadAddressOfTwo(t *testing.T) {
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Connection", "close")
+		_, _ = io.WriteString(w, "ok")
+	})}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	url := "http://example.com:" + strconv.Itoa(ln.Addr().(*net.TCPAddr).Port) + "/"
+	tr := &transport.Transport{Dialer: &dial.Dialer{Resolver: staticResolver{"example.com",
+		[]netip.Addr{netip.MustParseAddr("127.0.0.2"), netip.MustParseAddr("127.0.0.1")}}}}
+	defer tr.CloseIdleConnections()
+	var wg sync.WaitGroup
+	for g := range 4 {
+		wg.Go(func() {
+			for i := range 15 {
+				ctx, cancel := context.WithTimeout(t.Context(), 3*time.Second)
+				req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+				resp, err := tr.RoundTrip(req)
+				cancel()
+				if err != nil {
+					t.Errorf("caller %d call %d: %v", g, i, err)
+					return
+				}
+				_, _ = io.Copy(io.Discard, resp.Body)
+				_ = resp.Body.Close()
+			}
+		})
+	}
+	wg.Wait()
 }
