@@ -881,3 +881,32 @@ func TestAdvOneDeadAddressOfTwo(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+// TestAdvDeadlinesShorterThanConnects: connects take 800ms, the callers'
+// deadlines are 300ms, 20 calls a second for 3s, and the server closes
+// idle conns after 100ms: the callers give up during dials (which go on,
+// detached) and on reused conns the server closed. The upstream is
+// reachable: no call may fail fast.
+func TestAdvDeadlinesShorterThanConnects(t *testing.T) {
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "ok") }))
+	srv.Config.IdleTimeout = 100 * time.Millisecond
+	srv.Start()
+	t.Cleanup(srv.Close)
+	tr := &transport.Transport{Dialer: &dial.Dialer{DialFunc: slowConnect(800 * time.Millisecond)}}
+	defer tr.CloseIdleConnections()
+	var l openLoop
+	l.run(t.Context(), transport.NewClient(tr), srv.URL, 20, 3*time.Second, 300*time.Millisecond)
+	l.wg.Wait()
+	var ok, timedOut int
+	for _, o := range l.between(time.Time{}, time.Now().Add(time.Hour)) {
+		switch {
+		case errors.Is(o.err, transport.ErrUnavailable):
+			t.Errorf("failed fast: %v", o.err)
+		case o.err == nil:
+			ok++
+		default:
+			timedOut++
+		}
+	}
+	t.Logf("%d ok, %d ended by their deadline", ok, timedOut)
+}
