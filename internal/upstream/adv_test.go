@@ -1,7 +1,9 @@
 package upstream
 
 import (
+	"context"
 	"errors"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -124,3 +126,41 @@ func TestAdvTransitionMayCallTheGate(t *testing.T) {
 		}
 	})
 }
+
+// TestAdvWaitForReadyOutlastsARefusingBudget: a call that waits for ready
+// asked to wait, within its context, for the upstream to come back; a
+// probe its budget refuses (drained by other calls' retries for now) must
+// not fail it at once: it goes on waiting, and probes when the budget
+// allows.
+func TestAdvWaitForReadyOutlastsARefusingBudget(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		g := &Gate{}
+		failDials(g, FailureThreshold)
+		time.Sleep(2 * time.Second) // a probe is due
+		b := &laterBudget{}
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			time.Sleep(3 * time.Second)
+			b.ok.Store(true)
+		}()
+		defer func() { <-done }()
+		ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+		defer cancel()
+		start := time.Now()
+		p, err := g.Enter(ctx, Options{WaitForReady: true, Budget: b})
+		if err != nil {
+			t.Errorf("after %v: %v, want to wait and probe once the budget allows", time.Since(start), err)
+			return
+		}
+		if !p.Probe() || time.Since(start) < 3*time.Second || time.Since(start) > 4500*time.Millisecond {
+			t.Errorf("probe %v after %v, want a probe once the budget allowed (3s)", p.Probe(), time.Since(start))
+		}
+		p.Done()
+	})
+}
+
+// laterBudget refuses until ok is set.
+type laterBudget struct{ ok atomic.Bool }
+
+func (b *laterBudget) Withdraw() bool { return b.ok.Load() }
