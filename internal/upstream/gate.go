@@ -224,9 +224,10 @@ type Options struct {
 	// context) instead of failing at once.
 	WaitForReady bool
 	// Budget, when not nil, pays for a probe: a refused probe fails the
-	// call at once, and the next call may probe; when no probe went for
-	// MaxProbeInterval, one goes unpaid (a drained budget delays the
-	// recovery, never forbids it).
+	// call at once (a call that waits for ready waits on, and asks again
+	// about every ProbeInterval), and the next call may probe; when no
+	// probe went for MaxProbeInterval, one goes unpaid (a drained budget
+	// delays the recovery, never forbids it).
 	Budget Withdrawer
 }
 
@@ -248,27 +249,32 @@ func (g *Gate) Enter(ctx context.Context, o Options) (Pass, error) {
 			g.unlock()
 			return Pass{}, nil
 		case Down:
-			if !now.Before(g.nextProbe) {
-				// A probe the budget refuses does not go, unless none
-				// went for MaxProbeInterval: an empty budget (one that
-				// only calls refill, and calls that fail fast do not)
-				// delays the recovery, never forbids it.
-				if o.Budget != nil && !o.Budget.Withdraw() && now.Sub(g.lastProbe) < MaxProbeInterval {
-					err := g.unavailable(ReasonDown, g.since, now)
-					g.unlock()
-					return Pass{}, err
-				}
+			// A due probe the budget refuses does not go, unless none
+			// went for MaxProbeInterval: an empty budget (one that only
+			// calls refill, and calls that fail fast do not) delays the
+			// recovery, never forbids it.
+			due := !now.Before(g.nextProbe)
+			if due && (o.Budget == nil || o.Budget.Withdraw() || now.Sub(g.lastProbe) >= MaxProbeInterval) {
 				g.lastProbe = now
 				g.advanceProbe(now)
 				g.unlock()
 				return Pass{g: g, probe: true}, nil
 			}
 			if !o.WaitForReady {
-				err := g.unavailable(ReasonDown, g.since, g.nextProbe)
+				retry := g.nextProbe
+				if due {
+					retry = now // refused: the next call may probe
+				}
+				err := g.unavailable(ReasonDown, g.since, retry)
 				g.unlock()
 				return Pass{}, err
 			}
 			wait = g.nextProbe.Sub(now)
+			if due {
+				// Refused: ask the budget again in a while (it
+				// refills), at the latest when a probe may go unpaid.
+				wait = min(ProbeInterval, g.lastProbe.Add(MaxProbeInterval).Sub(now))
+			}
 		case Paused:
 			if now.Before(g.until) {
 				if dl, ok := ctx.Deadline(); ok && dl.Before(g.until) {
