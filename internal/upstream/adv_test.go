@@ -164,3 +164,33 @@ func TestAdvWaitForReadyOutlastsARefusingBudget(t *testing.T) {
 type laterBudget struct{ ok atomic.Bool }
 
 func (b *laterBudget) Withdraw() bool { return b.ok.Load() }
+
+// TestAdvEndless429sWithoutAdvice: a server whose daily quota is spent
+// answers every call 429 without Retry-After, for hours. Each pause's
+// probe gets another 429: the pause doubles up to its cap and must stay
+// there — not grow until it overflows (after 34 doublings, about 15
+// minutes at a 30s cap) into a pause in the past, which lets every waiting
+// call through, one after another, as fast as the server answers.
+func TestAdvEndless429sWithoutAdvice(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		g := &Gate{}
+		const limit = 30 * time.Second
+		for i := range 100 {
+			g.Pause(0, limit)
+			s := g.Snapshot()
+			d := time.Until(s.Until)
+			if s.State != Paused || d <= 0 || d > limit {
+				t.Fatalf("429 number %d: state %v, pause %v, want paused for at most %v", i+1, s.State, d, limit)
+			}
+			time.Sleep(d)
+			// The pause's probe goes (and gets the next 429).
+			p, err := g.Enter(t.Context(), Options{})
+			if err != nil || !p.Probe() {
+				t.Fatalf("429 number %d: after the pause: probe %v, %v", i+1, p.Probe(), err)
+			}
+			if i == 99 {
+				p.Done()
+			}
+		}
+	})
+}
