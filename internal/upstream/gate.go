@@ -433,11 +433,17 @@ func (g *Gate) Pause(d, limit time.Duration) {
 			// One of the answers in flight when the pause began.
 			return
 		}
+		// Doubling up to the cap (a day with none): a 429 that goes on
+		// for hours must not double the pause until it overflows.
+		ceiling := limit
+		if ceiling <= 0 {
+			ceiling = 24 * time.Hour
+		}
 		switch {
 		case g.pause == 0:
 			g.pause = MinPause
-		default:
-			g.pause *= 2
+		case g.pause < ceiling:
+			g.pause = min(2*g.pause, ceiling)
 		}
 		d = g.pause
 	}
