@@ -15,12 +15,15 @@ import (
 	"net/http/httptest"
 	"net/netip"
 	"net/url"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 
 	"github.com/lifeline-go/lifeline/dial"
 	"github.com/lifeline-go/lifeline/faultnet"
@@ -909,4 +912,45 @@ func TestAdvDeadlinesShorterThanConnects(t *testing.T) {
 		}
 	}
 	t.Logf("%d ok, %d ended by their deadline", ok, timedOut)
+}
+
+// TestAdvMeterProvidersNotPinned: an SDK's tests (or a process with a
+// provider per tenant) make many meter providers, each used by a
+// Transport that met an upstream, then shut down and dropped. lifeline
+// remembers only the most recent few providers (otelx's memo); the
+// upstream gauge must not pin the others, with their readers and data,
+// for the life of the process.
+func TestAdvMeterProvidersNotPinned(t *testing.T) {
+	live := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "ok") }))
+	t.Cleanup(live.Close)
+	const n = 24
+	var collected atomic.Int64
+	for range n {
+		func() {
+			reader := sdkmetric.NewManualReader()
+			mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
+			// The reader: what the provider's data hangs on.
+			runtime.AddCleanup(reader, func(*atomic.Int64) { collected.Add(1) }, &collected)
+			tr := &transport.Transport{MeterProvider: mp}
+			resp, err := tr.RoundTrip(httptest.NewRequest(http.MethodGet, live.URL, nil).WithContext(t.Context()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, _ = io.Copy(io.Discard, resp.Body)
+			_ = resp.Body.Close()
+			tr.CloseIdleConnections()
+			_ = mp.Shutdown(context.Background())
+		}()
+	}
+	for range 20 {
+		runtime.GC()
+		time.Sleep(20 * time.Millisecond)
+		if collected.Load() >= n-8 {
+			break
+		}
+	}
+	t.Logf("%d of %d dropped meter providers collected", collected.Load(), n)
+	if collected.Load() < n-8 {
+		t.Fatalf("%d of %d dropped meter providers collected, want all but the memo's 8", collected.Load(), n)
+	}
 }
