@@ -7,6 +7,7 @@ import (
 	"math"
 	"net/http"
 	"net/url"
+	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -178,21 +179,25 @@ type gaugeSet struct {
 	sets []weak.Pointer[upstreams]
 }
 
-// gauges holds a gaugeSet per instrument set (*otelx.Upstream): one
+// gauges holds a gaugeSet per instrument set (*otelx.Upstream, held
+// weakly: otelx remembers only the recent few, and a dropped meter
+// provider with its readers and data must not be pinned here): one
 // callback per meter provider and name, not one per Transport.
-var gauges sync.Map
+var gauges sync.Map // weak.Pointer[otelx.Upstream] → *gaugeSet
 
 // watchUpstreams makes the gauge observe us.
 func (t *telemetry) watchUpstreams(us *upstreams) {
 	if t.noopMetrics {
 		return
 	}
-	v, loaded := gauges.LoadOrStore(t.up, &gaugeSet{})
+	key := weak.Make(t.up)
+	v, loaded := gauges.LoadOrStore(key, &gaugeSet{})
 	g := v.(*gaugeSet)
 	g.mu.Lock()
 	g.sets = append(g.sets, weak.Make(us))
 	g.mu.Unlock()
 	if !loaded {
+		runtime.AddCleanup(t.up, func(k weak.Pointer[otelx.Upstream]) { gauges.Delete(k) }, key)
 		ui := t.up
 		_, _ = ui.Meter.RegisterCallback(func(_ context.Context, o metric.Observer) error {
 			for label, v := range g.observe() {
