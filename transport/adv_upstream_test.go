@@ -954,3 +954,55 @@ func TestAdvMeterProvidersNotPinned(t *testing.T) {
 		t.Fatalf("%d of %d dropped meter providers collected, want all but the memo's 8", collected.Load(), n)
 	}
 }
+
+// TestAdvNoDeadlineCallDuringEndless429s: the server answers every call
+// 429 with Retry-After: 1, for good (a spent quota). A caller without a
+// deadline (context.Background, an http.Client without Timeout) must get
+// an answer in about the time its own retries would have taken (3
+// attempts, 1s apart): not wait pause after pause for the storm's end.
+func TestAdvNoDeadlineCallDuringEndless429s(t *testing.T) {
+	var n atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n.Add(1)
+		w.Header().Set("Retry-After", "1")
+		w.WriteHeader(http.StatusTooManyRequests)
+	}))
+	t.Cleanup(srv.Close)
+	tr := &transport.Transport{}
+	defer tr.CloseIdleConnections()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	type result struct {
+		status int
+		err    error
+		took   time.Duration
+	}
+	results := make(chan result, 4)
+	for i := range 4 {
+		go func() {
+			time.Sleep(time.Duration(i) * 300 * time.Millisecond)
+			start := time.Now()
+			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, srv.URL, nil)
+			resp, err := tr.RoundTrip(req)
+			r := result{err: err, took: time.Since(start)}
+			if err == nil {
+				r.status = resp.StatusCode
+				_ = resp.Body.Close()
+			}
+			results <- r
+		}()
+	}
+	timeout := time.After(8 * time.Second)
+	for range 4 {
+		select {
+		case r := <-results:
+			t.Logf("call without a deadline: %d %v after %v", r.status, r.err, r.took)
+			if r.err != nil || r.status != http.StatusTooManyRequests {
+				t.Errorf("got %d %v, want the 429", r.status, r.err)
+			}
+		case <-timeout:
+			cancel()
+			t.Fatalf("calls without a deadline still waiting after 8s (%d requests reached the server): they wait for the storm's end", n.Load())
+		}
+	}
+}
