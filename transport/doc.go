@@ -72,7 +72,10 @@
 //     *retry.ExhaustedError of 0 attempts (the Transport's final word: a
 //     retry.Do around it does not retry). Other calls wait for the end;
 //     then one probe goes, the rest wait for its outcome: a success
-//     releases them, another 429 pauses again.
+//     releases them, another 429 pauses again; a call that has seen the
+//     pause renewed twice gets the held answer then (a call without a
+//     deadline is answered in about the time its own retries would take,
+//     not at the end of a storm).
 //
 // Independently, client-side adaptive throttling (Google SRE, "Handling
 // Overload") sheds load: over the last 5s it counts requests and accepts

@@ -194,3 +194,47 @@ func TestAdvEndless429sWithoutAdvice(t *testing.T) {
 		}
 	})
 }
+
+// TestAdvPauseWaitIsBounded: a call without a deadline that arrives in a
+// pause the server keeps renewing (answers with a later Retry-After come
+// every 500ms) fails as a call whose deadline ends before the pause once
+// it saw the pause renewed MaxPauseWaits times, instead of waiting for the
+// storm's end.
+func TestAdvPauseWaitIsBounded(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		g := &Gate{}
+		g.Pause(time.Second, time.Minute)
+		type res struct {
+			err  error
+			took time.Duration
+		}
+		done := make(chan res, 1)
+		go func() {
+			start := time.Now()
+			_, err := g.Enter(context.Background(), Options{})
+			done <- res{err, time.Since(start)}
+		}()
+		var r res
+		for i := 0; ; i++ {
+			time.Sleep(500 * time.Millisecond)
+			g.Pause(time.Second, time.Minute)
+			synctest.Wait()
+			select {
+			case r = <-done:
+			default:
+				if i > 10 {
+					t.Fatal("the call without a deadline still waits after 10 renewed pauses")
+				}
+				continue
+			}
+			break
+		}
+		var ue *UnavailableError
+		if !errors.As(r.err, &ue) || ue.Reason != ReasonPaused {
+			t.Fatalf("after %v: %v, want the paused error", r.took, r.err)
+		}
+		if want := time.Duration(MaxPauseWaits) * 500 * time.Millisecond; r.took != want {
+			t.Fatalf("waited %v, want %v (%d renewals)", r.took, want, MaxPauseWaits)
+		}
+	})
+}

@@ -66,6 +66,12 @@ const (
 	// MinPause is the pause after a 429 without Retry-After; it doubles
 	// while 429s continue, up to the cap given to Pause.
 	MinPause = time.Second
+	// MaxPauseWaits is how many times a waiting call sees the pause
+	// renewed (the probe got another 429) before it fails as one whose
+	// deadline ends before the pause: a call without a deadline gets
+	// the server's answer in about the time its own retries would have
+	// taken, not at the end of a storm that lasts hours.
+	MaxPauseWaits = 2
 )
 
 // Withdrawer is a retry budget (a *retry.Budget): a probe takes a token.
@@ -88,7 +94,8 @@ type Withdrawer interface{ Withdraw() bool }
 // Pause (a 429, a Retry-After) makes it Paused until a time T: calls whose
 // deadline ends before T fail at once (Reason "paused"); others wait for T
 // within their context, then one goes as a probe and the rest wait for its
-// outcome: a success re-opens the gate, another pause pauses again.
+// outcome: a success re-opens the gate, another pause pauses again (a
+// call that saw the pause renewed MaxPauseWaits times fails then).
 //
 // The zero value is a Ready gate. A Gate owns no goroutine and is safe for
 // concurrent use; it must not be copied after first use. Upstream names it
@@ -239,6 +246,8 @@ func (g *Gate) Enter(ctx context.Context, o Options) (Pass, error) {
 	if g.hot.Load() == 0 {
 		return Pass{}, nil
 	}
+	var waitedFor time.Time // the end of the pause the call waits for
+	renewed := 0            // pauses that began while it waited
 	for {
 		g.mu.Lock()
 		now := time.Now()
@@ -277,7 +286,12 @@ func (g *Gate) Enter(ctx context.Context, o Options) (Pass, error) {
 			}
 		case Paused:
 			if now.Before(g.until) {
-				if dl, ok := ctx.Deadline(); ok && dl.Before(g.until) {
+				if !waitedFor.IsZero() && g.until.After(waitedFor) {
+					renewed++ // the server asked for more
+				}
+				waitedFor = g.until
+				dl, ok := ctx.Deadline()
+				if ok && dl.Before(g.until) || renewed >= MaxPauseWaits {
 					err := g.unavailable(ReasonPaused, g.since, g.until)
 					g.unlock()
 					return Pass{}, err
