@@ -1006,3 +1006,59 @@ func TestAdvNoDeadlineCallDuringEndless429s(t *testing.T) {
 		}
 	}
 }
+
+// TestAdvLongPollProbeDoesNotHoldThePause: after a pause, the first call
+// to go is its probe, and the others wait for its outcome. When that call
+// is a long poll (the server answers it after 8s), the others must not
+// wait for the poll's end: the upstream answers /fast at once.
+func TestAdvLongPollProbeDoesNotHoldThePause(t *testing.T) {
+	var n atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if n.Add(1) == 1 {
+			w.Header().Set("Retry-After", "1")
+			w.WriteHeader(http.StatusTooManyRequests)
+			return
+		}
+		if r.URL.Path == "/poll" {
+			select {
+			case <-time.After(8 * time.Second):
+			case <-r.Context().Done():
+			}
+		}
+		_, _ = io.WriteString(w, "ok")
+	}))
+	t.Cleanup(srv.Close)
+	tr := &transport.Transport{}
+	defer tr.CloseIdleConnections()
+	do := func(ctx context.Context, path string) (int, error) {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, srv.URL+path, nil)
+		resp, err := tr.RoundTrip(req)
+		if err != nil {
+			return 0, err
+		}
+		_ = resp.Body.Close()
+		return resp.StatusCode, nil
+	}
+	once := transport.WithCallOptions(t.Context(), transport.CallOptions{Retry: &retry.Policy{MaxAttempts: 1}})
+	if code, err := do(once, "/fast"); code != http.StatusTooManyRequests {
+		t.Fatalf("first call: %d %v", code, err)
+	}
+	pollCtx, cancelPoll := context.WithCancel(transport.WithCallOptions(t.Context(), transport.CallOptions{FirstByteTimeout: -1}))
+	defer cancelPoll()
+	polled := make(chan struct{})
+	go func() {
+		defer close(polled)
+		_, _ = do(pollCtx, "/poll") // waits out the pause, then probes
+	}()
+	time.Sleep(1300 * time.Millisecond) // the pause is over; the poll is out
+	ctx, cancel := context.WithTimeout(t.Context(), 4*time.Second)
+	defer cancel()
+	start := time.Now()
+	code, err := do(ctx, "/fast")
+	t.Logf("fast call: %d %v after %v", code, err, time.Since(start))
+	if err != nil || code != 200 {
+		t.Errorf("fast call after the pause: %d %v after %v, want 200 (not a wait for the long poll's outcome)", code, err, time.Since(start))
+	}
+	cancelPoll()
+	<-polled
+}
