@@ -65,17 +65,18 @@
 //     Retry-After pauses new calls until the advised time (capped by the
 //     Transport's Retry policy's MaxRetryAfter, not that of the call's
 //     CallOptions, which caps its own retries only; a 429 without the
-//     field pauses 1s, doubling while 429s continue). A call whose deadline ends before
-//     then gets the server's answer at once: its status, Retry-After the
-//     time left (no other header field: they were another caller's), an
-//     empty body, and [Exhausted] returns a
+//     field pauses 1s, doubling while 429s continue). A call whose
+//     deadline ends before then gets the server's answer at once: its
+//     status, Retry-After the time left (no other header field: they were
+//     another caller's), an empty body, and [Exhausted] returns a
 //     *retry.ExhaustedError of 0 attempts (the Transport's final word: a
 //     retry.Do around it does not retry). Other calls wait for the end;
-//     then one probe goes, the rest wait for its outcome: a success
-//     releases them, another 429 pauses again; a call that has seen the
-//     pause renewed twice gets the held answer then (a call without a
-//     deadline is answered in about the time its own retries would take,
-//     not at the end of a storm).
+//     then one probe goes, the rest wait for its outcome (another goes
+//     when it has none after 1s: a long poll does not hold them): a
+//     success releases them, another 429 pauses again; a call that has
+//     seen the pause renewed twice gets the held answer then (a call
+//     without a deadline is answered in about the time its own retries
+//     would take, not at the end of a storm).
 //
 // Independently, client-side adaptive throttling (Google SRE, "Handling
 // Overload") sheds load: over the last 5s it counts requests and accepts

@@ -95,7 +95,8 @@ type Withdrawer interface{ Withdraw() bool }
 // deadline ends before T fail at once (Reason "paused"); others wait for T
 // within their context, then one goes as a probe and the rest wait for its
 // outcome: a success re-opens the gate, another pause pauses again (a
-// call that saw the pause renewed MaxPauseWaits times fails then).
+// call that saw the pause renewed MaxPauseWaits times fails then); a probe
+// with no outcome after ProbeInterval (a long poll) is joined by another.
 //
 // The zero value is a Ready gate. A Gate owns no goroutine and is safe for
 // concurrent use; it must not be copied after first use. Upstream names it
@@ -123,6 +124,7 @@ type Gate struct {
 	until      time.Time     // Paused: the end of the pause
 	pause      time.Duration // the last pause without advice (doubles)
 	probing    bool          // Paused: a probe is out
+	probeAt    time.Time     // Paused: when it went
 	probeGen   uint64        // which probe is out
 	pending    []*Dial       // dials under way
 	ewma       time.Duration // of successful establishment times
@@ -297,12 +299,18 @@ func (g *Gate) Enter(ctx context.Context, o Options) (Pass, error) {
 					return Pass{}, err
 				}
 				wait = g.until.Sub(now)
-			} else if !g.probing {
+			} else if !g.probing || now.Sub(g.probeAt) >= ProbeInterval {
+				// No probe out, or one out for ProbeInterval with no
+				// outcome yet (a long poll, a slow answer): the others
+				// do not wait for it longer; another goes.
 				g.probing = true
+				g.probeAt = now
 				g.probeGen++
 				p := Pass{g: g, gen: g.probeGen, probe: true, paused: true}
 				g.unlock()
 				return p, nil
+			} else {
+				wait = g.probeAt.Add(ProbeInterval).Sub(now)
 			}
 		}
 		if err := ctx.Err(); err != nil {
