@@ -48,15 +48,16 @@
 //     success since the oldest began: a black hole is seen within about
 //     1–2s, long before any connect limit ends.
 //   - Down: a call fails at once with an [*UnavailableError] (Reason
-//     "down"; Last the last real failure, a *dial.Error with its phase and
-//     peer, so errors.As still finds it), unless it is the probe: the first
-//     call at or after the next probe time goes through, paid from the retry
-//     Budget (when it refuses, one goes unpaid once none went for 30s: a
-//     drained budget delays the recovery, never forbids it). Probes go about every second (±20%) for the first 30s of an
-//     outage, so a recovery is seen within about 1.2s, then 1.6× further
-//     apart up to 30s. The first success (a dial that established, any
-//     response headers, even a 5xx) re-opens the upstream for everyone.
-//     A call made with [WaitForReady] (or CallOptions.WaitForReady) waits
+//     "down"; Last the last real failure, a *dial.Error with its phase
+//     and peer, so errors.As still finds it), unless it is the probe: the
+//     first call at or after the next probe time goes through, paid from
+//     the retry Budget (when it refuses, one goes unpaid once none went
+//     for 30s: a drained budget delays the recovery, never forbids it).
+//     Probes go about every second (±20%) for the first 30s of an outage,
+//     so a recovery is seen within about 1.2s, then 1.6× further apart up
+//     to 30s. The first success (a dial that established, any response
+//     headers, even a 5xx) re-opens the upstream for everyone. A call
+//     made with [WaitForReady] (or CallOptions.WaitForReady) waits
 //     instead, within its context, and may become the next probe. A retry
 //     passes the gate too: one that finds the upstream down ends the call
 //     with a *retry.ExhaustedError (Cause the *UnavailableError, Last the
