@@ -1062,3 +1062,45 @@ func TestAdvLongPollProbeDoesNotHoldThePause(t *testing.T) {
 	cancelPoll()
 	<-polled
 }
+
+// TestAdvTransportsCollected: Transports made and dropped (one per tenant,
+// per test) after meeting upstreams, one of them down, with a meter
+// provider whose gauge watches them: each is garbage-collected.
+func TestAdvTransportsCollected(t *testing.T) {
+	r := newRig(t)
+	live := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "ok") }))
+	t.Cleanup(live.Close)
+	refused := faultnet.RefusedAddr(t, "tcp4")
+	const n = 10
+	var collected atomic.Int64
+	for range n {
+		func() {
+			tr := &transport.Transport{MeterProvider: r.mp, Retry: &retry.Policy{MaxAttempts: 1}}
+			runtime.AddCleanup(tr, func(*atomic.Int64) { collected.Add(1) }, &collected)
+			for _, u := range []string{live.URL, "http://" + refused} {
+				for range upstreamFailures {
+					resp, err := tr.RoundTrip(httptest.NewRequest(http.MethodGet, u, nil).WithContext(t.Context()))
+					if err == nil {
+						_ = resp.Body.Close()
+					}
+				}
+			}
+			tr.CloseIdleConnections()
+		}()
+	}
+	_ = r.gauge(t, "lifeline.upstream.down")
+	for range 20 {
+		runtime.GC()
+		time.Sleep(20 * time.Millisecond)
+		if collected.Load() == n {
+			break
+		}
+	}
+	if collected.Load() != n {
+		t.Fatalf("%d of %d dropped Transports collected", collected.Load(), n)
+	}
+	_ = r.gauge(t, "lifeline.upstream.down")
+}
+
+// upstreamFailures takes an upstream down.
+const upstreamFailures = 6
