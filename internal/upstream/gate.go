@@ -288,8 +288,11 @@ func (g *Gate) Enter(ctx context.Context, o Options) (Pass, error) {
 			}
 		case Paused:
 			if now.Before(g.until) {
-				if !waitedFor.IsZero() && g.until.After(waitedFor) {
-					renewed++ // the server asked for more
+				if !waitedFor.IsZero() && !now.Before(waitedFor) && g.until.After(waitedFor) {
+					// The pause it waited for ended and the server
+					// asked for more (a probe's answer). An answer in
+					// flight that extends a pause under way is none.
+					renewed++
 				}
 				waitedFor = g.until
 				dl, ok := ctx.Deadline()
