@@ -111,6 +111,11 @@ var (
 	_ error                                 = transport.ErrUnavailable
 	_ error                                 = transport.ErrThrottled
 	_ error                                 = (*transport.UnavailableError)(nil)
+	_                                       = pool.Config{DisableFailFast: true}
+	_ func(context.Context) context.Context = pool.WaitForReady
+	_ error                                 = pool.ErrUnavailable
+	_ error                                 = (*pool.UnavailableError)(nil)
+	_                                       = pool.Stats{}.Unavailable
 	_ func(*dial.Dialer) *dial.Health       = (*dial.Dialer).Scoreboard
 	_ func(*dial.Dialer) *dial.Health       = dial.HealthFor[dial.Dialer]
 

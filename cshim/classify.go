@@ -10,6 +10,7 @@ import (
 
 	"github.com/lifeline-go/lifeline/dial"
 	"github.com/lifeline-go/lifeline/internal/otelx"
+	"github.com/lifeline-go/lifeline/retry"
 	"github.com/lifeline-go/lifeline/transport"
 )
 
@@ -51,6 +52,9 @@ func classifyIn(ctx context.Context, err error, at string) *Error {
 			return &Error{Status: statusTimeout, Phase: phase, Type: "deadline", Timeout: true,
 				Msg: "lifeline: operation deadline exceeded (phase " + phase + "): " + errText(err)}
 		}
+	}
+	if e := notAttempted(err, msg); e != nil {
+		return e
 	}
 	var te *transport.TimeoutError
 	if errors.As(err, &te) {
@@ -126,4 +130,22 @@ func itoa(n int64) string { return strconv.FormatInt(n, 10) }
 // values (Go's header map has none of its own).
 func sortHeaders(h [][2]string) {
 	slices.SortStableFunc(h, func(a, b [2]string) int { return strings.Compare(a[0], b[0]) })
+}
+
+// notAttempted is the error of a call the Transport did not attempt: its
+// upstream known down (error_type "unavailable"; the message carries the
+// last real failure) or the call shed by client-side throttling ("shed"),
+// phase "upstream". A retry refused because the upstream sheds load is
+// not one: its attempts' failure is the call's (the chain has a
+// retry.ExhaustedError with attempts made). Nil for any other error.
+func notAttempted(err error, msg string) *Error {
+	var ue *transport.UnavailableError
+	if !errors.As(err, &ue) {
+		return nil
+	}
+	var ex *retry.ExhaustedError
+	if errors.As(err, &ex) && ex.Attempts > 0 {
+		return nil
+	}
+	return &Error{Status: statusUnavailable, Phase: "upstream", Type: ue.ErrorType(), Msg: msg}
 }

@@ -197,6 +197,8 @@ func (c *client) freeze() (*built, *Error) {
 		MaxConnsPerHost:        cfg.maxConns,
 		MaxIdleConnsPerHost:    cfg.maxIdle,
 		MaxResponseHeaderBytes: int64(cfg.maxHeaderBytes),
+		DisableFailFast:        cfg.disableFailFast,
+		DisableLoadShedding:    cfg.disableShedding,
 		Proxy:                  proxy,
 		TracerProvider:         noopTracer,
 		MeterProvider:          c.mp,

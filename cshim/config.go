@@ -46,6 +46,7 @@ type config struct {
 	maxConns, maxIdle                            int
 	maxHeaderBytes                               int
 	proxy                                        string
+	disableFailFast, disableShedding             bool
 
 	// dial
 	resolveTO, connectTO, attemptDelay, handshakeTO, dialFirstByte, greeting, dialTO, userTO time.Duration
@@ -277,6 +278,12 @@ var keys = map[string]keySpec{
 		func(c *config) any {
 			return resolvedInt(c.maxHeaderBytes, int(transport.DefaultMaxResponseHeaderBytes))
 		}, nil),
+	"transport.disable_fail_fast": {kind: kBool,
+		set: func(c *config, v value) { c.disableFailFast = v.b },
+		get: func(c *config) any { return c.disableFailFast }},
+	"transport.disable_load_shedding": {kind: kBool,
+		set: func(c *config, v value) { c.disableShedding = v.b },
+		get: func(c *config) any { return c.disableShedding }},
 	"transport.proxy": strKey(func(c *config) *string { return &c.proxy }, checkProxy, func(c *config) any {
 		if c.proxy == "" {
 			return "env"

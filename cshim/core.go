@@ -31,6 +31,7 @@ const (
 	statusForked          int32 = 12
 	statusInternal        int32 = 13
 	statusNoMemory        int32 = 14
+	statusUnavailable     int32 = 15
 )
 
 // Error is what a call reports through the C error record.

@@ -7,6 +7,7 @@ import (
 	"encoding/pem"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -32,7 +33,7 @@ var expectedOK = []string{
 	"version", "get", "post", "https", "config", "first_byte_timeout", "first_byte_timeout_retried",
 	"tls_handshake_stall", "connect_timeout", "connect_refused", "total_deadline", "default_request_timeout", "deadline_phase",
 	"dns_no_addresses", "body_stall", "large_body", "huge_length", "async", "callback_reentrant", "cancel", "cancel_held", "stress",
-	"free_running",
+	"free_running", "unavailable",
 	"close", "bad_args",
 	"session_echo", "session_reconnect", "session_stall", "session_step", "session_threads", "session_flood", "session_callback", "adv_sessions", "dial", "metrics", "threads", "fork", "loop", "no_leaks",
 }
@@ -157,6 +158,26 @@ func startServers(t *testing.T) *servers {
 		w.Header().Set("X-Echo-Back", r.Header.Get("X-Echo"))
 		io.Copy(w, r.Body)
 	})
+	// LL_REVIVE refuses connects until GET /revive starts a server there
+	// (the C test of fail fast).
+	reviveAddr := closedAddr(t)
+	revived := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		io.WriteString(w, "back")
+	})}
+	t.Cleanup(func() { revived.Close() })
+	var reviveOnce sync.Once
+	mux.HandleFunc("/revive", func(w http.ResponseWriter, r *http.Request) {
+		var err error
+		reviveOnce.Do(func() {
+			var ln net.Listener
+			if ln, err = net.Listen("tcp", reviveAddr); err == nil {
+				go revived.Serve(ln)
+			}
+		})
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+		}
+	})
 	big := make([]byte, 1<<20)
 	for i := range big {
 		big[i] = byte(i % 251)
@@ -209,6 +230,7 @@ func startServers(t *testing.T) *servers {
 		"LL_ECHO_TLS=" + echoTLS.Addr(),
 		"LL_BLACKHOLE=" + hole.Addr(),
 		"LL_REFUSED=" + refused,
+		"LL_REVIVE=" + reviveAddr,
 		"LL_WS=" + strings.Replace(plain.URL, "http://", "ws://", 1),
 		// The proxy variables of the CI host must not route loopback tests.
 		"NO_PROXY=*", "no_proxy=*",

@@ -44,6 +44,7 @@ var _ = [1]struct{}{}[C.LIFELINE_E_CLOSED-statusClosed]
 var _ = [1]struct{}{}[C.LIFELINE_E_FORKED-statusForked]
 var _ = [1]struct{}{}[C.LIFELINE_E_INTERNAL-statusInternal]
 var _ = [1]struct{}{}[C.LIFELINE_E_NO_MEMORY-statusNoMemory]
+var _ = [1]struct{}{}[C.LIFELINE_E_UNAVAILABLE-statusUnavailable]
 
 func init() {
 	liveAllocations = func() int64 { return int64(C.lifeline_shim_live()) }

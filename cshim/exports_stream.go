@@ -17,7 +17,7 @@ import (
 // machinery is in stream.go.
 
 // streamFlags are the flags lifeline_request_start_stream knows.
-const streamFlags = C.LIFELINE_STREAM_UPLOAD
+const streamFlags = C.LIFELINE_STREAM_UPLOAD | C.LIFELINE_CALL_WAIT_FOR_READY
 
 // maxIO caps one read or write: a garbage length fails cleanly instead of
 // making a slice over gigabytes the host does not have.
@@ -54,6 +54,7 @@ func lifelinego_request_start_stream(h C.lifeline_client, r *C.lifeline_request,
 		if e != nil {
 			return e
 		}
+		co.waitForReady = flags&C.LIFELINE_CALL_WAIT_FOR_READY != 0
 		deadline := req.deadline
 		if deadline < 0 {
 			deadline = -1

@@ -18,6 +18,11 @@
  *     each wait bounded, the stall limit still applying.
  *   - Websocket sessions (ABI 2): one logical connection kept up across
  *     failures, events delivered in order through a queue or an fd.
+ *   - Fail fast and load shedding (on by default; the status
+ *     LIFELINE_E_UNAVAILABLE, and lifeline_request_start_opts with
+ *     LIFELINE_CALL_WAIT_FOR_READY in ABI 3): a request to an upstream known
+ *     down fails in microseconds instead of each caller waiting out its
+ *     connect timeouts, and a drowning upstream gets room to recover.
  *   - Blocking calls, and asynchronous operations you can wait on (with a
  *     timeout), poll, or be called back for; cancel from any thread.
  *   - A JSON snapshot of a client's metrics and of the health of the
@@ -111,11 +116,14 @@ extern "C" {
 
 /* ABI version: raised whenever this header grows or changes. It only
  * grows, and a library keeps every call, struct and meaning of the lower
- * versions (2 added websocket sessions and streamed bodies; every call of
- * 1 works as before). A host written for version N works with any library
- * whose lifeline_abi_version() is >= N: compare it with
- * LIFELINE_ABI_VERSION, the version you compiled against. */
-#define LIFELINE_ABI_VERSION 2
+ * versions (2 added websocket sessions and streamed bodies; 3 added
+ * lifeline_request_start_opts and LIFELINE_CALL_WAIT_FOR_READY; every call
+ * of 1 and 2 works as before). A host written for version N works with any
+ * library whose lifeline_abi_version() is >= N: compare it with
+ * LIFELINE_ABI_VERSION, the version you compiled against. A status code a
+ * host does not know (a newer library's) is a failure like
+ * LIFELINE_E_NETWORK: the error record says more. */
+#define LIFELINE_ABI_VERSION 3
 
 /* ------------------------------------------------------------------ */
 /* Status codes                                                        */
@@ -165,7 +173,23 @@ enum lifeline_status {
     LIFELINE_E_INTERNAL = 13,
     /* The library could not allocate memory for a result (the C heap is
      * exhausted); the operation's result is lost. */
-    LIFELINE_E_NO_MEMORY = 14
+    LIFELINE_E_NO_MEMORY = 14,
+    /* The request was not attempted (nothing was sent, no connection
+     * tried): its upstream (scheme, host and port) is known down —
+     * connects failed 5 times in a row, or hang far beyond the host's usual
+     * time — (error_type "unavailable"; the message carries the last real
+     * failure, its phase and peer), or the client shed it because a growing
+     * share of the upstream's answers are overload signals (error_type
+     * "shed"). err->phase is "upstream", err->timeout 0. It comes in
+     * microseconds while probes test the upstream at about one a second;
+     * the first success re-opens it for every request. A request with
+     * LIFELINE_CALL_WAIT_FOR_READY waits for the upstream instead (within
+     * its deadline). A pause the server asked for (429, Retry-After) that
+     * outlasts a request's deadline is not this status: the request gets
+     * the server's answer (e.g. 429 with Retry-After), as a response.
+     * Off with transport.disable_fail_fast and
+     * transport.disable_load_shedding. */
+    LIFELINE_E_UNAVAILABLE = 15
 };
 
 /* lifeline_status_string returns a static, NUL-terminated English name of a
@@ -212,7 +236,9 @@ typedef struct lifeline_error {
      *                lifeline_client_close ended the operation
      *   "config"     a configuration call failed
      *   "argument"   an argument was rejected
-     *   "internal"   a recovered panic */
+     *   "internal"   a recovered panic
+     *   "upstream"   the request was not attempted: its upstream is known
+     *                down or the client shed it (LIFELINE_E_UNAVAILABLE) */
     char phase[16];
     /* A short, stable class for dashboards and branching, NUL-terminated;
      * "" when none: e.g. "connect_refused", "connect_timeout",
@@ -220,7 +246,8 @@ typedef struct lifeline_error {
      * "stall_timeout", "upload_stall_timeout", "conn_timeout", "dns_not_found", "dns_no_addresses", "deadline" (the
      * operation's total deadline, in the phase that err->phase names),
      * "canceled", "too_large", "invalid_argument", "unknown_key",
-     * "bad_value", "invalid_handle", "closed", "forked", "internal". */
+     * "bad_value", "invalid_handle", "closed", "forked", "internal",
+     * "unavailable" and "shed" (LIFELINE_E_UNAVAILABLE). */
     char error_type[32];
     /* A human-readable message (NUL-terminated UTF-8, allocated by the
      * library), or NULL. It names the failing argument, key, phase,
@@ -307,6 +334,20 @@ int32_t lifeline_client_new(lifeline_client *out, lifeline_error *err);
  *   transport.max_idle_conns_per_host int 16; <0 keep none
  *   transport.max_response_header_bytes int  1048576: cap on a response's
  *                                         headers; <0 none beyond net/http's
+ *   transport.disable_fail_fast  bool     false: a request to an upstream
+ *                                         known down fails at once with
+ *                                         LIFELINE_E_UNAVAILABLE (see
+ *                                         there); true: every request dials
+ *                                         and waits its own limits
+ *   transport.disable_load_shedding bool  false: while a growing share of
+ *                                         an upstream's answers are
+ *                                         overload signals (503, 429,
+ *                                         first-byte timeouts, resets) a
+ *                                         matching share of new requests
+ *                                         is shed locally (at most about
+ *                                         2x the upstream's successes go),
+ *                                         retries and hedges first; true:
+ *                                         never
  *   transport.proxy              str      "" or "env": from HTTP(S)_PROXY /
  *                                         NO_PROXY; "none": direct; or a
  *                                         proxy URL (http, https, socks5)
@@ -908,6 +949,12 @@ int32_t lifeline_session_free(lifeline_session s, lifeline_error *err);
  * given, is sent first. Such a request is never retried once its body was
  * started. */
 #define LIFELINE_STREAM_UPLOAD 1u
+/* (ABI 3) The request waits, within its deadline, for an upstream known
+ * down to come back instead of failing with LIFELINE_E_UNAVAILABLE: a
+ * startup path, a long job. It becomes the next probe when one is due. It
+ * is also a flag of lifeline_request_start_opts. A library of ABI 2
+ * refuses it (LIFELINE_E_INVALID_ARGUMENT: unknown bits). */
+#define LIFELINE_CALL_WAIT_FOR_READY 2u
 
 /* Per-call limits of a streamed request, over the client's configuration
  * for this one call (one client, one pool, many kinds of call). Zero
@@ -1013,6 +1060,43 @@ int32_t lifeline_body_write(lifeline_op op, const uint8_t *data, size_t len, int
  * upload), the request's failure once it failed,
  * LIFELINE_E_INVALID_HANDLE. */
 int32_t lifeline_body_close_write(lifeline_op op, lifeline_error *err);
+
+/* ------------------------------------------------------------------ */
+/* When the upstream is down or drowning (ABI 3)                       */
+/* ------------------------------------------------------------------ */
+
+/* A client keeps, per upstream (scheme, host and port), whether it is
+ * reachable and whether it is drowning:
+ *   - after 5 connects in a row fail (or 3 hang far beyond the host's
+ *     usual connect time) the upstream is down: requests to it fail at once
+ *     with LIFELINE_E_UNAVAILABLE (error_type "unavailable", phase
+ *     "upstream"), never attempted, while one request at a time goes as a
+ *     probe about once a second (slower after 30 s, up to 30 s apart); the
+ *     first success re-opens it for every request;
+ *   - while a growing share of its answers are overload signals (503, 429,
+ *     first-byte timeouts, resets), a matching share of new requests fails
+ *     at once with LIFELINE_E_UNAVAILABLE (error_type "shed"), retries and
+ *     hedges first, so that the upstream gets about twice its successes;
+ *   - a 429 or a Retry-After paces the requests that follow: a request
+ *     whose deadline ends before the advised time gets that answer (status
+ *     429 or 503 with Retry-After, an empty body) as LIFELINE_OK, without
+ *     being sent; the others wait for the advised time.
+ * The metrics snapshot counts them (lifeline.throttled by lifeline.reason,
+ * lifeline.upstream.down, lifeline.upstream.probes). Configuration keys:
+ * transport.disable_fail_fast, transport.disable_load_shedding. */
+
+/* lifeline_request_start_opts is lifeline_request_start (the response read
+ * whole, within max_response_bytes) with the call's own limits (opts,
+ * lifeline_call_options: NULL or zero fields keep the client's) and flags:
+ * 0 or LIFELINE_CALL_WAIT_FOR_READY (the request waits, within its
+ * deadline, for an upstream known down instead of failing with
+ * LIFELINE_E_UNAVAILABLE). opts is copied before the call returns.
+ * Errors: those of lifeline_request_start; LIFELINE_E_INVALID_ARGUMENT also
+ * for a flag not defined for it (LIFELINE_STREAM_UPLOAD included) or an
+ * option out of range. */
+int32_t lifeline_request_start_opts(lifeline_client c, const lifeline_request *req, uint32_t flags,
+                                    const lifeline_call_options *opts, lifeline_callback callback,
+                                    void *user_data, lifeline_op *op, lifeline_error *err);
 
 #ifdef __cplusplus
 }

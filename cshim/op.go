@@ -63,6 +63,7 @@ type request struct {
 	headers  [][2]string
 	body     []byte
 	deadline time.Duration // 0: the client's; < 0: none
+	opts     callOptions   // the call's own (lifeline_request_start_opts)
 }
 
 // start registers an operation and runs work on its own goroutine. The
@@ -320,7 +321,7 @@ func doRequest(ctx context.Context, b *built, o *op, r *request) *Error {
 	if len(r.body) > 0 {
 		body = bytes.NewReader(r.body)
 	}
-	req, err := http.NewRequestWithContext(ctx, r.method, r.url, body)
+	req, err := http.NewRequestWithContext(r.opts.apply(ctx, b), r.method, r.url, body)
 	if err != nil {
 		return argError("request: %v", err)
 	}

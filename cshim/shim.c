@@ -107,6 +107,7 @@ const char *lifeline_status_string(int32_t status) {
     case LIFELINE_E_FORKED: return "LIFELINE_E_FORKED: called in a forked child";
     case LIFELINE_E_INTERNAL: return "LIFELINE_E_INTERNAL: internal error; library disabled";
     case LIFELINE_E_NO_MEMORY: return "LIFELINE_E_NO_MEMORY: out of memory";
+    case LIFELINE_E_UNAVAILABLE: return "LIFELINE_E_UNAVAILABLE: not attempted: upstream known down or load shed";
     case LIFELINE_E_DISCONNECTED: return "LIFELINE_E_DISCONNECTED: websocket session not connected";
     }
     return "unknown status";
@@ -261,4 +262,14 @@ int32_t lifeline_body_close_write(lifeline_op op, lifeline_error *err) {
 int32_t lifeline_body_fd(lifeline_op op, int *fd, lifeline_error *err) {
     GUARD(err);
     return lifelinego_body_fd(op, fd, err);
+}
+
+/* When the upstream is down or drowning (exports_upstream.go). */
+
+int32_t lifeline_request_start_opts(lifeline_client c, const lifeline_request *req, uint32_t flags,
+                                    const lifeline_call_options *opts, lifeline_callback callback,
+                                    void *user_data, lifeline_op *op, lifeline_error *err) {
+    GUARD(err);
+    return lifelinego_request_start_opts(c, (lifeline_request *)req, flags, (lifeline_call_options *)opts,
+                                         callback, (uintptr_t)user_data, op, err);
 }

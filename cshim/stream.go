@@ -295,6 +295,7 @@ func (s *stream) done(cause error) {
 type callOptions struct {
 	firstByte, stall time.Duration // < 0: off
 	maxAttempts      int
+	waitForReady     bool // LIFELINE_CALL_WAIT_FOR_READY
 }
 
 // apply returns ctx carrying the options for the client's Transport.
@@ -302,7 +303,7 @@ func (co callOptions) apply(ctx context.Context, b *built) context.Context {
 	if co == (callOptions{}) {
 		return ctx
 	}
-	o := transport.CallOptions{FirstByteTimeout: co.firstByte, StallTimeout: co.stall}
+	o := transport.CallOptions{FirstByteTimeout: co.firstByte, StallTimeout: co.stall, WaitForReady: co.waitForReady}
 	if co.maxAttempts > 0 {
 		p := *b.tr.Retry // the client's policy and budget, fewer or more attempts
 		p.MaxAttempts = co.maxAttempts

@@ -106,7 +106,7 @@ const (
 // the queue is full).
 func NewBlackhole(tb testing.TB, addr string) *Blackhole {
 	tb.Helper()
-	b, err := newBlackhole(addr, false)
+	b, err := newBlackhole(addr, false, true)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -114,8 +114,11 @@ func NewBlackhole(tb testing.TB, addr string) *Blackhole {
 	return b
 }
 
-func newBlackhole(addr string, reuse bool) (*Blackhole, error) {
-	ap, err := parseListenAddr("NewBlackhole addr", addr, true)
+// newBlackhole makes a Blackhole on addr; reuse rebinds a port whose
+// connections are still open, and loopbackOnly refuses other addresses (a
+// Proxy with AnyAddr black-holes its own, already allowed, address).
+func newBlackhole(addr string, reuse, loopbackOnly bool) (*Blackhole, error) {
+	ap, err := parseListenAddr("NewBlackhole addr", addr, loopbackOnly)
 	if err != nil {
 		return nil, err
 	}

@@ -23,6 +23,9 @@
 //			cancel()
 //		}
 //		st := p.Stats() // Faulted: connections hung; ClosedByPeer: the ones your SDK gave up on
+//		if st.Faulted == 0 { // a client that pools one connection never meets the 12th
+//			t.Fatal("no connection was hung: give each call a new connection")
+//		}
 //		t.Logf("hung %d, abandoned by the SDK %d", st.Faulted, st.ClosedByPeer)
 //	}
 //

@@ -43,12 +43,9 @@ func NewLB(cfg LBConfig) (*Server, error) {
 	if cfg.Backend == "" {
 		return nil, errors.New("faultnet: LBConfig.Backend is empty")
 	}
-	ap, err := parseListenAddr("LBConfig.Backend", cfg.Backend, true)
+	ap, err := upstreamAddr("LBConfig.Backend", cfg.Backend)
 	if err != nil {
 		return nil, err
-	}
-	if ap.Port() == 0 {
-		return nil, fmt.Errorf("faultnet: LBConfig.Backend %q: port 0", cfg.Backend)
 	}
 	f := cfg.Fault
 	switch f {
@@ -62,7 +59,12 @@ func NewLB(cfg LBConfig) (*Server, error) {
 	if sel == nil {
 		sel = func(int) bool { return false }
 	}
-	return Listen(Config{Addr: cfg.Addr, Fault: f, Select: sel, Handler: Forward(ap.String())})
+	s, err := Listen(Config{Addr: cfg.Addr, Fault: f, Select: sel, Handler: Forward(ap.String())})
+	if err == nil && isSelf(s.AddrPort(), ap) {
+		s.Close()
+		return nil, fmt.Errorf("faultnet: LBConfig.Backend %q is the balancer's own address %s: every connection would be forwarded to itself", cfg.Backend, s.Addr())
+	}
+	return s, err
 }
 
 // StartLB is NewLB that registers Close with tb.Cleanup and calls tb.Fatal
@@ -79,16 +81,34 @@ func StartLB(tb testing.TB, cfg LBConfig) *Server {
 
 // Forward returns a Config.Handler that connects to backend (within 5s)
 // and copies bytes both ways until either side closes or fails; the
-// backend's conn is closed when it returns. When the backend cannot be
-// reached the client's conn is reset, as a balancer with a dead backend
+// backend's conn is closed when it returns. backend's host must be a
+// loopback IP literal or "localhost" (127.0.0.1; the name is never
+// resolved). When the backend cannot be reached, or is not such an
+// address, the client's conn is reset, as a balancer with a dead backend
 // does. It returns once the client's conn is closed (the Server closes it
 // on Close), so Server.Close does not wait on it.
 func Forward(backend string) func(net.Conn) {
+	ap, bad := upstreamAddr("Forward backend", backend)
 	return func(client net.Conn) {
+		if bad != nil {
+			setLingerZero(client)
+			return
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), upstreamDialTimeout)
+		var watch sync.WaitGroup
+		if killed, ok := handlerConns.Load(client); ok { // a Server's conn: its Close ends the connect
+			watch.Go(func() {
+				select {
+				case <-killed.(chan struct{}):
+					cancel()
+				case <-ctx.Done():
+				}
+			})
+		}
 		var d net.Dialer
-		up, err := d.DialContext(ctx, "tcp", backend)
+		up, err := d.DialContext(ctx, "tcp", ap.String())
 		cancel()
+		watch.Wait()
 		if err != nil {
 			setLingerZero(client)
 			return

@@ -161,8 +161,11 @@ var (
 	// Incident05 replays incident 05: 10-20% of packets delayed 5-15ms and
 	// some dropped, and connection counts on the proxies exploded as
 	// clients reconnected. The proxy resets every 10th connection at once
-	// (a dropped connection) and delays every chunk of 15% of the others
-	// by 5-15ms.
+	// (a dropped connection) and delays every chunk of 1 in 9 of the
+	// others (11%) by 5-15ms: the rule "slow-packets" is Fraction(0.15)
+	// by accept ordinal (7, 14, 20, 27, 34, 40, ...), and the ordinals
+	// that are multiples of 10 are reset first, so of every 20
+	// connections 2 are reset and 2 (7 and 14) delayed.
 	//
 	// A correct client retries the reset requests with jittered backoff
 	// under a retry budget, so that a storm of failures does not become a
@@ -176,7 +179,7 @@ var (
 	Incident05 = Preset{
 		Name:     "incident05",
 		Incident: "lossy network: 10-20% of packets 5-15ms late, some dropped; connection storm on the proxies (cache provider)",
-		Fault:    "every 10th connection is reset at once; 15% of the others have each chunk delayed 5-15ms",
+		Fault:    "every 10th connection is reset at once; 1 in 9 of the others (11%) has each chunk delayed 5-15ms",
 		Client:   "retry with jittered backoff under a budget; keep connection count and rate bounded",
 		cfg: ProxyConfig{Rules: []Rule{
 			{Name: "dropped", Fault: ProxyReset, Select: EveryNth(10)},

@@ -24,7 +24,11 @@ type ProxyFault int
 
 // The faults a Proxy can inject. The first four act on the forwarded bytes;
 // the last four act on the client's connection itself, before anything is
-// forwarded (the upstream never sees such a connection).
+// forwarded (the upstream never sees such a connection). With TLS passed
+// through (ProxyConfig.TLS nil) the bytes are the TLS records, handshake
+// included: HoldResponse then stalls the handshake (the ServerHello is
+// held) and StallAfter counts encrypted bytes; terminate TLS in the proxy
+// to hold or stall the response itself.
 const (
 	ProxyPass     ProxyFault = iota // forward both directions unchanged
 	HoldResponse                    // forward client→upstream; hold every upstream→client byte ("response never starts")
@@ -116,7 +120,8 @@ func (r *Rule) latency() time.Duration {
 	if r.LatencyMax <= r.Latency {
 		return r.Latency
 	}
-	return r.Latency + rand.N(r.LatencyMax-r.Latency+1)
+	// In uint64: the span+1 of [0, MaxInt64] overflows a Duration.
+	return r.Latency + time.Duration(rand.Uint64N(uint64(r.LatencyMax-r.Latency)+1))
 }
 
 // ConnLog is what a [Proxy] did to one connection, given to
@@ -153,7 +158,10 @@ type ProxyConfig struct {
 	// Zero: loopback only.
 	AnyAddr bool
 	// Upstream is the "host:port" every connection is forwarded to; the
-	// host must be a loopback IP literal or "localhost". Required.
+	// host must be a loopback IP literal or "localhost", which means
+	// 127.0.0.1 (the name is never resolved, so no hosts file or DNS
+	// answer can send the proxy elsewhere). The proxy's own address is
+	// an error (every connection would be forwarded to itself). Required.
 	Upstream string
 	// Fault is applied to the connections Select picks, with StallAfter,
 	// Latency and LatencyMax as its parameters: a shorthand for a first
@@ -177,7 +185,8 @@ type ProxyConfig struct {
 	TLS *tls.Config
 	// FlapPeriod, when > 0, makes the proxy call DropAll every FlapPeriod,
 	// like an interface restarted in a loop (incident 03). 0: never.
-	// Negative is an error.
+	// Negative, or below 1ms (the proxy would do nothing but reset), is an
+	// error.
 	FlapPeriod time.Duration
 	// UpstreamLinger is how long the upstream side of a connection that
 	// DropAll (or a flap) reset stays open, unread and silent: the server
@@ -204,17 +213,38 @@ func (c *ProxyConfig) rules() []Rule {
 	return append(rs, c.Rules...)
 }
 
-func (c *ProxyConfig) validate() error {
+// validate checks c and returns the upstream address to dial.
+func (c *ProxyConfig) validate() (netip.AddrPort, error) {
 	if c.Upstream == "" {
-		return errors.New("faultnet: ProxyConfig.Upstream is empty")
+		return netip.AddrPort{}, errors.New("faultnet: ProxyConfig.Upstream is empty")
 	}
-	ap, err := parseListenAddr("ProxyConfig.Upstream", c.Upstream, true)
+	ap, err := upstreamAddr("ProxyConfig.Upstream", c.Upstream)
 	if err != nil {
-		return err
+		return netip.AddrPort{}, err
+	}
+	return ap, c.validateRest()
+}
+
+// isSelf reports whether dialling up reaches the listener bound to bound.
+func isSelf(bound, up netip.AddrPort) bool {
+	b := bound.Addr().Unmap()
+	return bound.Port() == up.Port() && (b == up.Addr() || b.IsUnspecified())
+}
+
+// upstreamAddr checks a "host:port" to connect to (a loopback IP literal
+// or "localhost", a port) and returns the address to dial.
+func upstreamAddr(field, addr string) (netip.AddrPort, error) {
+	ap, err := parseListenAddr(field, addr, true)
+	if err != nil {
+		return netip.AddrPort{}, err
 	}
 	if ap.Port() == 0 {
-		return fmt.Errorf("faultnet: ProxyConfig.Upstream %q: port 0", c.Upstream)
+		return netip.AddrPort{}, fmt.Errorf("faultnet: %s %q: port 0", field, addr)
 	}
+	return ap, nil
+}
+
+func (c *ProxyConfig) validateRest() error {
 	shorthand := Rule{Fault: c.Fault, StallAfter: c.StallAfter, Latency: c.Latency, LatencyMax: c.LatencyMax}
 	if err := shorthand.validate("ProxyConfig"); err != nil {
 		return err
@@ -225,8 +255,8 @@ func (c *ProxyConfig) validate() error {
 		}
 	}
 	switch {
-	case c.FlapPeriod < 0:
-		return fmt.Errorf("faultnet: ProxyConfig.FlapPeriod %v is negative", c.FlapPeriod)
+	case c.FlapPeriod < 0 || c.FlapPeriod > 0 && c.FlapPeriod < minFlap:
+		return fmt.Errorf("faultnet: ProxyConfig.FlapPeriod %v: want 0 (no flap) or at least %v", c.FlapPeriod, minFlap)
 	case c.UpstreamLinger < 0:
 		return fmt.Errorf("faultnet: ProxyConfig.UpstreamLinger %v is negative", c.UpstreamLinger)
 	case c.BlackholeFor < 0:
@@ -247,6 +277,7 @@ var errProxyClosed = errors.New("faultnet: proxy closed")
 // connection and its goroutines; Close releases them all and waits.
 type Proxy struct {
 	cfg    ProxyConfig
+	up     string         // the checked upstream address, dialled as is
 	addr   netip.AddrPort // bound address, kept across SetBlackhole
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -270,7 +301,8 @@ type Proxy struct {
 
 // NewProxy starts a Proxy for cfg. The caller must Close it.
 func NewProxy(cfg ProxyConfig) (*Proxy, error) {
-	if err := cfg.validate(); err != nil {
+	up, err := cfg.validate()
+	if err != nil {
 		return nil, err
 	}
 	ap, err := parseListenAddr("ProxyConfig.Addr", cfg.Addr, !cfg.AnyAddr)
@@ -286,9 +318,14 @@ func NewProxy(cfg ProxyConfig) (*Proxy, error) {
 		ln.Close()
 		return nil, fmt.Errorf("faultnet: proxy listen %s: unexpected address %q", ap, ln.Addr())
 	}
+	if isSelf(bound, up) {
+		ln.Close()
+		return nil, fmt.Errorf("faultnet: ProxyConfig.Upstream %q is the proxy's own address %s: every connection would be forwarded to itself", cfg.Upstream, bound)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	p := &Proxy{
 		cfg:    cfg,
+		up:     up.String(),
 		addr:   netip.AddrPortFrom(bound.Addr().Unmap(), bound.Port()),
 		ctx:    ctx,
 		cancel: cancel,
@@ -388,11 +425,14 @@ func (p *Proxy) Rules() []Rule {
 	return append([]Rule(nil), p.rules...)
 }
 
+// minFlap is the shortest flap period.
+const minFlap = time.Millisecond
+
 // SetFlap sets the flap period: every period the proxy calls DropAll.
-// 0 stops flapping; negative is an error.
+// 0 stops flapping; negative or below 1ms is an error.
 func (p *Proxy) SetFlap(period time.Duration) error {
-	if period < 0 {
-		return fmt.Errorf("faultnet: flap period %v is negative", period)
+	if period < 0 || period > 0 && period < minFlap {
+		return fmt.Errorf("faultnet: flap period %v: want 0 (no flap) or at least %v", period, minFlap)
 	}
 	select {
 	case p.flapCh <- period:
@@ -480,14 +520,25 @@ func (p *Proxy) setBlackhole(on bool) error {
 		ln, done := p.ln, p.acceptDone
 		p.ln = nil
 		_ = ln.Close()
-		for pc := range p.conns {
-			pc.frozen.Store(true)
-		}
 		p.mu.Unlock()
 		<-done
-		bh, err := newBlackhole(p.addr.String(), true)
+		bh, err := newBlackhole(p.addr.String(), true, !p.cfg.AnyAddr)
 		if err != nil {
-			return fmt.Errorf("faultnet: proxy %s: black-holing: %w", p.addr, err)
+			// Not black-holed after all: listen again, so that the state
+			// is the one Blackholed reports.
+			err = fmt.Errorf("faultnet: proxy %s: black-holing: %w", p.addr, err)
+			ln, lerr := listenRetry(p.ctx, "tcp", p.addr.String())
+			if lerr != nil {
+				return errors.Join(err, fmt.Errorf("faultnet: proxy %s: listening again: %w", p.addr, lerr))
+			}
+			p.mu.Lock()
+			defer p.mu.Unlock()
+			if p.closed {
+				ln.Close()
+				return errProxyClosed
+			}
+			p.startAccepting(ln)
+			return err
 		}
 		p.mu.Lock()
 		defer p.mu.Unlock()
@@ -496,6 +547,9 @@ func (p *Proxy) setBlackhole(on bool) error {
 			return errProxyClosed
 		}
 		p.bh = bh
+		for pc := range p.conns {
+			pc.frozen.Store(true)
+		}
 		return nil
 	}
 	bh := p.bh
@@ -790,10 +844,22 @@ func (p *Proxy) forward(pc *proxyConn) string {
 		pc.client = tc
 	}
 	ctx, cancel := context.WithTimeout(p.ctx, upstreamDialTimeout)
+	var watch sync.WaitGroup
+	watch.Go(func() { // DropAll shut pc: stop connecting for it
+		select {
+		case <-pc.killed:
+			cancel()
+		case <-ctx.Done():
+		}
+	})
 	var d net.Dialer
-	upstream, err := d.DialContext(ctx, "tcp", p.cfg.Upstream)
+	upstream, err := d.DialContext(ctx, "tcp", p.up)
 	cancel()
+	watch.Wait()
 	if err != nil {
+		if pc.shutHow() >= 0 {
+			return "" // shut while connecting: its end is how it was shut
+		}
 		// No upstream: reset the client, as a proxy with a dead backend does.
 		pc.shut(shutReset, p)
 		return "upstream unreachable, reset: " + err.Error()

@@ -439,8 +439,15 @@ func (s *Server) serveHealthy(c *conn, drip bool) {
 	if drip {
 		nc = &dripConn{Conn: nc, every: s.cfg.dripInterval(), killed: c.killed}
 	}
+	handlerConns.Store(nc, c.killed)
+	defer handlerConns.Delete(nc)
 	s.cfg.handler()(nc)
 }
+
+// handlerConns maps each conn being served by a Handler to the channel
+// closed when the Server shuts it, so Forward can stop a connect that the
+// closed conn no longer needs.
+var handlerConns sync.Map // net.Conn → chan struct{}
 
 // idleWatch closes c once it has received nothing for IdleClose. It ends
 // when the conn's handler ends (done) or the conn is shut.

@@ -8,8 +8,10 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"errors"
+	"fmt"
 	"math/big"
 	"net"
+	"strings"
 	"testing"
 	"time"
 )
@@ -27,10 +29,34 @@ func SelfSigned(tb testing.TB) (server, client *tls.Config) {
 	return server, client
 }
 
+// isDNSName reports whether h is a DNS name a certificate can hold:
+// dot-separated labels of 1-63 letters, digits and hyphens (not at either
+// end), at most 253 characters; the first label may be "*".
+func isDNSName(h string) bool {
+	if h == "" || len(h) > 253 {
+		return false
+	}
+	for i, label := range strings.Split(h, ".") {
+		if i == 0 && label == "*" {
+			continue
+		}
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for _, r := range label {
+			if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-') {
+				return false
+			}
+		}
+	}
+	return true
+}
+
 // NewSelfSigned is SelfSigned for programs without a testing.TB (examples,
 // demos): the certificate is valid for hosts, each a DNS name or an IP
 // literal, and client trusts only it, with ServerName set to the first host
-// when that is a name. At least one host is required.
+// when that is a name. At least one host is required; one that is neither
+// an IP literal nor a DNS name is an error.
 func NewSelfSigned(hosts ...string) (server, client *tls.Config, err error) {
 	if len(hosts) == 0 {
 		return nil, nil, errors.New("faultnet: NewSelfSigned: no hosts")
@@ -48,6 +74,11 @@ func NewSelfSigned(hosts ...string) (server, client *tls.Config, err error) {
 		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 		BasicConstraintsValid: true,
 		IsCA:                  true,
+	}
+	for _, h := range hosts {
+		if net.ParseIP(h) == nil && !isDNSName(h) {
+			return nil, nil, fmt.Errorf("faultnet: NewSelfSigned: host %q is neither an IP literal nor a DNS name", h)
+		}
 	}
 	for _, h := range hosts {
 		if ip := net.ParseIP(h); ip != nil {

@@ -2,10 +2,13 @@ package pool
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
 	"go.opentelemetry.io/otel/trace"
+
+	"github.com/lifeline-go/lifeline/internal/upstream"
 )
 
 // Acquire returns a connection for the caller's exclusive use until it calls
@@ -19,8 +22,11 @@ import (
 // waiter. Acquire gives up when ctx ends or, if ctx has no deadline, after
 // AcquireTimeout; the error then matches ctx.Err() (context.DeadlineExceeded
 // for the AcquireTimeout). A failed dial is returned to one waiter, the
-// oldest, instead of leaving all of them to time out. After Close it returns
-// [ErrClosed].
+// oldest, instead of leaving all of them to time out. While the upstream is
+// known down (see Config.DisableFailFast), an Acquire that finds no live
+// idle conn and has no dial in flight for it fails at once with an
+// [*UnavailableError], unless ctx comes from [WaitForReady]. After Close it
+// returns [ErrClosed].
 func (p *Pool) Acquire(ctx context.Context) (*Conn, error) {
 	if !p.made() {
 		return nil, errNotNew
@@ -121,14 +127,25 @@ func (p *Pool) vet(c *Conn, now int64) bool {
 	return false
 }
 
-// acquireSlow queues the caller, starts a dial when the cap allows, and
-// waits. It is the only part of Acquire that makes a span.
+// acquireSlow queues the caller, starts a dial when the cap and the gate
+// allow, and waits. A waiter that the gate bounces (its upstream is known
+// down and no dial in flight is for it) fails fast, or, when its context
+// waits for ready, waits at the gate and queues again when the upstream is
+// back or its probe is due. It is the only part of Acquire that makes a
+// span.
 func (p *Pool) acquireSlow(ctx context.Context, start int64) (*Conn, error) {
 	ctx, span := p.tel.tracer.Start(ctx, "pool.acquire",
 		trace.WithTimestamp(time.Now().Add(-time.Duration(nanotime()-start))),
 		trace.WithSpanKind(trace.SpanKindInternal), p.tel.spanAttrs)
 	defer span.End()
 
+	var timeout <-chan time.Time
+	if _, ok := ctx.Deadline(); !ok && p.s.acquireTimeout > 0 {
+		// A timer per wait, stopped on return: only waiting acquires pay it.
+		t := time.NewTimer(p.s.acquireTimeout)
+		defer t.Stop()
+		timeout = t.C
+	}
 	w := &waiter{ch: make(chan acquireResult, 1)}
 	p.mu.Lock()
 	if p.closed {
@@ -153,36 +170,144 @@ func (p *Pool) acquireSlow(ctx context.Context, start int64) (*Conn, error) {
 	p.closeEvicted(stale)
 	p.tel.acquireQueued(span, dialed)
 
-	var timeout <-chan time.Time
-	if _, ok := ctx.Deadline(); !ok && p.s.acquireTimeout > 0 {
-		// A timer per wait, stopped on return: only waiting acquires pay it.
-		t := time.NewTimer(p.s.acquireTimeout)
-		defer t.Stop()
-		timeout = t.C
-	}
 	var r acquireResult
-	select {
-	case r = <-w.ch:
-	case <-ctx.Done():
-		r = p.abandon(w, acquireCtxErr(ctx))
-	case <-timeout:
-		r = p.abandon(w, fmt.Errorf("pool: acquire: no connection within AcquireTimeout (%v): %w",
-			p.s.acquireTimeout, context.DeadlineExceeded))
+	for {
+		select {
+		case r = <-w.ch:
+		case <-ctx.Done():
+			r = p.abandon(w, acquireCtxErr(ctx))
+		case <-timeout:
+			r = p.abandon(w, p.acquireTimeoutErr())
+		}
+		if !(r.bounced || r.dialFailed) || p.gate == nil || !upstream.WaitsForReady(ctx) {
+			break
+		}
+		// Waits for ready: through the upstream's outage and failed probes.
+		var final bool
+		if r, final = p.park(ctx, w, start); final {
+			break
+		}
 	}
 	waited := time.Duration(nanotime() - start)
 	p.mu.Lock()
 	p.st.AcquireWaitCount++
 	p.st.AcquireWaitTime += waited
-	if r.c != nil {
+	switch {
+	case r.c != nil:
 		p.st.AcquireCount++
-	} else {
+	case r.bounced:
+		p.st.AcquireFailures++
+		p.st.Unavailable++
+	default:
 		p.st.AcquireFailures++
 	}
 	p.mu.Unlock()
 	p.tel.acquireWaited(waited)
+	if r.bounced {
+		p.tel.throttled()
+		p.tel.notAttempted(span)
+	}
 	p.tel.endAcquire(span, r.err)
 	return r.c, r.err
 }
+
+func (p *Pool) acquireTimeoutErr() error {
+	return fmt.Errorf("pool: acquire: no connection within AcquireTimeout (%v): %w",
+		p.s.acquireTimeout, context.DeadlineExceeded)
+}
+
+// park waits at the gate, within ctx (AcquireTimeout from start when ctx
+// has no deadline) and the pool's life, for the upstream to be back or for
+// w's turn to probe it, w queued all the while (parked: never bounced) so
+// that a conn released meanwhile, or a probe's, is still handed to it. It
+// returns with w queued again as a plain waiter, its dial started when it
+// is the probe (final false: wait for its result), or with w's final
+// result. A failed dial handed to w does not end it: it parks again.
+func (p *Pool) park(ctx context.Context, w *waiter, start int64) (r acquireResult, final bool) {
+	for {
+		gctx, cancel := p.readyCtx(ctx, start)
+		p.mu.Lock()
+		if p.closed {
+			p.mu.Unlock()
+			cancel()
+			return acquireResult{err: ErrClosed}, true
+		}
+		w.parked, w.unpark = true, cancel
+		p.waiters.pushBack(w)
+		p.nwait.Store(int64(p.waiters.n))
+		stale := p.handOffLocked(nanotime())
+		served := !w.queued
+		p.mu.Unlock()
+		p.closeEvicted(stale)
+
+		var pass upstream.Pass
+		var err error
+		if !served { // (served: asking the gate could take a probe's turn for nothing)
+			pass, err = p.gate.Enter(gctx, upstream.Options{WaitForReady: true})
+		}
+
+		p.mu.Lock()
+		w.parked, w.unpark = false, nil
+		if !w.queued {
+			// Handed a result meanwhile (which ended the wait at the gate):
+			// a conn, a dial's failure, ErrClosed.
+			p.mu.Unlock()
+			cancel()
+			if r = <-w.ch; r.dialFailed {
+				continue
+			}
+			return r, true
+		}
+		if err != nil {
+			p.waiters.remove(w)
+			p.nwait.Store(int64(p.waiters.n))
+			p.mu.Unlock()
+			err = p.readyErr(ctx, gctx, err)
+			cancel()
+			return acquireResult{err: err}, true
+		}
+		w.admitted = pass.Probe()
+		if w.admitted && p.dialing < p.waiters.n && p.openLocked() < p.s.maxConns {
+			p.startDialLocked(ctx, true) // the probe the gate let us be
+		}
+		p.dialForWaitersLocked(ctx)
+		p.mu.Unlock()
+		cancel()
+		return acquireResult{}, false
+	}
+}
+
+// readyCtx is the context of a wait at the gate: ctx's, ended at
+// AcquireTimeout from start when ctx has no deadline, and by Close.
+func (p *Pool) readyCtx(ctx context.Context, start int64) (context.Context, context.CancelFunc) {
+	gctx, cancel := context.WithCancel(ctx)
+	if _, ok := ctx.Deadline(); !ok && p.s.acquireTimeout > 0 {
+		left := p.s.acquireTimeout - time.Duration(nanotime()-start)
+		var stop context.CancelFunc
+		gctx, stop = context.WithTimeoutCause(gctx, left, errWaitReadyTimeout)
+		outer := cancel
+		cancel = func() { stop(); outer() }
+	}
+	unhook := context.AfterFunc(p.closeCtx, cancel)
+	end := cancel
+	return gctx, func() { unhook(); end() }
+}
+
+// readyErr is the error of a wait at the gate that ended with err.
+func (p *Pool) readyErr(ctx, gctx context.Context, err error) error {
+	switch {
+	case ctx.Err() != nil:
+		return acquireCtxErr(ctx)
+	case p.closeCtx.Err() != nil:
+		return ErrClosed
+	case context.Cause(gctx) == errWaitReadyTimeout:
+		return p.acquireTimeoutErr()
+	}
+	return err
+}
+
+// errWaitReadyTimeout ends a wait for ready at AcquireTimeout.
+var errWaitReadyTimeout = errors.New("pool: AcquireTimeout")
 
 // abandon takes w out of the queue after its wait ended. If a conn was handed
 // to w concurrently, it goes back to the pool (to the next waiter or idle).
@@ -219,6 +344,6 @@ func (p *Pool) deliverLocked(c *Conn) bool {
 	}
 	p.nwait.Store(int64(p.waiters.n))
 	c.state.Store(stateInUse)
-	w.ch <- acquireResult{c: c}
+	w.send(acquireResult{c: c})
 	return true
 }

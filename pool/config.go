@@ -98,8 +98,24 @@ type Config struct {
 	// 0 means 10·MaxConns; negative or +Inf means unlimited; NaN is an error.
 	DialRate float64
 
+	// DisableFailFast turns fail fast off: every Acquire that needs a new
+	// connection waits for a dial, as before the pool kept its upstream's
+	// state. By default (false) the pool keeps one gate for its upstream:
+	// after 5 dials in a row fail (or 3 hang far beyond the upstream's usual
+	// connect time) the upstream is known down, and an Acquire that would
+	// need a new dial fails at once with an [*UnavailableError] instead of
+	// waiting DialTimeout, while a probe dial goes at a bounded pace (about
+	// one a second, slower after 30s) and the first dial that succeeds
+	// re-opens it for everyone. Idle conns that pass the liveness check are
+	// served all along; [WaitForReady] makes an Acquire wait instead. See
+	// the package documentation, "When the upstream is down".
+	DisableFailFast bool
+
 	// Name, when set, is reported as lifeline.pool.name on the pool's
-	// metrics and spans, to tell several pools apart.
+	// metrics and spans, to tell several pools apart. It also names the
+	// pool's upstream ("pool" when empty) in an [*UnavailableError] and as
+	// the server.address of lifeline.throttled and lifeline.upstream.down:
+	// keep it short, bounded and free of secrets (not a DSN).
 	Name string
 
 	// TracerProvider makes the pool.acquire spans. nil means the otel global.

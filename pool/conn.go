@@ -1,6 +1,7 @@
 package pool
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -199,11 +200,31 @@ type waiter struct {
 	ch         chan acquireResult
 	prev, next *waiter
 	queued     bool
+	admitted   bool // let through by the gate (a probe): never bounced
+	// parked: waits for ready at the gate, queued all the while so that a
+	// released conn or a probe's still reaches it; unpark ends its wait at
+	// the gate when it is handed a result.
+	parked bool
+	unpark context.CancelFunc
+}
+
+// send hands w its result (w has left the queue, under p.mu) and ends its
+// wait at the gate, if it is parked there.
+func (w *waiter) send(r acquireResult) {
+	w.ch <- r
+	if w.unpark != nil {
+		w.unpark()
+	}
 }
 
 type acquireResult struct {
 	c   *Conn
 	err error
+	// bounced: err is the gate's; the waiter left the queue because its
+	// upstream is known down (fail fast, or wait for ready at the gate).
+	bounced bool
+	// dialFailed: err is the failure of the dial the waiter got.
+	dialFailed bool
 }
 
 // waitList is an intrusive doubly linked FIFO: O(1) push, pop and removal

@@ -13,11 +13,27 @@ import (
 )
 
 // dialForWaitersLocked starts dials while waiters outnumber dials in flight
-// and the cap allows. It reports whether it started any.
+// and the cap allows, each let through by the gate: while the upstream is
+// known down only a due probe dials, and the waiters that no dial in flight
+// is for leave the queue (bounceLocked: they fail fast or wait for ready at
+// the gate). It reports whether it started any.
 func (p *Pool) dialForWaitersLocked(ctx context.Context) bool {
 	started := false
-	for !p.closed && p.dialing < p.waiters.n && p.openLocked() < p.s.maxConns {
-		p.startDialLocked(ctx)
+	for !p.closed && p.dialing < p.waiters.n {
+		if p.openLocked() >= p.s.maxConns {
+			// No room to dial: the waiters wait for a release or a place,
+			// but not for an upstream known down.
+			if p.downLocked() {
+				p.bounceLocked(p.unavailableLocked())
+			}
+			break
+		}
+		probe, err := p.admitDialLocked()
+		if err != nil {
+			p.bounceLocked(err)
+			break
+		}
+		p.startDialLocked(ctx, probe)
 		started = true
 	}
 	return started
@@ -27,13 +43,14 @@ func (p *Pool) dialForWaitersLocked(ctx context.Context) bool {
 // The dial keeps ctx's values (trace parent) but not its cancellation, has
 // its own deadline and is canceled by Close, which waits for it (p.wg).
 // Close sets p.closed under p.mu before waiting, so no Add races its Wait.
-func (p *Pool) startDialLocked(ctx context.Context) {
+// probe says the gate admitted it as the probe of an upstream known down.
+func (p *Pool) startDialLocked(ctx context.Context, probe bool) {
 	p.dialing++
 	p.wg.Add(1)
-	go p.dialOne(context.WithoutCancel(ctx), p.gen.Load())
+	go p.dialOne(context.WithoutCancel(ctx), p.gen.Load(), probe)
 }
 
-func (p *Pool) dialOne(parent context.Context, gen uint64) {
+func (p *Pool) dialOne(parent context.Context, gen uint64, probe bool) {
 	defer p.wg.Done()
 	if p.limiter != nil {
 		// The token bucket is what keeps a flap from becoming a storm
@@ -45,6 +62,7 @@ func (p *Pool) dialOne(parent context.Context, gen uint64) {
 	}
 	ctx, cancel := context.WithTimeoutCause(parent, p.s.dialTimeout, errDialTimeout)
 	stop := context.AfterFunc(p.closeCtx, cancel)
+	gd := p.gateDialStart(probe)
 	nc, err := p.dial(ctx)
 	if err == nil && nc == nil {
 		err = errNilConn
@@ -57,6 +75,7 @@ func (p *Pool) dialOne(parent context.Context, gen uint64) {
 	}
 	stop()
 	cancel()
+	gd.end(p, err)
 	if err != nil && p.log != nil && p.closeCtx.Err() == nil {
 		et := otelx.ErrorTypeOf(err)
 		p.log.Failure(parent, "pool.dial."+et, "lifeline: pool dial failed", err,
@@ -80,7 +99,7 @@ func (p *Pool) dialDone(nc net.Conn, err error, gen uint64) {
 		p.st.DialFailures++
 		if w := p.waiters.popFront(); w != nil {
 			p.nwait.Store(int64(p.waiters.n))
-			w.ch <- acquireResult{err: err}
+			w.send(acquireResult{err: err, dialFailed: true})
 		}
 		// The others keep waiting; their dials go on at DialRate.
 		p.dialForWaitersLocked(context.Background())

@@ -26,6 +26,32 @@
 //     reason, lifeline.pool.dials, lifeline.pool.acquire.wait) and as a
 //     pool.acquire span whenever an Acquire has to wait or dial.
 //
+// # When the upstream is down
+//
+// A pool keeps one gate for its upstream (its Config.Name, or "pool", in
+// errors and metrics). Ready: dials go. After 5 dials in a row fail (any
+// error but a cancel by Close), or when 3 dials have been pending longer
+// than max(1s, 4× the upstream's usual connect time) with no success since
+// (a black hole), it is Down: an Acquire that finds no live idle conn and
+// has no dial in flight for it fails at once with an [*UnavailableError]
+// (errors.Is [ErrUnavailable]; Last is the last dial error, so errors.As to
+// a *dial.Error still works), instead of queueing for a dial that would
+// take DialTimeout to fail. Idle conns that pass the liveness check are
+// still served. One dial at a time goes as a probe, about once a second
+// (±20%) for the first 30s of the outage, then 1.6× slower per probe up to
+// 30s apart (gRPC's reconnect backoff), within DialRate and MaxConns; the
+// first dial that succeeds makes it Ready again for everyone. An Acquire
+// whose context comes from [WaitForReady] waits instead (within its context
+// or AcquireTimeout) in the queue, so that a conn released meanwhile still
+// reaches it, becomes a probe when one is due, and is served by the dial
+// that succeeds. [Config].DisableFailFast turns the gate off. It is
+// seen in lifeline.throttled (lifeline.reason "unavailable"),
+// lifeline.upstream.down (1 while down) and lifeline.upstream.probes (by
+// outcome), all with server.address the pool's name; in [Stats].Unavailable;
+// in the pool.acquire span of a fail fast (lifeline.not_attempted
+// "unavailable"); and, with a Logger, one record when the upstream goes
+// down and one when it is back.
+//
 // Use:
 //
 //	p, err := pool.New(pool.Config{

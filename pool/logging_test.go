@@ -33,7 +33,8 @@ func (b *logBuf) String() string {
 
 // TestLogFloodStaysSmall: 1,000 acquires against a database that refuses
 // every dial (each error dragging a large payload, incident 05) log one
-// short record, and Close writes the count of the failures held back.
+// short record of the failure and one of the upstream found down, and
+// Close writes the count of the failures held back.
 func TestLogFloodStaysSmall(t *testing.T) {
 	var buf logBuf
 	payload := strings.Repeat("pending-request;", 10_000)
@@ -68,10 +69,13 @@ func TestLogFloodStaysSmall(t *testing.T) {
 	out := buf.String()
 	lines := strings.Split(strings.TrimSpace(out), "\n")
 	t.Logf("%d records (%d before Close), %d bytes:\n%s", len(lines), before, len(out), out)
-	if before != 1 || len(lines) != 2 {
-		t.Fatalf("want one failure record and one summary at Close, got %d lines", len(lines))
+	// The first failure, the upstream found down (after 5 failures in a
+	// row: the rest fail fast without a dial), and a summary at Close.
+	if before != 2 || len(lines) != 3 {
+		t.Fatalf("want one failure record, one 'upstream down' and one summary at Close, got %d lines", len(lines))
 	}
-	if !strings.Contains(lines[1], "suppressed=") || !strings.Contains(lines[0], "pool=db") {
+	if !strings.Contains(lines[0], "pool=db") || !strings.Contains(lines[1], "upstream down") ||
+		!strings.Contains(lines[1], "pool=db") || !strings.Contains(lines[2], "suppressed=") {
 		t.Fatalf("records: %s", out)
 	}
 	if len(out) > 2048 {

@@ -11,6 +11,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/lifeline-go/lifeline/internal/logx"
+	"github.com/lifeline-go/lifeline/internal/upstream"
 )
 
 // epoch anchors nanotime. time.Since on a monotonic time reads one clock
@@ -40,6 +41,7 @@ type Pool struct {
 	tel     telemetry
 	log     *logx.Limiter // nil: no Logger
 	name    string
+	gate    *upstream.Gate // the upstream's reachability; nil: DisableFailFast
 
 	closeCtx    context.Context // canceled by Close: ends dials, rate waits, the sweeper
 	closeCancel context.CancelFunc
@@ -145,6 +147,7 @@ func New(cfg Config) (*Pool, error) {
 		p.limiter = rate.NewLimiter(rate.Limit(s.dialRate), s.dialBurst)
 	}
 	p.closeCtx, p.closeCancel = context.WithCancel(context.Background())
+	p.initGate(&cfg)
 	if err := p.tel.init(p, &cfg); err != nil {
 		p.closeCancel()
 		return nil, err
@@ -167,7 +170,9 @@ func (p *Pool) openLocked() int { return len(p.all) + p.dialing + p.closing }
 // Reset flushes the pool, for a network change or a failover: idle
 // connections are closed now, connections in use are closed when released,
 // and dials in flight are discarded when they finish. Waiters keep waiting
-// for new connections. Safe for concurrent use; a no-op after Close.
+// for new connections. The pool forgets that its upstream was down: the
+// next Acquire dials (five failures take it down again). Safe for
+// concurrent use; a no-op after Close.
 func (p *Pool) Reset() {
 	if !p.made() {
 		return
@@ -178,6 +183,9 @@ func (p *Pool) Reset() {
 		return
 	}
 	p.gen.Add(1)
+	if p.gate != nil {
+		p.gate.Success() // a fresh start: whatever was learnt is of the old network
+	}
 	flushed := p.drainLocked(nil)
 	for _, c := range flushed {
 		p.destroyLocked(c, reasonReset)
@@ -212,7 +220,7 @@ func (p *Pool) Close() error {
 	p.closed = true
 	p.closedFast.Store(true)
 	for w := p.waiters.popFront(); w != nil; w = p.waiters.popFront() {
-		w.ch <- acquireResult{err: ErrClosed}
+		w.send(acquireResult{err: ErrClosed})
 	}
 	p.nwait.Store(0)
 	p.drainLocked(nil)
@@ -231,6 +239,7 @@ func (p *Pool) Close() error {
 	_ = closeConns(ncs)
 	p.wg.Wait()
 	p.tel.close()
+	p.tel.closeUpstream(p)
 	p.log.Flush(context.Background())
 	close(p.closeDone)
 	return nil

@@ -27,6 +27,7 @@ type Stats struct {
 
 	AcquireCount     int64         // successful Acquire calls
 	AcquireFailures  int64         // Acquire calls that returned an error
+	Unavailable      int64         // of AcquireFailures: failed fast, the upstream known down (*UnavailableError)
 	AcquireWaitCount int64         // Acquire calls that had to queue (successful or not)
 	AcquireWaitTime  time.Duration // total time those calls spent in Acquire
 }

@@ -84,14 +84,20 @@ func (p *Pool) idleLocked() int {
 }
 
 // topUp starts dials until idle conns plus dials in flight reach
-// MinIdleConns, within the cap; the dials wait for the rate limiter.
+// MinIdleConns, within the cap and as the gate lets them (while the
+// upstream is known down, a top-up dial goes only as a due probe); the
+// dials wait for the rate limiter.
 func (p *Pool) topUp() {
 	if p.s.minIdle <= 0 {
 		return
 	}
 	p.mu.Lock()
 	for !p.closed && p.idleLocked()+p.dialing < p.s.minIdle && p.openLocked() < p.s.maxConns {
-		p.startDialLocked(context.Background())
+		probe, err := p.admitDialLocked()
+		if err != nil {
+			break // known down: the next probe's turn will come
+		}
+		p.startDialLocked(context.Background(), probe)
 	}
 	p.mu.Unlock()
 }

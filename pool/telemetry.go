@@ -26,11 +26,14 @@ type telemetry struct {
 	recordOpts  []metric.RecordOption
 	outcomeOK   attribute.KeyValue
 	dialStarted [2]attribute.KeyValue
+
+	up upTelemetry // nil gauge: fail fast off
 }
 
 func (t *telemetry) init(p *Pool, cfg *Config) error {
 	t.tracer = otelx.Tracer(cfg.TracerProvider, otelx.ScopePool)
 	t.inst = otelx.PoolInstruments(cfg.MeterProvider)
+	t.initUpstream(p, cfg)
 	var base []attribute.KeyValue
 	if cfg.Name != "" {
 		base = append(base, otelx.KeyPoolName.String(cfg.Name))
@@ -133,5 +136,13 @@ func (t *telemetry) endAcquire(span trace.Span, err error) {
 	default:
 		span.SetAttributes(otelx.KeyOutcome.String(otelx.OutcomeError))
 		otelx.RecordError(span, err)
+	}
+}
+
+// notAttempted marks the span of an Acquire that failed fast: no dial was
+// tried for it because its upstream is known down.
+func (t *telemetry) notAttempted(span trace.Span) {
+	if span.IsRecording() {
+		span.SetAttributes(otelx.KeyNotAttempted.String(otelx.ReasonUnavailable))
 	}
 }

@@ -273,6 +273,16 @@ type try struct {
 	acqAt int64 // the watch's: when it first saw the try wait for a conn (0: not waiting)
 
 	readAt uint64 // conn's bytes read when the try got it (see abandoned); guarded by mu
+
+	queued atomic.Bool // counted in its upstream's queued (waiting for a conn)
+}
+
+// unqueue takes the try out of its upstream's count of tries waiting for
+// a conn, once.
+func (tr *try) unqueue() {
+	if tr.queued.CompareAndSwap(true, false) {
+		tr.c.up.queued.Add(-1)
+	}
 }
 
 // upload is the progress of a try's request body, for the watch: which
@@ -384,6 +394,9 @@ func (tr *try) hook(ctx context.Context) context.Context {
 // to send the request again on another conn. Whatever the try wrote
 // before does not count.
 func (tr *try) getConn(string) {
+	if u := tr.c.up; u != nil && tr.queued.CompareAndSwap(false, true) {
+		u.queued.Add(1)
+	}
 	for {
 		old := tr.wait.Load()
 		if old == waitCut || old == waitUpCut || old == waitConnCut || old == waitDone || tr.wait.CompareAndSwap(old, waitAcquiring) {
@@ -623,6 +636,7 @@ func (tr *try) gotConn(info httptrace.GotConnInfo) {
 		b.proto.Store(p)
 	}
 	tr.conn.Store(b)
+	tr.unqueue()
 	tr.wait.CompareAndSwap(waitAcquiring, waitHeld)
 	if b != nil && tr.ownHeader && tr.req.Header != nil && b.expired(time.Now()) {
 		addConnectionClose(tr.req.Header, isH2(info.Conn))
@@ -791,6 +805,7 @@ func (tr *try) finish(resp *http.Response, err error) {
 	if tr.w != nil {
 		tr.w.remove(tr)
 	}
+	tr.unqueue()
 	if resp == nil {
 		if b := tr.conn.Load(); b != nil {
 			tr.mu.Lock()

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"log/slog"
+	"math"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -271,6 +272,10 @@ type state struct {
 	auth      authInstruments
 	lim       callLimits // the limits of a call without CallOptions
 	ups       upstreams  // what the Transport knows of each upstream
+	// queueSignal is how many tries of one upstream may wait for a conn
+	// before each new call counts as an overload signal for the
+	// throttle: half of MaxConnsPerHost, at least 8; none without a cap.
+	queueSignal int
 }
 
 func (t *Transport) get() *state {
@@ -403,6 +408,10 @@ func (t *Transport) build() *state {
 		long := *d
 		long.FirstByteTimeout = -1
 		longDial, longTLS = long.DialContext, long.DialTLSContext
+	}
+	st.queueSignal = math.MaxInt32
+	if n := orDefault(t.MaxConnsPerHost, DefaultMaxConnsPerHost); n > 0 {
+		st.queueSignal = max(8, n/2)
 	}
 	st.ht = &http.Transport{
 		Proxy:                 proxy,

@@ -48,10 +48,11 @@ var ErrThrottled = upstream.ErrThrottled
 // WaitForReady returns a copy of ctx whose calls wait, within ctx, for an
 // upstream known down to come back instead of failing at once with an
 // [*UnavailableError] (a startup path, a long job); one of the waiting
-// calls becomes the next probe when it is due. It is
-// [WithCallOptions](ctx, CallOptions{WaitForReady: true}).
+// calls becomes the next probe when it is due. It has the effect of
+// CallOptions{WaitForReady: true}, and the same mark is read by
+// pool.WaitForReady's pools: one context waits for both.
 func WaitForReady(ctx context.Context) context.Context {
-	return WithCallOptions(ctx, CallOptions{WaitForReady: true})
+	return upstream.WithWaitForReady(ctx)
 }
 
 // Bounds of the per-upstream state: upstreams tracked (the least recently
@@ -75,6 +76,9 @@ type upState struct {
 	gate  upstream.Gate
 	thr   upstream.Throttle
 	used  atomic.Int64 // UnixNano of the last call, within a second
+	// queued counts the upstream's tries waiting for a conn (between
+	// net/http's GetConn and GotConn hooks): see queueSignal.
+	queued atomic.Int32
 
 	mu       sync.Mutex
 	heldCode int // the status of the answer that paused the upstream
@@ -259,7 +263,7 @@ func (c *call) admit(first bool) (*http.Response, error) {
 		// probe (for ever, without a deadline).
 		c.endProbe()
 		c.probe = upstream.Pass{}
-		pass, err := u.gate.Enter(c.ctx, upstream.Options{WaitForReady: c.lim.waitForReady, Budget: st.policy.Budget})
+		pass, err := u.gate.Enter(c.ctx, upstream.Options{WaitForReady: c.lim.waitForReady || upstream.WaitsForReady(c.req.Context()), Budget: st.policy.Budget})
 		if err != nil {
 			var ue *UnavailableError
 			if !errors.As(err, &ue) {
@@ -286,6 +290,16 @@ func (c *call) admit(first bool) (*http.Response, error) {
 		return nil, nil
 	}
 	now := st.roughNow()
+	if int(u.queued.Load()) >= st.queueSignal {
+		// Calls already queue for a conn (MaxConnsPerHost, held by slow
+		// answers): this call would wait behind them, most likely until
+		// its deadline. The throttle counts the queue as what it is, a
+		// request the upstream does not keep up with, when the call
+		// arrives — not when the queued calls time out, seconds later
+		// (an answer-time count cannot see them; an admission-time count
+		// of every request would take long polls for overload).
+		u.thr.Record(now, true)
+	}
 	if first {
 		if !u.thr.Allow(now) {
 			err := u.thr.Rejected(u.name, nil)

@@ -804,7 +804,7 @@ static void stress_badf(const char *what, int32_t st) {
 static int stress_result_ok(int32_t st) {
     return st == LIFELINE_OK || st == LIFELINE_E_CANCELED || st == LIFELINE_E_CLOSED || st == LIFELINE_E_TIMEOUT ||
            st == LIFELINE_E_NETWORK || st == LIFELINE_E_STATE || st == LIFELINE_E_PENDING ||
-           st == LIFELINE_E_INVALID_HANDLE;
+           st == LIFELINE_E_INVALID_HANDLE || st == LIFELINE_E_UNAVAILABLE;
 }
 
 struct stress_rec {
@@ -1460,6 +1460,85 @@ static void t_loop(void) {
     if (!getenv("LL_ASAN")) /* ASan's quarantine holds freed memory on purpose */
         CHECK(rss1 - rss0 < 16 * 1024, NULL, "RSS grew by %ld KiB over %d requests", rss1 - rss0, n * 9 / 10);
     printf("ok loop\n");
+}
+
+/* Fail fast (ABI 3): LL_REVIVE refuses connects until GET LL_HTTP/revive
+ * starts a server on it. After 5 refused connects the upstream is known
+ * down: requests fail in microseconds with LIFELINE_E_UNAVAILABLE
+ * (error_type "unavailable", phase "upstream", the refusal in the
+ * message), not attempted; a request with LIFELINE_CALL_WAIT_FOR_READY
+ * waits instead and is served once the upstream is back; then it is open
+ * for every request. transport.disable_fail_fast keeps the refusals. */
+static void t_unavailable(void) {
+    lifeline_client c = new_client("{\"retry.max_attempts\": 1}");
+    CHECK(c, NULL, "client");
+    lifeline_error err = LIFELINE_ERROR_INIT;
+    char url[256];
+    snprintf(url, sizeof url, "http://%s/", env("LL_REVIVE"));
+    lifeline_request r = get(url);
+    lifeline_response *resp = NULL;
+    for (int i = 0; i < 5; i++) {
+        int32_t st = lifeline_request_do(c, &r, &resp, &err);
+        CHECK(st == LIFELINE_E_NETWORK && strcmp(err.error_type, "connect_refused") == 0, &err, "refusal %d: %d", i,
+              st);
+    }
+    double worst = 0, t0 = now_ms();
+    for (int i = 0; i < 100; i++) {
+        double t1 = now_ms();
+        int32_t st = lifeline_request_do(c, &r, &resp, &err);
+        double el = now_ms() - t1;
+        if (el > worst) worst = el;
+        CHECK(st == LIFELINE_E_UNAVAILABLE && err.status == LIFELINE_E_UNAVAILABLE && resp == NULL, &err,
+              "request %d after 5 refusals: %d", i, st);
+        CHECK(strcmp(err.error_type, "unavailable") == 0 && strcmp(err.phase, "upstream") == 0 && !err.timeout, &err,
+              "error_type/phase");
+        CHECK(err.message && strstr(err.message, "refused"), &err, "the last failure in the message");
+    }
+    double total = now_ms() - t0;
+    CHECK(worst < 100, NULL, "a fail fast took %.1f ms", worst);
+    CHECK(strstr(lifeline_status_string(LIFELINE_E_UNAVAILABLE), "UNAVAILABLE") != NULL, NULL, "status string");
+    char *doc = NULL;
+    CHECK(lifeline_client_metrics_json(c, &doc, NULL, &err) == LIFELINE_OK, &err, "metrics");
+    int seen = strstr(doc, "\"lifeline.throttled\"") != NULL && strstr(doc, "\"lifeline.upstream.down\"") != NULL;
+    lifeline_free(doc);
+    CHECK(seen, NULL, "lifeline.throttled and lifeline.upstream.down in the snapshot");
+
+    /* Wait for ready, with attempts enough to outlast a probe or two. */
+    lifeline_call_options o;
+    memset(&o, 0, sizeof o);
+    o.max_attempts = 10;
+    lifeline_op op = 0;
+    r.deadline_ms = 20000;
+    CHECK(lifeline_request_start_opts(c, &r, LIFELINE_STREAM_UPLOAD, &o, NULL, NULL, &op, &err) ==
+              LIFELINE_E_INVALID_ARGUMENT && op == 0, &err, "upload flag refused");
+    CHECK(lifeline_request_start_opts(c, &r, LIFELINE_CALL_WAIT_FOR_READY, &o, NULL, NULL, &op, &err) == LIFELINE_OK,
+          &err, "start wait for ready");
+    CHECK(lifeline_op_wait(op, 300, &err) == LIFELINE_E_PENDING, &err, "a request that waits for ready waits");
+    lifeline_request rv = get(fmt("%s/revive", env("LL_HTTP")));
+    CHECK(lifeline_request_do(c, &rv, &resp, &err) == LIFELINE_OK && resp->status == 200, &err, "revive");
+    lifeline_response_free(resp);
+    resp = NULL;
+    double t2 = now_ms();
+    CHECK(lifeline_op_wait(op, 15000, &err) == LIFELINE_OK, &err, "served once the upstream is back");
+    double served = now_ms() - t2;
+    CHECK(lifeline_op_response(op, &resp, &err) == LIFELINE_OK && resp->status == 200, &err, "wait for ready response");
+    lifeline_response_free(resp);
+    resp = NULL;
+    lifeline_op_free(op, NULL);
+    CHECK(lifeline_request_do(c, &r, &resp, &err) == LIFELINE_OK && resp->status == 200, &err, "open again");
+    lifeline_response_free(resp);
+    resp = NULL;
+    lifeline_client_close(c, NULL);
+
+    /* Fail fast off: every request is refused, none fails fast. */
+    c = new_client("{\"retry.max_attempts\": 1, \"transport.disable_fail_fast\": true}");
+    CHECK(c, NULL, "client");
+    r = get(fmt("http://%s/", env("LL_REFUSED")));
+    for (int i = 0; i < 10; i++)
+        CHECK(lifeline_request_do(c, &r, &resp, &err) == LIFELINE_E_NETWORK, &err, "fail fast off: request %d", i);
+    lifeline_error_clear(&err);
+    lifeline_client_close(c, NULL);
+    printf("ok unavailable fail_fast_100_ms=%.1f worst_ms=%.2f wait_for_ready_served_ms=%.0f\n", total, worst, served);
 }
 
 /* streamed bodies */
@@ -2699,6 +2778,7 @@ int main(int argc, char **argv) {
         {"bad_args", t_bad_args}, {"dial", t_dial},
         {"metrics", t_metrics},   {"threads", t_threads},
         {"fork", t_fork},         {"loop", t_loop},
+        {"unavailable", t_unavailable},
         /* websocket sessions */
         {"session_echo", t_session_echo}, {"session_reconnect", t_session_reconnect},
         {"session_stall", t_session_stall}, {"session_step", t_session_step},

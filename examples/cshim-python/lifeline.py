@@ -41,11 +41,14 @@ E_CLOSED = 11
 E_FORKED = 12
 E_INTERNAL = 13
 E_NO_MEMORY = 14
+E_UNAVAILABLE = 15
 
-ABI_VERSION = 2
+ABI_VERSION = 3
 
-# Flags of lifeline_request_start_stream.
+# Flags of lifeline_request_start_stream (and, for CALL_WAIT_FOR_READY, of
+# lifeline_request_start_opts).
 STREAM_UPLOAD = 1
+CALL_WAIT_FOR_READY = 2
 
 
 class _Error(ctypes.Structure):
@@ -125,6 +128,21 @@ class LifelineCanceled(LifelineError):
     """The operation was cancelled (LIFELINE_E_CANCELED or E_CLOSED)."""
 
 
+class LifelineUnavailable(LifelineError):
+    """The request was not attempted (LIFELINE_E_UNAVAILABLE, phase
+    "upstream"): its upstream is known down (error_type "unavailable"; the
+    message carries the last real failure) or the client shed it to let a
+    drowning upstream recover (error_type "shed"). It comes at once, while
+    the library probes the upstream about once a second; the first success
+    re-opens it. Pass wait_for_ready=True to wait for the upstream instead."""
+
+    @property
+    def shed(self):
+        """True when the client shed the call (a drowning upstream), False
+        when the upstream is known down."""
+        return self.error_type == "shed"
+
+
 def _error_class(status, phase=""):
     if status == E_TIMEOUT and phase in ("read", "write"):
         return LifelineReadTimeout
@@ -132,6 +150,8 @@ def _error_class(status, phase=""):
         return LifelineTimeout
     if status in (E_CANCELED, E_CLOSED):
         return LifelineCanceled
+    if status == E_UNAVAILABLE:
+        return LifelineUnavailable
     return LifelineError
 
 
@@ -181,6 +201,7 @@ def load(path=None):
             "lifeline_body_write": ([u64, ctypes.c_void_p, ctypes.c_size_t, i64, ctypes.POINTER(ctypes.c_size_t), E], i32),
             "lifeline_body_close_write": ([u64, E], i32),
             "lifeline_body_fd": ([u64, ctypes.POINTER(ctypes.c_int), E], i32),
+            "lifeline_request_start_opts": ([u64, ctypes.POINTER(_Request), ctypes.c_uint32, ctypes.POINTER(_CallOptions), _CALLBACK, ctypes.c_void_p, ctypes.POINTER(u64), E], i32),
         }
         for name, (args, res) in sigs.items():
             fn = getattr(lib, name)
@@ -526,15 +547,25 @@ class Client:
     def metrics(self):
         return self._json(self._lib.lifeline_client_metrics_json)
 
-    def start(self, method, url, headers=None, body=b"", deadline_ms=0, callback=None):
+    def start(self, method, url, headers=None, body=b"", deadline_ms=0, callback=None,
+              wait_for_ready=False, first_byte_timeout_ms=0, stall_timeout_ms=0, max_attempts=0):
         """Starts a request; callback(op_handle, status), if given, runs once
-        on a library thread when it finishes."""
+        on a library thread when it finishes. wait_for_ready=True makes it
+        wait, within its deadline, for an upstream known down instead of
+        failing at once with LifelineUnavailable. first_byte_timeout_ms,
+        stall_timeout_ms and max_attempts change the client's limits for
+        this call only, as in stream()."""
         req, keep = _request(method, url, headers, body, deadline_ms)
-        return self._start(lambda cb, ud, op, err: self._lib.lifeline_request_start(
-            self.handle, ctypes.byref(req), cb, ud, op, err), callback, False)
+        if not (wait_for_ready or first_byte_timeout_ms or stall_timeout_ms or max_attempts):
+            return self._start(lambda cb, ud, op, err: self._lib.lifeline_request_start(
+                self.handle, ctypes.byref(req), cb, ud, op, err), callback, False)
+        flags = CALL_WAIT_FOR_READY if wait_for_ready else 0
+        opts = _CallOptions(first_byte_timeout_ms, stall_timeout_ms, max_attempts)
+        return self._start(lambda cb, ud, op, err: self._lib.lifeline_request_start_opts(
+            self.handle, ctypes.byref(req), flags, ctypes.byref(opts), cb, ud, op, err), callback, False)
 
     def stream(self, method, url, headers=None, body=b"", deadline_ms=-1, upload=False,
-               first_byte_timeout_ms=0, stall_timeout_ms=0, max_attempts=0):
+               first_byte_timeout_ms=0, stall_timeout_ms=0, max_attempts=0, wait_for_ready=False):
         """Starts a streamed request and returns its Stream at once: read the
         response body in pieces as it arrives (a download, server-sent
         events, a long poll), and with upload=True write the request body in
@@ -546,9 +577,9 @@ class Client:
         stall_timeout_ms and max_attempts change the client's limits for
         this call only (0: the client's; a negative limit: off, e.g.
         first_byte_timeout_ms=-1 for a long poll; max_attempts=1: no
-        retry)."""
+        retry). wait_for_ready=True: as in start()."""
         req, keep = _request(method, url, headers, body, deadline_ms)
-        flags = STREAM_UPLOAD if upload else 0
+        flags = (STREAM_UPLOAD if upload else 0) | (CALL_WAIT_FOR_READY if wait_for_ready else 0)
         opts = _CallOptions(first_byte_timeout_ms, stall_timeout_ms, max_attempts)
         op = self._start(lambda cb, ud, o, err: self._lib.lifeline_request_start_stream(
             self.handle, ctypes.byref(req), flags, ctypes.byref(opts), cb, ud, o, err), None, False)
@@ -569,10 +600,12 @@ class Client:
         _check(self._lib, st, err)
         return Operation(self._lib, op.value, is_dial)
 
-    def request(self, method, url, headers=None, body=b"", deadline_ms=0):
+    def request(self, method, url, headers=None, body=b"", deadline_ms=0, **options):
         """Performs a request and returns its Response; raises LifelineError
-        (LifelineTimeout, LifelineCanceled) on failure. Ctrl-C cancels it."""
-        op = self.start(method, url, headers, body, deadline_ms)
+        (LifelineTimeout, LifelineCanceled, LifelineUnavailable) on failure.
+        Ctrl-C cancels it. options: those of start() (wait_for_ready,
+        first_byte_timeout_ms, stall_timeout_ms, max_attempts)."""
+        op = self.start(method, url, headers, body, deadline_ms, **options)
         try:
             op.wait()
             return op.result()

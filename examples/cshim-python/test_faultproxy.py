@@ -237,3 +237,22 @@ def test_incident05_resets_switched_at_run_time(start_proxy, http_url):
         assert h is not None and h["resets"] + h["other_failures"] >= 1, c.metrics()["health"]
     conns = p.stats()["accepted"] - before
     assert conns <= n + n // 5, conns  # retried, not stormed: about one extra connection per reset
+
+
+def test_terminate_ca_strict_and_cleaned_up(start_proxy, http_url):
+    """The CA the terminating proxy writes passes OpenSSL's strict X.509
+    checks (Python 3.13's default context sets VERIFY_X509_STRICT), its key
+    is private, and the directory it made for them is gone after SIGTERM."""
+    upstream = http_url.split("//")[1]
+    p = start_proxy("-upstream", upstream, "-tls", "terminate", "-quiet")
+    tls_dir = os.path.dirname(p.ca)
+    assert os.stat(tls_dir).st_mode & 0o777 == 0o700
+    assert os.stat(os.path.join(tls_dir, "key.pem")).st_mode & 0o777 == 0o600
+    ctx = ssl.create_default_context(cafile=p.ca)
+    ctx.verify_flags |= ssl.VERIFY_X509_STRICT
+    for host in ("127.0.0.1", "localhost"):
+        with urllib.request.urlopen("https://%s:%s/hello" % (host, p.addr.rsplit(":", 1)[1]), context=ctx, timeout=10) as r:
+            assert r.read() == b"hello"
+    p.close()
+    assert p.proc.returncode == 0, p.lines
+    assert not os.path.exists(tls_dir), os.listdir(tls_dir)

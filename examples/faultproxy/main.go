@@ -14,7 +14,8 @@
 //
 //	-listen addr        proxy address (default 127.0.0.1:0: a free loopback port). Another
 //	                    address is used only when named explicitly, with a warning.
-//	-upstream host:port where connections go (loopback; required)
+//	-upstream host:port where connections go (required): a loopback IP literal, or localhost,
+//	                    which means 127.0.0.1 (never resolved; use [::1]:port for IPv6)
 //	-preset name        incident01 … incident05 (see -list)
 //	-fault name         a fault for the connections -every/-fraction/-first pick (all when none):
 //	                    pass, silence, stalltls, reset, close, holdresponse, stallbody, delay
@@ -23,7 +24,8 @@
 //	-linger d           keep the upstream side of a reset connection open for d
 //	-blackhole-for d    start black-holed (connects hang) for d
 //	-tls mode           passthrough (default: bytes as they are) or terminate (the proxy does
-//	                    TLS with a self-signed pair it writes to -tls-dir and prints the CA's path)
+//	                    TLS with a self-signed pair it writes to -tls-dir and prints the CA's path;
+//	                    without -tls-dir, a temporary directory removed at exit)
 //	-api addr           API address (default 127.0.0.1:0; loopback only)
 //	-quiet              no line per connection
 //	-list               print the presets and exit
@@ -43,8 +45,10 @@
 //	POST   /drop                reset every open connection now
 //
 // Changing the rules restarts the connection ordinal that -every counts.
-// POST and PUT need Content-Type: application/json and the Host header must
-// be a loopback address or localhost, so a web page cannot drive the API.
+// POST and PUT need Content-Type: application/json, the Host header must
+// be a loopback address or localhost, and a browser's cross-origin request
+// (Sec-Fetch-Site or Origin naming another site) is refused, so a web page
+// cannot drive the API.
 package main
 
 import (
@@ -68,6 +72,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -98,6 +103,10 @@ type app struct {
 	apiLn   net.Listener
 	apiDone chan struct{}
 	out     *lockedWriter
+	tlsTmp  string // the directory -tls terminate made for its pair ("" with -tls-dir); Close removes it
+
+	connMu sync.Mutex            // guards unused
+	unused map[net.Conn]struct{} // API connections that have not sent a request yet (StateNew)
 
 	mu       sync.Mutex // guards the fields below
 	rules    []ruleSpec
@@ -110,16 +119,77 @@ type app struct {
 	closedCh chan struct{}
 }
 
-// lockedWriter serialises lines from the connections' goroutines.
+// lockedWriter serialises lines from the connections' goroutines. The
+// startup lines are written at once; after startAsync, lines are queued
+// to a writer goroutine and never block the proxy or the API: when the
+// reader of the output falls behind (a harness that stopped reading its
+// pipe), lines that do not fit the queue are counted and dropped, and the
+// count is printed when the output moves again.
 type lockedWriter struct {
-	mu sync.Mutex
-	w  io.Writer
+	w       io.Writer
+	dropped atomic.Int64
+
+	mu     sync.Mutex  // guards the fields below
+	lines  chan string // nil before startAsync and after stop
+	done   chan struct{}
+	closed bool
 }
 
+// outQueue is how many lines wait for a slow reader of the output.
+const outQueue = 1024
+
 func (l *lockedWriter) printf(format string, args ...any) {
+	line := fmt.Sprintf(format+"\n", args...)
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	fmt.Fprintf(l.w, format+"\n", args...)
+	switch {
+	case l.closed:
+	case l.lines == nil:
+		_, _ = io.WriteString(l.w, line)
+	default:
+		select {
+		case l.lines <- line:
+		default:
+			l.dropped.Add(1)
+		}
+	}
+}
+
+// startAsync queues further lines to a writer goroutine; stop ends it.
+func (l *lockedWriter) startAsync() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.lines, l.done = make(chan string, outQueue), make(chan struct{})
+	go func(lines <-chan string, done chan<- struct{}) {
+		defer close(done)
+		for line := range lines {
+			if n := l.dropped.Swap(0); n > 0 {
+				_, _ = fmt.Fprintf(l.w, "faultproxy: %d lines not printed: the output was not read\n", n)
+			}
+			_, _ = io.WriteString(l.w, line)
+		}
+	}(l.lines, l.done)
+}
+
+// stop drops further lines and lets the writer goroutine print what is
+// queued, waiting for it at most 2s (an output nobody reads may never
+// take it; the process is exiting then).
+func (l *lockedWriter) stop() {
+	l.mu.Lock()
+	l.closed = true
+	lines, done := l.lines, l.done
+	l.lines = nil
+	l.mu.Unlock()
+	if lines == nil {
+		return
+	}
+	close(lines)
+	t := time.NewTimer(2 * time.Second)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+	}
 }
 
 // ruleSpec is a rule as the flags and the API spell it.
@@ -218,7 +288,7 @@ func start(args []string, stdout io.Writer) (*app, error) {
 		linger    = fs.Duration("linger", 0, "keep reset connections' upstream sides open this long")
 		bhFor     = fs.Duration("blackhole-for", 0, "start black-holed for this long")
 		tlsMode   = fs.String("tls", "passthrough", "passthrough or terminate")
-		tlsDir    = fs.String("tls-dir", "", "terminate: where to write ca.pem and key.pem (default: a new temp dir)")
+		tlsDir    = fs.String("tls-dir", "", "terminate: where to write ca.pem and key.pem (default: a new temp dir, removed at exit)")
 		apiAddr   = fs.String("api", "127.0.0.1:0", "API address (loopback only)")
 		quiet     = fs.Bool("quiet", false, "no line per connection")
 		list      = fs.Bool("list", false, "print the presets and exit")
@@ -281,20 +351,20 @@ func start(args []string, stdout io.Writer) (*app, error) {
 	a.flap, a.linger = cfg.FlapPeriod, cfg.UpstreamLinger
 
 	// The proxy listens on loopback unless -listen names another address;
-	// then it says so, loudly.
-	var warn string
+	// then it says so, loudly (decided on the address it bound).
 	if listenSet {
 		host, _, err := net.SplitHostPort(*listen)
 		if err != nil {
 			return nil, fmt.Errorf("-listen %q: %w", *listen, err)
 		}
-		if !isLoopbackHost(host) {
-			cfg.AnyAddr = true
-			warn = fmt.Sprintf("WARNING: -listen %s is NOT a loopback address: anything that can reach it can connect through this proxy to %s", *listen, *upstream)
-		}
+		cfg.AnyAddr = !isLoopbackHost(host)
 	}
-	if h, _, err := net.SplitHostPort(*apiAddr); err != nil || !isLoopbackHost(h) {
+	apiHost, apiPort, err := net.SplitHostPort(*apiAddr)
+	if err != nil || !isLoopbackHost(apiHost) {
 		return nil, fmt.Errorf("-api %q: must be a loopback host:port", *apiAddr)
+	}
+	if apiHost == "localhost" { // never resolved: a hosts file could say anything
+		apiHost = "127.0.0.1"
 	}
 
 	var caPath string
@@ -306,6 +376,9 @@ func start(args []string, stdout io.Writer) (*app, error) {
 			return nil, fmt.Errorf("-tls terminate: %w", err)
 		}
 		cfg.TLS, caPath = srvConf, path
+		if *tlsDir == "" {
+			a.tlsTmp = filepath.Dir(path)
+		}
 	default:
 		return nil, fmt.Errorf("-tls %q: want passthrough or terminate", *tlsMode)
 	}
@@ -315,21 +388,37 @@ func start(args []string, stdout io.Writer) (*app, error) {
 
 	p, err := faultnet.NewProxy(cfg)
 	if err != nil {
+		a.removeTLSTmp()
 		return nil, err
 	}
 	a.proxy = p
-	apiLn, err := net.Listen("tcp", *apiAddr)
+	apiLn, err := net.Listen("tcp", net.JoinHostPort(apiHost, apiPort))
+	if err == nil && !isLoopbackHost(hostOf(apiLn.Addr())) {
+		apiLn.Close()
+		err = fmt.Errorf("bound %s, not loopback", apiLn.Addr())
+	}
 	if err != nil {
 		p.Close()
+		a.removeTLSTmp()
 		return nil, fmt.Errorf("-api: %w", err)
 	}
 	a.apiLn = apiLn
-	a.api = &http.Server{Handler: http.HandlerFunc(a.serveAPI), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second}
+	a.unused = make(map[net.Conn]struct{})
+	a.api = &http.Server{Handler: http.HandlerFunc(a.serveAPI), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second,
+		ConnState: func(c net.Conn, s http.ConnState) {
+			a.connMu.Lock()
+			defer a.connMu.Unlock()
+			if s == http.StateNew {
+				a.unused[c] = struct{}{}
+			} else {
+				delete(a.unused, c)
+			}
+		}}
 	a.apiDone = make(chan struct{})
 	go func() { defer close(a.apiDone); _ = a.api.Serve(apiLn) }()
 
-	if warn != "" {
-		a.out.printf("faultproxy: %s", warn)
+	if !isLoopbackHost(hostOf(p.Addr())) {
+		a.out.printf("faultproxy: WARNING: -listen %s is NOT a loopback address: anything that can reach it can connect through this proxy to %s", p.Addr(), *upstream)
 	}
 	what := "no faults"
 	switch {
@@ -347,6 +436,7 @@ func start(args []string, stdout io.Writer) (*app, error) {
 	// The api line comes last: a harness reading the output may take it
 	// as "ready".
 	a.out.printf("faultproxy: api http://%s", apiLn.Addr())
+	a.out.startAsync()
 	return a, nil
 }
 
@@ -363,6 +453,15 @@ func presetRuleSpec(p faultnet.Preset, r faultnet.Rule) ruleSpec {
 		s.Every = 10
 	case "slow-packets":
 		s.Fraction = 0.15
+	}
+	return s
+}
+
+// hostOf returns the host of a "host:port" or net.Addr.
+func hostOf(addr any) string {
+	s := fmt.Sprint(addr)
+	if h, _, err := net.SplitHostPort(s); err == nil {
+		return h
 	}
 	return s
 }
@@ -396,13 +495,28 @@ func writeSelfSigned(dir string) (*tls.Config, string, error) {
 		return nil, "", err
 	}
 	caPath := filepath.Join(dir, "ca.pem")
-	if err := os.WriteFile(caPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Certificate[0]}), 0o644); err != nil {
+	if err := writeNew(caPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Certificate[0]}), 0o644); err != nil {
 		return nil, "", err
 	}
-	if err := os.WriteFile(filepath.Join(dir, "key.pem"), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
+	if err := writeNew(filepath.Join(dir, "key.pem"), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
 		return nil, "", err
 	}
 	return srv, caPath, nil
+}
+
+// writeNew replaces path with a new file of mode perm holding b: an old
+// file (whatever its mode) or symlink there is removed, not written
+// through, and O_EXCL refuses one that reappears in between.
+func writeNew(path string, b []byte, perm os.FileMode) error {
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(b)
+	return errors.Join(err, f.Close())
 }
 
 // Close stops the API and the proxy (closing every connection) and waits.
@@ -419,15 +533,31 @@ func (a *app) Close() {
 	}
 	a.mu.Unlock()
 	a.bhWG.Wait()
-	// Shutdown waits for the API's connections to finish (a rejected
-	// oversized body leaves one lingering for net/http's 500ms), Close
-	// cuts what is left after 5s.
+	// No new API connections; those that never sent a request are closed
+	// now (Shutdown would wait 5s for each); Shutdown lets the requests in
+	// flight finish (a rejected oversized body leaves one lingering for
+	// net/http's 500ms), Close cuts what is left after 5s.
+	_ = a.apiLn.Close()
+	<-a.apiDone // Serve has returned: every accepted conn passed StateNew
+	a.connMu.Lock()
+	for c := range a.unused {
+		_ = c.Close()
+	}
+	a.connMu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	_ = a.api.Shutdown(ctx)
 	cancel()
 	_ = a.api.Close()
-	<-a.apiDone
 	_ = a.proxy.Close()
+	a.removeTLSTmp()
+	a.out.stop()
+}
+
+// removeTLSTmp removes the directory -tls terminate made for its pair.
+func (a *app) removeTLSTmp() {
+	if a.tlsTmp != "" {
+		_ = os.RemoveAll(a.tlsTmp)
+	}
 }
 
 // apiError is every API error's body.
@@ -483,7 +613,16 @@ func (a *app) serveAPI(w http.ResponseWriter, r *http.Request) {
 		fail(w, http.StatusForbidden, "Host %q is not a loopback address or localhost", r.Host)
 		return
 	}
-	path := strings.TrimSuffix(r.URL.Path, "/")
+	// A browser's cross-site POST without a body needs no preflight (POST
+	// /drop); refuse every state-changing request a web page sends.
+	if err := (&http.CrossOriginProtection{}).Check(r); err != nil {
+		fail(w, http.StatusForbidden, "cross-origin request refused: %v", err)
+		return
+	}
+	path := r.URL.Path
+	if path != "/rules/" { // "/rules/" names the empty rule, not the list
+		path = strings.TrimSuffix(path, "/")
+	}
 	route := func(methods ...string) bool {
 		for _, m := range methods {
 			if r.Method == m {
@@ -543,6 +682,9 @@ func (a *app) serveAPI(w http.ResponseWriter, r *http.Request) {
 				return
 			}
 			d, err := millis("period_ms", *body.PeriodMS)
+			if err == nil && d > 0 && d < time.Millisecond {
+				err = fmt.Errorf("period_ms %v: want 0 (no flap) or at least 1", *body.PeriodMS)
+			}
 			if err != nil {
 				fail(w, http.StatusBadRequest, "%v", err)
 				return
@@ -654,26 +796,25 @@ func (a *app) addRule(w http.ResponseWriter, r *http.Request) {
 		fail(w, http.StatusBadRequest, "%v", err)
 		return
 	}
+	// Check and install under one lock, so concurrent adds all land.
 	a.mu.Lock()
+	defer a.mu.Unlock()
 	for _, s := range a.rules {
 		if s.Name == spec.Name {
-			a.mu.Unlock()
 			fail(w, http.StatusConflict, "rule %q exists (DELETE /rules/%s first)", spec.Name, spec.Name)
 			return
 		}
 	}
 	if len(a.rules) >= maxRules {
-		a.mu.Unlock()
 		fail(w, http.StatusConflict, "at most %d rules", maxRules)
 		return
 	}
-	rules := append(append([]ruleSpec{}, a.rules...), spec)
-	a.mu.Unlock()
-	a.setRules(w, rules, http.StatusCreated, spec)
+	a.setRulesLocked(w, append(append([]ruleSpec{}, a.rules...), spec), http.StatusCreated, spec)
 }
 
 func (a *app) deleteRule(w http.ResponseWriter, name string) {
 	a.mu.Lock()
+	defer a.mu.Unlock()
 	var rules []ruleSpec
 	found := false
 	for _, s := range a.rules {
@@ -683,18 +824,22 @@ func (a *app) deleteRule(w http.ResponseWriter, name string) {
 		}
 		rules = append(rules, s)
 	}
-	a.mu.Unlock()
 	if !found {
 		fail(w, http.StatusNotFound, "no rule %q", name)
 		return
 	}
-	a.setRules(w, rules, http.StatusNoContent, nil)
+	a.setRulesLocked(w, rules, http.StatusNoContent, nil)
 }
 
 // setRules installs specs in the proxy and answers status with body.
 func (a *app) setRules(w http.ResponseWriter, specs []ruleSpec, status int, body any) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	a.setRulesLocked(w, specs, status, body)
+}
+
+// setRulesLocked is setRules; a.mu must be held.
+func (a *app) setRulesLocked(w http.ResponseWriter, specs []ruleSpec, status int, body any) {
 	rules := make([]faultnet.Rule, 0, len(specs))
 	for i := range specs {
 		r, err := specs[i].rule()

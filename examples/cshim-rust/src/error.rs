@@ -48,6 +48,10 @@ pub enum Status {
     /// A websocket session's send found no connection, or the connection
     /// broke under the write (ABI 2, `LIFELINE_E_DISCONNECTED`).
     Disconnected,
+    /// The request was not attempted: its upstream is known down, or the
+    /// client shed it under overload (ABI 3, `LIFELINE_E_UNAVAILABLE`);
+    /// [`Error::error_type`] says `unavailable` or `shed`.
+    Unavailable,
     /// A code this crate does not know (a newer library).
     Other(i32),
 }
@@ -70,6 +74,7 @@ impl Status {
             12 => Status::Forked,
             13 => Status::Internal,
             14 => Status::NoMemory,
+            15 => Status::Unavailable,
             20 => Status::Disconnected,
             n => Status::Other(n),
         }
@@ -92,6 +97,7 @@ impl Status {
             Status::Forked => 12,
             Status::Internal => 13,
             Status::NoMemory => 14,
+            Status::Unavailable => 15,
             Status::Disconnected => 20,
             Status::Other(n) => n,
         }
@@ -317,7 +323,8 @@ mod tests {
         for code in 1..=21 {
             assert_eq!(Status::from_code(code).code(), code);
         }
-        assert_eq!(Status::from_code(15), Status::Other(15));
+        assert_eq!(Status::from_code(15), Status::Unavailable);
+        assert_eq!(Status::from_code(16), Status::Other(16));
         assert!(
             Status::Timeout.name().contains("TIMEOUT"),
             "{}",

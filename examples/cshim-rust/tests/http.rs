@@ -322,3 +322,45 @@ fn version() {
     assert!(lifeline::abi_version() >= lifeline::ABI_VERSION); // a newer library keeps the older calls
     assert!(!lifeline::version().is_empty());
 }
+
+/// A request to an upstream known down is not attempted: after five
+/// refused connects in a row the client's Transport fails the next
+/// requests at once with `Status::Unavailable` (ABI 3), error type
+/// `unavailable`, phase `upstream`, and the message keeps the last real
+/// failure. `transport.disable_fail_fast` brings back one connect per
+/// request.
+#[test]
+fn upstream_known_down_fails_fast() {
+    // A loopback port with nothing listening: bind, note, close.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://127.0.0.1:{port}/");
+    let c = Client::with_config(r#"{"retry.max_attempts": 1}"#).unwrap();
+    let mut first = None;
+    for i in 0..20 {
+        let t0 = Instant::now();
+        let e = c.request(&Request::get(&url)).unwrap_err();
+        if e.status() == Status::Unavailable {
+            first = Some((i, t0.elapsed(), e));
+            break;
+        }
+        assert_eq!(e.status(), Status::Network, "{e:?}");
+    }
+    let (i, el, e) = first.expect("never failed fast after 20 refused requests");
+    assert!(i >= 5, "failed fast after only {i} refusals");
+    assert!(el < Duration::from_millis(100), "a fail fast took {el:?}");
+    assert_eq!((e.phase(), e.error_type()), ("upstream", "unavailable"));
+    assert!(e.to_string().contains("refused"), "{e}");
+
+    let off = Client::with_config(
+        r#"{"retry.max_attempts": 1, "transport.disable_fail_fast": true}"#,
+    )
+    .unwrap();
+    for _ in 0..8 {
+        let e = off.request(&Request::get(&url)).unwrap_err();
+        assert_eq!(e.status(), Status::Network, "{e:?}");
+    }
+}

@@ -316,7 +316,9 @@ func num(t *testing.T, r map[string]string, col string) float64 {
 
 func TestAdvisedWaits(t *testing.T) {
 	t0 := time.Unix(1000, 0)
-	at := func(ms int, status int) arrival { return arrival{at: t0.Add(time.Duration(ms) * time.Millisecond), status: status} }
+	at := func(ms int, status int) arrival {
+		return arrival{at: t0.Add(time.Duration(ms) * time.Millisecond), status: status}
+	}
 	for _, tc := range []struct {
 		name          string
 		as            []arrival

@@ -1,0 +1,92 @@
+package transport_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/lifeline-go/lifeline/transport"
+)
+
+// TestShedSlowRefusalsQueue: an upstream that refuses beyond its capacity
+// slowly (each 503 after 400ms) holds the Transport's conns (MaxConnsPerHost
+// 8), and the calls behind them queue for a conn until their deadline —
+// scenario (i2) of the comparison, where the queue was still draining long
+// after the overload ended. The queue itself is the signal: calls that
+// arrive while half the conns' worth of tries wait are counted as
+// overload, so the throttle sheds at once and the queue stays short.
+// Side by side with DisableLoadShedding (today's queue) in the same run:
+// far fewer calls end at their deadline, and calls started after the
+// overload succeed once the throttle's 5s window has passed.
+func TestShedSlowRefusalsQueue(t *testing.T) {
+	const capacity = 20 // a second
+	var mu sync.Mutex
+	var window time.Time
+	served := 0
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		now := time.Now()
+		mu.Lock()
+		if now.Sub(window) >= 100*time.Millisecond {
+			window, served = now, 0
+		}
+		ok := served < capacity/10
+		if ok {
+			served++
+		}
+		mu.Unlock()
+		if !ok {
+			select {
+			case <-time.After(400 * time.Millisecond):
+			case <-r.Context().Done():
+			}
+			w.WriteHeader(http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = io.WriteString(w, "ok")
+	}))
+	t.Cleanup(srv.Close)
+	timedOut := map[bool]int{}
+	lateOK := map[bool]float64{}
+	for _, disabled := range []bool{true, false} {
+		tr := &transport.Transport{MaxConnsPerHost: 8, DisableLoadShedding: disabled || failFastOff}
+		c := transport.NewClient(tr)
+		var l openLoop
+		start := time.Now()
+		l.run(t.Context(), c, srv.URL, 4*capacity, 3*time.Second, 2*time.Second)
+		calm := time.Now()
+		var l2 openLoop
+		l2.run(t.Context(), c, srv.URL, capacity/4, 7*time.Second, 2*time.Second)
+		l.wg.Wait()
+		l2.wg.Wait()
+		tr.CloseIdleConnections()
+		for _, o := range l.between(start, calm) {
+			if errors.Is(o.err, context.DeadlineExceeded) {
+				timedOut[disabled]++
+			}
+		}
+		late := l2.between(calm.Add(5500*time.Millisecond), time.Now())
+		ok := 0
+		for _, o := range late {
+			if o.err == nil && o.status == http.StatusOK {
+				ok++
+			}
+		}
+		lateOK[disabled] = float64(ok) / float64(max(len(late), 1))
+		t.Logf("DisableLoadShedding=%v: %d of %d overload calls ended at their deadline in the queue; %.0f%% ok from 5.5s after the overload (the throttle's window and a half)",
+			disabled, timedOut[disabled], len(l.between(start, calm)), 100*lateOK[disabled])
+	}
+	if timedOut[true] < 20 {
+		t.Skipf("the control queued only %d calls to their deadline: no queue formed on this machine", timedOut[true])
+	}
+	if timedOut[false] > timedOut[true]/8 {
+		t.Errorf("shedding: %d calls waited in the queue to their deadline, the control %d: want at most an eighth", timedOut[false], timedOut[true])
+	}
+	if lateOK[false] < 0.9 {
+		t.Errorf("shedding: %.0f%% of the calls from 5.5s after the overload ok, want ≥ 90%%", 100*lateOK[false])
+	}
+}
