@@ -263,7 +263,7 @@ func (c *call) admit(first bool) (*http.Response, error) {
 		// probe (for ever, without a deadline).
 		c.endProbe()
 		c.probe = upstream.Pass{}
-		pass, err := u.gate.Enter(c.ctx, upstream.Options{WaitForReady: c.lim.waitForReady || upstream.WaitsForReady(c.req.Context()), Budget: st.policy.Budget})
+		pass, err := u.gate.Enter(c.ctx, upstream.Options{WaitForReady: c.lim.waitForReady || upstream.WaitsForReady(c.ctx), Budget: st.policy.Budget})
 		if err != nil {
 			var ue *UnavailableError
 			if !errors.As(err, &ue) {
