@@ -79,6 +79,10 @@ type upState struct {
 	// queued counts the upstream's tries waiting for a conn (between
 	// net/http's GetConn and GotConn hooks): see queueSignal.
 	queued atomic.Int32
+	// dialing counts the dials under way for its calls (dialHook): the
+	// tries that wait for them wait for a conn that is coming (a slow
+	// network), not in a queue behind MaxConnsPerHost.
+	dialing atomic.Int32
 
 	mu       sync.Mutex
 	heldCode int // the status of the answer that paused the upstream
@@ -290,10 +294,12 @@ func (c *call) admit(first bool) (*http.Response, error) {
 		return nil, nil
 	}
 	now := st.roughNow()
-	if int(u.queued.Load()) >= st.queueSignal {
+	if int(u.queued.Load()-u.dialing.Load()) >= st.queueSignal {
 		// Calls already queue for a conn (MaxConnsPerHost, held by slow
 		// answers): this call would wait behind them, most likely until
-		// its deadline. The throttle counts the queue as what it is, a
+		// its deadline. (Tries that wait for dials under way are not
+		// queued behind the cap: a burst on a slow but healthy network
+		// waits for its connects, and it is no overload.) The throttle counts the queue as what it is, a
 		// request the upstream does not keep up with, when the call
 		// arrives — not when the queued calls time out, seconds later
 		// (an answer-time count cannot see them; an admission-time count
