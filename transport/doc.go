@@ -35,7 +35,8 @@
 // # When the upstream is down or drowning
 //
 // A Transport keeps, per upstream (scheme and host:port of the request
-// URL; up to 256, the least recently used healthy one forgotten beyond),
+// URL; up to 256, and fewer than 32 met since the table was last
+// settled, the least recently used healthy ones forgotten beyond),
 // what it learnt of it, so that callers learn an outage in milliseconds
 // instead of each waiting its own dial limits, and a drowning upstream gets
 // room to recover. Its state machine:

@@ -1,6 +1,7 @@
 package transport
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"log/slog"
@@ -8,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"runtime"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -56,7 +58,8 @@ func WaitForReady(ctx context.Context) context.Context {
 }
 
 // Bounds of the per-upstream state: upstreams tracked (the least recently
-// used Ready one is forgotten beyond it) and upstreams whose host is their
+// used Ready ones are forgotten beyond it when the table is settled; the
+// fewer than maxYoung met since come on top) and upstreams whose host is their
 // own server.address label (the rest share "other").
 const (
 	maxUpstreams      = 256
@@ -88,39 +91,79 @@ type upState struct {
 	heldCode int // the status of the answer that paused the upstream
 }
 
-// upstreams is a Transport's per-upstream state: a copy-on-write map, so
-// that a call finds its upstream with one atomic load and a map lookup.
+// upstreams is a Transport's per-upstream state: copy-on-write maps, so
+// that a call finds its upstream with an atomic load and a map lookup (two
+// for one met lately). The upstreams met since the last settling are in
+// young, a small map copied on each addition; m, the settled ones, is
+// copied only when young is full (or while the whole table is small): a
+// Transport that calls more hosts than it tracks (a webhook sender, a
+// crawler) copies a few entries per new host, not the whole table.
 type upstreams struct {
 	st      *state
 	m       atomic.Pointer[map[upKey]*upState]
-	mu      sync.Mutex // serializes changes of m
+	young   atomic.Pointer[map[upKey]*upState]
+	mu      sync.Mutex // serializes changes of m and young
 	labeled int
+}
+
+// The young map's bound, and the size of the whole table up to which it
+// is settled at each addition.
+const (
+	maxYoung    = 32
+	smallTables = 64
+)
+
+// lookup returns the state of the upstream k, or nil.
+func (us *upstreams) lookup(k upKey) *upState {
+	if m := us.m.Load(); m != nil {
+		if s := (*m)[k]; s != nil {
+			return s
+		}
+	}
+	if y := us.young.Load(); y != nil {
+		return (*y)[k]
+	}
+	return nil
 }
 
 // upstreamOf returns the state of the upstream of u, made on first use.
 func (us *upstreams) upstreamOf(u *url.URL, now int64) *upState {
 	k := upKey{u.Scheme == "https", u.Host}
-	if m := us.m.Load(); m != nil {
-		if s := (*m)[k]; s != nil {
-			if now-s.used.Load() > int64(time.Second) {
-				s.used.Store(now)
-			}
-			return s
+	if s := us.lookup(k); s != nil {
+		if now-s.used.Load() > int64(time.Second) {
+			s.used.Store(now)
 		}
+		return s
 	}
 	return us.add(k, u, now)
+}
+
+// youngLen is the number of upstreams met since the last settling.
+func (us *upstreams) youngLen() int {
+	if p := us.young.Load(); p != nil {
+		return len(*p)
+	}
+	return 0
+}
+
+// each calls f for every upstream tracked.
+func (us *upstreams) each(f func(*upState)) {
+	for _, p := range []*map[upKey]*upState{us.m.Load(), us.young.Load()} {
+		if p != nil {
+			for _, s := range *p {
+				f(s)
+			}
+		}
+	}
 }
 
 func (us *upstreams) add(k upKey, u *url.URL, now int64) *upState {
 	us.mu.Lock()
 	defer us.mu.Unlock()
-	var old map[upKey]*upState
-	if m := us.m.Load(); m != nil {
-		old = *m
-		if s := old[k]; s != nil {
-			return s
-		}
-	} else {
+	if s := us.lookup(k); s != nil {
+		return s
+	}
+	if us.m.Load() == nil && us.young.Load() == nil {
 		// The Transport's first upstream: the gauge observes them.
 		us.st.tel.watchUpstreams(us)
 	}
@@ -132,27 +175,61 @@ func (us *upstreams) add(k upKey, u *url.URL, now int64) *upState {
 		s.label = u.Hostname()
 	}
 	s.gate.OnTransition(func(from, to upstream.State) { us.transition(s, from, to) })
-	m := make(map[upKey]*upState, len(old)+1)
-	var evict upKey
-	var evictAt int64 = math.MaxInt64
+	var old, young map[upKey]*upState
+	if p := us.m.Load(); p != nil {
+		old = *p
+	}
+	y := make(map[upKey]*upState, us.youngLen()+1)
+	if p := us.young.Load(); p != nil {
+		young = *p
+		for k, v := range young {
+			y[k] = v
+		}
+	}
+	y[k] = s
+	if len(y) < maxYoung && len(old)+len(y) > smallTables {
+		us.young.Store(&y)
+		return s
+	}
+	// Settle: one table, the least recently used upstreams that are
+	// ready and not shedding forgotten beyond maxUpstreams. (Current,
+	// not State: State may change a state and log it, and the Logger's
+	// handler must not run under us.mu.)
+	m := make(map[upKey]*upState, min(len(old)+len(y), maxUpstreams))
 	for k, v := range old {
 		m[k] = v
-		// (Current, not State: State may change a state and log it,
-		// and the Logger's handler must not run under us.mu.)
-		if at := v.used.Load(); at < evictAt && v.gate.Current() == upstream.Ready && !v.thr.Shedding(now) {
-			evict, evictAt = k, at
+	}
+	for k, v := range y {
+		m[k] = v
+	}
+	if over := len(m) - maxUpstreams; over > 0 {
+		type cand struct {
+			k  upKey
+			at int64
+		}
+		var cs []cand
+		for k, v := range m {
+			if v.gate.Current() == upstream.Ready && !v.thr.Shedding(now) {
+				cs = append(cs, cand{k, v.used.Load()})
+			}
+		}
+		slices.SortFunc(cs, func(a, b cand) int { return cmp.Compare(a.at, b.at) })
+		for _, c := range cs[:min(over, len(cs))] {
+			delete(m, c.k)
+		}
+		if len(m) > maxUpstreams {
+			// Every upstream tracked is down or shedding: the ones
+			// met last are not remembered beyond their calls.
+			for k := range y {
+				if len(m) <= maxUpstreams {
+					break
+				}
+				delete(m, k)
+			}
 		}
 	}
-	if len(m) >= maxUpstreams {
-		if evictAt == math.MaxInt64 {
-			// Every upstream tracked is down or shedding: this one is
-			// not remembered beyond its call.
-			return s
-		}
-		delete(m, evict)
-	}
-	m[k] = s
 	us.m.Store(&m)
+	us.young.Store(nil)
 	return s
 }
 
@@ -236,15 +313,13 @@ func (g *gaugeSet) observe() map[string]int64 {
 	g.mu.Unlock()
 	by := map[string]int64{}
 	for _, us := range tables {
-		if m := us.m.Load(); m != nil {
-			for _, s := range *m {
-				v := int64(0)
-				if s.gate.State() != upstream.Ready {
-					v = 1
-				}
-				by[s.label] = max(by[s.label], v)
+		us.each(func(s *upState) {
+			v := int64(0)
+			if s.gate.State() != upstream.Ready {
+				v = 1
 			}
-		}
+			by[s.label] = max(by[s.label], v)
+		})
 	}
 	return by
 }
