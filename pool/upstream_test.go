@@ -243,7 +243,8 @@ func TestFailFastDisabled(t *testing.T) {
 }
 
 // Dials that hang (a black hole) on a fake clock: once 3 have been pending
-// for over a second, the upstream is down; the waiters no dial is for (at
+// for over the suspect time (upstream.ColdSuspectAfter, 3s, for an
+// upstream never reached yet), the upstream is down; the waiters no dial is for (at
 // the cap) and new Acquires fail at once, with the hang as Last; the
 // waiters the hung dials are for wait for their dials (DialTimeout).
 func TestFailFastHangingDials(t *testing.T) {
@@ -261,7 +262,7 @@ func TestFailFastHangingDials(t *testing.T) {
 		}
 		synctest.Wait()
 		require.Equal(t, int64(3), d.dials.Load(), "a dial per place")
-		time.Sleep(1500 * time.Millisecond)
+		time.Sleep(3500 * time.Millisecond)
 		assert.Len(t, errs, 0, "all wait")
 
 		start := time.Now()
@@ -278,7 +279,7 @@ func TestFailFastHangingDials(t *testing.T) {
 			require.ErrorIs(t, <-errs, pool.ErrUnavailable)
 		}
 		assert.Equal(t, 3, p.Stats().Waiting, "the waiters of the hung dials wait for them")
-		time.Sleep(4 * time.Second) // DialTimeout
+		time.Sleep(2 * time.Second) // DialTimeout
 		synctest.Wait()
 		require.Len(t, errs, 3)
 		for range 3 {

@@ -116,7 +116,13 @@ func dialHook(f, long func(ctx context.Context, network, addr string) (net.Conn,
 		// The upstream's gate learns of the dial: its failures, or its
 		// hanging, take the upstream down (upstream.go).
 		ended := c.dialStart(d)
+		if c.up != nil {
+			c.up.dialing.Add(1)
+		}
 		conn, err := dialf(context.WithValue(ctx, dialingKey{}, d), network, addr)
+		if c.up != nil {
+			c.up.dialing.Add(-1)
+		}
 		var pc *proxyConn
 		if err == nil && !tls && addr != targetAddr(c.req.URL) {
 			// A conn to a proxy: what it reads is counted (proxyConn).

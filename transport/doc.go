@@ -35,7 +35,8 @@
 // # When the upstream is down or drowning
 //
 // A Transport keeps, per upstream (scheme and host:port of the request
-// URL; up to 256, the least recently used healthy one forgotten beyond),
+// URL; up to 256, and fewer than 32 met since the table was last
+// settled, the least recently used healthy ones forgotten beyond),
 // what it learnt of it, so that callers learn an outage in milliseconds
 // instead of each waiting its own dial limits, and a drowning upstream gets
 // room to recover. Its state machine:
@@ -44,31 +45,40 @@
 //     failures with no success between (a failed dial, or the Transport's
 //     FirstByteTimeout on a try; a caller's cancel is none), or when 3 dials
 //     are pending longer than max(1s, 4× the upstream's average
-//     establishment time) with no success since the oldest began: a black
-//     hole is seen within about 1–2s, long before any connect limit ends.
+//     establishment time; 3s before its first establishment) with no
+//     success since the oldest began: a black hole is seen within about
+//     1–2s, long before any connect limit ends.
 //   - Down: a call fails at once with an [*UnavailableError] (Reason
-//     "down"; Last the last real failure, a *dial.Error with its phase and
-//     peer, so errors.As still finds it), unless it is the probe: the first
-//     call at or after the next probe time goes through, paid from the retry
-//     Budget. Probes go about every second (±20%) for the first 30s of an
-//     outage, so a recovery is seen within about 1.2s, then 1.6× further
-//     apart up to 30s. The first success (a dial that established, any
-//     response headers, even a 5xx) re-opens the upstream for everyone.
-//     A call made with [WaitForReady] (or CallOptions.WaitForReady) waits
+//     "down"; Last the last real failure, a *dial.Error with its phase
+//     and peer, so errors.As still finds it), unless it is the probe: the
+//     first call at or after the next probe time goes through, paid from
+//     the retry Budget (when it refuses, one goes unpaid once none went
+//     for 30s: a drained budget delays the recovery, never forbids it).
+//     Probes go about every second (±20%) for the first 30s of an outage,
+//     so a recovery is seen within about 1.2s, then 1.6× further apart up
+//     to 30s. The first success (a dial that established, any response
+//     headers, even a 5xx) re-opens the upstream for everyone. A call
+//     made with [WaitForReady] (or CallOptions.WaitForReady) waits
 //     instead, within its context, and may become the next probe. A retry
 //     passes the gate too: one that finds the upstream down ends the call
 //     with a *retry.ExhaustedError (Cause the *UnavailableError, Last the
 //     attempt's own failure).
 //   - Paused: a 429 (with or without Retry-After) or a 503 with
 //     Retry-After pauses new calls until the advised time (capped by the
-//     Retry policy's MaxRetryAfter; a 429 without the field pauses 1s,
-//     doubling while 429s continue). A call whose deadline ends before
-//     then gets the server's answer at once: its status and header,
-//     Retry-After the time left, an empty body, and [Exhausted] returns a
+//     Transport's Retry policy's MaxRetryAfter, not that of the call's
+//     CallOptions, which caps its own retries only; a 429 without the
+//     field pauses 1s, doubling while 429s continue). A call whose
+//     deadline ends before then gets the server's answer at once: its
+//     status, Retry-After the time left (no other header field: they were
+//     another caller's), an empty body, and [Exhausted] returns a
 //     *retry.ExhaustedError of 0 attempts (the Transport's final word: a
 //     retry.Do around it does not retry). Other calls wait for the end;
-//     then one probe goes, the rest wait for its outcome: a success
-//     releases them, another 429 pauses again.
+//     then one probe goes, the rest wait for its outcome (another goes
+//     when it has none after 1s: a long poll does not hold them): a
+//     success releases them, another 429 pauses again; a call that has
+//     seen the pause renewed twice gets the held answer then (a call
+//     without a deadline is answered in about the time its own retries
+//     would take, not at the end of a storm).
 //
 // Independently, client-side adaptive throttling (Google SRE, "Handling
 // Overload") sheds load: over the last 5s it counts requests and accepts

@@ -1,6 +1,7 @@
 package transport
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"log/slog"
@@ -8,6 +9,8 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"runtime"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -61,7 +64,8 @@ func WaitForReady(ctx context.Context) context.Context {
 }
 
 // Bounds of the per-upstream state: upstreams tracked (the least recently
-// used Ready one is forgotten beyond it) and upstreams whose host is their
+// used Ready ones are forgotten beyond it when the table is settled; the
+// fewer than maxYoung met since come on top) and upstreams whose host is their
 // own server.address label (the rest share "other").
 const (
 	maxUpstreams      = 256
@@ -84,18 +88,27 @@ type upState struct {
 	// queued counts the upstream's tries waiting for a conn (between
 	// net/http's GetConn and GotConn hooks): see queueSignal.
 	queued atomic.Int32
+	// dialing counts the dials under way for its calls (dialHook): the
+	// tries that wait for them wait for a conn that is coming (a slow
+	// network), not in a queue behind MaxConnsPerHost.
+	dialing atomic.Int32
 
-	mu         sync.Mutex
-	heldCode   int         // the answer that paused the upstream
-	heldHeader http.Header // its header (a clone)
+	mu       sync.Mutex
+	heldCode int // the status of the answer that paused the upstream
 }
 
-// upstreams is a Transport's per-upstream state: a copy-on-write map, so
-// that a call finds its upstream with one atomic load and a map lookup.
+// upstreams is a Transport's per-upstream state: copy-on-write maps, so
+// that a call finds its upstream with an atomic load and a map lookup (two
+// for one met lately). The upstreams met since the last settling are in
+// young, a small map copied on each addition; m, the settled ones, is
+// copied only when young is full (or while the whole table is small): a
+// Transport that calls more hosts than it tracks (a webhook sender, a
+// crawler) copies a few entries per new host, not the whole table.
 type upstreams struct {
 	st      *state
 	m       atomic.Pointer[map[upKey]*upState]
-	mu      sync.Mutex // serializes changes of m
+	young   atomic.Pointer[map[upKey]*upState]
+	mu      sync.Mutex // serializes changes of m and young
 	labeled int
 
 	// The background probes of upstreams that are down (probe).
@@ -105,30 +118,64 @@ type upstreams struct {
 	probes      map[*context.CancelFunc]struct{} // the probes under way
 }
 
-// upstreamOf returns the state of the upstream of u, made on first use.
-func (us *upstreams) upstreamOf(u *url.URL, now int64) *upState {
-	k := upKey{u.Scheme == "https", u.Host}
+// The young map's bound, and the size of the whole table up to which it
+// is settled at each addition.
+const (
+	maxYoung    = 32
+	smallTables = 64
+)
+
+// lookup returns the state of the upstream k, or nil.
+func (us *upstreams) lookup(k upKey) *upState {
 	if m := us.m.Load(); m != nil {
 		if s := (*m)[k]; s != nil {
-			if now-s.used.Load() > int64(time.Second) {
-				s.used.Store(now)
-			}
 			return s
 		}
 	}
+	if y := us.young.Load(); y != nil {
+		return (*y)[k]
+	}
+	return nil
+}
+
+// upstreamOf returns the state of the upstream of u, made on first use.
+func (us *upstreams) upstreamOf(u *url.URL, now int64) *upState {
+	k := upKey{u.Scheme == "https", u.Host}
+	if s := us.lookup(k); s != nil {
+		if now-s.used.Load() > int64(time.Second) {
+			s.used.Store(now)
+		}
+		return s
+	}
 	return us.add(k, u, now)
+}
+
+// youngLen is the number of upstreams met since the last settling.
+func (us *upstreams) youngLen() int {
+	if p := us.young.Load(); p != nil {
+		return len(*p)
+	}
+	return 0
+}
+
+// each calls f for every upstream tracked.
+func (us *upstreams) each(f func(*upState)) {
+	for _, p := range []*map[upKey]*upState{us.m.Load(), us.young.Load()} {
+		if p != nil {
+			for _, s := range *p {
+				f(s)
+			}
+		}
+	}
 }
 
 func (us *upstreams) add(k upKey, u *url.URL, now int64) *upState {
 	us.mu.Lock()
 	defer us.mu.Unlock()
-	var old map[upKey]*upState
-	if m := us.m.Load(); m != nil {
-		old = *m
-		if s := old[k]; s != nil {
-			return s
-		}
-	} else {
+	if s := us.lookup(k); s != nil {
+		return s
+	}
+	if us.m.Load() == nil && us.young.Load() == nil {
 		// The Transport's first upstream: the gauge observes them.
 		us.st.tel.watchUpstreams(us)
 	}
@@ -146,25 +193,61 @@ func (us *upstreams) add(k upKey, u *url.URL, now int64) *upState {
 		// proxy, which proves nothing of the upstream: a call probes.
 		s.gate.SetProber(func() error { return us.probe(s, k.https) }, us.st.policy.Budget)
 	}
-	m := make(map[upKey]*upState, len(old)+1)
-	var evict upKey
-	var evictAt int64 = math.MaxInt64
+	var old, young map[upKey]*upState
+	if p := us.m.Load(); p != nil {
+		old = *p
+	}
+	y := make(map[upKey]*upState, us.youngLen()+1)
+	if p := us.young.Load(); p != nil {
+		young = *p
+		for k, v := range young {
+			y[k] = v
+		}
+	}
+	y[k] = s
+	if len(y) < maxYoung && len(old)+len(y) > smallTables {
+		us.young.Store(&y)
+		return s
+	}
+	// Settle: one table, the least recently used upstreams that are
+	// ready and not shedding forgotten beyond maxUpstreams. (Current,
+	// not State: State may change a state and log it, and the Logger's
+	// handler must not run under us.mu.)
+	m := make(map[upKey]*upState, min(len(old)+len(y), maxUpstreams))
 	for k, v := range old {
 		m[k] = v
-		if at := v.used.Load(); at < evictAt && v.gate.State() == upstream.Ready && !v.thr.Shedding(now) {
-			evict, evictAt = k, at
+	}
+	for k, v := range y {
+		m[k] = v
+	}
+	if over := len(m) - maxUpstreams; over > 0 {
+		type cand struct {
+			k  upKey
+			at int64
+		}
+		var cs []cand
+		for k, v := range m {
+			if v.gate.Current() == upstream.Ready && !v.thr.Shedding(now) {
+				cs = append(cs, cand{k, v.used.Load()})
+			}
+		}
+		slices.SortFunc(cs, func(a, b cand) int { return cmp.Compare(a.at, b.at) })
+		for _, c := range cs[:min(over, len(cs))] {
+			delete(m, c.k)
+		}
+		if len(m) > maxUpstreams {
+			// Every upstream tracked is down or shedding: the ones
+			// met last are not remembered beyond their calls.
+			for k := range y {
+				if len(m) <= maxUpstreams {
+					break
+				}
+				delete(m, k)
+			}
 		}
 	}
-	if len(m) >= maxUpstreams {
-		if evictAt == math.MaxInt64 {
-			// Every upstream tracked is down or shedding: this one is
-			// not remembered beyond its call.
-			return s
-		}
-		delete(m, evict)
-	}
-	m[k] = s
 	us.m.Store(&m)
+	us.young.Store(nil)
 	return s
 }
 
@@ -224,6 +307,7 @@ func (us *upstreams) probe(s *upState, https bool) error {
 // closeProbes ends the background probes under way (CloseIdleConnections):
 // their upstreams stay down, and probe again when calls meet them.
 func (us *upstreams) closeProbes() {
+	us.each(func(s *upState) { s.gate.StopProbes() })
 	us.probeMu.Lock()
 	defer us.probeMu.Unlock()
 	for cancel := range us.probes {
@@ -269,9 +353,9 @@ func (c *call) downError() error {
 }
 
 // transition logs a change of an upstream's state, and ends the tries
-// waiting for a conn when it goes down (cutWaiting). It runs under the
-// gate's lock: nothing here may call the meter provider (whose collection
-// calls the gauge's callback, which takes the gate's lock).
+// waiting for a conn when it goes down (cutWaiting). The gate calls it
+// without its lock held (the Logger's handler is the user's code), in the
+// order of the changes.
 func (us *upstreams) transition(s *upState, from, to upstream.State) {
 	st := us.st
 	if to == upstream.Down {
@@ -303,21 +387,25 @@ type gaugeSet struct {
 	sets []weak.Pointer[upstreams]
 }
 
-// gauges holds a gaugeSet per instrument set (*otelx.Upstream): one
+// gauges holds a gaugeSet per instrument set (*otelx.Upstream, held
+// weakly: otelx remembers only the recent few, and a dropped meter
+// provider with its readers and data must not be pinned here): one
 // callback per meter provider and name, not one per Transport.
-var gauges sync.Map
+var gauges sync.Map // weak.Pointer[otelx.Upstream] → *gaugeSet
 
 // watchUpstreams makes the gauge observe us.
 func (t *telemetry) watchUpstreams(us *upstreams) {
 	if t.noopMetrics {
 		return
 	}
-	v, loaded := gauges.LoadOrStore(t.up, &gaugeSet{})
+	key := weak.Make(t.up)
+	v, loaded := gauges.LoadOrStore(key, &gaugeSet{})
 	g := v.(*gaugeSet)
 	g.mu.Lock()
 	g.sets = append(g.sets, weak.Make(us))
 	g.mu.Unlock()
 	if !loaded {
+		runtime.AddCleanup(t.up, func(k weak.Pointer[otelx.Upstream]) { gauges.Delete(k) }, key)
 		ui := t.up
 		_, _ = ui.Meter.RegisterCallback(func(_ context.Context, o metric.Observer) error {
 			for label, v := range g.observe() {
@@ -329,30 +417,33 @@ func (t *telemetry) watchUpstreams(us *upstreams) {
 }
 
 // observe returns 1 by label for upstreams down or paused, 0 for the
-// others, and forgets the tables no longer used.
+// others, and forgets the tables no longer used. It looks at the states
+// without g.mu held: a look may find an upstream's dials hanging and log
+// the change, and the Logger's handler may make a Transport's first call
+// (watchUpstreams takes g.mu).
 func (g *gaugeSet) observe() map[string]int64 {
 	g.mu.Lock()
-	defer g.mu.Unlock()
-	by := map[string]int64{}
+	var tables []*upstreams
 	live := g.sets[:0]
 	for _, w := range g.sets {
-		us := w.Value()
-		if us == nil {
-			continue
-		}
-		live = append(live, w)
-		if m := us.m.Load(); m != nil {
-			for _, s := range *m {
-				v := int64(0)
-				if s.gate.State() != upstream.Ready {
-					v = 1
-				}
-				by[s.label] = max(by[s.label], v)
-			}
+		if us := w.Value(); us != nil {
+			live = append(live, w)
+			tables = append(tables, us)
 		}
 	}
 	clear(g.sets[len(live):])
 	g.sets = live
+	g.mu.Unlock()
+	by := map[string]int64{}
+	for _, us := range tables {
+		us.each(func(s *upState) {
+			v := int64(0)
+			if s.gate.State() != upstream.Ready {
+				v = 1
+			}
+			by[s.label] = max(by[s.label], v)
+		})
+	}
 	return by
 }
 
@@ -367,7 +458,13 @@ func (c *call) admit(first bool) (*http.Response, error) {
 	var probe bool
 	if !st.t.DisableFailFast {
 		// (A probe's retry passes the gate too: a probe is one attempt,
-		// and the pace of probes is the gate's.)
+		// and the pace of probes is the gate's.) The call's own probe,
+		// if its last attempt was one, ends first: its attempt ended
+		// without an answer that decided, and a paused gate would
+		// otherwise have this retry wait for the outcome of its own
+		// probe (for ever, without a deadline).
+		c.endProbe()
+		c.probe = upstream.Pass{}
 		pass, err := u.gate.Enter(c.ctx, upstream.Options{WaitForReady: c.lim.waitForReady || upstream.WaitsForReady(c.ctx), Budget: st.policy.Budget})
 		if err != nil {
 			var ue *UnavailableError
@@ -395,10 +492,12 @@ func (c *call) admit(first bool) (*http.Response, error) {
 		return nil, nil
 	}
 	now := st.roughNow()
-	if int(u.queued.Load()) >= st.queueSignal {
+	if int(u.queued.Load()-u.dialing.Load()) >= st.queueSignal {
 		// Calls already queue for a conn (MaxConnsPerHost, held by slow
 		// answers): this call would wait behind them, most likely until
-		// its deadline. The throttle counts the queue as what it is, a
+		// its deadline. (Tries that wait for dials under way are not
+		// queued behind the cap: a burst on a slow but healthy network
+		// waits for its connects, and it is no overload.) The throttle counts the queue as what it is, a
 		// request the upstream does not keep up with, when the call
 		// arrives — not when the queued calls time out, seconds later
 		// (an answer-time count cannot see them; an admission-time count
@@ -429,23 +528,24 @@ func (c *call) shedding() bool {
 }
 
 // heldAnswer is the answer the server's pause holds for a call whose
-// deadline ends before the pause does: the pausing answer's status and
-// header, an empty body, Retry-After the time left, marked for
+// deadline ends before the pause does: the pausing answer's status, a
+// header of Retry-After alone (the time left), an empty body, marked for
 // [Exhausted] (zero attempts: the Transport's final word). Nil when no
 // answer is held.
+//
+// None of the pausing answer's header fields is copied: that answer was
+// another caller's, on another path perhaps, and its fields are that
+// caller's (Set-Cookie, which an http.Client's Jar would store for this
+// caller; WWW-Authenticate; a per-token quota; a request id).
 func (s *upState) heldAnswer(req *http.Request, ue *UnavailableError) *http.Response {
 	s.mu.Lock()
-	code, h := s.heldCode, s.heldHeader.Clone()
+	code := s.heldCode
 	s.mu.Unlock()
 	if code == 0 {
 		return nil
 	}
-	if h == nil {
-		h = http.Header{}
-	}
 	secs := int64(math.Ceil(time.Until(ue.Retry).Seconds()))
-	h.Set("Retry-After", strconv.FormatInt(max(secs, 0), 10))
-	h.Del("Content-Length")
+	h := http.Header{"Retry-After": {strconv.FormatInt(max(secs, 0), 10)}}
 	resp := &http.Response{
 		Status:     strconv.Itoa(code) + " " + http.StatusText(code),
 		StatusCode: code,
@@ -491,12 +591,16 @@ func (c *call) pauses(resp *http.Response) bool {
 				d = 0 // none given: the gate's own pause, doubling
 			}
 			u.mu.Lock()
-			u.heldCode, u.heldHeader = code, resp.Header.Clone()
+			u.heldCode = code
 			u.mu.Unlock()
-			limit := c.maxRetryAfter()
-			if limit < 0 {
-				// No cap for the call's own retries; the calls of
-				// others are not paused longer than the default cap.
+			// The pause paces the calls of others: the Transport's
+			// cap, not this call's own (CallOptions may allow a
+			// background job to wait an hour; it must not make every
+			// caller of the host wait as long). No cap (negative) for
+			// the Transport's own retries: others are not paused
+			// longer than the default cap.
+			limit := c.st.policy.MaxRetryAfter
+			if limit <= 0 {
 				limit = retry.DefaultMaxRetryAfter
 			}
 			u.gate.Pause(d, limit)
@@ -504,18 +608,6 @@ func (c *call) pauses(resp *http.Response) bool {
 		}
 	}
 	return false
-}
-
-// maxRetryAfter is the call's policy's cap on server-advised waits.
-func (c *call) maxRetryAfter() time.Duration {
-	p := c.st.policy.MaxRetryAfter
-	if o, ok := c.req.Context().Value(callOptionsKey{}).(*CallOptions); ok && o.Retry != nil {
-		p = o.Retry.MaxRetryAfter
-	}
-	if p == 0 {
-		return retry.DefaultMaxRetryAfter
-	}
-	return p
 }
 
 // failed feeds a try's failure to the upstream's state: the Transport's

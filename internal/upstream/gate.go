@@ -47,9 +47,14 @@ const (
 	// MinSuspectAfter is the least time a dial may be pending before it
 	// counts as hanging; the suspect time is the larger of this and
 	// SuspectFactor times the average of the upstream's successful
-	// establishment times.
+	// establishment times (ColdSuspectAfter before the first).
 	MinSuspectAfter = time.Second
 	SuspectFactor   = 4
+	// ColdSuspectAfter is the suspect time while no dial of the upstream
+	// has established yet: nothing is known of its usual time, and a far
+	// upstream on a slow but healthy network (DNS, TCP and TLS over a
+	// long round trip) takes more than MinSuspectAfter.
+	ColdSuspectAfter = 3 * time.Second
 	// ProbeInterval is the pace of probes for the first FastProbing of an
 	// outage (±ProbeJitter), so that a recovery is seen within about
 	// 1.2s; then the interval grows by ProbeMultiplier per probe up to
@@ -62,6 +67,12 @@ const (
 	// MinPause is the pause after a 429 without Retry-After; it doubles
 	// while 429s continue, up to the cap given to Pause.
 	MinPause = time.Second
+	// MaxPauseWaits is how many times a waiting call sees the pause
+	// renewed (the probe got another 429) before it fails as one whose
+	// deadline ends before the pause: a call without a deadline gets
+	// the server's answer in about the time its own retries would have
+	// taken, not at the end of a storm that lasts hours.
+	MaxPauseWaits = 2
 )
 
 // Withdrawer is a retry budget (a *retry.Budget): a probe takes a token.
@@ -76,15 +87,19 @@ type Withdrawer interface{ Withdraw() bool }
 // an *UnavailableError (Reason "down", Last the last real failure) unless
 // the call is admitted as a probe: the first call at or after the next
 // probe time, which goes through (paid from its retry budget when it has
-// one) and moves the next probe time on. With a prober (SetProber) the
-// gate probes by itself instead, and no call is a probe. The first success anywhere
+// one; unpaid when the budget refuses and no probe went for
+// MaxProbeInterval) and moves the next probe time on. With a prober
+// (SetProber) the gate probes by itself instead, and no call is a probe.
+// The first success anywhere
 // (Success, an established dial) re-opens the gate for everyone and wakes
 // the calls that wait for ready.
 //
 // Pause (a 429, a Retry-After) makes it Paused until a time T: calls whose
 // deadline ends before T fail at once (Reason "paused"); others wait for T
 // within their context, then one goes as a probe and the rest wait for its
-// outcome: a success re-opens the gate, another pause pauses again.
+// outcome: a success re-opens the gate, another pause pauses again (a
+// call that saw the pause renewed MaxPauseWaits times fails then); a probe
+// with no outcome after ProbeInterval (a long poll) is joined by another.
 //
 // The zero value is a Ready gate. A Gate owns no goroutine and is safe for
 // concurrent use; it must not be copied after first use. Upstream names it
@@ -97,6 +112,8 @@ type Gate struct {
 	// load: the gate is not Ready, a dial is pending, or a failure is
 	// counted.
 	hot atomic.Uint32
+	// cur is state, for Current: written under mu, read without it.
+	cur atomic.Int32
 
 	mu         sync.Mutex
 	state      State
@@ -105,13 +122,16 @@ type Gate struct {
 	lastOK     time.Time     // the last success
 	since      time.Time     // of the current Down or Paused state
 	nextProbe  time.Time     // Down: when the next probe may go
+	lastProbe  time.Time     // Down: when the last probe went (or the gate went down)
 	interval   time.Duration // Down: the last probe interval drawn
 	until      time.Time     // Paused: the end of the pause
 	pause      time.Duration // the last pause without advice (doubles)
 	probing    bool          // Paused: a probe is out
+	probeAt    time.Time     // Paused: when it went
 	probeGen   uint64        // which probe is out
 	pending    []*Dial       // dials under way
 	ewma       time.Duration // of successful establishment times
+	known      bool          // a dial established once: ewma is the upstream's
 	wake       chan struct{} // closed on a change a waiter cares for; nil: nobody waits
 	transition func(from, to State)
 
@@ -122,6 +142,17 @@ type Gate struct {
 	probeOut bool        // a background probe is under way
 	demand   bool        // a call met the Down gate since the last probe went
 	waiters  int         // calls waiting for ready on a Down gate
+
+	changes    []change // changes of state not yet given to transition
+	delivering bool     // a goroutine gives changes to transition
+	deliverErr error    // the last failure as of the change being given (LastLocked)
+}
+
+// change is a change of state, for OnTransition's function, with the last
+// failure as of it.
+type change struct {
+	from, to State
+	last     error
 }
 
 // Dial is one establishment under way, from DialStart to its end.
@@ -153,6 +184,19 @@ func (g *Gate) SetProber(probe func() error, budget Withdrawer) {
 	g.prober, g.budget = probe, budget
 }
 
+// StopProbes disarms the next background probe (a probe under way ends by
+// its own context): the gate probes again when a call meets it Down. So a
+// client closed and dropped is not kept alive by a timer.
+func (g *Gate) StopProbes() {
+	g.mu.Lock()
+	if g.timer != nil {
+		g.timer.Stop()
+		g.timer = nil
+	}
+	g.demand = false
+	g.unlock()
+}
+
 // want notes a call that met the Down gate, and arms the next background
 // probe if none is armed or under way. g.mu is held.
 func (g *Gate) want(now time.Time) {
@@ -168,30 +212,31 @@ func (g *Gate) runProbe() {
 	g.mu.Lock()
 	g.timer = nil
 	if g.state != Down || g.probeOut || !(g.demand || g.waiters > 0) {
-		g.mu.Unlock()
+		g.unlock()
 		return
 	}
 	now := time.Now()
 	if now.Before(g.nextProbe) {
 		g.timer = time.AfterFunc(g.nextProbe.Sub(now), g.runProbe)
-		g.mu.Unlock()
+		g.unlock()
 		return
 	}
 	g.advanceProbe(now)
-	if g.budget != nil && !g.budget.Withdraw() {
+	if g.budget != nil && !g.budget.Withdraw() && now.Sub(g.lastProbe) < MaxProbeInterval {
 		// No token: the next probe, an interval on.
 		g.timer = time.AfterFunc(g.nextProbe.Sub(now), g.runProbe)
-		g.mu.Unlock()
+		g.unlock()
 		return
 	}
+	g.lastProbe = now
 	g.probeOut, g.demand = true, false
 	probe := g.prober
-	g.mu.Unlock()
+	g.unlock()
 
 	err := probe()
 
 	g.mu.Lock()
-	defer g.mu.Unlock()
+	defer g.unlock()
 	g.probeOut = false
 	now = time.Now()
 	switch {
@@ -227,16 +272,44 @@ func (p Pass) Done() {
 	}
 	g := p.g
 	g.mu.Lock()
-	defer g.mu.Unlock()
+	defer g.unlock()
 	if g.probing && g.probeGen == p.gen {
 		g.probing = false
 		g.signal()
 	}
 }
 
-// OnTransition sets f, called with the gate's lock held on every change of
-// state (keep it short: a log line, a gauge); set before first use.
+// OnTransition sets f, called on every change of state, in order, one at
+// a time, and never with the gate's lock held (f is user code at one
+// remove, a logger's handler: it may block, or call into the gate, e.g.
+// through a call to the same upstream); set before first use. It is called
+// on the goroutine that made the change or on another that was giving
+// earlier changes to f at the time.
 func (g *Gate) OnTransition(f func(from, to State)) { g.transition = f }
+
+// unlock releases g.mu, then gives the changes of state made under it to
+// the transition function, unless another goroutine is doing so already
+// (it takes them too). g.mu is held.
+func (g *Gate) unlock() {
+	if len(g.changes) == 0 || g.delivering {
+		g.mu.Unlock()
+		return
+	}
+	g.delivering = true
+	for len(g.changes) > 0 {
+		cs := g.changes
+		g.changes = nil
+		g.mu.Unlock()
+		for _, c := range cs {
+			g.deliverErr = c.last
+			g.transition(c.from, c.to)
+		}
+		g.deliverErr = nil
+		g.mu.Lock()
+	}
+	g.delivering = false
+	g.mu.Unlock()
+}
 
 // State returns the gate's state.
 func (g *Gate) State() State {
@@ -244,10 +317,16 @@ func (g *Gate) State() State {
 		return Ready
 	}
 	g.mu.Lock()
-	defer g.mu.Unlock()
+	defer g.unlock()
 	g.checkHanging(time.Now())
 	return g.state
 }
+
+// Current returns the gate's state as of its last change, without its
+// lock and without looking for hanging dials (which State does, and which
+// may change the state and so call OnTransition's function): for a caller
+// that holds a lock of its own.
+func (g *Gate) Current() State { return State(g.cur.Load()) }
 
 // Options are a call's wishes to Enter.
 type Options struct {
@@ -255,7 +334,10 @@ type Options struct {
 	// context) instead of failing at once.
 	WaitForReady bool
 	// Budget, when not nil, pays for a probe: a refused probe fails the
-	// call at once, and the next call may probe.
+	// call at once (a call that waits for ready waits on, and asks again
+	// about every ProbeInterval), and the next call may probe; when no
+	// probe went for MaxProbeInterval, one goes unpaid (a drained budget
+	// delays the recovery, never forbids it).
 	Budget Withdrawer
 }
 
@@ -267,6 +349,8 @@ func (g *Gate) Enter(ctx context.Context, o Options) (Pass, error) {
 	if g.hot.Load() == 0 {
 		return Pass{}, nil
 	}
+	var waitedFor time.Time // the end of the pause the call waits for
+	renewed := 0            // pauses that began while it waited
 	for {
 		g.mu.Lock()
 		now := time.Now()
@@ -274,7 +358,7 @@ func (g *Gate) Enter(ctx context.Context, o Options) (Pass, error) {
 		var wait time.Duration // > 0: wake after it at the latest
 		switch g.state {
 		case Ready:
-			g.mu.Unlock()
+			g.unlock()
 			return Pass{}, nil
 		case Down:
 			if g.prober != nil {
@@ -282,45 +366,69 @@ func (g *Gate) Enter(ctx context.Context, o Options) (Pass, error) {
 				g.want(now)
 				if !o.WaitForReady {
 					err := g.unavailable(ReasonDown, g.since, g.nextProbe)
-					g.mu.Unlock()
+					g.unlock()
 					return Pass{}, err
 				}
 				break
 			}
-			if !now.Before(g.nextProbe) {
-				if o.Budget != nil && !o.Budget.Withdraw() {
-					err := g.unavailable(ReasonDown, g.since, now)
-					g.mu.Unlock()
-					return Pass{}, err
-				}
+			// A due probe the budget refuses does not go, unless none
+			// went for MaxProbeInterval: an empty budget (one that only
+			// calls refill, and calls that fail fast do not) delays the
+			// recovery, never forbids it.
+			due := !now.Before(g.nextProbe)
+			if due && (o.Budget == nil || o.Budget.Withdraw() || now.Sub(g.lastProbe) >= MaxProbeInterval) {
+				g.lastProbe = now
 				g.advanceProbe(now)
-				g.mu.Unlock()
+				g.unlock()
 				return Pass{g: g, probe: true}, nil
 			}
 			if !o.WaitForReady {
-				err := g.unavailable(ReasonDown, g.since, g.nextProbe)
-				g.mu.Unlock()
+				retry := g.nextProbe
+				if due {
+					retry = now // refused: the next call may probe
+				}
+				err := g.unavailable(ReasonDown, g.since, retry)
+				g.unlock()
 				return Pass{}, err
 			}
 			wait = g.nextProbe.Sub(now)
+			if due {
+				// Refused: ask the budget again in a while (it
+				// refills), at the latest when a probe may go unpaid.
+				wait = min(ProbeInterval, g.lastProbe.Add(MaxProbeInterval).Sub(now))
+			}
 		case Paused:
 			if now.Before(g.until) {
-				if dl, ok := ctx.Deadline(); ok && dl.Before(g.until) {
+				if !waitedFor.IsZero() && !now.Before(waitedFor) && g.until.After(waitedFor) {
+					// The pause it waited for ended and the server
+					// asked for more (a probe's answer). An answer in
+					// flight that extends a pause under way is none.
+					renewed++
+				}
+				waitedFor = g.until
+				dl, ok := ctx.Deadline()
+				if ok && dl.Before(g.until) || renewed >= MaxPauseWaits {
 					err := g.unavailable(ReasonPaused, g.since, g.until)
-					g.mu.Unlock()
+					g.unlock()
 					return Pass{}, err
 				}
 				wait = g.until.Sub(now)
-			} else if !g.probing {
+			} else if !g.probing || now.Sub(g.probeAt) >= ProbeInterval {
+				// No probe out, or one out for ProbeInterval with no
+				// outcome yet (a long poll, a slow answer): the others
+				// do not wait for it longer; another goes.
 				g.probing = true
+				g.probeAt = now
 				g.probeGen++
 				p := Pass{g: g, gen: g.probeGen, probe: true, paused: true}
-				g.mu.Unlock()
+				g.unlock()
 				return p, nil
+			} else {
+				wait = g.probeAt.Add(ProbeInterval).Sub(now)
 			}
 		}
 		if err := ctx.Err(); err != nil {
-			g.mu.Unlock()
+			g.unlock()
 			return Pass{}, err
 		}
 		if g.wake == nil {
@@ -331,12 +439,12 @@ func (g *Gate) Enter(ctx context.Context, o Options) (Pass, error) {
 		if waits {
 			g.waiters++
 		}
-		g.mu.Unlock()
+		g.unlock()
 		err := sleep(ctx, wake, wait)
 		if waits {
 			g.mu.Lock()
 			g.waiters--
-			g.mu.Unlock()
+			g.unlock()
 		}
 		if err != nil {
 			return Pass{}, err
@@ -373,7 +481,7 @@ func (g *Gate) unavailable(reason string, since, retry time.Time) *UnavailableEr
 func (g *Gate) DialStart(hang func() error) *Dial {
 	d := &Dial{g: g, start: time.Now(), hang: hang}
 	g.mu.Lock()
-	defer g.mu.Unlock()
+	defer g.unlock()
 	g.pending = append(g.pending, d)
 	g.hot.Store(1)
 	g.checkHanging(d.start)
@@ -384,13 +492,14 @@ func (g *Gate) DialStart(hang func() error) *Dial {
 func (d *Dial) Established() {
 	g := d.g
 	g.mu.Lock()
-	defer g.mu.Unlock()
+	defer g.unlock()
 	if !d.end() {
 		return
 	}
 	now := time.Now()
 	took := now.Sub(d.start)
-	if g.ewma == 0 {
+	if !g.known {
+		g.known = true
 		g.ewma = took
 	} else {
 		g.ewma = (4*g.ewma + took) / 5
@@ -402,7 +511,7 @@ func (d *Dial) Established() {
 func (d *Dial) Failed(err error) {
 	g := d.g
 	g.mu.Lock()
-	defer g.mu.Unlock()
+	defer g.unlock()
 	if !d.end() {
 		return
 	}
@@ -414,7 +523,7 @@ func (d *Dial) Failed(err error) {
 func (d *Dial) Abandoned() {
 	g := d.g
 	g.mu.Lock()
-	defer g.mu.Unlock()
+	defer g.unlock()
 	if d.end() {
 		g.cool()
 	}
@@ -444,7 +553,7 @@ func (g *Gate) Success() {
 		return
 	}
 	g.mu.Lock()
-	defer g.mu.Unlock()
+	defer g.unlock()
 	g.success(time.Now())
 }
 
@@ -452,7 +561,7 @@ func (g *Gate) Success() {
 // first-byte limit of a fresh conn, a reset before any answer).
 func (g *Gate) Failure(err error) {
 	g.mu.Lock()
-	defer g.mu.Unlock()
+	defer g.unlock()
 	g.failure(time.Now(), err)
 }
 
@@ -462,7 +571,7 @@ func (g *Gate) Failure(err error) {
 // nothing.
 func (g *Gate) Pause(d, limit time.Duration) {
 	g.mu.Lock()
-	defer g.mu.Unlock()
+	defer g.unlock()
 	now := time.Now()
 	g.fails, g.lastOK = 0, now // the server answered
 	if d <= 0 {
@@ -470,11 +579,17 @@ func (g *Gate) Pause(d, limit time.Duration) {
 			// One of the answers in flight when the pause began.
 			return
 		}
+		// Doubling up to the cap (a day with none): a 429 that goes on
+		// for hours must not double the pause until it overflows.
+		ceiling := limit
+		if ceiling <= 0 {
+			ceiling = 24 * time.Hour
+		}
 		switch {
 		case g.pause == 0:
 			g.pause = MinPause
-		default:
-			g.pause *= 2
+		case g.pause < ceiling:
+			g.pause = min(2*g.pause, ceiling)
 		}
 		d = g.pause
 	}
@@ -532,6 +647,7 @@ func (g *Gate) failure(now time.Time, err error) {
 // is held.
 func (g *Gate) goDown(now time.Time) {
 	g.since = now
+	g.lastProbe = now
 	g.interval = 0
 	g.nextProbe = now
 	g.advanceProbe(now)
@@ -563,6 +679,9 @@ func (g *Gate) checkHanging(now time.Time) {
 		return
 	}
 	suspect := max(MinSuspectAfter, SuspectFactor*g.ewma)
+	if !g.known {
+		suspect = ColdSuspectAfter
+	}
 	n := 0
 	var oldest *Dial
 	for _, d := range g.pending {
@@ -591,11 +710,13 @@ func (g *Gate) set(s State) {
 	}
 	from := g.state
 	g.state = s
+	g.cur.Store(int32(s))
 	if s != Ready {
 		g.hot.Store(1)
 	}
 	if g.transition != nil {
-		g.transition(from, s)
+		// Given to transition once g.mu is released (unlock).
+		g.changes = append(g.changes, change{from: from, to: s, last: g.last})
 	}
 }
 
@@ -615,9 +736,10 @@ func (g *Gate) signal() {
 	}
 }
 
-// LastLocked returns the last real failure; for OnTransition's function,
-// which runs with the gate's lock held.
-func (g *Gate) LastLocked() error { return g.last }
+// LastLocked returns the last real failure as of the change of state being
+// given to OnTransition's function; only for that function, on its
+// goroutine.
+func (g *Gate) LastLocked() error { return g.deliverErr }
 
 // Snapshot is a gate's state for telemetry and errors.
 type Snapshot struct {
@@ -631,7 +753,7 @@ type Snapshot struct {
 // Snapshot returns the gate's state now.
 func (g *Gate) Snapshot() Snapshot {
 	g.mu.Lock()
-	defer g.mu.Unlock()
+	defer g.unlock()
 	g.checkHanging(time.Now())
 	return Snapshot{State: g.state, Since: g.since, NextProbe: g.nextProbe, Until: g.until, Last: g.last}
 }

@@ -174,6 +174,9 @@ func TestGateWaitForReadyBoundedByContext(t *testing.T) {
 func TestGateHangingDials(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		g := &Gate{}
+		// An upstream reached before (a cold one has ColdSuspectAfter:
+		// TestAdvColdSlowDialsAreNotHanging).
+		g.DialStart(nil).Established()
 		errHang := errors.New("connect pending")
 		var dials []*Dial
 		for i := range HangingThreshold {
