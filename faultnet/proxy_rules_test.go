@@ -188,6 +188,16 @@ func TestProxyBlackhole(t *testing.T) {
 	up := faultnet.Start(t, faultnet.Config{})
 	p := faultnet.StartProxy(t, faultnet.ProxyConfig{Upstream: up.Addr()})
 	open := dial(t, p.Addr())
+	// An echo through it first: the proxy has accepted the conn (one still
+	// in the old listener's accept queue would be closed with it).
+	if _, err := open.Write([]byte("hi")); err != nil {
+		t.Fatal(err)
+	}
+	_ = open.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadFull(open, make([]byte, 2)); err != nil {
+		t.Fatalf("echo before the black hole: %v", err)
+	}
+	_ = open.SetReadDeadline(time.Time{})
 	if err := p.SetBlackhole(true); err != nil {
 		t.Fatal(err)
 	}
