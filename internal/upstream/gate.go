@@ -67,9 +67,9 @@ const (
 	// MinPause is the pause after a 429 without Retry-After; it doubles
 	// while 429s continue, up to the cap given to Pause.
 	MinPause = time.Second
-	// MaxPauseWaits is how many times a waiting call sees the pause
-	// renewed (the probe got another 429) before it fails as one whose
-	// deadline ends before the pause: a call without a deadline gets
+	// MaxPauseWaits is how many times a waiting call without a deadline
+	// sees the pause renewed (the probe got another 429) before it fails
+	// as one whose deadline ends before the pause: such a call gets
 	// the server's answer in about the time its own retries would have
 	// taken, not at the end of a storm that lasts hours.
 	MaxPauseWaits = 2
@@ -98,7 +98,8 @@ type Withdrawer interface{ Withdraw() bool }
 // deadline ends before T fail at once (Reason "paused"); others wait for T
 // within their context, then one goes as a probe and the rest wait for its
 // outcome: a success re-opens the gate, another pause pauses again (a
-// call that saw the pause renewed MaxPauseWaits times fails then); a probe
+// call without a deadline that saw the pause renewed MaxPauseWaits times
+// fails then; one with a deadline waits within it); a probe
 // with no outcome after ProbeInterval (a long poll) is joined by another.
 //
 // The zero value is a Ready gate. A Gate owns no goroutine and is safe for
@@ -407,7 +408,7 @@ func (g *Gate) Enter(ctx context.Context, o Options) (Pass, error) {
 				}
 				waitedFor = g.until
 				dl, ok := ctx.Deadline()
-				if ok && dl.Before(g.until) || renewed >= MaxPauseWaits {
+				if ok && dl.Before(g.until) || !ok && renewed >= MaxPauseWaits {
 					err := g.unavailable(ReasonPaused, g.since, g.until)
 					g.unlock()
 					return Pass{}, err
