@@ -67,6 +67,10 @@ func WaitForReady(ctx context.Context) context.Context {
 // used Ready ones are forgotten beyond it when the table is settled; the
 // fewer than maxYoung met since come on top) and upstreams whose host is their
 // own server.address label (the rest share "other").
+// queueStands is how long a queue for conns must stand before it is an
+// overload signal (see admit).
+const queueStands = 500 * time.Millisecond
+
 const (
 	maxUpstreams      = 256
 	maxUpstreamLabels = 32
@@ -88,6 +92,10 @@ type upState struct {
 	// queued counts the upstream's tries waiting for a conn (between
 	// net/http's GetConn and GotConn hooks): see queueSignal.
 	queued atomic.Int32
+	// queueSince is when the queue last grew to queueSignal (UnixNano;
+	// 0: it is shorter): only a queue that stands for queueStands is a
+	// signal, not the burst of calls a pause releases at once.
+	queueSince atomic.Int64
 	// dialing counts the dials under way for its calls (dialHook): the
 	// tries that wait for them wait for a conn that is coming (a slow
 	// network), not in a queue behind MaxConnsPerHost.
@@ -497,12 +505,20 @@ func (c *call) admit(first bool) (*http.Response, error) {
 		// answers): this call would wait behind them, most likely until
 		// its deadline. (Tries that wait for dials under way are not
 		// queued behind the cap: a burst on a slow but healthy network
-		// waits for its connects, and it is no overload.) The throttle counts the queue as what it is, a
-		// request the upstream does not keep up with, when the call
-		// arrives — not when the queued calls time out, seconds later
-		// (an answer-time count cannot see them; an admission-time count
-		// of every request would take long polls for overload).
-		u.thr.Record(now, true)
+		// waits for its connects, and it is no overload; nor is a queue
+		// that stood for less than queueStands, such as the calls a
+		// pause released at once.) The throttle counts a standing queue
+		// as what it is, a request the upstream does not keep up with,
+		// when the call arrives — not when the queued calls time out,
+		// seconds later (an answer-time count cannot see them; an
+		// admission-time count of every request would take long polls
+		// for overload).
+		u.queueSince.CompareAndSwap(0, now)
+		if now-u.queueSince.Load() >= int64(queueStands) {
+			u.thr.Record(now, true)
+		}
+	} else if u.queueSince.Load() != 0 {
+		u.queueSince.Store(0)
 	}
 	if first {
 		if !u.thr.Allow(now) {
