@@ -622,49 +622,33 @@ func (p *Proxy) startAccepting(ln net.Listener) {
 func (p *Proxy) acceptLoop(ln net.Listener, done chan struct{}) {
 	defer p.wg.Done()
 	defer close(done)
-	var t *time.Timer
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return
-			}
-			// Transient accept error: pause instead of spinning.
-			if t == nil {
-				t = time.NewTimer(5 * time.Millisecond)
-				defer t.Stop()
-			} else {
-				t.Reset(5 * time.Millisecond)
-			}
-			select {
-			case <-t.C:
-			case <-p.ctx.Done():
-				return
-			}
-			continue
-		}
-		pc := &proxyConn{raw: c, client: c, killed: make(chan struct{}), start: time.Now()}
-		p.mu.Lock()
-		if p.closed || p.ln != ln {
-			p.mu.Unlock()
-			setLingerZero(c)
-			_ = c.Close()
-			continue
-		}
-		p.n++
-		pc.n = p.n
-		for _, r := range p.rules {
-			if r.Select == nil || r.Select(pc.n) {
-				pc.rule = r
-				break
-			}
-		}
-		p.conns[pc] = struct{}{}
-		p.wg.Add(1) // under mu: Close sets closed under mu before it waits
+	acceptEach(p.ctx, ln, func(c net.Conn) { p.accepted(ln, c) })
+}
+
+// accepted registers and serves c, accepted on ln, unless ln is no longer
+// the proxy's (then c is reset).
+func (p *Proxy) accepted(ln net.Listener, c net.Conn) {
+	pc := &proxyConn{raw: c, client: c, killed: make(chan struct{}), start: time.Now()}
+	p.mu.Lock()
+	if p.closed || p.ln != ln {
 		p.mu.Unlock()
-		p.st.open()
-		go p.handle(pc)
+		setLingerZero(c)
+		_ = c.Close()
+		return
 	}
+	p.n++
+	pc.n = p.n
+	for _, r := range p.rules {
+		if r.Select == nil || r.Select(pc.n) {
+			pc.rule = r
+			break
+		}
+	}
+	p.conns[pc] = struct{}{}
+	p.wg.Add(1) // under mu: Close sets closed under mu before it waits
+	p.mu.Unlock()
+	p.st.open()
+	go p.handle(pc)
 }
 
 // Ways a proxyConn is shut.

@@ -265,30 +265,7 @@ func (s *Server) startAccepting(ln net.Listener) {
 func (s *Server) acceptLoop(ln net.Listener, done chan struct{}) {
 	defer s.wg.Done()
 	defer close(done)
-	var t *time.Timer
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return
-			}
-			// A transient error (EMFILE, ECONNABORTED): pause briefly
-			// instead of spinning, like net/http's Server.Serve.
-			if t == nil {
-				t = time.NewTimer(5 * time.Millisecond)
-				defer t.Stop()
-			} else {
-				t.Reset(5 * time.Millisecond)
-			}
-			select {
-			case <-t.C:
-			case <-s.ctx.Done():
-				return
-			}
-			continue
-		}
-		s.serve(ln, c)
-	}
+	acceptEach(s.ctx, ln, func(c net.Conn) { s.serve(ln, c) })
 }
 
 // conn is one accepted connection.
