@@ -348,3 +348,37 @@ fn poll_in(fd: &std::os::unix::io::BorrowedFd<'_>, ms: i32) -> bool {
     let r = unsafe { poll(&mut p, 1, ms) };
     r == 1 && p.revents & 1 != 0
 }
+
+/// The server goes away mid-body: the read after the bytes that came is an
+/// error (a network failure, not a clean end of the body: 7 of the 100
+/// bytes announced), final for that stream, and the next stream on the
+/// same client works.
+#[test]
+fn server_gone_mid_body_then_next_stream_works() {
+    let srv = StreamHttp::start();
+    let c = Client::with_config(r#"{"retry.max_attempts": 1}"#).unwrap();
+    let s = c
+        .stream(&Request::get(&srv.url("/cut")), StreamOptions::default())
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 64];
+    let e = loop {
+        match s.read(&mut buf, Some(Duration::from_secs(5))) {
+            Ok(0) => panic!("a body cut at 7 of 100 bytes ended cleanly"),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(got, b"partial");
+    assert!(!e.is_wait_timeout(), "{e:?}");
+    assert_eq!(e.status(), Status::Network, "{e:?}");
+    let again = s.read(&mut buf, Some(Duration::ZERO)).unwrap_err();
+    assert_eq!(again.status(), Status::Network, "{again:?}");
+    drop(s);
+    let mut s2 = c
+        .stream(&Request::get(&srv.url("/sse")), StreamOptions::default())
+        .unwrap();
+    let mut all = Vec::new();
+    s2.read_to_end(&mut all).unwrap();
+    assert_eq!(all, events());
+}

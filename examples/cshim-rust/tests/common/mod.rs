@@ -319,6 +319,11 @@ fn serve_stream(c: TcpStream) {
             i += 1;
             thread::sleep(Duration::from_millis(50));
         }
+    } else if method == "GET" && path == "/cut" {
+        // The server goes away mid-body: 7 of 100 bytes, then the socket
+        // is closed.
+        let _ = w.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial");
+        let _ = w.shutdown(std::net::Shutdown::Both);
     } else if method == "GET" && path == "/stall" {
         let _ = w.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial");
         let mut sink = [0u8; 64];
