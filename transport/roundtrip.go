@@ -396,6 +396,12 @@ func (tr *try) hook(ctx context.Context) context.Context {
 func (tr *try) getConn(string) {
 	if u := tr.c.up; u != nil && tr.queued.CompareAndSwap(false, true) {
 		u.queued.Add(1)
+		if tr.finished.Load() {
+			// A late hook (net/http retrying on another conn after the
+			// try ended): finish has unqueued already, or will see the
+			// flag; one of the two takes it out, never neither.
+			tr.unqueue()
+		}
 	}
 	for {
 		old := tr.wait.Load()
