@@ -34,7 +34,7 @@ var distinct = map[string]any{
 	"transport.max_response_header_bytes": 4096,
 	"transport.proxy":                     "none",
 	"transport.disable_fail_fast":         true, "transport.disable_load_shedding": true,
-	"dial.resolve_timeout_ms":             1008, "dial.connect_timeout_ms": 1009, "dial.attempt_delay_ms": 1010,
+	"dial.resolve_timeout_ms": 1008, "dial.connect_timeout_ms": 1009, "dial.attempt_delay_ms": 1010,
 	"dial.tls_handshake_timeout_ms": 1011, "dial.first_byte_timeout_ms": 1012, "dial.timeout_ms": 1013,
 	"dial.user_timeout_ms": 1014, "dial.max_attempts_per_address": 3, "dial.greeting_timeout_ms": 1022,
 	"dial.keepalive.enable": true, "dial.keepalive.idle_ms": 1015, "dial.keepalive.interval_ms": 1016,
