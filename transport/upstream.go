@@ -500,6 +500,7 @@ func (c *call) admit(first bool) (*http.Response, error) {
 		return nil, nil
 	}
 	now := st.roughNow()
+	c.queued.Store(false) // the last attempt's, if it ended unanswered
 	if int(u.queued.Load()-u.dialing.Load()) >= st.queueSignal {
 		// Calls already queue for a conn (MaxConnsPerHost, held by slow
 		// answers): this call would wait behind them, most likely until
@@ -516,6 +517,7 @@ func (c *call) admit(first bool) (*http.Response, error) {
 		u.queueSince.CompareAndSwap(0, now)
 		if now-u.queueSince.Load() >= int64(queueStands) {
 			u.thr.Record(now, true)
+			c.queued.Store(true)
 		}
 	} else if u.queueSince.Load() != 0 {
 		u.queueSince.Store(0)
@@ -588,12 +590,24 @@ func (c *call) answered(resp *http.Response) {
 	code := resp.StatusCode
 	if st.t.DisableFailFast || !c.pauses(resp) {
 		if !st.t.DisableLoadShedding {
-			u.thr.Record(st.roughNow(), retryableStatus(code))
+			c.record(retryableStatus(code))
 		}
 		if !st.t.DisableFailFast {
 			u.gate.Success()
 		}
 	}
+}
+
+// record feeds an attempt's outcome to the throttle: one request per
+// attempt, so an attempt counted as overload when it was admitted behind a
+// standing queue only settles (an accept, or nothing more).
+func (c *call) record(overload bool) {
+	now := c.st.roughNow()
+	if c.queued.Swap(false) {
+		c.up.thr.Settle(now, overload)
+		return
+	}
+	c.up.thr.Record(now, overload)
 }
 
 // pauses pauses the upstream when resp asks for it — a 429, or a 503 with
@@ -637,7 +651,7 @@ func (c *call) failed(err error, firstByte bool) {
 	}
 	overload := firstByte || errors.Is(err, syscall.ECONNRESET)
 	if overload && !st.t.DisableLoadShedding {
-		u.thr.Record(st.roughNow(), true)
+		c.record(true)
 	}
 	if firstByte && !st.t.DisableFailFast {
 		u.gate.Failure(err)

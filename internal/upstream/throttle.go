@@ -95,6 +95,16 @@ func (t *Throttle) Record(now int64, overload bool) {
 	}
 }
 
+// Settle notes at now (UnixNano) the outcome of an attempt already counted
+// as an overload request when it began (it arrived behind a standing queue:
+// Record(t, true) then): one call is one request. An accept adds the
+// accept the earlier record lacked; an overload adds nothing.
+func (t *Throttle) Settle(now int64, overload bool) {
+	if !overload {
+		t.at(now).acc.Add(1)
+	}
+}
+
 // Probability returns the rejection probability at now (UnixNano).
 func (t *Throttle) Probability(now int64) float64 {
 	if !t.active.Load() {

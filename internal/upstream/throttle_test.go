@@ -133,3 +133,28 @@ func BenchmarkThrottleHappy(b *testing.B) {
 		}
 	}
 }
+
+// TestThrottleSettleCountsOneRequest: an attempt counted as overload when
+// it was admitted (behind a standing queue) and then accepted is one
+// request and one accept, as an attempt recorded once at its answer is;
+// one then refused adds nothing more.
+func TestThrottleSettleCountsOneRequest(t *testing.T) {
+	now := time.Now().UnixNano()
+	var settled, once Throttle
+	for range 20 {
+		settled.Record(now, true)
+		settled.Settle(now, false)
+		once.Record(now, false)
+	}
+	if p := settled.Probability(now); p != 0 {
+		t.Errorf("20 attempts admitted as overload, then accepted: p = %.2f, want 0 (as recorded once: %.2f)", p, once.Probability(now))
+	}
+	var refused Throttle
+	for range 20 {
+		refused.Record(now, true)
+		refused.Settle(now, true)
+	}
+	if p, want := refused.Probability(now), 20.0/28; p != want {
+		t.Errorf("20 attempts admitted as overload, then refused: p = %.3f, want %.3f (20 requests, not 40)", p, want)
+	}
+}
