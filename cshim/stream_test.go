@@ -25,7 +25,7 @@ import (
 
 func init() {
 	expectedOK = append(expectedOK, "stream_sse", "stream_stall", "stream_cancel", "stream_upload", "stream_loop", "stream_poll",
-		"stream_faults", "session_slow_reader")
+		"stream_faults", "session_slow_reader", "stream_slow_reader")
 }
 
 // streamClient is a client configured by doc, closed (and waited for) at
@@ -558,6 +558,19 @@ func streamServers(t *testing.T) []string {
 			return
 		}
 		w.Write(b)
+	})
+	// A body that trickles: 40 lines of 200 bytes, 50ms apart (far under
+	// a 300ms stall limit), 2s in all.
+	mux.HandleFunc("/trickle", func(w http.ResponseWriter, r *http.Request) {
+		for i := range 40 {
+			fmt.Fprintf(w, "%03d:%s\n", i, strings.Repeat("x", 195))
+			w.(http.Flusher).Flush()
+			select {
+			case <-r.Context().Done():
+				return
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
 	})
 	// A server that goes away mid-body: 5 of 100 bytes, then the
 	// connection is dropped.

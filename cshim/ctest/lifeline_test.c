@@ -2596,6 +2596,44 @@ static void t_stream_faults(void) {
     printf("ok stream_faults first_byte_ms=%.0f cut_ms=%.0f\n", first_byte, el);
 }
 
+/* t_stream_slow_reader: a body that trickles (a line every 50 ms, under
+ * the 300 ms stall limit) read by a host that sleeps a second between its
+ * first reads is not cut: the stall limit times the peer, not the host;
+ * every byte arrives, in order. */
+static void t_stream_slow_reader(void) {
+    current = "stream_slow_reader";
+    lifeline_error err = LIFELINE_ERROR_INIT;
+    lifeline_client c = new_client("{\"transport.stall_timeout_ms\": 300, \"retry.max_attempts\": 1}");
+    CHECK(c, NULL, "client");
+    lifeline_request r = get(fmt("%s/trickle", env("LL_STREAM")));
+    r.deadline_ms = -1;
+    lifeline_op op = stream_start(c, &r, 0, &err);
+    CHECK(op, &err, "start");
+    static char body[16384];
+    size_t len = 0;
+    for (int i = 0;; i++) {
+        if (i < 3) usleep(1000 * 1000);
+        uint8_t buf[4096];
+        size_t n = 0;
+        int32_t st = lifeline_body_read(op, buf, sizeof buf, 5000, &n, &err);
+        CHECK(st == LIFELINE_OK, &err, "read after %zu bytes: %d (a slow host taken for a stall?)", len, st);
+        if (n == 0) break;
+        CHECK(len + n <= sizeof body, NULL, "body longer than sent: %zu", len + n);
+        memcpy(body + len, buf, n);
+        len += n;
+    }
+    CHECK(len == 40 * 200, NULL, "got %zu bytes, want 8000", len);
+    for (int i = 0; i < 40; i++) {
+        char want[8];
+        snprintf(want, sizeof want, "%03d:", i);
+        CHECK(memcmp(body + 200 * i, want, 4) == 0 && body[200 * i + 199] == '\n', NULL, "line %d out of place", i);
+    }
+    lifeline_op_free(op, NULL);
+    lifeline_error_clear(&err);
+    lifeline_client_close(c, NULL);
+    printf("ok stream_slow_reader bytes=%zu\n", len);
+}
+
 /* t_session_slow_reader: a host that takes no event for many ping
  * intervals. The session stops reading at queue_max_events and still
  * answers pings: no DISCONNECTED, and all 10,000 messages then arrive in
@@ -2788,7 +2826,7 @@ int main(int argc, char **argv) {
         {"stream_sse", t_stream_sse}, {"stream_stall", t_stream_stall},
         {"stream_cancel", t_stream_cancel}, {"stream_upload", t_stream_upload},
         {"stream_loop", t_stream_loop}, {"stream_poll", t_stream_poll},
-        {"stream_faults", t_stream_faults},
+        {"stream_faults", t_stream_faults}, {"stream_slow_reader", t_stream_slow_reader},
         /* adversary: sessions and streams */
         {"adv_sessions", t_adv_sessions},
     };
