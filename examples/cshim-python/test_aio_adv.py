@@ -214,6 +214,61 @@ def test_aio_adv_reused_descriptor_after_free(stream_url):
     _bounded(main, 30)
 
 
+class _PipeStream:
+    """A stand-in for lifeline.Stream over a pipe, for what the module does
+    with descriptors alone (the library's own descriptors are pipes too)."""
+
+    def __init__(self):
+        self.r, self.w = os.pipe()
+        os.set_blocking(self.r, False)
+        self.closed = False
+
+    def fileno(self):
+        return self.r
+
+    def read(self, size=65536, timeout=None):
+        if self.closed:
+            raise LifelineError(4, "argument", "invalid_handle", False, "lifeline: stream closed")
+        try:
+            return os.read(self.r, size)
+        except BlockingIOError:
+            raise LifelineReadTimeout(7, "read", "read_timeout", True, "") from None
+
+    def close(self):
+        if not self.closed:
+            self.closed = True
+            os.close(self.r)
+            os.close(self.w)
+
+
+def test_aio_adv_reused_descriptor_number():
+    """The same as test_aio_adv_reused_descriptor_after_free, with the
+    descriptor number's reuse made certain (dup2): a wait registered on a
+    number whose descriptor was closed and replaced must still be woken by
+    the new one's bytes."""
+    async def main():
+        a = AsyncStream(_PipeStream())
+        pending = asyncio.ensure_future(a.read())
+        await asyncio.sleep(0.1)
+        fd = a._fd
+        a.stream.close()  # behind the AsyncStream's back
+        p = _PipeStream()
+        if p.r != fd:
+            os.dup2(p.r, fd)
+            os.close(p.r)
+            p.r = fd
+        b = AsyncStream(p)
+        asyncio.get_running_loop().call_later(0.1, os.write, p.w, b"hello")
+        t0 = time.monotonic()
+        assert await b.read(timeout=3) == b"hello"
+        assert time.monotonic() - t0 < 1, "the new descriptor's bytes waited %.1fs" % (time.monotonic() - t0)
+        with pytest.raises(LifelineError):
+            await asyncio.wait_for(pending, 5)
+        b.close()
+
+    _bounded(main, 30)
+
+
 def test_aio_adv_cancel_mid_await_then_again(ws_url):
     """A task cancelled while it awaits next_event: the reader is gone
     (nothing left registered), the session still works, a second await
