@@ -48,6 +48,12 @@ const POLLIN: c_short = 1;
 /// `clear_ready`), with no dependency of this crate on it. Interrupted
 /// waits (EINTR, which the Go runtime's signals cause) resume with the
 /// time left.
+///
+/// An empty `fds` with no timeout is an error of kind `InvalidInput` (it
+/// would wait for ever); with one, it waits that long and returns none. A
+/// timeout too large for an [`Instant`] (e.g. `Duration::MAX`) is no
+/// limit. A descriptor closed at the other end, or closed outright
+/// (`POLLNVAL`), counts as readable.
 pub fn ready(fds: &[BorrowedFd<'_>], timeout: Option<Duration>) -> io::Result<Vec<usize>> {
     let mut p: Vec<PollFd> = fds
         .iter()
@@ -57,7 +63,14 @@ pub fn ready(fds: &[BorrowedFd<'_>], timeout: Option<Duration>) -> io::Result<Ve
             revents: 0,
         })
         .collect();
-    let end = timeout.map(|t| Instant::now() + t);
+    if fds.is_empty() && timeout.is_none() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "lifeline::ready: no descriptors and no timeout: it would wait for ever",
+        ));
+    }
+    // None: no limit (also a timeout beyond what an Instant can hold).
+    let end = timeout.and_then(|t| Instant::now().checked_add(t));
     loop {
         let ms: c_int = match end {
             None => -1,
@@ -76,6 +89,10 @@ pub fn ready(fds: &[BorrowedFd<'_>], timeout: Option<Duration>) -> io::Result<Ve
                 continue;
             }
             return Err(e);
+        }
+        if n == 0 && end.map_or(false, |end| Instant::now() < end) {
+            // A wait longer than poll(2) takes in one call (~24 days).
+            continue;
         }
         // POLLHUP/POLLERR count as ready too: the next call says what.
         return Ok(p

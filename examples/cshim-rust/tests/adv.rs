@@ -158,7 +158,10 @@ fn answer(reply: &'static [u8]) -> std::net::SocketAddr {
     let addr = l.local_addr().unwrap();
     thread::spawn(move || {
         for c in l.incoming() {
-            let Ok(mut c) = c else { return };
+            let mut c = match c {
+                Ok(c) => c,
+                Err(_) => return,
+            };
             thread::spawn(move || {
                 let mut buf = [0u8; 4096];
                 let _ = c.set_read_timeout(Some(Duration::from_secs(2)));
