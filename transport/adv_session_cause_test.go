@@ -1,0 +1,175 @@
+package transport_test
+
+import (
+	"bufio"
+	"context"
+	"crypto/sha1"
+	"encoding/base64"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+
+	"github.com/lifeline-go/lifeline/internal/otelx"
+	"github.com/lifeline-go/lifeline/transport"
+)
+
+// rawUpgradeServer serves each connection with answer(n, conn, request)
+// (n counts from 1) on 127.0.0.1; its goroutines end with the test.
+func rawUpgradeServer(t *testing.T, answer func(n int64, c net.Conn, r *http.Request)) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	var n atomic.Int64
+	var mu sync.Mutex
+	conns := map[net.Conn]struct{}{}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns[c] = struct{}{}
+			mu.Unlock()
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				r, err := http.ReadRequest(bufio.NewReader(c))
+				if err != nil {
+					return
+				}
+				answer(n.Add(1), c, r)
+			}()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		for c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	return "ws://" + ln.Addr().String() + "/ws?token=QUERY-SECRET"
+}
+
+// upgrade answers a valid 101 and holds the connection until the peer
+// goes.
+func upgrade(c net.Conn, r *http.Request) {
+	h := sha1.Sum([]byte(r.Header.Get("Sec-WebSocket-Key") + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"))
+	_, _ = io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
+		"Sec-WebSocket-Accept: "+base64.StdEncoding.EncodeToString(h[:])+"\r\n\r\n")
+	_, _ = io.Copy(io.Discard, c)
+}
+
+// goTypeName reports whether an error class is a Go type's name, what
+// otelx falls back to for an error it cannot classify.
+func goTypeName(t string) bool {
+	return t == "" || strings.HasPrefix(t, "*") || strings.Contains(t, ".")
+}
+
+// TestAdvSessionDialFailedClasses: a server that answers the upgrade with
+// garbage of every kind before a good 101, and an OnConnect that fails
+// once with an error of the host's. Each failed dial reaches
+// OnDialFailed with a class (ErrorType) that is no Go type name, and the
+// dials the 101 recovered are counted on lifeline.masked_failures with
+// such classes too; no class and no error text carries the URL's query.
+func TestAdvSessionDialFailedClasses(t *testing.T) {
+	answers := []string{
+		"xyz\r\n\r\n",                      // not HTTP at all
+		"HTTP/1.1 101 Switching Protocols", // cut in the status line
+		"HTTP/1.1 abc Nope\r\n\r\n",        // a status that is no number
+		"",                                 // closed before any answer
+		"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: d3Jvbmc=\r\n\r\n",
+	}
+	url := rawUpgradeServer(t, func(n int64, c net.Conn, r *http.Request) {
+		if int(n) > len(answers) {
+			upgrade(c, r)
+			return
+		}
+		_, _ = io.WriteString(c, answers[n-1])
+	})
+	reader := sdkmetric.NewManualReader()
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
+	t.Cleanup(func() { _ = mp.Shutdown(context.Background()) })
+	d := sessionDialer()
+	d.MeterProvider = mp
+	var mu sync.Mutex
+	var classes, texts []string
+	var steps atomic.Int64
+	s := newSession(t, transport.WebSocketSessionConfig{
+		URL:    url,
+		Dialer: d,
+		OnConnect: func(context.Context, *websocket.Conn) error {
+			if steps.Add(1) == 1 {
+				return errors.New("denied") // the host's own error, of no class
+			}
+			return nil
+		},
+		OnDialFailed: func(err error) {
+			mu.Lock()
+			defer mu.Unlock()
+			classes = append(classes, otelx.ErrorTypeOf(err))
+			texts = append(texts, err.Error())
+		},
+	})
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	if err := s.WaitConnected(ctx); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	answers = append(answers, "(a good 101, then OnConnect failed)")
+	if len(classes) != len(answers) {
+		t.Fatalf("OnDialFailed saw %d failures (%v), want %d", len(classes), classes, len(answers))
+	}
+	for i, c := range classes {
+		t.Logf("%q: class %q: %s", answers[i], c, texts[i])
+		if goTypeName(c) {
+			t.Errorf("answer %q: OnDialFailed's class is %q, a Go type name", answers[i], c)
+		}
+		if strings.Contains(texts[i], "SECRET") {
+			t.Errorf("answer %q: error text carries the query: %s", answers[i], texts[i])
+		}
+	}
+	var rm metricdata.ResourceMetrics
+	if err := reader.Collect(context.Background(), &rm); err != nil {
+		t.Fatal(err)
+	}
+	var masked int64
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			if m.Name != "lifeline.masked_failures" {
+				continue
+			}
+			for _, p := range m.Data.(metricdata.Sum[int64]).DataPoints {
+				et, _ := p.Attributes.Value("error.type")
+				masked += p.Value
+				if goTypeName(et.AsString()) {
+					t.Errorf("masked_failures point with error.type %q: %v", et.AsString(), p.Attributes.ToSlice())
+				}
+			}
+		}
+	}
+	if masked != int64(len(answers)) {
+		t.Errorf("masked_failures counted %d, want %d", masked, len(answers))
+	}
+}
