@@ -356,13 +356,24 @@ func (e *HandshakeError) Retryable() bool {
 	return true
 }
 
-// ErrorType names the failure for error.type: "http_<status>", or the
-// cause's type.
+// ErrorType names the failure for error.type: "http_<status>", the
+// cause's class, or "handshake_error" for an answer that is no HTTP at all
+// (a malformed status line: a cause of no class, never named by its Go
+// type).
 func (e *HandshakeError) ErrorType() string {
 	if e.StatusCode != 0 {
 		return "http_" + strconv.Itoa(e.StatusCode)
 	}
-	return otelx.ErrorTypeOf(e.Err)
+	return classOr(otelx.ErrorTypeOf(e.Err), "handshake_error")
+}
+
+// classOr is class t, or def when t is what otelx falls back to for an
+// error it cannot classify: its Go type's name ("*errors.errorString").
+func classOr(t, def string) string {
+	if t == "" || strings.HasPrefix(t, "*") || strings.Contains(t, ".") {
+		return def
+	}
+	return t
 }
 
 // isTimeout reports whether err is a timeout: it matches

@@ -757,12 +757,26 @@ func (s *WebSocketSession) onConnect(conn *websocket.Conn) error {
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	defer stop()
 	if err := s.cfg.OnConnect(ctx, conn); err != nil {
-		return fmt.Errorf("transport: websocket OnConnect: %w", err)
+		return &onConnectError{err}
 	}
 	if ctx.Err() != nil {
-		return fmt.Errorf("transport: websocket OnConnect: %w", context.Cause(ctx))
+		return &onConnectError{context.Cause(ctx)}
 	}
 	return nil
+}
+
+// onConnectError is the failure of OnConnect: its error.type is
+// "on_connect" (or the cause's when a time limit or Close ended it),
+// never a Go type name.
+type onConnectError struct{ err error }
+
+func (e *onConnectError) Error() string { return "transport: websocket OnConnect: " + e.err.Error() }
+func (e *onConnectError) Unwrap() error { return e.err }
+func (e *onConnectError) ErrorType() string {
+	if et := otelx.ErrorTypeOf(e.err); et == "timeout" || et == "canceled" {
+		return et
+	}
+	return "on_connect"
 }
 
 // serve reads cc until it fails (or Close), delivering messages in order,
@@ -1024,12 +1038,14 @@ func (s *WebSocketSession) takeWriteSlot(ctx context.Context, start, deadline ti
 	}
 }
 
-// lossType is the error.type of a lost connection's cause: a message over
-// MaxMessageSize is "message_too_large" (gorilla's ErrReadLimit carries no
-// type of its own, and would read "*errors.errorString").
+// lossType is the error.type of a lost connection's or failed dial's
+// cause: a message over MaxMessageSize is "message_too_large" (gorilla's
+// ErrReadLimit carries no type of its own, and would read
+// "*errors.errorString"), a cause of no class "websocket_error".
 func lossType(cause error) string {
 	if errors.Is(cause, websocket.ErrReadLimit) {
 		return "message_too_large"
 	}
-	return otelx.ErrorTypeOf(cause)
+	// Whatever the cause, no Go type name reaches a metric or a log.
+	return classOr(otelx.ErrorTypeOf(cause), "websocket_error")
 }
