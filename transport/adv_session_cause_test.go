@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"strings"
@@ -171,5 +172,66 @@ func TestAdvSessionDialFailedClasses(t *testing.T) {
 	}
 	if masked != int64(len(answers)) {
 		t.Errorf("masked_failures counted %d, want %d", masked, len(answers))
+	}
+}
+
+// TestAdvSessionPanickingHooks: OnDialFailed, OnDisconnect and
+// OnStateChange that panic at every call. They run on the session's own
+// goroutine, where the host cannot recover: the session must not take the
+// process down, and goes on (a failed dial redialed, a lost connection
+// redialed), with the panics logged.
+func TestAdvSessionPanickingHooks(t *testing.T) {
+	var conns atomic.Int64
+	url := rawUpgradeServer(t, func(n int64, c net.Conn, r *http.Request) {
+		switch n {
+		case 1:
+			_, _ = io.WriteString(c, "HTTP/1.1 503 Busy\r\nContent-Length: 0\r\n\r\n")
+		case 2:
+			conns.Add(1)
+			go func() { time.Sleep(100 * time.Millisecond); c.Close() }()
+			upgrade(c, r)
+		default:
+			conns.Add(1)
+			upgrade(c, r)
+		}
+	})
+	var logs syncBuffer
+	var calls atomic.Int64
+	s := newSession(t, transport.WebSocketSessionConfig{
+		URL:    url,
+		Logger: slog.New(slog.NewJSONHandler(&logs, nil)),
+		OnDialFailed: func(error) {
+			calls.Add(1)
+			panic("host bug in OnDialFailed")
+		},
+		OnDisconnect: func(error) {
+			calls.Add(1)
+			panic("host bug in OnDisconnect")
+		},
+		OnStateChange: func(transport.WebSocketState) {
+			calls.Add(1)
+			panic("host bug in OnStateChange")
+		},
+	})
+	eventually(t, 10*time.Second, "redialed after the loss", func() bool { return conns.Load() >= 2 })
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	if err := s.WaitConnected(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if calls.Load() < 4 {
+		t.Fatalf("%d hook calls", calls.Load())
+	}
+	done := make(chan struct{})
+	go func() { s.Close(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close hung after panicking hooks")
+	}
+	for _, h := range []string{"OnDialFailed", "OnDisconnect", "OnStateChange"} {
+		if !strings.Contains(logs.String(), h) {
+			t.Errorf("no log of %s's panic: %s", h, logs.String())
+		}
 	}
 }
