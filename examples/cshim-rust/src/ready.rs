@@ -2,7 +2,7 @@
 //! standard library only: their readiness descriptors through poll(2).
 
 use std::io;
-use std::os::raw::{c_int, c_short};
+use std::os::raw::{c_int, c_short, c_ulong};
 use std::os::unix::io::{AsRawFd, BorrowedFd};
 use std::time::{Duration, Instant};
 
@@ -14,7 +14,7 @@ struct PollFd {
 }
 
 extern "C" {
-    fn poll(fds: *mut PollFd, nfds: u64, timeout: c_int) -> c_int;
+    fn poll(fds: *mut PollFd, nfds: c_ulong, timeout: c_int) -> c_int; // nfds_t: unsigned long
 }
 
 const POLLIN: c_short = 1;
@@ -82,7 +82,7 @@ pub fn ready(fds: &[BorrowedFd<'_>], timeout: Option<Duration>) -> io::Result<Ve
             }
         };
         // SAFETY: p is a valid array of p.len() pollfds, alive for the call.
-        let n = unsafe { poll(p.as_mut_ptr(), p.len() as u64, ms) };
+        let n = unsafe { poll(p.as_mut_ptr(), p.len() as c_ulong, ms) };
         if n < 0 {
             let e = io::Error::last_os_error();
             if e.kind() == io::ErrorKind::Interrupted {

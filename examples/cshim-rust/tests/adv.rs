@@ -42,7 +42,11 @@ fn ready_empty_set() {
     let t0 = Instant::now();
     let r = lifeline::ready(&[], Some(Duration::from_millis(100))).unwrap();
     assert!(r.is_empty());
-    assert!(t0.elapsed() >= Duration::from_millis(90), "{:?}", t0.elapsed());
+    assert!(
+        t0.elapsed() >= Duration::from_millis(90),
+        "{:?}",
+        t0.elapsed()
+    );
 }
 
 /// A timeout too large for an Instant (Duration::MAX: "as long as it
@@ -95,7 +99,7 @@ extern "C" fn on_signal(_: c_int) {}
 #[test]
 fn ready_through_a_signal_storm() {
     let _client = Client::new().unwrap(); // the Go runtime is in the process, as in use
-    // SAFETY: a handler that does nothing, for a signal nothing else uses.
+                                          // SAFETY: a handler that does nothing, for a signal nothing else uses.
     unsafe { signal(SIGUSR2, on_signal as *const () as usize) };
     let (mut a, b) = UnixStream::pair().unwrap();
     let (tx, rx) = mpsc::channel();
@@ -127,7 +131,10 @@ fn ready_through_a_signal_storm() {
     stop.store(true, Ordering::Relaxed);
     let sent = storm.join().unwrap();
     assert!(none.is_empty());
-    assert!(waited >= Duration::from_millis(490), "a 500 ms wait ended after {waited:?}");
+    assert!(
+        waited >= Duration::from_millis(490),
+        "a 500 ms wait ended after {waited:?}"
+    );
     assert_eq!(some, vec![0]);
     assert!(sent > 50, "{sent} signals");
 }
@@ -140,11 +147,19 @@ fn dial_failed_cause(c: &Client, url: &str, config: &str) -> (String, String, St
     while Instant::now() < end {
         match s.next_event(Some(Duration::from_millis(200))).unwrap() {
             Some(Event::DialFailed { cause }) => {
-                return (cause.phase().into(), cause.error_type().into(), cause.message().into())
+                return (
+                    cause.phase().into(),
+                    cause.error_type().into(),
+                    cause.message().into(),
+                )
             }
             Some(Event::Closed { cause }) => {
                 let cause = cause.expect("a cause");
-                return (cause.phase().into(), cause.error_type().into(), cause.message().into());
+                return (
+                    cause.phase().into(),
+                    cause.error_type().into(),
+                    cause.message().into(),
+                );
             }
             _ => {}
         }
@@ -189,23 +204,55 @@ fn dial_failed_every_kind() {
     };
     let plain = answer(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
     let unauthorized = answer(b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\n\r\n");
-    let redirect = answer(b"HTTP/1.1 302 Found\r\nLocation: ws://127.0.0.1:1/x\r\nContent-Length: 0\r\n\r\n");
-    let garbage = answer(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n\x00\xff garbage");
+    let redirect =
+        answer(b"HTTP/1.1 302 Found\r\nLocation: ws://127.0.0.1:1/x\r\nContent-Length: 0\r\n\r\n");
+    let garbage =
+        answer(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n\x00\xff garbage");
     let silent = answer(b"");
     // Userinfo is refused when the session is made (its text names none).
-    let e = Session::new(&c, "ws://u:PASSWORD-SECRET@127.0.0.1:1/?token=QUERY-SECRET", &[], "{}")
-        .err()
-        .expect("userinfo refused");
+    let e = Session::new(
+        &c,
+        "ws://u:PASSWORD-SECRET@127.0.0.1:1/?token=QUERY-SECRET",
+        &[],
+        "{}",
+    )
+    .err()
+    .expect("userinfo refused");
     assert!(!e.message().contains("SECRET"), "{}", e.message());
     let secret = "";
     let q = "?token=QUERY-SECRET";
     let cases: Vec<(String, &str, &str, &str)> = vec![
-        (format!("ws://{secret}nowhere.invalid:80/ws{q}"), "", "dns", ""),
-        (format!("ws://{secret}{refused}/ws{q}"), "", "connect", "connect_refused"),
+        (
+            format!("ws://{secret}nowhere.invalid:80/ws{q}"),
+            "",
+            "dns",
+            "",
+        ),
+        (
+            format!("ws://{secret}{refused}/ws{q}"),
+            "",
+            "connect",
+            "connect_refused",
+        ),
         (format!("wss://{secret}{plain}/ws{q}"), "", "tls", ""),
-        (format!("ws://{secret}{plain}/ws{q}"), "", "handshake", "http_200"),
-        (format!("ws://{secret}{unauthorized}/ws{q}"), "", "handshake", "http_401"),
-        (format!("ws://{secret}{redirect}/ws{q}"), "", "handshake", "http_302"),
+        (
+            format!("ws://{secret}{plain}/ws{q}"),
+            "",
+            "handshake",
+            "http_200",
+        ),
+        (
+            format!("ws://{secret}{unauthorized}/ws{q}"),
+            "",
+            "handshake",
+            "http_401",
+        ),
+        (
+            format!("ws://{secret}{redirect}/ws{q}"),
+            "",
+            "handshake",
+            "http_302",
+        ),
         (format!("ws://{secret}{garbage}/ws{q}"), "", "handshake", ""),
         (
             format!("ws://{secret}{silent}/ws{q}"),
@@ -223,12 +270,17 @@ fn dial_failed_every_kind() {
             || t.starts_with('*')
             || t.contains('.')
             || m.is_empty()
-            || [t.as_str(), m.as_str()]
-                .iter()
-                .any(|s| s.contains("SECRET") || s.contains("*http.") || s.contains("*url.") || s.contains("*net."));
+            || [t.as_str(), m.as_str()].iter().any(|s| {
+                s.contains("SECRET")
+                    || s.contains("*http.")
+                    || s.contains("*url.")
+                    || s.contains("*net.")
+            });
         eprintln!("{phase:>9} {typ:>18}: got phase {p:?} type {t:?} message {m:?}");
         if bad {
-            failures.push(format!("{url}: phase {p:?} type {t:?} message {m:?}, want phase {phase:?} type {typ:?}"));
+            failures.push(format!(
+                "{url}: phase {p:?} type {t:?} message {m:?}, want phase {phase:?} type {typ:?}"
+            ));
         }
     }
     assert!(failures.is_empty(), "{failures:#?}");
