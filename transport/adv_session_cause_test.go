@@ -20,6 +20,7 @@ import (
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 
+	"github.com/lifeline-go/lifeline/internal/logx"
 	"github.com/lifeline-go/lifeline/internal/otelx"
 	"github.com/lifeline-go/lifeline/transport"
 )
@@ -232,6 +233,52 @@ func TestAdvSessionPanickingHooks(t *testing.T) {
 	for _, h := range []string{"OnDialFailed", "OnDisconnect", "OnStateChange"} {
 		if !strings.Contains(logs.String(), h) {
 			t.Errorf("no log of %s's panic: %s", h, logs.String())
+		}
+	}
+}
+
+// TestAdvSessionHostileAnswerText: a server whose upgrade answers carry 64 KiB
+// of text and terminal escapes (in a 503's reason phrase, in a
+// status line that is no HTTP). The error a host gets (OnDialFailed, and
+// from it every cause, log and event text) stays short and carries no
+// control character.
+func TestAdvSessionHostileAnswerText(t *testing.T) {
+	junk := "\x1b[2J\x1b]0;owned\x07" + strings.Repeat("A", 64<<10)
+	answers := []string{
+		"HTTP/1.1 503 " + junk + "\r\nContent-Length: 0\r\n\r\n",
+		junk + "\r\n\r\n",
+	}
+	url := rawUpgradeServer(t, func(n int64, c net.Conn, r *http.Request) {
+		if int(n) > len(answers) {
+			upgrade(c, r)
+			return
+		}
+		_, _ = io.WriteString(c, answers[n-1])
+	})
+	var mu sync.Mutex
+	var texts []string
+	s := newSession(t, transport.WebSocketSessionConfig{
+		URL: url,
+		OnDialFailed: func(err error) {
+			mu.Lock()
+			defer mu.Unlock()
+			texts = append(texts, err.Error())
+		},
+	})
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	if err := s.WaitConnected(ctx); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(texts) != len(answers) {
+		t.Fatalf("%d failed dials, want %d", len(texts), len(answers))
+	}
+	for i, txt := range texts {
+		t.Logf("answer %d: %d bytes: %q", i+1, len(txt), logx.Cut(txt, 200))
+		if len(txt) > 1024 || strings.ContainsAny(txt, "\x1b\x07") {
+			t.Errorf("answer %d: the error text is %d bytes (%q...)", i+1, len(txt), logx.Cut(txt, 160))
 		}
 	}
 }
