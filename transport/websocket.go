@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/gorilla/websocket"
 	"go.opentelemetry.io/otel/metric"
@@ -314,11 +315,25 @@ func (e *HandshakeError) Error() string {
 	b.WriteString(e.URL)
 	b.WriteString(": ")
 	if e.StatusCode != 0 {
-		b.WriteString(e.status)
+		b.WriteString(answerText(e.status, 128))
 		b.WriteString(": ")
 	}
-	b.WriteString(strings.TrimPrefix(e.Err.Error(), "websocket: ")) // said above
+	b.WriteString(answerText(strings.TrimPrefix(e.Err.Error(), "websocket: "), 512)) // said above
 	return b.String()
+}
+
+// answerText is text that may quote a server's answer (its reason phrase,
+// net/http's "malformed HTTP response ...") as an error carries it to a
+// host's logs and screens: control characters (a terminal's escapes) are
+// '?', and it is cut to n bytes.
+func answerText(s string, n int) string {
+	s = strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) {
+			return '?'
+		}
+		return r
+	}, s)
+	return logx.Cut(s, n)
 }
 
 // Unwrap returns Err.
