@@ -397,3 +397,25 @@ def test_aio_adv_unclosed_session_collected(ws_url):
         sess.send("still")
         sess.free()
         assert os.getpid() > 0
+
+
+def test_aio_adv_async_free_from_another_thread(ws_url, monkeypatch):
+    """AsyncSession.free() called from a plain thread while a coroutine
+    awaits on the loop: the await ends with LifelineCanceled at once, not
+    when its wait slice runs out (the wake must reach the loop's thread;
+    the slice is made 5 s here so that the difference shows)."""
+    import lifeline_aio
+
+    monkeypatch.setattr(lifeline_aio, "_SLICE", 5.0)
+
+    async def main():
+        with Client() as c:
+            s = AsyncSession(Session(c, ws_url + "/echo"))
+            await _connected(s)
+            threading.Timer(0.2, s.free).start()
+            t0 = time.monotonic()
+            with pytest.raises(LifelineCanceled):
+                await asyncio.wait_for(s.next_event(), 10)
+            assert time.monotonic() - t0 < 3, "woken after %.1fs" % (time.monotonic() - t0)
+
+    _bounded(main, 30)
