@@ -78,12 +78,24 @@ async def _readable(fd, timeout):
 
 def _release(fd):
     """Wakes every coroutine waiting on fd and unregisters it: before the
-    library closes it (a freed session, a closed stream)."""
-    for loop, fds in list(_waiting.items()):
-        waiters = fds.pop(fd, None)
-        if waiters is not None:
-            loop.remove_reader(fd)
-            _wake(waiters)
+    library closes it (a freed session, a closed stream). From any thread:
+    another loop's waiters are released on that loop's thread."""
+    try:
+        here = asyncio.get_running_loop()
+    except RuntimeError:
+        here = None
+    for loop in list(_waiting.keys()):
+        if loop is here:
+            _drop(loop, fd)
+        elif not loop.is_closed():
+            loop.call_soon_threadsafe(_drop, loop, fd)
+
+
+def _drop(loop, fd):
+    waiters = _waiting.get(loop, {}).pop(fd, None)
+    if waiters is not None:
+        loop.remove_reader(fd)
+        _wake(waiters)
 
 
 def _closed(what):
