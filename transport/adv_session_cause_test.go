@@ -282,3 +282,60 @@ func TestAdvSessionHostileAnswerText(t *testing.T) {
 		}
 	}
 }
+
+// TestAdvSessionCloseDuringBlockedOnDialFailed: OnDialFailed blocks. Close
+// from another goroutine wakes WaitConnected at once (it does not wait for
+// the hook) and itself returns as soon as the hook does; no redial happens
+// after Close.
+func TestAdvSessionCloseDuringBlockedOnDialFailed(t *testing.T) {
+	var dials atomic.Int64
+	url := rawUpgradeServer(t, func(n int64, c net.Conn, r *http.Request) {
+		dials.Add(1)
+		_, _ = io.WriteString(c, "HTTP/1.1 503 Busy\r\nContent-Length: 0\r\n\r\n")
+	})
+	in := make(chan struct{}, 1)
+	release := make(chan struct{})
+	s := newSession(t, transport.WebSocketSessionConfig{
+		URL: url,
+		OnDialFailed: func(error) {
+			select {
+			case in <- struct{}{}:
+			default:
+			}
+			<-release
+		},
+	})
+	waited := make(chan error, 1)
+	go func() { waited <- s.WaitConnected(context.Background()) }()
+	select {
+	case <-in:
+	case <-time.After(10 * time.Second):
+		t.Fatal("OnDialFailed never called")
+	}
+	closed := make(chan struct{})
+	go func() { s.Close(); close(closed) }()
+	select {
+	case err := <-waited:
+		if !errors.Is(err, transport.ErrSessionClosed) {
+			t.Fatalf("WaitConnected: %v, want ErrSessionClosed", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("WaitConnected still waiting 5s after Close, behind a blocked hook")
+	}
+	select {
+	case <-closed:
+		t.Fatal("Close returned while OnDialFailed still ran")
+	case <-time.After(100 * time.Millisecond):
+	}
+	n := dials.Load()
+	close(release)
+	select {
+	case <-closed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close still waiting 5s after the hook returned")
+	}
+	time.Sleep(200 * time.Millisecond)
+	if got := dials.Load(); got != n {
+		t.Fatalf("%d dials after Close", got-n)
+	}
+}
