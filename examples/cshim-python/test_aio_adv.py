@@ -5,7 +5,9 @@ of messages). Each test bounds itself: a hang fails it, it never hangs the
 run."""
 
 import asyncio
+import base64
 import gc
+import hashlib
 import os
 import socket
 import threading
@@ -16,10 +18,7 @@ import pytest
 from lifeline import Client, LifelineCanceled, LifelineError, LifelineReadTimeout
 from lifeline_aio import AsyncSession, AsyncStream
 from lifeline_session import Session
-from test_session import _GUID, _frame, _read_frame  # noqa: F401 (the RFC 6455 helpers)
-
-import base64
-import hashlib
+from test_session import _GUID, _frame  # the RFC 6455 helpers
 
 
 class _Flood:
