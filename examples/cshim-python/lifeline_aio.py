@@ -24,7 +24,7 @@ still yields to the loop every few, so a flood never starves the loop.
 Free a session or close a stream through these classes (free(), close(),
 or leaving the async with block): awaits pending on it then raise
 LifelineCanceled. Freed any other way (from another thread, say), a
-pending await ends with the call's error within half a second.
+pending await ends with the call's error within a second.
 """
 
 import asyncio
@@ -40,7 +40,7 @@ _waiting = weakref.WeakKeyDictionary()  # loop -> {fd: set of futures}
 # The longest one wait on a descriptor lasts before the call is tried
 # again: a descriptor closed under a wait (its handle freed behind this
 # module's back) ends the await with the call's error, not never.
-_SLICE = 0.5
+_SLICE = 1.0
 
 # Events or pieces taken in a row without a wait before the coroutine
 # yields to the loop once.
