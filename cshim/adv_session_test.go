@@ -582,3 +582,46 @@ func TestSessionCauseClasses(t *testing.T) {
 		})
 	}
 }
+
+// A failed dial's STATE (disconnected) event, end to end, from servers
+// that answer with 16 KiB of terminal escapes (a 503's reason phrase, a
+// status line that is no HTTP): the cause has its class (http_503,
+// handshake_error) and a short message with no control character, so a
+// host that logs or shows it is not written to by the server.
+func TestAdvSessionHostileAnswerInCause(t *testing.T) {
+	junk := "\x1b[2J\x1b]0;owned\x07" + strings.Repeat("A", 16<<10)
+	var n atomic.Int64
+	url := rawWSServer(t, func(c net.Conn, br *bufio.Reader, key string) {
+		switch n.Add(1) {
+		case 1:
+			_, _ = io.WriteString(c, "HTTP/1.1 503 "+junk+"\r\nContent-Length: 0\r\n\r\n")
+		case 2:
+			_, _ = io.WriteString(c, junk+"\r\n\r\n")
+		default:
+			if accept101(c, key) != nil {
+				return
+			}
+		}
+		_, _ = io.Copy(io.Discard, br)
+	})
+	c := sessionClient(t, nil)
+	s := newTestSession(t, c, url, nil, "")
+	var types []string
+	for len(types) < 2 {
+		ev := nextEvent(t, s, 10*time.Second)
+		if ev.kind == eventConnected {
+			t.Fatalf("connected after %d failed dials (%v)", len(types), types)
+		}
+		if ev.kind != eventState || ev.cause == nil {
+			continue
+		}
+		types = append(types, ev.cause.Type)
+		if len(ev.cause.Msg) > 1024 || strings.ContainsAny(ev.cause.Msg, "\x1b\x07") {
+			t.Errorf("cause %s: message of %d bytes: %.200q", ev.cause.Type, len(ev.cause.Msg), ev.cause.Msg)
+		}
+	}
+	if strings.Join(types, ",") != "http_503,handshake_error" {
+		t.Fatalf("causes %v, want http_503 then handshake_error", types)
+	}
+	nextOf(t, s, eventConnected, 10*time.Second)
+}

@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/gorilla/websocket"
 	"go.opentelemetry.io/otel/metric"
@@ -314,11 +315,25 @@ func (e *HandshakeError) Error() string {
 	b.WriteString(e.URL)
 	b.WriteString(": ")
 	if e.StatusCode != 0 {
-		b.WriteString(e.status)
+		b.WriteString(answerText(e.status, 128))
 		b.WriteString(": ")
 	}
-	b.WriteString(strings.TrimPrefix(e.Err.Error(), "websocket: ")) // said above
+	b.WriteString(answerText(strings.TrimPrefix(e.Err.Error(), "websocket: "), 512)) // said above
 	return b.String()
+}
+
+// answerText is text that may quote a server's answer (its reason phrase,
+// net/http's "malformed HTTP response ...") as an error carries it to a
+// host's logs and screens: control characters (a terminal's escapes) are
+// '?', and it is cut to n bytes.
+func answerText(s string, n int) string {
+	s = strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) {
+			return '?'
+		}
+		return r
+	}, s)
+	return logx.Cut(s, n)
 }
 
 // Unwrap returns Err.
@@ -356,13 +371,24 @@ func (e *HandshakeError) Retryable() bool {
 	return true
 }
 
-// ErrorType names the failure for error.type: "http_<status>", or the
-// cause's type.
+// ErrorType names the failure for error.type: "http_<status>", the
+// cause's class, or "handshake_error" for an answer that is no HTTP at all
+// (a malformed status line: a cause of no class, never named by its Go
+// type).
 func (e *HandshakeError) ErrorType() string {
 	if e.StatusCode != 0 {
 		return "http_" + strconv.Itoa(e.StatusCode)
 	}
-	return otelx.ErrorTypeOf(e.Err)
+	return classOr(otelx.ErrorTypeOf(e.Err), "handshake_error")
+}
+
+// classOr is class t, or def when t is what otelx falls back to for an
+// error it cannot classify: its Go type's name ("*errors.errorString").
+func classOr(t, def string) string {
+	if t == "" || strings.HasPrefix(t, "*") || strings.Contains(t, ".") {
+		return def
+	}
+	return t
 }
 
 // isTimeout reports whether err is a timeout: it matches

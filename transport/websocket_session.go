@@ -159,7 +159,9 @@ type WebSocketSessionConfig struct {
 	//
 	// The hooks run on the session's own goroutine (OnMessage on its
 	// reader): a hook that blocks delays reconnecting, and a hook must not
-	// call Close, which waits for them.
+	// call Close, which waits for them. A panic in OnStateChange,
+	// OnDialFailed or OnDisconnect is recovered and logged (Logger): the
+	// session goes on.
 	OnStateChange func(state WebSocketState)
 	// Logger, when set, gets a Warn record for each lost connection and
 	// each failed redial, rate-limited per kind of failure: the first of
@@ -392,8 +394,24 @@ func (s *WebSocketSession) setState(st WebSocketState) {
 		return
 	}
 	if s.cfg.OnStateChange != nil {
-		s.cfg.OnStateChange(st)
+		s.notify("OnStateChange", func() { s.cfg.OnStateChange(st) })
 	}
+}
+
+// notify runs the notification hook named hook (OnStateChange,
+// OnDialFailed, OnDisconnect). They run on the session's goroutines, where
+// no caller could recover a panic: one is the host's bug, logged (with
+// Logger) as the hook's failure, and the session goes on — as a panic in
+// a Credentials fetch fails the calls that need a token, not the process.
+func (s *WebSocketSession) notify(hook string, f func()) {
+	defer func() {
+		if r := recover(); r != nil {
+			logx.For(s.cfg.Logger).Failure(context.Background(), "websocket.hook_panic."+hook,
+				"lifeline: websocket session hook panicked", fmt.Errorf("%s panicked: %v", hook, r),
+				slog.String("url.full", s.target.safe), slog.String("hook", hook))
+		}
+	}()
+	f()
 }
 
 // run owns the session: it dials, serves each connection until it is
@@ -409,7 +427,7 @@ func (s *WebSocketSession) run() {
 	r := &sessionRun{rnd: rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))}
 	if s.cfg.OnStateChange != nil {
 		// The session starts in WebSocketConnecting; report it too.
-		s.cfg.OnStateChange(WebSocketConnecting)
+		s.notify("OnStateChange", func() { s.cfg.OnStateChange(WebSocketConnecting) })
 	}
 	for s.sleep(r.wait) {
 		s.setState(WebSocketConnecting)
@@ -634,7 +652,7 @@ func (s *WebSocketSession) dialFailed(r *sessionRun, resp *http.Response, err er
 		}
 	}
 	if s.cfg.OnDialFailed != nil {
-		s.cfg.OnDialFailed(err)
+		s.notify("OnDialFailed", func() { s.cfg.OnDialFailed(err) })
 	}
 	s.setState(WebSocketDisconnected)
 	return true
@@ -683,7 +701,7 @@ func (s *WebSocketSession) serveConn(conn *websocket.Conn) error {
 	close(s.up)
 	s.mu.Unlock()
 	if s.cfg.OnStateChange != nil {
-		s.cfg.OnStateChange(WebSocketConnected) // run reports Connected only here
+		s.notify("OnStateChange", func() { s.cfg.OnStateChange(WebSocketConnected) }) // run reports Connected only here
 	}
 
 	cause := s.serve(cc)
@@ -733,7 +751,7 @@ func (s *WebSocketSession) connLost(r *sessionRun, cause error, lasted time.Dura
 			cause, slog.String("url.full", s.target.safe), slog.String("error.type", et))
 	}
 	if s.cfg.OnDisconnect != nil {
-		s.cfg.OnDisconnect(cause)
+		s.notify("OnDisconnect", func() { s.cfg.OnDisconnect(cause) })
 	}
 	if lasted >= s.stableAfter() {
 		r.failures = 0
@@ -757,12 +775,26 @@ func (s *WebSocketSession) onConnect(conn *websocket.Conn) error {
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	defer stop()
 	if err := s.cfg.OnConnect(ctx, conn); err != nil {
-		return fmt.Errorf("transport: websocket OnConnect: %w", err)
+		return &onConnectError{err}
 	}
 	if ctx.Err() != nil {
-		return fmt.Errorf("transport: websocket OnConnect: %w", context.Cause(ctx))
+		return &onConnectError{context.Cause(ctx)}
 	}
 	return nil
+}
+
+// onConnectError is the failure of OnConnect: its error.type is
+// "on_connect" (or the cause's when a time limit or Close ended it),
+// never a Go type name.
+type onConnectError struct{ err error }
+
+func (e *onConnectError) Error() string { return "transport: websocket OnConnect: " + e.err.Error() }
+func (e *onConnectError) Unwrap() error { return e.err }
+func (e *onConnectError) ErrorType() string {
+	if et := otelx.ErrorTypeOf(e.err); et == "timeout" || et == "canceled" {
+		return et
+	}
+	return "on_connect"
 }
 
 // serve reads cc until it fails (or Close), delivering messages in order,
@@ -1024,12 +1056,14 @@ func (s *WebSocketSession) takeWriteSlot(ctx context.Context, start, deadline ti
 	}
 }
 
-// lossType is the error.type of a lost connection's cause: a message over
-// MaxMessageSize is "message_too_large" (gorilla's ErrReadLimit carries no
-// type of its own, and would read "*errors.errorString").
+// lossType is the error.type of a lost connection's or failed dial's
+// cause: a message over MaxMessageSize is "message_too_large" (gorilla's
+// ErrReadLimit carries no type of its own, and would read
+// "*errors.errorString"), a cause of no class "websocket_error".
 func lossType(cause error) string {
 	if errors.Is(cause, websocket.ErrReadLimit) {
 		return "message_too_large"
 	}
-	return otelx.ErrorTypeOf(cause)
+	// Whatever the cause, no Go type name reaches a metric or a log.
+	return classOr(otelx.ErrorTypeOf(cause), "websocket_error")
 }

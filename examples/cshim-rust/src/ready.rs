@@ -2,7 +2,7 @@
 //! standard library only: their readiness descriptors through poll(2).
 
 use std::io;
-use std::os::raw::{c_int, c_short};
+use std::os::raw::{c_int, c_short, c_ulong};
 use std::os::unix::io::{AsRawFd, BorrowedFd};
 use std::time::{Duration, Instant};
 
@@ -14,7 +14,7 @@ struct PollFd {
 }
 
 extern "C" {
-    fn poll(fds: *mut PollFd, nfds: u64, timeout: c_int) -> c_int;
+    fn poll(fds: *mut PollFd, nfds: c_ulong, timeout: c_int) -> c_int; // nfds_t: unsigned long
 }
 
 const POLLIN: c_short = 1;
@@ -48,6 +48,12 @@ const POLLIN: c_short = 1;
 /// `clear_ready`), with no dependency of this crate on it. Interrupted
 /// waits (EINTR, which the Go runtime's signals cause) resume with the
 /// time left.
+///
+/// An empty `fds` with no timeout is an error of kind `InvalidInput` (it
+/// would wait for ever); with one, it waits that long and returns none. A
+/// timeout too large for an [`Instant`] (e.g. `Duration::MAX`) is no
+/// limit. A descriptor closed at the other end, or closed outright
+/// (`POLLNVAL`), counts as readable.
 pub fn ready(fds: &[BorrowedFd<'_>], timeout: Option<Duration>) -> io::Result<Vec<usize>> {
     let mut p: Vec<PollFd> = fds
         .iter()
@@ -57,7 +63,14 @@ pub fn ready(fds: &[BorrowedFd<'_>], timeout: Option<Duration>) -> io::Result<Ve
             revents: 0,
         })
         .collect();
-    let end = timeout.map(|t| Instant::now() + t);
+    if fds.is_empty() && timeout.is_none() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "lifeline::ready: no descriptors and no timeout: it would wait for ever",
+        ));
+    }
+    // None: no limit (also a timeout beyond what an Instant can hold).
+    let end = timeout.and_then(|t| Instant::now().checked_add(t));
     loop {
         let ms: c_int = match end {
             None => -1,
@@ -69,13 +82,17 @@ pub fn ready(fds: &[BorrowedFd<'_>], timeout: Option<Duration>) -> io::Result<Ve
             }
         };
         // SAFETY: p is a valid array of p.len() pollfds, alive for the call.
-        let n = unsafe { poll(p.as_mut_ptr(), p.len() as u64, ms) };
+        let n = unsafe { poll(p.as_mut_ptr(), p.len() as c_ulong, ms) };
         if n < 0 {
             let e = io::Error::last_os_error();
             if e.kind() == io::ErrorKind::Interrupted {
                 continue;
             }
             return Err(e);
+        }
+        if n == 0 && end.map_or(false, |end| Instant::now() < end) {
+            // A wait longer than poll(2) takes in one call (~24 days).
+            continue;
         }
         // POLLHUP/POLLERR count as ready too: the next call says what.
         return Ok(p
