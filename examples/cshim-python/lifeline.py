@@ -22,6 +22,7 @@ import json
 import os
 import socket
 import threading
+import weakref
 
 WAIT_SLICE_MS = 50
 
@@ -277,11 +278,16 @@ class Operation:
     """A running request or dial. Wait for it, poll it, cancel it (from any
     thread), take its result; free it (or use it as a context manager)."""
 
-    def __init__(self, lib, handle, is_dial):
+    def __init__(self, lib, handle, is_dial, client=None):
         self._lib = lib
         self.handle = handle
         self._is_dial = is_dial
         self._freed = False
+        # The client lives while its operations do (a Client() dropped at
+        # once must not close under them); an operation dropped unfreed is
+        # freed by the garbage collector.
+        self._client = client
+        self._finalizer = weakref.finalize(self, lib.lifeline_op_free, handle, None)
 
     def wait(self, timeout=None):
         """Waits until the operation finished, at most timeout seconds
@@ -345,7 +351,7 @@ class Operation:
     def free(self):
         if not self._freed:
             self._freed = True
-            self._lib.lifeline_op_free(self.handle, None)
+            self._finalizer()
 
     def __enter__(self):
         return self
@@ -519,6 +525,9 @@ class Client:
         h = ctypes.c_uint64()
         _check(self._lib, self._lib.lifeline_client_new(ctypes.byref(h), ctypes.byref(err)), err)
         self.handle = h.value
+        # A client dropped unclosed is closed by the garbage collector
+        # (its operations and sessions hold it while they live).
+        self._finalizer = weakref.finalize(self, self._lib.lifeline_client_close, h.value, None)
         if config:
             try:
                 self.configure(config)
@@ -598,7 +607,7 @@ class Client:
             with _handlers_lock:
                 _handlers.pop(key, None)
         _check(self._lib, st, err)
-        return Operation(self._lib, op.value, is_dial)
+        return Operation(self._lib, op.value, is_dial, self)
 
     def request(self, method, url, headers=None, body=b"", deadline_ms=0, **options):
         """Performs a request and returns its Response; raises LifelineError
@@ -640,8 +649,8 @@ class Client:
 
     def close(self):
         if self.handle:
-            h, self.handle = self.handle, 0
-            self._lib.lifeline_client_close(h, None)
+            self.handle = 0
+            self._finalizer()
 
     def __enter__(self):
         return self

@@ -19,6 +19,7 @@ s.next_event(0) until it returns None.
 import ctypes
 import json
 import threading
+import weakref
 
 import lifeline
 from lifeline import WAIT_SLICE_MS, LifelineCanceled, LifelineError, _check, _cstr, _Error, _Header, load
@@ -132,6 +133,10 @@ class Session:
         _check(self._lib, st, err)
         self.handle = h.value
         self._freed = False
+        # Dropped unfreed, a session is freed by the garbage collector (it
+        # would redial for ever otherwise); it holds its client meanwhile.
+        self._client = client
+        self._finalizer = weakref.finalize(self, self._lib.lifeline_session_free, self.handle, None)
 
     def _call(self, fn, *args):
         err = _Error()
@@ -223,7 +228,7 @@ class Session:
     def free(self):
         if not self._freed:
             self._freed = True
-            self._lib.lifeline_session_free(self.handle, None)
+            self._finalizer()
 
     def __enter__(self):
         return self

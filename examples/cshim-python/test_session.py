@@ -5,6 +5,7 @@ an asyncio loop driven by the event descriptor."""
 
 import asyncio
 import base64
+import ctypes
 import hashlib
 import socket
 import struct
@@ -234,3 +235,46 @@ def test_session_asyncio_event_fd(ws_url):
                 loop.remove_reader(s.fileno())
 
     asyncio.run(main())
+
+
+def test_dropped_handles_are_freed(ws_url, stream_url):
+    """Handles dropped without free()/close() are freed by the garbage
+    collector: a session (which would redial for ever), a stream, an
+    operation; a client is kept alive by its operations and closed once
+    the last of them is gone."""
+    import gc
+
+    with Client() as c:
+        live0 = c.metrics()["process"]["live_allocations"]
+
+        def drop():
+            s = Session(c, ws_url + "/count")
+            s.wait_connected(5)
+            st = c.stream("GET", stream_url + "/sse")
+            st.response(timeout=5)
+            c.start("GET", stream_url + "/sse", deadline_ms=5000)
+
+        drop()
+        gc.collect()
+        deadline = time.monotonic() + 5
+        while c.metrics()["process"]["live_allocations"] != live0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert c.metrics()["process"]["live_allocations"] == live0
+
+    # An operation outlives the Client() it came from, dropped at once.
+    op = Client().start("GET", stream_url + "/sse", deadline_ms=5000)
+    assert op.wait(5)
+    resp = op.result()
+    assert resp.status == 200 and b"event 4" in resp.body
+    h = op._client.handle
+    assert h
+    del op
+    gc.collect()
+    probe = Client()
+    try:
+        # The dropped client's handle is closed: using it fails.
+        err = lifeline._Error()
+        st = probe._lib.lifeline_client_configure(h, b"{}", ctypes.byref(err))
+        assert st != lifeline.OK
+    finally:
+        probe.close()
