@@ -1,0 +1,107 @@
+package pool_test
+
+import (
+	"context"
+	"errors"
+	"net"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/lifeline-go/lifeline/dial"
+	"github.com/lifeline-go/lifeline/pool"
+)
+
+// Adversarial tests of the pool's gate (issue 23) from outside, with real
+// sockets on loopback.
+
+// dialLog records when each Config.Dial call began.
+type dialLog struct {
+	mu    sync.Mutex
+	times []time.Time
+}
+
+func (l *dialLog) add() {
+	l.mu.Lock()
+	l.times = append(l.times, time.Now())
+	l.mu.Unlock()
+}
+
+func (l *dialLog) between(from, to time.Time) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for _, t := range l.times {
+		if !t.Before(from) && t.Before(to) {
+			n++
+		}
+	}
+	return n
+}
+
+// The rate limit of new dials and the gate together: a burst of Acquires
+// queues dials behind DialRate while the upstream still looks Ready; the
+// first five are refused and the gate goes Down. The dials still waiting
+// for their token must not go to the upstream known down (only probes, about
+// one a second), and the Acquires they were for fail fast instead of each
+// waiting its turn at DialRate to learn what the pool already knows.
+func TestAdvFailFastDialsQueuedAtRateLimit(t *testing.T) {
+	addr := refusingAddr(t)
+	var log dialLog
+	dd := &dial.Dialer{}
+	p := newPool(t, pool.Config{Name: "db", MaxConns: 30, DialRate: 4,
+		Dial: func(ctx context.Context) (net.Conn, error) {
+			log.add()
+			return dd.DialContext(ctx, "tcp", addr)
+		}})
+
+	start := time.Now()
+	var wg sync.WaitGroup
+	var downAt atomic.Int64 // the first fail fast, ns since start
+	var fast, refused, other atomic.Int64
+	var lastEnd atomic.Int64
+	for range 30 {
+		wg.Go(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+			defer cancel()
+			_, err := p.Acquire(ctx)
+			now := int64(time.Since(start))
+			for {
+				l := lastEnd.Load()
+				if now <= l || lastEnd.CompareAndSwap(l, now) {
+					break
+				}
+			}
+			var de *dial.Error
+			switch {
+			case errors.Is(err, pool.ErrUnavailable):
+				fast.Add(1)
+				downAt.CompareAndSwap(0, now)
+			case errors.As(err, &de):
+				refused.Add(1)
+			default:
+				other.Add(1)
+				t.Errorf("unexpected: %v", err)
+			}
+		})
+	}
+	wg.Wait()
+	end := time.Duration(lastEnd.Load())
+	t.Logf("fail fast %d, refused %d, other %d; last Acquire ended %v after the burst; first fail fast at %v",
+		fast.Load(), refused.Load(), other.Load(), end, time.Duration(downAt.Load()))
+	// At 4 dials/s, five refusals take ~1s; without the gate's say over
+	// queued dials, the 30th Acquire waits ~7s for its own refusal.
+	assert.Less(t, end, 4*time.Second, "Acquires whose dial had not started fail fast once the upstream is known down")
+	require.NotZero(t, downAt.Load(), "the upstream was found down")
+
+	// Dials once the upstream is known down: probes only (~1/s), not
+	// DialRate.
+	down := start.Add(time.Duration(downAt.Load()))
+	n := log.between(down, start.Add(end+time.Second))
+	t.Logf("%d dials after the upstream was known down", n)
+	assert.LessOrEqual(t, n, 3, "only probes go to an upstream known down")
+}
