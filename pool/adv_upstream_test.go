@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/lifeline-go/lifeline/dial"
+	"github.com/lifeline-go/lifeline/faultnet"
 	"github.com/lifeline-go/lifeline/pool"
 )
 
@@ -104,4 +105,56 @@ func TestAdvFailFastDialsQueuedAtRateLimit(t *testing.T) {
 	n := log.between(down, start.Add(end+time.Second))
 	t.Logf("%d dials after the upstream was known down", n)
 	assert.LessOrEqual(t, n, 3, "only probes go to an upstream known down")
+}
+
+// Close while the upstream is down, a probe dial hangs in a black hole
+// (its SYNs dropped) and Acquires that wait for ready are parked at the
+// gate or queued behind the probe: Close returns promptly, every Acquire
+// ends with ErrClosed at once, and nothing is left running (goleak in
+// TestMain).
+func TestAdvCloseWhileProbeHangs(t *testing.T) {
+	refused := refusingAddr(t)
+	hole := faultnet.NewBlackhole(t, "")
+	var target atomic.Pointer[string]
+	target.Store(&refused)
+	var dials atomic.Int64
+	dd := &dial.Dialer{}
+	p, err := pool.New(pool.Config{Name: "db", MaxConns: 4, DialRate: -1,
+		Dial: func(ctx context.Context) (net.Conn, error) {
+			dials.Add(1)
+			return dd.DialContext(ctx, "tcp", *target.Load())
+		}})
+	require.NoError(t, err)
+	for range 5 {
+		_, err := p.Acquire(t.Context())
+		require.Error(t, err)
+	}
+	_, err = p.Acquire(t.Context())
+	require.ErrorIs(t, err, pool.ErrUnavailable, "down after 5 refusals")
+
+	hole2 := hole.Addr()
+	target.Store(&hole2) // the probes hang from now
+	errs := make(chan error, 4)
+	for range 4 {
+		go func() {
+			_, err := p.Acquire(pool.WaitForReady(context.Background())) // AcquireTimeout: 30s
+			errs <- err
+		}()
+	}
+	eventually(t, 5*time.Second, "a probe dial hangs", func() bool { return dials.Load() >= 6 && p.Stats().Dialing >= 1 })
+	time.Sleep(200 * time.Millisecond)
+
+	start := time.Now()
+	require.NoError(t, p.Close())
+	took := time.Since(start)
+	for range 4 {
+		select {
+		case err := <-errs:
+			require.ErrorIs(t, err, pool.ErrClosed)
+		case <-time.After(2 * time.Second):
+			t.Fatal("an Acquire that waits for ready outlived Close")
+		}
+	}
+	t.Logf("Close took %v with %d dials made; %+v", took, dials.Load(), p.Stats())
+	assert.Less(t, took, time.Second, "Close cancels the hanging probe dial")
 }

@@ -55,8 +55,12 @@ func (p *Pool) dialOne(parent context.Context, gen uint64, probe bool) {
 	if p.limiter != nil {
 		// The token bucket is what keeps a flap from becoming a storm
 		// (incidents 03 and 05): every dial, whoever triggered it, waits here.
-		if err := p.limiter.Wait(p.closeCtx); err != nil {
+		switch p.waitToken(probe) {
+		case errClosedWait:
 			p.dialDone(nil, ErrClosed, gen)
+			return
+		case errDownWait:
+			p.dropDial()
 			return
 		}
 	}
@@ -83,6 +87,61 @@ func (p *Pool) dialOne(parent context.Context, gen uint64, probe bool) {
 	}
 	p.tel.dialed(err)
 	p.dialDone(nc, err, gen)
+}
+
+// The ends of a wait for a DialRate token other than the token.
+var (
+	errClosedWait = errors.New("pool closed")
+	errDownWait   = errors.New("upstream down")
+)
+
+// waitToken waits for the dial's DialRate token, or for Close
+// (errClosedWait). A dial that is not a probe of an upstream known down
+// also ends its wait when the upstream goes down, and does not go when it
+// was down by the time its token came (errDownWait): the dials queued
+// behind DialRate when an upstream fails would otherwise go to it one after
+// another long after it is known down, each holding up the Acquire it is
+// for. Its token goes back to the bucket for the probes.
+func (p *Pool) waitToken(probe bool) error {
+	var down <-chan struct{}
+	if !probe && p.gate != nil {
+		down = p.downSig.wait()
+	}
+	r := p.limiter.Reserve() // a dial is 1 token, within any burst
+	if d := r.Delay(); d > 0 {
+		t := time.NewTimer(d)
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-p.closeCtx.Done():
+			r.Cancel()
+			return errClosedWait
+		case <-down:
+			r.Cancel()
+			return errDownWait
+		}
+	}
+	select {
+	case <-p.closeCtx.Done():
+		return errClosedWait
+	case <-down:
+		return errDownWait
+	default:
+		return nil
+	}
+}
+
+// dropDial ends a dial that did not go (waitToken: the upstream went
+// down): the waiters are seen again as if it had never started, so those
+// no dial is for fail fast (or wait at the gate for ready), and a probe
+// goes when one is due.
+func (p *Pool) dropDial() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.dialing--
+	if !p.closed {
+		p.dialForWaitersLocked(context.Background())
+	}
 }
 
 // dialDone accounts for a finished dial: a new conn goes to the oldest waiter

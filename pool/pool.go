@@ -42,6 +42,7 @@ type Pool struct {
 	log     *logx.Limiter // nil: no Logger
 	name    string
 	gate    *upstream.Gate // the upstream's reachability; nil: DisableFailFast
+	downSig downSignal     // closed while gate is down: ends the non-probe dials' DialRate waits
 
 	closeCtx    context.Context // canceled by Close: ends dials, rate waits, the sweeper
 	closeCancel context.CancelFunc

@@ -72,6 +72,7 @@ func (p *Pool) initGate(cfg *Config) {
 // transition logs a change of the gate's state. It runs under the gate's
 // lock: it takes no pool lock and calls no meter.
 func (p *Pool) transition(from, to upstream.State) {
+	p.downSig.set(to != upstream.Ready)
 	if p.log == nil || p.closeCtx.Err() != nil {
 		return
 	}
@@ -83,6 +84,43 @@ func (p *Pool) transition(from, to upstream.State) {
 	}
 	p.log.Failure(context.Background(), "pool.upstream."+to.String(), msg, last,
 		slog.String("pool", p.name), slog.String("from", from.String()))
+}
+
+// downSignal tells the dials waiting for a DialRate token that the
+// upstream went down (waitToken): a channel closed while it is down and
+// replaced by an open one when it is back.
+type downSignal struct {
+	mu   sync.Mutex
+	ch   chan struct{}
+	down bool
+}
+
+// wait returns the channel closed while the upstream is down.
+func (s *downSignal) wait() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ch == nil {
+		s.ch = make(chan struct{})
+		if s.down {
+			close(s.ch)
+		}
+	}
+	return s.ch
+}
+
+// set follows the gate's state (transition).
+func (s *downSignal) set(down bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if down == s.down {
+		return
+	}
+	s.down = down
+	if down && s.ch != nil {
+		close(s.ch)
+	} else {
+		s.ch = nil
+	}
 }
 
 // admitDialLocked asks the gate whether a new dial may start now: yes when
