@@ -158,3 +158,88 @@ func TestAdvCloseWhileProbeHangs(t *testing.T) {
 	t.Logf("Close took %v with %d dials made; %+v", took, dials.Load(), p.Stats())
 	assert.Less(t, took, time.Second, "Close cancels the hanging probe dial")
 }
+
+// Acquires that wait for ready, more of them than MaxConns, some with
+// deadlines shorter than the outage: those end at their own deadline with
+// its error (not earlier with an *UnavailableError, not later); when the
+// upstream comes back on the same port, the others are woken, the first
+// MaxConns are served by dials and the rest by the conns released to
+// them, all within their deadlines.
+func TestAdvWaitForReadyDeadlinesAndRecovery(t *testing.T) {
+	addr := refusingAddr(t)
+	dd := &dial.Dialer{}
+	p := newPool(t, pool.Config{Name: "db", MaxConns: 2,
+		Dial: func(ctx context.Context) (net.Conn, error) { return dd.DialContext(ctx, "tcp", addr) }})
+	for range 5 {
+		_, err := p.Acquire(t.Context())
+		require.Error(t, err)
+	}
+	_, err := p.Acquire(t.Context())
+	require.ErrorIs(t, err, pool.ErrUnavailable, "down after 5 refusals")
+
+	type res struct {
+		short bool
+		took  time.Duration
+		err   error
+	}
+	out := make(chan res, 10)
+	start := time.Now()
+	for i := range 10 {
+		short := i%3 == 0 // 4 of them
+		go func() {
+			d := 8 * time.Second
+			if short {
+				d = 500 * time.Millisecond
+			}
+			ctx, cancel := context.WithTimeout(pool.WaitForReady(context.Background()), d)
+			defer cancel()
+			c, err := p.Acquire(ctx)
+			if err == nil {
+				time.Sleep(100 * time.Millisecond)
+				c.Release()
+			}
+			out <- res{short, time.Since(start), err}
+		}()
+	}
+	time.Sleep(1500 * time.Millisecond)
+	ln, err := net.Listen("tcp", addr)
+	require.NoError(t, err)
+	defer ln.Close()
+	var sconns []net.Conn
+	var smu sync.Mutex
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			smu.Lock()
+			sconns = append(sconns, c)
+			smu.Unlock()
+		}
+	}()
+	defer func() {
+		smu.Lock()
+		defer smu.Unlock()
+		for _, c := range sconns {
+			_ = c.Close()
+		}
+	}()
+	back := time.Since(start)
+	var lastOK time.Duration
+	for range 10 {
+		r := <-out
+		if r.short {
+			assert.ErrorIs(t, r.err, context.DeadlineExceeded, "a short wait ends at its deadline")
+			assert.NotErrorIs(t, r.err, pool.ErrUnavailable)
+			assert.GreaterOrEqual(t, r.took, 450*time.Millisecond, "not before its deadline")
+			assert.Less(t, r.took, 1400*time.Millisecond, "at its deadline")
+			continue
+		}
+		if assert.NoError(t, r.err, "a long wait is served after the recovery") {
+			lastOK = max(lastOK, r.took)
+		}
+	}
+	t.Logf("back at %v, last long wait served at %v; %+v", back, lastOK, p.Stats())
+	assert.Less(t, lastOK-back, 4*time.Second, "served within a few probe intervals of the recovery")
+}
