@@ -3,6 +3,7 @@ package pool_test
 import (
 	"context"
 	"errors"
+	"io"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -242,4 +243,86 @@ func TestAdvWaitForReadyDeadlinesAndRecovery(t *testing.T) {
 	}
 	t.Logf("back at %v, last long wait served at %v; %+v", back, lastOK, p.Stats())
 	assert.Less(t, lastOK-back, 4*time.Second, "served within a few probe intervals of the recovery")
+}
+
+// A database-like server slower than its callers: it accepts at once but
+// sends its greeting 400ms later, and the Dial reads that greeting. Callers
+// with 50ms deadlines (and others that cancel) give up long before: their
+// Acquires fail with their own context's error, but the dials they
+// triggered are the pool's and go on, so the upstream is never taken down
+// by the callers' impatience, and the next caller is served by an idle
+// conn those dials left.
+func TestAdvCallersDeadlinesDoNotTakeUpstreamDown(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	var conns sync.WaitGroup
+	stopSrv := make(chan struct{})
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			conns.Go(func() {
+				defer c.Close()
+				select {
+				case <-time.After(400 * time.Millisecond):
+					_, _ = c.Write([]byte("ready\n"))
+				case <-stopSrv:
+					return
+				}
+				<-stopSrv
+			})
+		}
+	}()
+	defer func() { ln.Close(); close(stopSrv); conns.Wait() }()
+	dd := &dial.Dialer{}
+	p := newPool(t, pool.Config{Name: "db", MaxConns: 8,
+		Dial: func(ctx context.Context) (net.Conn, error) {
+			c, err := dd.DialContext(ctx, "tcp", ln.Addr().String())
+			if err != nil {
+				return nil, err
+			}
+			if dl, ok := ctx.Deadline(); ok {
+				_ = c.SetReadDeadline(dl)
+			}
+			stop := context.AfterFunc(ctx, func() { _ = c.SetReadDeadline(time.Unix(1, 0)) })
+			defer stop()
+			buf := make([]byte, 6)
+			if _, err := io.ReadFull(c, buf); err != nil {
+				c.Close()
+				return nil, err
+			}
+			_ = c.SetReadDeadline(time.Time{})
+			return c, nil
+		}})
+	var wg sync.WaitGroup
+	for i := range 24 {
+		wg.Go(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+			if i%3 == 0 {
+				time.AfterFunc(10*time.Millisecond, cancel)
+			}
+			defer cancel()
+			c, err := p.Acquire(ctx)
+			if err == nil { // a conn a caller before left
+				c.Release()
+				return
+			}
+			assert.True(t, errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled), "own ctx: %v", err)
+			assert.NotErrorIs(t, err, pool.ErrUnavailable)
+		})
+		time.Sleep(20 * time.Millisecond)
+	}
+	wg.Wait()
+	eventually(t, 5*time.Second, "the dials the callers triggered end", func() bool { return p.Stats().Dialing == 0 })
+	st := p.Stats()
+	t.Logf("%+v", st)
+	assert.Zero(t, st.DialFailures, "no dial failed")
+	assert.Zero(t, st.Unavailable)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	c, err := p.Acquire(ctx)
+	require.NoError(t, err, "served: the upstream is not down")
+	c.Release()
 }
