@@ -326,3 +326,72 @@ func TestAdvCallersDeadlinesDoNotTakeUpstreamDown(t *testing.T) {
 	require.NoError(t, err, "served: the upstream is not down")
 	c.Release()
 }
+
+// A black hole on loopback (the listener's queue full: SYNs dropped) under
+// a light load: an open loop of 10 Acquires a second, each with a 300ms
+// deadline, so that callers give up long before their dials, which stay
+// pending (up to MaxConns) for ConnectTimeout and are taken over by the
+// next callers. Three dials pending beyond the cold suspect time (3s) show
+// the upstream down: from then, Acquires must fail fast, not wait out
+// their deadlines on dials known to hang. Last is then the pool's own hang
+// error (a net.Error whose Timeout is true), and the real *dial.Error
+// (phase connect) once a hanging dial ends at its connect timeout.
+func TestAdvBlackholeLightLoad(t *testing.T) {
+	hole := faultnet.NewBlackhole(t, "")
+	dd := &dial.Dialer{ConnectTimeout: 5 * time.Second}
+	p := newPool(t, pool.Config{Name: "db", MaxConns: 8, DialRate: -1,
+		Dial: func(ctx context.Context) (net.Conn, error) { return dd.DialContext(ctx, "tcp", hole.Addr()) }})
+	start := time.Now()
+	var mu sync.Mutex
+	var fast, slow int
+	var firstFast time.Duration
+	var hang, real *pool.UnavailableError
+	var wg sync.WaitGroup
+	for time.Since(start) < 7*time.Second {
+		wg.Go(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+			defer cancel()
+			t0 := time.Since(start)
+			_, err := p.Acquire(ctx)
+			mu.Lock()
+			defer mu.Unlock()
+			var ue *pool.UnavailableError
+			switch {
+			case err == nil:
+				t.Errorf("served from a black hole")
+			case errors.As(err, &ue):
+				fast++
+				if firstFast == 0 {
+					firstFast = t0
+				}
+				var de *dial.Error
+				if errors.As(err, &de) {
+					real = ue
+				} else if hang == nil {
+					hang = ue
+				}
+			case t0 > 4*time.Second:
+				slow++
+				assert.ErrorIs(t, err, context.DeadlineExceeded)
+			}
+		})
+		time.Sleep(100 * time.Millisecond)
+	}
+	wg.Wait()
+	t.Logf("%d fail fast; from 4s, %d waited their deadline; first fail fast at %v; %+v", fast, slow, firstFast, p.Stats())
+	require.NotZero(t, fast, "no Acquire failed fast in a black hole")
+	assert.LessOrEqual(t, slow, 2, "from 4s, Acquires fail fast")
+	if assert.NotNil(t, hang, "down for hanging dials before any failed") {
+		var ne net.Error
+		require.ErrorAs(t, hang.Last, &ne, "the hang error")
+		assert.True(t, ne.Timeout())
+		assert.Contains(t, hang.Error(), "upstream db down")
+		assert.NotContains(t, hang.Error(), hole.Addr(), "the pool's text names the pool, not the address")
+	}
+	if assert.NotNil(t, real, "the real *dial.Error once a hanging dial ended") {
+		var de *dial.Error
+		require.ErrorAs(t, real, &de)
+		assert.Equal(t, dial.PhaseConnect, de.Phase)
+		assert.True(t, de.Timeout())
+	}
+}
