@@ -380,7 +380,10 @@ func TestAdvBlackholeLightLoad(t *testing.T) {
 	wg.Wait()
 	t.Logf("%d fail fast; from 4s, %d waited their deadline; first fail fast at %v; %+v", fast, slow, firstFast, p.Stats())
 	require.NotZero(t, fast, "no Acquire failed fast in a black hole")
-	assert.LessOrEqual(t, slow, 2, "from 4s, Acquires fail fast")
+	// The slow ones from 4s are the probes' callers: a probe is an Acquire
+	// (about 1/s) that waits for its dial.
+	assert.LessOrEqual(t, slow, 5, "from 4s, Acquires fail fast but for the probes")
+	assert.GreaterOrEqual(t, fast, 20)
 	if assert.NotNil(t, hang, "down for hanging dials before any failed") {
 		var ne net.Error
 		require.ErrorAs(t, hang.Last, &ne, "the hang error")

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net"
+	"slices"
 	"time"
 
 	"github.com/lifeline-go/lifeline/internal/otelx"
@@ -14,27 +15,30 @@ import (
 
 // dialForWaitersLocked starts dials while waiters outnumber dials in flight
 // and the cap allows, each let through by the gate: while the upstream is
-// known down only a due probe dials, and the waiters that no dial in flight
-// is for leave the queue (bounceLocked: they fail fast or wait for ready at
-// the gate). It reports whether it started any.
+// known down only a due probe dials, and the waiters that no probe in
+// flight is for leave the queue (bounceLocked: they fail fast or wait for
+// ready at the gate). It reports whether it started any.
 func (p *Pool) dialForWaitersLocked(ctx context.Context) bool {
 	started := false
 	for !p.closed && p.dialing < p.waiters.n {
 		if p.openLocked() >= p.s.maxConns {
-			// No room to dial: the waiters wait for a release or a place,
-			// but not for an upstream known down.
-			if p.downLocked() {
-				p.bounceLocked(p.unavailableLocked())
-			}
-			break
+			break // no room to dial: the waiters wait for a release or a place
 		}
 		probe, err := p.admitDialLocked()
 		if err != nil {
-			p.bounceLocked(err)
-			break
+			break // down: bounced below
 		}
 		p.startDialLocked(ctx, probe)
 		started = true
+	}
+	// Asked even when the dials in flight outnumber the waiters: those
+	// dials may be the ones that show the upstream down (pending far
+	// beyond its usual time: the gate's look, State, finds them), and
+	// once it is down a dial that is not a probe is no dial for a waiter
+	// (it started before the upstream was known down, most likely for a
+	// caller who gave up on it; in a black hole it hangs to its timeout).
+	if !p.closed && p.waiters.n > len(p.probes) && p.downLocked() {
+		p.bounceLocked()
 	}
 	return started
 }
@@ -46,18 +50,24 @@ func (p *Pool) dialForWaitersLocked(ctx context.Context) bool {
 // probe says the gate admitted it as the probe of an upstream known down.
 func (p *Pool) startDialLocked(ctx context.Context, probe bool) {
 	p.dialing++
+	var probeAt int64 // 0: not a probe
+	if probe {
+		probeAt = nanotime()
+		p.probes = append(p.probes, probeAt)
+	}
 	p.wg.Add(1)
-	go p.dialOne(context.WithoutCancel(ctx), p.gen.Load(), probe)
+	go p.dialOne(context.WithoutCancel(ctx), p.gen.Load(), probeAt)
 }
 
-func (p *Pool) dialOne(parent context.Context, gen uint64, probe bool) {
+func (p *Pool) dialOne(parent context.Context, gen uint64, probeAt int64) {
+	probe := probeAt != 0
 	defer p.wg.Done()
 	if p.limiter != nil {
 		// The token bucket is what keeps a flap from becoming a storm
 		// (incidents 03 and 05): every dial, whoever triggered it, waits here.
 		switch p.waitToken(probe) {
 		case errClosedWait:
-			p.dialDone(nil, ErrClosed, gen)
+			p.dialDone(nil, ErrClosed, gen, probeAt)
 			return
 		case errDownWait:
 			p.dropDial()
@@ -86,7 +96,7 @@ func (p *Pool) dialOne(parent context.Context, gen uint64, probe bool) {
 			slog.String("pool", p.name), slog.String("error.type", et))
 	}
 	p.tel.dialed(err)
-	p.dialDone(nc, err, gen)
+	p.dialDone(nc, err, gen, probeAt)
 }
 
 // The ends of a wait for a DialRate token other than the token.
@@ -146,10 +156,15 @@ func (p *Pool) dropDial() {
 
 // dialDone accounts for a finished dial: a new conn goes to the oldest waiter
 // or the idle stacks; an error goes to the oldest waiter only.
-func (p *Pool) dialDone(nc net.Conn, err error, gen uint64) {
+func (p *Pool) dialDone(nc net.Conn, err error, gen uint64, probeAt int64) {
 	now := nanotime()
 	p.mu.Lock()
 	p.dialing--
+	if probeAt != 0 {
+		if i := slices.Index(p.probes, probeAt); i >= 0 {
+			p.probes = slices.Delete(p.probes, i, i+1)
+		}
+	}
 	if err != nil {
 		if p.closed {
 			p.mu.Unlock()

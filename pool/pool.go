@@ -79,6 +79,7 @@ type Pool struct {
 	closed  bool
 	all     []*Conn // every dialed, not yet destroyed conn; Conn.allIdx indexes it
 	dialing int     // dials started and not finished, rate-limiter waits included
+	probes  []int64 // of dialing: when each probe the gate admitted while the upstream was down started (nanotime)
 	// closing counts conns destroyed whose Close has not returned yet: a
 	// conn is open (at the server, in its max_connections) until then, so
 	// it keeps its place against MaxConns (closedConns gives it back).
