@@ -398,3 +398,131 @@ func TestAdvBlackholeLightLoad(t *testing.T) {
 		assert.True(t, de.Timeout())
 	}
 }
+
+// A flapping upstream under concurrent callers (under -race): the port
+// flips every 300ms between refusing (its conns reset) and accepting
+// (echo), while 16 goroutines acquire (100ms deadlines, every fourth
+// waiting for ready), echo a byte and release. Every Acquire ends within
+// its deadline (plus slack), the cap holds, and once the upstream stays up
+// the pool serves again within a few probe intervals; Close ends it all
+// (goleak).
+func TestAdvFlappingUpstreamConcurrent(t *testing.T) {
+	addr := refusingAddr(t)
+	dd := &dial.Dialer{}
+	p, err := pool.New(pool.Config{Name: "db", MaxConns: 4, DialRate: 50,
+		Dial: func(ctx context.Context) (net.Conn, error) { return dd.DialContext(ctx, "tcp", addr) }})
+	require.NoError(t, err)
+
+	var lnMu sync.Mutex
+	var ln net.Listener
+	var conns []net.Conn
+	var srv sync.WaitGroup
+	up := func() {
+		l, err := net.Listen("tcp", addr)
+		require.NoError(t, err)
+		lnMu.Lock()
+		ln = l
+		lnMu.Unlock()
+		srv.Go(func() {
+			for {
+				c, err := l.Accept()
+				if err != nil {
+					return
+				}
+				lnMu.Lock()
+				conns = append(conns, c)
+				lnMu.Unlock()
+				srv.Go(func() { _, _ = io.Copy(c, c); c.Close() })
+			}
+		})
+	}
+	down := func() {
+		lnMu.Lock()
+		defer lnMu.Unlock()
+		if ln != nil {
+			ln.Close()
+			ln = nil
+		}
+		for _, c := range conns {
+			_ = c.(*net.TCPConn).SetLinger(0)
+			c.Close()
+		}
+		conns = nil
+	}
+	stop := make(chan struct{})
+	var callers sync.WaitGroup
+	var ok, failed, unavailable, late atomic.Int64
+	for i := range 16 {
+		callers.Go(func() {
+			buf := make([]byte, 1)
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+				if i%4 == 0 {
+					ctx = pool.WaitForReady(ctx)
+				}
+				t0 := time.Now()
+				c, err := p.Acquire(ctx)
+				if time.Since(t0) > 600*time.Millisecond {
+					late.Add(1)
+				}
+				cancel()
+				if err != nil {
+					failed.Add(1)
+					if errors.Is(err, pool.ErrUnavailable) {
+						unavailable.Add(1)
+					}
+					time.Sleep(5 * time.Millisecond)
+					continue
+				}
+				if st := p.Stats(); st.Open > 4 {
+					t.Errorf("cap broken: %+v", st)
+				}
+				_ = c.SetDeadline(time.Now().Add(100 * time.Millisecond))
+				if _, err := c.Write([]byte{'x'}); err == nil {
+					if _, err := io.ReadFull(c, buf); err == nil {
+						ok.Add(1)
+					}
+				}
+				c.Release() // destroyed after an I/O error
+			}
+		})
+	}
+	for i := range 10 {
+		if i%2 == 0 {
+			up()
+		} else {
+			down()
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+	up() // stays up
+	back := time.Now()
+	eventually(t, 5*time.Second, "served again once the upstream stays up", func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+		defer cancel()
+		c, err := p.Acquire(ctx)
+		if err != nil {
+			return false
+		}
+		c.Release()
+		return true
+	})
+	t.Logf("served again %v after; %d ok, %d failed (%d unavailable), %d late; %+v", time.Since(back),
+		ok.Load(), failed.Load(), unavailable.Load(), late.Load(), p.Stats())
+	close(stop)
+	callers.Wait()
+	assert.Zero(t, late.Load(), "every Acquire ended within its deadline")
+	assert.NotZero(t, unavailable.Load(), "the refusing phases took it down")
+	start := time.Now()
+	require.NoError(t, p.Close())
+	assert.Less(t, time.Since(start), time.Second)
+	st := p.Stats()
+	assert.Zero(t, st.Open, "%+v", st)
+	down()
+	srv.Wait()
+}
