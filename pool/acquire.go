@@ -146,7 +146,7 @@ func (p *Pool) acquireSlow(ctx context.Context, start int64) (*Conn, error) {
 		defer t.Stop()
 		timeout = t.C
 	}
-	w := &waiter{ch: make(chan acquireResult, 1)}
+	w := &waiter{ch: make(chan acquireResult, 1), at: start}
 	p.mu.Lock()
 	if p.closed {
 		p.st.AcquireFailures++
@@ -267,7 +267,7 @@ func (p *Pool) park(ctx context.Context, w *waiter, start int64) (r acquireResul
 			return acquireResult{err: err}, true
 		}
 		w.admitted = pass.Probe()
-		if w.admitted && p.dialing < p.waiters.n && p.openLocked() < p.s.maxConns {
+		if w.admitted && len(p.probes) < p.waiters.n && p.openLocked() < p.s.maxConns {
 			p.startDialLocked(ctx, true) // the probe the gate let us be
 		}
 		p.dialForWaitersLocked(ctx)

@@ -200,7 +200,8 @@ type waiter struct {
 	ch         chan acquireResult
 	prev, next *waiter
 	queued     bool
-	admitted   bool // let through by the gate (a probe): never bounced
+	admitted   bool  // let through by the gate (a probe): never bounced
+	at         int64 // nanotime of its Acquire: before or after the upstream went down (bounceLocked)
 	// parked: waits for ready at the gate, queued all the while so that a
 	// released conn or a probe's still reaches it; unpark ends its wait at
 	// the gate when it is handed a result.

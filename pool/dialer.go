@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net"
+	"slices"
 	"time"
 
 	"github.com/lifeline-go/lifeline/internal/otelx"
@@ -14,27 +15,30 @@ import (
 
 // dialForWaitersLocked starts dials while waiters outnumber dials in flight
 // and the cap allows, each let through by the gate: while the upstream is
-// known down only a due probe dials, and the waiters that no dial in flight
-// is for leave the queue (bounceLocked: they fail fast or wait for ready at
-// the gate). It reports whether it started any.
+// known down only a due probe dials, and the waiters that no probe in
+// flight is for leave the queue (bounceLocked: they fail fast or wait for
+// ready at the gate). It reports whether it started any.
 func (p *Pool) dialForWaitersLocked(ctx context.Context) bool {
 	started := false
 	for !p.closed && p.dialing < p.waiters.n {
 		if p.openLocked() >= p.s.maxConns {
-			// No room to dial: the waiters wait for a release or a place,
-			// but not for an upstream known down.
-			if p.downLocked() {
-				p.bounceLocked(p.unavailableLocked())
-			}
-			break
+			break // no room to dial: the waiters wait for a release or a place
 		}
 		probe, err := p.admitDialLocked()
 		if err != nil {
-			p.bounceLocked(err)
-			break
+			break // down: bounced below
 		}
 		p.startDialLocked(ctx, probe)
 		started = true
+	}
+	// Asked even when the dials in flight outnumber the waiters: those
+	// dials may be the ones that show the upstream down (pending far
+	// beyond its usual time: the gate's look, State, finds them), and
+	// once it is down a dial that is not a probe is no dial for a waiter
+	// (it started before the upstream was known down, most likely for a
+	// caller who gave up on it; in a black hole it hangs to its timeout).
+	if !p.closed && p.waiters.n > len(p.probes) && p.downLocked() {
+		p.bounceLocked()
 	}
 	return started
 }
@@ -46,17 +50,27 @@ func (p *Pool) dialForWaitersLocked(ctx context.Context) bool {
 // probe says the gate admitted it as the probe of an upstream known down.
 func (p *Pool) startDialLocked(ctx context.Context, probe bool) {
 	p.dialing++
+	var probeAt int64 // 0: not a probe
+	if probe {
+		probeAt = nanotime()
+		p.probes = append(p.probes, probeAt)
+	}
 	p.wg.Add(1)
-	go p.dialOne(context.WithoutCancel(ctx), p.gen.Load(), probe)
+	go p.dialOne(context.WithoutCancel(ctx), p.gen.Load(), probeAt)
 }
 
-func (p *Pool) dialOne(parent context.Context, gen uint64, probe bool) {
+func (p *Pool) dialOne(parent context.Context, gen uint64, probeAt int64) {
+	probe := probeAt != 0
 	defer p.wg.Done()
 	if p.limiter != nil {
 		// The token bucket is what keeps a flap from becoming a storm
 		// (incidents 03 and 05): every dial, whoever triggered it, waits here.
-		if err := p.limiter.Wait(p.closeCtx); err != nil {
-			p.dialDone(nil, ErrClosed, gen)
+		switch p.waitToken(probe) {
+		case errClosedWait:
+			p.dialDone(nil, ErrClosed, gen, probeAt)
+			return
+		case errDownWait:
+			p.dropDial()
 			return
 		}
 	}
@@ -82,15 +96,75 @@ func (p *Pool) dialOne(parent context.Context, gen uint64, probe bool) {
 			slog.String("pool", p.name), slog.String("error.type", et))
 	}
 	p.tel.dialed(err)
-	p.dialDone(nc, err, gen)
+	p.dialDone(nc, err, gen, probeAt)
+}
+
+// The ends of a wait for a DialRate token other than the token.
+var (
+	errClosedWait = errors.New("pool closed")
+	errDownWait   = errors.New("upstream down")
+)
+
+// waitToken waits for the dial's DialRate token, or for Close
+// (errClosedWait). A dial that is not a probe of an upstream known down
+// also ends its wait when the upstream goes down, and does not go when it
+// was down by the time its token came (errDownWait): the dials queued
+// behind DialRate when an upstream fails would otherwise go to it one after
+// another long after it is known down, each holding up the Acquire it is
+// for. Its token goes back to the bucket for the probes.
+func (p *Pool) waitToken(probe bool) error {
+	var down <-chan struct{}
+	if !probe && p.gate != nil {
+		down = p.downSig.wait()
+	}
+	r := p.limiter.Reserve() // a dial is 1 token, within any burst
+	if d := r.Delay(); d > 0 {
+		t := time.NewTimer(d)
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-p.closeCtx.Done():
+			r.Cancel()
+			return errClosedWait
+		case <-down:
+			r.Cancel()
+			return errDownWait
+		}
+	}
+	select {
+	case <-p.closeCtx.Done():
+		return errClosedWait
+	case <-down:
+		return errDownWait
+	default:
+		return nil
+	}
+}
+
+// dropDial ends a dial that did not go (waitToken: the upstream went
+// down): the waiters are seen again as if it had never started, so those
+// no dial is for fail fast (or wait at the gate for ready), and a probe
+// goes when one is due.
+func (p *Pool) dropDial() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.dialing--
+	if !p.closed {
+		p.dialForWaitersLocked(context.Background())
+	}
 }
 
 // dialDone accounts for a finished dial: a new conn goes to the oldest waiter
 // or the idle stacks; an error goes to the oldest waiter only.
-func (p *Pool) dialDone(nc net.Conn, err error, gen uint64) {
+func (p *Pool) dialDone(nc net.Conn, err error, gen uint64, probeAt int64) {
 	now := nanotime()
 	p.mu.Lock()
 	p.dialing--
+	if probeAt != 0 {
+		if i := slices.Index(p.probes, probeAt); i >= 0 {
+			p.probes = slices.Delete(p.probes, i, i+1)
+		}
+	}
 	if err != nil {
 		if p.closed {
 			p.mu.Unlock()

@@ -35,9 +35,14 @@
 // (a black hole), it is Down: an Acquire that finds no live idle conn and
 // has no dial in flight for it fails at once with an [*UnavailableError]
 // (errors.Is [ErrUnavailable]; Last is the last dial error, so errors.As to
-// a *dial.Error still works), instead of queueing for a dial that would
-// take DialTimeout to fail. Idle conns that pass the liveness check are
-// still served. One dial at a time goes as a probe, about once a second
+// a *dial.Error still works — but while the only failures are dials still
+// pending, a timeout error of the pool's own), instead of queueing for a
+// dial that would take DialTimeout to fail. A dial in flight is for the
+// Acquires that were waiting when the upstream went down, or, for a probe,
+// when it started: not for a later one (a dial an impatient caller left
+// behind hangs in a black hole); and the dials waiting for their DialRate
+// token when the upstream goes down do not go. Idle conns that pass the
+// liveness check are still served. One dial at a time goes as a probe, about once a second
 // (±20%) for the first 30s of the outage, then 1.6× slower per probe up to
 // 30s apart (gRPC's reconnect backoff), within DialRate and MaxConns; the
 // first dial that succeeds makes it Ready again for everyone. An Acquire

@@ -42,6 +42,7 @@ type Pool struct {
 	log     *logx.Limiter // nil: no Logger
 	name    string
 	gate    *upstream.Gate // the upstream's reachability; nil: DisableFailFast
+	downSig downSignal     // closed while gate is down: ends the non-probe dials' DialRate waits
 
 	closeCtx    context.Context // canceled by Close: ends dials, rate waits, the sweeper
 	closeCancel context.CancelFunc
@@ -78,6 +79,7 @@ type Pool struct {
 	closed  bool
 	all     []*Conn // every dialed, not yet destroyed conn; Conn.allIdx indexes it
 	dialing int     // dials started and not finished, rate-limiter waits included
+	probes  []int64 // of dialing: when each probe the gate admitted while the upstream was down started (nanotime)
 	// closing counts conns destroyed whose Close has not returned yet: a
 	// conn is open (at the server, in its max_connections) until then, so
 	// it keeps its place against MaxConns (closedConns gives it back).

@@ -19,7 +19,9 @@ import (
 // upstream.FailureThreshold (5) times in a row, or 3 of them hang far
 // beyond the upstream's usual time) and no idle conn was there to serve.
 // Last is the last real dial failure, so errors.As to a *dial.Error still
-// finds it when Config.Dial returns one. It matches [ErrUnavailable],
+// finds it when Config.Dial returns one (when the upstream went down for
+// dials that hang, a timeout error of the pool's own, until one of them
+// ends). It matches [ErrUnavailable],
 // unwraps to Last, and its Retryable is false: a retry loop around Acquire
 // does not spin on it. Its text names the pool (Config.Name, or "pool"),
 // never an address the Dial function keeps to itself. It is the same type
@@ -72,6 +74,7 @@ func (p *Pool) initGate(cfg *Config) {
 // transition logs a change of the gate's state. It runs under the gate's
 // lock: it takes no pool lock and calls no meter.
 func (p *Pool) transition(from, to upstream.State) {
+	p.downSig.set(to != upstream.Ready)
 	if p.log == nil || p.closeCtx.Err() != nil {
 		return
 	}
@@ -83,6 +86,43 @@ func (p *Pool) transition(from, to upstream.State) {
 	}
 	p.log.Failure(context.Background(), "pool.upstream."+to.String(), msg, last,
 		slog.String("pool", p.name), slog.String("from", from.String()))
+}
+
+// downSignal tells the dials waiting for a DialRate token that the
+// upstream went down (waitToken): a channel closed while it is down and
+// replaced by an open one when it is back.
+type downSignal struct {
+	mu   sync.Mutex
+	ch   chan struct{}
+	down bool
+}
+
+// wait returns the channel closed while the upstream is down.
+func (s *downSignal) wait() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ch == nil {
+		s.ch = make(chan struct{})
+		if s.down {
+			close(s.ch)
+		}
+	}
+	return s.ch
+}
+
+// set follows the gate's state (transition).
+func (s *downSignal) set(down bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if down == s.down {
+		return
+	}
+	s.down = down
+	if down && s.ch != nil {
+		close(s.ch)
+	} else {
+		s.ch = nil
+	}
 }
 
 // admitDialLocked asks the gate whether a new dial may start now: yes when
@@ -99,33 +139,46 @@ func (p *Pool) admitDialLocked() (probe bool, err error) {
 	return pass.Probe(), nil
 }
 
-// unavailableLocked is the error of the calls failed while the upstream is
-// down, read without taking a probe's turn.
-func (p *Pool) unavailableLocked() error {
-	s := p.gate.Snapshot()
-	return &UnavailableError{Upstream: p.gate.Upstream, Reason: upstream.ReasonDown,
-		Since: s.Since, Retry: s.NextProbe, Last: s.Last}
-}
-
 // downLocked reports whether the gate holds the upstream down now.
 func (p *Pool) downLocked() bool {
 	return p.gate != nil && p.gate.State() != upstream.Ready
 }
 
-// bounceLocked takes out of the queue the waiters that no dial in flight
-// is for (the newest waiters.n − dialing; a dial's conn goes to the oldest
-// waiter) but those admitted by the gate or parked at it, and hands each
-// err: fail fast, or to the gate for a waiter that waits for ready.
-func (p *Pool) bounceLocked(err error) {
-	k := p.waiters.n - p.dialing
-	w := p.waiters.tail
-	for ; k > 0 && w != nil; k-- {
-		prev := w.prev
-		if !w.admitted && !w.parked {
+// bounceLocked takes out of the queue, while the upstream is down, the
+// waiters that no dial in flight is for and hands each the
+// *UnavailableError: fail fast, or to the gate for a waiter that waits for
+// ready. Dials serve the oldest waiters first; a dial that is not a probe
+// is for a waiter that was there when the upstream went down (it was not
+// known then), a probe for one that was there when the probe started: a
+// later waiter does not wait for a dial its Acquire did not start after
+// the upstream was known down, a dial whose own caller gave up on it and
+// which, in a black hole, hangs to its DialTimeout. Waiters admitted by
+// the gate or parked at it stay.
+func (p *Pool) bounceLocked() {
+	s := p.gate.Snapshot()
+	err := &UnavailableError{Upstream: p.gate.Upstream, Reason: upstream.ReasonDown,
+		Since: s.Since, Retry: s.NextProbe, Last: s.Last}
+	since := int64(s.Since.Sub(epoch))
+	dials := p.dialing - len(p.probes) // not probes: started before the upstream was known down
+	probes := p.probes                 // in the order they started
+	for w := p.waiters.head; w != nil; {
+		next := w.next
+		switch {
+		case w.admitted || w.parked:
+		case dials > 0 && w.at < since:
+			dials--
+		default:
+			for len(probes) > 0 && probes[0] < w.at {
+				probes = probes[1:] // started before w came: for older waiters
+			}
+			if len(probes) > 0 {
+				probes = probes[1:]
+				break
+			}
 			p.waiters.remove(w)
 			w.ch <- acquireResult{err: err, bounced: true}
 		}
-		w = prev
+		w = next
 	}
 	p.nwait.Store(int64(p.waiters.n))
 }
