@@ -14,7 +14,9 @@ import (
 type Event uint8
 
 // The events a Dialer records. Each failure adds a penalty to the peer's
-// score (shown in brackets); a success halves the score.
+// score (shown in brackets), up to 8 (a peer is back among the healthy
+// at most four half-lives after its last failure); a success halves the
+// score.
 const (
 	// EventSuccess: the peer completed the establishment the dial promised.
 	EventSuccess Event = iota
@@ -68,6 +70,11 @@ const (
 	// healthy ones: one refusal demotes a peer for one half-life, one
 	// timeout or stall for two.
 	demoteScore = 0.5
+	// maxScore caps a peer's penalty: however many times it failed, it
+	// is back among the healthy log2(maxScore/demoteScore) = 4 half-lives
+	// after its last failure (a peer that failed for an hour is not kept
+	// behind the others for ten minutes after it came back).
+	maxScore = 8
 	// ewmaWeight is the weight of a new latency sample in LatencyEWMA.
 	ewmaWeight = 0.2
 )
@@ -216,7 +223,7 @@ func (h *Health) record(peer netip.AddrPort, ev Event, latency time.Duration, no
 		st.OtherFailures++
 	}
 	st.LastFailure = now
-	e.score += ev.penalty()
+	e.score = min(e.score+ev.penalty(), maxScore)
 }
 
 // entryLocked returns peer's entry, creating it (and evicting the peer seen

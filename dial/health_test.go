@@ -53,6 +53,26 @@ func TestHealthDecayAndRecovery(t *testing.T) {
 	})
 }
 
+// TestHealthPenaltyCapped: a peer that failed 300 times is back among the
+// healthy 4 half-lives after its last failure, as one that failed 16
+// times is (the score is capped at 8), not log2(600) ≈ 9.2.
+func TestHealthPenaltyCapped(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var h dial.Health
+		p := netip.MustParseAddrPort("192.0.2.1:443")
+		for range 300 {
+			h.Record(p, dial.EventRefused, 0)
+		}
+		assert.InDelta(t, 8.0, h.Score(p), 1e-9)
+		time.Sleep(4*time.Minute - time.Second)
+		st, _ := h.Stats(p)
+		assert.True(t, st.Demoted, "still demoted just before four half-lives")
+		time.Sleep(2 * time.Second)
+		st, _ = h.Stats(p)
+		assert.False(t, st.Demoted, "back among the healthy four half-lives after its last failure")
+	})
+}
+
 func TestHealthCustomHalfLife(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		h := dial.Health{HalfLife: 10 * time.Second}
@@ -96,7 +116,7 @@ func TestHealthEventCounters(t *testing.T) {
 		Score: st.Score, Demoted: true, LastSuccess: st.LastSuccess, LastFailure: st.LastFailure,
 		LastEvent: dial.EventFailure,
 	}, st)
-	assert.InDelta(t, 11.0, st.Score, 0.01, "1+1+2+1+2+1+2+1")
+	assert.InDelta(t, 8.0, st.Score, 0.01, "1+1+2+1+2+1+2+1 = 11, capped at 8")
 	assert.Equal(t, "connect_timeout", dial.EventConnectTimeout.String())
 	_, ok = h.Stats(netip.MustParseAddrPort("192.0.2.9:1"))
 	assert.False(t, ok)
