@@ -97,7 +97,10 @@ type Transport struct {
 	// Dialer dials every conn (proxies too). Nil means the zero
 	// dial.Dialer. It is copied at first use: its TLSConfig gives way to
 	// TLSClientConfig, and its FirstByteTimeout never undercuts the
-	// Transport's (off when FirstByteTimeout is negative).
+	// Transport's (off when FirstByteTimeout is negative). The copy
+	// records in the Dialer's Scoreboard (its Health, or the one kept
+	// for it), so Dialer.Scoreboard() shows what the Transport's dials
+	// found.
 	Dialer *dial.Dialer
 	// TLSClientConfig is the TLS config of HTTPS conns (cloned; nil: the
 	// Dialer's TLSConfig, or an empty one). ALPN offers h2 and http/1.1
@@ -312,6 +315,10 @@ func (t *Transport) build() *state {
 
 	if t.Dialer != nil {
 		st.dialer = *t.Dialer
+		// The copy learns into the caller's Dialer's Scoreboard, so
+		// that t.Dialer.Scoreboard() shows what this Transport's dials
+		// found (a Health of the copy's own would be out of reach).
+		st.dialer.Health = t.Dialer.Scoreboard()
 	}
 	if st.dialer.Name == "" {
 		st.dialer.Name = t.Name
