@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -326,4 +327,53 @@ func mustURL(t *testing.T, s string) *url.URL {
 		t.Fatal(err)
 	}
 	return u
+}
+
+// TestScopeAdmitAllocs: a call to a path that is not paused, while
+// another path's scope is (the table is looked up), passes without
+// allocating, and one of the paused scope with a deadline before the
+// pause's end gets the held answer; the scope's key holds no value of
+// the path or the token.
+func TestScopeAdmitAllocs(t *testing.T) {
+	tr := &Transport{}
+	st := tr.get()
+	u := &url.URL{Scheme: "https", Host: "api.example", Path: "/search", RawQuery: "q=1"}
+	now := time.Now().UnixNano()
+	up := st.ups.upstreamOf(u, now)
+	limited, _ := http.NewRequest(http.MethodGet, u.String(), nil)
+	limited.Header.Set("Authorization", "Bearer secret-token")
+	resp := &http.Response{StatusCode: http.StatusTooManyRequests, Header: http.Header{"Retry-After": {"30"}}}
+	pc := &call{st: st, lim: &st.lim, up: up, req: limited}
+	if !pc.pauses(resp) || up.scopes.paused.Load() != 1 || up.gate.Current() != 0 {
+		t.Fatalf("the 429 paused %d scopes, host state %v", up.scopes.paused.Load(), up.gate.Current())
+	}
+	other, _ := http.NewRequest(http.MethodGet, "https://api.example/items", nil)
+	other.Header.Set("Authorization", "Bearer secret-token")
+	c := &call{st: st, lim: &st.lim, req: other}
+	c.cctx.Context = t.Context()
+	c.ctx = &c.cctx
+	n := testing.AllocsPerRun(1000, func() {
+		c.up = st.ups.upstreamOf(u, now)
+		if resp, err := c.admit(true); resp != nil || err != nil {
+			t.Fatal(resp, err)
+		}
+		c.endProbe()
+	})
+	if n != 0 {
+		t.Fatalf("%v allocations per call while another scope is paused", n)
+	}
+	// The same path, another query: the paused scope.
+	same, _ := http.NewRequest(http.MethodGet, "https://api.example/search?q=2", nil)
+	same.Header.Set("Authorization", "Bearer secret-token")
+	ctx, cancel := context.WithTimeout(t.Context(), time.Second)
+	defer cancel()
+	hc := &call{st: st, lim: &st.lim, req: same.WithContext(ctx), ctx: ctx, up: up}
+	r, err := hc.admit(true)
+	if err != nil || r == nil || r.StatusCode != http.StatusTooManyRequests {
+		t.Fatalf("the paused scope's call: %v, %v; want the held 429", r, err)
+	}
+	var ue *UnavailableError
+	if !errors.As(Exhausted(r), &ue) || strings.Contains(ue.Error(), "search") || strings.Contains(ue.Error(), "secret") {
+		t.Fatalf("held answer's error %v", Exhausted(r))
+	}
 }
