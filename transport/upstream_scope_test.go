@@ -222,7 +222,7 @@ func TestScopeTableBounded(t *testing.T) {
 	wg.Wait()
 	u := tr.get().ups.upstreamOf(mustURL(t, srv.URL), time.Now().UnixNano())
 	if n := u.scopes.size(); n > maxScopes || n < hostScopes {
-		t.Fatalf("%d scopes tracked, want at most %d", n, maxScopes)
+		t.Fatalf("%d scopes tracked, want %d to %d", n, hostScopes, maxScopes)
 	}
 	for i := 100; i < 1000; i++ {
 		st, _, held, err := scopeGet(c, srv.URL+"/x/"+strconv.Itoa(i), "", 500*time.Millisecond, false)
