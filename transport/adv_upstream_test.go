@@ -34,7 +34,8 @@ import (
 // TestAdvHeldAnswerCarriesNoOtherCallersHeaders: one caller's call to
 // /login is answered 429 with Retry-After and the headers of that
 // caller's own session (Set-Cookie, WWW-Authenticate, a request id, a
-// per-token quota). Another caller, on another path and with a deadline
+// per-token quota). Another caller of the same path (the pause is its
+// scope's: path and Authorization), with a deadline
 // that ends before the pause, gets the held answer: it must carry none of
 // the first caller's header fields — a cookie jar would otherwise store
 // the first caller's session for the second. Retry-After (the time left)
@@ -78,7 +79,7 @@ func TestAdvHeldAnswerCarriesNoOtherCallersHeaders(t *testing.T) {
 	bob := &http.Client{Transport: tr, Jar: jar}
 	ctx, cancel := context.WithTimeout(t.Context(), time.Second)
 	defer cancel()
-	breq, _ := http.NewRequestWithContext(ctx, http.MethodGet, srv.URL+"/items", nil)
+	breq, _ := http.NewRequestWithContext(ctx, http.MethodGet, srv.URL+"/login", nil)
 	bresp, err := bob.Do(breq)
 	if err != nil {
 		t.Fatalf("bob: %v", err)
@@ -97,7 +98,7 @@ func TestAdvHeldAnswerCarriesNoOtherCallersHeaders(t *testing.T) {
 			t.Errorf("held answer to bob has %s %q", k, v)
 		}
 	}
-	u, _ := url.Parse(srv.URL + "/items")
+	u, _ := url.Parse(srv.URL + "/login")
 	if cs := jar.Cookies(u); len(cs) > 0 {
 		t.Errorf("bob's cookie jar got %v from a held answer", cs)
 	}

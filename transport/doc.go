@@ -63,11 +63,22 @@
 //     passes the gate too: one that finds the upstream down ends the call
 //     with a *retry.ExhaustedError (Cause the *UnavailableError, Last the
 //     attempt's own failure).
-//   - Paused: a 429 (with or without Retry-After) or a 503 with
-//     Retry-After pauses new calls until the advised time (capped by the
+//   - Paused: a 503 with Retry-After (it speaks for the server) pauses
+//     the upstream's new calls until the advised time; a 429 (with or
+//     without Retry-After) pauses only the calls of its scope — the
+//     request's URL path (no query) and its Authorization field, kept as
+//     hashes, never the values — since rate limits are per path and per
+//     token as often as per host: a call to another path, or with another
+//     token, goes at once. The upstream pauses as a whole when 429s have
+//     paused 3 scopes at once (a host-wide limit, answered on every
+//     path), when a 429 answers the probe of its pause, and when its
+//     table of scopes (64, the least recently used whose pause is over
+//     forgotten) has no room. A scope's pause is the host's in all else:
+//     the scope's calls wait or get the held answer, one probe goes at
+//     its end. The pauses last until the advised time (capped by the
 //     Transport's Retry policy's MaxRetryAfter, not that of the call's
 //     CallOptions, which caps its own retries only; a 429 without the
-//     field pauses 1s, doubling while 429s continue). A call whose
+//     field pauses 1s, doubling while its scope's 429s continue). A call whose
 //     deadline ends before then gets the server's answer at once: its
 //     status, Retry-After the time left (no other header field: they were
 //     another caller's), an empty body, and [Exhausted] returns a
@@ -96,7 +107,9 @@
 // throttle; the zero Transport has both on. Telemetry: lifeline.throttled
 // (by lifeline.reason unavailable, shed or retry_after, and server.address,
 // the host for the first 32 upstreams, "other" beyond), the gauge
-// lifeline.upstream.down (1 while down or paused), lifeline.upstream.probes
+// lifeline.upstream.down (1 while down or paused as a whole; a scope's
+// pause shows in lifeline.throttled, reason retry_after or unavailable,
+// with no path or token in any label), lifeline.upstream.probes
 // (by lifeline.outcome ok or failed), one client span per call not
 // attempted with error.type and lifeline.not_attempted, and a log line per
 // change of state (rate-limited with the others), never one per call.

@@ -43,6 +43,8 @@ type call struct {
 	dials      []*dialing     // the dials made for the call's tries (dialphase.go)
 	up         *upState       // the upstream's state; nil: fail fast and shedding both off
 	probe      upstream.Pass  // the call's admission as a probe, if it is one
+	scope      *scope         // the call's scope when it met one paused (upstream.go)
+	scopeProbe upstream.Pass  // the call's admission as its scope's probe, if it is one
 	queued     atomic.Bool    // the attempt was counted as overload when admitted (upstream.go)
 	attempts   int            // attempts begun
 	lastErr    error          // the last failed attempt's error

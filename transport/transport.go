@@ -76,8 +76,10 @@ const (
 //     reused, without failing a request.
 //   - Per upstream, fail fast while it is known down (an *UnavailableError
 //     in milliseconds instead of each call waiting its dial limits, paced
-//     probes, WaitForReady to wait instead), a server's 429 or Retry-After
-//     pacing new calls too, and client-side adaptive throttling of an
+//     probes, WaitForReady to wait instead), a server's 429 pacing new
+//     calls of the same path and Authorization (all of the host's once 3
+//     such scopes are paused at once) and a 503's Retry-After those of the
+//     host, and client-side adaptive throttling of an
 //     upstream that drowns: see the package documentation, "When the
 //     upstream is down or drowning" (DisableFailFast, DisableLoadShedding).
 //   - One OpenTelemetry client span per attempt and metrics that count the

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"errors"
+	"hash/maphash"
 	"log/slog"
 	"math"
 	"net"
@@ -103,6 +104,162 @@ type upState struct {
 
 	mu       sync.Mutex
 	heldCode int // the status of the answer that paused the upstream
+
+	// scopes are the parts of the upstream a 429 paused (see scopes).
+	scopes scopes
+}
+
+// A 429 speaks for a scope, not for the whole host: rate limits are per
+// path and per token as often as per host (a search API, a tenant's
+// quota). A scope is the request's URL path (no query) and its
+// Authorization field, both as 64-bit hashes (never the values). Bounds:
+// the scopes an upstream tracks (the least recently used whose pause is
+// over are forgotten; with none, a 429 pauses the host: the safe side),
+// and the scopes paused at once from which a 429 pauses the host too (a
+// host-wide limit, answered on every path). staleScope is how long after
+// its end a pause no call came to probe is forgotten (sweep).
+const (
+	maxScopes   = 64
+	hostScopes  = 3
+	staleScope  = 30 * time.Second
+	sweepPeriod = int64(time.Second)
+)
+
+// scopeKey names a scope: hashes of the path and of the Authorization.
+type scopeKey struct{ path, auth uint64 }
+
+// scopeSeed hashes the scopes of every Transport (the hashes never leave
+// the process).
+var scopeSeed = maphash.MakeSeed()
+
+// scopeKeyOf returns the scope of req, without allocating.
+func scopeKeyOf(req *http.Request) scopeKey {
+	var auth string
+	if v := req.Header["Authorization"]; len(v) > 0 {
+		auth = v[0]
+	}
+	return scopeKey{maphash.String(scopeSeed, req.URL.Path), maphash.String(scopeSeed, auth)}
+}
+
+// scope is one scope's pause: a gate used only for Pause (no prober, no
+// dial: it is Ready or Paused), so that a scope's calls wait, are held or
+// probe exactly as a host's do.
+type scope struct {
+	gate upstream.Gate
+	used int64 // UnixNano of the last call that met it; under scopes.mu
+
+	mu       sync.Mutex
+	heldCode int // the status of the answer that paused it
+}
+
+// scopes is an upstream's table of scopes, made on a 429. paused counts
+// its scopes that are not Ready: while it is 0 (the happy path) no call
+// looks the table up.
+type scopes struct {
+	paused atomic.Int32
+
+	mu        sync.Mutex
+	m         map[scopeKey]*scope
+	lastSweep int64
+}
+
+// find returns the scope k, or nil. It forgets, about once a second,
+// the pauses that ended staleScope ago with no call to probe them.
+func (ss *scopes) find(k scopeKey, now int64) *scope {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	sc := ss.m[k]
+	if sc != nil {
+		sc.used = now
+	}
+	if now-ss.lastSweep >= sweepPeriod {
+		ss.lastSweep = now
+		for k, v := range ss.m {
+			if v.gate.Current() == upstream.Ready || v.stale(now) {
+				v.gate.Success()
+				if v != sc {
+					delete(ss.m, k)
+				}
+			}
+		}
+	}
+	return sc
+}
+
+// stale reports whether sc's pause ended staleScope before now.
+func (sc *scope) stale(now int64) bool {
+	sn := sc.gate.Snapshot()
+	return sn.State == upstream.Paused && now-sn.Until.UnixNano() >= int64(staleScope)
+}
+
+// pause pauses the scope k for d (capped by limit; see Gate.Pause) with
+// the answer code held for its calls, and reports whether the host must
+// be paused too: the table is full of pauses in force, or hostScopes
+// scopes are paused at once.
+func (ss *scopes) pause(k scopeKey, name string, code int, d, limit time.Duration, now int64) (host bool) {
+	ss.mu.Lock()
+	sc := ss.m[k]
+	if sc == nil {
+		if len(ss.m) >= maxScopes && !ss.evict(now) {
+			ss.mu.Unlock()
+			return true
+		}
+		if ss.m == nil {
+			ss.m = make(map[scopeKey]*scope, 4)
+		}
+		sc = &scope{}
+		sc.gate.Upstream = name
+		sc.gate.OnTransition(func(from, to upstream.State) {
+			switch {
+			case from == upstream.Ready:
+				ss.paused.Add(1)
+			case to == upstream.Ready:
+				ss.paused.Add(-1)
+			}
+		})
+		ss.m[k] = sc
+	}
+	sc.used = now
+	sc.mu.Lock()
+	sc.heldCode = code
+	sc.mu.Unlock()
+	// Under ss.mu, so that no sweep forgets the scope before its pause
+	// (its transition function only counts).
+	sc.gate.Pause(d, limit)
+	defer ss.mu.Unlock()
+	live := 0
+	for _, v := range ss.m {
+		if v.gate.Current() == upstream.Paused && v.gate.Snapshot().Until.UnixNano() > now {
+			live++
+		}
+	}
+	return live >= hostScopes
+}
+
+// evict forgets the least recently used scope whose pause is not in
+// force (Ready, or its advised time over), reopening it; false when
+// every scope is paused. ss.mu is held.
+func (ss *scopes) evict(now int64) bool {
+	var ek scopeKey
+	var ev *scope
+	for k, v := range ss.m {
+		if (ev == nil || v.used < ev.used) && (v.gate.Current() == upstream.Ready || v.gate.Snapshot().Until.UnixNano() <= now) {
+			ek, ev = k, v
+		}
+	}
+	if ev == nil {
+		return false
+	}
+	delete(ss.m, ek)
+	ev.gate.Success()
+	return true
+}
+
+// size returns the number of scopes tracked.
+func (ss *scopes) size() int {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	return len(ss.m)
 }
 
 // upstreams is a Transport's per-upstream state: copy-on-write maps, so
@@ -472,7 +629,7 @@ func (c *call) admit(first bool) (*http.Response, error) {
 		// otherwise have this retry wait for the outcome of its own
 		// probe (for ever, without a deadline).
 		c.endProbe()
-		c.probe = upstream.Pass{}
+		c.probe, c.scopeProbe = upstream.Pass{}, upstream.Pass{}
 		pass, err := u.gate.Enter(c.ctx, upstream.Options{WaitForReady: c.lim.waitForReady || upstream.WaitsForReady(c.ctx), Budget: st.policy.Budget})
 		if err != nil {
 			var ue *UnavailableError
@@ -495,6 +652,14 @@ func (c *call) admit(first bool) (*http.Response, error) {
 			c.probe = pass
 		}
 		probe = pass.Probe()
+		if u.scopes.paused.Load() > 0 {
+			// A scope of the upstream is paused (a 429): the call's
+			// own, maybe. (Not looked up on the happy path.)
+			if resp, err := c.admitScope(first); err != nil || resp != nil {
+				return resp, err
+			}
+			probe = probe || c.scopeProbe.Probe()
+		}
 	}
 	if st.t.DisableLoadShedding || probe {
 		return nil, nil
@@ -539,6 +704,44 @@ func (c *call) admit(first bool) (*http.Response, error) {
 	return nil, nil
 }
 
+// admitScope passes the call through its scope's gate when its scope is
+// paused: it waits for the pause's end, or ends with the answer held for
+// the scope (or the *UnavailableError, or its context's error), as admit
+// does for the host. A host's probe that ends here lets the next call
+// probe the host.
+func (c *call) admitScope(first bool) (*http.Response, error) {
+	u, st := c.up, c.st
+	sc := u.scopes.find(scopeKeyOf(c.req), st.roughNow())
+	if sc == nil {
+		return nil, nil
+	}
+	c.scope = sc
+	pass, err := sc.gate.Enter(c.ctx, upstream.Options{})
+	if err == nil {
+		if pass.Probe() {
+			c.scopeProbe = pass
+		}
+		return nil, nil
+	}
+	c.probe.Done()
+	c.probe = upstream.Pass{}
+	var ue *UnavailableError
+	if !errors.As(err, &ue) {
+		return nil, err
+	}
+	if first {
+		sc.mu.Lock()
+		code := sc.heldCode
+		sc.mu.Unlock()
+		if resp := heldResponse(c.req, code, ue); resp != nil {
+			st.tel.notAttempted(c.ctx, c.req, otelx.ReasonRetryAfter, ue, u.label)
+			return resp, nil
+		}
+		st.tel.notAttempted(c.ctx, c.req, otelx.ReasonUnavailable, ue, u.label)
+	}
+	return nil, ue
+}
+
 // shedding reports whether the call's upstream sheds load now: no hedge
 // starts then (hedges and retries go first).
 func (c *call) shedding() bool {
@@ -559,6 +762,12 @@ func (s *upState) heldAnswer(req *http.Request, ue *UnavailableError) *http.Resp
 	s.mu.Lock()
 	code := s.heldCode
 	s.mu.Unlock()
+	return heldResponse(req, code, ue)
+}
+
+// heldResponse is the held answer of status code for req (nil when code
+// is 0): see heldAnswer.
+func heldResponse(req *http.Request, code int, ue *UnavailableError) *http.Response {
 	if code == 0 {
 		return nil
 	}
@@ -594,6 +803,13 @@ func (c *call) answered(resp *http.Response) {
 		}
 		if !st.t.DisableFailFast {
 			u.gate.Success()
+			if sc := c.scope; sc != nil {
+				sc.gate.Success()
+			} else if u.scopes.paused.Load() > 0 {
+				if sc := u.scopes.find(scopeKeyOf(c.req), st.roughNow()); sc != nil {
+					sc.gate.Success()
+				}
+			}
 		}
 	}
 }
@@ -611,7 +827,12 @@ func (c *call) record(overload bool) {
 }
 
 // pauses pauses the upstream when resp asks for it — a 429, or a 503 with
-// a Retry-After — and reports whether it did.
+// a Retry-After — and reports whether it did. A 429 pauses the call's
+// scope (its path and Authorization): the host only when hostScopes
+// scopes are paused at once, when the scope table has no room, or when
+// the host is paused already (the 429 answers a probe of the host's
+// pause: the host-wide limit goes on). A 503 speaks for the server: it
+// pauses the host.
 func (c *call) pauses(resp *http.Response) bool {
 	u, code := c.up, resp.StatusCode
 	if code == http.StatusTooManyRequests || code == http.StatusServiceUnavailable {
@@ -620,9 +841,6 @@ func (c *call) pauses(resp *http.Response) bool {
 			if !ok {
 				d = 0 // none given: the gate's own pause, doubling
 			}
-			u.mu.Lock()
-			u.heldCode = code
-			u.mu.Unlock()
 			// The pause paces the calls of others: the Transport's
 			// cap, not this call's own (CallOptions may allow a
 			// background job to wait an hour; it must not make every
@@ -633,6 +851,15 @@ func (c *call) pauses(resp *http.Response) bool {
 			if limit <= 0 {
 				limit = retry.DefaultMaxRetryAfter
 			}
+			if code == http.StatusTooManyRequests {
+				host := u.gate.Current() == upstream.Paused
+				if !u.scopes.pause(scopeKeyOf(c.req), u.name, code, d, limit, c.st.roughNow()) && !host {
+					return true
+				}
+			}
+			u.mu.Lock()
+			u.heldCode = code
+			u.mu.Unlock()
 			u.gate.Pause(d, limit)
 			return true
 		}
@@ -703,6 +930,15 @@ func (*hangError) Temporary() bool { return true }
 
 // endProbe counts the call's probe, if it was one, and releases it.
 func (c *call) endProbe() {
+	if c.scopeProbe.Probe() {
+		outcome := "failed"
+		if c.scope.gate.State() == upstream.Ready {
+			outcome = otelx.OutcomeOK
+		}
+		c.st.tel.probed(c.ctx, outcome)
+		c.scopeProbe.Done()
+		c.scopeProbe = upstream.Pass{}
+	}
 	if !c.probe.Probe() {
 		return
 	}
