@@ -71,7 +71,8 @@ func ExampleWaitForReady() {
 	// Output: 200 ready
 }
 
-// A server that answers 429 with Retry-After pauses the calls to it: a call
+// A server that answers 429 with Retry-After pauses the calls to that path
+// (with the same Authorization; other paths go at once): a call
 // whose deadline ends before the advised time gets the server's answer at
 // once, not attempted again (Exhausted reports 0 attempts), and the
 // others wait for the pause's end.
