@@ -147,9 +147,11 @@ var (
 	// back off 1s, 2s, 4s, so recovery can lag by seconds) under its 30s
 	// connect timeout, and one request started in the outage succeeded
 	// after 4.09s; lifeline (ConnectTimeout 500ms, 10 attempts with
-	// backoff up to 400ms) bounds every attempt and succeeded after
-	// 4.24s. With more than one address, lifeline's dialer races the
-	// next one after AttemptDelay instead of waiting.
+	// backoff up to 400ms, and transport.WaitForReady: without it the
+	// call fails fast with ErrUnavailable once five connects in a row
+	// failed) bounds every attempt and succeeded after 4.24s. With more
+	// than one address, lifeline's dialer races the next one after
+	// AttemptDelay instead of waiting.
 	Incident04 = Preset{
 		Name:     "incident04",
 		Incident: "a network path black-holed by maintenance; traffic kept going to it (2025-10-01)",
