@@ -132,13 +132,50 @@ type scopeKey struct{ path, auth uint64 }
 // the process).
 var scopeSeed = maphash.MakeSeed()
 
-// scopeKeyOf returns the scope of req, without allocating.
+// scopeKeyOf returns the scope of req, without allocating: the path as
+// sent (RawPath when set: /a%2Fb and /a/b are two resources to the
+// server) and the Authorization field.
 func scopeKeyOf(req *http.Request) scopeKey {
 	var auth string
 	if v := req.Header["Authorization"]; len(v) > 0 {
 		auth = v[0]
 	}
-	return scopeKey{maphash.String(scopeSeed, req.URL.Path), maphash.String(scopeSeed, auth)}
+	path := req.URL.RawPath
+	if path == "" {
+		path = req.URL.Path
+	}
+	return scopeKey{maphash.String(scopeSeed, path), maphash.String(scopeSeed, auth)}
+}
+
+// scopeKey returns the scope the call's tries go to. With Credentials,
+// the Authorization is the one they apply (a multi-tenant service's
+// Credentials pick each tenant's token), not the caller's request's: the
+// key is taken from a copy of the request they were applied to (only
+// while a scope of the upstream is paused). A copy Apply fails on keeps
+// the caller's (the try fails the same way).
+func (c *call) scopeKey() scopeKey {
+	creds := c.lim.creds
+	if creds == nil {
+		return scopeKeyOf(c.req)
+	}
+	r := *c.req
+	r.Header = c.req.Header.Clone()
+	if r.Header == nil {
+		r.Header = http.Header{}
+	}
+	if creds.Apply(&r) != nil {
+		return scopeKeyOf(c.req)
+	}
+	return scopeKeyOf(&r)
+}
+
+// answerScope returns the scope of the try that resp answers (its
+// Request, the try's copy with its Credentials applied), or the call's.
+func (c *call) answerScope(resp *http.Response) scopeKey {
+	if r := resp.Request; r != nil && r != c.req && r.URL != nil {
+		return scopeKeyOf(r)
+	}
+	return c.scopeKey()
 }
 
 // scope is one scope's pause: a gate used only for Pause (no prober, no
@@ -711,7 +748,7 @@ func (c *call) admit(first bool) (*http.Response, error) {
 // probe the host.
 func (c *call) admitScope(first bool) (*http.Response, error) {
 	u, st := c.up, c.st
-	sc := u.scopes.find(scopeKeyOf(c.req), st.roughNow())
+	sc := u.scopes.find(c.scopeKey(), st.roughNow())
 	if sc == nil {
 		return nil, nil
 	}
@@ -806,7 +843,7 @@ func (c *call) answered(resp *http.Response) {
 			if sc := c.scope; sc != nil {
 				sc.gate.Success()
 			} else if u.scopes.paused.Load() > 0 {
-				if sc := u.scopes.find(scopeKeyOf(c.req), st.roughNow()); sc != nil {
+				if sc := u.scopes.find(c.answerScope(resp), st.roughNow()); sc != nil {
 					sc.gate.Success()
 				}
 			}
@@ -853,7 +890,7 @@ func (c *call) pauses(resp *http.Response) bool {
 			}
 			if code == http.StatusTooManyRequests {
 				host := u.gate.Current() == upstream.Paused
-				if !u.scopes.pause(scopeKeyOf(c.req), u.name, code, d, limit, c.st.roughNow()) && !host {
+				if !u.scopes.pause(c.answerScope(resp), u.name, code, d, limit, c.st.roughNow()) && !host {
 					return true
 				}
 			}
