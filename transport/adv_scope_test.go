@@ -115,3 +115,185 @@ func TestAdvScopeEscapedPath(t *testing.T) {
 		t.Fatalf("/a%%2Fb during its pause: %d held %v, %v", st, held, err)
 	}
 }
+
+// TestAdvScopeProbeGivesUp: /s is paused (429, Retry-After: 1); its probe
+// after the pause meets a server that hangs, and its caller gives up; the
+// next probe is answered by a conn closed without an answer. Neither
+// leaves the scope shut: the next call probes and succeeds at once, and
+// the calls that waited meanwhile succeed within their deadlines.
+func TestAdvScopeProbeGivesUp(t *testing.T) {
+	var n atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch n.Add(1) {
+		case 1:
+			w.Header().Set("Retry-After", "1")
+			w.WriteHeader(http.StatusTooManyRequests)
+		case 2:
+			<-r.Context().Done()
+		case 3:
+			c, _, err := http.NewResponseController(w).Hijack()
+			if err == nil {
+				_ = c.Close()
+			}
+		default:
+			_, _ = io.WriteString(w, "ok")
+		}
+	}))
+	t.Cleanup(srv.Close)
+	tr := &Transport{}
+	defer tr.CloseIdleConnections()
+	c := NewClient(tr)
+	if st, _, _, err := scopeGet(c, srv.URL+"/s", "", 500*time.Millisecond, true); err != nil || st != http.StatusTooManyRequests {
+		t.Fatalf("first: %d %v", st, err)
+	}
+	time.Sleep(1100 * time.Millisecond)
+	// The probe that hangs; its caller gives up after 300ms.
+	if st, _, _, err := scopeGet(c, srv.URL+"/s", "", 300*time.Millisecond, true); err == nil {
+		t.Fatalf("the hanging probe: %d", st)
+	}
+	// The probe answered by a closed conn (no retry: the call fails).
+	if st, _, _, err := scopeGet(c, srv.URL+"/s", "", 2*time.Second, true); err == nil {
+		t.Fatalf("the closed probe: %d", st)
+	}
+	var wg sync.WaitGroup
+	var bad atomic.Int64
+	for range 20 {
+		wg.Go(func() {
+			st, took, _, err := scopeGet(c, srv.URL+"/s", "", 3*time.Second, true)
+			if err != nil || st != http.StatusOK || took > 1500*time.Millisecond {
+				if bad.Add(1) <= 3 {
+					t.Errorf("after the failed probes: %d after %v, %v", st, took, err)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	u := tr.get().ups.upstreamOf(mustURL(t, srv.URL), time.Now().UnixNano())
+	if p := u.scopes.paused.Load(); p != 0 {
+		t.Fatalf("paused count %d after the scope answered 200", p)
+	}
+}
+
+// TestAdvScopePausedCountRace: 200 goroutines on 40 paths and 5 tokens
+// for 2s against a server whose answers flip between 200 and 429 (with
+// Retry-After 1, 0, an HTTP-date, or none), then all 200: once every
+// scope has answered 200, no scope is paused and the paused count is 0
+// (not negative, not stuck above 0, which would have every call take the
+// table's lock for ever).
+func TestAdvScopePausedCountRace(t *testing.T) {
+	var limited atomic.Bool
+	limited.Store(true)
+	var seq atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		i := seq.Add(1)
+		if limited.Load() && i%2 == 0 {
+			switch i % 8 {
+			case 0:
+				w.Header().Set("Retry-After", "1")
+			case 2:
+				w.Header().Set("Retry-After", "0")
+			case 4:
+				w.Header().Set("Retry-After", time.Now().Add(time.Second).UTC().Format(http.TimeFormat))
+			}
+			w.WriteHeader(http.StatusTooManyRequests)
+			return
+		}
+		_, _ = io.WriteString(w, "ok")
+	}))
+	t.Cleanup(srv.Close)
+	tr := &Transport{}
+	defer tr.CloseIdleConnections()
+	c := NewClient(tr)
+	stop := time.Now().Add(2 * time.Second)
+	var wg sync.WaitGroup
+	for g := range 200 {
+		wg.Go(func() {
+			for i := 0; time.Now().Before(stop); i++ {
+				_, _, _, _ = scopeGet(c, srv.URL+"/p/"+strconv.Itoa((g+i)%40), "Bearer t"+strconv.Itoa(g%5), 300*time.Millisecond, i%2 == 0)
+			}
+		})
+	}
+	wg.Wait()
+	limited.Store(false)
+	u := tr.get().ups.upstreamOf(mustURL(t, srv.URL), time.Now().UnixNano())
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		for p := range 40 {
+			for tok := range 5 {
+				wg.Go(func() {
+					_, _, _, _ = scopeGet(c, srv.URL+"/p/"+strconv.Itoa(p), "Bearer t"+strconv.Itoa(tok), 5*time.Second, false)
+				})
+			}
+		}
+		wg.Wait()
+		u.scopes.mu.Lock()
+		notReady := 0
+		for _, sc := range u.scopes.m {
+			if sc.gate.State() != 0 {
+				notReady++
+			}
+		}
+		u.scopes.mu.Unlock()
+		p := u.scopes.paused.Load()
+		if p == 0 && notReady == 0 {
+			return
+		}
+		if p < 0 || time.Now().After(deadline) {
+			t.Fatalf("paused count %d, %d scopes not ready, %d tracked, host %v", p, notReady, u.scopes.size(), u.gate.State())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestAdvScopeHostProbeNotHeldByScope: /a is paused for 10s (429), then
+// the host for 1s (a 503 with Retry-After: 1). A hundred calls to /a that
+// can wait 15s and one to /b wait for the host. When the host's pause
+// ends, its probe must not be taken by a call that then waits 10s for
+// /a's pause (the host's other calls waiting a probe interval each time
+// for a probe that never goes): /b succeeds about 1s in.
+func TestAdvScopeHostProbeNotHeldByScope(t *testing.T) {
+	var bSeen atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/a":
+			w.Header().Set("Retry-After", "10")
+			w.WriteHeader(http.StatusTooManyRequests)
+		case "/z":
+			w.Header().Set("Retry-After", "1")
+			w.WriteHeader(http.StatusServiceUnavailable)
+		default:
+			bSeen.Add(1)
+			_, _ = io.WriteString(w, "ok")
+		}
+	}))
+	t.Cleanup(srv.Close)
+	tr := &Transport{}
+	defer tr.CloseIdleConnections()
+	c := NewClient(tr)
+	if st, _, _, err := scopeGet(c, srv.URL+"/a", "", 500*time.Millisecond, true); err != nil || st != http.StatusTooManyRequests {
+		t.Fatalf("/a: %d %v", st, err)
+	}
+	if st, _, _, err := scopeGet(c, srv.URL+"/z", "", 500*time.Millisecond, true); err != nil || st != http.StatusServiceUnavailable {
+		t.Fatalf("/z: %d %v", st, err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
+	for range 100 {
+		wg.Go(func() {
+			ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+			defer cancel()
+			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, srv.URL+"/a", nil)
+			if resp, err := c.Do(req); err == nil {
+				_ = resp.Body.Close()
+			}
+		})
+	}
+	time.Sleep(50 * time.Millisecond)
+	st, took, held, err := scopeGet(c, srv.URL+"/b", "", 6*time.Second, true)
+	if err != nil || st != http.StatusOK || took > 3*time.Second {
+		t.Fatalf("/b after the host's 1s pause: %d held %v after %v, %v (the server saw %d)", st, held, took, err, bSeen.Load())
+	}
+}
