@@ -667,8 +667,23 @@ func (c *call) admit(first bool) (*http.Response, error) {
 		// probe (for ever, without a deadline).
 		c.endProbe()
 		c.probe, c.scopeProbe = upstream.Pass{}, upstream.Pass{}
+		if u.scopes.paused.Load() > 0 {
+			// A scope of the upstream is paused (a 429): the call's
+			// own, maybe. (Not looked up on the happy path.) The
+			// scope first, then the host: a call that waits for its
+			// scope's pause must not hold the host's probe meanwhile
+			// (the host's other calls would wait for a probe that
+			// does not go).
+			if resp, err := c.admitScope(first); err != nil || resp != nil {
+				return resp, err
+			}
+		}
 		pass, err := u.gate.Enter(c.ctx, upstream.Options{WaitForReady: c.lim.waitForReady || upstream.WaitsForReady(c.ctx), Budget: st.policy.Budget})
 		if err != nil {
+			// The scope's probe, if the call had it, goes to the
+			// scope's next call.
+			c.scopeProbe.Done()
+			c.scopeProbe = upstream.Pass{}
 			var ue *UnavailableError
 			if !errors.As(err, &ue) {
 				return nil, err
@@ -685,18 +700,9 @@ func (c *call) admit(first bool) (*http.Response, error) {
 			return nil, ue
 		}
 		if pass.Probe() {
-			c.probe.Done()
 			c.probe = pass
 		}
-		probe = pass.Probe()
-		if u.scopes.paused.Load() > 0 {
-			// A scope of the upstream is paused (a 429): the call's
-			// own, maybe. (Not looked up on the happy path.)
-			if resp, err := c.admitScope(first); err != nil || resp != nil {
-				return resp, err
-			}
-			probe = probe || c.scopeProbe.Probe()
-		}
+		probe = pass.Probe() || c.scopeProbe.Probe()
 	}
 	if st.t.DisableLoadShedding || probe {
 		return nil, nil
@@ -744,8 +750,7 @@ func (c *call) admit(first bool) (*http.Response, error) {
 // admitScope passes the call through its scope's gate when its scope is
 // paused: it waits for the pause's end, or ends with the answer held for
 // the scope (or the *UnavailableError, or its context's error), as admit
-// does for the host. A host's probe that ends here lets the next call
-// probe the host.
+// does for the host. admit calls it before the host's gate.
 func (c *call) admitScope(first bool) (*http.Response, error) {
 	u, st := c.up, c.st
 	sc := u.scopes.find(c.scopeKey(), st.roughNow())
@@ -760,8 +765,6 @@ func (c *call) admitScope(first bool) (*http.Response, error) {
 		}
 		return nil, nil
 	}
-	c.probe.Done()
-	c.probe = upstream.Pass{}
 	var ue *UnavailableError
 	if !errors.As(err, &ue) {
 		return nil, err
