@@ -297,3 +297,50 @@ func TestAdvScopeHostProbeNotHeldByScope(t *testing.T) {
 		t.Fatalf("/b after the host's 1s pause: %d held %v after %v, %v (the server saw %d)", st, held, took, err, bSeen.Load())
 	}
 }
+
+// TestAdvScopeInFlightAnswerKeepsPause: nine calls to /r are in flight
+// (the server takes 200ms) when a tenth gets a 429 with Retry-After: 2.
+// The nine 200s that arrive after it were admitted before the limit and
+// say nothing of it: they must not reopen the scope. During the advised
+// wait no call of /r reaches the server (the calls that cannot wait get
+// the held answer at once).
+func TestAdvScopeInFlightAnswerKeepsPause(t *testing.T) {
+	var arrived atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if arrived.Add(1) <= 9 {
+			time.Sleep(200 * time.Millisecond)
+			_, _ = io.WriteString(w, "ok")
+			return
+		}
+		w.Header().Set("Retry-After", "2")
+		w.WriteHeader(http.StatusTooManyRequests)
+	}))
+	t.Cleanup(srv.Close)
+	tr := &Transport{}
+	defer tr.CloseIdleConnections()
+	c := NewClient(tr)
+	var wg sync.WaitGroup
+	for range 9 {
+		wg.Go(func() {
+			if st, _, _, err := scopeGet(c, srv.URL+"/r", "", 5*time.Second, true); err != nil || st != http.StatusOK {
+				t.Errorf("in flight: %d %v", st, err)
+			}
+		})
+	}
+	for arrived.Load() < 9 {
+		time.Sleep(time.Millisecond)
+	}
+	if st, _, _, err := scopeGet(c, srv.URL+"/r", "", time.Second, true); err != nil || st != http.StatusTooManyRequests {
+		t.Fatalf("the tenth: %d %v", st, err)
+	}
+	wg.Wait()
+	for i := range 5 {
+		st, took, held, err := scopeGet(c, srv.URL+"/r", "", 500*time.Millisecond, false)
+		if err != nil || st != http.StatusTooManyRequests || !held {
+			t.Fatalf("call %d in the advised wait: %d held %v after %v, %v", i, st, held, took, err)
+		}
+	}
+	if n := arrived.Load(); n != 10 {
+		t.Fatalf("the server saw %d calls of /r, want 10: the in-flight answers reopened its pause", n)
+	}
+}
