@@ -223,6 +223,22 @@ func (ss *scopes) find(k scopeKey, now int64) *scope {
 	return sc
 }
 
+// answered notes an answer of sc's that does not pause it: it reopens
+// sc when it is sc's probe or sc's pause is over. An answer to a call
+// admitted before the pause (in flight when the 429 came) says nothing
+// of the limit the 429 told of, and does not end the advised wait.
+func (sc *scope) answered(probe bool) {
+	if sc.gate.Current() == upstream.Ready {
+		return
+	}
+	if !probe {
+		if sn := sc.gate.Snapshot(); sn.State == upstream.Paused && time.Now().Before(sn.Until) {
+			return
+		}
+	}
+	sc.gate.Success()
+}
+
 // stale reports whether sc's pause ended staleScope before now.
 func (sc *scope) stale(now int64) bool {
 	sn := sc.gate.Snapshot()
@@ -844,10 +860,10 @@ func (c *call) answered(resp *http.Response) {
 		if !st.t.DisableFailFast {
 			u.gate.Success()
 			if sc := c.scope; sc != nil {
-				sc.gate.Success()
+				sc.answered(c.scopeProbe.Probe())
 			} else if u.scopes.paused.Load() > 0 {
 				if sc := u.scopes.find(c.answerScope(resp), st.roughNow()); sc != nil {
-					sc.gate.Success()
+					sc.answered(false)
 				}
 			}
 		}
