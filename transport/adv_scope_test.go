@@ -344,3 +344,41 @@ func TestAdvScopeInFlightAnswerKeepsPause(t *testing.T) {
 		t.Fatalf("the server saw %d calls of /r, want 10: the in-flight answers reopened its pause", n)
 	}
 }
+
+// TestAdvScopeProbeDoesNotHedge: /h is paused (429, Retry-After: 1);
+// its probe is a call that may hedge (HedgeDelay 50ms) and the server
+// takes 300ms to answer: the probe is one request, no hedge joins it
+// (a second request at a limit the server asked to be left alone).
+func TestAdvScopeProbeDoesNotHedge(t *testing.T) {
+	var arrived atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if arrived.Add(1) == 1 {
+			w.Header().Set("Retry-After", "1")
+			w.WriteHeader(http.StatusTooManyRequests)
+			return
+		}
+		time.Sleep(300 * time.Millisecond)
+		_, _ = io.WriteString(w, "ok")
+	}))
+	t.Cleanup(srv.Close)
+	tr := &Transport{}
+	defer tr.CloseIdleConnections()
+	c := NewClient(tr)
+	if st, _, _, err := scopeGet(c, srv.URL+"/h", "", 500*time.Millisecond, true); err != nil || st != http.StatusTooManyRequests {
+		t.Fatalf("first: %d %v", st, err)
+	}
+	time.Sleep(1100 * time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	ctx = WithCallOptions(ctx, CallOptions{HedgeDelay: 50 * time.Millisecond})
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, srv.URL+"/h", nil)
+	resp, err := c.Do(req)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("the probe: %v %v", resp, err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	_ = resp.Body.Close()
+	if n := arrived.Load() - 1; n != 1 {
+		t.Fatalf("the probe of the pause sent %d requests, want 1", n)
+	}
+}
