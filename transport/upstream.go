@@ -798,10 +798,16 @@ func (c *call) admitScope(first bool) (*http.Response, error) {
 	return nil, ue
 }
 
-// shedding reports whether the call's upstream sheds load now: no hedge
-// starts then (hedges and retries go first).
+// shedding reports whether no hedge may start for the call: its
+// upstream sheds load now (hedges and retries go first), or the call is
+// the probe of its upstream's or its scope's pause or outage (one
+// request tests it: a hedge would be a second at a server that asked to
+// be left alone).
 func (c *call) shedding() bool {
-	return c.up != nil && !c.st.t.DisableLoadShedding && c.up.thr.Shedding(c.st.roughNow())
+	if c.up == nil {
+		return false
+	}
+	return c.probe.Probe() || c.scopeProbe.Probe() || !c.st.t.DisableLoadShedding && c.up.thr.Shedding(c.st.roughNow())
 }
 
 // heldAnswer is the answer the server's pause holds for a call whose
