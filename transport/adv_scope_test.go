@@ -382,3 +382,47 @@ func TestAdvScopeProbeDoesNotHedge(t *testing.T) {
 		t.Fatalf("the probe of the pause sent %d requests, want 1", n)
 	}
 }
+
+// queryCreds put the tenant's key in the URL's query, as Credentials
+// may: on the copy they are given, never on the caller's request.
+type queryCreds struct{}
+
+func (queryCreds) Apply(req *http.Request) error {
+	q := req.URL.Query()
+	q.Set("key", "secret")
+	req.URL.RawQuery = q.Encode()
+	req.Header.Set("Authorization", "Bearer x")
+	return nil
+}
+
+func (queryCreds) Refresh(context.Context, *http.Request) error { return nil }
+
+// TestAdvScopeKeyLeavesCallerRequest: while a scope is paused, finding a
+// call's scope applies the Credentials to a copy: the caller's request
+// (its URL, its header) is left as it was.
+func TestAdvScopeKeyLeavesCallerRequest(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/a" {
+			w.Header().Set("Retry-After", "5")
+			w.WriteHeader(http.StatusTooManyRequests)
+			return
+		}
+		_, _ = io.WriteString(w, "ok")
+	}))
+	t.Cleanup(srv.Close)
+	tr := &Transport{Credentials: queryCreds{}}
+	defer tr.CloseIdleConnections()
+	c := NewClient(tr)
+	if st, _, _, err := scopeGet(c, srv.URL+"/a", "", 500*time.Millisecond, true); err != nil || st != http.StatusTooManyRequests {
+		t.Fatalf("/a: %d %v", st, err)
+	}
+	req, _ := http.NewRequest(http.MethodGet, srv.URL+"/b?x=1", nil)
+	resp, err := c.Do(req)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("/b: %v %v", resp, err)
+	}
+	_ = resp.Body.Close()
+	if req.URL.RawQuery != "x=1" || len(req.Header) != 0 {
+		t.Fatalf("the caller's request was changed: query %q, header %v", req.URL.RawQuery, req.Header)
+	}
+}
