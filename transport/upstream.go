@@ -151,14 +151,19 @@ func scopeKeyOf(req *http.Request) scopeKey {
 // the Authorization is the one they apply (a multi-tenant service's
 // Credentials pick each tenant's token), not the caller's request's: the
 // key is taken from a copy of the request they were applied to (only
-// while a scope of the upstream is paused). A copy Apply fails on keeps
-// the caller's (the try fails the same way).
+// while a scope of the upstream is paused: one Apply more per call then,
+// on a copy like a try's). A copy Apply fails on keeps the caller's (the
+// try fails the same way).
 func (c *call) scopeKey() scopeKey {
 	creds := c.lim.creds
 	if creds == nil {
 		return scopeKeyOf(c.req)
 	}
+	// Header and URL the copy's own, as a try's are (Apply may set
+	// either: a key in the query).
 	r := *c.req
+	u := *c.req.URL
+	r.URL = &u
 	r.Header = c.req.Header.Clone()
 	if r.Header == nil {
 		r.Header = http.Header{}
