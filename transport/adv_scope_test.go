@@ -426,3 +426,39 @@ func TestAdvScopeKeyLeavesCallerRequest(t *testing.T) {
 		t.Fatalf("the caller's request was changed: query %q, header %v", req.URL.RawQuery, req.Header)
 	}
 }
+
+// TestAdvScopeHundredThousandPaths: 100,000 paths (and 1,000 tokens)
+// each answered 429 once: the table stays within maxScopes, the host is
+// paused, and the paused count is the number of scopes not Ready.
+func TestAdvScopeHundredThousandPaths(t *testing.T) {
+	tr := &Transport{}
+	st := tr.get()
+	u := mustURL(t, "https://api.example/")
+	up := st.ups.upstreamOf(u, time.Now().UnixNano())
+	for i := range 100_000 {
+		req, _ := http.NewRequest(http.MethodGet, "https://api.example/p/"+strconv.Itoa(i), nil)
+		req.Header.Set("Authorization", "Bearer t"+strconv.Itoa(i%1000))
+		resp := &http.Response{StatusCode: http.StatusTooManyRequests, Header: http.Header{"Retry-After": {"30"}}, Request: req}
+		c := &call{st: st, lim: &st.lim, up: up, req: req}
+		if !c.pauses(resp) {
+			t.Fatalf("429 %d paused nothing", i)
+		}
+	}
+	if n := up.scopes.size(); n > maxScopes {
+		t.Fatalf("%d scopes tracked, want at most %d", n, maxScopes)
+	}
+	if up.gate.Current() == 0 {
+		t.Fatal("the host is not paused")
+	}
+	up.scopes.mu.Lock()
+	notReady := 0
+	for _, sc := range up.scopes.m {
+		if sc.gate.Current() != 0 {
+			notReady++
+		}
+	}
+	up.scopes.mu.Unlock()
+	if p := int(up.scopes.paused.Load()); p != notReady {
+		t.Fatalf("paused count %d, %d scopes not ready", p, notReady)
+	}
+}
