@@ -462,3 +462,48 @@ func TestAdvScopeHundredThousandPaths(t *testing.T) {
 		t.Fatalf("paused count %d, %d scopes not ready", p, notReady)
 	}
 }
+
+// TestAdvHostInFlightAnswerKeepsPause: as TestAdvScopeInFlightAnswerKeepsPause
+// for the host: nine calls in flight when a tenth gets a 503 with
+// Retry-After: 2 (the host's pause); their 200s do not end the advised
+// wait.
+func TestAdvHostInFlightAnswerKeepsPause(t *testing.T) {
+	var arrived atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if arrived.Add(1) <= 9 {
+			time.Sleep(200 * time.Millisecond)
+			_, _ = io.WriteString(w, "ok")
+			return
+		}
+		w.Header().Set("Retry-After", "2")
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}))
+	t.Cleanup(srv.Close)
+	tr := &Transport{}
+	defer tr.CloseIdleConnections()
+	c := NewClient(tr)
+	var wg sync.WaitGroup
+	for i := range 9 {
+		wg.Go(func() {
+			if st, _, _, err := scopeGet(c, srv.URL+"/r/"+strconv.Itoa(i), "", 5*time.Second, true); err != nil || st != http.StatusOK {
+				t.Errorf("in flight: %d %v", st, err)
+			}
+		})
+	}
+	for arrived.Load() < 9 {
+		time.Sleep(time.Millisecond)
+	}
+	if st, _, _, err := scopeGet(c, srv.URL+"/z", "", time.Second, true); err != nil || st != http.StatusServiceUnavailable {
+		t.Fatalf("the tenth: %d %v", st, err)
+	}
+	wg.Wait()
+	for i := range 5 {
+		st, took, held, err := scopeGet(c, srv.URL+"/y/"+strconv.Itoa(i), "", 500*time.Millisecond, false)
+		if err != nil || st != http.StatusServiceUnavailable || !held {
+			t.Fatalf("call %d in the advised wait: %d held %v after %v, %v", i, st, held, took, err)
+		}
+	}
+	if n := arrived.Load(); n != 10 {
+		t.Fatalf("the server saw %d calls, want 10: the in-flight answers reopened the host's pause", n)
+	}
+}
