@@ -233,15 +233,20 @@ func (ss *scopes) find(k scopeKey, now int64) *scope {
 // admitted before the pause (in flight when the 429 came) says nothing
 // of the limit the 429 told of, and does not end the advised wait.
 func (sc *scope) answered(probe bool) {
-	if sc.gate.Current() == upstream.Ready {
+	if sc.gate.Current() == upstream.Ready || !probe && pauseInForce(&sc.gate) {
 		return
 	}
-	if !probe {
-		if sn := sc.gate.Snapshot(); sn.State == upstream.Paused && time.Now().Before(sn.Until) {
-			return
-		}
-	}
 	sc.gate.Success()
+}
+
+// pauseInForce reports whether g is Paused and its advised time is not
+// over; one atomic load when g is not Paused.
+func pauseInForce(g *upstream.Gate) bool {
+	if g.Current() != upstream.Paused {
+		return false
+	}
+	sn := g.Snapshot()
+	return sn.State == upstream.Paused && time.Now().Before(sn.Until)
 }
 
 // stale reports whether sc's pause ended staleScope before now.
@@ -869,7 +874,13 @@ func (c *call) answered(resp *http.Response) {
 			c.record(retryableStatus(code))
 		}
 		if !st.t.DisableFailFast {
-			u.gate.Success()
+			// Any answer shows the upstream reachable; but one to a
+			// call admitted before the server's pause (in flight when
+			// it came) does not end the advised wait: only the pause's
+			// probe, or an answer after it, reopens it.
+			if c.probe.Probe() || !pauseInForce(&u.gate) {
+				u.gate.Success()
+			}
 			if sc := c.scope; sc != nil {
 				sc.answered(c.scopeProbe.Probe())
 			} else if u.scopes.paused.Load() > 0 {
