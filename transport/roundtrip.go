@@ -538,9 +538,11 @@ func (tr *try) run() (*http.Response, error) {
 		tr.finish(nil, err)
 		return nil, err
 	}
-	// The caller's request, not the try's copy.
-	resp.Request = c.req
+	// The upstream's state learns from the try's request (its scope is
+	// the Authorization the try sent); the caller gets its own request,
+	// not the try's copy.
 	c.answered(resp)
+	resp.Request = c.req
 	if c.st.hedge.quantile > 0 {
 		// Only adaptive hedging reads the window.
 		c.st.latency.add(c.req.URL.Host, time.Since(tr.start))

@@ -132,13 +132,55 @@ type scopeKey struct{ path, auth uint64 }
 // the process).
 var scopeSeed = maphash.MakeSeed()
 
-// scopeKeyOf returns the scope of req, without allocating.
+// scopeKeyOf returns the scope of req, without allocating: the path as
+// sent (RawPath when set: /a%2Fb and /a/b are two resources to the
+// server) and the Authorization field.
 func scopeKeyOf(req *http.Request) scopeKey {
 	var auth string
 	if v := req.Header["Authorization"]; len(v) > 0 {
 		auth = v[0]
 	}
-	return scopeKey{maphash.String(scopeSeed, req.URL.Path), maphash.String(scopeSeed, auth)}
+	path := req.URL.RawPath
+	if path == "" {
+		path = req.URL.Path
+	}
+	return scopeKey{maphash.String(scopeSeed, path), maphash.String(scopeSeed, auth)}
+}
+
+// scopeKey returns the scope the call's tries go to. With Credentials,
+// the Authorization is the one they apply (a multi-tenant service's
+// Credentials pick each tenant's token), not the caller's request's: the
+// key is taken from a copy of the request they were applied to (only
+// while a scope of the upstream is paused: one Apply more per call then,
+// on a copy like a try's). A copy Apply fails on keeps the caller's (the
+// try fails the same way).
+func (c *call) scopeKey() scopeKey {
+	creds := c.lim.creds
+	if creds == nil {
+		return scopeKeyOf(c.req)
+	}
+	// Header and URL the copy's own, as a try's are (Apply may set
+	// either: a key in the query).
+	r := *c.req
+	u := *c.req.URL
+	r.URL = &u
+	r.Header = c.req.Header.Clone()
+	if r.Header == nil {
+		r.Header = http.Header{}
+	}
+	if creds.Apply(&r) != nil {
+		return scopeKeyOf(c.req)
+	}
+	return scopeKeyOf(&r)
+}
+
+// answerScope returns the scope of the try that resp answers (its
+// Request, the try's copy with its Credentials applied), or the call's.
+func (c *call) answerScope(resp *http.Response) scopeKey {
+	if r := resp.Request; r != nil && r != c.req && r.URL != nil {
+		return scopeKeyOf(r)
+	}
+	return c.scopeKey()
 }
 
 // scope is one scope's pause: a gate used only for Pause (no prober, no
@@ -184,6 +226,27 @@ func (ss *scopes) find(k scopeKey, now int64) *scope {
 		}
 	}
 	return sc
+}
+
+// answered notes an answer of sc's that does not pause it: it reopens
+// sc when it is sc's probe or sc's pause is over. An answer to a call
+// admitted before the pause (in flight when the 429 came) says nothing
+// of the limit the 429 told of, and does not end the advised wait.
+func (sc *scope) answered(probe bool) {
+	if sc.gate.Current() == upstream.Ready || !probe && pauseInForce(&sc.gate) {
+		return
+	}
+	sc.gate.Success()
+}
+
+// pauseInForce reports whether g is Paused and its advised time is not
+// over; one atomic load when g is not Paused.
+func pauseInForce(g *upstream.Gate) bool {
+	if g.Current() != upstream.Paused {
+		return false
+	}
+	sn := g.Snapshot()
+	return sn.State == upstream.Paused && time.Now().Before(sn.Until)
 }
 
 // stale reports whether sc's pause ended staleScope before now.
@@ -630,8 +693,23 @@ func (c *call) admit(first bool) (*http.Response, error) {
 		// probe (for ever, without a deadline).
 		c.endProbe()
 		c.probe, c.scopeProbe = upstream.Pass{}, upstream.Pass{}
+		if u.scopes.paused.Load() > 0 {
+			// A scope of the upstream is paused (a 429): the call's
+			// own, maybe. (Not looked up on the happy path.) The
+			// scope first, then the host: a call that waits for its
+			// scope's pause must not hold the host's probe meanwhile
+			// (the host's other calls would wait for a probe that
+			// does not go).
+			if resp, err := c.admitScope(first); err != nil || resp != nil {
+				return resp, err
+			}
+		}
 		pass, err := u.gate.Enter(c.ctx, upstream.Options{WaitForReady: c.lim.waitForReady || upstream.WaitsForReady(c.ctx), Budget: st.policy.Budget})
 		if err != nil {
+			// The scope's probe, if the call had it, goes to the
+			// scope's next call.
+			c.scopeProbe.Done()
+			c.scopeProbe = upstream.Pass{}
 			var ue *UnavailableError
 			if !errors.As(err, &ue) {
 				return nil, err
@@ -648,18 +726,9 @@ func (c *call) admit(first bool) (*http.Response, error) {
 			return nil, ue
 		}
 		if pass.Probe() {
-			c.probe.Done()
 			c.probe = pass
 		}
-		probe = pass.Probe()
-		if u.scopes.paused.Load() > 0 {
-			// A scope of the upstream is paused (a 429): the call's
-			// own, maybe. (Not looked up on the happy path.)
-			if resp, err := c.admitScope(first); err != nil || resp != nil {
-				return resp, err
-			}
-			probe = probe || c.scopeProbe.Probe()
-		}
+		probe = pass.Probe() || c.scopeProbe.Probe()
 	}
 	if st.t.DisableLoadShedding || probe {
 		return nil, nil
@@ -707,11 +776,10 @@ func (c *call) admit(first bool) (*http.Response, error) {
 // admitScope passes the call through its scope's gate when its scope is
 // paused: it waits for the pause's end, or ends with the answer held for
 // the scope (or the *UnavailableError, or its context's error), as admit
-// does for the host. A host's probe that ends here lets the next call
-// probe the host.
+// does for the host. admit calls it before the host's gate.
 func (c *call) admitScope(first bool) (*http.Response, error) {
 	u, st := c.up, c.st
-	sc := u.scopes.find(scopeKeyOf(c.req), st.roughNow())
+	sc := u.scopes.find(c.scopeKey(), st.roughNow())
 	if sc == nil {
 		return nil, nil
 	}
@@ -723,8 +791,6 @@ func (c *call) admitScope(first bool) (*http.Response, error) {
 		}
 		return nil, nil
 	}
-	c.probe.Done()
-	c.probe = upstream.Pass{}
 	var ue *UnavailableError
 	if !errors.As(err, &ue) {
 		return nil, err
@@ -742,10 +808,16 @@ func (c *call) admitScope(first bool) (*http.Response, error) {
 	return nil, ue
 }
 
-// shedding reports whether the call's upstream sheds load now: no hedge
-// starts then (hedges and retries go first).
+// shedding reports whether no hedge may start for the call: its
+// upstream sheds load now (hedges and retries go first), or the call is
+// the probe of its upstream's or its scope's pause or outage (one
+// request tests it: a hedge would be a second at a server that asked to
+// be left alone).
 func (c *call) shedding() bool {
-	return c.up != nil && !c.st.t.DisableLoadShedding && c.up.thr.Shedding(c.st.roughNow())
+	if c.up == nil {
+		return false
+	}
+	return c.probe.Probe() || c.scopeProbe.Probe() || !c.st.t.DisableLoadShedding && c.up.thr.Shedding(c.st.roughNow())
 }
 
 // heldAnswer is the answer the server's pause holds for a call whose
@@ -802,12 +874,18 @@ func (c *call) answered(resp *http.Response) {
 			c.record(retryableStatus(code))
 		}
 		if !st.t.DisableFailFast {
-			u.gate.Success()
+			// Any answer shows the upstream reachable; but one to a
+			// call admitted before the server's pause (in flight when
+			// it came) does not end the advised wait: only the pause's
+			// probe, or an answer after it, reopens it.
+			if c.probe.Probe() || !pauseInForce(&u.gate) {
+				u.gate.Success()
+			}
 			if sc := c.scope; sc != nil {
-				sc.gate.Success()
+				sc.answered(c.scopeProbe.Probe())
 			} else if u.scopes.paused.Load() > 0 {
-				if sc := u.scopes.find(scopeKeyOf(c.req), st.roughNow()); sc != nil {
-					sc.gate.Success()
+				if sc := u.scopes.find(c.answerScope(resp), st.roughNow()); sc != nil {
+					sc.answered(false)
 				}
 			}
 		}
@@ -853,7 +931,7 @@ func (c *call) pauses(resp *http.Response) bool {
 			}
 			if code == http.StatusTooManyRequests {
 				host := u.gate.Current() == upstream.Paused
-				if !u.scopes.pause(scopeKeyOf(c.req), u.name, code, d, limit, c.st.roughNow()) && !host {
+				if !u.scopes.pause(c.answerScope(resp), u.name, code, d, limit, c.st.roughNow()) && !host {
 					return true
 				}
 			}
