@@ -66,16 +66,22 @@
 //   - Paused: a 503 with Retry-After (it speaks for the server) pauses
 //     the upstream's new calls until the advised time; a 429 (with or
 //     without Retry-After) pauses only the calls of its scope — the
-//     request's URL path (no query) and its Authorization field, kept as
-//     hashes, never the values — since rate limits are per path and per
-//     token as often as per host: a call to another path, or with another
-//     token, goes at once. The upstream pauses as a whole when 429s have
-//     paused 3 scopes at once (a host-wide limit, answered on every
-//     path), when a 429 answers the probe of its pause, and when its
-//     table of scopes (64, the least recently used whose pause is over
-//     forgotten) has no room. A scope's pause is the host's in all else:
-//     the scope's calls wait or get the held answer, one probe goes at
-//     its end. The pauses last until the advised time (capped by the
+//     request's URL path as sent (no query; escaped: /a%2Fb is not /a/b)
+//     and the Authorization the try sends (with Credentials, the one they
+//     apply), kept as hashes, never the values — since rate limits are
+//     per path and per token as often as per host: a call to another
+//     path, or with another token, goes at once. The upstream pauses as a
+//     whole when 429s have paused scopes of 3 distinct paths at once (a
+//     host-wide limit, answered on every path; tenants over their quotas
+//     on one path are not one), when a 429 answers the probe of its
+//     pause, and when its table of scopes (64, the least recently used
+//     whose pause is over forgotten) has no room. A scope's pause is the
+//     host's in all else: the scope's calls wait or get the held answer,
+//     one probe goes at its end. An answer to a call admitted before a
+//     pause (in flight when it came) does not end it; only its probe, or
+//     an answer after the advised time, does. A probe never hedges. A
+//     call passes its scope's gate before the host's, so one waiting out
+//     its scope's pause never holds the host's probe. The pauses last until the advised time (capped by the
 //     Transport's Retry policy's MaxRetryAfter, not that of the call's
 //     CallOptions, which caps its own retries only; a 429 without the
 //     field pauses 1s, doubling while its scope's 429s continue). A call whose

@@ -115,8 +115,9 @@ type upState struct {
 // Authorization field, both as 64-bit hashes (never the values). Bounds:
 // the scopes an upstream tracks (the least recently used whose pause is
 // over are forgotten; with none, a 429 pauses the host: the safe side),
-// and the scopes paused at once from which a 429 pauses the host too (a
-// host-wide limit, answered on every path). staleScope is how long after
+// and the distinct paths paused at once from which a 429 pauses the host
+// too (a host-wide limit, answered on every path; tenants over their
+// quotas on one path are not one). staleScope is how long after
 // its end a pause no call came to probe is forgotten (sweep).
 const (
 	maxScopes   = 64
@@ -257,8 +258,8 @@ func (sc *scope) stale(now int64) bool {
 
 // pause pauses the scope k for d (capped by limit; see Gate.Pause) with
 // the answer code held for its calls, and reports whether the host must
-// be paused too: the table is full of pauses in force, or hostScopes
-// scopes are paused at once.
+// be paused too: the table is full of pauses in force, or scopes of
+// hostScopes distinct paths are paused at once.
 func (ss *scopes) pause(k scopeKey, name string, code int, d, limit time.Duration, now int64) (host bool) {
 	ss.mu.Lock()
 	sc := ss.m[k]
@@ -290,13 +291,23 @@ func (ss *scopes) pause(k scopeKey, name string, code int, d, limit time.Duratio
 	// (its transition function only counts).
 	sc.gate.Pause(d, limit)
 	defer ss.mu.Unlock()
-	live := 0
-	for _, v := range ss.m {
-		if v.gate.Current() == upstream.Paused && v.gate.Snapshot().Until.UnixNano() > now {
-			live++
+	// Distinct paths, not scopes: tenants over their quotas on one path
+	// are not a host-wide limit (three of a thousand would pause the
+	// other 997).
+	var paths [hostScopes]uint64
+	n := 0
+	for k, v := range ss.m {
+		if v.gate.Current() != upstream.Paused || v.gate.Snapshot().Until.UnixNano() <= now {
+			continue
+		}
+		if !slices.Contains(paths[:n], k.path) {
+			paths[n] = k.path
+			if n++; n == hostScopes {
+				return true
+			}
 		}
 	}
-	return live >= hostScopes
+	return false
 }
 
 // evict forgets the least recently used scope whose pause is not in

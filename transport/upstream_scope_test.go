@@ -3,6 +3,7 @@ package transport
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -133,6 +134,41 @@ func TestScope429PerToken(t *testing.T) {
 	st, took, held, err := scopeGet(c, srv.URL+"/q", "Bearer limited", time.Second, false)
 	if err != nil || st != http.StatusTooManyRequests || !held || took > 500*time.Millisecond {
 		t.Fatalf("limited token during its pause: %d held %v after %v, %v; want the held 429 at once", st, held, took, err)
+	}
+}
+
+// TestScope429TenantsOnOnePathDoNotPauseHost: five tenants (tokens) over
+// their quotas on one path are five scopes of one path, not a host-wide
+// limit: another tenant's calls to that path and any call to another
+// path go at once.
+func TestScope429TenantsOnOnePathDoNotPauseHost(t *testing.T) {
+	var served atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasPrefix(r.Header.Get("Authorization"), "Bearer over") {
+			w.Header().Set("Retry-After", "5")
+			w.WriteHeader(http.StatusTooManyRequests)
+			return
+		}
+		served.Add(1)
+		_, _ = io.WriteString(w, "ok")
+	}))
+	t.Cleanup(srv.Close)
+	tr := &Transport{}
+	defer tr.CloseIdleConnections()
+	c := NewClient(tr)
+	for i := range 5 {
+		if st, _, _, err := scopeGet(c, srv.URL+"/q", fmt.Sprintf("Bearer over%d", i), 5*time.Second, true); err != nil || st != http.StatusTooManyRequests {
+			t.Fatalf("tenant over%d: %d %v", i, st, err)
+		}
+	}
+	for _, path := range []string{"/q", "/other"} {
+		st, took, held, err := scopeGet(c, srv.URL+path, "Bearer fine", time.Second, false)
+		if err != nil || st != http.StatusOK || held {
+			t.Errorf("a tenant within its quota, %s: %d (held %v) after %v, %v; want 200 at once", path, st, held, took, err)
+		}
+	}
+	if served.Load() != 2 {
+		t.Errorf("the server served %d calls of the tenant within its quota, want 2", served.Load())
 	}
 }
 
