@@ -20,7 +20,9 @@ import (
 // rejects them (OkHttp's Authenticator, grpc-go's per-RPC credentials).
 //
 // Apply is called on every try's own copy of the request, just before it
-// is sent: every attempt, every hedge, every redial of a session. It sets
+// is sent: every attempt, every hedge, every redial of a session (and,
+// while a 429 has paused part of the upstream, once more on a copy before
+// the call is admitted, to learn the call's scope). It sets
 // the credential (an Authorization header, a signature, a key in the
 // URL's query) and must not keep req. The copy's Header and URL are the
 // try's own (the caller's request is never changed); its Body and the
