@@ -146,13 +146,18 @@ func (p *Pool) acquireSlow(ctx context.Context, start int64) (*Conn, error) {
 		defer t.Stop()
 		timeout = t.C
 	}
-	w := &waiter{ch: make(chan acquireResult, 1), at: start}
+	w := &waiter{ch: make(chan acquireResult, 1)}
 	p.mu.Lock()
 	if p.closed {
 		p.st.AcquireFailures++
 		p.mu.Unlock()
 		p.tel.endAcquire(span, ErrClosed)
 		return nil, ErrClosed
+	}
+	p.seq++
+	w.seq = p.seq
+	if p.gate != nil {
+		w.downs = p.gate.Downs()
 	}
 	// Publish the waiter, then look at the stacks again. A Release that
 	// pushed before this look is seen here; one that pushes after it sees

@@ -200,8 +200,14 @@ type waiter struct {
 	ch         chan acquireResult
 	prev, next *waiter
 	queued     bool
-	admitted   bool  // let through by the gate (a probe): never bounced
-	at         int64 // nanotime of its Acquire: before or after the upstream went down (bounceLocked)
+	admitted   bool // let through by the gate (a probe): never bounced
+	// seq orders it among the waiters and probes (Pool.seq); downs is
+	// the gate's Downs when it first queued: whether it was there before
+	// the upstream went down (bounceLocked). Counters, not clocks: a
+	// waiter whose own dial took the upstream down in the same clock tick
+	// is still the dial's.
+	seq   uint64
+	downs uint64
 	// parked: waits for ready at the gate, queued all the while so that a
 	// released conn or a probe's still reaches it; unpark ends its wait at
 	// the gate when it is handed a result.

@@ -50,24 +50,25 @@ func (p *Pool) dialForWaitersLocked(ctx context.Context) bool {
 // probe says the gate admitted it as the probe of an upstream known down.
 func (p *Pool) startDialLocked(ctx context.Context, probe bool) {
 	p.dialing++
-	var probeAt int64 // 0: not a probe
+	var probeSeq uint64 // 0: not a probe
 	if probe {
-		probeAt = nanotime()
-		p.probes = append(p.probes, probeAt)
+		p.seq++
+		probeSeq = p.seq
+		p.probes = append(p.probes, probeSeq)
 	}
 	p.wg.Add(1)
-	go p.dialOne(context.WithoutCancel(ctx), p.gen.Load(), probeAt)
+	go p.dialOne(context.WithoutCancel(ctx), p.gen.Load(), probeSeq)
 }
 
-func (p *Pool) dialOne(parent context.Context, gen uint64, probeAt int64) {
-	probe := probeAt != 0
+func (p *Pool) dialOne(parent context.Context, gen uint64, probeSeq uint64) {
+	probe := probeSeq != 0
 	defer p.wg.Done()
 	if p.limiter != nil {
 		// The token bucket is what keeps a flap from becoming a storm
 		// (incidents 03 and 05): every dial, whoever triggered it, waits here.
 		switch p.waitToken(probe) {
 		case errClosedWait:
-			p.dialDone(nil, ErrClosed, gen, probeAt)
+			p.dialDone(nil, ErrClosed, gen, probeSeq)
 			return
 		case errDownWait:
 			p.dropDial()
@@ -96,7 +97,7 @@ func (p *Pool) dialOne(parent context.Context, gen uint64, probeAt int64) {
 			slog.String("pool", p.name), slog.String("error.type", et))
 	}
 	p.tel.dialed(err)
-	p.dialDone(nc, err, gen, probeAt)
+	p.dialDone(nc, err, gen, probeSeq)
 }
 
 // The ends of a wait for a DialRate token other than the token.
@@ -156,12 +157,12 @@ func (p *Pool) dropDial() {
 
 // dialDone accounts for a finished dial: a new conn goes to the oldest waiter
 // or the idle stacks; an error goes to the oldest waiter only.
-func (p *Pool) dialDone(nc net.Conn, err error, gen uint64, probeAt int64) {
+func (p *Pool) dialDone(nc net.Conn, err error, gen uint64, probeSeq uint64) {
 	now := nanotime()
 	p.mu.Lock()
 	p.dialing--
-	if probeAt != 0 {
-		if i := slices.Index(p.probes, probeAt); i >= 0 {
+	if probeSeq != 0 {
+		if i := slices.Index(p.probes, probeSeq); i >= 0 {
 			p.probes = slices.Delete(p.probes, i, i+1)
 		}
 	}

@@ -77,9 +77,10 @@ type Pool struct {
 	// the periodic sweep (one non-blocking recv per idle conn).
 	mu      sync.Mutex
 	closed  bool
-	all     []*Conn // every dialed, not yet destroyed conn; Conn.allIdx indexes it
-	dialing int     // dials started and not finished, rate-limiter waits included
-	probes  []int64 // of dialing: when each probe the gate admitted while the upstream was down started (nanotime)
+	all     []*Conn  // every dialed, not yet destroyed conn; Conn.allIdx indexes it
+	dialing int      // dials started and not finished, rate-limiter waits included
+	probes  []uint64 // of dialing: the seq of each probe the gate admitted while the upstream was down, in order
+	seq     uint64   // the last seq given to a waiter or a probe (under mu)
 	// closing counts conns destroyed whose Close has not returned yet: a
 	// conn is open (at the server, in its max_connections) until then, so
 	// it keeps its place against MaxConns (closedConns gives it back).

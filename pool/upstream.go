@@ -158,17 +158,16 @@ func (p *Pool) bounceLocked() {
 	s := p.gate.Snapshot()
 	err := &UnavailableError{Upstream: p.gate.Upstream, Reason: upstream.ReasonDown,
 		Since: s.Since, Retry: s.NextProbe, Last: s.Last}
-	since := int64(s.Since.Sub(epoch))
 	dials := p.dialing - len(p.probes) // not probes: started before the upstream was known down
 	probes := p.probes                 // in the order they started
 	for w := p.waiters.head; w != nil; {
 		next := w.next
 		switch {
 		case w.admitted || w.parked:
-		case dials > 0 && w.at < since:
+		case dials > 0 && w.downs < s.Downs: // queued before this outage
 			dials--
 		default:
-			for len(probes) > 0 && probes[0] < w.at {
+			for len(probes) > 0 && probes[0] < w.seq {
 				probes = probes[1:] // started before w came: for older waiters
 			}
 			if len(probes) > 0 {

@@ -23,6 +23,7 @@ import (
 
 	"github.com/lifeline-go/lifeline/dial"
 	"github.com/lifeline-go/lifeline/faultnet"
+	"github.com/lifeline-go/lifeline/internal/upstream"
 	"github.com/lifeline-go/lifeline/pool"
 	"github.com/lifeline-go/lifeline/transport"
 )
@@ -288,6 +289,60 @@ func TestFailFastHangingDials(t *testing.T) {
 			require.NotErrorIs(t, err, pool.ErrUnavailable)
 		}
 		assert.Equal(t, int64(3), d.dials.Load(), "no other dial")
+	})
+}
+
+// The waiters that were there when the upstream went down keep the dials
+// in flight for them, even when everything happens in one tick of the
+// clock (CI, stop 27: the Acquire whose own dial took the upstream down
+// was failed fast instead of given its dial's error; a synctest bubble
+// makes the tie certain). Dials fail one at a time here: the fifth
+// failure takes the upstream down while the other waiter's dial is still
+// out.
+func TestFailFastWaitersOfTheOutageKeepTheirDials(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		release := make(chan struct{})
+		var dials atomic.Int64
+		dial := func(ctx context.Context) (net.Conn, error) {
+			if dials.Add(1) > upstream.FailureThreshold-1 {
+				select {
+				case <-release:
+				case <-ctx.Done():
+					return nil, ctx.Err()
+				}
+			}
+			return nil, errBoom
+		}
+		p, err := pool.New(pool.Config{Dial: dial, DialRate: -1, MaxConns: 4})
+		require.NoError(t, err)
+		defer p.Close()
+		for range upstream.FailureThreshold - 1 {
+			_, err := p.Acquire(t.Context())
+			require.ErrorIs(t, err, errBoom)
+		}
+		errs := make([]chan error, 2)
+		for i := range errs {
+			errs[i] = make(chan error, 1)
+			go func() {
+				_, err := p.Acquire(t.Context())
+				errs[i] <- err
+			}()
+			synctest.Wait() // queued in this order, each with its dial out
+		}
+		release <- struct{}{} // the fifth failure: down
+		synctest.Wait()
+		require.Len(t, errs[1], 0, "the second waiter still has a dial out for it")
+		err = <-errs[0]
+		require.ErrorIs(t, err, errBoom)
+		require.NotErrorIs(t, err, pool.ErrUnavailable, "the oldest waiter gets the failure")
+		release <- struct{}{}
+		err = <-errs[1]
+		require.ErrorIs(t, err, errBoom)
+		require.NotErrorIs(t, err, pool.ErrUnavailable, "its dial's error, not a fail fast")
+		assert.Equal(t, int64(0), p.Stats().Unavailable)
+		_, err = p.Acquire(t.Context())
+		require.ErrorIs(t, err, pool.ErrUnavailable, "a later Acquire fails fast")
+		assert.Equal(t, int64(upstream.FailureThreshold+1), dials.Load())
 	})
 }
 

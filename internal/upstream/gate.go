@@ -122,6 +122,7 @@ type Gate struct {
 	last       error         // the last real failure
 	lastOK     time.Time     // the last success
 	since      time.Time     // of the current Down or Paused state
+	downs      atomic.Uint64 // times the gate went Down (Downs)
 	nextProbe  time.Time     // Down: when the next probe may go
 	lastProbe  time.Time     // Down: when the last probe went (or the gate went down)
 	interval   time.Duration // Down: the last probe interval drawn
@@ -648,6 +649,7 @@ func (g *Gate) failure(now time.Time, err error) {
 // is held.
 func (g *Gate) goDown(now time.Time) {
 	g.since = now
+	g.downs.Add(1)
 	g.lastProbe = now
 	g.interval = 0
 	g.nextProbe = now
@@ -749,6 +751,9 @@ type Snapshot struct {
 	NextProbe time.Time // Down
 	Until     time.Time // Paused
 	Last      error
+	// Downs is how many times the gate went Down, this time included
+	// (Downs).
+	Downs uint64
 }
 
 // Snapshot returns the gate's state now.
@@ -756,5 +761,13 @@ func (g *Gate) Snapshot() Snapshot {
 	g.mu.Lock()
 	defer g.unlock()
 	g.checkHanging(time.Now())
-	return Snapshot{State: g.state, Since: g.since, NextProbe: g.nextProbe, Until: g.until, Last: g.last}
+	return Snapshot{State: g.state, Since: g.since, NextProbe: g.nextProbe, Until: g.until, Last: g.last,
+		Downs: g.downs.Load()}
 }
+
+// Downs returns how many times the gate went Down so far, without its
+// lock. A caller that read n before it started a dial knows, by a later
+// Snapshot's Downs > n, that the upstream went down after it was there,
+// on any clock: two events in the same tick of a coarse clock (or of a
+// synctest bubble) are still ordered.
+func (g *Gate) Downs() uint64 { return g.downs.Load() }

@@ -423,3 +423,26 @@ func BenchmarkGateHappy(b *testing.B) {
 		p.Done()
 	}
 }
+
+// Downs orders an outage after what came before it on no clock: in one
+// tick (a synctest bubble, a coarse clock) a dial's caller that read Downs
+// before the failure that took the gate down still sees it went down after.
+func TestGateDownsCountsOutages(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		g := &Gate{Upstream: "db"}
+		before := g.Downs()
+		failDials(g, FailureThreshold)
+		if s := g.Snapshot(); s.State != Down || s.Downs != before+1 || g.Downs() != before+1 || !s.Since.Equal(time.Now()) {
+			t.Fatalf("after the outage began: %+v, Downs %d (before %d)", s, g.Downs(), before)
+		}
+		time.Sleep(2 * time.Second)
+		g.Success()
+		if g.Downs() != before+1 {
+			t.Fatalf("a recovery changed Downs to %d", g.Downs())
+		}
+		failDials(g, FailureThreshold)
+		if g.Downs() != before+2 || g.Snapshot().Downs != before+2 {
+			t.Fatalf("second outage: Downs %d, want %d", g.Downs(), before+2)
+		}
+	})
+}
