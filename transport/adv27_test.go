@@ -1,0 +1,155 @@
+package transport
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/lifeline-go/lifeline/internal/upstream"
+	"github.com/lifeline-go/lifeline/retry"
+)
+
+// adv27Get makes one call (one attempt) of c to u with the deadline
+// given, and returns its status, whether the answer was the Transport's
+// held one, and the error.
+func adv27Get(c *http.Client, u *url.URL, deadline time.Duration) (int, bool, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), deadline)
+	defer cancel()
+	ctx = WithCallOptions(ctx, CallOptions{Retry: &retry.Policy{MaxAttempts: 1}})
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://placeholder/", nil)
+	req.URL = u
+	req.Host = u.Host
+	resp, err := c.Do(req)
+	if err != nil {
+		return 0, false, err
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	_ = resp.Body.Close()
+	var ee *retry.ExhaustedError
+	return resp.StatusCode, errors.As(Exhausted(resp), &ee) && ee.Attempts == 0, nil
+}
+
+// TestAdv27ScopeEmptyPathIsSlash: a URL with no path and one with "/"
+// send the same request line ("GET / HTTP/1.1"): one resource, one scope.
+// A 429 (Retry-After: 30) of https://host pauses https://host/ — the call
+// with a short deadline gets the held answer, and the server is not asked.
+func TestAdv27ScopeEmptyPathIsSlash(t *testing.T) {
+	var hits atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		w.Header().Set("Retry-After", "30")
+		w.WriteHeader(http.StatusTooManyRequests)
+	}))
+	t.Cleanup(srv.Close)
+	tr := &Transport{}
+	defer tr.CloseIdleConnections()
+	c := NewClient(tr)
+	bare, _ := url.Parse(srv.URL)
+	if st, _, err := adv27Get(c, bare, 5*time.Second); err != nil || st != http.StatusTooManyRequests {
+		t.Fatalf("first call: %d %v", st, err)
+	}
+	slash, _ := url.Parse(srv.URL + "/")
+	st, held, err := adv27Get(c, slash, time.Second)
+	if err != nil || st != http.StatusTooManyRequests || !held || hits.Load() != 1 {
+		t.Fatalf("GET / during the pause of GET / (spelt without the slash): %d held %v, %v; the server saw %d requests, want 1",
+			st, held, err, hits.Load())
+	}
+}
+
+// TestAdv27ScopeStaleRawPath: a URL parsed with an escaped path
+// (/t%2F1/) whose Path a caller then extends (u.Path += "items": its
+// RawPath is stale) is sent as its Path escaped — net/http ignores a
+// RawPath that is not an encoding of Path. The scope is the path as sent:
+// a 429 of /t/1/items does not pause /t/1/users (another resource, whose
+// stale RawPath is the same), and does pause /t/1/items spelt afresh.
+func TestAdv27ScopeStaleRawPath(t *testing.T) {
+	var users, items atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.EscapedPath() {
+		case "/t/1/items":
+			items.Add(1)
+			w.Header().Set("Retry-After", "30")
+			w.WriteHeader(http.StatusTooManyRequests)
+		default:
+			users.Add(1)
+			_, _ = io.WriteString(w, "ok")
+		}
+	}))
+	t.Cleanup(srv.Close)
+	tr := &Transport{}
+	defer tr.CloseIdleConnections()
+	c := NewClient(tr)
+	base, _ := url.Parse(srv.URL + "/t%2F1/")
+	if base.RawPath == "" {
+		t.Fatal("the base has no RawPath")
+	}
+	derived := func(name string) *url.URL {
+		u := *base
+		u.Path += name
+		return &u
+	}
+	if st, _, err := adv27Get(c, derived("items"), 5*time.Second); err != nil || st != http.StatusTooManyRequests || items.Load() != 1 {
+		t.Fatalf("items: %d %v (server saw %d)", st, err, items.Load())
+	}
+	st, held, err := adv27Get(c, derived("users"), 2*time.Second)
+	if err != nil || st != http.StatusOK || users.Load() != 1 {
+		t.Fatalf("/t/1/users during /t/1/items's pause: %d held %v, %v (server saw %d); want 200 from the server", st, held, err, users.Load())
+	}
+	fresh, _ := url.Parse(srv.URL + "/t/1/items")
+	st, held, err = adv27Get(c, fresh, time.Second)
+	if err != nil || st != http.StatusTooManyRequests || !held || items.Load() != 1 {
+		t.Fatalf("/t/1/items spelt afresh during its pause: %d held %v, %v (server saw %d); want the held answer", st, held, err, items.Load())
+	}
+}
+
+// TestAdv27ShedCallBehindQueueIsOneRequest: a first attempt that arrives
+// behind a standing queue is counted as an overload request at its
+// admission; when the throttle then sheds it, the call must still be one
+// request (the Throttle's rule: requests − 2·accepts over requests + 8),
+// not two. Judged by the rejection probability: after n admissions and no
+// accepts, it is R/(R+8) with R = the requests counted before + n.
+func TestAdv27ShedCallBehindQueueIsOneRequest(t *testing.T) {
+	tr := &Transport{MaxConnsPerHost: 4}
+	st := tr.get()
+	u := &url.URL{Scheme: "http", Host: "127.0.0.1:9"}
+	now := st.roughNow()
+	up := st.ups.upstreamOf(u, now)
+	const before = 20
+	for range before {
+		up.thr.Record(now, true)
+	}
+	up.queued.Store(int32(st.queueSignal))
+	up.queueSince.Store(now - int64(time.Second))
+	req, _ := http.NewRequest(http.MethodGet, u.String(), nil)
+	shed := 0
+	const n = 200
+	for range n {
+		c := &call{st: st, lim: &st.lim, up: up, req: req}
+		c.cctx.Context = t.Context()
+		c.ctx = &c.cctx
+		_, err := c.admit(true)
+		if err != nil {
+			shed++
+		}
+	}
+	if shed == 0 || shed == n {
+		t.Fatalf("%d of %d shed: the test shows nothing", shed, n)
+	}
+	if up.thr.Probability(st.roughNow()) == 0 {
+		t.Fatal("not shedding")
+	}
+	r := float64(before + n)
+	want := r / (r + upstream.ThrottlePadding)
+	got := up.thr.Probability(st.roughNow())
+	if d := got - want; d > 1e-9 || d < -1e-9 {
+		// got = R'/(R'+8): R' requests counted.
+		counted := got * upstream.ThrottlePadding / (1 - got)
+		t.Fatalf("%d calls (%d shed) after %d requests: the throttle counted %.0f requests, want %.0f", n, shed, before, counted, r)
+	}
+}
