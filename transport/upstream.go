@@ -133,19 +133,29 @@ type scopeKey struct{ path, auth uint64 }
 // the process).
 var scopeSeed = maphash.MakeSeed()
 
-// scopeKeyOf returns the scope of req, without allocating: the path as
-// sent (RawPath when set: /a%2Fb and /a/b are two resources to the
-// server) and the Authorization field.
+// scopeKeyOf returns the scope of req, without allocating for a plain
+// path: the path as sent (sentPath: /a%2Fb and /a/b are two resources to
+// the server) and the Authorization field.
 func scopeKeyOf(req *http.Request) scopeKey {
 	var auth string
 	if v := req.Header["Authorization"]; len(v) > 0 {
 		auth = v[0]
 	}
-	path := req.URL.RawPath
-	if path == "" {
-		path = req.URL.Path
+	return scopeKey{maphash.String(scopeSeed, sentPath(req.URL)), maphash.String(scopeSeed, auth)}
+}
+
+// sentPath is the path of u's request line, as net/http writes it
+// (URL.RequestURI without the query): the opaque part when set, else
+// EscapedPath — RawPath only when it encodes Path (one a caller left
+// stale after changing Path is not sent) — and "/" for an empty path.
+func sentPath(u *url.URL) string {
+	if u.Opaque != "" {
+		return u.Opaque
 	}
-	return scopeKey{maphash.String(scopeSeed, path), maphash.String(scopeSeed, auth)}
+	if p := u.EscapedPath(); p != "" {
+		return p
+	}
+	return "/"
 }
 
 // scopeKey returns the scope the call's tries go to. With Credentials,
@@ -746,6 +756,21 @@ func (c *call) admit(first bool) (*http.Response, error) {
 	}
 	now := st.roughNow()
 	c.queued.Store(false) // the last attempt's, if it ended unanswered
+	// A call refused here is one request (Allow counts it; a retry
+	// refused is not counted, as a budget's refusal is not): only an
+	// attempt that goes is counted behind a standing queue.
+	if first {
+		if !u.thr.Allow(now) {
+			err := u.thr.Rejected(u.name, nil)
+			st.tel.notAttempted(c.ctx, c.req, otelx.ReasonShed, err, u.label)
+			return nil, err
+		}
+	} else if u.thr.Shedding(now) {
+		// Retries go first: refused as a budget refuses them (the call
+		// ends with an ExhaustedError; lifeline.throttled counts calls
+		// not attempted, not retries).
+		return nil, u.thr.Rejected(u.name, nil)
+	}
 	if int(u.queued.Load()-u.dialing.Load()) >= st.queueSignal {
 		// Calls already queue for a conn (MaxConnsPerHost, held by slow
 		// answers): this call would wait behind them, most likely until
@@ -766,20 +791,6 @@ func (c *call) admit(first bool) (*http.Response, error) {
 		}
 	} else if u.queueSince.Load() != 0 {
 		u.queueSince.Store(0)
-	}
-	if first {
-		if !u.thr.Allow(now) {
-			err := u.thr.Rejected(u.name, nil)
-			st.tel.notAttempted(c.ctx, c.req, otelx.ReasonShed, err, u.label)
-			return nil, err
-		}
-		return nil, nil
-	}
-	if u.thr.Shedding(now) {
-		// Retries go first: refused as a budget refuses them (the call
-		// ends with an ExhaustedError; lifeline.throttled counts calls
-		// not attempted, not retries).
-		return nil, u.thr.Rejected(u.name, nil)
 	}
 	return nil, nil
 }
