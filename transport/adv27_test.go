@@ -153,3 +153,38 @@ func TestAdv27ShedCallBehindQueueIsOneRequest(t *testing.T) {
 		t.Fatalf("%d calls (%d shed) after %d requests: the throttle counted %.0f requests, want %.0f", n, shed, before, counted, r)
 	}
 }
+
+// TestAdv27ProbeRetryForgetsQueuedAttempt: an attempt counted as an
+// overload request at its admission (behind a standing queue) that ended
+// without an answer (its wait for a conn cut) is done with; the call's
+// retry, when it is the probe of its upstream's pause, must not settle
+// that count with its own answer (an accept with no request: a healthy
+// upstream's count skewed, an overloaded one shed less). Control: the
+// same retry when it is no probe.
+func TestAdv27ProbeRetryForgetsQueuedAttempt(t *testing.T) {
+	for _, paused := range []bool{false, true} {
+		tr := &Transport{}
+		st := tr.get()
+		u := &url.URL{Scheme: "http", Host: "127.0.0.1:9"}
+		up := st.ups.upstreamOf(u, st.roughNow())
+		if paused {
+			up.gate.Pause(time.Millisecond, time.Second)
+			time.Sleep(5 * time.Millisecond)
+		}
+		req, _ := http.NewRequest(http.MethodGet, u.String(), nil)
+		c := &call{st: st, lim: &st.lim, up: up, req: req}
+		c.cctx.Context = t.Context()
+		c.ctx = &c.cctx
+		c.queued.Store(true) // the last attempt's, cut unanswered
+		if _, err := c.admit(false); err != nil {
+			t.Fatal(err)
+		}
+		if c.probe.Probe() != paused {
+			t.Fatalf("paused %v: probe %v", paused, c.probe.Probe())
+		}
+		if c.queued.Load() {
+			t.Errorf("paused %v: the retry's answer would settle the last attempt's count", paused)
+		}
+		c.endProbe()
+	}
+}
