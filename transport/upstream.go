@@ -751,11 +751,13 @@ func (c *call) admit(first bool) (*http.Response, error) {
 		}
 		probe = pass.Probe() || c.scopeProbe.Probe()
 	}
+	// The last attempt's admission count, if it ended unanswered, is
+	// done with (this attempt's answer is its own).
+	c.queued.Store(false)
 	if st.t.DisableLoadShedding || probe {
 		return nil, nil
 	}
 	now := st.roughNow()
-	c.queued.Store(false) // the last attempt's, if it ended unanswered
 	// A call refused here is one request (Allow counts it; a retry
 	// refused is not counted, as a budget's refusal is not): only an
 	// attempt that goes is counted behind a standing queue.
