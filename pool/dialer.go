@@ -208,7 +208,16 @@ func (p *Pool) dialDone(nc net.Conn, err error, gen uint64, probeSeq uint64) {
 	}
 	c.allIdx = len(p.all)
 	p.all = append(p.all, c)
-	if p.deliverLocked(c) || p.pushIdle(c) {
+	if p.deliverLocked(c) {
+		// The conn went to the oldest waiter, who may not be the one
+		// its dial was for (a probe started by a later Acquire): the
+		// waiters left that no dial is for now get theirs (the
+		// upstream answered), or fail fast if it is down again.
+		p.dialForWaitersLocked(context.Background())
+		p.mu.Unlock()
+		return
+	}
+	if p.pushIdle(c) {
 		p.mu.Unlock()
 		return
 	}
