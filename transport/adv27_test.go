@@ -2,11 +2,14 @@ package transport
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"strconv"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -69,8 +72,18 @@ func TestAdv27ScopeEmptyPathIsSlash(t *testing.T) {
 // a 429 of /t/1/items does not pause /t/1/users (another resource, whose
 // stale RawPath is the same), and does pause /t/1/items spelt afresh.
 func TestAdv27ScopeStaleRawPath(t *testing.T) {
+	for _, h2 := range []bool{false, true} {
+		t.Run(map[bool]string{false: "h1", true: "h2"}[h2], func(t *testing.T) { adv27StaleRawPath(t, h2) })
+	}
+}
+
+func adv27StaleRawPath(t *testing.T, h2 bool) {
 	var users, items atomic.Int64
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.ProtoMajor != map[bool]int{false: 1, true: 2}[h2] {
+			w.WriteHeader(http.StatusHTTPVersionNotSupported)
+			return
+		}
 		switch r.URL.EscapedPath() {
 		case "/t/1/items":
 			items.Add(1)
@@ -81,8 +94,12 @@ func TestAdv27ScopeStaleRawPath(t *testing.T) {
 			_, _ = io.WriteString(w, "ok")
 		}
 	}))
+	srv.EnableHTTP2 = h2
+	srv.StartTLS()
 	t.Cleanup(srv.Close)
-	tr := &Transport{}
+	roots := x509.NewCertPool()
+	roots.AddCert(srv.Certificate())
+	tr := &Transport{TLSClientConfig: &tls.Config{RootCAs: roots}}
 	defer tr.CloseIdleConnections()
 	c := NewClient(tr)
 	base, _ := url.Parse(srv.URL + "/t%2F1/")
@@ -186,5 +203,60 @@ func TestAdv27ProbeRetryForgetsQueuedAttempt(t *testing.T) {
 			t.Errorf("paused %v: the retry's answer would settle the last attempt's count", paused)
 		}
 		c.endProbe()
+	}
+}
+
+// signingCreds sign each request anew (a nonce in the Authorization, as
+// request-signing schemes do): no two Applies send the same field.
+type signingCreds struct{ n atomic.Int64 }
+
+func (s *signingCreds) Apply(req *http.Request) error {
+	req.Header.Set("Authorization", "Sig nonce="+strconv.FormatInt(s.n.Add(1), 10))
+	return nil
+}
+
+func (*signingCreds) Refresh(context.Context, *http.Request) error { return nil }
+
+// TestAdv27ScopeSigningCredentialsBounded: with Credentials that sign each
+// request anew, every 429 is a scope of its own, which no later call meets
+// (its Authorization differs): the server's Retry-After: 30 on /q is not
+// kept per scope. What bounds it is the table: once it is full of pauses
+// in force, the host pauses. Of 300 calls, the server sees at most the
+// table's size and one more, and the rest get the held answer. (Control:
+// the same with a fixed token, where the server sees one.)
+func TestAdv27ScopeSigningCredentialsBounded(t *testing.T) {
+	for _, signing := range []bool{false, true} {
+		var hits atomic.Int64
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			hits.Add(1)
+			w.Header().Set("Retry-After", "30")
+			w.WriteHeader(http.StatusTooManyRequests)
+		}))
+		tr := &Transport{}
+		if signing {
+			tr.Credentials = &signingCreds{}
+		}
+		c := NewClient(tr)
+		u, _ := url.Parse(srv.URL + "/q")
+		held := 0
+		for range 300 {
+			st, h, err := adv27Get(c, u, time.Second)
+			if err != nil || st != http.StatusTooManyRequests {
+				t.Fatalf("signing %v: %d %v", signing, st, err)
+			}
+			if h {
+				held++
+			}
+		}
+		tr.CloseIdleConnections()
+		srv.Close()
+		want := int64(1)
+		if signing {
+			want = maxScopes + 1
+		}
+		if n := hits.Load(); n > want || int64(held) != 300-n {
+			t.Fatalf("signing %v: the server saw %d of 300 calls (want at most %d), %d held", signing, n, want, held)
+		}
+		t.Logf("signing %v: the server saw %d of 300 calls", signing, hits.Load())
 	}
 }
