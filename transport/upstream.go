@@ -185,6 +185,38 @@ func (c *call) scopeKey() scopeKey {
 	return scopeKeyOf(&r)
 }
 
+// anyAuth is the auth of a scope that stands for every Authorization on
+// its path: that of Credentials whose field differs from one Apply to the
+// next (a signature, a nonce), which no later call would send again.
+const anyAuth = math.MaxUint64
+
+// pauseScope returns the scope a 429 that answers resp pauses: the try's
+// (answerScope), or with Credentials whose Authorization one more Apply
+// does not repeat, the path's for any Authorization (anyAuth): a scope
+// keyed by a field sent once would pause nobody, and the server's pause
+// would hold only when the table was full (the host's then). (A token
+// refreshed between the try and the 429 is taken for such Credentials:
+// the path paused for the advised time, the safe side.)
+func (c *call) pauseScope(resp *http.Response) scopeKey {
+	k := c.answerScope(resp)
+	if c.lim.creds != nil && c.scopeKey().auth != k.auth {
+		k.auth = anyAuth
+	}
+	return k
+}
+
+// findScope returns the paused scope of the call's key k, or with
+// Credentials, its path's for any Authorization (pauseScope); nil when
+// neither is tracked.
+func (c *call) findScope(k scopeKey, now int64) *scope {
+	ss := &c.up.scopes
+	sc := ss.find(k, now)
+	if sc == nil && c.lim.creds != nil {
+		sc = ss.find(scopeKey{k.path, anyAuth}, now)
+	}
+	return sc
+}
+
 // answerScope returns the scope of the try that resp answers (its
 // Request, the try's copy with its Credentials applied), or the call's.
 func (c *call) answerScope(resp *http.Response) scopeKey {
@@ -803,7 +835,7 @@ func (c *call) admit(first bool) (*http.Response, error) {
 // does for the host. admit calls it before the host's gate.
 func (c *call) admitScope(first bool) (*http.Response, error) {
 	u, st := c.up, c.st
-	sc := u.scopes.find(c.scopeKey(), st.roughNow())
+	sc := c.findScope(c.scopeKey(), st.roughNow())
 	if sc == nil {
 		return nil, nil
 	}
@@ -908,7 +940,7 @@ func (c *call) answered(resp *http.Response) {
 			if sc := c.scope; sc != nil {
 				sc.answered(c.scopeProbe.Probe())
 			} else if u.scopes.paused.Load() > 0 {
-				if sc := u.scopes.find(c.answerScope(resp), st.roughNow()); sc != nil {
+				if sc := c.findScope(c.answerScope(resp), st.roughNow()); sc != nil {
 					sc.answered(false)
 				}
 			}
@@ -955,7 +987,7 @@ func (c *call) pauses(resp *http.Response) bool {
 			}
 			if code == http.StatusTooManyRequests {
 				host := u.gate.Current() == upstream.Paused
-				if !u.scopes.pause(c.answerScope(resp), u.name, code, d, limit, c.st.roughNow()) && !host {
+				if !u.scopes.pause(c.pauseScope(resp), u.name, code, d, limit, c.st.roughNow()) && !host {
 					return true
 				}
 			}
