@@ -2,6 +2,9 @@ package pool_test
 
 import (
 	"context"
+	"io"
+	"net"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -75,4 +78,72 @@ func TestAdv27ProbeOfOneWaiterServesAnother(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestAdv27ProbeFailureToOlderWaiterLeavesNoneAdmitted: an upstream known
+// down. Acquire V comes when a probe is due: its dial is the probe, and it
+// hangs (a black hole: to its DialTimeout, 30s). W waits for ready (10s):
+// no dial is for it, it waits at the gate and is let through as the next
+// probe; that probe fails at once, and its error goes to the oldest
+// waiter, V. The upstream is back just then. W must go on probing (it
+// waits for ready: a probe about every second), not sit in the queue as
+// the probe it no longer has, waiting for V's dial to end (30s) or for its
+// own deadline.
+func TestAdv27ProbeFailureToOlderWaiterLeavesNoneAdmitted(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var n atomic.Int64
+		dial := func(ctx context.Context) (net.Conn, error) {
+			switch k := n.Add(1); {
+			case k <= 5, k == 7:
+				return nil, errBoom
+			case k == 6: // V's probe: a black hole
+				<-ctx.Done()
+				return nil, ctx.Err()
+			}
+			c, s := net.Pipe()
+			go func() { defer s.Close(); _, _ = io.Copy(s, s) }()
+			return c, nil
+		}
+		p, err := pool.New(pool.Config{Dial: dial, MaxConns: 4, DialRate: -1, DialTimeout: 30 * time.Second})
+		require.NoError(t, err)
+		defer p.Close()
+		for range 5 {
+			_, _ = p.Acquire(t.Context())
+		}
+		_, err = p.Acquire(t.Context())
+		var ue *pool.UnavailableError
+		require.ErrorAs(t, err, &ue)
+		time.Sleep(time.Until(ue.Retry))
+
+		vErr := make(chan error, 1)
+		go func() {
+			ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+			defer cancel()
+			_, err := p.Acquire(ctx)
+			vErr <- err
+		}()
+		synctest.Wait()
+		require.Equal(t, int64(6), n.Load(), "V's Acquire is the probe")
+
+		type res struct {
+			c   *pool.Conn
+			err error
+			at  time.Duration
+		}
+		wRes := make(chan res, 1)
+		start := time.Now()
+		go func() {
+			ctx, cancel := context.WithTimeout(pool.WaitForReady(t.Context()), 10*time.Second)
+			defer cancel()
+			c, err := p.Acquire(ctx)
+			wRes <- res{c, err, time.Since(start)}
+		}()
+		err = <-vErr
+		require.ErrorIs(t, err, errBoom, "the oldest waiter gets the failed probe's error")
+		require.Equal(t, int64(7), n.Load(), "W's probe failed")
+		r := <-wRes
+		require.NoError(t, r.err, "W, waiting for ready, after %v (%d dials)", r.at, n.Load())
+		require.Less(t, r.at, 5*time.Second, "W probes on once its probe is gone")
+		r.c.Release()
+	})
 }
