@@ -10,6 +10,8 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"strconv"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -262,5 +264,65 @@ func TestAdv27ScopeSigningCredentials(t *testing.T) {
 		if err != nil || st != http.StatusOK || h {
 			t.Fatalf("signing %v: /other during /q's pause: %d held %v, %v", signing, st, h, err)
 		}
+	}
+}
+
+// TestAdv27ScopeRaceManyScopes (run with -race): 32 goroutines call 8
+// paths as 20 tenants (Credentials by context); the server limits tenants
+// 0-3 on /p0 and /p1 (429, Retry-After: 1) and serves every other call.
+// Two paths paused at once are no host-wide limit: no call of another
+// tenant, or to another path, gets a 429 (held or the server's); every
+// call of a limited tenant on a limited path gets one.
+func TestAdv27ScopeRaceManyScopes(t *testing.T) {
+	limited := func(path, tenant string) bool {
+		return (path == "/p0" || path == "/p1") && tenant < "t4" && len(tenant) == 2
+	}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		tenant := strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer token-")
+		if limited(r.URL.Path, tenant) {
+			w.Header().Set("Retry-After", "1")
+			w.WriteHeader(http.StatusTooManyRequests)
+			return
+		}
+		_, _ = io.WriteString(w, "ok")
+	}))
+	t.Cleanup(srv.Close)
+	tr := &Transport{Credentials: tenantCreds{}}
+	defer tr.CloseIdleConnections()
+	c := NewClient(tr)
+	var wrong, limitedOK atomic.Int64
+	var wg sync.WaitGroup
+	for g := range 32 {
+		wg.Go(func() {
+			for i := range 40 {
+				path := "/p" + strconv.Itoa((g+i)%8)
+				tenant := "t" + strconv.Itoa((g*7+i)%20)
+				ctx := context.WithValue(context.Background(), tenantKey{}, tenant)
+				ctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+				ctx = WithCallOptions(ctx, CallOptions{Retry: &retry.Policy{MaxAttempts: 1}})
+				req, _ := http.NewRequestWithContext(ctx, http.MethodGet, srv.URL+path, nil)
+				resp, err := c.Do(req)
+				cancel()
+				if err != nil {
+					wrong.Add(1)
+					t.Errorf("%s %s: %v", path, tenant, err)
+					continue
+				}
+				_, _ = io.Copy(io.Discard, resp.Body)
+				_ = resp.Body.Close()
+				switch lim := limited(path, tenant); {
+				case lim && resp.StatusCode != http.StatusTooManyRequests:
+					limitedOK.Add(1)
+				case !lim && resp.StatusCode != http.StatusOK:
+					if wrong.Add(1) <= 3 {
+						t.Errorf("%s %s: %d", path, tenant, resp.StatusCode)
+					}
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if wrong.Load() > 0 || limitedOK.Load() > 0 {
+		t.Fatalf("%d calls of tenants within their quotas failed; %d of limited tenants succeeded", wrong.Load(), limitedOK.Load())
 	}
 }
