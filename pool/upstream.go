@@ -153,8 +153,8 @@ func (p *Pool) downLocked() bool {
 // known then), a probe for one that was there when the probe started: a
 // later waiter does not wait for a dial its Acquire did not start after
 // the upstream was known down, a dial whose own caller gave up on it and
-// which, in a black hole, hangs to its DialTimeout. Waiters admitted by
-// the gate or parked at it stay.
+// which, in a black hole, hangs to its DialTimeout. Waiters parked at the
+// gate, or whose probe the gate let through is out, stay.
 func (p *Pool) bounceLocked() {
 	s := p.gate.Snapshot()
 	err := &UnavailableError{Upstream: p.gate.Upstream, Reason: upstream.ReasonDown,
