@@ -271,9 +271,13 @@ func (p *Pool) park(ctx context.Context, w *waiter, start int64) (r acquireResul
 			cancel()
 			return acquireResult{err: err}, true
 		}
-		w.admitted = pass.Probe()
-		if w.admitted && len(p.probes) < p.waiters.n && p.openLocked() < p.s.maxConns {
-			p.startDialLocked(ctx, true) // the probe the gate let us be
+		w.probe = 0
+		if pass.Probe() && p.probesOutLocked() < p.waiters.n && p.openLocked() < p.s.maxConns {
+			// The probe the gate let us be: w stays queued for it
+			// while it is out (its result goes to the oldest waiter;
+			// once it ends, w is a waiter like the others).
+			p.startDialLocked(ctx, true)
+			w.probe = p.seq
 		}
 		p.dialForWaitersLocked(ctx)
 		p.mu.Unlock()

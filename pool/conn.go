@@ -200,7 +200,9 @@ type waiter struct {
 	ch         chan acquireResult
 	prev, next *waiter
 	queued     bool
-	admitted   bool // let through by the gate (a probe): never bounced
+	// probe is the seq of the probe dial the gate let it start (0:
+	// none): never bounced while that probe is out (dialDone clears it).
+	probe uint64
 	// seq orders it among the waiters and probes (Pool.seq); downs is
 	// the gate's Downs when it first queued: whether it was there before
 	// the upstream went down (bounceLocked). Counters, not clocks: a

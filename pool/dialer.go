@@ -37,7 +37,9 @@ func (p *Pool) dialForWaitersLocked(ctx context.Context) bool {
 	// once it is down a dial that is not a probe is no dial for a waiter
 	// (it started before the upstream was known down, most likely for a
 	// caller who gave up on it; in a black hole it hangs to its timeout).
-	if !p.closed && p.waiters.n > len(p.probes) && p.downLocked() {
+	// (A probe in flight is for the waiters that were there when it
+	// started, not for any waiter: probesOutLocked.)
+	if !p.closed && (p.waiters.n > len(p.probes) || p.waiters.n > p.probesOutLocked()) && p.downLocked() {
 		p.bounceLocked()
 	}
 	return started
@@ -165,6 +167,15 @@ func (p *Pool) dialDone(nc net.Conn, err error, gen uint64, probeSeq uint64) {
 		if i := slices.Index(p.probes, probeSeq); i >= 0 {
 			p.probes = slices.Delete(p.probes, i, i+1)
 		}
+		// The waiter that started it, if its result goes to an older
+		// one, is no longer let through: bounced while the upstream is
+		// down (to the gate, where it probes again when due), not
+		// left waiting for a probe that is gone.
+		for w := p.waiters.head; w != nil; w = w.next {
+			if w.probe == probeSeq {
+				w.probe = 0
+			}
+		}
 	}
 	if err != nil {
 		if p.closed {
@@ -208,7 +219,16 @@ func (p *Pool) dialDone(nc net.Conn, err error, gen uint64, probeSeq uint64) {
 	}
 	c.allIdx = len(p.all)
 	p.all = append(p.all, c)
-	if p.deliverLocked(c) || p.pushIdle(c) {
+	if p.deliverLocked(c) {
+		// The conn went to the oldest waiter, who may not be the one
+		// its dial was for (a probe started by a later Acquire): the
+		// waiters left that no dial is for now get theirs (the
+		// upstream answered), or fail fast if it is down again.
+		p.dialForWaitersLocked(context.Background())
+		p.mu.Unlock()
+		return
+	}
+	if p.pushIdle(c) {
 		p.mu.Unlock()
 		return
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"math"
 	"sync"
 
 	"go.opentelemetry.io/otel"
@@ -152,8 +153,8 @@ func (p *Pool) downLocked() bool {
 // known then), a probe for one that was there when the probe started: a
 // later waiter does not wait for a dial its Acquire did not start after
 // the upstream was known down, a dial whose own caller gave up on it and
-// which, in a black hole, hangs to its DialTimeout. Waiters admitted by
-// the gate or parked at it stay.
+// which, in a black hole, hangs to its DialTimeout. Waiters parked at the
+// gate, or whose probe the gate let through is out, stay.
 func (p *Pool) bounceLocked() {
 	s := p.gate.Snapshot()
 	err := &UnavailableError{Upstream: p.gate.Upstream, Reason: upstream.ReasonDown,
@@ -163,7 +164,7 @@ func (p *Pool) bounceLocked() {
 	for w := p.waiters.head; w != nil; {
 		next := w.next
 		switch {
-		case w.admitted || w.parked:
+		case w.probe != 0 || w.parked:
 		case dials > 0 && w.downs < s.Downs: // queued before this outage
 			dials--
 		default:
@@ -180,6 +181,25 @@ func (p *Pool) bounceLocked() {
 		w = next
 	}
 	p.nwait.Store(int64(p.waiters.n))
+}
+
+// probesOutLocked counts the probes in flight that are for a waiter still
+// queued: those started after the oldest of them came (bounceLocked's
+// rule). A probe whose waiters all left (one that hangs in a black hole,
+// its caller handed another dial's failure) is for nobody, and must not
+// hold back the probe of a waiter for ready that came after it.
+func (p *Pool) probesOutLocked() int {
+	oldest := uint64(math.MaxUint64)
+	for w := p.waiters.head; w != nil; w = w.next {
+		oldest = min(oldest, w.seq)
+	}
+	n := 0
+	for _, s := range p.probes {
+		if s > oldest {
+			n++
+		}
+	}
+	return n
 }
 
 // dialGated is the gate's view of one dial: DialStart before Config.Dial,

@@ -22,7 +22,7 @@ import (
 // Apply is called on every try's own copy of the request, just before it
 // is sent: every attempt, every hedge, every redial of a session (and,
 // while a 429 has paused part of the upstream, once more on a copy before
-// the call is admitted, to learn the call's scope). It sets
+// the call is admitted, and on a 429, to learn the call's scope). It sets
 // the credential (an Authorization header, a signature, a key in the
 // URL's query) and must not keep req. The copy's Header and URL are the
 // try's own (the caller's request is never changed); its Body and the

@@ -68,12 +68,14 @@
 //     without Retry-After) pauses only the calls of its scope — the
 //     request's URL path as sent (no query; escaped: /a%2Fb is not /a/b)
 //     and the Authorization the try sends (with Credentials, the one they
-//     apply), kept as hashes, never the values — since rate limits are
-//     per path and per token as often as per host: a call to another
-//     path, or with another token, goes at once. The upstream pauses as a
-//     whole when 429s have paused scopes of 3 distinct paths at once (a
-//     host-wide limit, answered on every path; tenants over their quotas
-//     on one path are not one), when a 429 answers the probe of its
+//     apply; with Credentials that sign each request anew, any: a field
+//     sent once names no one's quota), kept as hashes, never the values —
+//     since rate limits are per path and per token as often as per host:
+//     a call to another path, or with another token, goes at once. The
+//     upstream pauses as a whole when 429s have paused scopes of 3
+//     distinct paths at once (a host-wide limit, answered on every path;
+//     tenants over their quotas on one path are not one), when a 429
+//     answers the probe of its
 //     pause, and when its table of scopes (64, the least recently used
 //     whose pause is over forgotten) has no room. A scope's pause is the
 //     host's in all else: the scope's calls wait or get the held answer,

@@ -133,19 +133,29 @@ type scopeKey struct{ path, auth uint64 }
 // the process).
 var scopeSeed = maphash.MakeSeed()
 
-// scopeKeyOf returns the scope of req, without allocating: the path as
-// sent (RawPath when set: /a%2Fb and /a/b are two resources to the
-// server) and the Authorization field.
+// scopeKeyOf returns the scope of req, without allocating for a plain
+// path: the path as sent (sentPath: /a%2Fb and /a/b are two resources to
+// the server) and the Authorization field.
 func scopeKeyOf(req *http.Request) scopeKey {
 	var auth string
 	if v := req.Header["Authorization"]; len(v) > 0 {
 		auth = v[0]
 	}
-	path := req.URL.RawPath
-	if path == "" {
-		path = req.URL.Path
+	return scopeKey{maphash.String(scopeSeed, sentPath(req.URL)), maphash.String(scopeSeed, auth)}
+}
+
+// sentPath is the path of u's request line, as net/http writes it
+// (URL.RequestURI without the query): the opaque part when set, else
+// EscapedPath — RawPath only when it encodes Path (one a caller left
+// stale after changing Path is not sent) — and "/" for an empty path.
+func sentPath(u *url.URL) string {
+	if u.Opaque != "" {
+		return u.Opaque
 	}
-	return scopeKey{maphash.String(scopeSeed, path), maphash.String(scopeSeed, auth)}
+	if p := u.EscapedPath(); p != "" {
+		return p
+	}
+	return "/"
 }
 
 // scopeKey returns the scope the call's tries go to. With Credentials,
@@ -173,6 +183,38 @@ func (c *call) scopeKey() scopeKey {
 		return scopeKeyOf(c.req)
 	}
 	return scopeKeyOf(&r)
+}
+
+// anyAuth is the auth of a scope that stands for every Authorization on
+// its path: that of Credentials whose field differs from one Apply to the
+// next (a signature, a nonce), which no later call would send again.
+const anyAuth = math.MaxUint64
+
+// pauseScope returns the scope a 429 that answers resp pauses: the try's
+// (answerScope), or with Credentials whose Authorization one more Apply
+// does not repeat, the path's for any Authorization (anyAuth): a scope
+// keyed by a field sent once would pause nobody, and the server's pause
+// would hold only when the table was full (the host's then). (A token
+// refreshed between the try and the 429 is taken for such Credentials:
+// the path paused for the advised time, the safe side.)
+func (c *call) pauseScope(resp *http.Response) scopeKey {
+	k := c.answerScope(resp)
+	if c.lim.creds != nil && c.scopeKey().auth != k.auth {
+		k.auth = anyAuth
+	}
+	return k
+}
+
+// findScope returns the paused scope of the call's key k, or with
+// Credentials, its path's for any Authorization (pauseScope); nil when
+// neither is tracked.
+func (c *call) findScope(k scopeKey, now int64) *scope {
+	ss := &c.up.scopes
+	sc := ss.find(k, now)
+	if sc == nil && c.lim.creds != nil {
+		sc = ss.find(scopeKey{k.path, anyAuth}, now)
+	}
+	return sc
 }
 
 // answerScope returns the scope of the try that resp answers (its
@@ -741,11 +783,28 @@ func (c *call) admit(first bool) (*http.Response, error) {
 		}
 		probe = pass.Probe() || c.scopeProbe.Probe()
 	}
+	// The last attempt's admission count, if it ended unanswered, is
+	// done with (this attempt's answer is its own).
+	c.queued.Store(false)
 	if st.t.DisableLoadShedding || probe {
 		return nil, nil
 	}
 	now := st.roughNow()
-	c.queued.Store(false) // the last attempt's, if it ended unanswered
+	// A call refused here is one request (Allow counts it; a retry
+	// refused is not counted, as a budget's refusal is not): only an
+	// attempt that goes is counted behind a standing queue.
+	if first {
+		if !u.thr.Allow(now) {
+			err := u.thr.Rejected(u.name, nil)
+			st.tel.notAttempted(c.ctx, c.req, otelx.ReasonShed, err, u.label)
+			return nil, err
+		}
+	} else if u.thr.Shedding(now) {
+		// Retries go first: refused as a budget refuses them (the call
+		// ends with an ExhaustedError; lifeline.throttled counts calls
+		// not attempted, not retries).
+		return nil, u.thr.Rejected(u.name, nil)
+	}
 	if int(u.queued.Load()-u.dialing.Load()) >= st.queueSignal {
 		// Calls already queue for a conn (MaxConnsPerHost, held by slow
 		// answers): this call would wait behind them, most likely until
@@ -767,20 +826,6 @@ func (c *call) admit(first bool) (*http.Response, error) {
 	} else if u.queueSince.Load() != 0 {
 		u.queueSince.Store(0)
 	}
-	if first {
-		if !u.thr.Allow(now) {
-			err := u.thr.Rejected(u.name, nil)
-			st.tel.notAttempted(c.ctx, c.req, otelx.ReasonShed, err, u.label)
-			return nil, err
-		}
-		return nil, nil
-	}
-	if u.thr.Shedding(now) {
-		// Retries go first: refused as a budget refuses them (the call
-		// ends with an ExhaustedError; lifeline.throttled counts calls
-		// not attempted, not retries).
-		return nil, u.thr.Rejected(u.name, nil)
-	}
 	return nil, nil
 }
 
@@ -790,7 +835,7 @@ func (c *call) admit(first bool) (*http.Response, error) {
 // does for the host. admit calls it before the host's gate.
 func (c *call) admitScope(first bool) (*http.Response, error) {
 	u, st := c.up, c.st
-	sc := u.scopes.find(c.scopeKey(), st.roughNow())
+	sc := c.findScope(c.scopeKey(), st.roughNow())
 	if sc == nil {
 		return nil, nil
 	}
@@ -895,7 +940,7 @@ func (c *call) answered(resp *http.Response) {
 			if sc := c.scope; sc != nil {
 				sc.answered(c.scopeProbe.Probe())
 			} else if u.scopes.paused.Load() > 0 {
-				if sc := u.scopes.find(c.answerScope(resp), st.roughNow()); sc != nil {
+				if sc := c.findScope(c.answerScope(resp), st.roughNow()); sc != nil {
 					sc.answered(false)
 				}
 			}
@@ -942,7 +987,7 @@ func (c *call) pauses(resp *http.Response) bool {
 			}
 			if code == http.StatusTooManyRequests {
 				host := u.gate.Current() == upstream.Paused
-				if !u.scopes.pause(c.answerScope(resp), u.name, code, d, limit, c.st.roughNow()) && !host {
+				if !u.scopes.pause(c.pauseScope(resp), u.name, code, d, limit, c.st.roughNow()) && !host {
 					return true
 				}
 			}
