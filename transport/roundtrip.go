@@ -231,12 +231,16 @@ func (c *call) attemptOver(now time.Time) bool {
 type try struct {
 	c      *call
 	resend int // tries of the call before this one
-	req    *http.Request
-	ctx    context.Context
-	cancel context.CancelCauseFunc
-	span   trace.Span
-	start  time.Time // zero when nothing reads it (see newTry)
-	w      *watch    // nil: no watch
+	// answers is the upstream's count of answers when the try started
+	// (its gate's Answers): its first-byte failure counts against the
+	// upstream only when nothing was answered since (FailureSince).
+	answers uint64
+	req     *http.Request
+	ctx     context.Context
+	cancel  context.CancelCauseFunc
+	span    trace.Span
+	start   time.Time // zero when nothing reads it (see newTry)
+	w       *watch    // nil: no watch
 
 	// prev and next link the try into w's list while it is in flight;
 	// listed says it is. Guarded by w.mu.
@@ -313,6 +317,9 @@ func (c *call) newTry(hedge bool) *try {
 	tr.c, tr.resend, tr.hedge = c, c.tries, hedge
 	c.tries++
 	st := c.st
+	if u := c.up; u != nil && !st.t.DisableFailFast {
+		tr.answers = u.gate.Answers()
+	}
 	if c.lim == nil {
 		// A call made by hand (the package's own tests), not by
 		// RoundTrip: the Transport's limits. Set before the first try,
@@ -517,7 +524,7 @@ func (tr *try) run() (*http.Response, error) {
 		case waitCut:
 			err = tr.timeoutError("first_byte", c.lim.firstByte)
 			tr.blame(true)
-			c.failed(err, true)
+			c.failed(tr, err, true)
 		case waitUpCut:
 			err = tr.timeoutError("upload_stall", c.lim.stall)
 			tr.blame(false)
@@ -534,7 +541,7 @@ func (tr *try) run() (*http.Response, error) {
 	}
 	if err != nil {
 		err = tr.mapErr(err)
-		c.failed(err, isFirstByte(err))
+		c.failed(tr, err, isFirstByte(err))
 		tr.finish(nil, err)
 		return nil, err
 	}

@@ -1012,8 +1012,10 @@ func (c *call) pauses(resp *http.Response) bool {
 // failed feeds a try's failure to the upstream's state: the Transport's
 // first-byte limit counts against reachability, and it and a reset are
 // overload signals for the throttle. A dial's failure is the dial hook's
-// (dialHook); a caller's cancel and a hedge that lost are nothing.
-func (c *call) failed(err error, firstByte bool) {
+// (dialHook); a caller's cancel and a hedge that lost are nothing. A
+// first-byte failure of tr counts against reachability only when the
+// upstream answered nothing since tr started (FailureSince).
+func (c *call) failed(tr *try, err error, firstByte bool) {
 	u, st := c.up, c.st
 	if u == nil {
 		return
@@ -1023,7 +1025,7 @@ func (c *call) failed(err error, firstByte bool) {
 		c.record(true)
 	}
 	if firstByte && !st.t.DisableFailFast {
-		u.gate.Failure(err)
+		u.gate.FailureSince(tr.answers, err)
 	}
 }
 

@@ -123,6 +123,7 @@ type Gate struct {
 	lastOK     time.Time     // the last success
 	since      time.Time     // of the current Down or Paused state
 	downs      atomic.Uint64 // times the gate went Down (Downs)
+	answers    atomic.Uint64 // answers noted (Success, Pause): Answers
 	nextProbe  time.Time     // Down: when the next probe may go
 	lastProbe  time.Time     // Down: when the last probe went (or the gate went down)
 	interval   time.Duration // Down: the last probe interval drawn
@@ -550,6 +551,7 @@ func (d *Dial) end() bool {
 // Success notes that the upstream answered (any response headers, even a
 // 5xx: it is reachable).
 func (g *Gate) Success() {
+	g.answers.Add(1)
 	if g.hot.Load() == 0 {
 		// Ready, nothing pending, no failure to forget.
 		return
@@ -567,6 +569,28 @@ func (g *Gate) Failure(err error) {
 	g.failure(time.Now(), err)
 }
 
+// Answers is the count of the upstream's answers noted so far (Success
+// and Pause calls): a try reads it when it starts, for FailureSince.
+func (g *Gate) Answers() uint64 { return g.answers.Load() }
+
+// FailureSince is Failure for a try that started when Answers was seen:
+// while the gate is Ready the failure is not counted when the upstream
+// answered anything since. A request that hangs on an upstream that
+// answers the others is that request's fault, not the upstream's: a
+// server that hangs one request in eight must not be taken down when the
+// first-byte limits of its hanging requests end in one batch (a starved
+// client's timers fire late and together, with no answer between them).
+// An upstream that stops answering still goes down: the failures of the
+// tries that started after its last answer count.
+func (g *Gate) FailureSince(seen uint64, err error) {
+	g.mu.Lock()
+	defer g.unlock()
+	if g.state == Ready && g.answers.Load() != seen {
+		return
+	}
+	g.failure(time.Now(), err)
+}
+
 // Pause notes that the server asked for a pause of d (a Retry-After; d ≤ 0:
 // none given, a 429's MinPause that doubles while 429s continue), capped
 // by limit when limit > 0. A pause that ends before one in force changes
@@ -575,6 +599,7 @@ func (g *Gate) Pause(d, limit time.Duration) {
 	g.mu.Lock()
 	defer g.unlock()
 	now := time.Now()
+	g.answers.Add(1)
 	g.fails, g.lastOK = 0, now // the server answered
 	if d <= 0 {
 		if g.state == Paused && now.Before(g.until) {

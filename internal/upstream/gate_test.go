@@ -371,6 +371,44 @@ func TestGateDownByFirstByteFailures(t *testing.T) {
 	}
 }
 
+// TestGateFailureSinceAnAnswer: first-byte failures of tries that started
+// before an answer of the upstream do not count (a server that hangs some
+// requests answers the others), however many end together; those of
+// tries that started after the last answer do, and take the gate down.
+func TestGateFailureSinceAnAnswer(t *testing.T) {
+	g := &Gate{}
+	seen := g.Answers()
+	g.Success() // an answer to another request, on the fast path
+	for range 3 * FailureThreshold {
+		g.FailureSince(seen, context.DeadlineExceeded)
+	}
+	if s := g.State(); s != Ready {
+		t.Fatalf("%v after failures of tries that started before an answer, want Ready", s)
+	}
+	if g.Snapshot().Downs != 0 {
+		t.Fatal("counted an outage")
+	}
+	// A pause (a 429) is an answer too.
+	seen = g.Answers()
+	g.Pause(time.Millisecond, 0)
+	if g.Answers() == seen {
+		t.Fatal("a pause is not counted as an answer")
+	}
+	g.Success()
+
+	// The control: the upstream stopped answering.
+	seen = g.Answers()
+	for i := range FailureThreshold {
+		if s := g.State(); s != Ready {
+			t.Fatalf("%v after %d failures, want Ready until %d", s, i, FailureThreshold)
+		}
+		g.FailureSince(seen, context.DeadlineExceeded)
+	}
+	if s := g.State(); s != Down {
+		t.Fatalf("%v after %d failures with no answer since their tries started, want Down", s, FailureThreshold)
+	}
+}
+
 func TestGateHappyPathAllocs(t *testing.T) {
 	g := &Gate{}
 	ctx := context.Background()
