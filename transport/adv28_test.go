@@ -1,0 +1,213 @@
+package transport_test
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httptrace"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/lifeline-go/lifeline/retry"
+	"github.com/lifeline-go/lifeline/transport"
+)
+
+// adv28Server is a server that answers /tick at once, holds /hold until
+// hold is closed (then answers), and hangs every other request until
+// its client gives up.
+type adv28Server struct {
+	srv     *httptest.Server
+	hanging atomic.Int64 // requests hanging now
+	held    atomic.Int64 // /hold requests waiting now
+	hold    chan struct{}
+	release chan struct{}
+	h2      bool
+}
+
+func newAdv28Server(t *testing.T, h2 bool) *adv28Server {
+	s := &adv28Server{hold: make(chan struct{}), release: make(chan struct{}), h2: h2}
+	s.srv = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/tick":
+		case "/hold":
+			s.held.Add(1)
+			defer s.held.Add(-1)
+			select {
+			case <-s.hold:
+			case <-r.Context().Done():
+				return
+			}
+		default:
+			s.hanging.Add(1)
+			defer s.hanging.Add(-1)
+			select {
+			case <-r.Context().Done():
+			case <-s.release:
+			}
+			return
+		}
+		_, _ = io.WriteString(w, "ok")
+	}))
+	if h2 {
+		s.srv.EnableHTTP2 = true
+		s.srv.StartTLS()
+	} else {
+		s.srv.Start()
+	}
+	t.Cleanup(s.srv.Close)
+	t.Cleanup(func() { close(s.release) })
+	return s
+}
+
+// transport returns a Transport of its own (its own upstream state) for
+// the server: FirstByteTimeout 300ms, no retry, no load shedding (the
+// gate's decisions alone).
+func (s *adv28Server) transport(t *testing.T, maxConns int) *transport.Transport {
+	tr := &transport.Transport{FirstByteTimeout: 300 * time.Millisecond, MaxConnsPerHost: maxConns,
+		Retry: &retry.Policy{MaxAttempts: 1}, DisableLoadShedding: true}
+	if s.h2 {
+		roots := x509.NewCertPool()
+		roots.AddCert(s.srv.Certificate())
+		tr.TLSClientConfig = &tls.Config{RootCAs: roots}
+	}
+	t.Cleanup(tr.CloseIdleConnections)
+	return tr
+}
+
+func adv28Get(ctx context.Context, tr *transport.Transport, url string) error {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	resp, err := tr.RoundTrip(req)
+	if err != nil {
+		return err
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	return resp.Body.Close()
+}
+
+func adv28WaitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func adv28FirstByte(t *testing.T, errs []error) {
+	t.Helper()
+	for _, err := range errs {
+		var te *transport.TimeoutError
+		if !errors.As(err, &te) || te.Phase != "first_byte" {
+			t.Fatalf("a hanging request ended with %v, want a first_byte *TimeoutError", err)
+		}
+	}
+}
+
+// TestAdv28TrickleKeepsDeadServerUp: a server that hangs every request
+// but an occasional quick one (a long poll's return, a health check, a
+// tenant's cheap call) stopped answering for its callers. Ten requests
+// hang; two answers come while they wait; then their first-byte limits
+// end. Two answers excuse two failures, not ten: the upstream goes down
+// and the next call fails fast. (The rule of 7059971 excused all ten:
+// one answer per FirstByteTimeout kept such an upstream Ready for ever,
+// each caller waiting its whole FirstByteTimeout, 15s by default.) The
+// control, a server that answers more requests than it hangs (twenty
+// answers meanwhile), stays up. On HTTP/1.1 and HTTP/2.
+func TestAdv28TrickleKeepsDeadServerUp(t *testing.T) {
+	for _, h2 := range []bool{false, true} {
+		name := "h1"
+		if h2 {
+			name = "h2"
+		}
+		t.Run(name, func(t *testing.T) {
+			for _, c := range []struct {
+				answers int
+				down    bool
+			}{{2, true}, {20, false}} {
+				s := newAdv28Server(t, h2)
+				tr := s.transport(t, 0)
+				if err := adv28Get(t.Context(), tr, s.srv.URL+"/tick"); err != nil {
+					t.Fatalf("warm-up: %v", err)
+				}
+				errs := make([]error, 10)
+				var wg sync.WaitGroup
+				for i := range errs {
+					wg.Go(func() { errs[i] = adv28Get(t.Context(), tr, s.srv.URL+"/work") })
+				}
+				adv28WaitFor(t, "the hanging requests", func() bool { return s.hanging.Load() == int64(len(errs)) })
+				for range c.answers {
+					if err := adv28Get(t.Context(), tr, s.srv.URL+"/tick"); err != nil {
+						t.Fatalf("an answer meanwhile: %v", err)
+					}
+				}
+				wg.Wait()
+				adv28FirstByte(t, errs)
+				err := adv28Get(t.Context(), tr, s.srv.URL+"/tick")
+				var ue *transport.UnavailableError
+				switch {
+				case c.down && (!errors.As(err, &ue) || ue.Reason != "down"):
+					t.Fatalf("%d answers for 10 hanging requests: the next call got %v, want an *UnavailableError of Reason down (the server stopped answering but for a trickle)", c.answers, err)
+				case !c.down && err != nil:
+					t.Fatalf("%d answers for 10 hanging requests: the next call got %v, want an answer (the server answers most requests)", c.answers, err)
+				}
+			}
+		})
+	}
+}
+
+// TestAdv28QueuedTriesDoNotTakeEarlierAnswers: a try's first-byte limit
+// runs from when its request was written, and so must the answers that
+// excuse it. Five requests hold all five conns (MaxConnsPerHost); five
+// more queue for a conn; the server answers the five held ones and stops
+// answering: the queued five get the conns, are written, and hang. No
+// answer came after any of them was written: their failures count and
+// the upstream goes down, as it did before 7059971. (Sampled when the try
+// started, in the queue, the five earlier answers excused all five: the
+// upstream stayed Ready.)
+func TestAdv28QueuedTriesDoNotTakeEarlierAnswers(t *testing.T) {
+	s := newAdv28Server(t, false)
+	tr := s.transport(t, 5)
+	if err := adv28Get(t.Context(), tr, s.srv.URL+"/tick"); err != nil {
+		t.Fatalf("warm-up: %v", err)
+	}
+	var wg sync.WaitGroup
+	held := make([]error, 5)
+	for i := range held {
+		wg.Go(func() { held[i] = adv28Get(t.Context(), tr, s.srv.URL+"/hold") })
+	}
+	adv28WaitFor(t, "the held requests", func() bool { return s.held.Load() == int64(len(held)) })
+	var getConn atomic.Int64
+	ctx := httptrace.WithClientTrace(t.Context(), &httptrace.ClientTrace{GetConn: func(string) { getConn.Add(1) }})
+	queued := make([]error, 5)
+	for i := range queued {
+		wg.Go(func() { queued[i] = adv28Get(ctx, tr, s.srv.URL+"/work") })
+	}
+	adv28WaitFor(t, "the queued requests", func() bool { return getConn.Load() == int64(len(queued)) })
+	time.Sleep(20 * time.Millisecond) // in net/http's queue for a conn
+	if n := s.hanging.Load(); n != 0 {
+		t.Fatalf("%d requests reached the server past MaxConnsPerHost", n)
+	}
+	close(s.hold)
+	wg.Wait()
+	for _, err := range held {
+		if err != nil {
+			t.Fatalf("a held request: %v", err)
+		}
+	}
+	adv28FirstByte(t, queued)
+	err := adv28Get(t.Context(), tr, s.srv.URL+"/tick")
+	var ue *transport.UnavailableError
+	if !errors.As(err, &ue) || ue.Reason != "down" {
+		t.Fatalf("the call after 5 first-byte failures with no answer since their requests were written: %v, want an *UnavailableError of Reason down", err)
+	}
+}
