@@ -8,7 +8,6 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"net/http/httptrace"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -165,49 +164,83 @@ func TestAdv28TrickleKeepsDeadServerUp(t *testing.T) {
 	}
 }
 
-// TestAdv28QueuedTriesDoNotTakeEarlierAnswers: a try's first-byte limit
+// adv28SlowCreds are Credentials whose Apply for /work waits for open
+// (a token fetch that takes a while): the try has started, its request
+// is not written.
+type adv28SlowCreds struct {
+	open    chan struct{}
+	waiting atomic.Int64
+}
+
+func (c *adv28SlowCreds) Apply(req *http.Request) error {
+	if req.URL.Path == "/work" {
+		c.waiting.Add(1)
+		<-c.open
+	}
+	req.Header.Set("Authorization", "Bearer adv28")
+	return nil
+}
+
+func (*adv28SlowCreds) Refresh(context.Context, *http.Request) error { return nil }
+
+// TestAdv28SlowCredentialTakesNoEarlierAnswers: a try's first-byte limit
 // runs from when its request was written, and so must the answers that
-// excuse it. Five requests hold all five conns (MaxConnsPerHost); five
-// more queue for a conn; the server answers the five held ones and stops
-// answering: the queued five get the conns, are written, and hang. No
-// answer came after any of them was written: their failures count and
-// the upstream goes down, as it did before 7059971. (Sampled when the try
-// started, in the queue, the five earlier answers excused all five: the
-// upstream stayed Ready.)
-func TestAdv28QueuedTriesDoNotTakeEarlierAnswers(t *testing.T) {
-	s := newAdv28Server(t, false)
-	tr := s.transport(t, 5)
-	if err := adv28Get(t.Context(), tr, s.srv.URL+"/tick"); err != nil {
-		t.Fatalf("warm-up: %v", err)
-	}
-	var wg sync.WaitGroup
-	held := make([]error, 5)
-	for i := range held {
-		wg.Go(func() { held[i] = adv28Get(t.Context(), tr, s.srv.URL+"/hold") })
-	}
-	adv28WaitFor(t, "the held requests", func() bool { return s.held.Load() == int64(len(held)) })
-	var getConn atomic.Int64
-	ctx := httptrace.WithClientTrace(t.Context(), &httptrace.ClientTrace{GetConn: func(string) { getConn.Add(1) }})
-	queued := make([]error, 5)
-	for i := range queued {
-		wg.Go(func() { queued[i] = adv28Get(ctx, tr, s.srv.URL+"/work") })
-	}
-	adv28WaitFor(t, "the queued requests", func() bool { return getConn.Load() == int64(len(queued)) })
-	time.Sleep(20 * time.Millisecond) // in net/http's queue for a conn
-	if n := s.hanging.Load(); n != 0 {
-		t.Fatalf("%d requests reached the server past MaxConnsPerHost", n)
-	}
-	close(s.hold)
-	wg.Wait()
-	for _, err := range held {
-		if err != nil {
-			t.Fatalf("a held request: %v", err)
+// excuse its failure. Five calls start and wait for their credential (a
+// token fetch); meanwhile five other calls are answered; then the five
+// are written, and the server, which hangs them, answers nothing more.
+// No answer came after any of them was written: their failures count
+// and the upstream goes down. (Read when the try started, before its
+// credential, the five earlier answers excused all five: the upstream
+// stayed Ready.) The control: answers after they were written excuse
+// them. On HTTP/1.1 and HTTP/2.
+func TestAdv28SlowCredentialTakesNoEarlierAnswers(t *testing.T) {
+	for _, h2 := range []bool{false, true} {
+		name := "h1"
+		if h2 {
+			name = "h2"
 		}
-	}
-	adv28FirstByte(t, queued)
-	err := adv28Get(t.Context(), tr, s.srv.URL+"/tick")
-	var ue *transport.UnavailableError
-	if !errors.As(err, &ue) || ue.Reason != "down" {
-		t.Fatalf("the call after 5 first-byte failures with no answer since their requests were written: %v, want an *UnavailableError of Reason down", err)
+		t.Run(name, func(t *testing.T) {
+			for _, after := range []bool{false, true} {
+				s := newAdv28Server(t, h2)
+				tr := s.transport(t, 0)
+				creds := &adv28SlowCreds{open: make(chan struct{})}
+				tr.Credentials = creds
+				if err := adv28Get(t.Context(), tr, s.srv.URL+"/tick"); err != nil {
+					t.Fatalf("warm-up: %v", err)
+				}
+				errs := make([]error, 5)
+				var wg sync.WaitGroup
+				for i := range errs {
+					wg.Go(func() { errs[i] = adv28Get(t.Context(), tr, s.srv.URL+"/work") })
+				}
+				adv28WaitFor(t, "the calls waiting for their credential", func() bool { return creds.waiting.Load() == int64(len(errs)) })
+				if !after {
+					for range len(errs) {
+						if err := adv28Get(t.Context(), tr, s.srv.URL+"/tick"); err != nil {
+							t.Fatalf("an answer meanwhile: %v", err)
+						}
+					}
+				}
+				close(creds.open)
+				if after {
+					adv28WaitFor(t, "the hanging requests", func() bool { return s.hanging.Load() == int64(len(errs)) })
+					for range len(errs) {
+						if err := adv28Get(t.Context(), tr, s.srv.URL+"/tick"); err != nil {
+							t.Fatalf("an answer meanwhile: %v", err)
+						}
+					}
+				}
+				wg.Wait()
+				adv28FirstByte(t, errs)
+				err := adv28Get(t.Context(), tr, s.srv.URL+"/tick")
+				var ue *transport.UnavailableError
+				switch {
+				case !after && (!errors.As(err, &ue) || ue.Reason != "down"):
+					t.Fatalf("the call after 5 first-byte failures with no answer since their requests were written: %v, want an *UnavailableError of Reason down", err)
+				case after && err != nil:
+					t.Fatalf("the call after 5 first-byte failures each with an answer since its request was written: %v, want an answer", err)
+				}
+			}
+		})
 	}
 }
