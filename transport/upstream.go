@@ -1013,8 +1013,9 @@ func (c *call) pauses(resp *http.Response) bool {
 // first-byte limit counts against reachability, and it and a reset are
 // overload signals for the throttle. A dial's failure is the dial hook's
 // (dialHook); a caller's cancel and a hedge that lost are nothing. A
-// first-byte failure of tr counts against reachability only when the
-// upstream answered nothing since tr started (FailureSince).
+// first-byte failure of tr counts against reachability unless an answer
+// of the upstream since tr's request was written excuses it, one answer
+// one failure (FailureSince).
 func (c *call) failed(tr *try, err error, firstByte bool) {
 	u, st := c.up, c.st
 	if u == nil {
@@ -1025,7 +1026,7 @@ func (c *call) failed(tr *try, err error, firstByte bool) {
 		c.record(true)
 	}
 	if firstByte && !st.t.DisableFailFast {
-		u.gate.FailureSince(tr.answers, err)
+		u.gate.FailureSince(tr.answers.Load(), err)
 	}
 }
 

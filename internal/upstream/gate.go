@@ -124,6 +124,7 @@ type Gate struct {
 	since      time.Time     // of the current Down or Paused state
 	downs      atomic.Uint64 // times the gate went Down (Downs)
 	answers    atomic.Uint64 // answers noted (Success, Pause): Answers
+	excused    uint64        // answers up to this one excused a failure each (FailureSince)
 	nextProbe  time.Time     // Down: when the next probe may go
 	lastProbe  time.Time     // Down: when the last probe went (or the gate went down)
 	interval   time.Duration // Down: the last probe interval drawn
@@ -570,23 +571,37 @@ func (g *Gate) Failure(err error) {
 }
 
 // Answers is the count of the upstream's answers noted so far (Success
-// and Pause calls): a try reads it when it starts, for FailureSince.
+// and Pause calls): a try reads it when its request is written, for
+// FailureSince.
 func (g *Gate) Answers() uint64 { return g.answers.Load() }
 
-// FailureSince is Failure for a try that started when Answers was seen:
-// while the gate is Ready the failure is not counted when the upstream
-// answered anything since. A request that hangs on an upstream that
-// answers the others is that request's fault, not the upstream's: a
-// server that hangs one request in eight must not be taken down when the
-// first-byte limits of its hanging requests end in one batch (a starved
-// client's timers fire late and together, with no answer between them).
-// An upstream that stops answering still goes down: the failures of the
-// tries that started after its last answer count.
+// FailureSince is Failure for a try whose request was written when
+// Answers was seen: while the gate is Ready, an answer of the upstream
+// since then excuses the failure — one answer, one failure. A request
+// that hangs on an upstream that answers the others is that request's
+// fault, not the upstream's: a server that hangs one request in eight
+// must not be taken down when the first-byte limits of its hanging
+// requests end in one batch (a starved client's timers fire late and
+// together, with no answer between them); the answers to the seven
+// others excuse them. But an upstream that answers a trickle (a long
+// poll's return, a health check) while every other request hangs stopped
+// answering for its callers: its few answers excuse as many failures,
+// the rest count, and it goes down. The failures of tries written after
+// the last answer all count.
+//
+// Each answer excuses the failure of one try written before it: the
+// earliest answer after the try's that no failure took yet, or, when a
+// later one took an answer first (timers fire in any order), the one
+// after that (answers skipped so are lost: the error is on the side of
+// going down).
 func (g *Gate) FailureSince(seen uint64, err error) {
 	g.mu.Lock()
 	defer g.unlock()
-	if g.state == Ready && g.answers.Load() != seen {
-		return
+	if g.state == Ready {
+		if from := max(seen, g.excused); g.answers.Load() > from {
+			g.excused = from + 1
+			return
+		}
 	}
 	g.failure(time.Now(), err)
 }
