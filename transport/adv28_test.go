@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -34,6 +35,10 @@ func newAdv28Server(t *testing.T, h2 bool) *adv28Server {
 	s.srv = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case "/tick":
+		case "/limited":
+			// A tenant over its quota (its token in Authorization).
+			w.WriteHeader(http.StatusTooManyRequests)
+			return
 		case "/hold":
 			s.held.Add(1)
 			defer s.held.Add(-1)
@@ -240,6 +245,57 @@ func TestAdv28SlowCredentialTakesNoEarlierAnswers(t *testing.T) {
 				case after && err != nil:
 					t.Fatalf("the call after 5 first-byte failures each with an answer since its request was written: %v, want an answer", err)
 				}
+			}
+		})
+	}
+}
+
+// TestAdv28ScopedTooManyRequestsIsAnAnswer: a 429 is an answer (the
+// package documentation: any response headers show the upstream
+// reachable). Ten requests hang; meanwhile twenty other tenants are each
+// answered 429 on their own path's quota (scopes, not the host: one
+// path); then the ten first-byte limits end. The server answered twenty
+// requests while ten hung: it is reachable, as when the twenty are
+// answered 200 (TestFailFastPartlyHangingServerStaysUp) — the next call
+// goes and is answered. (A 429 that paused only its scope told the host's
+// gate nothing: the ten failures took the upstream down for every tenant.)
+func TestAdv28ScopedTooManyRequestsIsAnAnswer(t *testing.T) {
+	for _, h2 := range []bool{false, true} {
+		name := "h1"
+		if h2 {
+			name = "h2"
+		}
+		t.Run(name, func(t *testing.T) {
+			s := newAdv28Server(t, h2)
+			tr := s.transport(t, 0)
+			if err := adv28Get(t.Context(), tr, s.srv.URL+"/tick"); err != nil {
+				t.Fatalf("warm-up: %v", err)
+			}
+			errs := make([]error, 10)
+			var wg sync.WaitGroup
+			for i := range errs {
+				wg.Go(func() { errs[i] = adv28Get(t.Context(), tr, s.srv.URL+"/work") })
+			}
+			adv28WaitFor(t, "the hanging requests", func() bool { return s.hanging.Load() == int64(len(errs)) })
+			for i := range 20 {
+				ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+				req, _ := http.NewRequestWithContext(ctx, http.MethodGet, s.srv.URL+"/limited", nil)
+				req.Header.Set("Authorization", "Bearer tenant-"+strconv.Itoa(i))
+				resp, err := tr.RoundTrip(req)
+				if err != nil {
+					cancel()
+					t.Fatalf("tenant %d: %v", i, err)
+				}
+				_ = resp.Body.Close()
+				cancel()
+				if resp.StatusCode != http.StatusTooManyRequests {
+					t.Fatalf("tenant %d: %d, want 429", i, resp.StatusCode)
+				}
+			}
+			wg.Wait()
+			adv28FirstByte(t, errs)
+			if err := adv28Get(t.Context(), tr, s.srv.URL+"/tick"); err != nil {
+				t.Fatalf("the call after 10 first-byte failures while 20 requests were answered 429: %v, want an answer (the server is reachable)", err)
 			}
 		})
 	}
