@@ -996,6 +996,10 @@ func (c *call) pauses(resp *http.Response) bool {
 			if code == http.StatusTooManyRequests {
 				host := u.gate.Current() == upstream.Paused
 				if !u.scopes.pause(c.pauseScope(resp), u.name, code, d, limit, c.st.roughNow()) && !host {
+					// The server answered: the host is reachable, as
+					// any answer shows (and its gate counts the answer
+					// for the first-byte failures it excuses).
+					u.gate.Success()
 					return true
 				}
 			}
