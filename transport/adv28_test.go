@@ -300,3 +300,41 @@ func TestAdv28ScopedTooManyRequestsIsAnAnswer(t *testing.T) {
 		})
 	}
 }
+
+// TestAdv28SilentServerDownForOneCaller: a server that accepts and goes
+// silent (a wedged process whose kernel still accepts, a proxy whose
+// backend is gone) stopped answering: one caller's calls, one after
+// another, each end at the first-byte limit, and after FailureThreshold
+// (5) of them the upstream is down and the next call fails fast. On
+// HTTP/1.1 each hung request's conn is closed and the next call dials a
+// new one, which establishes: such a dial is no answer, and must not
+// forgive the first-byte failures (it did: the count went back to zero at
+// each call, and the upstream never went down for fewer than 5
+// concurrent callers — on HTTP/2, one conn, it went down).
+func TestAdv28SilentServerDownForOneCaller(t *testing.T) {
+	for _, h2 := range []bool{false, true} {
+		name := "h1"
+		if h2 {
+			name = "h2"
+		}
+		t.Run(name, func(t *testing.T) {
+			s := newAdv28Server(t, h2)
+			tr := s.transport(t, 0)
+			if err := adv28Get(t.Context(), tr, s.srv.URL+"/tick"); err != nil {
+				t.Fatalf("warm-up: %v", err)
+			}
+			for i := range 8 {
+				err := adv28Get(t.Context(), tr, s.srv.URL+"/work")
+				var ue *transport.UnavailableError
+				if errors.As(err, &ue) && ue.Reason == "down" {
+					if i < 5 {
+						t.Fatalf("down after %d first-byte failures, want %d", i, 5)
+					}
+					return
+				}
+				adv28FirstByte(t, []error{err})
+			}
+			t.Fatal("8 calls in a row ended at their first-byte limit on a silent server, and the upstream is still not down (want down after 5)")
+		})
+	}
+}
