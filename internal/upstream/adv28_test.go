@@ -60,3 +60,43 @@ func TestAdv28AnswersExcuseOnlyLaterTries(t *testing.T) {
 		t.Fatalf("%v, want Down: 5 failures counted", s)
 	}
 }
+
+// TestAdv28DialDoesNotForgiveFirstByteFailures: a conn that establishes
+// and is never answered on is no success: on HTTP/1.1 each request that
+// hung has its conn closed, and the next call dials a new one. The
+// first-byte failures of one caller's calls, each after a dial that
+// established, take the gate down; an answer forgives them; a dial that
+// re-opens a Down gate starts the count afresh.
+func TestAdv28DialDoesNotForgiveFirstByteFailures(t *testing.T) {
+	g := &Gate{}
+	call := func() {
+		g.DialStart(nil).Established()
+		g.FailureSince(g.Answers(), context.DeadlineExceeded)
+	}
+	for i := range FailureThreshold - 1 {
+		call()
+		if s := g.State(); s != Ready {
+			t.Fatalf("%v after %d first-byte failures, want Ready", s, i+1)
+		}
+	}
+	g.Success() // an answer forgives them
+	for range FailureThreshold - 1 {
+		call()
+	}
+	if s := g.State(); s != Ready {
+		t.Fatalf("%v after %d first-byte failures since an answer, want Ready", s, FailureThreshold-1)
+	}
+	call()
+	if s := g.State(); s != Down {
+		t.Fatalf("%v after %d first-byte failures, each on a conn that established, with no answer between: want Down", s, FailureThreshold)
+	}
+	// A probe's dial re-opens the gate: the count starts afresh.
+	g.DialStart(nil).Established()
+	if s := g.State(); s != Ready {
+		t.Fatalf("%v after a dial established, want Ready", s)
+	}
+	g.FailureSince(g.Answers(), context.DeadlineExceeded)
+	if s := g.State(); s != Ready {
+		t.Fatalf("%v after one first-byte failure since the gate re-opened, want Ready", s)
+	}
+}

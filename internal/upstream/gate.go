@@ -81,9 +81,11 @@ type Withdrawer interface{ Withdraw() bool }
 // Gate is one upstream's reachability and the pause its server advised.
 //
 // Ready → Down after FailureThreshold consecutive establishment failures
-// (Failure) with no success between, or when HangingThreshold dials
-// (DialStart) are pending longer than the suspect time with no success
-// since the oldest of them started. While Down, Enter fails at once with
+// (Failure, FailureSince) with no success between — of first-byte
+// failures (FailureSince) with no answer between: a dial that establishes
+// a conn the server then does not answer on forgives none — or when
+// HangingThreshold dials (DialStart) are pending longer than the suspect
+// time with no success since the oldest of them started. While Down, Enter fails at once with
 // an *UnavailableError (Reason "down", Last the last real failure) unless
 // the call is admitted as a probe: the first call at or after the next
 // probe time, which goes through (paid from its retry budget when it has
@@ -119,6 +121,7 @@ type Gate struct {
 	mu         sync.Mutex
 	state      State
 	fails      int           // consecutive failures
+	stalls     int           // consecutive first-byte failures counted (FailureSince) with no answer between
 	last       error         // the last real failure
 	lastOK     time.Time     // the last success
 	since      time.Time     // of the current Down or Paused state
@@ -245,7 +248,7 @@ func (g *Gate) runProbe() {
 	now = time.Now()
 	switch {
 	case err == nil:
-		g.success(now)
+		g.success(now, false)
 		return
 	case errors.Is(err, context.Canceled):
 	default:
@@ -508,7 +511,7 @@ func (d *Dial) Established() {
 	} else {
 		g.ewma = (4*g.ewma + took) / 5
 	}
-	g.success(now)
+	g.success(now, false)
 }
 
 // Failed notes that the dial failed with err: a failure of establishment.
@@ -559,7 +562,7 @@ func (g *Gate) Success() {
 	}
 	g.mu.Lock()
 	defer g.unlock()
-	g.success(time.Now())
+	g.success(time.Now(), true)
 }
 
 // Failure notes a failure of establishment that is not a dial's own (the
@@ -603,6 +606,7 @@ func (g *Gate) FailureSince(seen uint64, err error) {
 			return
 		}
 	}
+	g.stalls++
 	g.failure(time.Now(), err)
 }
 
@@ -615,7 +619,7 @@ func (g *Gate) Pause(d, limit time.Duration) {
 	defer g.unlock()
 	now := time.Now()
 	g.answers.Add(1)
-	g.fails, g.lastOK = 0, now // the server answered
+	g.fails, g.stalls, g.lastOK = 0, 0, now // the server answered
 	if d <= 0 {
 		if g.state == Paused && now.Before(g.until) {
 			// One of the answers in flight when the pause began.
@@ -652,8 +656,16 @@ func (g *Gate) Pause(d, limit time.Duration) {
 	g.signal()
 }
 
-// success re-opens the gate. g.mu is held.
-func (g *Gate) success(now time.Time) {
+// success re-opens the gate: answer says the server answered; else a
+// dial established. A dial that establishes forgives the first-byte
+// failures (stalls) only when it re-opens the gate: on HTTP/1.1 every
+// request that hung has its conn closed and the next call dials anew, and
+// a server that accepts and never answers would otherwise never go down
+// for fewer callers than FailureThreshold. g.mu is held.
+func (g *Gate) success(now time.Time, answer bool) {
+	if answer || g.state != Ready {
+		g.stalls = 0
+	}
 	g.fails, g.lastOK, g.pause = 0, now, 0
 	g.set(Ready)
 	g.probing = false
@@ -670,14 +682,14 @@ func (g *Gate) failure(now time.Time, err error) {
 	g.hot.Store(1)
 	switch g.state {
 	case Ready:
-		if g.fails >= FailureThreshold {
+		if max(g.fails, g.stalls) >= FailureThreshold {
 			g.goDown(now)
 		}
 	case Paused:
 		// The pause's probe failed to establish: the next waiter probes;
 		// enough of them take the gate down.
 		g.probing = false
-		if g.fails >= FailureThreshold {
+		if max(g.fails, g.stalls) >= FailureThreshold {
 			g.goDown(now)
 		}
 		g.signal()
@@ -766,7 +778,7 @@ func (g *Gate) set(s State) {
 // cool clears hot when the gate is Ready with no dial pending. g.mu is
 // held.
 func (g *Gate) cool() {
-	if g.state == Ready && len(g.pending) == 0 && g.fails == 0 {
+	if g.state == Ready && len(g.pending) == 0 && g.fails == 0 && g.stalls == 0 {
 		g.hot.Store(0)
 	}
 }
