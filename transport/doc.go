@@ -43,9 +43,12 @@
 //
 //   - Ready: calls go. It turns Down after 5 consecutive establishment
 //     failures with no success between (a failed dial, or the Transport's
-//     FirstByteTimeout on a try that started after the upstream's last
-//     answer — a server that answers others while one request hangs is
-//     reachable; a caller's cancel is none), or when 3 dials
+//     FirstByteTimeout on a try, unless an answer of the upstream since
+//     its request was written excuses it, one answer one failure — a
+//     server that answers others while some requests hang is reachable,
+//     one that answers a trickle while the rest hang is not; a new conn
+//     that establishes forgives no first-byte failure, only an answer
+//     does; a caller's cancel is none), or when 3 dials
 //     are pending longer than max(1s, 4× the upstream's average
 //     establishment time; 3s before its first establishment) with no
 //     success since the oldest began: a black hole is seen within about

@@ -231,10 +231,14 @@ func (c *call) attemptOver(now time.Time) bool {
 type try struct {
 	c      *call
 	resend int // tries of the call before this one
-	// answers is the upstream's count of answers when the try started
-	// (its gate's Answers): its first-byte failure counts against the
-	// upstream only when nothing was answered since (FailureSince).
-	answers uint64
+	// answers is the upstream's count of answers (its gate's Answers)
+	// when the try's wait for headers began — its request written, from
+	// net/http's goroutine (wroteRequest); when it started until then:
+	// its first-byte failure is excused only by an answer since
+	// (FailureSince). Not when the try started: a try that waited for a
+	// conn took the answers that freed one, from before its request
+	// was sent.
+	answers atomic.Uint64
 	req     *http.Request
 	ctx     context.Context
 	cancel  context.CancelCauseFunc
@@ -318,7 +322,7 @@ func (c *call) newTry(hedge bool) *try {
 	c.tries++
 	st := c.st
 	if u := c.up; u != nil && !st.t.DisableFailFast {
-		tr.answers = u.gate.Answers()
+		tr.answers.Store(u.gate.Answers())
 	}
 	if c.lim == nil {
 		// A call made by hand (the package's own tests), not by
@@ -429,6 +433,10 @@ func (tr *try) wroteRequest(httptrace.WroteRequestInfo) {
 	if tr.up.gen.Load() != tr.up.ended.Load() {
 		// The body net/http sends now is not sent yet.
 		return
+	}
+	if u := tr.c.up; u != nil && !tr.c.st.t.DisableFailFast {
+		// Before the mark: a cut of this wait reads the count of its own.
+		tr.answers.Store(u.gate.Answers())
 	}
 	mark := beganMark(tr.writes.Add(1))
 	for {

@@ -996,6 +996,10 @@ func (c *call) pauses(resp *http.Response) bool {
 			if code == http.StatusTooManyRequests {
 				host := u.gate.Current() == upstream.Paused
 				if !u.scopes.pause(c.pauseScope(resp), u.name, code, d, limit, c.st.roughNow()) && !host {
+					// The server answered: the host is reachable, as
+					// any answer shows (and its gate counts the answer
+					// for the first-byte failures it excuses).
+					u.gate.Success()
 					return true
 				}
 			}
@@ -1013,8 +1017,9 @@ func (c *call) pauses(resp *http.Response) bool {
 // first-byte limit counts against reachability, and it and a reset are
 // overload signals for the throttle. A dial's failure is the dial hook's
 // (dialHook); a caller's cancel and a hedge that lost are nothing. A
-// first-byte failure of tr counts against reachability only when the
-// upstream answered nothing since tr started (FailureSince).
+// first-byte failure of tr counts against reachability unless an answer
+// of the upstream since tr's request was written excuses it, one answer
+// one failure (FailureSince).
 func (c *call) failed(tr *try, err error, firstByte bool) {
 	u, st := c.up, c.st
 	if u == nil {
@@ -1025,7 +1030,7 @@ func (c *call) failed(tr *try, err error, firstByte bool) {
 		c.record(true)
 	}
 	if firstByte && !st.t.DisableFailFast {
-		u.gate.FailureSince(tr.answers, err)
+		u.gate.FailureSince(tr.answers.Load(), err)
 	}
 }
 

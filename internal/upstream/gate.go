@@ -81,9 +81,11 @@ type Withdrawer interface{ Withdraw() bool }
 // Gate is one upstream's reachability and the pause its server advised.
 //
 // Ready → Down after FailureThreshold consecutive establishment failures
-// (Failure) with no success between, or when HangingThreshold dials
-// (DialStart) are pending longer than the suspect time with no success
-// since the oldest of them started. While Down, Enter fails at once with
+// (Failure, FailureSince) with no success between — of first-byte
+// failures (FailureSince) with no answer between: a dial that establishes
+// a conn the server then does not answer on forgives none — or when
+// HangingThreshold dials (DialStart) are pending longer than the suspect
+// time with no success since the oldest of them started. While Down, Enter fails at once with
 // an *UnavailableError (Reason "down", Last the last real failure) unless
 // the call is admitted as a probe: the first call at or after the next
 // probe time, which goes through (paid from its retry budget when it has
@@ -119,11 +121,13 @@ type Gate struct {
 	mu         sync.Mutex
 	state      State
 	fails      int           // consecutive failures
+	stalls     int           // consecutive first-byte failures counted (FailureSince) with no answer between
 	last       error         // the last real failure
 	lastOK     time.Time     // the last success
 	since      time.Time     // of the current Down or Paused state
 	downs      atomic.Uint64 // times the gate went Down (Downs)
 	answers    atomic.Uint64 // answers noted (Success, Pause): Answers
+	excused    uint64        // answers up to this one excused a failure each (FailureSince)
 	nextProbe  time.Time     // Down: when the next probe may go
 	lastProbe  time.Time     // Down: when the last probe went (or the gate went down)
 	interval   time.Duration // Down: the last probe interval drawn
@@ -244,7 +248,7 @@ func (g *Gate) runProbe() {
 	now = time.Now()
 	switch {
 	case err == nil:
-		g.success(now)
+		g.success(now, false)
 		return
 	case errors.Is(err, context.Canceled):
 	default:
@@ -507,7 +511,7 @@ func (d *Dial) Established() {
 	} else {
 		g.ewma = (4*g.ewma + took) / 5
 	}
-	g.success(now)
+	g.success(now, false)
 }
 
 // Failed notes that the dial failed with err: a failure of establishment.
@@ -558,7 +562,7 @@ func (g *Gate) Success() {
 	}
 	g.mu.Lock()
 	defer g.unlock()
-	g.success(time.Now())
+	g.success(time.Now(), true)
 }
 
 // Failure notes a failure of establishment that is not a dial's own (the
@@ -570,24 +574,39 @@ func (g *Gate) Failure(err error) {
 }
 
 // Answers is the count of the upstream's answers noted so far (Success
-// and Pause calls): a try reads it when it starts, for FailureSince.
+// and Pause calls): a try reads it when its request is written, for
+// FailureSince.
 func (g *Gate) Answers() uint64 { return g.answers.Load() }
 
-// FailureSince is Failure for a try that started when Answers was seen:
-// while the gate is Ready the failure is not counted when the upstream
-// answered anything since. A request that hangs on an upstream that
-// answers the others is that request's fault, not the upstream's: a
-// server that hangs one request in eight must not be taken down when the
-// first-byte limits of its hanging requests end in one batch (a starved
-// client's timers fire late and together, with no answer between them).
-// An upstream that stops answering still goes down: the failures of the
-// tries that started after its last answer count.
+// FailureSince is Failure for a try whose request was written when
+// Answers was seen: while the gate is Ready, an answer of the upstream
+// since then excuses the failure — one answer, one failure. A request
+// that hangs on an upstream that answers the others is that request's
+// fault, not the upstream's: a server that hangs one request in eight
+// must not be taken down when the first-byte limits of its hanging
+// requests end in one batch (a starved client's timers fire late and
+// together, with no answer between them); the answers to the seven
+// others excuse them. But an upstream that answers a trickle (a long
+// poll's return, a health check) while every other request hangs stopped
+// answering for its callers: its few answers excuse as many failures,
+// the rest count, and it goes down. The failures of tries written after
+// the last answer all count.
+//
+// Each answer excuses the failure of one try written before it: the
+// earliest answer after the try's that no failure took yet, or, when a
+// later one took an answer first (timers fire in any order), the one
+// after that (answers skipped so are lost: the error is on the side of
+// going down).
 func (g *Gate) FailureSince(seen uint64, err error) {
 	g.mu.Lock()
 	defer g.unlock()
-	if g.state == Ready && g.answers.Load() != seen {
-		return
+	if g.state == Ready {
+		if from := max(seen, g.excused); g.answers.Load() > from {
+			g.excused = from + 1
+			return
+		}
 	}
+	g.stalls++
 	g.failure(time.Now(), err)
 }
 
@@ -600,7 +619,7 @@ func (g *Gate) Pause(d, limit time.Duration) {
 	defer g.unlock()
 	now := time.Now()
 	g.answers.Add(1)
-	g.fails, g.lastOK = 0, now // the server answered
+	g.fails, g.stalls, g.lastOK = 0, 0, now // the server answered
 	if d <= 0 {
 		if g.state == Paused && now.Before(g.until) {
 			// One of the answers in flight when the pause began.
@@ -637,8 +656,16 @@ func (g *Gate) Pause(d, limit time.Duration) {
 	g.signal()
 }
 
-// success re-opens the gate. g.mu is held.
-func (g *Gate) success(now time.Time) {
+// success re-opens the gate: answer says the server answered; else a
+// dial established. A dial that establishes forgives the first-byte
+// failures (stalls) only when it re-opens the gate: on HTTP/1.1 every
+// request that hung has its conn closed and the next call dials anew, and
+// a server that accepts and never answers would otherwise never go down
+// for fewer callers than FailureThreshold. g.mu is held.
+func (g *Gate) success(now time.Time, answer bool) {
+	if answer || g.state != Ready {
+		g.stalls = 0
+	}
 	g.fails, g.lastOK, g.pause = 0, now, 0
 	g.set(Ready)
 	g.probing = false
@@ -655,14 +682,14 @@ func (g *Gate) failure(now time.Time, err error) {
 	g.hot.Store(1)
 	switch g.state {
 	case Ready:
-		if g.fails >= FailureThreshold {
+		if max(g.fails, g.stalls) >= FailureThreshold {
 			g.goDown(now)
 		}
 	case Paused:
 		// The pause's probe failed to establish: the next waiter probes;
 		// enough of them take the gate down.
 		g.probing = false
-		if g.fails >= FailureThreshold {
+		if max(g.fails, g.stalls) >= FailureThreshold {
 			g.goDown(now)
 		}
 		g.signal()
@@ -751,7 +778,7 @@ func (g *Gate) set(s State) {
 // cool clears hot when the gate is Ready with no dial pending. g.mu is
 // held.
 func (g *Gate) cool() {
-	if g.state == Ready && len(g.pending) == 0 && g.fails == 0 {
+	if g.state == Ready && len(g.pending) == 0 && g.fails == 0 && g.stalls == 0 {
 		g.hot.Store(0)
 	}
 }

@@ -372,13 +372,16 @@ func TestGateDownByFirstByteFailures(t *testing.T) {
 }
 
 // TestGateFailureSinceAnAnswer: first-byte failures of tries that started
-// before an answer of the upstream do not count (a server that hangs some
-// requests answers the others), however many end together; those of
+// before answers of the upstream do not count (a server that hangs some
+// requests answers the others), however many end together, one answer
+// excusing one failure (TestAdv28AnAnswerExcusesOneFailure); those of
 // tries that started after the last answer do, and take the gate down.
 func TestGateFailureSinceAnAnswer(t *testing.T) {
 	g := &Gate{}
 	seen := g.Answers()
-	g.Success() // an answer to another request, on the fast path
+	for range 3 * FailureThreshold {
+		g.Success() // answers to other requests, on the fast path
+	}
 	for range 3 * FailureThreshold {
 		g.FailureSince(seen, context.DeadlineExceeded)
 	}
