@@ -14,19 +14,20 @@ import (
 // measured without the listener's accept (see allocListener).
 const (
 	// maxDialAllocs bounds the zero Dialer's (issue 20: at most 35). Of
-	// its 35, 25 are net.Dialer{Timeout: 5s}'s own dial, 3 the span that
-	// the otel global tracer makes while no provider is set, and 7
+	// its 34, 25 are net.Dialer{Timeout: 5s}'s own dial, 3 the span that
+	// the otel global tracer makes while no provider is set, and 6
 	// lifeline's (maxOwnAllocs).
-	maxDialAllocs = 35
+	maxDialAllocs = 34
 	// maxOwnAllocs bounds what a Dialer with noop providers makes beyond
 	// net.Dialer{Timeout: 5s} (whose deadline context lifeline's
 	// attempt context replaces, one for one): the dial's state and race
 	// (one struct), the race's results channel, the attempt goroutine's
 	// closure, the stagger timer (three: a lone address races itself
-	// after AttemptDelay), the first-byte watch, and the RawConn that
-	// sets TCP_USER_TIMEOUT; less the address partition net.Dialer makes
-	// for a dual-stack race that lifeline's FallbackDelay -1 skips.
-	maxOwnAllocs = 7
+	// after AttemptDelay) and the first-byte watch; less the address
+	// partition net.Dialer makes for a dual-stack race, which lifeline's
+	// FallbackDelay -1 skips. (TCP_USER_TIMEOUT's RawConn and closure
+	// stay on the stack: see setUserTimeout.)
+	maxOwnAllocs = 6
 )
 
 // raceBuild reports whether the test binary was built with -race, which
