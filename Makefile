@@ -22,8 +22,11 @@ lint:
 # deadline figures are side by side with a control in the same process,
 # but a machine starved by other tests leaves it little to measure).
 SOAK      := ./internal/soak
+# The allocation tests skip under the race detector (it changes the
+# counts): they run once more without it.
 unit:
 	$(GO) test $(TESTFLAGS) $$($(GO) list $(PKGS) | grep -v '/internal/soak$$')
+	$(GO) test -count=1 -run 'Allocs' ./dial ./retry
 
 # The tests whose corners are races between goroutines — transport (its
 # websocket session included), the C ABI, and dial's racing attempts —

@@ -77,7 +77,10 @@ func benchDials(b *testing.B, dialFn func() (net.Conn, error)) {
 // BenchmarkDialContext compares a lifeline dial of a loopback IP with
 // net.Dialer: impl=net is the zero net.Dialer (no limit at all),
 // impl=net+timeout a net.Dialer with Timeout 5s (what a dial that cannot
-// hang costs in net itself), impl=lifeline the zero dial.Dialer.
+// hang costs in net itself), impl=lifeline the zero dial.Dialer with noop
+// providers. allocs/op counts the whole process, so it includes the
+// benchmark server's accept of each conn (6 allocations, the same for
+// every impl); TestDialContextAllocs counts a dial alone.
 func BenchmarkDialContext(b *testing.B) {
 	addr := benchServer(b, nil)
 	ctx := context.Background()
@@ -104,10 +107,45 @@ func BenchmarkDialContext(b *testing.B) {
 // not the ns/op of BenchmarkDialContext, can tell 1.05 from 1.15. The
 // ns/op and allocs/op are those of one pair.
 func BenchmarkDialContextPaired(b *testing.B) {
+	benchPaired(b, benchDialer())
+}
+
+// BenchmarkDialContextPairedParts is BenchmarkDialContextPaired with the
+// zero Dialer's promises taken away one at a time, to tell what each
+// costs beside net.Dialer{Timeout: 5s}: TCP_USER_TIMEOUT (one setsockopt
+// through a RawConn), the first-byte watch (its wrapper), the lone
+// address's race against itself (the stagger timer). What remains with
+// all three off (off=all) is the race itself: the attempt runs on a
+// goroutine of its own, whose start and whose result each wake the
+// runtime's other thread.
+func BenchmarkDialContextPairedParts(b *testing.B) {
+	for _, part := range []struct {
+		off string
+		set func(*dial.Dialer)
+	}{
+		{"none", func(*dial.Dialer) {}},
+		{"user_timeout", func(d *dial.Dialer) { d.UserTimeout = -1 }},
+		{"first_byte", func(d *dial.Dialer) { d.FirstByteTimeout = -1 }},
+		{"self_race", func(d *dial.Dialer) { d.MaxAttemptsPerAddress = 1 }},
+		{"all", func(d *dial.Dialer) {
+			d.UserTimeout, d.FirstByteTimeout, d.MaxAttemptsPerAddress = -1, -1, 1
+		}},
+	} {
+		b.Run("off="+part.off, func(b *testing.B) {
+			d := benchDialer()
+			part.set(d)
+			benchPaired(b, d)
+		})
+	}
+}
+
+// benchPaired reports the median ratio of d's dial time to
+// net.Dialer{Timeout: 5s}'s over alternating pairs (see
+// BenchmarkDialContextPaired).
+func benchPaired(b *testing.B, d *dial.Dialer) {
 	addr := benchServer(b, nil)
 	ctx := context.Background()
 	nd := net.Dialer{Timeout: 5 * time.Second}
-	d := benchDialer()
 	netDial := func() (net.Conn, error) { return nd.DialContext(ctx, "tcp", addr) }
 	lifelineDial := func() (net.Conn, error) { return d.DialContext(ctx, "tcp", addr) }
 	timed := func(f func() (net.Conn, error)) time.Duration {

@@ -267,7 +267,11 @@ func (r *racer) endDNS(err *Error) {
 		endSpan(r.dnsSpan, outcome, err)
 	} else {
 		endSpan(r.dnsSpan, mOK, nil)
-		trace.SpanFromContext(r.ctx).SetAttributes(otelx.KeyAddresses.Int(r.seen.n))
+		if r.s.traced {
+			// r.ctx holds the dial span only when it records: else the
+			// span there is the caller's own.
+			trace.SpanFromContext(r.ctx).SetAttributes(otelx.KeyAddresses.Int(r.seen.n))
+		}
 	}
 	r.dnsSpan = nil
 }

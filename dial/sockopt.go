@@ -90,11 +90,7 @@ func setUserTimeoutConn(c net.Conn, ms int) error {
 	if !ok {
 		return nil
 	}
-	rc, err := tc.SyscallConn()
-	if err != nil {
-		return err
-	}
-	return setUserTimeout(rc, ms)
+	return setUserTimeout(tc, ms)
 }
 
 // applySockopts sets keep-alive and TCP_USER_TIMEOUT on a conn that a
