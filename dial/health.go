@@ -22,7 +22,8 @@ const (
 	EventSuccess Event = iota
 	// EventRefused: connect was refused (ECONNREFUSED) [1].
 	EventRefused
-	// EventReset: the connection was reset during connect or handshake [1].
+	// EventReset: the connection was reset during connect or handshake,
+	// or (recorded by the transport) before a response's headers [1].
 	EventReset
 	// EventConnectTimeout: connect did not complete within ConnectTimeout [2].
 	EventConnectTimeout

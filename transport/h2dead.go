@@ -29,9 +29,19 @@ func (c *bornConn) abandoned(readAt uint64) {
 	}
 	time.AfterFunc(http2AbandonWait, func() {
 		if c.read.Load() == at {
+			// The tries still waiting on c fail with what closing it
+			// does to them: mapErr tells them why.
+			c.silent.Store(true)
 			_ = c.Close()
 			return
 		}
 		c.watched.Store(false)
 	})
+}
+
+// closedSilent reports whether the conn the try last got was closed by
+// the abandoned watch: its peer was silent.
+func (tr *try) closedSilent() bool {
+	c := tr.conn.Load()
+	return c != nil && c.silent.Load()
 }

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"go.opentelemetry.io/otel/trace"
@@ -231,20 +232,20 @@ func (c *call) attemptOver(now time.Time) bool {
 type try struct {
 	c      *call
 	resend int // tries of the call before this one
-	// answers is the upstream's count of answers (its gate's Answers)
-	// when the try's wait for headers began — its request written, from
-	// net/http's goroutine (wroteRequest); when it started until then:
-	// its first-byte failure is excused only by an answer since
-	// (FailureSince). Not when the try started: a try that waited for a
-	// conn took the answers that freed one, from before its request
-	// was sent.
-	answers atomic.Uint64
-	req     *http.Request
-	ctx     context.Context
-	cancel  context.CancelCauseFunc
-	span    trace.Span
-	start   time.Time // zero when nothing reads it (see newTry)
-	w       *watch    // nil: no watch
+	// credit is the upstream's answers less the failures they excused
+	// (its gate's Credit) when the try's wait for headers began — its
+	// request written, from net/http's goroutine (wroteRequest); when it
+	// started until then: its first-byte failure is excused only by an
+	// answer since (FailureSince). Not when the try started: a try that
+	// waited for a conn would take the answers that freed one, from
+	// before its request was sent.
+	credit atomic.Uint64
+	req    *http.Request
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+	span   trace.Span
+	start  time.Time // zero when nothing reads it (see newTry)
+	w      *watch    // nil: no watch
 
 	// prev and next link the try into w's list while it is in flight;
 	// listed says it is. Guarded by w.mu.
@@ -322,7 +323,7 @@ func (c *call) newTry(hedge bool) *try {
 	c.tries++
 	st := c.st
 	if u := c.up; u != nil && !st.t.DisableFailFast {
-		tr.answers.Store(u.gate.Answers())
+		tr.credit.Store(u.gate.Credit())
 	}
 	if c.lim == nil {
 		// A call made by hand (the package's own tests), not by
@@ -436,7 +437,7 @@ func (tr *try) wroteRequest(httptrace.WroteRequestInfo) {
 	}
 	if u := tr.c.up; u != nil && !tr.c.st.t.DisableFailFast {
 		// Before the mark: a cut of this wait reads the count of its own.
-		tr.answers.Store(u.gate.Answers())
+		tr.credit.Store(u.gate.Credit())
 	}
 	mark := beganMark(tr.writes.Add(1))
 	for {
@@ -549,6 +550,12 @@ func (tr *try) run() (*http.Response, error) {
 	}
 	if err != nil {
 		err = tr.mapErr(err)
+		if errors.Is(err, syscall.ECONNRESET) {
+			// A reset before the response headers is the peer's, as
+			// the Dialer's is during establishment: a conn reset just
+			// after its dial succeeded (incident 05) is seen here.
+			tr.record(dial.EventReset)
+		}
 		c.failed(tr, err, isFirstByte(err))
 		tr.finish(nil, err)
 		return nil, err
@@ -750,6 +757,16 @@ func (tr *try) peerLabel() string {
 // headers (firstByte) as a first-byte stall, an upload or a body read
 // that made no progress as a failure of the peer's.
 func (tr *try) blame(firstByte bool) {
+	ev := dial.EventFailure
+	if firstByte {
+		ev = dial.EventFirstByteStall
+	}
+	tr.record(ev)
+}
+
+// record records ev for the try's peer in the Dialer's Health, when it
+// has one.
+func (tr *try) record(ev dial.Event) {
 	h := tr.c.st.dialer.Scoreboard()
 	if h == nil {
 		return
@@ -757,11 +774,7 @@ func (tr *try) blame(firstByte bool) {
 	tr.mu.Lock()
 	peer := tr.peer
 	tr.mu.Unlock()
-	ev := dial.EventFailure
-	if firstByte {
-		ev = dial.EventFirstByteStall
-	}
-	h.Record(peer, ev, 0)
+	h.Record(peer, ev, 0) // nothing when the peer is unknown
 }
 
 // mapErr turns the end of a try by one of the Transport's limits into a
@@ -807,6 +820,13 @@ func (tr *try) mapErr(err error) error {
 	case isHeaderLimit(err):
 		return &HeaderLimitError{Method: methodOf(tr.c.req), Host: tr.c.req.URL.Host,
 			Limit: st.headerLimit(), err: err, peer: tr.peerLabel()}
+	case tr.wrote.Load() && tr.closedSilent():
+		// Its HTTP/2 conn was closed under it because the peer sent
+		// nothing, not even a PING's answer, for http2AbandonWait after
+		// another try gave up on it (abandoned): no headers came, and
+		// none would — the try's own FirstByteTimeout would have said so
+		// later, not a bare "use of closed network connection".
+		phase, limit = "first_byte", http2AbandonWait
 	default:
 		return err
 	}

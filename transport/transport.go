@@ -517,8 +517,8 @@ type bornConn struct {
 	// protoH1 or protoH2 (ALPN, looked up once).
 	proto atomic.Uint32
 	// watched: an HTTP/2 conn silent since a try gave up on it is being
-	// watched (see abandoned).
-	watched atomic.Bool
+	// watched (see abandoned); silent: the watch closed it.
+	watched, silent atomic.Bool
 }
 
 const (

@@ -944,6 +944,8 @@ func (c *call) answered(resp *http.Response) {
 			// probe, or an answer after it, reopens it.
 			if c.probe.Probe() || !pauseInForce(&u.gate) {
 				u.gate.Success()
+			} else {
+				u.gate.Answered() // it excuses a first-byte failure all the same
 			}
 			if sc := c.scope; sc != nil {
 				sc.answered(c.scopeProbe.Probe())
@@ -1030,7 +1032,7 @@ func (c *call) failed(tr *try, err error, firstByte bool) {
 		c.record(true)
 	}
 	if firstByte && !st.t.DisableFailFast {
-		u.gate.FailureSince(tr.answers.Load(), err)
+		u.gate.FailureSince(tr.credit.Load(), err)
 	}
 }
 

@@ -17,7 +17,7 @@ import (
 func TestAdv28AnAnswerExcusesOneFailure(t *testing.T) {
 	for _, k := range []int{1, 2, 4} {
 		g := &Gate{}
-		seen := g.Answers()
+		seen := g.Credit()
 		for range k {
 			g.Success()
 		}
@@ -44,9 +44,9 @@ func TestAdv28AnswersExcuseOnlyLaterTries(t *testing.T) {
 	for range 10 {
 		g.Success() // answers before any try below started: no excuse
 	}
-	old := g.Answers()
+	old := g.Credit()
 	g.Success()
-	late := g.Answers()
+	late := g.Credit()
 	// The later try fails first: the one answer after old is before late.
 	for range FailureThreshold - 1 {
 		g.FailureSince(late, context.DeadlineExceeded)
@@ -71,7 +71,7 @@ func TestAdv28DialDoesNotForgiveFirstByteFailures(t *testing.T) {
 	g := &Gate{}
 	call := func() {
 		g.DialStart(nil).Established()
-		g.FailureSince(g.Answers(), context.DeadlineExceeded)
+		g.FailureSince(g.Credit(), context.DeadlineExceeded)
 	}
 	for i := range FailureThreshold - 1 {
 		call()
@@ -95,7 +95,7 @@ func TestAdv28DialDoesNotForgiveFirstByteFailures(t *testing.T) {
 	if s := g.State(); s != Ready {
 		t.Fatalf("%v after a dial established, want Ready", s)
 	}
-	g.FailureSince(g.Answers(), context.DeadlineExceeded)
+	g.FailureSince(g.Credit(), context.DeadlineExceeded)
 	if s := g.State(); s != Ready {
 		t.Fatalf("%v after one first-byte failure since the gate re-opened, want Ready", s)
 	}

@@ -126,8 +126,7 @@ type Gate struct {
 	lastOK     time.Time     // the last success
 	since      time.Time     // of the current Down or Paused state
 	downs      atomic.Uint64 // times the gate went Down (Downs)
-	answers    atomic.Uint64 // answers noted (Success, Pause): Answers
-	excused    uint64        // answers up to this one excused a failure each (FailureSince)
+	credit     atomic.Uint64 // answers noted less the failures they excused: Credit
 	nextProbe  time.Time     // Down: when the next probe may go
 	lastProbe  time.Time     // Down: when the last probe went (or the gate went down)
 	interval   time.Duration // Down: the last probe interval drawn
@@ -555,7 +554,7 @@ func (d *Dial) end() bool {
 // Success notes that the upstream answered (any response headers, even a
 // 5xx: it is reachable).
 func (g *Gate) Success() {
-	g.answers.Add(1)
+	g.credit.Add(1)
 	if g.hot.Load() == 0 {
 		// Ready, nothing pending, no failure to forget.
 		return
@@ -573,38 +572,45 @@ func (g *Gate) Failure(err error) {
 	g.failure(time.Now(), err)
 }
 
-// Answers is the count of the upstream's answers noted so far (Success
-// and Pause calls): a try reads it when its request is written, for
-// FailureSince.
-func (g *Gate) Answers() uint64 { return g.answers.Load() }
+// Answered notes an answer of the upstream that must not re-open the
+// gate — one to a call admitted before a pause in force, which does not
+// end the server's advised wait (only the pause's probe or an answer
+// after it does: Success) — but is an answer all the same: it excuses a
+// first-byte failure (FailureSince). One atomic add.
+func (g *Gate) Answered() { g.credit.Add(1) }
 
-// FailureSince is Failure for a try whose request was written when
-// Answers was seen: while the gate is Ready, an answer of the upstream
-// since then excuses the failure — one answer, one failure. A request
-// that hangs on an upstream that answers the others is that request's
-// fault, not the upstream's: a server that hangs one request in eight
-// must not be taken down when the first-byte limits of its hanging
-// requests end in one batch (a starved client's timers fire late and
-// together, with no answer between them); the answers to the seven
-// others excuse them. But an upstream that answers a trickle (a long
-// poll's return, a health check) while every other request hangs stopped
-// answering for its callers: its few answers excuse as many failures,
-// the rest count, and it goes down. The failures of tries written after
-// the last answer all count.
+// Credit is the upstream's answers so far (Success, Answered and Pause
+// calls) less the first-byte failures they excused (FailureSince): a try
+// reads it when its request is written.
+func (g *Gate) Credit() uint64 { return g.credit.Load() }
+
+// FailureSince is Failure for a try whose request was written when Credit
+// was seen: the failure is excused, in every state, while the upstream
+// answered more requests since then than it had failures excused since —
+// one answer, one failure: Credit is above seen. A request that hangs on
+// an upstream that answers the others is that request's fault, not the
+// upstream's: a server that hangs one request in eight must not be taken
+// down when the first-byte limits of its hanging requests end in one
+// batch (a starved client's timers fire late, together and in any order,
+// with no answer between them); the answers to the seven others excuse
+// them. An upstream that answers a trickle (a long poll's return, a
+// health check) while the rest hang excuses as many failures as it
+// answers: the others count, and enough of them with no answer between
+// take it down. The failures of tries written after the last answer all
+// count.
 //
-// Each answer excuses the failure of one try written before it: the
-// earliest answer after the try's that no failure took yet, or, when a
-// later one took an answer first (timers fire in any order), the one
-// after that (answers skipped so are lost: the error is on the side of
-// going down).
+// The comparison of one count needs no record of which answer excused
+// which failure, whatever order the failures come in; it errs on the side
+// of going down: an excuse given since a try was written, to a try written
+// before it, is charged to it too.
 func (g *Gate) FailureSince(seen uint64, err error) {
 	g.mu.Lock()
 	defer g.unlock()
-	if g.state == Ready {
-		if from := max(seen, g.excused); g.answers.Load() > from {
-			g.excused = from + 1
-			return
-		}
+	if g.credit.Load() > seen {
+		// Other Successes only add to it meanwhile; failures take
+		// from it under g.mu.
+		g.credit.Add(^uint64(0))
+		return
 	}
 	g.stalls++
 	g.failure(time.Now(), err)
@@ -618,7 +624,7 @@ func (g *Gate) Pause(d, limit time.Duration) {
 	g.mu.Lock()
 	defer g.unlock()
 	now := time.Now()
-	g.answers.Add(1)
+	g.credit.Add(1)
 	g.fails, g.stalls, g.lastOK = 0, 0, now // the server answered
 	if d <= 0 {
 		if g.state == Paused && now.Before(g.until) {

@@ -378,7 +378,7 @@ func TestGateDownByFirstByteFailures(t *testing.T) {
 // tries that started after the last answer do, and take the gate down.
 func TestGateFailureSinceAnAnswer(t *testing.T) {
 	g := &Gate{}
-	seen := g.Answers()
+	seen := g.Credit()
 	for range 3 * FailureThreshold {
 		g.Success() // answers to other requests, on the fast path
 	}
@@ -392,15 +392,15 @@ func TestGateFailureSinceAnAnswer(t *testing.T) {
 		t.Fatal("counted an outage")
 	}
 	// A pause (a 429) is an answer too.
-	seen = g.Answers()
+	seen = g.Credit()
 	g.Pause(time.Millisecond, 0)
-	if g.Answers() == seen {
+	if g.Credit() == seen {
 		t.Fatal("a pause is not counted as an answer")
 	}
 	g.Success()
 
 	// The control: the upstream stopped answering.
-	seen = g.Answers()
+	seen = g.Credit()
 	for i := range FailureThreshold {
 		if s := g.State(); s != Ready {
 			t.Fatalf("%v after %d failures, want Ready until %d", s, i, FailureThreshold)
@@ -486,4 +486,57 @@ func TestGateDownsCountsOutages(t *testing.T) {
 			t.Fatalf("second outage: Downs %d, want %d", g.Downs(), before+2)
 		}
 	})
+}
+
+// TestGateCreditAnyOrder: answers excuse as many failures as they number,
+// whatever order the failures come in — a later try (a call's own shorter
+// FirstByteTimeout) failing first does not take the excuses of the tries
+// written before it — and never more. An Answered (an answer to a call
+// admitted before a pause) excuses as a Success does, without re-opening.
+func TestGateCreditAnyOrder(t *testing.T) {
+	g := &Gate{}
+	early := g.Credit() // two tries written
+	g.Success()
+	g.Success()
+	late := g.Credit() // a third try written after two answers
+	g.Success()
+	g.Success()
+	// The latest fails first: excused by an answer after it.
+	g.FailureSince(late, context.DeadlineExceeded)
+	// The two earlier: excused by the answers left.
+	g.FailureSince(early, context.DeadlineExceeded)
+	g.FailureSince(early, context.DeadlineExceeded)
+	if s := g.Snapshot(); s.State != Ready || g.stalls != 0 {
+		t.Fatalf("%v with %d stalls: three failures, four answers, want all excused", s.State, g.stalls)
+	}
+	// One answer left, for a try written before it: then none.
+	g.FailureSince(early, context.DeadlineExceeded)
+	for i := range FailureThreshold {
+		if s := g.State(); s != Ready {
+			t.Fatalf("%v after %d failures past the answers, want Ready until %d", s, i, FailureThreshold)
+		}
+		g.FailureSince(early, context.DeadlineExceeded)
+	}
+	if s := g.State(); s != Down {
+		t.Fatalf("%v: five failures past the answers, want Down", s)
+	}
+
+	// Paused: an answer that must not re-open still excuses.
+	g = &Gate{}
+	g.Pause(time.Minute, 0)
+	seen := g.Credit()
+	g.Answered()
+	if s := g.State(); s != Paused {
+		t.Fatalf("%v after Answered, want still Paused", s)
+	}
+	for range FailureThreshold {
+		g.FailureSince(seen, context.DeadlineExceeded)
+	}
+	if g.Snapshot().Downs != 0 {
+		t.Fatal("down: one failure of five was excused by the answer")
+	}
+	g.FailureSince(seen, context.DeadlineExceeded)
+	if s := g.State(); s != Down {
+		t.Fatalf("%v after six failures and one answer, want Down", s)
+	}
 }
