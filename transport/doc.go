@@ -48,7 +48,9 @@
 //     server that answers others while some requests hang is reachable,
 //     one that answers a trickle while the rest hang is not; a new conn
 //     that establishes forgives no first-byte failure, only an answer
-//     does; a caller's cancel is none), or when 3 dials
+//     does, and after a probe's conn re-opened it one such failure with
+//     no answer yet takes it down again; a caller's cancel is none), or
+//     when 3 dials
 //     are pending longer than max(1s, 4× the upstream's average
 //     establishment time; 3s before its first establishment) with no
 //     success since the oldest began: a black hole is seen within about

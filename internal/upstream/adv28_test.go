@@ -90,13 +90,25 @@ func TestAdv28DialDoesNotForgiveFirstByteFailures(t *testing.T) {
 	if s := g.State(); s != Down {
 		t.Fatalf("%v after %d first-byte failures, each on a conn that established, with no answer between: want Down", s, FailureThreshold)
 	}
-	// A probe's dial re-opens the gate: the count starts afresh.
+	// A probe's dial re-opens the gate on probation: it accepts, and has
+	// answered nothing yet; one first-byte failure with no answer takes
+	// it down again.
 	g.DialStart(nil).Established()
 	if s := g.State(); s != Ready {
 		t.Fatalf("%v after a dial established, want Ready", s)
 	}
 	g.FailureSince(g.Credit(), context.DeadlineExceeded)
+	if s := g.State(); s != Down {
+		t.Fatalf("%v after a first-byte failure on probation, want Down again", s)
+	}
+	// An answer after the re-open ends the probation: the count is the
+	// usual one.
+	g.DialStart(nil).Established()
+	g.Success()
+	for range FailureThreshold - 1 {
+		g.FailureSince(g.Credit(), context.DeadlineExceeded)
+	}
 	if s := g.State(); s != Ready {
-		t.Fatalf("%v after one first-byte failure since the gate re-opened, want Ready", s)
+		t.Fatalf("%v after %d first-byte failures since an answer ended the probation, want Ready", s, FailureThreshold-1)
 	}
 }

@@ -127,6 +127,7 @@ type Gate struct {
 	since      time.Time     // of the current Down or Paused state
 	downs      atomic.Uint64 // times the gate went Down (Downs)
 	credit     atomic.Uint64 // answers noted less the failures they excused: Credit
+	probation  atomic.Bool   // re-opened by a dial, no answer since (success)
 	nextProbe  time.Time     // Down: when the next probe may go
 	lastProbe  time.Time     // Down: when the last probe went (or the gate went down)
 	interval   time.Duration // Down: the last probe interval drawn
@@ -555,6 +556,9 @@ func (d *Dial) end() bool {
 // 5xx: it is reachable).
 func (g *Gate) Success() {
 	g.credit.Add(1)
+	if g.probation.Load() {
+		g.probation.Store(false)
+	}
 	if g.hot.Load() == 0 {
 		// Ready, nothing pending, no failure to forget.
 		return
@@ -576,8 +580,13 @@ func (g *Gate) Failure(err error) {
 // gate — one to a call admitted before a pause in force, which does not
 // end the server's advised wait (only the pause's probe or an answer
 // after it does: Success) — but is an answer all the same: it excuses a
-// first-byte failure (FailureSince). One atomic add.
-func (g *Gate) Answered() { g.credit.Add(1) }
+// first-byte failure (FailureSince) and ends a probation (success).
+func (g *Gate) Answered() {
+	g.credit.Add(1)
+	if g.probation.Load() {
+		g.probation.Store(false)
+	}
+}
 
 // Credit is the upstream's answers so far (Success, Answered and Pause
 // calls) less the first-byte failures they excused (FailureSince): a try
@@ -613,6 +622,10 @@ func (g *Gate) FailureSince(seen uint64, err error) {
 		return
 	}
 	g.stalls++
+	if g.probation.Load() {
+		// Re-opened by a dial, and still no answer: down again.
+		g.stalls = max(g.stalls, FailureThreshold)
+	}
 	g.failure(time.Now(), err)
 }
 
@@ -625,6 +638,7 @@ func (g *Gate) Pause(d, limit time.Duration) {
 	defer g.unlock()
 	now := time.Now()
 	g.credit.Add(1)
+	g.probation.Store(false)
 	g.fails, g.stalls, g.lastOK = 0, 0, now // the server answered
 	if d <= 0 {
 		if g.state == Paused && now.Before(g.until) {
@@ -663,14 +677,23 @@ func (g *Gate) Pause(d, limit time.Duration) {
 }
 
 // success re-opens the gate: answer says the server answered; else a
-// dial established. A dial that establishes forgives the first-byte
-// failures (stalls) only when it re-opens the gate: on HTTP/1.1 every
-// request that hung has its conn closed and the next call dials anew, and
-// a server that accepts and never answers would otherwise never go down
-// for fewer callers than FailureThreshold. g.mu is held.
+// dial established. Only an answer forgives first-byte failures
+// (stalls): on HTTP/1.1 every request that hung has its conn closed and
+// the next call dials anew, and a server that accepts and never answers
+// would otherwise never go down for fewer callers than FailureThreshold.
+// A dial that re-opens the gate shows that the upstream accepts, not that
+// it answers: the gate is Ready on probation until an answer, one
+// first-byte failure with no answer from taking it down again (else each
+// probe of such a server would cost FailureThreshold calls their whole
+// limit). g.mu is held.
 func (g *Gate) success(now time.Time, answer bool) {
-	if answer || g.state != Ready {
+	switch {
+	case answer:
 		g.stalls = 0
+		g.probation.Store(false)
+	case g.state != Ready:
+		g.stalls = 0
+		g.probation.Store(true)
 	}
 	g.fails, g.lastOK, g.pause = 0, now, 0
 	g.set(Ready)
