@@ -44,17 +44,17 @@
 //   - Ready: calls go. It turns Down after 5 consecutive establishment
 //     failures with no success between (a failed dial, or the Transport's
 //     FirstByteTimeout on a try, unless an answer of the upstream since
-//     its request was written excuses it, one answer one failure — a
-//     server that answers others while some requests hang is reachable,
-//     one that answers a trickle while the rest hang is not; a new conn
-//     that establishes forgives no first-byte failure, only an answer
-//     does, and after a probe's conn re-opened it one such failure with
-//     no answer yet takes it down again; a caller's cancel is none), or
-//     when 3 dials
-//     are pending longer than max(1s, 4× the upstream's average
-//     establishment time; 3s before its first establishment) with no
-//     success since the oldest began: a black hole is seen within about
-//     1–2s, long before any connect limit ends.
+//     its request was written excuses it: one answer, one failure, in any
+//     order and in any state, the answers while a pause is in force
+//     included. A server that answers others while some requests hang is
+//     reachable; one that answers a trickle while the rest hang is not. A
+//     new conn that establishes forgives no first-byte failure, only an
+//     answer does, and after a probe's conn re-opened the upstream one
+//     such failure with no answer yet takes it down again. A caller's
+//     cancel is no failure), or when 3 dials are pending longer than
+//     max(1s, 4× the upstream's average establishment time; 3s before its
+//     first establishment) with no success since the oldest began: a black
+//     hole is seen within about 1–2s, long before any connect limit ends.
 //   - Down: a call fails at once with an [*UnavailableError] (Reason
 //     "down"; Last the last real failure, a *dial.Error with its phase
 //     and peer, so errors.As still finds it), unless it is the probe: the
