@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/lifeline-go/lifeline/dial"
+	"github.com/lifeline-go/lifeline/faultnet"
 	"github.com/lifeline-go/lifeline/retry"
 )
 
@@ -26,14 +27,10 @@ func saysOnce(t *testing.T, text string) {
 	}
 }
 
-// closedAddr is a loopback address nothing listens on.
-func closedAddr(t *testing.T) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	addr := ln.Addr().String()
-	require.NoError(t, ln.Close())
-	return addr
-}
+// closedAddr is a loopback address nothing listens on, reserved for the
+// test (a port freed by closing a listener may be taken by another test's
+// listener meanwhile).
+func closedAddr(t *testing.T) string { return faultnet.RefusedAddr(t, "tcp") }
 
 // TestErrorTextsSayEachThingOnce builds each way Do stops and checks the
 // text (each thing said once) and the chain (errors.Is and errors.As still

@@ -184,12 +184,10 @@ func maskedFailures(ctx context.Context, r *sdkmetric.ManualReader) (map[string]
 // budgetScene: 200 calls against a refused port, with and without a budget.
 func budgetScene(ctx context.Context, w io.Writer) error {
 	fmt.Fprintln(w, "== 2. a total outage: retries with and without a budget")
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return err
-	}
-	down := ln.Addr().String()
-	ln.Close() // nothing listens there now: every connect is refused
+	// Port 1 of loopback: nothing listens there (binding it needs root), so
+	// every connect is refused. (A port freed by closing a listener of
+	// one's own may be taken by another program's listener meanwhile.)
+	down := "127.0.0.1:1"
 	d := &dial.Dialer{}
 	const calls = 200
 	for _, budget := range []*retry.Budget{nil, retry.NewBudget(0.1, 0)} {
