@@ -550,10 +550,14 @@ func (tr *try) run() (*http.Response, error) {
 	}
 	if err != nil {
 		err = tr.mapErr(err)
-		if errors.Is(err, syscall.ECONNRESET) {
+		var de *dial.Error
+		if errors.Is(err, syscall.ECONNRESET) && !errors.As(err, &de) {
 			// A reset before the response headers is the peer's, as
 			// the Dialer's is during establishment: a conn reset just
-			// after its dial succeeded (incident 05) is seen here.
+			// after its dial succeeded (incident 05) is seen here. A
+			// dial's reset (net/http's own retry of a reused conn dials
+			// anew) is the Dialer's to record, for the peer it dialed,
+			// not the conn the try got before.
 			tr.record(dial.EventReset)
 		}
 		c.failed(tr, err, isFirstByte(err))
@@ -820,8 +824,9 @@ func (tr *try) mapErr(err error) error {
 	case isHeaderLimit(err):
 		return &HeaderLimitError{Method: methodOf(tr.c.req), Host: tr.c.req.URL.Host,
 			Limit: st.headerLimit(), err: err, peer: tr.peerLabel()}
-	case tr.wrote.Load() && tr.closedSilent():
-		// Its HTTP/2 conn was closed under it because the peer sent
+	case tr.wrote.Load() && tr.body.resp == nil && tr.closedSilent():
+		// Waiting for its headers (a body read's try had them), its
+		// HTTP/2 conn was closed under it because the peer sent
 		// nothing, not even a PING's answer, for http2AbandonWait after
 		// another try gave up on it (abandoned): no headers came, and
 		// none would — the try's own FirstByteTimeout would have said so
