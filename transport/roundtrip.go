@@ -240,6 +240,8 @@ type try struct {
 	// waited for a conn would take the answers that freed one, from
 	// before its request was sent.
 	credit atomic.Uint64
+	// downs is its gate's Downs read with credit (FailureSinceDowns).
+	downs  atomic.Uint64
 	req    *http.Request
 	ctx    context.Context
 	cancel context.CancelCauseFunc
@@ -324,6 +326,7 @@ func (c *call) newTry(hedge bool) *try {
 	st := c.st
 	if u := c.up; u != nil && !st.t.DisableFailFast {
 		tr.credit.Store(u.gate.Credit())
+		tr.downs.Store(u.gate.Downs())
 	}
 	if c.lim == nil {
 		// A call made by hand (the package's own tests), not by
@@ -438,6 +441,7 @@ func (tr *try) wroteRequest(httptrace.WroteRequestInfo) {
 	if u := tr.c.up; u != nil && !tr.c.st.t.DisableFailFast {
 		// Before the mark: a cut of this wait reads the count of its own.
 		tr.credit.Store(u.gate.Credit())
+		tr.downs.Store(u.gate.Downs())
 	}
 	mark := beganMark(tr.writes.Add(1))
 	for {
