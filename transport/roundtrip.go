@@ -240,6 +240,8 @@ type try struct {
 	// waited for a conn would take the answers that freed one, from
 	// before its request was sent.
 	credit atomic.Uint64
+	// downs is its gate's Downs read with credit (FailureSinceDowns).
+	downs  atomic.Uint64
 	req    *http.Request
 	ctx    context.Context
 	cancel context.CancelCauseFunc
@@ -324,6 +326,7 @@ func (c *call) newTry(hedge bool) *try {
 	st := c.st
 	if u := c.up; u != nil && !st.t.DisableFailFast {
 		tr.credit.Store(u.gate.Credit())
+		tr.downs.Store(u.gate.Downs())
 	}
 	if c.lim == nil {
 		// A call made by hand (the package's own tests), not by
@@ -438,6 +441,7 @@ func (tr *try) wroteRequest(httptrace.WroteRequestInfo) {
 	if u := tr.c.up; u != nil && !tr.c.st.t.DisableFailFast {
 		// Before the mark: a cut of this wait reads the count of its own.
 		tr.credit.Store(u.gate.Credit())
+		tr.downs.Store(u.gate.Downs())
 	}
 	mark := beganMark(tr.writes.Add(1))
 	for {
@@ -550,10 +554,14 @@ func (tr *try) run() (*http.Response, error) {
 	}
 	if err != nil {
 		err = tr.mapErr(err)
-		if errors.Is(err, syscall.ECONNRESET) {
+		var de *dial.Error
+		if errors.Is(err, syscall.ECONNRESET) && !errors.As(err, &de) {
 			// A reset before the response headers is the peer's, as
 			// the Dialer's is during establishment: a conn reset just
-			// after its dial succeeded (incident 05) is seen here.
+			// after its dial succeeded (incident 05) is seen here. A
+			// dial's reset (net/http's own retry of a reused conn dials
+			// anew) is the Dialer's to record, for the peer it dialed,
+			// not the conn the try got before.
 			tr.record(dial.EventReset)
 		}
 		c.failed(tr, err, isFirstByte(err))
@@ -820,8 +828,9 @@ func (tr *try) mapErr(err error) error {
 	case isHeaderLimit(err):
 		return &HeaderLimitError{Method: methodOf(tr.c.req), Host: tr.c.req.URL.Host,
 			Limit: st.headerLimit(), err: err, peer: tr.peerLabel()}
-	case tr.wrote.Load() && tr.closedSilent():
-		// Its HTTP/2 conn was closed under it because the peer sent
+	case tr.wrote.Load() && tr.body.resp == nil && tr.closedSilent():
+		// Waiting for its headers (a body read's try had them), its
+		// HTTP/2 conn was closed under it because the peer sent
 		// nothing, not even a PING's answer, for http2AbandonWait after
 		// another try gave up on it (abandoned): no headers came, and
 		// none would — the try's own FirstByteTimeout would have said so

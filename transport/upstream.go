@@ -1032,7 +1032,7 @@ func (c *call) failed(tr *try, err error, firstByte bool) {
 		c.record(true)
 	}
 	if firstByte && !st.t.DisableFailFast {
-		u.gate.FailureSince(tr.credit.Load(), err)
+		u.gate.FailureSinceDowns(tr.credit.Load(), tr.downs.Load(), err)
 	}
 }
 

@@ -613,6 +613,15 @@ func (g *Gate) Credit() uint64 { return g.credit.Load() }
 // of going down: an excuse given since a try was written, to a try written
 // before it, is charged to it too.
 func (g *Gate) FailureSince(seen uint64, err error) {
+	g.FailureSinceDowns(seen, g.Downs(), err)
+}
+
+// FailureSinceDowns is FailureSince for a try that also read Downs (downs)
+// when its request was written: a try written before the gate last went
+// Down (its limit outlived the outage) says nothing of the upstream a
+// probe's dial found since, and does not end a probation at once — it
+// counts as any unexcused failure. Else as FailureSince.
+func (g *Gate) FailureSinceDowns(seen, downs uint64, err error) {
 	g.mu.Lock()
 	defer g.unlock()
 	if g.credit.Load() > seen {
@@ -622,8 +631,9 @@ func (g *Gate) FailureSince(seen uint64, err error) {
 		return
 	}
 	g.stalls++
-	if g.probation.Load() {
-		// Re-opened by a dial, and still no answer: down again.
+	if g.probation.Load() && downs >= g.downs.Load() {
+		// Re-opened by a dial, and still no answer to a request
+		// written since the outage began: down again.
 		g.stalls = max(g.stalls, FailureThreshold)
 	}
 	g.failure(time.Now(), err)
