@@ -74,8 +74,9 @@ type Pool struct {
 	// mu guards everything below. It is never held across a dial, a conn
 	// Close or a telemetry call, nor across a liveness probe except in
 	// handOffLocked (idle conns and waiters at once is a transient) and in
-	// the periodic sweep (one non-blocking recv per idle conn).
-	mu      sync.Mutex
+	// the periodic sweep (one non-blocking recv per idle conn), nor while
+	// a Logger's handler runs (poolMu).
+	mu      poolMu
 	closed  bool
 	all     []*Conn  // every dialed, not yet destroyed conn; Conn.allIdx indexes it
 	dialing int      // dials started and not finished, rate-limiter waits included

@@ -72,8 +72,10 @@ func (p *Pool) initGate(cfg *Config) {
 	p.gate.OnTransition(p.transition)
 }
 
-// transition logs a change of the gate's state. It runs under the gate's
-// lock: it takes no pool lock and calls no meter.
+// transition follows a change of the gate's state: downSig at once, and a
+// record for the Logger written with the pool's lock free (poolMu.later:
+// the gate gives the change on the goroutine that made it, which may hold
+// p.mu). It takes no pool lock and calls no meter.
 func (p *Pool) transition(from, to upstream.State) {
 	p.downSig.set(to != upstream.Ready)
 	if p.log == nil || p.closeCtx.Err() != nil {
@@ -83,10 +85,12 @@ func (p *Pool) transition(from, to upstream.State) {
 	var last error
 	if to == upstream.Down {
 		msg = "lifeline: pool upstream down: acquires that need a dial fail fast, probes test it"
-		last = p.gate.LastLocked()
+		last = p.gate.LastLocked() // only while the gate gives the change
 	}
-	p.log.Failure(context.Background(), "pool.upstream."+to.String(), msg, last,
-		slog.String("pool", p.name), slog.String("from", from.String()))
+	p.mu.later(func() {
+		p.log.Failure(context.Background(), "pool.upstream."+to.String(), msg, last,
+			slog.String("pool", p.name), slog.String("from", from.String()))
+	})
 }
 
 // downSignal tells the dials waiting for a DialRate token that the

@@ -1,0 +1,120 @@
+package pool_test
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/lifeline-go/lifeline/pool"
+)
+
+// hookHandler is a slog.Handler that calls hook with each record's message
+// (user code, as a Logger's handler is).
+type hookHandler struct{ hook func(msg string) }
+
+func (h hookHandler) Enabled(context.Context, slog.Level) bool      { return true }
+func (h hookHandler) Handle(_ context.Context, r slog.Record) error { h.hook(r.Message); return nil }
+func (h hookHandler) WithAttrs([]slog.Attr) slog.Handler            { return h }
+func (h hookHandler) WithGroup(string) slog.Handler                 { return h }
+
+// downPool returns a pool whose dials are all refused, taken down by five
+// Acquires, with hook called for each record of its Logger.
+func downPool(t *testing.T, hook func(p *pool.Pool, msg string)) *pool.Pool {
+	t.Helper()
+	var pp atomic.Pointer[pool.Pool]
+	p := newPool(t, pool.Config{
+		Name:     "db",
+		DialRate: -1,
+		Logger:   slog.New(hookHandler{func(msg string) { hook(pp.Load(), msg) }}),
+		Dial: func(ctx context.Context) (net.Conn, error) {
+			return nil, errors.New("connect: connection refused")
+		},
+	})
+	pp.Store(p)
+	for i := 0; ; i++ {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		_, err := p.Acquire(ctx)
+		cancel()
+		if errors.Is(err, pool.ErrUnavailable) {
+			return p
+		}
+		if i == 20 {
+			t.Fatalf("not down after 20 refused dials: %v", err)
+		}
+	}
+}
+
+// TestLoggerHandlerCallsPool: a Logger's handler that asks the pool how it
+// is (Stats) when the upstream's state changes. Reset makes the change
+// (ready again) with the pool's lock held; its record was written there,
+// and the handler's Stats waited for that lock for ever. Now the record is
+// written once the lock is free, and Reset returns.
+func TestLoggerHandlerCallsPool(t *testing.T) {
+	var records atomic.Int32
+	p := downPool(t, func(p *pool.Pool, msg string) {
+		if strings.Contains(msg, "pool upstream") {
+			_ = p.Stats()
+			records.Add(1)
+		}
+	})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		p.Reset()
+	}()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Reset still waiting after 10s: the Logger's handler called Stats under the pool's lock")
+	}
+	if n := records.Load(); n != 2 {
+		t.Fatalf("%d records of the upstream's state, want 2 (down, ready again)", n)
+	}
+}
+
+// TestSlowLoggerHandlerStallsNoOne: a Logger's handler that blocks (a log
+// sink that stalls) while it writes the upstream's change made by Reset
+// holds up Reset, whose goroutine writes it, and no one else: Stats and
+// Acquire answer meanwhile.
+func TestSlowLoggerHandlerStallsNoOne(t *testing.T) {
+	release := make(chan struct{})
+	blocked := make(chan struct{})
+	p := downPool(t, func(p *pool.Pool, msg string) {
+		if strings.Contains(msg, "ready again") {
+			close(blocked)
+			<-release
+		}
+	})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		p.Reset()
+	}()
+	defer func() { <-done }()
+	defer close(release)
+	select {
+	case <-blocked:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no 'ready again' record after Reset")
+	}
+	answered := make(chan struct{})
+	go func() {
+		defer close(answered)
+		_ = p.Stats()
+		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+		defer cancel()
+		if c, err := p.Acquire(ctx); err == nil {
+			c.Release()
+		}
+	}()
+	select {
+	case <-answered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Stats and Acquire waited for a Logger's handler")
+	}
+}
