@@ -84,6 +84,15 @@ func (s *adv28Server) transport(t *testing.T, maxConns int) *transport.Transport
 	return tr
 }
 
+// adv28Roomy gives tr's tries a first-byte limit of 2s, for the cases
+// whose claim is that answers excuse failures: the answers (a few dozen
+// round trips on loopback, a dial on HTTP/1.1) must land before the
+// failures, and on a starved machine (make stress: -race beside CPU hogs)
+// they may take longer than 300ms. The cases where the upstream must go
+// down keep 300ms: a slow machine only delays the answers that would
+// have excused the failures.
+func adv28Roomy(tr *transport.Transport) { tr.FirstByteTimeout = 2 * time.Second }
+
 func adv28Get(ctx context.Context, tr *transport.Transport, url string) error {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
@@ -140,6 +149,9 @@ func TestAdv28TrickleKeepsDeadServerUp(t *testing.T) {
 			}{{2, true}, {20, false}} {
 				s := newAdv28Server(t, h2)
 				tr := s.transport(t, 0)
+				if !c.down {
+					adv28Roomy(tr)
+				}
 				if err := adv28Get(t.Context(), tr, s.srv.URL+"/tick"); err != nil {
 					t.Fatalf("warm-up: %v", err)
 				}
@@ -208,6 +220,9 @@ func TestAdv28SlowCredentialTakesNoEarlierAnswers(t *testing.T) {
 			for _, after := range []bool{false, true} {
 				s := newAdv28Server(t, h2)
 				tr := s.transport(t, 0)
+				if after {
+					adv28Roomy(tr)
+				}
 				creds := &adv28SlowCreds{open: make(chan struct{})}
 				tr.Credentials = creds
 				if err := adv28Get(t.Context(), tr, s.srv.URL+"/tick"); err != nil {
@@ -268,6 +283,7 @@ func TestAdv28ScopedTooManyRequestsIsAnAnswer(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			s := newAdv28Server(t, h2)
 			tr := s.transport(t, 0)
+			adv28Roomy(tr)
 			if err := adv28Get(t.Context(), tr, s.srv.URL+"/tick"); err != nil {
 				t.Fatalf("warm-up: %v", err)
 			}

@@ -55,10 +55,10 @@ func (r *rig) hedges(t *testing.T) map[string]int64 {
 func TestHedgeFirstFailsWhileHedgeWaits(t *testing.T) {
 	srv, hits := hedgeServer(t, func(n int32, w http.ResponseWriter, r *http.Request) {
 		if n == 1 {
-			time.Sleep(150 * time.Millisecond)
+			time.Sleep(400 * time.Millisecond)
 			panic(http.ErrAbortHandler) // the conn drops: the first try fails
 		}
-		time.Sleep(200 * time.Millisecond)
+		time.Sleep(500 * time.Millisecond)
 		_, _ = io.WriteString(w, "hedge")
 	})
 	rg := newRig(t)
@@ -72,8 +72,9 @@ func TestHedgeFirstFailsWhileHedgeWaits(t *testing.T) {
 	resp.Body.Close()
 	assert.Equal(t, "hedge", string(b))
 	assert.Less(t, time.Since(start), 2*time.Second)
-	// Hedges at 50ms and 100ms; the first try fails at 150ms, the hedges
-	// answer from 250ms.
+	// Hedges at 50ms and 100ms; the first try fails at 400ms (300ms of
+	// room for a starved machine's late hedge timer), the hedges answer
+	// from 550ms.
 	assert.EqualValues(t, 3, hits.Load())
 	hedges := rg.hedges(t)
 	assert.Equal(t, map[string]int64{"fired": 2, "won": 1}, hedges)
@@ -92,19 +93,19 @@ func TestHedgeFirstFailsWhileHedgeWaits(t *testing.T) {
 // hedge is left running.
 func TestHedgeEveryTryFails(t *testing.T) {
 	srv, hits := hedgeServer(t, func(n int32, w http.ResponseWriter, r *http.Request) {
-		time.Sleep(100 * time.Millisecond)
+		time.Sleep(400 * time.Millisecond)
 		panic(http.ErrAbortHandler)
 	})
-	tr := &transport.Transport{HedgeDelay: 60 * time.Millisecond, Retry: &retry.Policy{MaxAttempts: 1}}
+	tr := &transport.Transport{HedgeDelay: 100 * time.Millisecond, Retry: &retry.Policy{MaxAttempts: 1}}
 	defer tr.CloseIdleConnections()
 	start := time.Now()
 	resp, err := tr.RoundTrip(newReq(t, http.MethodGet, srv.URL, ""))
 	require.Error(t, err)
 	assert.Nil(t, resp)
 	assert.Less(t, time.Since(start), 2*time.Second)
-	// The first try fails at about 100ms, the hedge (60ms) at about 160ms;
-	// no second hedge starts at 120ms, after the first try ended (unless
-	// a loaded machine delays the first try's failure past it).
+	// The first try fails at about 400ms, the hedges (100ms, 200ms) at
+	// about 500ms and 600ms (the first hedge's timer has 300ms of room on
+	// a starved machine; the second may start or not, by then).
 	got := hits.Load()
 	assert.GreaterOrEqual(t, got, int32(2))
 	assert.LessOrEqual(t, got, int32(3))
@@ -347,5 +348,9 @@ func TestHedgeAndAttemptTimeoutHTTP2(t *testing.T) {
 	masked := rg.sums(t, "lifeline.masked_failures")
 	require.Len(t, masked, 1)
 	assert.Equal(t, "first_byte_overtaken", val(masked[0].Attributes, "error.type"))
-	assert.EqualValues(t, 1, masked[0].Value)
+	// Every try but the winner was overtaken: the first, and a second
+	// hedge if the winner's answer took more than the delay (a starved
+	// machine).
+	assert.EqualValues(t, hits.Load()-1, masked[0].Value)
+	assert.GreaterOrEqual(t, hits.Load(), int32(2))
 }

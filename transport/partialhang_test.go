@@ -47,8 +47,16 @@ func TestFailFastPartlyHangingServerStaysUp(t *testing.T) {
 
 	run := func(t *testing.T, answerMeanwhile bool) error {
 		// The control's error must be the gate's, not the throttle's
-		// (ten overloads against one accept).
-		tr := &transport.Transport{FirstByteTimeout: 300 * time.Millisecond,
+		// (ten overloads against one accept). The answers meanwhile
+		// (25 round trips and 125ms of sleeps) must all land before the
+		// hanging requests' limits: 1s, room for a starved machine
+		// (make stress); the control's 300ms (a slow machine cannot
+		// keep a silent server up).
+		limit := 300 * time.Millisecond
+		if answerMeanwhile {
+			limit = time.Second
+		}
+		tr := &transport.Transport{FirstByteTimeout: limit,
 			Retry: &retry.Policy{MaxAttempts: 1}, DisableLoadShedding: !answerMeanwhile}
 		t.Cleanup(tr.CloseIdleConnections)
 		get := func(path string) error {
@@ -83,7 +91,8 @@ func TestFailFastPartlyHangingServerStaysUp(t *testing.T) {
 				time.Sleep(time.Millisecond)
 			}
 			// Answers while the hanging requests wait (more than them:
-			// the throttle, on, has nothing to shed); none after ~150ms.
+			// the throttle, on, has nothing to shed); none after ~150ms
+			// on a quiet machine.
 			for range 25 {
 				if err := get("/"); err != nil {
 					t.Fatalf("a call answered meanwhile: %v", err)
