@@ -131,7 +131,11 @@ type Config struct {
 	// logging every failure amplified an outage). A record holds short
 	// strings only (the pool's Name, the error.type, the error text cut to
 	// 256 bytes). Everything that logs through the same Logger shares the
-	// limit. Nil means no logging.
+	// limit. The handler runs on a goroutine of the pool's own, one record
+	// at a time in order, never under the pool's lock or inside a metric
+	// collection: a slow handler delays only the records (at most 256 wait;
+	// beyond, a record counts the ones dropped), and one may call the pool.
+	// Close waits up to 100ms for the last records. Nil means no logging.
 	Logger *slog.Logger
 }
 

@@ -24,6 +24,7 @@ import (
 	"time"
 
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 
 	"github.com/lifeline-go/lifeline/dial"
 	"github.com/lifeline-go/lifeline/faultnet"
@@ -728,6 +729,80 @@ func TestAdvLogHandlerDuringGaugeCollection(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("the handler's call is stuck")
+	}
+}
+
+// TestAdvLogHandlerCollectsMetrics: the gauge lifeline.upstream.down is
+// what first sees upstream A's connects hang, and the Logger's handler,
+// on A's "down" line, collects the metrics itself (an alerting handler
+// that attaches the numbers of the moment). The handler used to run
+// inside the collection that found the change, and a collection inside a
+// collection of the same reader waits for it for ever. The record is now
+// written on the Transport's log goroutine: both collections end.
+func TestAdvLogHandlerCollectsMetrics(t *testing.T) {
+	r := newRig(t)
+	live := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "ok") }))
+	t.Cleanup(live.Close)
+	const hostA = "127.0.0.22:80"
+	var holed atomic.Bool
+	var nd net.Dialer
+	dialFunc := func(ctx context.Context, network, addr string) (net.Conn, error) {
+		if addr == hostA && holed.Load() {
+			<-ctx.Done()
+			return nil, ctx.Err()
+		}
+		return nd.DialContext(ctx, network, live.Listener.Addr().String())
+	}
+	handlerCollect := make(chan error, 1)
+	var once sync.Once
+	h := &blockingHandler{fn: func() {
+		once.Do(func() {
+			var rm metricdata.ResourceMetrics
+			handlerCollect <- r.reader.Collect(context.Background(), &rm)
+		})
+	}}
+	tr := &transport.Transport{MeterProvider: r.mp, Logger: slog.New(h),
+		Dialer: &dial.Dialer{DialFunc: dialFunc, ConnectTimeout: 4 * time.Second}}
+	defer tr.CloseIdleConnections()
+	get := func(host string, d time.Duration) error {
+		ctx, cancel := context.WithTimeout(t.Context(), d)
+		defer cancel()
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+host+"/", nil)
+		resp, err := tr.RoundTrip(req)
+		if err == nil {
+			_ = resp.Body.Close()
+		}
+		return err
+	}
+	if err := get(hostA, 2*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	tr.CloseIdleConnections()
+	holed.Store(true)
+	var wg sync.WaitGroup
+	for range 3 {
+		wg.Go(func() { _ = get(hostA, 200*time.Millisecond) })
+	}
+	wg.Wait()
+	time.Sleep(1200 * time.Millisecond) // A's dials now pend past its suspect time
+	collected := make(chan struct{})
+	go func() {
+		defer close(collected)
+		var rm metricdata.ResourceMetrics
+		_ = r.reader.Collect(context.Background(), &rm)
+	}()
+	select {
+	case <-collected:
+	case <-time.After(5 * time.Second):
+		t.Fatal("metric collection stuck: the Logger's handler ran inside it")
+	}
+	select {
+	case err := <-handlerCollect:
+		if err != nil {
+			t.Fatalf("the handler's collection: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the handler's collection is stuck (or no 'down' record)")
 	}
 }
 
