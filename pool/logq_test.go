@@ -14,8 +14,8 @@ import (
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 
-	"github.com/lifeline-go/lifeline/pool"
 	"github.com/lifeline-go/lifeline/internal/upstream"
+	"github.com/lifeline-go/lifeline/pool"
 )
 
 // TestLoggerHandlerClosesPoolFromCollection: the metric collection finds
