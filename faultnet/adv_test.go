@@ -464,6 +464,7 @@ func TestBadConfigNeverPanics(t *testing.T) {
 	rec := &recorder{T: t}
 	for name, f := range map[string]func(){
 		"RefusedAddr udp":      func() { faultnet.RefusedAddr(rec, "udp") },
+		"ReservePort udp":      func() { faultnet.ReservePort(rec, "udp") },
 		"NewBlackhole 10.x":    func() { faultnet.NewBlackhole(rec, "10.0.0.1:0") },
 		"NewBlackhole name":    func() { faultnet.NewBlackhole(rec, "example.com:0") },
 		"StartGroup none":      func() { faultnet.StartGroup(rec) },
