@@ -1,6 +1,7 @@
 package faultnet
 
 import (
+	"fmt"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -49,6 +50,25 @@ func TestReservationNotInherited(t *testing.T) {
 		}
 		if strings.Contains(string(out), link) {
 			t.Errorf("%s: a child process holds %s:\n%s", name, link, out)
+		}
+	}
+}
+
+// TestIPv6Unavailable: the errors of a host without ::1 skip a tcp6 test;
+// others (a port in use, too many files) still fail it.
+func TestIPv6Unavailable(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want bool
+	}{
+		{os.NewSyscallError("socket", unix.EAFNOSUPPORT), true},
+		{os.NewSyscallError("socket", unix.EPROTONOSUPPORT), true},
+		{fmt.Errorf("faultnet: reserve a port on ::1: %w", os.NewSyscallError("bind", unix.EADDRNOTAVAIL)), true},
+		{os.NewSyscallError("bind", unix.EADDRINUSE), false},
+		{os.NewSyscallError("socket", unix.EMFILE), false},
+	} {
+		if got := ipv6Unavailable(tc.err); got != tc.want {
+			t.Errorf("ipv6Unavailable(%v) = %v, want %v", tc.err, got, tc.want)
 		}
 	}
 }
