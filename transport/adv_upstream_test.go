@@ -186,12 +186,7 @@ func (h *blockingHandler) WithGroup(string) slog.Handler      { return h }
 // that looks at the upstream (here: a call to it, as a handler shipping the
 // record to the same host would) deadlock the upstream.
 func TestAdvLogHandlerNotCalledUnderGateLock(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	_ = ln.Close() // refused from now on
+	addr := faultnet.RefusedAddr(t, "tcp") // refused from now on
 	var tr *transport.Transport
 	inner := make(chan error, 1)
 	var once sync.Once
@@ -247,12 +242,8 @@ func TestAdvLogHandlerNotCalledUnderGateLock(t *testing.T) {
 // nothing held the gate down for ever: the gate's own
 // TestAdvRefusedProbesDoNotHoldDownForever, in fake time.)
 func TestAdvRefusedProbesDoNotHoldDownForever(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	_ = ln.Close() // refused
+	port := faultnet.ReservePort(t, "tcp") // refused, and no one else's port
+	addr := port.Addr()
 	tr := &transport.Transport{Retry: &retry.Policy{Budget: retry.NewBudget(0.1, 0)}}
 	defer tr.CloseIdleConnections()
 	call := func() error {
@@ -274,9 +265,9 @@ func TestAdvRefusedProbesDoNotHoldDownForever(t *testing.T) {
 		t.Fatalf("during the outage: %v, want fail fast", err)
 	}
 	// The upstream comes back on the same port.
-	ln, err = net.Listen("tcp", addr)
+	ln, err := port.Listen()
 	if err != nil {
-		t.Skipf("port taken meanwhile: %v", err)
+		t.Fatal(err)
 	}
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "ok") })}
 	go func() { _ = srv.Serve(ln) }()
@@ -358,7 +349,9 @@ func TestAdvSlowConnectIsNotDown(t *testing.T) {
 
 // flipServer serves on one loopback port that it closes and opens again,
 // answering 200, 429 (Retry-After 1), 503 or a slow 200 by the mode set.
+// The port stays reserved while it is down: refused, and no one else's.
 type flipServer struct {
+	port *faultnet.RefusedPort
 	addr string
 	mode atomic.Int32 // 0: 200, 1: 429 Retry-After 1, 2: 503, 3: slow 200
 
@@ -386,24 +379,26 @@ func (f *flipServer) handler(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// up listens again on the port; false when the port was taken meanwhile.
-func (f *flipServer) up() bool {
+func newFlipServer(t *testing.T) *flipServer {
+	port := faultnet.ReservePort(t, "tcp")
+	return &flipServer{port: port, addr: port.Addr()}
+}
+
+// up listens again on the port.
+func (f *flipServer) up() error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.srv != nil {
-		return true
+		return nil
 	}
-	ln, err := net.Listen("tcp", f.addr)
+	ln, err := f.port.Listen()
 	if err != nil {
-		return false
-	}
-	if f.addr != ln.Addr().String() {
-		f.addr = ln.Addr().String() // the first up only, before the callers start
+		return err
 	}
 	srv := &http.Server{Handler: http.HandlerFunc(f.handler)}
 	f.srv = srv
 	f.wg.Go(func() { _ = srv.Serve(ln) })
-	return true
+	return nil
 }
 
 // down closes the listener and every conn: connects are refused.
@@ -424,9 +419,9 @@ func (f *flipServer) down() {
 // goleak must stay quiet, and once the upstream is steady again calls
 // succeed.
 func TestAdvFlappingUpstreamRace(t *testing.T) {
-	f := &flipServer{addr: "127.0.0.1:0"}
-	if !f.up() {
-		t.Fatal("listen")
+	f := newFlipServer(t)
+	if err := f.up(); err != nil {
+		t.Fatal(err)
 	}
 	defer func() { f.down(); f.wg.Wait() }()
 	tr := &transport.Transport{HedgeDelay: 30 * time.Millisecond}
@@ -444,7 +439,8 @@ func TestAdvFlappingUpstreamRace(t *testing.T) {
 			case 0, 3:
 				f.down()
 			default:
-				if !f.up() {
+				if err := f.up(); err != nil {
+					t.Error(err)
 					return
 				}
 				f.mode.Store(int32(i % 4))
@@ -499,8 +495,8 @@ func TestAdvFlappingUpstreamRace(t *testing.T) {
 	flipper.Wait()
 	t.Logf("%d calls, %d late", calls.Load(), late.Load())
 	// Steady again: the upstream answers; within a few seconds calls succeed.
-	if !f.up() {
-		t.Skip("port taken meanwhile")
+	if err := f.up(); err != nil {
+		t.Fatal(err)
 	}
 	f.mode.Store(0)
 	deadline := time.Now().Add(5 * time.Second)
