@@ -208,3 +208,79 @@ func TestAdv33HandlerPanicsOnUpstreamDown(t *testing.T) {
 		t.Fatalf("a call after the panic: %v", err)
 	}
 }
+
+// TestAdv33SessionCloseWithABlockedHandler: a session whose dials are
+// refused, and a Logger's handler that blocks on the first record (a log
+// sink that stalls). The records were written on the session's goroutine,
+// which Close waits for: Close waited for the sink for ever. Now they are
+// written on a goroutine of their own; Close waits at most 100ms for them.
+func TestAdv33SessionCloseWithABlockedHandler(t *testing.T) {
+	release := make(chan struct{})
+	blocked := make(chan struct{})
+	var once sync.Once
+	sink := &adv33Sink{hook: func(slog.Record) { once.Do(func() { close(blocked); <-release }) }}
+	s, err := transport.NewWebSocketSession(transport.WebSocketSessionConfig{
+		URL: "ws://" + faultnet.RefusedAddr(t, "tcp4") + "/", Dialer: sessionDialer(), Logger: slog.New(sink)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-blocked:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no record of the refused dial after 10s")
+	}
+	closed := make(chan struct{})
+	go func() {
+		defer close(closed)
+		_ = s.Close()
+	}()
+	select {
+	case <-closed:
+	case <-time.After(5 * time.Second):
+		close(release)
+		<-closed
+		t.Fatal("Close still waiting after 5s for a blocked Logger handler")
+	}
+	close(release)
+	sink.waitFor(t, "websocket handshake failed")
+}
+
+// TestAdv33SessionHandlerClosesSession: a Logger's handler that closes the
+// session on a failed dial's record (a program that gives up on the first
+// failure it hears of). The handler ran on the session's goroutine, which
+// Close waits for: the two waited on each other for ever.
+func TestAdv33SessionHandlerClosesSession(t *testing.T) {
+	var sp atomic.Pointer[transport.WebSocketSession]
+	closed := make(chan struct{})
+	var once sync.Once
+	sink := &adv33Sink{hook: func(r slog.Record) {
+		if strings.Contains(r.Message, "handshake failed") {
+			once.Do(func() {
+				for sp.Load() == nil {
+					time.Sleep(time.Millisecond)
+				}
+				_ = sp.Load().Close()
+				close(closed)
+			})
+		}
+	}}
+	s, err := transport.NewWebSocketSession(transport.WebSocketSessionConfig{
+		URL: "ws://" + faultnet.RefusedAddr(t, "tcp4") + "/", Dialer: sessionDialer(), Logger: slog.New(sink)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sp.Store(s)
+	select {
+	case <-closed:
+	case <-time.After(10 * time.Second):
+		// The session's goroutine and the handler wait on each other: no
+		// Close here, it would wait too.
+		t.Fatal("the handler's Close still waiting after 10s")
+	}
+	select {
+	case <-s.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("session not done 5s after Close")
+	}
+	_ = s.Close()
+}
