@@ -113,27 +113,40 @@ func (q *Queue) addLocked(recs []record) {
 	}
 }
 
-// run writes the queued records until none are left.
+// run writes the queued records, one at a time, until none are left. A
+// handler that ends the writer's goroutine (runtime.Goexit: a test's
+// t.FailNow in a handler) loses its record and hands the rest to a new
+// writer.
 func (q *Queue) run(done chan struct{}) {
 	l := q.lm.l
+	finished := false
+	defer func() {
+		if !finished {
+			go q.run(done)
+		}
+	}()
 	for {
 		q.mu.Lock()
-		batch, dropped := q.q, q.dropped
-		q.q, q.dropped = nil, 0
-		if len(batch) == 0 && dropped == 0 {
+		var r record
+		switch {
+		case len(q.q) > 0:
+			r = q.q[0]
+			q.q[0] = record{}
+			q.q = q.q[1:]
+		case q.dropped > 0:
+			r = record{context.Background(), "lifeline: log records dropped",
+				[]slog.Attr{slog.String("why", "the Logger's handler fell behind"), slog.Int("dropped", q.dropped)}}
+			q.dropped = 0
+		default:
+			q.q = nil
 			q.done = nil
 			q.mu.Unlock()
+			finished = true
 			close(done)
 			return
 		}
 		q.mu.Unlock()
-		for _, r := range batch {
-			writeRecovered(l, r)
-		}
-		if dropped > 0 {
-			writeRecovered(l, record{context.Background(), "lifeline: log records dropped",
-				[]slog.Attr{slog.String("why", "the Logger's handler fell behind"), slog.Int("dropped", dropped)}})
-		}
+		writeRecovered(l, r)
 	}
 }
 
