@@ -223,7 +223,9 @@ type Transport struct {
 	// upstream going down, paused or ready again on a goroutine of the
 	// Transport's own, in order (the change is found wherever the upstream
 	// is looked at, a metric collection included, where no handler should
-	// run). Nil means no logging.
+	// run, not even its Enabled); a panic in the handler there is
+	// recovered: that record is lost, and a record "lifeline: log record
+	// lost: the Logger's handler panicked" says so. Nil means no logging.
 	Logger *slog.Logger
 	// DisableFailFast turns off what the Transport learns of each
 	// upstream's reachability and of its server's pauses: with it, every

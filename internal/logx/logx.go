@@ -156,6 +156,12 @@ func (lm *Limiter) failure(ctx context.Context, kind, msg string, err error, att
 	if lm == nil || !lm.l.Enabled(ctx, slog.LevelWarn) {
 		return nil
 	}
+	return lm.count(ctx, kind, msg, err, attrs)
+}
+
+// count is failure without the Logger's Enabled, which is the handler's
+// code: a [Queue] leaves it to its writer (LogAttrs asks it there).
+func (lm *Limiter) count(ctx context.Context, kind, msg string, err error, attrs []slog.Attr) []record {
 	ls := lm.st
 	now := ls.now()
 	ls.mu.Lock()

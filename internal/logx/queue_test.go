@@ -233,3 +233,25 @@ func TestQueueConcurrentFailures(t *testing.T) {
 		t.Fatalf("%d records, want 320", len(got))
 	}
 }
+
+// A handler that ends the writer's goroutine (runtime.Goexit, as a test's
+// t.FailNow inside a handler does) loses its record, not the queue: the
+// records after it are written, in order, by a new writer, and Close
+// still waits for them.
+func TestQueueHandlerGoexit(t *testing.T) {
+	r := &recorder{}
+	r.block = func(msg string) {
+		if msg == "exit" {
+			runtime.Goexit()
+		}
+	}
+	q := logsAll(r)
+	q.Failure(context.Background(), "k", "before", nil)
+	q.Failure(context.Background(), "k", "exit", nil)
+	q.Failure(context.Background(), "k", "after", nil)
+	q.Close(5 * time.Second)
+	got := r.lines()
+	if len(got) != 2 || got[0] != "before kind=k" || got[1] != "after kind=k" {
+		t.Fatalf("records %q, want before and after", got)
+	}
+}
