@@ -400,7 +400,7 @@ func (s *WebSocketSession) Err() error {
 // the hooks, HeaderFunc and the Dialer's Credentials return when their
 // context ends (one that ignores it holds Close up until it returns;
 // callers of WaitConnected and WriteMessageWhenConnected are woken at
-// once all the same). A Logger's handler holds it up for 100ms at most:
+// once all the same). A Logger's handler holds it up for 50ms at most:
 // the last records, which a blocked handler keeps, are written when it
 // returns. It is idempotent and always returns nil.
 func (s *WebSocketSession) Close() error {
@@ -435,9 +435,19 @@ func (s *WebSocketSession) notify(hook string, f func()) {
 	f()
 }
 
-// logCloseWait bounds how long a session's end waits for its Logger's
-// last records.
-const logCloseWait = 100 * time.Millisecond
+// logCloseWait bounds how long a session's end waits for its Loggers'
+// last records, both queues together: Close returns within 100ms in every
+// state.
+const logCloseWait = 50 * time.Millisecond
+
+// closeLogs queues the last records (the counts held back) of the
+// session's Logger and its Dialer's, and waits logCloseWait at most for
+// both.
+func (s *WebSocketSession) closeLogs() {
+	deadline := time.Now().Add(logCloseWait)
+	s.logq.Close(logCloseWait)
+	s.dialq.Close(time.Until(deadline))
+}
 
 // run owns the session: it dials, serves each connection until it is
 // lost, and redials after the backoff, until Close or a refusal. Every
@@ -450,8 +460,7 @@ func (s *WebSocketSession) run() {
 	// The last records (the counts held back) get logCloseWait to be
 	// written, after WebSocketClosed's hook (its panic is one): a
 	// handler that blocks keeps them, not Close.
-	defer s.dialq.Close(logCloseWait)
-	defer s.logq.Close(logCloseWait)
+	defer s.closeLogs()
 	defer s.setState(WebSocketClosed)
 	r := &sessionRun{rnd: rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))}
 	if s.cfg.OnStateChange != nil {
