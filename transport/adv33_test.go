@@ -213,7 +213,7 @@ func TestAdv33HandlerPanicsOnUpstreamDown(t *testing.T) {
 // refused, and a Logger's handler that blocks on the first record (a log
 // sink that stalls). The records were written on the session's goroutine,
 // which Close waits for: Close waited for the sink for ever. Now they are
-// written on a goroutine of their own; Close waits at most 100ms for them.
+// written on a goroutine of their own; Close waits at most 50ms for them.
 func TestAdv33SessionCloseWithABlockedHandler(t *testing.T) {
 	release := make(chan struct{})
 	blocked := make(chan struct{})
