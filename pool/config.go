@@ -131,7 +131,8 @@ type Config struct {
 	// logging every failure amplified an outage). A record holds short
 	// strings only (the pool's Name, the error.type, the error text cut to
 	// 256 bytes). Everything that logs through the same Logger shares the
-	// limit. The handler (its Enabled too) runs on a goroutine of the
+	// limit; the kinds name the pool, so pools sharing a Logger each get
+	// their own first record of a failure and of going down. The handler (its Enabled too) runs on a goroutine of the
 	// pool's own, one record at a time in order, never under the pool's
 	// lock or inside a metric collection: a slow handler delays only the
 	// records (at most 256 wait; beyond, a record counts the ones dropped),

@@ -125,3 +125,51 @@ func TestSlowLoggerHandlerStallsNoOne(t *testing.T) {
 		t.Fatal("Reset waited for a Logger's handler")
 	}
 }
+
+// TestPoolsSharingALoggerEachLogTheirOutage: two pools log through one
+// Logger, which shares its limit of a record per kind per 10s; both lose
+// their upstream. Each pool's first dial failure and its going down are
+// records of their own (the kinds name the pool): an operator reading the
+// log learns that both are down, not only the first.
+func TestPoolsSharingALoggerEachLogTheirOutage(t *testing.T) {
+	var buf logBuf
+	logger := slog.New(slog.NewTextHandler(&buf, nil))
+	for _, name := range []string{"orders", "users"} {
+		p := newPool(t, pool.Config{
+			Name: name, DialRate: -1, Logger: logger,
+			Dial: func(ctx context.Context) (net.Conn, error) {
+				return nil, errors.New("connect: connection refused")
+			},
+		})
+		for i := 0; ; i++ {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			_, err := p.Acquire(ctx)
+			cancel()
+			if errors.Is(err, pool.ErrUnavailable) {
+				break
+			}
+			if i == 20 {
+				t.Fatalf("%s not down after 20 refused dials: %v", name, err)
+			}
+		}
+	}
+	want := []string{"pool=orders", "pool=users"}
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		out := buf.String()
+		n := 0
+		for _, l := range strings.Split(out, "\n") {
+			for _, w := range want {
+				if strings.Contains(l, w) && (strings.Contains(l, "upstream down") || strings.Contains(l, "pool dial failed")) {
+					n++
+				}
+			}
+		}
+		if n == 4 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of 4 records (each pool's first dial failure and its going down):\n%s", n, out)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}

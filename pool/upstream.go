@@ -88,7 +88,9 @@ func (p *Pool) transition(from, to upstream.State) {
 		msg = "lifeline: pool upstream down: acquires that need a dial fail fast, probes test it"
 		last = p.gate.LastLocked() // only while the gate gives the change
 	}
-	p.log.Failure(context.Background(), "pool.upstream."+to.String(), msg, last,
+	// The kind names the pool: pools sharing a Logger (so its limit) each
+	// get their own record of going down, not one for the first of them.
+	p.log.Failure(context.Background(), "pool.upstream."+to.String()+":"+p.gate.Upstream, msg, last,
 		slog.String("pool", p.name), slog.String("from", from.String()))
 }
 

@@ -284,3 +284,43 @@ func TestAdv33SessionHandlerClosesSession(t *testing.T) {
 	}
 	_ = s.Close()
 }
+
+// TestHostsSharingALoggerEachLogTheirOutage: one Transport loses two
+// upstreams at once. The Logger's limit is a record per kind per 10s; the
+// kind of a change names its upstream, so each host's going down is a
+// record of its own, not only the first host's of the outage.
+func TestHostsSharingALoggerEachLogTheirOutage(t *testing.T) {
+	var logs logSink
+	tr := &transport.Transport{Logger: slog.New(slog.NewTextHandler(&logs, nil))}
+	defer tr.CloseIdleConnections()
+	c := transport.NewClient(tr)
+	hosts := []string{faultnet.RefusedAddr(t, "tcp4"), faultnet.RefusedAddr(t, "tcp4")}
+	for _, h := range hosts {
+		for i := 0; ; i++ {
+			resp, err := c.Get("http://" + h + "/")
+			if err == nil {
+				_ = resp.Body.Close()
+			}
+			if errors.Is(err, transport.ErrUnavailable) {
+				break
+			}
+			if i > 10 {
+				t.Fatalf("%s never failed fast: %v", h, err)
+			}
+		}
+	}
+	for _, h := range hosts {
+		waitLog(t, &logs, "server.address="+h)
+	}
+	for deadline := time.Now().Add(10 * time.Second); strings.Count(logs.String(), "upstream down") < 2; {
+		if time.Now().After(deadline) {
+			t.Fatalf("want a 'down' record per host:\n%s", logs.String())
+		}
+		time.Sleep(time.Millisecond)
+	}
+	for _, l := range strings.Split(logs.String(), "\n") {
+		if strings.Contains(l, "upstream down") && !strings.Contains(l, "server.address=") {
+			t.Fatalf("a 'down' record without its host: %s", l)
+		}
+	}
+}

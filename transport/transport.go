@@ -220,7 +220,8 @@ type Transport struct {
 	// through the same Logger shares the limit. The Dialer's own Logger
 	// (unset by default) adds a record per failed dial. An attempt's
 	// record is written on the goroutine of its call; the records of an
-	// upstream going down, paused or ready again on a goroutine of the
+	// upstream going down, paused or ready again (a kind per upstream:
+	// each host of an outage gets its record) on a goroutine of the
 	// Transport's own, in order (the change is found wherever the upstream
 	// is looked at, a metric collection included, where no handler should
 	// run, not even its Enabled); a panic in the handler there is

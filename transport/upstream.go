@@ -657,7 +657,10 @@ func (us *upstreams) transition(s *upState, from, to upstream.State) {
 	if to == upstream.Down {
 		last = s.gate.LastLocked()
 	}
-	st.tel.logq.Failure(context.Background(), "upstream."+to.String(), msg, last,
+	// The kind names the upstream: every host that goes down gets its
+	// record, not only the first of an outage (the Logger's limit is per
+	// kind; beyond logx.MaxKinds kinds they share one).
+	st.tel.logq.Failure(context.Background(), "upstream."+to.String()+":"+s.name, msg, last,
 		slog.String("server.address", s.name), slog.String("from", from.String()))
 }
 
