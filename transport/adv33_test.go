@@ -3,11 +3,8 @@ package transport_test
 import (
 	"context"
 	"errors"
-	"io"
 	"log/slog"
-	"net"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -16,7 +13,6 @@ import (
 
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 
-	"github.com/lifeline-go/lifeline/dial"
 	"github.com/lifeline-go/lifeline/faultnet"
 	"github.com/lifeline-go/lifeline/retry"
 	"github.com/lifeline-go/lifeline/transport"
@@ -112,44 +108,10 @@ func (s *adv33Sink) waitFor(t *testing.T, msg string) map[string]string {
 // none of the handler's code inside a collection.
 func TestAdv33StalledSinkStallsNoCollection(t *testing.T) {
 	r := newRig(t)
-	live := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "ok") }))
-	t.Cleanup(live.Close)
 	const hostA = "127.0.0.23:80"
-	var holed atomic.Bool
-	var nd net.Dialer
-	dialFunc := func(ctx context.Context, network, addr string) (net.Conn, error) {
-		if addr == hostA && holed.Load() {
-			<-ctx.Done()
-			return nil, ctx.Err()
-		}
-		return nd.DialContext(ctx, network, live.Listener.Addr().String())
-	}
 	sink := &adv33Sink{}
 	logger := slog.New(sink)
-	tr := &transport.Transport{MeterProvider: r.mp, Logger: logger,
-		Dialer: &dial.Dialer{DialFunc: dialFunc, ConnectTimeout: 4 * time.Second}}
-	defer tr.CloseIdleConnections()
-	get := func(d time.Duration) error {
-		ctx, cancel := context.WithTimeout(t.Context(), d)
-		defer cancel()
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+hostA+"/", nil)
-		resp, err := tr.RoundTrip(req)
-		if err == nil {
-			_ = resp.Body.Close()
-		}
-		return err
-	}
-	if err := get(2 * time.Second); err != nil {
-		t.Fatal(err)
-	}
-	tr.CloseIdleConnections()
-	holed.Store(true)
-	var wg sync.WaitGroup
-	for range 3 {
-		wg.Go(func() { _ = get(200 * time.Millisecond) })
-	}
-	wg.Wait()
-	time.Sleep(1200 * time.Millisecond) // A's dials now pend past its suspect time
+	hangingHost(t, hostA, r.mp, logger)
 
 	entered, release := sink.stall()
 	defer release()

@@ -23,6 +23,7 @@ import (
 	"testing"
 	"time"
 
+	"go.opentelemetry.io/otel/metric"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 
@@ -566,17 +567,16 @@ func TestAdvOneCallersPolicyDoesNotPauseOthersLonger(t *testing.T) {
 	}
 }
 
-// TestAdvLogHandlerMayCallANewHost: the Transport's Logger ships warnings
-// through the same Transport (an alerting handler posting to a webhook
-// host with the application's client). Upstream A was reached, then its
-// connects hang; the first look at A after that happens while the
-// Transport meets a new host B (finding room among the upstreams it
-// tracks). A's "down" line then reaches the handler, whose own call to a
-// third host must not deadlock the Transport.
-func TestAdvLogHandlerMayCallANewHost(t *testing.T) {
+// hangingHost returns a Transport (its MeterProvider mp, nil for the
+// global; its Logger logger) that reached hostA and whose connects to A
+// then hang (a black hole): three calls' dials pend past A's suspect
+// time, so that the next look at A — a call, a metric collection — finds
+// it down. Connects to every other host reach a live server. get calls
+// host with the limit d.
+func hangingHost(t *testing.T, hostA string, mp metric.MeterProvider, logger *slog.Logger) (*transport.Transport, func(host string, d time.Duration) error) {
+	t.Helper()
 	live := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "ok") }))
 	t.Cleanup(live.Close)
-	const hostA, hostB, hostC = "127.0.0.11:80", "127.0.0.12:80", "127.0.0.13:80"
 	var holed atomic.Bool
 	var nd net.Dialer
 	dialFunc := func(ctx context.Context, network, addr string) (net.Conn, error) {
@@ -586,23 +586,9 @@ func TestAdvLogHandlerMayCallANewHost(t *testing.T) {
 		}
 		return nd.DialContext(ctx, network, live.Listener.Addr().String())
 	}
-	var tr *transport.Transport
-	handlerCall := make(chan error, 1)
-	var once sync.Once
-	h := &blockingHandler{fn: func() {
-		once.Do(func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-			defer cancel()
-			req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+hostC+"/alerts", strings.NewReader("upstream down"))
-			resp, err := tr.RoundTrip(req)
-			if err == nil {
-				_ = resp.Body.Close()
-			}
-			handlerCall <- err
-		})
-	}}
-	tr = &transport.Transport{Logger: slog.New(h), Dialer: &dial.Dialer{DialFunc: dialFunc, ConnectTimeout: 4 * time.Second}}
-	defer tr.CloseIdleConnections()
+	tr := &transport.Transport{MeterProvider: mp, Logger: logger,
+		Dialer: &dial.Dialer{DialFunc: dialFunc, ConnectTimeout: 4 * time.Second}}
+	t.Cleanup(tr.CloseIdleConnections)
 	get := func(host string, d time.Duration) error {
 		ctx, cancel := context.WithTimeout(t.Context(), d)
 		defer cancel()
@@ -624,6 +610,34 @@ func TestAdvLogHandlerMayCallANewHost(t *testing.T) {
 	}
 	wg.Wait()
 	time.Sleep(1200 * time.Millisecond) // A's dials now pend past its suspect time
+	return tr, get
+}
+
+// TestAdvLogHandlerMayCallANewHost: the Transport's Logger ships warnings
+// through the same Transport (an alerting handler posting to a webhook
+// host with the application's client). Upstream A was reached, then its
+// connects hang; the first look at A after that happens while the
+// Transport meets a new host B (finding room among the upstreams it
+// tracks). A's "down" line then reaches the handler, whose own call to a
+// third host must not deadlock the Transport.
+func TestAdvLogHandlerMayCallANewHost(t *testing.T) {
+	const hostA, hostB, hostC = "127.0.0.11:80", "127.0.0.12:80", "127.0.0.13:80"
+	var tr *transport.Transport
+	handlerCall := make(chan error, 1)
+	var once sync.Once
+	h := &blockingHandler{fn: func() {
+		once.Do(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+hostC+"/alerts", strings.NewReader("upstream down"))
+			resp, err := tr.RoundTrip(req)
+			if err == nil {
+				_ = resp.Body.Close()
+			}
+			handlerCall <- err
+		})
+	}}
+	tr, get := hangingHost(t, hostA, nil, slog.New(h))
 	done := make(chan error, 1)
 	go func() { done <- get(hostB, 3*time.Second) }()
 	select {
@@ -656,18 +670,9 @@ func TestAdvLogHandlerMayCallANewHost(t *testing.T) {
 // before. Neither the collection nor that call may deadlock.
 func TestAdvLogHandlerDuringGaugeCollection(t *testing.T) {
 	r := newRig(t)
-	live := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "ok") }))
-	t.Cleanup(live.Close)
 	const hostA = "127.0.0.21:80"
-	var holed atomic.Bool
-	var nd net.Dialer
-	dialFunc := func(ctx context.Context, network, addr string) (net.Conn, error) {
-		if addr == hostA && holed.Load() {
-			<-ctx.Done()
-			return nil, ctx.Err()
-		}
-		return nd.DialContext(ctx, network, live.Listener.Addr().String())
-	}
+	alerts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "ok") }))
+	t.Cleanup(alerts.Close)
 	shipper := &transport.Transport{MeterProvider: r.mp}
 	defer shipper.CloseIdleConnections()
 	handlerCall := make(chan error, 1)
@@ -676,7 +681,7 @@ func TestAdvLogHandlerDuringGaugeCollection(t *testing.T) {
 		once.Do(func() {
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 			defer cancel()
-			req, _ := http.NewRequestWithContext(ctx, http.MethodPost, live.URL+"/alerts", strings.NewReader("down"))
+			req, _ := http.NewRequestWithContext(ctx, http.MethodPost, alerts.URL+"/alerts", strings.NewReader("down"))
 			resp, err := shipper.RoundTrip(req)
 			if err == nil {
 				_ = resp.Body.Close()
@@ -684,30 +689,7 @@ func TestAdvLogHandlerDuringGaugeCollection(t *testing.T) {
 			handlerCall <- err
 		})
 	}}
-	tr := &transport.Transport{MeterProvider: r.mp, Logger: slog.New(h),
-		Dialer: &dial.Dialer{DialFunc: dialFunc, ConnectTimeout: 4 * time.Second}}
-	defer tr.CloseIdleConnections()
-	get := func(host string, d time.Duration) error {
-		ctx, cancel := context.WithTimeout(t.Context(), d)
-		defer cancel()
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+host+"/", nil)
-		resp, err := tr.RoundTrip(req)
-		if err == nil {
-			_ = resp.Body.Close()
-		}
-		return err
-	}
-	if err := get(hostA, 2*time.Second); err != nil {
-		t.Fatal(err)
-	}
-	tr.CloseIdleConnections()
-	holed.Store(true)
-	var wg sync.WaitGroup
-	for range 3 {
-		wg.Go(func() { _ = get(hostA, 200*time.Millisecond) })
-	}
-	wg.Wait()
-	time.Sleep(1200 * time.Millisecond)
+	hangingHost(t, hostA, r.mp, slog.New(h))
 	collected := make(chan map[string]int64, 1)
 	go func() { collected <- r.gauge(t, "lifeline.upstream.down") }()
 	select {
@@ -737,18 +719,7 @@ func TestAdvLogHandlerDuringGaugeCollection(t *testing.T) {
 // written on the Transport's log goroutine: both collections end.
 func TestAdvLogHandlerCollectsMetrics(t *testing.T) {
 	r := newRig(t)
-	live := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "ok") }))
-	t.Cleanup(live.Close)
 	const hostA = "127.0.0.22:80"
-	var holed atomic.Bool
-	var nd net.Dialer
-	dialFunc := func(ctx context.Context, network, addr string) (net.Conn, error) {
-		if addr == hostA && holed.Load() {
-			<-ctx.Done()
-			return nil, ctx.Err()
-		}
-		return nd.DialContext(ctx, network, live.Listener.Addr().String())
-	}
 	handlerCollect := make(chan error, 1)
 	var once sync.Once
 	h := &blockingHandler{fn: func() {
@@ -757,30 +728,7 @@ func TestAdvLogHandlerCollectsMetrics(t *testing.T) {
 			handlerCollect <- r.reader.Collect(context.Background(), &rm)
 		})
 	}}
-	tr := &transport.Transport{MeterProvider: r.mp, Logger: slog.New(h),
-		Dialer: &dial.Dialer{DialFunc: dialFunc, ConnectTimeout: 4 * time.Second}}
-	defer tr.CloseIdleConnections()
-	get := func(host string, d time.Duration) error {
-		ctx, cancel := context.WithTimeout(t.Context(), d)
-		defer cancel()
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+host+"/", nil)
-		resp, err := tr.RoundTrip(req)
-		if err == nil {
-			_ = resp.Body.Close()
-		}
-		return err
-	}
-	if err := get(hostA, 2*time.Second); err != nil {
-		t.Fatal(err)
-	}
-	tr.CloseIdleConnections()
-	holed.Store(true)
-	var wg sync.WaitGroup
-	for range 3 {
-		wg.Go(func() { _ = get(hostA, 200*time.Millisecond) })
-	}
-	wg.Wait()
-	time.Sleep(1200 * time.Millisecond) // A's dials now pend past its suspect time
+	hangingHost(t, hostA, r.mp, slog.New(h))
 	collected := make(chan struct{})
 	go func() {
 		defer close(collected)
