@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/lifeline-go/lifeline/dial"
+	"github.com/lifeline-go/lifeline/faultnet"
 	"github.com/lifeline-go/lifeline/retry"
 )
 
@@ -16,9 +17,9 @@ import (
 // every attempt fails in the connect phase; the retries stop after
 // MaxAttempts and the last attempt's *dial.Error is still reachable.
 func Example() {
-	ln, _ := net.Listen("tcp", "127.0.0.1:0")
-	addr := ln.Addr().String()
-	ln.Close() // nothing listens here now
+	port, _ := faultnet.NewRefusedPort("tcp") // a loopback port reserved, where nothing listens
+	defer port.Close()
+	addr := port.Addr()
 
 	d := &dial.Dialer{Health: new(dial.Health)}
 	policy := &retry.Policy{MaxAttempts: 3, InitialInterval: time.Millisecond, Budget: retry.NewBudget(0.1, 1)}

@@ -160,7 +160,8 @@ func startServers(t *testing.T) *servers {
 	})
 	// LL_REVIVE refuses connects until GET /revive starts a server there
 	// (the C test of fail fast).
-	reviveAddr := closedAddr(t)
+	revive := faultnet.ReservePort(t, "tcp")
+	reviveAddr := revive.Addr()
 	revived := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		io.WriteString(w, "back")
 	})}
@@ -170,7 +171,7 @@ func startServers(t *testing.T) *servers {
 		var err error
 		reviveOnce.Do(func() {
 			var ln net.Listener
-			if ln, err = net.Listen("tcp", reviveAddr); err == nil {
+			if ln, err = revive.Listen(); err == nil {
 				go revived.Serve(ln)
 			}
 		})

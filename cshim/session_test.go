@@ -30,6 +30,7 @@ import (
 // number (1, 2, ... across restarts) and the handshake request.
 type wsServer struct {
 	t      *testing.T
+	port   *faultnet.RefusedPort // held between stop and start: refused, and no one else's
 	addr   string
 	handle func(n int, r *http.Request, c *websocket.Conn)
 	mu     sync.Mutex
@@ -41,7 +42,8 @@ type wsServer struct {
 
 func startWS(t *testing.T, handle func(n int, r *http.Request, c *websocket.Conn)) *wsServer {
 	t.Helper()
-	s := &wsServer{t: t, handle: handle, conns: map[*websocket.Conn]struct{}{}}
+	s := &wsServer{t: t, port: faultnet.ReservePort(t, "tcp"), handle: handle, conns: map[*websocket.Conn]struct{}{}}
+	s.addr = s.port.Addr()
 	s.start()
 	t.Cleanup(s.stop)
 	return s
@@ -50,22 +52,10 @@ func startWS(t *testing.T, handle func(n int, r *http.Request, c *websocket.Conn
 func (s *wsServer) url() string { return "ws://" + s.addr + "/ws" }
 
 func (s *wsServer) start() {
-	addr := s.addr
-	if addr == "" {
-		addr = "127.0.0.1:0"
-	}
-	var ln net.Listener
-	var err error
-	for i := 0; i < 50; i++ { // the old port may linger a moment
-		if ln, err = net.Listen("tcp", addr); err == nil {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	ln, err := s.port.Listen()
 	if err != nil {
 		s.t.Fatal(err)
 	}
-	s.addr = ln.Addr().String()
 	up := websocket.Upgrader{}
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		c, err := up.Upgrade(w, r, nil)

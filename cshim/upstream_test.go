@@ -5,13 +5,13 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
-	"net"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/lifeline-go/lifeline/dial"
+	"github.com/lifeline-go/lifeline/faultnet"
 	"github.com/lifeline-go/lifeline/internal/upstream"
 	"github.com/lifeline-go/lifeline/retry"
 	"github.com/lifeline-go/lifeline/transport"
@@ -86,27 +86,14 @@ func doOne(t *testing.T, c *client, r *request) (*response, *Error) {
 	return o.takeResponse()
 }
 
-// closedAddr is a loopback address nothing listens on (connects are
-// refused) whose port a test may listen on later.
-func closedAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	_ = ln.Close()
-	return addr
-}
-
 // TestUnavailableThroughShim: a refusing port is known down after 5
 // refusals; then requests fail at once with LIFELINE_E_UNAVAILABLE
 // ("unavailable", the refusal in the message); a request with
 // wait_for_ready waits and is served when a server comes up on the port;
 // transport.disable_fail_fast keeps every request dialing.
 func TestUnavailableThroughShim(t *testing.T) {
-	addr := closedAddr(t)
-	url := "http://" + addr + "/"
+	port := faultnet.ReservePort(t, "tcp") // refused until the server comes up on it
+	url := "http://" + port.Addr() + "/"
 	c := configured(t, map[string]any{"retry.max_attempts": 1})
 	var refusals int
 	var e *Error
@@ -135,7 +122,7 @@ func TestUnavailableThroughShim(t *testing.T) {
 		_, e := o.takeResponse()
 		t.Fatalf("a request that waits for ready ended at once: %v", e)
 	}
-	ln, err := net.Listen("tcp", addr)
+	ln, err := port.Listen()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -155,7 +142,7 @@ func TestUnavailableThroughShim(t *testing.T) {
 
 	// Fail fast off: every request dials and is refused.
 	off := configured(t, map[string]any{"retry.max_attempts": 1, "transport.disable_fail_fast": true})
-	url2 := "http://" + closedAddr(t) + "/"
+	url2 := "http://" + faultnet.RefusedAddr(t, "tcp") + "/"
 	for i := range 10 {
 		if _, e := doOne(t, off, &request{method: "GET", url: url2}); e.Status != statusNetwork || e.Type != "connect_refused" {
 			t.Fatalf("request %d with fail fast off: status %d type %q", i, e.Status, e.Type)

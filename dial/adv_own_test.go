@@ -3,7 +3,6 @@ package dial_test
 import (
 	"errors"
 	"fmt"
-	"net"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -13,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/lifeline-go/lifeline/dial"
+	"github.com/lifeline-go/lifeline/faultnet"
 )
 
 // Adversarial tests of a Dialer's own Health (issue 23, item 4) from
@@ -76,14 +76,11 @@ func TestAdvOwnScoreboardBoundedManyHosts(t *testing.T) {
 	assert.True(t, st.Demoted)
 }
 
-// refusedPort is a loopback port nothing listens on.
+// refusedPort is a loopback port nothing listens on, reserved on
+// 127.0.0.1 until the test ends.
 func refusedPort(t *testing.T) int {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	port := ln.Addr().(*net.TCPAddr).Port
-	require.NoError(t, ln.Close())
-	return port
+	return int(netip.MustParseAddrPort(faultnet.RefusedAddr(t, "tcp")).Port())
 }
 
 // A host that flips between refusing and accepting, dialed by 4
@@ -92,8 +89,8 @@ func refusedPort(t *testing.T) int {
 // is no longer demoted (successes earn its place back).
 func TestAdvOwnFlappingHost(t *testing.T) {
 	checkFDs(t)
-	port := refusedPort(t)
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	port := faultnet.ReservePort(t, "tcp")
+	addr := port.Addr()
 	d := &dial.Dialer{}
 	var ok, refused atomic.Int64
 	round := func() {
@@ -121,7 +118,7 @@ func TestAdvOwnFlappingHost(t *testing.T) {
 	peer := netip.MustParseAddrPort(addr)
 	for i := range 6 {
 		round() // refused
-		ln, err := net.Listen("tcp", addr)
+		ln, err := port.Listen()
 		require.NoError(t, err, "round %d", i)
 		done := make(chan struct{})
 		go func() {

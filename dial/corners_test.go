@@ -157,13 +157,13 @@ func TestFirstByteOpenSSLServer(t *testing.T) {
 	serverCfg, clientCfg, _ := testCert(t, testHost)
 	dir := t.TempDir()
 	certFile, keyFile := writePEM(t, dir, serverCfg.Certificates[0])
-	port := freePort(t)
 	ctx, cancel := context.WithCancel(context.Background())
-	cmd := exec.CommandContext(ctx, bin, "s_server", "-accept", "127.0.0.1:"+itoa(port),
-		"-cert", certFile, "-key", keyFile, "-tls1_3", "-quiet")
+	// Not -quiet: s_server reports the port it listens on.
+	cmd := exec.CommandContext(ctx, bin, "s_server", "-accept", "127.0.0.1:0",
+		"-cert", certFile, "-key", keyFile, "-tls1_3")
 	stdin, err := cmd.StdinPipe() // held open, never written: the server never answers
 	require.NoError(t, err)
-	var out bytes.Buffer
+	var out syncBuffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	require.NoError(t, cmd.Start())
 	t.Cleanup(func() {
@@ -174,14 +174,8 @@ func TestFirstByteOpenSSLServer(t *testing.T) {
 			t.Logf("openssl s_server output:\n%s", out.String())
 		}
 	})
+	port := sServerPort(t, &out)
 	addr := "127.0.0.1:" + itoa(port)
-	require.Eventually(t, func() bool {
-		c, err := net.DialTimeout("tcp", addr, time.Second)
-		if err == nil {
-			c.Close()
-		}
-		return err == nil
-	}, 10*time.Second, 20*time.Millisecond, "openssl s_server did not start")
 
 	cache := &countingCache{ClientSessionCache: tls.NewLRUClientSessionCache(4)}
 	clientCfg.ClientSessionCache = cache
@@ -208,14 +202,6 @@ func writePEM(t *testing.T, dir string, cert tls.Certificate) (certFile, keyFile
 	require.NoError(t, os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Certificate[0]}), 0o600))
 	require.NoError(t, os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600))
 	return certFile, keyFile
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
 }
 
 // TestFirstByteClockFromLastWrite: a request written in pieces over longer

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/lifeline-go/lifeline/dial"
+	"github.com/lifeline-go/lifeline/faultnet"
 )
 
 // Dial a local listener with the zero Dialer: every phase already has a
@@ -59,13 +60,14 @@ func ExampleError() {
 // A Health shared by Dialers remembers which peers failed; a dashboard or a
 // probe reads it with Snapshot.
 func ExampleHealth() {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	// A loopback port where nothing listens, kept reserved meanwhile.
+	port, err := faultnet.NewRefusedPort("tcp")
 	if err != nil {
 		fmt.Println(err)
 		return
 	}
-	addr := ln.Addr().String()
-	ln.Close()
+	defer port.Close()
+	addr := port.Addr()
 
 	h := &dial.Health{}
 	d := dial.Dialer{Health: h}

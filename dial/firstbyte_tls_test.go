@@ -11,6 +11,8 @@ import (
 	"io"
 	"net"
 	"os/exec"
+	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -250,8 +252,9 @@ func TestFirstByteTLS13PostHandshakeRecords(t *testing.T) {
 	}
 }
 
-// opensslServer runs `openssl s_server` with args on a free loopback port
-// and returns its address and its stdin (commands and data for the conn).
+// opensslServer runs `openssl s_server` with args on a loopback port the
+// kernel picks and returns its address and its stdin (commands and data
+// for the conn).
 func opensslServer(t *testing.T, args ...string) (string, io.Writer, *tls.Config) {
 	t.Helper()
 	bin, err := exec.LookPath("openssl")
@@ -261,9 +264,8 @@ func opensslServer(t *testing.T, args ...string) (string, io.Writer, *tls.Config
 	serverCfg, clientCfg, _ := testCert(t, testHost)
 	dir := t.TempDir()
 	certFile, keyFile := writePEM(t, dir, serverCfg.Certificates[0])
-	port := freePort(t)
 	ctx, cancel := context.WithCancel(context.Background())
-	all := append([]string{"s_server", "-accept", "127.0.0.1:" + itoa(port), "-cert", certFile, "-key", keyFile, "-naccept", "1"}, args...)
+	all := append([]string{"s_server", "-accept", "127.0.0.1:0", "-cert", certFile, "-key", keyFile, "-naccept", "1"}, args...)
 	cmd := exec.CommandContext(ctx, bin, all...)
 	stdin, err := cmd.StdinPipe()
 	require.NoError(t, err)
@@ -278,10 +280,24 @@ func opensslServer(t *testing.T, args ...string) (string, io.Writer, *tls.Config
 			t.Logf("openssl s_server output:\n%s", out.String())
 		}
 	})
-	addr := "127.0.0.1:" + itoa(port)
-	require.Eventually(t, func() bool { return strings.Contains(out.String(), "ACCEPT") }, 10*time.Second, 10*time.Millisecond,
-		"openssl s_server did not start")
+	addr := "127.0.0.1:" + itoa(sServerPort(t, &out))
 	return addr, stdin, clientCfg
+}
+
+// sServerAccept is the line in which openssl s_server, started with
+// -accept 127.0.0.1:0 and without -quiet, reports the port it listens on.
+var sServerAccept = regexp.MustCompile(`(?m)^ACCEPT 127\.0\.0\.1:([0-9]+)\r?$`)
+
+// sServerPort waits for s_server to report the port it listens on, in out.
+// It picks it by binding port 0: a port picked by listening and closing
+// first could be taken by another test before s_server binds it.
+func sServerPort(t *testing.T, out *syncBuffer) int {
+	t.Helper()
+	require.Eventually(t, func() bool { return sServerAccept.MatchString(out.String()) }, 10*time.Second, 10*time.Millisecond,
+		"openssl s_server did not start")
+	port, err := strconv.Atoi(sServerAccept.FindStringSubmatch(out.String())[1])
+	require.NoError(t, err)
+	return port
 }
 
 type syncBuffer struct {

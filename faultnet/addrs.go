@@ -14,8 +14,10 @@ import (
 )
 
 // boundSocket creates a TCP socket bound to ap (port 0: a free port) and
-// returns it with the bound address. It is not listening.
-func boundSocket(ap netip.AddrPort, reuse bool) (int, netip.AddrPort, error) {
+// returns it with the bound address. It is not listening, and a child
+// process does not inherit it. Each of opts is a SOL_SOCKET option set to 1
+// before the bind.
+func boundSocket(ap netip.AddrPort, opts ...int) (int, netip.AddrPort, error) {
 	var sa unix.Sockaddr
 	family := unix.AF_INET
 	if ap.Addr().Is4() {
@@ -24,15 +26,12 @@ func boundSocket(ap netip.AddrPort, reuse bool) (int, netip.AddrPort, error) {
 		family = unix.AF_INET6
 		sa = &unix.SockaddrInet6{Port: int(ap.Port()), Addr: ap.Addr().As16()}
 	}
-	fd, err := unix.Socket(family, unix.SOCK_STREAM, 0)
+	fd, err := streamSocket(family)
 	if err != nil {
 		return -1, netip.AddrPort{}, os.NewSyscallError("socket", err)
 	}
-	unix.CloseOnExec(fd)
-	if reuse {
-		// Rebinding a port whose accepted connections are still open or
-		// in TIME_WAIT (a proxy black-holing its own address).
-		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); err != nil {
+	for _, opt := range opts {
+		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, opt, 1); err != nil {
 			unix.Close(fd)
 			return -1, netip.AddrPort{}, os.NewSyscallError("setsockopt", err)
 		}
@@ -58,25 +57,44 @@ func boundSocket(ap netip.AddrPort, reuse bool) (int, netip.AddrPort, error) {
 
 // RefusedAddr returns a loopback "host:port" where nothing listens, so a
 // connect gets ECONNREFUSED at once. network is "tcp" or "tcp4" (127.0.0.1)
-// or "tcp6" (::1). The port stays reserved by a bound, non-listening socket
-// until tb's Cleanup, so no other test can start listening on it.
+// or "tcp6" (::1; the test is skipped where ::1 is unavailable). The port
+// stays reserved by a bound, non-listening socket until tb's Cleanup, so no
+// other test can start listening on it. A test that listens on the port
+// later (a server down, then up) uses [ReservePort] instead.
 func RefusedAddr(tb testing.TB, network string) string {
 	tb.Helper()
-	var ip netip.Addr
-	switch network {
-	case "tcp", "tcp4":
-		ip = netip.AddrFrom4([4]byte{127, 0, 0, 1})
-	case "tcp6":
-		ip = netip.IPv6Loopback()
-	default:
-		tb.Fatalf("faultnet: RefusedAddr network %q: want tcp, tcp4 or tcp6", network)
-	}
-	fd, ap, err := boundSocket(netip.AddrPortFrom(ip, 0), false)
+	ip, err := loopback(network)
 	if err != nil {
+		tb.Fatalf("faultnet: RefusedAddr: %v", err)
+	}
+	fd, ap, err := boundSocket(netip.AddrPortFrom(ip, 0))
+	if err != nil {
+		if ip.Is6() && ipv6Unavailable(err) {
+			tb.Skipf("faultnet: RefusedAddr: IPv6 loopback unavailable: %v", err)
+		}
 		tb.Fatalf("faultnet: RefusedAddr: %v", err)
 	}
 	tb.Cleanup(func() { unix.Close(fd) })
 	return ap.String()
+}
+
+// loopback is network's loopback address: 127.0.0.1 for "tcp" and "tcp4",
+// ::1 for "tcp6".
+func loopback(network string) (netip.Addr, error) {
+	switch network {
+	case "tcp", "tcp4":
+		return netip.AddrFrom4([4]byte{127, 0, 0, 1}), nil
+	case "tcp6":
+		return netip.IPv6Loopback(), nil
+	}
+	return netip.Addr{}, fmt.Errorf("network %q: want tcp, tcp4 or tcp6", network)
+}
+
+// ipv6Unavailable reports whether err from creating or binding a socket on
+// ::1 means the host has no IPv6 loopback (IPv6 disabled, or no ::1 on lo).
+func ipv6Unavailable(err error) bool {
+	return errors.Is(err, unix.EAFNOSUPPORT) || errors.Is(err, unix.EPROTONOSUPPORT) ||
+		errors.Is(err, unix.EADDRNOTAVAIL)
 }
 
 // Blackhole is a loopback address where connect() hangs: a listening socket
@@ -122,7 +140,13 @@ func newBlackhole(addr string, reuse, loopbackOnly bool) (*Blackhole, error) {
 	if err != nil {
 		return nil, err
 	}
-	fd, bound, err := boundSocket(ap, reuse)
+	var opts []int
+	if reuse {
+		// Rebinding a port whose accepted connections are still open or
+		// in TIME_WAIT (a proxy black-holing its own address).
+		opts = append(opts, unix.SO_REUSEADDR)
+	}
+	fd, bound, err := boundSocket(ap, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("faultnet: blackhole %s: %w", ap, err)
 	}

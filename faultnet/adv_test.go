@@ -3,6 +3,7 @@ package faultnet_test
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -13,6 +14,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -464,6 +466,7 @@ func TestBadConfigNeverPanics(t *testing.T) {
 	rec := &recorder{T: t}
 	for name, f := range map[string]func(){
 		"RefusedAddr udp":      func() { faultnet.RefusedAddr(rec, "udp") },
+		"ReservePort udp":      func() { faultnet.ReservePort(rec, "udp") },
 		"NewBlackhole 10.x":    func() { faultnet.NewBlackhole(rec, "10.0.0.1:0") },
 		"NewBlackhole name":    func() { faultnet.NewBlackhole(rec, "example.com:0") },
 		"StartGroup none":      func() { faultnet.StartGroup(rec) },
@@ -497,6 +500,20 @@ func TestBadConfigNeverPanics(t *testing.T) {
 // would forward every connection to itself, without end (a connection
 // storm until the file descriptors run out). It is a config error.
 func TestProxyUpstreamIsItself(t *testing.T) {
+	// The address must be known before NewLB and NewProxy listen on it, so
+	// its port is one freed by closing a listener: another test may take it
+	// in between. Then they fail with EADDRINUSE, not for the reason under
+	// test, and the round is tried again on another port.
+	for round := 1; !proxyUpstreamIsItself(t); round++ {
+		if round == 10 {
+			t.Fatal("the port was taken before NewLB or NewProxy bound it, 10 times")
+		}
+	}
+}
+
+// proxyUpstreamIsItself is one round of TestProxyUpstreamIsItself; false
+// when the port was taken meanwhile.
+func proxyUpstreamIsItself(t *testing.T) bool {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -509,8 +526,15 @@ func TestProxyUpstreamIsItself(t *testing.T) {
 		if err == nil {
 			lb.Close()
 			t.Errorf("NewLB with Backend %s, its own address: no error", up)
+		} else if errors.Is(err, syscall.EADDRINUSE) {
+			t.Logf("port taken meanwhile: %v", err)
+			return false
 		}
 		p, err := faultnet.NewProxy(faultnet.ProxyConfig{Addr: addr, Upstream: up})
+		if errors.Is(err, syscall.EADDRINUSE) {
+			t.Logf("port taken meanwhile: %v", err)
+			return false
+		}
 		if err != nil {
 			t.Logf("Upstream %s: %v", up, err)
 			continue
@@ -524,6 +548,7 @@ func TestProxyUpstreamIsItself(t *testing.T) {
 		p.Close()
 		t.Fatalf("Upstream %s, the proxy's own address: accepted (%d connections from one client)", up, st.Accepted)
 	}
+	return true
 }
 
 // TestProxyDropDuringUpstreamConnect: DropAll resets a connection whose

@@ -42,7 +42,7 @@
 //	response never starts                    Proxy with HoldResponse
 //	body stalls mid-way                      Proxy with StallBody (and StallAfter)
 //	reset after accept                       Server with Fault Reset, or ProxyReset
-//	refused                                  RefusedAddr, Server.Down, or Netns.RejectReset
+//	refused                                  RefusedAddr, ReservePort, Server.Down, or Netns.RejectReset
 //	closed at once                           Server with Fault CloseNow, or ProxyClose
 //	slow server                              Server with Fault SlowDrip (DripInterval)
 //	slow network (e.g. 5-15 ms)              Proxy with Delay (Latency, LatencyMax)
@@ -51,7 +51,7 @@
 //	idle conn closed by server or middlebox  Config.IdleClose
 //	flap: every open conn reset              Server.DropAll, Proxy.DropAll, ProxyConfig.FlapPeriod
 //	dead sessions linger server-side         ProxyConfig.UpstreamLinger (with DropAll or a flap)
-//	total outage, then recovery              Server.Down, then Server.Up (same port)
+//	total outage, then recovery              Server.Down, then Server.Up (same port), or ReservePort and Listen
 //	several IPs behind one name              StartGroup (one port on 127.0.0.2, 127.0.0.3, ::1, ...)
 //
 // # Servers
@@ -82,9 +82,15 @@
 // # Addresses that fail at connect
 //
 // [RefusedAddr] gives a loopback port where nothing listens (connect gets
-// ECONNREFUSED). [NewBlackhole] gives one where connect hangs until the
-// client's own timeout: a listener with backlog 0 that never accepts and
-// whose accept queue is full, so the kernel drops SYNs. Neither needs root.
+// ECONNREFUSED). [ReservePort] gives one that a test's own server listens
+// on later ([RefusedPort.Listen]: down, then up) and that is refused again
+// once that listener closes. Both keep the port reserved by a bound socket
+// meanwhile: a test that closes a listener to make its address refused,
+// and listens there again later, leaves the port free in between for any
+// other test (or client socket) to take. [NewBlackhole] gives a port where
+// connect hangs until the client's own timeout: a listener with backlog 0
+// that never accepts and whose accept queue is full, so the kernel drops
+// SYNs. None needs root.
 //
 // # Proxy
 //
@@ -115,8 +121,9 @@
 // All types are safe for concurrent use. Every value owns its listeners,
 // connections and goroutines; Close is idempotent and waits for the
 // goroutines, so tests stay clean under goleak. Start, StartGroup,
-// StartProxy, StartLB, Preset.Start, NewBlackhole, RefusedAddr and
-// NewNetns register their cleanup with the testing.TB; Listen, NewLB,
-// NewProxy and Preset.New leave Close to the caller. Bad configuration is
+// StartProxy, StartLB, Preset.Start, NewBlackhole, RefusedAddr,
+// ReservePort and NewNetns register their cleanup with the testing.TB;
+// Listen, NewLB, NewProxy, NewRefusedPort and Preset.New leave Close to the
+// caller, as RefusedPort.Listen leaves its listener. Bad configuration is
 // an error naming the field, never a panic.
 package faultnet

@@ -180,3 +180,38 @@ func ExampleLookupPreset() {
 	// 4 true incident04
 	// incident09 false
 }
+
+// A server that is down, comes up and goes down again on one port, which
+// stays reserved throughout: no other test can take it in between.
+func ExampleRefusedPort() {
+	p, err := faultnet.NewRefusedPort("tcp")
+	if err != nil {
+		panic(err)
+	}
+	defer p.Close()
+
+	try := func(when string) {
+		c, err := net.Dial("tcp", p.Addr())
+		switch {
+		case err == nil:
+			fmt.Printf("%s: connected\n", when)
+			c.Close()
+		case errors.Is(err, syscall.ECONNREFUSED):
+			fmt.Printf("%s: refused\n", when)
+		default:
+			fmt.Printf("%s: %v\n", when, err)
+		}
+	}
+	try("down")
+	ln, err := p.Listen() // the server comes up
+	if err != nil {
+		panic(err)
+	}
+	try("up")
+	ln.Close() // and goes down
+	try("down again")
+	// Output:
+	// down: refused
+	// up: connected
+	// down again: refused
+}

@@ -167,7 +167,8 @@ func TestAdvCloseWhileProbeHangs(t *testing.T) {
 // MaxConns are served by dials and the rest by the conns released to
 // them, all within their deadlines.
 func TestAdvWaitForReadyDeadlinesAndRecovery(t *testing.T) {
-	addr := refusingAddr(t)
+	port := faultnet.ReservePort(t, "tcp")
+	addr := port.Addr()
 	dd := &dial.Dialer{}
 	p := newPool(t, pool.Config{Name: "db", MaxConns: 2,
 		Dial: func(ctx context.Context) (net.Conn, error) { return dd.DialContext(ctx, "tcp", addr) }})
@@ -203,7 +204,7 @@ func TestAdvWaitForReadyDeadlinesAndRecovery(t *testing.T) {
 		}()
 	}
 	time.Sleep(1500 * time.Millisecond)
-	ln, err := net.Listen("tcp", addr)
+	ln, err := port.Listen()
 	require.NoError(t, err)
 	defer ln.Close()
 	var sconns []net.Conn
@@ -407,7 +408,8 @@ func TestAdvBlackholeLightLoad(t *testing.T) {
 // the pool serves again within a few probe intervals; Close ends it all
 // (goleak).
 func TestAdvFlappingUpstreamConcurrent(t *testing.T) {
-	addr := refusingAddr(t)
+	port := faultnet.ReservePort(t, "tcp")
+	addr := port.Addr()
 	dd := &dial.Dialer{}
 	p, err := pool.New(pool.Config{Name: "db", MaxConns: 4, DialRate: 50,
 		Dial: func(ctx context.Context) (net.Conn, error) { return dd.DialContext(ctx, "tcp", addr) }})
@@ -418,7 +420,7 @@ func TestAdvFlappingUpstreamConcurrent(t *testing.T) {
 	var conns []net.Conn
 	var srv sync.WaitGroup
 	up := func() {
-		l, err := net.Listen("tcp", addr)
+		l, err := port.Listen()
 		require.NoError(t, err)
 		lnMu.Lock()
 		ln = l

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -180,13 +181,11 @@ func openSSLServer(t *testing.T, serverCfg *tls.Config) (addr string, stdin io.W
 	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
 	require.NoError(t, os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Certificate[0]}), 0o600))
 	require.NoError(t, os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600))
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	addr = ln.Addr().String()
-	_ = ln.Close()
 	// stdbuf: s_server reports a KeyUpdate with printf, which a pipe
-	// would buffer until exit.
-	args := []string{bin, "s_server", "-accept", addr, "-cert", certFile, "-key", keyFile, "-tls1_3", "-naccept", "1"}
+	// would buffer until exit. Port 0: the kernel picks a free port and
+	// s_server reports it (a port picked by listening and closing first
+	// could be taken by another test before s_server binds it).
+	args := []string{bin, "s_server", "-accept", "127.0.0.1:0", "-cert", certFile, "-key", keyFile, "-tls1_3", "-naccept", "1"}
 	if sb, err := exec.LookPath("stdbuf"); err == nil {
 		args = append([]string{sb, "-oL"}, args...)
 	}
@@ -204,10 +203,15 @@ func openSSLServer(t *testing.T, serverCfg *tls.Config) (addr string, stdin io.W
 			t.Logf("openssl s_server:\n%s", out.String())
 		}
 	})
-	require.Eventually(t, func() bool { return strings.Contains(out.String(), "ACCEPT") },
+	require.Eventually(t, func() bool { return sServerAccept.MatchString(out.String()) },
 		10*time.Second, 10*time.Millisecond, "openssl s_server did not start")
+	addr = sServerAccept.FindStringSubmatch(out.String())[1]
 	return addr, in, out
 }
+
+// sServerAccept is the line in which openssl s_server, started with
+// -accept 127.0.0.1:0, reports the address it listens on.
+var sServerAccept = regexp.MustCompile(`(?m)^ACCEPT (127\.0\.0\.1:[0-9]+)\r?$`)
 
 type syncBuffer struct {
 	mu sync.Mutex

@@ -131,7 +131,16 @@ type Config struct {
 	// logging every failure amplified an outage). A record holds short
 	// strings only (the pool's Name, the error.type, the error text cut to
 	// 256 bytes). Everything that logs through the same Logger shares the
-	// limit. Nil means no logging.
+	// limit; the kinds name the pool, so pools sharing a Logger each get
+	// their own first record of a failure and of going down. The handler (its Enabled too) runs on a goroutine of the
+	// pool's own, one record at a time in order, never under the pool's
+	// lock or inside a metric collection: a slow handler delays only the
+	// records (at most 256 wait; beyond, a record counts the ones dropped),
+	// and one may call the pool. A dial's record has the values of the
+	// context of the Acquire that started the dial, not its end. A panic
+	// in the handler is recovered there: that record is lost, and a record
+	// "lifeline: log record lost: the Logger's handler panicked" says so.
+	// Close waits up to 100ms for the last records. Nil means no logging.
 	Logger *slog.Logger
 }
 

@@ -95,7 +95,7 @@ func (p *Pool) dialOne(parent context.Context, gen uint64, probeSeq uint64) {
 	gd.end(p, err)
 	if err != nil && p.log != nil && p.closeCtx.Err() == nil {
 		et := otelx.ErrorTypeOf(err)
-		p.log.Failure(parent, "pool.dial."+et, "lifeline: pool dial failed", err,
+		p.log.Failure(parent, "pool.dial."+et+":"+gateLabel(p.name), "lifeline: pool dial failed", err,
 			slog.String("pool", p.name), slog.String("error.type", et))
 	}
 	p.tel.dialed(err)

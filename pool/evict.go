@@ -103,7 +103,8 @@ func (p *Pool) drainLocked(dst []*Conn) []*Conn {
 	return dst
 }
 
-// closeWait bounds how long closing conns waits on their peers.
+// closeWait bounds how long closing conns waits on their peers, and how
+// long Close waits for a Logger's last records to be written.
 const closeWait = 100 * time.Millisecond
 
 // closeConn closes one conn the pool is done with: closeConns.

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/lifeline-go/lifeline/dial"
+	"github.com/lifeline-go/lifeline/faultnet"
 	"github.com/lifeline-go/lifeline/pool"
 )
 
@@ -82,12 +83,14 @@ func ExampleNew_validation() {
 // until a probe finds the server back. pool.WaitForReady(ctx) makes an
 // Acquire wait for that instead.
 func ExampleUnavailableError() {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	// A loopback port where nothing listens (connects are refused), kept
+	// reserved so that nothing else can start listening there meanwhile.
+	port, err := faultnet.NewRefusedPort("tcp")
 	if err != nil {
 		panic(err)
 	}
-	addr := ln.Addr().String()
-	ln.Close() // nothing listens there now: connects are refused
+	defer port.Close()
+	addr := port.Addr()
 
 	d := &dial.Dialer{}
 	p, err := pool.New(pool.Config{
@@ -126,12 +129,14 @@ func ExampleUnavailableError() {
 // probe when one is due (about a second after the upstream went down) and
 // gets the conn of the dial that succeeds.
 func ExampleWaitForReady() {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	// The server is down: a reserved loopback port where nothing listens
+	// yet, that only this server can listen on later.
+	port, err := faultnet.NewRefusedPort("tcp")
 	if err != nil {
 		panic(err)
 	}
-	addr := ln.Addr().String()
-	ln.Close() // the server is down
+	defer port.Close()
+	addr := port.Addr()
 
 	var d net.Dialer
 	p, err := pool.New(pool.Config{Dial: func(ctx context.Context) (net.Conn, error) {
@@ -158,7 +163,7 @@ func ExampleWaitForReady() {
 		done <- err
 	}()
 	time.Sleep(100 * time.Millisecond)
-	ln, err = net.Listen("tcp", addr) // the server comes back
+	ln, err := port.Listen() // the server comes back
 	if err != nil {
 		panic(err)
 	}

@@ -53,7 +53,7 @@ func downPool(t *testing.T, hook func(p *pool.Pool, msg string)) *pool.Pool {
 // is (Stats) when the upstream's state changes. Reset makes the change
 // (ready again) with the pool's lock held; its record was written there,
 // and the handler's Stats waited for that lock for ever. Now the record is
-// written once the lock is free, and Reset returns.
+// written on the pool's own log goroutine, and Reset returns.
 func TestLoggerHandlerCallsPool(t *testing.T) {
 	var records atomic.Int32
 	p := downPool(t, func(p *pool.Pool, msg string) {
@@ -72,6 +72,9 @@ func TestLoggerHandlerCallsPool(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("Reset still waiting after 10s: the Logger's handler called Stats under the pool's lock")
 	}
+	for deadline := time.Now().Add(10 * time.Second); records.Load() < 2 && time.Now().Before(deadline); {
+		time.Sleep(time.Millisecond)
+	}
 	if n := records.Load(); n != 2 {
 		t.Fatalf("%d records of the upstream's state, want 2 (down, ready again)", n)
 	}
@@ -79,8 +82,7 @@ func TestLoggerHandlerCallsPool(t *testing.T) {
 
 // TestSlowLoggerHandlerStallsNoOne: a Logger's handler that blocks (a log
 // sink that stalls) while it writes the upstream's change made by Reset
-// holds up Reset, whose goroutine writes it, and no one else: Stats and
-// Acquire answer meanwhile.
+// holds up no one: Reset returns, and Stats and Acquire answer meanwhile.
 func TestSlowLoggerHandlerStallsNoOne(t *testing.T) {
 	release := make(chan struct{})
 	blocked := make(chan struct{})
@@ -116,5 +118,58 @@ func TestSlowLoggerHandlerStallsNoOne(t *testing.T) {
 	case <-answered:
 	case <-time.After(10 * time.Second):
 		t.Fatal("Stats and Acquire waited for a Logger's handler")
+	}
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Reset waited for a Logger's handler")
+	}
+}
+
+// TestPoolsSharingALoggerEachLogTheirOutage: two pools log through one
+// Logger, which shares its limit of a record per kind per 10s; both lose
+// their upstream. Each pool's first dial failure and its going down are
+// records of their own (the kinds name the pool): an operator reading the
+// log learns that both are down, not only the first.
+func TestPoolsSharingALoggerEachLogTheirOutage(t *testing.T) {
+	var buf logBuf
+	logger := slog.New(slog.NewTextHandler(&buf, nil))
+	for _, name := range []string{"orders", "users"} {
+		p := newPool(t, pool.Config{
+			Name: name, DialRate: -1, Logger: logger,
+			Dial: func(ctx context.Context) (net.Conn, error) {
+				return nil, errors.New("connect: connection refused")
+			},
+		})
+		for i := 0; ; i++ {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			_, err := p.Acquire(ctx)
+			cancel()
+			if errors.Is(err, pool.ErrUnavailable) {
+				break
+			}
+			if i == 20 {
+				t.Fatalf("%s not down after 20 refused dials: %v", name, err)
+			}
+		}
+	}
+	want := []string{"pool=orders", "pool=users"}
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		out := buf.String()
+		n := 0
+		for _, l := range strings.Split(out, "\n") {
+			for _, w := range want {
+				if strings.Contains(l, w) && (strings.Contains(l, "upstream down") || strings.Contains(l, "pool dial failed")) {
+					n++
+				}
+			}
+		}
+		if n == 4 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of 4 records (each pool's first dial failure and its going down):\n%s", n, out)
+		}
+		time.Sleep(time.Millisecond)
 	}
 }

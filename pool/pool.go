@@ -39,7 +39,7 @@ type Pool struct {
 	dial    func(context.Context) (net.Conn, error)
 	limiter *rate.Limiter // nil: unlimited
 	tel     telemetry
-	log     *logx.Limiter // nil: no Logger
+	log     *logx.Queue // the Logger's records, written on a goroutine of their own; nil: no Logger
 	name    string
 	gate    *upstream.Gate // the upstream's reachability; nil: DisableFailFast
 	downSig downSignal     // closed while gate is down: ends the non-probe dials' DialRate waits
@@ -74,9 +74,9 @@ type Pool struct {
 	// mu guards everything below. It is never held across a dial, a conn
 	// Close or a telemetry call, nor across a liveness probe except in
 	// handOffLocked (idle conns and waiters at once is a transient) and in
-	// the periodic sweep (one non-blocking recv per idle conn), nor while
-	// a Logger's handler runs (poolMu).
-	mu      poolMu
+	// the periodic sweep (one non-blocking recv per idle conn). A Logger's
+	// handler never runs under it (the records go through log, a queue).
+	mu      sync.Mutex
 	closed  bool
 	all     []*Conn  // every dialed, not yet destroyed conn; Conn.allIdx indexes it
 	dialing int      // dials started and not finished, rate-limiter waits included
@@ -130,7 +130,7 @@ func New(cfg Config) (*Pool, error) {
 	p := &Pool{
 		s:         s,
 		dial:      cfg.Dial,
-		log:       logx.For(cfg.Logger),
+		log:       logx.NewQueue(logx.For(cfg.Logger)),
 		name:      cfg.Name,
 		closeDone: make(chan struct{}),
 		kick:      make(chan struct{}, 1),
@@ -209,8 +209,10 @@ func (p *Pool) Reset() {
 // dials in flight are canceled, and Close returns once the pool's goroutines
 // have ended. Closing waits on no peer: a wrapper's Close that would (a
 // *tls.Conn's close_notify to a peer that stopped reading) is cut after
-// 100ms by closing the socket under it. It is idempotent and safe for concurrent use; it always returns
-// nil.
+// 100ms by closing the socket under it; nor on a Logger's handler: the
+// last records (the counts held back) get up to 100ms to be written, and a
+// handler that blocks keeps them, not Close. It is idempotent and safe for
+// concurrent use; it always returns nil.
 func (p *Pool) Close() error {
 	if !p.made() {
 		return nil
@@ -244,7 +246,7 @@ func (p *Pool) Close() error {
 	p.wg.Wait()
 	p.tel.close()
 	p.tel.closeUpstream(p)
-	p.log.Flush(context.Background())
+	p.log.Close(closeWait)
 	close(p.closeDone)
 	return nil
 }

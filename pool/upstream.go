@@ -73,9 +73,10 @@ func (p *Pool) initGate(cfg *Config) {
 }
 
 // transition follows a change of the gate's state: downSig at once, and a
-// record for the Logger written with the pool's lock free (poolMu.later:
-// the gate gives the change on the goroutine that made it, which may hold
-// p.mu). It takes no pool lock and calls no meter.
+// record for the Logger, queued (the gate gives the change on the goroutine
+// that made it, which may hold p.mu or be inside a metric collection: the
+// handler runs on the queue's goroutine). It takes no pool lock and calls
+// no meter.
 func (p *Pool) transition(from, to upstream.State) {
 	p.downSig.set(to != upstream.Ready)
 	if p.log == nil || p.closeCtx.Err() != nil {
@@ -87,10 +88,10 @@ func (p *Pool) transition(from, to upstream.State) {
 		msg = "lifeline: pool upstream down: acquires that need a dial fail fast, probes test it"
 		last = p.gate.LastLocked() // only while the gate gives the change
 	}
-	p.mu.later(func() {
-		p.log.Failure(context.Background(), "pool.upstream."+to.String(), msg, last,
-			slog.String("pool", p.name), slog.String("from", from.String()))
-	})
+	// The kind names the pool: pools sharing a Logger (so its limit) each
+	// get their own record of going down, not one for the first of them.
+	p.log.Failure(context.Background(), "pool.upstream."+to.String()+":"+p.gate.Upstream, msg, last,
+		slog.String("pool", p.name), slog.String("from", from.String()))
 }
 
 // downSignal tells the dials waiting for a DialRate token that the

@@ -445,14 +445,12 @@ func sumWith(rm metricdata.ResourceMetrics, name string, kv ...string) int64 {
 }
 
 // refusingAddr is a loopback address nothing listens on: connects are
-// refused at once.
+// refused at once. Its port stays reserved until the test ends, so no
+// other test can take it; a test whose server comes back on the port uses
+// faultnet.ReservePort.
 func refusingAddr(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	addr := ln.Addr().String()
-	require.NoError(t, ln.Close())
-	return addr
+	return faultnet.RefusedAddr(t, "tcp")
 }
 
 // A refusing loopback port: down after 5 refused dials, then Acquires fail
@@ -460,7 +458,8 @@ func refusingAddr(t *testing.T) string {
 // of the refusal; probes go about once a second; when a listener comes
 // back on the port, the next probe re-opens the pool.
 func TestFailFastRefusingPort(t *testing.T) {
-	addr := refusingAddr(t)
+	port := faultnet.ReservePort(t, "tcp")
+	addr := port.Addr()
 	var dials atomic.Int64
 	dd := &dial.Dialer{}
 	p := newPool(t, pool.Config{Name: "svc", DisableFailFast: failFastOff,
@@ -501,7 +500,7 @@ func TestFailFastRefusingPort(t *testing.T) {
 	assert.GreaterOrEqual(t, probes, int64(2), "probes go")
 
 	// The upstream comes back on the same port.
-	ln, err := net.Listen("tcp", addr)
+	ln, err := port.Listen()
 	require.NoError(t, err)
 	defer ln.Close()
 	go func() {

@@ -15,19 +15,17 @@ import (
 	tracenoop "go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/lifeline-go/lifeline/dial"
+	"github.com/lifeline-go/lifeline/faultnet"
 	"github.com/lifeline-go/lifeline/pool"
 	"github.com/lifeline-go/lifeline/retry"
 )
 
 // refusedAddr returns a loopback address that refuses connections: a port
-// that was just listened on and closed.
+// nothing listens on, reserved until the test ends (a port freed by closing
+// a listener may be taken by another test's listener meanwhile).
 func refusedAddr(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	addr := ln.Addr().String()
-	require.NoError(t, ln.Close())
-	return addr
+	return faultnet.RefusedAddr(t, "tcp")
 }
 
 // quietDialer is a dial.Dialer that records no telemetry of its own.

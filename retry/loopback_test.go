@@ -52,10 +52,7 @@ func TestRealCertificateErrorNotRetried(t *testing.T) {
 // TestRealRefusedIsRetried: a closed loopback port refuses; that is retried
 // up to MaxAttempts and the last *net.OpError stays findable.
 func TestRealRefusedIsRetried(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	addr := ln.Addr().String()
-	require.NoError(t, ln.Close())
+	addr := refusedAddr(t)
 	synctest.Test(t, func(t *testing.T) {
 		calls := 0
 		var d net.Dialer

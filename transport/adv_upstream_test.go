@@ -23,7 +23,9 @@ import (
 	"testing"
 	"time"
 
+	"go.opentelemetry.io/otel/metric"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 
 	"github.com/lifeline-go/lifeline/dial"
 	"github.com/lifeline-go/lifeline/faultnet"
@@ -185,12 +187,7 @@ func (h *blockingHandler) WithGroup(string) slog.Handler      { return h }
 // that looks at the upstream (here: a call to it, as a handler shipping the
 // record to the same host would) deadlock the upstream.
 func TestAdvLogHandlerNotCalledUnderGateLock(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	_ = ln.Close() // refused from now on
+	addr := faultnet.RefusedAddr(t, "tcp") // refused from now on
 	var tr *transport.Transport
 	inner := make(chan error, 1)
 	var once sync.Once
@@ -246,12 +243,8 @@ func TestAdvLogHandlerNotCalledUnderGateLock(t *testing.T) {
 // nothing held the gate down for ever: the gate's own
 // TestAdvRefusedProbesDoNotHoldDownForever, in fake time.)
 func TestAdvRefusedProbesDoNotHoldDownForever(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	_ = ln.Close() // refused
+	port := faultnet.ReservePort(t, "tcp") // refused, and no one else's port
+	addr := port.Addr()
 	tr := &transport.Transport{Retry: &retry.Policy{Budget: retry.NewBudget(0.1, 0)}}
 	defer tr.CloseIdleConnections()
 	call := func() error {
@@ -273,9 +266,9 @@ func TestAdvRefusedProbesDoNotHoldDownForever(t *testing.T) {
 		t.Fatalf("during the outage: %v, want fail fast", err)
 	}
 	// The upstream comes back on the same port.
-	ln, err = net.Listen("tcp", addr)
+	ln, err := port.Listen()
 	if err != nil {
-		t.Skipf("port taken meanwhile: %v", err)
+		t.Fatal(err)
 	}
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "ok") })}
 	go func() { _ = srv.Serve(ln) }()
@@ -357,7 +350,9 @@ func TestAdvSlowConnectIsNotDown(t *testing.T) {
 
 // flipServer serves on one loopback port that it closes and opens again,
 // answering 200, 429 (Retry-After 1), 503 or a slow 200 by the mode set.
+// The port stays reserved while it is down: refused, and no one else's.
 type flipServer struct {
+	port *faultnet.RefusedPort
 	addr string
 	mode atomic.Int32 // 0: 200, 1: 429 Retry-After 1, 2: 503, 3: slow 200
 
@@ -385,24 +380,26 @@ func (f *flipServer) handler(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// up listens again on the port; false when the port was taken meanwhile.
-func (f *flipServer) up() bool {
+func newFlipServer(t *testing.T) *flipServer {
+	port := faultnet.ReservePort(t, "tcp")
+	return &flipServer{port: port, addr: port.Addr()}
+}
+
+// up listens again on the port.
+func (f *flipServer) up() error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.srv != nil {
-		return true
+		return nil
 	}
-	ln, err := net.Listen("tcp", f.addr)
+	ln, err := f.port.Listen()
 	if err != nil {
-		return false
-	}
-	if f.addr != ln.Addr().String() {
-		f.addr = ln.Addr().String() // the first up only, before the callers start
+		return err
 	}
 	srv := &http.Server{Handler: http.HandlerFunc(f.handler)}
 	f.srv = srv
 	f.wg.Go(func() { _ = srv.Serve(ln) })
-	return true
+	return nil
 }
 
 // down closes the listener and every conn: connects are refused.
@@ -423,9 +420,9 @@ func (f *flipServer) down() {
 // goleak must stay quiet, and once the upstream is steady again calls
 // succeed.
 func TestAdvFlappingUpstreamRace(t *testing.T) {
-	f := &flipServer{addr: "127.0.0.1:0"}
-	if !f.up() {
-		t.Fatal("listen")
+	f := newFlipServer(t)
+	if err := f.up(); err != nil {
+		t.Fatal(err)
 	}
 	defer func() { f.down(); f.wg.Wait() }()
 	tr := &transport.Transport{HedgeDelay: 30 * time.Millisecond}
@@ -443,7 +440,8 @@ func TestAdvFlappingUpstreamRace(t *testing.T) {
 			case 0, 3:
 				f.down()
 			default:
-				if !f.up() {
+				if err := f.up(); err != nil {
+					t.Error(err)
 					return
 				}
 				f.mode.Store(int32(i % 4))
@@ -498,8 +496,8 @@ func TestAdvFlappingUpstreamRace(t *testing.T) {
 	flipper.Wait()
 	t.Logf("%d calls, %d late", calls.Load(), late.Load())
 	// Steady again: the upstream answers; within a few seconds calls succeed.
-	if !f.up() {
-		t.Skip("port taken meanwhile")
+	if err := f.up(); err != nil {
+		t.Fatal(err)
 	}
 	f.mode.Store(0)
 	deadline := time.Now().Add(5 * time.Second)
@@ -569,17 +567,16 @@ func TestAdvOneCallersPolicyDoesNotPauseOthersLonger(t *testing.T) {
 	}
 }
 
-// TestAdvLogHandlerMayCallANewHost: the Transport's Logger ships warnings
-// through the same Transport (an alerting handler posting to a webhook
-// host with the application's client). Upstream A was reached, then its
-// connects hang; the first look at A after that happens while the
-// Transport meets a new host B (finding room among the upstreams it
-// tracks). A's "down" line then reaches the handler, whose own call to a
-// third host must not deadlock the Transport.
-func TestAdvLogHandlerMayCallANewHost(t *testing.T) {
+// hangingHost returns a Transport (its MeterProvider mp, nil for the
+// global; its Logger logger) that reached hostA and whose connects to A
+// then hang (a black hole): three calls' dials pend past A's suspect
+// time, so that the next look at A — a call, a metric collection — finds
+// it down. Connects to every other host reach a live server. get calls
+// host with the limit d.
+func hangingHost(t *testing.T, hostA string, mp metric.MeterProvider, logger *slog.Logger) (*transport.Transport, func(host string, d time.Duration) error) {
+	t.Helper()
 	live := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "ok") }))
 	t.Cleanup(live.Close)
-	const hostA, hostB, hostC = "127.0.0.11:80", "127.0.0.12:80", "127.0.0.13:80"
 	var holed atomic.Bool
 	var nd net.Dialer
 	dialFunc := func(ctx context.Context, network, addr string) (net.Conn, error) {
@@ -589,23 +586,9 @@ func TestAdvLogHandlerMayCallANewHost(t *testing.T) {
 		}
 		return nd.DialContext(ctx, network, live.Listener.Addr().String())
 	}
-	var tr *transport.Transport
-	handlerCall := make(chan error, 1)
-	var once sync.Once
-	h := &blockingHandler{fn: func() {
-		once.Do(func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-			defer cancel()
-			req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+hostC+"/alerts", strings.NewReader("upstream down"))
-			resp, err := tr.RoundTrip(req)
-			if err == nil {
-				_ = resp.Body.Close()
-			}
-			handlerCall <- err
-		})
-	}}
-	tr = &transport.Transport{Logger: slog.New(h), Dialer: &dial.Dialer{DialFunc: dialFunc, ConnectTimeout: 4 * time.Second}}
-	defer tr.CloseIdleConnections()
+	tr := &transport.Transport{MeterProvider: mp, Logger: logger,
+		Dialer: &dial.Dialer{DialFunc: dialFunc, ConnectTimeout: 4 * time.Second}}
+	t.Cleanup(tr.CloseIdleConnections)
 	get := func(host string, d time.Duration) error {
 		ctx, cancel := context.WithTimeout(t.Context(), d)
 		defer cancel()
@@ -627,6 +610,34 @@ func TestAdvLogHandlerMayCallANewHost(t *testing.T) {
 	}
 	wg.Wait()
 	time.Sleep(1200 * time.Millisecond) // A's dials now pend past its suspect time
+	return tr, get
+}
+
+// TestAdvLogHandlerMayCallANewHost: the Transport's Logger ships warnings
+// through the same Transport (an alerting handler posting to a webhook
+// host with the application's client). Upstream A was reached, then its
+// connects hang; the first look at A after that happens while the
+// Transport meets a new host B (finding room among the upstreams it
+// tracks). A's "down" line then reaches the handler, whose own call to a
+// third host must not deadlock the Transport.
+func TestAdvLogHandlerMayCallANewHost(t *testing.T) {
+	const hostA, hostB, hostC = "127.0.0.11:80", "127.0.0.12:80", "127.0.0.13:80"
+	var tr *transport.Transport
+	handlerCall := make(chan error, 1)
+	var once sync.Once
+	h := &blockingHandler{fn: func() {
+		once.Do(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+hostC+"/alerts", strings.NewReader("upstream down"))
+			resp, err := tr.RoundTrip(req)
+			if err == nil {
+				_ = resp.Body.Close()
+			}
+			handlerCall <- err
+		})
+	}}
+	tr, get := hangingHost(t, hostA, nil, slog.New(h))
 	done := make(chan error, 1)
 	go func() { done <- get(hostB, 3*time.Second) }()
 	select {
@@ -659,18 +670,9 @@ func TestAdvLogHandlerMayCallANewHost(t *testing.T) {
 // before. Neither the collection nor that call may deadlock.
 func TestAdvLogHandlerDuringGaugeCollection(t *testing.T) {
 	r := newRig(t)
-	live := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "ok") }))
-	t.Cleanup(live.Close)
 	const hostA = "127.0.0.21:80"
-	var holed atomic.Bool
-	var nd net.Dialer
-	dialFunc := func(ctx context.Context, network, addr string) (net.Conn, error) {
-		if addr == hostA && holed.Load() {
-			<-ctx.Done()
-			return nil, ctx.Err()
-		}
-		return nd.DialContext(ctx, network, live.Listener.Addr().String())
-	}
+	alerts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "ok") }))
+	t.Cleanup(alerts.Close)
 	shipper := &transport.Transport{MeterProvider: r.mp}
 	defer shipper.CloseIdleConnections()
 	handlerCall := make(chan error, 1)
@@ -679,7 +681,7 @@ func TestAdvLogHandlerDuringGaugeCollection(t *testing.T) {
 		once.Do(func() {
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 			defer cancel()
-			req, _ := http.NewRequestWithContext(ctx, http.MethodPost, live.URL+"/alerts", strings.NewReader("down"))
+			req, _ := http.NewRequestWithContext(ctx, http.MethodPost, alerts.URL+"/alerts", strings.NewReader("down"))
 			resp, err := shipper.RoundTrip(req)
 			if err == nil {
 				_ = resp.Body.Close()
@@ -687,30 +689,7 @@ func TestAdvLogHandlerDuringGaugeCollection(t *testing.T) {
 			handlerCall <- err
 		})
 	}}
-	tr := &transport.Transport{MeterProvider: r.mp, Logger: slog.New(h),
-		Dialer: &dial.Dialer{DialFunc: dialFunc, ConnectTimeout: 4 * time.Second}}
-	defer tr.CloseIdleConnections()
-	get := func(host string, d time.Duration) error {
-		ctx, cancel := context.WithTimeout(t.Context(), d)
-		defer cancel()
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+host+"/", nil)
-		resp, err := tr.RoundTrip(req)
-		if err == nil {
-			_ = resp.Body.Close()
-		}
-		return err
-	}
-	if err := get(hostA, 2*time.Second); err != nil {
-		t.Fatal(err)
-	}
-	tr.CloseIdleConnections()
-	holed.Store(true)
-	var wg sync.WaitGroup
-	for range 3 {
-		wg.Go(func() { _ = get(hostA, 200*time.Millisecond) })
-	}
-	wg.Wait()
-	time.Sleep(1200 * time.Millisecond)
+	hangingHost(t, hostA, r.mp, slog.New(h))
 	collected := make(chan map[string]int64, 1)
 	go func() { collected <- r.gauge(t, "lifeline.upstream.down") }()
 	select {
@@ -728,6 +707,46 @@ func TestAdvLogHandlerDuringGaugeCollection(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("the handler's call is stuck")
+	}
+}
+
+// TestAdvLogHandlerCollectsMetrics: the gauge lifeline.upstream.down is
+// what first sees upstream A's connects hang, and the Logger's handler,
+// on A's "down" line, collects the metrics itself (an alerting handler
+// that attaches the numbers of the moment). The handler used to run
+// inside the collection that found the change, and a collection inside a
+// collection of the same reader waits for it for ever. The record is now
+// written on the Transport's log goroutine: both collections end.
+func TestAdvLogHandlerCollectsMetrics(t *testing.T) {
+	r := newRig(t)
+	const hostA = "127.0.0.22:80"
+	handlerCollect := make(chan error, 1)
+	var once sync.Once
+	h := &blockingHandler{fn: func() {
+		once.Do(func() {
+			var rm metricdata.ResourceMetrics
+			handlerCollect <- r.reader.Collect(context.Background(), &rm)
+		})
+	}}
+	hangingHost(t, hostA, r.mp, slog.New(h))
+	collected := make(chan struct{})
+	go func() {
+		defer close(collected)
+		var rm metricdata.ResourceMetrics
+		_ = r.reader.Collect(context.Background(), &rm)
+	}()
+	select {
+	case <-collected:
+	case <-time.After(5 * time.Second):
+		t.Fatal("metric collection stuck: the Logger's handler ran inside it")
+	}
+	select {
+	case err := <-handlerCollect:
+		if err != nil {
+			t.Fatalf("the handler's collection: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the handler's collection is stuck (or no 'down' record)")
 	}
 }
 

@@ -24,6 +24,7 @@ import (
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 
 	"github.com/lifeline-go/lifeline/dial"
+	"github.com/lifeline-go/lifeline/faultnet"
 	"github.com/lifeline-go/lifeline/retry"
 	"github.com/lifeline-go/lifeline/transport"
 )
@@ -258,10 +259,7 @@ func TestRequestDurationSemconv(t *testing.T) {
 	_, port, _ := net.SplitHostPort(srv.Listener.Addr().String())
 
 	// A port nothing listens on: a dial error, no answer.
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	closed := ln.Addr().String()
-	require.NoError(t, ln.Close())
+	closed := faultnet.RefusedAddr(t, "tcp")
 
 	rg := newRig(t)
 	tr := &transport.Transport{TracerProvider: rg.tp, MeterProvider: rg.mp,
@@ -274,7 +272,7 @@ func TestRequestDurationSemconv(t *testing.T) {
 		_, _ = io.ReadAll(resp.Body)
 		require.NoError(t, resp.Body.Close())
 	}
-	_, err = c.Get("http://" + closed + "/")
+	_, err := c.Get("http://" + closed + "/")
 	require.Error(t, err)
 
 	var rm metricdata.ResourceMetrics
@@ -342,10 +340,7 @@ func TestErrorTextsThroughRetrySayEachThingOnce(t *testing.T) {
 		}
 	}))
 	defer hang.Close()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	closed := ln.Addr().String()
-	require.NoError(t, ln.Close())
+	closed := faultnet.RefusedAddr(t, "tcp")
 
 	t.Run("first-byte timeouts exhausted", func(t *testing.T) {
 		tr := &transport.Transport{FirstByteTimeout: 50 * time.Millisecond, Retry: &retry.Policy{InitialInterval: time.Millisecond}}

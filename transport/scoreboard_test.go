@@ -1,13 +1,13 @@
 package transport_test
 
 import (
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
 	"testing"
 
 	"github.com/lifeline-go/lifeline/dial"
+	"github.com/lifeline-go/lifeline/faultnet"
 	"github.com/lifeline-go/lifeline/retry"
 	"github.com/lifeline-go/lifeline/transport"
 )
@@ -18,12 +18,7 @@ import (
 func TestTransportLearnsIntoDialerScoreboard(t *testing.T) {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
 	defer srv.Close()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	refused := ln.Addr().String()
-	ln.Close()
+	refused := faultnet.RefusedAddr(t, "tcp")
 
 	d := &dial.Dialer{}
 	tr := &transport.Transport{Dialer: d, Retry: &retry.Policy{MaxAttempts: 1}}

@@ -29,6 +29,11 @@ type telemetry struct {
 	inst   *otelx.Transport
 	up     *otelx.Upstream
 	log    *logx.Limiter // nil: no Logger
+	// logq writes the records of the upstreams' changes of state on a
+	// goroutine of its own: a change is found wherever the gate is asked
+	// (a call, a metric collection through the down gauge), and the
+	// Logger's handler must run in none of those places. nil: no Logger.
+	logq *logx.Queue
 	// quiet: no spans, no-op metrics and no Logger, so that a try's end
 	// records nothing (set by newTelemetry and quieten).
 	quiet       bool
@@ -40,7 +45,7 @@ type telemetry struct {
 // made through them carries lifeline.client.name.
 func newTelemetry(tp trace.TracerProvider, mp metric.MeterProvider, name string, log *logx.Limiter) *telemetry {
 	tp, mp = otelx.NamedTracerProvider(tp, name), otelx.NamedMeterProvider(mp, name)
-	t := &telemetry{inst: otelx.TransportInstruments(mp), up: otelx.UpstreamInstruments(mp, otelx.ScopeTransport), log: log}
+	t := &telemetry{inst: otelx.TransportInstruments(mp), up: otelx.UpstreamInstruments(mp, otelx.ScopeTransport), log: log, logq: logx.NewQueue(log)}
 	if _, noop := tp.(tracenoop.TracerProvider); !noop {
 		t.tracer = otelx.Tracer(tp, otelx.ScopeTransport)
 	}

@@ -218,8 +218,15 @@ type Transport struct {
 	// only: method, host, error.type and the error text cut to 256 bytes
 	// with no URL query or userinfo; never a header. Everything that logs
 	// through the same Logger shares the limit. The Dialer's own Logger
-	// (unset by default) adds a record per failed dial. Nil means no
-	// logging.
+	// (unset by default) adds a record per failed dial. An attempt's
+	// record is written on the goroutine of its call; the records of an
+	// upstream going down, paused or ready again (a kind per upstream:
+	// each host of an outage gets its record) on a goroutine of the
+	// Transport's own, in order (the change is found wherever the upstream
+	// is looked at, a metric collection included, where no handler should
+	// run, not even its Enabled); a panic in the handler there is
+	// recovered: that record is lost, and a record "lifeline: log record
+	// lost: the Logger's handler panicked" says so. Nil means no logging.
 	Logger *slog.Logger
 	// DisableFailFast turns off what the Transport learns of each
 	// upstream's reachability and of its server's pauses: with it, every

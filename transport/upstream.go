@@ -635,8 +635,9 @@ func (c *call) downError() error {
 
 // transition logs a change of an upstream's state, and ends the tries
 // waiting for a conn when it goes down (cutWaiting). The gate calls it
-// without its lock held (the Logger's handler is the user's code), in the
-// order of the changes.
+// without its lock held, in the order of the changes; the record is
+// queued (tel.logq), so that the Logger's handler — the user's code —
+// never runs inside a metric collection or a call that found the change.
 func (us *upstreams) transition(s *upState, from, to upstream.State) {
 	st := us.st
 	if to == upstream.Down {
@@ -656,7 +657,10 @@ func (us *upstreams) transition(s *upState, from, to upstream.State) {
 	if to == upstream.Down {
 		last = s.gate.LastLocked()
 	}
-	st.tel.log.Failure(context.Background(), "upstream."+to.String(), msg, last,
+	// The kind names the upstream: every host that goes down gets its
+	// record, not only the first of an outage (the Logger's limit is per
+	// kind; beyond logx.MaxKinds kinds they share one).
+	st.tel.logq.Failure(context.Background(), "upstream."+to.String()+":"+s.name, msg, last,
 		slog.String("server.address", s.name), slog.String("from", from.String()))
 }
 

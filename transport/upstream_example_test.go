@@ -5,12 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"time"
 
 	"github.com/lifeline-go/lifeline/dial"
+	"github.com/lifeline-go/lifeline/faultnet"
 	"github.com/lifeline-go/lifeline/retry"
 	"github.com/lifeline-go/lifeline/transport"
 )
@@ -20,9 +20,11 @@ import (
 // carries the dial's failure (its phase and address), until a probe,
 // about a second later, finds it back.
 func ExampleUnavailableError() {
-	ln, _ := net.Listen("tcp", "127.0.0.1:0")
-	addr := ln.Addr().String()
-	ln.Close() // nothing listens there now: connects are refused
+	// A loopback port where nothing listens (connects are refused), kept
+	// reserved so that nothing else can start listening there meanwhile.
+	port, _ := faultnet.NewRefusedPort("tcp")
+	defer port.Close()
+	addr := port.Addr()
 
 	tr := &transport.Transport{Retry: &retry.Policy{MaxAttempts: 1}}
 	defer tr.CloseIdleConnections()

@@ -59,6 +59,18 @@ func (b *logSink) String() string {
 	return b.b.String()
 }
 
+// waitLog waits (10s at most) for a record holding s: the records of an
+// upstream's changes are written on the Transport's log goroutine.
+func waitLog(t *testing.T, b interface{ String() string }, s string) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(b.String(), s); {
+		if time.Now().After(deadline) {
+			t.Fatalf("no log record %q after 10s:\n%s", s, b.String())
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
 // TestFailFastTelemetry: a call not attempted gets one client span with
 // error.type and lifeline.not_attempted (and no query), it is counted on
 // lifeline.throttled by reason and bounded server.address, the upstream's
@@ -132,6 +144,7 @@ func TestFailFastTelemetry(t *testing.T) {
 	if g := r.gauge(t, "lifeline.upstream.down"); g["127.0.0.1"] != 1 {
 		t.Fatalf("lifeline.upstream.down %v, want 1 for the upstream", g)
 	}
+	waitLog(t, &logs, "upstream down") // written on the Transport's log goroutine
 	if n := strings.Count(logs.String(), "upstream down"); n != 1 {
 		t.Fatalf("%d log lines for the outage, want 1:\n%s", n, logs.String())
 	}
@@ -162,6 +175,7 @@ func TestFailFastTelemetry(t *testing.T) {
 	if g := r.gauge(t, "lifeline.upstream.down"); g["127.0.0.1"] != 0 {
 		t.Fatalf("lifeline.upstream.down %v after recovery, want 0", g)
 	}
+	waitLog(t, &logs, "upstream ready again")
 	if !strings.Contains(logs.String(), "upstream ready again") {
 		t.Fatalf("no log line for the recovery:\n%s", logs.String())
 	}

@@ -157,6 +157,21 @@ type WebSocketDialer struct {
 	// matches websocket.ErrReadLimit, before the payload is buffered. Zero
 	// means 16 MiB; negative means no limit.
 	MaxMessageSize int64
+
+	// logq, when set, takes the Logger's records instead of the calling
+	// goroutine: a WebSocketSession's copy of its Dialer writes them on a
+	// goroutine of their own, not on the session's, which Close waits for.
+	logq *logx.Queue
+}
+
+// logFailure logs a failed handshake (or refresh) through the Logger's
+// rate limiter: on the caller's goroutine, or queued (logq).
+func (d *WebSocketDialer) logFailure(ctx context.Context, kind, msg string, err error, attrs ...slog.Attr) {
+	if d.logq != nil {
+		d.logq.Failure(ctx, kind, msg, err, attrs...)
+		return
+	}
+	logx.For(d.Logger).Failure(ctx, kind, msg, err, attrs...)
 }
 
 // DefaultMaxMessageSize is the read limit of a conn when MaxMessageSize
@@ -537,7 +552,7 @@ func (d *WebSocketDialer) dialOnce(ctx context.Context, t *wsTarget, h http.Head
 	if rerr := d.Credentials.Refresh(rctx, sent.WithContext(rctx)); rerr != nil {
 		rerr = credentialsErr("refresh after a "+strconv.Itoa(resp.StatusCode)+" answer", rerr, sent.Header)
 		if d.Logger != nil {
-			logx.For(d.Logger).Failure(ctx, "websocket.credentials", "lifeline: websocket credentials refresh failed",
+			d.logFailure(ctx, "websocket.credentials", "lifeline: websocket credentials refresh failed",
 				rerr, slog.String("url.full", t.safe), slog.String("error.type", "credentials"))
 		}
 		return nil, resp, &HandshakeError{URL: t.safe, Err: rerr}
@@ -712,7 +727,7 @@ func (d *WebSocketDialer) handshakeFailed(parent context.Context, span trace.Spa
 	}
 	if d.Logger != nil && outcome != otelx.OutcomeCanceled {
 		et := otelx.ErrorTypeOf(err)
-		logx.For(d.Logger).Failure(parent, "websocket.handshake."+et, "lifeline: websocket handshake failed", err,
+		d.logFailure(parent, "websocket.handshake."+et, "lifeline: websocket handshake failed", err,
 			slog.String("url.full", t.safe), slog.String("error.type", et))
 	}
 	return outcome

@@ -168,8 +168,11 @@ type WebSocketSessionConfig struct {
 	// a kind, then at most one per 10s carrying "suppressed"=N; Close
 	// writes the counts still held back (incident 05: logging every
 	// failure amplified an outage). Records hold the URL without query and
-	// userinfo, the error.type and the error text cut to 256 bytes. Nil
-	// means the Dialer's Logger; both nil, no logging.
+	// userinfo, the error.type and the error text cut to 256 bytes. The
+	// session's records (its Dialer's too) are written on a goroutine of
+	// their own, in order, not on the session's: a handler that blocks
+	// delays only them, and one may call Close. Nil means the Dialer's
+	// Logger; both nil, no logging.
 	Logger *slog.Logger
 }
 
@@ -219,6 +222,8 @@ type WebSocketSession struct {
 	done     chan struct{} // closed when run has returned
 	wsem     chan struct{} // cap 1: the write slot
 	state    atomic.Int32
+	logq     *logx.Queue   // the Logger's records; nil: no Logger
+	dialq    *logx.Queue   // the Dialer's records when its Logger is another; else nil
 	mu       sync.Mutex    // guards the fields below
 	conn     *sessionConn  // nil unless connected
 	up       chan struct{} // closed while conn is set (after OnConnect); replaced when it is lost
@@ -328,13 +333,27 @@ func NewWebSocketSession(cfg WebSocketSessionConfig) (*WebSocketSession, error) 
 	cfg.Header = cfg.Header.Clone()
 	if cfg.Logger == nil {
 		cfg.Logger = d.Logger
-	} else if d.Logger == nil {
-		// The session's failed redials go to its Logger too.
+	}
+	// The records are written on goroutines of their own (logx.Queue):
+	// the session's goroutine, where they are made, is the one Close
+	// waits for, and a Logger's handler is the caller's code (it may
+	// stall, or close the session).
+	logq := logx.NewQueue(logx.For(cfg.Logger))
+	var dialq *logx.Queue
+	if cfg.Logger != nil {
 		dc := *d
-		dc.Logger = cfg.Logger
+		if dc.Logger == nil {
+			// The session's failed redials go to its Logger too.
+			dc.Logger = cfg.Logger
+		}
+		dc.logq = logq
+		if dc.Logger != cfg.Logger {
+			dialq = logx.NewQueue(logx.For(dc.Logger))
+			dc.logq = dialq
+		}
 		d = &dc
 	}
-	s := &WebSocketSession{cfg: cfg, dialer: d, target: t, backoff: bo,
+	s := &WebSocketSession{cfg: cfg, dialer: d, target: t, backoff: bo, logq: logq, dialq: dialq,
 		tel: otelx.WebSocketInstruments(d.meterProvider()), tracer: otelx.Tracer(d.tracerProvider(), otelx.ScopeTransport),
 		done: make(chan struct{}), wsem: make(chan struct{}, 1), up: make(chan struct{})}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
@@ -381,7 +400,9 @@ func (s *WebSocketSession) Err() error {
 // the hooks, HeaderFunc and the Dialer's Credentials return when their
 // context ends (one that ignores it holds Close up until it returns;
 // callers of WaitConnected and WriteMessageWhenConnected are woken at
-// once all the same). It is idempotent and always returns nil.
+// once all the same). A Logger's handler holds it up for 50ms at most:
+// the last records, which a blocked handler keeps, are written when it
+// returns. It is idempotent and always returns nil.
 func (s *WebSocketSession) Close() error {
 	s.cancel()
 	<-s.done
@@ -406,12 +427,26 @@ func (s *WebSocketSession) setState(st WebSocketState) {
 func (s *WebSocketSession) notify(hook string, f func()) {
 	defer func() {
 		if r := recover(); r != nil {
-			logx.For(s.cfg.Logger).Failure(context.Background(), "websocket.hook_panic."+hook,
+			s.logq.Failure(context.Background(), "websocket.hook_panic."+hook,
 				"lifeline: websocket session hook panicked", fmt.Errorf("%s panicked: %v", hook, r),
 				slog.String("url.full", s.target.safe), slog.String("hook", hook))
 		}
 	}()
 	f()
+}
+
+// logCloseWait bounds how long a session's end waits for its Loggers'
+// last records, both queues together: Close returns within 100ms in every
+// state.
+const logCloseWait = 50 * time.Millisecond
+
+// closeLogs queues the last records (the counts held back) of the
+// session's Logger and its Dialer's, and waits logCloseWait at most for
+// both.
+func (s *WebSocketSession) closeLogs() {
+	deadline := time.Now().Add(logCloseWait)
+	s.logq.Close(logCloseWait)
+	s.dialq.Close(time.Until(deadline))
 }
 
 // run owns the session: it dials, serves each connection until it is
@@ -422,8 +457,11 @@ func (s *WebSocketSession) run() {
 	// A session that ended by itself (a refusal) wakes its waiters like
 	// Close: s.ctx is what they watch.
 	defer s.cancel()
+	// The last records (the counts held back) get logCloseWait to be
+	// written, after WebSocketClosed's hook (its panic is one): a
+	// handler that blocks keeps them, not Close.
+	defer s.closeLogs()
 	defer s.setState(WebSocketClosed)
-	defer logx.For(s.cfg.Logger).Flush(context.Background())
 	r := &sessionRun{rnd: rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))}
 	if s.cfg.OnStateChange != nil {
 		// The session starts in WebSocketConnecting; report it too.
@@ -575,7 +613,7 @@ func (s *WebSocketSession) header(ctx context.Context) (http.Header, error) {
 		err = &headerFuncError{err: err, secrets: credentialSecrets(s.cfg.Header, fh)}
 		if s.cfg.Logger != nil && s.ctx.Err() == nil {
 			et := otelx.ErrorTypeOf(err)
-			logx.For(s.cfg.Logger).Failure(s.ctx, "websocket.header_func."+et, "lifeline: websocket HeaderFunc failed",
+			s.logq.Failure(s.ctx, "websocket.header_func."+et, "lifeline: websocket HeaderFunc failed",
 				err, slog.String("url.full", s.target.safe), slog.String("error.type", et))
 		}
 		return nil, err
@@ -747,7 +785,7 @@ func (s *WebSocketSession) connLost(r *sessionRun, cause error, lasted time.Dura
 	s.setState(WebSocketDisconnected)
 	if s.cfg.Logger != nil && cause != nil {
 		et := lossType(cause)
-		logx.For(s.cfg.Logger).Failure(s.ctx, "websocket.disconnect."+et, "lifeline: websocket session lost its connection",
+		s.logq.Failure(s.ctx, "websocket.disconnect."+et, "lifeline: websocket session lost its connection",
 			cause, slog.String("url.full", s.target.safe), slog.String("error.type", et))
 	}
 	if s.cfg.OnDisconnect != nil {

@@ -10,6 +10,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"io"
 	"log"
@@ -21,6 +22,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -382,4 +384,31 @@ type promSample struct {
 func startPart(t *testing.T, name, bin string, args []string, ready func() error) {
 	t.Helper()
 	runServer(t, name, exec.Command(bin, args...), syscall.SIGTERM, 30*time.Second, ready)
+}
+
+// listeningOn is the log line in which a server built on Prometheus's
+// exporter-toolkit (Prometheus, Alertmanager, blackbox_exporter) reports
+// the address it listens on.
+var listeningOn = regexp.MustCompile(`msg="Listening on" address=(127\.0\.0\.1:[0-9]+)`)
+
+// startWebPart runs such a part with --web.listen-address=127.0.0.1:0 and
+// returns the "127.0.0.1:port" it reports once readyPath answers there.
+// The kernel picks the port as the part binds it: a port picked by
+// listening and closing first could be taken by another test before the
+// part binds it.
+func startWebPart(t *testing.T, name, bin string, args []string, readyPath string) string {
+	t.Helper()
+	var addr string // set by the ready check, which runs on this goroutine
+	cmd := exec.Command(bin, append(args, "--web.listen-address=127.0.0.1:0")...)
+	runServerLog(t, name, cmd, syscall.SIGTERM, 30*time.Second, func(out string) error {
+		if addr == "" {
+			m := listeningOn.FindStringSubmatch(out)
+			if m == nil {
+				return errors.New(`no "Listening on" line yet`)
+			}
+			addr = m[1]
+		}
+		return httpReady("http://" + addr + readyPath)()
+	})
+	return addr
 }

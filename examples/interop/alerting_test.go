@@ -135,8 +135,6 @@ stream {
 	hook := &webhook{}
 	hookSrv := httptest.NewServer(hook)
 	t.Cleanup(hookSrv.Close)
-	amPort := freePort(t)
-	amURL := "http://127.0.0.1:" + strconv.Itoa(amPort)
 	amConf := writeFile(t, dir, "alertmanager.yml", fmt.Sprintf(`
 route:
   receiver: webhook
@@ -151,14 +149,12 @@ receivers:
         send_resolved: true
 `, hookSrv.URL))
 	amData := filepath.Join(dir, "alertmanager")
-	startPart(t, "alertmanager", bins.alertmanager, []string{
-		"--config.file=" + amConf, "--storage.path=" + amData,
-		"--web.listen-address=127.0.0.1:" + strconv.Itoa(amPort), "--cluster.listen-address=",
-	}, httpReady(amURL+"/-/ready"))
+	amAddr := startWebPart(t, "alertmanager", bins.alertmanager, []string{
+		"--config.file=" + amConf, "--storage.path=" + amData, "--cluster.listen-address=",
+	}, "/-/ready")
 
 	// blackbox_exporter: the anchor, an HTTPS probe of one address per
 	// scrape, as its users run it against each load balancer.
-	bbPort := freePort(t)
 	bbConf := writeFile(t, dir, "blackbox.yml", fmt.Sprintf(`
 modules:
   lb_https:
@@ -171,9 +167,7 @@ modules:
         ca_file: %s
         server_name: lb.test
 `, caFile))
-	startPart(t, "blackbox_exporter", bins.blackbox, []string{
-		"--config.file=" + bbConf, "--web.listen-address=127.0.0.1:" + strconv.Itoa(bbPort),
-	}, httpReady("http://127.0.0.1:"+strconv.Itoa(bbPort)+"/-/healthy"))
+	bbAddr := startWebPart(t, "blackbox_exporter", bins.blackbox, []string{"--config.file=" + bbConf}, "/-/healthy")
 
 	// The rules blackbox users deploy: awesome-prometheus-alerts'
 	// BlackboxProbeFailed (any failed probe), and the same held for 30s.
@@ -189,8 +183,6 @@ groups:
         for: 30s
         labels: {severity: critical}
 `)
-	promPort := freePort(t)
-	promURL := "http://127.0.0.1:" + strconv.Itoa(promPort)
 	promConf := writeFile(t, dir, "prometheus.yml", fmt.Sprintf(`
 global:
   scrape_interval: 2s
@@ -202,7 +194,7 @@ rule_files:
 alerting:
   alertmanagers:
     - static_configs:
-        - targets: ['127.0.0.1:%d']
+        - targets: ['%s']
 scrape_configs:
   - job_name: app
     static_configs:
@@ -221,12 +213,11 @@ scrape_configs:
         regex: 'https://([^/]+):\d+/'
         target_label: instance
       - target_label: __address__
-        replacement: '127.0.0.1:%d'
-`, filepath.Join(alertsAbs, "lifeline.rules.yml"), bbRules, amPort, appAddr, healthy, degraded, bbPort))
-	startPart(t, "prometheus", bins.prometheus, []string{
+        replacement: '%s'
+`, filepath.Join(alertsAbs, "lifeline.rules.yml"), bbRules, amAddr, appAddr, healthy, degraded, bbAddr))
+	promURL := "http://" + startWebPart(t, "prometheus", bins.prometheus, []string{
 		"--config.file=" + promConf, "--storage.tsdb.path=" + filepath.Join(dir, "prometheus"),
-		"--web.listen-address=127.0.0.1:" + strconv.Itoa(promPort),
-	}, httpReady(promURL+"/-/ready"))
+	}, "/-/ready")
 
 	// The client: 10 calls a second, each on a new connection, until the
 	// test ends.

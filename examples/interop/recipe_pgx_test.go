@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log"
 	"net"
+	"net/netip"
 	"strconv"
 	"syscall"
 	"testing"
@@ -14,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/lifeline-go/lifeline/dial"
+	"github.com/lifeline-go/lifeline/faultnet"
 )
 
 // pgxRecipe is docs/dial.md's pgx snippet (docs/dial.md, "### In real clients";
@@ -78,7 +80,8 @@ func TestRecipePgx(t *testing.T) {
 // nothing listens: the *dial.Error is found through pgx's ConnectError and
 // says the connect phase failed, at which peer, with the refusal as cause.
 func TestRecipePgxDialError(t *testing.T) {
-	port := freePort(t) // closed again: connections are refused
+	// Reserved while the test runs, nothing listening: connections are refused.
+	port := int(netip.MustParseAddrPort(faultnet.RefusedAddr(t, "tcp")).Port())
 	d := newDialer(nil)
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()

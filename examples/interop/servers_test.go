@@ -16,6 +16,13 @@ import (
 // start, exits early or is not ready in time.
 func runServer(t *testing.T, name string, cmd *exec.Cmd, stop os.Signal, wait time.Duration, ready func() error) {
 	t.Helper()
+	runServerLog(t, name, cmd, stop, wait, func(string) error { return ready() })
+}
+
+// runServerLog is runServer whose ready check also reads the server's
+// output so far (where a server started on port 0 reports its port).
+func runServerLog(t *testing.T, name string, cmd *exec.Cmd, stop os.Signal, wait time.Duration, ready func(out string) error) {
+	t.Helper()
 	var log syncBuffer // the server's output, shown only when the test fails
 	cmd.Stdout, cmd.Stderr = &log, &log
 	if err := cmd.Start(); err != nil {
@@ -41,7 +48,7 @@ func runServer(t *testing.T, name string, cmd *exec.Cmd, stop os.Signal, wait ti
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		err := ready()
+		err := ready(log.String())
 		if err == nil {
 			return
 		}

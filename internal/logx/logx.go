@@ -129,12 +129,40 @@ func For(l *slog.Logger) *Limiter {
 // kind was logged less than the interval ago: then it is counted, and
 // reported with the next record of the kind (or a summary). msg is a short
 // constant ("lifeline: dial failed"); err's text is redacted and cut; attrs
-// must be short strings or numbers. It does nothing on a nil Limiter.
+// must be short strings or numbers. It does nothing on a nil Limiter. The
+// records are written on the caller's goroutine; a [Queue] writes them on
+// a goroutine of its own.
 func (lm *Limiter) Failure(ctx context.Context, kind, msg string, err error, attrs ...slog.Attr) {
-	if lm == nil || !lm.l.Enabled(ctx, slog.LevelWarn) {
-		return
+	for _, r := range lm.failure(ctx, kind, msg, err, attrs) {
+		r.write(lm.l)
 	}
-	l, ls := lm.l, lm.st
+}
+
+// record is one record to write: made under the limits' lock, written
+// outside it.
+type record struct {
+	ctx   context.Context
+	msg   string
+	attrs []slog.Attr
+}
+
+func (r record) write(l *slog.Logger) {
+	l.LogAttrs(r.ctx, slog.LevelWarn, r.msg, r.attrs...)
+}
+
+// failure counts a failure of kind and returns the records it calls for:
+// summaries of quiet kinds, then its own record unless it is held back.
+func (lm *Limiter) failure(ctx context.Context, kind, msg string, err error, attrs []slog.Attr) []record {
+	if lm == nil || !lm.l.Enabled(ctx, slog.LevelWarn) {
+		return nil
+	}
+	return lm.count(ctx, kind, msg, err, attrs)
+}
+
+// count is failure without the Logger's Enabled, which is the handler's
+// code: a [Queue] leaves it to its writer (LogAttrs asks it there).
+func (lm *Limiter) count(ctx context.Context, kind, msg string, err error, attrs []slog.Attr) []record {
+	ls := lm.st
 	now := ls.now()
 	ls.mu.Lock()
 	summaries := ls.sweepLocked(now, kind)
@@ -158,11 +186,12 @@ func (lm *Limiter) Failure(ctx context.Context, kind, msg string, err error, att
 	}
 	ls.mu.Unlock()
 
+	out := make([]record, 0, len(summaries)+1)
 	for _, s := range summaries {
-		writeSummary(ctx, l, s)
+		out = append(out, s.record(ctx))
 	}
 	if !log {
-		return
+		return out
 	}
 	all := make([]slog.Attr, 0, len(attrs)+4)
 	all = append(all, slog.String("kind", kind))
@@ -173,12 +202,12 @@ func (lm *Limiter) Failure(ctx context.Context, kind, msg string, err error, att
 	if suppressed > 0 {
 		all = append(all, slog.Int("suppressed", suppressed))
 	}
-	l.LogAttrs(ctx, slog.LevelWarn, msg, all...)
+	return append(out, record{ctx, msg, all})
 }
 
-func writeSummary(ctx context.Context, l *slog.Logger, s summary) {
-	l.LogAttrs(ctx, slog.LevelWarn, "lifeline: suppressed similar failures",
-		slog.String("kind", s.kind), slog.Int("suppressed", s.n), slog.String("of", s.msg))
+func (s summary) record(ctx context.Context) record {
+	return record{ctx, "lifeline: suppressed similar failures",
+		[]slog.Attr{slog.String("kind", s.kind), slog.Int("suppressed", s.n), slog.String("of", s.msg)}}
 }
 
 type summary struct {
@@ -207,23 +236,28 @@ func (ls *limits) sweepLocked(now time.Time, skip string) []summary {
 // Flush writes a summary for every kind with failures not yet reported
 // (a Pool's or a session's Close calls it). Nil-safe.
 func (lm *Limiter) Flush(ctx context.Context) {
+	for _, r := range lm.flush(ctx) {
+		r.write(lm.l)
+	}
+}
+
+// flush returns the summaries Flush writes.
+func (lm *Limiter) flush(ctx context.Context) []record {
 	if lm == nil {
-		return
+		return nil
 	}
 	ls := lm.st
 	ls.mu.Lock()
-	var out []summary
+	var out []record
 	now := ls.now()
 	for k, st := range ls.kinds {
 		if st.suppressed > 0 {
-			out = append(out, summary{k, st.msg, st.suppressed})
+			out = append(out, summary{k, st.msg, st.suppressed}.record(ctx))
 			st.suppressed, st.last = 0, now
 		}
 	}
 	ls.mu.Unlock()
-	for _, s := range out {
-		writeSummary(ctx, lm.l, s)
-	}
+	return out
 }
 
 // ErrorText is err's text for a log record: URLs stripped of userinfo,

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -18,22 +17,19 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
+	"github.com/lifeline-go/lifeline/faultnet"
 	"github.com/lifeline-go/lifeline/internal/logx"
 	"github.com/lifeline-go/lifeline/internal/otelx"
 	"github.com/lifeline-go/lifeline/retry"
 	"github.com/lifeline-go/lifeline/transport"
 )
 
-// closedAddr is a loopback address nothing listens on.
+// closedAddr is a loopback address nothing listens on, reserved until the
+// test ends (a port freed by closing a listener may be taken by another
+// test's listener meanwhile).
 func closedAddr(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	_ = ln.Close()
-	return addr
+	return faultnet.RefusedAddr(t, "tcp")
 }
 
 type lockedBuf struct {
