@@ -46,7 +46,7 @@ unit:
 # calls builds, and hogs beside -race change the rate the client keeps up
 # with between a control and its own half (CI, stop 27: 26 of 240 calls
 # queued to their deadline against the control's 177 under stress beside
-# cshim's tests, where the bound is an eighth; 1–9 in four -race runs of
+# cshim's tests, where the bound was an eighth (a quarter now); 1–9 in four -race runs of
 # it alone beside three hogs). make unit runs them.
 STRESS_COUNT   ?= 2
 STRESS_HOGS    ?= 2

@@ -94,8 +94,16 @@ func TestShedSlowRefusalsQueue(t *testing.T) {
 	if timedOut[true] < 20 {
 		t.Skipf("the control queued only %d calls to their deadline: no queue formed on this machine", timedOut[true])
 	}
-	if timedOut[false] > timedOut[true]/8 {
-		t.Errorf("shedding: %d calls waited in the queue to their deadline, the control %d: want at most an eighth", timedOut[false], timedOut[true])
+	// At most a quarter of the control's: on a quiet machine shedding
+	// leaves 1–9 against the control's ~170; beside other packages' tests
+	// (make unit, gate run 91) 22 against 171, and under make stress 26
+	// against 177 — the client's own rate sags under load, and the queue
+	// it builds with it. A quarter still shows the queue kept short; the
+	// rule's weight for a standing queue, which an eighth told apart on a
+	// quiet machine (counted once: 23–30), is pinned by
+	// TestShedArrivalBehindQueueWeight, which no load can blur.
+	if timedOut[false] > timedOut[true]/4 {
+		t.Errorf("shedding: %d calls waited in the queue to their deadline, the control %d: want at most a quarter", timedOut[false], timedOut[true])
 	}
 	if lateOK[false] < 0.9 {
 		t.Errorf("shedding: %.0f%% of the calls from 8s after the overload ok, want ≥ 90%%", 100*lateOK[false])
